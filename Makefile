@@ -1,0 +1,48 @@
+# troupe — top-level driver. `make demo` and `make test` work on a fresh Debian 12 machine:
+# they install what is missing (scripts/bootstrap), configure, build and run.
+#
+#   make demo        build and run the main job
+#   make test        build and run the whole test suite (ctest)
+#   make build       configure + build only (build/bin/)
+#   make asan        the suite under AddressSanitizer + UBSan (build-asan/)
+#   make tsan        the suite under ThreadSanitizer (build-tsan/)
+#   make bench       build and run troupe-bench all
+#   make clean       remove build directories
+
+BUILD ?= build
+CC ?= cc
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
+
+.PHONY: all bootstrap build demo test asan tsan bench clean
+
+all: build
+
+bootstrap:
+	@bash scripts/bootstrap
+
+# Re-run configure when the generator or the build dir is missing.
+$(BUILD)/CMakeCache.txt: | bootstrap
+	cmake -S . -B $(BUILD) $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: bootstrap $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	$(BUILD)/bin/troupe-demo
+
+test: build
+	cd $(BUILD) && ctest $(CTEST_FLAGS)
+
+asan: bootstrap
+	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DTROUPE_SANITIZE=address -DCMAKE_C_COMPILER=clang"
+
+tsan: bootstrap
+	$(MAKE) test BUILD=build-tsan CMAKE_ARGS="-DTROUPE_SANITIZE=thread -DCMAKE_C_COMPILER=clang"
+
+bench: build
+	$(BUILD)/bin/troupe-bench all
+
+clean:
+	rm -rf build build-asan build-tsan

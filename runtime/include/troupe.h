@@ -1,0 +1,265 @@
+/*
+ * troupe.h — the public API of libtroupe, an actor runtime in C.
+ *
+ * Actors are scheduled on a pool of worker threads; each has a lock-free mailbox; messages carry a
+ * type tag, the sender's pid, a correlation id and a msgpack payload. Timers run on a libuv loop of
+ * their own. Everything public is prefixed tr_ / TR_; every function that can fail returns a
+ * negative TR_E* code (see tr_strerror) and never aborts on bad input.
+ *
+ * Threading: tr_send, tr_spawn & co. taking a tr_ctx are for use inside an actor's callbacks (the
+ * ctx is only valid during the callback). Functions taking a tr_system are thread-safe and are how
+ * code outside actors (an embedding app, a test) talks to the system.
+ */
+#ifndef TROUPE_H
+#define TROUPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <msgpack.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------------- */
+
+enum {
+    TR_OK = 0,
+    TR_ENOMEM = -1,     /* out of memory, or an internal table is full */
+    TR_EINVAL = -2,     /* an argument is invalid */
+    TR_ENOPROC = -3,    /* no such actor: the pid is null, stale, or the actor has ended */
+    TR_ETIMEDOUT = -4,  /* a request or call got no reply in time */
+    TR_ESTOPPED = -5,   /* the system is stopping or stopped */
+    TR_EBADMSG = -6,    /* a payload is malformed, or does not hold what the reader asked for */
+    TR_ESTATE = -7,     /* the call is not valid in the current state (e.g. start twice) */
+    TR_ETOOBIG = -8,    /* a size limit was exceeded */
+    TR_EFULL = -9,      /* a bounded queue is full */
+};
+
+/* A short English description of a TR_E* code (or of TR_OK); never NULL. */
+const char *tr_strerror(int err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Pids
+ * ------------------------------------------------------------------------------------------- */
+
+/* An actor's address: node id (16 bits) | generation (24 bits) | slot (24 bits). 0 is "no actor".
+ * A slot is reused only with a new generation, so a stale pid never reaches a newer actor. */
+typedef uint64_t tr_pid;
+#define TR_PID_NONE ((tr_pid)0)
+
+/* The node id part of a pid. */
+static inline uint16_t tr_pid_node(tr_pid p) { return (uint16_t)(p >> 48); }
+/* The generation part of a pid. */
+static inline uint32_t tr_pid_gen(tr_pid p) { return (uint32_t)(p >> 24) & 0xFFFFFFu; }
+/* The local slot (serial) part of a pid. */
+static inline uint32_t tr_pid_slot(tr_pid p) { return (uint32_t)p & 0xFFFFFFu; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Messages
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tr_msg tr_msg;
+
+/* Message types at or above this value are reserved for the runtime. */
+#define TR_MSG_SYSTEM 0xFFFF0000u
+/* Delivered to a requester when its tr_request got no reply in time; corr is the request's. */
+#define TR_MSG_TIMEOUT (TR_MSG_SYSTEM + 1)
+
+/* Allocates a message of the given type with room for `size_hint` payload bytes (it grows as
+ * needed). Returns NULL when out of memory. Free with tr_msg_free unless it was handed to a send. */
+tr_msg *tr_msg_new(uint32_t type, size_t size_hint);
+/* Allocates a message whose payload is a copy of `len` bytes at `data`. NULL when out of memory. */
+tr_msg *tr_msg_from_bytes(uint32_t type, const void *data, size_t len);
+/* Frees a message the caller owns (NULL is ignored). */
+void tr_msg_free(tr_msg *m);
+
+/* The message's type tag. */
+uint32_t tr_msg_type(const tr_msg *m);
+/* The pid of the actor that sent the message (TR_PID_NONE from outside any actor). */
+tr_pid tr_msg_sender(const tr_msg *m);
+/* The correlation id: non-zero on requests, their replies and their timeouts. */
+uint64_t tr_msg_corr(const tr_msg *m);
+/* True when the message is a reply to a tr_request / tr_call (sent with tr_reply). */
+bool tr_msg_is_reply(const tr_msg *m);
+/* The payload bytes (valid while the message is). */
+const void *tr_msg_data(const tr_msg *m);
+/* The payload length in bytes. */
+size_t tr_msg_size(const tr_msg *m);
+
+/* A msgpack packer that appends to the message's payload (valid while the message is). Packing
+ * fails with a non-zero msgpack return only when out of memory or above 1 GiB. */
+msgpack_packer *tr_msg_packer(tr_msg *m);
+/* Appends raw bytes to the payload. TR_OK, TR_ENOMEM or TR_ETOOBIG. */
+int tr_msg_append(tr_msg *m, const void *data, size_t len);
+
+/* A read cursor over a payload made of consecutive msgpack objects. Strings and bins returned by
+ * the readers point into the message: keep the message alive while they are used. */
+typedef struct tr_reader {
+    const char *data;
+    size_t len;
+    size_t off;
+    msgpack_unpacked obj;
+} tr_reader;
+
+/* Starts reading the message's payload. Call tr_reader_done when finished. */
+void tr_reader_init(tr_reader *r, const tr_msg *m);
+/* Starts reading `len` bytes at `data` (any msgpack buffer). */
+void tr_reader_init_bytes(tr_reader *r, const void *data, size_t len);
+/* Releases the reader's memory. */
+void tr_reader_done(tr_reader *r);
+/* Reads the next object, whatever it is; *out is valid until the next read. TR_EBADMSG when the
+ * payload ends or is malformed. */
+int tr_read_object(tr_reader *r, const msgpack_object **out);
+/* Reads the next object as a signed integer (TR_EBADMSG if it is not one or does not fit). */
+int tr_read_i64(tr_reader *r, int64_t *out);
+/* Reads the next object as an unsigned integer (TR_EBADMSG if it is not one). */
+int tr_read_u64(tr_reader *r, uint64_t *out);
+/* Reads the next object as a string: pointer into the message, not NUL-terminated. */
+int tr_read_str(tr_reader *r, const char **s, size_t *len);
+/* Reads the next object as a bin (or str): pointer into the message. */
+int tr_read_bin(tr_reader *r, const void **p, size_t *len);
+/* True when every object has been read. */
+bool tr_reader_at_end(const tr_reader *r);
+
+/* ---------------------------------------------------------------------------------------------
+ * Systems
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tr_system tr_system;
+typedef struct tr_ctx tr_ctx;
+
+typedef void (*tr_dead_letter_fn)(void *user, tr_pid to, const tr_msg *m);
+
+typedef struct tr_system_opts {
+    unsigned workers;           /* worker threads; 0 = number of online CPUs */
+    unsigned msgs_per_turn;     /* messages an actor handles before yielding; 0 = 64 */
+    uint16_t node_id;           /* node id stamped in pids; 0 = 1 */
+    unsigned drain_timeout_ms;  /* how long a graceful stop waits for queues to empty; 0 = 5000 */
+    tr_dead_letter_fn dead_letter_hook; /* optional: called (on the sender's thread) for each dead letter */
+    void *dead_letter_user;
+} tr_system_opts;
+
+/* Fills `o` with the defaults. */
+void tr_system_opts_init(tr_system_opts *o);
+/* Creates a system (no thread runs yet). `opts` may be NULL for defaults. */
+int tr_system_new(tr_system **out, const tr_system_opts *opts);
+/* Starts the worker threads and the timer loop. */
+int tr_system_start(tr_system *sys);
+/* Asks the system to stop; returns at once. Callable from any thread, actors included. */
+void tr_system_stop(tr_system *sys);
+/* Waits for a stop to be asked, then stops gracefully: timers are cancelled, queued messages are
+ * delivered (up to drain_timeout_ms), each live actor's terminate runs with reason shutdown, the
+ * threads end. Not callable from an actor. */
+int tr_system_join(tr_system *sys);
+/* Frees a joined (or never started) system and everything it holds. */
+void tr_system_free(tr_system *sys);
+
+/* System-wide counters (monotonic, read without locks). */
+typedef struct tr_system_stats {
+    uint64_t spawned;
+    uint64_t ended;
+    uint64_t alive;
+    uint64_t dead_letters;      /* sends to a dead or stale pid, and messages left in ended actors */
+    uint64_t late_replies;      /* replies arriving after their request timed out (dropped) */
+    uint64_t steals;            /* actors taken from another worker's queue */
+    uint64_t parks;             /* times a worker went to sleep */
+} tr_system_stats;
+
+/* Reads the system's counters. */
+void tr_system_stats_get(tr_system *sys, tr_system_stats *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Actors
+ * ------------------------------------------------------------------------------------------- */
+
+/* Why an actor ended. */
+typedef enum tr_reason_kind {
+    TR_REASON_NORMAL = 0,   /* tr_stop, or init chose not to start */
+    TR_REASON_SHUTDOWN,     /* the system (or later, a supervisor) stopped it */
+    TR_REASON_KILLED,       /* killed without running its own logic */
+    TR_REASON_ERROR,        /* tr_fail, or receive returned non-zero */
+} tr_reason_kind;
+
+typedef struct tr_reason {
+    tr_reason_kind kind;
+    int code;               /* for TR_REASON_ERROR: the failure code */
+    const char *text;       /* for TR_REASON_ERROR: a description, or NULL */
+} tr_reason;
+
+/* An actor's behaviour: callbacks plus the size of the state the runtime allocates for it.
+ * init (optional) runs in tr_spawn on the caller's thread; non-zero makes the spawn fail with that
+ * code. receive handles one message; non-zero ends the actor with TR_REASON_ERROR and that code.
+ * terminate (optional) runs once when the actor ends, whatever the reason. The message passed to
+ * receive is freed after it returns, unless it was sent on (tr_send of the same message). */
+typedef struct tr_behaviour {
+    const char *name;
+    size_t state_size;
+    int (*init)(tr_ctx *ctx, void *state, const void *arg);
+    int (*receive)(tr_ctx *ctx, void *state, tr_msg *m);
+    void (*terminate)(tr_ctx *ctx, void *state, const tr_reason *reason);
+} tr_behaviour;
+
+/* Spawns an actor from outside any actor. `b` must outlive the actor. */
+int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_pid *out);
+/* Spawns an actor from inside an actor. */
+int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out);
+
+/* The running actor's own pid. */
+tr_pid tr_self(const tr_ctx *ctx);
+/* The system the running actor belongs to. */
+tr_system *tr_ctx_system(const tr_ctx *ctx);
+/* Ends the running actor with reason normal once the current callback returns. */
+void tr_stop(tr_ctx *ctx);
+/* Ends the running actor with TR_REASON_ERROR, `code` and `text` (copied; may be NULL) once the
+ * current callback returns. */
+void tr_fail(tr_ctx *ctx, int code, const char *text);
+/* Asks the actor `pid` to end with reason shutdown after the messages already in its mailbox. */
+int tr_system_stop_actor(tr_system *sys, tr_pid pid);
+/* True when `pid` names a live actor of this node. */
+bool tr_system_alive(tr_system *sys, tr_pid pid);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sending
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sends `m` to `to`; the message always passes to the runtime (freed on error). Per
+ * sender->receiver FIFO order. TR_ENOPROC for a dead or stale pid (counted as a dead letter). */
+int tr_send(tr_ctx *ctx, tr_pid to, tr_msg *m);
+/* Sends from outside any actor (sender TR_PID_NONE). Same ownership and errors as tr_send. */
+int tr_system_send(tr_system *sys, tr_pid to, tr_msg *m);
+/* Sends a request: `m` gets a fresh correlation id (returned in *corr if not NULL). Exactly one of
+ * the reply or a TR_MSG_TIMEOUT message with that corr is later delivered to the actor.
+ * timeout_ms 0 means no timeout. */
+int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
+/* Replies to `request` (a message received with a corr) with `reply`, which the runtime takes. */
+int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply);
+/* Sends a request from outside any actor and blocks until the reply (*reply_out, owned by the
+ * caller) or the timeout (TR_ETIMEDOUT). Never call it from an actor: use tr_request. */
+int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Timers
+ * ------------------------------------------------------------------------------------------- */
+
+typedef uint64_t tr_timer;
+
+/* Delivers `m` to `to` after `delay_ms` (sender: the running actor). *t (if not NULL) receives an id
+ * for tr_cancel_timer. The runtime takes `m`. */
+int tr_send_after(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer *t);
+/* Delivers a copy of `m` to `to` every `interval_ms` (first after one interval) until cancelled or
+ * until `to` ends. The runtime takes `m`. */
+int tr_send_interval(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned interval_ms, tr_timer *t);
+/* Like tr_send_after, from outside any actor. */
+int tr_system_send_after(tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer *t);
+/* Cancels a timer. A message already delivered stays delivered; cancelling an unknown or fired
+ * timer is harmless. */
+int tr_cancel_timer(tr_system *sys, tr_timer t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_H */

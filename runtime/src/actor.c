@@ -1,0 +1,468 @@
+/*
+ * actor.c — actors: the header pool and pid table, spawn, send, one turn of a mailbox, and the
+ * end of an actor.
+ *
+ * Headers are allocated in chunks of TR_CHUNK_SIZE that live as long as the system. A header's
+ * slot (its index in the table) never changes; each reuse bumps its generation, so a pid names
+ * one incarnation exactly. Lookup of a pid is two loads and a guarded reference count: take a
+ * reference only if the count is non-zero, then check the header still carries that pid.
+ *
+ * Scheduling follows the classic "scheduled flag" protocol: a sender pushes to the mailbox and
+ * then flips `sched` 0 -> 1; whoever flips it makes the actor runnable. At the end of a turn the
+ * runner clears the flag and looks at the mailbox again (both seq_cst: a Dekker pair with the
+ * sender), so a message is never left behind and the actor never runs on two threads at once.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define WORKER_CACHE_MAX 512u
+#define WORKER_CACHE_BATCH 128u
+
+/* ---- table and pool ------------------------------------------------------------------------ */
+
+int tr__actor_table_init(tr_system *sys)
+{
+    sys->chunks = calloc(TR_MAX_CHUNKS, sizeof *sys->chunks);
+    if (sys->chunks == NULL)
+        return TR_ENOMEM;
+    sys->nchunks = 0;
+    sys->free_actors = NULL;
+    return TR_OK;
+}
+
+static void free_one(tr_actor *a, void *arg)
+{
+    (void)arg;
+    tr_msg *m;
+    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
+        tr_msg_free(m);
+}
+
+void tr__actor_table_free(tr_system *sys)
+{
+    if (sys->chunks == NULL)
+        return;
+    tr__actor_foreach(sys, free_one, NULL);
+    for (unsigned c = 0; c < sys->nchunks; c++)
+        free(atomic_load_explicit(&sys->chunks[c], memory_order_relaxed));
+    free(sys->chunks);
+    sys->chunks = NULL;
+}
+
+void tr__actor_foreach(tr_system *sys, void (*fn)(tr_actor *, void *), void *arg)
+{
+    for (unsigned c = sys->nchunks; c-- > 0;) {
+        tr_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_acquire);
+        for (unsigned i = TR_CHUNK_SIZE; i-- > 0;)
+            fn(&chunk[i], arg);
+    }
+}
+
+/* Adds a chunk to the global free list. Called with pool_lock held. */
+static int pool_grow(tr_system *sys)
+{
+    if (sys->nchunks >= TR_MAX_CHUNKS)
+        return TR_ENOMEM;
+    tr_actor *chunk = aligned_alloc(TR_CACHELINE, sizeof(tr_actor) * TR_CHUNK_SIZE);
+    if (chunk == NULL)
+        return TR_ENOMEM;
+    unsigned c = sys->nchunks;
+    for (unsigned i = 0; i < TR_CHUNK_SIZE; i++) {
+        tr_actor *a = &chunk[i];
+        tr__mpsc_init(&a->mbox);
+        atomic_init(&a->sched, 1);
+        atomic_init(&a->refs, 0);
+        atomic_init(&a->pid, 0);
+        a->slot = (c << TR_CHUNK_SHIFT) | i;
+        a->gen = 0;
+        a->flags = 0;
+        a->sys = sys;
+        a->beh = NULL;
+        a->state = NULL;
+        a->pending = NULL;
+        a->link = (i + 1 < TR_CHUNK_SIZE) ? &chunk[i + 1] : sys->free_actors;
+    }
+    atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
+    sys->nchunks = c + 1;
+    sys->free_actors = &chunk[0]; /* node ids start at 1, so no pid is ever 0 */
+    return TR_OK;
+}
+
+tr_actor *tr__actor_alloc(tr_system *sys)
+{
+    tr_worker *w = tr__current_worker(sys);
+    tr_actor *a = NULL;
+    if (w != NULL && w->free_actors != NULL) {
+        a = w->free_actors;
+        w->free_actors = a->link;
+        w->nfree_actors--;
+    } else {
+        pthread_mutex_lock(&sys->pool_lock);
+        if (sys->free_actors == NULL && pool_grow(sys) != TR_OK) {
+            pthread_mutex_unlock(&sys->pool_lock);
+            return NULL;
+        }
+        a = sys->free_actors;
+        sys->free_actors = a->link;
+        /* refill the worker's cache in one go, so spawns rarely take the lock */
+        if (w != NULL) {
+            while (w->nfree_actors < WORKER_CACHE_BATCH && sys->free_actors != NULL) {
+                tr_actor *b = sys->free_actors;
+                sys->free_actors = b->link;
+                b->link = w->free_actors;
+                w->free_actors = b;
+                w->nfree_actors++;
+            }
+        }
+        pthread_mutex_unlock(&sys->pool_lock);
+    }
+    a->gen = (a->gen + 1) & ((1u << TR_GEN_BITS) - 1);
+    if (a->gen == 0)
+        a->gen = 1;
+    a->link = NULL;
+    a->flags = 0;
+    a->received = 0;
+    a->pending = NULL;
+    atomic_store_explicit(&a->refs, 1, memory_order_relaxed);
+    return a;
+}
+
+static void pool_release(tr_actor *a)
+{
+    tr_system *sys = a->sys;
+    /* messages that raced with the end of the actor */
+    tr_msg *m;
+    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
+        tr__dead_letter(sys, TR_PID_NONE, m);
+    tr_worker *w = tr__current_worker(sys);
+    if (w != NULL) {
+        a->link = w->free_actors;
+        w->free_actors = a;
+        if (++w->nfree_actors <= WORKER_CACHE_MAX)
+            return;
+        /* give a batch back to the global list */
+        tr_actor *first = w->free_actors, *last = first;
+        for (unsigned i = 1; i < WORKER_CACHE_BATCH; i++)
+            last = last->link;
+        w->free_actors = last->link;
+        w->nfree_actors -= WORKER_CACHE_BATCH;
+        pthread_mutex_lock(&sys->pool_lock);
+        last->link = sys->free_actors;
+        sys->free_actors = first;
+        pthread_mutex_unlock(&sys->pool_lock);
+        return;
+    }
+    pthread_mutex_lock(&sys->pool_lock);
+    a->link = sys->free_actors;
+    sys->free_actors = a;
+    pthread_mutex_unlock(&sys->pool_lock);
+}
+
+tr_actor *tr__actor_ref(tr_system *sys, tr_pid pid)
+{
+    uint32_t slot = tr_pid_slot(pid);
+    uint32_t c = slot >> TR_CHUNK_SHIFT;
+    if (pid == TR_PID_NONE || c >= TR_MAX_CHUNKS)
+        return NULL;
+    tr_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_acquire);
+    if (chunk == NULL)
+        return NULL;
+    tr_actor *a = &chunk[slot & (TR_CHUNK_SIZE - 1)];
+    uint32_t r = atomic_load_explicit(&a->refs, memory_order_relaxed);
+    do {
+        if (r == 0)
+            return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(&a->refs, &r, r + 1, memory_order_acquire,
+                                                    memory_order_relaxed));
+    if (atomic_load_explicit(&a->pid, memory_order_acquire) != pid) {
+        tr__actor_unref(a);
+        return NULL;
+    }
+    return a;
+}
+
+void tr__actor_unref(tr_actor *a)
+{
+    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        pool_release(a);
+}
+
+/* ---- spawning ------------------------------------------------------------------------------ */
+
+struct tr_ctx {
+    tr_system *sys;
+    tr_worker *w;
+    tr_actor *self;
+    tr_msg *cur;            /* the message being received, until sent on */
+    bool ending;
+    tr_reason reason;
+    char *fail_text;
+};
+
+static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void *arg, tr_pid *out)
+{
+    if (b == NULL || b->receive == NULL)
+        return TR_EINVAL;
+    int st = atomic_load_explicit(&sys->state, memory_order_acquire);
+    if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED)
+        return TR_ESTOPPED;
+    tr_actor *a = tr__actor_alloc(sys);
+    if (a == NULL)
+        return TR_ENOMEM;
+    a->beh = b;
+    if (b->state_size <= TR_STATE_INLINE) {
+        a->state = a->inline_state;
+        memset(a->inline_state, 0, sizeof a->inline_state);
+    } else if ((a->state = calloc(1, b->state_size)) == NULL) {
+        tr__actor_unref(a);
+        return TR_ENOMEM;
+    }
+    tr_pid pid = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
+    atomic_store_explicit(&a->sched, 1, memory_order_relaxed); /* not runnable during init */
+    atomic_store_explicit(&a->pid, pid, memory_order_release);
+    atomic_fetch_add_explicit(&sys->spawned, 1, memory_order_relaxed);
+    if (b->init != NULL) {
+        tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+        int rc = b->init(&ctx, a->state, arg);
+        if (rc != 0 || ctx.ending) {
+            /* init refused: the actor never existed for anyone else */
+            atomic_store_explicit(&a->pid, 0, memory_order_release);
+            free(ctx.fail_text);
+            if (a->state != a->inline_state)
+                free(a->state);
+            a->state = NULL;
+            tr__pending_free(sys, a);
+            atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
+            tr__actor_unref(a);
+            return rc != 0 ? rc : TR_ENOPROC;
+        }
+    }
+    if (out != NULL)
+        *out = pid;
+    /* open for scheduling; messages sent during init are picked up now */
+    atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
+    if (tr__mpsc_nonempty(&a->mbox) &&
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
+        atomic_fetch_add_explicit(&sys->active, 1, memory_order_relaxed);
+        tr__schedule(sys, w, a);
+    }
+    return TR_OK;
+}
+
+int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_pid *out)
+{
+    if (sys == NULL)
+        return TR_EINVAL;
+    return spawn(sys, tr__current_worker(sys), b, arg, out);
+}
+
+int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out)
+{
+    if (ctx == NULL)
+        return TR_EINVAL;
+    return spawn(ctx->sys, ctx->w, b, arg, out);
+}
+
+tr_pid tr_self(const tr_ctx *ctx)
+{
+    return atomic_load_explicit(&ctx->self->pid, memory_order_relaxed);
+}
+
+tr_system *tr_ctx_system(const tr_ctx *ctx)
+{
+    return ctx->sys;
+}
+
+void tr_stop(tr_ctx *ctx)
+{
+    if (ctx->ending)
+        return;
+    ctx->ending = true;
+    ctx->reason = (tr_reason){.kind = TR_REASON_NORMAL};
+}
+
+void tr_fail(tr_ctx *ctx, int code, const char *text)
+{
+    if (ctx->ending)
+        return;
+    ctx->ending = true;
+    free(ctx->fail_text);
+    ctx->fail_text = text != NULL ? strdup(text) : NULL;
+    ctx->reason = (tr_reason){.kind = TR_REASON_ERROR, .code = code, .text = ctx->fail_text};
+}
+
+bool tr_system_alive(tr_system *sys, tr_pid pid)
+{
+    tr_actor *a = tr__actor_ref(sys, pid);
+    if (a == NULL)
+        return false;
+    tr__actor_unref(a);
+    return true;
+}
+
+/* ---- sending ------------------------------------------------------------------------------- */
+
+void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
+{
+    atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
+    if (sys->opts.dead_letter_hook != NULL)
+        sys->opts.dead_letter_hook(sys->opts.dead_letter_user, to, m);
+    tr_msg_free(m);
+}
+
+int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
+{
+    tr_actor *a = tr__actor_ref(sys, to);
+    if (TR_UNLIKELY(a == NULL)) {
+        tr__dead_letter(sys, to, m);
+        return TR_ENOPROC;
+    }
+    tr__mpsc_push(&a->mbox, &m->node);
+    /* a seq_cst load first: the common case (already scheduled) costs no write */
+    if (atomic_load_explicit(&a->sched, memory_order_seq_cst) == 0 &&
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
+        atomic_fetch_add_explicit(&sys->active, 1, memory_order_relaxed);
+        tr__schedule(sys, w, a);
+    }
+    tr__actor_unref(a);
+    return TR_OK;
+}
+
+int tr_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (ctx == NULL || m->type >= TR_MSG_SYSTEM) {
+        if (ctx != NULL && m == ctx->cur)
+            ctx->cur = NULL;
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    if (m == ctx->cur)
+        ctx->cur = NULL; /* forwarding the message being received: it is no longer ours to free */
+    m->sender = tr_self(ctx);
+    m->flags &= ~(uint32_t)(TR_MF_REQUEST | TR_MF_REPLY);
+    m->corr = 0;
+    return tr__deliver(ctx->sys, ctx->w, to, m);
+}
+
+int tr_system_send(tr_system *sys, tr_pid to, tr_msg *m)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (sys == NULL || m->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    int st = atomic_load_explicit(&sys->state, memory_order_acquire);
+    if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED) {
+        tr_msg_free(m);
+        return TR_ESTOPPED;
+    }
+    m->sender = TR_PID_NONE;
+    m->flags &= ~(uint32_t)(TR_MF_REQUEST | TR_MF_REPLY);
+    m->corr = 0;
+    return tr__deliver(sys, tr__current_worker(sys), to, m);
+}
+
+int tr_system_stop_actor(tr_system *sys, tr_pid pid)
+{
+    if (sys == NULL)
+        return TR_EINVAL;
+    tr_msg *m = tr_msg_new(TR_SIG_STOP, 0);
+    if (m == NULL)
+        return TR_ENOMEM;
+    m->flags = TR_MF_SIGNAL;
+    return tr__deliver(sys, tr__current_worker(sys), pid, m);
+}
+
+tr_actor *tr__ctx_actor(tr_ctx *ctx) { return ctx->self; }
+tr_worker *tr__ctx_worker(tr_ctx *ctx) { return ctx->w; }
+void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
+{
+    if (ctx->cur == m)
+        ctx->cur = NULL;
+}
+
+/* ---- running ------------------------------------------------------------------------------- */
+
+void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
+{
+    tr_system *sys = a->sys;
+    atomic_store_explicit(&a->pid, 0, memory_order_release); /* new sends now fail: ENOPROC */
+    if (a->beh->terminate != NULL) {
+        tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+        a->beh->terminate(&ctx, a->state, reason);
+        free(ctx.fail_text);
+    }
+    if (a->state != a->inline_state)
+        free(a->state);
+    a->state = NULL;
+    tr__pending_free(sys, a);
+    /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted as dead
+     * letters). `sched` stays 1, so no sender will ever schedule this incarnation again. */
+    tr_msg *m;
+    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
+        tr__dead_letter(sys, TR_PID_NONE, m);
+    atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
+    tr__actor_unref(a);
+}
+
+static void end_turn(tr_system *sys, tr_worker *w, tr_actor *a)
+{
+    atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
+    if (tr__mpsc_nonempty(&a->mbox) &&
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
+        tr__yield(w, a); /* a message arrived as we were leaving */
+        return;
+    }
+    atomic_fetch_sub_explicit(&sys->active, 1, memory_order_release);
+}
+
+void tr__actor_run(tr_worker *w, tr_actor *a)
+{
+    tr_system *sys = a->sys;
+    tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+    unsigned budget = sys->opts.msgs_per_turn;
+    unsigned n = 0;
+    while (n < budget) {
+        tr_msg *m = (tr_msg *)tr__mpsc_pop(&a->mbox);
+        if (m == NULL)
+            break;
+        n++;
+        if (TR_UNLIKELY(m->flags & (TR_MF_SIGNAL | TR_MF_REPLY)) || m->type == TR_MSG_TIMEOUT) {
+            if (m->flags & TR_MF_SIGNAL) {
+                tr_msg_free(m);
+                if (!ctx.ending) {
+                    ctx.ending = true;
+                    ctx.reason = (tr_reason){.kind = TR_REASON_SHUTDOWN};
+                }
+                break;
+            }
+            if (!tr__pending_filter(a, m))
+                continue;
+        }
+        a->received++;
+        ctx.cur = m;
+        int rc = a->beh->receive(&ctx, a->state, m);
+        if (ctx.cur != NULL)
+            tr_msg_free(ctx.cur);
+        ctx.cur = NULL;
+        if (TR_UNLIKELY(rc != 0) && !ctx.ending)
+            tr_fail(&ctx, rc, NULL);
+        if (ctx.ending)
+            break;
+    }
+    if (TR_UNLIKELY(ctx.ending)) {
+        atomic_fetch_sub_explicit(&sys->active, 1, memory_order_release);
+        tr__actor_end(a, w, &ctx.reason);
+        free(ctx.fail_text);
+        return;
+    }
+    if (n == budget)
+        tr__yield(w, a);
+    else
+        end_turn(sys, w, a);
+}

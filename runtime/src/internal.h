@@ -1,0 +1,251 @@
+/*
+ * internal.h — the runtime's private structures, shared by the files of runtime/src/.
+ *
+ * Nothing here is public API. Symbols defined in runtime/src/ that are not tr_* are given
+ * hidden visibility (TR_HIDDEN) so the shared library exports only the public API.
+ */
+#ifndef TROUPE_INTERNAL_H
+#define TROUPE_INTERNAL_H
+
+#include "troupe.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define TR_HIDDEN __attribute__((visibility("hidden")))
+#define TR_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TR_CACHELINE 64
+
+static inline void tr_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- messages (msg.c) ------------------------------------------------------------------------ */
+
+/* Link of the intrusive MPSC queue; first member of every queued object. */
+typedef struct tr_mpsc_node {
+    _Atomic(struct tr_mpsc_node *) next;
+} tr_mpsc_node;
+
+enum {
+    TR_MF_REQUEST = 1u << 0, /* carries a corr that expects a reply */
+    TR_MF_REPLY = 1u << 1,   /* answers a request (corr = the request's) */
+    TR_MF_SIGNAL = 1u << 2,  /* runtime signal, handled before receive (type says which) */
+};
+
+/* Runtime signals (flag TR_MF_SIGNAL). */
+enum {
+    TR_SIG_STOP = 1, /* end with reason shutdown */
+};
+
+#define TR_MSG_INLINE 64
+#define TR_MSG_MAX ((size_t)1 << 30)
+
+struct tr_msg {
+    tr_mpsc_node node;      /* mailbox link: must stay first */
+    uint32_t type;
+    uint32_t flags;
+    tr_pid sender;
+    uint64_t corr;
+    char *data;             /* inline_buf or a heap buffer */
+    uint32_t len;
+    uint32_t cap;
+    msgpack_packer pk;
+    char inline_buf[TR_MSG_INLINE];
+};
+
+/* Copies type, payload and corr/flags into a new message (for interval timers). */
+TR_HIDDEN tr_msg *tr__msg_clone(const tr_msg *m);
+
+/* ---- the MPSC mailbox queue (mailbox.c) ----------------------------------------------------- */
+
+/* Vyukov's intrusive multi-producer single-consumer queue: push is one exchange, pop is wait-free
+ * except while a producer is between its two steps (then pop reports "busy"). */
+typedef struct tr_mpsc {
+    _Atomic(tr_mpsc_node *) tail; /* producers */
+    tr_mpsc_node *head;           /* consumer */
+    tr_mpsc_node stub;
+} tr_mpsc;
+
+TR_HIDDEN void tr__mpsc_init(tr_mpsc *q);
+/* Pushes n (any thread). */
+TR_HIDDEN void tr__mpsc_push(tr_mpsc *q, tr_mpsc_node *n);
+/* Pops the oldest node, or NULL when empty or a push is half done (consumer thread only). */
+TR_HIDDEN tr_mpsc_node *tr__mpsc_pop(tr_mpsc *q);
+/* True when a node is queued or being pushed (consumer thread only; seq_cst). */
+TR_HIDDEN bool tr__mpsc_nonempty(tr_mpsc *q);
+
+/* ---- actors (actor.c) ----------------------------------------------------------------------- */
+
+#define TR_SLOT_BITS 24
+#define TR_GEN_BITS 24
+#define TR_CHUNK_SHIFT 8
+#define TR_CHUNK_SIZE (1u << TR_CHUNK_SHIFT)
+#define TR_MAX_CHUNKS ((1u << TR_SLOT_BITS) / TR_CHUNK_SIZE)
+#define TR_STATE_INLINE 48
+
+enum {
+    TR_AF_WAITER = 1u << 0, /* a tr_call waiter: "scheduling" it signals a thread */
+};
+
+typedef struct tr_pending tr_pending;
+struct tr_worker;
+struct tr_system;
+
+/* An actor's header. Headers live in chunks that are never freed while the system exists
+ * (type-stable memory), so a sender may safely touch a header it found through a stale pid:
+ * it takes a reference only if refs > 0, then checks that the pid still matches. */
+typedef struct tr_actor {
+    /* producer side: touched by every sender */
+    tr_mpsc mbox;                   /* tail, head, stub (head is consumer-only) */
+    _Atomic uint32_t sched;         /* 1 while queued or running (or ended) */
+    _Atomic uint32_t refs;          /* 1 for being alive + 1 per sender in tr_send */
+    _Atomic tr_pid pid;             /* the live pid, 0 once ended */
+    /* consumer side */
+    uint32_t slot;
+    uint32_t gen;
+    uint32_t flags;
+    uint32_t pad_;
+    const tr_behaviour *beh;
+    void *state;                    /* inline_state or heap */
+    struct tr_system *sys;
+    struct tr_actor *link;          /* run-queue / free-list link */
+    tr_pending *pending;            /* outstanding requests (lazily allocated) */
+    uint64_t received;
+    _Alignas(16) char inline_state[TR_STATE_INLINE];
+} tr_actor;
+
+TR_HIDDEN int tr__actor_table_init(struct tr_system *sys);
+TR_HIDDEN void tr__actor_table_free(struct tr_system *sys);
+/* Takes a reference on the live actor named by pid, or returns NULL. */
+TR_HIDDEN tr_actor *tr__actor_ref(struct tr_system *sys, tr_pid pid);
+/* Drops a reference; the last one returns the header to the pool. */
+TR_HIDDEN void tr__actor_unref(tr_actor *a);
+/* Allocates a header with a fresh generation (refs = 1, not yet visible). */
+TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
+/* Ends an actor: pid invalidated, terminate run, mailbox dropped, life reference released. */
+TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);
+/* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
+TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
+/* Delivers an already-allocated message (sender/flags set) to pid. */
+TR_HIDDEN int tr__deliver(struct tr_system *sys, struct tr_worker *w, tr_pid to, tr_msg *m);
+/* Counts (and hands to the hook) a dead letter, then frees it. */
+TR_HIDDEN void tr__dead_letter(struct tr_system *sys, tr_pid to, tr_msg *m);
+/* Calls fn on every header of the system (alive or not). Only when no worker runs. */
+TR_HIDDEN void tr__actor_foreach(struct tr_system *sys, void (*fn)(tr_actor *, void *), void *arg);
+
+/* The running actor, worker and received-message bookkeeping behind a tr_ctx (actor.c). */
+TR_HIDDEN tr_actor *tr__ctx_actor(tr_ctx *ctx);
+TR_HIDDEN struct tr_worker *tr__ctx_worker(tr_ctx *ctx);
+/* If m is the message being received, the runtime will no longer free it after receive. */
+TR_HIDDEN void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m);
+
+/* ---- requests (request.c) ------------------------------------------------------------------- */
+
+/* Returns true when m may go to receive; false when it was a late reply or a stale timeout (then
+ * it has been freed and counted). Updates the actor's pending set. */
+TR_HIDDEN bool tr__pending_filter(tr_actor *a, tr_msg *m);
+TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
+/* Wakes the thread blocked in tr_call on this waiter. */
+TR_HIDDEN void tr__waiter_signal(tr_actor *a);
+
+/* ---- scheduler (sched.c) -------------------------------------------------------------------- */
+
+#define TR_RING_SIZE 256u
+
+typedef struct tr_worker {
+    struct tr_system *sys;
+    unsigned id;
+    pthread_t thread;
+    /* ring: a bounded FIFO the owner pushes at tail; owner and thieves take from head by CAS */
+    _Alignas(TR_CACHELINE) _Atomic uint32_t head;
+    _Alignas(TR_CACHELINE) _Atomic uint32_t tail;
+    _Atomic(tr_actor *) ring[TR_RING_SIZE];
+    /* owner only */
+    _Alignas(TR_CACHELINE) tr_actor *next_slot; /* LIFO slot: run next, never stolen */
+    unsigned next_streak;
+    uint32_t rng;
+    unsigned tick;
+    tr_actor *free_actors;          /* per-worker header cache */
+    unsigned nfree_actors;
+    /* parking */
+    _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
+    _Atomic uint64_t steals;
+    _Atomic uint64_t parks;
+} tr_worker;
+
+/* The worker running on this thread, if it belongs to sys. */
+TR_HIDDEN tr_worker *tr__current_worker(struct tr_system *sys);
+/* Makes a (now scheduled) actor runnable: local queue of w, or the global queue if w is NULL. */
+TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
+/* Puts an actor that used its whole turn back at the tail of w's queue. */
+TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
+TR_HIDDEN int tr__sched_start(struct tr_system *sys);
+/* Wakes all workers and makes them return; joins them. */
+TR_HIDDEN void tr__sched_halt(struct tr_system *sys);
+
+/* ---- timers (timer.c) ----------------------------------------------------------------------- */
+
+TR_HIDDEN int tr__timer_start(struct tr_system *sys);
+/* Cancels every timer, ends the loop thread and joins it. */
+TR_HIDDEN void tr__timer_halt(struct tr_system *sys);
+/* Arms a timer that delivers m (or copies of it when interval) to `to`. */
+TR_HIDDEN int tr__timer_add(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms,
+                            bool interval, tr_timer *out);
+TR_HIDDEN void tr__timer_free(struct tr_system *sys);
+
+/* ---- the system (system.c) ------------------------------------------------------------------ */
+
+typedef struct tr_timers tr_timers;
+
+enum { TR_SYS_NEW = 0, TR_SYS_RUNNING, TR_SYS_STOPPING, TR_SYS_JOINED };
+
+struct tr_system {
+    tr_system_opts opts;
+    unsigned nworkers;
+    tr_worker *workers;
+
+    /* actors: chunk table (slot >> TR_CHUNK_SHIFT) and the global free list */
+    _Atomic(tr_actor *) *chunks;
+    unsigned nchunks;
+    pthread_mutex_t pool_lock;
+    tr_actor *free_actors;
+
+    /* global injection queue */
+    pthread_mutex_t inject_lock;
+    tr_actor *inject_head, *inject_tail;
+    _Atomic size_t inject_len;
+
+    /* parking */
+    _Alignas(TR_CACHELINE) _Atomic unsigned nparked;
+    _Atomic unsigned nsearching;
+    _Atomic int halt;               /* workers return when set */
+
+    /* actors scheduled or running; 0 means quiescent (used by the graceful stop) */
+    _Alignas(TR_CACHELINE) _Atomic long active;
+
+    _Alignas(TR_CACHELINE) _Atomic int state;
+    _Atomic int stop_requested;
+    pthread_mutex_t state_lock;
+    pthread_cond_t state_cond;
+
+    tr_timers *timers;
+
+    /* counters */
+    _Alignas(TR_CACHELINE) _Atomic uint64_t spawned;
+    _Atomic uint64_t ended;
+    _Atomic uint64_t dead_letters;
+    _Atomic uint64_t late_replies;
+    _Atomic uint64_t next_corr;
+};
+
+/* Monotonic clock in nanoseconds. */
+TR_HIDDEN uint64_t tr__now_ns(void);
+
+#endif /* TROUPE_INTERNAL_H */

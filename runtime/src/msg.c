@@ -1,0 +1,232 @@
+/*
+ * msg.c — messages: the envelope (type, sender, correlation id), its msgpack payload, and the
+ * reader that unpacks a payload without ever trusting it.
+ *
+ * A message is one allocation with room for TR_MSG_INLINE payload bytes; bigger payloads move to
+ * a heap buffer that grows by doubling. Within a node a send passes the pointer: the payload is
+ * never copied or re-encoded between sender and receiver.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void msg_init(tr_msg *m, uint32_t type)
+{
+    atomic_store_explicit(&m->node.next, NULL, memory_order_relaxed);
+    m->type = type;
+    m->flags = 0;
+    m->sender = TR_PID_NONE;
+    m->corr = 0;
+    m->data = m->inline_buf;
+    m->len = 0;
+    m->cap = TR_MSG_INLINE;
+    m->pk.data = NULL;
+    m->pk.callback = NULL;
+}
+
+static int msg_reserve(tr_msg *m, size_t extra)
+{
+    size_t need = (size_t)m->len + extra;
+    if (need > TR_MSG_MAX)
+        return TR_ETOOBIG;
+    if (need <= m->cap)
+        return TR_OK;
+    size_t cap = m->cap;
+    while (cap < need)
+        cap *= 2;
+    char *p;
+    if (m->data == m->inline_buf) {
+        p = malloc(cap);
+        if (p == NULL)
+            return TR_ENOMEM;
+        memcpy(p, m->inline_buf, m->len);
+    } else {
+        p = realloc(m->data, cap);
+        if (p == NULL)
+            return TR_ENOMEM;
+    }
+    m->data = p;
+    m->cap = (uint32_t)cap;
+    return TR_OK;
+}
+
+tr_msg *tr_msg_new(uint32_t type, size_t size_hint)
+{
+    tr_msg *m = malloc(sizeof *m);
+    if (m == NULL)
+        return NULL;
+    msg_init(m, type);
+    if (size_hint > TR_MSG_INLINE && msg_reserve(m, size_hint) != TR_OK) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+tr_msg *tr_msg_from_bytes(uint32_t type, const void *data, size_t len)
+{
+    if (data == NULL && len > 0)
+        return NULL;
+    tr_msg *m = tr_msg_new(type, len);
+    if (m != NULL && len > 0) {
+        memcpy(m->data, data, len);
+        m->len = (uint32_t)len;
+    }
+    return m;
+}
+
+void tr_msg_free(tr_msg *m)
+{
+    if (m == NULL)
+        return;
+    if (m->data != m->inline_buf)
+        free(m->data);
+    free(m);
+}
+
+tr_msg *tr__msg_clone(const tr_msg *src)
+{
+    tr_msg *m = tr_msg_from_bytes(src->type, src->data, src->len);
+    if (m != NULL) {
+        m->flags = src->flags;
+        m->corr = src->corr;
+        m->sender = src->sender;
+    }
+    return m;
+}
+
+uint32_t tr_msg_type(const tr_msg *m) { return m->type; }
+tr_pid tr_msg_sender(const tr_msg *m) { return m->sender; }
+uint64_t tr_msg_corr(const tr_msg *m) { return m->corr; }
+bool tr_msg_is_reply(const tr_msg *m) { return (m->flags & TR_MF_REPLY) != 0; }
+const void *tr_msg_data(const tr_msg *m) { return m->data; }
+size_t tr_msg_size(const tr_msg *m) { return m->len; }
+
+int tr_msg_append(tr_msg *m, const void *data, size_t len)
+{
+    if (m == NULL || (data == NULL && len > 0))
+        return TR_EINVAL;
+    int rc = msg_reserve(m, len);
+    if (rc != TR_OK)
+        return rc;
+    if (len > 0)
+        memcpy(m->data + m->len, data, len);
+    m->len += (uint32_t)len;
+    return TR_OK;
+}
+
+static int packer_write(void *data, const char *buf, size_t len)
+{
+    tr_msg *m = data;
+    if (msg_reserve(m, len) != TR_OK)
+        return -1;
+    memcpy(m->data + m->len, buf, len);
+    m->len += (uint32_t)len;
+    return 0;
+}
+
+msgpack_packer *tr_msg_packer(tr_msg *m)
+{
+    if (m->pk.callback == NULL)
+        msgpack_packer_init(&m->pk, m, packer_write);
+    return &m->pk;
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+void tr_reader_init_bytes(tr_reader *r, const void *data, size_t len)
+{
+    r->data = data;
+    r->len = data != NULL ? len : 0;
+    r->off = 0;
+    msgpack_unpacked_init(&r->obj);
+}
+
+void tr_reader_init(tr_reader *r, const tr_msg *m)
+{
+    tr_reader_init_bytes(r, m->data, m->len);
+}
+
+void tr_reader_done(tr_reader *r)
+{
+    msgpack_unpacked_destroy(&r->obj);
+}
+
+bool tr_reader_at_end(const tr_reader *r)
+{
+    return r->off >= r->len;
+}
+
+int tr_read_object(tr_reader *r, const msgpack_object **out)
+{
+    if (r->off >= r->len)
+        return TR_EBADMSG;
+    size_t off = r->off;
+    msgpack_unpack_return ret = msgpack_unpack_next(&r->obj, r->data, r->len, &off);
+    if (ret != MSGPACK_UNPACK_SUCCESS && ret != MSGPACK_UNPACK_EXTRA_BYTES)
+        return ret == MSGPACK_UNPACK_NOMEM_ERROR ? TR_ENOMEM : TR_EBADMSG;
+    r->off = off;
+    *out = &r->obj.data;
+    return TR_OK;
+}
+
+int tr_read_i64(tr_reader *r, int64_t *out)
+{
+    const msgpack_object *o;
+    int rc = tr_read_object(r, &o);
+    if (rc != TR_OK)
+        return rc;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *out = o->via.i64;
+        return TR_OK;
+    }
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= (uint64_t)INT64_MAX) {
+        *out = (int64_t)o->via.u64;
+        return TR_OK;
+    }
+    return TR_EBADMSG;
+}
+
+int tr_read_u64(tr_reader *r, uint64_t *out)
+{
+    const msgpack_object *o;
+    int rc = tr_read_object(r, &o);
+    if (rc != TR_OK)
+        return rc;
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return TR_EBADMSG;
+    *out = o->via.u64;
+    return TR_OK;
+}
+
+int tr_read_str(tr_reader *r, const char **s, size_t *len)
+{
+    const msgpack_object *o;
+    int rc = tr_read_object(r, &o);
+    if (rc != TR_OK)
+        return rc;
+    if (o->type != MSGPACK_OBJECT_STR)
+        return TR_EBADMSG;
+    *s = o->via.str.ptr;
+    *len = o->via.str.size;
+    return TR_OK;
+}
+
+int tr_read_bin(tr_reader *r, const void **p, size_t *len)
+{
+    const msgpack_object *o;
+    int rc = tr_read_object(r, &o);
+    if (rc != TR_OK)
+        return rc;
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        *p = o->via.bin.ptr;
+        *len = o->via.bin.size;
+    } else if (o->type == MSGPACK_OBJECT_STR) {
+        *p = o->via.str.ptr;
+        *len = o->via.str.size;
+    } else {
+        return TR_EBADMSG;
+    }
+    return TR_OK;
+}

@@ -1,0 +1,411 @@
+/*
+ * sched.c — the scheduler: worker threads, their run queues, work stealing and parking.
+ *
+ * Each worker owns:
+ *  - a LIFO "next" slot: an actor made runnable by the running actor runs right after it, on the
+ *    same core with a warm cache (ping-pong pairs and rings stay on one worker); it is never
+ *    stolen, and after TR_LIFO_MAX consecutive uses it is demoted to the ring so others get a turn;
+ *  - a bounded FIFO ring the owner pushes at the tail; the owner and thieves take from the head
+ *    with a CAS (a thief takes half in one CAS). When full, half moves to the global queue.
+ * Plus one global injection queue (mutex + intrusive list) for actors made runnable by threads
+ * that are not workers (timers, the embedding application) and for overflow.
+ *
+ * Idle workers search (global queue, then steal) for a short spin, then park on a futex. Waking a
+ * parked thread costs 10-500 us on a VM, so a producer wakes one only when no worker is already
+ * searching, and the waker counts the woken worker as searching at once (as Go's scheduler does)
+ * so a burst of sends wakes one worker, not all of them.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TR_LIFO_MAX 32u
+#define TR_GLOBAL_EVERY 61u
+#define TR_SPIN_ROUNDS 64u
+
+static _Thread_local tr_worker *tls_worker;
+
+tr_worker *tr__current_worker(tr_system *sys)
+{
+    tr_worker *w = tls_worker;
+    return (w != NULL && w->sys == sys) ? w : NULL;
+}
+
+uint64_t tr__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t rng_next(tr_worker *w)
+{
+    uint32_t x = w->rng; /* xorshift32 */
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return w->rng = x;
+}
+
+/* ---- futex --------------------------------------------------------------------------------- */
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- the global injection queue ------------------------------------------------------------ */
+
+static void inject_push_chain(tr_system *sys, tr_actor *first, tr_actor *last, size_t n)
+{
+    last->link = NULL;
+    pthread_mutex_lock(&sys->inject_lock);
+    if (sys->inject_tail != NULL)
+        sys->inject_tail->link = first;
+    else
+        sys->inject_head = first;
+    sys->inject_tail = last;
+    atomic_fetch_add_explicit(&sys->inject_len, n, memory_order_seq_cst);
+    pthread_mutex_unlock(&sys->inject_lock);
+}
+
+/* Takes up to max actors from the global queue; returns the chain and its length. */
+static tr_actor *inject_pop(tr_system *sys, size_t max, size_t *n_out)
+{
+    *n_out = 0;
+    if (atomic_load_explicit(&sys->inject_len, memory_order_acquire) == 0)
+        return NULL;
+    pthread_mutex_lock(&sys->inject_lock);
+    tr_actor *first = sys->inject_head, *a = first, *last = NULL;
+    size_t n = 0;
+    while (a != NULL && n < max) {
+        last = a;
+        a = a->link;
+        n++;
+    }
+    if (n > 0) {
+        sys->inject_head = a;
+        if (a == NULL)
+            sys->inject_tail = NULL;
+        last->link = NULL;
+        atomic_fetch_sub_explicit(&sys->inject_len, n, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&sys->inject_lock);
+    *n_out = n;
+    return n > 0 ? first : NULL;
+}
+
+/* ---- waking and parking -------------------------------------------------------------------- */
+
+static bool wake_one(tr_system *sys, unsigned start)
+{
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        tr_worker *v = &sys->workers[(start + i) % sys->nworkers];
+        uint32_t one = 1;
+        if (atomic_load_explicit(&v->sleeping, memory_order_relaxed) == 1 &&
+            atomic_compare_exchange_strong(&v->sleeping, &one, 0)) {
+            atomic_fetch_sub(&sys->nparked, 1);
+            atomic_fetch_add(&sys->nsearching, 1); /* the woken worker starts out searching */
+            futex_wake(&v->sleeping);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Called after making work visible to thieves: wake a worker if nobody is looking for work. */
+static void maybe_wake(tr_system *sys, unsigned hint)
+{
+    if (atomic_load(&sys->nsearching) == 0 && atomic_load(&sys->nparked) > 0)
+        wake_one(sys, hint);
+}
+
+/* ---- the per-worker ring ------------------------------------------------------------------- */
+
+static uint32_t ring_len(tr_worker *w)
+{
+    uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&w->tail, memory_order_acquire);
+    uint32_t n = t - h;
+    return n > TR_RING_SIZE ? 1 : n; /* torn read under concurrent steals: say "not empty" */
+}
+
+/* Owner: moves the older half of a full ring to the global queue. */
+static bool ring_overflow(tr_worker *w, uint32_t h)
+{
+    const uint32_t half = TR_RING_SIZE / 2;
+    tr_actor *first = NULL, *last = NULL;
+    /* claim the half first, so no thief can take the same actors */
+    if (!atomic_compare_exchange_strong_explicit(&w->head, &h, h + half, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    for (uint32_t i = 0; i < half; i++) {
+        tr_actor *a = atomic_load_explicit(&w->ring[(h + i) % TR_RING_SIZE], memory_order_relaxed);
+        if (last != NULL)
+            last->link = a;
+        else
+            first = a;
+        last = a;
+    }
+    inject_push_chain(w->sys, first, last, half);
+    return true;
+}
+
+static void ring_push(tr_worker *w, tr_actor *a)
+{
+    for (;;) {
+        uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+        if (t - h < TR_RING_SIZE) {
+            atomic_store_explicit(&w->ring[t % TR_RING_SIZE], a, memory_order_relaxed);
+            atomic_store_explicit(&w->tail, t + 1, memory_order_seq_cst);
+            return;
+        }
+        ring_overflow(w, h); /* a failed CAS means a thief made room: retry either way */
+    }
+}
+
+static tr_actor *ring_pop(tr_worker *w)
+{
+    uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+    for (;;) {
+        uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        if (h == t)
+            return NULL;
+        tr_actor *a = atomic_load_explicit(&w->ring[h % TR_RING_SIZE], memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&w->head, &h, h + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return a;
+    }
+}
+
+/* Thief w takes half of victim's ring into its own (empty) ring; returns one actor to run. */
+static tr_actor *ring_steal(tr_worker *w, tr_worker *v)
+{
+    uint32_t h = atomic_load_explicit(&v->head, memory_order_acquire);
+    for (;;) {
+        uint32_t t = atomic_load_explicit(&v->tail, memory_order_acquire);
+        uint32_t n = t - h;
+        if (n == 0 || n > TR_RING_SIZE)
+            return NULL;
+        n -= n / 2;
+        uint32_t mt = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        for (uint32_t i = 0; i < n; i++) {
+            tr_actor *a = atomic_load_explicit(&v->ring[(h + i) % TR_RING_SIZE], memory_order_relaxed);
+            atomic_store_explicit(&w->ring[(mt + i) % TR_RING_SIZE], a, memory_order_relaxed);
+        }
+        if (atomic_compare_exchange_weak_explicit(&v->head, &h, h + n, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            atomic_fetch_add_explicit(&w->steals, 1, memory_order_relaxed);
+            /* keep the last one to run now, publish the rest */
+            tr_actor *run = atomic_load_explicit(&w->ring[(mt + n - 1) % TR_RING_SIZE],
+                                                 memory_order_relaxed);
+            if (n > 1)
+                atomic_store_explicit(&w->tail, mt + n - 1, memory_order_seq_cst);
+            return run;
+        }
+    }
+}
+
+/* ---- scheduling entry points --------------------------------------------------------------- */
+
+void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
+{
+    if (TR_UNLIKELY(a->flags & TR_AF_WAITER)) {
+        tr__waiter_signal(a);
+        return;
+    }
+    if (w != NULL) {
+        tr_actor *old = w->next_slot;
+        w->next_slot = a;
+        if (old != NULL) {
+            ring_push(w, old);
+            maybe_wake(sys, w->id + 1);
+        }
+        return;
+    }
+    inject_push_chain(sys, a, a, 1);
+    maybe_wake(sys, 0);
+}
+
+void tr__yield(tr_worker *w, tr_actor *a)
+{
+    if (w == NULL) {
+        inject_push_chain(a->sys, a, a, 1);
+        return;
+    }
+    ring_push(w, a);
+    maybe_wake(w->sys, w->id + 1);
+}
+
+/* ---- the worker loop ----------------------------------------------------------------------- */
+
+static tr_actor *take_global(tr_worker *w)
+{
+    tr_system *sys = w->sys;
+    size_t len = atomic_load_explicit(&sys->inject_len, memory_order_relaxed);
+    if (len == 0)
+        return NULL;
+    size_t want = len / sys->nworkers + 1;
+    if (want > TR_RING_SIZE / 2)
+        want = TR_RING_SIZE / 2;
+    size_t n;
+    tr_actor *chain = inject_pop(sys, want, &n);
+    if (chain == NULL)
+        return NULL;
+    tr_actor *run = chain;
+    for (tr_actor *a = chain->link, *next; a != NULL; a = next) {
+        next = a->link;
+        ring_push(w, a);
+    }
+    if (n > 1)
+        maybe_wake(sys, w->id + 1);
+    return run;
+}
+
+static tr_actor *find_local(tr_worker *w)
+{
+    if ((++w->tick % TR_GLOBAL_EVERY) == 0) {
+        tr_actor *a = take_global(w);
+        if (a != NULL) {
+            if (w->next_slot != NULL) {
+                ring_push(w, w->next_slot);
+                w->next_slot = NULL;
+            }
+            return a;
+        }
+    }
+    if (w->next_slot != NULL) {
+        tr_actor *a = w->next_slot;
+        w->next_slot = NULL;
+        if (w->next_streak++ < TR_LIFO_MAX)
+            return a;
+        ring_push(w, a); /* demoted for fairness; no wake: this worker runs it soon */
+    }
+    w->next_streak = 0;
+    return ring_pop(w);
+}
+
+static tr_actor *search(tr_worker *w)
+{
+    tr_system *sys = w->sys;
+    for (unsigned round = 0; round < TR_SPIN_ROUNDS && !atomic_load(&sys->halt); round++) {
+        tr_actor *a = take_global(w);
+        if (a == NULL && sys->nworkers > 1) {
+            unsigned start = rng_next(w);
+            for (unsigned i = 0; i < sys->nworkers && a == NULL; i++) {
+                tr_worker *v = &sys->workers[(start + i) % sys->nworkers];
+                if (v != w)
+                    a = ring_steal(w, v);
+            }
+        }
+        if (a != NULL)
+            return a;
+        for (unsigned k = 0; k < 32; k++)
+            tr_cpu_relax();
+    }
+    return NULL;
+}
+
+static bool work_visible(tr_system *sys)
+{
+    if (atomic_load(&sys->inject_len) > 0)
+        return true;
+    for (unsigned i = 0; i < sys->nworkers; i++)
+        if (ring_len(&sys->workers[i]) > 0)
+            return true;
+    return false;
+}
+
+static void park(tr_worker *w)
+{
+    tr_system *sys = w->sys;
+    atomic_store(&w->sleeping, 1);
+    atomic_fetch_add(&sys->nparked, 1);
+    if (work_visible(sys) || atomic_load(&sys->halt)) {
+        uint32_t one = 1;
+        if (atomic_compare_exchange_strong(&w->sleeping, &one, 0)) {
+            atomic_fetch_sub(&sys->nparked, 1);
+            atomic_fetch_add(&sys->nsearching, 1);
+            return;
+        }
+        return; /* a waker got us first and counted us as searching */
+    }
+    atomic_fetch_add_explicit(&w->parks, 1, memory_order_relaxed);
+    while (atomic_load(&w->sleeping) == 1)
+        futex_wait(&w->sleeping, 1);
+}
+
+static void *worker_main(void *arg)
+{
+    tr_worker *w = arg;
+    tr_system *sys = w->sys;
+    tls_worker = w;
+    bool searching = false; /* counted in nsearching */
+    while (!atomic_load_explicit(&sys->halt, memory_order_acquire)) {
+        tr_actor *a = find_local(w);
+        if (a == NULL) {
+            if (!searching) {
+                atomic_fetch_add(&sys->nsearching, 1);
+                searching = true;
+            }
+            a = search(w);
+        }
+        if (a == NULL) {
+            atomic_fetch_sub(&sys->nsearching, 1);
+            searching = false;
+            park(w);
+            searching = true; /* a woken worker is counted as searching by its waker (or by park) */
+            continue;
+        }
+        if (searching) {
+            searching = false;
+            /* the last searcher found work: others may be needed for what is left */
+            if (atomic_fetch_sub(&sys->nsearching, 1) == 1 && work_visible(sys))
+                maybe_wake(sys, w->id + 1);
+        }
+        tr__actor_run(w, a);
+    }
+    if (searching)
+        atomic_fetch_sub(&sys->nsearching, 1);
+    tls_worker = NULL;
+    return NULL;
+}
+
+int tr__sched_start(tr_system *sys)
+{
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        tr_worker *w = &sys->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            atomic_store(&sys->halt, 1);
+            for (unsigned j = 0; j < i; j++) {
+                atomic_store(&sys->workers[j].sleeping, 0);
+                futex_wake(&sys->workers[j].sleeping);
+                pthread_join(sys->workers[j].thread, NULL);
+            }
+            return TR_ENOMEM;
+        }
+    }
+    return TR_OK;
+}
+
+void tr__sched_halt(tr_system *sys)
+{
+    atomic_store(&sys->halt, 1);
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        atomic_store(&sys->workers[i].sleeping, 0);
+        futex_wake(&sys->workers[i].sleeping);
+    }
+    for (unsigned i = 0; i < sys->nworkers; i++)
+        pthread_join(sys->workers[i].thread, NULL);
+}

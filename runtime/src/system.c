@@ -1,0 +1,169 @@
+/*
+ * system.c — a system's life: options, creation, start, the graceful stop, and its counters.
+ *
+ * The graceful stop runs in tr_system_join, on the joining thread, once someone called
+ * tr_system_stop: refuse new outside work, cancel timers, let the workers drain every queued
+ * message (bounded by drain_timeout_ms: actors that keep messaging each other forever would
+ * otherwise never stop), halt the workers, then end every live actor with reason shutdown so
+ * its terminate callback runs. After that nothing runs and tr_system_free releases everything.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void tr_system_opts_init(tr_system_opts *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+int tr_system_new(tr_system **out, const tr_system_opts *opts)
+{
+    if (out == NULL)
+        return TR_EINVAL;
+    *out = NULL;
+    tr_system *sys = aligned_alloc(TR_CACHELINE, sizeof *sys);
+    if (sys == NULL)
+        return TR_ENOMEM;
+    memset(sys, 0, sizeof *sys);
+    if (opts != NULL)
+        sys->opts = *opts;
+    if (sys->opts.workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        sys->opts.workers = n > 0 ? (unsigned)n : 1;
+    }
+    if (sys->opts.workers > 1024) {
+        free(sys);
+        return TR_EINVAL;
+    }
+    if (sys->opts.msgs_per_turn == 0)
+        sys->opts.msgs_per_turn = 64;
+    if (sys->opts.node_id == 0)
+        sys->opts.node_id = 1;
+    if (sys->opts.drain_timeout_ms == 0)
+        sys->opts.drain_timeout_ms = 5000;
+    sys->nworkers = sys->opts.workers;
+    sys->workers = aligned_alloc(TR_CACHELINE, sizeof(tr_worker) * sys->nworkers);
+    if (sys->workers == NULL || tr__actor_table_init(sys) != TR_OK) {
+        free(sys->workers);
+        free(sys);
+        return TR_ENOMEM;
+    }
+    memset(sys->workers, 0, sizeof(tr_worker) * sys->nworkers);
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        sys->workers[i].sys = sys;
+        sys->workers[i].id = i;
+        sys->workers[i].rng = 0x9E3779B9u * (i + 1);
+    }
+    pthread_mutex_init(&sys->pool_lock, NULL);
+    pthread_mutex_init(&sys->inject_lock, NULL);
+    pthread_mutex_init(&sys->state_lock, NULL);
+    pthread_cond_init(&sys->state_cond, NULL);
+    atomic_init(&sys->state, TR_SYS_NEW);
+    *out = sys;
+    return TR_OK;
+}
+
+int tr_system_start(tr_system *sys)
+{
+    if (sys == NULL)
+        return TR_EINVAL;
+    if (atomic_load(&sys->state) != TR_SYS_NEW)
+        return TR_ESTATE;
+    int rc = tr__timer_start(sys);
+    if (rc != TR_OK)
+        return rc;
+    rc = tr__sched_start(sys);
+    if (rc != TR_OK) {
+        tr__timer_free(sys);
+        return rc;
+    }
+    atomic_store(&sys->state, TR_SYS_RUNNING);
+    return TR_OK;
+}
+
+void tr_system_stop(tr_system *sys)
+{
+    if (sys == NULL)
+        return;
+    pthread_mutex_lock(&sys->state_lock);
+    atomic_store(&sys->stop_requested, 1);
+    pthread_cond_broadcast(&sys->state_cond);
+    pthread_mutex_unlock(&sys->state_lock);
+}
+
+static void end_if_alive(tr_actor *a, void *arg)
+{
+    (void)arg;
+    if (atomic_load_explicit(&a->pid, memory_order_acquire) == 0 || (a->flags & TR_AF_WAITER))
+        return;
+    static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
+    tr__actor_end(a, NULL, &shutdown);
+}
+
+int tr_system_join(tr_system *sys)
+{
+    if (sys == NULL)
+        return TR_EINVAL;
+    if (tr__current_worker(sys) != NULL)
+        return TR_ESTATE;
+    int st = atomic_load(&sys->state);
+    if (st == TR_SYS_JOINED)
+        return TR_OK;
+    if (st != TR_SYS_RUNNING)
+        return TR_ESTATE;
+    pthread_mutex_lock(&sys->state_lock);
+    while (!atomic_load(&sys->stop_requested))
+        pthread_cond_wait(&sys->state_cond, &sys->state_lock);
+    pthread_mutex_unlock(&sys->state_lock);
+
+    atomic_store(&sys->state, TR_SYS_STOPPING);
+    tr__timer_halt(sys);
+    /* drain: quiescent when no actor is scheduled or running */
+    uint64_t deadline = tr__now_ns() + (uint64_t)sys->opts.drain_timeout_ms * 1000000u;
+    while (atomic_load(&sys->active) > 0 && tr__now_ns() < deadline) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    tr__sched_halt(sys);
+    /* every live actor ends with reason shutdown, the most recently created slots first */
+    tr__actor_foreach(sys, end_if_alive, NULL);
+    atomic_store(&sys->state, TR_SYS_JOINED);
+    return TR_OK;
+}
+
+void tr_system_free(tr_system *sys)
+{
+    if (sys == NULL)
+        return;
+    if (atomic_load(&sys->state) == TR_SYS_RUNNING) {
+        tr_system_stop(sys);
+        tr_system_join(sys);
+    } else if (atomic_load(&sys->state) == TR_SYS_NEW) {
+        tr__actor_foreach(sys, end_if_alive, NULL); /* actors spawned but never run */
+    }
+    tr__timer_free(sys);
+    tr__actor_table_free(sys);
+    pthread_mutex_destroy(&sys->pool_lock);
+    pthread_mutex_destroy(&sys->inject_lock);
+    pthread_mutex_destroy(&sys->state_lock);
+    pthread_cond_destroy(&sys->state_cond);
+    free(sys->workers);
+    free(sys);
+}
+
+void tr_system_stats_get(tr_system *sys, tr_system_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->spawned = atomic_load_explicit(&sys->spawned, memory_order_relaxed);
+    out->ended = atomic_load_explicit(&sys->ended, memory_order_relaxed);
+    out->alive = out->spawned >= out->ended ? out->spawned - out->ended : 0;
+    out->dead_letters = atomic_load_explicit(&sys->dead_letters, memory_order_relaxed);
+    out->late_replies = atomic_load_explicit(&sys->late_replies, memory_order_relaxed);
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        out->steals += atomic_load_explicit(&sys->workers[i].steals, memory_order_relaxed);
+        out->parks += atomic_load_explicit(&sys->workers[i].parks, memory_order_relaxed);
+    }
+}

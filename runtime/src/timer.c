@@ -1,0 +1,320 @@
+/*
+ * timer.c — timers on a libuv loop that runs on its own thread.
+ *
+ * Any thread arms or cancels a timer by queueing a command and poking the loop with uv_async_send
+ * (which coalesces: a burst of commands costs one wake-up). The loop thread owns every uv_timer_t
+ * and the id -> timer map, so no lock guards them. A timer that fires delivers its message like
+ * any other send from outside an actor; an interval timer delivers a copy each time and stops by
+ * itself once its target has ended.
+ */
+#include "idmap.h"
+
+#include <stdlib.h>
+#include <uv.h>
+
+typedef struct tmr {
+    uv_timer_t h;
+    tr_timers *T;
+    uint64_t id;
+    tr_pid to;
+    tr_msg *m;
+    unsigned interval_ms;
+    unsigned delay_ms;
+} tmr;
+
+enum { CMD_ADD, CMD_CANCEL };
+
+typedef struct cmd {
+    struct cmd *next;
+    int kind;
+    uint64_t id;
+    tmr *t; /* CMD_ADD */
+} cmd;
+
+struct tr_timers {
+    tr_system *sys;
+    uv_loop_t loop;
+    uv_async_t async;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock; /* guards the command list and `closing` */
+    cmd *head, *tail;
+    bool closing;         /* halt asked: no new commands */
+    tr_idmap live;        /* loop thread only: id -> tmr* */
+    _Atomic uint64_t next_id;
+};
+
+static void on_close_free(uv_handle_t *h)
+{
+    tmr *t = (tmr *)h;
+    tr_msg_free(t->m);
+    free(t);
+}
+
+static void timer_drop(tmr *t)
+{
+    tr__idmap_del(&t->T->live, t->id, NULL);
+    uv_timer_stop(&t->h);
+    uv_close((uv_handle_t *)&t->h, on_close_free);
+}
+
+static void on_fire(uv_timer_t *h)
+{
+    tmr *t = (tmr *)h;
+    tr_system *sys = t->T->sys;
+    if (t->interval_ms == 0) {
+        tr_msg *m = t->m;
+        t->m = NULL;
+        tr__deliver(sys, NULL, t->to, m);
+        timer_drop(t);
+        return;
+    }
+    tr_msg *copy = tr__msg_clone(t->m);
+    if (copy == NULL)
+        return; /* out of memory: skip this tick */
+    if (tr__deliver(sys, NULL, t->to, copy) == TR_ENOPROC)
+        timer_drop(t); /* the target has ended */
+}
+
+static void run_commands(tr_timers *T)
+{
+    pthread_mutex_lock(&T->lock);
+    cmd *c = T->head;
+    T->head = T->tail = NULL;
+    pthread_mutex_unlock(&T->lock);
+    while (c != NULL) {
+        cmd *next = c->next;
+        if (c->kind == CMD_ADD) {
+            tmr *t = c->t;
+            uv_timer_init(&T->loop, &t->h);
+            if (tr__idmap_put(&T->live, t->id, (uint64_t)(uintptr_t)t) != TR_OK) {
+                uv_close((uv_handle_t *)&t->h, on_close_free); /* out of memory: drop */
+            } else {
+                uv_timer_start(&t->h, on_fire, t->delay_ms, t->interval_ms);
+            }
+        } else {
+            uint64_t v;
+            if (tr__idmap_get(&T->live, c->id, &v))
+                timer_drop((tmr *)(uintptr_t)v);
+        }
+        free(c);
+        c = next;
+    }
+}
+
+static void close_all(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (uv_is_closing(h))
+        return;
+    if (h->type == UV_TIMER) {
+        uv_timer_stop((uv_timer_t *)h);
+        uv_close(h, on_close_free);
+    } else {
+        uv_close(h, NULL);
+    }
+}
+
+static void on_async(uv_async_t *a)
+{
+    tr_timers *T = a->data;
+    run_commands(T);
+    pthread_mutex_lock(&T->lock);
+    bool closing = T->closing;
+    pthread_mutex_unlock(&T->lock);
+    if (closing)
+        uv_walk(&T->loop, close_all, NULL); /* pending timers' messages are dropped */
+}
+
+static void *loop_main(void *arg)
+{
+    tr_timers *T = arg;
+    uv_run(&T->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int tr__timer_start(tr_system *sys)
+{
+    tr_timers *T = calloc(1, sizeof *T);
+    if (T == NULL)
+        return TR_ENOMEM;
+    T->sys = sys;
+    pthread_mutex_init(&T->lock, NULL);
+    tr__idmap_init(&T->live);
+    if (uv_loop_init(&T->loop) != 0) {
+        free(T);
+        return TR_ENOMEM;
+    }
+    uv_async_init(&T->loop, &T->async, on_async);
+    T->async.data = T;
+    if (pthread_create(&T->thread, NULL, loop_main, T) != 0) {
+        uv_close((uv_handle_t *)&T->async, NULL);
+        uv_run(&T->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&T->loop);
+        free(T);
+        return TR_ENOMEM;
+    }
+    T->thread_started = true;
+    sys->timers = T;
+    return TR_OK;
+}
+
+static int push_cmd(tr_timers *T, cmd *c)
+{
+    c->next = NULL;
+    pthread_mutex_lock(&T->lock);
+    if (T->closing) {
+        pthread_mutex_unlock(&T->lock);
+        return TR_ESTOPPED;
+    }
+    if (T->tail != NULL)
+        T->tail->next = c;
+    else
+        T->head = c;
+    T->tail = c;
+    uv_async_send(&T->async); /* under the lock: the loop cannot close the handle meanwhile */
+    pthread_mutex_unlock(&T->lock);
+    return TR_OK;
+}
+
+int tr__timer_add(tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms, bool interval,
+                  tr_timer *out)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL) {
+        tr_msg_free(m);
+        return TR_ESTOPPED;
+    }
+    tmr *t = malloc(sizeof *t);
+    cmd *c = malloc(sizeof *c);
+    if (t == NULL || c == NULL) {
+        free(t);
+        free(c);
+        tr_msg_free(m);
+        return TR_ENOMEM;
+    }
+    t->T = T;
+    t->id = atomic_fetch_add_explicit(&T->next_id, 1, memory_order_relaxed) + 1;
+    t->to = to;
+    t->m = m;
+    t->delay_ms = delay_ms;
+    t->interval_ms = interval ? (delay_ms > 0 ? delay_ms : 1) : 0;
+    c->kind = CMD_ADD;
+    c->id = t->id;
+    c->t = t;
+    if (out != NULL)
+        *out = t->id;
+    int rc = push_cmd(T, c);
+    if (rc != TR_OK) {
+        free(c);
+        free(t);
+        tr_msg_free(m);
+    }
+    return rc;
+}
+
+int tr_cancel_timer(tr_system *sys, tr_timer id)
+{
+    if (sys == NULL || id == 0)
+        return TR_EINVAL;
+    tr_timers *T = sys->timers;
+    if (T == NULL)
+        return TR_ESTOPPED;
+    cmd *c = malloc(sizeof *c);
+    if (c == NULL)
+        return TR_ENOMEM;
+    c->kind = CMD_CANCEL;
+    c->id = id;
+    c->t = NULL;
+    int rc = push_cmd(T, c);
+    if (rc != TR_OK)
+        free(c);
+    return rc;
+}
+
+void tr__timer_halt(tr_system *sys)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL || !T->thread_started)
+        return;
+    pthread_mutex_lock(&T->lock);
+    T->closing = true;
+    pthread_mutex_unlock(&T->lock);
+    uv_async_send(&T->async);
+    pthread_join(T->thread, NULL);
+    T->thread_started = false;
+}
+
+void tr__timer_free(tr_system *sys)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL)
+        return;
+    tr__timer_halt(sys);
+    /* commands queued after the loop's last pass */
+    for (cmd *c = T->head, *n; c != NULL; c = n) {
+        n = c->next;
+        if (c->kind == CMD_ADD) {
+            tr_msg_free(c->t->m);
+            free(c->t);
+        }
+        free(c);
+    }
+    uv_loop_close(&T->loop);
+    tr__idmap_free(&T->live);
+    pthread_mutex_destroy(&T->lock);
+    free(T);
+    sys->timers = NULL;
+}
+
+/* ---- public wrappers ----------------------------------------------------------------------- */
+
+static int send_timed(tr_system *sys, tr_pid sender, tr_pid to, tr_msg *m, unsigned ms,
+                      bool interval, tr_timer *out)
+{
+    if (out != NULL)
+        *out = 0;
+    if (m->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    m->sender = sender;
+    m->flags = 0;
+    m->corr = 0;
+    return tr__timer_add(sys, to, m, ms, interval, out);
+}
+
+int tr_send_after(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer *t)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (ctx == NULL) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    tr__ctx_release_cur(ctx, m);
+    return send_timed(tr_ctx_system(ctx), tr_self(ctx), to, m, delay_ms, false, t);
+}
+
+int tr_send_interval(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned interval_ms, tr_timer *t)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (ctx == NULL) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    tr__ctx_release_cur(ctx, m);
+    return send_timed(tr_ctx_system(ctx), tr_self(ctx), to, m, interval_ms, true, t);
+}
+
+int tr_system_send_after(tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer *t)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (sys == NULL) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    return send_timed(sys, TR_PID_NONE, to, m, delay_ms, false, t);
+}
