@@ -1,0 +1,463 @@
+/*
+ * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
+ *
+ *   troupe-bench NAME [--workers N] [--scale F]     NAME: pingpong ring spawn fanin all
+ *
+ * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
+ * Every message is a freshly allocated message with a msgpack payload (no message is recycled by
+ * the benchmark itself), so the figures include allocation, packing and unpacking. Counts are the
+ * issue's exact parameters; --scale shrinks them (e.g. 0.01 for a quick run under a profiler).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <troupe.h>
+#include <unistd.h>
+#include <pthread.h>
+
+static unsigned g_workers;
+static double g_scale = 1.0;
+
+/* ---- harness ------------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static long rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return res * sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t scaled(uint64_t n)
+{
+    uint64_t v = (uint64_t)((double)n * g_scale);
+    return v > 0 ? v : 1;
+}
+
+/* Completion signalled by an actor, awaited by main. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    double t_end;
+} g_done = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+
+static void signal_done(void)
+{
+    double t = now_s();
+    pthread_mutex_lock(&g_done.lock);
+    g_done.done = true;
+    g_done.t_end = t;
+    pthread_cond_signal(&g_done.cond);
+    pthread_mutex_unlock(&g_done.lock);
+}
+
+static double wait_done(void)
+{
+    pthread_mutex_lock(&g_done.lock);
+    while (!g_done.done)
+        pthread_cond_wait(&g_done.cond, &g_done.lock);
+    g_done.done = false;
+    double t = g_done.t_end;
+    pthread_mutex_unlock(&g_done.lock);
+    return t;
+}
+
+static tr_system *new_system(void)
+{
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = g_workers;
+    tr_system *sys = NULL;
+    int rc = tr_system_new(&sys, &o);
+    if (rc == TR_OK)
+        rc = tr_system_start(sys);
+    if (rc != TR_OK) {
+        fprintf(stderr, "troupe-bench: %s\n", tr_strerror(rc));
+        exit(1);
+    }
+    return sys;
+}
+
+static void end_system(tr_system *sys)
+{
+    tr_system_stop(sys);
+    tr_system_join(sys);
+    tr_system_free(sys);
+}
+
+static void report(const char *bench, double value, const char *unit, double secs, double cpu,
+                   uint64_t count, const char *extra_json, const char *human_extra)
+{
+    unsigned workers = g_workers ? g_workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    printf("{\"bench\":\"%s\",\"value\":%.0f,\"unit\":\"%s\",\"seconds\":%.3f,\"cpu_seconds\":%.3f,"
+           "\"count\":%llu,\"workers\":%u%s%s}\n",
+           bench, value, unit, secs, cpu, (unsigned long long)count, workers,
+           extra_json ? "," : "", extra_json ? extra_json : "");
+    printf("# %-9s %12.2f M %s  (%llu in %.3f s, %.2f s CPU, %u workers)%s\n", bench, value / 1e6,
+           unit, (unsigned long long)count, secs, cpu, workers, human_extra ? human_extra : "");
+    fflush(stdout);
+}
+
+static tr_msg *msg_u64(uint32_t type, uint64_t v)
+{
+    tr_msg *m = tr_msg_new(type, 9);
+    msgpack_pack_uint64(tr_msg_packer(m), v);
+    return m;
+}
+
+static uint64_t read_u64(const tr_msg *m)
+{
+    tr_reader r;
+    tr_reader_init(&r, m);
+    uint64_t v = 0;
+    tr_read_u64(&r, &v);
+    tr_reader_done(&r);
+    return v;
+}
+
+/* ---- pingpong: 2 actors, N round trips ------------------------------------------------------ */
+
+enum { MSG_PING = 1, MSG_PONG, MSG_TOKEN, MSG_GO, MSG_DATA, MSG_ACK };
+
+typedef struct pp { tr_pid peer; uint64_t left; } pp;
+
+static int pp_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    *(pp *)state = *(const pp *)arg;
+    return 0;
+}
+
+static int ping_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    pp *s = state;
+    if (tr_msg_type(m) == MSG_PONG && --s->left == 0) {
+        signal_done();
+        return 0;
+    }
+    return tr_send(ctx, s->peer, msg_u64(MSG_PING, s->left));
+}
+
+static int pong_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    return tr_send(ctx, tr_msg_sender(m), msg_u64(MSG_PONG, read_u64(m)));
+}
+
+static const tr_behaviour ping_b = {
+    .name = "ping", .state_size = sizeof(pp), .init = pp_init, .receive = ping_recv};
+static const tr_behaviour pong_b = {.name = "pong", .receive = pong_recv};
+
+static void bench_pingpong(void)
+{
+    uint64_t n = scaled(1000000);
+    tr_system *sys = new_system();
+    pp a = {.left = n};
+    tr_pid ping;
+    tr_system_spawn(sys, &pong_b, NULL, &a.peer);
+    tr_system_spawn(sys, &ping_b, &a, &ping);
+    double c0 = cpu_s(), t0 = now_s();
+    tr_system_send(sys, ping, msg_u64(MSG_GO, 0));
+    double t1 = wait_done(), c1 = cpu_s();
+    report("pingpong", (double)(2 * n) / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, 2 * n, NULL, NULL);
+    end_system(sys);
+}
+
+/* ---- ring: 503 actors, a token passed H hops ------------------------------------------------ */
+
+typedef struct ring_node { tr_pid next; } ring_node;
+
+static int ring_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    ring_node *s = state;
+    uint64_t v = read_u64(m);
+    if (tr_msg_type(m) == MSG_GO) { /* setup: learn the next node */
+        s->next = (tr_pid)v;
+        return 0;
+    }
+    if (v == 0) {
+        signal_done();
+        return 0;
+    }
+    return tr_send(ctx, s->next, msg_u64(MSG_TOKEN, v - 1));
+}
+
+static const tr_behaviour ring_b = {.name = "ring", .state_size = sizeof(ring_node), .receive = ring_recv};
+
+static void bench_ring(void)
+{
+    const unsigned nodes = 503;
+    uint64_t hops = scaled(10000000);
+    tr_system *sys = new_system();
+    tr_pid *pids = calloc(nodes, sizeof *pids);
+    for (unsigned i = 0; i < nodes; i++)
+        tr_system_spawn(sys, &ring_b, NULL, &pids[i]);
+    for (unsigned i = 0; i < nodes; i++)
+        tr_system_send(sys, pids[i], msg_u64(MSG_GO, pids[(i + 1) % nodes]));
+    usleep(100000); /* setup messages are processed before the token starts */
+    double c0 = cpu_s(), t0 = now_s();
+    tr_system_send(sys, pids[0], msg_u64(MSG_TOKEN, hops));
+    double t1 = wait_done(), c1 = cpu_s();
+    report("ring", (double)hops / (t1 - t0), "hops/s", t1 - t0, c1 - c0, hops, "\"actors\":503",
+           "  503 actors");
+    free(pids);
+    end_system(sys);
+}
+
+/* ---- spawn: N actors each receiving one message; RSS per idle actor --------------------------- */
+
+static _Atomic uint64_t g_spawn_left;
+
+static int one_shot_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    (void)m;
+    tr_stop(ctx);
+    if (atomic_fetch_sub_explicit(&g_spawn_left, 1, memory_order_acq_rel) == 1)
+        signal_done();
+    return 0;
+}
+
+static const tr_behaviour one_shot_b = {.name = "one-shot", .state_size = 8, .receive = one_shot_recv};
+
+typedef struct spawner { uint64_t left; } spawner;
+
+/* Spawns in slices of 1,000 per message so the spawner itself stays fair to its children. */
+static int spawner_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    spawner *s = state;
+    if (tr_msg_type(m) == MSG_GO)
+        s->left = read_u64(m);
+    for (unsigned i = 0; i < 1000 && s->left > 0; i++, s->left--) {
+        tr_pid p;
+        int rc = tr_spawn(ctx, &one_shot_b, NULL, &p);
+        if (rc != TR_OK)
+            return rc;
+        tr_send(ctx, p, msg_u64(MSG_DATA, s->left));
+    }
+    if (s->left > 0)
+        tr_send(ctx, tr_self(ctx), msg_u64(MSG_DATA, 0));
+    return 0;
+}
+
+static const tr_behaviour spawner_b = {.name = "spawner", .state_size = sizeof(spawner), .receive = spawner_recv};
+
+static int idle_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    (void)m;
+    return 0;
+}
+
+static const tr_behaviour idle_b = {.name = "idle", .state_size = 8, .receive = idle_recv};
+
+static void bench_spawn(void)
+{
+    uint64_t n = scaled(1000000);
+    tr_system *sys = new_system();
+    tr_pid sp;
+    tr_system_spawn(sys, &spawner_b, NULL, &sp);
+    atomic_store(&g_spawn_left, n);
+    double c0 = cpu_s(), t0 = now_s();
+    tr_system_send(sys, sp, msg_u64(MSG_GO, n));
+    double t1 = wait_done(), c1 = cpu_s();
+    report("spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
+           "  spawn + 1 message + exit each");
+    end_system(sys);
+
+    /* memory: N idle actors alive at once */
+    sys = new_system();
+    long r0 = rss_bytes();
+    for (uint64_t i = 0; i < n; i++) {
+        if (tr_system_spawn(sys, &idle_b, NULL, NULL) != TR_OK) {
+            fprintf(stderr, "troupe-bench: spawn failed at %llu\n", (unsigned long long)i);
+            break;
+        }
+    }
+    long r1 = rss_bytes();
+    double per = (double)(r1 - r0) / (double)n;
+    char extra[96];
+    snprintf(extra, sizeof extra, "\"alive\":%llu", (unsigned long long)n);
+    printf("{\"bench\":\"idle-actor\",\"value\":%.0f,\"unit\":\"bytes\",\"count\":%llu,%s}\n", per,
+           (unsigned long long)n, extra);
+    printf("# %-9s %12.0f bytes of RSS per idle actor (%llu alive)\n", "idle", per,
+           (unsigned long long)n);
+    fflush(stdout);
+    end_system(sys);
+}
+
+/* ---- fanin: P producers x N messages to one counting actor ---------------------------------- */
+
+#define FANIN_PRODUCERS 8
+#define FANIN_SLICE 1000u       /* messages a producer sends per turn */
+#define FANIN_ACK_EVERY 1000u   /* the consumer acknowledges every this many per producer */
+#define FANIN_WINDOW 16000u     /* unacknowledged messages a producer may have in flight */
+
+typedef struct producer {
+    tr_pid consumer;
+    uint64_t index, left, sent, acked;
+} producer;
+
+typedef struct fanin_args { tr_pid consumer; uint64_t index, count; } fanin_args;
+
+static int producer_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    const fanin_args *a = arg;
+    producer *p = state;
+    p->consumer = a->consumer;
+    p->index = a->index;
+    p->left = a->count;
+    return 0;
+}
+
+static int producer_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    producer *p = state;
+    if (tr_msg_type(m) == MSG_ACK)
+        p->acked += FANIN_ACK_EVERY;
+    unsigned burst = 0;
+    while (p->left > 0 && burst < FANIN_SLICE && p->sent - p->acked < FANIN_WINDOW) {
+        tr_send(ctx, p->consumer, msg_u64(MSG_DATA, p->index));
+        p->left--;
+        p->sent++;
+        burst++;
+    }
+    /* out of window: wait for an ack; out of slice: yield and continue */
+    if (p->left > 0 && burst == FANIN_SLICE)
+        tr_send(ctx, tr_self(ctx), msg_u64(MSG_GO, 0));
+    return 0;
+}
+
+static const tr_behaviour producer_b = {
+    .name = "producer", .state_size = sizeof(producer), .init = producer_init, .receive = producer_recv};
+
+typedef struct consumer {
+    uint64_t total, expect;
+    uint64_t per[FANIN_PRODUCERS];
+} consumer;
+
+static int consumer_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    ((consumer *)state)->expect = *(const uint64_t *)arg;
+    return 0;
+}
+
+static int consumer_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    consumer *c = state;
+    uint64_t i = read_u64(m);
+    if (i >= FANIN_PRODUCERS)
+        return TR_EBADMSG;
+    if (++c->per[i] % FANIN_ACK_EVERY == 0)
+        tr_send(ctx, tr_msg_sender(m), msg_u64(MSG_ACK, 0));
+    if (++c->total == c->expect)
+        signal_done();
+    return 0;
+}
+
+static const tr_behaviour consumer_b = {
+    .name = "consumer", .state_size = sizeof(consumer), .init = consumer_init, .receive = consumer_recv};
+
+static void bench_fanin(void)
+{
+    uint64_t n = scaled(1000000);
+    uint64_t total = n * FANIN_PRODUCERS;
+    tr_system *sys = new_system();
+    tr_pid cons, prods[FANIN_PRODUCERS];
+    tr_system_spawn(sys, &consumer_b, &total, &cons);
+    for (unsigned i = 0; i < FANIN_PRODUCERS; i++) {
+        fanin_args a = {.consumer = cons, .index = i, .count = n};
+        tr_system_spawn(sys, &producer_b, &a, &prods[i]);
+    }
+    double c0 = cpu_s(), t0 = now_s();
+    for (unsigned i = 0; i < FANIN_PRODUCERS; i++)
+        tr_system_send(sys, prods[i], msg_u64(MSG_GO, 0));
+    double t1 = wait_done(), c1 = cpu_s();
+    report("fanin", (double)total / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, total,
+           "\"producers\":8", "  8 producers -> 1 consumer");
+    end_system(sys);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+    const char *what;
+} benches[] = {
+    {"pingpong", bench_pingpong, "2 actors, 1,000,000 round trips -> msgs/s"},
+    {"ring", bench_ring, "503 actors, token passed 10,000,000 hops -> hops/s"},
+    {"spawn", bench_spawn, "1,000,000 actors each receiving one message -> spawns/s; RSS per idle actor"},
+    {"fanin", bench_fanin, "8 producers x 1,000,000 messages to one actor -> msgs/s"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: troupe-bench NAME|all [--workers N] [--scale F]\n\nworkloads:\n");
+    for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
+        fprintf(f, "  %-9s %s\n", benches[i].name, benches[i].what);
+    fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
+               "--scale F    multiply the counts by F (default 1)\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            g_workers = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
+            g_scale = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (name == NULL)
+            name = argv[i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (name == NULL || g_scale <= 0) {
+        usage(stderr);
+        return 2;
+    }
+    bool any = false;
+    for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
+        if (strcmp(name, "all") == 0 || strcmp(name, benches[i].name) == 0) {
+            benches[i].run();
+            any = true;
+        }
+    }
+    if (!any) {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
