@@ -20,6 +20,7 @@
 
 static unsigned g_workers;
 static double g_scale = 1.0;
+static bool g_no_idle; /* --no-idle: skip the RSS part of spawn (for profiling) */
 
 /* ---- harness ------------------------------------------------------------------------------- */
 
@@ -288,6 +289,8 @@ static void bench_spawn(void)
     report("spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
            "  spawn + 1 message + exit each");
     end_system(sys);
+    if (g_no_idle)
+        return;
 
     /* memory: N idle actors alive at once */
     sys = new_system();
@@ -434,6 +437,8 @@ int main(int argc, char **argv)
             g_workers = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
             g_scale = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "--no-idle") == 0)
+            g_no_idle = true;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;

@@ -9,7 +9,116 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+
+/* ---- the message pool ----------------------------------------------------------------------
+ * Message headers come from a pool: a per-thread cache plus a process-wide depot of batches.
+ * Messages flow between threads (allocated by a sender on one worker, freed by the receiver on
+ * another); with plain malloc every such free contends on the allocating arena's lock. Here a
+ * free goes to the freeing thread's cache, and a full cache hands a whole batch to the depot, so
+ * the shared lock is taken at most once per POOL_BATCH messages, and never by a thread that
+ * allocates about as much as it frees. A thread's cache returns to the depot when it exits.
+ */
+
+#define POOL_BATCH 64u
+#define POOL_CACHE_MAX (4u * POOL_BATCH)
+
+typedef struct msg_cache {
+    tr_msg *head;            /* linked through node.next (thread-private while cached) */
+    unsigned n;
+    bool registered;         /* the thread-exit destructor is armed */
+} msg_cache;
+
+typedef struct msg_batch {
+    struct msg_batch *next;  /* depot link, kept in the payload area of the batch's first message */
+} msg_batch;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_once_t once;
+    pthread_key_t key;
+    msg_batch *full;         /* batches of exactly POOL_BATCH messages */
+} depot = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, 0, NULL};
+
+static _Thread_local msg_cache tls_cache;
+
+static inline tr_msg *cache_next(tr_msg *m)
+{
+    return (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+}
+
+/* Moves POOL_BATCH messages from the cache to the depot. */
+static void cache_spill(msg_cache *c)
+{
+    tr_msg *first = c->head, *last = first;
+    for (unsigned i = 1; i < POOL_BATCH; i++)
+        last = cache_next(last);
+    c->head = cache_next(last);
+    c->n -= POOL_BATCH;
+    atomic_store_explicit(&last->node.next, NULL, memory_order_relaxed);
+    msg_batch *b = (msg_batch *)(void *)first->inline_buf;
+    pthread_mutex_lock(&depot.lock);
+    b->next = depot.full;
+    depot.full = b;
+    pthread_mutex_unlock(&depot.lock);
+}
+
+static void thread_exit(void *arg)
+{
+    msg_cache *c = arg;
+    while (c->n >= POOL_BATCH)
+        cache_spill(c);
+    while (c->head != NULL) {
+        tr_msg *m = c->head;
+        c->head = cache_next(m);
+        free(m);
+    }
+    c->n = 0;
+}
+
+static void depot_init(void)
+{
+    pthread_key_create(&depot.key, thread_exit);
+}
+
+static tr_msg *pool_get(void)
+{
+    msg_cache *c = &tls_cache;
+    if (TR_LIKELY(c->head != NULL)) {
+        tr_msg *m = c->head;
+        c->head = cache_next(m);
+        c->n--;
+        return m;
+    }
+    pthread_mutex_lock(&depot.lock);
+    msg_batch *b = depot.full;
+    if (b != NULL)
+        depot.full = b->next;
+    pthread_mutex_unlock(&depot.lock);
+    if (b != NULL) {
+        tr_msg *m = (tr_msg *)(void *)((char *)b - offsetof(tr_msg, inline_buf));
+        c->head = cache_next(m);
+        c->n = POOL_BATCH - 1;
+        return m;
+    }
+    return malloc(sizeof(tr_msg));
+}
+
+static void pool_put(tr_msg *m)
+{
+    msg_cache *c = &tls_cache;
+    if (TR_UNLIKELY(!c->registered)) {
+        pthread_once(&depot.once, depot_init);
+        pthread_setspecific(depot.key, c);
+        c->registered = true;
+    }
+    atomic_store_explicit(&m->node.next, c->head != NULL ? &c->head->node : NULL,
+                          memory_order_relaxed);
+    c->head = m;
+    if (++c->n > POOL_CACHE_MAX)
+        cache_spill(c);
+}
 
 static void msg_init(tr_msg *m, uint32_t type)
 {
@@ -53,12 +162,12 @@ static int msg_reserve(tr_msg *m, size_t extra)
 
 tr_msg *tr_msg_new(uint32_t type, size_t size_hint)
 {
-    tr_msg *m = malloc(sizeof *m);
+    tr_msg *m = pool_get();
     if (m == NULL)
         return NULL;
     msg_init(m, type);
     if (size_hint > TR_MSG_INLINE && msg_reserve(m, size_hint) != TR_OK) {
-        free(m);
+        pool_put(m);
         return NULL;
     }
     return m;
@@ -82,7 +191,7 @@ void tr_msg_free(tr_msg *m)
         return;
     if (m->data != m->inline_buf)
         free(m->data);
-    free(m);
+    pool_put(m);
 }
 
 tr_msg *tr__msg_clone(const tr_msg *src)
