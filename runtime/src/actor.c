@@ -4,8 +4,9 @@
  *
  * Headers are allocated in chunks of TR_CHUNK_SIZE that live as long as the system. A header's
  * slot (its index in the table) never changes; each reuse bumps its generation, so a pid names
- * one incarnation exactly. Lookup of a pid is two loads and a guarded reference count: take a
- * reference only if the count is non-zero, then check the header still carries that pid.
+ * one incarnation exactly. Lookup of a pid is three loads: chunk, header, live pid. A message is
+ * stamped with the pid it was sent to, and a receiver drops any message stamped for an earlier
+ * incarnation of its header (possible only when a send races with the end of the actor).
  *
  * Scheduling follows the classic "scheduled flag" protocol: a sender pushes to the mailbox and
  * then flips `sched` 0 -> 1; whoever flips it makes the actor runnable. At the end of a turn the
@@ -73,11 +74,10 @@ static int pool_grow(tr_system *sys)
         tr_actor *a = &chunk[i];
         tr__mpsc_init(&a->mbox);
         atomic_init(&a->sched, 1);
-        atomic_init(&a->refs, 0);
+        atomic_init(&a->flags, 0);
         atomic_init(&a->pid, 0);
         a->slot = (c << TR_CHUNK_SHIFT) | i;
         a->gen = 0;
-        a->flags = 0;
         a->sys = sys;
         a->beh = NULL;
         a->state = NULL;
@@ -122,20 +122,20 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     if (a->gen == 0)
         a->gen = 1;
     a->link = NULL;
-    a->flags = 0;
+    atomic_store_explicit(&a->flags, 0, memory_order_relaxed);
     a->received = 0;
     a->pending = NULL;
-    atomic_store_explicit(&a->refs, 1, memory_order_relaxed);
     return a;
 }
 
-static void pool_release(tr_actor *a)
+void tr__actor_release(tr_actor *a)
 {
     tr_system *sys = a->sys;
-    /* messages that raced with the end of the actor */
+    /* messages that raced with the end of the actor; a push still half done is found (and
+     * dropped) by the next incarnation, which checks msg->to */
     tr_msg *m;
     while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
-        tr__dead_letter(sys, TR_PID_NONE, m);
+        tr__dead_letter(sys, m->to, m);
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL) {
         a->link = w->free_actors;
@@ -160,7 +160,7 @@ static void pool_release(tr_actor *a)
     pthread_mutex_unlock(&sys->pool_lock);
 }
 
-tr_actor *tr__actor_ref(tr_system *sys, tr_pid pid)
+tr_actor *tr__actor_lookup(tr_system *sys, tr_pid pid)
 {
     uint32_t slot = tr_pid_slot(pid);
     uint32_t c = slot >> TR_CHUNK_SHIFT;
@@ -170,23 +170,9 @@ tr_actor *tr__actor_ref(tr_system *sys, tr_pid pid)
     if (chunk == NULL)
         return NULL;
     tr_actor *a = &chunk[slot & (TR_CHUNK_SIZE - 1)];
-    uint32_t r = atomic_load_explicit(&a->refs, memory_order_relaxed);
-    do {
-        if (r == 0)
-            return NULL;
-    } while (!atomic_compare_exchange_weak_explicit(&a->refs, &r, r + 1, memory_order_acquire,
-                                                    memory_order_relaxed));
-    if (atomic_load_explicit(&a->pid, memory_order_acquire) != pid) {
-        tr__actor_unref(a);
+    if (atomic_load_explicit(&a->pid, memory_order_acquire) != pid)
         return NULL;
-    }
     return a;
-}
-
-void tr__actor_unref(tr_actor *a)
-{
-    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-        pool_release(a);
 }
 
 /* ---- spawning ------------------------------------------------------------------------------ */
@@ -216,7 +202,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
         a->state = a->inline_state;
         memset(a->inline_state, 0, sizeof a->inline_state);
     } else if ((a->state = calloc(1, b->state_size)) == NULL) {
-        tr__actor_unref(a);
+        tr__actor_release(a);
         return TR_ENOMEM;
     }
     tr_pid pid = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
@@ -235,7 +221,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
             a->state = NULL;
             tr__pending_free(sys, a);
             atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
-            tr__actor_unref(a);
+            tr__actor_release(a);
             return rc != 0 ? rc : TR_ENOPROC;
         }
     }
@@ -295,11 +281,7 @@ void tr_fail(tr_ctx *ctx, int code, const char *text)
 
 bool tr_system_alive(tr_system *sys, tr_pid pid)
 {
-    tr_actor *a = tr__actor_ref(sys, pid);
-    if (a == NULL)
-        return false;
-    tr__actor_unref(a);
-    return true;
+    return sys != NULL && tr__actor_lookup(sys, pid) != NULL;
 }
 
 /* ---- sending ------------------------------------------------------------------------------- */
@@ -314,11 +296,12 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
 
 int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
 {
-    tr_actor *a = tr__actor_ref(sys, to);
+    tr_actor *a = tr__actor_lookup(sys, to);
     if (TR_UNLIKELY(a == NULL)) {
         tr__dead_letter(sys, to, m);
         return TR_ENOPROC;
     }
+    m->to = to;
     tr__mpsc_push(&a->mbox, &m->node);
     /* a seq_cst load first: the common case (already scheduled) costs no write */
     if (atomic_load_explicit(&a->sched, memory_order_seq_cst) == 0 &&
@@ -326,7 +309,6 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
         atomic_fetch_add_explicit(&sys->active, 1, memory_order_relaxed);
         tr__schedule(sys, w, a);
     }
-    tr__actor_unref(a);
     return TR_OK;
 }
 
@@ -402,12 +384,9 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     a->state = NULL;
     tr__pending_free(sys, a);
     /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted as dead
-     * letters). `sched` stays 1, so no sender will ever schedule this incarnation again. */
-    tr_msg *m;
-    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
-        tr__dead_letter(sys, TR_PID_NONE, m);
+     * letters, by tr__actor_release). `sched` stays 1, so no sender schedules it again. */
     atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
-    tr__actor_unref(a);
+    tr__actor_release(a);
 }
 
 static void end_turn(tr_system *sys, tr_worker *w, tr_actor *a)
@@ -432,6 +411,10 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
         if (m == NULL)
             break;
         n++;
+        if (TR_UNLIKELY(m->to != atomic_load_explicit(&a->pid, memory_order_relaxed))) {
+            tr__dead_letter(sys, m->to, m); /* sent to an earlier incarnation of this header */
+            continue;
+        }
         if (TR_UNLIKELY(m->flags & (TR_MF_SIGNAL | TR_MF_REPLY)) || m->type == TR_MSG_TIMEOUT) {
             if (m->flags & TR_MF_SIGNAL) {
                 tr_msg_free(m);

@@ -26,6 +26,11 @@ static inline void tr_cpu_relax(void)
 #endif
 }
 
+/* Futex wait while *addr == val, up to timeout_ns (0 = no limit). Spurious returns happen. */
+TR_HIDDEN void tr__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t timeout_ns);
+/* Wakes every thread waiting on addr. */
+TR_HIDDEN void tr__futex_wake_all(_Atomic uint32_t *addr);
+
 /* ---- messages (msg.c) ------------------------------------------------------------------------ */
 
 /* Link of the intrusive MPSC queue; first member of every queued object. */
@@ -44,7 +49,7 @@ enum {
     TR_SIG_STOP = 1, /* end with reason shutdown */
 };
 
-#define TR_MSG_INLINE 64
+#define TR_MSG_INLINE 56
 #define TR_MSG_MAX ((size_t)1 << 30)
 
 struct tr_msg {
@@ -52,6 +57,7 @@ struct tr_msg {
     uint32_t type;
     uint32_t flags;
     tr_pid sender;
+    tr_pid to;              /* the incarnation it was sent to (checked on receipt) */
     uint64_t corr;
     char *data;             /* inline_buf or a heap buffer */
     uint32_t len;
@@ -99,19 +105,20 @@ struct tr_worker;
 struct tr_system;
 
 /* An actor's header. Headers live in chunks that are never freed while the system exists
- * (type-stable memory), so a sender may safely touch a header it found through a stale pid:
- * it takes a reference only if refs > 0, then checks that the pid still matches. */
+ * (type-stable memory), so a sender may safely touch a header it found through a stale pid.
+ * A send checks the live pid, stamps the message with it (msg->to) and pushes; if the actor
+ * ended in between, the message lands in a mailbox that is drained when the header is reused,
+ * and the receiver drops any message whose `to` is not its own pid. No reference counting is
+ * needed on the send path. */
 typedef struct tr_actor {
     /* producer side: touched by every sender */
     tr_mpsc mbox;                   /* tail, head, stub (head is consumer-only) */
-    _Atomic uint32_t sched;         /* 1 while queued or running (or ended) */
-    _Atomic uint32_t refs;          /* 1 for being alive + 1 per sender in tr_send */
+    _Atomic uint32_t sched;         /* 1 while queued or running (or ended); futex word of waiters */
+    _Atomic uint32_t flags;         /* TR_AF_* */
     _Atomic tr_pid pid;             /* the live pid, 0 once ended */
     /* consumer side */
     uint32_t slot;
     uint32_t gen;
-    uint32_t flags;
-    uint32_t pad_;
     const tr_behaviour *beh;
     void *state;                    /* inline_state or heap */
     struct tr_system *sys;
@@ -123,13 +130,14 @@ typedef struct tr_actor {
 
 TR_HIDDEN int tr__actor_table_init(struct tr_system *sys);
 TR_HIDDEN void tr__actor_table_free(struct tr_system *sys);
-/* Takes a reference on the live actor named by pid, or returns NULL. */
-TR_HIDDEN tr_actor *tr__actor_ref(struct tr_system *sys, tr_pid pid);
-/* Drops a reference; the last one returns the header to the pool. */
-TR_HIDDEN void tr__actor_unref(tr_actor *a);
-/* Allocates a header with a fresh generation (refs = 1, not yet visible). */
+/* The header of the live actor named by pid, or NULL. The actor may end right after: callers
+ * only push to its mailbox (see above). */
+TR_HIDDEN tr_actor *tr__actor_lookup(struct tr_system *sys, tr_pid pid);
+/* Allocates a header with a fresh generation (not yet visible: pid is 0). */
 TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
-/* Ends an actor: pid invalidated, terminate run, mailbox dropped, life reference released. */
+/* Drains a header's mailbox and returns it to the pool. */
+TR_HIDDEN void tr__actor_release(tr_actor *a);
+/* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool. */
 TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);
 /* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
 TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
@@ -152,7 +160,7 @@ TR_HIDDEN void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m);
  * it has been freed and counted). Updates the actor's pending set. */
 TR_HIDDEN bool tr__pending_filter(tr_actor *a, tr_msg *m);
 TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
-/* Wakes the thread blocked in tr_call on this waiter. */
+/* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
 
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */

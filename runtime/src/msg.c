@@ -280,62 +280,138 @@ int tr_read_object(tr_reader *r, const msgpack_object **out)
     return TR_OK;
 }
 
+/* Scalars are decoded straight from the bytes (msgpack spec, big-endian), without a zone: this
+ * is the hot path of every receive. Anything else goes through msgpack_unpack_next. */
+
+static inline uint64_t load_be(const unsigned char *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Reads an integer header at r->off. *neg tells which of *u / *i holds it. */
+static int read_int(tr_reader *r, bool *neg, uint64_t *u, int64_t *i)
+{
+    if (r->off >= r->len)
+        return TR_EBADMSG;
+    const unsigned char *p = (const unsigned char *)r->data + r->off;
+    size_t avail = r->len - r->off;
+    unsigned char t = p[0];
+    unsigned n;
+    if (t <= 0x7f) {
+        *neg = false, *u = t, r->off += 1;
+        return TR_OK;
+    }
+    if (t >= 0xe0) {
+        *neg = true, *i = (int8_t)t, r->off += 1;
+        return TR_OK;
+    }
+    switch (t) {
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        n = 1u << (t - 0xcc);
+        if (avail < 1 + n)
+            return TR_EBADMSG;
+        *neg = false, *u = load_be(p + 1, n);
+        break;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        n = 1u << (t - 0xd0);
+        if (avail < 1 + n)
+            return TR_EBADMSG;
+        uint64_t raw = load_be(p + 1, n);
+        unsigned shift = 64 - 8 * n; /* sign-extend */
+        int64_t v = (int64_t)(raw << shift) >> shift;
+        if (v >= 0)
+            *neg = false, *u = (uint64_t)v;
+        else
+            *neg = true, *i = v;
+        break;
+    }
+    default:
+        return TR_EBADMSG;
+    }
+    r->off += 1 + n;
+    return TR_OK;
+}
+
 int tr_read_i64(tr_reader *r, int64_t *out)
 {
-    const msgpack_object *o;
-    int rc = tr_read_object(r, &o);
+    bool neg;
+    uint64_t u = 0;
+    int64_t i = 0;
+    size_t off = r->off;
+    int rc = read_int(r, &neg, &u, &i);
     if (rc != TR_OK)
         return rc;
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        *out = o->via.i64;
-        return TR_OK;
+    if (!neg && u > (uint64_t)INT64_MAX) {
+        r->off = off;
+        return TR_EBADMSG;
     }
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= (uint64_t)INT64_MAX) {
-        *out = (int64_t)o->via.u64;
-        return TR_OK;
-    }
-    return TR_EBADMSG;
+    *out = neg ? i : (int64_t)u;
+    return TR_OK;
 }
 
 int tr_read_u64(tr_reader *r, uint64_t *out)
 {
-    const msgpack_object *o;
-    int rc = tr_read_object(r, &o);
+    bool neg;
+    uint64_t u = 0;
+    int64_t i = 0;
+    size_t off = r->off;
+    int rc = read_int(r, &neg, &u, &i);
     if (rc != TR_OK)
         return rc;
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    if (neg) {
+        r->off = off;
         return TR_EBADMSG;
-    *out = o->via.u64;
+    }
+    *out = u;
+    return TR_OK;
+}
+
+/* Reads a str (want_str) or bin header + body; with accept_both, either kind. */
+static int read_raw(tr_reader *r, bool want_str, bool accept_both, const char **p_out, size_t *len)
+{
+    if (r->off >= r->len)
+        return TR_EBADMSG;
+    const unsigned char *p = (const unsigned char *)r->data + r->off;
+    size_t avail = r->len - r->off;
+    unsigned char t = p[0];
+    size_t hdr, n;
+    bool is_str;
+    if ((t & 0xe0) == 0xa0) {
+        is_str = true, hdr = 1, n = t & 0x1f;
+    } else if (t >= 0xd9 && t <= 0xdb) {
+        is_str = true, hdr = 1 + (1u << (t - 0xd9));
+    } else if (t >= 0xc4 && t <= 0xc6) {
+        is_str = false, hdr = 1 + (1u << (t - 0xc4));
+    } else {
+        return TR_EBADMSG;
+    }
+    if (!accept_both && is_str != want_str)
+        return TR_EBADMSG;
+    if (avail < hdr)
+        return TR_EBADMSG;
+    if (hdr > 1)
+        n = (size_t)load_be(p + 1, (unsigned)(hdr - 1));
+    if (n > avail - hdr)
+        return TR_EBADMSG;
+    *p_out = (const char *)p + hdr;
+    *len = n;
+    r->off += hdr + n;
     return TR_OK;
 }
 
 int tr_read_str(tr_reader *r, const char **s, size_t *len)
 {
-    const msgpack_object *o;
-    int rc = tr_read_object(r, &o);
-    if (rc != TR_OK)
-        return rc;
-    if (o->type != MSGPACK_OBJECT_STR)
-        return TR_EBADMSG;
-    *s = o->via.str.ptr;
-    *len = o->via.str.size;
-    return TR_OK;
+    return read_raw(r, true, false, s, len);
 }
 
 int tr_read_bin(tr_reader *r, const void **p, size_t *len)
 {
-    const msgpack_object *o;
-    int rc = tr_read_object(r, &o);
-    if (rc != TR_OK)
-        return rc;
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        *p = o->via.bin.ptr;
-        *len = o->via.bin.size;
-    } else if (o->type == MSGPACK_OBJECT_STR) {
-        *p = o->via.str.ptr;
-        *len = o->via.str.size;
-    } else {
-        return TR_EBADMSG;
-    }
-    return TR_OK;
+    const char *c;
+    int rc = read_raw(r, false, true, &c, len);
+    if (rc == TR_OK)
+        *p = c;
+    return rc;
 }

@@ -12,7 +12,6 @@
  */
 #include "idmap.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -127,19 +126,29 @@ int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply)
 
 /* ---- tr_call ------------------------------------------------------------------------------- */
 
-typedef struct waiter {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool signalled;
-} waiter;
-
+/* A sender that flips the waiter's sched 0 -> 1 wakes it. The futex word lives in the header,
+ * which is type-stable memory: a late sender can never touch freed memory. */
 void tr__waiter_signal(tr_actor *a)
 {
-    waiter *wt = a->state;
-    pthread_mutex_lock(&wt->lock);
-    wt->signalled = true;
-    pthread_cond_signal(&wt->cond);
-    pthread_mutex_unlock(&wt->lock);
+    tr__futex_wake_all(&a->sched);
+}
+
+/* Takes everything in the waiter's mailbox; keeps the reply with `corr`, drops the rest. */
+static void waiter_drain(tr_system *sys, tr_actor *a, tr_pid self, uint64_t corr, tr_msg **reply)
+{
+    for (;;) {
+        tr_msg *r = (tr_msg *)tr__mpsc_pop(&a->mbox);
+        if (r == NULL) {
+            if (!tr__mpsc_nonempty(&a->mbox))
+                return;
+            tr_cpu_relax(); /* a sender is between its two push steps */
+            continue;
+        }
+        if (*reply == NULL && r->to == self && (r->flags & TR_MF_REPLY) && r->corr == corr)
+            *reply = r;
+        else
+            tr__dead_letter(sys, self, r);
+    }
 }
 
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
@@ -165,16 +174,9 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
         tr_msg_free(m);
         return TR_ENOMEM;
     }
-    waiter wt = {.signalled = false};
-    pthread_mutex_init(&wt.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&wt.cond, &ca);
-    pthread_condattr_destroy(&ca);
-    a->flags = TR_AF_WAITER;
-    a->state = &wt;
+    atomic_store_explicit(&a->flags, TR_AF_WAITER, memory_order_relaxed);
     a->beh = NULL;
+    a->state = NULL;
     tr_pid self = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
     atomic_store(&a->sched, 0);
     atomic_store_explicit(&a->pid, self, memory_order_release);
@@ -184,40 +186,12 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     m->corr = corr;
     m->flags = TR_MF_REQUEST;
     int rc = tr__deliver(sys, NULL, to, m);
-
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    while (rc == TR_OK || rc == TR_ETIMEDOUT) {
-        /* take what arrived; anything but our reply is a stray message and is dropped */
-        for (;;) {
-            tr_msg *r = (tr_msg *)tr__mpsc_pop(&a->mbox);
-            if (r == NULL) {
-                if (!tr__mpsc_nonempty(&a->mbox))
-                    break;
-                tr_cpu_relax(); /* a sender is between its two push steps */
-                continue;
-            }
-            if (*reply_out == NULL && (r->flags & TR_MF_REPLY) && r->corr == corr)
-                *reply_out = r;
-            else
-                tr__dead_letter(sys, self, r);
-        }
-        if (*reply_out != NULL) {
-            rc = TR_OK;
+    uint64_t deadline = tr__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (rc == TR_OK) {
+        waiter_drain(sys, a, self, corr, reply_out);
+        if (*reply_out != NULL)
             break;
-        }
-        if (rc != TR_OK)
-            break;
-        /* re-arm: the next sender to flip sched 0 -> 1 signals us */
-        pthread_mutex_lock(&wt.lock);
-        wt.signalled = false;
-        pthread_mutex_unlock(&wt.lock);
+        /* re-arm: the next sender to flip sched 0 -> 1 wakes us */
         if (atomic_exchange(&a->sched, 0) == 1)
             atomic_fetch_sub(&sys->active, 1);
         if (tr__mpsc_nonempty(&a->mbox)) {
@@ -225,26 +199,24 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
                 atomic_fetch_add(&sys->active, 1);
             continue;
         }
-        pthread_mutex_lock(&wt.lock);
-        while (!wt.signalled && rc == TR_OK) {
-            if (timeout_ms == 0)
-                pthread_cond_wait(&wt.cond, &wt.lock);
-            else if (pthread_cond_timedwait(&wt.cond, &wt.lock, &deadline) == ETIMEDOUT)
+        while (atomic_load(&a->sched) == 0) {
+            uint64_t now = tr__now_ns();
+            if (timeout_ms > 0 && now >= deadline) {
                 rc = TR_ETIMEDOUT;
+                break;
+            }
+            tr__futex_wait(&a->sched, 0, timeout_ms > 0 ? deadline - now : 0);
         }
-        pthread_mutex_unlock(&wt.lock);
     }
-
-    /* retire the waiter: no new sender can find it, then wait out those already in tr_send */
+    if (rc == TR_ETIMEDOUT) {
+        waiter_drain(sys, a, self, corr, reply_out); /* a reply that made it after all */
+        if (*reply_out != NULL)
+            rc = TR_OK;
+    }
+    /* retire the waiter; a message still in flight to it is dropped when the header is reused */
     atomic_store_explicit(&a->pid, 0, memory_order_release);
     if (atomic_exchange(&a->sched, 1) == 1)
         atomic_fetch_sub(&sys->active, 1);
-    while (atomic_load(&a->refs) > 1)
-        tr_cpu_relax();
-    a->state = NULL;
-    a->flags = 0;
-    tr__actor_unref(a); /* late replies left in the mailbox become dead letters */
-    pthread_cond_destroy(&wt.cond);
-    pthread_mutex_destroy(&wt.lock);
+    tr__actor_release(a);
     return rc;
 }

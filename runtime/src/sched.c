@@ -64,6 +64,17 @@ static void futex_wake(_Atomic uint32_t *addr)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+void tr__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t timeout_ns)
+{
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, timeout_ns ? &ts : NULL, NULL, 0);
+}
+
+void tr__futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
+
 /* ---- the global injection queue ------------------------------------------------------------ */
 
 static void inject_push_chain(tr_system *sys, tr_actor *first, tr_actor *last, size_t n)
@@ -221,7 +232,7 @@ static tr_actor *ring_steal(tr_worker *w, tr_worker *v)
 
 void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
 {
-    if (TR_UNLIKELY(a->flags & TR_AF_WAITER)) {
+    if (TR_UNLIKELY(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_WAITER)) {
         tr__waiter_signal(a);
         return;
     }
