@@ -317,8 +317,8 @@ static void bench_spawn(void)
 
 #define FANIN_PRODUCERS 8
 #define FANIN_SLICE 1000u       /* messages a producer sends per turn */
-#define FANIN_ACK_EVERY 1000u   /* the consumer acknowledges every this many per producer */
-#define FANIN_WINDOW 16000u     /* unacknowledged messages a producer may have in flight */
+#define FANIN_ACK_EVERY 125u   /* the consumer acknowledges every this many per producer */
+#define FANIN_WINDOW 1000u   /* unacknowledged messages a producer may have in flight */
 
 typedef struct producer {
     tr_pid consumer;
