@@ -18,8 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WORKER_CACHE_MAX 512u
-#define WORKER_CACHE_BATCH 128u
+#define WORKER_CACHE_MAX (4u * TR_ACTOR_BATCH)
 
 /* ---- table and pool ------------------------------------------------------------------------ */
 
@@ -29,7 +28,8 @@ int tr__actor_table_init(tr_system *sys)
     if (sys->chunks == NULL)
         return TR_ENOMEM;
     sys->nchunks = 0;
-    sys->free_actors = NULL;
+    sys->free_batches = NULL;
+    sys->free_loose = NULL;
     return TR_OK;
 }
 
@@ -82,11 +82,15 @@ static int pool_grow(tr_system *sys)
         a->beh = NULL;
         a->state = NULL;
         a->pending = NULL;
-        a->link = (i + 1 < TR_CHUNK_SIZE) ? &chunk[i + 1] : sys->free_actors;
+        a->batch_next = NULL;
+        a->link = ((i + 1) % TR_ACTOR_BATCH != 0) ? &chunk[i + 1] : NULL;
+    }
+    for (unsigned i = 0; i < TR_CHUNK_SIZE; i += TR_ACTOR_BATCH) {
+        chunk[i].batch_next = sys->free_batches;
+        sys->free_batches = &chunk[i];
     }
     atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
     sys->nchunks = c + 1;
-    sys->free_actors = &chunk[0]; /* node ids start at 1, so no pid is ever 0 */
     return TR_OK;
 }
 
@@ -100,20 +104,26 @@ tr_actor *tr__actor_alloc(tr_system *sys)
         w->nfree_actors--;
     } else {
         pthread_mutex_lock(&sys->pool_lock);
-        if (sys->free_actors == NULL && pool_grow(sys) != TR_OK) {
-            pthread_mutex_unlock(&sys->pool_lock);
-            return NULL;
-        }
-        a = sys->free_actors;
-        sys->free_actors = a->link;
-        /* refill the worker's cache in one go, so spawns rarely take the lock */
-        if (w != NULL) {
-            while (w->nfree_actors < WORKER_CACHE_BATCH && sys->free_actors != NULL) {
-                tr_actor *b = sys->free_actors;
-                sys->free_actors = b->link;
-                b->link = w->free_actors;
-                w->free_actors = b;
-                w->nfree_actors++;
+        if (w == NULL && sys->free_loose != NULL) {
+            a = sys->free_loose;
+            sys->free_loose = a->link;
+        } else {
+            if (sys->free_batches == NULL && pool_grow(sys) != TR_OK) {
+                pthread_mutex_unlock(&sys->pool_lock);
+                return NULL;
+            }
+            /* a whole batch in O(1): one for now, the rest for the worker's (or loose) cache */
+            a = sys->free_batches;
+            sys->free_batches = a->batch_next;
+            if (w != NULL) {
+                w->free_actors = a->link;
+                w->nfree_actors = TR_ACTOR_BATCH - 1;
+            } else if (a->link != NULL) {
+                tr_actor *last = a->link;
+                while (last->link != NULL)
+                    last = last->link;
+                last->link = sys->free_loose;
+                sys->free_loose = a->link;
             }
         }
         pthread_mutex_unlock(&sys->pool_lock);
@@ -122,6 +132,7 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     if (a->gen == 0)
         a->gen = 1;
     a->link = NULL;
+    a->batch_next = NULL;
     atomic_store_explicit(&a->flags, 0, memory_order_relaxed);
     a->received = 0;
     a->pending = NULL;
@@ -142,21 +153,22 @@ void tr__actor_release(tr_actor *a)
         w->free_actors = a;
         if (++w->nfree_actors <= WORKER_CACHE_MAX)
             return;
-        /* give a batch back to the global list */
+        /* hand a batch to the global stack */
         tr_actor *first = w->free_actors, *last = first;
-        for (unsigned i = 1; i < WORKER_CACHE_BATCH; i++)
+        for (unsigned i = 1; i < TR_ACTOR_BATCH; i++)
             last = last->link;
         w->free_actors = last->link;
-        w->nfree_actors -= WORKER_CACHE_BATCH;
+        w->nfree_actors -= TR_ACTOR_BATCH;
+        last->link = NULL;
         pthread_mutex_lock(&sys->pool_lock);
-        last->link = sys->free_actors;
-        sys->free_actors = first;
+        first->batch_next = sys->free_batches;
+        sys->free_batches = first;
         pthread_mutex_unlock(&sys->pool_lock);
         return;
     }
     pthread_mutex_lock(&sys->pool_lock);
-    a->link = sys->free_actors;
-    sys->free_actors = a;
+    a->link = sys->free_loose;
+    sys->free_loose = a;
     pthread_mutex_unlock(&sys->pool_lock);
 }
 
@@ -208,7 +220,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
     tr_pid pid = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
     atomic_store_explicit(&a->sched, 1, memory_order_relaxed); /* not runnable during init */
     atomic_store_explicit(&a->pid, pid, memory_order_release);
-    atomic_fetch_add_explicit(&sys->spawned, 1, memory_order_relaxed);
+    TR_COUNT(sys, w, spawned);
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a};
         int rc = b->init(&ctx, a->state, arg);
@@ -220,7 +232,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
                 free(a->state);
             a->state = NULL;
             tr__pending_free(sys, a);
-            atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
+            TR_COUNT(sys, w, ended);
             tr__actor_release(a);
             return rc != 0 ? rc : TR_ENOPROC;
         }
@@ -230,10 +242,8 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
     /* open for scheduling; messages sent during init are picked up now */
     atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
     if (tr__mpsc_nonempty(&a->mbox) &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
-        atomic_fetch_add_explicit(&sys->active, 1, memory_order_relaxed);
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
         tr__schedule(sys, w, a);
-    }
     return TR_OK;
 }
 
@@ -305,10 +315,8 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
     tr__mpsc_push(&a->mbox, &m->node);
     /* a seq_cst load first: the common case (already scheduled) costs no write */
     if (atomic_load_explicit(&a->sched, memory_order_seq_cst) == 0 &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
-        atomic_fetch_add_explicit(&sys->active, 1, memory_order_relaxed);
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
         tr__schedule(sys, w, a);
-    }
     return TR_OK;
 }
 
@@ -385,19 +393,16 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     tr__pending_free(sys, a);
     /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted as dead
      * letters, by tr__actor_release). `sched` stays 1, so no sender schedules it again. */
-    atomic_fetch_add_explicit(&sys->ended, 1, memory_order_relaxed);
+    TR_COUNT(sys, w, ended);
     tr__actor_release(a);
 }
 
-static void end_turn(tr_system *sys, tr_worker *w, tr_actor *a)
+static void end_turn(tr_worker *w, tr_actor *a)
 {
     atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
     if (tr__mpsc_nonempty(&a->mbox) &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0) {
+        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
         tr__yield(w, a); /* a message arrived as we were leaving */
-        return;
-    }
-    atomic_fetch_sub_explicit(&sys->active, 1, memory_order_release);
 }
 
 void tr__actor_run(tr_worker *w, tr_actor *a)
@@ -439,7 +444,6 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
             break;
     }
     if (TR_UNLIKELY(ctx.ending)) {
-        atomic_fetch_sub_explicit(&sys->active, 1, memory_order_release);
         tr__actor_end(a, w, &ctx.reason);
         free(ctx.fail_text);
         return;
@@ -447,5 +451,5 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
     if (n == budget)
         tr__yield(w, a);
     else
-        end_turn(sys, w, a);
+        end_turn(w, a);
 }

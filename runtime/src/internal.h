@@ -95,6 +95,7 @@ TR_HIDDEN bool tr__mpsc_nonempty(tr_mpsc *q);
 #define TR_CHUNK_SIZE (1u << TR_CHUNK_SHIFT)
 #define TR_MAX_CHUNKS ((1u << TR_SLOT_BITS) / TR_CHUNK_SIZE)
 #define TR_STATE_INLINE 48
+#define TR_ACTOR_BATCH 128u
 
 enum {
     TR_AF_WAITER = 1u << 0, /* a tr_call waiter: "scheduling" it signals a thread */
@@ -124,6 +125,7 @@ typedef struct tr_actor {
     struct tr_system *sys;
     struct tr_actor *link;          /* run-queue / free-list link */
     tr_pending *pending;            /* outstanding requests (lazily allocated) */
+    struct tr_actor *batch_next;    /* free only: next batch in the system's free stack */
     uint64_t received;
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
@@ -182,6 +184,9 @@ typedef struct tr_worker {
     unsigned tick;
     tr_actor *free_actors;          /* per-worker header cache */
     unsigned nfree_actors;
+    /* counters: written by the owner only (plain adds), read by tr_system_stats_get */
+    _Atomic uint64_t spawned;
+    _Atomic uint64_t ended;
     /* parking */
     _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
     _Atomic uint64_t steals;
@@ -195,6 +200,8 @@ TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);
+/* True when every worker is parked and no queue holds a runnable actor. */
+TR_HIDDEN bool tr__sched_quiescent(struct tr_system *sys);
 /* Wakes all workers and makes them return; joins them. */
 TR_HIDDEN void tr__sched_halt(struct tr_system *sys);
 
@@ -219,11 +226,12 @@ struct tr_system {
     unsigned nworkers;
     tr_worker *workers;
 
-    /* actors: chunk table (slot >> TR_CHUNK_SHIFT) and the global free list */
+    /* actors: chunk table (slot >> TR_CHUNK_SHIFT) and the global free lists */
     _Atomic(tr_actor *) *chunks;
     unsigned nchunks;
     pthread_mutex_t pool_lock;
-    tr_actor *free_actors;
+    tr_actor *free_batches;         /* stack of chains of exactly TR_ACTOR_BATCH headers */
+    tr_actor *free_loose;           /* single headers (freed by threads that are not workers) */
 
     /* global injection queue */
     pthread_mutex_t inject_lock;
@@ -235,9 +243,6 @@ struct tr_system {
     _Atomic unsigned nsearching;
     _Atomic int halt;               /* workers return when set */
 
-    /* actors scheduled or running; 0 means quiescent (used by the graceful stop) */
-    _Alignas(TR_CACHELINE) _Atomic long active;
-
     _Alignas(TR_CACHELINE) _Atomic int state;
     _Atomic int stop_requested;
     pthread_mutex_t state_lock;
@@ -245,13 +250,24 @@ struct tr_system {
 
     tr_timers *timers;
 
-    /* counters */
+    /* counters of threads that are not workers (workers count in tr_worker) */
     _Alignas(TR_CACHELINE) _Atomic uint64_t spawned;
     _Atomic uint64_t ended;
     _Atomic uint64_t dead_letters;
     _Atomic uint64_t late_replies;
-    _Atomic uint64_t next_corr;
 };
+
+/* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide
+ * atomic when the caller is not a worker. */
+#define TR_COUNT(sys, w, field)                                                                   \
+    do {                                                                                          \
+        if ((w) != NULL)                                                                          \
+            atomic_store_explicit(&(w)->field,                                                    \
+                                  atomic_load_explicit(&(w)->field, memory_order_relaxed) + 1,    \
+                                  memory_order_relaxed);                                          \
+        else                                                                                      \
+            atomic_fetch_add_explicit(&(sys)->field, 1, memory_order_relaxed);                    \
+    } while (0)
 
 /* Monotonic clock in nanoseconds. */
 TR_HIDDEN uint64_t tr__now_ns(void);

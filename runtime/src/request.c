@@ -16,13 +16,10 @@
 #include <time.h>
 
 struct tr_pending {
-    tr_idmap map; /* corr -> timer id (0 = no timeout) */
+    tr_idmap map;      /* corr -> timer id (0 = no timeout) */
+    uint64_t last_corr; /* correlation ids are unique per requester, which is all replies need */
 };
 
-static uint64_t new_corr(tr_system *sys)
-{
-    return atomic_fetch_add_explicit(&sys->next_corr, 1, memory_order_relaxed) + 1;
-}
 
 bool tr__pending_filter(tr_actor *a, tr_msg *m)
 {
@@ -72,7 +69,7 @@ int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t 
         }
         tr__idmap_init(&a->pending->map);
     }
-    uint64_t corr = new_corr(sys);
+    uint64_t corr = ++a->pending->last_corr;
     tr_pid self = tr_self(ctx);
     tr_timer timer = 0;
     if (timeout_ms > 0) {
@@ -181,7 +178,7 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     atomic_store(&a->sched, 0);
     atomic_store_explicit(&a->pid, self, memory_order_release);
 
-    uint64_t corr = new_corr(sys);
+    const uint64_t corr = 1; /* the waiter is a fresh incarnation: it has only this request */
     m->sender = self;
     m->corr = corr;
     m->flags = TR_MF_REQUEST;
@@ -192,11 +189,9 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
         if (*reply_out != NULL)
             break;
         /* re-arm: the next sender to flip sched 0 -> 1 wakes us */
-        if (atomic_exchange(&a->sched, 0) == 1)
-            atomic_fetch_sub(&sys->active, 1);
+        atomic_store(&a->sched, 0);
         if (tr__mpsc_nonempty(&a->mbox)) {
-            if (atomic_exchange(&a->sched, 1) == 0)
-                atomic_fetch_add(&sys->active, 1);
+            atomic_store(&a->sched, 1);
             continue;
         }
         while (atomic_load(&a->sched) == 0) {
@@ -215,8 +210,7 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     }
     /* retire the waiter; a message still in flight to it is dropped when the header is reused */
     atomic_store_explicit(&a->pid, 0, memory_order_release);
-    if (atomic_exchange(&a->sched, 1) == 1)
-        atomic_fetch_sub(&sys->active, 1);
+    atomic_store(&a->sched, 1);
     tr__actor_release(a);
     return rc;
 }

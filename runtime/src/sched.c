@@ -393,6 +393,17 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+bool tr__sched_quiescent(tr_system *sys)
+{
+    /* A worker parks only with an empty next slot and ring, and only its owner fills those; so
+     * with every worker parked and every shared queue empty, nothing is runnable. (A worker that
+     * is parking may still be re-checking the queues: they are empty, it will sleep.) */
+    for (unsigned i = 0; i < sys->nworkers; i++)
+        if (atomic_load(&sys->workers[i].sleeping) == 0)
+            return false;
+    return !work_visible(sys);
+}
+
 int tr__sched_start(tr_system *sys)
 {
     for (unsigned i = 0; i < sys->nworkers; i++) {

@@ -121,9 +121,10 @@ int tr_system_join(tr_system *sys)
 
     atomic_store(&sys->state, TR_SYS_STOPPING);
     tr__timer_halt(sys);
-    /* drain: quiescent when no actor is scheduled or running */
+    /* drain: wait until every worker is parked with nothing queued, seen twice in a row */
     uint64_t deadline = tr__now_ns() + (uint64_t)sys->opts.drain_timeout_ms * 1000000u;
-    while (atomic_load(&sys->active) > 0 && tr__now_ns() < deadline) {
+    for (int calm = 0; calm < 2 && tr__now_ns() < deadline;) {
+        calm = tr__sched_quiescent(sys) ? calm + 1 : 0;
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
@@ -159,11 +160,14 @@ void tr_system_stats_get(tr_system *sys, tr_system_stats *out)
     memset(out, 0, sizeof *out);
     out->spawned = atomic_load_explicit(&sys->spawned, memory_order_relaxed);
     out->ended = atomic_load_explicit(&sys->ended, memory_order_relaxed);
-    out->alive = out->spawned >= out->ended ? out->spawned - out->ended : 0;
     out->dead_letters = atomic_load_explicit(&sys->dead_letters, memory_order_relaxed);
     out->late_replies = atomic_load_explicit(&sys->late_replies, memory_order_relaxed);
     for (unsigned i = 0; i < sys->nworkers; i++) {
-        out->steals += atomic_load_explicit(&sys->workers[i].steals, memory_order_relaxed);
-        out->parks += atomic_load_explicit(&sys->workers[i].parks, memory_order_relaxed);
+        tr_worker *w = &sys->workers[i];
+        out->spawned += atomic_load_explicit(&w->spawned, memory_order_relaxed);
+        out->ended += atomic_load_explicit(&w->ended, memory_order_relaxed);
+        out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
+        out->parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
     }
+    out->alive = out->spawned >= out->ended ? out->spawned - out->ended : 0;
 }
