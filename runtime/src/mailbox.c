@@ -38,6 +38,9 @@ tr_mpsc_node *tr__mpsc_pop(tr_mpsc *q)
     }
     if (next != NULL) {
         q->head = next;
+        /* the next pop reads this node, most likely written by another core: start the
+         * transfer now so it overlaps with the receive of the current one */
+        __builtin_prefetch(next, 1);
         return head;
     }
     if (atomic_load_explicit(&q->tail, memory_order_acquire) != head)

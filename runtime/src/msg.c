@@ -89,6 +89,8 @@ static tr_msg *pool_get(void)
         tr_msg *m = c->head;
         c->head = cache_next(m);
         c->n--;
+        if (c->head != NULL)
+            __builtin_prefetch(c->head, 1); /* often last written by another core */
         return m;
     }
     pthread_mutex_lock(&depot.lock);
