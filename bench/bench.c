@@ -109,13 +109,16 @@ static void end_system(tr_system *sys)
     tr_system_free(sys);
 }
 
-static void report(const char *bench, double value, const char *unit, double secs, double cpu,
-                   uint64_t count, const char *extra_json, const char *human_extra)
+static void report(tr_system *sys, const char *bench, double value, const char *unit, double secs,
+                   double cpu, uint64_t count, const char *extra_json, const char *human_extra)
 {
     unsigned workers = g_workers ? g_workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    tr_system_stats st;
+    tr_system_stats_get(sys, &st);
     printf("{\"bench\":\"%s\",\"value\":%.0f,\"unit\":\"%s\",\"seconds\":%.3f,\"cpu_seconds\":%.3f,"
-           "\"count\":%llu,\"workers\":%u%s%s}\n",
+           "\"count\":%llu,\"workers\":%u,\"steals\":%llu,\"parks\":%llu%s%s}\n",
            bench, value, unit, secs, cpu, (unsigned long long)count, workers,
+           (unsigned long long)st.steals, (unsigned long long)st.parks,
            extra_json ? "," : "", extra_json ? extra_json : "");
     printf("# %-9s %12.2f M %s  (%llu in %.3f s, %.2f s CPU, %u workers)%s\n", bench, value / 1e6,
            unit, (unsigned long long)count, secs, cpu, workers, human_extra ? human_extra : "");
@@ -183,7 +186,7 @@ static void bench_pingpong(void)
     double c0 = cpu_s(), t0 = now_s();
     tr_system_send(sys, ping, msg_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
-    report("pingpong", (double)(2 * n) / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, 2 * n, NULL, NULL);
+    report(sys, "pingpong", (double)(2 * n) / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, 2 * n, NULL, NULL);
     end_system(sys);
 }
 
@@ -222,7 +225,7 @@ static void bench_ring(void)
     double c0 = cpu_s(), t0 = now_s();
     tr_system_send(sys, pids[0], msg_u64(MSG_TOKEN, hops));
     double t1 = wait_done(), c1 = cpu_s();
-    report("ring", (double)hops / (t1 - t0), "hops/s", t1 - t0, c1 - c0, hops, "\"actors\":503",
+    report(sys, "ring", (double)hops / (t1 - t0), "hops/s", t1 - t0, c1 - c0, hops, "\"actors\":503",
            "  503 actors");
     free(pids);
     end_system(sys);
@@ -286,7 +289,7 @@ static void bench_spawn(void)
     double c0 = cpu_s(), t0 = now_s();
     tr_system_send(sys, sp, msg_u64(MSG_GO, n));
     double t1 = wait_done(), c1 = cpu_s();
-    report("spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
+    report(sys, "spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
            "  spawn + 1 message + exit each");
     end_system(sys);
     if (g_no_idle)
@@ -402,7 +405,7 @@ static void bench_fanin(void)
     for (unsigned i = 0; i < FANIN_PRODUCERS; i++)
         tr_system_send(sys, prods[i], msg_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
-    report("fanin", (double)total / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, total,
+    report(sys, "fanin", (double)total / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, total,
            "\"producers\":8", "  8 producers -> 1 consumer");
     end_system(sys);
 }

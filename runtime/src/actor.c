@@ -76,6 +76,8 @@ static int pool_grow(tr_system *sys)
         atomic_init(&a->sched, 1);
         atomic_init(&a->flags, 0);
         atomic_init(&a->pid, 0);
+        atomic_init(&a->home, 0);
+        atomic_init(&a->rq_node.next, NULL);
         a->slot = (c << TR_CHUNK_SHIFT) | i;
         a->gen = 0;
         a->sys = sys;
@@ -134,6 +136,7 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     a->link = NULL;
     a->batch_next = NULL;
     atomic_store_explicit(&a->flags, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->home, 0, memory_order_relaxed);
     a->received = 0;
     a->pending = NULL;
     return a;
@@ -410,7 +413,10 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
     tr_system *sys = a->sys;
     tr_ctx ctx = {.sys = sys, .w = w, .self = a};
     unsigned budget = sys->opts.msgs_per_turn;
+    if (w != NULL && atomic_load_explicit(&a->home, memory_order_relaxed) != w->id + 1)
+        atomic_store_explicit(&a->home, w->id + 1, memory_order_relaxed);
     unsigned n = 0;
+again:
     while (n < budget) {
         tr_msg *m = (tr_msg *)tr__mpsc_pop(&a->mbox);
         if (m == NULL)
@@ -448,8 +454,15 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
         free(ctx.fail_text);
         return;
     }
-    if (n == budget)
+    if (n == budget) {
+        /* fairness is owed to actors waiting here; with none, yielding would only let an idle
+         * worker steal this actor and move its working set to another core for nothing */
+        if (w != NULL && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt)) {
+            n = 0;
+            goto again;
+        }
         tr__yield(w, a);
-    else
+    } else {
         end_turn(w, a);
+    }
 }

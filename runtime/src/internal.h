@@ -117,6 +117,8 @@ typedef struct tr_actor {
     _Atomic uint32_t sched;         /* 1 while queued or running (or ended); futex word of waiters */
     _Atomic uint32_t flags;         /* TR_AF_* */
     _Atomic tr_pid pid;             /* the live pid, 0 once ended */
+    _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
+    tr_mpsc_node rq_node;           /* link in a worker's inbox */
     /* consumer side */
     uint32_t slot;
     uint32_t gen;
@@ -177,11 +179,16 @@ typedef struct tr_worker {
     _Alignas(TR_CACHELINE) _Atomic uint32_t head;
     _Alignas(TR_CACHELINE) _Atomic uint32_t tail;
     _Atomic(tr_actor *) ring[TR_RING_SIZE];
+    /* inbox: actors whose home this worker is, made runnable by other workers (MPSC) */
+    _Alignas(TR_CACHELINE) tr_mpsc inbox;
+    _Atomic uint32_t busy;          /* 1 while running actors, 0 while searching or parked */
     /* owner only */
     _Alignas(TR_CACHELINE) tr_actor *next_slot; /* LIFO slot: run next, never stolen */
     unsigned next_streak;
     uint32_t rng;
     unsigned tick;
+    uint32_t *seen_head;            /* search: each victim's ring head when last looked at */
+    unsigned *seen_round;           /* search: the round it was seen to move */
     tr_actor *free_actors;          /* per-worker header cache */
     unsigned nfree_actors;
     /* counters: written by the owner only (plain adds), read by tr_system_stats_get */
@@ -197,6 +204,8 @@ typedef struct tr_worker {
 TR_HIDDEN tr_worker *tr__current_worker(struct tr_system *sys);
 /* Makes a (now scheduled) actor runnable: local queue of w, or the global queue if w is NULL. */
 TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
+/* True when w has nothing queued but the running actor (its yield would only invite a thief). */
+TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);

@@ -123,11 +123,22 @@ int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply)
 
 /* ---- tr_call ------------------------------------------------------------------------------- */
 
-/* A sender that flips the waiter's sched 0 -> 1 wakes it. The futex word lives in the header,
- * which is type-stable memory: a late sender can never touch freed memory. */
+/* A sender that flips the waiter's sched 0 -> 1 wakes it, then sets `home` (unused by waiters)
+ * to say it is done with the header. The futex word lives in the header, type-stable memory, so
+ * a late sender never touches freed memory; and the waiter does not retire (letting the header
+ * be reused by an actor, which that sender could otherwise queue a second time) while a sender
+ * that flipped is still between its flip and its wake. */
 void tr__waiter_signal(tr_actor *a)
 {
     tr__futex_wake_all(&a->sched);
+    atomic_store(&a->home, 1);
+}
+
+/* Waits until the sender that flipped sched has finished signalling. */
+static void waiter_settle(tr_actor *a)
+{
+    while (atomic_load(&a->home) == 0)
+        tr_cpu_relax();
 }
 
 /* Takes everything in the waiter's mailbox; keeps the reply with `corr`, drops the rest. */
@@ -175,6 +186,7 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     a->beh = NULL;
     a->state = NULL;
     tr_pid self = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
+    atomic_store(&a->home, 0);
     atomic_store(&a->sched, 0);
     atomic_store_explicit(&a->pid, self, memory_order_release);
 
@@ -185,15 +197,10 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     int rc = tr__deliver(sys, NULL, to, m);
     uint64_t deadline = tr__now_ns() + (uint64_t)timeout_ms * 1000000u;
     while (rc == TR_OK) {
+        /* senders push, then flip sched 0 -> 1: after each re-arm, look at the mailbox first */
         waiter_drain(sys, a, self, corr, reply_out);
         if (*reply_out != NULL)
             break;
-        /* re-arm: the next sender to flip sched 0 -> 1 wakes us */
-        atomic_store(&a->sched, 0);
-        if (tr__mpsc_nonempty(&a->mbox)) {
-            atomic_store(&a->sched, 1);
-            continue;
-        }
         while (atomic_load(&a->sched) == 0) {
             uint64_t now = tr__now_ns();
             if (timeout_ms > 0 && now >= deadline) {
@@ -202,15 +209,21 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
             }
             tr__futex_wait(&a->sched, 0, timeout_ms > 0 ? deadline - now : 0);
         }
+        if (rc != TR_OK)
+            break;
+        waiter_settle(a); /* re-arm only once the flipping sender is done */
+        atomic_store(&a->home, 0);
+        atomic_store(&a->sched, 0);
     }
     if (rc == TR_ETIMEDOUT) {
         waiter_drain(sys, a, self, corr, reply_out); /* a reply that made it after all */
         if (*reply_out != NULL)
             rc = TR_OK;
     }
-    /* retire the waiter; a message still in flight to it is dropped when the header is reused */
+    /* retire: no sender can find the pid or flip sched any more; wait out one that did */
     atomic_store_explicit(&a->pid, 0, memory_order_release);
-    atomic_store(&a->sched, 1);
+    if (atomic_exchange(&a->sched, 1) == 1)
+        waiter_settle(a);
     tr__actor_release(a);
     return rc;
 }

@@ -56,6 +56,7 @@ int tr_system_new(tr_system **out, const tr_system_opts *opts)
         sys->workers[i].sys = sys;
         sys->workers[i].id = i;
         sys->workers[i].rng = 0x9E3779B9u * (i + 1);
+        tr__mpsc_init(&sys->workers[i].inbox);
     }
     pthread_mutex_init(&sys->pool_lock, NULL);
     pthread_mutex_init(&sys->inject_lock, NULL);
@@ -151,6 +152,10 @@ void tr_system_free(tr_system *sys)
     pthread_mutex_destroy(&sys->inject_lock);
     pthread_mutex_destroy(&sys->state_lock);
     pthread_cond_destroy(&sys->state_cond);
+    for (unsigned i = 0; i < sys->nworkers; i++) {
+        free(sys->workers[i].seen_head);
+        free(sys->workers[i].seen_round);
+    }
     free(sys->workers);
     free(sys);
 }
