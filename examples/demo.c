@@ -109,10 +109,21 @@ static const tr_behaviour client_b = {
     .receive = client_receive, .terminate = client_terminate,
 };
 
+/* Called on the sender's thread for each message that reached no actor. */
+static void on_dead_letter(void *user, tr_pid to, const tr_msg *m)
+{
+    (void)user;
+    printf("  dead letter: type %u to %#llx (its actor has ended)\n", tr_msg_type(m),
+           (unsigned long long)to);
+}
+
 int main(void)
 {
     tr_system *sys;
-    int rc = tr_system_new(&sys, NULL);
+    tr_system_opts opts;
+    tr_system_opts_init(&opts);
+    opts.dead_letter_hook = on_dead_letter;
+    int rc = tr_system_new(&sys, &opts);
     if (rc != TR_OK || (rc = tr_system_start(sys)) != TR_OK) {
         fprintf(stderr, "troupe-demo: %s\n", tr_strerror(rc));
         return 1;

@@ -202,6 +202,22 @@ struct tr_ctx {
     char *fail_text;
 };
 
+/* Gives up the right to run `a` (sched 1 -> 0) unless messages wait. Returns true when the
+ * caller still (or again) holds that right and must make the actor runnable.
+ * Once sched is 0 a sender may schedule the actor and another worker may be popping its
+ * mailbox, so after the store we must not read consumer state (head): we compare the tail,
+ * which senders exchange, with its value before the store. The tail of an empty queue is its
+ * stub, which no push installs, so an unchanged tail means no push (no ABA). */
+static bool release_turn(tr_actor *a)
+{
+    if (tr__mpsc_nonempty(&a->mbox))
+        return true; /* still ours: keep sched = 1 */
+    tr_mpsc_node *t0 = atomic_load_explicit(&a->mbox.tail, memory_order_relaxed);
+    atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
+    return atomic_load_explicit(&a->mbox.tail, memory_order_seq_cst) != t0 &&
+           atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0;
+}
+
 static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void *arg, tr_pid *out)
 {
     if (b == NULL || b->receive == NULL)
@@ -243,9 +259,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
     if (out != NULL)
         *out = pid;
     /* open for scheduling; messages sent during init are picked up now */
-    atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
-    if (tr__mpsc_nonempty(&a->mbox) &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
+    if (release_turn(a))
         tr__schedule(sys, w, a);
     return TR_OK;
 }
@@ -402,9 +416,7 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
 
 static void end_turn(tr_worker *w, tr_actor *a)
 {
-    atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
-    if (tr__mpsc_nonempty(&a->mbox) &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
+    if (release_turn(a))
         tr__yield(w, a); /* a message arrived as we were leaving */
 }
 

@@ -20,7 +20,7 @@ void tr__mpsc_init(tr_mpsc *q)
 void tr__mpsc_push(tr_mpsc *q, tr_mpsc_node *n)
 {
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    /* seq_cst: pairs with the consumer's check in tr__mpsc_nonempty (see actor.c, end of turn) */
+    /* seq_cst: a Dekker pair with the runner releasing the actor (release_turn in actor.c) */
     tr_mpsc_node *prev = atomic_exchange_explicit(&q->tail, n, memory_order_seq_cst);
     atomic_store_explicit(&prev->next, n, memory_order_release);
 }
