@@ -196,6 +196,7 @@ struct tr_ctx {
     tr_system *sys;
     tr_worker *w;
     tr_actor *self;
+    tr_pid pid;             /* self's pid: stays valid in terminate, after a->pid is cleared */
     tr_msg *cur;            /* the message being received, until sent on */
     bool ending;
     tr_reason reason;
@@ -241,7 +242,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
     atomic_store_explicit(&a->pid, pid, memory_order_release);
     TR_COUNT(sys, w, spawned);
     if (b->init != NULL) {
-        tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+        tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
         if (rc != 0 || ctx.ending) {
             /* init refused: the actor never existed for anyone else */
@@ -280,7 +281,7 @@ int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out)
 
 tr_pid tr_self(const tr_ctx *ctx)
 {
-    return atomic_load_explicit(&ctx->self->pid, memory_order_relaxed);
+    return ctx->pid;
 }
 
 tr_system *tr_ctx_system(const tr_ctx *ctx)
@@ -315,6 +316,10 @@ bool tr_system_alive(tr_system *sys, tr_pid pid)
 
 void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
 {
+    if (m->flags & TR_MF_SIGNAL) {
+        tr_msg_free(m); /* a runtime signal is a control request, not a letter */
+        return;
+    }
     atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
     if (sys->opts.dead_letter_hook != NULL)
         sys->opts.dead_letter_hook(sys->opts.dead_letter_user, to, m);
@@ -378,6 +383,8 @@ int tr_system_stop_actor(tr_system *sys, tr_pid pid)
 {
     if (sys == NULL)
         return TR_EINVAL;
+    if (tr__actor_lookup(sys, pid) == NULL)
+        return TR_ENOPROC;
     tr_msg *m = tr_msg_new(TR_SIG_STOP, 0);
     if (m == NULL)
         return TR_ENOMEM;
@@ -398,9 +405,10 @@ void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
 void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
 {
     tr_system *sys = a->sys;
+    tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
     atomic_store_explicit(&a->pid, 0, memory_order_release); /* new sends now fail: ENOPROC */
     if (a->beh->terminate != NULL) {
-        tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+        tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);
         free(ctx.fail_text);
     }
@@ -423,7 +431,8 @@ static void end_turn(tr_worker *w, tr_actor *a)
 void tr__actor_run(tr_worker *w, tr_actor *a)
 {
     tr_system *sys = a->sys;
-    tr_ctx ctx = {.sys = sys, .w = w, .self = a};
+    tr_pid self = atomic_load_explicit(&a->pid, memory_order_relaxed);
+    tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = self};
     unsigned budget = sys->opts.msgs_per_turn;
     if (w != NULL && atomic_load_explicit(&a->home, memory_order_relaxed) != w->id + 1)
         atomic_store_explicit(&a->home, w->id + 1, memory_order_relaxed);
@@ -434,7 +443,7 @@ again:
         if (m == NULL)
             break;
         n++;
-        if (TR_UNLIKELY(m->to != atomic_load_explicit(&a->pid, memory_order_relaxed))) {
+        if (TR_UNLIKELY(m->to != self)) {
             tr__dead_letter(sys, m->to, m); /* sent to an earlier incarnation of this header */
             continue;
         }

@@ -246,6 +246,14 @@ msgpack_packer *tr_msg_packer(tr_msg *m)
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
+static inline uint64_t load_be(const unsigned char *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
 void tr_reader_init_bytes(tr_reader *r, const void *data, size_t len)
 {
     r->data = data;
@@ -269,9 +277,83 @@ bool tr_reader_at_end(const tr_reader *r)
     return r->off >= r->len;
 }
 
+/* Walks one msgpack object at off without allocating, checking that every declared length fits
+ * in the bytes that remain. msgpack_unpack_next allocates room for a container's declared
+ * element count before looking at the bytes (5 bytes claiming 2^32 elements asked for ~96 GiB),
+ * so untrusted payloads are scanned first; after the scan, what it allocates is bounded by the
+ * payload size. Iterative: `pending` counts the objects still to read, each needs >= 1 byte. */
+static int scan_object(const unsigned char *p, size_t len, size_t off)
+{
+    uint64_t pending = 1;
+    while (pending > 0) {
+        if (off >= len || pending > len - off)
+            return TR_EBADMSG;
+        unsigned char t = p[off];
+        size_t avail = len - off;
+        uint64_t n = 0;       /* body bytes to skip */
+        uint64_t items = 0;   /* objects contained */
+        size_t hdr = 1;
+        pending--;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+            /* fixint, nil, bool */
+        } else if ((t & 0xf0) == 0x80) {
+            items = 2u * (t & 0x0f);
+        } else if ((t & 0xf0) == 0x90) {
+            items = t & 0x0f;
+        } else if ((t & 0xe0) == 0xa0) {
+            n = t & 0x1f;
+        } else {
+            switch (t) {
+            case 0xcc: case 0xd0: n = 1; break;
+            case 0xcd: case 0xd1: n = 2; break;
+            case 0xca: case 0xce: case 0xd2: n = 4; break;
+            case 0xcb: case 0xcf: case 0xd3: n = 8; break;
+            case 0xd4: n = 2; break; /* fixext: type + data */
+            case 0xd5: n = 3; break;
+            case 0xd6: n = 5; break;
+            case 0xd7: n = 9; break;
+            case 0xd8: n = 17; break;
+            case 0xc4: case 0xd9: hdr = 2; break;
+            case 0xc5: case 0xda: hdr = 3; break;
+            case 0xc6: case 0xdb: hdr = 5; break;
+            case 0xc7: hdr = 2; break; /* ext 8/16/32: length, then type byte */
+            case 0xc8: hdr = 3; break;
+            case 0xc9: hdr = 5; break;
+            case 0xdc: hdr = 3; break; /* array16/32 */
+            case 0xdd: hdr = 5; break;
+            case 0xde: hdr = 3; break; /* map16/32 */
+            case 0xdf: hdr = 5; break;
+            default: return TR_EBADMSG; /* 0xc1: never used */
+            }
+            if (hdr > 1) {
+                if (avail < hdr)
+                    return TR_EBADMSG;
+                uint64_t v = load_be(p + off + 1, (unsigned)(hdr - 1));
+                if (t == 0xdc || t == 0xdd)
+                    items = v;
+                else if (t == 0xde || t == 0xdf)
+                    items = 2 * v;
+                else if (t >= 0xc7 && t <= 0xc9)
+                    n = v + 1;
+                else
+                    n = v;
+            }
+        }
+        if (avail - hdr < n)
+            return TR_EBADMSG;
+        off += hdr + (size_t)n;
+        if (items > len - off)
+            return TR_EBADMSG; /* more elements declared than bytes left to hold them */
+        pending += items;
+    }
+    return TR_OK;
+}
+
 int tr_read_object(tr_reader *r, const msgpack_object **out)
 {
     if (r->off >= r->len)
+        return TR_EBADMSG;
+    if (scan_object((const unsigned char *)r->data, r->len, r->off) != TR_OK)
         return TR_EBADMSG;
     size_t off = r->off;
     msgpack_unpack_return ret = msgpack_unpack_next(&r->obj, r->data, r->len, &off);
@@ -284,14 +366,6 @@ int tr_read_object(tr_reader *r, const msgpack_object **out)
 
 /* Scalars are decoded straight from the bytes (msgpack spec, big-endian), without a zone: this
  * is the hot path of every receive. Anything else goes through msgpack_unpack_next. */
-
-static inline uint64_t load_be(const unsigned char *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* Reads an integer header at r->off. *neg tells which of *u / *i holds it. */
 static int read_int(tr_reader *r, bool *neg, uint64_t *u, int64_t *i)
