@@ -5,6 +5,9 @@
  */
 #include "test_util.h"
 
+#include <malloc.h>
+#include <pthread.h>
+
 static uint64_t xs64(uint64_t *s)
 {
     uint64_t x = *s;
@@ -530,6 +533,64 @@ static void test_reader_bounds_container_lengths(void **state)
     }
 }
 
+/* ---- known bugs ---------------------------------------------------------------------------- */
+
+/* A thread that allocates and frees 320 messages (it feeds the pool's depot). */
+static void *alloc_and_free(void *arg)
+{
+    (void)arg;
+    tr_msg *ms[320];
+    for (int i = 0; i < 320; i++)
+        ms[i] = tr_msg_new(1, 0);
+    for (int i = 0; i < 320; i++)
+        tr_msg_free(ms[i]);
+    return NULL;
+}
+
+/* A producer: allocates one message, hands it to the main thread, never frees one itself. */
+static void *alloc_one_and_exit(void *arg)
+{
+    *(tr_msg **)arg = tr_msg_new(1, 0);
+    return NULL;
+}
+
+static void run_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fn, arg), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/* KNOWN BUG (runtime/src/msg.c, pool_get / pool_put): a thread's message cache is handed back to
+ * the depot at thread exit by a pthread key destructor, but the destructor is registered only in
+ * pool_put (the first tr_msg_free on that thread). pool_get, on an empty cache, takes a whole
+ * batch (POOL_BATCH = 64) from the depot: a thread that allocates messages but never frees one --
+ * any producer thread calling tr_system_send / tr_call-less sends, e.g. the sender threads of
+ * test_sched -- exits with up to 63 pooled messages in its TLS cache and they are lost.
+ * LeakSanitizer reports them in `make asan` (test_sched: "Direct leak ... pool_get msg.c:107 ...
+ * thread_sender_main"). Here: 500 short-lived producers each take a batch and exit, between
+ * threads that refill the depot; with the bug each producer strands ~63 messages and the heap
+ * grows by several MB; fixed, the heap stays flat.
+ * Fix: register the destructor in pool_get too (whenever the cache becomes non-empty). */
+static void bug_message_cache_leaks_at_thread_exit(void **state)
+{
+    (void)state;
+    run_thread(alloc_and_free, NULL);
+    size_t before = mallinfo2().uordblks;
+    const int rounds = 500;
+    for (int i = 0; i < rounds; i++) {
+        run_thread(alloc_and_free, NULL);
+        tr_msg *m = NULL;
+        run_thread(alloc_one_and_exit, &m);
+        assert_non_null(m);
+        tr_msg_free(m);
+    }
+    size_t after = mallinfo2().uordblks;
+    long growth = (long)after - (long)before;
+    print_message("heap in use grew by %ld bytes over %d producer threads\n", growth, rounds);
+    assert_true(growth < 1024 * 1024);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_new_defaults),
     cmocka_unit_test(test_pack_read_roundtrip),
@@ -543,4 +604,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_random_garbage),
 };
 
-TT_MAIN_PLAIN(tests)
+static const struct CMUnitTest known_bugs[] = {
+    cmocka_unit_test(bug_message_cache_leaks_at_thread_exit),
+};
+
+TT_MAIN(tests, known_bugs)
