@@ -771,6 +771,112 @@ static void test_spawn_before_start_and_free_unstarted(void **state)
     tt_assert_no_failures();
 }
 
+/* ---- stale sends racing with the end and reuse of headers ---------------------------------- */
+
+/* A churner actor keeps a table of victims; each round it stops every victim and spawns a
+ * replacement (from a worker: the freed header is reused at once, with a new generation). Outside
+ * threads keep sending to whatever pid they read from the table, the expected recipient written in
+ * the payload. A victim must only ever receive messages addressed to its own pid. */
+enum { VICTIMS = 32 };
+static struct {
+    atomic_ullong table[VICTIMS];
+    atomic_int stop_senders, churn_done;
+    atomic_long misdelivered, delivered, sent_ok, sent_noproc;
+    unsigned rounds;
+} C;
+
+static int victim_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) == MSG_STOP) {
+        tr_stop(ctx);
+        return 0;
+    }
+    if (tt_read_u64(m) != tr_self(ctx))
+        atomic_fetch_add(&C.misdelivered, 1);
+    atomic_fetch_add(&C.delivered, 1);
+    return 0;
+}
+
+static const tr_behaviour victim_beh = {.name = "victim", .receive = victim_receive};
+
+static int churner_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)m;
+    unsigned *round = state;
+    for (unsigned i = 0; i < VICTIMS; i++) {
+        tr_pid old = atomic_load(&C.table[i]), fresh;
+        if (old != TR_PID_NONE)
+            TT_CHECK(tr_send(ctx, old, tr_msg_new(MSG_STOP, 0)) == TR_OK);
+        TT_CHECK(tr_spawn(ctx, &victim_beh, NULL, &fresh) == TR_OK);
+        atomic_store(&C.table[i], fresh);
+    }
+    if (++*round < C.rounds)
+        TT_CHECK(tr_send(ctx, tr_self(ctx), tr_msg_new(MSG_GO, 0)) == TR_OK);
+    else
+        atomic_store(&C.churn_done, 1);
+    return 0;
+}
+
+static const tr_behaviour churner_beh = {
+    .name = "churner",
+    .state_size = sizeof(unsigned),
+    .receive = churner_receive,
+};
+
+static void *stale_sender_main(void *arg)
+{
+    tr_system *sys = arg;
+    uint64_t rng = (uint64_t)(uintptr_t)&rng | 1;
+    while (!atomic_load(&C.stop_senders)) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tr_pid to = atomic_load(&C.table[rng % VICTIMS]);
+        if (to == TR_PID_NONE)
+            continue;
+        int rc = tr_system_send(sys, to, tt_msg_u64(MSG_DATA, to));
+        if (rc == TR_OK)
+            atomic_fetch_add(&C.sent_ok, 1);
+        else if (rc == TR_ENOPROC)
+            atomic_fetch_add(&C.sent_noproc, 1);
+        else
+            TT_CHECK(!"unexpected send result");
+    }
+    return NULL;
+}
+
+static void test_stale_sends_never_reach_a_new_incarnation(void **state)
+{
+    (void)state;
+    reset();
+    memset(&C, 0, sizeof C);
+    C.rounds = tt_scale(3000, 500);
+    tr_system *sys = new_system(2, true);
+    enum { NS = 3 };
+    pthread_t th[NS];
+    for (int i = 0; i < NS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, stale_sender_main, sys), 0);
+    tr_pid churner;
+    assert_int_equal(tr_system_spawn(sys, &churner_beh, NULL, &churner), TR_OK);
+    assert_int_equal(tr_system_send(sys, churner, tr_msg_new(MSG_GO, 0)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&C.churn_done) == 1, TT_DEADLINE_MS);
+    atomic_store(&C.stop_senders, 1);
+    for (int i = 0; i < NS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    tr_system_stats st = tt_stats(sys);
+    tt_system_end(sys);
+    print_message("%ld delivered, %ld sends ok, %ld ENOPROC, %llu dead letters, %llu spawned\n",
+                  atomic_load(&C.delivered), atomic_load(&C.sent_ok), atomic_load(&C.sent_noproc),
+                  (unsigned long long)st.dead_letters, (unsigned long long)st.spawned);
+    assert_int_equal(atomic_load(&C.misdelivered), 0);
+    assert_true(atomic_load(&C.delivered) > 0);
+    /* every send either reached its own incarnation or was a dead letter */
+    assert_true((uint64_t)atomic_load(&C.sent_ok) + (uint64_t)atomic_load(&C.sent_noproc) >=
+                (uint64_t)atomic_load(&C.delivered));
+    tt_assert_no_failures();
+}
+
 /* ---- regressions (bugs found by this suite, fixed in 28777b5) ------------------------------- */
 
 static atomic_ullong note_sender;
@@ -886,6 +992,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stop_actor),
     cmocka_unit_test(test_forward_received_message),
     cmocka_unit_test(test_spawn_before_start_and_free_unstarted),
+    cmocka_unit_test(test_stale_sends_never_reach_a_new_incarnation),
     cmocka_unit_test(test_tr_self_in_terminate),
     cmocka_unit_test(test_stop_actor_dead_pid_is_not_a_dead_letter),
 };

@@ -385,6 +385,90 @@ static void test_call_concurrent_callers(void **state)
     tt_assert_no_failures();
 }
 
+/* A server that sometimes answers after a pause, so replies race with callers giving up (and
+ * with the reuse of their waiter headers by the next call). */
+static int slow_server_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    uint64_t *k = state;
+    uint64_t v = tt_read_u64(m);
+    uint64_t pause_us = (++*k * 7919u) % 1500u;
+    uint64_t until = tt_now_ns() + pause_us * 1000u;
+    while (tt_now_ns() < until) {
+    }
+    int rc = tr_reply(ctx, m, tt_msg_u64(MSG_ANSWER, 2 * v));
+    TT_CHECK(rc == TR_OK || rc == TR_ENOPROC); /* ENOPROC: the caller gave up already */
+    return 0;
+}
+
+static const tr_behaviour slow_server_beh = {
+    .name = "slow-server",
+    .state_size = sizeof(uint64_t),
+    .receive = slow_server_receive,
+};
+
+typedef struct racer_arg {
+    tr_system *sys;
+    tr_pid server;
+    unsigned n, base;
+    atomic_int wrong, ok, timedout;
+} racer_arg;
+
+static void *racer_main(void *p)
+{
+    racer_arg *a = p;
+    for (unsigned i = 0; i < a->n; i++) {
+        tr_msg *reply = NULL;
+        uint64_t v = a->base + i;
+        int rc = tr_call(a->sys, a->server, tt_msg_u64(MSG_REQ, v), 1, &reply);
+        if (rc == TR_OK) {
+            if (reply == NULL || tt_read_u64(reply) != 2 * v)
+                atomic_fetch_add(&a->wrong, 1); /* somebody else's reply */
+            atomic_fetch_add(&a->ok, 1);
+        } else if (rc == TR_ETIMEDOUT) {
+            if (reply != NULL)
+                atomic_fetch_add(&a->wrong, 1);
+            atomic_fetch_add(&a->timedout, 1);
+        } else {
+            atomic_fetch_add(&a->wrong, 1);
+        }
+        tr_msg_free(reply);
+    }
+    return NULL;
+}
+
+static void test_call_timeouts_racing_replies(void **state)
+{
+    (void)state;
+    reset();
+    tr_system *sys = new_system(2);
+    enum { NT = 3 };
+    tr_pid servers[NT];
+    for (unsigned t = 0; t < NT; t++)
+        assert_int_equal(tr_system_spawn(sys, &slow_server_beh, NULL, &servers[t]), TR_OK);
+    pthread_t th[NT];
+    racer_arg args[NT];
+    for (unsigned t = 0; t < NT; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].sys = sys;
+        args[t].server = servers[(t + 1) % NT];
+        args[t].n = tt_scale(1500, 300);
+        args[t].base = t * 1000000u;
+        assert_int_equal(pthread_create(&th[t], NULL, racer_main, &args[t]), 0);
+    }
+    int ok = 0, timedout = 0;
+    for (unsigned t = 0; t < NT; t++) {
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+        assert_int_equal(atomic_load(&args[t].wrong), 0);
+        ok += atomic_load(&args[t].ok);
+        timedout += atomic_load(&args[t].timedout);
+    }
+    print_message("%d answered in time, %d timed out, %llu dead letters\n", ok, timedout,
+                  (unsigned long long)tt_stats(sys).dead_letters);
+    assert_int_equal(ok + timedout, (int)(NT * args[0].n));
+    tt_system_end(sys);
+    tt_assert_no_failures();
+}
+
 static void test_call_timeout(void **state)
 {
     (void)state;
@@ -520,6 +604,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_call_reply),
     cmocka_unit_test(test_call_concurrent_callers),
     cmocka_unit_test(test_call_timeout),
+    cmocka_unit_test(test_call_timeouts_racing_replies),
     cmocka_unit_test(test_call_errors),
     cmocka_unit_test(test_call_inside_actor_refused),
     cmocka_unit_test(test_call_on_stopped_system),
