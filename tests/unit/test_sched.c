@@ -433,6 +433,142 @@ static void test_fairness_ping_pong(void **state)
     tt_assert_no_failures();
 }
 
+/* ---- outside senders racing with the graceful stop ----------------------------------------- */
+
+static struct {
+    tr_pid targets[64];
+    atomic_int go, stop_sending;
+    atomic_long sent_ok, refused, noproc, received, terminated, bad_rc, dead_letters;
+} J;
+
+static int counting_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    (void)m;
+    atomic_fetch_add(&J.received, 1);
+    return 0;
+}
+
+static void counting_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
+{
+    (void)ctx;
+    (void)state;
+    TT_CHECK(reason->kind == TR_REASON_SHUTDOWN);
+    atomic_fetch_add(&J.terminated, 1);
+}
+
+static const tr_behaviour counting_beh = {
+    .name = "counting",
+    .receive = counting_receive,
+    .terminate = counting_terminate,
+};
+
+static void *racing_sender_main(void *arg)
+{
+    tr_system *sys = arg;
+    while (!atomic_load(&J.go))
+        sched_yield();
+    for (unsigned i = 0; !atomic_load(&J.stop_sending); i++) {
+        int rc = tr_system_send(sys, J.targets[i % 64], tr_msg_new(MSG_SEQ, 0));
+        if (rc == TR_OK)
+            atomic_fetch_add(&J.sent_ok, 1);
+        else if (rc == TR_ESTOPPED)
+            atomic_fetch_add(&J.refused, 1);
+        else if (rc == TR_ENOPROC)
+            atomic_fetch_add(&J.noproc, 1); /* its target already ended at shutdown: a dead letter */
+        else
+            atomic_fetch_add(&J.bad_rc, 1);
+    }
+    return NULL;
+}
+
+static void count_dead_letter(void *user, tr_pid to, const tr_msg *m)
+{
+    (void)user;
+    (void)to;
+    (void)m;
+    atomic_fetch_add(&J.dead_letters, 1);
+}
+
+/* One round: outside threads keep sending while the system stops, joins and is freed. Returns
+ * the number of accepted sends that were neither received nor reported as dead letters. */
+static long senders_during_join_round(int round, int nthreads)
+{
+    memset(&J, 0, sizeof J);
+    tt_reset_failures();
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = 2;
+    o.drain_timeout_ms = 120000;
+    o.dead_letter_hook = count_dead_letter;
+    tr_system *sys = tt_system_start(&o);
+    for (unsigned i = 0; i < 64; i++)
+        assert_int_equal(tr_system_spawn(sys, &counting_beh, NULL, &J.targets[i]), TR_OK);
+    pthread_t th[32];
+    assert_true(nthreads <= 32);
+    for (int t = 0; t < nthreads; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, racing_sender_main, sys), 0);
+    atomic_store(&J.go, 1);
+    tt_sleep_ms((unsigned)(1 + round % 7));
+    tr_system_stop(sys);
+    assert_int_equal(tr_system_join(sys), TR_OK);
+    atomic_store(&J.stop_sending, 1);
+    for (int t = 0; t < nthreads; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    tr_system_free(sys); /* messages still held anywhere are reported here at the latest */
+    assert_int_equal(atomic_load(&J.bad_rc), 0);
+    assert_int_equal(atomic_load(&J.terminated), 64);
+    assert_true(atomic_load(&J.refused) > 0);
+    tt_assert_no_failures();
+    /* ENOPROC sends are dead letters too */
+    long accounted = atomic_load(&J.received) + atomic_load(&J.dead_letters);
+    long expected = atomic_load(&J.sent_ok) + atomic_load(&J.noproc);
+    assert_true(accounted <= expected);
+    if (accounted != expected)
+        print_message("round %d: %ld sends accepted (+%ld ENOPROC), %ld received, %ld dead letters\n",
+                      round, atomic_load(&J.sent_ok), atomic_load(&J.noproc),
+                      atomic_load(&J.received), atomic_load(&J.dead_letters));
+    return expected - accounted;
+}
+
+/* Outside threads sending while the system stops: every send is refused (TR_ESTOPPED), refused
+ * as a dead letter (TR_ENOPROC: its target already ended), received or a dead letter (the exact count: bug_send_racing_with_end_is_lost); every actor ends
+ * exactly once; nothing leaks or crashes. */
+static void test_outside_senders_during_join(void **state)
+{
+    (void)state;
+    const int rounds = (int)tt_scale(20, 5);
+    for (int round = 0; round < rounds; round++)
+        senders_during_join_round(round, 3);
+}
+
+/* ---- known bugs ---------------------------------------------------------------------------- */
+
+/* KNOWN BUG (runtime/src/actor.c: tr__deliver / tr__actor_release / free_one): a send whose pid
+ * lookup succeeds just before the target ends pushes its message into the mailbox after
+ * tr__actor_release has drained it. The send returns TR_OK, but the message is neither received
+ * nor counted: it waits in the free header until the slot is reused (only then a dead letter),
+ * and if the slot is never reused, tr_system_free frees it silently (free_one: tr_msg_free, no
+ * dead-letter count, no hook). Seen here with outside senders racing tr_system_join (the actors
+ * end in end_if_alive): "round 23: 90249 sends accepted (+0 ENOPROC), 90248 received, 0 dead
+ * letters". The same race
+ * exists with any actor ending by itself. It is a race, so the test runs rounds until it shows
+ * (usually within a few dozen). Fix: count and hook what free_one (and the table teardown) still
+ * finds, and/or have tr__deliver detect that the pid changed after its push (re-check a->pid;
+ * if it no longer matches, the message may be stranded: count it). */
+static void bug_send_racing_with_end_is_lost(void **state)
+{
+    (void)state;
+    long lost = 0;
+    int round = 0;
+    uint64_t deadline = tt_now_ns() + 15000000000ull;
+    for (; round < 1000 && lost == 0 && tt_now_ns() < deadline; round++)
+        lost = senders_during_join_round(round, 6);
+    print_message("%ld message(s) lost without a trace after %d rounds\n", lost, round);
+    assert_int_equal(lost, 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_no_double_run_2_workers),
     cmocka_unit_test(test_no_double_run_4_workers),
@@ -443,6 +579,11 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stop_drains_4_workers),
     cmocka_unit_test(test_fairness_backlog),
     cmocka_unit_test(test_fairness_ping_pong),
+    cmocka_unit_test(test_outside_senders_during_join),
 };
 
-TT_MAIN_PLAIN(tests)
+static const struct CMUnitTest known_bugs[] = {
+    cmocka_unit_test(bug_send_racing_with_end_is_lost),
+};
+
+TT_MAIN(tests, known_bugs)
