@@ -583,15 +583,12 @@ static void run_thread(void *(*fn)(void *), void *arg)
 static void bug_message_cache_leaks_at_thread_exit(void **state)
 {
     (void)state;
-    /* sanitizer allocators do not report through mallinfo2: then only LSan (ASan builds) sees it */
+    /* sanitizer allocators do not report through mallinfo2: then the churn still runs, and
+     * LeakSanitizer (ASan builds) reports the stranded messages at exit */
     size_t probe_before = heap_in_use();
     probe_sink = malloc(1 << 20); /* through a volatile: the compiler may not elide it */
     bool measurable = heap_in_use() >= probe_before + (1 << 20);
     free(probe_sink);
-    if (!measurable) {
-        print_message("mallinfo2 does not see this allocator: skipped (LeakSanitizer checks it)\n");
-        skip();
-    }
     run_thread(alloc_and_free, NULL);
     size_t before = heap_in_use();
     const int rounds = 500;
@@ -604,6 +601,10 @@ static void bug_message_cache_leaks_at_thread_exit(void **state)
     }
     size_t after = heap_in_use();
     long growth = (long)after - (long)before;
+    if (!measurable) {
+        print_message("mallinfo2 does not see this allocator: growth not measured\n");
+        return;
+    }
     print_message("heap in use grew by %ld bytes over %d producer threads\n", growth, rounds);
     assert_true(growth < 1024 * 1024);
 }
