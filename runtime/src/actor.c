@@ -36,9 +36,9 @@ int tr__actor_table_init(tr_system *sys)
 static void free_one(tr_actor *a, void *arg)
 {
     (void)arg;
-    tr_msg *m;
+    tr_msg *m; /* sends that raced with the end of their target: still dead letters */
     while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
-        tr_msg_free(m);
+        tr__dead_letter(a->sys, m->to, m);
 }
 
 void tr__actor_table_free(tr_system *sys)
@@ -211,9 +211,13 @@ struct tr_ctx {
  * stub, which no push installs, so an unchanged tail means no push (no ABA). */
 static bool release_turn(tr_actor *a)
 {
-    if (tr__mpsc_nonempty(&a->mbox))
-        return true; /* still ours: keep sched = 1 */
-    tr_mpsc_node *t0 = atomic_load_explicit(&a->mbox.tail, memory_order_relaxed);
+    /* snapshot the tail first: "empty" is judged against it, so any push after the snapshot
+     * changes the tail (a push between an emptiness check and a later snapshot would be lost:
+     * its sender saw sched == 1 and left the scheduling to us) */
+    tr_mpsc_node *t0 = atomic_load_explicit(&a->mbox.tail, memory_order_seq_cst);
+    if (t0 != &a->mbox.stub || a->mbox.head != &a->mbox.stub ||
+        atomic_load_explicit(&a->mbox.stub.next, memory_order_acquire) != NULL)
+        return true; /* messages wait (or a push is half done): still ours, keep sched = 1 */
     atomic_store_explicit(&a->sched, 0, memory_order_seq_cst);
     return atomic_load_explicit(&a->mbox.tail, memory_order_seq_cst) != t0 &&
            atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0;
@@ -407,6 +411,9 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     tr_system *sys = a->sys;
     tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
     atomic_store_explicit(&a->pid, 0, memory_order_release); /* new sends now fail: ENOPROC */
+    /* an idle actor ended from outside (join, free) has sched 0: take it, so a sender that
+     * looked the pid up just before cannot schedule a header that goes back to the pool */
+    atomic_store_explicit(&a->sched, 1, memory_order_seq_cst);
     if (a->beh->terminate != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);

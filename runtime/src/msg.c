@@ -82,6 +82,13 @@ static void depot_init(void)
     pthread_key_create(&depot.key, thread_exit);
 }
 
+static void cache_register(msg_cache *c)
+{
+    pthread_once(&depot.once, depot_init);
+    pthread_setspecific(depot.key, c);
+    c->registered = true;
+}
+
 static tr_msg *pool_get(void)
 {
     msg_cache *c = &tls_cache;
@@ -99,6 +106,8 @@ static tr_msg *pool_get(void)
         depot.full = b->next;
     pthread_mutex_unlock(&depot.lock);
     if (b != NULL) {
+        if (TR_UNLIKELY(!c->registered))
+            cache_register(c); /* the rest of the batch returns to the depot at thread exit */
         tr_msg *m = (tr_msg *)(void *)((char *)b - offsetof(tr_msg, inline_buf));
         c->head = cache_next(m);
         c->n = POOL_BATCH - 1;
@@ -110,11 +119,8 @@ static tr_msg *pool_get(void)
 static void pool_put(tr_msg *m)
 {
     msg_cache *c = &tls_cache;
-    if (TR_UNLIKELY(!c->registered)) {
-        pthread_once(&depot.once, depot_init);
-        pthread_setspecific(depot.key, c);
-        c->registered = true;
-    }
+    if (TR_UNLIKELY(!c->registered))
+        cache_register(c);
     atomic_store_explicit(&m->node.next, c->head != NULL ? &c->head->node : NULL,
                           memory_order_relaxed);
     c->head = m;

@@ -115,10 +115,12 @@ int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply)
         return TR_EINVAL;
     }
     tr__ctx_release_cur(ctx, reply);
+    tr_pid to = request->sender; /* read first: reply may be the request itself */
+    uint64_t corr = request->corr;
     reply->sender = tr_self(ctx);
-    reply->corr = request->corr;
+    reply->corr = corr;
     reply->flags = TR_MF_REPLY;
-    return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), request->sender, reply);
+    return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, reply);
 }
 
 /* ---- tr_call ------------------------------------------------------------------------------- */

@@ -90,7 +90,10 @@ static void run_commands(tr_timers *T)
             if (tr__idmap_put(&T->live, t->id, (uint64_t)(uintptr_t)t) != TR_OK) {
                 uv_close((uv_handle_t *)&t->h, on_close_free); /* out of memory: drop */
             } else {
-                uv_timer_start(&t->h, on_fire, t->delay_ms, t->interval_ms);
+                /* libuv counts from its cached, whole-millisecond loop time: refresh it and add
+                 * 1 ms so a timer never fires before its delay has fully passed */
+                uv_update_time(&T->loop);
+                uv_timer_start(&t->h, on_fire, t->delay_ms + 1u, t->interval_ms);
             }
         } else {
             uint64_t v;
