@@ -273,7 +273,15 @@ int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_p
 {
     if (sys == NULL)
         return TR_EINVAL;
-    return spawn(sys, tr__current_worker(sys), b, arg, out);
+    tr_worker *w = tr__current_worker(sys);
+    if (w != NULL)
+        return spawn(sys, w, b, arg, out);
+    int rc = tr__ext_enter(sys);
+    if (rc != TR_OK)
+        return rc;
+    rc = spawn(sys, NULL, b, arg, out);
+    tr__ext_leave(sys);
+    return rc;
 }
 
 int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out)
@@ -372,15 +380,18 @@ int tr_system_send(tr_system *sys, tr_pid to, tr_msg *m)
         tr_msg_free(m);
         return TR_EINVAL;
     }
-    int st = atomic_load_explicit(&sys->state, memory_order_acquire);
-    if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED) {
+    tr_worker *w = tr__current_worker(sys);
+    if (w == NULL && tr__ext_enter(sys) != TR_OK) {
         tr_msg_free(m);
         return TR_ESTOPPED;
     }
     m->sender = TR_PID_NONE;
     m->flags &= ~(uint32_t)(TR_MF_REQUEST | TR_MF_REPLY);
     m->corr = 0;
-    return tr__deliver(sys, tr__current_worker(sys), to, m);
+    int rc = tr__deliver(sys, w, to, m);
+    if (w == NULL)
+        tr__ext_leave(sys);
+    return rc;
 }
 
 int tr_system_stop_actor(tr_system *sys, tr_pid pid)
@@ -389,11 +400,18 @@ int tr_system_stop_actor(tr_system *sys, tr_pid pid)
         return TR_EINVAL;
     if (tr__actor_lookup(sys, pid) == NULL)
         return TR_ENOPROC;
+    tr_worker *w = tr__current_worker(sys);
+    if (w == NULL && tr__ext_enter(sys) != TR_OK)
+        return TR_ESTOPPED;
     tr_msg *m = tr_msg_new(TR_SIG_STOP, 0);
-    if (m == NULL)
-        return TR_ENOMEM;
-    m->flags = TR_MF_SIGNAL;
-    return tr__deliver(sys, tr__current_worker(sys), pid, m);
+    int rc = TR_ENOMEM;
+    if (m != NULL) {
+        m->flags = TR_MF_SIGNAL;
+        rc = tr__deliver(sys, w, pid, m);
+    }
+    if (w == NULL)
+        tr__ext_leave(sys);
+    return rc;
 }
 
 tr_actor *tr__ctx_actor(tr_ctx *ctx) { return ctx->self; }

@@ -253,6 +253,7 @@ struct tr_system {
     _Atomic int halt;               /* workers return when set */
 
     _Alignas(TR_CACHELINE) _Atomic int state;
+    _Atomic long ext_inflight;      /* outside threads inside a send/spawn (see tr__ext_enter) */
     _Atomic int stop_requested;
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond;
@@ -277,6 +278,12 @@ struct tr_system {
         else                                                                                      \
             atomic_fetch_add_explicit(&(sys)->field, 1, memory_order_relaxed);                    \
     } while (0)
+
+/* Outside threads (not workers) bracket every send/spawn with these: enter fails with
+ * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave
+ * before it ends actors, so no outside send can schedule an actor being ended. */
+TR_HIDDEN int tr__ext_enter(struct tr_system *sys);
+TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
 
 /* Monotonic clock in nanoseconds. */
 TR_HIDDEN uint64_t tr__now_ns(void);

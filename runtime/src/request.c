@@ -174,13 +174,13 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
         tr_msg_free(m); /* would block a scheduler thread: actors use tr_request */
         return TR_ESTATE;
     }
-    int st = atomic_load(&sys->state);
-    if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED) {
+    if (tr__ext_enter(sys) != TR_OK) {
         tr_msg_free(m);
         return TR_ESTOPPED;
     }
     tr_actor *a = tr__actor_alloc(sys);
     if (a == NULL) {
+        tr__ext_leave(sys);
         tr_msg_free(m);
         return TR_ENOMEM;
     }
@@ -197,6 +197,7 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
     m->corr = corr;
     m->flags = TR_MF_REQUEST;
     int rc = tr__deliver(sys, NULL, to, m);
+    tr__ext_leave(sys); /* only the send is bracketed: the wait may outlast a stop */
     uint64_t deadline = tr__now_ns() + (uint64_t)timeout_ms * 1000000u;
     while (rc == TR_OK) {
         /* senders push, then flip sched 0 -> 1: after each re-arm, look at the mailbox first */

@@ -85,6 +85,22 @@ int tr_system_start(tr_system *sys)
     return TR_OK;
 }
 
+int tr__ext_enter(tr_system *sys)
+{
+    atomic_fetch_add(&sys->ext_inflight, 1);
+    int st = atomic_load(&sys->state);
+    if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED) {
+        atomic_fetch_sub(&sys->ext_inflight, 1);
+        return TR_ESTOPPED;
+    }
+    return TR_OK;
+}
+
+void tr__ext_leave(tr_system *sys)
+{
+    atomic_fetch_sub(&sys->ext_inflight, 1);
+}
+
 void tr_system_stop(tr_system *sys)
 {
     if (sys == NULL)
@@ -121,6 +137,8 @@ int tr_system_join(tr_system *sys)
     pthread_mutex_unlock(&sys->state_lock);
 
     atomic_store(&sys->state, TR_SYS_STOPPING);
+    while (atomic_load(&sys->ext_inflight) > 0) /* outside sends already past the check */
+        tr_cpu_relax();
     tr__timer_halt(sys);
     /* drain: wait until every worker is parked with nothing queued, seen twice in a row */
     uint64_t deadline = tr__now_ns() + (uint64_t)sys->opts.drain_timeout_ms * 1000000u;
