@@ -178,7 +178,7 @@ void tr_system_stats_get(tr_system *sys, tr_system_stats *out);
 
 /* Why an actor ended. */
 typedef enum tr_reason_kind {
-    TR_REASON_NORMAL = 0,   /* tr_stop, or init chose not to start */
+    TR_REASON_NORMAL = 0,   /* tr_stop */
     TR_REASON_SHUTDOWN,     /* the system (or later, a supervisor) stopped it */
     TR_REASON_KILLED,       /* killed without running its own logic */
     TR_REASON_ERROR,        /* tr_fail, or receive returned non-zero */
@@ -191,8 +191,8 @@ typedef struct tr_reason {
 } tr_reason;
 
 /* An actor's behaviour: callbacks plus the size of the state the runtime allocates for it.
- * init (optional) runs in tr_spawn on the caller's thread; non-zero makes the spawn fail with that
- * code. receive handles one message; non-zero ends the actor with TR_REASON_ERROR and that code.
+ * init (optional) runs in tr_spawn on the caller's thread; non-zero (or tr_fail: its code; tr_stop:
+ * TR_ENOPROC) makes the spawn fail with that code, and terminate does not run. receive handles one message; non-zero ends the actor with TR_REASON_ERROR and that code.
  * terminate (optional) runs once when the actor ends, whatever the reason. The message passed to
  * receive is freed after it returns, unless it was sent on (tr_send of the same message). */
 typedef struct tr_behaviour {

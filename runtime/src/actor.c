@@ -249,7 +249,11 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
         if (rc != 0 || ctx.ending) {
-            /* init refused: the actor never existed for anyone else */
+            /* init refused: the actor never existed for anyone else; terminate does not run.
+             * The error is init's return, else tr_fail's code, else TR_ENOPROC (tr_stop). */
+            if (rc == 0)
+                rc = ctx.reason.kind == TR_REASON_ERROR && ctx.reason.code != 0 ? ctx.reason.code
+                                                                                : TR_ENOPROC;
             atomic_store_explicit(&a->pid, 0, memory_order_release);
             free(ctx.fail_text);
             if (a->state != a->inline_state)
@@ -258,7 +262,7 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
             tr__pending_free(sys, a);
             TR_COUNT(sys, w, ended);
             tr__actor_release(a);
-            return rc != 0 ? rc : TR_ENOPROC;
+            return rc;
         }
     }
     if (out != NULL)
