@@ -7,15 +7,6 @@
 #include "idmap.h"
 #include "test_util.h"
 
-static uint64_t xs64(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 static void test_basic(void **state)
 {
     (void)state;
@@ -102,12 +93,12 @@ static void test_random_against_reference(void **state)
     for (unsigned op = 0; op < ops; op++) {
         /* phases bias towards inserting or deleting, so the load goes up and down */
         bool filling = ((op / 20000) % 2) == 0;
-        uint64_t r = xs64(&seed);
+        uint64_t r = tt_xs64(&seed);
         uint64_t key = 1 + (r >> 20) % NKEYS;
         unsigned what = (unsigned)(r % 10);
         uint64_t v = 0;
         if (what < (filling ? 6u : 3u)) {
-            uint64_t val = xs64(&seed);
+            uint64_t val = tt_xs64(&seed);
             assert_int_equal(tr__idmap_put(&m, key, val), TR_OK);
             if (!present[key])
                 count++;
@@ -156,7 +147,7 @@ static void test_sequential_keys_random_delete(void **state)
     }
     uint64_t seed = 77;
     for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
-        size_t j = (size_t)(xs64(&seed) % (i + 1));
+        size_t j = (size_t)(tt_xs64(&seed) % (i + 1));
         uint64_t t = order[i];
         order[i] = order[j];
         order[j] = t;
@@ -206,7 +197,7 @@ static void test_wraparound_cluster(void **state)
         for (size_t d = 0; d < NK; d++) {
             size_t i;
             do
-                i = (size_t)(xs64(&seed) % NK);
+                i = (size_t)(tt_xs64(&seed) % NK);
             while (gone[i]);
             uint64_t v;
             assert_true(tr__idmap_del(&m, keys[i], &v));
@@ -220,7 +211,7 @@ static void test_wraparound_cluster(void **state)
             }
             /* re-insert now and then, into a table with holes shifted around */
             if (d % 5 == 4) {
-                size_t r = (size_t)(xs64(&seed) % NK);
+                size_t r = (size_t)(tt_xs64(&seed) % NK);
                 if (gone[r]) {
                     assert_int_equal(tr__idmap_put(&m, keys[r], keys[r] + 1), TR_OK);
                     gone[r] = false;

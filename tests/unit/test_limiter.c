@@ -100,15 +100,6 @@ static void test_leaky_no_drift(void **state)
     assert_int_equal(served, 3000);
 }
 
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 /* An email actor limited to 50/s with a burst of 10, fed bursty arrivals for 10 simulated
  * minutes (bursts of up to 400 at random moments, quiet gaps of up to 30 s). Its deliveries never
  * exceed 50 + 10 in any 1-second window, and it keeps up with the rate when work is queued. */
@@ -126,10 +117,10 @@ static void test_email_50_per_second(void **state)
     uint64_t next_burst = 0;
     while (now < horizon) {
         if (now >= next_burst) {
-            uint64_t n = rng(&seed) % 401;
+            uint64_t n = tt_xs64(&seed) % 401;
             queued += n;
             arrived += n;
-            next_burst = now + (rng(&seed) % (30 * SEC));
+            next_burst = now + (tt_xs64(&seed) % (30 * SEC));
         }
         if (queued == 0) {
             now = next_burst;

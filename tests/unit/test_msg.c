@@ -8,15 +8,6 @@
 #include <malloc.h>
 #include <pthread.h>
 
-static uint64_t xs64(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 static void test_new_defaults(void **state)
 {
     (void)state;
@@ -468,14 +459,14 @@ static void test_random_garbage(void **state)
     const unsigned rounds = tt_scale(5000, 2000);
     long objects = 0;
     for (unsigned round = 0; round < rounds; round++) {
-        size_t len = (size_t)(xs64(&seed) % sizeof buf);
+        size_t len = (size_t)(tt_xs64(&seed) % sizeof buf);
         for (size_t i = 0; i < len; i++)
-            buf[i] = (char)(xs64(&seed) >> 24);
+            buf[i] = (char)(tt_xs64(&seed) >> 24);
         /* a copy on the heap of exactly len bytes, so ASan sees any read past the end */
         char *heap = malloc(len ? len : 1);
         assert_non_null(heap);
         memcpy(heap, buf, len);
-        objects += read_all(heap, len, xs64(&seed));
+        objects += read_all(heap, len, tt_xs64(&seed));
         free(heap);
     }
     assert_true(objects > 0);

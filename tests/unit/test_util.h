@@ -166,6 +166,16 @@ static inline void tt_apply_filter(void)
 
 /* Runs the "tests" group, or with argument --known-bugs the "known_bugs" group (tests that show
  * runtime bugs found while writing this suite; they fail until the runtime is fixed). */
+/* xorshift64: a small deterministic generator for test workloads (seed must be non-zero). */
+static inline uint64_t tt_xs64(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
 #define TT_MAIN(tests, known_bugs)                                                             \
     int main(int argc, char **argv)                                                            \
     {                                                                                          \
