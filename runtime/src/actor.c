@@ -137,7 +137,6 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     a->batch_next = NULL;
     atomic_store_explicit(&a->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&a->home, 0, memory_order_relaxed);
-    a->received = 0;
     a->pending = NULL;
     return a;
 }
@@ -488,7 +487,6 @@ again:
             if (!tr__pending_filter(a, m))
                 continue;
         }
-        a->received++;
         ctx.cur = m;
         int rc = a->beh->receive(&ctx, a->state, m);
         if (ctx.cur != NULL)

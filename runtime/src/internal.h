@@ -128,7 +128,6 @@ typedef struct tr_actor {
     struct tr_actor *link;          /* run-queue / free-list link */
     tr_pending *pending;            /* outstanding requests (lazily allocated) */
     struct tr_actor *batch_next;    /* free only: next batch in the system's free stack */
-    uint64_t received;
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
 
