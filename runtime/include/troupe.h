@@ -37,6 +37,7 @@ enum {
     TR_ESTATE = -7,     /* the call is not valid in the current state (e.g. start twice) */
     TR_ETOOBIG = -8,    /* a size limit was exceeded */
     TR_EFULL = -9,      /* a bounded queue is full */
+    TR_EINTENSITY = -10,/* a supervisor gave up: more restarts than its intensity allows */
 };
 
 /* A short English description of a TR_E* code (or of TR_OK); never NULL. */
@@ -68,6 +69,17 @@ typedef struct tr_msg tr_msg;
 #define TR_MSG_SYSTEM 0xFFFF0000u
 /* Delivered to a requester when its tr_request got no reply in time; corr is the request's. */
 #define TR_MSG_TIMEOUT (TR_MSG_SYSTEM + 1)
+/* Delivered to an actor that traps exits when a linked actor ends (or one sends it tr_exit);
+ * sender = the exiting pid. Decode the reason with tr_msg_reason. */
+#define TR_MSG_EXIT (TR_MSG_SYSTEM + 2)
+/* Delivered to a watcher when a monitored actor ends; sender = that pid, corr = the monitor's
+ * reference. Decode the reason with tr_msg_reason (TR_REASON_NOPROC if it was already gone). */
+#define TR_MSG_DOWN (TR_MSG_SYSTEM + 3)
+/* Delivered to a requester whose request met a full mailbox with policy reject (a request sent
+ * across nodes; locally tr_request / tr_call return TR_EFULL at once); corr is the request's. */
+#define TR_MSG_REJECTED (TR_MSG_SYSTEM + 4)
+/* Message types from here up are used by supervisors for their requests (tr_sup_*). */
+#define TR_MSG_SUP_BASE (TR_MSG_SYSTEM + 0x100)
 
 /* Allocates a message of the given type with room for `size_hint` payload bytes (it grows as
  * needed). Returns NULL when out of memory. Free with tr_msg_free unless it was handed to a send. */
@@ -182,6 +194,7 @@ typedef enum tr_reason_kind {
     TR_REASON_SHUTDOWN,     /* the system (or later, a supervisor) stopped it */
     TR_REASON_KILLED,       /* killed without running its own logic */
     TR_REASON_ERROR,        /* tr_fail, or receive returned non-zero */
+    TR_REASON_NOPROC,       /* (DOWN / EXIT only) the actor was already gone */
 } tr_reason_kind;
 
 typedef struct tr_reason {
@@ -207,6 +220,157 @@ typedef struct tr_behaviour {
 int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_pid *out);
 /* Spawns an actor from inside an actor. */
 int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out);
+
+/* What a full bounded mailbox does with one more message. */
+typedef enum tr_overflow {
+    TR_OVERFLOW_DROP_NEWEST = 0, /* the new message is dropped (counted); the send reports TR_OK */
+    TR_OVERFLOW_DROP_OLDEST,     /* the oldest queued message is dropped to make room */
+    TR_OVERFLOW_REJECT,          /* the send fails with TR_EFULL (a request: its requester is told) */
+} tr_overflow;
+
+/* A mailbox rate limit. */
+typedef enum tr_limit_kind {
+    TR_LIMIT_NONE = 0,
+    TR_LIMIT_TOKEN = 1, /* token bucket: `rate`/s, up to `burst` tokens saved while idle */
+    TR_LIMIT_LEAKY = 2, /* leaky bucket: one message every 1/rate s; the queue is `capacity` */
+} tr_limit_kind;
+
+/* Mailbox options: set at spawn, changeable at run time with tr_mailbox_set. */
+typedef struct tr_mailbox_opts {
+    uint32_t capacity;      /* queued messages at most; 0 = unbounded (leaky bucket: 0 = rate) */
+    tr_overflow overflow;   /* what a full mailbox does (leaky bucket: always drop_newest) */
+    tr_limit_kind limit;    /* rate limit on messages reaching receive */
+    uint32_t rate;          /* messages per second (limit != NONE) */
+    uint32_t burst;         /* token bucket: saved tokens at most (0 = 1) */
+} tr_mailbox_opts;
+
+/* Spawn options. Zero-initialised = the defaults of tr_spawn. */
+typedef struct tr_spawn_opts {
+    tr_mailbox_opts mailbox;
+    bool link;              /* link the new actor to the spawning actor before it can run */
+    bool trap_exits;        /* start trapping exits (see tr_trap_exits) */
+    uint32_t restarts;      /* reported in tr_actor_stats.restarts (set by supervisors) */
+} tr_spawn_opts;
+
+/* Like tr_spawn, with options (opts may be NULL). `link` needs a spawning actor. */
+int tr_spawn_ex(tr_ctx *ctx, const tr_behaviour *b, const void *arg, const tr_spawn_opts *opts,
+                tr_pid *out);
+/* Like tr_system_spawn, with options (`link` is invalid here: TR_EINVAL). */
+int tr_system_spawn_ex(tr_system *sys, const tr_behaviour *b, const void *arg,
+                       const tr_spawn_opts *opts, tr_pid *out);
+/* Changes a live actor's mailbox options. Capacity and policy apply to the next send; the limit
+ * applies from the actor's next turn (saved tokens are kept, capped to the new burst). */
+int tr_mailbox_set(tr_system *sys, tr_pid pid, const tr_mailbox_opts *opts);
+
+/* Per-actor counters. received = processed + dropped + rejected + depth (runtime signals such as
+ * link requests count as received and processed). */
+typedef struct tr_actor_stats {
+    uint64_t received;      /* messages that reached the mailbox (accepted or not) */
+    uint64_t processed;     /* handed to receive (or handled by the runtime, for signals) */
+    uint64_t dropped;       /* dropped: overflow, leaky excess, or left queued when it ended */
+    uint64_t rejected;      /* refused with TR_EFULL */
+    uint64_t depth;         /* queued now */
+    uint64_t depth_max;     /* high-water mark of depth */
+    uint64_t restarts;      /* restarts of its supervisor's child before this incarnation */
+    uint64_t token_wait_ns; /* time spent parked waiting for its rate limit */
+} tr_actor_stats;
+
+/* Reads the counters of a live actor (TR_ENOPROC once it has ended). */
+int tr_actor_stats_get(tr_system *sys, tr_pid pid, tr_actor_stats *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Links, monitors, exit signals
+ *
+ * A link is bidirectional: when either actor ends with a reason other than normal, the other
+ * receives an exit signal and ends with the same reason, unless it traps exits, in which case it
+ * receives a TR_MSG_EXIT message instead. A monitor is one-way: the watcher receives TR_MSG_DOWN
+ * when the target ends, whatever the reason. Signals between two actors keep their send order.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Links the running actor with `pid`. TR_ENOPROC if pid is not alive now; if it ends before the
+ * link is set up, the running actor receives an exit signal with reason noproc. Idempotent. */
+int tr_link(tr_ctx *ctx, tr_pid pid);
+/* Removes a link; after it, no exit signal due to that link reaches the running actor. */
+int tr_unlink(tr_ctx *ctx, tr_pid pid);
+/* Monitors `pid`: a TR_MSG_DOWN with *ref as corr is delivered when it ends (at once, with
+ * reason noproc, if it is not alive). Each call makes a new monitor. */
+int tr_monitor(tr_ctx *ctx, tr_pid pid, uint64_t *ref);
+/* Removes a monitor; its DOWN is not delivered after this returns, even if already sent. */
+int tr_demonitor(tr_ctx *ctx, uint64_t ref);
+/* Turns exit trapping on or off for the running actor. */
+void tr_trap_exits(tr_ctx *ctx, bool on);
+/* Sends an exit signal with `reason` to `pid`. Kind killed cannot be trapped and takes effect at
+ * the target's next turn, ahead of its queued messages; others keep message order: a trapping
+ * target gets TR_MSG_EXIT, others end with the reason (normal is ignored by non-trapping ones). */
+int tr_exit(tr_ctx *ctx, tr_pid pid, const tr_reason *reason);
+/* tr_exit from outside any actor (sender TR_PID_NONE). */
+int tr_system_exit(tr_system *sys, tr_pid pid, const tr_reason *reason);
+/* Decodes the reason of a TR_MSG_EXIT or TR_MSG_DOWN; out->text points into m (or is NULL). */
+int tr_msg_reason(const tr_msg *m, tr_reason *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Supervisors
+ *
+ * A supervisor is an actor that starts children from specs, links to them, traps their exits and
+ * restarts them by its strategy. More than `intensity` restarts within `period_ms` make it end
+ * its children (in reverse start order) and then itself with TR_EINTENSITY, which its own
+ * supervisor sees as a failure of its child (escalation). Messages queued in a crashed child's
+ * mailbox are dropped, as in OTP, and counted in its stats.dropped; other actors are untouched.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tr_strategy {
+    TR_ONE_FOR_ONE = 0,     /* restart the child that ended */
+    TR_ONE_FOR_ALL,         /* end all the others, restart all */
+    TR_REST_FOR_ONE,        /* end those started after it, restart them and it */
+    TR_SIMPLE_ONE_FOR_ONE,  /* one spec, children added at run time (tr_sup_start_child) */
+} tr_strategy;
+
+typedef enum tr_restart {
+    TR_PERMANENT = 0,       /* always restarted */
+    TR_TRANSIENT,           /* restarted only after an abnormal end (not normal or shutdown) */
+    TR_TEMPORARY,           /* never restarted */
+} tr_restart;
+
+#define TR_SHUTDOWN_INFINITY 0xFFFFFFFFu
+#define TR_SHUTDOWN_BRUTAL 0u
+
+typedef struct tr_sup_spec tr_sup_spec;
+
+/* A child: what to start and how to treat its end. */
+typedef struct tr_child_spec {
+    const char *id;         /* unique among the supervisor's children (copied) */
+    const tr_behaviour *behaviour; /* must outlive the supervisor; ignored if `supervisor` is set */
+    const void *arg;        /* start argument given to init */
+    size_t arg_len;         /* > 0: arg is copied (and the copy given to init); 0: passed as is */
+    tr_restart restart;
+    unsigned shutdown_ms;   /* exit(shutdown), then kill after this long; TR_SHUTDOWN_BRUTAL: kill */
+    tr_mailbox_opts mailbox;
+    const tr_sup_spec *supervisor; /* non-NULL: this child is a supervisor with this spec */
+} tr_child_spec;
+
+struct tr_sup_spec {
+    tr_strategy strategy;
+    unsigned intensity;     /* R: restarts allowed within period_ms (at most 1,000,000) */
+    unsigned period_ms;     /* P */
+    unsigned backoff_min_ms;/* 0: restart at once; else first delay of an exponential backoff */
+    unsigned backoff_max_ms;/* the backoff's cap (jitter: up to +25%) */
+    const tr_child_spec *children; /* simple_one_for_one: exactly one, the template */
+    size_t nchildren;
+};
+
+/* Starts a supervisor from outside any actor. The spec is copied (not behaviours / uncopied args). */
+int tr_sup_start(tr_system *sys, const tr_sup_spec *spec, tr_pid *out);
+/* Starts a supervisor linked to the running actor. */
+int tr_sup_spawn(tr_ctx *ctx, const tr_sup_spec *spec, tr_pid *out);
+/* simple_one_for_one: starts a child of the template with `arg` (copied: arg_len bytes; 0 = pass
+ * the pointer as is). Blocks until started. Not callable from an actor. */
+int tr_sup_start_child(tr_system *sys, tr_pid sup, const void *arg, size_t arg_len, tr_pid *child);
+/* The current pid of the child with this id (TR_ENOPROC if not running). Not from an actor. */
+int tr_sup_which_child(tr_system *sys, tr_pid sup, const char *id, tr_pid *child);
+/* Ends a child for good (no restart); for simple_one_for_one pass its pid, else its id's pid. */
+int tr_sup_terminate_child(tr_system *sys, tr_pid sup, tr_pid child);
+/* Counts: children running, and restarts done since the supervisor started. */
+int tr_sup_count(tr_system *sys, tr_pid sup, uint64_t *running, uint64_t *restarts);
 
 /* The running actor's own pid. */
 tr_pid tr_self(const tr_ctx *ctx);

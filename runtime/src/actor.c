@@ -13,7 +13,8 @@
  * runner clears the flag and looks at the mailbox again (both seq_cst: a Dekker pair with the
  * sender), so a message is never left behind and the actor never runs on two threads at once.
  */
-#include "internal.h"
+#include "idmap.h"
+#include "limiter.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,9 @@ static int pool_grow(tr_system *sys)
         a->beh = NULL;
         a->state = NULL;
         a->pending = NULL;
+        a->ext = NULL;
+        atomic_init(&a->pushed, 0);
+        atomic_init(&a->popped, 0);
         a->batch_next = NULL;
         a->link = ((i + 1) % TR_ACTOR_BATCH != 0) ? &chunk[i + 1] : NULL;
     }
@@ -138,6 +142,18 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     atomic_store_explicit(&a->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&a->home, 0, memory_order_relaxed);
     a->pending = NULL;
+    a->ext = NULL;
+    /* per-incarnation counters (pushed/popped run on: their difference is the queue) */
+    atomic_store_explicit(&a->base, atomic_load_explicit(&a->popped, memory_order_relaxed),
+                          memory_order_relaxed);
+    atomic_store_explicit(&a->capacity, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->overflow, TR_OVERFLOW_DROP_NEWEST, memory_order_relaxed);
+    atomic_store_explicit(&a->send_dropped, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->rejected, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->dropped, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->token_wait_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->depth_max, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->restarts, 0, memory_order_relaxed);
     return a;
 }
 
@@ -191,17 +207,6 @@ tr_actor *tr__actor_lookup(tr_system *sys, tr_pid pid)
 
 /* ---- spawning ------------------------------------------------------------------------------ */
 
-struct tr_ctx {
-    tr_system *sys;
-    tr_worker *w;
-    tr_actor *self;
-    tr_pid pid;             /* self's pid: stays valid in terminate, after a->pid is cleared */
-    tr_msg *cur;            /* the message being received, until sent on */
-    bool ending;
-    tr_reason reason;
-    char *fail_text;
-};
-
 /* Gives up the right to run `a` (sched 1 -> 0) unless messages wait. Returns true when the
  * caller still (or again) holds that right and must make the actor runnable.
  * Once sched is 0 a sender may schedule the actor and another worker may be popping its
@@ -222,10 +227,53 @@ static bool release_turn(tr_actor *a)
            atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0;
 }
 
-static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void *arg, tr_pid *out)
+/* Checks mailbox options and fills in their defaults. */
+static int mailbox_opts_norm(const tr_mailbox_opts *in, tr_mailbox_opts *out)
+{
+    *out = *in;
+    if (out->overflow > TR_OVERFLOW_REJECT || out->limit > TR_LIMIT_LEAKY)
+        return TR_EINVAL;
+    if (out->limit != TR_LIMIT_NONE && out->rate == 0)
+        return TR_EINVAL;
+    if (out->limit == TR_LIMIT_LEAKY) {
+        /* the bucket's queue: arrivals beyond it are dropped */
+        if (out->capacity == 0)
+            out->capacity = out->rate;
+        out->overflow = TR_OVERFLOW_DROP_NEWEST;
+    }
+    if (out->limit == TR_LIMIT_TOKEN && out->burst == 0)
+        out->burst = 1;
+    if (out->capacity > (1u << 30))
+        return TR_EINVAL;
+    return TR_OK;
+}
+
+/* Sets up a fresh (not yet visible) actor's limiter. */
+static int limiter_setup(tr_actor *a, const tr_mailbox_opts *mo)
+{
+    if (mo->limit == TR_LIMIT_NONE)
+        return TR_OK;
+    tr_actor_ext *x = tr__ext_get(a);
+    if (x == NULL || (x->lim == NULL && (x->lim = malloc(sizeof *x->lim)) == NULL))
+        return TR_ENOMEM;
+    tr__limiter_init(x->lim, mo->limit, mo->rate, mo->burst, tr__now_ns());
+    x->limited = true;
+    return TR_OK;
+}
+
+static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviour *b,
+                 const void *arg, const tr_spawn_opts *opts, tr_pid *out)
 {
     if (b == NULL || b->receive == NULL)
         return TR_EINVAL;
+    tr_mailbox_opts mo = {0};
+    if (opts != NULL) {
+        int rc = mailbox_opts_norm(&opts->mailbox, &mo);
+        if (rc != TR_OK)
+            return rc;
+        if (opts->link && parent == NULL)
+            return TR_EINVAL;
+    }
     int st = atomic_load_explicit(&sys->state, memory_order_acquire);
     if (st == TR_SYS_STOPPING || st == TR_SYS_JOINED)
         return TR_ESTOPPED;
@@ -241,24 +289,55 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
         return TR_ENOMEM;
     }
     tr_pid pid = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
-    atomic_store_explicit(&a->sched, 1, memory_order_relaxed); /* not runnable during init */
+    if (opts != NULL) {
+        atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
+        atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
+        atomic_store_explicit(&a->restarts, opts->restarts, memory_order_relaxed);
+        int rc = limiter_setup(a, &mo);
+        if (rc == TR_OK && opts->trap_exits) {
+            tr_actor_ext *x = tr__ext_get(a);
+            if (x == NULL)
+                rc = TR_ENOMEM;
+            else
+                x->trap_exits = true;
+        }
+        if (rc == TR_OK && opts->link) {
+            /* both ends are ours: the parent is running here, the child is not visible yet */
+            rc = tr__link_add(a, parent->pid);
+            if (rc == TR_OK && (rc = tr__link_add(parent->self, pid)) != TR_OK)
+                rc = TR_ENOMEM;
+        }
+        if (rc != TR_OK) {
+            tr__ext_free(a);
+            if (a->state != a->inline_state)
+                free(a->state);
+            a->state = NULL;
+            tr__actor_release(a);
+            return rc;
+        }
+    }
+    atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_relaxed); /* not runnable during init */
     atomic_store_explicit(&a->pid, pid, memory_order_release);
     TR_COUNT(sys, w, spawned);
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
         if (rc != 0 || ctx.ending) {
-            /* init refused: the actor never existed for anyone else; terminate does not run.
+            /* init refused: the actor never existed for anyone else; terminate does not run,
+             * but links and monitors it made are told (as OTP's init failure does).
              * The error is init's return, else tr_fail's code, else TR_ENOPROC (tr_stop). */
             if (rc == 0)
                 rc = ctx.reason.kind == TR_REASON_ERROR && ctx.reason.code != 0 ? ctx.reason.code
                                                                                 : TR_ENOPROC;
             atomic_store_explicit(&a->pid, 0, memory_order_release);
+            tr_reason why = {.kind = TR_REASON_ERROR, .code = rc, .text = ctx.fail_text};
+            if (opts != NULL && opts->link)
+                tr__link_del(parent->self, pid); /* the spawner learns from the return code */
+            tr__actor_finish(a, w, pid, &why);
             free(ctx.fail_text);
             if (a->state != a->inline_state)
                 free(a->state);
             a->state = NULL;
-            tr__pending_free(sys, a);
             TR_COUNT(sys, w, ended);
             tr__actor_release(a);
             return rc;
@@ -272,26 +351,38 @@ static int spawn(tr_system *sys, tr_worker *w, const tr_behaviour *b, const void
     return TR_OK;
 }
 
-int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_pid *out)
+int tr_system_spawn_ex(tr_system *sys, const tr_behaviour *b, const void *arg,
+                       const tr_spawn_opts *opts, tr_pid *out)
 {
     if (sys == NULL)
         return TR_EINVAL;
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL)
-        return spawn(sys, w, b, arg, out);
+        return spawn(sys, w, NULL, b, arg, opts, out);
     int rc = tr__ext_enter(sys);
     if (rc != TR_OK)
         return rc;
-    rc = spawn(sys, NULL, b, arg, out);
+    rc = spawn(sys, NULL, NULL, b, arg, opts, out);
     tr__ext_leave(sys);
     return rc;
 }
 
-int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out)
+int tr_system_spawn(tr_system *sys, const tr_behaviour *b, const void *arg, tr_pid *out)
+{
+    return tr_system_spawn_ex(sys, b, arg, NULL, out);
+}
+
+int tr_spawn_ex(tr_ctx *ctx, const tr_behaviour *b, const void *arg, const tr_spawn_opts *opts,
+                tr_pid *out)
 {
     if (ctx == NULL)
         return TR_EINVAL;
-    return spawn(ctx->sys, ctx->w, b, arg, out);
+    return spawn(ctx->sys, ctx->w, ctx, b, arg, opts, out);
+}
+
+int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out)
+{
+    return tr_spawn_ex(ctx, b, arg, NULL, out);
 }
 
 tr_pid tr_self(const tr_ctx *ctx)
@@ -302,6 +393,18 @@ tr_pid tr_self(const tr_ctx *ctx)
 tr_system *tr_ctx_system(const tr_ctx *ctx)
 {
     return ctx->sys;
+}
+
+void tr__ctx_end(tr_ctx *ctx, const tr_reason *reason)
+{
+    if (ctx->ending)
+        return;
+    if (reason->kind == TR_REASON_ERROR) {
+        tr_fail(ctx, reason->code, reason->text);
+        return;
+    }
+    ctx->ending = true;
+    ctx->reason = (tr_reason){.kind = reason->kind, .code = reason->code};
 }
 
 void tr_stop(tr_ctx *ctx)
@@ -332,7 +435,7 @@ bool tr_system_alive(tr_system *sys, tr_pid pid)
 void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
 {
     if (m->flags & TR_MF_SIGNAL) {
-        tr_msg_free(m); /* a runtime signal is a control request, not a letter */
+        tr__signal_bounce(sys, m, NULL); /* a control request, not a letter: answered noproc */
         return;
     }
     atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
@@ -341,18 +444,83 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
     tr_msg_free(m);
 }
 
+static void raise_depth_max(tr_actor *a, uint64_t depth)
+{
+    uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
+    uint32_t cur = atomic_load_explicit(&a->depth_max, memory_order_relaxed);
+    while (d > cur && !atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+}
+
+/* Admission to a bounded mailbox: reserve a place, give it back if over the bound. The bound is
+ * exact (no sender overshoots it); drop_oldest admits up to twice the capacity and the receiver
+ * trims the oldest, so memory stays bounded even while the receiver is not running. */
+static int admit_bounded(tr_system *sys, tr_actor *a, uint32_t cap, tr_msg *m)
+{
+    uint64_t n = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+    uint64_t depth = n - atomic_load_explicit(&a->popped, memory_order_relaxed);
+    uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
+    uint64_t bound = pol == TR_OVERFLOW_DROP_OLDEST ? 2 * (uint64_t)cap : cap;
+    if (TR_LIKELY((int64_t)depth < (int64_t)bound)) {
+        raise_depth_max(a, depth + 1);
+        return TR_OK;
+    }
+    atomic_fetch_sub_explicit(&a->pushed, 1, memory_order_relaxed);
+    (void)sys;
+    if (pol == TR_OVERFLOW_REJECT) {
+        atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
+        tr_msg_free(m);
+        return TR_EFULL;
+    }
+    atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
+    tr_msg_free(m);
+    return 1; /* dropped by policy: the send itself succeeded */
+}
+
 int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
 {
     tr_actor *a = tr__actor_lookup(sys, to);
+    m->to = to;
     if (TR_UNLIKELY(a == NULL)) {
         tr__dead_letter(sys, to, m);
         return TR_ENOPROC;
     }
-    m->to = to;
-    tr__mpsc_push(&a->mbox, &m->node);
-    /* a seq_cst load first: the common case (already scheduled) costs no write */
-    if (atomic_load_explicit(&a->sched, memory_order_seq_cst) == 0 &&
-        atomic_exchange_explicit(&a->sched, 1, memory_order_seq_cst) == 0)
+    if (TR_UNLIKELY(m->flags & (TR_MF_SIGNAL | TR_MF_SYSTEM))) {
+        /* runtime signals and messages bypass capacity; a signal wakes a parked actor */
+        atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+        tr__mpsc_push(&a->mbox, &m->node);
+        if (m->flags & TR_MF_SIGNAL) {
+            uint32_t f = TR_AF_SIGNALED;
+            if (m->type == TR_SIG_EXIT && m->corr == TR_REASON_KILLED)
+                f |= TR_AF_KILL;
+            atomic_fetch_or_explicit(&a->flags, f, memory_order_seq_cst);
+            uint32_t parked = TR_SCHED_PARKED;
+            if (atomic_compare_exchange_strong_explicit(&a->sched, &parked, TR_SCHED_BUSY,
+                                                        memory_order_seq_cst,
+                                                        memory_order_seq_cst)) {
+                tr__schedule(sys, w, a);
+                return TR_OK;
+            }
+        }
+    } else {
+        uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
+        if (TR_UNLIKELY(cap != 0)) {
+            int rc = admit_bounded(sys, a, cap, m);
+            if (rc != TR_OK)
+                return rc < 0 ? rc : TR_OK;
+        } else {
+            atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+        }
+        tr__mpsc_push(&a->mbox, &m->node);
+    }
+    /* a seq_cst load first: the common case (already scheduled) costs no write. 0 -> 1 only:
+     * a parked actor (2) is woken by its timer, not by messages */
+    uint32_t idle = TR_SCHED_IDLE;
+    if (atomic_load_explicit(&a->sched, memory_order_seq_cst) == TR_SCHED_IDLE &&
+        atomic_compare_exchange_strong_explicit(&a->sched, &idle, TR_SCHED_BUSY,
+                                                memory_order_seq_cst, memory_order_seq_cst))
         tr__schedule(sys, w, a);
     return TR_OK;
 }
@@ -406,12 +574,7 @@ int tr_system_stop_actor(tr_system *sys, tr_pid pid)
     tr_worker *w = tr__current_worker(sys);
     if (w == NULL && tr__ext_enter(sys) != TR_OK)
         return TR_ESTOPPED;
-    tr_msg *m = tr_msg_new(TR_SIG_STOP, 0);
-    int rc = TR_ENOMEM;
-    if (m != NULL) {
-        m->flags = TR_MF_SIGNAL;
-        rc = tr__deliver(sys, w, pid, m);
-    }
+    int rc = tr__signal(sys, w, TR_PID_NONE, pid, TR_SIG_STOP, 0, NULL);
     if (w == NULL)
         tr__ext_leave(sys);
     return rc;
@@ -427,14 +590,38 @@ void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
 
 /* ---- running ------------------------------------------------------------------------------- */
 
+/* The common end of an actor (ended, or refused by init): links and monitors are told, the
+ * messages left queued are dropped (counted) and link or monitor requests among them answered. */
+void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason)
+{
+    tr_system *sys = a->sys;
+    if (a->ext != NULL && !atomic_load_explicit(&sys->ending_all, memory_order_relaxed))
+        tr__links_notify(a, w, pid, reason);
+    tr__ext_free(a);
+    tr__pending_free(sys, a);
+    /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted in its
+     * `dropped` and as dead letters). `sched` stays busy, so no sender schedules it again. */
+    tr_msg *m;
+    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL) {
+        atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        if (m->flags & TR_MF_SIGNAL) {
+            tr__signal_bounce(sys, m, m->to == pid ? reason : NULL);
+            continue;
+        }
+        atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        tr__dead_letter(sys, m->to, m);
+    }
+}
+
 void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
 {
     tr_system *sys = a->sys;
     tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
     atomic_store_explicit(&a->pid, 0, memory_order_release); /* new sends now fail: ENOPROC */
-    /* an idle actor ended from outside (join, free) has sched 0: take it, so a sender that
-     * looked the pid up just before cannot schedule a header that goes back to the pool */
-    atomic_store_explicit(&a->sched, 1, memory_order_seq_cst);
+    /* an idle or parked actor ended from outside (join, free) is taken, so a sender that looked
+     * the pid up just before cannot schedule a header that goes back to the pool */
+    atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_seq_cst);
     if (a->beh->terminate != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);
@@ -443,9 +630,7 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     if (a->state != a->inline_state)
         free(a->state);
     a->state = NULL;
-    tr__pending_free(sys, a);
-    /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted as dead
-     * letters, by tr__actor_release). `sched` stays 1, so no sender schedules it again. */
+    tr__actor_finish(a, w, pid, reason);
     TR_COUNT(sys, w, ended);
     tr__actor_release(a);
 }
@@ -456,6 +641,121 @@ static void end_turn(tr_worker *w, tr_actor *a)
         tr__yield(w, a); /* a message arrived as we were leaving */
 }
 
+static inline void count_popped(tr_actor *a)
+{
+    atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* The stash: messages popped from the mailbox but held back by the rate limit, oldest first,
+ * linked through their mailbox node. They still count as queued (popped is not bumped). */
+static inline tr_msg *next_msg(tr_actor *a, bool mailbox_only)
+{
+    tr_actor_ext *x = a->ext;
+    if (TR_UNLIKELY(x != NULL && x->stash != NULL) && !mailbox_only) {
+        tr_msg *m = x->stash;
+        x->stash = (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+        if (x->stash == NULL)
+            x->stash_tail = NULL;
+        return m;
+    }
+    return (tr_msg *)tr__mpsc_pop(&a->mbox);
+}
+
+static void stash_front(tr_actor_ext *x, tr_msg *m)
+{
+    atomic_store_explicit(&m->node.next, &x->stash->node, memory_order_relaxed);
+    x->stash = m;
+    if (x->stash_tail == NULL)
+        x->stash_tail = m;
+}
+
+static void stash_back(tr_actor_ext *x, tr_msg *m)
+{
+    atomic_store_explicit(&m->node.next, NULL, memory_order_relaxed);
+    if (x->stash_tail != NULL)
+        atomic_store_explicit(&x->stash_tail->node.next, &m->node, memory_order_relaxed);
+    else
+        x->stash = m;
+    x->stash_tail = m;
+}
+
+/* Parks a limited actor until its next token is due (or a signal arrives). */
+static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
+{
+    tr_actor_ext *x = a->ext;
+    if (x->park_ns == 0)
+        x->park_ns = now;
+    tr__wake_at(a->sys, a, now + wait_ns); /* also sets sched to parked (see timer.c) */
+    /* Dekker pair with signal senders (push, set SIGNALED, then look for PARKED) */
+    if (atomic_load_explicit(&a->flags, memory_order_seq_cst) & (TR_AF_SIGNALED | TR_AF_KILL)) {
+        uint32_t parked = TR_SCHED_PARKED;
+        if (atomic_compare_exchange_strong(&a->sched, &parked, TR_SCHED_BUSY))
+            tr__yield(w, a);
+    }
+}
+
+enum { TAKE_DELIVER, TAKE_SKIP, TAKE_STOP, TAKE_HOLD };
+
+/* Everything but a plain message to an actor without limits: signals, replies and timeouts,
+ * DOWN and EXIT, drop_oldest trimming, the rate limit. Decides what becomes of *mp. */
+static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64_t *wait_ns,
+                     uint64_t *now_out)
+{
+    tr_msg *m = *mp;
+    if (atomic_load_explicit(&a->overflow, memory_order_relaxed) == TR_OVERFLOW_DROP_OLDEST &&
+        !(m->flags & (TR_MF_SIGNAL | TR_MF_SYSTEM))) {
+        uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
+        if (cap != 0 && atomic_load_explicit(&a->pushed, memory_order_relaxed) -
+                                atomic_load_explicit(&a->popped, memory_order_relaxed) >
+                            cap) {
+            count_popped(a);
+            atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr_msg_free(m);
+            return TAKE_SKIP;
+        }
+    }
+    if (m->flags & TR_MF_SIGNAL) {
+        count_popped(a);
+        tr_msg *d = tr__signal_handle(ctx, m);
+        if (ctx->ending) {
+            tr_msg_free(d);
+            return TAKE_STOP;
+        }
+        if (d == NULL)
+            return TAKE_SKIP;
+        *mp = d;
+        return TAKE_DELIVER;
+    }
+    if ((m->flags & TR_MF_REPLY) || m->type == TR_MSG_TIMEOUT) {
+        count_popped(a);
+        return tr__pending_filter(a, m) ? TAKE_DELIVER : TAKE_SKIP;
+    }
+    if (m->flags & TR_MF_SYSTEM) {
+        count_popped(a);
+        if (m->type == TR_MSG_DOWN && !tr__down_filter(a, m))
+            return TAKE_SKIP;
+        return TAKE_DELIVER;
+    }
+    tr_actor_ext *x = a->ext;
+    if (x != NULL && x->limited) {
+        if (holding) {
+            stash_back(x, m); /* behind the one waiting for its token */
+            return TAKE_SKIP;
+        }
+        uint64_t now = tr__now_ns();
+        uint64_t wait = tr__limiter_take(x->lim, now);
+        if (wait != 0) {
+            stash_front(x, m);
+            *wait_ns = wait;
+            *now_out = now;
+            return TAKE_HOLD;
+        }
+    }
+    count_popped(a);
+    return TAKE_DELIVER;
+}
+
 void tr__actor_run(tr_worker *w, tr_actor *a)
 {
     tr_system *sys = a->sys;
@@ -464,28 +764,62 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
     unsigned budget = sys->opts.msgs_per_turn;
     if (w != NULL && atomic_load_explicit(&a->home, memory_order_relaxed) != w->id + 1)
         atomic_store_explicit(&a->home, w->id + 1, memory_order_relaxed);
+    bool signaled = false;
+    uint32_t fl = atomic_load_explicit(&a->flags, memory_order_relaxed);
+    if (TR_UNLIKELY(fl & (TR_AF_SIGNALED | TR_AF_KILL))) {
+        atomic_fetch_and(&a->flags, ~(uint32_t)(TR_AF_SIGNALED | TR_AF_KILL));
+        signaled = true;
+        if ((fl & TR_AF_KILL) && tr__kill_queued(a, self)) {
+            static const tr_reason killed = {.kind = TR_REASON_KILLED};
+            tr__actor_end(a, w, &killed);
+            return;
+        }
+    }
+    /* the high-water mark of the queue, sampled as each turn starts (and by bounded sends) */
+    uint64_t depth = atomic_load_explicit(&a->pushed, memory_order_relaxed) -
+                     atomic_load_explicit(&a->popped, memory_order_relaxed);
+    if (TR_UNLIKELY(depth > atomic_load_explicit(&a->depth_max, memory_order_relaxed)))
+        raise_depth_max(a, depth);
+    tr_actor_ext *x = a->ext;
+    if (TR_UNLIKELY(x != NULL && x->park_ns != 0)) {
+        atomic_fetch_add_explicit(&a->token_wait_ns, tr__now_ns() - x->park_ns,
+                                  memory_order_relaxed);
+        x->park_ns = 0;
+    }
+    bool slow = (x != NULL && x->limited) ||
+                atomic_load_explicit(&a->overflow, memory_order_relaxed) == TR_OVERFLOW_DROP_OLDEST;
+    bool holding = false;
+    uint64_t wait_ns = 0, now = 0;
     unsigned n = 0;
 again:
     while (n < budget) {
-        tr_msg *m = (tr_msg *)tr__mpsc_pop(&a->mbox);
+        tr_msg *m = next_msg(a, holding);
         if (m == NULL)
             break;
         n++;
         if (TR_UNLIKELY(m->to != self)) {
-            tr__dead_letter(sys, m->to, m); /* sent to an earlier incarnation of this header */
+            count_popped(a); /* sent to an earlier incarnation of this header */
+            atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr__dead_letter(sys, m->to, m);
             continue;
         }
-        if (TR_UNLIKELY(m->flags & (TR_MF_SIGNAL | TR_MF_REPLY)) || m->type == TR_MSG_TIMEOUT) {
-            if (m->flags & TR_MF_SIGNAL) {
-                tr_msg_free(m);
-                if (!ctx.ending) {
-                    ctx.ending = true;
-                    ctx.reason = (tr_reason){.kind = TR_REASON_SHUTDOWN};
-                }
+        if (TR_UNLIKELY(slow || (m->flags & (TR_MF_SIGNAL | TR_MF_REPLY | TR_MF_SYSTEM)))) {
+            int r = take_slow(&ctx, a, &m, holding, &wait_ns, &now);
+            if (r == TAKE_STOP)
                 break;
-            }
-            if (!tr__pending_filter(a, m))
+            if (r == TAKE_SKIP)
                 continue;
+            if (r == TAKE_HOLD) {
+                holding = true;
+                if (!signaled)
+                    break; /* park now; else first look for signals behind the held messages */
+                continue;
+            }
+            slow = (a->ext != NULL && a->ext->limited) ||
+                   atomic_load_explicit(&a->overflow, memory_order_relaxed) ==
+                       TR_OVERFLOW_DROP_OLDEST;
+        } else {
+            count_popped(a);
         }
         ctx.cur = m;
         int rc = a->beh->receive(&ctx, a->state, m);
@@ -502,6 +836,16 @@ again:
         free(ctx.fail_text);
         return;
     }
+    if (TR_UNLIKELY(holding)) {
+        if (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox)) {
+            /* still looking for signals behind a long queue: carry on next turn */
+            atomic_fetch_or(&a->flags, TR_AF_SIGNALED);
+            tr__yield(w, a);
+        } else {
+            park(w, a, now, wait_ns);
+        }
+        return;
+    }
     if (n == budget) {
         /* fairness is owed to actors waiting here; with none, yielding would only let an idle
          * worker steal this actor and move its working set to another core for nothing */
@@ -513,4 +857,68 @@ again:
     } else {
         end_turn(w, a);
     }
+}
+
+/* ---- mailbox options and counters ----------------------------------------------------------- */
+
+int tr_mailbox_set(tr_system *sys, tr_pid pid, const tr_mailbox_opts *opts)
+{
+    if (sys == NULL || opts == NULL)
+        return TR_EINVAL;
+    tr_mailbox_opts mo;
+    int rc = mailbox_opts_norm(opts, &mo);
+    if (rc != TR_OK)
+        return rc;
+    tr_actor *a = tr__actor_lookup(sys, pid);
+    if (a == NULL)
+        return TR_ENOPROC;
+    tr_worker *w = tr__current_worker(sys);
+    if (w == NULL && tr__ext_enter(sys) != TR_OK)
+        return TR_ESTOPPED;
+    atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
+    atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
+    /* the limiter belongs to the actor's runner: it changes it when it reads this signal */
+    tr_msg *m = tr_msg_new(TR_SIG_LIMIT, 16);
+    if (m == NULL) {
+        rc = TR_ENOMEM;
+    } else {
+        msgpack_packer *pk = tr_msg_packer(m);
+        msgpack_pack_uint32(pk, (uint32_t)mo.limit);
+        msgpack_pack_uint32(pk, mo.rate);
+        msgpack_pack_uint32(pk, mo.burst);
+        m->flags = TR_MF_SIGNAL;
+        m->sender = TR_PID_NONE;
+        rc = tr__deliver(sys, w, pid, m);
+    }
+    if (w == NULL)
+        tr__ext_leave(sys);
+    return rc;
+}
+
+int tr_actor_stats_get(tr_system *sys, tr_pid pid, tr_actor_stats *out)
+{
+    if (sys == NULL || out == NULL)
+        return TR_EINVAL;
+    tr_actor *a = tr__actor_lookup(sys, pid);
+    if (a == NULL)
+        return TR_ENOPROC;
+    uint64_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+    uint64_t popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+    uint64_t pushed = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+    uint64_t sdrop = atomic_load_explicit(&a->send_dropped, memory_order_relaxed);
+    uint64_t drop = atomic_load_explicit(&a->dropped, memory_order_relaxed);
+    uint64_t rej = atomic_load_explicit(&a->rejected, memory_order_relaxed);
+    out->depth = (int64_t)(pushed - popped) > 0 ? pushed - popped : 0;
+    out->received = (pushed - base) + sdrop + rej;
+    out->processed = popped - base >= drop ? popped - base - drop : 0;
+    out->dropped = drop + sdrop;
+    out->rejected = rej;
+    out->depth_max = atomic_load_explicit(&a->depth_max, memory_order_relaxed);
+    if (out->depth_max < out->depth)
+        out->depth_max = out->depth;
+    out->restarts = atomic_load_explicit(&a->restarts, memory_order_relaxed);
+    out->token_wait_ns = atomic_load_explicit(&a->token_wait_ns, memory_order_relaxed);
+    if (atomic_load_explicit(&a->pid, memory_order_acquire) != pid)
+        return TR_ENOPROC; /* it ended while we read: the figures may be of its successor */
+    return TR_OK;
 }

@@ -16,6 +16,7 @@ const char *tr_strerror(int err)
     case TR_ESTATE: return "operation not valid in the current state";
     case TR_ETOOBIG: return "size limit exceeded";
     case TR_EFULL: return "queue is full";
+    case TR_EINTENSITY: return "restart intensity exceeded";
     default: return "unknown error";
     }
 }

@@ -41,12 +41,21 @@ typedef struct tr_mpsc_node {
 enum {
     TR_MF_REQUEST = 1u << 0, /* carries a corr that expects a reply */
     TR_MF_REPLY = 1u << 1,   /* answers a request (corr = the request's) */
-    TR_MF_SIGNAL = 1u << 2,  /* runtime signal, handled before receive (type says which) */
+    TR_MF_SIGNAL = 1u << 2,  /* runtime signal, handled by the runtime (type says which) */
+    TR_MF_SYSTEM = 1u << 3,  /* runtime message for receive (EXIT, DOWN, TIMEOUT): no limits */
 };
 
-/* Runtime signals (flag TR_MF_SIGNAL). */
+/* Runtime signals (flag TR_MF_SIGNAL). They bypass capacity and rate limits, wake a parked
+ * actor, and keep their order with the sender's messages. */
 enum {
-    TR_SIG_STOP = 1, /* end with reason shutdown */
+    TR_SIG_STOP = 1,      /* end with reason shutdown */
+    TR_SIG_EXIT,          /* exit signal from tr_exit (payload: reason) */
+    TR_SIG_EXIT_LINK,     /* exit signal because a linked actor ended (payload: reason) */
+    TR_SIG_LINK,          /* sender asks to be linked */
+    TR_SIG_UNLINK,        /* sender removed its link */
+    TR_SIG_MONITOR,       /* sender monitors us; corr = reference */
+    TR_SIG_DEMONITOR,     /* sender dropped monitor corr */
+    TR_SIG_LIMIT,         /* new rate limit (payload: kind, rate, burst) */
 };
 
 #define TR_MSG_INLINE 56
@@ -98,8 +107,19 @@ TR_HIDDEN bool tr__mpsc_nonempty(tr_mpsc *q);
 #define TR_ACTOR_BATCH 128u
 
 enum {
-    TR_AF_WAITER = 1u << 0, /* a tr_call waiter: "scheduling" it signals a thread */
+    TR_AF_WAITER = 1u << 0,   /* a tr_call waiter: "scheduling" it signals a thread */
+    TR_AF_SIGNALED = 1u << 1, /* a signal was pushed since the turn began (wakes a parked actor) */
+    TR_AF_KILL = 1u << 2,     /* a kill signal may be queued: look for it before other messages */
 };
+
+/* Values of tr_actor.sched. */
+enum {
+    TR_SCHED_IDLE = 0,   /* nothing queued: the next sender makes it runnable */
+    TR_SCHED_BUSY = 1,   /* queued, running, or ended */
+    TR_SCHED_PARKED = 2, /* waiting for its rate limit: a timer (or a signal) makes it runnable */
+};
+
+typedef struct tr_actor_ext tr_actor_ext;
 
 typedef struct tr_pending tr_pending;
 struct tr_worker;
@@ -112,14 +132,19 @@ struct tr_system;
  * and the receiver drops any message whose `to` is not its own pid. No reference counting is
  * needed on the send path. */
 typedef struct tr_actor {
-    /* producer side: touched by every sender */
+    /* first cache line, the producer side: everything a send touches */
     tr_mpsc mbox;                   /* tail, head, stub (head is consumer-only) */
-    _Atomic uint32_t sched;         /* 1 while queued or running (or ended); futex word of waiters */
+    _Atomic uint32_t sched;         /* TR_SCHED_*; futex word of tr_call waiters */
     _Atomic uint32_t flags;         /* TR_AF_* */
     _Atomic tr_pid pid;             /* the live pid, 0 once ended */
     _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
+    _Atomic uint32_t capacity;      /* bounded mailbox: queued messages at most; 0 = unbounded */
     tr_mpsc_node rq_node;           /* link in a worker's inbox */
-    /* consumer side */
+    /* mailbox accounting: pushed/popped are never reset, so pushed - popped is the queue's
+     * length across incarnations; `base` is popped when this incarnation began */
+    _Atomic uint64_t pushed;        /* senders: messages accepted */
+    /* the consumer side */
+    _Alignas(TR_CACHELINE) _Atomic uint64_t popped; /* runner: messages taken out */
     uint32_t slot;
     uint32_t gen;
     const tr_behaviour *beh;
@@ -128,8 +153,34 @@ typedef struct tr_actor {
     struct tr_actor *link;          /* run-queue / free-list link */
     tr_pending *pending;            /* outstanding requests (lazily allocated) */
     struct tr_actor *batch_next;    /* free only: next batch in the system's free stack */
+    tr_actor_ext *ext;              /* links, monitors, rate limit (lazily allocated) */
+    _Atomic uint64_t base;
+    _Atomic uint32_t overflow;      /* tr_overflow */
+    _Atomic uint32_t depth_max;
+    _Atomic uint32_t restarts;
+    _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
+    _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
+    _Atomic uint64_t dropped;       /* runner: dropped after queueing */
+    _Atomic uint64_t token_wait_ns; /* runner: time parked for its rate limit */
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
+
+/* Rarely used per-actor state, owned by the actor's runner (see link.c, actor.c). */
+struct tr_actor_ext {
+    bool trap_exits;
+    bool limited;
+    struct tr_limiter *lim;         /* the rate limiter (when limited) */
+    tr_msg *stash, *stash_tail;     /* popped but held back by the limiter, in order */
+    uint64_t park_ns;               /* when it parked for a token (0 = not parked) */
+    tr_pid *links;
+    uint32_t nlinks, caplinks;
+    struct tr_idmap *monitors;       /* ref -> target: monitors this actor holds */
+    struct tr_idmap *watchers;       /* ref -> watcher: monitors on this actor */
+    /* the timer thread's wake-up wheel (guarded by its lock) */
+    tr_actor *wake_prev, *wake_next;
+    uint64_t wake_due_ms;
+    bool in_wheel;
+};
 
 TR_HIDDEN int tr__actor_table_init(struct tr_system *sys);
 TR_HIDDEN void tr__actor_table_free(struct tr_system *sys);
@@ -142,6 +193,10 @@ TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
 TR_HIDDEN void tr__actor_release(tr_actor *a);
 /* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool. */
 TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);
+/* The end shared by ended actors and actors refused by init: links and monitors told, queued
+ * messages dropped (link and monitor requests among them answered with reason). */
+TR_HIDDEN void tr__actor_finish(tr_actor *a, struct tr_worker *w, tr_pid pid,
+                                const tr_reason *reason);
 /* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
 TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
 /* Delivers an already-allocated message (sender/flags set) to pid. */
@@ -151,11 +206,55 @@ TR_HIDDEN void tr__dead_letter(struct tr_system *sys, tr_pid to, tr_msg *m);
 /* Calls fn on every header of the system (alive or not). Only when no worker runs. */
 TR_HIDDEN void tr__actor_foreach(struct tr_system *sys, void (*fn)(tr_actor *, void *), void *arg);
 
+/* What a callback's tr_ctx points at (valid during the callback only). */
+struct tr_ctx {
+    struct tr_system *sys;
+    struct tr_worker *w;
+    tr_actor *self;
+    tr_pid pid;             /* self's pid: stays valid in terminate, after a->pid is cleared */
+    tr_msg *cur;            /* the message being received, until sent on */
+    bool ending;
+    tr_reason reason;
+    char *fail_text;
+};
+
+/* Ends the running actor (once the callback returns) with a copy of reason. */
+TR_HIDDEN void tr__ctx_end(tr_ctx *ctx, const tr_reason *reason);
+
 /* The running actor, worker and received-message bookkeeping behind a tr_ctx (actor.c). */
 TR_HIDDEN tr_actor *tr__ctx_actor(tr_ctx *ctx);
 TR_HIDDEN struct tr_worker *tr__ctx_worker(tr_ctx *ctx);
 /* If m is the message being received, the runtime will no longer free it after receive. */
 TR_HIDDEN void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m);
+
+/* ---- links, monitors and exit signals (link.c) --------------------------------------------- */
+
+/* The actor's ext, allocated on first use (runner or spawner only). NULL when out of memory. */
+TR_HIDDEN tr_actor_ext *tr__ext_get(tr_actor *a);
+/* Frees the ext of an ending actor (its stash counted as dropped, its wake-up cancelled). */
+TR_HIDDEN void tr__ext_free(tr_actor *a);
+/* Adds / removes pid in a's link set (a's runner, or a not yet visible). */
+TR_HIDDEN int tr__link_add(tr_actor *a, tr_pid pid);
+TR_HIDDEN void tr__link_del(tr_actor *a, tr_pid pid);
+/* A message carrying a reason as payload ([kind, code, text]); NULL when out of memory. */
+TR_HIDDEN tr_msg *tr__reason_msg(uint32_t type, uint32_t flags, const tr_reason *r);
+/* Sends a runtime signal (any thread). */
+TR_HIDDEN int tr__signal(struct tr_system *sys, struct tr_worker *w, tr_pid from, tr_pid to,
+                         uint32_t sig, uint64_t corr, const tr_reason *reason);
+/* Handles a signal popped by the running actor (consumes m). Returns a message to hand to
+ * receive (an EXIT for a trapping actor), or NULL. May end the actor (ctx->ending). */
+TR_HIDDEN tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m);
+/* For a DOWN popped by the running actor: true if its monitor is still held (now removed);
+ * false when it was demonitored (m is freed). */
+TR_HIDDEN bool tr__down_filter(tr_actor *a, tr_msg *m);
+/* A signal whose target is gone: a link or monitor request is answered with noproc (or with
+ * `reason`, when the target ended with it queued). Consumes m. */
+TR_HIDDEN void tr__signal_bounce(struct tr_system *sys, tr_msg *m, const tr_reason *reason);
+/* Tells links and monitors of an ending actor (pid self) why it ended. */
+TR_HIDDEN void tr__links_notify(tr_actor *a, struct tr_worker *w, tr_pid self,
+                                const tr_reason *reason);
+/* True when the actor's queue (stash or mailbox) holds a kill signal for `self`. */
+TR_HIDDEN bool tr__kill_queued(tr_actor *a, tr_pid self);
 
 /* ---- requests (request.c) ------------------------------------------------------------------- */
 
@@ -222,6 +321,12 @@ TR_HIDDEN void tr__timer_halt(struct tr_system *sys);
 TR_HIDDEN int tr__timer_add(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms,
                             bool interval, tr_timer *out);
 TR_HIDDEN void tr__timer_free(struct tr_system *sys);
+/* Parks the running actor `a` until due_ns (or later; never earlier): sets sched to parked under
+ * the wheel's lock, so the wake-up cannot come first and no one frees a's ext while it is
+ * queued. After this the caller must not touch a's ext (a signal may run the actor elsewhere). */
+TR_HIDDEN void tr__wake_at(struct tr_system *sys, tr_actor *a, uint64_t due_ns);
+/* Removes a's pending wake-up, if any. */
+TR_HIDDEN void tr__wake_cancel(struct tr_system *sys, tr_actor *a);
 
 /* ---- the system (system.c) ------------------------------------------------------------------ */
 
@@ -264,6 +369,8 @@ struct tr_system {
     _Atomic uint64_t ended;
     _Atomic uint64_t dead_letters;
     _Atomic uint64_t late_replies;
+    _Atomic uint64_t next_ref;      /* monitor references */
+    _Atomic int ending_all;         /* join is ending every actor: links stay silent */
 };
 
 /* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide

@@ -7,12 +7,6 @@
 
 #include "internal.h"
 
-typedef enum tr_limit_kind {
-    TR_LIMIT_NONE = 0,
-    TR_LIMIT_TOKEN = 1, /* rate r/s, burst b: up to b saved tokens pass at once, then r/s */
-    TR_LIMIT_LEAKY = 2, /* rate r/s: one message every 1/r s, never faster, nothing saved */
-} tr_limit_kind;
-
 /* All arithmetic is in integers: token amounts are kept in units of 1e-9 token (so a rate of r
  * tokens/s adds exactly r units per ns), and leaky-bucket times in units of ns x rate. Nothing
  * drifts, and a test can predict every decision exactly. */

@@ -79,6 +79,7 @@ int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t 
             return TR_ENOMEM;
         }
         t->corr = corr;
+        t->flags = TR_MF_SYSTEM; /* never refused by a bounded mailbox */
         int rc = tr__timer_add(sys, self, t, timeout_ms, false, &timer);
         if (rc != TR_OK) {
             tr_msg_free(m);

@@ -6,6 +6,10 @@
  * and the id -> timer map, so no lock guards them. A timer that fires delivers its message like
  * any other send from outside an actor; an interval timer delivers a copy each time and stops by
  * itself once its target has ended.
+ *
+ * Rate-limited actors waiting for a token are parked on a wheel of 1 ms slots instead of a
+ * uv_timer each: parking is a lock and a list insert, no allocation, and one repeating 1 ms tick
+ * (running only while something is parked) makes due actors runnable in batches.
  */
 #include "idmap.h"
 
@@ -31,8 +35,18 @@ typedef struct cmd {
     tmr *t; /* CMD_ADD */
 } cmd;
 
+#define WHEEL_SLOTS 1024u
+#define WAKE_BATCH 256u
+
 struct tr_timers {
     tr_system *sys;
+    /* the wake-up wheel: parked actors (linked through their ext) by due millisecond */
+    pthread_mutex_t wheel_lock;
+    tr_actor *wheel[WHEEL_SLOTS];
+    size_t wheel_count;
+    uint64_t wheel_pos;   /* the last millisecond processed */
+    uv_timer_t tick;      /* loop thread: runs while wheel_count > 0 */
+    bool tick_on;
     uv_loop_t loop;
     uv_async_t async;
     pthread_t thread;
@@ -107,10 +121,12 @@ static void run_commands(tr_timers *T)
 
 static void close_all(uv_handle_t *h, void *arg)
 {
-    (void)arg;
     if (uv_is_closing(h))
         return;
-    if (h->type == UV_TIMER) {
+    if (h == (uv_handle_t *)&((tr_timers *)arg)->tick) {
+        uv_timer_stop((uv_timer_t *)h);
+        uv_close(h, NULL);
+    } else if (h->type == UV_TIMER) {
         uv_timer_stop((uv_timer_t *)h);
         uv_close(h, on_close_free);
     } else {
@@ -118,15 +134,124 @@ static void close_all(uv_handle_t *h, void *arg)
     }
 }
 
+/* ---- the wake-up wheel ---------------------------------------------------------------------- */
+
+static void wheel_unlink(tr_timers *T, tr_actor *a)
+{
+    tr_actor_ext *x = a->ext;
+    if (x->wake_prev != NULL)
+        x->wake_prev->ext->wake_next = x->wake_next;
+    else
+        T->wheel[x->wake_due_ms % WHEEL_SLOTS] = x->wake_next;
+    if (x->wake_next != NULL)
+        x->wake_next->ext->wake_prev = x->wake_prev;
+    x->in_wheel = false;
+    T->wheel_count--;
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    tr_timers *T = h->data;
+    tr_actor *due[WAKE_BATCH];
+    uint64_t now_ms = tr__now_ns() / 1000000u;
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&T->wheel_lock);
+        uint64_t end = now_ms;
+        if (end - T->wheel_pos > WHEEL_SLOTS)
+            T->wheel_pos = end - WHEEL_SLOTS; /* one full turn visits every slot */
+        while (T->wheel_pos < end && n < WAKE_BATCH) {
+            uint64_t ms = T->wheel_pos + 1;
+            tr_actor *a = T->wheel[ms % WHEEL_SLOTS];
+            while (a != NULL && n < WAKE_BATCH) {
+                tr_actor *next = a->ext->wake_next;
+                if (a->ext->wake_due_ms <= now_ms) {
+                    wheel_unlink(T, a);
+                    due[n++] = a;
+                }
+                a = next;
+            }
+            if (a != NULL)
+                break; /* batch full: this slot again on the next round */
+            T->wheel_pos = ms;
+        }
+        bool more = T->wheel_pos < end;
+        if (T->wheel_count == 0 && !more) {
+            uv_timer_stop(&T->tick);
+            T->tick_on = false;
+        }
+        pthread_mutex_unlock(&T->wheel_lock);
+        /* a CAS that fails means a signal woke it first: nothing to do */
+        for (size_t i = 0; i < n; i++) {
+            uint32_t parked = TR_SCHED_PARKED;
+            if (atomic_compare_exchange_strong(&due[i]->sched, &parked, TR_SCHED_BUSY))
+                tr__schedule(T->sys, NULL, due[i]);
+        }
+        if (!more)
+            return;
+    }
+}
+
+void tr__wake_at(tr_system *sys, tr_actor *a, uint64_t due_ns)
+{
+    tr_timers *T = sys->timers;
+    tr_actor_ext *x = a->ext;
+    uint64_t due_ms = (due_ns + 999999u) / 1000000u;
+    pthread_mutex_lock(&T->wheel_lock);
+    if (x->in_wheel)
+        wheel_unlink(T, a);
+    if (due_ms <= T->wheel_pos)
+        due_ms = T->wheel_pos + 1;
+    x->wake_due_ms = due_ms;
+    x->wake_prev = NULL;
+    x->wake_next = T->wheel[due_ms % WHEEL_SLOTS];
+    if (x->wake_next != NULL)
+        x->wake_next->ext->wake_prev = a;
+    T->wheel[due_ms % WHEEL_SLOTS] = a;
+    x->in_wheel = true;
+    bool kick = T->wheel_count++ == 0 && !T->tick_on;
+    atomic_store_explicit(&a->sched, TR_SCHED_PARKED, memory_order_seq_cst);
+    pthread_mutex_unlock(&T->wheel_lock);
+    if (kick) {
+        pthread_mutex_lock(&T->lock);
+        if (!T->closing)
+            uv_async_send(&T->async); /* the loop starts the tick */
+        pthread_mutex_unlock(&T->lock);
+    }
+}
+
+void tr__wake_cancel(tr_system *sys, tr_actor *a)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL)
+        return;
+    pthread_mutex_lock(&T->wheel_lock);
+    if (a->ext->in_wheel)
+        wheel_unlink(T, a);
+    pthread_mutex_unlock(&T->wheel_lock);
+}
+
+static void tick_start(tr_timers *T)
+{
+    pthread_mutex_lock(&T->wheel_lock);
+    bool start = T->wheel_count > 0 && !T->tick_on;
+    if (start)
+        T->tick_on = true;
+    pthread_mutex_unlock(&T->wheel_lock);
+    if (start)
+        uv_timer_start(&T->tick, on_tick, 1, 1);
+}
+
 static void on_async(uv_async_t *a)
 {
     tr_timers *T = a->data;
     run_commands(T);
+    tick_start(T);
     pthread_mutex_lock(&T->lock);
     bool closing = T->closing;
     pthread_mutex_unlock(&T->lock);
     if (closing)
-        uv_walk(&T->loop, close_all, NULL); /* pending timers' messages are dropped */
+        uv_walk(&T->loop, close_all, T); /* pending timers' messages are dropped */
 }
 
 static void *loop_main(void *arg)
@@ -150,8 +275,13 @@ int tr__timer_start(tr_system *sys)
     }
     uv_async_init(&T->loop, &T->async, on_async);
     T->async.data = T;
+    pthread_mutex_init(&T->wheel_lock, NULL);
+    uv_timer_init(&T->loop, &T->tick);
+    T->tick.data = T;
+    T->wheel_pos = tr__now_ns() / 1000000u;
     if (pthread_create(&T->thread, NULL, loop_main, T) != 0) {
         uv_close((uv_handle_t *)&T->async, NULL);
+        uv_close((uv_handle_t *)&T->tick, NULL);
         uv_run(&T->loop, UV_RUN_DEFAULT);
         uv_loop_close(&T->loop);
         free(T);
@@ -265,6 +395,7 @@ void tr__timer_free(tr_system *sys)
     }
     uv_loop_close(&T->loop);
     tr__idmap_free(&T->live);
+    pthread_mutex_destroy(&T->wheel_lock);
     pthread_mutex_destroy(&T->lock);
     free(T);
     sys->timers = NULL;

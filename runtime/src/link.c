@@ -1,0 +1,461 @@
+/*
+ * link.c — links, monitors and exit signals, and the per-actor "ext" that holds them.
+ *
+ * Each actor keeps its own half of every relation, in memory only its runner touches: its link
+ * set, the monitors it holds (ref -> target) and the monitors on it (ref -> watcher). The two
+ * halves are kept in step by runtime signals — ordinary mailbox messages with TR_MF_SIGNAL —
+ * so no lock is shared between actors, signals keep their order with the sender's messages
+ * (as OTP guarantees between a pair of processes), and a relation with an actor of another node
+ * is only a matter of carrying the same signals over the wire.
+ *
+ * Races are settled by the signals themselves: a link or monitor request that reaches an actor
+ * already gone (dead letter) or still queued when it ends is answered for it (reason noproc,
+ * or its exit reason), and an exit signal or DOWN for a link or monitor removed meanwhile is
+ * ignored by its receiver (tr_unlink and tr_demonitor "flush").
+ */
+#include "idmap.h"
+#include "limiter.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TR_REASON_TEXT_MAX 1024u
+
+tr_actor_ext *tr__ext_get(tr_actor *a)
+{
+    if (a->ext == NULL)
+        a->ext = calloc(1, sizeof *a->ext);
+    return a->ext;
+}
+
+static void idmap_release(tr_idmap **mp)
+{
+    if (*mp != NULL) {
+        tr__idmap_free(*mp);
+        free(*mp);
+        *mp = NULL;
+    }
+}
+
+void tr__ext_free(tr_actor *a)
+{
+    tr_actor_ext *x = a->ext;
+    if (x == NULL)
+        return;
+    if (x->lim != NULL)
+        tr__wake_cancel(a->sys, a); /* only limited actors ever enter the wake-up wheel */
+    for (tr_msg *m = x->stash, *next; m != NULL; m = next) {
+        next = (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+        atomic_store_explicit(&a->popped,
+                              atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        tr__dead_letter(a->sys, m->to, m);
+    }
+    free(x->lim);
+    free(x->links);
+    idmap_release(&x->monitors);
+    idmap_release(&x->watchers);
+    free(x);
+    a->ext = NULL;
+}
+
+/* ---- reasons as payloads ------------------------------------------------------------------- */
+
+tr_msg *tr__reason_msg(uint32_t type, uint32_t flags, const tr_reason *r)
+{
+    size_t tl = r->text != NULL ? strnlen(r->text, TR_REASON_TEXT_MAX - 1) : 0;
+    tr_msg *m = tr_msg_new(type, 24 + tl);
+    if (m == NULL)
+        return NULL;
+    msgpack_packer *pk = tr_msg_packer(m);
+    int bad = msgpack_pack_uint32(pk, (uint32_t)r->kind);
+    bad |= msgpack_pack_int32(pk, r->code);
+    if (r->text != NULL) {
+        /* the text is stored with its NUL, so the decoded reason can point into the message */
+        bad |= msgpack_pack_str(pk, tl + 1);
+        bad |= msgpack_pack_str_body(pk, r->text, tl);
+        bad |= msgpack_pack_str_body(pk, "", 1);
+    } else {
+        bad |= msgpack_pack_nil(pk);
+    }
+    if (bad) {
+        tr_msg_free(m);
+        return NULL;
+    }
+    m->flags = flags;
+    return m;
+}
+
+static int reason_decode(const tr_msg *m, tr_reason *out)
+{
+    tr_reader r;
+    tr_reader_init(&r, m);
+    uint64_t kind;
+    int64_t code;
+    const msgpack_object *o;
+    int rc = tr_read_u64(&r, &kind);
+    if (rc == TR_OK)
+        rc = tr_read_i64(&r, &code);
+    if (rc == TR_OK)
+        rc = tr_read_object(&r, &o);
+    if (rc == TR_OK && (kind > TR_REASON_NOPROC || code < INT32_MIN || code > INT32_MAX))
+        rc = TR_EBADMSG;
+    if (rc == TR_OK) {
+        out->kind = (tr_reason_kind)kind;
+        out->code = (int)code;
+        out->text = NULL;
+        if (o->type == MSGPACK_OBJECT_STR && o->via.str.size > 0 &&
+            o->via.str.ptr[o->via.str.size - 1] == '\0')
+            out->text = o->via.str.ptr; /* points into m's payload */
+        else if (o->type != MSGPACK_OBJECT_NIL)
+            rc = TR_EBADMSG;
+    }
+    tr_reader_done(&r);
+    return rc;
+}
+
+int tr_msg_reason(const tr_msg *m, tr_reason *out)
+{
+    if (m == NULL || out == NULL || (m->type != TR_MSG_EXIT && m->type != TR_MSG_DOWN))
+        return TR_EINVAL;
+    return reason_decode(m, out);
+}
+
+/* ---- signals ------------------------------------------------------------------------------- */
+
+int tr__signal(tr_system *sys, tr_worker *w, tr_pid from, tr_pid to, uint32_t sig, uint64_t corr,
+               const tr_reason *reason)
+{
+    tr_msg *m = reason != NULL ? tr__reason_msg(sig, TR_MF_SIGNAL, reason) : tr_msg_new(sig, 0);
+    if (m == NULL)
+        return TR_ENOMEM;
+    m->flags = TR_MF_SIGNAL;
+    m->sender = from;
+    /* an exit signal carries its kind in corr, so a kill is recognised without decoding */
+    m->corr = (sig == TR_SIG_EXIT || sig == TR_SIG_EXIT_LINK) ? (uint64_t)reason->kind : corr;
+    return tr__deliver(sys, w, to, m);
+}
+
+static int send_down(tr_system *sys, tr_worker *w, tr_pid from, tr_pid to, uint64_t ref,
+                     const tr_reason *reason)
+{
+    tr_msg *m = tr__reason_msg(TR_MSG_DOWN, TR_MF_SYSTEM, reason);
+    if (m == NULL)
+        return TR_ENOMEM;
+    m->sender = from;
+    m->corr = ref;
+    return tr__deliver(sys, w, to, m);
+}
+
+void tr__signal_bounce(tr_system *sys, tr_msg *m, const tr_reason *reason)
+{
+    static const tr_reason noproc = {.kind = TR_REASON_NOPROC};
+    if (reason == NULL)
+        reason = &noproc;
+    tr_worker *w = tr__current_worker(sys);
+    if (m->sender != TR_PID_NONE) {
+        if (m->type == TR_SIG_LINK)
+            tr__signal(sys, w, m->to, m->sender, TR_SIG_EXIT_LINK, 0, reason);
+        else if (m->type == TR_SIG_MONITOR)
+            send_down(sys, w, m->to, m->sender, m->corr, reason);
+    }
+    tr_msg_free(m);
+}
+
+/* ---- the link set -------------------------------------------------------------------------- */
+
+static bool link_has(const tr_actor_ext *x, tr_pid pid)
+{
+    for (uint32_t i = 0; x != NULL && i < x->nlinks; i++)
+        if (x->links[i] == pid)
+            return true;
+    return false;
+}
+
+int tr__link_add(tr_actor *a, tr_pid pid)
+{
+    tr_actor_ext *x = tr__ext_get(a);
+    if (x == NULL)
+        return TR_ENOMEM;
+    if (link_has(x, pid))
+        return TR_OK;
+    if (x->nlinks == x->caplinks) {
+        uint32_t cap = x->caplinks ? x->caplinks * 2 : 4;
+        tr_pid *p = realloc(x->links, cap * sizeof *p);
+        if (p == NULL)
+            return TR_ENOMEM;
+        x->links = p;
+        x->caplinks = cap;
+    }
+    x->links[x->nlinks++] = pid;
+    return TR_OK;
+}
+
+void tr__link_del(tr_actor *a, tr_pid pid)
+{
+    tr_actor_ext *x = a->ext;
+    for (uint32_t i = 0; x != NULL && i < x->nlinks; i++)
+        if (x->links[i] == pid) {
+            x->links[i] = x->links[--x->nlinks];
+            return;
+        }
+}
+
+static tr_idmap *idmap_of(tr_idmap **mp)
+{
+    if (*mp == NULL && (*mp = malloc(sizeof **mp)) != NULL)
+        tr__idmap_init(*mp);
+    return *mp;
+}
+
+/* ---- the receiving side -------------------------------------------------------------------- */
+
+static void set_limit(tr_actor *a, tr_msg *m)
+{
+    tr_reader r;
+    tr_reader_init(&r, m);
+    uint64_t kind, rate, burst;
+    bool ok = tr_read_u64(&r, &kind) == TR_OK && tr_read_u64(&r, &rate) == TR_OK &&
+              tr_read_u64(&r, &burst) == TR_OK;
+    tr_reader_done(&r);
+    if (!ok)
+        return;
+    tr_actor_ext *x = tr__ext_get(a);
+    if (x == NULL)
+        return;
+    if (kind == TR_LIMIT_NONE) {
+        x->limited = false; /* held messages are delivered first, then the mailbox */
+        return;
+    }
+    uint64_t now = tr__now_ns();
+    if (x->lim == NULL) {
+        if ((x->lim = malloc(sizeof *x->lim)) == NULL)
+            return;
+        tr__limiter_init(x->lim, (tr_limit_kind)kind, rate, burst, now);
+    } else {
+        tr__limiter_set(x->lim, (tr_limit_kind)kind, rate, burst, now);
+    }
+    x->limited = true;
+}
+
+tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
+{
+    tr_actor *a = ctx->self;
+    tr_pid from = m->sender;
+    switch (m->type) {
+    case TR_SIG_STOP: {
+        static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
+        tr__ctx_end(ctx, &shutdown);
+        break;
+    }
+    case TR_SIG_LINK:
+        if (tr__link_add(a, from) != TR_OK) {
+            /* cannot hold the link: the linker is told we are gone for it */
+            static const tr_reason oom = {.kind = TR_REASON_ERROR, .code = TR_ENOMEM};
+            tr__signal(ctx->sys, ctx->w, ctx->pid, from, TR_SIG_EXIT_LINK, 0, &oom);
+        }
+        break;
+    case TR_SIG_UNLINK:
+        tr__link_del(a, from);
+        break;
+    case TR_SIG_MONITOR: {
+        tr_actor_ext *x = tr__ext_get(a);
+        tr_idmap *map = x != NULL ? idmap_of(&x->watchers) : NULL;
+        if (map == NULL || tr__idmap_put(map, m->corr, from) != TR_OK) {
+            static const tr_reason oom = {.kind = TR_REASON_ERROR, .code = TR_ENOMEM};
+            send_down(ctx->sys, ctx->w, ctx->pid, from, m->corr, &oom);
+        }
+        break;
+    }
+    case TR_SIG_DEMONITOR:
+        if (a->ext != NULL && a->ext->watchers != NULL)
+            tr__idmap_del(a->ext->watchers, m->corr, NULL);
+        break;
+    case TR_SIG_LIMIT:
+        set_limit(a, m);
+        break;
+    case TR_SIG_EXIT:
+    case TR_SIG_EXIT_LINK: {
+        tr_reason r;
+        if (reason_decode(m, &r) != TR_OK)
+            break;
+        if (m->type == TR_SIG_EXIT_LINK) {
+            if (!link_has(a->ext, from))
+                break; /* unlinked meanwhile */
+            tr__link_del(a, from);
+        } else if (r.kind == TR_REASON_KILLED) {
+            tr__ctx_end(ctx, &r); /* kill cannot be trapped */
+            break;
+        }
+        if (a->ext != NULL && a->ext->trap_exits) {
+            m->type = TR_MSG_EXIT; /* same payload: the reason */
+            m->flags = TR_MF_SYSTEM;
+            m->corr = 0;
+            return m;
+        }
+        if (r.kind != TR_REASON_NORMAL)
+            tr__ctx_end(ctx, &r); /* copies the text */
+        break;
+    }
+    default:
+        break;
+    }
+    tr_msg_free(m);
+    return NULL;
+}
+
+bool tr__down_filter(tr_actor *a, tr_msg *m)
+{
+    tr_actor_ext *x = a->ext;
+    if (x != NULL && x->monitors != NULL && tr__idmap_del(x->monitors, m->corr, NULL))
+        return true;
+    tr_msg_free(m); /* demonitored: flushed */
+    return false;
+}
+
+void tr__links_notify(tr_actor *a, tr_worker *w, tr_pid self, const tr_reason *reason)
+{
+    tr_system *sys = a->sys;
+    tr_actor_ext *x = a->ext;
+    for (uint32_t i = 0; i < x->nlinks; i++)
+        tr__signal(sys, w, self, x->links[i], TR_SIG_EXIT_LINK, 0, reason);
+    x->nlinks = 0;
+    if (x->watchers != NULL) {
+        tr_idmap *map = x->watchers;
+        for (size_t i = 0; i < map->cap; i++)
+            if (map->keys[i] != 0)
+                send_down(sys, w, self, map->vals[i], map->keys[i], reason);
+    }
+    if (x->monitors != NULL) {
+        /* our targets forget us, so a long-lived actor does not collect dead watchers */
+        tr_idmap *map = x->monitors;
+        for (size_t i = 0; i < map->cap; i++)
+            if (map->keys[i] != 0)
+                tr__signal(sys, w, self, map->vals[i], TR_SIG_DEMONITOR, map->keys[i], NULL);
+    }
+}
+
+bool tr__kill_queued(tr_actor *a, tr_pid self)
+{
+    if (a->ext != NULL)
+        for (tr_msg *m = a->ext->stash; m != NULL;
+             m = (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed))
+            if (m->to == self && (m->flags & TR_MF_SIGNAL) && m->type == TR_SIG_EXIT &&
+                m->corr == TR_REASON_KILLED)
+                return true;
+    for (tr_mpsc_node *n = a->mbox.head; n != NULL;
+         n = atomic_load_explicit(&n->next, memory_order_acquire)) {
+        if (n == &a->mbox.stub)
+            continue;
+        tr_msg *m = (tr_msg *)n;
+        if (m->to == self && (m->flags & TR_MF_SIGNAL) && m->type == TR_SIG_EXIT &&
+            m->corr == TR_REASON_KILLED)
+            return true;
+    }
+    return false;
+}
+
+/* ---- public API ---------------------------------------------------------------------------- */
+
+int tr_link(tr_ctx *ctx, tr_pid pid)
+{
+    if (ctx == NULL || pid == TR_PID_NONE)
+        return TR_EINVAL;
+    if (pid == ctx->pid)
+        return TR_OK;
+    if (tr__actor_lookup(ctx->sys, pid) == NULL)
+        return TR_ENOPROC;
+    if (link_has(ctx->self->ext, pid))
+        return TR_OK;
+    int rc = tr__link_add(ctx->self, pid);
+    if (rc != TR_OK)
+        return rc;
+    rc = tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_LINK, 0, NULL);
+    if (rc == TR_ENOPROC)
+        rc = TR_OK; /* it ended since the lookup: the bounced request brings the exit signal */
+    else if (rc != TR_OK)
+        tr__link_del(ctx->self, pid);
+    return rc;
+}
+
+int tr_unlink(tr_ctx *ctx, tr_pid pid)
+{
+    if (ctx == NULL || pid == TR_PID_NONE)
+        return TR_EINVAL;
+    if (!link_has(ctx->self->ext, pid))
+        return TR_OK;
+    tr__link_del(ctx->self, pid);
+    int rc = tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_UNLINK, 0, NULL);
+    return rc == TR_ENOPROC ? TR_OK : rc;
+}
+
+int tr_monitor(tr_ctx *ctx, tr_pid pid, uint64_t *ref_out)
+{
+    if (ctx == NULL || pid == TR_PID_NONE)
+        return TR_EINVAL;
+    tr_actor_ext *x = tr__ext_get(ctx->self);
+    tr_idmap *map = x != NULL ? idmap_of(&x->monitors) : NULL;
+    if (map == NULL)
+        return TR_ENOMEM;
+    uint64_t ref = atomic_fetch_add_explicit(&ctx->sys->next_ref, 1, memory_order_relaxed) + 1;
+    if (tr__idmap_put(map, ref, pid) != TR_OK)
+        return TR_ENOMEM;
+    if (ref_out != NULL)
+        *ref_out = ref;
+    /* a dead target bounces the request, which delivers DOWN with reason noproc */
+    int rc = tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_MONITOR, ref, NULL);
+    if (rc == TR_ENOMEM) {
+        tr__idmap_del(map, ref, NULL);
+        return rc;
+    }
+    return TR_OK;
+}
+
+int tr_demonitor(tr_ctx *ctx, uint64_t ref)
+{
+    if (ctx == NULL || ref == 0)
+        return TR_EINVAL;
+    tr_actor_ext *x = ctx->self->ext;
+    uint64_t target;
+    if (x == NULL || x->monitors == NULL || !tr__idmap_del(x->monitors, ref, &target))
+        return TR_OK; /* unknown or already fired */
+    int rc = tr__signal(ctx->sys, ctx->w, ctx->pid, (tr_pid)target, TR_SIG_DEMONITOR, ref, NULL);
+    return rc == TR_ENOPROC ? TR_OK : rc;
+}
+
+void tr_trap_exits(tr_ctx *ctx, bool on)
+{
+    if (ctx == NULL)
+        return;
+    tr_actor_ext *x = tr__ext_get(ctx->self);
+    if (x != NULL)
+        x->trap_exits = on;
+}
+
+static int exit_check(const tr_reason *reason)
+{
+    if (reason == NULL || reason->kind > TR_REASON_NOPROC)
+        return TR_EINVAL;
+    return TR_OK;
+}
+
+int tr_exit(tr_ctx *ctx, tr_pid pid, const tr_reason *reason)
+{
+    if (ctx == NULL || exit_check(reason) != TR_OK)
+        return TR_EINVAL;
+    return tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_EXIT, 0, reason);
+}
+
+int tr_system_exit(tr_system *sys, tr_pid pid, const tr_reason *reason)
+{
+    if (sys == NULL || exit_check(reason) != TR_OK)
+        return TR_EINVAL;
+    tr_worker *w = tr__current_worker(sys);
+    if (w == NULL && tr__ext_enter(sys) != TR_OK)
+        return TR_ESTOPPED;
+    int rc = tr__signal(sys, w, TR_PID_NONE, pid, TR_SIG_EXIT, 0, reason);
+    if (w == NULL)
+        tr__ext_leave(sys);
+    return rc;
+}
