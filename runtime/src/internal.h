@@ -262,8 +262,16 @@ TR_HIDDEN bool tr__kill_queued(tr_actor *a, tr_pid self);
  * it has been freed and counted). Updates the actor's pending set. */
 TR_HIDDEN bool tr__pending_filter(tr_actor *a, tr_msg *m);
 TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
+/* tr_call without the check on the message type (runtime requests such as a supervisor's). */
+TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
+                       tr_msg **reply_out);
 /* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
+
+/* ---- supervisors (supervisor.c) ------------------------------------------------------------ */
+
+/* Checks a supervisor spec (recursively): TR_OK or TR_EINVAL. */
+TR_HIDDEN int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth);
 
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 

@@ -164,9 +164,18 @@ static void waiter_drain(tr_system *sys, tr_actor *a, tr_pid self, uint64_t corr
 
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
 {
+    if (m != NULL && m->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    return tr__call(sys, to, m, timeout_ms, reply_out);
+}
+
+int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
+{
     if (m == NULL)
         return TR_EINVAL;
-    if (sys == NULL || reply_out == NULL || m->type >= TR_MSG_SYSTEM) {
+    if (sys == NULL || reply_out == NULL) {
         tr_msg_free(m);
         return TR_EINVAL;
     }

@@ -1,0 +1,33 @@
+/*
+ * troupe/config.h — supervision trees (and their children's mailbox limits) declared in
+ * libconfig files (the .conf files in config/), turned into tr_sup_spec trees for tr_sup_start.
+ */
+#ifndef TROUPE_CONFIG_H
+#define TROUPE_CONFIG_H
+
+#include "troupe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A loaded tree: owns every spec, id and argument string it holds. */
+typedef struct tr_sup_tree tr_sup_tree;
+
+/* Loads the supervisor declared under setting `key` (e.g. "supervisor") of the libconfig file
+ * `path`. Child behaviours are looked up by name among `behaviours[0..n)`. On error returns a
+ * TR_E* code and writes "file:line: what" into err (if not NULL). */
+int tr_sup_tree_load(const char *path, const char *key, const tr_behaviour *const *behaviours,
+                     size_t n, tr_sup_tree **out, char *err, size_t errlen);
+/* Same as tr_sup_tree_load, from a string holding the config text. */
+int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *const *behaviours,
+                      size_t n, tr_sup_tree **out, char *err, size_t errlen);
+/* The root spec (valid until tr_sup_tree_free; tr_sup_start copies what it needs). */
+const tr_sup_spec *tr_sup_tree_spec(const tr_sup_tree *t);
+/* Frees a tree (NULL is ignored). */
+void tr_sup_tree_free(tr_sup_tree *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_CONFIG_H */

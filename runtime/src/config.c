@@ -1,0 +1,653 @@
+/*
+ * config.c — supervision trees declared in libconfig files (see troupe/config.h).
+ *
+ * What it holds: the loader that turns a libconfig group into a tr_sup_spec tree (nested
+ * supervisors, children, their restart and shutdown policies and mailbox limits), validated
+ * strictly, with every error reported as "file:line: what" so a typo in a deployment's config
+ * fails at start with a pointer to the line instead of running a tree other than the one written.
+ *
+ * Why here and like this: tr_sup_spec is plain C data full of borrowed pointers (ids, args,
+ * child arrays, nested specs). The loader copies everything it needs out of the config_t into
+ * blocks owned by one tr_sup_tree, then destroys the config_t, so the caller gets a single
+ * object to keep while it starts supervisors and a single call to free it. Behaviours are C
+ * code: the file names them and they are looked up among the tr_behaviour array the caller
+ * passes in (matching tr_behaviour.name).
+ *
+ * The format (the group's name is the `key` argument, e.g. "supervisor"):
+ *
+ *   supervisor = {
+ *     strategy = "one_for_one";   # one_for_one | one_for_all | rest_for_one | simple_one_for_one
+ *                                 #   (default one_for_one)
+ *     intensity = 5;              # R: restarts allowed within period_ms, 0..1000000 (default 3)
+ *     period_ms = 5000;           # P, >= 1 (default 5000)
+ *     backoff = { min_ms = 10; max_ms = 1000; };  # optional; default 0/0 (restart at once);
+ *                                 #   max_ms >= min_ms, and 0 when min_ms is 0
+ *     children = (                # optional for all but simple_one_for_one (exactly one: the
+ *       {                         #   template of the children started at run time)
+ *         id = "orders";          # required, non-empty, unique among the supervisor's children
+ *         behaviour = "order";    # a tr_behaviour name ...
+ *         # supervisor = { ... }; # ... or a nested supervisor (exactly one of the two)
+ *         restart = "permanent";  # permanent | transient | temporary (default permanent)
+ *         shutdown_ms = 5000;     # or shutdown = "brutal" | "infinity" (default 5000 ms)
+ *         arg = "sku-1";          # optional string given to init (copied, arg_len = strlen + 1)
+ *         mailbox = {             # optional, every key optional (default unbounded, no limit)
+ *           capacity = 10000;     # 0..2^30, 0 = unbounded
+ *           overflow = "reject";  # drop_newest | drop_oldest | reject (default drop_newest)
+ *           limit = "token";      # none | token | leaky (default none)
+ *           rate = 50;            # messages/s, required (>= 1) when limit is token or leaky
+ *           burst = 100;          # token bucket only: saved tokens at most
+ *         };
+ *       }
+ *     );
+ *   };
+ *
+ * Strictness: unknown keys in a supervisor, backoff, child or mailbox group are errors (typos are
+ * caught), as are values of the wrong type, unknown names, negative or out-of-range integers,
+ * rate/burst without a limit, burst or overflow with a leaky bucket (it always drops the newest),
+ * arg or mailbox on a child that is a supervisor, and supervisors nested more than 16 deep.
+ *
+ * libconfig 1.5 (Debian 12) truncates plain integers above 2147483647 without a word: larger
+ * values (e.g. rate = 4294967295L) need libconfig's L suffix.
+ *
+ * Errors are TR_EINVAL (with a message; a file that cannot be read is TR_EINVAL too) or TR_ENOMEM.
+ * Nothing aborts and nothing is kept on failure.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libconfig.h>
+
+#include "troupe/config.h"
+
+#define MAX_DEPTH 16                 /* supervisors nested deeper than this are refused */
+#define MAX_INTENSITY 1000000LL      /* as documented in troupe.h */
+#define MAX_CAPACITY (1LL << 30)     /* the runtime refuses bigger mailboxes at spawn */
+#define DEFAULT_INTENSITY 3u
+#define DEFAULT_PERIOD_MS 5000u
+#define DEFAULT_SHUTDOWN_MS 5000u
+
+/* One allocation owned by a tree; all of them are freed together. */
+typedef struct block {
+    struct block *next;
+    alignas(max_align_t) unsigned char data[];
+} block;
+
+struct tr_sup_tree {
+    block *blocks;
+    const tr_sup_spec *root;
+};
+
+/* The state of one load: where messages go and what names resolve to. */
+typedef struct loader {
+    tr_sup_tree *tree;
+    const char *file;                  /* name used in messages when a setting has none */
+    const tr_behaviour *const *behaviours;
+    size_t nbehaviours;
+    char *err;
+    size_t errlen;
+} loader;
+
+/* A name a string setting may hold, and the enum value it stands for. */
+typedef struct name_value {
+    const char *name;
+    int value;
+} name_value;
+
+static const name_value strategies[] = {
+    {"one_for_one", TR_ONE_FOR_ONE},
+    {"one_for_all", TR_ONE_FOR_ALL},
+    {"rest_for_one", TR_REST_FOR_ONE},
+    {"simple_one_for_one", TR_SIMPLE_ONE_FOR_ONE},
+    {NULL, 0},
+};
+static const name_value restarts[] = {
+    {"permanent", TR_PERMANENT},
+    {"transient", TR_TRANSIENT},
+    {"temporary", TR_TEMPORARY},
+    {NULL, 0},
+};
+static const name_value overflows[] = {
+    {"drop_newest", TR_OVERFLOW_DROP_NEWEST},
+    {"drop_oldest", TR_OVERFLOW_DROP_OLDEST},
+    {"reject", TR_OVERFLOW_REJECT},
+    {NULL, 0},
+};
+static const name_value limits[] = {
+    {"none", TR_LIMIT_NONE},
+    {"token", TR_LIMIT_TOKEN},
+    {"leaky", TR_LIMIT_LEAKY},
+    {NULL, 0},
+};
+static const name_value shutdowns[] = {
+    {"brutal", (int)TR_SHUTDOWN_BRUTAL},
+    {"infinity", -1}, /* TR_SHUTDOWN_INFINITY does not fit an int: mapped by the caller */
+    {NULL, 0},
+};
+
+static const char *const sup_keys[] = {"strategy", "intensity", "period_ms", "backoff",
+                                       "children", NULL};
+static const char *const backoff_keys[] = {"min_ms", "max_ms", NULL};
+static const char *const child_keys[] = {"id", "behaviour", "supervisor", "restart", "shutdown",
+                                         "shutdown_ms", "arg", "mailbox", NULL};
+static const char *const mailbox_keys[] = {"capacity", "overflow", "limit", "rate", "burst", NULL};
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+static void verr(loader *L, const char *file, unsigned line, const char *fmt, va_list ap)
+{
+    if (L->err == NULL || L->errlen == 0)
+        return;
+    int n = line > 0 ? snprintf(L->err, L->errlen, "%s:%u: ", file, line)
+                     : snprintf(L->err, L->errlen, "%s: ", file);
+    if (n < 0 || (size_t)n >= L->errlen)
+        return;
+    vsnprintf(L->err + n, L->errlen - (size_t)n, fmt, ap);
+}
+
+/* Writes "file:line: message" (the setting's file and line; no line when s is NULL) and returns
+ * rc. */
+__attribute__((format(printf, 4, 5))) static int fail(loader *L, const config_setting_t *s,
+                                                      int rc, const char *fmt, ...)
+{
+    const char *file = L->file;
+    unsigned line = 0;
+    if (s != NULL) {
+        if (config_setting_source_file(s) != NULL)
+            file = config_setting_source_file(s);
+        line = config_setting_source_line(s);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    verr(L, file, line, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+__attribute__((format(printf, 4, 5))) static int fail_at(loader *L, unsigned line, int rc,
+                                                         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verr(L, L->file, line, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* ---- memory ------------------------------------------------------------------------------- */
+
+/* Zeroed memory owned by the tree (NULL when out of memory). */
+static void *tree_alloc(tr_sup_tree *t, size_t size)
+{
+    if (size > SIZE_MAX - sizeof(block))
+        return NULL;
+    block *b = calloc(1, sizeof(block) + size);
+    if (b == NULL)
+        return NULL;
+    b->next = t->blocks;
+    t->blocks = b;
+    return b->data;
+}
+
+static char *tree_strdup(tr_sup_tree *t, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = tree_alloc(t, n);
+    if (p != NULL)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* ---- typed reads -------------------------------------------------------------------------- */
+
+/* Every member of group g must be named in `allowed`. */
+static int check_keys(loader *L, const config_setting_t *g, const char *const *allowed,
+                      const char *what)
+{
+    int n = config_setting_length(g);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
+        bool ok = false;
+        for (size_t k = 0; allowed[k] != NULL && !ok; k++)
+            ok = name != NULL && strcmp(name, allowed[k]) == 0;
+        if (!ok) {
+            char list[200];
+            size_t off = 0;
+            for (size_t k = 0; allowed[k] != NULL && off < sizeof list; k++) {
+                int w = snprintf(list + off, sizeof list - off, "%s%s", k > 0 ? ", " : "",
+                                 allowed[k]);
+                if (w < 0)
+                    break;
+                off += (size_t)w;
+            }
+            return fail(L, m, TR_EINVAL, "unknown key \"%s\" in %s (expected one of: %s)",
+                        name != NULL ? name : "?", what, list);
+        }
+    }
+    return TR_OK;
+}
+
+/* Reads the integer member `name` of g into *out, if present, checking min <= value <= max. */
+static int get_int(loader *L, const config_setting_t *g, const char *name, long long min,
+                   long long max, long long *out, bool *present)
+{
+    const config_setting_t *s = config_setting_get_member(g, name);
+    if (present != NULL)
+        *present = s != NULL;
+    if (s == NULL)
+        return TR_OK;
+    int ty = config_setting_type(s);
+    if (ty != CONFIG_TYPE_INT && ty != CONFIG_TYPE_INT64)
+        return fail(L, s, TR_EINVAL, "%s must be an integer", name);
+    long long v = config_setting_get_int64(s);
+    if (v < min || v > max) {
+        if (v < 0 && ty == CONFIG_TYPE_INT)
+            return fail(L, s, TR_EINVAL,
+                        "%s must be between %lld and %lld, not %lld (values above 2147483647 "
+                        "need libconfig's L suffix, e.g. 4294967295L)",
+                        name, min, max, v);
+        return fail(L, s, TR_EINVAL, "%s must be between %lld and %lld, not %lld", name, min, max,
+                    v);
+    }
+    *out = v;
+    return TR_OK;
+}
+
+/* Reads an unsigned member (0..max) into *out; leaves *out alone when absent. */
+static int get_uint(loader *L, const config_setting_t *g, const char *name, long long min,
+                    long long max, unsigned *out)
+{
+    long long v = 0;
+    bool present = false;
+    int rc = get_int(L, g, name, min, max, &v, &present);
+    if (rc == TR_OK && present)
+        *out = (unsigned)v;
+    return rc;
+}
+
+/* The string member `name` of g (NULL when absent; an error when not a string). */
+static int get_str(loader *L, const config_setting_t *g, const char *name, const char **out,
+                   const config_setting_t **where)
+{
+    const config_setting_t *s = config_setting_get_member(g, name);
+    *out = NULL;
+    if (where != NULL)
+        *where = s;
+    if (s == NULL)
+        return TR_OK;
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return fail(L, s, TR_EINVAL, "%s must be a string", name);
+    *out = config_setting_get_string(s);
+    return TR_OK;
+}
+
+/* Reads the name member `name` of g as one of `table`; *present says whether it was there. */
+static int get_enum(loader *L, const config_setting_t *g, const char *name,
+                    const name_value *table, int *out, bool *present)
+{
+    const char *str;
+    const config_setting_t *s;
+    *present = false;
+    int rc = get_str(L, g, name, &str, &s);
+    if (rc != TR_OK || str == NULL)
+        return rc;
+    for (size_t i = 0; table[i].name != NULL; i++)
+        if (strcmp(str, table[i].name) == 0) {
+            *out = table[i].value;
+            *present = true;
+            return TR_OK;
+        }
+    char list[200];
+    size_t off = 0;
+    for (size_t i = 0; table[i].name != NULL && off < sizeof list; i++) {
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i > 0 ? ", " : "", table[i].name);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return fail(L, s, TR_EINVAL, "unknown %s \"%s\" (expected one of: %s)", name, str, list);
+}
+
+/* The group member `name` of g (NULL when absent; an error when not a group). */
+static int get_group(loader *L, const config_setting_t *g, const char *name,
+                     const config_setting_t **out)
+{
+    const config_setting_t *s = config_setting_get_member(g, name);
+    *out = s;
+    if (s != NULL && config_setting_type(s) != CONFIG_TYPE_GROUP)
+        return fail(L, s, TR_EINVAL, "%s must be a group { ... }", name);
+    return TR_OK;
+}
+
+/* ---- the tree ----------------------------------------------------------------------------- */
+
+static int parse_sup(loader *L, const config_setting_t *g, unsigned depth,
+                     const tr_sup_spec **out);
+
+static int parse_mailbox(loader *L, const config_setting_t *g, tr_mailbox_opts *mo)
+{
+    int rc = check_keys(L, g, mailbox_keys, "a mailbox group");
+    if (rc != TR_OK)
+        return rc;
+    int v = 0;
+    bool has_overflow = false, has_limit = false, has_rate = false, has_burst = false;
+    long long n = 0;
+    if ((rc = get_uint(L, g, "capacity", 0, MAX_CAPACITY, &mo->capacity)) != TR_OK)
+        return rc;
+    if ((rc = get_enum(L, g, "overflow", overflows, &v, &has_overflow)) != TR_OK)
+        return rc;
+    if (has_overflow)
+        mo->overflow = (tr_overflow)v;
+    if ((rc = get_enum(L, g, "limit", limits, &v, &has_limit)) != TR_OK)
+        return rc;
+    if (has_limit)
+        mo->limit = (tr_limit_kind)v;
+    if ((rc = get_int(L, g, "rate", 0, UINT32_MAX, &n, &has_rate)) != TR_OK)
+        return rc;
+    mo->rate = (uint32_t)n;
+    n = 0;
+    if ((rc = get_int(L, g, "burst", 0, UINT32_MAX, &n, &has_burst)) != TR_OK)
+        return rc;
+    mo->burst = (uint32_t)n;
+
+    if (mo->limit == TR_LIMIT_NONE && (has_rate || has_burst))
+        return fail(L, config_setting_get_member(g, has_rate ? "rate" : "burst"), TR_EINVAL,
+                    "%s needs limit = \"token\" or \"leaky\"", has_rate ? "rate" : "burst");
+    if (mo->limit != TR_LIMIT_NONE && mo->rate == 0)
+        return fail(L, has_rate ? config_setting_get_member(g, "rate") : g, TR_EINVAL,
+                    "limit \"%s\" needs a rate of at least 1 message per second",
+                    mo->limit == TR_LIMIT_TOKEN ? "token" : "leaky");
+    if (mo->limit == TR_LIMIT_LEAKY && has_burst)
+        return fail(L, config_setting_get_member(g, "burst"), TR_EINVAL,
+                    "burst applies to limit = \"token\" only");
+    if (mo->limit == TR_LIMIT_LEAKY && has_overflow && mo->overflow != TR_OVERFLOW_DROP_NEWEST)
+        return fail(L, config_setting_get_member(g, "overflow"), TR_EINVAL,
+                    "a leaky bucket always drops the newest message: overflow must be "
+                    "\"drop_newest\" or absent");
+    return TR_OK;
+}
+
+static int parse_child(loader *L, const config_setting_t *g, unsigned depth, tr_child_spec *c)
+{
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+        return fail(L, g, TR_EINVAL, "a child must be a group { id = ...; ... }");
+    int rc = check_keys(L, g, child_keys, "a child");
+    if (rc != TR_OK)
+        return rc;
+
+    const char *id;
+    const config_setting_t *s;
+    if ((rc = get_str(L, g, "id", &id, &s)) != TR_OK)
+        return rc;
+    if (id == NULL)
+        return fail(L, g, TR_EINVAL, "child without an id");
+    if (id[0] == '\0')
+        return fail(L, s, TR_EINVAL, "a child's id must not be empty");
+    if ((c->id = tree_strdup(L->tree, id)) == NULL)
+        return fail(L, s, TR_ENOMEM, "out of memory");
+
+    const char *bname;
+    const config_setting_t *bs, *sup;
+    if ((rc = get_str(L, g, "behaviour", &bname, &bs)) != TR_OK)
+        return rc;
+    if ((rc = get_group(L, g, "supervisor", &sup)) != TR_OK)
+        return rc;
+    if (bname == NULL && sup == NULL)
+        return fail(L, g, TR_EINVAL, "child \"%s\" needs a behaviour or a supervisor", id);
+    if (bname != NULL && sup != NULL)
+        return fail(L, sup, TR_EINVAL,
+                    "child \"%s\" has both a behaviour and a supervisor (one of them)", id);
+
+    int v = 0;
+    bool present = false;
+    c->restart = TR_PERMANENT;
+    if ((rc = get_enum(L, g, "restart", restarts, &v, &present)) != TR_OK)
+        return rc;
+    if (present)
+        c->restart = (tr_restart)v;
+
+    c->shutdown_ms = DEFAULT_SHUTDOWN_MS;
+    bool has_ms = false;
+    long long ms = 0;
+    if ((rc = get_int(L, g, "shutdown_ms", 0, UINT32_MAX, &ms, &has_ms)) != TR_OK)
+        return rc;
+    if (has_ms)
+        c->shutdown_ms = (unsigned)ms;
+    if ((rc = get_enum(L, g, "shutdown", shutdowns, &v, &present)) != TR_OK)
+        return rc;
+    if (present) {
+        if (has_ms)
+            return fail(L, config_setting_get_member(g, "shutdown"), TR_EINVAL,
+                        "child \"%s\" has both shutdown and shutdown_ms (one of them)", id);
+        c->shutdown_ms = v < 0 ? TR_SHUTDOWN_INFINITY : TR_SHUTDOWN_BRUTAL;
+    }
+
+    const char *arg;
+    const config_setting_t *as, *mb;
+    if ((rc = get_str(L, g, "arg", &arg, &as)) != TR_OK)
+        return rc;
+    if ((rc = get_group(L, g, "mailbox", &mb)) != TR_OK)
+        return rc;
+
+    if (sup != NULL) {
+        if (as != NULL)
+            return fail(L, as, TR_EINVAL, "arg applies to behaviour children only (\"%s\" is a "
+                        "supervisor)", id);
+        if (mb != NULL)
+            return fail(L, mb, TR_EINVAL, "mailbox applies to behaviour children only (\"%s\" "
+                        "is a supervisor)", id);
+        if (depth >= MAX_DEPTH)
+            return fail(L, sup, TR_EINVAL, "supervisors nested deeper than %d levels",
+                        MAX_DEPTH);
+        return parse_sup(L, sup, depth + 1, &c->supervisor);
+    }
+
+    for (size_t i = 0; i < L->nbehaviours && c->behaviour == NULL; i++) {
+        const tr_behaviour *b = L->behaviours[i];
+        if (b != NULL && b->name != NULL && strcmp(b->name, bname) == 0)
+            c->behaviour = b;
+    }
+    if (c->behaviour == NULL)
+        return fail(L, bs, TR_EINVAL, "unknown behaviour \"%s\" (child \"%s\")", bname, id);
+    if (arg != NULL) {
+        if ((c->arg = tree_strdup(L->tree, arg)) == NULL)
+            return fail(L, as, TR_ENOMEM, "out of memory");
+        c->arg_len = strlen(arg) + 1;
+    }
+    if (mb != NULL && (rc = parse_mailbox(L, mb, &c->mailbox)) != TR_OK)
+        return rc;
+    return TR_OK;
+}
+
+static int parse_sup(loader *L, const config_setting_t *g, unsigned depth,
+                     const tr_sup_spec **out)
+{
+    int rc = check_keys(L, g, sup_keys, "a supervisor");
+    if (rc != TR_OK)
+        return rc;
+    tr_sup_spec *sp = tree_alloc(L->tree, sizeof *sp);
+    if (sp == NULL)
+        return fail(L, g, TR_ENOMEM, "out of memory");
+    *out = sp;
+
+    int v = 0;
+    bool present = false;
+    sp->strategy = TR_ONE_FOR_ONE;
+    if ((rc = get_enum(L, g, "strategy", strategies, &v, &present)) != TR_OK)
+        return rc;
+    if (present)
+        sp->strategy = (tr_strategy)v;
+    sp->intensity = DEFAULT_INTENSITY;
+    if ((rc = get_uint(L, g, "intensity", 0, MAX_INTENSITY, &sp->intensity)) != TR_OK)
+        return rc;
+    sp->period_ms = DEFAULT_PERIOD_MS;
+    if ((rc = get_uint(L, g, "period_ms", 1, UINT32_MAX, &sp->period_ms)) != TR_OK)
+        return rc;
+
+    const config_setting_t *bo;
+    if ((rc = get_group(L, g, "backoff", &bo)) != TR_OK)
+        return rc;
+    if (bo != NULL) {
+        if ((rc = check_keys(L, bo, backoff_keys, "a backoff group")) != TR_OK)
+            return rc;
+        if ((rc = get_uint(L, bo, "min_ms", 0, UINT32_MAX, &sp->backoff_min_ms)) != TR_OK ||
+            (rc = get_uint(L, bo, "max_ms", 0, UINT32_MAX, &sp->backoff_max_ms)) != TR_OK)
+            return rc;
+        if (sp->backoff_max_ms < sp->backoff_min_ms)
+            return fail(L, bo, TR_EINVAL, "backoff max_ms (%u) is below min_ms (%u)",
+                        sp->backoff_max_ms, sp->backoff_min_ms);
+        if (sp->backoff_min_ms == 0 && sp->backoff_max_ms != 0)
+            return fail(L, bo, TR_EINVAL, "backoff max_ms needs a min_ms of at least 1");
+    }
+
+    const config_setting_t *ch = config_setting_get_member(g, "children");
+    int n = 0;
+    if (ch != NULL) {
+        int ty = config_setting_type(ch);
+        n = config_setting_length(ch);
+        if (ty != CONFIG_TYPE_LIST && !(ty == CONFIG_TYPE_ARRAY && n == 0))
+            return fail(L, ch, TR_EINVAL, "children must be a list ( { ... }, { ... } )");
+    }
+    if (sp->strategy == TR_SIMPLE_ONE_FOR_ONE && n != 1)
+        return fail(L, ch != NULL ? ch : g, TR_EINVAL,
+                    "a simple_one_for_one supervisor needs exactly one child (its template), "
+                    "not %d",
+                    n);
+    if (n == 0)
+        return TR_OK;
+
+    tr_child_spec *cs = tree_alloc(L->tree, (size_t)n * sizeof *cs);
+    if (cs == NULL)
+        return fail(L, ch, TR_ENOMEM, "out of memory");
+    sp->children = cs;
+    sp->nchildren = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *cg = config_setting_get_elem(ch, (unsigned)i);
+        if ((rc = parse_child(L, cg, depth, &cs[i])) != TR_OK)
+            return rc;
+        for (int j = 0; j < i; j++)
+            if (strcmp(cs[j].id, cs[i].id) == 0)
+                return fail(L, config_setting_get_member(cg, "id"), TR_EINVAL,
+                            "duplicate child id \"%s\" (first at line %u)", cs[i].id,
+                            config_setting_source_line(config_setting_get_elem(ch, (unsigned)j)));
+    }
+    return TR_OK;
+}
+
+void tr_sup_tree_free(tr_sup_tree *t)
+{
+    if (t == NULL)
+        return;
+    block *b = t->blocks;
+    while (b != NULL) {
+        block *next = b->next;
+        free(b);
+        b = next;
+    }
+    free(t);
+}
+
+const tr_sup_spec *tr_sup_tree_spec(const tr_sup_tree *t)
+{
+    return t != NULL ? t->root : NULL;
+}
+
+/* Builds the tree from a config read without error. */
+static int build(loader *L, const config_t *cfg, const char *key, tr_sup_tree **out)
+{
+    const config_setting_t *g = config_lookup(cfg, key);
+    if (g == NULL)
+        return fail(L, NULL, TR_EINVAL, "no setting \"%s\"", key);
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+        return fail(L, g, TR_EINVAL, "\"%s\" must be a group { ... }", key);
+    tr_sup_tree *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    L->tree = t;
+    int rc = parse_sup(L, g, 1, &t->root);
+    if (rc != TR_OK) {
+        tr_sup_tree_free(t);
+        return rc;
+    }
+    *out = t;
+    return TR_OK;
+}
+
+/* Checks the arguments common to load and parse; sets up the loader. */
+static int begin(loader *L, const char *file, const char *key, const tr_behaviour *const *behaviours,
+                 size_t n, tr_sup_tree **out, char *err, size_t errlen)
+{
+    *L = (loader){.file = file, .behaviours = behaviours, .nbehaviours = n, .err = err,
+                  .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL)
+        return fail(L, NULL, TR_EINVAL, "no place for the tree (out is NULL)");
+    *out = NULL;
+    if (key == NULL || key[0] == '\0')
+        return fail(L, NULL, TR_EINVAL, "no key given");
+    if (behaviours == NULL && n > 0)
+        return fail(L, NULL, TR_EINVAL, "behaviours is NULL but n is %zu", n);
+    return TR_OK;
+}
+
+int tr_sup_tree_load(const char *path, const char *key, const tr_behaviour *const *behaviours,
+                     size_t n, tr_sup_tree **out, char *err, size_t errlen)
+{
+    loader L;
+    int rc = begin(&L, path != NULL ? path : "(null)", key, behaviours, n, out, err, errlen);
+    if (rc != TR_OK)
+        return rc;
+    if (path == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no file given");
+    config_t cfg;
+    config_init(&cfg);
+    errno = 0;
+    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
+        int e = errno;
+        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
+            char buf[128];
+            rc = fail(&L, NULL, TR_EINVAL, "could not read the file (%s)",
+                      e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(&cfg));
+        } else {
+            if (config_error_file(&cfg) != NULL) /* an error in an @include'd file names it */
+                L.file = config_error_file(&cfg);
+            rc = fail_at(&L, (unsigned)config_error_line(&cfg), TR_EINVAL, "%s",
+                         config_error_text(&cfg));
+        }
+        config_destroy(&cfg);
+        return rc;
+    }
+    rc = build(&L, &cfg, key, out);
+    config_destroy(&cfg);
+    return rc;
+}
+
+int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *const *behaviours,
+                      size_t n, tr_sup_tree **out, char *err, size_t errlen)
+{
+    loader L;
+    int rc = begin(&L, "<string>", key, behaviours, n, out, err, errlen);
+    if (rc != TR_OK)
+        return rc;
+    if (text == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no text given");
+    config_t cfg;
+    config_init(&cfg);
+    if (config_read_string(&cfg, text) != CONFIG_TRUE) {
+        if (config_error_file(&cfg) != NULL)
+            L.file = config_error_file(&cfg);
+        rc = fail_at(&L, (unsigned)config_error_line(&cfg), TR_EINVAL, "%s",
+                     config_error_text(&cfg));
+        config_destroy(&cfg);
+        return rc;
+    }
+    rc = build(&L, &cfg, key, out);
+    config_destroy(&cfg);
+    return rc;
+}
