@@ -1,0 +1,928 @@
+/*
+ * supervisor.c — supervisors: actors that start children from specs and restart them.
+ *
+ * A supervisor traps exits and links to each child it starts, so every end of a child reaches
+ * it as a TR_MSG_EXIT message, in order with everything else. It never blocks: stopping
+ * children (one by one, in reverse start order, each with exit(shutdown) and then a kill after
+ * its shutdown time) is an "operation" driven by the EXIT messages and kill timers that come
+ * back; failures of other children meanwhile are deferred and handled when it completes, and so
+ * are requests from outside (tr_sup_start_child & co., sent with a blocking call).
+ *
+ * Restart intensity is exact: the times of the last R restarts are kept in a ring; one more
+ * within P ms makes the supervisor stop all its children and end with TR_EINTENSITY, which its
+ * own supervisor sees as a failure (escalation). An optional exponential backoff delays a
+ * crash-looping child's restarts (capped, with up to 25% jitter) through a timer message, so
+ * the loop does not burn a core and other children are served meanwhile.
+ */
+#include "idmap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SUP_MAX_DEPTH 16
+#define SUP_MAX_INTENSITY 1000000u
+#define SUP_CALL_TIMEOUT_MS 60000u
+
+/* Requests (tr__call) and timer messages, in the supervisor's reserved type range. */
+enum {
+    SUP_START_CHILD = TR_MSG_SUP_BASE, /* [arg bin] -> [rc, pid] */
+    SUP_WHICH,                         /* [id str] -> [rc, pid] */
+    SUP_TERMINATE,                     /* [pid] -> [rc] (after the child has ended) */
+    SUP_COUNT,                         /* -> [rc, running, restarts] */
+    SUP_KILL_TIMEOUT,                  /* timer: corr = token of the child being stopped */
+    SUP_RESTART_DUE,                   /* timer: restart children whose backoff has passed */
+};
+
+/* ---- specs: checking and deep copies ------------------------------------------------------- */
+
+int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth)
+{
+    if (spec == NULL || depth > SUP_MAX_DEPTH || spec->strategy > TR_SIMPLE_ONE_FOR_ONE ||
+        spec->intensity > SUP_MAX_INTENSITY || spec->backoff_max_ms < spec->backoff_min_ms ||
+        (spec->nchildren > 0 && spec->children == NULL))
+        return TR_EINVAL;
+    if (spec->strategy == TR_SIMPLE_ONE_FOR_ONE && spec->nchildren != 1)
+        return TR_EINVAL;
+    for (size_t i = 0; i < spec->nchildren; i++) {
+        const tr_child_spec *c = &spec->children[i];
+        if (c->id == NULL || c->restart > TR_TEMPORARY)
+            return TR_EINVAL;
+        if ((c->behaviour == NULL || c->behaviour->receive == NULL) && c->supervisor == NULL)
+            return TR_EINVAL;
+        if (c->supervisor != NULL && tr__sup_spec_check(c->supervisor, depth + 1) != TR_OK)
+            return TR_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(spec->children[j].id, c->id) == 0)
+                return TR_EINVAL;
+    }
+    return TR_OK;
+}
+
+static void spec_free(tr_sup_spec *s);
+
+static void child_spec_free(tr_child_spec *c)
+{
+    free((char *)c->id);
+    if (c->arg_len > 0)
+        free((void *)c->arg);
+    if (c->supervisor != NULL)
+        spec_free((tr_sup_spec *)c->supervisor);
+}
+
+static void spec_free(tr_sup_spec *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->nchildren; i++)
+        child_spec_free((tr_child_spec *)&s->children[i]);
+    free((void *)s->children);
+    free(s);
+}
+
+static tr_sup_spec *spec_copy(const tr_sup_spec *src)
+{
+    tr_sup_spec *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    *s = *src;
+    s->children = NULL;
+    s->nchildren = 0;
+    tr_child_spec *kids = src->nchildren ? calloc(src->nchildren, sizeof *kids) : NULL;
+    if (src->nchildren && kids == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->children = kids;
+    for (size_t i = 0; i < src->nchildren; i++) {
+        tr_child_spec *c = &kids[i];
+        *c = src->children[i];
+        c->id = NULL;
+        c->supervisor = NULL;
+        if (c->arg_len > 0)
+            c->arg = NULL;
+        s->nchildren = i + 1;
+        if ((c->id = strdup(src->children[i].id)) == NULL)
+            goto fail;
+        if (c->arg_len > 0) {
+            void *copy = malloc(c->arg_len);
+            if (copy == NULL)
+                goto fail;
+            memcpy(copy, src->children[i].arg, c->arg_len);
+            c->arg = copy;
+        }
+        if (src->children[i].supervisor != NULL &&
+            (c->supervisor = spec_copy(src->children[i].supervisor)) == NULL)
+            goto fail;
+    }
+    return s;
+fail:
+    spec_free(s);
+    return NULL;
+}
+
+/* ---- state --------------------------------------------------------------------------------- */
+
+typedef struct child {
+    const tr_child_spec *spec;  /* in the supervisor's spec (the template, for simple) */
+    void *arg_owned;            /* simple_one_for_one: this child's copy of its argument */
+    const void *arg;
+    tr_pid pid;                 /* 0 while not running */
+    uint32_t restarts;
+    unsigned backoff_level;     /* consecutive quick restarts */
+    uint64_t started_ms;
+    uint64_t due_ms;            /* restart pending after a backoff (0 = none) */
+    bool removed;
+} child;
+
+typedef struct deferred {
+    struct deferred *next;
+    child *c;                   /* a child failure (c set) ... */
+    tr_reason_kind kind;
+    tr_msg *req;                /* ... or a request */
+} deferred;
+
+enum { OP_NONE, OP_RESTART, OP_STOP, OP_TERMINATE };
+
+typedef struct sup {
+    tr_sup_spec *spec;          /* owned deep copy */
+    tr_pid parent;
+    child **kids;               /* start order */
+    size_t nkids, capkids;
+    tr_idmap by_pid;            /* pid -> child* */
+    uint64_t *ring;             /* restart times (ms), the last `intensity` of them */
+    size_t ring_len, ring_head;
+    uint64_t restarts;          /* total */
+    uint64_t rng;
+    /* the operation in progress */
+    int op;
+    child **queue;              /* children to stop, in order */
+    size_t nqueue, iqueue;
+    child *cur;                 /* being stopped */
+    uint64_t kill_token;
+    child *failed;              /* OP_RESTART: the child whose failure started it */
+    size_t restart_from;        /* OP_RESTART: restart kids[restart_from..] in the set */
+    bool restart_all;           /* OP_RESTART: the set is every kid (one_for_all) */
+    tr_reason stop_reason;      /* OP_STOP */
+    char *stop_text;
+    tr_msg *request;            /* OP_TERMINATE: the request to answer */
+    deferred *dq_head, *dq_tail;
+    bool restart_timer_armed;
+} sup;
+
+typedef struct sup_arg {
+    const tr_sup_spec *spec;
+    tr_pid parent;
+} sup_arg;
+
+static uint64_t now_ms(void)
+{
+    return tr__now_ns() / 1000000u;
+}
+
+static child *child_new(sup *s, const tr_child_spec *spec, const void *arg, size_t arg_len)
+{
+    child *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->spec = spec;
+    c->arg = spec->arg;
+    if (arg_len > 0) {
+        if ((c->arg_owned = malloc(arg_len)) == NULL) {
+            free(c);
+            return NULL;
+        }
+        memcpy(c->arg_owned, arg, arg_len);
+        c->arg = c->arg_owned;
+    } else if (s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE) {
+        c->arg = arg;
+    }
+    if (s->nkids == s->capkids) {
+        size_t cap = s->capkids ? s->capkids * 2 : 8;
+        child **p = realloc(s->kids, cap * sizeof *p);
+        if (p == NULL) {
+            free(c->arg_owned);
+            free(c);
+            return NULL;
+        }
+        s->kids = p;
+        s->capkids = cap;
+    }
+    s->kids[s->nkids++] = c;
+    return c;
+}
+
+static size_t kid_index(const sup *s, const child *c)
+{
+    for (size_t i = 0; i < s->nkids; i++)
+        if (s->kids[i] == c)
+            return i;
+    return s->nkids;
+}
+
+static void child_remove(sup *s, child *c)
+{
+    size_t i = kid_index(s, c);
+    if (i < s->nkids) {
+        memmove(&s->kids[i], &s->kids[i + 1], (s->nkids - i - 1) * sizeof *s->kids);
+        s->nkids--;
+    }
+    free(c->arg_owned);
+    free(c);
+}
+
+static const tr_behaviour sup_behaviour;
+
+/* Starts (or restarts) a child, linked to the supervisor. */
+static int child_start(tr_ctx *ctx, sup *s, child *c)
+{
+    tr_spawn_opts o;
+    memset(&o, 0, sizeof o);
+    o.mailbox = c->spec->mailbox;
+    o.link = true;
+    o.restarts = c->restarts;
+    tr_pid pid = 0;
+    int rc;
+    if (c->spec->supervisor != NULL) {
+        sup_arg a = {.spec = c->spec->supervisor, .parent = tr_self(ctx)};
+        o.trap_exits = true;
+        rc = tr_spawn_ex(ctx, &sup_behaviour, &a, &o, &pid);
+    } else {
+        rc = tr_spawn_ex(ctx, c->spec->behaviour, c->arg, &o, &pid);
+    }
+    if (rc != TR_OK)
+        return rc;
+    if (tr__idmap_put(&s->by_pid, pid, (uint64_t)(uintptr_t)c) != TR_OK) {
+        static const tr_reason kill = {.kind = TR_REASON_KILLED};
+        tr_unlink(ctx, pid);
+        tr_exit(ctx, pid, &kill);
+        return TR_ENOMEM;
+    }
+    c->pid = pid;
+    c->started_ms = now_ms();
+    c->due_ms = 0;
+    return TR_OK;
+}
+
+/* Records a restart; false when it is one more than the intensity allows. */
+static bool intensity_ok(sup *s)
+{
+    uint64_t now = now_ms();
+    s->restarts++;
+    size_t cap = s->spec->intensity;
+    if (cap == 0)
+        return false;
+    /* the ring holds the last `intensity` restart times; the oldest is at ring_head when full */
+    if (s->ring_len == cap) {
+        uint64_t oldest = s->ring[s->ring_head];
+        if (now - oldest < s->spec->period_ms)
+            return false; /* this would be restart cap + 1 within the period */
+        s->ring[s->ring_head] = now;
+        s->ring_head = (s->ring_head + 1) % cap;
+    } else {
+        s->ring[(s->ring_head + s->ring_len) % cap] = now;
+        s->ring_len++;
+    }
+    return true;
+}
+
+static uint64_t backoff_delay(sup *s, child *c)
+{
+    if (s->spec->backoff_min_ms == 0)
+        return 0;
+    uint64_t now = now_ms();
+    if (c->started_ms != 0 && now - c->started_ms >= s->spec->period_ms)
+        c->backoff_level = 0; /* it ran a while: start over */
+    uint64_t d = s->spec->backoff_min_ms;
+    for (unsigned i = 0; i < c->backoff_level && d < s->spec->backoff_max_ms; i++)
+        d *= 2;
+    if (d > s->spec->backoff_max_ms)
+        d = s->spec->backoff_max_ms;
+    if (c->backoff_level < 32)
+        c->backoff_level++;
+    /* jitter up to +25%, so children failing together do not restart in lockstep */
+    s->rng ^= s->rng << 13;
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    return d + (d / 4 > 0 ? s->rng % (d / 4 + 1) : 0);
+}
+
+static void arm_restart_timer(tr_ctx *ctx, sup *s, uint64_t delay_ms)
+{
+    tr_msg *m = tr_msg_new(SUP_RESTART_DUE, 0);
+    if (m == NULL)
+        return;
+    m->sender = tr_self(ctx);
+    m->flags = TR_MF_SYSTEM;
+    tr__timer_add(ctx->sys, tr_self(ctx), m, (unsigned)delay_ms, false, NULL);
+    s->restart_timer_armed = true;
+}
+
+static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why);
+static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind);
+
+/* Restarts c now, or after its backoff. A failure to start counts as another failure. */
+static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
+{
+    if (delay > 0) {
+        c->due_ms = now_ms() + delay;
+        arm_restart_timer(ctx, s, delay);
+        return;
+    }
+    c->restarts++;
+    if (child_start(ctx, s, c) != TR_OK)
+        handle_failure(ctx, s, c, TR_REASON_ERROR);
+}
+
+/* ---- stopping children, one at a time -------------------------------------------------------- */
+
+static void stop_next(tr_ctx *ctx, sup *s);
+
+static void op_done(tr_ctx *ctx, sup *s);
+
+static void stop_child(tr_ctx *ctx, sup *s, child *c)
+{
+    s->cur = c;
+    s->kill_token++;
+    static const tr_reason kill = {.kind = TR_REASON_KILLED};
+    static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
+    unsigned ms = c->spec->shutdown_ms;
+    if (ms == TR_SHUTDOWN_BRUTAL) {
+        tr_exit(ctx, c->pid, &kill);
+        return;
+    }
+    tr_exit(ctx, c->pid, &shutdown);
+    if (ms != TR_SHUTDOWN_INFINITY) {
+        tr_msg *m = tr_msg_new(SUP_KILL_TIMEOUT, 0);
+        if (m != NULL) {
+            m->sender = tr_self(ctx);
+            m->corr = s->kill_token;
+            m->flags = TR_MF_SYSTEM;
+            tr__timer_add(ctx->sys, tr_self(ctx), m, ms, false, NULL);
+        }
+    }
+}
+
+static void stop_next(tr_ctx *ctx, sup *s)
+{
+    s->cur = NULL;
+    while (s->iqueue < s->nqueue) {
+        child *c = s->queue[s->iqueue++];
+        if (c->pid != 0) {
+            stop_child(ctx, s, c);
+            return;
+        }
+    }
+    op_done(ctx, s);
+}
+
+/* Starts an operation that stops `n` children taken from kids in reverse order: those at
+ * indices [from, nkids) that are running, except `skip`. */
+static bool begin_op(sup *s, int op, size_t from, const child *skip)
+{
+    free(s->queue);
+    s->queue = NULL;
+    s->nqueue = s->iqueue = 0;
+    if (s->nkids > from) {
+        s->queue = malloc((s->nkids - from) * sizeof *s->queue);
+        if (s->queue == NULL)
+            return false;
+        for (size_t i = s->nkids; i-- > from;)
+            if (s->kids[i]->pid != 0 && s->kids[i] != skip)
+                s->queue[s->nqueue++] = s->kids[i];
+    }
+    s->op = op;
+    return true;
+}
+
+static void reply_rc(tr_ctx *ctx, const tr_msg *req, int rc, int extra, uint64_t a, uint64_t b)
+{
+    tr_msg *r = tr_msg_new(0, 24);
+    if (r == NULL)
+        return;
+    msgpack_packer *pk = tr_msg_packer(r);
+    msgpack_pack_int32(pk, rc);
+    if (extra >= 1)
+        msgpack_pack_uint64(pk, a);
+    if (extra >= 2)
+        msgpack_pack_uint64(pk, b);
+    tr_reply(ctx, req, r);
+}
+
+static void handle_request(tr_ctx *ctx, sup *s, tr_msg *m);
+
+/* Handles what waited for the operation to end. */
+static void run_deferred(tr_ctx *ctx, sup *s)
+{
+    while (s->op == OP_NONE && s->dq_head != NULL && !ctx->ending) {
+        deferred *d = s->dq_head;
+        s->dq_head = d->next;
+        if (s->dq_head == NULL)
+            s->dq_tail = NULL;
+        if (d->req != NULL) {
+            handle_request(ctx, s, d->req);
+            tr_msg_free(d->req);
+        } else if (d->c->pid == 0 && d->c->due_ms == 0 && !d->c->removed) {
+            handle_failure(ctx, s, d->c, d->kind);
+        }
+        free(d);
+    }
+}
+
+static void defer(sup *s, child *c, tr_reason_kind kind, tr_msg *req)
+{
+    deferred *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        tr_msg_free(req);
+        return;
+    }
+    d->c = c;
+    d->kind = kind;
+    d->req = req;
+    if (s->dq_tail != NULL)
+        s->dq_tail->next = d;
+    else
+        s->dq_head = d;
+    s->dq_tail = d;
+}
+
+static void op_done(tr_ctx *ctx, sup *s)
+{
+    int op = s->op;
+    s->op = OP_NONE;
+    s->cur = NULL;
+    free(s->queue);
+    s->queue = NULL;
+    s->nqueue = s->iqueue = 0;
+    if (op == OP_STOP) {
+        tr_reason r = s->stop_reason;
+        r.text = s->stop_text;
+        tr__ctx_end(ctx, &r);
+        return;
+    }
+    if (op == OP_TERMINATE) {
+        if (s->failed != NULL && s->failed->removed && s->failed->pid == 0)
+            child_remove(s, s->failed);
+        s->failed = NULL;
+        if (s->request != NULL) {
+            reply_rc(ctx, s->request, TR_OK, 0, 0, 0);
+            tr_msg_free(s->request);
+            s->request = NULL;
+        }
+    } else if (op == OP_RESTART) {
+        /* restart the set in start order; temporary children stopped by it are gone for good */
+        uint64_t delay = backoff_delay(s, s->failed);
+        for (size_t i = s->restart_all ? 0 : s->restart_from; i < s->nkids;) {
+            child *c = s->kids[i];
+            if (c->pid != 0 || c->due_ms != 0) {
+                i++;
+                continue;
+            }
+            if (c->spec->restart == TR_TEMPORARY) {
+                tr__idmap_del(&s->by_pid, c->pid, NULL);
+                child_remove(s, c);
+                continue;
+            }
+            restart_child(ctx, s, c, delay);
+            if (ctx->ending || s->op != OP_NONE)
+                return;
+            i++;
+        }
+    }
+    run_deferred(ctx, s);
+}
+
+/* Stops every child (reverse start order), then the supervisor, with `why`. */
+static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why)
+{
+    child *cur = s->op != OP_NONE ? s->cur : NULL;
+    if (s->op == OP_TERMINATE && s->request != NULL) {
+        reply_rc(ctx, s->request, TR_ESTOPPED, 0, 0, 0);
+        tr_msg_free(s->request);
+        s->request = NULL;
+    }
+    free(s->stop_text);
+    s->stop_text = why->text != NULL ? strdup(why->text) : NULL;
+    s->stop_reason = *why;
+    s->stop_reason.text = NULL;
+    if (!begin_op(s, OP_STOP, 0, cur)) {
+        tr__ctx_end(ctx, why); /* out of memory: links take the children down */
+        return;
+    }
+    if (cur != NULL && cur->pid != 0) {
+        s->cur = cur; /* keep waiting for the one being stopped */
+        return;
+    }
+    stop_next(ctx, s);
+}
+
+static void give_up(tr_ctx *ctx, sup *s)
+{
+    const tr_reason why = {.kind = TR_REASON_ERROR, .code = TR_EINTENSITY,
+                           .text = "restart intensity reached"};
+    begin_stop(ctx, s, &why);
+}
+
+/* A child ended (not because the supervisor stopped it) with reason kind. */
+static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind)
+{
+    bool restart = c->spec->restart == TR_PERMANENT ||
+                   (c->spec->restart == TR_TRANSIENT && kind != TR_REASON_NORMAL &&
+                    kind != TR_REASON_SHUTDOWN);
+    if (!restart) {
+        if (c->spec->restart == TR_TEMPORARY || s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE) {
+            c->removed = true;
+            child_remove(s, c);
+        }
+        return;
+    }
+    if (!intensity_ok(s)) {
+        give_up(ctx, s);
+        return;
+    }
+    switch (s->spec->strategy) {
+    case TR_ONE_FOR_ONE:
+    case TR_SIMPLE_ONE_FOR_ONE:
+        restart_child(ctx, s, c, backoff_delay(s, c));
+        return;
+    case TR_ONE_FOR_ALL:
+    case TR_REST_FOR_ONE: {
+        size_t from = s->spec->strategy == TR_ONE_FOR_ALL ? 0 : kid_index(s, c);
+        if (!begin_op(s, OP_RESTART, from, NULL)) {
+            give_up(ctx, s);
+            return;
+        }
+        s->failed = c;
+        s->restart_from = from;
+        s->restart_all = s->spec->strategy == TR_ONE_FOR_ALL;
+        stop_next(ctx, s);
+        return;
+    }
+    }
+}
+
+/* ---- messages -------------------------------------------------------------------------------- */
+
+static void on_exit_msg(tr_ctx *ctx, sup *s, tr_msg *m)
+{
+    tr_reason r;
+    if (tr_msg_reason(m, &r) != TR_OK)
+        r = (tr_reason){.kind = TR_REASON_ERROR, .code = TR_EBADMSG};
+    tr_pid from = tr_msg_sender(m);
+    uint64_t v;
+    if (!tr__idmap_del(&s->by_pid, from, &v)) {
+        /* not a child: the parent (or anyone asking with a non-normal reason) ends us */
+        if (r.kind != TR_REASON_NORMAL || from == s->parent)
+            begin_stop(ctx, s, &r);
+        return;
+    }
+    child *c = (child *)(uintptr_t)v;
+    c->pid = 0;
+    if (s->op != OP_NONE) {
+        if (c == s->cur) {
+            stop_next(ctx, s);
+            return;
+        }
+        for (size_t i = s->iqueue; i < s->nqueue; i++)
+            if (s->queue[i] == c)
+                return; /* it was to be stopped anyway */
+        if (s->op == OP_RESTART && c == s->failed)
+            return;
+        defer(s, c, r.kind, NULL);
+        return;
+    }
+    handle_failure(ctx, s, c, r.kind);
+}
+
+static void on_restart_due(tr_ctx *ctx, sup *s)
+{
+    s->restart_timer_armed = false;
+    if (s->op != OP_NONE)
+        return; /* op_done restarts what is due */
+    uint64_t now = now_ms(), next = 0;
+    for (size_t i = 0; i < s->nkids && !ctx->ending && s->op == OP_NONE; i++) {
+        child *c = s->kids[i];
+        if (c->pid != 0 || c->due_ms == 0)
+            continue;
+        if (c->due_ms <= now) {
+            c->due_ms = 0;
+            restart_child(ctx, s, c, 0);
+        } else if (next == 0 || c->due_ms < next) {
+            next = c->due_ms;
+        }
+    }
+    if (next != 0 && !ctx->ending)
+        arm_restart_timer(ctx, s, next - now);
+}
+
+static child *find_by_id(sup *s, const char *id, size_t len)
+{
+    for (size_t i = 0; i < s->nkids; i++)
+        if (strlen(s->kids[i]->spec->id) == len && memcmp(s->kids[i]->spec->id, id, len) == 0)
+            return s->kids[i];
+    return NULL;
+}
+
+static void handle_request(tr_ctx *ctx, sup *s, tr_msg *m)
+{
+    tr_reader r;
+    tr_reader_init(&r, m);
+    switch (tr_msg_type(m)) {
+    case SUP_START_CHILD: {
+        const void *arg;
+        size_t len;
+        uint64_t as_ptr = 0;
+        int rc = tr_read_bin(&r, &arg, &len);
+        if (rc == TR_OK && len == 0)
+            rc = tr_read_u64(&r, &as_ptr); /* an argument passed as a pointer */
+        if (rc != TR_OK || s->spec->strategy != TR_SIMPLE_ONE_FOR_ONE) {
+            reply_rc(ctx, m, rc != TR_OK ? rc : TR_ESTATE, 0, 0, 0);
+            break;
+        }
+        child *c = child_new(s, &s->spec->children[0], len > 0 ? arg : (const void *)(uintptr_t)as_ptr, len);
+        if (c == NULL) {
+            reply_rc(ctx, m, TR_ENOMEM, 0, 0, 0);
+            break;
+        }
+        rc = child_start(ctx, s, c);
+        tr_pid pid = c->pid;
+        if (rc != TR_OK)
+            child_remove(s, c);
+        reply_rc(ctx, m, rc, 1, pid, 0);
+        break;
+    }
+    case SUP_WHICH: {
+        const char *id;
+        size_t len;
+        child *c = tr_read_str(&r, &id, &len) == TR_OK ? find_by_id(s, id, len) : NULL;
+        if (c == NULL || c->pid == 0)
+            reply_rc(ctx, m, TR_ENOPROC, 1, 0, 0);
+        else
+            reply_rc(ctx, m, TR_OK, 1, c->pid, 0);
+        break;
+    }
+    case SUP_TERMINATE: {
+        uint64_t pid;
+        uint64_t v;
+        if (tr_read_u64(&r, &pid) != TR_OK || !tr__idmap_get(&s->by_pid, pid, &v)) {
+            reply_rc(ctx, m, TR_ENOPROC, 0, 0, 0);
+            break;
+        }
+        child *c = (child *)(uintptr_t)v;
+        /* for good: it is not restarted (simple and temporary children are forgotten) */
+        if (s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE || c->spec->restart == TR_TEMPORARY)
+            c->removed = true;
+        if (!begin_op(s, OP_TERMINATE, s->nkids, NULL)) {
+            reply_rc(ctx, m, TR_ENOMEM, 0, 0, 0);
+            break;
+        }
+        /* keep what the reply needs: answered once the child has ended */
+        s->request = tr_msg_new(tr_msg_type(m), 0);
+        if (s->request != NULL) {
+            s->request->sender = m->sender;
+            s->request->corr = m->corr;
+            s->request->flags = m->flags;
+        }
+        s->failed = c;
+        stop_child(ctx, s, c);
+        break;
+    }
+    case SUP_COUNT: {
+        uint64_t running = 0;
+        for (size_t i = 0; i < s->nkids; i++)
+            running += s->kids[i]->pid != 0;
+        reply_rc(ctx, m, TR_OK, 2, running, s->restarts);
+        break;
+    }
+    default:
+        break;
+    }
+    tr_reader_done(&r);
+}
+
+static int sup_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    sup *s = *(sup **)state;
+    uint32_t type = tr_msg_type(m);
+    switch (type) {
+    case TR_MSG_EXIT:
+        on_exit_msg(ctx, s, m);
+        break;
+    case SUP_KILL_TIMEOUT:
+        if (s->cur != NULL && s->cur->pid != 0 && tr_msg_corr(m) == s->kill_token) {
+            static const tr_reason kill = {.kind = TR_REASON_KILLED};
+            tr_exit(ctx, s->cur->pid, &kill);
+        }
+        break;
+    case SUP_RESTART_DUE:
+        on_restart_due(ctx, s);
+        break;
+    case SUP_START_CHILD:
+    case SUP_TERMINATE:
+        if (s->op != OP_NONE || s->dq_head != NULL) {
+            tr__ctx_release_cur(ctx, m); /* answered when the operation in progress is over */
+            defer(s, NULL, TR_REASON_NORMAL, m);
+            break;
+        }
+        handle_request(ctx, s, m);
+        break;
+    case SUP_WHICH:
+    case SUP_COUNT:
+        handle_request(ctx, s, m);
+        break;
+    default:
+        break; /* not for supervisors: ignored */
+    }
+    return 0;
+}
+
+static void sup_free(sup *s)
+{
+    for (size_t i = 0; i < s->nkids; i++) {
+        free(s->kids[i]->arg_owned);
+        free(s->kids[i]);
+    }
+    free(s->kids);
+    free(s->queue);
+    free(s->ring);
+    free(s->stop_text);
+    tr__idmap_free(&s->by_pid);
+    spec_free(s->spec);
+    free(s);
+}
+
+static int sup_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    const sup_arg *a = arg;
+    if (a == NULL || tr__sup_spec_check(a->spec, 0) != TR_OK)
+        return TR_EINVAL;
+    sup *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return TR_ENOMEM;
+    tr__idmap_init(&s->by_pid);
+    s->parent = a->parent;
+    s->spec = spec_copy(a->spec);
+    s->ring = calloc(a->spec->intensity > 0 ? a->spec->intensity : 1, sizeof *s->ring);
+    if (s->spec == NULL || s->ring == NULL) {
+        sup_free(s);
+        return TR_ENOMEM;
+    }
+    s->rng = (tr_self(ctx) ^ tr__now_ns()) | 1;
+    *(sup **)state = s;
+    tr_trap_exits(ctx, true);
+    if (s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE)
+        return TR_OK;
+    for (size_t i = 0; i < s->spec->nchildren; i++) {
+        child *c = child_new(s, &s->spec->children[i], NULL, 0);
+        int rc = c != NULL ? child_start(ctx, s, c) : TR_ENOMEM;
+        if (rc != TR_OK) {
+            /* the children started so far are linked to us: our failed init takes them down */
+            *(sup **)state = NULL;
+            sup_free(s);
+            return rc;
+        }
+    }
+    return TR_OK;
+}
+
+static void answer_stopped(tr_ctx *ctx, tr_msg *req)
+{
+    if (req != NULL) {
+        reply_rc(ctx, req, TR_ESTOPPED, 0, 0, 0);
+        tr_msg_free(req);
+    }
+}
+
+static void sup_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
+{
+    (void)reason; /* children still running end through their links */
+    sup *s = *(sup **)state;
+    if (s == NULL)
+        return;
+    answer_stopped(ctx, s->request);
+    for (deferred *d = s->dq_head, *n; d != NULL; d = n) {
+        n = d->next;
+        answer_stopped(ctx, d->req);
+        free(d);
+    }
+    sup_free(s);
+}
+
+static const tr_behaviour sup_behaviour = {
+    .name = "supervisor",
+    .state_size = sizeof(sup *),
+    .init = sup_init,
+    .receive = sup_receive,
+    .terminate = sup_terminate,
+};
+
+/* ---- public API ---------------------------------------------------------------------------- */
+
+int tr_sup_start(tr_system *sys, const tr_sup_spec *spec, tr_pid *out)
+{
+    if (sys == NULL || tr__sup_spec_check(spec, 0) != TR_OK)
+        return TR_EINVAL;
+    sup_arg a = {.spec = spec, .parent = TR_PID_NONE};
+    tr_spawn_opts o;
+    memset(&o, 0, sizeof o);
+    o.trap_exits = true;
+    return tr_system_spawn_ex(sys, &sup_behaviour, &a, &o, out);
+}
+
+int tr_sup_spawn(tr_ctx *ctx, const tr_sup_spec *spec, tr_pid *out)
+{
+    if (ctx == NULL || tr__sup_spec_check(spec, 0) != TR_OK)
+        return TR_EINVAL;
+    sup_arg a = {.spec = spec, .parent = tr_self(ctx)};
+    tr_spawn_opts o;
+    memset(&o, 0, sizeof o);
+    o.trap_exits = true;
+    o.link = true;
+    return tr_spawn_ex(ctx, &sup_behaviour, &a, &o, out);
+}
+
+/* Sends a request to a supervisor and reads [rc, a, b] from its reply. */
+static int sup_call(tr_system *sys, tr_pid sup_pid, tr_msg *m, unsigned timeout_ms, uint64_t *a,
+                    uint64_t *b)
+{
+    if (m == NULL)
+        return TR_ENOMEM;
+    tr_msg *reply = NULL;
+    int rc = tr__call(sys, sup_pid, m, timeout_ms, &reply);
+    if (rc != TR_OK)
+        return rc;
+    tr_reader r;
+    tr_reader_init(&r, reply);
+    int64_t code = TR_EBADMSG;
+    if (tr_read_i64(&r, &code) != TR_OK)
+        code = TR_EBADMSG;
+    if (a != NULL && !tr_reader_at_end(&r) && tr_read_u64(&r, a) != TR_OK)
+        code = TR_EBADMSG;
+    if (b != NULL && !tr_reader_at_end(&r) && tr_read_u64(&r, b) != TR_OK)
+        code = TR_EBADMSG;
+    tr_reader_done(&r);
+    tr_msg_free(reply);
+    return (int)code;
+}
+
+int tr_sup_start_child(tr_system *sys, tr_pid sup_pid, const void *arg, size_t arg_len,
+                       tr_pid *child_out)
+{
+    if (sys == NULL || (arg_len > 0 && arg == NULL) || arg_len > TR_MSG_MAX / 2)
+        return TR_EINVAL;
+    tr_msg *m = tr_msg_new(SUP_START_CHILD, arg_len + 16);
+    if (m == NULL)
+        return TR_ENOMEM;
+    msgpack_packer *pk = tr_msg_packer(m);
+    msgpack_pack_bin(pk, arg_len);
+    if (arg_len > 0)
+        msgpack_pack_bin_body(pk, arg, arg_len);
+    else
+        msgpack_pack_uint64(pk, (uint64_t)(uintptr_t)arg);
+    uint64_t pid = 0;
+    int rc = sup_call(sys, sup_pid, m, SUP_CALL_TIMEOUT_MS, &pid, NULL);
+    if (child_out != NULL)
+        *child_out = rc == TR_OK ? pid : TR_PID_NONE;
+    return rc;
+}
+
+int tr_sup_which_child(tr_system *sys, tr_pid sup_pid, const char *id, tr_pid *child_out)
+{
+    if (sys == NULL || id == NULL)
+        return TR_EINVAL;
+    size_t len = strlen(id);
+    tr_msg *m = tr_msg_new(SUP_WHICH, len + 8);
+    if (m == NULL)
+        return TR_ENOMEM;
+    msgpack_packer *pk = tr_msg_packer(m);
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, id, len);
+    uint64_t pid = 0;
+    int rc = sup_call(sys, sup_pid, m, SUP_CALL_TIMEOUT_MS, &pid, NULL);
+    if (child_out != NULL)
+        *child_out = rc == TR_OK ? pid : TR_PID_NONE;
+    return rc;
+}
+
+int tr_sup_terminate_child(tr_system *sys, tr_pid sup_pid, tr_pid child_pid)
+{
+    if (sys == NULL || child_pid == TR_PID_NONE)
+        return TR_EINVAL;
+    tr_msg *m = tr_msg_new(SUP_TERMINATE, 12);
+    if (m == NULL)
+        return TR_ENOMEM;
+    msgpack_pack_uint64(tr_msg_packer(m), child_pid);
+    return sup_call(sys, sup_pid, m, 10 * SUP_CALL_TIMEOUT_MS, NULL, NULL); /* shutdown may be slow */
+}
+
+int tr_sup_count(tr_system *sys, tr_pid sup_pid, uint64_t *running, uint64_t *restarts)
+{
+    if (sys == NULL)
+        return TR_EINVAL;
+    uint64_t a = 0, b = 0;
+    int rc = sup_call(sys, sup_pid, tr_msg_new(SUP_COUNT, 0), SUP_CALL_TIMEOUT_MS, &a, &b);
+    if (running != NULL)
+        *running = a;
+    if (restarts != NULL)
+        *restarts = b;
+    return rc;
+}

@@ -1,0 +1,502 @@
+/*
+ * test_supervisor.c — supervisors: strategies, restart types, intensity and escalation,
+ * shutdown order and timeouts, simple_one_for_one, backoff, trees from config files.
+ */
+#include "test_util.h"
+#include "troupe/config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+enum { MSG_FAIL = 1, MSG_STOP = 2, MSG_FAIL_SELF_ON_START = 3 };
+
+/* What each child id does; shared with the tests through the start argument. */
+typedef struct probe {
+    _Atomic int starts;
+    _Atomic int ends;
+    bool trap_and_ignore;   /* traps exits and ignores shutdown requests */
+    bool crash_loop;        /* fails right after every start */
+    char last_arg[32];
+} probe;
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char end_log[256];
+
+typedef struct wstate {
+    probe *p;
+    char name;
+} wstate;
+
+static int w_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    wstate *s = st;
+    s->p = (probe *)arg;
+    atomic_fetch_add(&s->p->starts, 1);
+    if (s->p->trap_and_ignore)
+        tr_trap_exits(ctx, true);
+    if (s->p->crash_loop)
+        tr_send(ctx, tr_self(ctx), tr_msg_new(MSG_FAIL, 0));
+    return 0;
+}
+
+static int w_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)st;
+    switch (tr_msg_type(m)) {
+    case MSG_FAIL:
+        return 7;
+    case MSG_STOP:
+        tr_stop(ctx);
+        return 0;
+    default:
+        return 0; /* EXIT messages when trapping: ignored */
+    }
+}
+
+static void w_terminate(tr_ctx *ctx, void *st, const tr_reason *r)
+{
+    (void)ctx;
+    (void)r;
+    wstate *s = st;
+    atomic_fetch_add(&s->p->ends, 1);
+}
+
+static const tr_behaviour worker = {"worker", sizeof(wstate), w_init, w_receive, w_terminate};
+
+/* a worker that logs its name (its arg string) when it ends, for shutdown order */
+static int n_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    (void)ctx;
+    ((wstate *)st)->name = *(const char *)arg;
+    return 0;
+}
+static void n_terminate(tr_ctx *ctx, void *st, const tr_reason *r)
+{
+    (void)ctx;
+    (void)r;
+    pthread_mutex_lock(&log_lock);
+    size_t n = strlen(end_log);
+    if (n + 1 < sizeof end_log)
+        end_log[n] = ((wstate *)st)->name;
+    pthread_mutex_unlock(&log_lock);
+}
+static const tr_behaviour named = {"named", sizeof(wstate), n_init, w_receive, n_terminate};
+
+static tr_system *sys_new(void)
+{
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = 2;
+    tr_system *sys;
+    assert_int_equal(tr_system_new(&sys, &o), TR_OK);
+    assert_int_equal(tr_system_start(sys), TR_OK);
+    return sys;
+}
+
+static void sys_end(tr_system *sys)
+{
+    tr_system_stop(sys);
+    assert_int_equal(tr_system_join(sys), TR_OK);
+    tr_system_free(sys);
+}
+
+static tr_pid which(tr_system *sys, tr_pid sup, const char *id)
+{
+    tr_pid p = 0;
+    int rc = tr_sup_which_child(sys, sup, id, &p);
+    return rc == TR_OK ? p : 0;
+}
+
+/* Waits until child `id` runs with a pid other than `old` (and not 0); returns it. */
+static tr_pid wait_new_pid(tr_system *sys, tr_pid sup, const char *id, tr_pid old)
+{
+    tr_pid p = 0;
+    TT_WAIT_FOR((p = which(sys, sup, id)) != 0 && p != old, TT_DEADLINE_MS);
+    return p;
+}
+
+static void crash(tr_system *sys, tr_pid pid)
+{
+    assert_int_equal(tr_system_send(sys, pid, tr_msg_new(MSG_FAIL, 0)), TR_OK);
+}
+
+static tr_child_spec child(const char *id, const tr_behaviour *b, const void *arg, tr_restart r)
+{
+    tr_child_spec c;
+    memset(&c, 0, sizeof c);
+    c.id = id;
+    c.behaviour = b;
+    c.arg = arg;
+    c.restart = r;
+    c.shutdown_ms = 5000;
+    return c;
+}
+
+static tr_sup_spec spec_of(tr_strategy st, unsigned r, unsigned p, tr_child_spec *kids, size_t n)
+{
+    tr_sup_spec s;
+    memset(&s, 0, sizeof s);
+    s.strategy = st;
+    s.intensity = r;
+    s.period_ms = p;
+    s.children = kids;
+    s.nchildren = n;
+    return s;
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+static void test_one_for_one_restarts_only_the_failed_child(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pa = {0}, pb = {0};
+    tr_child_spec kids[] = {child("a", &worker, &pa, TR_PERMANENT),
+                            child("b", &worker, &pb, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 5, 10000, kids, 2);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a"), b = which(sys, sup, "b");
+    assert_true(a != 0 && b != 0 && a != b);
+    crash(sys, a);
+    tr_pid a2 = wait_new_pid(sys, sup, "a", a);
+    assert_int_equal(which(sys, sup, "b"), b);
+    assert_int_equal(atomic_load(&pa.starts), 2);
+    assert_int_equal(atomic_load(&pb.starts), 1);
+    uint64_t running, restarts;
+    assert_int_equal(tr_sup_count(sys, sup, &running, &restarts), TR_OK);
+    assert_int_equal(running, 2);
+    assert_int_equal(restarts, 1);
+    tr_actor_stats st;
+    assert_int_equal(tr_actor_stats_get(sys, a2, &st), TR_OK);
+    assert_int_equal(st.restarts, 1);
+    assert_false(tr_system_alive(sys, a));
+    sys_end(sys);
+}
+
+static void test_intensity_exceeded_stops_children_and_supervisor(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pa = {0}, pb = {0};
+    tr_child_spec kids[] = {child("a", &worker, &pa, TR_PERMANENT),
+                            child("b", &worker, &pb, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 2, 60000, kids, 2);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a");
+    tr_pid b = which(sys, sup, "b");
+    for (int i = 0; i < 2; i++) {
+        crash(sys, a);
+        a = wait_new_pid(sys, sup, "a", a);
+    }
+    crash(sys, a); /* the third within the period: more than R = 2 */
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    assert_false(tr_system_alive(sys, b));
+    TT_WAIT_FOR(atomic_load(&pb.ends) == 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&pa.starts), 3);
+    sys_end(sys);
+}
+
+static void test_one_for_all_restarts_every_child(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pa = {0}, pb = {0}, pc = {0};
+    tr_child_spec kids[] = {child("a", &worker, &pa, TR_PERMANENT),
+                            child("b", &worker, &pb, TR_PERMANENT),
+                            child("c", &worker, &pc, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ALL, 5, 10000, kids, 3);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a"), b = which(sys, sup, "b"), c = which(sys, sup, "c");
+    crash(sys, b);
+    wait_new_pid(sys, sup, "a", a);
+    wait_new_pid(sys, sup, "b", b);
+    wait_new_pid(sys, sup, "c", c);
+    assert_int_equal(atomic_load(&pa.starts), 2);
+    assert_int_equal(atomic_load(&pb.starts), 2);
+    assert_int_equal(atomic_load(&pc.starts), 2);
+    assert_int_equal(atomic_load(&pa.ends), 1);
+    assert_int_equal(atomic_load(&pc.ends), 1);
+    sys_end(sys);
+}
+
+static void test_rest_for_one_restarts_later_children(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pa = {0}, pb = {0}, pc = {0};
+    tr_child_spec kids[] = {child("a", &worker, &pa, TR_PERMANENT),
+                            child("b", &worker, &pb, TR_PERMANENT),
+                            child("c", &worker, &pc, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_REST_FOR_ONE, 5, 10000, kids, 3);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a"), b = which(sys, sup, "b"), c = which(sys, sup, "c");
+    crash(sys, b);
+    wait_new_pid(sys, sup, "b", b);
+    wait_new_pid(sys, sup, "c", c);
+    assert_int_equal(which(sys, sup, "a"), a);
+    assert_int_equal(atomic_load(&pa.starts), 1);
+    assert_int_equal(atomic_load(&pc.starts), 2);
+    sys_end(sys);
+}
+
+static void test_restart_types(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pt = {0}, pn = {0}, pf = {0};
+    tr_child_spec kids[] = {child("temp", &worker, &pt, TR_TEMPORARY),
+                            child("trans_normal", &worker, &pn, TR_TRANSIENT),
+                            child("trans_fail", &worker, &pf, TR_TRANSIENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 5, 10000, kids, 3);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    crash(sys, which(sys, sup, "temp"));
+    assert_int_equal(tr_system_send(sys, which(sys, sup, "trans_normal"), tr_msg_new(MSG_STOP, 0)),
+                     TR_OK);
+    tr_pid f = which(sys, sup, "trans_fail");
+    crash(sys, f);
+    wait_new_pid(sys, sup, "trans_fail", f);
+    TT_WAIT_FOR(atomic_load(&pt.ends) == 1 && atomic_load(&pn.ends) == 1, TT_DEADLINE_MS);
+    uint64_t running = 0;
+    TT_WAIT_FOR(tr_sup_count(sys, sup, &running, NULL) == TR_OK && running == 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&pt.starts), 1);
+    assert_int_equal(atomic_load(&pn.starts), 1);
+    assert_int_equal(which(sys, sup, "temp"), 0);
+    sys_end(sys);
+}
+
+static void test_shutdown_in_reverse_start_order(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    memset(end_log, 0, sizeof end_log);
+    tr_child_spec kids[] = {child("a", &named, "a", TR_PERMANENT),
+                            child("b", &named, "b", TR_PERMANENT),
+                            child("c", &named, "c", TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 5, 10000, kids, 3);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
+    assert_int_equal(tr_system_exit(sys, sup, &shutdown), TR_OK);
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    pthread_mutex_lock(&log_lock);
+    assert_string_equal(end_log, "cba");
+    pthread_mutex_unlock(&log_lock);
+    sys_end(sys);
+}
+
+static void test_shutdown_timeout_then_kill(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe stubborn = {.trap_and_ignore = true}, quick = {.trap_and_ignore = true};
+    tr_child_spec kids[] = {child("stubborn", &worker, &stubborn, TR_PERMANENT),
+                            child("brutal", &worker, &quick, TR_PERMANENT)};
+    kids[0].shutdown_ms = 100;
+    kids[1].shutdown_ms = TR_SHUTDOWN_BRUTAL;
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 5, 10000, kids, 2);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid s = which(sys, sup, "stubborn"), b = which(sys, sup, "brutal");
+    uint64_t t0 = (tt_now_ns() / 1000000u);
+    assert_int_equal(tr_sup_terminate_child(sys, sup, s), TR_OK);
+    assert_true((tt_now_ns() / 1000000u) - t0 >= 100); /* it ignored the shutdown: killed after 100 ms */
+    assert_false(tr_system_alive(sys, s));
+    assert_int_equal(tr_sup_terminate_child(sys, sup, b), TR_OK);
+    assert_false(tr_system_alive(sys, b));
+    assert_int_equal(atomic_load(&stubborn.starts), 1); /* terminated for good: no restart */
+    uint64_t running = 9;
+    assert_int_equal(tr_sup_count(sys, sup, &running, NULL), TR_OK);
+    assert_int_equal(running, 0);
+    sys_end(sys);
+}
+
+static int arg_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    (void)ctx;
+    (void)st;
+    const char *s = arg;
+    if (strcmp(s, "refuse") == 0)
+        return TR_EINVAL;
+    return 0;
+}
+
+static int arg_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)st;
+    if (tr_msg_type(m) == MSG_STOP)
+        tr_stop(ctx);
+    return tr_msg_type(m) == MSG_FAIL ? 7 : 0;
+}
+static const tr_behaviour skuw = {"sku", 0, arg_init, arg_receive, NULL};
+
+static void test_simple_one_for_one(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    tr_child_spec tmpl = child("sku", &skuw, NULL, TR_TRANSIENT);
+    tr_sup_spec spec = spec_of(TR_SIMPLE_ONE_FOR_ONE, 10, 10000, &tmpl, 1);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid kids[3];
+    const char *skus[] = {"sku-1", "sku-2", "sku-3"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tr_sup_start_child(sys, sup, skus[i], strlen(skus[i]) + 1, &kids[i]),
+                         TR_OK);
+    assert_int_equal(tr_sup_start_child(sys, sup, "refuse", 7, NULL), TR_EINVAL);
+    uint64_t running = 0, restarts = 0;
+    assert_int_equal(tr_sup_count(sys, sup, &running, NULL), TR_OK);
+    assert_int_equal(running, 3);
+    assert_int_equal(tr_sup_terminate_child(sys, sup, kids[1]), TR_OK);
+    assert_false(tr_system_alive(sys, kids[1]));
+    crash(sys, kids[2]); /* transient + abnormal: restarted with its own argument */
+    TT_WAIT_FOR(tr_sup_count(sys, sup, &running, &restarts) == TR_OK && restarts == 1 &&
+                running == 2, TT_DEADLINE_MS);
+    assert_int_equal(tr_system_send(sys, kids[0], tr_msg_new(MSG_STOP, 0)), TR_OK);
+    TT_WAIT_FOR(tr_sup_count(sys, sup, &running, NULL) == TR_OK && running == 1, TT_DEADLINE_MS);
+    assert_int_equal(tr_sup_terminate_child(sys, sup, kids[0]), TR_ENOPROC);
+    sys_end(sys);
+}
+
+static void test_nested_supervisor_escalates(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe pw = {0};
+    tr_child_spec inner_kids[] = {child("w", &worker, &pw, TR_PERMANENT)};
+    tr_sup_spec inner = spec_of(TR_ONE_FOR_ONE, 0, 1000, inner_kids, 1); /* gives up at once */
+    tr_child_spec outer_kids[] = {child("inner", NULL, NULL, TR_PERMANENT)};
+    outer_kids[0].supervisor = &inner;
+    tr_sup_spec outer = spec_of(TR_ONE_FOR_ONE, 5, 10000, outer_kids, 1);
+    tr_pid top;
+    assert_int_equal(tr_sup_start(sys, &outer, &top), TR_OK);
+    tr_pid in = which(sys, top, "inner");
+    tr_pid w = which(sys, in, "w");
+    assert_true(in != 0 && w != 0);
+    crash(sys, w);
+    tr_pid in2 = wait_new_pid(sys, top, "inner", in);
+    tr_pid w2 = 0;
+    TT_WAIT_FOR((w2 = which(sys, in2, "w")) != 0, TT_DEADLINE_MS);
+    assert_true(w2 != w);
+    assert_int_equal(atomic_load(&pw.starts), 2);
+    assert_false(tr_system_alive(sys, in));
+    sys_end(sys);
+}
+
+static void test_backoff_slows_a_crash_loop(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe loop = {.crash_loop = true};
+    tr_child_spec kids[] = {child("loop", &worker, &loop, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 1000000, 1000, kids, 1);
+    spec.backoff_min_ms = 50;
+    spec.backoff_max_ms = 200;
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    uint64_t t0 = (tt_now_ns() / 1000000u);
+    TT_WAIT_FOR(atomic_load(&loop.starts) >= 3, TT_DEADLINE_MS);
+    uint64_t elapsed = (tt_now_ns() / 1000000u) - t0;
+    int starts = atomic_load(&loop.starts);
+    /* delays 50, 100, 200, 200...: at most 1 + elapsed/50 starts, however fast the machine */
+    assert_true((uint64_t)starts <= 1 + elapsed / 50 + 1);
+    assert_true(elapsed >= 50 + 100 - 10 || starts < 3);
+    sys_end(sys);
+}
+
+static void test_no_backoff_restart_is_immediate_and_counted(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe loop = {.crash_loop = true};
+    tr_child_spec kids[] = {child("loop", &worker, &loop, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 1000, 60000, kids, 1);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    /* 1 start + 1000 restarts allowed, the 1001st restart escalates */
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&loop.starts), 1001);
+    sys_end(sys);
+}
+
+static void test_bad_specs_are_refused(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe p = {0};
+    tr_child_spec dup[] = {child("a", &worker, &p, TR_PERMANENT),
+                           child("a", &worker, &p, TR_PERMANENT)};
+    tr_sup_spec s = spec_of(TR_ONE_FOR_ONE, 1, 1000, dup, 2);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &s, &sup), TR_EINVAL);
+    s = spec_of(TR_SIMPLE_ONE_FOR_ONE, 1, 1000, dup, 2);
+    assert_int_equal(tr_sup_start(sys, &s, &sup), TR_EINVAL);
+    tr_child_spec none[] = {child("x", NULL, NULL, TR_PERMANENT)};
+    s = spec_of(TR_ONE_FOR_ONE, 1, 1000, none, 1);
+    assert_int_equal(tr_sup_start(sys, &s, &sup), TR_EINVAL);
+    s = spec_of(TR_ONE_FOR_ONE, 2000000, 1000, NULL, 0);
+    assert_int_equal(tr_sup_start(sys, &s, &sup), TR_EINVAL);
+    assert_int_equal(tr_sup_start(sys, NULL, &sup), TR_EINVAL);
+    /* a child whose init fails makes the start fail, and the started ones end */
+    tr_child_spec refuse[] = {child("a", &worker, &p, TR_PERMANENT),
+                              child("b", &skuw, "refuse", TR_PERMANENT)};
+    s = spec_of(TR_ONE_FOR_ONE, 1, 1000, refuse, 2);
+    assert_int_equal(tr_sup_start(sys, &s, &sup), TR_EINVAL);
+    TT_WAIT_FOR(atomic_load(&p.ends) == 1, TT_DEADLINE_MS);
+    sys_end(sys);
+}
+
+static void test_tree_from_config_file(void **state)
+{
+    (void)state;
+    const char *text =
+        "top = { strategy = \"one_for_one\"; intensity = 3; period_ms = 1000;\n"
+        "  children = ( { id = \"email\"; behaviour = \"sku\"; arg = \"x\";\n"
+        "                 mailbox = { capacity = 100; overflow = \"reject\"; limit = \"token\";"
+        "                             rate = 50; burst = 50; }; },\n"
+        "               { id = \"orders\"; supervisor = { strategy = \"simple_one_for_one\";\n"
+        "                   children = ( { id = \"order\"; behaviour = \"sku\"; } ); }; } ); };\n";
+    const tr_behaviour *reg[] = {&skuw};
+    tr_sup_tree *tree;
+    char err[256];
+    assert_int_equal(tr_sup_tree_parse(text, "top", reg, 1, &tree, err, sizeof err), TR_OK);
+    tr_system *sys = sys_new();
+    tr_pid top;
+    assert_int_equal(tr_sup_start(sys, tr_sup_tree_spec(tree), &top), TR_OK);
+    tr_sup_tree_free(tree); /* the supervisor keeps its own copy */
+    tr_pid email = which(sys, top, "email"), orders = which(sys, top, "orders");
+    assert_true(email != 0 && orders != 0);
+    tr_pid o1;
+    assert_int_equal(tr_sup_start_child(sys, orders, "sku-9", 6, &o1), TR_OK);
+    /* the email child got its mailbox limits from the file */
+    for (int i = 0; i < 150; i++)
+        tr_system_send(sys, email, tr_msg_new(5, 0));
+    tr_actor_stats st;
+    TT_WAIT_FOR(tr_actor_stats_get(sys, email, &st) == TR_OK &&
+                st.processed + st.rejected + st.depth == 150, TT_DEADLINE_MS);
+    assert_true(st.processed <= 150);
+    sys_end(sys);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_one_for_one_restarts_only_the_failed_child),
+    cmocka_unit_test(test_intensity_exceeded_stops_children_and_supervisor),
+    cmocka_unit_test(test_one_for_all_restarts_every_child),
+    cmocka_unit_test(test_rest_for_one_restarts_later_children),
+    cmocka_unit_test(test_restart_types),
+    cmocka_unit_test(test_shutdown_in_reverse_start_order),
+    cmocka_unit_test(test_shutdown_timeout_then_kill),
+    cmocka_unit_test(test_simple_one_for_one),
+    cmocka_unit_test(test_nested_supervisor_escalates),
+    cmocka_unit_test(test_backoff_slows_a_crash_loop),
+    cmocka_unit_test(test_no_backoff_restart_is_immediate_and_counted),
+    cmocka_unit_test(test_bad_specs_are_refused),
+    cmocka_unit_test(test_tree_from_config_file),
+};
+
+TT_MAIN_PLAIN(tests)
