@@ -1,7 +1,8 @@
 /*
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
- *   troupe-bench NAME [--workers N] [--scale F]     NAME: pingpong ring spawn fanin all
+ *   troupe-bench NAME [--workers N] [--scale F]
+ *   NAME: pingpong ring spawn fanin restart limited all
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
  * Every message is a freshly allocated message with a msgpack payload (no message is recycled by
@@ -17,10 +18,12 @@
 #include <troupe.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <dirent.h>
 
 static unsigned g_workers;
 static double g_scale = 1.0;
 static bool g_no_idle; /* --no-idle: skip the RSS part of spawn (for profiling) */
+static bool g_baseline; /* --baseline: limited without limits, offered exactly the rate */
 
 /* ---- harness ------------------------------------------------------------------------------- */
 
@@ -120,8 +123,12 @@ static void report(tr_system *sys, const char *bench, double value, const char *
            bench, value, unit, secs, cpu, (unsigned long long)count, workers,
            (unsigned long long)st.steals, (unsigned long long)st.parks,
            extra_json ? "," : "", extra_json ? extra_json : "");
-    printf("# %-9s %12.2f M %s  (%llu in %.3f s, %.2f s CPU, %u workers)%s\n", bench, value / 1e6,
-           unit, (unsigned long long)count, secs, cpu, workers, human_extra ? human_extra : "");
+    if (value >= 1e5)
+        printf("# %-9s %12.2f M %s", bench, value / 1e6, unit);
+    else
+        printf("# %-9s %12.1f %s", bench, value, unit);
+    printf("  (%llu in %.3f s, %.2f s CPU, %u workers)%s\n", (unsigned long long)count, secs, cpu,
+           workers, human_extra ? human_extra : "");
     fflush(stdout);
 }
 
@@ -410,6 +417,244 @@ static void bench_fanin(void)
     end_system(sys);
 }
 
+/* ---- restart: a one_for_one supervisor whose child fails on every message ------------------- */
+
+static _Atomic int64_t g_restart_left;
+
+static int crasher_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)state;
+    (void)arg;
+    int64_t left = atomic_fetch_sub(&g_restart_left, 1);
+    if (left > 0)
+        tr_send(ctx, tr_self(ctx), msg_u64(MSG_DATA, 0)); /* fails on it: restarted */
+    else if (left == 0)
+        signal_done();
+    return 0;
+}
+
+static int crasher_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    return tr_msg_type(m) == MSG_DATA ? TR_EBADMSG : 0;
+}
+
+static const tr_behaviour crasher_b = {
+    .name = "crasher", .init = crasher_init, .receive = crasher_recv};
+
+static void bench_restart(void)
+{
+    uint64_t n = scaled(100000);
+    atomic_store(&g_restart_left, (int64_t)n);
+    tr_system *sys = new_system();
+    tr_child_spec child = {.id = "crasher", .behaviour = &crasher_b, .restart = TR_PERMANENT,
+                           .shutdown_ms = 5000};
+    /* the intensity allows every one of them: the figure includes the intensity bookkeeping */
+    tr_sup_spec spec = {.strategy = TR_ONE_FOR_ONE, .intensity = 1000000, .period_ms = 1000,
+                        .children = &child, .nchildren = 1};
+    double c0 = cpu_s(), t0 = now_s();
+    tr_pid sup;
+    int rc = tr_sup_start(sys, &spec, &sup);
+    if (rc != TR_OK) {
+        fprintf(stderr, "troupe-bench: tr_sup_start: %s\n", tr_strerror(rc));
+        exit(1);
+    }
+    double t1 = wait_done(), c1 = cpu_s();
+    uint64_t restarts = 0;
+    tr_sup_count(sys, sup, NULL, &restarts);
+    report(sys, "restart", (double)n / (t1 - t0), "restarts/s", t1 - t0, c1 - c0, n,
+           "\"strategy\":\"one_for_one\"", "  child fails on every message, restarted each time");
+    if (restarts != n)
+        fprintf(stderr, "troupe-bench: supervisor counted %llu restarts, expected %llu\n",
+                (unsigned long long)restarts, (unsigned long long)n);
+    end_system(sys);
+}
+
+/* ---- limited: 1,000 actors limited to 1,000 msgs/s each, offered 10x that ------------------ */
+
+#define LIM_ACTORS 1000u
+#define LIM_RATE 1000u
+#define LIM_BURST 100u
+#define LIM_OFFER_FACTOR 10u
+#define LIM_PRODUCERS 2u
+
+static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)m;
+    (*(uint64_t *)state)++;
+    return 0;
+}
+
+static const tr_behaviour sink_b = {.name = "sink", .state_size = 8, .receive = sink_recv};
+
+typedef struct lim_producer {
+    _Atomic long tid;
+    tr_system *sys;
+    const tr_pid *pids;
+    unsigned first, count;
+    double until;
+    uint64_t offered, refused;
+    double cpu;
+} lim_producer;
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Offers LIM_OFFER_FACTOR x the limit to each of its actors, paced in 1 ms steps. */
+static void *lim_produce(void *arg)
+{
+    lim_producer *p = arg;
+    atomic_store(&p->tid, (long)gettid());
+    const uint64_t per_ms = (uint64_t)LIM_RATE * (g_baseline ? 1u : LIM_OFFER_FACTOR) / 1000u;
+    double start = now_s();
+    uint64_t step = 0;
+    while (now_s() < p->until) {
+        double due = start + (double)step / 1000.0;
+        double now = now_s();
+        if (now < due) {
+            struct timespec ts = {0, (long)((due - now) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        for (unsigned i = 0; i < p->count; i++)
+            for (uint64_t k = 0; k < per_ms; k++) {
+                p->offered++;
+                if (tr_system_send(p->sys, p->pids[p->first + i], msg_u64(MSG_DATA, k)) != TR_OK)
+                    p->refused++;
+            }
+        step++;
+    }
+    p->cpu = thread_cpu_s();
+    return NULL;
+}
+
+/* CPU seconds of this process's threads, except main and the producers: the runtime's. */
+static double runtime_threads_cpu_s(const lim_producer *prod, unsigned nprod)
+{
+    char path[64], buf[512];
+    double total = 0;
+    long tck = sysconf(_SC_CLK_TCK);
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long tid = strtol(e->d_name, NULL, 10);
+        if (tid <= 0 || tid == (long)getpid())
+            continue;
+        bool skip = false;
+        for (unsigned i = 0; i < nprod; i++)
+            skip |= atomic_load(&prod[i].tid) == tid;
+        if (skip)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *p = strrchr(buf, ')'); /* fields after the command name */
+        unsigned long ut = 0, st = 0;
+        if (p != NULL &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            total += (double)(ut + st) / (double)tck;
+    }
+    closedir(d);
+    return total;
+}
+
+static void lim_processed(tr_system *sys, const tr_pid *pids, uint64_t *out)
+{
+    for (unsigned i = 0; i < LIM_ACTORS; i++) {
+        tr_actor_stats st;
+        out[i] = tr_actor_stats_get(sys, pids[i], &st) == TR_OK ? st.processed : 0;
+    }
+}
+
+static void bench_limited(void)
+{
+    double secs = 10.0 * g_scale;
+    if (secs < 2.0)
+        secs = 2.0;
+    tr_system *sys = new_system();
+    static tr_pid pids[LIM_ACTORS];
+    static uint64_t p1[LIM_ACTORS], p2[LIM_ACTORS];
+    tr_spawn_opts o = {.mailbox = {.capacity = 1000, .overflow = TR_OVERFLOW_REJECT,
+                                   .limit = TR_LIMIT_TOKEN, .rate = LIM_RATE, .burst = LIM_BURST}};
+    if (g_baseline)
+        o.mailbox.limit = TR_LIMIT_NONE; /* the cost of the delivered messages alone */
+    for (unsigned i = 0; i < LIM_ACTORS; i++)
+        if (tr_system_spawn_ex(sys, &sink_b, NULL, &o, &pids[i]) != TR_OK) {
+            fprintf(stderr, "troupe-bench: spawn failed\n");
+            exit(1);
+        }
+    double t0 = now_s(), c0 = cpu_s();
+    pthread_t th[LIM_PRODUCERS];
+    lim_producer prod[LIM_PRODUCERS];
+    for (unsigned i = 0; i < LIM_PRODUCERS; i++) {
+        prod[i] = (lim_producer){.sys = sys, .pids = pids, .first = i * (LIM_ACTORS / LIM_PRODUCERS),
+                                 .count = LIM_ACTORS / LIM_PRODUCERS, .until = t0 + secs};
+        pthread_create(&th[i], NULL, lim_produce, &prod[i]);
+    }
+    /* the rate is measured after the first second, once the saved burst is spent */
+    struct timespec one = {1, 0};
+    nanosleep(&one, NULL);
+    double ta = now_s(), ca = cpu_s();
+    double ra = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
+    lim_processed(sys, pids, p1);
+    double prod_cpu_a = 0; /* producers' CPU is read at their end; apportioned below */
+    for (unsigned i = 0; i < LIM_PRODUCERS; i++)
+        pthread_join(th[i], NULL);
+    double tb = now_s(), cb = cpu_s();
+    double rb = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
+    lim_processed(sys, pids, p2);
+    (void)prod_cpu_a;
+    double win = tb - ta;
+    double minr = 1e18, maxr = 0, sum = 0;
+    for (unsigned i = 0; i < LIM_ACTORS; i++) {
+        double r = (double)(p2[i] - p1[i]) / win;
+        minr = r < minr ? r : minr;
+        maxr = r > maxr ? r : maxr;
+        sum += r;
+    }
+    uint64_t offered = 0, refused = 0;
+    double prod_cpu = 0;
+    for (unsigned i = 0; i < LIM_PRODUCERS; i++) {
+        offered += prod[i].offered;
+        refused += prod[i].refused;
+        prod_cpu += prod[i].cpu;
+    }
+    double total_s = tb - t0;
+    /* the runtime's share: its threads' CPU (workers, timer loop) over the window, from /proc
+     * (clock ticks: 10 ms resolution) */
+    double runtime_cpu = rb - ra;
+    double delivered = sum * win;
+    char extra[512], human[512];
+    snprintf(extra, sizeof extra,
+             "\"actors\":%u,\"limit\":%u,\"min_rate\":%.1f,\"max_rate\":%.1f,\"offered_per_s\":%.0f,"
+             "\"refused\":%llu,\"runtime_cpu_s\":%.3f,\"producer_cpu_s\":%.3f,"
+             "\"runtime_ns_per_delivered\":%.0f",
+             LIM_ACTORS, LIM_RATE, minr, maxr, (double)offered / total_s,
+             (unsigned long long)refused, runtime_cpu, prod_cpu, runtime_cpu * 1e9 / delivered);
+    snprintf(human, sizeof human,
+             "\n#   per actor: mean %.1f, min %.1f, max %.1f msgs/s (limit %u); offered %.2f M/s "
+             "(%.1fx), %.1f%% refused\n#   runtime CPU %.2f s over %.1f s = %.0f ns per delivered "
+             "message; producers' CPU %.2f s (%.2f s in c0..)",
+             sum / LIM_ACTORS, minr, maxr, LIM_RATE, (double)offered / total_s / 1e6,
+             (double)offered / total_s / (LIM_ACTORS * (double)LIM_RATE),
+             100.0 * (double)refused / (double)offered, runtime_cpu, win,
+             runtime_cpu * 1e9 / delivered, prod_cpu, cb - c0);
+    report(sys, "limited", sum / LIM_ACTORS, "msgs/s/actor", win, cb - ca, (uint64_t)delivered,
+           extra, human);
+    end_system(sys);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static const struct {
@@ -421,6 +666,8 @@ static const struct {
     {"ring", bench_ring, "503 actors, token passed 10,000,000 hops -> hops/s"},
     {"spawn", bench_spawn, "1,000,000 actors each receiving one message -> spawns/s; RSS per idle actor"},
     {"fanin", bench_fanin, "8 producers x 1,000,000 messages to one actor -> msgs/s"},
+    {"restart", bench_restart, "one_for_one supervisor, child fails on every message, 100,000 times -> restarts/s"},
+    {"limited", bench_limited, "1,000 actors limited to 1,000 msgs/s each, offered 10x for 10 s -> rate, CPU"},
 };
 
 static void usage(FILE *f)
@@ -429,7 +676,8 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
         fprintf(f, "  %-9s %s\n", benches[i].name, benches[i].what);
     fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
-               "--scale F    multiply the counts by F (default 1)\n");
+               "--scale F    multiply the counts by F (default 1)\n"
+               "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n");
 }
 
 int main(int argc, char **argv)
@@ -442,6 +690,8 @@ int main(int argc, char **argv)
             g_scale = strtod(argv[++i], NULL);
         else if (strcmp(argv[i], "--no-idle") == 0)
             g_no_idle = true;
+        else if (strcmp(argv[i], "--baseline") == 0)
+            g_baseline = true;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define WORKER_CACHE_MAX (4u * TR_ACTOR_BATCH)
+#define TR_PARK_QUANTUM_NS 4000000u
 
 /* ---- table and pool ------------------------------------------------------------------------ */
 
@@ -842,6 +843,16 @@ again:
             atomic_fetch_or(&a->flags, TR_AF_SIGNALED);
             tr__yield(w, a);
         } else {
+            /* a token bucket saves tokens while parked: wake up for a few at a time (up to
+             * TR_PARK_QUANTUM_NS worth, within its burst), so a busy limited actor costs a few
+             * hundred wake-ups a second, not one per message */
+            const tr_limiter *l = a->ext->lim;
+            if (l->kind == TR_LIMIT_TOKEN && wait_ns < TR_PARK_QUANTUM_NS) {
+                uint64_t fill_ns = (l->burst - 1) * 1000000000u / l->rate;
+                uint64_t q = fill_ns < TR_PARK_QUANTUM_NS ? fill_ns : TR_PARK_QUANTUM_NS;
+                if (q > wait_ns)
+                    wait_ns = q;
+            }
             park(w, a, now, wait_ns);
         }
         return;

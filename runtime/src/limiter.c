@@ -74,10 +74,15 @@ uint64_t tr__limiter_take(tr_limiter *l, uint64_t now)
         unsigned __int128 t = (unsigned __int128)now * l->rate;
         if (t >= l->next) {
             /* GCRA: the next pass is one interval after the scheduled one, so a timer that
-             * fires a little late does not slow the rate down; but idle time is not saved:
-             * after a pause the next pass is at least half an interval away (no bursts). */
+             * fires a little late does not slow the rate down; but idle time is not saved
+             * beyond a small lag: half an interval, or TR_LEAKY_LAG_NS when that is more
+             * (wake-ups come on a 1 ms grid, so a rate above 500/s must catch up a little
+             * after each one: at most lag x rate messages pass together). */
+            unsigned __int128 lag = (unsigned __int128)TR_LEAKY_LAG_NS * l->rate;
+            if (lag < UNITS_PER_TOKEN / 2)
+                lag = UNITS_PER_TOKEN / 2;
             unsigned __int128 sched = l->next + UNITS_PER_TOKEN;
-            unsigned __int128 floor = t + UNITS_PER_TOKEN / 2;
+            unsigned __int128 floor = t + UNITS_PER_TOKEN > lag ? t + UNITS_PER_TOKEN - lag : 0;
             l->next = sched > floor ? sched : floor;
             return 0;
         }

@@ -10,6 +10,9 @@
 /* All arithmetic is in integers: token amounts are kept in units of 1e-9 token (so a rate of r
  * tokens/s adds exactly r units per ns), and leaky-bucket times in units of ns x rate. Nothing
  * drifts, and a test can predict every decision exactly. */
+/* How far behind its schedule a leaky bucket may fall and catch up (timer granularity). */
+#define TR_LEAKY_LAG_NS 2000000u
+
 typedef struct tr_limiter {
     tr_limit_kind kind;
     uint64_t rate;          /* per second, >= 1 */
