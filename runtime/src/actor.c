@@ -490,12 +490,14 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
     }
     if (TR_UNLIKELY(m->flags & (TR_MF_SIGNAL | TR_MF_SYSTEM))) {
         /* runtime signals and messages bypass capacity; a signal wakes a parked actor */
+        /* read m before the push: once queued it belongs to the receiver */
+        bool signal = (m->flags & TR_MF_SIGNAL) != 0;
+        uint32_t f = TR_AF_SIGNALED;
+        if (m->type == TR_SIG_EXIT && m->corr == TR_REASON_KILLED)
+            f |= TR_AF_KILL;
         atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
         tr__mpsc_push(&a->mbox, &m->node);
-        if (m->flags & TR_MF_SIGNAL) {
-            uint32_t f = TR_AF_SIGNALED;
-            if (m->type == TR_SIG_EXIT && m->corr == TR_REASON_KILLED)
-                f |= TR_AF_KILL;
+        if (signal) {
             atomic_fetch_or_explicit(&a->flags, f, memory_order_seq_cst);
             uint32_t parked = TR_SCHED_PARKED;
             if (atomic_compare_exchange_strong_explicit(&a->sched, &parked, TR_SCHED_BUSY,
@@ -665,7 +667,8 @@ static inline tr_msg *next_msg(tr_actor *a, bool mailbox_only)
 
 static void stash_front(tr_actor_ext *x, tr_msg *m)
 {
-    atomic_store_explicit(&m->node.next, &x->stash->node, memory_order_relaxed);
+    atomic_store_explicit(&m->node.next, x->stash != NULL ? &x->stash->node : NULL,
+                          memory_order_relaxed);
     x->stash = m;
     if (x->stash_tail == NULL)
         x->stash_tail = m;
