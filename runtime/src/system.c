@@ -148,7 +148,9 @@ int tr_system_join(tr_system *sys)
         nanosleep(&ts, NULL);
     }
     tr__sched_halt(sys);
-    /* every live actor ends with reason shutdown, the most recently created slots first */
+    /* every live actor ends with reason shutdown, the most recently created slots first; they
+     * all go, so links and monitors are not told (no exit signals, no DOWN) */
+    atomic_store(&sys->ending_all, 1);
     tr__actor_foreach(sys, end_if_alive, NULL);
     atomic_store(&sys->state, TR_SYS_JOINED);
     return TR_OK;
@@ -162,6 +164,7 @@ void tr_system_free(tr_system *sys)
         tr_system_stop(sys);
         tr_system_join(sys);
     } else if (atomic_load(&sys->state) == TR_SYS_NEW) {
+        atomic_store(&sys->ending_all, 1);
         tr__actor_foreach(sys, end_if_alive, NULL); /* actors spawned but never run */
     }
     tr__timer_free(sys);
