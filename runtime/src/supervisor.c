@@ -318,9 +318,13 @@ static void arm_restart_timer(tr_ctx *ctx, sup *s, uint64_t delay_ms)
 }
 
 static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why);
+static void give_up(tr_ctx *ctx, sup *s);
+static void on_restart_due(tr_ctx *ctx, sup *s);
 static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind);
 
-/* Restarts c now, or after its backoff. A failure to start counts as another failure. */
+/* Restarts c now, or after its backoff. A failure to start (init refused) counts as another
+ * restart and is retried through a message to ourselves, never by recursion: a child that can
+ * never start ends in escalation after `intensity` attempts, not in a deep stack. */
 static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
 {
     if (delay > 0) {
@@ -329,8 +333,24 @@ static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
         return;
     }
     c->restarts++;
-    if (child_start(ctx, s, c) != TR_OK)
-        handle_failure(ctx, s, c, TR_REASON_ERROR);
+    if (child_start(ctx, s, c) == TR_OK)
+        return;
+    if (!intensity_ok(s)) {
+        give_up(ctx, s);
+        return;
+    }
+    uint64_t retry = backoff_delay(s, c);
+    c->due_ms = now_ms() + retry;
+    if (retry > 0) {
+        arm_restart_timer(ctx, s, retry);
+        return;
+    }
+    tr_msg *m = tr_msg_new(SUP_RESTART_DUE, 0);
+    if (m != NULL) {
+        m->sender = tr_self(ctx);
+        m->flags = TR_MF_SYSTEM;
+        tr__deliver(ctx->sys, ctx->w, tr_self(ctx), m);
+    }
 }
 
 /* ---- stopping children, one at a time -------------------------------------------------------- */
@@ -489,6 +509,13 @@ static void op_done(tr_ctx *ctx, sup *s)
         }
     }
     run_deferred(ctx, s);
+    /* restarts that fell due while we were busy (their timer message found us busy) */
+    if (s->op == OP_NONE && !ctx->ending)
+        for (size_t i = 0; i < s->nkids; i++)
+            if (s->kids[i]->pid == 0 && s->kids[i]->due_ms != 0) {
+                on_restart_due(ctx, s);
+                break;
+            }
 }
 
 /* Stops every child (reverse start order), then the supervisor, with `why`. */

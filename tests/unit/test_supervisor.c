@@ -17,6 +17,7 @@ typedef struct probe {
     _Atomic int ends;
     bool trap_and_ignore;   /* traps exits and ignores shutdown requests */
     bool crash_loop;        /* fails right after every start */
+    int refuse_after;       /* > 0: init refuses once it has started this many times */
     char last_arg[32];
 } probe;
 
@@ -32,7 +33,9 @@ static int w_init(tr_ctx *ctx, void *st, const void *arg)
 {
     wstate *s = st;
     s->p = (probe *)arg;
-    atomic_fetch_add(&s->p->starts, 1);
+    int n = atomic_fetch_add(&s->p->starts, 1) + 1;
+    if (s->p->refuse_after > 0 && n > s->p->refuse_after)
+        return TR_EINVAL;
     if (s->p->trap_and_ignore)
         tr_trap_exits(ctx, true);
     if (s->p->crash_loop)
@@ -424,6 +427,24 @@ static void test_no_backoff_restart_is_immediate_and_counted(void **state)
     sys_end(sys);
 }
 
+/* A child that can no longer start: each refused start counts as a restart, retried without
+ * recursion, until the intensity makes the supervisor give up. */
+static void test_child_that_cannot_restart_escalates(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe p = {.refuse_after = 1};
+    tr_child_spec kids[] = {child("a", &worker, &p, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 100000, 60000, kids, 1);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    crash(sys, which(sys, sup, "a"));
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    /* the first start, then one refused start per allowed restart */
+    assert_int_equal(atomic_load(&p.starts), 1 + 100000);
+    sys_end(sys);
+}
+
 static void test_bad_specs_are_refused(void **state)
 {
     (void)state;
@@ -495,6 +516,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_nested_supervisor_escalates),
     cmocka_unit_test(test_backoff_slows_a_crash_loop),
     cmocka_unit_test(test_no_backoff_restart_is_immediate_and_counted),
+    cmocka_unit_test(test_child_that_cannot_restart_escalates),
     cmocka_unit_test(test_bad_specs_are_refused),
     cmocka_unit_test(test_tree_from_config_file),
 };
