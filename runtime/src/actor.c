@@ -21,6 +21,7 @@
 
 #define WORKER_CACHE_MAX (4u * TR_ACTOR_BATCH)
 #define TR_PARK_QUANTUM_NS 4000000u
+#define TR_DROP_OLDEST_SLACK 1024u
 
 /* ---- table and pool ------------------------------------------------------------------------ */
 
@@ -164,8 +165,10 @@ void tr__actor_release(tr_actor *a)
     /* messages that raced with the end of the actor; a push still half done is found (and
      * dropped) by the next incarnation, which checks msg->to */
     tr_msg *m;
-    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL)
+    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL) {
+        tr__count_popped(a); /* pushed - popped stays the queue's length for the next one */
         tr__dead_letter(sys, m->to, m);
+    }
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL) {
         a->link = w->free_actors;
@@ -445,6 +448,34 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
     tr_msg_free(m);
 }
 
+/* The most messages a bounded mailbox may hold: its capacity, except for drop_oldest, whose
+ * receiver trims the oldest only when it runs: until then it may hold up to TR_DROP_OLDEST_SLACK
+ * (or capacity, if more) extra messages, beyond which the newest are dropped, so memory stays
+ * bounded even while the receiver is stuck. */
+static inline uint64_t queue_bound(uint32_t cap, uint32_t pol)
+{
+    if (pol != TR_OVERFLOW_DROP_OLDEST)
+        return cap;
+    return (uint64_t)cap + (cap > TR_DROP_OLDEST_SLACK ? cap : TR_DROP_OLDEST_SLACK);
+}
+
+/* Messages queued now. Refused sends reserve a place for an instant before giving it back, so
+ * the raw difference may briefly exceed what a bounded mailbox can hold: it is capped. */
+static uint64_t queue_depth(tr_actor *a)
+{
+    int64_t d = (int64_t)(atomic_load_explicit(&a->pushed, memory_order_relaxed) -
+                          atomic_load_explicit(&a->popped, memory_order_relaxed));
+    if (d <= 0)
+        return 0;
+    uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
+    if (cap != 0) {
+        uint64_t bound = queue_bound(cap, atomic_load_explicit(&a->overflow, memory_order_relaxed));
+        if ((uint64_t)d > bound)
+            return bound;
+    }
+    return (uint64_t)d;
+}
+
 static void raise_depth_max(tr_actor *a, uint64_t depth)
 {
     uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
@@ -456,16 +487,17 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
 }
 
 /* Admission to a bounded mailbox: reserve a place, give it back if over the bound. The bound is
- * exact (no sender overshoots it); drop_oldest admits up to twice the capacity and the receiver
- * trims the oldest, so memory stays bounded even while the receiver is not running. */
+ * exact (no sender overshoots it). */
 static int admit_bounded(tr_system *sys, tr_actor *a, uint32_t cap, tr_msg *m)
 {
     uint64_t n = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
-    uint64_t depth = n - atomic_load_explicit(&a->popped, memory_order_relaxed);
+    int64_t depth = (int64_t)(n - atomic_load_explicit(&a->popped, memory_order_relaxed));
+    if (depth < 0)
+        depth = 0; /* the receiver already took messages queued after our reservation */
     uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
-    uint64_t bound = pol == TR_OVERFLOW_DROP_OLDEST ? 2 * (uint64_t)cap : cap;
-    if (TR_LIKELY((int64_t)depth < (int64_t)bound)) {
-        raise_depth_max(a, depth + 1);
+    uint64_t bound = queue_bound(cap, pol);
+    if (TR_LIKELY((uint64_t)depth < bound)) {
+        raise_depth_max(a, (uint64_t)depth + 1);
         return TR_OK;
     }
     atomic_fetch_sub_explicit(&a->pushed, 1, memory_order_relaxed);
@@ -606,8 +638,7 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
      * `dropped` and as dead letters). `sched` stays busy, so no sender schedules it again. */
     tr_msg *m;
     while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL) {
-        atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        tr__count_popped(a);
         if (m->flags & TR_MF_SIGNAL) {
             tr__signal_bounce(sys, m, m->to == pid ? reason : NULL);
             continue;
@@ -644,11 +675,6 @@ static void end_turn(tr_worker *w, tr_actor *a)
         tr__yield(w, a); /* a message arrived as we were leaving */
 }
 
-static inline void count_popped(tr_actor *a)
-{
-    atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
 
 /* The stash: messages popped from the mailbox but held back by the rate limit, oldest first,
  * linked through their mailbox node. They still count as queued (popped is not bumped). */
@@ -713,14 +739,14 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
         if (cap != 0 && atomic_load_explicit(&a->pushed, memory_order_relaxed) -
                                 atomic_load_explicit(&a->popped, memory_order_relaxed) >
                             cap) {
-            count_popped(a);
+            tr__count_popped(a);
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
             tr_msg_free(m);
             return TAKE_SKIP;
         }
     }
     if (m->flags & TR_MF_SIGNAL) {
-        count_popped(a);
+        tr__count_popped(a);
         tr_msg *d = tr__signal_handle(ctx, m);
         if (ctx->ending) {
             tr_msg_free(d);
@@ -732,21 +758,21 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
         return TAKE_DELIVER;
     }
     if ((m->flags & TR_MF_REPLY) || m->type == TR_MSG_TIMEOUT) {
-        count_popped(a);
+        tr__count_popped(a);
         return tr__pending_filter(a, m) ? TAKE_DELIVER : TAKE_SKIP;
     }
     if (m->flags & TR_MF_SYSTEM) {
-        count_popped(a);
+        tr__count_popped(a);
         if (m->type == TR_MSG_DOWN && !tr__down_filter(a, m))
             return TAKE_SKIP;
         return TAKE_DELIVER;
     }
     tr_actor_ext *x = a->ext;
+    if (holding) {
+        stash_back(x, m); /* behind the ones held back: order is kept */
+        return TAKE_SKIP;
+    }
     if (x != NULL && x->limited) {
-        if (holding) {
-            stash_back(x, m); /* behind the one waiting for its token */
-            return TAKE_SKIP;
-        }
         uint64_t now = tr__now_ns();
         uint64_t wait = tr__limiter_take(x->lim, now);
         if (wait != 0) {
@@ -756,7 +782,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
             return TAKE_HOLD;
         }
     }
-    count_popped(a);
+    tr__count_popped(a);
     return TAKE_DELIVER;
 }
 
@@ -780,8 +806,7 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
         }
     }
     /* the high-water mark of the queue, sampled as each turn starts (and by bounded sends) */
-    uint64_t depth = atomic_load_explicit(&a->pushed, memory_order_relaxed) -
-                     atomic_load_explicit(&a->popped, memory_order_relaxed);
+    uint64_t depth = queue_depth(a);
     if (TR_UNLIKELY(depth > atomic_load_explicit(&a->depth_max, memory_order_relaxed)))
         raise_depth_max(a, depth);
     tr_actor_ext *x = a->ext;
@@ -802,13 +827,18 @@ again:
             break;
         n++;
         if (TR_UNLIKELY(m->to != self)) {
-            count_popped(a); /* sent to an earlier incarnation of this header */
+            tr__count_popped(a); /* sent to an earlier incarnation of this header */
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
             tr__dead_letter(sys, m->to, m);
             continue;
         }
-        if (TR_UNLIKELY(slow || (m->flags & (TR_MF_SIGNAL | TR_MF_REPLY | TR_MF_SYSTEM)))) {
+        if (TR_UNLIKELY(slow || holding ||
+                        (m->flags & (TR_MF_SIGNAL | TR_MF_REPLY | TR_MF_SYSTEM)))) {
             int r = take_slow(&ctx, a, &m, holding, &wait_ns, &now);
+            /* a signal may have changed the limit or the policy: applies to the next message */
+            slow = (a->ext != NULL && a->ext->limited) ||
+                   atomic_load_explicit(&a->overflow, memory_order_relaxed) ==
+                       TR_OVERFLOW_DROP_OLDEST;
             if (r == TAKE_STOP)
                 break;
             if (r == TAKE_SKIP)
@@ -819,11 +849,8 @@ again:
                     break; /* park now; else first look for signals behind the held messages */
                 continue;
             }
-            slow = (a->ext != NULL && a->ext->limited) ||
-                   atomic_load_explicit(&a->overflow, memory_order_relaxed) ==
-                       TR_OVERFLOW_DROP_OLDEST;
         } else {
-            count_popped(a);
+            tr__count_popped(a);
         }
         ctx.cur = m;
         int rc = a->beh->receive(&ctx, a->state, m);
@@ -841,8 +868,9 @@ again:
         return;
     }
     if (TR_UNLIKELY(holding)) {
-        if (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox)) {
-            /* still looking for signals behind a long queue: carry on next turn */
+        if (!a->ext->limited || (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox))) {
+            /* the limit was lifted (the held messages go first, next turn), or still looking
+             * for signals behind a long queue */
             atomic_fetch_or(&a->flags, TR_AF_SIGNALED);
             tr__yield(w, a);
         } else {
@@ -863,7 +891,8 @@ again:
     if (n == budget) {
         /* fairness is owed to actors waiting here; with none, yielding would only let an idle
          * worker steal this actor and move its working set to another core for nothing */
-        if (w != NULL && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt)) {
+        if (w != NULL && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt) &&
+            !(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_KILL)) {
             n = 0;
             goto again;
         }
@@ -922,7 +951,8 @@ int tr_actor_stats_get(tr_system *sys, tr_pid pid, tr_actor_stats *out)
     uint64_t sdrop = atomic_load_explicit(&a->send_dropped, memory_order_relaxed);
     uint64_t drop = atomic_load_explicit(&a->dropped, memory_order_relaxed);
     uint64_t rej = atomic_load_explicit(&a->rejected, memory_order_relaxed);
-    out->depth = (int64_t)(pushed - popped) > 0 ? pushed - popped : 0;
+    out->depth = queue_depth(a);
+    raise_depth_max(a, out->depth); /* a reader saw it: the mark must not fall below */
     out->received = (pushed - base) + sdrop + rej;
     out->processed = popped - base >= drop ? popped - base - drop : 0;
     out->dropped = drop + sdrop;

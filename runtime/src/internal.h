@@ -182,6 +182,13 @@ struct tr_actor_ext {
     bool in_wheel;
 };
 
+/* The runner took a message out of a's mailbox (handled or dropped). */
+static inline void tr__count_popped(tr_actor *a)
+{
+    atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 TR_HIDDEN int tr__actor_table_init(struct tr_system *sys);
 TR_HIDDEN void tr__actor_table_free(struct tr_system *sys);
 /* The header of the live actor named by pid, or NULL. The actor may end right after: callers

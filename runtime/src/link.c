@@ -46,9 +46,7 @@ void tr__ext_free(tr_actor *a)
         tr__wake_cancel(a->sys, a); /* only limited actors ever enter the wake-up wheel */
     for (tr_msg *m = x->stash, *next; m != NULL; m = next) {
         next = (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
-        atomic_store_explicit(&a->popped,
-                              atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        tr__count_popped(a);
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         tr__dead_letter(a->sys, m->to, m);
     }

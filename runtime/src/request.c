@@ -149,6 +149,8 @@ static void waiter_drain(tr_system *sys, tr_actor *a, tr_pid self, uint64_t corr
 {
     for (;;) {
         tr_msg *r = (tr_msg *)tr__mpsc_pop(&a->mbox);
+        if (r != NULL)
+            tr__count_popped(a);
         if (r == NULL) {
             if (!tr__mpsc_nonempty(&a->mbox))
                 return;
