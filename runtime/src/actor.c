@@ -459,21 +459,12 @@ static inline uint64_t queue_bound(uint32_t cap, uint32_t pol)
     return (uint64_t)cap + (cap > TR_DROP_OLDEST_SLACK ? cap : TR_DROP_OLDEST_SLACK);
 }
 
-/* Messages queued now. Refused sends reserve a place for an instant before giving it back, so
- * the raw difference may briefly exceed what a bounded mailbox can hold: it is capped. */
+/* Messages queued now (system messages included: they bypass the capacity but take room). */
 static uint64_t queue_depth(tr_actor *a)
 {
     int64_t d = (int64_t)(atomic_load_explicit(&a->pushed, memory_order_relaxed) -
                           atomic_load_explicit(&a->popped, memory_order_relaxed));
-    if (d <= 0)
-        return 0;
-    uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
-    if (cap != 0) {
-        uint64_t bound = queue_bound(cap, atomic_load_explicit(&a->overflow, memory_order_relaxed));
-        if ((uint64_t)d > bound)
-            return bound;
-    }
-    return (uint64_t)d;
+    return d > 0 ? (uint64_t)d : 0;
 }
 
 static void raise_depth_max(tr_actor *a, uint64_t depth)
@@ -486,22 +477,27 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
         ;
 }
 
-/* Admission to a bounded mailbox: reserve a place, give it back if over the bound. The bound is
- * exact (no sender overshoots it). */
+/* Admission to a bounded mailbox: a place is taken with a CAS on `pushed` only while the queue
+ * is below its bound, so the bound is exact (no sender overshoots it) and a refused send leaves
+ * no trace in the counters. */
 static int admit_bounded(tr_system *sys, tr_actor *a, uint32_t cap, tr_msg *m)
 {
-    uint64_t n = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
-    int64_t depth = (int64_t)(n - atomic_load_explicit(&a->popped, memory_order_relaxed));
-    if (depth < 0)
-        depth = 0; /* the receiver already took messages queued after our reservation */
+    (void)sys;
     uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
     uint64_t bound = queue_bound(cap, pol);
-    if (TR_LIKELY((uint64_t)depth < bound)) {
-        raise_depth_max(a, (uint64_t)depth + 1);
-        return TR_OK;
+    uint64_t n = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+    for (;;) {
+        int64_t depth = (int64_t)(n - atomic_load_explicit(&a->popped, memory_order_relaxed));
+        if (depth < 0)
+            depth = 0; /* popped is read after n: the receiver took some since */
+        if ((uint64_t)depth >= bound)
+            break;
+        if (atomic_compare_exchange_weak_explicit(&a->pushed, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            raise_depth_max(a, (uint64_t)depth + 1);
+            return TR_OK;
+        }
     }
-    atomic_fetch_sub_explicit(&a->pushed, 1, memory_order_relaxed);
-    (void)sys;
     if (pol == TR_OVERFLOW_REJECT) {
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
         tr_msg_free(m);
