@@ -223,7 +223,8 @@ int tr_spawn(tr_ctx *ctx, const tr_behaviour *b, const void *arg, tr_pid *out);
 
 /* What a full bounded mailbox does with one more message. */
 typedef enum tr_overflow {
-    TR_OVERFLOW_DROP_NEWEST = 0, /* the new message is dropped (counted); the send reports TR_OK */
+    TR_OVERFLOW_DROP_NEWEST = 0, /* the new message is dropped (counted); the send reports TR_OK
+                                  * (a request is refused instead: TR_EFULL) */
     TR_OVERFLOW_DROP_OLDEST,     /* the oldest queued message is dropped to make room */
     TR_OVERFLOW_REJECT,          /* the send fails with TR_EFULL (a request: its requester is told) */
 } tr_overflow;
@@ -240,7 +241,7 @@ typedef struct tr_mailbox_opts {
     uint32_t capacity;      /* queued messages at most; 0 = unbounded (leaky bucket: 0 = rate) */
     tr_overflow overflow;   /* what a full mailbox does (leaky bucket: always drop_newest) */
     tr_limit_kind limit;    /* rate limit on messages reaching receive */
-    uint32_t rate;          /* messages per second (limit != NONE) */
+    uint32_t rate;          /* messages per second, at least 1 (limit != NONE) */
     uint32_t burst;         /* token bucket: saved tokens at most (0 = 1) */
 } tr_mailbox_opts;
 
@@ -270,9 +271,9 @@ typedef struct tr_actor_stats {
     uint64_t dropped;       /* dropped: overflow, leaky excess, or left queued when it ended */
     uint64_t rejected;      /* refused with TR_EFULL */
     uint64_t depth;         /* queued now */
-    uint64_t depth_max;     /* high-water mark of depth */
+    uint64_t depth_max;     /* high-water mark of depth (unbounded mailboxes: sampled, see docs) */
     uint64_t restarts;      /* restarts of its supervisor's child before this incarnation */
-    uint64_t token_wait_ns; /* time spent parked waiting for its rate limit */
+    uint64_t token_wait_ns; /* time spent parked for its rate limit (added when it wakes up) */
 } tr_actor_stats;
 
 /* Reads the counters of a live actor (TR_ENOPROC once it has ended). */
@@ -284,7 +285,8 @@ int tr_actor_stats_get(tr_system *sys, tr_pid pid, tr_actor_stats *out);
  * A link is bidirectional: when either actor ends with a reason other than normal, the other
  * receives an exit signal and ends with the same reason, unless it traps exits, in which case it
  * receives a TR_MSG_EXIT message instead. A monitor is one-way: the watcher receives TR_MSG_DOWN
- * when the target ends, whatever the reason. Signals between two actors keep their send order.
+ * when the target ends, whatever the reason. Signals between two actors keep their send order
+ * (except that signals overtake the messages a rate-limited actor is holding back).
  * ------------------------------------------------------------------------------------------- */
 
 /* Links the running actor with `pid`. TR_ENOPROC if pid is not alive now; if it ends before the
@@ -381,7 +383,8 @@ void tr_stop(tr_ctx *ctx);
 /* Ends the running actor with TR_REASON_ERROR, `code` and `text` (copied; may be NULL) once the
  * current callback returns. */
 void tr_fail(tr_ctx *ctx, int code, const char *text);
-/* Asks the actor `pid` to end with reason shutdown after the messages already in its mailbox. */
+/* Asks the actor `pid` to end with reason shutdown after the messages already in its mailbox
+ * (a rate-limited actor: after those it has been allowed to handle; the rest are dropped). */
 int tr_system_stop_actor(tr_system *sys, tr_pid pid);
 /* True when `pid` names a live actor of this node. */
 bool tr_system_alive(tr_system *sys, tr_pid pid);

@@ -22,6 +22,7 @@
 #define WORKER_CACHE_MAX (4u * TR_ACTOR_BATCH)
 #define TR_PARK_QUANTUM_NS 4000000u
 #define TR_DROP_OLDEST_SLACK 1024u
+#define TR_DEPTH_SAMPLE 16u
 
 /* ---- table and pool ------------------------------------------------------------------------ */
 
@@ -498,7 +499,8 @@ static int admit_bounded(tr_system *sys, tr_actor *a, uint32_t cap, tr_msg *m)
             return TR_OK;
         }
     }
-    if (pol == TR_OVERFLOW_REJECT) {
+    if (pol == TR_OVERFLOW_REJECT || (m->flags & TR_MF_REQUEST)) {
+        /* a request is never dropped silently: its requester would wait for nothing */
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
         tr_msg_free(m);
         return TR_EFULL;
@@ -828,6 +830,15 @@ again:
             tr__dead_letter(sys, m->to, m);
             continue;
         }
+        /* the high-water mark of an unbounded mailbox (bounded ones are exact: their senders
+         * raise it) is sampled every TR_DEPTH_SAMPLE messages: reading `pushed` costs a cache
+         * miss while senders write it, too much for every message */
+        if (TR_UNLIKELY((atomic_load_explicit(&a->popped, memory_order_relaxed) &
+                         (TR_DEPTH_SAMPLE - 1)) == 0)) {
+            uint64_t d = queue_depth(a); /* the message in hand is not counted out yet */
+            if (d > atomic_load_explicit(&a->depth_max, memory_order_relaxed))
+                raise_depth_max(a, d);
+        }
         if (TR_UNLIKELY(slow || holding ||
                         (m->flags & (TR_MF_SIGNAL | TR_MF_REPLY | TR_MF_SYSTEM)))) {
             int r = take_slow(&ctx, a, &m, holding, &wait_ns, &now);
@@ -941,13 +952,15 @@ int tr_actor_stats_get(tr_system *sys, tr_pid pid, tr_actor_stats *out)
     tr_actor *a = tr__actor_lookup(sys, pid);
     if (a == NULL)
         return TR_ENOPROC;
+    /* each counter is loaded once and everything is derived from those loads, so the identity
+     * received = processed + dropped + rejected + depth holds for every read */
     uint64_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
     uint64_t popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
     uint64_t pushed = atomic_load_explicit(&a->pushed, memory_order_relaxed);
     uint64_t sdrop = atomic_load_explicit(&a->send_dropped, memory_order_relaxed);
     uint64_t drop = atomic_load_explicit(&a->dropped, memory_order_relaxed);
     uint64_t rej = atomic_load_explicit(&a->rejected, memory_order_relaxed);
-    out->depth = queue_depth(a);
+    out->depth = (int64_t)(pushed - popped) > 0 ? pushed - popped : 0;
     raise_depth_max(a, out->depth); /* a reader saw it: the mark must not fall below */
     out->received = (pushed - base) + sdrop + rej;
     out->processed = popped - base >= drop ? popped - base - drop : 0;
