@@ -132,19 +132,25 @@ struct tr_system;
  * and the receiver drops any message whose `to` is not its own pid. No reference counting is
  * needed on the send path. */
 typedef struct tr_actor {
-    /* first cache line, the producer side: everything a send touches */
-    tr_mpsc mbox;                   /* tail, head, stub (head is consumer-only) */
+    /* first cache line: what every send reads or updates, apart from the queue's tail. The
+     * receiver writes none of it per message (only sched, once per turn), so senders' atomic
+     * adds on `pushed` do not fight the receiver for the line. */
+    _Atomic uint64_t pushed;        /* senders: messages accepted (see `base`) */
     _Atomic uint32_t sched;         /* TR_SCHED_*; futex word of tr_call waiters */
     _Atomic uint32_t flags;         /* TR_AF_* */
     _Atomic tr_pid pid;             /* the live pid, 0 once ended */
     _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
     _Atomic uint32_t capacity;      /* bounded mailbox: queued messages at most; 0 = unbounded */
     tr_mpsc_node rq_node;           /* link in a worker's inbox */
-    /* mailbox accounting: pushed/popped are never reset, so pushed - popped is the queue's
-     * length across incarnations; `base` is popped when this incarnation began */
-    _Atomic uint64_t pushed;        /* senders: messages accepted */
-    /* the consumer side */
-    _Alignas(TR_CACHELINE) _Atomic uint64_t popped; /* runner: messages taken out */
+    _Atomic uint32_t overflow;      /* tr_overflow */
+    _Atomic uint32_t depth_max;
+    _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
+    _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
+    /* second line: the queue (senders exchange its tail; the receiver owns head and stub) and
+     * the receiver's side. pushed - popped is the queue's length (never reset: `base` is
+     * popped when this incarnation began) */
+    _Alignas(TR_CACHELINE) tr_mpsc mbox;
+    _Atomic uint64_t popped;        /* runner: messages taken out */
     uint32_t slot;
     uint32_t gen;
     const tr_behaviour *beh;
@@ -155,11 +161,7 @@ typedef struct tr_actor {
     struct tr_actor *batch_next;    /* free only: next batch in the system's free stack */
     tr_actor_ext *ext;              /* links, monitors, rate limit (lazily allocated) */
     _Atomic uint64_t base;
-    _Atomic uint32_t overflow;      /* tr_overflow */
-    _Atomic uint32_t depth_max;
     _Atomic uint32_t restarts;
-    _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
-    _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
     _Atomic uint64_t dropped;       /* runner: dropped after queueing */
     _Atomic uint64_t token_wait_ns; /* runner: time parked for its rate limit */
     _Alignas(16) char inline_state[TR_STATE_INLINE];
