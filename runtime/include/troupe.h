@@ -317,7 +317,7 @@ int tr_msg_reason(const tr_msg *m, tr_reason *out);
  * restarts them by its strategy. More than `intensity` restarts within `period_ms` make it end
  * its children (in reverse start order) and then itself with TR_EINTENSITY, which its own
  * supervisor sees as a failure of its child (escalation). Messages queued in a crashed child's
- * mailbox are dropped, as in OTP, and counted in its stats.dropped; other actors are untouched.
+ * mailbox are dropped, as in OTP, and counted as dead letters; other actors are untouched.
  * ------------------------------------------------------------------------------------------- */
 
 typedef enum tr_strategy {

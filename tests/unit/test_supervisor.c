@@ -445,6 +445,32 @@ static void test_child_that_cannot_restart_escalates(void **state)
     sys_end(sys);
 }
 
+/* OTP's choice: what was queued in a crashed child's mailbox is dropped and counted (dead letters);
+ * the restarted child starts empty. */
+static void test_crashed_childs_queue_is_dropped_and_counted(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    probe p = {.trap_and_ignore = false};
+    tr_child_spec kids[] = {child("a", &worker, &p, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 5, 10000, kids, 1);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a");
+    tr_system_stats before, after;
+    tr_system_stats_get(sys, &before);
+    crash(sys, a);
+    for (int i = 0; i < 9; i++) {
+        int rc = tr_system_send(sys, a, tr_msg_new(99, 0));
+        assert_true(rc == TR_OK || rc == TR_ENOPROC); /* queued then dropped, or too late */
+    }
+    wait_new_pid(sys, sup, "a", a);
+    TT_WAIT_FOR((tr_system_stats_get(sys, &after), after.dead_letters - before.dead_letters == 9),
+                TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&p.starts), 2);
+    sys_end(sys);
+}
+
 static void test_bad_specs_are_refused(void **state)
 {
     (void)state;
@@ -517,6 +543,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_backoff_slows_a_crash_loop),
     cmocka_unit_test(test_no_backoff_restart_is_immediate_and_counted),
     cmocka_unit_test(test_child_that_cannot_restart_escalates),
+    cmocka_unit_test(test_crashed_childs_queue_is_dropped_and_counted),
     cmocka_unit_test(test_bad_specs_are_refused),
     cmocka_unit_test(test_tree_from_config_file),
 };
