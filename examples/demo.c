@@ -4,13 +4,92 @@
  * A "counter" actor holds a number; a "client" actor asks it to add values with tr_request and
  * waits for replies as ordinary messages; a timer ticks three times; a request to an actor that
  * never answers times out; the main thread uses tr_call; then the system stops gracefully and
- * every actor's terminate callback runs.
+ * every actor's terminate callback runs. Before that: a supervisor restarts a child that crashes,
+ * and a rate-limited mailbox holds an actor to 20 messages a second.
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <troupe.h>
 
-enum { MSG_ADD = 1, MSG_SUM, MSG_TICK, MSG_GET, MSG_VALUE, MSG_IGNORE };
+enum { MSG_ADD = 1, MSG_SUM, MSG_TICK, MSG_GET, MSG_VALUE, MSG_IGNORE, MSG_CRASH, MSG_MAIL };
+
+/* ---- supervision and limits ---------------------------------------------------------------- */
+
+static int flaky_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)state;
+    (void)arg;
+    printf("  flaky %#llx: started\n", (unsigned long long)tr_self(ctx));
+    return 0;
+}
+
+static int flaky_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    return tr_msg_type(m) == MSG_CRASH ? 7 : 0; /* non-zero: it fails, its supervisor acts */
+}
+
+static const tr_behaviour flaky_b = {"flaky", 0, flaky_init, flaky_receive, NULL};
+
+static int mailer_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)m;
+    (*(int *)state)++;
+    return 0;
+}
+
+static const tr_behaviour mailer_b = {"mailer", sizeof(int), NULL, mailer_receive, NULL};
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void supervision_and_limits(tr_system *sys)
+{
+    tr_child_spec kid = {.id = "flaky", .behaviour = &flaky_b, .restart = TR_PERMANENT,
+                         .shutdown_ms = 1000};
+    tr_sup_spec spec = {.strategy = TR_ONE_FOR_ONE, .intensity = 3, .period_ms = 5000,
+                        .children = &kid, .nchildren = 1};
+    tr_pid sup, first = 0, now = 0;
+    if (tr_sup_start(sys, &spec, &sup) != TR_OK || tr_sup_which_child(sys, sup, "flaky", &first))
+        return;
+    printf("  main: crashing flaky %#llx\n", (unsigned long long)first);
+    tr_system_send(sys, first, tr_msg_new(MSG_CRASH, 0));
+    for (int i = 0; i < 1000 && (now == 0 || now == first); i++) {
+        sleep_ms(1);
+        if (tr_sup_which_child(sys, sup, "flaky", &now) != TR_OK)
+            now = 0;
+    }
+    uint64_t restarts = 0;
+    tr_sup_count(sys, sup, NULL, &restarts);
+    printf("  supervisor: restarted it as %#llx (%llu restart)\n", (unsigned long long)now,
+           (unsigned long long)restarts);
+
+    /* a token bucket: 20 messages/s, 5 saved for bursts, 10 queued at most, then refuse */
+    tr_spawn_opts o = {.mailbox = {.capacity = 10, .overflow = TR_OVERFLOW_REJECT,
+                                   .limit = TR_LIMIT_TOKEN, .rate = 20, .burst = 5}};
+    tr_pid mailer;
+    if (tr_system_spawn_ex(sys, &mailer_b, NULL, &o, &mailer) != TR_OK)
+        return;
+    int refused = 0;
+    for (int i = 0; i < 20; i++)
+        if (tr_system_send(sys, mailer, tr_msg_new(MSG_MAIL, 0)) == TR_EFULL)
+            refused++;
+    printf("  main: sent 20 mails at once to a mailer limited to 20/s (burst 5, queue 10): "
+           "%d refused\n", refused);
+    sleep_ms(250);
+    tr_actor_stats st;
+    if (tr_actor_stats_get(sys, mailer, &st) == TR_OK)
+        printf("  mailer after 250 ms: %llu handled, %llu queued, %llu rejected, %.0f ms parked "
+               "waiting for tokens\n",
+               (unsigned long long)st.processed, (unsigned long long)st.depth,
+               (unsigned long long)st.rejected, (double)st.token_wait_ns / 1e6);
+}
 
 typedef struct counter { int64_t total; } counter;
 
@@ -128,7 +207,8 @@ int main(void)
         fprintf(stderr, "troupe-demo: %s\n", tr_strerror(rc));
         return 1;
     }
-    printf("troupe demo: a counter actor, a client actor, request/reply, timers, tr_call\n");
+    printf("troupe demo: supervision, a rate limit, then request/reply, timers, tr_call\n");
+    supervision_and_limits(sys);
     tr_pid counter_pid, client_pid;
     tr_system_spawn(sys, &counter_b, NULL, &counter_pid);
     printf("  spawned counter %#llx (node %u, slot %u, generation %u)\n",
