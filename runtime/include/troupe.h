@@ -405,7 +405,8 @@ int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t 
 /* Replies to `request` (a message received with a corr) with `reply`, which the runtime takes. */
 int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply);
 /* Sends a request from outside any actor and blocks until the reply (*reply_out, owned by the
- * caller) or the timeout (TR_ETIMEDOUT). Never call it from an actor: use tr_request. */
+ * caller), the timeout (TR_ETIMEDOUT), or the target ending with the request unanswered
+ * (TR_ENOPROC, even with no timeout). Never call it from an actor: use tr_request. */
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out);
 
 /* ---------------------------------------------------------------------------------------------

@@ -446,6 +446,18 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
     atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
     if (sys->opts.dead_letter_hook != NULL)
         sys->opts.dead_letter_hook(sys->opts.dead_letter_user, to, m);
+    if ((m->flags & TR_MF_REQUEST) && tr_pid_node(m->sender) == sys->opts.node_id) {
+        /* a blocked tr_call learns at once that its request will never be answered */
+        tr_actor *w = tr__actor_lookup(sys, m->sender);
+        tr_msg *n;
+        if (w != NULL && (atomic_load_explicit(&w->flags, memory_order_relaxed) & TR_AF_WAITER) &&
+            (n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0)) != NULL) {
+            n->flags = TR_MF_REPLY | TR_MF_SYSTEM;
+            n->corr = m->corr;
+            n->sender = to;
+            tr__deliver(sys, tr__current_worker(sys), m->sender, n);
+        }
+    }
     tr_msg_free(m);
 }
 

@@ -214,8 +214,14 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     while (rc == TR_OK) {
         /* senders push, then flip sched 0 -> 1: after each re-arm, look at the mailbox first */
         waiter_drain(sys, a, self, corr, reply_out);
-        if (*reply_out != NULL)
+        if (*reply_out != NULL) {
+            if (tr_msg_type(*reply_out) == TR_MSG_NOPROC_NOTICE) {
+                tr_msg_free(*reply_out); /* the target ended with our request unanswered */
+                *reply_out = NULL;
+                rc = TR_ENOPROC;
+            }
             break;
+        }
         while (atomic_load(&a->sched) == 0) {
             uint64_t now = tr__now_ns();
             if (timeout_ms > 0 && now >= deadline) {
@@ -232,8 +238,13 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     }
     if (rc == TR_ETIMEDOUT) {
         waiter_drain(sys, a, self, corr, reply_out); /* a reply that made it after all */
-        if (*reply_out != NULL)
+        if (*reply_out != NULL && tr_msg_type(*reply_out) == TR_MSG_NOPROC_NOTICE) {
+            tr_msg_free(*reply_out);
+            *reply_out = NULL;
+            rc = TR_ENOPROC;
+        } else if (*reply_out != NULL) {
             rc = TR_OK;
+        }
     }
     /* retire: no sender can find the pid or flip sched any more; wait out one that did */
     atomic_store_explicit(&a->pid, 0, memory_order_release);

@@ -594,6 +594,52 @@ static void bug_reply_with_request_message(void **state)
     assert_int_equal(late, 0);
 }
 
+/* A target that ends with a tr_call's request still queued: the call returns TR_ENOPROC at once,
+ * even with no timeout, instead of waiting forever. The target blocks in its first message until a
+ * helper thread opens the gate, then fails; the request is either queued behind (dropped at the
+ * end: the waiter is told) or sent after the end (refused at once): TR_ENOPROC both ways. */
+static atomic_int g_gate;
+
+static int gated_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) == MSG_PLAIN) {
+        while (!atomic_load(&g_gate))
+            tt_sleep_ms(1);
+        tr_fail(ctx, 5, "gone before answering");
+    }
+    return 0;
+}
+
+static const tr_behaviour gated_b = {"gated", 0, NULL, gated_receive, NULL};
+
+static void *open_gate_later(void *arg)
+{
+    (void)arg;
+    tt_sleep_ms(50);
+    atomic_store(&g_gate, 1);
+    return NULL;
+}
+
+static void test_call_target_ends_with_request_queued(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(2);
+    for (int round = 0; round < 3; round++) {
+        atomic_store(&g_gate, 0);
+        tr_pid t;
+        assert_int_equal(tr_system_spawn(sys, &gated_b, NULL, &t), TR_OK);
+        assert_int_equal(tr_system_send(sys, t, tr_msg_new(MSG_PLAIN, 0)), TR_OK);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, open_gate_later, NULL), 0);
+        tr_msg *reply = NULL;
+        assert_int_equal(tr_call(sys, t, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ENOPROC);
+        assert_null(reply);
+        pthread_join(th, NULL);
+    }
+    tt_system_end(sys);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip_with_timeout),
     cmocka_unit_test(test_roundtrip_without_timeout),
@@ -608,6 +654,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_call_errors),
     cmocka_unit_test(test_call_inside_actor_refused),
     cmocka_unit_test(test_call_on_stopped_system),
+    cmocka_unit_test(test_call_target_ends_with_request_queued),
 };
 
 static const struct CMUnitTest known_bugs[] = {
