@@ -608,13 +608,11 @@ static void bench_limited(void)
     double ta = now_s(), ca = cpu_s();
     double ra = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
     lim_processed(sys, pids, p1);
-    double prod_cpu_a = 0; /* producers' CPU is read at their end; apportioned below */
     for (unsigned i = 0; i < LIM_PRODUCERS; i++)
         pthread_join(th[i], NULL);
     double tb = now_s(), cb = cpu_s();
     double rb = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
     lim_processed(sys, pids, p2);
-    (void)prod_cpu_a;
     double win = tb - ta;
     double minr = 1e18, maxr = 0, sum = 0;
     for (unsigned i = 0; i < LIM_ACTORS; i++) {
@@ -645,7 +643,7 @@ static void bench_limited(void)
     snprintf(human, sizeof human,
              "\n#   per actor: mean %.1f, min %.1f, max %.1f msgs/s (limit %u); offered %.2f M/s "
              "(%.1fx), %.1f%% refused\n#   runtime CPU %.2f s over %.1f s = %.0f ns per delivered "
-             "message; producers' CPU %.2f s (%.2f s in c0..)",
+             "message; producers' CPU %.2f s; the process %.2f s in all",
              sum / LIM_ACTORS, minr, maxr, LIM_RATE, (double)offered / total_s / 1e6,
              (double)offered / total_s / (LIM_ACTORS * (double)LIM_RATE),
              100.0 * (double)refused / (double)offered, runtime_cpu, win,

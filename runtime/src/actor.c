@@ -493,9 +493,8 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
 /* Admission to a bounded mailbox: a place is taken with a CAS on `pushed` only while the queue
  * is below its bound, so the bound is exact (no sender overshoots it) and a refused send leaves
  * no trace in the counters. */
-static int admit_bounded(tr_system *sys, tr_actor *a, uint32_t cap, tr_msg *m)
+static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
 {
-    (void)sys;
     uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
     uint64_t bound = queue_bound(cap, pol);
     uint64_t n = atomic_load_explicit(&a->pushed, memory_order_relaxed);
@@ -552,7 +551,7 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
     } else {
         uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
         if (TR_UNLIKELY(cap != 0)) {
-            int rc = admit_bounded(sys, a, cap, m);
+            int rc = admit_bounded(a, cap, m);
             if (rc != TR_OK)
                 return rc < 0 ? rc : TR_OK;
         } else {
@@ -737,6 +736,13 @@ static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
 
 enum { TAKE_DELIVER, TAKE_SKIP, TAKE_STOP, TAKE_HOLD };
 
+/* True when every message must go through take_slow: a rate limit, or drop_oldest trimming. */
+static inline bool needs_slow_path(tr_actor *a)
+{
+    return (a->ext != NULL && a->ext->limited) ||
+           atomic_load_explicit(&a->overflow, memory_order_relaxed) == TR_OVERFLOW_DROP_OLDEST;
+}
+
 /* Everything but a plain message to an actor without limits: signals, replies and timeouts,
  * DOWN and EXIT, drop_oldest trimming, the rate limit. Decides what becomes of *mp. */
 static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64_t *wait_ns,
@@ -746,9 +752,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
     if (atomic_load_explicit(&a->overflow, memory_order_relaxed) == TR_OVERFLOW_DROP_OLDEST &&
         !(m->flags & (TR_MF_SIGNAL | TR_MF_SYSTEM))) {
         uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
-        if (cap != 0 && atomic_load_explicit(&a->pushed, memory_order_relaxed) -
-                                atomic_load_explicit(&a->popped, memory_order_relaxed) >
-                            cap) {
+        if (cap != 0 && queue_depth(a) > cap) {
             tr__count_popped(a);
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
             tr_msg_free(m);
@@ -825,8 +829,7 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
                                   memory_order_relaxed);
         x->park_ns = 0;
     }
-    bool slow = (x != NULL && x->limited) ||
-                atomic_load_explicit(&a->overflow, memory_order_relaxed) == TR_OVERFLOW_DROP_OLDEST;
+    bool slow = needs_slow_path(a);
     bool holding = false;
     uint64_t wait_ns = 0, now = 0;
     unsigned n = 0;
@@ -855,9 +858,7 @@ again:
                         (m->flags & (TR_MF_SIGNAL | TR_MF_REPLY | TR_MF_SYSTEM)))) {
             int r = take_slow(&ctx, a, &m, holding, &wait_ns, &now);
             /* a signal may have changed the limit or the policy: applies to the next message */
-            slow = (a->ext != NULL && a->ext->limited) ||
-                   atomic_load_explicit(&a->overflow, memory_order_relaxed) ==
-                       TR_OVERFLOW_DROP_OLDEST;
+            slow = needs_slow_path(a);
             if (r == TAKE_STOP)
                 break;
             if (r == TAKE_SKIP)

@@ -164,6 +164,17 @@ static void waiter_drain(tr_system *sys, tr_actor *a, tr_pid self, uint64_t corr
     }
 }
 
+/* A reply in hand is either the real one (rc stands) or the notice that the target ended with
+ * the request unanswered: then it is dropped and the call fails with TR_ENOPROC. */
+static int take_notice(tr_msg **reply, int rc)
+{
+    if (tr_msg_type(*reply) != TR_MSG_NOPROC_NOTICE)
+        return rc;
+    tr_msg_free(*reply);
+    *reply = NULL;
+    return TR_ENOPROC;
+}
+
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
 {
     if (m != NULL && m->type >= TR_MSG_SYSTEM) {
@@ -215,11 +226,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
         /* senders push, then flip sched 0 -> 1: after each re-arm, look at the mailbox first */
         waiter_drain(sys, a, self, corr, reply_out);
         if (*reply_out != NULL) {
-            if (tr_msg_type(*reply_out) == TR_MSG_NOPROC_NOTICE) {
-                tr_msg_free(*reply_out); /* the target ended with our request unanswered */
-                *reply_out = NULL;
-                rc = TR_ENOPROC;
-            }
+            rc = take_notice(reply_out, TR_OK);
             break;
         }
         while (atomic_load(&a->sched) == 0) {
@@ -238,13 +245,8 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     }
     if (rc == TR_ETIMEDOUT) {
         waiter_drain(sys, a, self, corr, reply_out); /* a reply that made it after all */
-        if (*reply_out != NULL && tr_msg_type(*reply_out) == TR_MSG_NOPROC_NOTICE) {
-            tr_msg_free(*reply_out);
-            *reply_out = NULL;
-            rc = TR_ENOPROC;
-        } else if (*reply_out != NULL) {
-            rc = TR_OK;
-        }
+        if (*reply_out != NULL)
+            rc = take_notice(reply_out, TR_OK);
     }
     /* retire: no sender can find the pid or flip sched any more; wait out one that did */
     atomic_store_explicit(&a->pid, 0, memory_order_release);

@@ -166,7 +166,6 @@ typedef struct sup {
     char *stop_text;
     tr_msg *request;            /* OP_TERMINATE: the request to answer */
     deferred *dq_head, *dq_tail;
-    bool restart_timer_armed;
 } sup;
 
 typedef struct sup_arg {
@@ -306,15 +305,26 @@ static uint64_t backoff_delay(sup *s, child *c)
     return d + (d / 4 > 0 ? s->rng % (d / 4 + 1) : 0);
 }
 
-static void arm_restart_timer(tr_ctx *ctx, sup *s, uint64_t delay_ms)
+/* Sends the supervisor one of its own runtime messages, now or after delay_ms (a timer). */
+static void send_self(tr_ctx *ctx, uint32_t type, uint64_t corr, uint64_t delay_ms)
 {
-    tr_msg *m = tr_msg_new(SUP_RESTART_DUE, 0);
+    tr_msg *m = tr_msg_new(type, 0);
     if (m == NULL)
         return;
     m->sender = tr_self(ctx);
+    m->corr = corr;
     m->flags = TR_MF_SYSTEM;
-    tr__timer_add(ctx->sys, tr_self(ctx), m, (unsigned)delay_ms, false, NULL);
-    s->restart_timer_armed = true;
+    if (delay_ms == 0)
+        tr__deliver(ctx->sys, ctx->w, tr_self(ctx), m);
+    else
+        tr__timer_add(ctx->sys, tr_self(ctx), m, (unsigned)delay_ms, false, NULL);
+}
+
+/* Marks c to be restarted after delay_ms, by a SUP_RESTART_DUE message to ourselves. */
+static void schedule_restart(tr_ctx *ctx, child *c, uint64_t delay_ms)
+{
+    c->due_ms = now_ms() + delay_ms;
+    send_self(ctx, SUP_RESTART_DUE, 0, delay_ms);
 }
 
 static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why);
@@ -328,8 +338,7 @@ static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind);
 static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
 {
     if (delay > 0) {
-        c->due_ms = now_ms() + delay;
-        arm_restart_timer(ctx, s, delay);
+        schedule_restart(ctx, c, delay);
         return;
     }
     c->restarts++;
@@ -339,18 +348,7 @@ static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
         give_up(ctx, s);
         return;
     }
-    uint64_t retry = backoff_delay(s, c);
-    c->due_ms = now_ms() + retry;
-    if (retry > 0) {
-        arm_restart_timer(ctx, s, retry);
-        return;
-    }
-    tr_msg *m = tr_msg_new(SUP_RESTART_DUE, 0);
-    if (m != NULL) {
-        m->sender = tr_self(ctx);
-        m->flags = TR_MF_SYSTEM;
-        tr__deliver(ctx->sys, ctx->w, tr_self(ctx), m);
-    }
+    schedule_restart(ctx, c, backoff_delay(s, c));
 }
 
 /* ---- stopping children, one at a time -------------------------------------------------------- */
@@ -371,15 +369,8 @@ static void stop_child(tr_ctx *ctx, sup *s, child *c)
         return;
     }
     tr_exit(ctx, c->pid, &shutdown);
-    if (ms != TR_SHUTDOWN_INFINITY) {
-        tr_msg *m = tr_msg_new(SUP_KILL_TIMEOUT, 0);
-        if (m != NULL) {
-            m->sender = tr_self(ctx);
-            m->corr = s->kill_token;
-            m->flags = TR_MF_SYSTEM;
-            tr__timer_add(ctx->sys, tr_self(ctx), m, ms, false, NULL);
-        }
-    }
+    if (ms != TR_SHUTDOWN_INFINITY)
+        send_self(ctx, SUP_KILL_TIMEOUT, s->kill_token, ms);
 }
 
 static void stop_next(tr_ctx *ctx, sup *s)
@@ -622,7 +613,6 @@ static void on_exit_msg(tr_ctx *ctx, sup *s, tr_msg *m)
 
 static void on_restart_due(tr_ctx *ctx, sup *s)
 {
-    s->restart_timer_armed = false;
     if (s->op != OP_NONE)
         return; /* op_done restarts what is due */
     uint64_t now = now_ms(), next = 0;
@@ -638,7 +628,7 @@ static void on_restart_due(tr_ctx *ctx, sup *s)
         }
     }
     if (next != 0 && !ctx->ending)
-        arm_restart_timer(ctx, s, next - now);
+        send_self(ctx, SUP_RESTART_DUE, 0, next - now);
 }
 
 static child *find_by_id(sup *s, const char *id, size_t len)
