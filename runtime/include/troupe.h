@@ -195,6 +195,7 @@ typedef enum tr_reason_kind {
     TR_REASON_KILLED,       /* killed without running its own logic */
     TR_REASON_ERROR,        /* tr_fail, or receive returned non-zero */
     TR_REASON_NOPROC,       /* (DOWN / EXIT only) the actor was already gone */
+    TR_REASON_NOCONNECTION, /* (DOWN / EXIT only) its node went down or became unreachable */
 } tr_reason_kind;
 
 typedef struct tr_reason {

@@ -60,6 +60,7 @@ enum {
     TR_SIG_MONITOR,       /* sender monitors us; corr = reference */
     TR_SIG_DEMONITOR,     /* sender dropped monitor corr */
     TR_SIG_LIMIT,         /* new rate limit (payload: kind, rate, burst) */
+    TR_SIG_NODEDOWN,      /* node corr went down: its linked / monitored actors are gone */
 };
 
 #define TR_MSG_INLINE 56
@@ -174,6 +175,7 @@ typedef struct tr_actor {
 /* Rarely used per-actor state, owned by the actor's runner (see link.c, actor.c). */
 struct tr_actor_ext {
     bool trap_exits;
+    bool remote;                    /* holds a relation with another node's actor (node.c) */
     bool limited;
     struct tr_limiter *lim;         /* the rate limiter (when limited) */
     tr_msg *stash, *stash_tail;     /* popped but held back by the limiter, in order */
@@ -280,6 +282,20 @@ TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned tim
                        tr_msg **reply_out);
 /* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
+
+/* ---- nodes (node.c) ------------------------------------------------------------------------ */
+
+struct tr_node;
+/* Queues m for the node that owns `to` (a pid of another node, or none). TR_ENOPROC (a dead
+ * letter) when that node is not up, TR_EFULL when the queue towards it is full. */
+TR_HIDDEN int tr__node_route(struct tr_system *sys, tr_pid to, tr_msg *m);
+/* Records that local actor `local` holds a link or monitor with an actor of node_id, so it
+ * gets TR_SIG_NODEDOWN if that node goes down. TR_ENOPROC if node_id is not up. */
+TR_HIDDEN int tr__node_interest(struct tr_system *sys, uint16_t node_id, tr_pid local);
+/* Forgets `local` (it ended). */
+TR_HIDDEN void tr__node_forget(struct tr_system *sys, tr_pid local);
+/* Stops and frees a node left running; called by tr_system_free. */
+TR_HIDDEN void tr__node_free(struct tr_node *n);
 
 /* ---- supervisors (supervisor.c) ------------------------------------------------------------ */
 
@@ -392,6 +408,8 @@ struct tr_system {
     _Atomic uint64_t late_replies;
     _Atomic uint64_t next_ref;      /* monitor references */
     _Atomic int ending_all;         /* join is ending every actor: links stay silent */
+    _Atomic(struct tr_node *) node; /* the node layer, when started (node.c) */
+    _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
 };
 
 /* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide

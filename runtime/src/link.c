@@ -97,7 +97,7 @@ static int reason_decode(const tr_msg *m, tr_reason *out)
         rc = tr_read_i64(&r, &code);
     if (rc == TR_OK)
         rc = tr_read_object(&r, &o);
-    if (rc == TR_OK && (kind > TR_REASON_NOPROC || code < INT32_MIN || code > INT32_MAX))
+    if (rc == TR_OK && (kind > TR_REASON_NOCONNECTION || code < INT32_MIN || code > INT32_MAX))
         rc = TR_EBADMSG;
     if (rc == TR_OK) {
         out->kind = (tr_reason_kind)kind;
@@ -207,6 +207,52 @@ static tr_idmap *idmap_of(tr_idmap **mp)
     return *mp;
 }
 
+/* Records a relation between actor a (pid self) and `other` of another node, so a's node tells
+ * it when that node goes down. TR_ENOPROC if that node is not up. */
+static int note_remote(tr_system *sys, tr_actor *a, tr_pid self, tr_pid other)
+{
+    if (tr_pid_node(other) == sys->opts.node_id)
+        return TR_OK;
+    tr_actor_ext *x = tr__ext_get(a);
+    if (x == NULL)
+        return TR_ENOMEM;
+    int rc = tr__node_interest(sys, tr_pid_node(other), self);
+    if (rc == TR_OK)
+        x->remote = true;
+    return rc;
+}
+
+/* Node `node_id` went down: each link and monitor with one of its actors ends as if that actor
+ * had ended with reason noconnection — the signals are queued to ourselves, and handled like
+ * any exit signal or DOWN (trapped or not, flushed if removed meanwhile). Watchers there are
+ * forgotten. */
+static void node_down(tr_ctx *ctx, uint16_t node_id)
+{
+    static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
+    tr_actor_ext *x = ctx->self->ext;
+    if (x == NULL)
+        return;
+    for (uint32_t i = 0; i < x->nlinks; i++)
+        if (tr_pid_node(x->links[i]) == node_id)
+            tr__signal(ctx->sys, ctx->w, x->links[i], ctx->pid, TR_SIG_EXIT_LINK, 0, &noconn);
+    if (x->monitors != NULL) {
+        tr_idmap *map = x->monitors;
+        for (size_t i = 0; i < map->cap; i++)
+            if (map->keys[i] != 0 && tr_pid_node((tr_pid)map->vals[i]) == node_id)
+                send_down(ctx->sys, ctx->w, (tr_pid)map->vals[i], ctx->pid, map->keys[i],
+                          &noconn);
+    }
+    if (x->watchers != NULL) {
+        tr_idmap *map = x->watchers;
+        for (size_t i = 0; i < map->cap;) {
+            if (map->keys[i] != 0 && tr_pid_node((tr_pid)map->vals[i]) == node_id &&
+                tr__idmap_del(map, map->keys[i], NULL))
+                continue; /* deletion shifts later keys back: look at i again */
+            i++;
+        }
+    }
+}
+
 /* ---- the receiving side -------------------------------------------------------------------- */
 
 static void set_limit(tr_actor *a, tr_msg *m)
@@ -247,8 +293,15 @@ tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
         tr__ctx_end(ctx, &shutdown);
         break;
     }
+    case TR_SIG_NODEDOWN:
+        node_down(ctx, (uint16_t)m->corr);
+        break;
     case TR_SIG_LINK:
-        if (tr__link_add(a, from) != TR_OK) {
+        if (note_remote(ctx->sys, a, ctx->pid, from) == TR_ENOPROC) {
+            /* its node went down meanwhile */
+            static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
+            tr__signal(ctx->sys, ctx->w, ctx->pid, from, TR_SIG_EXIT_LINK, 0, &noconn);
+        } else if (tr__link_add(a, from) != TR_OK) {
             /* cannot hold the link: the linker is told we are gone for it */
             static const tr_reason oom = {.kind = TR_REASON_ERROR, .code = TR_ENOMEM};
             tr__signal(ctx->sys, ctx->w, ctx->pid, from, TR_SIG_EXIT_LINK, 0, &oom);
@@ -260,6 +313,8 @@ tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
     case TR_SIG_MONITOR: {
         tr_actor_ext *x = tr__ext_get(a);
         tr_idmap *map = x != NULL ? idmap_of(&x->watchers) : NULL;
+        if (note_remote(ctx->sys, a, ctx->pid, from) == TR_ENOPROC)
+            break; /* its node went down meanwhile: nobody to tell */
         if (map == NULL || tr__idmap_put(map, m->corr, from) != TR_OK) {
             static const tr_reason oom = {.kind = TR_REASON_ERROR, .code = TR_ENOMEM};
             send_down(ctx->sys, ctx->w, ctx->pid, from, m->corr, &oom);
@@ -325,6 +380,8 @@ void tr__links_notify(tr_actor *a, tr_worker *w, tr_pid self, const tr_reason *r
             if (map->keys[i] != 0)
                 send_down(sys, w, self, map->vals[i], map->keys[i], reason);
     }
+    if (x->remote)
+        tr__node_forget(sys, self);
     if (x->monitors != NULL) {
         /* our targets forget us, so a long-lived actor does not collect dead watchers */
         tr_idmap *map = x->monitors;
@@ -362,11 +419,15 @@ int tr_link(tr_ctx *ctx, tr_pid pid)
         return TR_EINVAL;
     if (pid == ctx->pid)
         return TR_OK;
-    if (tr__actor_lookup(ctx->sys, pid) == NULL)
+    bool remote = tr_pid_node(pid) != ctx->sys->opts.node_id;
+    if (!remote && tr__actor_lookup(ctx->sys, pid) == NULL)
         return TR_ENOPROC;
     if (link_has(ctx->self->ext, pid))
         return TR_OK;
-    int rc = tr__link_add(ctx->self, pid);
+    int rc = remote ? note_remote(ctx->sys, ctx->self, ctx->pid, pid) : TR_OK;
+    if (rc != TR_OK)
+        return rc; /* its node is not up */
+    rc = tr__link_add(ctx->self, pid);
     if (rc != TR_OK)
         return rc;
     rc = tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_LINK, 0, NULL);
@@ -396,6 +457,8 @@ int tr_monitor(tr_ctx *ctx, tr_pid pid, uint64_t *ref_out)
     tr_idmap *map = x != NULL ? idmap_of(&x->monitors) : NULL;
     if (map == NULL)
         return TR_ENOMEM;
+    /* a target on a node that is not up: DOWN noconnection comes from the bounced request */
+    (void)note_remote(ctx->sys, ctx->self, ctx->pid, pid);
     uint64_t ref = atomic_fetch_add_explicit(&ctx->sys->next_ref, 1, memory_order_relaxed) + 1;
     if (tr__idmap_put(map, ref, pid) != TR_OK)
         return TR_ENOMEM;

@@ -168,11 +168,12 @@ static void waiter_drain(tr_system *sys, tr_actor *a, tr_pid self, uint64_t corr
  * the request unanswered: then it is dropped and the call fails with TR_ENOPROC. */
 static int take_notice(tr_msg **reply, int rc)
 {
-    if (tr_msg_type(*reply) != TR_MSG_NOPROC_NOTICE)
+    uint32_t t = tr_msg_type(*reply);
+    if (t != TR_MSG_NOPROC_NOTICE && t != TR_MSG_REJECTED)
         return rc;
     tr_msg_free(*reply);
     *reply = NULL;
-    return TR_ENOPROC;
+    return t == TR_MSG_REJECTED ? TR_EFULL : TR_ENOPROC; /* (a full mailbox on another node) */
 }
 
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)

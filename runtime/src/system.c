@@ -167,6 +167,7 @@ void tr_system_free(tr_system *sys)
         atomic_store(&sys->ending_all, 1);
         tr__actor_foreach(sys, end_if_alive, NULL); /* actors spawned but never run */
     }
+    tr__node_free(atomic_load(&sys->node)); /* a node its user did not stop */
     tr__timer_free(sys);
     tr__actor_table_free(sys);
     pthread_mutex_destroy(&sys->pool_lock);

@@ -64,6 +64,33 @@ void tr__wire_begin(tr_wire_buf *b, unsigned kind)
     buf_write(b, h, sizeof h);
 }
 
+size_t tr__wire_frame_begin(tr_wire_buf *b, unsigned kind)
+{
+    size_t start = b->len;
+    char h[TR_WIRE_PREFIX + TR_WIRE_HEADER] = {
+        0, 0, 0, 0, MAGIC[0], MAGIC[1], MAGIC[2], (char)TR_WIRE_VERSION, (char)kind};
+    buf_write(b, h, sizeof h);
+    return start;
+}
+
+void tr__wire_frame_end(tr_wire_buf *b, size_t start)
+{
+    if (b->oom || b->len < start + TR_WIRE_PREFIX)
+        return;
+    size_t n = b->len - start - TR_WIRE_PREFIX;
+    uint8_t *p = (uint8_t *)b->data + start;
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+}
+
+uint32_t tr__wire_prefix(const void *p)
+{
+    const uint8_t *q = p;
+    return (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+}
+
 void tr__wire_put_hello(tr_wire_buf *b, const tr_wire_hello *h)
 {
     msgpack_packer pk;
@@ -75,6 +102,34 @@ void tr__wire_put_hello(tr_wire_buf *b, const tr_wire_hello *h)
     msgpack_pack_uint64(&pk, h->incarnation);
     msgpack_pack_bin(&pk, TR_WIRE_NONCE);
     msgpack_pack_bin_body(&pk, h->nonce, TR_WIRE_NONCE);
+    n = strnlen(h->addr, TR_WIRE_ADDR_MAX);
+    msgpack_pack_str(&pk, n);
+    msgpack_pack_str_body(&pk, h->addr, n);
+}
+
+void tr__wire_put_raw(tr_wire_buf *b, const void *data, size_t len)
+{
+    if (len > 0)
+        buf_write(b, data, len);
+}
+
+void tr__wire_put_members(tr_wire_buf *b, uint32_t count)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, buf_write);
+    msgpack_pack_uint32(&pk, count);
+}
+
+void tr__wire_put_member(tr_wire_buf *b, const char *name, const char *addr)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, buf_write);
+    size_t n = strnlen(name, TR_WIRE_NAME_MAX);
+    msgpack_pack_str(&pk, n);
+    msgpack_pack_str_body(&pk, name, n);
+    n = strnlen(addr, TR_WIRE_ADDR_MAX);
+    msgpack_pack_str(&pk, n);
+    msgpack_pack_str_body(&pk, addr, n);
 }
 
 void tr__wire_put_auth(tr_wire_buf *b, const uint8_t mac[TR_WIRE_MAC])
@@ -180,7 +235,7 @@ int tr__wire_kind(const void *frame, size_t len, unsigned *kind)
 {
     const uint8_t *f = frame;
     if (frame == NULL || len < TR_WIRE_HEADER || memcmp(f, MAGIC, 3) != 0 ||
-        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_DATA)
+        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_MEMBERS)
         return TR_EBADMSG;
     *kind = f[4];
     return TR_OK;
@@ -196,25 +251,56 @@ static bool body(const void *frame, size_t len, unsigned want, rd *r)
     return true;
 }
 
+/* A str without NUL of min..max bytes, copied into out (max + 1 bytes). */
+static bool rd_cstr(rd *r, size_t min, size_t max, char *out)
+{
+    const uint8_t *p;
+    size_t n;
+    if (!rd_bytes(r, true, max, &p, &n) || n < min || memchr(p, '\0', n) != NULL)
+        return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
 int tr__wire_get_hello(const void *frame, size_t len, tr_wire_hello *out)
 {
     rd r;
     const uint8_t *p;
     size_t n;
     uint64_t id, inc;
-    if (!body(frame, len, TR_WIRE_HELLO, &r) || !rd_bytes(&r, true, TR_WIRE_NAME_MAX, &p, &n) ||
-        n == 0)
+    if (!body(frame, len, TR_WIRE_HELLO, &r) || !rd_cstr(&r, 1, TR_WIRE_NAME_MAX, out->name))
         return TR_EBADMSG;
-    if (memchr(p, '\0', n) != NULL)
-        return TR_EBADMSG;
-    memcpy(out->name, p, n);
-    out->name[n] = '\0';
     if (!rd_uint(&r, UINT16_MAX, &id) || id == 0 || !rd_uint(&r, UINT64_MAX, &inc) ||
-        !rd_bytes(&r, false, TR_WIRE_NONCE, &p, &n) || n != TR_WIRE_NONCE || r.p != r.end)
+        !rd_bytes(&r, false, TR_WIRE_NONCE, &p, &n) || n != TR_WIRE_NONCE)
+        return TR_EBADMSG;
+    memcpy(out->nonce, p, TR_WIRE_NONCE);
+    if (!rd_cstr(&r, 0, TR_WIRE_ADDR_MAX, out->addr) || r.p != r.end)
         return TR_EBADMSG;
     out->node_id = (uint16_t)id;
     out->incarnation = inc;
-    memcpy(out->nonce, p, TR_WIRE_NONCE);
+    return TR_OK;
+}
+
+int tr__wire_get_members(const void *frame, size_t len, tr_wire_member_fn fn, void *arg)
+{
+    rd r;
+    uint64_t count;
+    char name[TR_WIRE_NAME_MAX + 1], addr[TR_WIRE_ADDR_MAX + 1];
+    if (!body(frame, len, TR_WIRE_MEMBERS, &r) || !rd_uint(&r, TR_WIRE_MEMBERS_MAX, &count))
+        return TR_EBADMSG;
+    const uint8_t *start = r.p;
+    for (uint64_t i = 0; i < count; i++)
+        if (!rd_cstr(&r, 1, TR_WIRE_NAME_MAX, name) || !rd_cstr(&r, 0, TR_WIRE_ADDR_MAX, addr))
+            return TR_EBADMSG;
+    if (r.p != r.end)
+        return TR_EBADMSG;
+    r.p = start;
+    for (uint64_t i = 0; i < count; i++) {
+        rd_cstr(&r, 1, TR_WIRE_NAME_MAX, name);
+        rd_cstr(&r, 0, TR_WIRE_ADDR_MAX, addr);
+        fn(arg, name, addr);
+    }
     return TR_OK;
 }
 

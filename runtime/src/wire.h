@@ -1,13 +1,18 @@
 /*
- * wire.h — the node-to-node wire format: frames carried in nng messages.
+ * wire.h — the node-to-node wire format: frames carried on a TCP stream (nng's stream API).
  *
- * A frame starts with a 5-byte header: "TRP", the protocol version, and the frame kind. The rest
- * is msgpack:
- *   HELLO  name (str, 1..TR_WIRE_NAME_MAX), node id (u16, the node field of its pids),
- *          incarnation (u64), nonce (bin, TR_WIRE_NONCE bytes)
- *   AUTH   mac (bin, TR_WIRE_MAC bytes): HMAC-SHA256 proving the cluster secret (see node.c)
- *   DATA   one or more envelopes, each: to (u64), from (u64), type (u32), flags (u32),
- *          corr (u64), payload (bin)
+ * On the stream each frame is preceded by its length (4 bytes, big endian; node.c refuses a
+ * length above its max_frame before reading it). A frame starts with a 5-byte header: "TRP",
+ * the protocol version, and the frame kind. The rest is msgpack:
+ *   HELLO    name (str, 1..TR_WIRE_NAME_MAX), node id (u16, the node field of its pids),
+ *            incarnation (u64), nonce (bin, TR_WIRE_NONCE bytes), listen address (str,
+ *            0..TR_WIRE_ADDR_MAX: where the sender accepts connections)
+ *   AUTH     mac (bin, TR_WIRE_MAC bytes): HMAC-SHA256 proving the cluster secret (see node.c)
+ *   DATA     one or more envelopes, each: to (u64), from (u64), type (u32), flags (u32),
+ *            corr (u64), payload (bin)
+ *   PING     no body: a heartbeat, sent when nothing else was
+ *   MEMBERS  count (u32, <= TR_WIRE_MEMBERS_MAX), then count pairs: name (str), address (str):
+ *            the nodes the sender knows, so every node connects to every other (gossip)
  * Decoding is strict and bounded: every length is checked against what is left and against the
  * limits here before anything is allocated, so a malformed or hostile frame costs nothing but a
  * refusal (TR_EBADMSG).
@@ -22,14 +27,18 @@
 #define TR_WIRE_NAME_MAX 64u
 #define TR_WIRE_NONCE 16u
 #define TR_WIRE_MAC 32u
+#define TR_WIRE_ADDR_MAX 128u
+#define TR_WIRE_MEMBERS_MAX 1024u
+#define TR_WIRE_PREFIX 4u /* the length before each frame on a stream */
 
-enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3 };
+enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3, TR_WIRE_PING = 4, TR_WIRE_MEMBERS = 5 };
 
 typedef struct tr_wire_hello {
     char name[TR_WIRE_NAME_MAX + 1];
     uint16_t node_id;
     uint64_t incarnation;
     uint8_t nonce[TR_WIRE_NONCE];
+    char addr[TR_WIRE_ADDR_MAX + 1];
 } tr_wire_hello;
 
 /* A growable output buffer for a frame. */
@@ -44,11 +53,22 @@ TR_HIDDEN void tr__wire_buf_free(tr_wire_buf *b);
 
 /* Starts a frame of the given kind in b (b is reset first). */
 TR_HIDDEN void tr__wire_begin(tr_wire_buf *b, unsigned kind);
+/* Appends to b (not reset) a length prefix and the header of a frame; returns where the frame
+ * starts, for tr__wire_frame_end, which writes its length once its body is appended. */
+TR_HIDDEN size_t tr__wire_frame_begin(tr_wire_buf *b, unsigned kind);
+TR_HIDDEN void tr__wire_frame_end(tr_wire_buf *b, size_t start);
+/* Reads the length prefix of the frame at p (TR_WIRE_PREFIX bytes). */
+TR_HIDDEN uint32_t tr__wire_prefix(const void *p);
 /* Appends a HELLO's body / an AUTH's body. */
 TR_HIDDEN void tr__wire_put_hello(tr_wire_buf *b, const tr_wire_hello *h);
 TR_HIDDEN void tr__wire_put_auth(tr_wire_buf *b, const uint8_t mac[TR_WIRE_MAC]);
 /* Appends one envelope carrying m (to its `to`) to a DATA frame. */
 TR_HIDDEN void tr__wire_put_envelope(tr_wire_buf *b, tr_pid to, const tr_msg *m);
+/* Appends len raw bytes (frames encoded elsewhere). */
+TR_HIDDEN void tr__wire_put_raw(tr_wire_buf *b, const void *data, size_t len);
+/* Appends a MEMBERS body's count / one of its entries. */
+TR_HIDDEN void tr__wire_put_members(tr_wire_buf *b, uint32_t count);
+TR_HIDDEN void tr__wire_put_member(tr_wire_buf *b, const char *name, const char *addr);
 /* TR_OK, or TR_ENOMEM if any append ran out of memory. */
 TR_HIDDEN int tr__wire_status(const tr_wire_buf *b);
 
@@ -57,6 +77,10 @@ TR_HIDDEN int tr__wire_status(const tr_wire_buf *b);
 TR_HIDDEN int tr__wire_kind(const void *frame, size_t len, unsigned *kind);
 TR_HIDDEN int tr__wire_get_hello(const void *frame, size_t len, tr_wire_hello *out);
 TR_HIDDEN int tr__wire_get_auth(const void *frame, size_t len, uint8_t mac[TR_WIRE_MAC]);
+
+/* Calls fn for each entry of a MEMBERS frame (validated whole first). */
+typedef void (*tr_wire_member_fn)(void *arg, const char *name, const char *addr);
+TR_HIDDEN int tr__wire_get_members(const void *frame, size_t len, tr_wire_member_fn fn, void *arg);
 
 /* Calls fn for each envelope of a DATA frame, with a new message (owned by fn) addressed to
  * *to. The whole frame is validated first: on TR_EBADMSG no envelope has been handed out. */

@@ -40,6 +40,7 @@ static void make_hello(tr_wire_hello *h)
     h->incarnation = 0x1122334455667788ULL;
     for (unsigned i = 0; i < TR_WIRE_NONCE; i++)
         h->nonce[i] = (uint8_t)(i * 7 + 1);
+    strcpy(h->addr, "tcp://127.0.0.1:7101");
 }
 
 static void test_hello_and_auth_round_trip(void **state)
@@ -60,6 +61,7 @@ static void test_hello_and_auth_round_trip(void **state)
     assert_int_equal(back.node_id, 4242);
     assert_true(back.incarnation == h.incarnation);
     assert_memory_equal(back.nonce, h.nonce, TR_WIRE_NONCE);
+    assert_string_equal(back.addr, "tcp://127.0.0.1:7101");
     /* a HELLO is not an AUTH nor DATA */
     uint8_t mac[TR_WIRE_MAC];
     assert_int_equal(tr__wire_get_auth(b.data, b.len, mac), TR_EBADMSG);
@@ -71,6 +73,67 @@ static void test_hello_and_auth_round_trip(void **state)
     tr__wire_put_auth(&b, m1);
     assert_int_equal(tr__wire_get_auth(b.data, b.len, m2), TR_OK);
     assert_memory_equal(m1, m2, TR_WIRE_MAC);
+    tr__wire_buf_free(&b);
+}
+
+typedef struct members {
+    int n;
+    char names[4][TR_WIRE_NAME_MAX + 1];
+    char addrs[4][TR_WIRE_ADDR_MAX + 1];
+} members;
+
+static void collect_member(void *arg, const char *name, const char *addr)
+{
+    members *g = arg;
+    if (g->n < 4) {
+        strcpy(g->names[g->n], name);
+        strcpy(g->addrs[g->n], addr);
+    }
+    g->n++;
+}
+
+/* Frames on a stream: length prefixes, several frames in one buffer, MEMBERS and PING. */
+static void test_stream_frames_and_members(void **state)
+{
+    (void)state;
+    tr_wire_buf b;
+    tr__wire_buf_init(&b);
+    size_t f1 = tr__wire_frame_begin(&b, TR_WIRE_MEMBERS);
+    tr__wire_put_members(&b, 2);
+    tr__wire_put_member(&b, "n1", "tcp://127.0.0.1:7101");
+    tr__wire_put_member(&b, "node-two", "");
+    tr__wire_frame_end(&b, f1);
+    size_t f2 = tr__wire_frame_begin(&b, TR_WIRE_PING);
+    tr__wire_frame_end(&b, f2);
+    assert_int_equal(tr__wire_status(&b), TR_OK);
+    assert_int_equal(f1, 0);
+    uint32_t l1 = tr__wire_prefix(b.data);
+    assert_int_equal(f2, TR_WIRE_PREFIX + l1);
+    assert_int_equal(tr__wire_prefix(b.data + f2), TR_WIRE_HEADER);
+    assert_int_equal(b.len, f2 + TR_WIRE_PREFIX + TR_WIRE_HEADER);
+    members g = {0};
+    const char *fr = b.data + TR_WIRE_PREFIX;
+    assert_int_equal(tr__wire_get_members(fr, l1, collect_member, &g), TR_OK);
+    assert_int_equal(g.n, 2);
+    assert_string_equal(g.names[0], "n1");
+    assert_string_equal(g.addrs[0], "tcp://127.0.0.1:7101");
+    assert_string_equal(g.names[1], "node-two");
+    assert_string_equal(g.addrs[1], "");
+    unsigned kind;
+    assert_int_equal(tr__wire_kind(b.data + f2 + TR_WIRE_PREFIX, TR_WIRE_HEADER, &kind), TR_OK);
+    assert_int_equal(kind, TR_WIRE_PING);
+    /* every strict prefix of the MEMBERS frame is refused, without a callback */
+    for (uint32_t cut = 0; cut < l1; cut++) {
+        g.n = 0;
+        assert_int_equal(tr__wire_get_members(fr, cut, collect_member, &g), TR_EBADMSG);
+        assert_int_equal(g.n, 0);
+    }
+    /* a count above the limit is refused */
+    tr__wire_begin(&b, TR_WIRE_MEMBERS);
+    tr__wire_put_members(&b, TR_WIRE_MEMBERS_MAX + 1);
+    g.n = 0;
+    assert_int_equal(tr__wire_get_members(b.data, b.len, collect_member, &g), TR_EBADMSG);
+    assert_int_equal(g.n, 0);
     tr__wire_buf_free(&b);
 }
 
@@ -167,13 +230,13 @@ static void test_bad_headers_and_fields(void **state)
                                          "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(empty, sizeof empty - 1, &h), TR_EBADMSG);
     static const unsigned char good[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x10"
-                                        "0123456789abcdef";
+                                        "0123456789abcdef\xa0";
     assert_int_equal(tr__wire_get_hello(good, sizeof good - 1, &h), TR_OK);
     static const unsigned char shortnonce[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x0f"
                                               "0123456789abcde";
     assert_int_equal(tr__wire_get_hello(shortnonce, sizeof shortnonce - 1, &h), TR_EBADMSG);
     static const unsigned char trailing[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x10"
-                                            "0123456789abcdefZ";
+                                            "0123456789abcdef\xa0Z";
     assert_int_equal(tr__wire_get_hello(trailing, sizeof trailing - 1, &h), TR_EBADMSG);
     /* DATA: a length claiming more than the frame holds; a negative int where a uint goes;
      * an empty DATA frame; pid 0 */
@@ -235,6 +298,8 @@ static void test_garbage(void **state)
         uint8_t mac[TR_WIRE_MAC];
         (void)tr__wire_get_hello(buf, n, &h);
         (void)tr__wire_get_auth(buf, n, mac);
+        members gm = {0};
+        (void)tr__wire_get_members(buf, n, collect_member, &gm);
     }
     print_message("%zu of %u garbage frames decoded as valid DATA\n", decoded, rounds);
     tr__wire_buf_free(&b);
@@ -243,6 +308,7 @@ static void test_garbage(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_hello_and_auth_round_trip),
     cmocka_unit_test(test_data_round_trip),
+    cmocka_unit_test(test_stream_frames_and_members),
     cmocka_unit_test(test_truncated_frames_refused),
     cmocka_unit_test(test_bad_headers_and_fields),
     cmocka_unit_test(test_garbage),

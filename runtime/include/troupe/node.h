@@ -1,0 +1,122 @@
+/*
+ * troupe/node.h — nodes: systems that reach each other over TCP (nng streams), so that tr_send
+ * to a pid of another node is the same call as to a local one.
+ *
+ * A node has a name, unique in its cluster, and a listen address. Its pids carry its node id
+ * (tr_system_opts.node_id), which must differ from every other node's: give each incarnation a
+ * fresh one (tr_node_random_id) so pids of an earlier incarnation are stale everywhere (sends
+ * to them fail with TR_ENOPROC). Nodes prove to each other that they hold the cluster secret by
+ * HMAC challenge-response (the secret is never sent), tell each other about the nodes they know
+ * (so every node connects to every other), send heartbeats, and declare a peer down when its
+ * connection breaks or stays silent too long: local actors linked to or monitoring its actors
+ * then get EXIT / DOWN with reason TR_REASON_NOCONNECTION.
+ *
+ * Delivery between nodes keeps each sender -> receiver pair in order and is at most once:
+ * messages in flight when a connection breaks are lost, as in distributed Erlang.
+ */
+#ifndef TROUPE_NODE_H
+#define TROUPE_NODE_H
+
+#include "troupe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tr_node tr_node;
+
+/* What happens to a send when the queue towards a peer is full. */
+typedef enum tr_node_overflow {
+    TR_NODE_REJECT = 0, /* the send fails with TR_EFULL (default) */
+    TR_NODE_DROP,       /* the message is dropped and counted; the send succeeds */
+} tr_node_overflow;
+
+typedef struct tr_node_opts {
+    const char *name;           /* this node's name, 1..64 bytes, unique in the cluster */
+    const char *listen;         /* "tcp://HOST:PORT" to accept connections on (port 0: any) */
+    const char *secret;         /* the cluster secret, at least 8 bytes */
+    const char *const *seeds;   /* addresses of nodes to join through (tcp://HOST:PORT) */
+    size_t nseeds;
+    size_t max_frame;           /* largest frame accepted, bytes; 0 = 4 MiB */
+    size_t peer_queue;          /* messages queued towards one peer at most; 0 = 65,536 */
+    tr_node_overflow overflow;  /* when that queue is full */
+    size_t batch_bytes;         /* most bytes of messages coalesced in one write; 0 = 256 KiB */
+    unsigned heartbeat_ms;      /* a heartbeat when nothing else was sent for this long; 0 = 200 */
+    unsigned down_after_ms;     /* silence after which a peer is down; 0 = 1,000 */
+    unsigned reconnect_min_ms;  /* first reconnect delay (doubles each try); 0 = 10 */
+    unsigned reconnect_max_ms;  /* its cap; 0 = 2,000 */
+    bool quiet;                 /* no log lines on stderr */
+} tr_node_opts;
+
+/* A random node id in [2, 65535] for a new incarnation of a node. */
+uint16_t tr_node_random_id(void);
+/* Makes the started system `sys` a node: listens, then joins through the seeds. One per system. */
+int tr_node_start(tr_system *sys, const tr_node_opts *opts, tr_node **out);
+/* Closes every connection and frees the node; call before tr_system_free. Messages still queued
+ * towards peers become dead letters. */
+void tr_node_stop(tr_node *node);
+
+/* This node's name. */
+const char *tr_node_name(const tr_node *node);
+/* The TCP port the node listens on (useful with port 0 in the listen address). */
+int tr_node_port(const tr_node *node);
+/* The address other nodes reach this one at ("tcp://127.0.0.1:7101"). */
+const char *tr_node_address(const tr_node *node);
+
+typedef enum tr_peer_status {
+    TR_PEER_DOWN = 0,   /* not connected: reconnecting with backoff */
+    TR_PEER_UP,         /* connected and authenticated: messages flow */
+    TR_PEER_SUSPECT,    /* up, but silent for more than two heartbeats */
+} tr_peer_status;
+
+typedef struct tr_peer_info {
+    char name[65];      /* empty while a seed has not said who it is */
+    char address[129];
+    uint16_t node_id;   /* of its current (or last) incarnation; 0 if never connected */
+    tr_peer_status status;
+} tr_peer_info;
+
+/* Copies up to `cap` peers into out; *count gets how many there are. */
+int tr_node_peers(tr_node *node, tr_peer_info *out, size_t cap, size_t *count);
+/* The node id of the peer called `name` while it is up (TR_ENOPROC otherwise). */
+int tr_node_lookup(tr_node *node, const char *name, uint16_t *node_id);
+
+/* Delivered to node watchers (tr_node_monitor): payload = name (str), node id (u64); corr = id. */
+#define TR_MSG_NODEUP (TR_MSG_SYSTEM + 6)
+#define TR_MSG_NODEDOWN (TR_MSG_SYSTEM + 7)
+/* Starts (on) or stops sending `watcher` a TR_MSG_NODEUP / TR_MSG_NODEDOWN for every peer that
+ * comes up or goes down. */
+int tr_node_monitor(tr_node *node, tr_pid watcher, bool on);
+
+/* Registers behaviour b under `name` so other nodes can spawn it (tr_node_spawn). Its init gets
+ * as `arg` a `const tr_msg *` holding the spawner's arguments. */
+int tr_node_register_behaviour(tr_node *node, const char *name, const tr_behaviour *b);
+/* Spawns behaviour `behaviour` on the node called `peer` (this node's own name spawns here)
+ * with `args` (may be NULL; not consumed) and waits up to timeout_ms for its pid. Not from an
+ * actor. TR_ENOPROC: no such node up; TR_EINVAL: no such behaviour there. */
+int tr_node_spawn(tr_node *node, const char *peer, const char *behaviour, const tr_msg *args,
+                  unsigned timeout_ms, tr_pid *out);
+
+/* Picks the node that owns `key` among this node and the peers up (rendezvous hashing): every
+ * node with the same view picks the same one, and a change of membership moves only the keys of
+ * the node that came or went. Copies its name (65 bytes) and node id. */
+int tr_node_place(tr_node *node, const void *key, size_t len, char name[65], uint16_t *node_id);
+
+typedef struct tr_node_stats {
+    uint64_t writes, frames_in;         /* stream writes made / frames received */
+    uint64_t msgs_out, msgs_in;         /* envelopes sent / received */
+    uint64_t refused_auth;              /* connections dropped: wrong secret or bad handshake */
+    uint64_t bad_frames;                /* connections dropped: malformed or oversized frame */
+    uint64_t queue_full;                /* sends refused or dropped: a peer's queue was full */
+    uint64_t no_route;                  /* sends to a node that is not up (dead letters) */
+    uint64_t lost;                      /* messages queued towards a peer that went down */
+    uint64_t peers_down;                /* times a peer was declared down */
+} tr_node_stats;
+
+/* Reads the node's counters. */
+void tr_node_stats_get(tr_node *node, tr_node_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_NODE_H */

@@ -1,0 +1,561 @@
+/*
+ * test_node.c — nodes in one process, connected over TCP on 127.0.0.1: remote send and
+ * request/reply with the same calls as local ones, order across the wire, batching, gossip to a
+ * full mesh from one seed, remote links and monitors ending with noconnection when a node goes,
+ * node watchers, remote spawn by behaviour name, placement, the handshake refusing a wrong
+ * secret, raw garbage and oversized frames dropping only their connection, bounded queues
+ * towards a peer. (Multi-process tests with kill -9 are in tests/cluster/.)
+ */
+#include "test_util.h"
+#include "troupe/node.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { MSG_SEQ = 1, MSG_PING = 2, MSG_PONG = 3, MSG_ASK = 4, MSG_WATCH = 5, MSG_LINK = 6 };
+
+static _Atomic uint64_t g_received, g_out_of_order, g_pongs, g_downs, g_exits, g_nodedowns,
+    g_nodeups, g_spawned;
+static _Atomic int g_last_reason;
+
+typedef struct sink_state {
+    uint64_t next;
+} sink_state;
+
+/* Checks that MSG_SEQ values arrive in order; answers pings and requests; watches and links on
+ * demand, counting DOWN / EXIT / NODEDOWN. */
+static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    sink_state *s = state;
+    tr_reason r;
+    switch (tr_msg_type(m)) {
+    case MSG_SEQ: {
+        uint64_t v = tt_read_u64(m);
+        if (v != s->next)
+            atomic_fetch_add(&g_out_of_order, 1);
+        s->next = v + 1;
+        atomic_fetch_add(&g_received, 1);
+        break;
+    }
+    case MSG_PING:
+        tr_send(ctx, tr_msg_sender(m), tt_msg_u64(MSG_PONG, tt_read_u64(m)));
+        break;
+    case MSG_PONG:
+        atomic_fetch_add(&g_pongs, 1);
+        break;
+    case MSG_ASK:
+        tr_reply(ctx, m, tt_msg_u64(MSG_ASK, tt_read_u64(m) * 2));
+        break;
+    case MSG_WATCH: {
+        uint64_t ref;
+        int rc = tr_monitor(ctx, (tr_pid)tt_read_u64(m), &ref);
+        /* after the monitor request, in order: its PONG shows the target has the monitor */
+        tr_send(ctx, (tr_pid)tt_read_u64(m), tt_msg_u64(MSG_PING, 0));
+        if (tr_msg_corr(m) != 0)
+            tr_reply(ctx, m, tt_msg_u64(MSG_WATCH, (uint64_t)(rc == TR_OK)));
+        break;
+    }
+    case MSG_LINK: {
+        tr_trap_exits(ctx, true);
+        int rc = tr_link(ctx, (tr_pid)tt_read_u64(m));
+        if (tr_msg_corr(m) != 0)
+            tr_reply(ctx, m, tt_msg_u64(MSG_LINK, (uint64_t)(rc == TR_OK)));
+        break;
+    }
+    case TR_MSG_DOWN:
+        if (tr_msg_reason(m, &r) == TR_OK)
+            atomic_store(&g_last_reason, (int)r.kind);
+        atomic_fetch_add(&g_downs, 1);
+        break;
+    case TR_MSG_EXIT:
+        if (tr_msg_reason(m, &r) == TR_OK)
+            atomic_store(&g_last_reason, (int)r.kind);
+        atomic_fetch_add(&g_exits, 1);
+        break;
+    case TR_MSG_NODEDOWN:
+        atomic_fetch_add(&g_nodedowns, 1);
+        break;
+    case TR_MSG_NODEUP:
+        atomic_fetch_add(&g_nodeups, 1);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static const tr_behaviour sink_b = {"sink", sizeof(sink_state), NULL, sink_recv, NULL};
+
+/* Sends `count` MSG_SEQ values to the pid in its arg when told to. */
+static int pusher_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    *(tr_pid *)state = *(const tr_pid *)arg;
+    return 0;
+}
+
+static int pusher_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    tr_pid to = *(tr_pid *)state;
+    if (tr_msg_type(m) == MSG_SEQ) {
+        uint64_t n = tt_read_u64(m);
+        for (uint64_t i = 0; i < n; i++)
+            while (tr_send(ctx, to, tt_msg_u64(MSG_SEQ, i)) == TR_EFULL)
+                ; /* the queue towards the peer is bounded: try again */
+    } else if (tr_msg_type(m) == MSG_PING) {
+        tr_send(ctx, to, tt_msg_u64(MSG_PING, tt_read_u64(m)));
+    } else if (tr_msg_type(m) == MSG_PONG) {
+        atomic_fetch_add(&g_pongs, 1);
+    }
+    return 0;
+}
+
+static const tr_behaviour pusher_b = {"pusher", sizeof(tr_pid), pusher_init, pusher_recv, NULL};
+
+/* Spawned remotely: its arg is a message holding a u64 it adds to g_spawned. */
+static int remote_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    (void)state;
+    atomic_fetch_add(&g_spawned, tt_read_u64((const tr_msg *)arg));
+    return 0;
+}
+
+static const tr_behaviour remote_b = {"remote", sizeof(sink_state), remote_init, sink_recv, NULL};
+
+typedef struct node {
+    tr_system *sys;
+    tr_node *node;
+    char addr[64];
+} node;
+
+static void node_start(node *nd, const char *name, uint16_t id, const char *secret,
+                       const char *seed, size_t peer_queue)
+{
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = 2;
+    o.node_id = id;
+    nd->sys = tt_system_start(&o);
+    tr_node_opts no;
+    memset(&no, 0, sizeof no);
+    no.name = name;
+    no.listen = "tcp://127.0.0.1:0";
+    no.secret = secret;
+    no.seeds = &seed;
+    no.nseeds = seed != NULL ? 1 : 0;
+    no.peer_queue = peer_queue;
+    no.quiet = true;
+    no.reconnect_max_ms = 200;
+    assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
+    snprintf(nd->addr, sizeof nd->addr, "%s", tr_node_address(nd->node));
+    assert_true(tr_node_port(nd->node) > 0);
+}
+
+static void node_up(node *nd, const char *name, uint16_t id, const char *secret, const char *seed)
+{
+    node_start(nd, name, id, secret, seed, 0);
+}
+
+static void node_end(node *nd)
+{
+    tr_node_stop(nd->node);
+    tt_system_end(nd->sys);
+}
+
+static bool sees(node *nd, const char *peer)
+{
+    uint16_t id;
+    return tr_node_lookup(nd->node, peer, &id) == TR_OK;
+}
+
+static void reset(void)
+{
+    atomic_store(&g_received, 0);
+    atomic_store(&g_out_of_order, 0);
+    atomic_store(&g_pongs, 0);
+    atomic_store(&g_downs, 0);
+    atomic_store(&g_exits, 0);
+    atomic_store(&g_nodedowns, 0);
+    atomic_store(&g_nodeups, 0);
+    atomic_store(&g_spawned, 0);
+    atomic_store(&g_last_reason, -1);
+}
+
+static void test_remote_send_in_order_and_ping_pong(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 12, "cluster-secret", NULL);
+    node_up(&a, "a", 11, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    assert_int_equal(tr_pid_node(sink), 12);
+    /* from an actor: the same call as for a local pid */
+    tr_pid pusher;
+    assert_int_equal(tr_system_spawn(a.sys, &pusher_b, &sink, &pusher), TR_OK);
+    const uint64_t n = tt_scale(200000, 20000);
+    assert_int_equal(tr_system_send(a.sys, pusher, tt_msg_u64(MSG_SEQ, n)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&g_received) == n, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_out_of_order), 0);
+    /* ping-pong: the reply goes to the sender's pid, on the other node */
+    for (uint64_t i = 0; i < 100; i++)
+        assert_int_equal(tr_system_send(a.sys, pusher, tt_msg_u64(MSG_PING, i)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&g_pongs) == 100, TT_DEADLINE_MS);
+    /* a blocking call from outside node a to an actor on node b */
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(a.sys, sink, tt_msg_u64(MSG_ASK, 21), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 42);
+    tr_msg_free(reply);
+    tr_node_stats st;
+    tr_node_stats_get(a.node, &st);
+    print_message("a: %llu messages in %llu writes\n", (unsigned long long)st.msgs_out,
+                  (unsigned long long)st.writes);
+    assert_true(st.msgs_out >= n);
+    assert_true(st.writes < st.msgs_out / 4); /* batching happened */
+    assert_int_equal(st.refused_auth + st.bad_frames, 0);
+    node_end(&a);
+    node_end(&b);
+}
+
+/* Three nodes, each given only the first as seed, all learn of each other. */
+static void test_gossip_full_mesh_and_placement(void **state)
+{
+    (void)state;
+    reset();
+    node a, b, c;
+    node_up(&a, "a", 51, "cluster-secret", NULL);
+    node_up(&b, "b", 52, "cluster-secret", a.addr);
+    node_up(&c, "c", 53, "cluster-secret", a.addr);
+    TT_WAIT_FOR(sees(&b, "c") && sees(&c, "b") && sees(&a, "b") && sees(&a, "c") &&
+                    sees(&b, "a") && sees(&c, "a"),
+                TT_DEADLINE_MS);
+    tr_peer_info info[4];
+    size_t k;
+    assert_int_equal(tr_node_peers(b.node, info, 4, &k), TR_OK);
+    assert_int_equal(k, 2);
+    for (size_t i = 0; i < k; i++)
+        assert_int_equal(info[i].status == TR_PEER_UP || info[i].status == TR_PEER_SUSPECT, 1);
+    /* every node places every key on the same node; the three share the keys */
+    unsigned per[3] = {0};
+    for (unsigned key = 0; key < 300; key++) {
+        char na[65], nb[65], nc[65];
+        uint16_t ia, ib, ic;
+        assert_int_equal(tr_node_place(a.node, &key, sizeof key, na, &ia), TR_OK);
+        assert_int_equal(tr_node_place(b.node, &key, sizeof key, nb, &ib), TR_OK);
+        assert_int_equal(tr_node_place(c.node, &key, sizeof key, nc, &ic), TR_OK);
+        assert_string_equal(na, nb);
+        assert_string_equal(na, nc);
+        assert_int_equal(ia, ib);
+        per[na[0] - 'a']++;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_true(per[i] > 50);
+    /* c leaves: its keys move, the others' stay */
+    char before[300][65];
+    for (unsigned key = 0; key < 300; key++)
+        tr_node_place(a.node, &key, sizeof key, before[key], NULL);
+    node_end(&c);
+    TT_WAIT_FOR(!sees(&a, "c") && !sees(&b, "c"), TT_DEADLINE_MS);
+    for (unsigned key = 0; key < 300; key++) {
+        char now[65];
+        tr_node_place(a.node, &key, sizeof key, now, NULL);
+        if (strcmp(before[key], "c") != 0)
+            assert_string_equal(now, before[key]);
+        else
+            assert_string_not_equal(now, "c");
+    }
+    node_end(&b);
+    node_end(&a);
+}
+
+static void test_stale_pids_and_unknown_nodes(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 22, "cluster-secret", NULL);
+    node_up(&a, "a", 21, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b"), TT_DEADLINE_MS);
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    tr_pid nowhere = ((tr_pid)999 << 48) | (sink & 0xFFFFFFFFFFFFULL);
+    assert_int_equal(tr_system_send(a.sys, nowhere, tt_msg_u64(MSG_SEQ, 0)), TR_ENOPROC);
+    /* node b goes away: its pids fail at once on a */
+    node_end(&b);
+    TT_WAIT_FOR(!sees(&a, "b"), TT_DEADLINE_MS);
+    assert_int_equal(tr_system_send(a.sys, sink, tt_msg_u64(MSG_SEQ, 0)), TR_ENOPROC);
+    /* b comes back under the same name with a new node id (and another port: it dials a);
+     * the old incarnation's pids stay stale */
+    node_start(&b, "b", 23, "cluster-secret", a.addr, 0);
+    TT_WAIT_FOR(sees(&a, "b"), TT_DEADLINE_MS);
+    uint16_t id;
+    assert_int_equal(tr_node_lookup(a.node, "b", &id), TR_OK);
+    assert_int_equal(id, 23);
+    assert_int_equal(tr_system_send(a.sys, sink, tt_msg_u64(MSG_SEQ, 0)), TR_ENOPROC);
+    tr_pid sink2;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink2), TR_OK);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(a.sys, sink2, tt_msg_u64(MSG_ASK, 4), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 8);
+    tr_msg_free(reply);
+    tr_node_stats st;
+    tr_node_stats_get(a.node, &st);
+    assert_true(st.no_route >= 3);
+    assert_true(st.peers_down >= 1);
+    node_end(&a);
+    node_end(&b);
+}
+
+/* Links and monitors across nodes: a normal exit travels as any other; when the node goes,
+ * watchers get DOWN / EXIT noconnection, and node watchers NODEDOWN. */
+static void test_remote_links_monitors_and_nodedown(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 62, "cluster-secret", NULL);
+    node_up(&a, "a", 61, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    tr_pid watcher, target1, target2;
+    assert_int_equal(tr_system_spawn(a.sys, &sink_b, NULL, &watcher), TR_OK);
+    assert_int_equal(tr_node_monitor(a.node, watcher, true), TR_OK);
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &target1), TR_OK);
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &target2), TR_OK);
+    tr_msg *reply = NULL;
+    /* a remote actor stopping: DOWN with its reason (shutdown) crosses the wire */
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
+                     TR_OK);
+    assert_int_equal(tt_read_u64(reply), 1);
+    tr_msg_free(reply);
+    TT_WAIT_FOR(atomic_load(&g_pongs) == 1, TT_DEADLINE_MS);
+    assert_int_equal(tr_system_stop_actor(b.sys, target1), TR_OK);
+    TT_WAIT_FOR(atomic_load(&g_downs) == 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_last_reason), TR_REASON_SHUTDOWN);
+    /* monitoring a remote pid already gone: DOWN noproc, from the other node */
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
+                     TR_OK);
+    tr_msg_free(reply);
+    TT_WAIT_FOR(atomic_load(&g_downs) == 2, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOPROC);
+    /* a monitor and a link on target2; then node b goes away */
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
+                     TR_OK);
+    tr_msg_free(reply);
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
+                     TR_OK);
+    assert_int_equal(tt_read_u64(reply), 1);
+    tr_msg_free(reply);
+    /* the link reached b before it goes (its LINK signal and our ask travel in order) */
+    assert_int_equal(tr_call(a.sys, target2, tt_msg_u64(MSG_ASK, 1), 10000, &reply), TR_OK);
+    tr_msg_free(reply);
+    node_end(&b);
+    TT_WAIT_FOR(atomic_load(&g_downs) == 3 && atomic_load(&g_exits) == 1 &&
+                    atomic_load(&g_nodedowns) == 1,
+                TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOCONNECTION);
+    /* linking or monitoring a pid of a node that is not up */
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
+                     TR_OK);
+    assert_int_equal(tt_read_u64(reply), 0);
+    tr_msg_free(reply);
+    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
+                     TR_OK);
+    tr_msg_free(reply);
+    TT_WAIT_FOR(atomic_load(&g_downs) == 4, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOCONNECTION);
+    node_end(&a);
+}
+
+static void test_remote_spawn(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 72, "cluster-secret", NULL);
+    node_up(&a, "a", 71, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b"), TT_DEADLINE_MS);
+    assert_int_equal(tr_node_register_behaviour(b.node, "remote", &remote_b), TR_OK);
+    assert_int_equal(tr_node_register_behaviour(a.node, "remote", &remote_b), TR_OK);
+    tr_pid pid;
+    tr_msg *args = tt_msg_u64(0, 5);
+    assert_int_equal(tr_node_spawn(a.node, "b", "remote", args, 10000, &pid), TR_OK);
+    assert_int_equal(tr_pid_node(pid), 72);
+    assert_int_equal(atomic_load(&g_spawned), 5);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(a.sys, pid, tt_msg_u64(MSG_ASK, 3), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 6);
+    tr_msg_free(reply);
+    /* on itself, an unknown behaviour, an unknown node */
+    assert_int_equal(tr_node_spawn(a.node, "a", "remote", args, 10000, &pid), TR_OK);
+    assert_int_equal(tr_pid_node(pid), 71);
+    assert_int_equal(atomic_load(&g_spawned), 10);
+    assert_int_equal(tr_node_spawn(a.node, "b", "nope", args, 10000, &pid), TR_EINVAL);
+    assert_int_equal(tr_node_spawn(a.node, "zz", "remote", args, 10000, &pid), TR_ENOPROC);
+    tr_msg_free(args);
+    node_end(&a);
+    node_end(&b);
+}
+
+static void test_wrong_secret_refused(void **state)
+{
+    (void)state;
+    reset();
+    node b, good, bad;
+    node_up(&b, "b", 32, "cluster-secret", NULL);
+    node_up(&bad, "intruder", 33, "not-the-secret", b.addr);
+    node_up(&good, "good", 31, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&b, "good") && sees(&good, "b"), TT_DEADLINE_MS);
+    tr_node_stats st;
+    TT_WAIT_FOR((tr_node_stats_get(b.node, &st), st.refused_auth >= 1), TT_DEADLINE_MS);
+    TT_WAIT_FOR((tr_node_stats_get(bad.node, &st), st.refused_auth >= 1), TT_DEADLINE_MS);
+    assert_false(sees(&b, "intruder"));
+    assert_false(sees(&bad, "b"));
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(good.sys, sink, tt_msg_u64(MSG_ASK, 5), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 10);
+    tr_msg_free(reply);
+    node_end(&bad);
+    node_end(&good);
+    node_end(&b);
+}
+
+/* Bytes written to b's port by a plain TCP client (not a troupe node). */
+static void raw_send(int port, const void *bytes, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+    char c;
+    (void)read(fd, &c, 1); /* until b closes it */
+    close(fd);
+}
+
+static void test_garbage_and_oversized_frames_drop_only_their_connection(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 42, "cluster-secret", NULL);
+    node_up(&a, "a", 41, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } frames[] = {
+        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27},                 /* another protocol */
+        {"\x00\x00\x00\x0cTRP\x01\x03\x01\x02\x03\x00\x00\xc4\x00", 16}, /* DATA first */
+        {"\x00\x00\x00\x07TRP\x01\x01\xa1x", 11},                   /* a truncated HELLO */
+        {"\x7f\xff\xff\xffTRP", 7},                                  /* 2 GiB announced */
+        {"\x00\x00\x00\x05TRP\x07\x01", 9},                         /* another version */
+    };
+    for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
+        raw_send(tr_node_port(b.node), frames[i].bytes, frames[i].len);
+        tr_node_stats st;
+        TT_WAIT_FOR((tr_node_stats_get(b.node, &st), st.bad_frames + st.refused_auth >= i + 1),
+                    TT_DEADLINE_MS);
+    }
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(a.sys, sink, tt_msg_u64(MSG_ASK, 8), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 16);
+    tr_msg_free(reply);
+    assert_true(sees(&b, "a"));
+    node_end(&a);
+    node_end(&b);
+}
+
+/* The queue towards a peer is bounded: with a tiny bound, a burst from outside is partly
+ * refused with TR_EFULL, and everything accepted arrives in order. */
+static void test_bounded_peer_queue(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 82, "cluster-secret", NULL);
+    node_start(&a, "a", 81, "cluster-secret", b.addr, 4);
+    TT_WAIT_FOR(sees(&a, "b"), TT_DEADLINE_MS);
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    uint64_t sent = 0, refused = 0;
+    for (uint64_t i = 0; i < 20000; i++) {
+        int rc = tr_system_send(a.sys, sink, tt_msg_u64(MSG_SEQ, sent));
+        if (rc == TR_OK)
+            sent++;
+        else {
+            assert_int_equal(rc, TR_EFULL);
+            refused++;
+        }
+    }
+    TT_WAIT_FOR(atomic_load(&g_received) == sent, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_out_of_order), 0);
+    tr_node_stats st;
+    tr_node_stats_get(a.node, &st);
+    assert_int_equal(st.queue_full, refused);
+    print_message("bound 4: %llu sent, %llu refused\n", (unsigned long long)sent,
+                  (unsigned long long)refused);
+    node_end(&a);
+    node_end(&b);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(1);
+    tr_node *n;
+    tr_node_opts o;
+    memset(&o, 0, sizeof o);
+    o.quiet = true;
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_EINVAL);
+    o.name = "x";
+    o.listen = "tcp://127.0.0.1:0";
+    o.secret = "short";
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_EINVAL);
+    o.secret = "long-enough-secret";
+    o.listen = "bogus://nowhere";
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_EINVAL);
+    o.listen = "tcp://127.0.0.1:0";
+    const char *seed = "udp://x";
+    o.seeds = &seed;
+    o.nseeds = 1;
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_EINVAL);
+    o.nseeds = 0;
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_OK);
+    assert_int_equal(tr_node_start(sys, &o, &n), TR_ESTATE); /* one node per system */
+    /* a second node on the same port cannot listen */
+    tr_system *sys2 = tt_system_workers(1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", tr_node_port(n));
+    o.listen = addr;
+    tr_node *n2;
+    assert_int_equal(tr_node_start(sys2, &o, &n2), TR_EINVAL);
+    tt_system_end(sys2);
+    assert_true(tr_node_random_id() >= 2);
+    tt_system_end(sys); /* the node is freed with its system */
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_remote_send_in_order_and_ping_pong),
+    cmocka_unit_test(test_gossip_full_mesh_and_placement),
+    cmocka_unit_test(test_stale_pids_and_unknown_nodes),
+    cmocka_unit_test(test_remote_links_monitors_and_nodedown),
+    cmocka_unit_test(test_remote_spawn),
+    cmocka_unit_test(test_wrong_secret_refused),
+    cmocka_unit_test(test_garbage_and_oversized_frames_drop_only_their_connection),
+    cmocka_unit_test(test_bounded_peer_queue),
+    cmocka_unit_test(test_bad_options),
+};
+
+TT_MAIN_PLAIN(tests)
