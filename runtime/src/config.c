@@ -651,3 +651,203 @@ int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *con
     config_destroy(&cfg);
     return rc;
 }
+
+/* ---- clusters ----------------------------------------------------------------------------- */
+
+static const char *const cluster_keys[] = {"secret", "seeds", "heartbeat_ms", "down_after_ms",
+                                           "reconnect", "max_frame", "peer_queue", "overflow",
+                                           "batch_bytes", "nodes", NULL};
+static const char *const cluster_node_keys[] = {"name", "listen", "workers", NULL};
+static const char *const reconnect_keys[] = {"min_ms", "max_ms", NULL};
+static const name_value node_overflows[] = {
+    {"reject", TR_NODE_REJECT}, {"drop", TR_NODE_DROP}, {NULL, 0}};
+
+/* A node config and the arena its strings live in. */
+typedef struct cluster_config {
+    tr_node_config pub; /* first: the pointer handed out */
+    tr_sup_tree arena;
+} cluster_config;
+
+static int get_size(loader *L, const config_setting_t *g, const char *name, long long min,
+                    long long max, size_t *out)
+{
+    long long v = 0;
+    bool present = false;
+    int rc = get_int(L, g, name, min, max, &v, &present);
+    if (rc == TR_OK && present)
+        *out = (size_t)v;
+    return rc;
+}
+
+static bool tcp_address(const char *a)
+{
+    return a != NULL && strncmp(a, "tcp://", 6) == 0 && strrchr(a + 6, ':') != NULL &&
+           strlen(a) <= 128;
+}
+
+static int parse_cluster(loader *L, const config_setting_t *g, const char *want,
+                         cluster_config *c)
+{
+    tr_node_opts *o = &c->pub.node;
+    int rc = check_keys(L, g, cluster_keys, "cluster");
+    const char *secret;
+    const config_setting_t *where;
+    if (rc == TR_OK)
+        rc = get_str(L, g, "secret", &secret, &where);
+    if (rc != TR_OK)
+        return rc;
+    if (secret == NULL)
+        return fail(L, g, TR_EINVAL, "cluster has no secret");
+    if (strlen(secret) < 8)
+        return fail(L, where, TR_EINVAL, "secret must be at least 8 bytes long");
+    if ((o->secret = tree_strdup(&c->arena, secret)) == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    int ov = TR_NODE_REJECT;
+    bool present;
+    const config_setting_t *rec;
+    if ((rc = get_uint(L, g, "heartbeat_ms", 1, 600000, &o->heartbeat_ms)) != TR_OK ||
+        (rc = get_uint(L, g, "down_after_ms", 1, 3600000, &o->down_after_ms)) != TR_OK ||
+        (rc = get_size(L, g, "max_frame", 1024, 1LL << 30, &o->max_frame)) != TR_OK ||
+        (rc = get_size(L, g, "peer_queue", 1, 1LL << 30, &o->peer_queue)) != TR_OK ||
+        (rc = get_size(L, g, "batch_bytes", 512, 1LL << 26, &o->batch_bytes)) != TR_OK ||
+        (rc = get_enum(L, g, "overflow", node_overflows, &ov, &present)) != TR_OK ||
+        (rc = get_group(L, g, "reconnect", &rec)) != TR_OK)
+        return rc;
+    o->overflow = (tr_node_overflow)ov;
+    if (rec != NULL &&
+        ((rc = check_keys(L, rec, reconnect_keys, "reconnect")) != TR_OK ||
+         (rc = get_uint(L, rec, "min_ms", 1, 600000, &o->reconnect_min_ms)) != TR_OK ||
+         (rc = get_uint(L, rec, "max_ms", 1, 3600000, &o->reconnect_max_ms)) != TR_OK))
+        return rc;
+    const config_setting_t *nodes = config_setting_get_member(g, "nodes");
+    if (nodes == NULL || config_setting_type(nodes) != CONFIG_TYPE_LIST ||
+        config_setting_length(nodes) == 0)
+        return fail(L, nodes != NULL ? nodes : g, TR_EINVAL,
+                    "nodes must be a non-empty list ( { name = ...; listen = ...; }, ... )");
+    unsigned n = (unsigned)config_setting_length(nodes);
+    const char **listens = tree_alloc(&c->arena, n * sizeof *listens);
+    if (listens == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    bool found = false;
+    for (unsigned i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(nodes, i);
+        if (config_setting_type(e) != CONFIG_TYPE_GROUP)
+            return fail(L, e, TR_EINVAL, "each node must be a group { name = ...; listen = ...; }");
+        const char *name, *listen;
+        const config_setting_t *nw, *lw;
+        unsigned workers = 0;
+        if ((rc = check_keys(L, e, cluster_node_keys, "a node")) != TR_OK ||
+            (rc = get_str(L, e, "name", &name, &nw)) != TR_OK ||
+            (rc = get_str(L, e, "listen", &listen, &lw)) != TR_OK ||
+            (rc = get_uint(L, e, "workers", 1, 1024, &workers)) != TR_OK)
+            return rc;
+        if (name == NULL || name[0] == '\0' || strlen(name) > 64)
+            return fail(L, nw != NULL ? nw : e, TR_EINVAL, "a node needs a name of 1 to 64 bytes");
+        if (!tcp_address(listen))
+            return fail(L, lw != NULL ? lw : e, TR_EINVAL,
+                        "node %s needs listen = \"tcp://HOST:PORT\"", name);
+        for (unsigned k = 0; k < i; k++) {
+            const config_setting_t *prev = config_setting_get_elem(nodes, k);
+            const char *pn = NULL;
+            config_setting_lookup_string(prev, "name", &pn);
+            if (pn != NULL && strcmp(pn, name) == 0)
+                return fail(L, nw, TR_EINVAL, "two nodes are called %s", name);
+        }
+        listens[i] = tree_strdup(&c->arena, listen);
+        if (listens[i] == NULL)
+            return fail(L, NULL, TR_ENOMEM, "out of memory");
+        if (want != NULL && strcmp(name, want) == 0) {
+            found = true;
+            o->name = tree_strdup(&c->arena, name);
+            o->listen = listens[i];
+            c->pub.workers = workers;
+            if (o->name == NULL)
+                return fail(L, NULL, TR_ENOMEM, "out of memory");
+        }
+    }
+    if (!found)
+        return fail(L, nodes, TR_EINVAL, "no node called %s in the cluster", want);
+    const config_setting_t *seeds = config_setting_get_member(g, "seeds");
+    if (seeds == NULL) {
+        o->seeds = listens; /* every node: each dials the others it finds up */
+        o->nseeds = n;
+        return TR_OK;
+    }
+    if (config_setting_type(seeds) != CONFIG_TYPE_ARRAY &&
+        config_setting_type(seeds) != CONFIG_TYPE_LIST)
+        return fail(L, seeds, TR_EINVAL, "seeds must be an array of \"tcp://HOST:PORT\"");
+    unsigned ns = (unsigned)config_setting_length(seeds);
+    const char **list = tree_alloc(&c->arena, (ns + 1) * sizeof *list);
+    if (list == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    for (unsigned i = 0; i < ns; i++) {
+        const config_setting_t *e = config_setting_get_elem(seeds, i);
+        const char *a = config_setting_get_string(e);
+        if (!tcp_address(a))
+            return fail(L, e, TR_EINVAL, "a seed must be \"tcp://HOST:PORT\"");
+        if ((list[i] = tree_strdup(&c->arena, a)) == NULL)
+            return fail(L, NULL, TR_ENOMEM, "out of memory");
+    }
+    o->seeds = list;
+    o->nseeds = ns;
+    return TR_OK;
+}
+
+void tr_node_config_free(tr_node_config *pub)
+{
+    if (pub == NULL)
+        return;
+    cluster_config *c = (cluster_config *)pub;
+    for (block *b = c->arena.blocks, *next; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(c);
+}
+
+int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
+                        size_t errlen)
+{
+    loader L = {.file = path != NULL ? path : "(null)", .err = err, .errlen = errlen};
+    int rc;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no place for the config (out is NULL)");
+    *out = NULL;
+    if (path == NULL || node == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no file or no node name given");
+    config_t cfg;
+    config_init(&cfg);
+    errno = 0;
+    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
+        int e = errno;
+        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
+            char buf[128];
+            rc = fail(&L, NULL, TR_EINVAL, "could not read the file (%s)",
+                      e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(&cfg));
+        } else {
+            if (config_error_file(&cfg) != NULL)
+                L.file = config_error_file(&cfg);
+            rc = fail_at(&L, (unsigned)config_error_line(&cfg), TR_EINVAL, "%s",
+                         config_error_text(&cfg));
+        }
+        config_destroy(&cfg);
+        return rc;
+    }
+    const config_setting_t *g = config_lookup(&cfg, "cluster");
+    cluster_config *c = NULL;
+    if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
+        rc = fail(&L, g, TR_EINVAL, "no group \"cluster\" { ... }");
+    else if ((c = calloc(1, sizeof *c)) == NULL)
+        rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
+    else
+        rc = parse_cluster(&L, g, node, c);
+    config_destroy(&cfg);
+    if (rc != TR_OK) {
+        tr_node_config_free(c != NULL ? &c->pub : NULL);
+        return rc;
+    }
+    *out = &c->pub;
+    return TR_OK;
+}

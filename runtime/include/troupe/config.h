@@ -1,11 +1,13 @@
 /*
- * troupe/config.h — supervision trees (and their children's mailbox limits) declared in
- * libconfig files (the .conf files in config/), turned into tr_sup_spec trees for tr_sup_start.
+ * troupe/config.h — what the libconfig files in config/ declare: supervision trees (and their
+ * children's mailbox limits), turned into tr_sup_spec trees for tr_sup_start, and clusters of
+ * nodes, turned into tr_node_opts for tr_node_start.
  */
 #ifndef TROUPE_CONFIG_H
 #define TROUPE_CONFIG_H
 
 #include "troupe.h"
+#include "troupe/node.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,6 +28,20 @@ int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *con
 const tr_sup_spec *tr_sup_tree_spec(const tr_sup_tree *t);
 /* Frees a tree (NULL is ignored). */
 void tr_sup_tree_free(tr_sup_tree *t);
+
+/* One node of a cluster file (the `cluster` group; see config/cluster-local.conf): options
+ * ready for tr_node_start (strings owned by the config), and the system's worker count. */
+typedef struct tr_node_config {
+    tr_node_opts node;
+    unsigned workers;           /* 0: the runtime's default */
+} tr_node_config;
+
+/* Loads node `node` of the cluster declared in the libconfig file `path`. Seeds default to every
+ * node's listen address. On error returns a TR_E* code and writes "file:line: what" into err. */
+int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
+                        size_t errlen);
+/* Frees a node config (NULL is ignored). */
+void tr_node_config_free(tr_node_config *c);
 
 #ifdef __cplusplus
 }

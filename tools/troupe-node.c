@@ -1,0 +1,242 @@
+/*
+ * troupe-node — one node of a cluster, started from a cluster file in config/.
+ *
+ * It runs a system and its node (tr_node_start) with the settings of one node of the file, and
+ * offers a few behaviours other nodes can spawn on it by name (tr_node_spawn): "echo" (answers
+ * every request with its payload, and every message with a message of the same type back to its
+ * sender) and "sink" (counts messages of type 1 holding sequence numbers, checks they come in
+ * order, and answers any request with [count, out_of_order]). The multi-process cluster tests
+ * and the remote benchmarks use them; operators use the node to check a cluster forms.
+ *
+ * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
+ * "down NAME ID" as peers come and go. SIGTERM or SIGINT stop it.
+ */
+#include "troupe.h"
+#include "troupe/config.h"
+#include "troupe/node.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SEEDS 64
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: troupe-node --config FILE --node NAME [options]\n"
+            "  --config FILE     the cluster file (libconfig; see config/cluster-local.conf)\n"
+            "  --node NAME       which node of the file this process is\n"
+            "  --listen ADDR     listen on ADDR instead (tcp://HOST:PORT; port 0: any)\n"
+            "  --seed ADDR       join through ADDR instead of the file's seeds (repeatable)\n"
+            "  --workers N       scheduler threads (default: the file's, else the runtime's)\n"
+            "  --node-id N       node id of this incarnation, 2..65535 (default: random)\n"
+            "  --quiet           no log lines on stderr\n"
+            "  --help            this text\n"
+            "Prints \"ready node=NAME addr=ADDRESS id=ID\" when listening, then \"up NAME ID\" and\n"
+            "\"down NAME ID\" as peers come and go. SIGTERM or SIGINT stop it.\n");
+}
+
+/* ---- behaviours others may spawn here ------------------------------------------------------ */
+
+static int echo_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) >= TR_MSG_SYSTEM)
+        return 0;
+    tr_msg *back = tr_msg_from_bytes(tr_msg_type(m), tr_msg_data(m), tr_msg_size(m));
+    if (back == NULL)
+        return 0;
+    if (tr_msg_corr(m) != 0)
+        tr_reply(ctx, m, back);
+    else if (tr_msg_sender(m) != TR_PID_NONE)
+        tr_send(ctx, tr_msg_sender(m), back);
+    else
+        tr_msg_free(back);
+    return 0;
+}
+
+static const tr_behaviour echo_b = {.name = "echo", .receive = echo_receive};
+
+typedef struct sink {
+    uint64_t count, out_of_order, next;
+    tr_pid from;
+} sink;
+
+static int sink_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    sink *s = state;
+    if (tr_msg_corr(m) != 0 && !tr_msg_is_reply(m)) {
+        tr_msg *r = tr_msg_new(0, 24);
+        if (r != NULL) {
+            msgpack_pack_uint64(tr_msg_packer(r), s->count);
+            msgpack_pack_uint64(tr_msg_packer(r), s->out_of_order);
+            tr_reply(ctx, m, r);
+        }
+        return 0;
+    }
+    if (tr_msg_type(m) != 1)
+        return 0;
+    tr_reader r;
+    uint64_t v = 0;
+    tr_reader_init(&r, m);
+    int rc = tr_read_u64(&r, &v);
+    tr_reader_done(&r);
+    if (rc != TR_OK)
+        return 0;
+    if (tr_msg_sender(m) != s->from) { /* a new sender starts its own sequence */
+        s->from = tr_msg_sender(m);
+        s->next = v;
+    }
+    if (v != s->next)
+        s->out_of_order++;
+    s->next = v + 1;
+    s->count++;
+    return 0;
+}
+
+static const tr_behaviour sink_b = {.name = "sink", .state_size = sizeof(sink),
+                                    .receive = sink_receive};
+
+/* Prints peers coming and going. */
+static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    (void)state;
+    uint32_t t = tr_msg_type(m);
+    if (t != TR_MSG_NODEUP && t != TR_MSG_NODEDOWN)
+        return 0;
+    tr_reader r;
+    const char *name;
+    size_t len;
+    tr_reader_init(&r, m);
+    if (tr_read_str(&r, &name, &len) == TR_OK)
+        printf("%s %.*s %llu\n", t == TR_MSG_NODEUP ? "up" : "down", (int)len, name,
+               (unsigned long long)tr_msg_corr(m));
+    tr_reader_done(&r);
+    fflush(stdout);
+    return 0;
+}
+
+static const tr_behaviour watch_b = {.name = "watch", .receive = watch_receive};
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL, *name = NULL, *listen = NULL;
+    const char *seeds[MAX_SEEDS];
+    size_t nseeds = 0;
+    long workers = -1, node_id = 0;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--config") == 0 && has) {
+            config = argv[++i];
+        } else if (strcmp(a, "--node") == 0 && has) {
+            name = argv[++i];
+        } else if (strcmp(a, "--listen") == 0 && has) {
+            listen = argv[++i];
+        } else if (strcmp(a, "--seed") == 0 && has) {
+            if (nseeds == MAX_SEEDS) {
+                fprintf(stderr, "troupe-node: at most %d seeds\n", MAX_SEEDS);
+                return 2;
+            }
+            seeds[nseeds++] = argv[++i];
+        } else if (strcmp(a, "--workers") == 0 && has) {
+            workers = strtol(argv[++i], NULL, 10);
+            if (workers < 1 || workers > 1024) {
+                fprintf(stderr, "troupe-node: --workers takes 1..1024\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--node-id") == 0 && has) {
+            node_id = strtol(argv[++i], NULL, 10);
+            if (node_id < 2 || node_id > 65535) {
+                fprintf(stderr, "troupe-node: --node-id takes 2..65535\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--quiet") == 0) {
+            quiet = true;
+        } else {
+            fprintf(stderr, "troupe-node: unknown or incomplete option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config == NULL || name == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    tr_node_config *nc;
+    int rc = tr_node_config_load(config, name, &nc, err, sizeof err);
+    if (rc != TR_OK) {
+        fprintf(stderr, "troupe-node: %s\n", err);
+        return 1;
+    }
+    tr_node_opts no = nc->node;
+    if (listen != NULL)
+        no.listen = listen;
+    if (nseeds > 0) {
+        no.seeds = seeds;
+        no.nseeds = nseeds;
+    }
+    no.quiet = quiet;
+
+    /* signals are taken by sigwait in this thread; every thread started later blocks them */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    tr_system_opts so;
+    tr_system_opts_init(&so);
+    if (workers > 0)
+        so.workers = (unsigned)workers;
+    else if (nc->workers > 0)
+        so.workers = nc->workers;
+    so.node_id = node_id > 0 ? (uint16_t)node_id : tr_node_random_id();
+    tr_system *sys;
+    if ((rc = tr_system_new(&sys, &so)) != TR_OK || (rc = tr_system_start(sys)) != TR_OK) {
+        fprintf(stderr, "troupe-node: cannot start the runtime: %s\n", tr_strerror(rc));
+        tr_node_config_free(nc);
+        return 1;
+    }
+    tr_node *node;
+    rc = tr_node_start(sys, &no, &node);
+    if (rc != TR_OK) {
+        fprintf(stderr, "troupe-node: cannot start node %s on %s: %s\n", name, no.listen,
+                tr_strerror(rc));
+        tr_system_stop(sys);
+        tr_system_join(sys);
+        tr_system_free(sys);
+        tr_node_config_free(nc);
+        return 1;
+    }
+    tr_node_register_behaviour(node, "echo", &echo_b);
+    tr_node_register_behaviour(node, "sink", &sink_b);
+    tr_pid watcher;
+    if (tr_system_spawn(sys, &watch_b, NULL, &watcher) == TR_OK)
+        tr_node_monitor(node, watcher, true);
+    printf("ready node=%s addr=%s id=%u\n", tr_node_name(node), tr_node_address(node),
+           (unsigned)so.node_id);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    if (!quiet)
+        fprintf(stderr, "troupe node %s: signal %d, stopping\n", name, sig);
+    tr_node_stop(node);
+    tr_system_stop(sys);
+    tr_system_join(sys);
+    tr_system_free(sys);
+    tr_node_config_free(nc);
+    return 0;
+}
