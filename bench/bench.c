@@ -2,7 +2,7 @@
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
  *   troupe-bench NAME [--workers N] [--scale F]
- *   NAME: pingpong ring spawn fanin restart limited all
+ *   NAME: pingpong ring spawn fanin restart limited remote-pingpong remote-throughput all
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
  * Every message is a freshly allocated message with a msgpack payload (no message is recycled by
@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <dirent.h>
+
+#include "remote.h"
 
 static unsigned g_workers;
 static double g_scale = 1.0;
@@ -653,6 +655,18 @@ static void bench_limited(void)
     end_system(sys);
 }
 
+/* ---- two nodes (remote.c) ------------------------------------------------------------------ */
+
+static void run_remote_pingpong(void)
+{
+    bench_remote_pingpong(g_workers, g_scale);
+}
+
+static void run_remote_throughput(void)
+{
+    bench_remote_throughput(g_workers, g_scale);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static const struct {
@@ -666,13 +680,15 @@ static const struct {
     {"fanin", bench_fanin, "8 producers x 1,000,000 messages to one actor -> msgs/s"},
     {"restart", bench_restart, "one_for_one supervisor, child fails on every message, 100,000 times -> restarts/s"},
     {"limited", bench_limited, "1,000 actors limited to 1,000 msgs/s each, offered 10x for 10 s -> rate, CPU"},
+    {"remote-pingpong", run_remote_pingpong, "2 nodes (processes) on loopback, 100,000 round trips -> round trips/s, p50/p99"},
+    {"remote-throughput", run_remote_throughput, "2 nodes (processes) on loopback, 1,000,000 x 64 B one way -> msgs/s"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: troupe-bench NAME|all [--workers N] [--scale F]\n\nworkloads:\n");
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
-        fprintf(f, "  %-9s %s\n", benches[i].name, benches[i].what);
+        fprintf(f, "  %-17s %s\n", benches[i].name, benches[i].what);
     fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
                "--scale F    multiply the counts by F (default 1)\n"
                "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n");
@@ -681,6 +697,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *name = NULL;
+    if (argc == 3 && strcmp(argv[1], "--serve-node") == 0)
+        return bench_serve_node((unsigned)strtoul(argv[2], NULL, 10));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             g_workers = (unsigned)strtoul(argv[++i], NULL, 10);

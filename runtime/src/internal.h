@@ -324,6 +324,7 @@ typedef struct tr_worker {
     unsigned tick;
     uint32_t *seen_head;            /* search: each victim's ring head when last looked at */
     unsigned *seen_round;           /* search: the round it was seen to move */
+    unsigned spin_rounds;           /* search: rounds to spin before parking (adaptive) */
     tr_actor *free_actors;          /* per-worker header cache */
     unsigned nfree_actors;
     /* counters: written by the owner only (plain adds), read by tr_system_stats_get */

@@ -1,0 +1,14 @@
+/*
+ * remote.h — troupe-bench's two-process workloads (remote.c).
+ */
+#ifndef TROUPE_BENCH_REMOTE_H
+#define TROUPE_BENCH_REMOTE_H
+
+/* 100,000 round trips between an actor and an echo on another node (process). */
+void bench_remote_pingpong(unsigned workers, double scale);
+/* 1,000,000 messages of 64 bytes one way to a sink on another node (process). */
+void bench_remote_throughput(unsigned workers, double scale);
+/* The second process: serves node "bench-b" until SIGTERM (troupe-bench --serve-node W). */
+int bench_serve_node(unsigned workers);
+
+#endif
