@@ -4,8 +4,9 @@
  * It runs a system and its node (tr_node_start) with the settings of one node of the file, and
  * offers a few behaviours other nodes can spawn on it by name (tr_node_spawn): "echo" (answers
  * every request with its payload, and every message with a message of the same type back to its
- * sender) and "sink" (counts messages of type 1 holding sequence numbers, checks they come in
- * order, and answers any request with [count, out_of_order]). The multi-process cluster tests
+ * sender), "sink" (counts messages of type 1 holding sequence numbers, checks they come in
+ * order, and answers any request with [count, out_of_order]) and "named" (an echo that takes the
+ * cluster-wide name given as its spawn argument, a string). The multi-process cluster tests
  * and the remote benchmarks use them; operators use the node to check a cluster forms.
  *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
@@ -98,6 +99,46 @@ static int sink_receive(tr_ctx *ctx, void *state, tr_msg *m)
 
 static const tr_behaviour sink_b = {.name = "sink", .state_size = sizeof(sink),
                                     .receive = sink_receive};
+
+static tr_node *g_node;
+
+enum { NAMED_REGISTER = 0x7000 };
+
+typedef struct named {
+    char name[256];
+} named;
+
+/* args: the name (str). It registers on its first message, once it is alive. */
+static int named_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    named *s = state;
+    tr_reader r;
+    const char *p;
+    size_t len;
+    tr_reader_init(&r, arg);
+    int rc = tr_read_str(&r, &p, &len);
+    tr_reader_done(&r);
+    if (rc != TR_OK || len == 0 || len >= sizeof s->name)
+        return TR_EINVAL;
+    memcpy(s->name, p, len);
+    s->name[len] = '\0';
+    return tr_send(ctx, tr_self(ctx), tr_msg_new(NAMED_REGISTER, 0));
+}
+
+static int named_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    named *s = state;
+    if (tr_msg_type(m) == NAMED_REGISTER && tr_msg_sender(m) == tr_self(ctx)) {
+        int rc = tr_node_register(g_node, s->name, tr_self(ctx));
+        if (rc != TR_OK)
+            fprintf(stderr, "troupe-node: cannot register %s: %s\n", s->name, tr_strerror(rc));
+        return 0;
+    }
+    return echo_receive(ctx, state, m);
+}
+
+static const tr_behaviour named_b = {.name = "named", .state_size = sizeof(named),
+                                     .init = named_init, .receive = named_receive};
 
 /* Prints peers coming and going. */
 static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
@@ -222,6 +263,8 @@ int main(int argc, char **argv)
     }
     tr_node_register_behaviour(node, "echo", &echo_b);
     tr_node_register_behaviour(node, "sink", &sink_b);
+    g_node = node;
+    tr_node_register_behaviour(node, "named", &named_b);
     tr_pid watcher;
     if (tr_system_spawn(sys, &watch_b, NULL, &watcher) == TR_OK)
         tr_node_monitor(node, watcher, true);

@@ -38,6 +38,7 @@ enum {
     TR_ETOOBIG = -8,    /* a size limit was exceeded */
     TR_EFULL = -9,      /* a bounded queue is full */
     TR_EINTENSITY = -10,/* a supervisor gave up: more restarts than its intensity allows */
+    TR_EEXIST = -11,    /* the name is already taken */
 };
 
 /* A short English description of a TR_E* code (or of TR_OK); never NULL. */
@@ -389,6 +390,16 @@ void tr_fail(tr_ctx *ctx, int code, const char *text);
 int tr_system_stop_actor(tr_system *sys, tr_pid pid);
 /* True when `pid` names a live actor of this node. */
 bool tr_system_alive(tr_system *sys, tr_pid pid);
+
+/* ---- names (this node; troupe/node.h has cluster-wide names) ---- */
+
+/* Gives the live local actor `pid` the name (1..255 bytes). TR_EEXIST if a live actor holds it;
+ * a name is released when its actor ends. Any thread. */
+int tr_register(tr_system *sys, const char *name, tr_pid pid);
+/* Removes the name (TR_ENOPROC if nobody held it). */
+int tr_unregister(tr_system *sys, const char *name);
+/* The live actor holding the name, or TR_ENOPROC. */
+int tr_whereis(tr_system *sys, const char *name, tr_pid *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Sending

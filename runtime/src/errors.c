@@ -17,6 +17,7 @@ const char *tr_strerror(int err)
     case TR_ETOOBIG: return "size limit exceeded";
     case TR_EFULL: return "queue is full";
     case TR_EINTENSITY: return "restart intensity exceeded";
+    case TR_EEXIST: return "name already taken";
     default: return "unknown error";
     }
 }

@@ -411,6 +411,7 @@ struct tr_system {
     _Atomic int ending_all;         /* join is ending every actor: links stay silent */
     _Atomic(struct tr_node *) node; /* the node layer, when started (node.c) */
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
+    _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
 };
 
 /* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide

@@ -35,6 +35,7 @@
  */
 #include "troupe/node.h"
 #include "idmap.h"
+#include "registry.h"
 #include "wire.h"
 
 #include <mbedtls/md.h>
@@ -58,7 +59,12 @@
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
  * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
-#define TR_MSG_NODE_SPAWN (TR_MSG_SYSTEM + 0x200)
+#define TR_MSG_NODE_SPAWN (TR_MSG_SYSTEM + 0x200)  /* [behaviour, args] -> [rc, pid] */
+#define TR_MSG_NODE_REG (TR_MSG_SYSTEM + 0x201)    /* a peer's name: [name, pid] */
+#define TR_MSG_NODE_UNREG (TR_MSG_SYSTEM + 0x202)  /* a peer dropped a name: [name, pid] */
+#define TR_MSG_NODE_SYNC (TR_MSG_SYSTEM + 0x203)   /* local: tell peer [id] our names */
+#define TR_MSG_NODE_ANNOUNCE (TR_MSG_SYSTEM + 0x204) /* local: watch [name, pid], tell peers */
+#define TR_MSG_NODE_RETRACT (TR_MSG_SYSTEM + 0x205)  /* local: tell peers [name, pid] is gone */
 
 enum { C_HELLO, C_AUTH, C_UP, C_REFUSED };
 
@@ -147,6 +153,8 @@ struct tr_node {
     behaviour_entry behaviours[NODE_MAX_BEHAVIOURS];
     size_t nbehaviours;
     tr_pid service;
+    pthread_mutex_t names_lock;
+    tr_namemap names;           /* cluster-wide names, as this node knows them */
     bool stopping;
     bool ticker_started;
     pthread_t ticker;
@@ -419,6 +427,11 @@ static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_
     }
 }
 
+static bool pid_on_node(void *arg, tr_pid pid)
+{
+    return tr_pid_node(pid) == *(const uint16_t *)arg;
+}
+
 static void after_run(tr_node *n, after *af)
 {
     for (int i = 0; i < af->nkick; i++)
@@ -433,9 +446,21 @@ static void after_run(tr_node *n, after *af)
             if (af->down_watchers)
                 notify_watchers(n, TR_MSG_NODEDOWN, af->name, af->node_id);
         }
-        if (af->up)
+        if (af->up) {
             notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id);
+            tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8); /* it learns our names */
+            if (m != NULL) {
+                msgpack_pack_uint64(tr_msg_packer(m), af->node_id);
+                tr__deliver(n->sys, NULL, n->service, m);
+            }
+        }
         tr__ext_leave(n->sys);
+    }
+    if (af->down) {
+        uint16_t gone = af->node_id;
+        pthread_mutex_lock(&n->names_lock);
+        tr__namemap_sweep(&n->names, pid_on_node, &gone); /* its names are released */
+        pthread_mutex_unlock(&n->names_lock);
     }
     if (af->down)
         tr__idmap_free(&af->interest);
@@ -1269,6 +1294,16 @@ static const tr_behaviour *behaviour_find(tr_node *n, const char *name, size_t l
     return b;
 }
 
+static uint64_t tt_u64(const tr_msg *m)
+{
+    tr_reader r;
+    uint64_t v = 0;
+    tr_reader_init(&r, m);
+    tr_read_u64(&r, &v);
+    tr_reader_done(&r);
+    return v;
+}
+
 static tr_msg *spawn_reply(int rc, tr_pid pid)
 {
     tr_msg *r = tr_msg_new(0, 16); /* replies carry user types */
@@ -1279,11 +1314,121 @@ static tr_msg *spawn_reply(int rc, tr_pid pid)
     return r;
 }
 
-static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
+/* A message [name, pid] of the given type. */
+static tr_msg *name_msg(uint32_t type, const char *name, size_t len, tr_pid pid)
 {
-    tr_node *n = *(tr_node **)state;
-    if (tr_msg_type(m) != TR_MSG_NODE_SPAWN || tr_msg_corr(m) == 0)
-        return 0;
+    tr_msg *m = tr_msg_new(type, len + 16);
+    if (m != NULL) {
+        msgpack_pack_str(tr_msg_packer(m), len);
+        msgpack_pack_str_body(tr_msg_packer(m), name, len);
+        msgpack_pack_uint64(tr_msg_packer(m), pid);
+    }
+    return m;
+}
+
+/* Reads [name, pid] into name (NUL-terminated, at most TR_NAME_MAX bytes). */
+static bool read_name(const tr_msg *m, char name[TR_NAME_MAX + 1], tr_pid *pid)
+{
+    tr_reader r;
+    const char *s;
+    size_t len;
+    uint64_t p;
+    tr_reader_init(&r, m);
+    bool ok = tr_read_str(&r, &s, &len) == TR_OK && len > 0 && len <= TR_NAME_MAX &&
+              memchr(s, '\0', len) == NULL && tr_read_u64(&r, &p) == TR_OK && p != 0;
+    if (ok) {
+        memcpy(name, s, len);
+        name[len] = '\0';
+        *pid = p;
+    }
+    tr_reader_done(&r);
+    return ok;
+}
+
+/* Sends a runtime-typed message from the service (tr_send takes only user types). */
+static void svc_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
+{
+    if (m == NULL)
+        return;
+    m->sender = ctx->pid;
+    tr__deliver(ctx->sys, ctx->w, to, m);
+}
+
+/* Sends [name, pid] as `type` to the service of every peer up. */
+static void tell_peers(tr_ctx *ctx, tr_node *n, uint32_t type, const char *name, tr_pid pid)
+{
+    uint16_t ids[NODE_MAX_PEERS];
+    size_t k = 0;
+    pthread_mutex_lock(&n->lock);
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i]->status == TR_PEER_UP)
+            ids[k++] = n->peers[i]->node_id;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < k; i++)
+        svc_send(ctx, service_pid(ids[i]), name_msg(type, name, strlen(name), pid));
+}
+
+/* A peer's registration meets ours: the smaller pid keeps the name, everywhere. */
+static void names_merge(tr_ctx *ctx, tr_node *n, const char *name, tr_pid pid)
+{
+    tr_pid loser = TR_PID_NONE;
+    pthread_mutex_lock(&n->names_lock);
+    tr_name_entry *e = tr__namemap_find(&n->names, name);
+    if (e == NULL) {
+        tr__namemap_put(&n->names, name, pid);
+    } else if (e->pid != pid) {
+        loser = e->pid < pid ? pid : e->pid;
+        e->pid = e->pid < pid ? e->pid : pid;
+    }
+    pthread_mutex_unlock(&n->names_lock);
+    if (loser != TR_PID_NONE && tr_pid_node(loser) == n->id) {
+        tr_msg *lost = name_msg(TR_MSG_NAME_LOST, name, strlen(name), loser);
+        if (lost != NULL) {
+            lost->flags = TR_MF_SYSTEM;
+            tr__deliver(ctx->sys, NULL, loser, lost);
+        }
+    }
+}
+
+/* The names held by our actors, sent to the service of node `id`. */
+static void names_sync(tr_ctx *ctx, tr_node *n, uint16_t id)
+{
+    pthread_mutex_lock(&n->names_lock);
+    size_t k = 0, cap = n->names.len;
+    tr_msg **out = cap > 0 ? calloc(cap, sizeof *out) : NULL;
+    for (size_t i = 0; out != NULL && i < n->names.cap; i++) {
+        tr_name_entry *e = &n->names.e[i];
+        if (e->name != NULL && tr_pid_node(e->pid) == n->id && k < cap)
+            out[k++] = name_msg(TR_MSG_NODE_REG, e->name, strlen(e->name), e->pid);
+    }
+    pthread_mutex_unlock(&n->names_lock);
+    for (size_t i = 0; i < k; i++)
+        if (out[i] != NULL)
+            svc_send(ctx, service_pid(id), out[i]);
+    free(out);
+}
+
+/* An actor of ours that held names ended: they are released here and everywhere. */
+static void names_holder_down(tr_ctx *ctx, tr_node *n, tr_pid pid)
+{
+    for (;;) {
+        char name[TR_NAME_MAX + 1] = {0};
+        pthread_mutex_lock(&n->names_lock);
+        for (size_t i = 0; i < n->names.cap && name[0] == '\0'; i++)
+            if (n->names.e[i].name != NULL && n->names.e[i].pid == pid)
+                snprintf(name, sizeof name, "%s", n->names.e[i].name);
+        if (name[0] != '\0')
+            tr__namemap_del(&n->names, name);
+        pthread_mutex_unlock(&n->names_lock);
+        if (name[0] == '\0')
+            return;
+        tell_peers(ctx, n, TR_MSG_NODE_UNREG, name, pid);
+    }
+}
+
+/* A remote spawn: [behaviour, args] -> [rc, pid]. */
+static void service_spawn(tr_ctx *ctx, tr_node *n, tr_msg *m)
+{
     tr_reader r;
     tr_reader_init(&r, m);
     const char *name;
@@ -1302,6 +1447,50 @@ static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
     tr_msg *rep = spawn_reply(rc, pid);
     if (rep != NULL)
         tr_reply(ctx, m, rep);
+}
+
+static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    tr_node *n = *(tr_node **)state;
+    char name[TR_NAME_MAX + 1];
+    tr_pid pid;
+    switch (tr_msg_type(m)) {
+    case TR_MSG_NODE_REG:
+        if (read_name(m, name, &pid) && tr_pid_node(pid) == tr_pid_node(tr_msg_sender(m)))
+            names_merge(ctx, n, name, pid);
+        return 0;
+    case TR_MSG_NODE_UNREG:
+        if (read_name(m, name, &pid)) {
+            pthread_mutex_lock(&n->names_lock);
+            tr_name_entry *e = tr__namemap_find(&n->names, name);
+            if (e != NULL && e->pid == pid)
+                tr__namemap_del(&n->names, name);
+            pthread_mutex_unlock(&n->names_lock);
+        }
+        return 0;
+    case TR_MSG_NODE_ANNOUNCE:
+        if (tr_msg_sender(m) == TR_PID_NONE && read_name(m, name, &pid)) {
+            uint64_t ref;
+            tr_monitor(ctx, pid, &ref); /* its end releases the name */
+            tell_peers(ctx, n, TR_MSG_NODE_REG, name, pid);
+        }
+        return 0;
+    case TR_MSG_NODE_RETRACT:
+        if (tr_msg_sender(m) == TR_PID_NONE && read_name(m, name, &pid))
+            tell_peers(ctx, n, TR_MSG_NODE_UNREG, name, pid);
+        return 0;
+    case TR_MSG_NODE_SYNC:
+        if (tr_msg_sender(m) == TR_PID_NONE)
+            names_sync(ctx, n, (uint16_t)tt_u64(m));
+        return 0;
+    case TR_MSG_DOWN:
+        names_holder_down(ctx, n, tr_msg_sender(m));
+        return 0;
+    default:
+        break;
+    }
+    if (tr_msg_type(m) == TR_MSG_NODE_SPAWN && tr_msg_corr(m) != 0)
+        service_spawn(ctx, n, m);
     return 0;
 }
 
@@ -1456,6 +1645,8 @@ static void node_free(tr_node *n)
         memset(n->secret, 0, n->secret_len);
         free(n->secret);
     }
+    tr__namemap_free(&n->names);
+    pthread_mutex_destroy(&n->names_lock);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
     free(n);
@@ -1479,6 +1670,8 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         return TR_ENOMEM;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
+    pthread_mutex_init(&n->names_lock, NULL);
+    tr__namemap_init(&n->names);
     n->sys = sys;
     snprintf(n->name, sizeof n->name, "%s", o->name);
     n->id = sys->opts.node_id;
@@ -1702,6 +1895,77 @@ int tr_node_monitor(tr_node *n, tr_pid watcher, bool on)
         n->watchers[i] = n->watchers[--n->nwatchers];
     }
     pthread_mutex_unlock(&n->lock);
+    return rc;
+}
+
+/* Hands a message [name, pid] to our service (from any thread). */
+static int to_service(tr_node *n, uint32_t type, const char *name, tr_pid pid)
+{
+    tr_msg *m = name_msg(type, name, strlen(name), pid);
+    if (m == NULL)
+        return TR_ENOMEM;
+    tr_worker *w = tr__current_worker(n->sys);
+    if (w == NULL && tr__ext_enter(n->sys) != TR_OK) {
+        tr_msg_free(m);
+        return TR_ESTOPPED;
+    }
+    m->sender = TR_PID_NONE; /* a runtime type: tr_system_send would refuse it */
+    int rc = tr__deliver(n->sys, w, n->service, m);
+    if (w == NULL)
+        tr__ext_leave(n->sys);
+    return rc == TR_OK ? TR_OK : TR_ESTOPPED;
+}
+
+int tr_node_register(tr_node *n, const char *name, tr_pid pid)
+{
+    if (n == NULL || name == NULL || name[0] == '\0' || strlen(name) > TR_NAME_MAX ||
+        tr_pid_node(pid) != n->id)
+        return TR_EINVAL;
+    if (!tr_system_alive(n->sys, pid))
+        return TR_ENOPROC;
+    int rc = TR_OK;
+    pthread_mutex_lock(&n->names_lock);
+    tr_name_entry *e = tr__namemap_find(&n->names, name);
+    if (e != NULL && e->pid != pid &&
+        (tr_pid_node(e->pid) != n->id || tr_system_alive(n->sys, e->pid)))
+        rc = TR_EEXIST;
+    else
+        rc = tr__namemap_put(&n->names, name, pid);
+    pthread_mutex_unlock(&n->names_lock);
+    if (rc == TR_OK)
+        rc = to_service(n, TR_MSG_NODE_ANNOUNCE, name, pid);
+    return rc;
+}
+
+int tr_node_unregister(tr_node *n, const char *name)
+{
+    if (n == NULL || name == NULL || name[0] == '\0' || strlen(name) > TR_NAME_MAX)
+        return TR_EINVAL;
+    tr_pid pid = TR_PID_NONE;
+    pthread_mutex_lock(&n->names_lock);
+    tr_name_entry *e = tr__namemap_find(&n->names, name);
+    if (e != NULL && tr_pid_node(e->pid) == n->id) {
+        pid = e->pid;
+        tr__namemap_del(&n->names, name);
+    }
+    pthread_mutex_unlock(&n->names_lock);
+    if (pid == TR_PID_NONE)
+        return TR_ENOPROC;
+    return to_service(n, TR_MSG_NODE_RETRACT, name, pid);
+}
+
+int tr_node_whereis(tr_node *n, const char *name, tr_pid *out)
+{
+    if (n == NULL || name == NULL || out == NULL)
+        return TR_EINVAL;
+    int rc = TR_ENOPROC;
+    pthread_mutex_lock(&n->names_lock);
+    tr_name_entry *e = tr__namemap_find(&n->names, name);
+    if (e != NULL && (tr_pid_node(e->pid) != n->id || tr_system_alive(n->sys, e->pid))) {
+        *out = e->pid;
+        rc = TR_OK;
+    }
+    pthread_mutex_unlock(&n->names_lock);
     return rc;
 }
 

@@ -8,6 +8,7 @@
  * its terminate callback runs. After that nothing runs and tr_system_free releases everything.
  */
 #include "internal.h"
+#include "registry.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,7 @@ void tr_system_free(tr_system *sys)
         tr__actor_foreach(sys, end_if_alive, NULL); /* actors spawned but never run */
     }
     tr__node_free(atomic_load(&sys->node)); /* a node its user did not stop */
+    tr__registry_free(sys);
     tr__timer_free(sys);
     tr__actor_table_free(sys);
     pthread_mutex_destroy(&sys->pool_lock);

@@ -4,7 +4,8 @@
  * the wire, request/reply, a node killed with kill -9 (watchers get DOWN / EXIT noconnection and
  * NODEDOWN, within 2 s), a node frozen with SIGSTOP (found by its silence), a node restarted
  * under the same name (a new incarnation: old pids are stale), a node with the wrong secret
- * (refused), and garbage thrown at a node's port (it keeps serving).
+ * (refused), garbage thrown at a node's port (it keeps serving), and cluster-wide names held by
+ * actors of another process (seen here, released when that process is killed).
  */
 #include "../unit/test_util.h"
 #include "troupe/node.h"
@@ -477,7 +478,45 @@ static void test_garbage_at_a_node_port(void **state)
     proc_signal(&n1, SIGTERM);
 }
 
+static bool whereis_is(tnode *t, const char *name, tr_pid want)
+{
+    tr_pid got = TR_PID_NONE;
+    int rc = tr_node_whereis(t->node, name, &got);
+    return want == TR_PID_NONE ? rc == TR_ENOPROC : (rc == TR_OK && got == want);
+}
+
+static void test_names_across_processes(void **state)
+{
+    (void)state;
+    tnode t;
+    tnode_start(&t);
+    proc n1, n2;
+    proc_start(&n1, g_conf, "n1", tr_node_address(t.node));
+    proc_start(&n2, g_conf, "n2", tr_node_address(t.node));
+    TT_WAIT_FOR(sees(&t, "n1") && sees(&t, "n2"), TT_DEADLINE_MS);
+    tr_msg *arg = tr_msg_new(0, 16);
+    msgpack_pack_str(tr_msg_packer(arg), 6);
+    msgpack_pack_str_body(tr_msg_packer(arg), "orders", 6);
+    tr_pid holder, other;
+    assert_int_equal(tr_node_spawn(t.node, "n1", "named", arg, 20000, &holder), TR_OK);
+    TT_WAIT_FOR(whereis_is(&t, "orders", holder), TT_DEADLINE_MS);
+    tr_pid where;
+    assert_int_equal(tr_node_whereis(t.node, "orders", &where), TR_OK);
+    assert_int_equal(call_u64(&t, where, tt_msg_u64(3, 31)), 31);
+    /* taken: the same name asked for on n2 is refused there (its actor stays nameless) */
+    assert_int_equal(tr_node_spawn(t.node, "n2", "named", arg, 20000, &other), TR_OK);
+    tt_sleep_ms(200);
+    assert_true(whereis_is(&t, "orders", holder));
+    tr_msg_free(arg);
+    /* the holder's process dies: the name is free again */
+    proc_signal(&n1, SIGKILL);
+    TT_WAIT_FOR(whereis_is(&t, "orders", TR_PID_NONE), TT_DEADLINE_MS);
+    tnode_end(&t);
+    proc_signal(&n2, SIGTERM);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_names_across_processes),
     cmocka_unit_test(test_remote_spawn_order_and_request_reply),
     cmocka_unit_test(test_kill9_gives_noconnection_within_2s),
     cmocka_unit_test(test_frozen_node_found_by_silence),

@@ -19,7 +19,7 @@
 enum { MSG_SEQ = 1, MSG_PING = 2, MSG_PONG = 3, MSG_ASK = 4, MSG_WATCH = 5, MSG_LINK = 6 };
 
 static _Atomic uint64_t g_received, g_out_of_order, g_pongs, g_downs, g_exits, g_nodedowns,
-    g_nodeups, g_spawned;
+    g_nodeups, g_spawned, g_lost;
 static _Atomic int g_last_reason;
 
 typedef struct sink_state {
@@ -82,6 +82,9 @@ static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
     case TR_MSG_NODEUP:
         atomic_fetch_add(&g_nodeups, 1);
         break;
+    case TR_MSG_NAME_LOST:
+        atomic_fetch_add(&g_lost, 1);
+        break;
     default:
         break;
     }
@@ -133,8 +136,8 @@ typedef struct node {
     char addr[64];
 } node;
 
-static void node_start(node *nd, const char *name, uint16_t id, const char *secret,
-                       const char *seed, size_t peer_queue)
+static void node_start2(node *nd, const char *name, uint16_t id, const char *secret,
+                        const char *const *seeds, size_t nseeds, size_t peer_queue)
 {
     tr_system_opts o;
     tr_system_opts_init(&o);
@@ -146,14 +149,20 @@ static void node_start(node *nd, const char *name, uint16_t id, const char *secr
     no.name = name;
     no.listen = "tcp://127.0.0.1:0";
     no.secret = secret;
-    no.seeds = &seed;
-    no.nseeds = seed != NULL ? 1 : 0;
+    no.seeds = seeds;
+    no.nseeds = nseeds;
     no.peer_queue = peer_queue;
     no.quiet = true;
     no.reconnect_max_ms = 200;
     assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
     snprintf(nd->addr, sizeof nd->addr, "%s", tr_node_address(nd->node));
     assert_true(tr_node_port(nd->node) > 0);
+}
+
+static void node_start(node *nd, const char *name, uint16_t id, const char *secret,
+                       const char *seed, size_t peer_queue)
+{
+    node_start2(nd, name, id, secret, &seed, seed != NULL ? 1 : 0, peer_queue);
 }
 
 static void node_up(node *nd, const char *name, uint16_t id, const char *secret, const char *seed)
@@ -183,6 +192,7 @@ static void reset(void)
     atomic_store(&g_nodedowns, 0);
     atomic_store(&g_nodeups, 0);
     atomic_store(&g_spawned, 0);
+    atomic_store(&g_lost, 0);
     atomic_store(&g_last_reason, -1);
 }
 
@@ -403,6 +413,95 @@ static void test_remote_spawn(void **state)
     node_end(&b);
 }
 
+static bool whereis_is(node *nd, const char *name, tr_pid want)
+{
+    tr_pid got = TR_PID_NONE;
+    int rc = tr_node_whereis(nd->node, name, &got);
+    return want == TR_PID_NONE ? rc == TR_ENOPROC : (rc == TR_OK && got == want);
+}
+
+/* Cluster-wide names: seen everywhere, refused when taken, released when the holder ends or its
+ * node goes down. */
+static void test_global_names(void **state)
+{
+    (void)state;
+    reset();
+    node a, b, c;
+    node_up(&a, "a", 91, "cluster-secret", NULL);
+    node_up(&b, "b", 92, "cluster-secret", a.addr);
+    node_up(&c, "c", 93, "cluster-secret", a.addr);
+    TT_WAIT_FOR(sees(&b, "c") && sees(&c, "b") && sees(&a, "b") && sees(&a, "c") &&
+                    sees(&b, "a") && sees(&c, "a"),
+                TT_DEADLINE_MS);
+    tr_pid pa, pb, pc;
+    assert_int_equal(tr_system_spawn(a.sys, &sink_b, NULL, &pa), TR_OK);
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &pb), TR_OK);
+    assert_int_equal(tr_system_spawn(c.sys, &sink_b, NULL, &pc), TR_OK);
+    assert_int_equal(tr_node_register(a.node, "svc", pa), TR_OK);
+    assert_true(whereis_is(&a, "svc", pa));
+    TT_WAIT_FOR(whereis_is(&b, "svc", pa) && whereis_is(&c, "svc", pa), TT_DEADLINE_MS);
+    assert_int_equal(tr_node_register(b.node, "svc", pb), TR_EEXIST);
+    assert_int_equal(tr_node_register(b.node, "svc", pa), TR_EINVAL); /* not b's actor */
+    /* a message to the name's holder, looked up on another node */
+    tr_pid where;
+    assert_int_equal(tr_node_whereis(c.node, "svc", &where), TR_OK);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(c.sys, where, tt_msg_u64(MSG_ASK, 7), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 14);
+    tr_msg_free(reply);
+    /* unregistered, then the holder ends: released everywhere */
+    assert_int_equal(tr_node_register(b.node, "other", pb), TR_OK);
+    TT_WAIT_FOR(whereis_is(&a, "other", pb) && whereis_is(&c, "other", pb), TT_DEADLINE_MS);
+    assert_int_equal(tr_node_unregister(b.node, "other"), TR_OK);
+    assert_int_equal(tr_node_unregister(b.node, "other"), TR_ENOPROC);
+    TT_WAIT_FOR(whereis_is(&a, "other", TR_PID_NONE) && whereis_is(&c, "other", TR_PID_NONE),
+                TT_DEADLINE_MS);
+    assert_int_equal(tr_system_stop_actor(a.sys, pa), TR_OK);
+    TT_WAIT_FOR(whereis_is(&b, "svc", TR_PID_NONE) && whereis_is(&c, "svc", TR_PID_NONE) &&
+                    whereis_is(&a, "svc", TR_PID_NONE),
+                TT_DEADLINE_MS);
+    assert_int_equal(tr_node_register(b.node, "svc", pb), TR_OK);
+    /* c's names go with c */
+    assert_int_equal(tr_node_register(c.node, "on-c", pc), TR_OK);
+    TT_WAIT_FOR(whereis_is(&a, "on-c", pc) && whereis_is(&b, "on-c", pc), TT_DEADLINE_MS);
+    node_end(&c);
+    TT_WAIT_FOR(whereis_is(&a, "on-c", TR_PID_NONE) && whereis_is(&b, "on-c", TR_PID_NONE),
+                TT_DEADLINE_MS);
+    TT_WAIT_FOR(whereis_is(&a, "svc", pb), TT_DEADLINE_MS);
+    node_end(&b);
+    node_end(&a);
+}
+
+/* Two nodes that gave one name to different actors while apart settle it the same way when
+ * they meet: the smaller pid keeps it, and the other actor is told. */
+static void test_global_name_conflict_settled(void **state)
+{
+    (void)state;
+    reset();
+    node p, q, r;
+    node_up(&p, "p", 101, "cluster-secret", NULL);
+    node_up(&q, "q", 102, "cluster-secret", NULL);
+    tr_pid pp, pq;
+    assert_int_equal(tr_system_spawn(p.sys, &sink_b, NULL, &pp), TR_OK);
+    assert_int_equal(tr_system_spawn(q.sys, &sink_b, NULL, &pq), TR_OK);
+    assert_int_equal(tr_node_register(p.node, "x", pp), TR_OK);
+    assert_int_equal(tr_node_register(q.node, "x", pq), TR_OK);
+    /* r knows both: through it, p and q meet */
+    const char *seeds[2] = {p.addr, q.addr};
+    node_start2(&r, "r", 103, "cluster-secret", seeds, 2, 0);
+    TT_WAIT_FOR(sees(&p, "q") && sees(&q, "p"), TT_DEADLINE_MS);
+    tr_pid winner = pp < pq ? pp : pq;
+    TT_WAIT_FOR(whereis_is(&p, "x", winner) && whereis_is(&q, "x", winner) &&
+                    whereis_is(&r, "x", winner),
+                TT_DEADLINE_MS);
+    TT_WAIT_FOR(atomic_load(&g_lost) >= 1, TT_DEADLINE_MS);
+    tt_sleep_ms(100);
+    assert_int_equal(atomic_load(&g_lost), 1);
+    node_end(&r);
+    node_end(&q);
+    node_end(&p);
+}
+
 static void test_wrong_secret_refused(void **state)
 {
     (void)state;
@@ -552,6 +651,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
     cmocka_unit_test(test_remote_spawn),
+    cmocka_unit_test(test_global_names),
+    cmocka_unit_test(test_global_name_conflict_settled),
     cmocka_unit_test(test_wrong_secret_refused),
     cmocka_unit_test(test_garbage_and_oversized_frames_drop_only_their_connection),
     cmocka_unit_test(test_bounded_peer_queue),

@@ -97,6 +97,21 @@ int tr_node_register_behaviour(tr_node *node, const char *name, const tr_behavio
 int tr_node_spawn(tr_node *node, const char *peer, const char *behaviour, const tr_msg *args,
                   unsigned timeout_ms, tr_pid *out);
 
+/* Cluster-wide names. Every node keeps a copy of the table, kept in step by messages between
+ * the nodes' services: registering tells every node up; a node coming up gets the names of each
+ * node it meets; a name is released when its actor ends or its node goes down. Two nodes that
+ * give one name to different actors while apart (a partition, or at the same moment) settle it
+ * the same way everywhere once they meet — the smaller pid keeps it — and the loser is sent a
+ * TR_MSG_NAME_LOST (payload: the name). */
+#define TR_MSG_NAME_LOST (TR_MSG_SYSTEM + 8)
+/* Gives the local live actor `pid` a cluster-wide name (1..255 bytes). TR_EEXIST if this node
+ * knows it is taken. */
+int tr_node_register(tr_node *node, const char *name, tr_pid pid);
+/* Removes a cluster-wide name held by one of this node's actors (TR_ENOPROC if none). */
+int tr_node_unregister(tr_node *node, const char *name);
+/* The holder of a cluster-wide name as this node knows it (TR_ENOPROC if none). */
+int tr_node_whereis(tr_node *node, const char *name, tr_pid *out);
+
 /* Picks the node that owns `key` among this node and the peers up (rendezvous hashing): every
  * node with the same view picks the same one, and a change of membership moves only the keys of
  * the node that came or went. Copies its name (65 bytes) and node id. */
