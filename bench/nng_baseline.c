@@ -1,20 +1,20 @@
 /*
- * nng_baseline.c — nng-baseline: what raw nng (Debian's libnng 1.5.2) does on TCP loopback, with no
+ * nng_baseline.c — nng-baseline: what raw nng (Debian's libnng 1.5.2) does on TCP loopback with no
  * troupe in the way, so that troupe's remote figures can be read beside a floor.
  *
- *   nng-baseline pair-rtt [N] [--no-nodelay] [--aio] [--cb]   PAIR1 ping-pong, 64-byte messages
- *   nng-baseline push-throughput [N]                          PUSH -> PULL, 64-byte messages
- *   nng-baseline stream-throughput [N]                        nng_stream, 64-byte records sent
- *                                                             4,096 at a time (256 KiB writes)
+ *   nng-baseline pair-rtt [N] [--no-nodelay] [--aio]   PAIR1 ping-pong of 64-byte messages
+ *   nng-baseline push-throughput [N] [--buf MSGS]      PUSH -> PULL, 64-byte messages one way
+ *   nng-baseline stream-throughput [N]                 nng_stream, 64-byte records sent 4,096 at a
+ *                                                      time (256 KiB writes)
  *
  * Both ends live in one process on 127.0.0.1, the far end in a second thread. pair-rtt keeps every
- * round-trip sample and sorts them for p50/p99. Its switches probe the latency floor: --no-nodelay
- * turns NNG_OPT_TCP_NODELAY off (nng turns it on by default), --aio uses preallocated nng_aio and
- * nng_msg instead of nng_send/nng_recv (which copy and use an aio on the stack), --cb echoes from
- * an aio callback on nng's own threads instead of from a thread blocked in nng_recv (the client
- * side still follows --aio).
- * Each mode prints one JSON line like troupe-bench and one human line. Every loop is bounded in
- * count and in time: each call times out after 5 s and the whole run gives up after 60 s.
+ * round-trip sample and sorts them for p50/p99. Switches that probe the floor: --no-nodelay turns
+ * NNG_OPT_TCP_NODELAY off (nng turns it on by default); --aio uses one preallocated nng_aio and an
+ * nng_msg per call on both ends instead of nng_send/nng_recv (which copy, and set up an aio on the
+ * stack each call — in 1.5 that costs a getrandom() syscall); --buf sets the PUSH send buffer and
+ * the PULL receive buffer (both 0 by default). Each mode prints one JSON line like troupe-bench and
+ * one human line. Every loop is bounded in count and time: each nng call times out after 5 s and
+ * the run gives up after 60 s. Errors print a message and exit 1 (bad arguments: 2).
  */
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
@@ -44,7 +44,7 @@ static double now_s(void)
 
 static void fail(const char *what, int rv)
 {
-    fprintf(stderr, "nng-baseline: %s: %s\n", what, rv ? nng_strerror(rv) : "failed");
+    fprintf(stderr, "nng-baseline: %s%s%s\n", what, rv ? ": " : "", rv ? nng_strerror(rv) : "");
     exit(1);
 }
 
@@ -63,49 +63,64 @@ static void check_deadline(const char *what, unsigned long long done, unsigned l
     }
 }
 
-/* Listens on tcp://127.0.0.1:0 with s_listen and dials the bound port with s_dial (blocking). */
-static void connect_pair(nng_socket s_listen, nng_socket s_dial, bool nodelay, bool *nodelay_seen)
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p == NULL)
+        fail("out of memory", 0);
+    return p;
+}
+
+static nng_aio *new_aio(void)
+{
+    nng_aio *aio;
+    check("aio alloc", nng_aio_alloc(&aio, NULL, NULL));
+    nng_aio_set_timeout(aio, CALL_TIMEOUT_MS);
+    return aio;
+}
+
+static void start_thread(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    if (pthread_create(th, NULL, fn, arg) != 0)
+        fail("pthread_create failed", 0);
+}
+
+/* Listens on tcp://127.0.0.1:0 with s_listen, dials the bound port with s_dial (blocking) and
+ * sets 5 s send/recv timeouts on both. *nodelay_default gets what nng would have used. */
+static void connect_pair(nng_socket s_listen, nng_socket s_dial, bool nodelay,
+                         bool *nodelay_default)
 {
     nng_listener l;
     nng_dialer d;
     int port = 0;
     char url[64];
+    nng_socket both[2] = {s_listen, s_dial};
+    for (int i = 0; i < 2; i++) {
+        check("recv timeout", nng_socket_set_ms(both[i], NNG_OPT_RECVTIMEO, CALL_TIMEOUT_MS));
+        check("send timeout", nng_socket_set_ms(both[i], NNG_OPT_SENDTIMEO, CALL_TIMEOUT_MS));
+    }
     check("listener", nng_listener_create(&l, s_listen, "tcp://127.0.0.1:0"));
     check("listener nodelay", nng_listener_set_bool(l, NNG_OPT_TCP_NODELAY, nodelay));
     check("listen", nng_listener_start(l, 0));
     check("bound port", nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port));
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
     check("dialer", nng_dialer_create(&d, s_dial, url));
-    if (nodelay_seen != NULL) /* what nng would use if we did not say */
-        check("dialer nodelay get", nng_dialer_get_bool(d, NNG_OPT_TCP_NODELAY, nodelay_seen));
+    check("dialer nodelay get", nng_dialer_get_bool(d, NNG_OPT_TCP_NODELAY, nodelay_default));
     check("dialer nodelay", nng_dialer_set_bool(d, NNG_OPT_TCP_NODELAY, nodelay));
     check("dial", nng_dialer_start(d, 0));
 }
 
-static void set_timeouts(nng_socket s)
-{
-    check("recv timeout", nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, CALL_TIMEOUT_MS));
-    check("send timeout", nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, CALL_TIMEOUT_MS));
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- pair-rtt ------------------------------------------------------------------------------ */
 
-struct echo {
+struct peer { /* the far end, in its own thread */
     nng_socket s;
-    unsigned long long n; /* messages to echo */
-    bool use_aio;
-    nng_aio *aio; /* --cb: one aio that alternates recv and send */
-    bool sending;
-    unsigned long long done;
+    nng_stream *st;       /* stream-throughput */
+    unsigned long long n; /* messages (bytes for a stream) to receive */
+    bool echo, use_aio;
+    double t_end;
 };
 
-/* Sends msg back on a preallocated aio, or receives into one; returns the message (recv). */
+/* One blocking message operation on a preallocated aio: sends msg if given, else receives. */
 static nng_msg *aio_xfer(nng_socket s, nng_aio *aio, nng_msg *msg, const char *what)
 {
     if (msg != NULL) {
@@ -118,129 +133,98 @@ static nng_msg *aio_xfer(nng_socket s, nng_aio *aio, nng_msg *msg, const char *w
     int rv = nng_aio_result(aio);
     if (rv != 0) {
         if (msg != NULL)
-            nng_msg_free(msg);
+            nng_msg_free(msg); /* a failed send leaves the message with us */
         fail(what, rv);
     }
     return msg != NULL ? NULL : nng_aio_get_msg(aio);
 }
 
-static void *echo_thread(void *arg)
+/* The far end: receives n messages and, for pair-rtt, sends each one straight back. */
+static void *peer_thread(void *arg)
 {
-    struct echo *e = arg;
+    struct peer *p = arg;
     char buf[MSG_SIZE * 2];
-    nng_aio *aio = NULL;
-    if (e->use_aio) {
-        check("echo aio", nng_aio_alloc(&aio, NULL, NULL));
-        nng_aio_set_timeout(aio, CALL_TIMEOUT_MS);
-    }
-    for (unsigned long long i = 0; i < e->n; i++) {
-        if (e->use_aio) {
-            aio_xfer(e->s, aio, aio_xfer(e->s, aio, NULL, "echo recv"), "echo send");
+    nng_aio *aio = p->use_aio ? new_aio() : NULL;
+    for (unsigned long long i = 0; i < p->n; i++) {
+        size_t sz = sizeof buf;
+        if (aio != NULL) {
+            nng_msg *m = aio_xfer(p->s, aio, NULL, "peer recv");
+            sz = nng_msg_len(m);
+            if (p->echo)
+                aio_xfer(p->s, aio, m, "echo send");
+            else
+                nng_msg_free(m);
         } else {
-            size_t sz = sizeof buf;
-            check("echo recv", nng_recv(e->s, buf, &sz, 0));
-            check("echo send", nng_send(e->s, buf, sz, 0));
+            check("peer recv", nng_recv(p->s, buf, &sz, 0));
+            if (p->echo)
+                check("echo send", nng_send(p->s, buf, sz, 0));
         }
+        if (sz != MSG_SIZE)
+            fail("peer received a message of the wrong size", 0);
         if ((i & 1023) == 0)
-            check_deadline("echo", i, e->n);
+            check_deadline(p->echo ? "pair-rtt echo" : "push-throughput pull", i, p->n);
     }
+    p->t_end = now_s();
     if (aio != NULL)
         nng_aio_free(aio);
     return NULL;
 }
 
-/* --cb: runs on nng's threads; recv done -> send the same message back -> recv again. */
-static void echo_cb(void *arg)
+static int cmp_double(const void *a, const void *b)
 {
-    struct echo *e = arg;
-    int rv = nng_aio_result(e->aio);
-    if (rv != 0) {
-        if (e->sending)
-            nng_msg_free(nng_aio_get_msg(e->aio));
-        if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
-            fail("echo callback", rv);
-        return;
-    }
-    if (!e->sending) {
-        e->sending = true;
-        nng_aio_set_msg(e->aio, nng_aio_get_msg(e->aio));
-        nng_send_aio(e->s, e->aio);
-    } else if (++e->done < e->n) {
-        e->sending = false;
-        nng_recv_aio(e->s, e->aio);
-    }
+    return (*(const double *)a > *(const double *)b) - (*(const double *)a < *(const double *)b);
 }
 
-static void run_pair_rtt(unsigned long long n, bool nodelay, bool use_aio, bool use_cb)
+static void run_pair_rtt(unsigned long long n, bool nodelay, bool use_aio)
 {
     nng_socket srv, cli;
     bool nodelay_default = false;
-    unsigned long long warm = n / 10 < 1000 ? n / 10 : 1000;
-    double *samples = malloc(n * sizeof *samples);
-    char msgbuf[MSG_SIZE], back[MSG_SIZE * 2];
-    nng_aio *aio = NULL;
+    unsigned long long warm = n / 10 < 1000 ? n / 10 : 1000; /* untimed round trips first */
+    double *samples = xmalloc(n * sizeof *samples);
+    char msg[MSG_SIZE], back[MSG_SIZE * 2];
+    nng_aio *aio = use_aio ? new_aio() : NULL;
     pthread_t th;
-    if (samples == NULL)
-        fail("out of memory for samples", 0);
-    memset(msgbuf, 'x', sizeof msgbuf);
+    memset(msg, 'x', sizeof msg);
     check("pair1 open", nng_pair1_open(&srv));
     check("pair1 open", nng_pair1_open(&cli));
-    set_timeouts(srv);
-    set_timeouts(cli);
     connect_pair(srv, cli, nodelay, &nodelay_default);
-    struct echo e = {.s = srv, .n = warm + n, .use_aio = use_aio};
-    if (use_cb) {
-        check("echo aio", nng_aio_alloc(&e.aio, echo_cb, &e));
-        nng_aio_set_timeout(e.aio, CALL_TIMEOUT_MS);
-        nng_recv_aio(srv, e.aio);
-    } else if (pthread_create(&th, NULL, echo_thread, &e) != 0) {
-        fail("pthread_create", 0);
-    }
-    if (use_aio) {
-        check("client aio", nng_aio_alloc(&aio, NULL, NULL));
-        nng_aio_set_timeout(aio, CALL_TIMEOUT_MS);
-    }
+    struct peer e = {.s = srv, .n = warm + n, .echo = true, .use_aio = use_aio};
+    start_thread(&th, peer_thread, &e);
     double t0 = 0;
     for (unsigned long long i = 0; i < warm + n; i++) {
         if (i == warm)
             t0 = now_s();
         double a = now_s();
+        size_t sz = sizeof back;
         if (aio != NULL) {
             nng_msg *m;
             check("msg alloc", nng_msg_alloc(&m, 0));
-            check("msg append", nng_msg_append(m, msgbuf, sizeof msgbuf));
+            check("msg append", nng_msg_append(m, msg, sizeof msg));
             aio_xfer(cli, aio, m, "send");
             m = aio_xfer(cli, aio, NULL, "recv");
-            if (nng_msg_len(m) != MSG_SIZE)
-                fail("echoed message has the wrong size", 0);
+            sz = nng_msg_len(m);
             nng_msg_free(m);
         } else {
-            size_t sz = sizeof back;
-            check("send", nng_send(cli, msgbuf, sizeof msgbuf, 0));
+            check("send", nng_send(cli, msg, sizeof msg, 0));
             check("recv", nng_recv(cli, back, &sz, 0));
-            if (sz != MSG_SIZE)
-                fail("echoed message has the wrong size", 0);
         }
         double b = now_s();
+        if (sz != MSG_SIZE)
+            fail("echoed message has the wrong size", 0);
         if (i >= warm)
             samples[i - warm] = (b - a) * 1e6;
         if (b > g_deadline)
             check_deadline("pair-rtt", i, warm + n);
     }
-    double secs = now_s() - t0;
-    if (!use_cb)
-        pthread_join(th, NULL);
+    double secs = now_s() - t0, rate = (double)n / secs;
+    pthread_join(th, NULL);
     nng_close(cli);
     nng_close(srv);
-    if (e.aio != NULL)
-        nng_aio_free(e.aio);
     if (aio != NULL)
         nng_aio_free(aio);
     qsort(samples, n, sizeof *samples, cmp_double);
-    double p50 = samples[n / 2], p99 = samples[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
-    double rate = (double)n / secs;
-    const char *style = use_cb ? (use_aio ? "aio, callback echo" : "blocking, callback echo")
-                               : (use_aio ? "aio" : "blocking");
+    double p50 = samples[n / 2], p99 = samples[n * 99 / 100];
+    const char *style = use_aio ? "aio" : "blocking";
     printf("{\"bench\":\"nng-pair-rtt\",\"value\":%.0f,\"unit\":\"round trips/s\",\"p50_us\":%.1f,"
            "\"p99_us\":%.1f,\"count\":%llu,\"seconds\":%.3f,\"nodelay\":%s,\"style\":\"%s\"}\n",
            rate, p50, p99, n, secs, nodelay ? "true" : "false", style);
@@ -252,65 +236,37 @@ static void run_pair_rtt(unsigned long long n, bool nodelay, bool use_aio, bool 
 
 /* ---- push-throughput ----------------------------------------------------------------------- */
 
-struct pull {
-    nng_socket s;
-    unsigned long long n;
-    double t_end;
-};
-
-static void *pull_thread(void *arg)
-{
-    struct pull *p = arg;
-    char buf[MSG_SIZE * 2];
-    for (unsigned long long i = 0; i < p->n; i++) {
-        size_t sz = sizeof buf;
-        check("pull recv", nng_recv(p->s, buf, &sz, 0));
-        if (sz != MSG_SIZE)
-            fail("pulled message has the wrong size", 0);
-        if ((i & 1023) == 0)
-            check_deadline("pull", i, p->n);
-    }
-    p->t_end = now_s();
-    return NULL;
-}
-
-static void run_push_throughput(unsigned long long n)
+static void run_push_throughput(unsigned long long n, int buf)
 {
     nng_socket push, pull;
+    bool nodelay_default;
     char msg[MSG_SIZE];
     pthread_t th;
     memset(msg, 'x', sizeof msg);
     check("pull0 open", nng_pull0_open(&pull));
     check("push0 open", nng_push0_open(&push));
-    set_timeouts(pull);
-    set_timeouts(push);
-    connect_pair(pull, push, true, NULL);
-    struct pull p = {.s = pull, .n = n};
-    if (pthread_create(&th, NULL, pull_thread, &p) != 0)
-        fail("pthread_create", 0);
+    check("push send buffer", nng_socket_set_int(push, NNG_OPT_SENDBUF, buf));
+    check("pull recv buffer", nng_socket_set_int(pull, NNG_OPT_RECVBUF, buf));
+    connect_pair(pull, push, true, &nodelay_default);
+    struct peer p = {.s = pull, .n = n};
+    start_thread(&th, peer_thread, &p);
     double t0 = now_s();
     for (unsigned long long i = 0; i < n; i++) {
         check("push send", nng_send(push, msg, sizeof msg, 0));
         if ((i & 1023) == 0)
-            check_deadline("push", i, n);
+            check_deadline("push-throughput push", i, n);
     }
     pthread_join(th, NULL);
     double secs = p.t_end - t0, rate = (double)n / secs;
     nng_close(push);
     nng_close(pull);
     printf("{\"bench\":\"nng-push-throughput\",\"value\":%.0f,\"unit\":\"msgs/s\",\"count\":%llu,"
-           "\"seconds\":%.3f}\n", rate, n, secs);
-    printf("# nng-push-throughput %10.0f msgs/s  (%llu x %d B in %.3f s)\n", rate, n, MSG_SIZE,
-           secs);
+           "\"seconds\":%.3f,\"buffer\":%d}\n", rate, n, secs, buf);
+    printf("# nng-push-throughput %10.0f msgs/s  (%llu x %d B in %.3f s, buffers %d)\n", rate, n,
+           MSG_SIZE, secs, buf);
 }
 
 /* ---- stream-throughput --------------------------------------------------------------------- */
-
-struct sink {
-    nng_stream *st;
-    unsigned long long bytes; /* to receive */
-    double t_end;
-};
 
 /* One blocking stream operation on [buf, buf+len); returns the bytes moved (may be short). */
 static size_t stream_xfer(nng_stream *st, nng_aio *aio, bool send, char *buf, size_t len)
@@ -323,28 +279,23 @@ static size_t stream_xfer(nng_stream *st, nng_aio *aio, bool send, char *buf, si
         nng_stream_recv(st, aio);
     nng_aio_wait(aio);
     check(send ? "stream send" : "stream recv", nng_aio_result(aio));
+    if (nng_aio_count(aio) == 0)
+        fail("stream operation moved 0 bytes", 0);
     return nng_aio_count(aio);
 }
 
 static void *sink_thread(void *arg)
 {
-    struct sink *k = arg;
+    struct peer *k = arg;
     size_t cap = (size_t)BATCH_RECORDS * MSG_SIZE;
-    char *buf = malloc(cap);
-    nng_aio *aio;
+    char *buf = xmalloc(cap);
+    nng_aio *aio = new_aio();
     unsigned long long got = 0, calls = 0;
-    if (buf == NULL)
-        fail("out of memory", 0);
-    check("sink aio", nng_aio_alloc(&aio, NULL, NULL));
-    nng_aio_set_timeout(aio, CALL_TIMEOUT_MS);
-    while (got < k->bytes) {
-        size_t want = k->bytes - got < cap ? (size_t)(k->bytes - got) : cap;
-        size_t r = stream_xfer(k->st, aio, false, buf, want);
-        if (r == 0)
-            fail("stream recv returned 0 bytes", 0);
-        got += r;
+    while (got < k->n) {
+        size_t want = k->n - got < cap ? (size_t)(k->n - got) : cap;
+        got += stream_xfer(k->st, aio, false, buf, want);
         if ((++calls & 63) == 0)
-            check_deadline("stream sink (bytes)", got, k->bytes);
+            check_deadline("stream-throughput sink (bytes)", got, k->n);
     }
     k->t_end = now_s();
     nng_aio_free(aio);
@@ -356,14 +307,12 @@ static void run_stream_throughput(unsigned long long n)
 {
     nng_stream_listener *l;
     nng_stream_dialer *d;
-    nng_aio *acc, *dial, *aio;
+    nng_aio *acc = new_aio(), *dial = new_aio(), *aio = new_aio();
     int port = 0;
     char url[64];
     pthread_t th;
     size_t cap = (size_t)BATCH_RECORDS * MSG_SIZE;
-    char *buf = malloc(cap);
-    if (buf == NULL)
-        fail("out of memory", 0);
+    char *buf = xmalloc(cap);
     for (size_t i = 0; i < cap; i += MSG_SIZE) /* record i: 64 bytes of (i & 0xff) */
         memset(buf + i, (int)(i / MSG_SIZE) & 0xff, MSG_SIZE);
     check("stream listener", nng_stream_listener_alloc(&l, "tcp://127.0.0.1:0"));
@@ -371,12 +320,6 @@ static void run_stream_throughput(unsigned long long n)
     check("stream bound port", nng_stream_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port));
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
     check("stream dialer", nng_stream_dialer_alloc(&d, url));
-    check("aio", nng_aio_alloc(&acc, NULL, NULL));
-    check("aio", nng_aio_alloc(&dial, NULL, NULL));
-    check("aio", nng_aio_alloc(&aio, NULL, NULL));
-    nng_aio_set_timeout(acc, CALL_TIMEOUT_MS);
-    nng_aio_set_timeout(dial, CALL_TIMEOUT_MS);
-    nng_aio_set_timeout(aio, CALL_TIMEOUT_MS);
     nng_stream_listener_accept(l, acc);
     nng_stream_dialer_dial(d, dial);
     nng_aio_wait(dial);
@@ -384,26 +327,20 @@ static void run_stream_throughput(unsigned long long n)
     check("stream dial", nng_aio_result(dial));
     check("stream accept", nng_aio_result(acc));
     nng_stream *tx = nng_aio_get_output(dial, 0);
-    struct sink k = {.st = nng_aio_get_output(acc, 0), .bytes = n * MSG_SIZE};
-    if (pthread_create(&th, NULL, sink_thread, &k) != 0)
-        fail("pthread_create", 0);
+    struct peer k = {.st = nng_aio_get_output(acc, 0), .n = n * MSG_SIZE};
+    start_thread(&th, sink_thread, &k);
     double t0 = now_s();
     unsigned long long sent = 0, calls = 0;
-    while (sent < k.bytes) {
+    while (sent < k.n) {
         size_t off = (size_t)(sent % cap); /* a short write resumes mid-batch */
-        size_t want = cap - off;
-        if (k.bytes - sent < want)
-            want = (size_t)(k.bytes - sent);
+        size_t want = k.n - sent < cap - off ? (size_t)(k.n - sent) : cap - off;
         sent += stream_xfer(tx, aio, true, buf + off, want);
         if ((++calls & 63) == 0)
-            check_deadline("stream send (bytes)", sent, k.bytes);
+            check_deadline("stream-throughput send (bytes)", sent, k.n);
     }
     pthread_join(th, NULL);
-    double secs = k.t_end - t0;
-    double mbs = (double)k.bytes / secs / 1e6, rate = (double)n / secs;
-    nng_stream_close(tx);
-    nng_stream_close(k.st);
-    nng_stream_free(tx);
+    double secs = k.t_end - t0, mbs = (double)k.n / secs / 1e6, rate = (double)n / secs;
+    nng_stream_free(tx); /* free closes */
     nng_stream_free(k.st);
     nng_aio_free(aio);
     nng_aio_free(dial);
@@ -415,52 +352,50 @@ static void run_stream_throughput(unsigned long long n)
            "%.0f,\"count\":%llu,\"record_bytes\":%d,\"write_bytes\":%zu,\"seconds\":%.3f}\n",
            mbs, rate, n, MSG_SIZE, cap, secs);
     printf("# nng-stream-throughput %8.1f MB/s  %.0f records/s  (%llu x %d B, %zu-byte writes, "
-           "%.3f s, %llu sends)\n", mbs, rate, n, MSG_SIZE, cap, secs, calls);
+           "%llu sends, %.3f s)\n", mbs, rate, n, MSG_SIZE, cap, calls, secs);
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: nng-baseline pair-rtt [N] [--no-nodelay] [--aio] [--cb]\n"
-               "       nng-baseline push-throughput [N]\n"
-               "       nng-baseline stream-throughput [N]\n");
-}
-
 int main(int argc, char **argv)
 {
     unsigned long long n = 0;
-    bool nodelay = true, use_aio = false, use_cb = false;
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
-    }
+    bool nodelay = true, use_aio = false;
+    int buf = 0;
+    const char *mode = argc > 1 ? argv[1] : "", *err = NULL;
     for (int i = 2; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--no-nodelay") == 0) {
             nodelay = false;
         } else if (strcmp(argv[i], "--aio") == 0) {
             use_aio = true;
-        } else if (strcmp(argv[i], "--cb") == 0) {
-            use_cb = true;
+        } else if (strcmp(argv[i], "--buf") == 0 && i + 1 < argc) {
+            buf = (int)strtol(argv[++i], &end, 10);
+            if (*end != '\0' || buf < 0 || buf > 8192)
+                err = "bad --buf (0..8192)";
         } else {
             n = strtoull(argv[i], &end, 10);
-            if (*argv[i] == '\0' || *end != '\0' || n == 0 || n > MAX_COUNT) {
-                fprintf(stderr, "nng-baseline: bad count '%s' (1..%llu)\n", argv[i], MAX_COUNT);
-                return 2;
-            }
+            if (*argv[i] < '0' || *argv[i] > '9' || *end != '\0' || n == 0 || n > MAX_COUNT)
+                err = "bad count (1..100000000) or unknown option";
         }
     }
     g_deadline = now_s() + RUN_LIMIT_S;
-    if (strcmp(argv[1], "pair-rtt") == 0) {
-        run_pair_rtt(n ? n : 100000, nodelay, use_aio, use_cb);
-    } else if (strcmp(argv[1], "push-throughput") == 0) {
-        run_push_throughput(n ? n : 200000);
-    } else if (strcmp(argv[1], "stream-throughput") == 0) {
+    if (err != NULL) {
+        fprintf(stderr, "nng-baseline: %s\n", err);
+        return 2;
+    } else if (strcmp(mode, "pair-rtt") == 0) {
+        run_pair_rtt(n ? n : 100000, nodelay, use_aio);
+    } else if (strcmp(mode, "push-throughput") == 0) {
+        run_push_throughput(n ? n : 200000, buf);
+    } else if (strcmp(mode, "stream-throughput") == 0) {
         run_stream_throughput(n ? n : 1000000);
     } else {
-        usage(argv[1][0] == '-' ? stdout : stderr);
-        return argv[1][0] == '-' ? 0 : 2;
+        if (*mode != '\0')
+            fprintf(stderr, "nng-baseline: unknown mode '%s'\n", mode);
+        fprintf(stderr, "usage: nng-baseline pair-rtt [N] [--no-nodelay] [--aio]\n"
+                        "       nng-baseline push-throughput [N] [--buf MSGS]\n"
+                        "       nng-baseline stream-throughput [N]\n");
+        return 2;
     }
     return 0;
 }
