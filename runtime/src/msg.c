@@ -236,6 +236,8 @@ int tr_msg_append(tr_msg *m, const void *data, size_t len)
 static int packer_write(void *data, const char *buf, size_t len)
 {
     tr_msg *m = data;
+    if (len == 0)
+        return 0; /* (an empty bin or str body may come with a NULL buf) */
     if (msg_reserve(m, len) != TR_OK)
         return -1;
     memcpy(m->data + m->len, buf, len);

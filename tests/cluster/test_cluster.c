@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,7 @@ typedef struct proc {
 } proc;
 
 static char g_dir[64];
+static pid_t g_running[16]; /* started and not reaped: killed after each test, pass or fail */
 static char g_conf[128], g_bad_conf[128];
 
 static void write_conf(const char *path, const char *secret)
@@ -89,6 +91,7 @@ static void proc_start(proc *p, const char *conf, const char *name, const char *
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the test */
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
@@ -98,6 +101,11 @@ static void proc_start(proc *p, const char *conf, const char *name, const char *
     }
     close(fds[1]);
     p->out = fds[0];
+    for (size_t i = 0; i < sizeof g_running / sizeof g_running[0]; i++)
+        if (g_running[i] == 0) {
+            g_running[i] = p->pid;
+            break;
+        }
     char line[256];
     assert_true(read_line(p, line, sizeof line));
     assert_int_equal(sscanf(line, "ready node=%*s addr=%159s id=%u", p->addr, &p->id), 2);
@@ -110,6 +118,9 @@ static void proc_signal(proc *p, int sig)
     if (sig == SIGKILL || sig == SIGTERM) {
         int st;
         assert_int_equal(waitpid(p->pid, &st, 0), p->pid);
+        for (size_t i = 0; i < sizeof g_running / sizeof g_running[0]; i++)
+            if (g_running[i] == p->pid)
+                g_running[i] = 0;
         close(p->out);
         p->pid = 0;
     }
@@ -261,9 +272,22 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
+/* After each test: node processes a failed test left behind are killed. */
+static int kill_leftovers(void **state)
 {
     (void)state;
+    for (size_t i = 0; i < sizeof g_running / sizeof g_running[0]; i++)
+        if (g_running[i] > 0) {
+            kill(g_running[i], SIGKILL);
+            waitpid(g_running[i], NULL, 0);
+            g_running[i] = 0;
+        }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    kill_leftovers(state);
     unlink(g_conf);
     unlink(g_bad_conf);
     rmdir(g_dir);
@@ -516,13 +540,13 @@ static void test_names_across_processes(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_names_across_processes),
-    cmocka_unit_test(test_remote_spawn_order_and_request_reply),
-    cmocka_unit_test(test_kill9_gives_noconnection_within_2s),
-    cmocka_unit_test(test_frozen_node_found_by_silence),
-    cmocka_unit_test(test_restart_is_a_new_incarnation),
-    cmocka_unit_test(test_wrong_secret_refused),
-    cmocka_unit_test(test_garbage_at_a_node_port),
+    cmocka_unit_test_teardown(test_names_across_processes, kill_leftovers),
+    cmocka_unit_test_teardown(test_remote_spawn_order_and_request_reply, kill_leftovers),
+    cmocka_unit_test_teardown(test_kill9_gives_noconnection_within_2s, kill_leftovers),
+    cmocka_unit_test_teardown(test_frozen_node_found_by_silence, kill_leftovers),
+    cmocka_unit_test_teardown(test_restart_is_a_new_incarnation, kill_leftovers),
+    cmocka_unit_test_teardown(test_wrong_secret_refused, kill_leftovers),
+    cmocka_unit_test_teardown(test_garbage_at_a_node_port, kill_leftovers),
 };
 
 int main(void)

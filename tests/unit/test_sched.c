@@ -513,6 +513,8 @@ static long senders_during_join_round(int round, int nthreads)
     tt_sleep_ms((unsigned)(round % 3));
     tr_system_stop(sys);
     assert_int_equal(tr_system_join(sys), TR_OK);
+    /* senders still running now are refused: wait for one to see it (not for a time window) */
+    TT_WAIT_FOR(atomic_load(&J.refused) > 0, TT_DEADLINE_MS);
     atomic_store(&J.stop_sending, 1);
     for (int t = 0; t < nthreads; t++)
         assert_int_equal(pthread_join(th[t], NULL), 0);
