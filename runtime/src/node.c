@@ -56,6 +56,7 @@
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
+#define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
  * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
@@ -891,7 +892,7 @@ static void on_rx(void *arg)
     pthread_mutex_unlock(&n->lock);
     if (dead)
         return;
-    if (c->rcap > 4 * NODE_RX_CHUNK && c->rlen < NODE_RX_CHUNK && need <= NODE_RX_CHUNK) {
+    if (c->rcap > NODE_RX_KEEP && c->rlen < NODE_RX_CHUNK && need <= NODE_RX_CHUNK) {
         uint8_t *b = realloc(c->rbuf, NODE_RX_CHUNK); /* give back a large frame's room */
         if (b != NULL) {
             c->rbuf = b;
