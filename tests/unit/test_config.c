@@ -594,7 +594,88 @@ static void test_all_config_files(void **state)
     assert_true(loaded >= 1);
 }
 
+/* Cluster files: the shipped one, defaults, and errors with file and line. */
+static void test_cluster_files(void **state)
+{
+    (void)state;
+    tr_node_config *c = NULL;
+    char err[512] = "";
+    int rc = tr_node_config_load(TROUPE_CONFIG_DIR "/cluster-local.conf", "n2", &c, err,
+                                 sizeof err);
+    if (rc != TR_OK)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, TR_OK);
+    assert_string_equal(c->node.name, "n2");
+    assert_string_equal(c->node.listen, "tcp://127.0.0.1:7102");
+    assert_string_equal(c->node.secret, "troupe-local-demo-secret");
+    assert_int_equal(c->node.nseeds, 1);
+    assert_string_equal(c->node.seeds[0], "tcp://127.0.0.1:7101");
+    assert_int_equal(c->node.heartbeat_ms, 200);
+    assert_int_equal(c->node.down_after_ms, 1000);
+    assert_int_equal(c->node.reconnect_min_ms, 10);
+    assert_int_equal(c->node.reconnect_max_ms, 2000);
+    assert_int_equal(c->node.peer_queue, 65536);
+    assert_int_equal(c->node.overflow, TR_NODE_REJECT);
+    assert_int_equal(c->workers, 2);
+    tr_node_config_free(c);
+
+    /* no seeds: every node's listen address; unset options stay 0 (the node's defaults) */
+    char *path = temp_file("cluster = {\n  secret = \"12345678\";\n  overflow = \"drop\";\n"
+                           "  nodes = ( { name = \"a\"; listen = \"tcp://127.0.0.1:1\"; },\n"
+                           "            { name = \"b\"; listen = \"tcp://127.0.0.1:2\"; } );\n};\n");
+    assert_int_equal(tr_node_config_load(path, "b", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->node.nseeds, 2);
+    assert_string_equal(c->node.seeds[1], "tcp://127.0.0.1:2");
+    assert_int_equal(c->node.overflow, TR_NODE_DROP);
+    assert_int_equal(c->node.heartbeat_ms, 0);
+    assert_int_equal(c->workers, 0);
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"cluster = { nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };", "no secret"},
+        {"cluster = { secret = \"short\"; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "at least 8"},
+        {"cluster = { secret = \"12345678\"; colour = 1; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "unknown key \"colour\""},
+        {"cluster = { secret = \"12345678\"; nodes = ( { name = \"a\"; listen = \"udp://h:1\"; } ); };",
+         "needs listen"},
+        {"cluster = { secret = \"12345678\"; nodes = ( { name = \"b\"; listen = \"tcp://h:1\"; } ); };",
+         "no node called a"},
+        {"cluster = { secret = \"12345678\"; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; },\n"
+         "{ name = \"a\"; listen = \"tcp://h:2\"; } ); };",
+         ":2: two nodes are called a"},
+        {"cluster = { secret = \"12345678\"; heartbeat_ms = 0; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "heartbeat_ms must be between"},
+        {"cluster = { secret = \"12345678\"; seeds = [ \"x\" ]; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "a seed must be"},
+        {"cluster = { secret = \"12345678\"; nodes = (); };", "non-empty list"},
+        {"other = 1;", "no group \"cluster\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        path = temp_file(bad[i].text);
+        c = (tr_node_config *)1;
+        assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+        assert_null(c);
+        if (strstr(err, bad[i].want) == NULL || strncmp(err, path, strlen(path)) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+        unlink(path);
+        free(path);
+    }
+    assert_int_equal(tr_node_config_load("/nonexistent/x.conf", "a", &c, err, sizeof err),
+                     TR_EINVAL);
+    assert_non_null(strstr(err, "could not read"));
+    assert_int_equal(tr_node_config_load(NULL, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_int_equal(tr_node_config_load(TROUPE_CONFIG_DIR "/cluster-local.conf", "a", NULL, err,
+                                         sizeof err),
+                     TR_EINVAL);
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_cluster_files),
     cmocka_unit_test(test_full_tree),
     cmocka_unit_test(test_defaults),
     cmocka_unit_test(test_key_path_and_limits),
