@@ -156,7 +156,7 @@ struct tr_node {
     tr_pid service;
     pthread_mutex_t names_lock;
     tr_namemap names;           /* cluster-wide names, as this node knows them */
-    bool stopping;
+    _Atomic bool stopping;      /* set under lock; read anywhere */
     bool ticker_started;
     pthread_t ticker;
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
@@ -799,18 +799,21 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     after af;
     memset(&af, 0, sizeof af);
     if (c->state == C_HELLO) {
-        if (kind != TR_WIRE_HELLO || tr__wire_get_hello(f, len, &c->ph) != TR_OK) {
+        tr_wire_hello h;
+        if (kind != TR_WIRE_HELLO || tr__wire_get_hello(f, len, &h) != TR_OK) {
             conn_fail(c, "no valid HELLO");
             return false;
         }
-        c->state = C_AUTH;
+        bool self = strcmp(h.name, n->name) == 0;
+        pthread_mutex_lock(&n->lock); /* the ticker and conn_fail read state and ph */
+        c->ph = h;
+        c->state = self && !c->outbound ? C_REFUSED : C_AUTH;
+        pthread_mutex_unlock(&n->lock);
         if (!c->outbound) {
             /* answer HELLO and AUTH; a node that dialed itself learns so from our HELLO */
             put_hello(n, &c->hsbuf, c->nonce);
-            if (strcmp(c->ph.name, n->name) != 0)
+            if (!self)
                 put_auth(n, &c->hsbuf, c->ph.nonce, c->nonce);
-            else
-                c->state = C_REFUSED;
             if (tr__wire_status(&c->hsbuf) != TR_OK) {
                 conn_fail(c, "out of memory");
                 return false;
