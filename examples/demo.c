@@ -31,7 +31,7 @@ static int flaky_receive(tr_ctx *ctx, void *state, tr_msg *m)
     return tr_msg_type(m) == MSG_CRASH ? 7 : 0; /* non-zero: it fails, its supervisor acts */
 }
 
-static const tr_behaviour flaky_b = {"flaky", 0, flaky_init, flaky_receive, NULL};
+static const tr_behaviour flaky_b = {.name = "flaky", .init = flaky_init, .receive = flaky_receive};
 
 static int mailer_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
@@ -41,7 +41,7 @@ static int mailer_receive(tr_ctx *ctx, void *state, tr_msg *m)
     return 0;
 }
 
-static const tr_behaviour mailer_b = {"mailer", sizeof(int), NULL, mailer_receive, NULL};
+static const tr_behaviour mailer_b = {.name = "mailer", .state_size = sizeof(int), .receive = mailer_receive};
 
 static void sleep_ms(long ms)
 {

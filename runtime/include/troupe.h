@@ -154,6 +154,9 @@ typedef struct tr_system_opts {
     unsigned drain_timeout_ms;  /* how long a graceful stop waits for queues to empty; 0 = 5000 */
     tr_dead_letter_fn dead_letter_hook; /* optional: called (on the sender's thread) for each dead letter */
     void *dead_letter_user;
+    unsigned spin_rounds;       /* how long an idle worker looks for work before it sleeps (about
+                                 * 1 us a round); 0 = 128, or 8 once a node starts on a system with
+                                 * a worker per CPU (its I/O threads need the CPU time) */
 } tr_system_opts;
 
 /* Fills `o` with the defaults. */
@@ -209,13 +212,17 @@ typedef struct tr_reason {
  * init (optional) runs in tr_spawn on the caller's thread; non-zero (or tr_fail: its code; tr_stop:
  * TR_ENOPROC) makes the spawn fail with that code, and terminate does not run. receive handles one message; non-zero ends the actor with TR_REASON_ERROR and that code.
  * terminate (optional) runs once when the actor ends, whatever the reason. The message passed to
- * receive is freed after it returns, unless it was sent on (tr_send of the same message). */
+ * receive is freed after it returns, unless it was sent on (tr_send of the same message).
+ * turn_end (optional) runs after each turn (a batch of up to 128 messages handled in a row) of an
+ * actor that goes on living: where work gathered during the turn is handed off at once (the
+ * journal's group commit, troupe/store.h). */
 typedef struct tr_behaviour {
     const char *name;
     size_t state_size;
     int (*init)(tr_ctx *ctx, void *state, const void *arg);
     int (*receive)(tr_ctx *ctx, void *state, tr_msg *m);
     void (*terminate)(tr_ctx *ctx, void *state, const tr_reason *reason);
+    void (*turn_end)(tr_ctx *ctx, void *state);
 } tr_behaviour;
 
 /* Spawns an actor from outside any actor. `b` must outlive the actor. */

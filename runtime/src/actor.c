@@ -884,6 +884,8 @@ again:
         if (ctx.ending)
             break;
     }
+    if (a->beh->turn_end != NULL && !ctx.ending && n > 0)
+        a->beh->turn_end(&ctx, a->state);
     if (TR_UNLIKELY(ctx.ending)) {
         tr__actor_end(a, w, &ctx.reason);
         free(ctx.fail_text);

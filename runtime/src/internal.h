@@ -324,7 +324,6 @@ typedef struct tr_worker {
     unsigned tick;
     uint32_t *seen_head;            /* search: each victim's ring head when last looked at */
     unsigned *seen_round;           /* search: the round it was seen to move */
-    unsigned spin_rounds;           /* search: rounds to spin before parking (adaptive) */
     tr_actor *free_actors;          /* per-worker header cache */
     unsigned nfree_actors;
     /* counters: written by the owner only (plain adds), read by tr_system_stats_get */
@@ -411,6 +410,7 @@ struct tr_system {
     _Atomic int ending_all;         /* join is ending every actor: links stay silent */
     _Atomic(struct tr_node *) node; /* the node layer, when started (node.c) */
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
+    _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
 };
 
@@ -430,6 +430,8 @@ struct tr_system {
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave
  * before it ends actors, so no outside send can schedule an actor being ended. */
 TR_HIDDEN int tr__ext_enter(struct tr_system *sys);
+/* Lowers the idle spin to `rounds` unless the user chose it (node.c: I/O threads need CPU). */
+TR_HIDDEN void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
 TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
 
 /* Monotonic clock in nanoseconds. */

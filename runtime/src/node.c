@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #define NODE_MAX_FRAME_DEFAULT (4u * 1024u * 1024u)
 #define NODE_QUEUE_DEFAULT 65536u
@@ -1743,6 +1744,9 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         return rc;
     }
     atomic_store(&sys->node, n);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus > 0 && sys->nworkers >= (unsigned)cpus)
+        tr__sched_spin_hint(sys, 8); /* nng's I/O threads need CPU time: spin less */
     nng_stream_listener_accept(n->listener, n->accept_aio);
     if (pthread_create(&n->ticker, NULL, ticker_main, n) != 0) {
         tr_node_stop(n);

@@ -20,11 +20,12 @@
  * searching, and the waker counts the woken worker as searching at once (as Go's scheduler does)
  * so a burst of sends wakes one worker, not all of them.
  *
- * The spin is adaptive, per worker: it doubles (up to TR_SPIN_ROUNDS) each time spinning found
- * work that was not there at once, and halves (down to TR_SPIN_MIN) each time it ended in a park.
- * Work that arrives in quick succession keeps workers spinning; work that arrives slowly — a
- * message from another node every hundred microseconds — does not make idle workers burn the
- * CPU the I/O threads need (on 2 cores that spin doubled the remote round trip).
+ * The spin (tr_system_opts.spin_rounds) is 128 rounds (~150 us here) by default; a node lowers it
+ * to 8 when the workers already take every CPU, because spinning workers then starve nng's I/O
+ * threads (on 2 cores, 128 rounds doubled the remote round trip). Adaptive rules (shrink when a
+ * spin ends in a park) were tried and lost 30% of local fan-in for the same gain; see
+ * docs/performance.md. However short the spin, a search lasts long enough to rob a worker stuck
+ * in a long turn whenever work is visible (TR_STEAL_PATIENCE).
  */
 #include "internal.h"
 
@@ -38,8 +39,8 @@
 
 #define TR_LIFO_MAX 32u
 #define TR_GLOBAL_EVERY 61u
-#define TR_SPIN_ROUNDS 128u  /* the most an idle worker spins before parking... */
-#define TR_SPIN_MIN 2u        /* ...and the least: the budget adapts between them */
+#define TR_SPIN_ROUNDS 128u  /* how long an idle worker spins before parking, by default */
+#define TR_STEAL_SPIN 17u     /* rounds a search lasts at least while work is visible */
 #define TR_STEAL_BACKLOG 16u  /* a victim with this many queued actors is robbed at once */
 #define TR_STEAL_PATIENCE 16u /* else only after its queue head stood still this many rounds */
 
@@ -383,12 +384,27 @@ static bool worth_stealing(tr_worker *w, tr_worker *v, unsigned round)
     return len >= TR_STEAL_BACKLOG || round - w->seen_round[i] >= TR_STEAL_PATIENCE;
 }
 
+static bool work_visible(tr_system *sys)
+{
+    if (atomic_load(&sys->inject_len) > 0)
+        return true;
+    for (unsigned i = 0; i < sys->nworkers; i++)
+        if (ring_len(&sys->workers[i]) > 0)
+            return true;
+    return false;
+}
+
 static tr_actor *search(tr_worker *w)
 {
     tr_system *sys = w->sys;
     for (unsigned i = 0; i < sys->nworkers; i++)
         w->seen_round[i] = 0, w->seen_head[i] = atomic_load(&sys->workers[i].head) - 1;
-    for (unsigned round = 0; round < w->spin_rounds && !atomic_load(&sys->halt); round++) {
+    /* at least long enough to rob a stuck worker (TR_STEAL_PATIENCE) when work is visible: a
+     * short adaptive spin must not leave an actor queued behind another actor's long turn */
+    unsigned limit = atomic_load_explicit(&sys->spin_rounds, memory_order_relaxed);
+    if (limit < TR_STEAL_SPIN && work_visible(sys))
+        limit = TR_STEAL_SPIN;
+    for (unsigned round = 0; round < limit && !atomic_load(&sys->halt); round++) {
         drain_inbox(w);
         tr_actor *a = ring_pop(w);
         if (a == NULL)
@@ -401,28 +417,20 @@ static tr_actor *search(tr_worker *w)
                     a = ring_steal(w, v);
             }
         }
-        if (a != NULL) {
-            if (round > 0 && w->spin_rounds < TR_SPIN_ROUNDS)
-                w->spin_rounds += 8; /* spinning paid: a little more next time */
+        if (a != NULL)
             return a;
-        }
         for (unsigned k = 0; k < 32; k++)
             tr_cpu_relax();
     }
-    if (w->spin_rounds > TR_SPIN_MIN)
-        w->spin_rounds /= 2; /* it did not: spin less next time */
     return NULL;
 }
 
-static bool work_visible(tr_system *sys)
+void tr__sched_spin_hint(tr_system *sys, unsigned rounds)
 {
-    if (atomic_load(&sys->inject_len) > 0)
-        return true;
-    for (unsigned i = 0; i < sys->nworkers; i++)
-        if (ring_len(&sys->workers[i]) > 0)
-            return true;
-    return false;
+    if (sys->opts.spin_rounds == 0)
+        atomic_store(&sys->spin_rounds, rounds);
 }
+
 
 static void park(tr_worker *w)
 {
@@ -495,11 +503,11 @@ bool tr__sched_quiescent(tr_system *sys)
 
 int tr__sched_start(tr_system *sys)
 {
+    atomic_store(&sys->spin_rounds, sys->opts.spin_rounds ? sys->opts.spin_rounds : TR_SPIN_ROUNDS);
     for (unsigned i = 0; i < sys->nworkers; i++) {
         tr_worker *w = &sys->workers[i];
         w->seen_head = calloc(sys->nworkers, sizeof *w->seen_head);
         w->seen_round = calloc(sys->nworkers, sizeof *w->seen_round);
-        w->spin_rounds = TR_SPIN_ROUNDS;
         if (w->seen_head == NULL || w->seen_round == NULL)
             return TR_ENOMEM; /* tr_system_free releases what was allocated */
     }

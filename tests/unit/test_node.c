@@ -91,7 +91,7 @@ static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
     return 0;
 }
 
-static const tr_behaviour sink_b = {"sink", sizeof(sink_state), NULL, sink_recv, NULL};
+static const tr_behaviour sink_b = {.name = "sink", .state_size = sizeof(sink_state), .receive = sink_recv};
 
 /* Sends `count` MSG_SEQ values to the pid in its arg when told to. */
 static int pusher_init(tr_ctx *ctx, void *state, const void *arg)
@@ -117,7 +117,7 @@ static int pusher_recv(tr_ctx *ctx, void *state, tr_msg *m)
     return 0;
 }
 
-static const tr_behaviour pusher_b = {"pusher", sizeof(tr_pid), pusher_init, pusher_recv, NULL};
+static const tr_behaviour pusher_b = {.name = "pusher", .state_size = sizeof(tr_pid), .init = pusher_init, .receive = pusher_recv};
 
 /* Spawned remotely: its arg is a message holding a u64 it adds to g_spawned. */
 static int remote_init(tr_ctx *ctx, void *state, const void *arg)
@@ -128,7 +128,7 @@ static int remote_init(tr_ctx *ctx, void *state, const void *arg)
     return 0;
 }
 
-static const tr_behaviour remote_b = {"remote", sizeof(sink_state), remote_init, sink_recv, NULL};
+static const tr_behaviour remote_b = {.name = "remote", .state_size = sizeof(sink_state), .init = remote_init, .receive = sink_recv};
 
 typedef struct node {
     tr_system *sys;

@@ -611,7 +611,7 @@ static int gated_receive(tr_ctx *ctx, void *state, tr_msg *m)
     return 0;
 }
 
-static const tr_behaviour gated_b = {"gated", 0, NULL, gated_receive, NULL};
+static const tr_behaviour gated_b = {.name = "gated", .receive = gated_receive};
 
 static void *open_gate_later(void *arg)
 {

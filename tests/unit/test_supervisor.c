@@ -65,7 +65,7 @@ static void w_terminate(tr_ctx *ctx, void *st, const tr_reason *r)
     atomic_fetch_add(&s->p->ends, 1);
 }
 
-static const tr_behaviour worker = {"worker", sizeof(wstate), w_init, w_receive, w_terminate};
+static const tr_behaviour worker = {.name = "worker", .state_size = sizeof(wstate), .init = w_init, .receive = w_receive, .terminate = w_terminate};
 
 /* a worker that logs its name (its arg string) when it ends, for shutdown order */
 static int n_init(tr_ctx *ctx, void *st, const void *arg)
@@ -84,7 +84,7 @@ static void n_terminate(tr_ctx *ctx, void *st, const tr_reason *r)
         end_log[n] = ((wstate *)st)->name;
     pthread_mutex_unlock(&log_lock);
 }
-static const tr_behaviour named = {"named", sizeof(wstate), n_init, w_receive, n_terminate};
+static const tr_behaviour named = {.name = "named", .state_size = sizeof(wstate), .init = n_init, .receive = w_receive, .terminate = n_terminate};
 
 static tr_system *sys_new(void)
 {
@@ -336,7 +336,7 @@ static int arg_receive(tr_ctx *ctx, void *st, tr_msg *m)
         tr_stop(ctx);
     return tr_msg_type(m) == MSG_FAIL ? 7 : 0;
 }
-static const tr_behaviour skuw = {"sku", 0, arg_init, arg_receive, NULL};
+static const tr_behaviour skuw = {.name = "sku", .init = arg_init, .receive = arg_receive};
 
 static void test_simple_one_for_one(void **state)
 {
