@@ -56,6 +56,7 @@
 #define NODE_MAX_WATCHERS 4096u
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
+#define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
 
@@ -373,6 +374,12 @@ static void conn_mark_dead(conn *c, after *af)
         return;
     c->dead = true;
     nng_stream_close(c->s);
+    /* nng 1.5.2 leaves an operation started on a stream already closed pending for ever: a
+     * writer that took its reference just before the close would hold it until stop. Cancel
+     * what is pending now; the reaper cancels again until the writer has let go. */
+    nng_aio_cancel(c->tx);
+    nng_aio_cancel(c->rx);
+    nng_aio_cancel(c->hs);
 }
 
 static void peer_down_locked(tr_node *n, peer *pe, after *af)
@@ -530,6 +537,7 @@ static void hs_send(conn *c)
 {
     nng_iov iov = {.iov_buf = c->hsbuf.data, .iov_len = c->hsbuf.len};
     nng_aio_set_iov(c->hs, 1, &iov);
+    nng_aio_set_timeout(c->hs, NODE_HANDSHAKE_MS);
     nng_stream_send(c->s, c->hs);
 }
 
@@ -970,6 +978,9 @@ static void tx_send(conn *c)
 {
     nng_iov iov = {.iov_buf = c->out.data + c->out_off, .iov_len = c->out.len - c->out_off};
     nng_aio_set_iov(c->tx, 1, &iov);
+    /* a peer that takes nothing for this long is as good as gone (and a send stuck on a stream
+     * closed under it ends too) */
+    nng_aio_set_timeout(c->tx, NODE_SEND_TIMEOUT_MS);
     nng_stream_send(c->s, c->tx);
 }
 
@@ -1212,6 +1223,8 @@ static void reap(tr_node *n)
             c->next = dead;
             dead = c;
         } else {
+            if (c->dead)
+                nng_aio_cancel(c->tx); /* see conn_mark_dead */
             pp = &c->next;
         }
     }
@@ -1796,10 +1809,20 @@ void tr_node_stop(tr_node *n)
     for (;;) {
         bool busy = false;
         for (conn *c = n->conns; c != NULL; c = c->next)
-            busy |= c->refs > 0;
+            if (c->refs > 0) {
+                busy = true;
+                nng_aio_cancel(c->tx); /* a send started after the close (see conn_mark_dead) */
+            }
         if (!busy)
             break;
-        pthread_cond_wait(&n->cond, &n->lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
     }
     pthread_mutex_unlock(&n->lock);
     reap(n);
