@@ -39,6 +39,7 @@ enum {
     TR_EFULL = -9,      /* a bounded queue is full */
     TR_EINTENSITY = -10,/* a supervisor gave up: more restarts than its intensity allows */
     TR_EEXIST = -11,    /* the name is already taken */
+    TR_EIO = -12,       /* a storage error: unreadable, corrupt or failing database */
 };
 
 /* A short English description of a TR_E* code (or of TR_OK); never NULL. */

@@ -18,6 +18,7 @@ const char *tr_strerror(int err)
     case TR_EFULL: return "queue is full";
     case TR_EINTENSITY: return "restart intensity exceeded";
     case TR_EEXIST: return "name already taken";
+    case TR_EIO: return "storage error";
     default: return "unknown error";
     }
 }

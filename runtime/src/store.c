@@ -1,0 +1,928 @@
+/*
+ * store.c — the persistence store: journals of persistent actors, group commit, replies after
+ * commit, and the durable outbox, on an embedded SQLite database.
+ *
+ * One writer thread owns the database connection used for writing. Persistent actors hand it
+ * "units" — what one turn persisted: events, a snapshot, outbox items, replies — through a
+ * mutex-protected queue; the writer takes every unit waiting (up to max_batch) and commits them
+ * in one transaction, then sends the units' replies in order. So under load one fsync covers
+ * thousands of events, and a reply never leaves before the events it depends on are durable.
+ * If a transaction fails, every actor whose unit was in it is ended with an error (its
+ * supervisor restarts it and it recovers what is durable); its replies are dropped.
+ *
+ * The outbox: items are rows written in the same transaction as the events of their unit. Each
+ * queue has at most one consumer; the writer delivers it up to outbox_window unacknowledged
+ * items (oldest first), sends an item again when redeliver_ms pass without its ack, and deletes
+ * it when acknowledged. Delivery is at least once; items carry an idempotency key.
+ *
+ * Recovery reads go through a second connection (WAL lets it read while the writer writes);
+ * before reading, tr_journal_open waits until every unit queued earlier is committed, so an
+ * actor restarted right after a failure sees everything its previous incarnation persisted.
+ *
+ * Schema (PRAGMA user_version = 1), documented in docs/persistence.md:
+ *   events(pid TEXT, seq INTEGER, data BLOB, PRIMARY KEY(pid, seq))
+ *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB)
+ *   outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT, key TEXT, data BLOB, created_ms INTEGER)
+ */
+#include "troupe/store.h"
+#include "registry.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_SCHEMA 1
+#define STORE_MAX_QUEUES 64u
+#define STORE_ID_MAX 255u
+
+enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE };
+
+typedef struct op {
+    int kind;
+    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK: the item's id */
+    char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue) */
+    void *data;
+    size_t len;
+    tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
+    tr_msg *msg;        /* REPLY */
+} op;
+
+typedef struct unit {
+    struct unit *next;
+    tr_pid actor;       /* ended if the unit cannot be committed (0: none) */
+    char *jid;          /* the journal's id (events, snapshot) */
+    op *ops;
+    size_t n, cap;
+    bool barrier;       /* tr_journal_open waits for it */
+    bool *done;         /* set (under the store lock) once committed or failed */
+} unit;
+
+typedef struct inflight {
+    uint64_t id;
+    uint64_t due_ns;
+    unsigned attempt;
+} inflight;
+
+typedef struct oqueue {
+    char name[STORE_ID_MAX + 1];
+    tr_pid consumer;
+    uint64_t last_id;   /* the newest item delivered (fetching continues after it) */
+    inflight *out;      /* outbox_window entries */
+    size_t nout;
+} oqueue;
+
+struct tr_store {
+    tr_system *sys;
+    char *path;
+    sqlite3 *db;        /* the writer's */
+    sqlite3 *rdb;       /* recovery reads (read_lock) */
+    pthread_mutex_t read_lock;
+    sqlite3_stmt *ins_event, *put_snapshot, *ins_outbox, *del_outbox, *get_outbox, *next_outbox;
+    unsigned snapshot_every, window, max_batch;
+    uint64_t redeliver_ns;
+    pthread_mutex_t lock;
+    pthread_cond_t cond, done_cond;
+    unit *head, *tail;
+    bool stopping;
+    pthread_t writer;
+    bool writer_started;
+    tr_namemap open;    /* journal ids open -> pid (lock) */
+    oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
+    size_t nqueues;
+    _Atomic uint64_t commits, units, events, snapshots, outbox_put, outbox_acked,
+        outbox_delivered, outbox_redelivered, failures;
+};
+
+struct tr_journal {
+    tr_store *s;
+    char *id;
+    tr_pid actor;
+    uint64_t seq, since_snapshot;
+    unit *cur;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void count(_Atomic uint64_t *c, uint64_t k)
+{
+    atomic_fetch_add_explicit(c, k, memory_order_relaxed);
+}
+
+/* ---- units --------------------------------------------------------------------------------- */
+
+static void op_free(op *o)
+{
+    free(o->queue);
+    free(o->key);
+    free(o->data);
+    tr_msg_free(o->msg);
+}
+
+static void unit_free(unit *u)
+{
+    if (u == NULL)
+        return;
+    for (size_t i = 0; i < u->n; i++)
+        op_free(&u->ops[i]);
+    free(u->ops);
+    free(u->jid);
+    free(u);
+}
+
+static unit *unit_new(tr_pid actor, const char *jid)
+{
+    unit *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return NULL;
+    u->actor = actor;
+    if (jid != NULL && (u->jid = strdup(jid)) == NULL) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* A new op at the end of u (zeroed), or NULL. */
+static op *unit_add(unit *u, int kind)
+{
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 4;
+        op *o = realloc(u->ops, cap * sizeof *o);
+        if (o == NULL)
+            return NULL;
+        u->ops = o;
+        u->cap = cap;
+    }
+    op *o = &u->ops[u->n++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    return o;
+}
+
+static void enqueue(tr_store *s, unit *u)
+{
+    pthread_mutex_lock(&s->lock);
+    u->next = NULL;
+    if (s->tail != NULL)
+        s->tail->next = u;
+    else
+        s->head = u;
+    s->tail = u;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the writer ---------------------------------------------------------------------------- */
+
+/* Sends m (consumed) from outside any actor. */
+static void deliver(tr_store *s, tr_pid to, tr_msg *m)
+{
+    if (tr__ext_enter(s->sys) != TR_OK) {
+        tr_msg_free(m);
+        return;
+    }
+    tr__deliver(s->sys, NULL, to, m);
+    tr__ext_leave(s->sys);
+}
+
+static int exec_op(tr_store *s, const unit *u, op *o)
+{
+    sqlite3_stmt *st = NULL;
+    switch (o->kind) {
+    case OP_EVENT:
+        st = s->ins_event;
+        sqlite3_bind_text(st, 1, u->jid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)o->seq);
+        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
+        break;
+    case OP_SNAPSHOT:
+        st = s->put_snapshot;
+        sqlite3_bind_text(st, 1, u->jid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)o->seq);
+        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
+        break;
+    case OP_OUTBOX:
+        st = s->ins_outbox;
+        sqlite3_bind_text(st, 1, o->queue, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, o->key, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)(time(NULL) * 1000LL));
+        break;
+    case OP_ACK:
+        st = s->del_outbox;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)o->seq);
+        break;
+    default:
+        return SQLITE_OK;
+    }
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static oqueue *queue_find(tr_store *s, const char *name, bool create)
+{
+    for (size_t i = 0; i < s->nqueues; i++)
+        if (strcmp(s->queues[i].name, name) == 0)
+            return &s->queues[i];
+    if (!create || s->nqueues == STORE_MAX_QUEUES)
+        return NULL;
+    oqueue *q = &s->queues[s->nqueues];
+    q->out = calloc(s->window, sizeof *q->out);
+    if (q->out == NULL)
+        return NULL;
+    snprintf(q->name, sizeof q->name, "%s", name);
+    s->nqueues++;
+    return q;
+}
+
+/* After the commit: replies, subscriptions and acks take effect, in unit order. */
+static void after_commit(tr_store *s, unit *u)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        op *o = &u->ops[i];
+        if (o->kind == OP_REPLY) {
+            deliver(s, o->to, o->msg);
+            o->msg = NULL;
+        } else if (o->kind == OP_EVENT) {
+            count(&s->events, 1);
+        } else if (o->kind == OP_SNAPSHOT) {
+            count(&s->snapshots, 1);
+        } else if (o->kind == OP_OUTBOX) {
+            count(&s->outbox_put, 1);
+        } else if (o->kind == OP_ACK) {
+            count(&s->outbox_acked, 1);
+            for (size_t k = 0; k < s->nqueues; k++) {
+                oqueue *q = &s->queues[k];
+                for (size_t j = 0; j < q->nout; j++)
+                    if (q->out[j].id == o->seq) {
+                        q->out[j] = q->out[--q->nout];
+                        break;
+                    }
+            }
+        } else if (o->kind == OP_SUBSCRIBE) {
+            oqueue *q = queue_find(s, o->queue, true);
+            if (q != NULL) {
+                q->consumer = o->to;
+                for (size_t j = 0; j < q->nout; j++) /* the new consumer gets them at once */
+                    q->out[j].due_ns = 0, q->out[j].attempt = 0;
+            }
+        }
+    }
+}
+
+static void fail_unit(tr_store *s, unit *u, const char *why)
+{
+    if (u->actor != TR_PID_NONE) {
+        tr_reason r = {.kind = TR_REASON_ERROR, .code = TR_EIO, .text = why};
+        if (tr__ext_enter(s->sys) == TR_OK) {
+            tr__signal(s->sys, NULL, TR_PID_NONE, u->actor, TR_SIG_EXIT, 0, &r);
+            tr__ext_leave(s->sys);
+        }
+    }
+}
+
+static void commit_batch(tr_store *s, unit *batch)
+{
+    char *errmsg = NULL;
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &errmsg);
+    for (unit *u = batch; rc == SQLITE_OK && u != NULL; u = u->next)
+        for (size_t i = 0; rc == SQLITE_OK && i < u->n; i++)
+            rc = exec_op(s, u, &u->ops[i]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &errmsg);
+    if (rc != SQLITE_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "persist failed in %s: %s", s->path,
+                 errmsg != NULL ? errmsg : sqlite3_errmsg(s->db));
+        fprintf(stderr, "troupe store: %s\n", why);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        count(&s->failures, 1);
+        for (unit *u = batch; u != NULL; u = u->next)
+            fail_unit(s, u, why);
+    } else {
+        count(&s->commits, 1);
+        for (unit *u = batch; u != NULL; u = u->next) {
+            after_commit(s, u);
+            count(&s->units, 1);
+        }
+    }
+    sqlite3_free(errmsg);
+    pthread_mutex_lock(&s->lock);
+    for (unit *u = batch; u != NULL; u = u->next)
+        if (u->done != NULL)
+            *u->done = true;
+    pthread_cond_broadcast(&s->done_cond);
+    pthread_mutex_unlock(&s->lock);
+    while (batch != NULL) {
+        unit *next = batch->next;
+        unit_free(batch);
+        batch = next;
+    }
+}
+
+/* An outbox message for item (id, key, data). */
+static tr_msg *outbox_msg(uint64_t id, const void *key, size_t klen, const void *data, size_t len,
+                          unsigned attempt)
+{
+    tr_msg *m = tr_msg_new(TR_MSG_OUTBOX, klen + len + 32);
+    if (m == NULL)
+        return NULL;
+    msgpack_packer *pk = tr_msg_packer(m);
+    msgpack_pack_uint64(pk, id);
+    msgpack_pack_str(pk, klen);
+    msgpack_pack_str_body(pk, key, klen);
+    msgpack_pack_uint32(pk, attempt);
+    msgpack_pack_bin(pk, len);
+    msgpack_pack_bin_body(pk, data, len);
+    m->corr = id; /* an ordinary message (flags 0): the consumer's mailbox limits apply */
+    return m;
+}
+
+/* Delivers item `id` of q (attempt), reading it back; false if it is gone (acknowledged). */
+static bool send_item(tr_store *s, oqueue *q, uint64_t id, unsigned attempt)
+{
+    sqlite3_stmt *st = s->get_outbox;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    if (found) {
+        tr_msg *m = outbox_msg(id, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+                               sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                               attempt);
+        if (m != NULL)
+            deliver(s, q->consumer, m);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
+}
+
+/* Redelivers what is overdue and tops each consumer up to the window. */
+static void outbox_pump(tr_store *s)
+{
+    uint64_t now = now_ns();
+    for (size_t k = 0; k < s->nqueues; k++) {
+        oqueue *q = &s->queues[k];
+        if (q->consumer == TR_PID_NONE)
+            continue;
+        for (size_t j = 0; j < q->nout;) {
+            inflight *f = &q->out[j];
+            if (f->due_ns > now) {
+                j++;
+                continue;
+            }
+            if (!send_item(s, q, f->id, f->attempt + 1)) {
+                q->out[j] = q->out[--q->nout]; /* acknowledged meanwhile */
+                continue;
+            }
+            if (f->attempt > 0)
+                count(&s->outbox_redelivered, 1);
+            else
+                count(&s->outbox_delivered, 1);
+            f->attempt++;
+            f->due_ns = now + s->redeliver_ns;
+            j++;
+        }
+        if (q->nout >= s->window)
+            continue;
+        sqlite3_stmt *st = s->next_outbox;
+        sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)q->last_id);
+        sqlite3_bind_int(st, 3, (int)(s->window - q->nout));
+        while (sqlite3_step(st) == SQLITE_ROW && q->nout < s->window) {
+            uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+            tr_msg *m = outbox_msg(id, sqlite3_column_text(st, 1),
+                                   (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_blob(st, 2),
+                                   (size_t)sqlite3_column_bytes(st, 2), 1);
+            if (m != NULL)
+                deliver(s, q->consumer, m);
+            q->out[q->nout++] = (inflight){.id = id, .due_ns = now + s->redeliver_ns, .attempt = 1};
+            q->last_id = id;
+            count(&s->outbox_delivered, 1);
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    tr_store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        if (s->head == NULL && !s->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 20000000; /* redelivery is checked at least this often */
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+        }
+        unit *batch = s->head, *last = NULL;
+        unsigned n = 0;
+        for (unit *u = batch; u != NULL && n < s->max_batch; u = u->next, n++)
+            last = u;
+        if (last != NULL) {
+            s->head = last->next;
+            if (s->head == NULL)
+                s->tail = NULL;
+            last->next = NULL;
+        }
+        bool stop = s->stopping && s->head == NULL && batch == NULL;
+        pthread_mutex_unlock(&s->lock);
+        if (batch != NULL)
+            commit_batch(s, batch);
+        outbox_pump(s);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- opening ------------------------------------------------------------------------------- */
+
+static const char *const schema_sql =
+    "CREATE TABLE IF NOT EXISTS events(pid TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "  data BLOB NOT NULL, PRIMARY KEY(pid, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
+    "  data BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "  queue TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox(queue, id);";
+
+static int fail_open(tr_store *s, char *err, size_t errlen, int rc, const char *what,
+                     sqlite3 *db)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s: %s%s%s", s->path, what, db != NULL ? ": " : "",
+                 db != NULL ? sqlite3_errmsg(db) : "");
+    return rc;
+}
+
+static int prepare(tr_store *s, sqlite3_stmt **st, const char *sql)
+{
+    return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+}
+
+static void store_free(tr_store *s)
+{
+    sqlite3_finalize(s->ins_event);
+    sqlite3_finalize(s->put_snapshot);
+    sqlite3_finalize(s->ins_outbox);
+    sqlite3_finalize(s->del_outbox);
+    sqlite3_finalize(s->get_outbox);
+    sqlite3_finalize(s->next_outbox);
+    sqlite3_close(s->db);
+    sqlite3_close(s->rdb);
+    for (size_t i = 0; i < s->nqueues; i++)
+        free(s->queues[i].out);
+    tr__namemap_free(&s->open);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->read_lock);
+    pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->done_cond);
+    free(s->path);
+    free(s);
+}
+
+int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *err,
+                  size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (sys == NULL || o == NULL || out == NULL || o->path == NULL || o->path[0] == '\0') {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "store: no system, options, path or out");
+        return TR_EINVAL;
+    }
+    *out = NULL;
+    tr_store *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->path = strdup(o->path)) == NULL) {
+        free(s);
+        return TR_ENOMEM;
+    }
+    s->sys = sys;
+    s->snapshot_every = o->snapshot_every ? o->snapshot_every : 1000;
+    s->window = o->outbox_window ? o->outbox_window : 64;
+    s->max_batch = o->max_batch ? o->max_batch : 4096;
+    s->redeliver_ns = (uint64_t)(o->redeliver_ms ? o->redeliver_ms : 5000) * 1000000u;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->read_lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    pthread_cond_init(&s->done_cond, NULL);
+    tr__namemap_init(&s->open);
+    int rc = TR_EIO;
+    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK) {
+        rc = fail_open(s, err, errlen, TR_EIO, "cannot open the database", s->db);
+        store_free(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* a file that is not a database shows at the first statement */
+    sqlite3_stmt *st = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < 0) {
+        rc = fail_open(s, err, errlen, TR_EIO, "not a database, or corrupt", s->db);
+        store_free(s);
+        return rc;
+    }
+    if (version > STORE_SCHEMA) {
+        char what[128];
+        snprintf(what, sizeof what, "schema version %d is newer than this build's (%d)", version,
+                 STORE_SCHEMA);
+        rc = fail_open(s, err, errlen, TR_EIO, what, NULL);
+        store_free(s);
+        return rc;
+    }
+    char sync_sql[64];
+    snprintf(sync_sql, sizeof sync_sql, "PRAGMA synchronous=%s",
+             o->sync == TR_SYNC_NORMAL ? "NORMAL" : "FULL");
+    if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(s->db, sync_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(s->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = fail_open(s, err, errlen, TR_EIO, "cannot set up the schema", s->db);
+        store_free(s);
+        return rc;
+    }
+    if (prepare(s, &s->ins_event, "INSERT INTO events(pid, seq, data) VALUES(?, ?, ?)") ||
+        prepare(s, &s->put_snapshot,
+                "INSERT OR REPLACE INTO snapshots(pid, seq, data) VALUES(?, ?, ?)") ||
+        prepare(s, &s->ins_outbox,
+                "INSERT INTO outbox(queue, key, data, created_ms) VALUES(?, ?, ?, ?)") ||
+        prepare(s, &s->del_outbox, "DELETE FROM outbox WHERE id = ?") ||
+        prepare(s, &s->get_outbox, "SELECT key, data FROM outbox WHERE id = ?") ||
+        prepare(s, &s->next_outbox,
+                "SELECT id, key, data FROM outbox WHERE queue = ? AND id > ? ORDER BY id LIMIT ?")) {
+        rc = fail_open(s, err, errlen, TR_EIO, "cannot prepare statements", s->db);
+        store_free(s);
+        return rc;
+    }
+    if (sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        rc = fail_open(s, err, errlen, TR_EIO, "cannot open a reading connection", s->rdb);
+        store_free(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->rdb, 5000);
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        store_free(s);
+        return TR_ENOMEM;
+    }
+    s->writer_started = true;
+    *out = s;
+    return TR_OK;
+}
+
+void tr_store_close(tr_store *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->writer_started)
+        pthread_join(s->writer, NULL);
+    store_free(s);
+}
+
+void tr_store_stats_get(tr_store *s, tr_store_stats *o)
+{
+    if (s == NULL || o == NULL)
+        return;
+    o->commits = atomic_load(&s->commits);
+    o->units = atomic_load(&s->units);
+    o->events = atomic_load(&s->events);
+    o->snapshots = atomic_load(&s->snapshots);
+    o->outbox_put = atomic_load(&s->outbox_put);
+    o->outbox_acked = atomic_load(&s->outbox_acked);
+    o->outbox_delivered = atomic_load(&s->outbox_delivered);
+    o->outbox_redelivered = atomic_load(&s->outbox_redelivered);
+    o->failures = atomic_load(&s->failures);
+}
+
+/* ---- journals ------------------------------------------------------------------------------ */
+
+/* Waits until everything queued so far is committed (or failed). */
+static int barrier(tr_store *s)
+{
+    unit *u = unit_new(TR_PID_NONE, NULL);
+    if (u == NULL)
+        return TR_ENOMEM;
+    bool done = false;
+    u->barrier = true;
+    u->done = &done;
+    enqueue(s, u);
+    pthread_mutex_lock(&s->lock);
+    while (!done)
+        pthread_cond_wait(&s->done_cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    return TR_OK;
+}
+
+static int recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
+                   tr_journal_apply_fn apply, void *state)
+{
+    int rc = TR_OK;
+    uint64_t from = 0;
+    pthread_mutex_lock(&s->read_lock);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->rdb, "SELECT seq, data FROM snapshots WHERE pid = ?", -1, &st,
+                           NULL) != SQLITE_OK) {
+        rc = TR_EIO;
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        from = (uint64_t)sqlite3_column_int64(st, 0);
+        if (restore != NULL && restore(state, from, sqlite3_column_blob(st, 1),
+                                       (size_t)sqlite3_column_bytes(st, 1)) != 0)
+            rc = TR_EBADMSG;
+    } else if (step != SQLITE_DONE) {
+        rc = TR_EIO;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    j->seq = from;
+    if (rc != TR_OK)
+        goto out;
+    if (sqlite3_prepare_v2(s->rdb,
+                           "SELECT seq, data FROM events WHERE pid = ? AND seq > ? ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = TR_EIO;
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+        if (apply != NULL && apply(state, seq, sqlite3_column_blob(st, 1),
+                                   (size_t)sqlite3_column_bytes(st, 1)) != 0) {
+            rc = TR_EBADMSG;
+            break;
+        }
+        j->seq = seq;
+        j->since_snapshot++;
+    }
+    if (rc == TR_OK && step != SQLITE_DONE)
+        rc = TR_EIO;
+out:
+    if (rc == TR_EIO)
+        fprintf(stderr, "troupe store: recovering %s from %s: %s\n", j->id, s->path,
+                sqlite3_errmsg(s->rdb));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->read_lock);
+    return rc;
+}
+
+int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore_fn restore,
+                    tr_journal_apply_fn apply, void *state, tr_journal **out)
+{
+    if (ctx == NULL || s == NULL || id == NULL || id[0] == '\0' || strlen(id) > STORE_ID_MAX ||
+        out == NULL)
+        return TR_EINVAL;
+    *out = NULL;
+    tr_pid self = tr_self(ctx);
+    pthread_mutex_lock(&s->lock);
+    tr_name_entry *e = tr__namemap_find(&s->open, id);
+    int rc = TR_OK;
+    if (e != NULL && e->pid != self && tr_system_alive(s->sys, e->pid))
+        rc = TR_EEXIST;
+    else
+        rc = tr__namemap_put(&s->open, id, self);
+    pthread_mutex_unlock(&s->lock);
+    if (rc != TR_OK)
+        return rc;
+    tr_journal *j = calloc(1, sizeof *j);
+    if (j == NULL || (j->id = strdup(id)) == NULL) {
+        free(j);
+        rc = TR_ENOMEM;
+    } else {
+        j->s = s;
+        j->actor = self;
+        rc = barrier(s);
+        if (rc == TR_OK)
+            rc = recover(s, j, restore, apply, state);
+    }
+    if (rc != TR_OK) {
+        pthread_mutex_lock(&s->lock);
+        tr__namemap_del(&s->open, id);
+        pthread_mutex_unlock(&s->lock);
+        if (j != NULL)
+            free(j->id);
+        free(j);
+        return rc;
+    }
+    *out = j;
+    return TR_OK;
+}
+
+uint64_t tr_journal_seq(const tr_journal *j)
+{
+    return j != NULL ? j->seq : 0;
+}
+
+static unit *cur_unit(tr_journal *j)
+{
+    if (j->cur == NULL)
+        j->cur = unit_new(j->actor, j->id);
+    return j->cur;
+}
+
+static int add_bytes(tr_journal *j, int kind, const void *data, size_t len, op **out)
+{
+    if (j == NULL || (data == NULL && len > 0) || len > INT32_MAX)
+        return TR_EINVAL;
+    unit *u = cur_unit(j);
+    op *o = u != NULL ? unit_add(u, kind) : NULL;
+    if (o == NULL)
+        return TR_ENOMEM;
+    o->data = malloc(len > 0 ? len : 1);
+    if (o->data == NULL) {
+        u->n--;
+        return TR_ENOMEM;
+    }
+    if (len > 0)
+        memcpy(o->data, data, len);
+    o->len = len;
+    *out = o;
+    return TR_OK;
+}
+
+int tr_journal_persist(tr_journal *j, const void *event, size_t len)
+{
+    op *o;
+    int rc = add_bytes(j, OP_EVENT, event, len, &o);
+    if (rc == TR_OK) {
+        o->seq = ++j->seq;
+        j->since_snapshot++;
+    }
+    return rc;
+}
+
+int tr_journal_snapshot(tr_journal *j, const void *snapshot, size_t len)
+{
+    op *o;
+    int rc = add_bytes(j, OP_SNAPSHOT, snapshot, len, &o);
+    if (rc == TR_OK) {
+        o->seq = j->seq;
+        j->since_snapshot = 0;
+    }
+    return rc;
+}
+
+bool tr_journal_snapshot_due(const tr_journal *j)
+{
+    return j != NULL && j->since_snapshot >= j->s->snapshot_every;
+}
+
+int tr_journal_outbox(tr_journal *j, const char *queue, const char *key, const void *data,
+                      size_t len)
+{
+    if (queue == NULL || queue[0] == '\0' || strlen(queue) > STORE_ID_MAX || key == NULL)
+        return TR_EINVAL;
+    op *o;
+    int rc = add_bytes(j, OP_OUTBOX, data, len, &o);
+    if (rc != TR_OK)
+        return rc;
+    o->queue = strdup(queue);
+    o->key = strdup(key);
+    if (o->queue == NULL || o->key == NULL) {
+        op_free(o);
+        j->cur->n--;
+        return TR_ENOMEM;
+    }
+    return TR_OK;
+}
+
+int tr_journal_reply(tr_journal *j, const tr_msg *request, tr_msg *reply)
+{
+    if (reply == NULL)
+        return TR_EINVAL;
+    if (j == NULL || request == NULL || !(request->flags & TR_MF_REQUEST) ||
+        request->sender == TR_PID_NONE || reply->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(reply);
+        return TR_EINVAL;
+    }
+    unit *u = cur_unit(j);
+    op *o = u != NULL ? unit_add(u, OP_REPLY) : NULL;
+    if (o == NULL) {
+        tr_msg_free(reply);
+        return TR_ENOMEM;
+    }
+    reply->sender = j->actor;
+    reply->corr = request->corr;
+    reply->flags = TR_MF_REPLY;
+    o->to = request->sender;
+    o->msg = reply;
+    return TR_OK;
+}
+
+void tr_journal_flush(tr_journal *j)
+{
+    if (j == NULL || j->cur == NULL)
+        return;
+    enqueue(j->s, j->cur);
+    j->cur = NULL;
+}
+
+void tr_journal_close(tr_journal *j)
+{
+    if (j == NULL)
+        return;
+    tr_journal_flush(j);
+    tr_store *s = j->s;
+    pthread_mutex_lock(&s->lock);
+    tr_name_entry *e = tr__namemap_find(&s->open, j->id);
+    if (e != NULL && e->pid == j->actor)
+        tr__namemap_del(&s->open, j->id);
+    pthread_mutex_unlock(&s->lock);
+    free(j->id);
+    free(j);
+}
+
+/* ---- the outbox ---------------------------------------------------------------------------- */
+
+int tr_outbox_subscribe(tr_store *s, const char *queue, tr_pid consumer)
+{
+    if (s == NULL || queue == NULL || queue[0] == '\0' || strlen(queue) > STORE_ID_MAX ||
+        consumer == TR_PID_NONE)
+        return TR_EINVAL;
+    unit *u = unit_new(TR_PID_NONE, NULL);
+    op *o = u != NULL ? unit_add(u, OP_SUBSCRIBE) : NULL;
+    if (o == NULL || (o->queue = strdup(queue)) == NULL) {
+        unit_free(u);
+        return TR_ENOMEM;
+    }
+    o->to = consumer;
+    enqueue(s, u);
+    return TR_OK;
+}
+
+int tr_outbox_ack(tr_store *s, uint64_t id)
+{
+    if (s == NULL || id == 0)
+        return TR_EINVAL;
+    unit *u = unit_new(TR_PID_NONE, NULL);
+    op *o = u != NULL ? unit_add(u, OP_ACK) : NULL;
+    if (o == NULL) {
+        unit_free(u);
+        return TR_ENOMEM;
+    }
+    o->seq = id;
+    enqueue(s, u);
+    return TR_OK;
+}
+
+int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_len,
+                   const void **data, size_t *len, unsigned *attempt)
+{
+    if (m == NULL || tr_msg_type(m) != TR_MSG_OUTBOX)
+        return TR_EINVAL;
+    tr_reader r;
+    uint64_t i, a;
+    const char *k;
+    size_t kl, dl;
+    const void *d;
+    tr_reader_init(&r, m);
+    int rc = tr_read_u64(&r, &i);
+    if (rc == TR_OK)
+        rc = tr_read_str(&r, &k, &kl);
+    if (rc == TR_OK)
+        rc = tr_read_u64(&r, &a);
+    if (rc == TR_OK)
+        rc = tr_read_bin(&r, &d, &dl);
+    tr_reader_done(&r);
+    if (rc != TR_OK)
+        return rc;
+    if (id != NULL)
+        *id = i;
+    if (key != NULL)
+        *key = k;
+    if (key_len != NULL)
+        *key_len = kl;
+    if (data != NULL)
+        *data = d;
+    if (len != NULL)
+        *len = dl;
+    if (attempt != NULL)
+        *attempt = (unsigned)a;
+    return TR_OK;
+}
