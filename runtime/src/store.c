@@ -86,6 +86,8 @@ struct tr_store {
     pthread_cond_t cond, done_cond;
     unit *head, *tail;
     bool stopping;
+    bool closed;        /* tr_store_close ran: units are dropped */
+    unsigned refs;      /* the opener's, plus one per open journal (lock) */
     pthread_t writer;
     bool writer_started;
     tr_namemap open;    /* journal ids open -> pid (lock) */
@@ -169,6 +171,15 @@ static op *unit_add(unit *u, int kind)
 static void enqueue(tr_store *s, unit *u)
 {
     pthread_mutex_lock(&s->lock);
+    if (s->closed) {
+        /* a journal still open after tr_store_close: what it hands over is lost, and said */
+        pthread_mutex_unlock(&s->lock);
+        if (u->done != NULL) {
+            *u->done = true;
+        }
+        unit_free(u);
+        return;
+    }
     u->next = NULL;
     if (s->tail != NULL)
         s->tail->next = u;
@@ -585,8 +596,19 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
         return TR_ENOMEM;
     }
     s->writer_started = true;
+    s->refs = 1;
     *out = s;
     return TR_OK;
+}
+
+/* Drops a reference; the last one frees the store. */
+static void store_unref(tr_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last)
+        store_free(s);
 }
 
 void tr_store_close(tr_store *s)
@@ -599,7 +621,23 @@ void tr_store_close(tr_store *s)
     pthread_mutex_unlock(&s->lock);
     if (s->writer_started)
         pthread_join(s->writer, NULL);
-    store_free(s);
+    pthread_mutex_lock(&s->lock);
+    s->closed = true; /* journals still open keep the struct (not the database) alive */
+    pthread_mutex_unlock(&s->lock);
+    sqlite3_finalize(s->ins_event);
+    sqlite3_finalize(s->put_snapshot);
+    sqlite3_finalize(s->ins_outbox);
+    sqlite3_finalize(s->del_outbox);
+    sqlite3_finalize(s->get_outbox);
+    sqlite3_finalize(s->next_outbox);
+    s->ins_event = s->put_snapshot = s->ins_outbox = s->del_outbox = s->get_outbox =
+        s->next_outbox = NULL;
+    sqlite3_close(s->db);
+    pthread_mutex_lock(&s->read_lock);
+    sqlite3_close(s->rdb);
+    s->db = s->rdb = NULL;
+    pthread_mutex_unlock(&s->read_lock);
+    store_unref(s);
 }
 
 void tr_store_stats_get(tr_store *s, tr_store_stats *o)
@@ -643,6 +681,10 @@ static int recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     uint64_t from = 0;
     pthread_mutex_lock(&s->read_lock);
     sqlite3_stmt *st = NULL;
+    if (s->rdb == NULL) {
+        pthread_mutex_unlock(&s->read_lock);
+        return TR_ESTATE;
+    }
     if (sqlite3_prepare_v2(s->rdb, "SELECT seq, data FROM snapshots WHERE pid = ?", -1, &st,
                            NULL) != SQLITE_OK) {
         rc = TR_EIO;
@@ -703,10 +745,14 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
     pthread_mutex_lock(&s->lock);
     tr_name_entry *e = tr__namemap_find(&s->open, id);
     int rc = TR_OK;
-    if (e != NULL && e->pid != self && tr_system_alive(s->sys, e->pid))
+    if (s->closed)
+        rc = TR_ESTATE;
+    else if (e != NULL && e->pid != self && tr_system_alive(s->sys, e->pid))
         rc = TR_EEXIST;
     else
         rc = tr__namemap_put(&s->open, id, self);
+    if (rc == TR_OK)
+        s->refs++;
     pthread_mutex_unlock(&s->lock);
     if (rc != TR_OK)
         return rc;
@@ -728,6 +774,7 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
         if (j != NULL)
             free(j->id);
         free(j);
+        store_unref(s);
         return rc;
     }
     *out = j;
@@ -856,6 +903,7 @@ void tr_journal_close(tr_journal *j)
     pthread_mutex_unlock(&s->lock);
     free(j->id);
     free(j);
+    store_unref(s);
 }
 
 /* ---- the outbox ---------------------------------------------------------------------------- */
