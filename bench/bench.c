@@ -2,7 +2,8 @@
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
  *   troupe-bench NAME [--workers N] [--scale F]
- *   NAME: pingpong ring spawn fanin restart limited remote-pingpong remote-throughput all
+ *   NAME: pingpong ring spawn fanin restart limited remote-pingpong remote-throughput persist
+ *         recover all
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
  * Every message is a freshly allocated message with a msgpack payload (no message is recycled by
@@ -20,6 +21,7 @@
 #include <pthread.h>
 #include <dirent.h>
 
+#include "persist.h"
 #include "remote.h"
 
 static unsigned g_workers;
@@ -667,6 +669,16 @@ static void run_remote_throughput(void)
     bench_remote_throughput(g_workers, g_scale);
 }
 
+static void run_persist(void)
+{
+    bench_persist(g_workers, g_scale);
+}
+
+static void run_recover(void)
+{
+    bench_recover(g_workers, g_scale);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static const struct {
@@ -682,6 +694,8 @@ static const struct {
     {"limited", bench_limited, "1,000 actors limited to 1,000 msgs/s each, offered 10x for 10 s -> rate, CPU"},
     {"remote-pingpong", run_remote_pingpong, "2 nodes (processes) on loopback, 100,000 round trips -> round trips/s, p50/p99"},
     {"remote-throughput", run_remote_throughput, "2 nodes (processes) on loopback, 1,000,000 x 64 B one way -> msgs/s"},
+    {"persist", run_persist, "1,000 persistent actors, 1,000,000 events, reply after commit -> events/s, p50/p99 (SQLite FULL, NORMAL)"},
+    {"recover", run_recover, "one actor with 1,000,000 events: recovery time from events, from a snapshot"},
 };
 
 static void usage(FILE *f)
