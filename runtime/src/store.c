@@ -20,7 +20,9 @@
  * actor restarted right after a failure sees everything its previous incarnation persisted.
  *
  * Schema (PRAGMA user_version = 1), documented in docs/persistence.md:
- *   events(pid TEXT, seq INTEGER, data BLOB, PRIMARY KEY(pid, seq))
+ *   events(id INTEGER PRIMARY KEY, pid TEXT, seq INTEGER, data BLOB), unique index on (pid, seq):
+ *     appended in commit order, so a commit dirties few table pages (a (pid, seq) primary key
+ *     spread each commit's rows over one page per journal)
  *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB)
  *   outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT, key TEXT, data BLOB, created_ms INTEGER)
  */
@@ -463,8 +465,9 @@ static void *writer_main(void *arg)
 /* ---- opening ------------------------------------------------------------------------------- */
 
 static const char *const schema_sql =
-    "CREATE TABLE IF NOT EXISTS events(pid TEXT NOT NULL, seq INTEGER NOT NULL, "
-    "  data BLOB NOT NULL, PRIMARY KEY(pid, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, pid TEXT NOT NULL, "
+    "  seq INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_pid ON events(pid, seq);"
     "CREATE TABLE IF NOT EXISTS snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
     "  data BLOB NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, "

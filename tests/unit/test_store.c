@@ -286,7 +286,7 @@ static void test_failed_commit_ends_the_actor(void **state)
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO events VALUES('counter/f', 3, x'00')", NULL,
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO events(pid, seq, data) VALUES('counter/f', 3, x'00')", NULL,
                                   NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
