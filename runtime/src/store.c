@@ -1,111 +1,29 @@
 /*
  * store.c — the persistence store: journals of persistent actors, group commit, replies after
- * commit, and the durable outbox, on an embedded SQLite database.
+ * commit, and the durable outbox; the backends (store_sqlite.c, store_redis.c) do the storing.
  *
- * One writer thread owns the database connection used for writing. Persistent actors hand it
- * "units" — what one turn persisted: events, a snapshot, outbox items, replies — through a
- * mutex-protected queue; the writer takes every unit waiting (up to max_batch) and commits them
- * in one transaction, then sends the units' replies in order. So under load one fsync covers
- * thousands of events, and a reply never leaves before the events it depends on are durable.
- * If a transaction fails, every actor whose unit was in it is ended with an error (its
- * supervisor restarts it and it recovers what is durable); its replies are dropped.
+ * One writer thread does every backend call but recovery. Persistent actors hand it "units" —
+ * what one turn persisted: events, a snapshot, outbox items, replies — through a mutex-protected
+ * queue; the writer takes every unit waiting (up to max_batch) and has the backend commit them
+ * together (one SQLite transaction; one pipelined round of Lua scripts on Redis), then sends the
+ * units' replies in order. So under load one fsync covers thousands of events, and a reply never
+ * leaves before the events it depends on are durable. An actor whose unit fails is ended with an
+ * error (its supervisor restarts it and it recovers what is durable); its replies are dropped.
  *
- * The outbox: items are rows written in the same transaction as the events of their unit. Each
- * queue has at most one consumer; the writer delivers it up to outbox_window unacknowledged
- * items (oldest first), sends an item again when redeliver_ms pass without its ack, and deletes
- * it when acknowledged. Delivery is at least once; items carry an idempotency key.
+ * The outbox: items are written with the events of their unit. Each queue has at most one
+ * consumer; the writer delivers it up to outbox_window unacknowledged items (oldest first), sends
+ * an item again when redeliver_ms pass without its ack, and deletes it when acknowledged.
+ * Delivery is at least once; items carry an idempotency key.
  *
- * Recovery reads go through a second connection (WAL lets it read while the writer writes);
- * before reading, tr_journal_open waits until every unit queued earlier is committed, so an
+ * Before recovering, tr_journal_open waits until every unit queued earlier is committed, so an
  * actor restarted right after a failure sees everything its previous incarnation persisted.
- *
- * Schema (PRAGMA user_version = 1), documented in docs/persistence.md:
- *   events(id INTEGER PRIMARY KEY, pid TEXT, seq INTEGER, data BLOB), unique index on (pid, seq):
- *     appended in commit order, so a commit dirties few table pages (a (pid, seq) primary key
- *     spread each commit's rows over one page per journal)
- *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB)
- *   outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT, key TEXT, data BLOB, created_ms INTEGER)
  */
-#include "troupe/store.h"
-#include "registry.h"
+#include "store_impl.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define STORE_SCHEMA 1
-#define STORE_MAX_QUEUES 64u
-#define STORE_ID_MAX 255u
-
-enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE };
-
-typedef struct op {
-    int kind;
-    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK: the item's id */
-    char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue) */
-    void *data;
-    size_t len;
-    tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
-    tr_msg *msg;        /* REPLY */
-} op;
-
-typedef struct unit {
-    struct unit *next;
-    tr_pid actor;       /* ended if the unit cannot be committed (0: none) */
-    char *jid;          /* the journal's id (events, snapshot) */
-    op *ops;
-    size_t n, cap;
-    bool barrier;       /* tr_journal_open waits for it */
-    bool *done;         /* set (under the store lock) once committed or failed */
-} unit;
-
-typedef struct inflight {
-    uint64_t id;
-    uint64_t due_ns;
-    unsigned attempt;
-} inflight;
-
-typedef struct oqueue {
-    char name[STORE_ID_MAX + 1];
-    tr_pid consumer;
-    uint64_t last_id;   /* the newest item delivered (fetching continues after it) */
-    inflight *out;      /* outbox_window entries */
-    size_t nout;
-} oqueue;
-
-struct tr_store {
-    tr_system *sys;
-    char *path;
-    sqlite3 *db;        /* the writer's */
-    sqlite3 *rdb;       /* recovery reads (read_lock) */
-    pthread_mutex_t read_lock;
-    sqlite3_stmt *ins_event, *put_snapshot, *ins_outbox, *del_outbox, *get_outbox, *next_outbox;
-    unsigned snapshot_every, window, max_batch;
-    uint64_t redeliver_ns;
-    pthread_mutex_t lock;
-    pthread_cond_t cond, done_cond;
-    unit *head, *tail;
-    bool stopping;
-    bool closed;        /* tr_store_close ran: units are dropped */
-    unsigned refs;      /* the opener's, plus one per open journal (lock) */
-    pthread_t writer;
-    bool writer_started;
-    tr_namemap open;    /* journal ids open -> pid (lock) */
-    oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
-    size_t nqueues;
-    _Atomic uint64_t commits, units, events, snapshots, outbox_put, outbox_acked,
-        outbox_delivered, outbox_redelivered, failures;
-};
-
-struct tr_journal {
-    tr_store *s;
-    char *id;
-    tr_pid actor;
-    uint64_t seq, since_snapshot;
-    unit *cur;
-};
 
 static uint64_t now_ns(void)
 {
@@ -205,42 +123,6 @@ static void deliver(tr_store *s, tr_pid to, tr_msg *m)
     tr__ext_leave(s->sys);
 }
 
-static int exec_op(tr_store *s, const unit *u, op *o)
-{
-    sqlite3_stmt *st = NULL;
-    switch (o->kind) {
-    case OP_EVENT:
-        st = s->ins_event;
-        sqlite3_bind_text(st, 1, u->jid, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)o->seq);
-        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
-        break;
-    case OP_SNAPSHOT:
-        st = s->put_snapshot;
-        sqlite3_bind_text(st, 1, u->jid, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)o->seq);
-        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
-        break;
-    case OP_OUTBOX:
-        st = s->ins_outbox;
-        sqlite3_bind_text(st, 1, o->queue, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, o->key, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 3, o->data, (int)o->len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)(time(NULL) * 1000LL));
-        break;
-    case OP_ACK:
-        st = s->del_outbox;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)o->seq);
-        break;
-    default:
-        return SQLITE_OK;
-    }
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 static oqueue *queue_find(tr_store *s, const char *name, bool create)
 {
     for (size_t i = 0; i < s->nqueues; i++)
@@ -305,30 +187,22 @@ static void fail_unit(tr_store *s, unit *u, const char *why)
 
 static void commit_batch(tr_store *s, unit *batch)
 {
-    char *errmsg = NULL;
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &errmsg);
-    for (unit *u = batch; rc == SQLITE_OK && u != NULL; u = u->next)
-        for (size_t i = 0; rc == SQLITE_OK && i < u->n; i++)
-            rc = exec_op(s, u, &u->ops[i]);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &errmsg);
-    if (rc != SQLITE_OK) {
-        char why[512];
-        snprintf(why, sizeof why, "persist failed in %s: %s", s->path,
-                 errmsg != NULL ? errmsg : sqlite3_errmsg(s->db));
-        fprintf(stderr, "troupe store: %s\n", why);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        count(&s->failures, 1);
-        for (unit *u = batch; u != NULL; u = u->next)
-            fail_unit(s, u, why);
-    } else {
-        count(&s->commits, 1);
-        for (unit *u = batch; u != NULL; u = u->next) {
+    for (unit *u = batch; u != NULL; u = u->next)
+        u->failed = false;
+    s->be->commit(s, batch);
+    bool any_failed = false;
+    for (unit *u = batch; u != NULL; u = u->next) {
+        if (u->failed) {
+            if (!any_failed)
+                fprintf(stderr, "troupe store: %s\n", u->why);
+            any_failed = true;
+            fail_unit(s, u, u->why);
+        } else {
             after_commit(s, u);
             count(&s->units, 1);
         }
     }
-    sqlite3_free(errmsg);
+    count(any_failed ? &s->failures : &s->commits, 1);
     pthread_mutex_lock(&s->lock);
     for (unit *u = batch; u != NULL; u = u->next)
         if (u->done != NULL)
@@ -360,22 +234,27 @@ static tr_msg *outbox_msg(uint64_t id, const void *key, size_t klen, const void 
     return m;
 }
 
-/* Delivers item `id` of q (attempt), reading it back; false if it is gone (acknowledged). */
-static bool send_item(tr_store *s, oqueue *q, uint64_t id, unsigned attempt)
+/* A backend read an item: deliver it to q's consumer (attempt: s->pump_attempt). */
+static void item_out(tr_store *s, oqueue *q, uint64_t id, const void *key, size_t klen,
+                     const void *data, size_t len)
 {
-    sqlite3_stmt *st = s->get_outbox;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    bool found = sqlite3_step(st) == SQLITE_ROW;
-    if (found) {
-        tr_msg *m = outbox_msg(id, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0),
-                               sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
-                               attempt);
-        if (m != NULL)
-            deliver(s, q->consumer, m);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return found;
+    tr_msg *m = outbox_msg(id, key, klen, data, len, s->pump_attempt);
+    if (m != NULL)
+        deliver(s, q->consumer, m);
+}
+
+/* A backend read the next new item: deliver it and track it. */
+static void item_new(tr_store *s, oqueue *q, uint64_t id, const void *key, size_t klen,
+                     const void *data, size_t len)
+{
+    if (q->nout >= s->window)
+        return;
+    s->pump_attempt = 1;
+    item_out(s, q, id, key, klen, data, len);
+    q->out[q->nout++] = (inflight){.id = id, .due_ns = now_ns() + s->redeliver_ns, .attempt = 1};
+    if (id > q->last_id)
+        q->last_id = id;
+    count(&s->outbox_delivered, 1);
 }
 
 /* Redelivers what is overdue and tops each consumer up to the window. */
@@ -392,37 +271,18 @@ static void outbox_pump(tr_store *s)
                 j++;
                 continue;
             }
-            if (!send_item(s, q, f->id, f->attempt + 1)) {
+            s->pump_attempt = f->attempt + 1;
+            if (!s->be->item_get(s, q, f->id, f->attempt + 1, item_out)) {
                 q->out[j] = q->out[--q->nout]; /* acknowledged meanwhile */
                 continue;
             }
-            if (f->attempt > 0)
-                count(&s->outbox_redelivered, 1);
-            else
-                count(&s->outbox_delivered, 1);
+            count(f->attempt > 0 ? &s->outbox_redelivered : &s->outbox_delivered, 1);
             f->attempt++;
             f->due_ns = now + s->redeliver_ns;
             j++;
         }
-        if (q->nout >= s->window)
-            continue;
-        sqlite3_stmt *st = s->next_outbox;
-        sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)q->last_id);
-        sqlite3_bind_int(st, 3, (int)(s->window - q->nout));
-        while (sqlite3_step(st) == SQLITE_ROW && q->nout < s->window) {
-            uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-            tr_msg *m = outbox_msg(id, sqlite3_column_text(st, 1),
-                                   (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_blob(st, 2),
-                                   (size_t)sqlite3_column_bytes(st, 2), 1);
-            if (m != NULL)
-                deliver(s, q->consumer, m);
-            q->out[q->nout++] = (inflight){.id = id, .due_ns = now + s->redeliver_ns, .attempt = 1};
-            q->last_id = id;
-            count(&s->outbox_delivered, 1);
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+        if (q->nout < s->window)
+            s->be->items_next(s, q, q->last_id, s->window - (unsigned)q->nout, item_new);
     }
 }
 
@@ -464,48 +324,17 @@ static void *writer_main(void *arg)
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
-static const char *const schema_sql =
-    "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, pid TEXT NOT NULL, "
-    "  seq INTEGER NOT NULL, data BLOB NOT NULL);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_pid ON events(pid, seq);"
-    "CREATE TABLE IF NOT EXISTS snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
-    "  data BLOB NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "  queue TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, created_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox(queue, id);";
-
-static int fail_open(tr_store *s, char *err, size_t errlen, int rc, const char *what,
-                     sqlite3 *db)
-{
-    if (err != NULL && errlen > 0)
-        snprintf(err, errlen, "%s: %s%s%s", s->path, what, db != NULL ? ": " : "",
-                 db != NULL ? sqlite3_errmsg(db) : "");
-    return rc;
-}
-
-static int prepare(tr_store *s, sqlite3_stmt **st, const char *sql)
-{
-    return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
-}
-
 static void store_free(tr_store *s)
 {
-    sqlite3_finalize(s->ins_event);
-    sqlite3_finalize(s->put_snapshot);
-    sqlite3_finalize(s->ins_outbox);
-    sqlite3_finalize(s->del_outbox);
-    sqlite3_finalize(s->get_outbox);
-    sqlite3_finalize(s->next_outbox);
-    sqlite3_close(s->db);
-    sqlite3_close(s->rdb);
+    if (s->be != NULL)
+        s->be->free(s);
     for (size_t i = 0; i < s->nqueues; i++)
         free(s->queues[i].out);
     tr__namemap_free(&s->open);
     pthread_mutex_destroy(&s->lock);
-    pthread_mutex_destroy(&s->read_lock);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->done_cond);
-    free(s->path);
+    free(s->where);
     free(s);
 }
 
@@ -514,14 +343,26 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
 {
     if (err != NULL && errlen > 0)
         err[0] = '\0';
-    if (sys == NULL || o == NULL || out == NULL || o->path == NULL || o->path[0] == '\0') {
+    bool redis = o != NULL && o->backend == TR_STORE_REDIS;
+    if (sys == NULL || o == NULL || out == NULL ||
+        (!redis && (o->path == NULL || o->path[0] == '\0')) ||
+        (redis && (o->redis_host == NULL || o->redis_host[0] == '\0'))) {
         if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "store: no system, options, path or out");
+            snprintf(err, errlen, "store: no system, options, %s or out",
+                     redis ? "redis_host" : "path");
         return TR_EINVAL;
     }
     *out = NULL;
     tr_store *s = calloc(1, sizeof *s);
-    if (s == NULL || (s->path = strdup(o->path)) == NULL) {
+    if (s == NULL)
+        return TR_ENOMEM;
+    char where[300];
+    if (redis)
+        snprintf(where, sizeof where, "redis://%s:%u", o->redis_host,
+                 o->redis_port ? o->redis_port : 6379u);
+    else
+        snprintf(where, sizeof where, "%s", o->path);
+    if ((s->where = strdup(where)) == NULL) {
         free(s);
         return TR_ENOMEM;
     }
@@ -531,73 +372,15 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     s->max_batch = o->max_batch ? o->max_batch : 4096;
     s->redeliver_ns = (uint64_t)(o->redeliver_ms ? o->redeliver_ms : 5000) * 1000000u;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_mutex_init(&s->read_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->done_cond, NULL);
     tr__namemap_init(&s->open);
-    int rc = TR_EIO;
-    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK) {
-        rc = fail_open(s, err, errlen, TR_EIO, "cannot open the database", s->db);
+    int rc = redis ? tr__store_redis_open(s, o, err, errlen)
+                   : tr__store_sqlite_open(s, o, err, errlen);
+    if (rc != TR_OK) {
         store_free(s);
         return rc;
     }
-    sqlite3_busy_timeout(s->db, 5000);
-    /* a file that is not a database shows at the first statement */
-    sqlite3_stmt *st = NULL;
-    int version = -1;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (version < 0) {
-        rc = fail_open(s, err, errlen, TR_EIO, "not a database, or corrupt", s->db);
-        store_free(s);
-        return rc;
-    }
-    if (version > STORE_SCHEMA) {
-        char what[128];
-        snprintf(what, sizeof what, "schema version %d is newer than this build's (%d)", version,
-                 STORE_SCHEMA);
-        rc = fail_open(s, err, errlen, TR_EIO, what, NULL);
-        store_free(s);
-        return rc;
-    }
-    char sync_sql[64];
-    snprintf(sync_sql, sizeof sync_sql, "PRAGMA synchronous=%s",
-             o->sync == TR_SYNC_NORMAL ? "NORMAL" : "FULL");
-    /* 64 MiB of page cache for the writer (the default 2 MiB made inserts into a journal of a
-     * million events three times slower), checkpoints every 16 MiB of WAL */
-    sqlite3_exec(s->db, "PRAGMA cache_size=-65536", NULL, NULL, NULL);
-    sqlite3_exec(s->db, "PRAGMA wal_autocheckpoint=4096", NULL, NULL, NULL);
-    if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(s->db, sync_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(s->db, "PRAGMA user_version=1", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = fail_open(s, err, errlen, TR_EIO, "cannot set up the schema", s->db);
-        store_free(s);
-        return rc;
-    }
-    if (prepare(s, &s->ins_event, "INSERT INTO events(pid, seq, data) VALUES(?, ?, ?)") ||
-        prepare(s, &s->put_snapshot,
-                "INSERT OR REPLACE INTO snapshots(pid, seq, data) VALUES(?, ?, ?)") ||
-        prepare(s, &s->ins_outbox,
-                "INSERT INTO outbox(queue, key, data, created_ms) VALUES(?, ?, ?, ?)") ||
-        prepare(s, &s->del_outbox, "DELETE FROM outbox WHERE id = ?") ||
-        prepare(s, &s->get_outbox, "SELECT key, data FROM outbox WHERE id = ?") ||
-        prepare(s, &s->next_outbox,
-                "SELECT id, key, data FROM outbox WHERE queue = ? AND id > ? ORDER BY id LIMIT ?")) {
-        rc = fail_open(s, err, errlen, TR_EIO, "cannot prepare statements", s->db);
-        store_free(s);
-        return rc;
-    }
-    if (sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        rc = fail_open(s, err, errlen, TR_EIO, "cannot open a reading connection", s->rdb);
-        store_free(s);
-        return rc;
-    }
-    sqlite3_busy_timeout(s->rdb, 5000);
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         store_free(s);
         return TR_ENOMEM;
@@ -631,19 +414,7 @@ void tr_store_close(tr_store *s)
     pthread_mutex_lock(&s->lock);
     s->closed = true; /* journals still open keep the struct (not the database) alive */
     pthread_mutex_unlock(&s->lock);
-    sqlite3_finalize(s->ins_event);
-    sqlite3_finalize(s->put_snapshot);
-    sqlite3_finalize(s->ins_outbox);
-    sqlite3_finalize(s->del_outbox);
-    sqlite3_finalize(s->get_outbox);
-    sqlite3_finalize(s->next_outbox);
-    s->ins_event = s->put_snapshot = s->ins_outbox = s->del_outbox = s->get_outbox =
-        s->next_outbox = NULL;
-    sqlite3_close(s->db);
-    pthread_mutex_lock(&s->read_lock);
-    sqlite3_close(s->rdb);
-    s->db = s->rdb = NULL;
-    pthread_mutex_unlock(&s->read_lock);
+    s->be->close(s);
     store_unref(s);
 }
 
@@ -681,66 +452,6 @@ static int barrier(tr_store *s)
     return TR_OK;
 }
 
-static int recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
-                   tr_journal_apply_fn apply, void *state)
-{
-    int rc = TR_OK;
-    uint64_t from = 0;
-    pthread_mutex_lock(&s->read_lock);
-    sqlite3_stmt *st = NULL;
-    if (s->rdb == NULL) {
-        pthread_mutex_unlock(&s->read_lock);
-        return TR_ESTATE;
-    }
-    if (sqlite3_prepare_v2(s->rdb, "SELECT seq, data FROM snapshots WHERE pid = ?", -1, &st,
-                           NULL) != SQLITE_OK) {
-        rc = TR_EIO;
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
-        from = (uint64_t)sqlite3_column_int64(st, 0);
-        if (restore != NULL && restore(state, from, sqlite3_column_blob(st, 1),
-                                       (size_t)sqlite3_column_bytes(st, 1)) != 0)
-            rc = TR_EBADMSG;
-    } else if (step != SQLITE_DONE) {
-        rc = TR_EIO;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    j->seq = from;
-    if (rc != TR_OK)
-        goto out;
-    if (sqlite3_prepare_v2(s->rdb,
-                           "SELECT seq, data FROM events WHERE pid = ? AND seq > ? ORDER BY seq",
-                           -1, &st, NULL) != SQLITE_OK) {
-        rc = TR_EIO;
-        goto out;
-    }
-    sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-        if (apply != NULL && apply(state, seq, sqlite3_column_blob(st, 1),
-                                   (size_t)sqlite3_column_bytes(st, 1)) != 0) {
-            rc = TR_EBADMSG;
-            break;
-        }
-        j->seq = seq;
-        j->since_snapshot++;
-    }
-    if (rc == TR_OK && step != SQLITE_DONE)
-        rc = TR_EIO;
-out:
-    if (rc == TR_EIO)
-        fprintf(stderr, "troupe store: recovering %s from %s: %s\n", j->id, s->path,
-                sqlite3_errmsg(s->rdb));
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->read_lock);
-    return rc;
-}
-
 int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore_fn restore,
                     tr_journal_apply_fn apply, void *state, tr_journal **out)
 {
@@ -772,7 +483,7 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
         j->actor = self;
         rc = barrier(s);
         if (rc == TR_OK)
-            rc = recover(s, j, restore, apply, state);
+            rc = s->be->recover(s, j, restore, apply, state);
     }
     if (rc != TR_OK) {
         pthread_mutex_lock(&s->lock);
@@ -795,8 +506,8 @@ uint64_t tr_journal_seq(const tr_journal *j)
 
 static unit *cur_unit(tr_journal *j)
 {
-    if (j->cur == NULL)
-        j->cur = unit_new(j->actor, j->id);
+    if (j->cur == NULL && (j->cur = unit_new(j->actor, j->id)) != NULL)
+        j->cur->epoch = j->epoch;
     return j->cur;
 }
 

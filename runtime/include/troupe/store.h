@@ -10,6 +10,9 @@
  * transaction (one fsync for thousands of events under load). Replies given with
  * tr_journal_reply and outbox items are part of the unit: a reply leaves only once the events
  * before it are durable, and an outbox item is written in the same transaction as they are.
+ *
+ * Two backends: an embedded SQLite file per node (the default), and Redis shared by the nodes
+ * of a cluster, where each journal has an owner epoch and a write from a stale owner is refused.
  */
 #ifndef TROUPE_STORE_H
 #define TROUPE_STORE_H
@@ -29,8 +32,16 @@ typedef enum tr_store_sync {
     TR_SYNC_NORMAL,     /* WAL: a power loss may undo the last commits; a process crash does not */
 } tr_store_sync;
 
+typedef enum tr_store_backend {
+    TR_STORE_SQLITE = 0,        /* an embedded database file (path) */
+    TR_STORE_REDIS,             /* a Redis server (redis_host, redis_port), shared by a cluster */
+} tr_store_backend;
+
 typedef struct tr_store_opts {
-    const char *path;           /* the database file (created with its directory's permissions) */
+    tr_store_backend backend;
+    const char *path;           /* SQLite: the database file */
+    const char *redis_host;     /* Redis: host (e.g. "127.0.0.1") */
+    unsigned redis_port;        /* Redis: port; 0 = 6379 */
     tr_store_sync sync;
     unsigned snapshot_every;    /* tr_journal_snapshot_due after this many events; 0 = 1000 */
     unsigned outbox_window;     /* unacknowledged items out per queue at most; 0 = 64 */

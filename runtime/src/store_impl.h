@@ -1,0 +1,115 @@
+/*
+ * store_impl.h — what store.c (units, the writer, journals, the outbox pump) shares with its
+ * backends: store_sqlite.c (the embedded default) and store_redis.c (shared by a cluster).
+ *
+ * A backend commits batches of units, recovers a journal, and reads outbox items; store.c does
+ * the rest (queueing, group commit, replies after commit, delivery windows and redelivery).
+ * Backend calls come from the writer thread, except recover (an actor's init, under the
+ * backend's own lock) and close.
+ */
+#ifndef TROUPE_STORE_IMPL_H
+#define TROUPE_STORE_IMPL_H
+
+#include "registry.h"
+#include "troupe/store.h"
+
+#define STORE_MAX_QUEUES 64u
+#define STORE_ID_MAX 255u
+
+enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE };
+
+typedef struct op {
+    int kind;
+    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK: the item's id */
+    char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue) */
+    void *data;
+    size_t len;
+    tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
+    tr_msg *msg;        /* REPLY */
+} op;
+
+typedef struct unit {
+    struct unit *next;
+    tr_pid actor;       /* ended if the unit cannot be committed (0: none) */
+    char *jid;          /* the journal's id (events, snapshot) */
+    uint64_t epoch;     /* the journal's ownership epoch (backends that fence writers) */
+    op *ops;
+    size_t n, cap;
+    bool barrier;       /* tr_journal_open waits for it */
+    bool *done;         /* set (under the store lock) once committed or failed */
+    bool failed;        /* set by the backend's commit */
+    char why[256];      /* ...and why */
+} unit;
+
+typedef struct inflight {
+    uint64_t id;
+    uint64_t due_ns;
+    unsigned attempt;
+} inflight;
+
+typedef struct oqueue {
+    char name[STORE_ID_MAX + 1];
+    tr_pid consumer;
+    uint64_t last_id;   /* the newest item delivered (fetching continues after it) */
+    inflight *out;      /* outbox_window entries */
+    size_t nout;
+} oqueue;
+
+/* An outbox item read back by a backend, handed to the pump. */
+typedef void (*store_item_fn)(tr_store *s, oqueue *q, uint64_t id, const void *key, size_t klen,
+                              const void *data, size_t len);
+
+typedef struct store_backend {
+    /* Commits a batch: all or nothing (SQLite), or unit by unit (Redis); marks failed units. */
+    void (*commit)(tr_store *s, unit *batch);
+    /* Recovers journal j (and takes ownership of it, where writers are fenced). */
+    int (*recover)(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
+                   tr_journal_apply_fn apply, void *state);
+    /* Item id of q, if still there (false: acknowledged). */
+    bool (*item_get)(tr_store *s, oqueue *q, uint64_t id, unsigned attempt, store_item_fn fn);
+    /* Up to limit items of q with ids above `after`, oldest first. */
+    void (*items_next)(tr_store *s, oqueue *q, uint64_t after, unsigned limit, store_item_fn fn);
+    /* Closes the connections (the writer has stopped). */
+    void (*close)(tr_store *s);
+    /* Frees what close left. */
+    void (*free)(tr_store *s);
+} store_backend;
+
+struct tr_store {
+    tr_system *sys;
+    char *where;        /* the file or address, for messages */
+    const store_backend *be;
+    void *bk;           /* the backend's state */
+    unsigned snapshot_every, window, max_batch;
+    uint64_t redeliver_ns;
+    pthread_mutex_t lock;
+    pthread_cond_t cond, done_cond;
+    unit *head, *tail;
+    bool stopping;
+    bool closed;        /* tr_store_close ran: units are dropped */
+    unsigned refs;      /* the opener's, plus one per open journal (lock) */
+    pthread_t writer;
+    bool writer_started;
+    tr_namemap open;    /* journal ids open -> pid (lock) */
+    oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
+    size_t nqueues;
+    unsigned pump_attempt;  /* the attempt number item_get is asked for (writer) */
+    _Atomic uint64_t commits, units, events, snapshots, outbox_put, outbox_acked,
+        outbox_delivered, outbox_redelivered, failures;
+};
+
+struct tr_journal {
+    tr_store *s;
+    char *id;
+    tr_pid actor;
+    uint64_t seq, since_snapshot;
+    uint64_t epoch;     /* ownership (Redis) */
+    unit *cur;
+};
+
+/* Opens the SQLite backend on s (s->where is the file). TR_OK, or an error written into err. */
+TR_HIDDEN int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
+/* Opens the Redis backend on s. */
+TR_HIDDEN int tr__store_redis_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
+
+#endif
