@@ -1,24 +1,33 @@
 /*
- * test_store.c — the SQLite store: a persistent actor recovers its state (from events, and from
- * a snapshot plus later events), replies leave only after the commit, many turns share one
- * transaction (group commit), a failed transaction ends its actor with TR_EIO, the outbox
- * delivers every item at least once (redelivered until acknowledged, each with its idempotency
- * key), bad files are refused with their name, and — with a child process killed by kill -9 at
- * random moments — every event whose persist was acknowledged is recovered.
+ * test_store.c — the store, with the same suite run on both backends (SQLite, then Redis on a
+ * redis-server this test starts on a free loopback port; skipped, saying so, only when
+ * redis-server is not installed): a persistent actor recovers its state (from events, and from a
+ * snapshot plus later events), replies leave only after the commit, many turns share one commit
+ * (group commit), a failed write ends its actor with TR_EIO, the outbox delivers every item at
+ * least once (redelivered until acknowledged, each with its idempotency key), and — with a child
+ * process killed by kill -9 at random moments — every event whose persist was acknowledged is
+ * recovered. SQLite only: bad files refused with their name. Redis only: fencing (a stale owner's
+ * writes are refused), an unreachable server.
  */
 #include "test_util.h"
 #include "troupe/store.h"
 
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 enum { ADD = 1, GET = 2 };
 
 static char g_dir[64];
+static bool g_redis;            /* the group running: Redis (else SQLite) */
+static unsigned g_redis_port;
+static pid_t g_redis_pid;
 
 static void db_path(char *out, size_t cap, const char *name)
 {
@@ -34,6 +43,36 @@ static void remove_db(const char *path)
     snprintf(p, sizeof p, "%s-shm", path);
     unlink(p);
 }
+
+/* A command on a fresh connection to the test's redis-server (NULL reply on failure). */
+static redisReply *redis_cmd(const char *fmt, ...)
+{
+    redisContext *c = redisConnect("127.0.0.1", (int)g_redis_port);
+    if (c == NULL || c->err) {
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    return r;
+}
+
+/* Each test starts from an empty store. */
+static void fresh(const char *path)
+{
+    if (g_redis) {
+        redisReply *r = redis_cmd("FLUSHALL");
+        assert_non_null(r);
+        freeReplyObject(r);
+    } else {
+        remove_db(path);
+    }
+}
+
 
 /* ---- a persistent counter ------------------------------------------------------------------ */
 
@@ -140,6 +179,11 @@ static tr_store *open_store(tr_system *sys, const char *path, const tr_store_opt
     if (base != NULL)
         o = *base;
     o.path = path;
+    if (g_redis) {
+        o.backend = TR_STORE_REDIS;
+        o.redis_host = "127.0.0.1";
+        o.redis_port = g_redis_port;
+    }
     tr_store *s = NULL;
     char err[512];
     int rc = tr_store_open(sys, &o, &s, err, sizeof err);
@@ -170,7 +214,7 @@ static void test_recover_from_events_and_snapshot(void **state)
     (void)state;
     char path[256];
     db_path(path, sizeof path, "recover.db");
-    remove_db(path);
+    fresh(path);
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.snapshot_every = 10};
     tr_store *s = open_store(sys, path, &so);
@@ -223,7 +267,7 @@ static void test_group_commit(void **state)
     (void)state;
     char path[256];
     db_path(path, sizeof path, "group.db");
-    remove_db(path);
+    fresh(path);
     tr_system *sys = tt_system_workers(2);
     tr_store *s = open_store(sys, path, NULL);
     enum { ACTORS = 20 };
@@ -275,7 +319,7 @@ static void test_failed_commit_ends_the_actor(void **state)
     (void)state;
     char path[256];
     db_path(path, sizeof path, "fail.db");
-    remove_db(path);
+    fresh(path);
     tr_system *sys = tt_system_workers(2);
     tr_store *s = open_store(sys, path, NULL);
     counter_arg a = {.store = s, .id = "counter/f"};
@@ -283,18 +327,26 @@ static void test_failed_commit_ends_the_actor(void **state)
     assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
     assert_int_equal(call_u64(sys, p, ADD, 1), 1);
     /* someone else writes event 3 of this journal behind its back */
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO events(pid, seq, data) VALUES('counter/f', 3, x'00')", NULL,
-                                  NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    if (g_redis) {
+        redisReply *r = redis_cmd("RPUSH troupe:ev:counter/f x y"); /* events 2 and 3 */
+        assert_non_null(r);
+        freeReplyObject(r);
+    } else {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db,
+                                      "INSERT INTO events(pid, seq, data) VALUES('counter/f', 3, x'00')",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+    }
     atomic_store(&g_down_code, 0);
     assert_int_equal(tr_system_spawn(sys, &watcher_b, NULL, &w), TR_OK);
     assert_int_equal(tr_system_send(sys, w, tt_msg_u64(9, p)), TR_OK);
-    assert_int_equal(call_u64(sys, p, ADD, 2), 3); /* event 2 commits */
-    assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, 3)), TR_OK); /* event 3 collides */
+    if (!g_redis) /* SQLite: event 2 commits, event 3 collides; Redis: event 2 is refused */
+        assert_int_equal(call_u64(sys, p, ADD, 2), 3);
+    assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, 3)), TR_OK);
     TT_WAIT_FOR(atomic_load(&g_down_code) != 0, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_down_code), TR_EIO);
     tr_store_stats st;
@@ -365,7 +417,7 @@ static void test_outbox_at_least_once(void **state)
     (void)state;
     char path[256];
     db_path(path, sizeof path, "outbox.db");
-    remove_db(path);
+    fresh(path);
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.outbox_window = 16, .redeliver_ms = 200};
     tr_store *s = open_store(sys, path, &so);
@@ -400,16 +452,23 @@ static void test_outbox_at_least_once(void **state)
     stop_wait(sys, c);
     stop_wait(sys, p);
     tr_store_close(s);
-    /* nothing left in the table */
-    sqlite3 *db;
-    sqlite3_stmt *q;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &q, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(q, 0), 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
+    /* nothing left */
+    if (g_redis) {
+        redisReply *r = redis_cmd("ZCARD troupe:ob:q:mail");
+        assert_non_null(r);
+        assert_int_equal(r->integer, 0);
+        freeReplyObject(r);
+    } else {
+        sqlite3 *db;
+        sqlite3_stmt *q;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &q, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(q, 0), 0);
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+    }
     tt_system_end(sys);
     remove_db(path);
 }
@@ -468,6 +527,11 @@ static void child_main(const char *path, int fd)
     if (tr_system_new(&sys, &o) != TR_OK || tr_system_start(sys) != TR_OK)
         _exit(2);
     tr_store_opts so = {.path = path, .snapshot_every = 50};
+    if (g_redis) {
+        so.backend = TR_STORE_REDIS;
+        so.redis_host = "127.0.0.1";
+        so.redis_port = g_redis_port;
+    }
     tr_store *s;
     char err[512];
     if (tr_store_open(sys, &so, &s, err, sizeof err) != TR_OK)
@@ -491,8 +555,8 @@ static void test_kill9_keeps_every_acknowledged_event(void **state)
     (void)state;
     char path[256];
     db_path(path, sizeof path, "killed.db");
-    remove_db(path);
-    uint64_t seed = 0x5DEECE66DULL, acked_total = 0;
+    fresh(path);
+    uint64_t seed = 0x5DEECE66DULL, acked_total = 0, floor_sum = 0;
     const int rounds = (int)tt_scale(5, 3);
     for (int round = 0; round < rounds; round++) {
         int fds[2];
@@ -528,7 +592,6 @@ static void test_kill9_keeps_every_acknowledged_event(void **state)
         print_message("round %d: killed after %llu acknowledged; recovered sum %llu\n", round,
                       (unsigned long long)last, (unsigned long long)applied_sum);
         /* each round starts from what was recovered; its n values add n(n+1)/2 at least */
-        static uint64_t floor_sum;
         floor_sum += last * (last + 1) / 2;
         assert_true(applied_sum >= floor_sum);
         floor_sum = applied_sum; /* a persist not yet acknowledged may also have landed */
@@ -537,31 +600,155 @@ static void test_kill9_keeps_every_acknowledged_event(void **state)
     remove_db(path);
 }
 
-static int setup(void **state)
+/* Redis: two nodes (two stores) own one journal in turn; the first, now stale, is refused. */
+static void test_fencing_stale_owner_refused(void **state)
 {
     (void)state;
+    char path[256];
+    db_path(path, sizeof path, "unused.db");
+    fresh(path);
+    tr_system *sys_a = tt_system_workers(1), *sys_b = tt_system_workers(1);
+    tr_store *sa = open_store(sys_a, path, NULL), *sb = open_store(sys_b, path, NULL);
+    counter_arg a = {.store = sa, .id = "order/sku-1"};
+    tr_pid pa, pb, w;
+    assert_int_equal(tr_system_spawn(sys_a, &counter_b, &a, &pa), TR_OK);
+    assert_int_equal(call_u64(sys_a, pa, ADD, 5), 5);
+    /* a partition: node b takes the journal over (epoch 2) while a still runs it (epoch 1) */
+    counter_arg b = {.store = sb, .id = "order/sku-1"};
+    assert_int_equal(tr_system_spawn(sys_b, &counter_b, &b, &pb), TR_OK);
+    assert_int_equal(atomic_load(&g_recovered_sum), 5);
+    assert_int_equal(call_u64(sys_b, pb, ADD, 10), 15);
+    atomic_store(&g_down_code, 0);
+    assert_int_equal(tr_system_spawn(sys_a, &watcher_b, NULL, &w), TR_OK);
+    assert_int_equal(tr_system_send(sys_a, w, tt_msg_u64(9, pa)), TR_OK);
+    assert_int_equal(tr_system_send(sys_a, pa, tt_msg_u64(ADD, 100)), TR_OK); /* refused */
+    TT_WAIT_FOR(atomic_load(&g_down_code) != 0, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_down_code), TR_EIO);
+    /* only b's write is there */
+    redisReply *r = redis_cmd("LLEN troupe:ev:order/sku-1");
+    assert_non_null(r);
+    assert_int_equal(r->integer, 2);
+    freeReplyObject(r);
+    assert_int_equal(call_u64(sys_b, pb, GET, 0), 15);
+    tt_system_end(sys_a);
+    tt_system_end(sys_b);
+    tr_store_close(sa);
+    tr_store_close(sb);
+}
+
+static void test_unreachable_redis(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(1);
+    tr_store_opts o = {.backend = TR_STORE_REDIS, .redis_host = "127.0.0.1", .redis_port = 1};
+    tr_store *s = NULL;
+    char err[512];
+    assert_int_equal(tr_store_open(sys, &o, &s, err, sizeof err), TR_EIO);
+    assert_null(s);
+    assert_non_null(strstr(err, "redis://127.0.0.1:1"));
+    print_message("%s\n", err);
+    tt_system_end(sys);
+}
+
+static int setup_sqlite(void **state)
+{
+    (void)state;
+    g_redis = false;
     snprintf(g_dir, sizeof g_dir, "/tmp/troupe-store-XXXXXX");
     return mkdtemp(g_dir) != NULL ? 0 : -1;
+}
+
+/* Starts redis-server on a free loopback port with an append-only file fsynced at each write. */
+static int setup_redis(void **state)
+{
+    if (setup_sqlite(state) != 0)
+        return -1;
+    g_redis = true;
+    uint64_t seed = (uint64_t)getpid() * 2654435761u + 1;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        g_redis_port = 20000 + (unsigned)(tt_xs64(&seed) % 40000);
+        char port[16];
+        snprintf(port, sizeof port, "%u", g_redis_port);
+        fflush(NULL);
+        g_redis_pid = fork();
+        if (g_redis_pid == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            if (devnull >= 0) {
+                dup2(devnull, STDOUT_FILENO);
+                dup2(devnull, STDERR_FILENO);
+            }
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", g_dir,
+                   (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 200; i++) { /* up to 2 s to answer */
+            redisReply *r = redis_cmd("PING");
+            if (r != NULL) {
+                freeReplyObject(r);
+                return 0;
+            }
+            int st;
+            if (waitpid(g_redis_pid, &st, WNOHANG) == g_redis_pid)
+                break; /* it exited: port taken, or not installed */
+            tt_sleep_ms(10);
+        }
+        kill(g_redis_pid, SIGKILL);
+        waitpid(g_redis_pid, NULL, 0);
+        g_redis_pid = 0;
+    }
+    return -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
+    if (g_redis_pid > 0) {
+        kill(g_redis_pid, SIGTERM);
+        waitpid(g_redis_pid, NULL, 0);
+        g_redis_pid = 0;
+        char p[256];
+        snprintf(p, sizeof p, "rm -rf '%s'/appendonlydir '%s'/*.aof", g_dir, g_dir);
+        if (system(p) != 0)
+            fprintf(stderr, "could not clean %s\n", g_dir);
+    }
     rmdir(g_dir);
     return 0;
 }
 
-static const struct CMUnitTest tests[] = {
+static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_kill9_keeps_every_acknowledged_event),
     cmocka_unit_test(test_recover_from_events_and_snapshot),
     cmocka_unit_test(test_group_commit),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
+};
+
+static const struct CMUnitTest sqlite_only[] = {
     cmocka_unit_test(test_bad_files_refused),
 };
+
+static const struct CMUnitTest redis_only[] = {
+    cmocka_unit_test(test_fencing_stale_owner_refused),
+    cmocka_unit_test(test_unreachable_redis),
+};
+
+static bool have_redis_server(void)
+{
+    return system("command -v redis-server >/dev/null 2>&1") == 0;
+}
 
 int main(void)
 {
     tt_apply_filter();
-    return cmocka_run_group_tests_name("store", tests, setup, teardown);
+    int failed = cmocka_run_group_tests_name("store-sqlite", shared, setup_sqlite, teardown);
+    failed += cmocka_run_group_tests_name("store-sqlite-only", sqlite_only, setup_sqlite, teardown);
+    if (!have_redis_server()) {
+        printf("SKIPPED: the Redis half of the suite: redis-server is not installed "
+               "(apt-get install redis-server)\n");
+        return failed;
+    }
+    failed += cmocka_run_group_tests_name("store-redis", shared, setup_redis, teardown);
+    failed += cmocka_run_group_tests_name("store-redis-only", redis_only, setup_redis, teardown);
+    return failed;
 }
