@@ -4,7 +4,8 @@
  *   persist   1,000 persistent actors, 1,000,000 events in all; each actor is driven by a client
  *             actor that keeps one request outstanding and measures the time to its reply, which
  *             leaves only after the event's commit -> events/s, p50/p99 persist latency, and
- *             events per commit; once with synchronous=FULL, once with NORMAL
+ *             events per commit; with SQLite synchronous=FULL, then NORMAL, then on Redis (a
+ *             redis-server started here on a free loopback port, appendfsync always), if installed
  *   recover   one actor with 1,000,000 events: time to recover it from the events alone, then
  *             from a snapshot taken after the last event
  * The database lives in a fresh directory under the current one's data/ (a real disk: fsync
@@ -20,7 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,9 +82,16 @@ static void db_remove(const char *path)
     unlink(p);
 }
 
+static unsigned g_redis_port; /* 0: SQLite */
+
 static tr_store *store_up(tr_system *sys, const char *path, tr_store_sync sync)
 {
     tr_store_opts o = {.path = path, .sync = sync, .snapshot_every = 1u << 30};
+    if (g_redis_port != 0) {
+        o.backend = TR_STORE_REDIS;
+        o.redis_host = "127.0.0.1";
+        o.redis_port = g_redis_port;
+    }
     tr_store *s;
     char err[512];
     if (tr_store_open(sys, &o, &s, err, sizeof err) != TR_OK)
@@ -309,13 +321,13 @@ static void persist_run(unsigned workers, double scale, tr_store_sync sync)
     double p50 = (double)samples[total / 2] / 1e6, p99 = (double)samples[total * 99 / 100] / 1e6;
     double commits = (double)(after.commits - before.commits);
     double per_commit = commits > 0 ? (double)(after.events - before.events) / commits : 0;
-    const char *mode = sync == TR_SYNC_FULL ? "FULL" : "NORMAL";
+    const char *mode = g_redis_port ? "redis-aof-always" : sync == TR_SYNC_FULL ? "FULL" : "NORMAL";
     printf("{\"bench\":\"persist\",\"sync\":\"%s\",\"value\":%.0f,\"unit\":\"events/s\","
            "\"seconds\":%.3f,\"count\":%llu,\"actors\":%u,\"p50_ms\":%.2f,\"p99_ms\":%.2f,"
            "\"commits\":%.0f,\"events_per_commit\":%.1f}\n",
            mode, (double)total / secs, secs, (unsigned long long)total, actors, p50, p99, commits,
            per_commit);
-    printf("# persist (synchronous=%s) %10.0f events/s  p50 %.2f ms  p99 %.2f ms  (%llu events, "
+    printf("# persist (%s) %10.0f events/s  p50 %.2f ms  p99 %.2f ms  (%llu events, "
            "%u actors, %.0f commits, %.0f events per commit, %.2f s)\n",
            mode, (double)total / secs, p50, p99, (unsigned long long)total, actors, commits,
            per_commit, secs);
@@ -328,11 +340,64 @@ static void persist_run(unsigned workers, double scale, tr_store_sync sync)
     db_remove(path);
 }
 
+/* Starts redis-server on a free loopback port (appendonly, fsync at every write); 0 if none. */
+static pid_t redis_up(void)
+{
+    if (system("command -v redis-server >/dev/null 2>&1") != 0)
+        return 0;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        g_redis_port = 20000 + (unsigned)((now_ns() / 1000 + (uint64_t)attempt * 7919) % 40000);
+        char port[16];
+        snprintf(port, sizeof port, "%u", g_redis_port);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            if (devnull >= 0) {
+                dup2(devnull, STDOUT_FILENO);
+                dup2(devnull, STDERR_FILENO);
+            }
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir",
+                   g_dir, (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 200; i++) {
+            redisContext *c = redisConnect("127.0.0.1", (int)g_redis_port);
+            bool up = c != NULL && c->err == 0;
+            if (c != NULL)
+                redisFree(c);
+            if (up)
+                return pid;
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break;
+            usleep(10000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    g_redis_port = 0;
+    return 0;
+}
+
 void bench_persist(unsigned workers, double scale)
 {
     dir_make();
     persist_run(workers, scale, TR_SYNC_FULL);
     persist_run(workers, scale, TR_SYNC_NORMAL);
+    pid_t redis = redis_up();
+    if (redis > 0) {
+        persist_run(workers, scale, TR_SYNC_FULL);
+        kill(redis, SIGTERM);
+        waitpid(redis, NULL, 0);
+        g_redis_port = 0;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'/appendonlydir", g_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "troupe-bench: could not clean %s\n", g_dir);
+    } else {
+        printf("# persist on Redis skipped: redis-server is not installed\n");
+    }
     rmdir(g_dir);
 }
 

@@ -805,6 +805,23 @@ void tr_node_config_free(tr_node_config *pub)
     free(c);
 }
 
+/* Reads a libconfig file; on error fills L's message and returns TR_EINVAL. */
+static int read_file(loader *L, config_t *cfg, const char *path)
+{
+    errno = 0;
+    if (config_read_file(cfg, path) == CONFIG_TRUE)
+        return TR_OK;
+    int e = errno;
+    if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
+        char buf[128];
+        return fail(L, NULL, TR_EINVAL, "could not read the file (%s)",
+                    e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(cfg));
+    }
+    if (config_error_file(cfg) != NULL)
+        L->file = config_error_file(cfg);
+    return fail_at(L, (unsigned)config_error_line(cfg), TR_EINVAL, "%s", config_error_text(cfg));
+}
+
 int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
                         size_t errlen)
 {
@@ -846,6 +863,104 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
     config_destroy(&cfg);
     if (rc != TR_OK) {
         tr_node_config_free(c != NULL ? &c->pub : NULL);
+        return rc;
+    }
+    *out = &c->pub;
+    return TR_OK;
+}
+
+/* ---- stores ------------------------------------------------------------------------------- */
+
+static const char *const store_keys[] = {"backend", "path", "sync", "redis", "snapshot_every",
+                                         "outbox_window", "redeliver_ms", "max_batch", NULL};
+static const char *const redis_keys[] = {"host", "port", NULL};
+static const name_value backends[] = {
+    {"sqlite", TR_STORE_SQLITE}, {"redis", TR_STORE_REDIS}, {NULL, 0}};
+static const name_value syncs[] = {{"full", TR_SYNC_FULL}, {"normal", TR_SYNC_NORMAL}, {NULL, 0}};
+
+typedef struct store_config {
+    tr_store_config pub; /* first: the pointer handed out */
+    tr_sup_tree arena;
+} store_config;
+
+static int parse_store(loader *L, const config_setting_t *g, store_config *c)
+{
+    tr_store_opts *o = &c->pub.store;
+    int rc, be = TR_STORE_SQLITE, sy = TR_SYNC_FULL;
+    bool present;
+    const char *path, *host;
+    const config_setting_t *pw, *hw, *redis;
+    if ((rc = check_keys(L, g, store_keys, "store")) != TR_OK ||
+        (rc = get_enum(L, g, "backend", backends, &be, &present)) != TR_OK ||
+        (rc = get_enum(L, g, "sync", syncs, &sy, &present)) != TR_OK ||
+        (rc = get_str(L, g, "path", &path, &pw)) != TR_OK ||
+        (rc = get_group(L, g, "redis", &redis)) != TR_OK ||
+        (rc = get_uint(L, g, "snapshot_every", 1, 1000000000, &o->snapshot_every)) != TR_OK ||
+        (rc = get_uint(L, g, "outbox_window", 1, 1000000, &o->outbox_window)) != TR_OK ||
+        (rc = get_uint(L, g, "redeliver_ms", 1, 86400000, &o->redeliver_ms)) != TR_OK ||
+        (rc = get_uint(L, g, "max_batch", 1, 1000000, &o->max_batch)) != TR_OK)
+        return rc;
+    o->backend = (tr_store_backend)be;
+    o->sync = (tr_store_sync)sy;
+    if (be == TR_STORE_SQLITE) {
+        if (path == NULL || path[0] == '\0')
+            return fail(L, pw != NULL ? pw : g, TR_EINVAL, "the sqlite backend needs a path");
+        if ((o->path = tree_strdup(&c->arena, path)) == NULL)
+            return fail(L, NULL, TR_ENOMEM, "out of memory");
+        return TR_OK;
+    }
+    if (redis == NULL)
+        return fail(L, g, TR_EINVAL, "the redis backend needs redis = { host = ...; port = ...; }");
+    if ((rc = check_keys(L, redis, redis_keys, "redis")) != TR_OK ||
+        (rc = get_str(L, redis, "host", &host, &hw)) != TR_OK ||
+        (rc = get_uint(L, redis, "port", 1, 65535, &o->redis_port)) != TR_OK)
+        return rc;
+    if (host == NULL || host[0] == '\0')
+        return fail(L, hw != NULL ? hw : redis, TR_EINVAL, "redis needs a host");
+    if ((o->redis_host = tree_strdup(&c->arena, host)) == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    return TR_OK;
+}
+
+void tr_store_config_free(tr_store_config *pub)
+{
+    if (pub == NULL)
+        return;
+    store_config *c = (store_config *)pub;
+    for (block *b = c->arena.blocks, *next; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(c);
+}
+
+int tr_store_config_load(const char *path, const char *key, tr_store_config **out, char *err,
+                         size_t errlen)
+{
+    loader L = {.file = path != NULL ? path : "(null)", .err = err, .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no place for the config (out is NULL)");
+    *out = NULL;
+    if (path == NULL || key == NULL || key[0] == '\0')
+        return fail(&L, NULL, TR_EINVAL, "no file or no key given");
+    config_t cfg;
+    config_init(&cfg);
+    int rc = read_file(&L, &cfg, path);
+    store_config *c = NULL;
+    if (rc == TR_OK) {
+        const config_setting_t *g = config_lookup(&cfg, key);
+        if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
+            rc = fail(&L, g, TR_EINVAL, "no group \"%s\" { ... }", key);
+        else if ((c = calloc(1, sizeof *c)) == NULL)
+            rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
+        else
+            rc = parse_store(&L, g, c);
+    }
+    config_destroy(&cfg);
+    if (rc != TR_OK) {
+        tr_store_config_free(c != NULL ? &c->pub : NULL);
         return rc;
     }
     *out = &c->pub;

@@ -674,7 +674,62 @@ static void test_cluster_files(void **state)
                      TR_EINVAL);
 }
 
+/* Store settings: the example file, a Redis one, errors with file:line. */
+static void test_store_files(void **state)
+{
+    (void)state;
+    tr_store_config *c = NULL;
+    char err[512] = "";
+    int rc = tr_store_config_load(TROUPE_CONFIG_DIR "/store-example.conf", "store", &c, err,
+                                  sizeof err);
+    if (rc != TR_OK)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, TR_OK);
+    assert_int_equal(c->store.backend, TR_STORE_SQLITE);
+    assert_string_equal(c->store.path, "data/node.db");
+    assert_int_equal(c->store.sync, TR_SYNC_FULL);
+    assert_int_equal(c->store.snapshot_every, 1000);
+    assert_int_equal(c->store.outbox_window, 64);
+    assert_int_equal(c->store.redeliver_ms, 5000);
+    assert_int_equal(c->store.max_batch, 4096);
+    tr_store_config_free(c);
+    char *path = temp_file("node = { store = { backend = \"redis\"; sync = \"normal\";\n"
+                           "  redis = { host = \"127.0.0.1\"; port = 6380; }; }; };\n");
+    assert_int_equal(tr_store_config_load(path, "node.store", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->store.backend, TR_STORE_REDIS);
+    assert_string_equal(c->store.redis_host, "127.0.0.1");
+    assert_int_equal(c->store.redis_port, 6380);
+    assert_int_equal(c->store.sync, TR_SYNC_NORMAL);
+    tr_store_config_free(c);
+    unlink(path);
+    free(path);
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"store = { backend = \"sqlite\"; };", "needs a path"},
+        {"store = { backend = \"mongo\"; path = \"x\"; };", "unknown backend \"mongo\""},
+        {"store = { path = \"x\"; sync = \"sometimes\"; };", "unknown sync"},
+        {"store = { backend = \"redis\"; };", "needs redis ="},
+        {"store = { backend = \"redis\"; redis = { port = 1; }; };", "needs a host"},
+        {"store = { backend = \"redis\"; redis = { host = \"h\"; port = 70000; }; };",
+         "port must be between"},
+        {"store = { path = \"x\"; colour = 1; };", "unknown key \"colour\""},
+        {"other = 1;", "no group \"store\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        path = temp_file(bad[i].text);
+        c = (tr_store_config *)1;
+        assert_int_equal(tr_store_config_load(path, "store", &c, err, sizeof err), TR_EINVAL);
+        assert_null(c);
+        if (strstr(err, bad[i].want) == NULL || strncmp(err, path, strlen(path)) != 0)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+        unlink(path);
+        free(path);
+    }
+}
+
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_store_files),
     cmocka_unit_test(test_cluster_files),
     cmocka_unit_test(test_full_tree),
     cmocka_unit_test(test_defaults),

@@ -8,6 +8,7 @@
 
 #include "troupe.h"
 #include "troupe/node.h"
+#include "troupe/store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +43,18 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
                         size_t errlen);
 /* Frees a node config (NULL is ignored). */
 void tr_node_config_free(tr_node_config *c);
+
+/* A store's settings (the group at `key`, e.g. "store"; see config/store-example.conf): options
+ * ready for tr_store_open (strings owned by the config). */
+typedef struct tr_store_config {
+    tr_store_opts store;
+} tr_store_config;
+
+/* Loads the store settings under `key` of the libconfig file `path`; errors as file:line. */
+int tr_store_config_load(const char *path, const char *key, tr_store_config **out, char *err,
+                         size_t errlen);
+/* Frees a store config (NULL is ignored). */
+void tr_store_config_free(tr_store_config *c);
 
 #ifdef __cplusplus
 }
