@@ -473,6 +473,117 @@ static void test_outbox_at_least_once(void **state)
     remove_db(path);
 }
 
+/* A consumer in a child process, killed with kill -9 in the middle of a stream of 300 items; a
+ * new one then gets every item it had not acknowledged: each item arrives at least once, and the
+ * only items seen twice are the ones in flight at the kill (at most the window). */
+typedef struct fd_consumer {
+    int fd;
+    tr_store *s;
+} fd_consumer;
+
+static int fd_consumer_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    fd_consumer *fc = state;
+    int fd = fc->fd;
+    uint64_t id;
+    const char *key;
+    size_t kl;
+    if (tr_msg_type(m) != TR_MSG_OUTBOX || tr_outbox_read(m, &id, &key, &kl, NULL, NULL, NULL))
+        return 0;
+    unsigned k = 0;
+    for (size_t i = 4; i < kl; i++)
+        k = k * 10 + (unsigned)(key[i] - '0');
+    if (write(fd, &k, sizeof k) != (ssize_t)sizeof k) /* handled (e.g. the email sent) ... */
+        return 1;
+    return tr_outbox_ack(fc->s, id); /* ... then acknowledged */
+}
+
+static int fd_consumer_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    *(fd_consumer *)state = *(const fd_consumer *)arg;
+    return tr_outbox_subscribe(((fd_consumer *)state)->s, "mail", tr_self(ctx));
+}
+
+static const tr_behaviour fd_consumer_b = {.name = "fd-consumer", .state_size = sizeof(fd_consumer),
+                                           .init = fd_consumer_init, .receive = fd_consumer_recv};
+
+/* Runs a consumer (1,000 items/s at most) writing each handled item's number to fd. */
+static void consume(const char *path, int fd, unsigned seconds)
+{
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.outbox_window = 32, .redeliver_ms = 60000};
+    tr_store *s = open_store(sys, path, &so);
+    fd_consumer fc = {.fd = fd, .s = s};
+    tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN, .rate = 1000, .burst = 10}};
+    tr_pid c;
+    assert_int_equal(tr_system_spawn_ex(sys, &fd_consumer_b, &fc, &sp, &c), TR_OK);
+    tt_sleep_ms(seconds * 1000);
+    stop_wait(sys, c);
+    tt_system_end(sys);
+    tr_store_close(s);
+}
+
+static void test_outbox_consumer_killed(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "outbox-kill.db");
+    fresh(path);
+    { /* 300 items, then everything is shut down (no thread may run at the fork) */
+        tr_system *sys = tt_system_workers(2);
+        tr_store *s = open_store(sys, path, NULL);
+        counter_arg a = {.store = s, .id = "orders", .outbox = true};
+        tr_pid p;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+        for (uint64_t i = 1; i <= 300; i++)
+            assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, i)), TR_OK);
+        assert_int_equal(call_u64(sys, p, GET, 0), 300 * 301 / 2);
+        stop_wait(sys, p);
+        tt_system_end(sys);
+        tr_store_close(s);
+    }
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        consume(path, fds[1], 60);
+        _exit(0);
+    }
+    close(fds[1]);
+    unsigned seen[301] = {0}, k, first = 0;
+    uint64_t t0 = tt_now_ns();
+    while (first < 120 && tt_now_ns() - t0 < 30000000000ull && /* kill it mid-stream */
+           read(fds[0], &k, sizeof k) == (ssize_t)sizeof k)
+        if (k >= 1 && k <= 300 && seen[k]++ == 0)
+            first++;
+    kill(pid, SIGKILL);
+    while (read(fds[0], &k, sizeof k) == (ssize_t)sizeof k)
+        if (k >= 1 && k <= 300)
+            seen[k]++;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    /* a new consumer, here: it gets the rest, and what was in flight again */
+    assert_int_equal(pipe(fds), 0);
+    consume(path, fds[1], 2);
+    close(fds[1]);
+    unsigned again = 0;
+    while (read(fds[0], &k, sizeof k) == (ssize_t)sizeof k)
+        if (k >= 1 && k <= 300 && seen[k]++ > 0)
+            again++;
+    close(fds[0]);
+    unsigned missing = 0;
+    for (unsigned i = 1; i <= 300; i++)
+        missing += seen[i] == 0;
+    print_message("killed after %u items; %u handled twice (window 32), %u missing\n", first,
+                  again, missing);
+    assert_int_equal(missing, 0);
+    assert_true(again <= 32);
+}
+
 /* ---- bad files ----------------------------------------------------------------------------- */
 
 static void test_bad_files_refused(void **state)
@@ -722,6 +833,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_group_commit),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
+    cmocka_unit_test(test_outbox_consumer_killed),
 };
 
 static const struct CMUnitTest sqlite_only[] = {
