@@ -191,18 +191,20 @@ static void commit_batch(tr_store *s, unit *batch)
         u->failed = false;
     s->be->commit(s, batch);
     bool any_failed = false;
+    for (unit *u = batch; u != NULL && !any_failed; u = u->next)
+        any_failed = u->failed;
+    /* counted before anyone hears of the outcome */
+    count(any_failed ? &s->failures : &s->commits, 1);
     for (unit *u = batch; u != NULL; u = u->next) {
         if (u->failed) {
-            if (!any_failed)
+            if (u == batch || !batch->failed)
                 fprintf(stderr, "troupe store: %s\n", u->why);
-            any_failed = true;
             fail_unit(s, u, u->why);
         } else {
-            after_commit(s, u);
             count(&s->units, 1);
+            after_commit(s, u);
         }
     }
-    count(any_failed ? &s->failures : &s->commits, 1);
     pthread_mutex_lock(&s->lock);
     for (unit *u = batch; u != NULL; u = u->next)
         if (u->done != NULL)

@@ -1,0 +1,49 @@
+/*
+ * actors/order.h — the order actor: one persistent actor per SKU, the single writer of that SKU's
+ * stock, so overselling is impossible by construction (consistency first). It persists each
+ * confirmed order and, in the same transaction, an outbox item for its confirmation email, and
+ * answers only after the commit.
+ *
+ * Requests (tr_call / tr_request; payloads msgpack, replies the same type):
+ *   ORDER_SET_STOCK  [stock u64]           -> [stock, sold]        sets up (or restocks) the sale
+ *   ORDER_PLACE      [user str, qty u64]   -> [status i64, order_id str, remaining u64]
+ *   ORDER_GET        []                    -> [stock, sold, remaining]
+ *   ORDER_LOOKUP     [order_id str]        -> [found u64, user str, qty u64]
+ * Order ids are "SKU-N" with N the journal's sequence number: unique, and the idempotency key of
+ * the confirmation email.
+ */
+#ifndef TROUPE_ACTORS_ORDER_H
+#define TROUPE_ACTORS_ORDER_H
+
+#include <troupe.h>
+#include <troupe/store.h>
+
+enum {
+    ORDER_SET_STOCK = 0x4f01,
+    ORDER_PLACE,
+    ORDER_GET,
+    ORDER_LOOKUP,
+};
+
+/* ORDER_PLACE statuses. */
+enum { ORDER_CONFIRMED = 0, ORDER_SOLD_OUT = 1, ORDER_INVALID = 2 };
+
+#define ORDER_SKU_MAX 64u
+#define ORDER_USER_MAX 128u
+#define ORDER_MAX_QTY 1000u
+
+/* What a confirmation email's outbox item holds (msgpack): [order_id, user, sku, qty]. */
+
+typedef struct order_args {
+    tr_store *store;
+    const char *sku;            /* 1..64 bytes: letters, digits, '-', '_', '.' */
+    const char *email_queue;    /* outbox queue of the confirmation emails (e.g. "email") */
+} order_args;
+
+/* The behaviour (spawn it with a const order_args *, e.g. as a simple_one_for_one child). */
+extern const tr_behaviour order_behaviour;
+
+/* True when s is a valid SKU. */
+bool order_sku_valid(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,311 @@
+/*
+ * order.c — the order actor of one SKU (see actors/order.h): the single writer of its stock.
+ *
+ * Its journal ("order/SKU") holds two kinds of events, msgpack arrays: [0, stock] (the sale was
+ * set up or restocked) and [1, user, qty] (an order was confirmed; its id is "SKU-seq"). The
+ * state — stock, sold, and the confirmed orders in sequence order (at most one per unit of
+ * stock, so bounded by the stock) — is rebuilt from them at start. Every reply goes through the
+ * journal, so it leaves after the commit of everything decided before it: a "sold out" is never
+ * sent on the strength of an order that could still be lost.
+ */
+#include "actors/order.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct record {
+    uint64_t seq;
+    uint32_t qty;
+    char *user;
+} record;
+
+typedef struct order_state {
+    tr_journal *j;
+    char sku[ORDER_SKU_MAX + 1];
+    char queue[ORDER_SKU_MAX + 1];
+    uint64_t stock, sold;
+    record *recs;       /* confirmed orders, by increasing seq */
+    size_t nrecs, caprecs;
+} order_state;
+
+bool order_sku_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > ORDER_SKU_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static bool user_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > ORDER_USER_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == '@' || c == '+'))
+            return false; /* it goes into an email header: nothing that could break one */
+    }
+    return true;
+}
+
+static int add_record(order_state *o, uint64_t seq, const char *user, size_t len, uint32_t qty)
+{
+    if (o->nrecs == o->caprecs) {
+        size_t cap = o->caprecs ? o->caprecs * 2 : 64;
+        record *r = realloc(o->recs, cap * sizeof *r);
+        if (r == NULL)
+            return TR_ENOMEM;
+        o->recs = r;
+        o->caprecs = cap;
+    }
+    char *u = malloc(len + 1);
+    if (u == NULL)
+        return TR_ENOMEM;
+    memcpy(u, user, len);
+    u[len] = '\0';
+    o->recs[o->nrecs++] = (record){.seq = seq, .qty = qty, .user = u};
+    return TR_OK;
+}
+
+static const record *find_record(const order_state *o, uint64_t seq)
+{
+    size_t lo = 0, hi = o->nrecs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (o->recs[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < o->nrecs && o->recs[lo].seq == seq ? &o->recs[lo] : NULL;
+}
+
+/* ---- events -------------------------------------------------------------------------------- */
+
+static int apply(void *state, uint64_t seq, const void *ev, size_t len)
+{
+    order_state *o = state;
+    tr_reader r;
+    tr_reader_init_bytes(&r, ev, len);
+    uint64_t kind, v;
+    const char *user;
+    size_t ul;
+    int rc = tr_read_u64(&r, &kind);
+    if (rc == TR_OK && kind == 0) {
+        rc = tr_read_u64(&r, &v);
+        if (rc == TR_OK)
+            o->stock = v;
+    } else if (rc == TR_OK && kind == 1) {
+        rc = tr_read_str(&r, &user, &ul);
+        if (rc == TR_OK)
+            rc = tr_read_u64(&r, &v);
+        if (rc == TR_OK && v <= ORDER_MAX_QTY) {
+            o->sold += v;
+            rc = add_record(o, seq, user, ul, (uint32_t)v);
+        }
+    } else if (rc == TR_OK) {
+        rc = TR_EBADMSG;
+    }
+    tr_reader_done(&r);
+    return rc == TR_OK ? 0 : 1;
+}
+
+/* ---- the actor ----------------------------------------------------------------------------- */
+
+static int order_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    const order_args *a = arg;
+    order_state *o = state;
+    if (a == NULL || a->store == NULL || a->sku == NULL || a->email_queue == NULL ||
+        !order_sku_valid(a->sku, strlen(a->sku)) || strlen(a->email_queue) > ORDER_SKU_MAX)
+        return TR_EINVAL;
+    snprintf(o->sku, sizeof o->sku, "%s", a->sku);
+    snprintf(o->queue, sizeof o->queue, "%s", a->email_queue);
+    char id[ORDER_SKU_MAX + 8];
+    snprintf(id, sizeof id, "order/%s", o->sku);
+    int rc = tr_journal_open(ctx, a->store, id, NULL, apply, o, &o->j);
+    if (rc != TR_OK) { /* terminate will not run */
+        for (size_t i = 0; i < o->nrecs; i++)
+            free(o->recs[i].user);
+        free(o->recs);
+    }
+    return rc;
+}
+
+static tr_msg *reply_u64s(uint32_t type, size_t n, const uint64_t *v)
+{
+    tr_msg *m = tr_msg_new(type, 9 * n + 1);
+    if (m != NULL)
+        for (size_t i = 0; i < n; i++)
+            msgpack_pack_uint64(tr_msg_packer(m), v[i]);
+    return m;
+}
+
+static int place(order_state *o, tr_msg *m)
+{
+    tr_reader r;
+    const char *user;
+    size_t ul;
+    uint64_t qty;
+    tr_reader_init(&r, m);
+    bool ok = tr_read_str(&r, &user, &ul) == TR_OK && tr_read_u64(&r, &qty) == TR_OK &&
+              user_valid(user, ul) && qty >= 1 && qty <= ORDER_MAX_QTY;
+    int64_t status = !ok ? ORDER_INVALID
+                     : o->sold + qty > o->stock ? ORDER_SOLD_OUT
+                                                : ORDER_CONFIRMED;
+    char order_id[ORDER_SKU_MAX + 24] = "";
+    int rc = TR_OK;
+    if (status == ORDER_CONFIRMED) {
+        /* the event, and in the same transaction the confirmation email */
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_uint64(&pk, 1);
+        msgpack_pack_str(&pk, ul);
+        msgpack_pack_str_body(&pk, user, ul);
+        msgpack_pack_uint64(&pk, qty);
+        rc = tr_journal_persist(o->j, sb.data, sb.size);
+        uint64_t seq = tr_journal_seq(o->j);
+        snprintf(order_id, sizeof order_id, "%s-%llu", o->sku, (unsigned long long)seq);
+        if (rc == TR_OK) {
+            msgpack_sbuffer_clear(&sb);
+            size_t il = strlen(order_id), sl = strlen(o->sku);
+            msgpack_pack_array(&pk, 4);
+            msgpack_pack_str(&pk, il);
+            msgpack_pack_str_body(&pk, order_id, il);
+            msgpack_pack_str(&pk, ul);
+            msgpack_pack_str_body(&pk, user, ul);
+            msgpack_pack_str(&pk, sl);
+            msgpack_pack_str_body(&pk, o->sku, sl);
+            msgpack_pack_uint64(&pk, qty);
+            rc = tr_journal_outbox(o->j, o->queue, order_id, sb.data, sb.size);
+        }
+        if (rc == TR_OK) {
+            o->sold += qty;
+            rc = add_record(o, seq, user, ul, (uint32_t)qty);
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    tr_reader_done(&r);
+    if (rc != TR_OK)
+        return rc; /* the actor fails: its supervisor restarts it from what is durable */
+    tr_msg *rep = tr_msg_new(ORDER_PLACE, 48);
+    if (rep == NULL)
+        return TR_ENOMEM;
+    size_t il = strlen(order_id);
+    msgpack_pack_int64(tr_msg_packer(rep), status);
+    msgpack_pack_str(tr_msg_packer(rep), il);
+    msgpack_pack_str_body(tr_msg_packer(rep), order_id, il);
+    msgpack_pack_uint64(tr_msg_packer(rep), o->stock - o->sold);
+    return tr_journal_reply(o->j, m, rep);
+}
+
+static int lookup(order_state *o, tr_msg *m)
+{
+    tr_reader r;
+    const char *id;
+    size_t il;
+    const record *rec = NULL;
+    tr_reader_init(&r, m);
+    size_t sl = strlen(o->sku);
+    if (tr_read_str(&r, &id, &il) == TR_OK && il > sl + 1 && memcmp(id, o->sku, sl) == 0 &&
+        id[sl] == '-') {
+        uint64_t seq = 0;
+        bool digits = true;
+        for (size_t i = sl + 1; i < il && digits; i++) {
+            digits = id[i] >= '0' && id[i] <= '9' && seq < UINT64_MAX / 10;
+            seq = seq * 10 + (uint64_t)(id[i] - '0');
+        }
+        if (digits)
+            rec = find_record(o, seq);
+    }
+    tr_reader_done(&r);
+    tr_msg *rep = tr_msg_new(ORDER_LOOKUP, 160);
+    if (rep == NULL)
+        return TR_ENOMEM;
+    msgpack_packer *pk = tr_msg_packer(rep);
+    msgpack_pack_uint64(pk, rec != NULL);
+    size_t ul = rec != NULL ? strlen(rec->user) : 0;
+    msgpack_pack_str(pk, ul);
+    msgpack_pack_str_body(pk, rec != NULL ? rec->user : "", ul);
+    msgpack_pack_uint64(pk, rec != NULL ? rec->qty : 0);
+    return tr_journal_reply(o->j, m, rep);
+}
+
+static int order_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)ctx;
+    order_state *o = state;
+    if (tr_msg_corr(m) == 0 || tr_msg_is_reply(m))
+        return 0; /* only requests */
+    switch (tr_msg_type(m)) {
+    case ORDER_SET_STOCK: {
+        tr_reader r;
+        uint64_t stock;
+        tr_reader_init(&r, m);
+        int rc = tr_read_u64(&r, &stock);
+        tr_reader_done(&r);
+        if (rc != TR_OK || stock > (1ull << 40))
+            stock = o->stock; /* refused: the answer shows nothing changed */
+        else if (stock != o->stock) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_uint64(&pk, 0);
+            msgpack_pack_uint64(&pk, stock);
+            rc = tr_journal_persist(o->j, sb.data, sb.size);
+            msgpack_sbuffer_destroy(&sb);
+            if (rc != TR_OK)
+                return rc;
+            o->stock = stock;
+        }
+        uint64_t v[2] = {o->stock, o->sold};
+        return tr_journal_reply(o->j, m, reply_u64s(ORDER_SET_STOCK, 2, v));
+    }
+    case ORDER_PLACE:
+        return place(o, m);
+    case ORDER_GET: {
+        uint64_t v[3] = {o->stock, o->sold, o->stock > o->sold ? o->stock - o->sold : 0};
+        return tr_journal_reply(o->j, m, reply_u64s(ORDER_GET, 3, v));
+    }
+    case ORDER_LOOKUP:
+        return lookup(o, m);
+    default:
+        return 0;
+    }
+}
+
+static void order_turn_end(tr_ctx *ctx, void *state)
+{
+    (void)ctx;
+    tr_journal_flush(((order_state *)state)->j);
+}
+
+static void order_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
+{
+    (void)ctx;
+    (void)reason;
+    order_state *o = state;
+    tr_journal_close(o->j);
+    for (size_t i = 0; i < o->nrecs; i++)
+        free(o->recs[i].user);
+    free(o->recs);
+}
+
+const tr_behaviour order_behaviour = {
+    .name = "order",
+    .state_size = sizeof(order_state),
+    .init = order_init,
+    .receive = order_receive,
+    .terminate = order_terminate,
+    .turn_end = order_turn_end,
+};
