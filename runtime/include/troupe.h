@@ -80,6 +80,10 @@ typedef struct tr_msg tr_msg;
 /* Delivered to a requester whose request met a full mailbox with policy reject (a request sent
  * across nodes; locally tr_request / tr_call return TR_EFULL at once); corr is the request's. */
 #define TR_MSG_REJECTED (TR_MSG_SYSTEM + 4)
+/* Delivered to a requester whose request reached no actor: its target had ended (sent across
+ * nodes; locally tr_request returns TR_ENOPROC at once). corr is the request's; tr_call returns
+ * TR_ENOPROC instead. */
+#define TR_MSG_NOPROC (TR_MSG_SYSTEM + 5)
 /* Message types from here up are used by supervisors for their requests (tr_sup_*). */
 #define TR_MSG_SUP_BASE (TR_MSG_SYSTEM + 0x100)
 

@@ -45,9 +45,10 @@ enum {
     TR_MF_SYSTEM = 1u << 3,  /* runtime message for receive (EXIT, DOWN, TIMEOUT): no limits */
 };
 
-/* A tr_call waiter's request was dropped unanswered (its target ended first): the waiter gets this
- * instead of a reply (flags reply + system, corr = the request's), and tr_call returns TR_ENOPROC. */
-#define TR_MSG_NOPROC_NOTICE (TR_MSG_SYSTEM + 5)
+/* A tr_call waiter's request was dropped unanswered (its target ended first): the waiter gets
+ * TR_MSG_NOPROC (troupe.h) instead of a reply (flags reply + system, corr = the request's), and
+ * tr_call returns TR_ENOPROC. */
+#define TR_MSG_NOPROC_NOTICE TR_MSG_NOPROC
 
 /* Runtime signals (flag TR_MF_SIGNAL). They bypass capacity and rate limits, wake a parked
  * actor, and keep their order with the sender's messages. */

@@ -108,6 +108,7 @@ struct peer {
     char dialer_addr[TR_WIRE_ADDR_MAX + 1];
     nng_aio *dial_aio;
     bool dialing;
+    bool failing;               /* its connections keep failing: logged once until it is up */
     uint64_t next_dial_ns;
     unsigned backoff_ms;
     tr_idmap interest;          /* local pids with links / monitors to its actors */
@@ -156,6 +157,8 @@ struct tr_node {
     behaviour_entry behaviours[NODE_MAX_BEHAVIOURS];
     size_t nbehaviours;
     tr_pid service;
+    uint64_t hs_log_ns;         /* inbound handshake failures: one log line a second (lock) */
+    uint64_t hs_suppressed;
     pthread_mutex_t names_lock;
     tr_namemap names;           /* cluster-wide names, as this node knows them */
     _Atomic bool stopping;      /* set under lock; read anywhere */
@@ -492,6 +495,25 @@ static void conn_fail(conn *c, const char *why)
         if (why == NULL)
             why = "closed during the handshake";
     }
+    bool handshake = c->state == C_HELLO || c->state == C_AUTH;
+    if (why != NULL && handshake && c->outbound && pe != NULL) {
+        if (pe->failing)
+            why = NULL; /* said once already: a redial every few seconds must not flood the log */
+        pe->failing = true;
+    }
+    if (why != NULL && handshake && !c->outbound) {
+        uint64_t now = tr__now_ns();
+        if (now - n->hs_log_ns < 1000000000u) {
+            n->hs_suppressed++; /* a peer retrying, or a scanner: not a line each */
+            why = NULL;
+        } else {
+            if (n->hs_suppressed > 0)
+                node_log(n, "(%llu more inbound handshakes failed in the last second)",
+                         (unsigned long long)n->hs_suppressed);
+            n->hs_log_ns = now;
+            n->hs_suppressed = 0;
+        }
+    }
     if (why != NULL)
         node_log(n, "%s connection %s%s: %s", c->outbound ? "outbound" : "inbound",
                  c->outbound ? "to " : "from ",
@@ -635,9 +657,10 @@ static void deliver_envelope(void *arg, tr_pid to, tr_msg *m)
     tr_pid from = m->sender;
     uint64_t corr = m->corr;
     int rc = tr__deliver(n->sys, NULL, to, m);
-    if (rc == TR_EFULL && request && from != TR_PID_NONE) {
-        /* a refused request is answered, so its requester does not wait for nothing */
-        tr_msg *r = tr_msg_new(TR_MSG_REJECTED, 0);
+    if ((rc == TR_EFULL || rc == TR_ENOPROC) && request && from != TR_PID_NONE) {
+        /* a refused or undeliverable request is answered, so its requester does not wait for
+         * nothing (locally the send itself would have said so) */
+        tr_msg *r = tr_msg_new(rc == TR_EFULL ? TR_MSG_REJECTED : TR_MSG_NOPROC, 0);
         if (r != NULL) {
             r->flags = TR_MF_REPLY | TR_MF_SYSTEM;
             r->corr = corr;
@@ -729,6 +752,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     pe->node_id = c->ph.node_id;
     pe->incarnation = c->ph.incarnation;
     pe->backoff_ms = n->backoff_min_ms;
+    pe->failing = false;
     c->state = C_UP;
     /* our AUTH, then what we know, go first; then messages may flow */
     pthread_mutex_lock(&pe->ctl_lock);

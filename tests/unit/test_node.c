@@ -409,6 +409,14 @@ static void test_remote_spawn(void **state)
     assert_int_equal(tr_node_spawn(a.node, "b", "nope", args, 10000, &pid), TR_EINVAL);
     assert_int_equal(tr_node_spawn(a.node, "zz", "remote", args, 10000, &pid), TR_ENOPROC);
     tr_msg_free(args);
+    /* a call to a remote actor that has ended fails at once with TR_ENOPROC (not a timeout) */
+    tr_pid gone;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &gone), TR_OK);
+    assert_int_equal(tr_system_stop_actor(b.sys, gone), TR_OK);
+    TT_WAIT_FOR(!tr_system_alive(b.sys, gone), TT_DEADLINE_MS);
+    uint64_t t0 = tt_now_ns();
+    assert_int_equal(tr_call(a.sys, gone, tt_msg_u64(MSG_ASK, 1), 60000, &reply), TR_ENOPROC);
+    assert_true(tt_now_ns() - t0 < 30000000000ull);
     node_end(&a);
     node_end(&b);
 }
