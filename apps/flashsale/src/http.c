@@ -1,0 +1,624 @@
+/*
+ * http.c — the gateway's HTTP/1.1 server (see http.h): libuv loops, http-parser, answers from
+ * any thread.
+ *
+ * Each loop thread has its own listening socket on the shared port (SO_REUSEPORT: the kernel
+ * spreads connections) and owns its connections. A connection parses one request at a time:
+ * when one is complete the parser is paused and the request handed to the handler; bytes that
+ * arrive meanwhile (a pipelined request) wait in the buffer. An answer, from whatever thread,
+ * goes into the loop's queue and wakes it (uv_async); the loop writes it, then goes on parsing.
+ * Limits: the request (line, headers, body) may not exceed max_request (413, then close), must
+ * arrive within request_ms of the previous answer or of the connection (else the connection is
+ * closed: a slow client costs one timer, never a thread), and the buffered input is bounded.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define URL_MAX 512u
+#define BUCKETS 4096u
+
+typedef struct loop_t loop_t;
+
+typedef struct resp {
+    struct resp *next;
+    uint64_t token;
+    char *data;
+    size_t len;
+} resp;
+
+typedef struct conn {
+    uv_tcp_t tcp;               /* first: handle -> conn */
+    uv_timer_t timer;
+    loop_t *lp;
+    uint32_t id;
+    struct conn *hnext;         /* in the loop's table */
+    http_parser parser;
+    char *buf;                  /* input not yet parsed */
+    size_t len, cap, parsed;
+    char url[URL_MAX + 1];
+    size_t url_len;
+    char *body;
+    size_t body_len, body_cap;
+    size_t req_bytes;
+    uint32_t seq;
+    bool in_flight, keep_alive, closing, too_big;
+    int handles;                /* open uv handles (tcp, timer) */
+    http_request req;
+} conn;
+
+struct loop_t {
+    http_server *srv;
+    unsigned idx;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wake;
+    uv_thread_t th;
+    pthread_mutex_t lock;
+    resp *head, *tail;
+    conn *table[BUCKETS];
+    uint32_t next_id;
+    _Atomic bool stopping;      /* set by http_stop on another thread */
+};
+
+struct http_server {
+    http_opts o;
+    int port;
+    unsigned n;
+    loop_t *loops;
+};
+
+static http_parser_settings settings;
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static conn *conn_find(loop_t *lp, uint32_t id)
+{
+    for (conn *c = lp->table[id % BUCKETS]; c != NULL; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void conn_unlink(conn *c)
+{
+    conn **pp = &c->lp->table[c->id % BUCKETS];
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp == c)
+        *pp = c->hnext;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    if (--c->handles == 0) {
+        free(c->buf);
+        free(c->body);
+        free(c);
+    }
+}
+
+static void conn_close(conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    conn_unlink(c);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+typedef struct wreq {
+    uv_write_t w;
+    conn *c;
+    char *data;
+    bool close_after;
+} wreq;
+
+static void on_written(uv_write_t *w, int status)
+{
+    wreq *r = (wreq *)w;
+    if (status < 0 || r->close_after)
+        conn_close(r->c);
+    free(r->data);
+    free(r);
+}
+
+static void send_raw(conn *c, char *data, size_t len, bool close_after)
+{
+    wreq *r = malloc(sizeof *r);
+    if (r == NULL) {
+        free(data);
+        conn_close(c);
+        return;
+    }
+    r->c = c;
+    r->data = data;
+    r->close_after = close_after;
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(data);
+        free(r);
+        conn_close(c);
+    }
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+/* A whole response in one buffer (NULL when out of memory). */
+static char *format(int status, const char *headers, const char *body, size_t len, bool close,
+                    size_t *out_len)
+{
+    size_t cap = 256 + (headers != NULL ? strlen(headers) : 0) + len;
+    char *p = malloc(cap);
+    if (p == NULL)
+        return NULL;
+    int n = snprintf(p, cap,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     status, reason(status), len, headers != NULL ? headers : "",
+                     close ? "Connection: close\r\n" : "");
+    if (n < 0 || (size_t)n + len > cap) {
+        free(p);
+        return NULL;
+    }
+    memcpy(p + n, body, len);
+    *out_len = (size_t)n + len;
+    return p;
+}
+
+/* An error answered by the server itself, then the connection is closed. */
+static void fail(conn *c, int status, const char *msg)
+{
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+    size_t len;
+    char *p = format(status, NULL, body, (size_t)n, true, &len);
+    if (p == NULL) {
+        conn_close(c);
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    send_raw(c, p, len, true);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->in_flight || c->closing)
+        return;
+    if (c->len > c->parsed || c->req_bytes > 0)
+        fail(c, 408, "request not received in time");
+    else
+        conn_close(c); /* an idle keep-alive connection */
+}
+
+static void arm_timer(conn *c)
+{
+    uv_timer_start(&c->timer, on_timeout, c->lp->srv->o.request_ms, 0);
+}
+
+/* Parses what is buffered, up to the end of the next request. */
+static void parse_some(conn *c)
+{
+    if (c->in_flight || c->closing)
+        return;
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+        http_parser_pause(&c->parser, 0);
+    size_t n = http_parser_execute(&c->parser, &settings, c->buf + c->parsed, c->len - c->parsed);
+    c->parsed += n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->too_big) {
+        fail(c, 413, "request too large");
+        return;
+    }
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        fail(c, 400, "malformed HTTP request");
+        return;
+    }
+    if (c->parsed == c->len) {
+        c->parsed = c->len = 0;
+    } else if (c->parsed > c->cap / 2) {
+        memmove(c->buf, c->buf + c->parsed, c->len - c->parsed);
+        c->len -= c->parsed;
+        c->parsed = 0;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    conn *c = h->data;
+    size_t limit = 2 * c->lp->srv->o.max_request + 4096;
+    if (c->cap - c->len < 4096 && c->cap < limit) {
+        size_t cap = c->cap ? c->cap * 2 : 8192;
+        if (cap > limit)
+            cap = limit;
+        char *nb = realloc(c->buf, cap);
+        if (nb != NULL) {
+            c->buf = nb;
+            c->cap = cap;
+        }
+    }
+    *b = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    (void)b;
+    conn *c = s->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)nread;
+    if (c->len == c->cap && c->in_flight) {
+        uv_read_stop(s); /* pipelined input beyond the bound: read again after the answer */
+        return;
+    }
+    if (c->len == c->cap && !c->in_flight) {
+        parse_some(c);
+        if (!c->closing && c->len == c->cap)
+            fail(c, 413, "request too large");
+        return;
+    }
+    parse_some(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    loop_t *lp = server->data;
+    if (status < 0 || lp->stopping)
+        return;
+    conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->lp = lp;
+    uv_tcp_init(&lp->loop, &c->tcp);
+    uv_timer_init(&lp->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    do
+        c->id = ++lp->next_id;
+    while (c->id == 0 || conn_find(lp, c->id) != NULL);
+    c->hnext = lp->table[c->id % BUCKETS];
+    lp->table[c->id % BUCKETS] = c;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    arm_timer(c);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- parser callbacks ---------------------------------------------------------------------- */
+
+static int count_bytes(conn *c, size_t n)
+{
+    c->req_bytes += n;
+    if (c->req_bytes > c->lp->srv->o.max_request) {
+        c->too_big = true;
+        return -1;
+    }
+    return 0;
+}
+
+static int cb_begin(http_parser *p)
+{
+    conn *c = p->data;
+    c->url_len = 0;
+    c->body_len = 0;
+    c->req_bytes = 0;
+    return 0;
+}
+
+static int cb_url(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (count_bytes(c, n) != 0)
+        return -1;
+    if (c->url_len + n > URL_MAX)
+        return -1; /* a URL this long is refused as malformed */
+    memcpy(c->url + c->url_len, at, n);
+    c->url_len += n;
+    return 0;
+}
+
+static int cb_header(http_parser *p, const char *at, size_t n)
+{
+    (void)at;
+    return count_bytes(p->data, n);
+}
+
+static int cb_headers_done(http_parser *p)
+{
+    conn *c = p->data;
+    if (p->content_length != ULLONG_MAX && p->content_length > c->lp->srv->o.max_request) {
+        c->too_big = true;
+        return -1;
+    }
+    return 0;
+}
+
+static int cb_body(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (count_bytes(c, n) != 0)
+        return -1;
+    if (c->body_len + n + 1 > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 256;
+        while (cap < c->body_len + n + 1)
+            cap *= 2;
+        char *b = realloc(c->body, cap);
+        if (b == NULL)
+            return -1;
+        c->body = b;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    return 0;
+}
+
+static int cb_complete(http_parser *p)
+{
+    conn *c = p->data;
+    c->url[c->url_len] = '\0';
+    char *q = strchr(c->url, '?');
+    if (q != NULL)
+        *q = '\0';
+    if (c->body == NULL && (c->body = malloc(1)) != NULL)
+        c->body_cap = 1;
+    if (c->body == NULL)
+        return -1;
+    c->body[c->body_len] = '\0';
+    c->keep_alive = http_should_keep_alive(p) != 0;
+    c->in_flight = true;
+    c->seq++;
+    uv_timer_stop(&c->timer);
+    switch (p->method) {
+    case HTTP_GET: c->req.method = HTTP_M_GET; break;
+    case HTTP_PUT: c->req.method = HTTP_M_PUT; break;
+    case HTTP_POST: c->req.method = HTTP_M_POST; break;
+    default: c->req.method = HTTP_M_OTHER; break;
+    }
+    c->req.path = c->url;
+    c->req.body = c->body;
+    c->req.body_len = c->body_len;
+    c->req.token = (uint64_t)c->lp->idx << 56 | (uint64_t)c->id << 24 | (c->seq & 0xFFFFFFu);
+    http_parser_pause(p, 1);
+    c->lp->srv->o.handler(c->lp->srv->o.user, c->lp->srv, &c->req);
+    return 0;
+}
+
+/* ---- answers from any thread --------------------------------------------------------------- */
+
+int http_respond(http_server *s, uint64_t token, int status, const char *headers,
+                 const char *body, size_t len)
+{
+    unsigned idx = (unsigned)(token >> 56);
+    if (s == NULL || idx >= s->n)
+        return -1;
+    loop_t *lp = &s->loops[idx];
+    resp *r = malloc(sizeof *r);
+    if (r == NULL)
+        return -1;
+    r->next = NULL;
+    r->token = token;
+    /* Connection: close is decided on the loop (keep-alive); format with a placeholder */
+    r->data = format(status, headers, body, len, false, &r->len);
+    if (r->data == NULL) {
+        free(r);
+        return -1;
+    }
+    pthread_mutex_lock(&lp->lock);
+    if (lp->tail != NULL)
+        lp->tail->next = r;
+    else
+        lp->head = r;
+    lp->tail = r;
+    pthread_mutex_unlock(&lp->lock);
+    uv_async_send(&lp->wake);
+    return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (uv_is_closing(h))
+        return;
+    if (h->type == UV_TCP && h->data != NULL && h->data != h->loop->data) {
+        conn_close(h->data);
+        return;
+    }
+    if (h->type == UV_TIMER)
+        return; /* a connection's: closed with it */
+    uv_close(h, NULL);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    loop_t *lp = a->data;
+    pthread_mutex_lock(&lp->lock);
+    resp *r = lp->head;
+    lp->head = lp->tail = NULL;
+    pthread_mutex_unlock(&lp->lock);
+    while (r != NULL) {
+        resp *next = r->next;
+        uint32_t id = (uint32_t)(r->token >> 24);
+        conn *c = conn_find(lp, id);
+        if (c != NULL && c->in_flight && (c->seq & 0xFFFFFFu) == (r->token & 0xFFFFFFu) &&
+            !c->closing) {
+            c->in_flight = false;
+            bool close_after = !c->keep_alive || lp->stopping;
+            send_raw(c, r->data, r->len, close_after);
+            if (!close_after) {
+                arm_timer(c);
+                uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+                parse_some(c); /* a pipelined request may be waiting */
+            }
+        } else {
+            free(r->data); /* its connection is gone */
+        }
+        free(r);
+        r = next;
+    }
+    if (lp->stopping)
+        uv_walk(&lp->loop, close_walk, NULL);
+}
+
+/* ---- start and stop ------------------------------------------------------------------------ */
+
+static void loop_main(void *arg)
+{
+    loop_t *lp = arg;
+    uv_run(&lp->loop, UV_RUN_DEFAULT);
+}
+
+static int listen_socket(const char *host, int port, int *bound)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    struct sockaddr_in sa;
+    if (uv_ip4_addr(host, port, &sa) != 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno ? -errno : -EINVAL;
+        close(fd);
+        return e;
+    }
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *bound = ntohs(sa.sin_port);
+    return fd;
+}
+
+int http_start(const http_opts *o, http_server **out)
+{
+    if (o == NULL || o->handler == NULL || out == NULL)
+        return -EINVAL;
+    settings = (http_parser_settings){.on_message_begin = cb_begin,
+                                      .on_url = cb_url,
+                                      .on_header_field = cb_header,
+                                      .on_header_value = cb_header,
+                                      .on_headers_complete = cb_headers_done,
+                                      .on_body = cb_body,
+                                      .on_message_complete = cb_complete};
+    http_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    s->o = *o;
+    if (s->o.host == NULL)
+        s->o.host = "127.0.0.1";
+    if (s->o.max_request == 0)
+        s->o.max_request = 64 * 1024;
+    if (s->o.request_ms == 0)
+        s->o.request_ms = 10000;
+    s->n = s->o.threads ? s->o.threads : 2;
+    s->loops = calloc(s->n, sizeof *s->loops);
+    if (s->loops == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
+    int port = o->port;
+    for (unsigned i = 0; i < s->n; i++) {
+        loop_t *lp = &s->loops[i];
+        lp->srv = s;
+        lp->idx = i;
+        pthread_mutex_init(&lp->lock, NULL);
+        uv_loop_init(&lp->loop);
+        lp->loop.data = lp;
+        int bound = 0;
+        int fd = listen_socket(s->o.host, port, &bound);
+        if (fd < 0) {
+            uv_loop_close(&lp->loop);
+            pthread_mutex_destroy(&lp->lock);
+            s->n = i;
+            http_stop(s); /* closes what was started */
+            return fd;
+        }
+        port = bound; /* the others share the first one's port */
+        s->port = bound;
+        uv_tcp_init(&lp->loop, &lp->listener);
+        lp->listener.data = lp;
+        uv_tcp_open(&lp->listener, fd);
+        int rc = uv_listen((uv_stream_t *)&lp->listener, 1024, on_connection);
+        uv_async_init(&lp->loop, &lp->wake, on_wake);
+        lp->wake.data = lp;
+        if (rc != 0 || uv_thread_create(&lp->th, loop_main, lp) != 0) {
+            s->n = i + 1;
+            http_stop(s);
+            return rc != 0 ? rc : -EAGAIN;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+int http_port(const http_server *s)
+{
+    return s != NULL ? s->port : 0;
+}
+
+void http_stop(http_server *s)
+{
+    if (s == NULL)
+        return;
+    for (unsigned i = 0; i < s->n; i++) {
+        loop_t *lp = &s->loops[i];
+        pthread_mutex_lock(&lp->lock);
+        lp->stopping = true;
+        pthread_mutex_unlock(&lp->lock);
+        if (lp->th != 0) {
+            uv_async_send(&lp->wake);
+            uv_thread_join(&lp->th);
+        }
+        /* responses queued after the end are dropped */
+        for (resp *r = lp->head, *next; r != NULL; r = next) {
+            next = r->next;
+            free(r->data);
+            free(r);
+        }
+        uv_walk(&lp->loop, close_walk, NULL);
+        uv_run(&lp->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&lp->loop);
+        pthread_mutex_destroy(&lp->lock);
+    }
+    free(s->loops);
+    free(s);
+}

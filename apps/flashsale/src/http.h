@@ -1,0 +1,53 @@
+/*
+ * http.h — a small HTTP/1.1 server on libuv (Debian's libuv1 and http-parser), for the flash
+ * sale's gateway: several event-loop threads sharing the port (SO_REUSEPORT), keep-alive, one
+ * request at a time per connection (pipelined requests wait their turn), a bounded request size
+ * (413 above it), a deadline for each request to arrive (slow clients are closed, never waited
+ * for), and answers given later from any thread (http_respond), so a handler can hand the
+ * request to an actor and return at once.
+ */
+#ifndef FLASHSALE_HTTP_H
+#define FLASHSALE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct http_server http_server;
+
+typedef enum http_verb { HTTP_M_GET, HTTP_M_PUT, HTTP_M_POST, HTTP_M_OTHER } http_verb;
+
+typedef struct http_request {
+    http_verb method;
+    const char *path;           /* the URL's path (NUL-terminated; no query) */
+    const char *body;           /* the body (NUL-terminated copy) */
+    size_t body_len;
+    uint64_t token;             /* pass it to http_respond */
+} http_request;
+
+/* Called on a loop thread for each complete request; answer it (now or later) with
+ * http_respond. The request's memory is valid until then. */
+typedef void (*http_handler)(void *user, http_server *srv, const http_request *req);
+
+typedef struct http_opts {
+    const char *host;           /* e.g. "127.0.0.1" */
+    int port;                   /* 0: any */
+    unsigned threads;           /* event loops; 0 = 2 */
+    size_t max_request;         /* headers + body at most; 0 = 64 KiB */
+    unsigned request_ms;        /* a request must arrive within this; 0 = 10,000 */
+    http_handler handler;
+    void *user;
+} http_opts;
+
+/* Starts the server (its threads run at once). 0 or -errno. */
+int http_start(const http_opts *opts, http_server **out);
+/* Answers request `token` from any thread: status, extra header lines (each ending in "\r\n",
+ * or NULL), a JSON body. Returns 0, or -1 if the connection is gone. */
+int http_respond(http_server *s, uint64_t token, int status, const char *headers,
+                 const char *body, size_t len);
+/* The port it listens on. */
+int http_port(const http_server *s);
+/* Stops: closes the listeners and connections after answering what is being answered. */
+void http_stop(http_server *s);
+
+#endif

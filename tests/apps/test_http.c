@@ -1,0 +1,191 @@
+/*
+ * test_http.c — the flash sale gateway's HTTP server (apps/flashsale/src/http.c), over real
+ * sockets on 127.0.0.1: answers on the loop thread and from other threads, keep-alive and
+ * pipelined requests answered in order, a malformed request (400) and an oversized one (413)
+ * closing only their connection, and a slow client closed after its deadline (408) while
+ * another client is served meanwhile.
+ */
+#include "../unit/test_util.h"
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Answers from another thread: (server, token, body) handed over through a small queue. */
+typedef struct job {
+    http_server *srv;
+    uint64_t token;
+    char body[256];
+    unsigned delay_ms;
+} job;
+
+static void *answer_later(void *arg)
+{
+    job *j = arg;
+    if (j->delay_ms > 0)
+        tt_sleep_ms(j->delay_ms);
+    http_respond(j->srv, j->token, 200, "X-From: worker\r\n", j->body, strlen(j->body));
+    free(j);
+    return NULL;
+}
+
+static void handler(void *user, http_server *srv, const http_request *req)
+{
+    (void)user;
+    if (req->method == HTTP_M_GET && strcmp(req->path, "/hello") == 0) {
+        const char *b = "{\"hello\":\"world\"}";
+        http_respond(srv, req->token, 200, NULL, b, strlen(b));
+        return;
+    }
+    if (strcmp(req->path, "/echo") == 0 || strcmp(req->path, "/slow") == 0) {
+        job *j = calloc(1, sizeof *j);
+        j->srv = srv;
+        j->token = req->token;
+        j->delay_ms = strcmp(req->path, "/slow") == 0 ? 300 : 0;
+        snprintf(j->body, sizeof j->body, "{\"got\":%zu}", req->body_len);
+        pthread_t th;
+        pthread_create(&th, NULL, answer_later, j);
+        pthread_detach(th);
+        return;
+    }
+    const char *b = "{\"error\":\"not found\"}";
+    http_respond(srv, req->token, 404, NULL, b, strlen(b));
+}
+
+static int dial(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void put(int fd, const char *s)
+{
+    assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+/* Reads until `n` responses' worth of "HTTP/1.1" lines and bodies arrived, or EOF / 5 s. */
+static size_t get(int fd, char *buf, size_t cap, int want_responses)
+{
+    size_t len = 0;
+    uint64_t deadline = tt_now_ns() + 5000000000ull;
+    while (len + 1 < cap && tt_now_ns() < deadline) {
+        buf[len] = '\0';
+        int seen = 0;
+        for (const char *p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+            seen++;
+        if (seen >= want_responses && len > 0 && buf[len - 1] == '}')
+            break;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + len, cap - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+static bool closed_by_peer(int fd)
+{
+    char c;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 3000) <= 0)
+        return false;
+    return read(fd, &c, 1) == 0;
+}
+
+static void test_http_server(void **state)
+{
+    (void)state;
+    http_server *srv;
+    http_opts o = {.host = "127.0.0.1", .threads = 2, .max_request = 4096, .request_ms = 300,
+                   .handler = handler};
+    assert_int_equal(http_start(&o, &srv), 0);
+    int port = http_port(srv);
+    assert_true(port > 0);
+    char buf[8192];
+
+    /* keep-alive: two requests one after the other, then two pipelined */
+    int fd = dial(port);
+    put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(buf, "{\"hello\":\"world\"}"));
+    put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "X-From: worker"));
+    assert_non_null(strstr(buf, "{\"got\":5}"));
+    put(fd, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET /hello HTTP/1.1\r\n"
+            "Host: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 2);
+    char *first = strstr(buf, "{\"got\":2}"), *second = strstr(buf, "{\"hello\":\"world\"}");
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_true(first < second); /* answered in order, though the first took longer */
+    put(fd, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "404 Not Found"));
+    close(fd);
+
+    /* a slow client: half a request line; another client is served meanwhile; the slow one is
+     * told 408 and closed after the deadline */
+    int slow = dial(port);
+    put(slow, "GET /hel");
+    int other = dial(port);
+    put(other, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(other, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "200 OK"));
+    get(slow, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "408"));
+    close(slow);
+    close(other);
+
+    /* malformed, then oversized (announced, and sent without announcing): 400 / 413 and closed */
+    fd = dial(port);
+    put(fd, "THIS IS NOT HTTP\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "400 Bad Request"));
+    assert_true(closed_by_peer(fd));
+    close(fd);
+    fd = dial(port);
+    put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "413"));
+    assert_true(closed_by_peer(fd));
+    close(fd);
+    fd = dial(port);
+    put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char chunk[2100];
+    snprintf(chunk, sizeof chunk, "800\r\n%02048d\r\n", 0);
+    for (int i = 0; i < 3; i++)
+        (void)!write(fd, chunk, strlen(chunk));
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "413"));
+    close(fd);
+
+    /* the server still serves */
+    fd = dial(port);
+    put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "200 OK"));
+    assert_true(closed_by_peer(fd));
+    close(fd);
+    http_stop(srv);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_http_server),
+};
+
+TT_MAIN_PLAIN(tests)
