@@ -1,0 +1,216 @@
+/*
+ * main.c — build/bin/flashsale: one flash sale node (gateway.h) from config/flashsale.conf.
+ *
+ * Flags override the file: --http HOST:PORT, --data DIR (the SQLite file and the maildir go
+ * there), --set KEY=VALUE for any setting (e.g. --set flashsale.email.rate=200). SIGTERM and
+ * SIGINT stop it gracefully: requests in flight are answered, the store is closed.
+ */
+#include "gateway.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <troupe/config.h>
+#include <unistd.h>
+
+#define MAX_SETS 64
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: flashsale --config FILE [options]\n"
+            "  --config FILE      settings (see config/flashsale.conf)\n"
+            "  --http HOST:PORT   where the HTTP API listens (default 127.0.0.1:8080)\n"
+            "  --data DIR         data directory: DIR/flashsale.db (SQLite) and DIR/mail/new/\n"
+            "  --set KEY=VALUE    any setting, e.g. --set flashsale.email.rate=200\n"
+            "                     (numbers are numbers, anything else a string)\n"
+            "  --help             this text\n"
+            "Prints \"listening on http://HOST:PORT\" when ready. SIGTERM / SIGINT stop it.\n");
+}
+
+/* Sets path (a.b.c) to value in cfg, creating groups as needed. */
+static int set_value(config_t *cfg, const char *kv, char *err, size_t errlen)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL || eq == kv) {
+        snprintf(err, errlen, "--set wants KEY=VALUE, not %s", kv);
+        return -1;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%.*s", (int)(eq - kv), kv);
+    const char *value = eq + 1;
+    config_setting_t *g = config_root_setting(cfg);
+    char *save = NULL;
+    char *tok = strtok_r(path, ".", &save);
+    while (tok != NULL) {
+        char *next = strtok_r(NULL, ".", &save);
+        config_setting_t *m = config_setting_get_member(g, tok);
+        if (next == NULL) {
+            char *end;
+            long long n = strtoll(value, &end, 10);
+            bool number = *value != '\0' && *end == '\0';
+            if (m != NULL)
+                config_setting_remove(g, tok);
+            m = config_setting_add(g, tok, number ? CONFIG_TYPE_INT64 : CONFIG_TYPE_STRING);
+            if (m == NULL) {
+                snprintf(err, errlen, "--set %s: cannot set it", kv);
+                return -1;
+            }
+            if (number)
+                config_setting_set_int64(m, n);
+            else
+                config_setting_set_string(m, value);
+            return 0;
+        }
+        if (m == NULL)
+            m = config_setting_add(g, tok, CONFIG_TYPE_GROUP);
+        if (m == NULL || config_setting_type(m) != CONFIG_TYPE_GROUP) {
+            snprintf(err, errlen, "--set %s: %s is not a group", kv, tok);
+            return -1;
+        }
+        g = m;
+        tok = next;
+    }
+    return 0;
+}
+
+static long long get_int(const config_t *cfg, const char *path, long long def)
+{
+    long long v;
+    return config_lookup_int64(cfg, path, &v) == CONFIG_TRUE ? v : def;
+}
+
+static const char *get_str(const config_t *cfg, const char *path, const char *def)
+{
+    const char *v;
+    return config_lookup_string(cfg, path, &v) == CONFIG_TRUE ? v : def;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL, *http = NULL, *data = NULL;
+    const char *sets[MAX_SETS];
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && has) {
+            conf = argv[++i];
+        } else if (strcmp(argv[i], "--http") == 0 && has) {
+            http = argv[++i];
+        } else if (strcmp(argv[i], "--data") == 0 && has) {
+            data = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
+            sets[nsets++] = argv[++i];
+        } else {
+            fprintf(stderr, "flashsale: unknown or incomplete option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    config_t cfg;
+    config_init(&cfg);
+    if (config_read_file(&cfg, conf) != CONFIG_TRUE) {
+        fprintf(stderr, "flashsale: %s:%d: %s\n",
+                config_error_file(&cfg) ? config_error_file(&cfg) : conf,
+                config_error_line(&cfg), config_error_text(&cfg));
+        return 1;
+    }
+    char err[512] = "";
+    for (int i = 0; i < nsets; i++)
+        if (set_value(&cfg, sets[i], err, sizeof err) != 0) {
+            fprintf(stderr, "flashsale: %s\n", err);
+            return 2;
+        }
+    /* --data: the directory of the database and the maildir */
+    const char *dir = data != NULL ? data : get_str(&cfg, "flashsale.data", "data");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "flashsale: cannot make %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    char dbpath[1024], maildir[1024], kv[1100];
+    snprintf(dbpath, sizeof dbpath, "%s/flashsale.db", dir);
+    snprintf(maildir, sizeof maildir, "%s/mail", dir);
+    if (data != NULL || config_lookup(&cfg, "store.path") == NULL) {
+        snprintf(kv, sizeof kv, "store.path=%s", dbpath);
+        set_value(&cfg, kv, err, sizeof err);
+    }
+    /* the store group is read by troupe's own loader, from the settings as overridden */
+    char tmp[] = "/tmp/flashsale-conf-XXXXXX";
+    int fd = mkstemp(tmp);
+    FILE *tf = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (tf == NULL) {
+        fprintf(stderr, "flashsale: cannot write a temporary file\n");
+        return 1;
+    }
+    config_write(&cfg, tf);
+    fclose(tf);
+    tr_store_config *sc = NULL;
+    int rc = tr_store_config_load(tmp, "store", &sc, err, sizeof err);
+    unlink(tmp);
+    if (rc != TR_OK) {
+        fprintf(stderr, "flashsale: %s (in %s)\n", err, conf);
+        return 1;
+    }
+    fs_opts o = {
+        .http_host = get_str(&cfg, "flashsale.http.host", "127.0.0.1"),
+        .http_port = (int)get_int(&cfg, "flashsale.http.port", 8080),
+        .http_threads = (unsigned)get_int(&cfg, "flashsale.http.threads", 2),
+        .store = sc->store,
+        .maildir = get_str(&cfg, "flashsale.email.maildir", maildir),
+        .mail_from = get_str(&cfg, "flashsale.email.from", NULL),
+        .email_rate = (unsigned)get_int(&cfg, "flashsale.email.rate", 50),
+        .email_burst = (unsigned)get_int(&cfg, "flashsale.email.burst", 10),
+        .admission_rate = (unsigned)get_int(&cfg, "flashsale.admission.rate", 0),
+        .admission_burst = (unsigned)get_int(&cfg, "flashsale.admission.burst", 0),
+        .call_timeout_ms = (unsigned)get_int(&cfg, "flashsale.call_timeout_ms", 5000),
+        .workers = (unsigned)get_int(&cfg, "flashsale.workers", 0),
+    };
+    char host[256];
+    if (http != NULL) {
+        const char *colon = strrchr(http, ':');
+        if (colon == NULL || colon == http) {
+            fprintf(stderr, "flashsale: --http wants HOST:PORT\n");
+            return 2;
+        }
+        snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
+        o.http_host = host;
+        o.http_port = atoi(colon + 1);
+    }
+    if (strcmp(get_str(&cfg, "flashsale.email.provider", "maildir"), "maildir") != 0) {
+        fprintf(stderr, "flashsale: email.provider: only \"maildir\" is built in yet\n");
+        return 1;
+    }
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fs_app *app;
+    rc = fs_start(&o, &app, err, sizeof err);
+    if (rc != TR_OK) {
+        fprintf(stderr, "flashsale: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));
+        return 1;
+    }
+    printf("listening on http://%s:%d (data in %s)\n", o.http_host, fs_port(app), dir);
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "flashsale: signal %d, stopping\n", sig);
+    fs_stop(app);
+    tr_store_config_free(sc);
+    config_destroy(&cfg);
+    return 0;
+}
