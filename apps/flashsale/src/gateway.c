@@ -175,7 +175,10 @@ static void answer(call *c, const tr_msg *m)
     switch (c->kind) {
     case CALL_SET:
     case CALL_GET:
-        if (tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK) {
+        bool read = tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK;
+        if (read && c->kind == CALL_GET && v[0] == 0 && v[1] == 0) {
+            respond_error(h, c->token, 404, "no such SKU"); /* never set up */
+        } else if (read) {
             uint64_t rem = v[0] > v[1] ? v[0] - v[1] : 0;
             snprintf(body, sizeof body,
                      "{\"sku\":\"%s\",\"stock\":%llu,\"sold\":%llu,\"remaining\":%llu}", c->sku,
@@ -296,7 +299,8 @@ static void inventory(fs_app *a, const http_request *req, const char *sku, size_
         c.req = tr_msg_new(ORDER_SET_STOCK, 9);
         msgpack_pack_uint64(tr_msg_packer(c.req), stock);
     } else if (req->method == HTTP_M_GET) {
-        int rc = order_of(a, sku, sl, false, &c.order);
+        /* started on demand: after a restart the SKU's actor recovers from its journal */
+        int rc = order_of(a, sku, sl, true, &c.order);
         if (rc == TR_ENOPROC) {
             respond_error(a->http, req->token, 404, "no such SKU");
             return;
@@ -351,11 +355,7 @@ static void place_order(fs_app *a, const http_request *req)
     snprintf(c.sku, sizeof c.sku, "%s", sku->valuestring);
     c.qty = qty != NULL ? (uint64_t)qty->valuedouble : 1;
     cJSON_Delete(j);
-    int rc = order_of(a, c.sku, strlen(c.sku), false, &c.order);
-    if (rc == TR_ENOPROC) {
-        respond_error(a->http, req->token, 409, "sold out (no such sale)");
-        return;
-    }
+    int rc = order_of(a, c.sku, strlen(c.sku), true, &c.order); /* no sale: stock 0, 409 */
     if (rc != TR_OK) {
         http_respond(a->http, req->token, 503, "Retry-After: 1\r\n",
                      "{\"error\":\"the SKU's owner is unavailable\"}", 41);
@@ -377,7 +377,7 @@ static void get_order(fs_app *a, const http_request *req, const char *id, size_t
             dash = id + i;
     call c = {.app = a, .token = req->token, .kind = CALL_LOOKUP};
     if (dash == NULL || il >= sizeof c.order_id ||
-        order_of(a, id, (size_t)(dash - id), false, &c.order) != TR_OK) {
+        order_of(a, id, (size_t)(dash - id), true, &c.order) != TR_OK) {
         respond_error(a->http, req->token, 404, "no such order");
         return;
     }
@@ -431,7 +431,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         return TR_ENOMEM;
     a->o = *o;
     pthread_mutex_init(&a->lock, NULL);
-    a->tokens = o->admission_burst;
+    a->tokens = o->admission_burst ? o->admission_burst : 1; /* a full bucket at start */
     a->tokens_ns = now_ns();
     tr_system_opts so;
     tr_system_opts_init(&so);
