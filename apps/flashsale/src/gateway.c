@@ -174,11 +174,11 @@ static void answer(call *c, const tr_msg *m)
     uint64_t v[3];
     switch (c->kind) {
     case CALL_SET:
-    case CALL_GET:
-        bool read = tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK;
-        if (read && c->kind == CALL_GET && v[0] == 0 && v[1] == 0) {
+    case CALL_GET: {
+        bool got = tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK;
+        if (got && c->kind == CALL_GET && v[0] == 0 && v[1] == 0) {
             respond_error(h, c->token, 404, "no such SKU"); /* never set up */
-        } else if (read) {
+        } else if (got) {
             uint64_t rem = v[0] > v[1] ? v[0] - v[1] : 0;
             snprintf(body, sizeof body,
                      "{\"sku\":\"%s\",\"stock\":%llu,\"sold\":%llu,\"remaining\":%llu}", c->sku,
@@ -188,6 +188,7 @@ static void answer(call *c, const tr_msg *m)
             respond_error(h, c->token, 500, "bad answer from the order actor");
         }
         break;
+    }
     case CALL_PLACE: {
         int64_t status;
         const char *id;
