@@ -30,7 +30,7 @@ build: bootstrap $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
-	$(BUILD)/bin/troupe-demo
+	scripts/demo
 
 test: build
 	cd $(BUILD) && ctest $(CTEST_FLAGS)

@@ -1,0 +1,572 @@
+/*
+ * load.c — build/bin/flashsale-load: an open-loop load generator for the flash sale, with a report.
+ *
+ * Open loop: requests are due on a schedule (base_rate per second until sale_at, then sale_rate),
+ * whether or not earlier ones were answered; each one's latency counts from the moment it was
+ * due, so time spent waiting for a free connection is measured, not hidden (no coordinated
+ * omission). A pool of keep-alive connections (libuv) carries them; requests due while every
+ * connection is busy wait in a bounded queue (beyond it they are counted as not sent).
+ *
+ * At the end: requests by status, orders confirmed against the stock (a loud failure if more were
+ * sold than there was), latency percentiles, emails sent per second (polled from
+ * /emails/stats until none is pending, bounded) — as text on stdout, as JSON (--json FILE), and as a
+ * PNG chart drawn by gnuplot (--png FILE; skipped with a note if gnuplot is not installed).
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <uv.h>
+
+#define MAX_SECONDS 3600
+#define QUEUE_MAX 200000u
+
+typedef struct opts {
+    const char *host;
+    int port;
+    double base_rate, sale_rate;
+    double sale_at, duration;   /* seconds */
+    unsigned users, skus, stock, conns;
+    double email_wait;          /* seconds to wait for emails after the run */
+    const char *json, *png;
+} opts;
+
+typedef struct conn conn;
+
+typedef struct run {
+    opts o;
+    uv_loop_t *loop;
+    struct sockaddr_in addr;
+    conn *conns;
+    uint64_t t0;                /* ns */
+    uint64_t sent_sched, scheduled, not_sent;
+    uint64_t *due;              /* queue of due times (ring) */
+    size_t qhead, qlen;
+    uint64_t *lat;              /* latencies (us) of answered requests */
+    size_t nlat, caplat;
+    uint64_t status[600];
+    uint64_t errors;
+    uint64_t offered[MAX_SECONDS], confirmed[MAX_SECONDS];
+    uv_timer_t tick;
+    bool done;
+    uint64_t seed;
+} run;
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_connect_t cr;
+    run *r;
+    bool up, busy, closed;
+    uint64_t due;               /* the request in flight's scheduled time */
+    char in[8192];
+    size_t inlen;
+    char out[512];
+    uv_write_t w;
+};
+
+static run R;
+
+static uint64_t now_ns(void)
+{
+    return uv_hrtime();
+}
+
+static uint64_t xs(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void conn_open(conn *c);
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    ((conn *)h->data)->closed = true; /* the tick reopens it */
+}
+
+/* Drops the connection (its request, if any, is counted by the caller). */
+static void conn_drop(conn *c)
+{
+    c->busy = false;
+    c->up = false;
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void record(run *r, uint64_t due, int status)
+{
+    uint64_t now = now_ns();
+    if (r->nlat == r->caplat) {
+        size_t cap = r->caplat ? r->caplat * 2 : 65536;
+        uint64_t *l = realloc(r->lat, cap * sizeof *l);
+        if (l == NULL)
+            return;
+        r->lat = l;
+        r->caplat = cap;
+    }
+    r->lat[r->nlat++] = now > due ? (now - due) / 1000 : 0;
+    if (status > 0 && status < 600)
+        r->status[status]++;
+    size_t sec = (size_t)((now - r->t0) / 1000000000u);
+    if (status == 201 && sec < MAX_SECONDS)
+        r->confirmed[sec]++;
+}
+
+static void send_next(conn *c);
+
+static void on_write(uv_write_t *w, int status)
+{
+    conn *c = w->data;
+    if (status < 0) {
+        c->r->errors++;
+        record(c->r, c->due, 0);
+        conn_drop(c);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    (void)s;
+    conn *c = h->data;
+    *b = uv_buf_init(c->in + c->inlen, (unsigned)(sizeof c->in - c->inlen));
+}
+
+/* One whole response in c->in: its status, and how many bytes it took (0: not yet whole). */
+static size_t parse(conn *c, int *status)
+{
+    c->in[c->inlen < sizeof c->in ? c->inlen : sizeof c->in - 1] = '\0';
+    char *end = strstr(c->in, "\r\n\r\n");
+    if (end == NULL)
+        return 0;
+    size_t clen = 0;
+    char *cl = strstr(c->in, "Content-Length: ");
+    if (cl != NULL && cl < end)
+        clen = strtoul(cl + 16, NULL, 10);
+    size_t total = (size_t)(end + 4 - c->in) + clen;
+    if (c->inlen < total)
+        return 0;
+    *status = 0;
+    sscanf(c->in, "HTTP/1.1 %d", status);
+    return total;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    conn *c = s->data;
+    if (n < 0) {
+        if (c->busy) {
+            c->r->errors++;
+            record(c->r, c->due, 0);
+        }
+        conn_drop(c);
+        return;
+    }
+    c->inlen += (size_t)n;
+    int status;
+    size_t used = parse(c, &status);
+    if (used == 0) {
+        if (c->inlen == sizeof c->in) { /* an answer too big for us: count it, reconnect */
+            c->r->errors++;
+            record(c->r, c->due, 0);
+            conn_drop(c);
+        }
+        return;
+    }
+    memmove(c->in, c->in + used, c->inlen - used);
+    c->inlen -= used;
+    record(c->r, c->due, status);
+    c->busy = false;
+    send_next(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn *c = req->data;
+    if (status < 0) {
+        conn_drop(c);
+        return;
+    }
+    c->up = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    send_next(c);
+}
+
+static void conn_open(conn *c)
+{
+    memset(&c->tcp, 0, sizeof c->tcp);
+    c->closed = false;
+    uv_tcp_init(c->r->loop, &c->tcp);
+    c->tcp.data = c;
+    c->cr.data = c;
+    c->inlen = 0;
+    c->busy = false;
+    uv_tcp_connect(&c->cr, &c->tcp, (const struct sockaddr *)&c->r->addr, on_connect);
+}
+
+/* Gives the oldest due request to c, if any. */
+static void send_next(conn *c)
+{
+    run *r = c->r;
+    if (!c->up || c->busy || r->qlen == 0)
+        return;
+    c->due = r->due[r->qhead];
+    r->qhead = (r->qhead + 1) % QUEUE_MAX;
+    r->qlen--;
+    unsigned user = (unsigned)(xs(&r->seed) % r->o.users), sku = (unsigned)(xs(&r->seed) % r->o.skus);
+    char body[128];
+    int bl = snprintf(body, sizeof body, "{\"user\":\"u%u\",\"sku\":\"s%u\",\"qty\":1}", user, sku);
+    int n = snprintf(c->out, sizeof c->out,
+                     "POST /orders HTTP/1.1\r\nHost: sale\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\n\r\n%s",
+                     bl, body);
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
+    c->busy = true;
+    c->w.data = c;
+    if (uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        r->errors++;
+        c->busy = false;
+    }
+}
+
+/* Every millisecond: make due what the schedule says, hand it to free connections. */
+static void on_tick(uv_timer_t *t)
+{
+    run *r = t->data;
+    uint64_t now = now_ns();
+    double el = (double)(now - r->t0) / 1e9;
+    if (el >= r->o.duration) {
+        bool idle = r->qlen == 0;
+        for (unsigned i = 0; i < r->o.conns && idle; i++)
+            idle = !r->conns[i].busy;
+        if (idle || el > r->o.duration + 30) { /* answers still out get 30 s */
+            uv_timer_stop(t);
+            for (unsigned i = 0; i < r->o.conns; i++)
+                if (!uv_is_closing((uv_handle_t *)&r->conns[i].tcp))
+                    uv_close((uv_handle_t *)&r->conns[i].tcp, NULL);
+            uv_close((uv_handle_t *)t, NULL);
+        }
+        return;
+    }
+    /* the number of requests due by now: the integral of the rate */
+    double due_total = el < r->o.sale_at ? el * r->o.base_rate
+                                         : r->o.sale_at * r->o.base_rate +
+                                               (el - r->o.sale_at) * r->o.sale_rate;
+    while ((double)(r->scheduled + 1) <= due_total) { /* request k is due at the k-th /rate */
+        double k = (double)r->scheduled + 1;
+        double at = k <= r->o.sale_at * r->o.base_rate
+                        ? k / r->o.base_rate
+                        : r->o.sale_at + (k - r->o.sale_at * r->o.base_rate) / r->o.sale_rate;
+        uint64_t due = r->t0 + (uint64_t)(at * 1e9);
+        r->scheduled++;
+        size_t sec = (size_t)at;
+        if (sec < MAX_SECONDS)
+            r->offered[sec]++;
+        if (r->qlen == QUEUE_MAX) {
+            r->not_sent++;
+            continue;
+        }
+        r->due[(r->qhead + r->qlen) % QUEUE_MAX] = due;
+        r->qlen++;
+    }
+    for (unsigned i = 0; i < r->o.conns && r->qlen > 0; i++) {
+        conn *c = &r->conns[i];
+        if (c->closed)
+            conn_open(c);
+        send_next(c);
+    }
+}
+
+/* ---- plain blocking HTTP for setup and the email poll --------------------------------------- */
+
+static int simple_http(const opts *o, const char *method, const char *path, const char *body,
+                       char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (const struct sockaddr *)&R.addr, sizeof R.addr) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     method, path, o->host, body ? strlen(body) : 0, body ? body : "");
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    char buf[4096];
+    size_t len = 0;
+    ssize_t k;
+    while (len + 1 < sizeof buf && (k = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
+    buf[len] = '\0';
+    close(fd);
+    int status = -1;
+    sscanf(buf, "HTTP/1.1 %d", &status);
+    const char *b = strstr(buf, "\r\n\r\n");
+    if (out != NULL)
+        snprintf(out, cap, "%s", b ? b + 4 : "");
+    return status;
+}
+
+static uint64_t json_u64(const char *body, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = strstr(body, k);
+    return p != NULL ? strtoull(p + strlen(k), NULL, 10) : 0;
+}
+
+/* Emails sent per second since the start, polled from /emails/stats once a second. */
+static uint64_t g_emails[MAX_SECONDS];
+static uint64_t g_email_sent, g_email_pending;
+static double g_last_email_s;
+static volatile bool g_poll_stop;
+
+static void poll_once(const opts *o)
+{
+    char body[512];
+    if (simple_http(o, "GET", "/emails/stats", NULL, body, sizeof body) != 200)
+        return;
+    uint64_t sent = json_u64(body, "sent");
+    double el = (double)(now_ns() - R.t0) / 1e9;
+    size_t sec = (size_t)el;
+    if (sent > g_email_sent && sec < MAX_SECONDS) {
+        g_emails[sec] += sent - g_email_sent;
+        g_last_email_s = el;
+    }
+    g_email_sent = sent;
+    g_email_pending = json_u64(body, "pending");
+}
+
+static void *poller_main(void *arg)
+{
+    const opts *o = arg;
+    while (!g_poll_stop) {
+        poll_once(o);
+        for (int i = 0; i < 10 && !g_poll_stop; i++)
+            usleep(100000);
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: flashsale-load [options]\n"
+            "  --url HOST:PORT     the node (default 127.0.0.1:8080)\n"
+            "  --base-rate R       requests/s before the sale (default 100)\n"
+            "  --sale-rate R       requests/s from the sale on (default 1000)\n"
+            "  --sale-at S         seconds until the sale opens (default 10)\n"
+            "  --duration S        seconds of load (default 30)\n"
+            "  --users N --skus N  buyers and items (default 100000, 1)\n"
+            "  --stock N           units per SKU, set up before the run (default 5000; 0: no setup)\n"
+            "  --conns N           keep-alive connections (default 64)\n"
+            "  --email-wait S      at most this long to wait for the emails after (default 120)\n"
+            "  --json FILE         the report as JSON      --png FILE  a chart (gnuplot)\n");
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.host = "127.0.0.1", .port = 8080, .base_rate = 100, .sale_rate = 1000,
+              .sale_at = 10, .duration = 30, .users = 100000, .skus = 1, .stock = 5000,
+              .conns = 64, .email_wait = 120};
+    static char hostbuf[256];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--url") == 0) {
+            const char *c = strrchr(v, ':');
+            if (c == NULL)
+                return 2;
+            snprintf(hostbuf, sizeof hostbuf, "%.*s", (int)(c - v), v);
+            o.host = hostbuf;
+            o.port = atoi(c + 1);
+        } else if (strcmp(a, "--base-rate") == 0) o.base_rate = atof(v);
+        else if (strcmp(a, "--sale-rate") == 0) o.sale_rate = atof(v);
+        else if (strcmp(a, "--sale-at") == 0) o.sale_at = atof(v);
+        else if (strcmp(a, "--duration") == 0) o.duration = atof(v);
+        else if (strcmp(a, "--users") == 0) o.users = (unsigned)atoi(v);
+        else if (strcmp(a, "--skus") == 0) o.skus = (unsigned)atoi(v);
+        else if (strcmp(a, "--stock") == 0) o.stock = (unsigned)atoi(v);
+        else if (strcmp(a, "--conns") == 0) o.conns = (unsigned)atoi(v);
+        else if (strcmp(a, "--email-wait") == 0) o.email_wait = atof(v);
+        else if (strcmp(a, "--json") == 0) o.json = v;
+        else if (strcmp(a, "--png") == 0) o.png = v;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.base_rate <= 0 || o.sale_rate <= 0 || o.duration <= 0 || o.duration > MAX_SECONDS - 60 ||
+        o.users == 0 || o.skus == 0 || o.conns == 0 || o.conns > 10000) {
+        fprintf(stderr, "flashsale-load: rates, duration (< %d s), users, skus, conns must be > 0\n",
+                MAX_SECONDS - 60);
+        return 2;
+    }
+    R.o = o;
+    R.seed = 0x9E3779B97F4A7C15ULL;
+    if (uv_ip4_addr(o.host, o.port, &R.addr) != 0) {
+        fprintf(stderr, "flashsale-load: bad address %s\n", o.host);
+        return 2;
+    }
+    char body[512];
+    if (o.stock > 0)
+        for (unsigned s = 0; s < o.skus; s++) {
+            char path[64], b[64];
+            snprintf(path, sizeof path, "/inventory/s%u", s);
+            snprintf(b, sizeof b, "{\"stock\":%u}", o.stock);
+            if (simple_http(&o, "PUT", path, b, body, sizeof body) != 200) {
+                fprintf(stderr, "flashsale-load: cannot set up s%u at %s:%d\n", s, o.host, o.port);
+                return 1;
+            }
+        }
+    R.loop = uv_default_loop();
+    R.due = calloc(QUEUE_MAX, sizeof *R.due);
+    R.conns = calloc(o.conns, sizeof *R.conns);
+    if (R.due == NULL || R.conns == NULL)
+        return 1;
+    for (unsigned i = 0; i < o.conns; i++) {
+        R.conns[i].r = &R;
+        conn_open(&R.conns[i]);
+    }
+    uv_timer_init(R.loop, &R.tick);
+    R.tick.data = &R;
+    R.t0 = now_ns();
+    uv_timer_start(&R.tick, on_tick, 1, 1);
+    pthread_t poller;
+    bool polling = pthread_create(&poller, NULL, poller_main, &R.o) == 0;
+    fprintf(stderr, "flashsale-load: %.0f req/s, %.0f req/s from %.0f s, for %.0f s...\n",
+            o.base_rate, o.sale_rate, o.sale_at, o.duration);
+    uv_run(R.loop, UV_RUN_DEFAULT);
+
+    /* the emails: keep polling until none is pending (bounded) */
+    if (polling) {
+        g_poll_stop = true;
+        pthread_join(poller, NULL);
+    }
+    uint64_t sold = 0, stock_total = 0;
+    for (double waited = 0; waited < o.email_wait; waited += 1) {
+        poll_once(&o);
+        if (g_email_pending == 0)
+            break;
+        sleep(1);
+    }
+    uint64_t last_sent = g_email_sent, pending = g_email_pending;
+    double last_email_s = g_last_email_s;
+    size_t esec = (size_t)((now_ns() - R.t0) / 1000000000u) + 1;
+    uint64_t *emails = g_emails;
+    for (unsigned s = 0; s < o.skus; s++) {
+        char path[64];
+        snprintf(path, sizeof path, "/inventory/s%u", s);
+        if (simple_http(&o, "GET", path, NULL, body, sizeof body) == 200) {
+            sold += json_u64(body, "sold");
+            stock_total += json_u64(body, "stock");
+        }
+    }
+    qsort(R.lat, R.nlat, sizeof *R.lat, cmp_u64);
+#define PCT(p) (R.nlat ? (double)R.lat[(size_t)((double)(R.nlat - 1) * (p))] / 1000.0 : 0)
+    uint64_t confirmed = R.status[201];
+    bool oversold = sold > stock_total || confirmed > stock_total;
+    printf("\n== flash sale report ==\n");
+    printf("offered %llu requests in %.1f s (%.0f/s, then %.0f/s from %.0f s); not sent %llu; "
+           "errors %llu\n",
+           (unsigned long long)R.scheduled, o.duration, o.base_rate, o.sale_rate, o.sale_at,
+           (unsigned long long)R.not_sent, (unsigned long long)R.errors);
+    printf("answers: 201 %llu  409 %llu  400 %llu  429 %llu  503 %llu  other %llu\n",
+           (unsigned long long)R.status[201], (unsigned long long)R.status[409],
+           (unsigned long long)R.status[400], (unsigned long long)R.status[429],
+           (unsigned long long)R.status[503],
+           (unsigned long long)(R.nlat - R.status[201] - R.status[409] - R.status[400] -
+                                R.status[429] - R.status[503]));
+    for (int st = 100; st < 600; st++)
+        if (R.status[st] > 0 && st != 201 && st != 409 && st != 400 && st != 429 && st != 503)
+            printf("  (status %d: %llu)\n", st, (unsigned long long)R.status[st]);
+    printf("orders confirmed %llu, sold %llu, stock %llu: %s\n", (unsigned long long)confirmed,
+           (unsigned long long)sold, (unsigned long long)stock_total,
+           oversold ? "OVERSOLD!!! more sold than there was" : "no oversell");
+    printf("latency from the scheduled time (ms): p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
+           PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999), PCT(1.0));
+    printf("emails: %llu sent, %llu pending; the last left %.1f s after the start\n",
+           (unsigned long long)last_sent, (unsigned long long)pending, last_email_s);
+    if (o.json != NULL) {
+        FILE *f = fopen(o.json, "w");
+        if (f != NULL) {
+            fprintf(f,
+                    "{\"offered\":%llu,\"not_sent\":%llu,\"errors\":%llu,\"status\":{\"201\":%llu,"
+                    "\"409\":%llu,\"400\":%llu,\"429\":%llu,\"503\":%llu},\"confirmed\":%llu,"
+                    "\"sold\":%llu,\"stock\":%llu,\"oversold\":%s,\"latency_ms\":{\"p50\":%.3f,"
+                    "\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},\"emails_sent\":%llu,"
+                    "\"emails_pending\":%llu,\"last_email_s\":%.1f,\"per_second\":[",
+                    (unsigned long long)R.scheduled, (unsigned long long)R.not_sent,
+                    (unsigned long long)R.errors, (unsigned long long)R.status[201],
+                    (unsigned long long)R.status[409], (unsigned long long)R.status[400],
+                    (unsigned long long)R.status[429], (unsigned long long)R.status[503],
+                    (unsigned long long)confirmed, (unsigned long long)sold,
+                    (unsigned long long)stock_total, oversold ? "true" : "false", PCT(0.5),
+                    PCT(0.9), PCT(0.99), PCT(0.999), PCT(1.0), (unsigned long long)last_sent,
+                    (unsigned long long)pending, last_email_s);
+            for (size_t s = 0; s < esec && s < MAX_SECONDS; s++)
+                fprintf(f, "%s{\"t\":%zu,\"offered\":%llu,\"confirmed\":%llu,\"emails\":%llu}",
+                        s ? "," : "", s, (unsigned long long)R.offered[s],
+                        (unsigned long long)R.confirmed[s], (unsigned long long)emails[s]);
+            fprintf(f, "]}\n");
+            fclose(f);
+            printf("report: %s\n", o.json);
+        }
+    }
+    if (o.png != NULL) {
+        char dat[300], gp[300];
+        snprintf(dat, sizeof dat, "%s.dat", o.png);
+        snprintf(gp, sizeof gp, "%s.gp", o.png);
+        FILE *d = fopen(dat, "w"), *g = fopen(gp, "w");
+        if (d != NULL && g != NULL) {
+            for (size_t s = 0; s < esec && s < MAX_SECONDS; s++)
+                fprintf(d, "%zu %llu %llu %llu\n", s, (unsigned long long)R.offered[s],
+                        (unsigned long long)R.confirmed[s], (unsigned long long)emails[s]);
+            fprintf(g,
+                    "set terminal png size 1000,500\nset output '%s'\n"
+                    "set title 'flash sale: offered requests, confirmed orders and emails per second'\n"
+                    "set xlabel 'seconds'\nset ylabel 'per second'\nset logscale y\nset key left\n"
+                    "plot '%s' using 1:($2+0.5) with lines title 'offered req/s', "
+                    "'' using 1:($3+0.5) with lines title 'confirmed orders/s', "
+                    "'' using 1:($4+0.5) with lines title 'emails/s'\n",
+                    o.png, dat);
+        }
+        if (d != NULL)
+            fclose(d);
+        if (g != NULL)
+            fclose(g);
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "command -v gnuplot >/dev/null 2>&1 && gnuplot '%s'", gp);
+        if (system(cmd) == 0)
+            printf("chart: %s\n", o.png);
+        else
+            printf("chart: not drawn (gnuplot is not installed: apt-get install gnuplot-nox); data in %s\n",
+                   dat);
+    }
+    return oversold ? 3 : 0;
+}
