@@ -67,7 +67,7 @@ static bool header_safe(const char *s, size_t len)
 
 /* Writes the email file; TR_OK once it is in new/. */
 static int deliver_maildir(email_state *e, const char *id, size_t il, const char *user, size_t ul,
-                           const char *sku, size_t sl, uint64_t qty)
+                           const char *sku, size_t sl, uint64_t qty, const struct timespec *handled)
 {
     char tmp[4096], dst[4096], date[64];
     snprintf(tmp, sizeof tmp, "%s/tmp/%.*s.eml.%d", e->a.maildir, (int)il, id, (int)getpid());
@@ -85,11 +85,13 @@ static int deliver_maildir(email_state *e, const char *id, size_t il, const char
                      "Message-ID: <%.*s@flashsale.troupe>\r\n"
                      "MIME-Version: 1.0\r\n"
                      "Content-Type: text/plain; charset=utf-8\r\n"
+                     "X-Troupe-Handled: %lld.%09ld\r\n"
                      "\r\n"
                      "Your payment for order %.*s was successful.\r\n"
                      "Item: %.*s, quantity %llu.\r\n",
-                     e->a.from, (int)ul, user, (int)il, id, date, (int)il, id, (int)il, id,
-                     (int)sl, sku, (unsigned long long)qty);
+                     e->a.from, (int)ul, user, (int)il, id, date, (int)il, id,
+                     (long long)handled->tv_sec, handled->tv_nsec, (int)il, id, (int)sl, sku,
+                     (unsigned long long)qty);
     if (n < 0 || (size_t)n >= sizeof body)
         return TR_ETOOBIG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -110,6 +112,8 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
     email_state *e = state;
     if (tr_msg_type(m) != TR_MSG_OUTBOX)
         return 0;
+    struct timespec handled; /* when the rate limit let it through: written into the email */
+    clock_gettime(CLOCK_REALTIME, &handled);
     uint64_t item;
     const void *data;
     size_t len;
@@ -144,7 +148,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
         tr_outbox_ack(e->a.store, item);
         return 0;
     }
-    rc = deliver_maildir(e, id, il, user, ul, sku, sl, qty);
+    rc = deliver_maildir(e, id, il, user, ul, sku, sl, qty, &handled);
     if (rc == TR_OK) {
         tr_outbox_ack(e->a.store, item);
         if (e->a.stats != NULL)

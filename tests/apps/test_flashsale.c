@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,7 +36,14 @@ typedef struct node {
 } node;
 
 /* Starts the node on data dir `dir` (extra: one more --set, or NULL); waits for "listening". */
+static void node_start2(node *n, const char *dir, int port, const char *extra, const char *extra2);
+
 static void node_start(node *n, const char *dir, int port, const char *extra)
+{
+    node_start2(n, dir, port, extra, NULL);
+}
+
+static void node_start2(node *n, const char *dir, int port, const char *extra, const char *extra2)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -49,7 +57,11 @@ static void node_start(node *n, const char *dir, int port, const char *extra)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        if (extra != NULL)
+        if (extra2 != NULL)
+            execl(FLASHSALE_BIN, "flashsale", "--config", FLASHSALE_CONF, "--http", http,
+                  "--data", dir, "--set", extra2, "--set", "flashsale.email.burst=10", "--set",
+                  extra, (char *)NULL);
+        else if (extra != NULL)
             execl(FLASHSALE_BIN, "flashsale", "--config", FLASHSALE_CONF, "--http", http,
                   "--data", dir, "--set", "flashsale.email.rate=1000", "--set",
                   "flashsale.email.burst=50", "--set", extra, (char *)NULL);
@@ -248,6 +260,68 @@ static void test_no_oversell_emails_and_kill9(void **state)
     node_kill(&n, SIGTERM);
 }
 
+/* The email rate on the node: the time each email was let through (its X-Troupe-Handled
+ * header), every sliding 1-s window within rate + burst (rate 100, burst 10, 300 orders: about
+ * three seconds of emails). */
+static int cmp_time(const void *a, const void *b)
+{
+    const struct timespec *x = a, *y = b;
+    return x->tv_sec != y->tv_sec ? (x->tv_sec < y->tv_sec ? -1 : 1)
+                                  : (x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec);
+}
+
+static void test_email_rate_window(void **state)
+{
+    (void)state;
+    char dir[128], body[256], newdir[160];
+    snprintf(dir, sizeof dir, "%s/rate", g_dir);
+    snprintf(newdir, sizeof newdir, "%s/mail/new", dir);
+    node n;
+    node_start2(&n, dir, 0, "flashsale.call_timeout_ms=5000", "flashsale.email.rate=100");
+    assert_int_equal(http(n.port, "PUT", "/inventory/r", "{\"stock\":300}", body, sizeof body),
+                     200);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"r\"}", body,
+                              sizeof body),
+                         201);
+    TT_WAIT_FOR(count_files(newdir) == 300, TT_DEADLINE_MS);
+    static struct timespec t[300];
+    size_t k = 0;
+    DIR *d = opendir(newdir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL && k < 300) {
+        if (e->d_name[0] == '.')
+            continue;
+        char f[512], line[256];
+        snprintf(f, sizeof f, "%s/%s", newdir, e->d_name);
+        FILE *fp = fopen(f, "r"); /* when the email actor's rate limit let it through */
+        long long sec = 0;
+        long nsec = 0;
+        while (fp != NULL && fgets(line, sizeof line, fp) != NULL)
+            if (sscanf(line, "X-Troupe-Handled: %lld.%ld", &sec, &nsec) == 2)
+                break;
+        if (fp != NULL)
+            fclose(fp);
+        t[k++] = (struct timespec){.tv_sec = (time_t)sec, .tv_nsec = nsec};
+    }
+    closedir(d);
+    qsort(t, k, sizeof t[0], cmp_time);
+    size_t worst = 0;
+    for (size_t i = 0; i < k; i++) {
+        size_t j = i;
+        while (j < k && (double)(t[j].tv_sec - t[i].tv_sec) +
+                                (double)(t[j].tv_nsec - t[i].tv_nsec) / 1e9 <
+                            1.0)
+            j++;
+        if (j - i > worst)
+            worst = j - i;
+    }
+    print_message("300 emails at 100/s, burst 10: worst sliding 1-s window %zu\n", worst);
+    assert_int_equal(k, 300);
+    assert_true(worst <= 110);
+    node_kill(&n, SIGTERM);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -267,6 +341,7 @@ static int teardown(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_api_contract),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
+    cmocka_unit_test(test_email_rate_window),
 };
 
 int main(void)
