@@ -174,6 +174,16 @@ static void test_http_server(void **state)
     assert_non_null(strstr(buf, "413"));
     close(fd);
 
+    /* an idle keep-alive connection (a request answered, nothing since) is closed without a 408 */
+    fd = dial(port);
+    put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "200 OK"));
+    size_t more = get(fd, buf, sizeof buf, 1); /* waits past request_ms */
+    assert_int_equal(more, 0);
+    assert_null(strstr(buf, "408"));
+    close(fd);
+
     /* the server still serves */
     fd = dial(port);
     put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -54,6 +54,7 @@ typedef struct conn {
     size_t req_bytes;
     uint32_t seq;
     bool in_flight, keep_alive, closing, too_big;
+    bool in_message;            /* between the first byte of a request and its end */
     int handles;                /* open uv handles (tcp, timer) */
     http_request req;
 } conn;
@@ -215,10 +216,10 @@ static void on_timeout(uv_timer_t *t)
     conn *c = t->data;
     if (c->in_flight || c->closing)
         return;
-    if (c->len > c->parsed || c->req_bytes > 0)
-        fail(c, 408, "request not received in time");
+    if (c->len > c->parsed || c->in_message)
+        fail(c, 408, "request not received in time"); /* a request started, never finished */
     else
-        conn_close(c); /* an idle keep-alive connection */
+        conn_close(c); /* an idle keep-alive connection: closed without a word */
 }
 
 static void arm_timer(conn *c)
@@ -342,6 +343,7 @@ static int cb_begin(http_parser *p)
     c->url_len = 0;
     c->body_len = 0;
     c->req_bytes = 0;
+    c->in_message = true;
     return 0;
 }
 
@@ -407,6 +409,7 @@ static int cb_complete(http_parser *p)
     c->body[c->body_len] = '\0';
     c->keep_alive = http_should_keep_alive(p) != 0;
     c->in_flight = true;
+    c->in_message = false;
     c->seq++;
     uv_timer_stop(&c->timer);
     switch (p->method) {

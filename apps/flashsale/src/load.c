@@ -181,6 +181,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     memmove(c->in, c->in + used, c->inlen - used);
     c->inlen -= used;
+    if (!c->busy) { /* an answer to nothing we asked (e.g. a server closing an idle connection) */
+        conn_drop(c);
+        return;
+    }
     record(c->r, c->due, status);
     c->busy = false;
     send_next(c);
