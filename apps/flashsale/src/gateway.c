@@ -437,6 +437,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     tr_system_opts so;
     tr_system_opts_init(&so);
     so.workers = o->workers;
+    so.spin_rounds = 8; /* the HTTP loops and the store's writer need the CPUs idle workers spin on */
     int rc = tr_system_new(&a->sys, &so);
     if (rc == TR_OK)
         rc = tr_system_start(a->sys);
