@@ -539,16 +539,21 @@ static int parse_sup(loader *L, const config_setting_t *g, unsigned depth,
     return TR_OK;
 }
 
-void tr_sup_tree_free(tr_sup_tree *t)
+/* Frees a chain of blocks (the memory of a tree or of a config). */
+static void blocks_free(block *b)
 {
-    if (t == NULL)
-        return;
-    block *b = t->blocks;
     while (b != NULL) {
         block *next = b->next;
         free(b);
         b = next;
     }
+}
+
+void tr_sup_tree_free(tr_sup_tree *t)
+{
+    if (t == NULL)
+        return;
+    blocks_free(t->blocks);
     free(t);
 }
 
@@ -596,6 +601,23 @@ static int begin(loader *L, const char *file, const char *key, const tr_behaviou
     return TR_OK;
 }
 
+/* Reads a libconfig file; on error fills L's message and returns TR_EINVAL. */
+static int read_file(loader *L, config_t *cfg, const char *path)
+{
+    errno = 0;
+    if (config_read_file(cfg, path) == CONFIG_TRUE)
+        return TR_OK;
+    int e = errno;
+    if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
+        char buf[128];
+        return fail(L, NULL, TR_EINVAL, "could not read the file (%s)",
+                    e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(cfg));
+    }
+    if (config_error_file(cfg) != NULL)
+        L->file = config_error_file(cfg);
+    return fail_at(L, (unsigned)config_error_line(cfg), TR_EINVAL, "%s", config_error_text(cfg));
+}
+
 int tr_sup_tree_load(const char *path, const char *key, const tr_behaviour *const *behaviours,
                      size_t n, tr_sup_tree **out, char *err, size_t errlen)
 {
@@ -607,23 +629,9 @@ int tr_sup_tree_load(const char *path, const char *key, const tr_behaviour *cons
         return fail(&L, NULL, TR_EINVAL, "no file given");
     config_t cfg;
     config_init(&cfg);
-    errno = 0;
-    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
-        int e = errno;
-        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
-            char buf[128];
-            rc = fail(&L, NULL, TR_EINVAL, "could not read the file (%s)",
-                      e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(&cfg));
-        } else {
-            if (config_error_file(&cfg) != NULL) /* an error in an @include'd file names it */
-                L.file = config_error_file(&cfg);
-            rc = fail_at(&L, (unsigned)config_error_line(&cfg), TR_EINVAL, "%s",
-                         config_error_text(&cfg));
-        }
-        config_destroy(&cfg);
-        return rc;
-    }
-    rc = build(&L, &cfg, key, out);
+    rc = read_file(&L, &cfg, path);
+    if (rc == TR_OK)
+        rc = build(&L, &cfg, key, out);
     config_destroy(&cfg);
     return rc;
 }
@@ -798,28 +806,8 @@ void tr_node_config_free(tr_node_config *pub)
     if (pub == NULL)
         return;
     cluster_config *c = (cluster_config *)pub;
-    for (block *b = c->arena.blocks, *next; b != NULL; b = next) {
-        next = b->next;
-        free(b);
-    }
+    blocks_free(c->arena.blocks);
     free(c);
-}
-
-/* Reads a libconfig file; on error fills L's message and returns TR_EINVAL. */
-static int read_file(loader *L, config_t *cfg, const char *path)
-{
-    errno = 0;
-    if (config_read_file(cfg, path) == CONFIG_TRUE)
-        return TR_OK;
-    int e = errno;
-    if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
-        char buf[128];
-        return fail(L, NULL, TR_EINVAL, "could not read the file (%s)",
-                    e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(cfg));
-    }
-    if (config_error_file(cfg) != NULL)
-        L->file = config_error_file(cfg);
-    return fail_at(L, (unsigned)config_error_line(cfg), TR_EINVAL, "%s", config_error_text(cfg));
 }
 
 int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
@@ -836,30 +824,17 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
         return fail(&L, NULL, TR_EINVAL, "no file or no node name given");
     config_t cfg;
     config_init(&cfg);
-    errno = 0;
-    if (config_read_file(&cfg, path) != CONFIG_TRUE) {
-        int e = errno;
-        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
-            char buf[128];
-            rc = fail(&L, NULL, TR_EINVAL, "could not read the file (%s)",
-                      e != 0 ? strerror_r(e, buf, sizeof buf) : config_error_text(&cfg));
-        } else {
-            if (config_error_file(&cfg) != NULL)
-                L.file = config_error_file(&cfg);
-            rc = fail_at(&L, (unsigned)config_error_line(&cfg), TR_EINVAL, "%s",
-                         config_error_text(&cfg));
-        }
-        config_destroy(&cfg);
-        return rc;
-    }
-    const config_setting_t *g = config_lookup(&cfg, "cluster");
     cluster_config *c = NULL;
-    if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
-        rc = fail(&L, g, TR_EINVAL, "no group \"cluster\" { ... }");
-    else if ((c = calloc(1, sizeof *c)) == NULL)
-        rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
-    else
-        rc = parse_cluster(&L, g, node, c);
+    rc = read_file(&L, &cfg, path);
+    if (rc == TR_OK) {
+        const config_setting_t *g = config_lookup(&cfg, "cluster");
+        if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
+            rc = fail(&L, g, TR_EINVAL, "no group \"cluster\" { ... }");
+        else if ((c = calloc(1, sizeof *c)) == NULL)
+            rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
+        else
+            rc = parse_cluster(&L, g, node, c);
+    }
     config_destroy(&cfg);
     if (rc != TR_OK) {
         tr_node_config_free(c != NULL ? &c->pub : NULL);
@@ -927,10 +902,7 @@ void tr_store_config_free(tr_store_config *pub)
     if (pub == NULL)
         return;
     store_config *c = (store_config *)pub;
-    for (block *b = c->arena.blocks, *next; b != NULL; b = next) {
-        next = b->next;
-        free(b);
-    }
+    blocks_free(c->arena.blocks);
     free(c);
 }
 

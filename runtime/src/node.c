@@ -370,9 +370,8 @@ typedef struct after {
 /* Marks a connection closed (lock held). The stream is closed at once — nng completes its
  * pending operations on its own threads, never inside this call — because once dead and
  * unreferenced, the ticker may free it as soon as the lock is released. */
-static void conn_mark_dead(conn *c, after *af)
+static void conn_mark_dead(conn *c)
 {
-    (void)af;
     if (c == NULL || c->dead)
         return;
     c->dead = true;
@@ -405,8 +404,8 @@ static void peer_down_locked(tr_node *n, peer *pe, after *af)
     }
     conn *o = pe->out_conn, *i = pe->in_conn;
     pe->out_conn = pe->in_conn = NULL;
-    conn_mark_dead(o, af);
-    conn_mark_dead(i, af);
+    conn_mark_dead(o);
+    conn_mark_dead(i);
     if (!pe->dialing && pe->next_dial_ns < tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u) {
         pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
         pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
@@ -522,7 +521,7 @@ static void conn_fail(conn *c, const char *why)
     if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
         peer_down_locked(n, pe, &af); /* a connection lost either way: the peer is down */
     } else {
-        conn_mark_dead(c, &af);
+        conn_mark_dead(c);
     }
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
@@ -690,7 +689,7 @@ static void inbound_up(tr_node *n, conn *c, after *af)
     }
     if (pe == NULL) {
         node_log(n, "no room for peer %s", c->ph.name);
-        conn_mark_dead(c, af);
+        conn_mark_dead(c);
         return;
     }
     if ((pe->status == TR_PEER_UP || pe->joining) && pe->incarnation != c->ph.incarnation)
@@ -698,11 +697,11 @@ static void inbound_up(tr_node *n, conn *c, after *af)
     peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
     if (c->ph.node_id == n->id || (holder != NULL && holder != pe)) {
         node_log(n, "peer %s uses node id %u, already taken: refused", c->ph.name, c->ph.node_id);
-        conn_mark_dead(c, af);
+        conn_mark_dead(c);
         return;
     }
     if (pe->in_conn != NULL && pe->in_conn != c)
-        conn_mark_dead(pe->in_conn, af);
+        conn_mark_dead(pe->in_conn);
     pe->in_conn = c;
     c->pe = pe;
     c->state = C_UP;
@@ -728,14 +727,14 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         /* a seed address that names a peer we already know under another address */
         pe->alias = true;
         pe->out_conn = NULL;
-        conn_mark_dead(c, af);
+        conn_mark_dead(c);
         return;
     }
     peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
     if (c->ph.node_id == n->id || (holder != NULL && holder != pe)) {
         node_log(n, "peer %s uses node id %u, already taken: refused", c->ph.name, c->ph.node_id);
         pe->out_conn = NULL;
-        conn_mark_dead(c, af);
+        conn_mark_dead(c);
         return;
     }
     snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
@@ -746,7 +745,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         pe->out_conn = c;
     }
     if (pe->in_conn != NULL && pe->in_conn->ph.incarnation != c->ph.incarnation) {
-        conn_mark_dead(pe->in_conn, af); /* from an earlier incarnation */
+        conn_mark_dead(pe->in_conn); /* from an earlier incarnation */
         pe->in_conn = NULL;
     }
     pe->node_id = c->ph.node_id;
@@ -856,7 +855,7 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
             pthread_mutex_lock(&n->lock);
             c->pe->alias = true; /* a seed that is ourselves: never dialed again */
             c->pe->out_conn = NULL;
-            conn_mark_dead(c, &af);
+            conn_mark_dead(c);
             pthread_mutex_unlock(&n->lock);
             after_run(n, &af);
             return false;
@@ -1336,7 +1335,7 @@ static const tr_behaviour *behaviour_find(tr_node *n, const char *name, size_t l
     return b;
 }
 
-static uint64_t tt_u64(const tr_msg *m)
+static uint64_t msg_u64(const tr_msg *m)
 {
     tr_reader r;
     uint64_t v = 0;
@@ -1523,7 +1522,7 @@ static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
         return 0;
     case TR_MSG_NODE_SYNC:
         if (tr_msg_sender(m) == TR_PID_NONE)
-            names_sync(ctx, n, (uint16_t)tt_u64(m));
+            names_sync(ctx, n, (uint16_t)msg_u64(m));
         return 0;
     case TR_MSG_DOWN:
         names_holder_down(ctx, n, tr_msg_sender(m));
@@ -1818,11 +1817,8 @@ void tr_node_stop(tr_node *n)
     }
     /* close every connection, wait for the writers to let go, free them */
     pthread_mutex_lock(&n->lock);
-    after af;
-    for (conn *c = n->conns; c != NULL; c = c->next) {
-        memset(&af, 0, sizeof af);
-        conn_mark_dead(c, &af);
-    }
+    for (conn *c = n->conns; c != NULL; c = c->next)
+        conn_mark_dead(c);
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
         pe->out_conn = pe->in_conn = NULL;

@@ -274,7 +274,7 @@ static void outbox_pump(tr_store *s)
                 continue;
             }
             s->pump_attempt = f->attempt + 1;
-            if (!s->be->item_get(s, q, f->id, f->attempt + 1, item_out)) {
+            if (!s->be->item_get(s, q, f->id, item_out)) {
                 q->out[j] = q->out[--q->nout]; /* acknowledged meanwhile */
                 continue;
             }
@@ -444,7 +444,6 @@ static int barrier(tr_store *s)
     if (u == NULL)
         return TR_ENOMEM;
     bool done = false;
-    u->barrier = true;
     u->done = &done;
     enqueue(s, u);
     pthread_mutex_lock(&s->lock);

@@ -35,7 +35,6 @@ typedef struct unit {
     uint64_t epoch;     /* the journal's ownership epoch (backends that fence writers) */
     op *ops;
     size_t n, cap;
-    bool barrier;       /* tr_journal_open waits for it */
     bool *done;         /* set (under the store lock) once committed or failed */
     bool failed;        /* set by the backend's commit */
     char why[256];      /* ...and why */
@@ -66,7 +65,7 @@ typedef struct store_backend {
     int (*recover)(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
                    tr_journal_apply_fn apply, void *state);
     /* Item id of q, if still there (false: acknowledged). */
-    bool (*item_get)(tr_store *s, oqueue *q, uint64_t id, unsigned attempt, store_item_fn fn);
+    bool (*item_get)(tr_store *s, oqueue *q, uint64_t id, store_item_fn fn);
     /* Up to limit items of q with ids above `after`, oldest first. */
     void (*items_next)(tr_store *s, oqueue *q, uint64_t after, unsigned limit, store_item_fn fn);
     /* Closes the connections (the writer has stopped). */
@@ -93,7 +92,7 @@ struct tr_store {
     tr_namemap open;    /* journal ids open -> pid (lock) */
     oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
     size_t nqueues;
-    unsigned pump_attempt;  /* the attempt number item_get is asked for (writer) */
+    unsigned pump_attempt;  /* the attempt number of the item being delivered (writer) */
     _Atomic uint64_t commits, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
 };

@@ -328,9 +328,8 @@ out:
     return rc;
 }
 
-static bool rd_item_get(tr_store *s, oqueue *q, uint64_t id, unsigned attempt, store_item_fn fn)
+static bool rd_item_get(tr_store *s, oqueue *q, uint64_t id, store_item_fn fn)
 {
-    (void)attempt;
     rd *b = s->bk;
     redisContext *c = writer_conn(b);
     if (c == NULL || c->err != 0)

@@ -148,9 +148,8 @@ out:
     return rc;
 }
 
-static bool sq_item_get(tr_store *s, oqueue *q, uint64_t id, unsigned attempt, store_item_fn fn)
+static bool sq_item_get(tr_store *s, oqueue *q, uint64_t id, store_item_fn fn)
 {
-    (void)attempt;
     sq *b = s->bk;
     sqlite3_stmt *st = b->get_outbox;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);

@@ -74,6 +74,14 @@ static void respond_error(http_server *h, uint64_t token, int status, const char
     respond(h, token, status, body);
 }
 
+/* An error the client should retry after a second (429, 503). */
+static void respond_retry(http_server *h, uint64_t token, int status, const char *msg)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+    http_respond(h, token, status, "Retry-After: 1\r\n", body, (size_t)n);
+}
+
 /* The admission bucket (rate per second, burst): true when a request may pass. */
 static bool admit(fs_app *a)
 {
@@ -260,8 +268,7 @@ static void start_call(fs_app *a, call *c)
     tr_pid p;
     if (tr_system_spawn(a->sys, &call_b, c, &p) != TR_OK) {
         tr_msg_free(c->req); /* NULL if init took it (a failed tr_request consumed it) */
-        http_respond(a->http, c->token, 503, "Retry-After: 1\r\n",
-                     "{\"error\":\"the SKU's owner is unavailable\"}", 41);
+        respond_retry(a->http, c->token, 503, "the SKU's owner is unavailable");
     }
 }
 
@@ -322,8 +329,7 @@ static void inventory(fs_app *a, const http_request *req, const char *sku, size_
 static void place_order(fs_app *a, const http_request *req)
 {
     if (!admit(a)) {
-        http_respond(a->http, req->token, 429, "Retry-After: 1\r\n",
-                     "{\"error\":\"too many requests\"}", 29);
+        respond_retry(a->http, req->token, 429, "too many requests");
         return;
     }
     cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
@@ -358,8 +364,7 @@ static void place_order(fs_app *a, const http_request *req)
     cJSON_Delete(j);
     int rc = order_of(a, c.sku, strlen(c.sku), true, &c.order); /* no sale: stock 0, 409 */
     if (rc != TR_OK) {
-        http_respond(a->http, req->token, 503, "Retry-After: 1\r\n",
-                     "{\"error\":\"the SKU's owner is unavailable\"}", 41);
+        respond_retry(a->http, req->token, 503, "the SKU's owner is unavailable");
         return;
     }
     size_t ul = strlen(c.user);

@@ -43,7 +43,7 @@ typedef struct run {
     struct sockaddr_in addr;
     conn *conns;
     uint64_t t0;                /* ns */
-    uint64_t sent_sched, scheduled, not_sent;
+    uint64_t scheduled, not_sent;
     uint64_t *due;              /* queue of due times (ring) */
     size_t qhead, qlen;
     uint64_t *lat;              /* latencies (us) of answered requests */
@@ -52,7 +52,6 @@ typedef struct run {
     uint64_t errors;
     uint64_t offered[MAX_SECONDS], confirmed[MAX_SECONDS];
     uv_timer_t tick;
-    bool done;
     uint64_t seed;
 } run;
 
