@@ -163,6 +163,14 @@ static void after_commit(tr_store *s, unit *u)
                         break;
                     }
             }
+        } else if (o->kind == OP_RETRY) {
+            uint64_t due = now_ns() + (uint64_t)o->delay_ms * 1000000u;
+            for (size_t k = 0; k < s->nqueues; k++) {
+                oqueue *q = &s->queues[k];
+                for (size_t j = 0; j < q->nout; j++)
+                    if (q->out[j].id == o->seq)
+                        q->out[j].due_ns = due;
+            }
         } else if (o->kind == OP_SUBSCRIBE) {
             oqueue *q = queue_find(s, o->queue, true);
             if (q != NULL) {
@@ -654,6 +662,22 @@ int tr_outbox_ack(tr_store *s, uint64_t id)
         return TR_ENOMEM;
     }
     o->seq = id;
+    enqueue(s, u);
+    return TR_OK;
+}
+
+int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms)
+{
+    if (s == NULL || id == 0)
+        return TR_EINVAL;
+    unit *u = unit_new(TR_PID_NONE, NULL);
+    op *o = u != NULL ? unit_add(u, OP_RETRY) : NULL;
+    if (o == NULL) {
+        unit_free(u);
+        return TR_ENOMEM;
+    }
+    o->seq = id;
+    o->delay_ms = delay_ms;
     enqueue(s, u);
     return TR_OK;
 }

@@ -16,16 +16,17 @@
 #define STORE_MAX_QUEUES 64u
 #define STORE_ID_MAX 255u
 
-enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE };
+enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE, OP_RETRY };
 
 typedef struct op {
     int kind;
-    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK: the item's id */
+    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK / RETRY: the item's id */
     char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue) */
     void *data;
     size_t len;
     tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
     tr_msg *msg;        /* REPLY */
+    unsigned delay_ms;  /* RETRY: when to deliver it again */
 } op;
 
 typedef struct unit {

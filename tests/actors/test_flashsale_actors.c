@@ -2,9 +2,13 @@
  * test_flashsale_actors.c — the order and email actors (actors/): many concurrent buyers on one
  * SKU never oversell, every confirmed order gets exactly one email file and rejected ones none,
  * the email rate stays within limit + burst in every sliding 1-s window, and an order actor
- * restarted from its journal has the same stock, sales and orders.
+ * restarted from its journal has the same stock, sales and orders. The SMTP provider delivers to
+ * a real SMTP peer (postfix's smtp-sink on loopback), and a failing one (refused connections, then
+ * 4xx replies) loses nothing: every email arrives once the peer is back, after a bounded number
+ * of attempts (the backoff).
  */
 #include "../unit/test_util.h"
+#include "../unit/test_smtp_sink.h"
 #include "actors/email.h"
 #include "actors/order.h"
 
@@ -12,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char g_dir[64];
@@ -238,6 +243,144 @@ static void test_no_oversell_and_one_email_per_order(void **state)
     tr_store_close(s);
 }
 
+/* ---- SMTP ---------------------------------------------------------------------------------- */
+
+/* Counts the files in dir holding "Message-ID: <ORDER@flashsale.troupe>" for each of ids. */
+static size_t sink_count_ids(const char *dir, char ids[][96], size_t nids)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < nids; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "Message-ID: <%s@flashsale.troupe>", ids[i]);
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        bool hit = false;
+        while (d != NULL && !hit && (de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            char f[512], line[256];
+            snprintf(f, sizeof f, "%s/%s", dir, de->d_name);
+            FILE *fp = fopen(f, "r");
+            while (fp != NULL && fgets(line, sizeof line, fp) != NULL)
+                hit |= strncmp(line, want, strlen(want)) == 0;
+            if (fp != NULL)
+                fclose(fp);
+        }
+        if (d != NULL)
+            closedir(d);
+        found += hit;
+    }
+    return found;
+}
+
+typedef struct smtp_fixture {
+    tr_system *sys;
+    tr_store *store;
+    tr_pid order, email;
+    email_stats st;
+    char sinkdir[128];
+    char ids[16][96];
+    size_t nids;
+} smtp_fixture;
+
+/* A store, an order actor with n confirmed orders (so n outbox items), a sink directory. */
+static void smtp_fixture_open(smtp_fixture *f, const char *name, size_t n)
+{
+    char db[160];
+    memset(f, 0, sizeof *f);
+    snprintf(db, sizeof db, "%s/%s.db", g_dir, name);
+    snprintf(f->sinkdir, sizeof f->sinkdir, "%s/%s-sink", g_dir, name);
+    assert_int_equal(mkdir(f->sinkdir, 0755), 0);
+    f->sys = tt_system_workers(2);
+    tr_store_opts so = {.path = db, .sync = TR_SYNC_NORMAL, .redeliver_ms = 60000};
+    char err[256];
+    assert_int_equal(tr_store_open(f->sys, &so, &f->store, err, sizeof err), TR_OK);
+    order_args oa = {.store = f->store, .sku = name, .email_queue = "email"};
+    assert_int_equal(tr_system_spawn(f->sys, &order_behaviour, &oa, &f->order), TR_OK);
+    uint64_t v[3];
+    get3(f->sys, f->order, ORDER_SET_STOCK, n, true, v, 2);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        placed p = place(f->sys, f->order, i % 2 ? "buyer@example.org" : "u1", 1);
+        assert_int_equal(p.status, ORDER_CONFIRMED);
+        snprintf(f->ids[f->nids++], sizeof f->ids[0], "%s", p.id);
+    }
+}
+
+static void smtp_fixture_email(smtp_fixture *f, int port, unsigned retry_min, unsigned retry_max)
+{
+    static char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%d", port);
+    email_args ea = {.store = f->store, .queue = "email", .provider = EMAIL_SMTP,
+                     .smtp_url = url, .timeout_ms = 5000,
+                     .from = "Flash Sale <sale@flashsale.troupe>", .stats = &f->st,
+                     .retry_min_ms = retry_min, .retry_max_ms = retry_max};
+    tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN, .rate = 1000, .burst = 100}};
+    assert_int_equal(tr_system_spawn_ex(f->sys, &email_behaviour, &ea, &sp, &f->email), TR_OK);
+}
+
+static void smtp_fixture_close(smtp_fixture *f)
+{
+    tt_system_end(f->sys);
+    tr_store_close(f->store);
+}
+
+static void test_smtp_delivers_to_a_real_peer(void **state)
+{
+    (void)state;
+    smtp_fixture f;
+    smtp_fixture_open(&f, "smtp1", 12);
+    int port = free_port();
+    pid_t sink = sink_start(port, f.sinkdir, false);
+    smtp_fixture_email(&f, port, 0, 0);
+    TT_WAIT_FOR(atomic_load(&f.st.sent) == 12, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&f.st.sent), 12);
+    assert_int_equal(atomic_load(&f.st.failed), 0);
+    TT_WAIT_FOR(sink_count_ids(f.sinkdir, f.ids, f.nids) == 12, TT_DEADLINE_MS);
+    assert_int_equal(sink_count_ids(f.sinkdir, f.ids, f.nids), 12);
+    assert_int_equal(count_files(f.sinkdir), 12);
+    smtp_fixture_close(&f);
+    sink_stop(sink, port);
+}
+
+static void test_smtp_failing_provider_loses_nothing(void **state)
+{
+    (void)state;
+    smtp_fixture f;
+    smtp_fixture_open(&f, "smtp2", 8);
+    int port = free_port();
+    /* nothing listens: every attempt is refused */
+    uint64_t t0 = tt_now_ns();
+    smtp_fixture_email(&f, port, 50, 200);
+    TT_WAIT_FOR(atomic_load(&f.st.failed) >= 3 && atomic_load(&f.st.retrying) == 8,
+                TT_DEADLINE_MS);
+    assert_true(atomic_load(&f.st.failed) >= 3);
+    assert_int_equal(atomic_load(&f.st.retrying), 8);
+    assert_int_equal(atomic_load(&f.st.sent), 0);
+    /* backing off: at most one attempt per retry_min_ms (50), not one per email per turn */
+    uint64_t failed = atomic_load(&f.st.failed);
+    uint64_t ms = (tt_now_ns() - t0) / 1000000u;
+    print_message("refused: %llu attempts in %llu ms for 8 emails\n", (unsigned long long)failed,
+                  (unsigned long long)ms);
+    assert_true(failed <= 2 + ms / 50);
+    /* a peer answering 4xx to RCPT TO: still failing, still nothing lost */
+    pid_t sink = sink_start(port, f.sinkdir, true);
+    TT_WAIT_FOR(atomic_load(&f.st.failed) >= failed + 2, TT_DEADLINE_MS);
+    assert_true(atomic_load(&f.st.failed) >= failed + 2);
+    assert_int_equal(atomic_load(&f.st.sent), 0);
+    sink_stop(sink, port);
+    assert_int_equal(count_files(f.sinkdir), 0);
+    /* the peer accepts again: all 8 arrive, the backoff resets */
+    sink = sink_start(port, f.sinkdir, false);
+    TT_WAIT_FOR(atomic_load(&f.st.sent) == 8, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&f.st.sent), 8);
+    TT_WAIT_FOR(atomic_load(&f.st.retrying) == 0, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&f.st.retrying), 0);
+    TT_WAIT_FOR(sink_count_ids(f.sinkdir, f.ids, f.nids) == 8, TT_DEADLINE_MS);
+    assert_int_equal(sink_count_ids(f.sinkdir, f.ids, f.nids), 8);
+    smtp_fixture_close(&f);
+    sink_stop(sink, port);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -254,6 +397,8 @@ static int teardown(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_no_oversell_and_one_email_per_order),
+    cmocka_unit_test(test_smtp_delivers_to_a_real_peer),
+    cmocka_unit_test(test_smtp_failing_provider_loses_nothing),
 };
 
 int main(void)

@@ -3,9 +3,12 @@
  * process on a free loopback port, driven over HTTP. The API contract (each status code), no
  * oversell with many concurrent buyers, an email file per confirmed order and none for the
  * rejected, the admission limit (429), and kill -9 of the node mid-sale: after a restart on the
- * same data directory every confirmed order is still there and its email is sent.
+ * same data directory every confirmed order is still there and its email is sent. Misbehaving
+ * clients (slow, malformed, oversized, too many connections) do not disturb the others, and the
+ * SMTP provider delivers to a real SMTP peer (postfix's smtp-sink).
  */
 #include "../unit/test_util.h"
+#include "../unit/test_smtp_sink.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -13,6 +16,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -35,20 +39,36 @@ typedef struct node {
     int port;
 } node;
 
-/* Starts the node on data dir `dir` (extra: one more --set, or NULL); waits for "listening". */
-static void node_start2(node *n, const char *dir, int port, const char *extra, const char *extra2);
-
-static void node_start(node *n, const char *dir, int port, const char *extra)
-{
-    node_start2(n, dir, port, extra, NULL);
-}
-
-static void node_start2(node *n, const char *dir, int port, const char *extra, const char *extra2)
+/* Starts the node on data dir `dir` with emails at 1,000/s (burst 50) and then each --set of the
+ * NULL-terminated list (a later --set wins); waits for its "listening" line. */
+static void node_start(node *n, const char *dir, int port, ...)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     char http[64];
     snprintf(http, sizeof http, "127.0.0.1:%d", port);
+    const char *argv[40];
+    int k = 0;
+    argv[k++] = "flashsale";
+    argv[k++] = "--config";
+    argv[k++] = FLASHSALE_CONF;
+    argv[k++] = "--http";
+    argv[k++] = http;
+    argv[k++] = "--data";
+    argv[k++] = dir;
+    argv[k++] = "--set";
+    argv[k++] = "flashsale.email.rate=1000";
+    argv[k++] = "--set";
+    argv[k++] = "flashsale.email.burst=50";
+    va_list ap;
+    va_start(ap, port);
+    const char *set;
+    while ((set = va_arg(ap, const char *)) != NULL && k < 37) {
+        argv[k++] = "--set";
+        argv[k++] = set;
+    }
+    va_end(ap);
+    argv[k] = NULL;
     fflush(NULL);
     n->pid = fork();
     assert_true(n->pid >= 0);
@@ -57,18 +77,7 @@ static void node_start2(node *n, const char *dir, int port, const char *extra, c
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        if (extra2 != NULL)
-            execl(FLASHSALE_BIN, "flashsale", "--config", FLASHSALE_CONF, "--http", http,
-                  "--data", dir, "--set", extra2, "--set", "flashsale.email.burst=10", "--set",
-                  extra, (char *)NULL);
-        else if (extra != NULL)
-            execl(FLASHSALE_BIN, "flashsale", "--config", FLASHSALE_CONF, "--http", http,
-                  "--data", dir, "--set", "flashsale.email.rate=1000", "--set",
-                  "flashsale.email.burst=50", "--set", extra, (char *)NULL);
-        else
-            execl(FLASHSALE_BIN, "flashsale", "--config", FLASHSALE_CONF, "--http", http,
-                  "--data", dir, "--set", "flashsale.email.rate=1000", "--set",
-                  "flashsale.email.burst=50", (char *)NULL);
+        execv(FLASHSALE_BIN, (char *const *)argv);
         _exit(127);
     }
     close(fds[1]);
@@ -179,7 +188,7 @@ static void test_api_contract(void **state)
     node_kill(&n, SIGTERM);
 
     /* admission: 1 request a second, burst 1 -> the second of two at once is 429 */
-    node_start(&n, dir, 0, "flashsale.admission.rate=1");
+    node_start(&n, dir, 0, "flashsale.admission.rate=1", NULL);
     int s1 = http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"s1\",\"qty\":1}", body,
                   sizeof body);
     int s2 = http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"s1\",\"qty\":1}", body,
@@ -282,7 +291,7 @@ static void test_email_rate_window(void **state)
     snprintf(dir, sizeof dir, "%s/rate", g_dir);
     snprintf(newdir, sizeof newdir, "%s/mail/new", dir);
     node n;
-    node_start2(&n, dir, 0, "flashsale.call_timeout_ms=5000", "flashsale.email.rate=100");
+    node_start(&n, dir, 0, "flashsale.email.rate=100", "flashsale.email.burst=10", NULL);
     assert_int_equal(http(n.port, "PUT", "/inventory/r", "{\"stock\":300}", body, sizeof body),
                      200);
     for (int i = 0; i < 300; i++)
@@ -327,6 +336,185 @@ static void test_email_rate_window(void **state)
     node_kill(&n, SIGTERM);
 }
 
+static int connect_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Reads what fd has until it closes (bounded); true once closed. Appends to out. */
+static bool drained(int fd, char *out, size_t cap)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    while (poll(&pf, 1, 0) > 0) {
+        size_t len = strlen(out);
+        char tmp[1024];
+        ssize_t r = read(fd, tmp, sizeof tmp - 1);
+        if (r <= 0)
+            return true;
+        tmp[r] = '\0';
+        if (len + (size_t)r + 1 < cap)
+            memcpy(out + len, tmp, (size_t)r + 1);
+    }
+    return false;
+}
+
+/* Slow (slowloris), malformed and oversized requests arrive while a well-behaved buyer orders:
+ * the buyer's orders all go through, the bad ones get 408 / 400 / 413 and their connections
+ * closed, and the node stays healthy. */
+static void test_bad_clients_do_not_disturb(void **state)
+{
+    (void)state;
+    char dir[128], body[1024];
+    snprintf(dir, sizeof dir, "%s/bad", g_dir);
+    node n;
+    node_start(&n, dir, 0, "flashsale.http.request_timeout_ms=1000",
+               "flashsale.http.max_request=4096", NULL);
+    assert_int_equal(http(n.port, "PUT", "/inventory/b", "{\"stock\":1000}", body, sizeof body),
+                     200);
+    enum { SLOW = 20 };
+    int slow[SLOW];
+    static char got[SLOW][512];
+    for (int i = 0; i < SLOW; i++) { /* headers and half a body, then nothing */
+        slow[i] = connect_port(n.port);
+        const char *part = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"us";
+        assert_int_equal(write(slow[i], part, strlen(part)), (ssize_t)strlen(part));
+        got[i][0] = '\0';
+    }
+    int garbage = connect_port(n.port);
+    const char junk[] = "\x01\x02\xff GARBAGE \x00\r\n\r\n";
+    assert_int_equal(write(garbage, junk, sizeof junk - 1), (ssize_t)sizeof junk - 1);
+    int huge = connect_port(n.port);
+    const char *big = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    assert_int_equal(write(huge, big, strlen(big)), (ssize_t)strlen(big));
+    int flood = connect_port(n.port); /* headers without end, past max_request */
+    static char lots[8192];
+    memcpy(lots, "GET /health HTTP/1.1\r\nX-Pad: ", 29);
+    memset(lots + 29, 'a', sizeof lots - 29);
+    (void)!write(flood, lots, sizeof lots);
+    /* meanwhile, a buyer: every order goes through */
+    int ok = 0;
+    for (int i = 0; i < 50; i++) {
+        char req[96];
+        snprintf(req, sizeof req, "{\"user\":\"good%d\",\"sku\":\"b\",\"qty\":1}", i);
+        ok += http(n.port, "POST", "/orders", req, body, sizeof body) == 201;
+    }
+    assert_int_equal(ok, 50);
+    assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":", body, sizeof body), 400);
+    /* the bad ones are answered and closed */
+    static char g[512], h[512], f[512];
+    g[0] = h[0] = f[0] = '\0';
+    TT_WAIT_FOR(drained(garbage, g, sizeof g) && drained(huge, h, sizeof h) &&
+                    drained(flood, f, sizeof f),
+                TT_DEADLINE_MS);
+    assert_non_null(strstr(g, "HTTP/1.1 400"));
+    assert_non_null(strstr(h, "HTTP/1.1 413"));
+    assert_non_null(strstr(f, "HTTP/1.1 413"));
+    int closed = 0;
+    uint64_t deadline = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
+    while (closed < SLOW && tt_now_ns() < deadline) {
+        closed = 0;
+        for (int i = 0; i < SLOW; i++)
+            closed += slow[i] < 0 || drained(slow[i], got[i], sizeof got[i]);
+        tt_sleep_ms(20);
+    }
+    assert_int_equal(closed, SLOW);
+    for (int i = 0; i < SLOW; i++) {
+        assert_non_null(strstr(got[i], "HTTP/1.1 408"));
+        close(slow[i]);
+    }
+    close(garbage);
+    close(huge);
+    close(flood);
+    assert_int_equal(http(n.port, "GET", "/health", NULL, body, sizeof body), 200);
+    assert_int_equal(http(n.port, "GET", "/inventory/b", NULL, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"sold\":50"));
+    node_kill(&n, SIGTERM);
+}
+
+/* Past max_connections, new connections are closed as they are accepted; the open ones are still
+ * served, and room comes back as they close. */
+static void test_connection_cap(void **state)
+{
+    (void)state;
+    char dir[128], body[256];
+    snprintf(dir, sizeof dir, "%s/cap", g_dir);
+    node n;
+    node_start(&n, dir, 0, "flashsale.http.max_connections=8", NULL);
+    enum { N = 24 };
+    int fd[N];
+    static char got[N][64];
+    for (int i = 0; i < N; i++) {
+        fd[i] = connect_port(n.port);
+        got[i][0] = '\0';
+    }
+    /* at most 8 stay open (each loop holds its share, 4): the others are closed */
+    int closed = 0;
+    uint64_t deadline = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
+    bool is_closed[N] = {0};
+    while (closed < N - 8 && tt_now_ns() < deadline) {
+        for (int i = 0; i < N; i++)
+            if (!is_closed[i] && drained(fd[i], got[i], sizeof got[i])) {
+                is_closed[i] = true;
+                closed++;
+            }
+        tt_sleep_ms(20);
+    }
+    print_message("24 connections, cap 8: %d closed on accept\n", closed);
+    assert_true(closed >= N - 8);
+    int served = 0;
+    for (int i = 0; i < N; i++) {
+        if (is_closed[i])
+            continue;
+        const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(write(fd[i], req, strlen(req)), (ssize_t)strlen(req));
+        char buf[256] = {0};
+        ssize_t r = read(fd[i], buf, sizeof buf - 1);
+        served += r > 0 && strstr(buf, "HTTP/1.1 200") != NULL;
+    }
+    assert_int_equal(served, N - closed);
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    /* room again */
+    int status = 0;
+    TT_WAIT_FOR((status = http(n.port, "GET", "/health", NULL, body, sizeof body)) == 200,
+                TT_DEADLINE_MS);
+    assert_int_equal(status, 200);
+    node_kill(&n, SIGTERM);
+}
+
+/* provider = "smtp": the node's emails reach a real SMTP peer, one message per order. */
+static void test_smtp_provider(void **state)
+{
+    (void)state;
+    char dir[128], sinkdir[160], body[1024], url[96];
+    snprintf(dir, sizeof dir, "%s/smtp", g_dir);
+    snprintf(sinkdir, sizeof sinkdir, "%s/smtp-sink", g_dir);
+    assert_int_equal(mkdir(sinkdir, 0755), 0);
+    int port = free_port();
+    pid_t sink = sink_start(port, sinkdir, false);
+    snprintf(url, sizeof url, "flashsale.email.smtp.url=smtp://127.0.0.1:%d", port);
+    node n;
+    node_start(&n, dir, 0, "flashsale.email.provider=smtp", url, NULL);
+    assert_int_equal(http(n.port, "PUT", "/inventory/m", "{\"stock\":5}", body, sizeof body), 200);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u@example.org\",\"sku\":\"m\"}",
+                              body, sizeof body),
+                         i < 5 ? 201 : 409);
+    TT_WAIT_FOR((http(n.port, "GET", "/emails/stats", NULL, body, sizeof body),
+                 strstr(body, "\"sent\":5,") != NULL),
+                TT_DEADLINE_MS);
+    assert_non_null(strstr(body, "\"sent\":5,"));
+    assert_non_null(strstr(body, "\"retrying\":0"));
+    TT_WAIT_FOR(count_files(sinkdir) == 5, TT_DEADLINE_MS);
+    assert_int_equal(count_files(sinkdir), 5);
+    node_kill(&n, SIGTERM);
+    sink_stop(sink, port);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -347,6 +535,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_api_contract),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
     cmocka_unit_test(test_email_rate_window),
+    cmocka_unit_test(test_bad_clients_do_not_disturb),
+    cmocka_unit_test(test_connection_cap),
+    cmocka_unit_test(test_smtp_provider),
 };
 
 int main(void)

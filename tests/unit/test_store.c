@@ -374,6 +374,7 @@ static void test_failed_commit_ends_the_actor(void **state)
 static _Atomic uint64_t g_items, g_dups, g_second_attempts;
 static _Atomic uint64_t g_seen[1024];
 static _Atomic bool g_ack;
+static _Atomic bool g_retry_first; /* put each item's first delivery back with tr_outbox_retry */
 
 typedef struct consumer_arg {
     tr_store *s;
@@ -406,7 +407,9 @@ static int consumer_recv(tr_ctx *ctx, void *state, tr_msg *m)
         atomic_fetch_add(&g_items, 1);
     if (attempt > 1)
         atomic_fetch_add(&g_second_attempts, 1);
-    if (atomic_load(&g_ack))
+    if (atomic_load(&g_retry_first) && attempt == 1)
+        TT_CHECK(tr_outbox_retry(*(tr_store **)state, id, 50) == TR_OK);
+    else if (atomic_load(&g_ack))
         tr_outbox_ack(*(tr_store **)state, id);
     return 0;
 }
@@ -422,6 +425,7 @@ static void outbox_reset(bool ack)
     for (int i = 0; i < 1024; i++)
         atomic_store(&g_seen[i], 0);
     atomic_store(&g_ack, ack);
+    atomic_store(&g_retry_first, false);
 }
 
 static void test_outbox_at_least_once(void **state)
@@ -481,6 +485,42 @@ static void test_outbox_at_least_once(void **state)
         sqlite3_finalize(q);
         sqlite3_close(db);
     }
+    tt_system_end(sys);
+    remove_db(path);
+}
+
+/* tr_outbox_retry: a consumer puts every item back once; each comes again after the retry's
+ * 50 ms, long before the ten-minute redelivery delay, and is then acknowledged. */
+static void test_outbox_retry(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "retry.db");
+    fresh(path);
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.outbox_window = 8, .redeliver_ms = 600000};
+    tr_store *s = open_store(sys, path, &so);
+    counter_arg a = {.store = s, .id = "orders", .outbox = true};
+    tr_pid p, c;
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+    for (uint64_t i = 1; i <= 20; i++)
+        assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, i)), TR_OK);
+    assert_int_equal(call_u64(sys, p, GET, 0), 210);
+    outbox_reset(true);
+    atomic_store(&g_retry_first, true);
+    consumer_arg ca = {.s = s};
+    assert_int_equal(tr_system_spawn(sys, &consumer_b, &ca, &c), TR_OK);
+    tr_store_stats st;
+    TT_WAIT_FOR((tr_store_stats_get(s, &st), st.outbox_acked >= 20), TT_DEADLINE_MS);
+    assert_int_equal(st.outbox_acked, 20);
+    assert_int_equal(atomic_load(&g_items), 20);
+    assert_int_equal(atomic_load(&g_dups), 20);            /* each came exactly twice */
+    assert_int_equal(atomic_load(&g_second_attempts), 20);
+    assert_int_equal(tr_outbox_retry(s, 0, 10), TR_EINVAL);
+    assert_int_equal(tr_outbox_retry(s, 999999, 10), TR_OK); /* unknown: ignored */
+    stop_wait(sys, c);
+    stop_wait(sys, p);
+    tr_store_close(s);
     tt_system_end(sys);
     remove_db(path);
 }
@@ -856,6 +896,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_group_commit),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
+    cmocka_unit_test(test_outbox_retry),
     cmocka_unit_test(test_outbox_consumer_killed),
 };
 

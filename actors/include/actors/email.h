@@ -3,11 +3,21 @@
  * once and hands each to a provider. Spawn it with a token bucket on its mailbox (rate, burst):
  * the outbox's items are ordinary messages, so the bucket holds the provider to that rate.
  *
- * Provider "maildir": one RFC 5322 file per email, written to DIR/tmp/ and renamed into
- * DIR/new/ (atomic), named after the order id — so a duplicate delivery (an item in flight when
- * a node died) rewrites the same file, and its Message-ID <ORDER_ID@flashsale.troupe> makes it
- * recognisable anywhere else. A failing provider leaves the item unacknowledged: the store sends
- * it again after its redelivery delay.
+ * Providers:
+ * - EMAIL_MAILDIR: one RFC 5322 file per email, written to DIR/tmp/ and renamed into DIR/new/
+ *   (atomic), named after the order id — so a duplicate delivery (an item in flight when a node
+ *   died) rewrites the same file.
+ * - EMAIL_SMTP: libcurl's SMTP client to smtp_url (one connection, reused), each transfer bounded
+ *   by timeout_ms.
+ * Either way the email carries Message-ID <ORDER_ID@flashsale.troupe>, so a duplicate is
+ * recognisable anywhere.
+ *
+ * Delivery runs in the actor's turn, so the mailbox's token bucket is exactly the rate the
+ * provider sees (a slow provider slows the actor; it never receives a catch-up burst). A failure
+ * (refused connection, timeout, 4xx/5xx) leaves the item in the outbox: it is delivered again
+ * after a backoff that doubles from retry_min_ms to retry_max_ms, and while the provider is
+ * backing off the actor does not try it at all (items arriving meanwhile are put back for when
+ * the backoff ends), so a dead provider costs one attempt per backoff period, not one per email.
  */
 #ifndef TROUPE_ACTORS_EMAIL_H
 #define TROUPE_ACTORS_EMAIL_H
@@ -17,15 +27,24 @@
 #include <troupe/store.h>
 
 typedef struct email_stats {
-    _Atomic uint64_t sent;      /* written and acknowledged */
-    _Atomic uint64_t failed;    /* provider failures (the item is tried again later) */
+    _Atomic uint64_t sent;      /* delivered and acknowledged */
+    _Atomic uint64_t failed;    /* provider failures (each leaves its item for a retry) */
+    _Atomic uint64_t retrying;  /* items whose last attempt failed, waiting for their retry */
 } email_stats;
+
+typedef enum email_provider { EMAIL_MAILDIR = 0, EMAIL_SMTP = 1 } email_provider;
 
 typedef struct email_args {
     tr_store *store;
     const char *queue;          /* the outbox queue (e.g. "email") */
-    const char *maildir;        /* DIR: tmp/, new/, cur/ are created if missing */
-    const char *from;           /* the From: address */
+    email_provider provider;
+    const char *maildir;        /* EMAIL_MAILDIR: DIR; tmp/, new/, cur/ are created if missing */
+    const char *smtp_url;       /* EMAIL_SMTP: e.g. "smtp://127.0.0.1:2525" */
+    unsigned timeout_ms;        /* EMAIL_SMTP: one delivery at most (connect included); 0 = 5,000 */
+    const char *from;           /* the From: header, e.g. "Sale <sale@example.com>" */
+    const char *to_domain;      /* a user without '@' gets USER@to_domain; NULL = "customers.invalid" */
+    unsigned retry_min_ms;      /* first backoff after a failure; 0 = 500 */
+    unsigned retry_max_ms;      /* backoff cap; 0 = 30,000 */
     email_stats *stats;         /* optional, shared with whoever reports them */
     void (*on_sent)(void *user, const char *order_id, uint64_t t_ns); /* optional */
     void *user;

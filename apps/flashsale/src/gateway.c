@@ -420,7 +420,7 @@ static void handler(void *user, http_server *h, const http_request *req)
         snprintf(body, sizeof body,
                  "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
                  (unsigned long long)sent, (unsigned long long)pending,
-                 (unsigned long long)atomic_load(&a->stats.failed),
+                 (unsigned long long)atomic_load(&a->stats.retrying),
                  a->o.email_rate ? a->o.email_rate : 50);
         respond(h, req->token, 200, body);
     } else {
@@ -458,20 +458,29 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     if (rc == TR_OK)
         rc = tr_sup_start(a->sys, &orders, &a->orders_sup);
     if (rc == TR_OK) {
-        a->eargs = (email_args){.store = a->store, .queue = "email", .maildir = o->maildir,
+        a->eargs = (email_args){.store = a->store, .queue = "email",
+                                .provider = (email_provider)o->email_provider,
+                                .maildir = o->maildir, .smtp_url = o->smtp_url,
+                                .timeout_ms = o->smtp_timeout_ms,
                                 .from = o->mail_from ? o->mail_from
                                                      : "Flash Sale <sale@flashsale.troupe>",
-                                .stats = &a->stats};
+                                .to_domain = o->mail_to_domain,
+                                .retry_min_ms = o->email_retry_min_ms,
+                                .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats};
         tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN,
                                         .rate = o->email_rate ? o->email_rate : 50,
                                         .burst = o->email_burst ? o->email_burst : 10}};
         rc = tr_system_spawn_ex(a->sys, &email_behaviour, &a->eargs, &sp, &a->email);
         if (rc != TR_OK && err != NULL && errlen > 0 && err[0] == '\0')
-            snprintf(err, errlen, "cannot start the email actor (maildir %s)", o->maildir);
+            snprintf(err, errlen, "cannot start the email actor (%s %s)",
+                     o->email_provider == EMAIL_SMTP ? "smtp" : "maildir",
+                     o->email_provider == EMAIL_SMTP ? o->smtp_url : o->maildir);
     }
     if (rc == TR_OK) {
         http_opts ho = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
-                        .handler = handler, .user = a};
+                        .max_request = o->http_max_request, .request_ms = o->http_request_ms,
+                        .max_connections = o->http_max_connections, .handler = handler,
+                        .user = a};
         int hr = http_start(&ho, &a->http);
         if (hr != 0) {
             if (err != NULL && errlen > 0)

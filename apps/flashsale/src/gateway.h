@@ -15,9 +15,17 @@ typedef struct fs_opts {
     const char *http_host;      /* default "127.0.0.1" */
     int http_port;              /* 0: any (see fs_port) */
     unsigned http_threads;      /* 0 = 2 */
+    size_t http_max_request;    /* headers + body of one request at most (413 above); 0 = 64 KiB */
+    unsigned http_request_ms;   /* a request must arrive within this (408); 0 = 10,000 */
+    unsigned http_max_connections; /* open at once; more are closed on accept; 0 = 10,000 */
     tr_store_opts store;        /* where orders and the email outbox live */
-    const char *maildir;        /* the email actor's maildir */
+    int email_provider;         /* email_provider (actors/email.h): maildir or smtp */
+    const char *maildir;        /* the email actor's maildir (provider maildir) */
+    const char *smtp_url;       /* provider smtp: e.g. "smtp://127.0.0.1:2525" */
+    unsigned smtp_timeout_ms;   /* one SMTP delivery at most; 0 = 5,000 */
     const char *mail_from;
+    const char *mail_to_domain; /* USER@this when a user is not an address; NULL = default */
+    unsigned email_retry_min_ms, email_retry_max_ms; /* provider backoff; 0 = 500 / 30,000 */
     unsigned email_rate;        /* emails per second (token bucket); 0 = 50 */
     unsigned email_burst;       /* 0 = 10 */
     unsigned admission_rate;    /* order requests per second admitted; 0 = no limit (429 above) */

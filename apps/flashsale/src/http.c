@@ -70,6 +70,7 @@ struct loop_t {
     resp *head, *tail;
     conn *table[BUCKETS];
     uint32_t next_id;
+    unsigned nconns;            /* open connections (at most max_connections / threads) */
     _Atomic bool stopping;      /* set by http_stop on another thread */
 };
 
@@ -105,6 +106,7 @@ static void on_handle_closed(uv_handle_t *h)
 {
     conn *c = h->data;
     if (--c->handles == 0) {
+        c->lp->nconns--;
         free(c->buf);
         free(c->body);
         free(c);
@@ -307,7 +309,11 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(&lp->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles = 2;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    lp->nconns++;
+    unsigned cap = lp->srv->o.max_connections ? lp->srv->o.max_connections : 10000;
+    cap = cap / lp->srv->n ? cap / lp->srv->n : 1;
+    /* accepted then closed at once when full: the peer learns at once, the backlog drains */
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || lp->nconns > cap) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);

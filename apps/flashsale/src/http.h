@@ -35,6 +35,7 @@ typedef struct http_opts {
     unsigned threads;           /* event loops; 0 = 2 */
     size_t max_request;         /* headers + body at most; 0 = 64 KiB */
     unsigned request_ms;        /* a request must arrive within this; 0 = 10,000 */
+    unsigned max_connections;   /* open at once (shared out among the threads); 0 = 10,000 */
     http_handler handler;
     void *user;
 } http_opts;

@@ -33,6 +33,8 @@ typedef struct opts {
     unsigned users, skus, stock, conns;
     double email_wait;          /* seconds to wait for emails after the run */
     const char *json, *png;
+    double max_p99_ms;          /* --max: the p99 bound (ms); 0 = one ordinary run */
+    double max_start, max_step; /* --max: first rate, seconds per step */
 } opts;
 
 typedef struct conn conn;
@@ -368,6 +370,101 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Runs one open-loop phase on fresh connections: `base` requests/s, `sale` from `sale_at` s on,
+ * for `duration` s (then up to 30 s for the answers still out). Resets the counters first. */
+static void run_phase(double base, double sale, double sale_at, double duration)
+{
+    R.o.base_rate = base;
+    R.o.sale_rate = sale;
+    R.o.sale_at = sale_at;
+    R.o.duration = duration;
+    R.scheduled = R.not_sent = R.errors = 0;
+    R.qhead = R.qlen = 0;
+    R.nlat = 0;
+    memset(R.status, 0, sizeof R.status);
+    memset(R.offered, 0, sizeof R.offered);
+    memset(R.confirmed, 0, sizeof R.confirmed);
+    for (unsigned i = 0; i < R.o.conns; i++) {
+        R.conns[i].r = &R;
+        conn_open(&R.conns[i]);
+    }
+    uv_timer_init(R.loop, &R.tick);
+    R.tick.data = &R;
+    R.t0 = now_ns();
+    uv_timer_start(&R.tick, on_tick, 1, 1);
+    uv_run(R.loop, UV_RUN_DEFAULT);
+}
+
+static int cmp_u64(const void *a, const void *b);
+
+/* The latency percentile p (0..1) of the last phase, in ms (sorts R.lat). */
+static double pct(double p)
+{
+    qsort(R.lat, R.nlat, sizeof *R.lat, cmp_u64);
+    return R.nlat ? (double)R.lat[(size_t)((double)(R.nlat - 1) * p)] / 1000.0 : 0;
+}
+
+/* --max: doubles the rate while each step is served (every request answered 201 or 409, none
+ * left unsent, p99 under the bound), then bisects between the last served rate and the first
+ * that was not, to within 5%. Prints each step and the result (and --json). */
+static int find_max(const opts *o)
+{
+    double rate = o->max_start > 0 ? o->max_start : 1000, step = o->max_step > 0 ? o->max_step : 5;
+    double good = 0, bad = 0, good_p50 = 0, good_p99 = 0;
+    FILE *jf = o->json != NULL ? fopen(o->json, "w") : NULL;
+    if (jf != NULL)
+        fprintf(jf, "{\"p99_bound_ms\":%.3f,\"step_s\":%.1f,\"steps\":[", o->max_p99_ms, step);
+    printf("== flashsale-load --max: p99 under %.2f ms, %.0f s per step, %u connections ==\n",
+           o->max_p99_ms, step, o->conns);
+    for (int n = 0; n < 24; n++) {
+        run_phase(rate, rate, 0, step);
+        uint64_t answered = R.status[201] + R.status[409];
+        double p50 = pct(0.5), p99 = pct(0.99);
+        bool served = R.scheduled > 0 && answered == R.scheduled && R.not_sent == 0 &&
+                      R.errors == 0 && p99 <= o->max_p99_ms;
+        printf("rate %8.0f/s: offered %llu, 201 %llu, 409 %llu, other %llu, p50 %.2f ms, p99 %.2f "
+               "ms, max %.2f ms: %s\n",
+               rate, (unsigned long long)R.scheduled, (unsigned long long)R.status[201],
+               (unsigned long long)R.status[409],
+               (unsigned long long)(R.scheduled - answered), p50, p99, pct(1.0),
+               served ? "served" : "not served");
+        fflush(stdout);
+        if (jf != NULL)
+            fprintf(jf, "%s{\"rate\":%.0f,\"offered\":%llu,\"answered\":%llu,\"p50\":%.3f,"
+                        "\"p99\":%.3f,\"served\":%s}",
+                    n ? "," : "", rate, (unsigned long long)R.scheduled,
+                    (unsigned long long)answered, p50, p99, served ? "true" : "false");
+        if (served) {
+            good = rate;
+            good_p50 = p50;
+            good_p99 = p99;
+        } else {
+            bad = rate;
+        }
+        if (bad == 0)
+            rate *= 2;
+        else if (good == 0 && bad <= 1)
+            break;
+        else if (good == 0)
+            rate = bad / 2;
+        else if ((bad - good) / good <= 0.05)
+            break;
+        else
+            rate = (good + bad) / 2;
+        sleep(1); /* let the node settle between steps */
+    }
+    if (good > 0)
+        printf("max: %.0f requests/s served with p99 %.2f ms (p50 %.2f ms; bound %.2f ms)\n", good,
+               good_p99, good_p50, o->max_p99_ms);
+    else
+        printf("max: no rate tried was served with p99 under %.2f ms\n", o->max_p99_ms);
+    if (jf != NULL) {
+        fprintf(jf, "],\"max_rate\":%.0f,\"p50\":%.3f,\"p99\":%.3f}\n", good, good_p50, good_p99);
+        fclose(jf);
+    }
+    return good > 0 ? 0 : 1;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -381,7 +478,11 @@ static void usage(FILE *f)
             "  --stock N           units per SKU, set up before the run (default 5000; 0: no setup)\n"
             "  --conns N           keep-alive connections (default 64)\n"
             "  --email-wait S      at most this long to wait for the emails after (default 120)\n"
-            "  --json FILE         the report as JSON      --png FILE  a chart (gnuplot)\n");
+            "  --json FILE         the report as JSON      --png FILE  a chart (gnuplot)\n"
+            "  --max P99_MS        instead: find the highest constant rate answered with p99 under\n"
+            "                      P99_MS (every request answered 201/409, none waiting unsent)\n"
+            "  --max-start R       --max: the first rate tried (default 1000)\n"
+            "  --max-step S        --max: seconds at each rate (default 5)\n");
 }
 
 int main(int argc, char **argv)
@@ -419,6 +520,9 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--email-wait") == 0) o.email_wait = atof(v);
         else if (strcmp(a, "--json") == 0) o.json = v;
         else if (strcmp(a, "--png") == 0) o.png = v;
+        else if (strcmp(a, "--max") == 0) o.max_p99_ms = atof(v);
+        else if (strcmp(a, "--max-start") == 0) o.max_start = atof(v);
+        else if (strcmp(a, "--max-step") == 0) o.max_step = atof(v);
         else {
             usage(stderr);
             return 2;
@@ -452,19 +556,13 @@ int main(int argc, char **argv)
     R.conns = calloc(o.conns, sizeof *R.conns);
     if (R.due == NULL || R.conns == NULL)
         return 1;
-    for (unsigned i = 0; i < o.conns; i++) {
-        R.conns[i].r = &R;
-        conn_open(&R.conns[i]);
-    }
-    uv_timer_init(R.loop, &R.tick);
-    R.tick.data = &R;
-    R.t0 = now_ns();
-    uv_timer_start(&R.tick, on_tick, 1, 1);
+    if (o.max_p99_ms > 0)
+        return find_max(&o);
     pthread_t poller;
     bool polling = pthread_create(&poller, NULL, poller_main, &R.o) == 0;
     fprintf(stderr, "flashsale-load: %.0f req/s, %.0f req/s from %.0f s, for %.0f s...\n",
             o.base_rate, o.sale_rate, o.sale_at, o.duration);
-    uv_run(R.loop, UV_RUN_DEFAULT);
+    run_phase(o.base_rate, o.sale_rate, o.sale_at, o.duration);
 
     /* the emails: keep polling until none is pending (bounded) */
     if (polling) {

@@ -7,6 +7,8 @@
  */
 #include "gateway.h"
 
+#include "actors/email.h"
+
 #include <errno.h>
 #include <libconfig.h>
 #include <pthread.h>
@@ -167,9 +169,17 @@ int main(int argc, char **argv)
         .http_host = get_str(&cfg, "flashsale.http.host", "127.0.0.1"),
         .http_port = (int)get_int(&cfg, "flashsale.http.port", 8080),
         .http_threads = (unsigned)get_int(&cfg, "flashsale.http.threads", 2),
+        .http_max_request = (size_t)get_int(&cfg, "flashsale.http.max_request", 65536),
+        .http_request_ms = (unsigned)get_int(&cfg, "flashsale.http.request_timeout_ms", 10000),
+        .http_max_connections = (unsigned)get_int(&cfg, "flashsale.http.max_connections", 10000),
         .store = sc->store,
         .maildir = get_str(&cfg, "flashsale.email.maildir", maildir),
+        .smtp_url = get_str(&cfg, "flashsale.email.smtp.url", NULL),
+        .smtp_timeout_ms = (unsigned)get_int(&cfg, "flashsale.email.smtp.timeout_ms", 5000),
         .mail_from = get_str(&cfg, "flashsale.email.from", NULL),
+        .mail_to_domain = get_str(&cfg, "flashsale.email.to_domain", NULL),
+        .email_retry_min_ms = (unsigned)get_int(&cfg, "flashsale.email.retry_min_ms", 500),
+        .email_retry_max_ms = (unsigned)get_int(&cfg, "flashsale.email.retry_max_ms", 30000),
         .email_rate = (unsigned)get_int(&cfg, "flashsale.email.rate", 50),
         .email_burst = (unsigned)get_int(&cfg, "flashsale.email.burst", 10),
         .admission_rate = (unsigned)get_int(&cfg, "flashsale.admission.rate", 0),
@@ -188,8 +198,16 @@ int main(int argc, char **argv)
         o.http_host = host;
         o.http_port = atoi(colon + 1);
     }
-    if (strcmp(get_str(&cfg, "flashsale.email.provider", "maildir"), "maildir") != 0) {
-        fprintf(stderr, "flashsale: email.provider: only \"maildir\" is built in yet\n");
+    const char *provider = get_str(&cfg, "flashsale.email.provider", "maildir");
+    if (strcmp(provider, "smtp") == 0) {
+        o.email_provider = EMAIL_SMTP;
+        if (o.smtp_url == NULL) {
+            fprintf(stderr, "flashsale: email.provider \"smtp\" needs email.smtp.url\n");
+            return 1;
+        }
+    } else if (strcmp(provider, "maildir") != 0) {
+        fprintf(stderr, "flashsale: email.provider: \"maildir\" or \"smtp\", not \"%s\"\n",
+                provider);
         return 1;
     }
     sigset_t sigs;

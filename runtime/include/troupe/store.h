@@ -109,6 +109,9 @@ void tr_journal_close(tr_journal *j);
 int tr_outbox_subscribe(tr_store *s, const char *queue, tr_pid consumer);
 /* Acknowledges item `id`: it is deleted (in the next commit) and never delivered again. */
 int tr_outbox_ack(tr_store *s, uint64_t id);
+/* The consumer could not handle item `id` now: it is delivered again after delay_ms instead of
+ * redeliver_ms (a consumer's backoff). Unknown or acknowledged ids are ignored. */
+int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms);
 /* Reads a TR_MSG_OUTBOX message; pointers are into m. attempt counts deliveries since the
  * consumer subscribed (1 = first). */
 int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_len,

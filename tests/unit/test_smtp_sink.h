@@ -1,0 +1,84 @@
+/*
+ * test_smtp_sink.h — a real SMTP peer for tests: postfix's smtp-sink on a loopback port, writing
+ * each message it accepts (headers included) to its own file (header-only, static inline).
+ */
+#ifndef TROUPE_TEST_SMTP_SINK_H
+#define TROUPE_TEST_SMTP_SINK_H
+
+#include "test_util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define SMTP_SINK "/usr/sbin/smtp-sink"
+
+/* A loopback port nobody listens on (bound and released). */
+static inline int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static inline bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts postfix's smtp-sink on 127.0.0.1:port writing each message to its own file in dir;
+ * reject4xx: it answers RCPT TO with a soft error instead. */
+static inline pid_t sink_start(int port, const char *dir, bool reject4xx)
+{
+    if (access(SMTP_SINK, X_OK) != 0)
+        fail_msg(SMTP_SINK " is missing: install postfix (scripts/bootstrap does)");
+    char tmpl[256], addr[64];
+    snprintf(tmpl, sizeof tmpl, "%s/%%M.", dir);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    char *argv[12];
+    int n = 0;
+    argv[n++] = (char *)SMTP_SINK;
+    if (geteuid() == 0) { /* it refuses to run as root without dropping to a user */
+        argv[n++] = (char *)"-u";
+        argv[n++] = (char *)"root";
+    }
+    if (reject4xx) {
+        argv[n++] = (char *)"-r";
+        argv[n++] = (char *)"rcpt";
+    }
+    argv[n++] = (char *)"-d";
+    argv[n++] = tmpl;
+    argv[n++] = addr;
+    argv[n++] = (char *)"100";
+    argv[n] = NULL;
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, SMTP_SINK, NULL, NULL, argv, environ), 0);
+    TT_WAIT_FOR(port_open(port), TT_DEADLINE_MS);
+    assert_true(port_open(port));
+    return pid;
+}
+
+static inline void sink_stop(pid_t pid, int port)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    TT_WAIT_FOR(!port_open(port), TT_DEADLINE_MS);
+}
+
+#endif
