@@ -381,6 +381,13 @@ int tr_sup_spawn(tr_ctx *ctx, const tr_sup_spec *spec, tr_pid *out);
 /* simple_one_for_one: starts a child of the template with `arg` (copied: arg_len bytes; 0 = pass
  * the pointer as is). Blocks until started. Not callable from an actor. */
 int tr_sup_start_child(tr_system *sys, tr_pid sup, const void *arg, size_t arg_len, tr_pid *child);
+/* tr_sup_start_child from inside an actor, without blocking: the supervisor answers with a reply
+ * (its corr in *corr; or a TR_MSG_TIMEOUT after timeout_ms) to read with tr_sup_started. */
+int tr_sup_start_child_async(tr_ctx *ctx, tr_pid sup, const void *arg, size_t arg_len,
+                             unsigned timeout_ms, uint64_t *corr);
+/* Reads the supervisor's answer to tr_sup_start_child_async: TR_OK and the child's pid, or why
+ * the child could not start. */
+int tr_sup_started(const tr_msg *reply, tr_pid *child);
 /* The current pid of the child with this id (TR_ENOPROC if not running). Not from an actor. */
 int tr_sup_which_child(tr_system *sys, tr_pid sup, const char *id, tr_pid *child);
 /* Ends a child for good (no restart); for simple_one_for_one pass its pid, else its id's pid. */
@@ -428,6 +435,20 @@ int tr_system_send(tr_system *sys, tr_pid to, tr_msg *m);
 int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
 /* Replies to `request` (a message received with a corr) with `reply`, which the runtime takes. */
 int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply);
+/* A request's return address: who asked, and the request's corr (Erlang's From). Plain data: keep
+ * it to answer later, after the request message itself is gone. */
+typedef struct tr_from {
+    tr_pid pid;
+    uint64_t corr;
+} tr_from;
+/* The return address of a request ({0, 0} if `m` is not a request). */
+tr_from tr_msg_from(const tr_msg *m);
+/* Answers the request `from` came from with `reply` (taken): a deferred tr_reply. */
+int tr_reply_from(tr_ctx *ctx, tr_from from, tr_msg *reply);
+/* Hands a request on: sends `m` (taken) to `to` as the request `from` came from — same requester,
+ * same corr — so `to`'s tr_reply answers the requester directly (a router's hop; Akka's forward).
+ * TR_ENOPROC if `to` is gone; then, as for any request, the requester is told (TR_MSG_NOPROC). */
+int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m);
 /* Sends a request from outside any actor and blocks until the reply (*reply_out, owned by the
  * caller), the timeout (TR_ETIMEDOUT), or the target ending with the request unanswered
  * (TR_ENOPROC, even with no timeout). Never call it from an actor: use tr_request. */

@@ -279,6 +279,8 @@ TR_HIDDEN bool tr__kill_queued(tr_actor *a, tr_pid self);
 TR_HIDDEN bool tr__pending_filter(tr_actor *a, tr_msg *m);
 TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
 /* tr_call without the check on the message type (runtime requests such as a supervisor's). */
+/* tr_request without the check on the type (runtime protocols use system types). */
+TR_HIDDEN int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
 TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
                        tr_msg **reply_out);
 /* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */

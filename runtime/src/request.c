@@ -52,9 +52,18 @@ void tr__pending_free(tr_system *sys, tr_actor *a)
 
 int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr_out)
 {
+    if (m != NULL && m->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    return tr__request(ctx, to, m, timeout_ms, corr_out);
+}
+
+int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr_out)
+{
     if (m == NULL)
         return TR_EINVAL;
-    if (ctx == NULL || m->type >= TR_MSG_SYSTEM) {
+    if (ctx == NULL) {
         tr_msg_free(m);
         return TR_EINVAL;
     }
@@ -122,6 +131,46 @@ int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply)
     reply->corr = corr;
     reply->flags = TR_MF_REPLY;
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, reply);
+}
+
+tr_from tr_msg_from(const tr_msg *m)
+{
+    tr_from f = {0, 0};
+    if (m != NULL && (m->flags & TR_MF_REQUEST) && m->sender != TR_PID_NONE) {
+        f.pid = m->sender;
+        f.corr = m->corr;
+    }
+    return f;
+}
+
+int tr_reply_from(tr_ctx *ctx, tr_from from, tr_msg *reply)
+{
+    if (reply == NULL)
+        return TR_EINVAL;
+    if (ctx == NULL || from.pid == TR_PID_NONE || from.corr == 0 || reply->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(reply);
+        return TR_EINVAL;
+    }
+    tr__ctx_release_cur(ctx, reply);
+    reply->sender = tr_self(ctx);
+    reply->corr = from.corr;
+    reply->flags = TR_MF_REPLY;
+    return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), from.pid, reply);
+}
+
+int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m)
+{
+    if (m == NULL)
+        return TR_EINVAL;
+    if (ctx == NULL || from.pid == TR_PID_NONE || from.corr == 0 || m->type >= TR_MSG_SYSTEM) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    tr__ctx_release_cur(ctx, m);
+    m->sender = from.pid;
+    m->corr = from.corr;
+    m->flags = TR_MF_REQUEST;
+    return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, m);
 }
 
 /* ---- tr_call ------------------------------------------------------------------------------- */

@@ -112,15 +112,16 @@ static void enqueue(tr_store *s, unit *u)
 
 /* ---- the writer ---------------------------------------------------------------------------- */
 
-/* Sends m (consumed) from outside any actor. */
-static void deliver(tr_store *s, tr_pid to, tr_msg *m)
+/* Sends m (consumed) from outside any actor; TR_ENOPROC when `to` is gone. */
+static int deliver(tr_store *s, tr_pid to, tr_msg *m)
 {
     if (tr__ext_enter(s->sys) != TR_OK) {
         tr_msg_free(m);
-        return;
+        return TR_ESTATE;
     }
-    tr__deliver(s->sys, NULL, to, m);
+    int rc = tr__deliver(s->sys, NULL, to, m);
     tr__ext_leave(s->sys);
+    return rc;
 }
 
 static oqueue *queue_find(tr_store *s, const char *name, bool create)
@@ -249,8 +250,8 @@ static void item_out(tr_store *s, oqueue *q, uint64_t id, const void *key, size_
                      const void *data, size_t len)
 {
     tr_msg *m = outbox_msg(id, key, klen, data, len, s->pump_attempt);
-    if (m != NULL)
-        deliver(s, q->consumer, m);
+    if (m != NULL && deliver(s, q->consumer, m) == TR_ENOPROC)
+        q->consumer = TR_PID_NONE; /* it ended: nothing more until a consumer subscribes */
 }
 
 /* A backend read the next new item: deliver it and track it. */
@@ -664,6 +665,13 @@ int tr_outbox_ack(tr_store *s, uint64_t id)
     o->seq = id;
     enqueue(s, u);
     return TR_OK;
+}
+
+int tr_outbox_pending(tr_store *s, const char *queue, uint64_t *n)
+{
+    if (s == NULL || queue == NULL || n == NULL || strlen(queue) > STORE_ID_MAX)
+        return TR_EINVAL;
+    return s->be->pending(s, queue, n);
 }
 
 int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms)

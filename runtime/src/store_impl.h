@@ -69,6 +69,8 @@ typedef struct store_backend {
     bool (*item_get)(tr_store *s, oqueue *q, uint64_t id, store_item_fn fn);
     /* Up to limit items of q with ids above `after`, oldest first. */
     void (*items_next)(tr_store *s, oqueue *q, uint64_t after, unsigned limit, store_item_fn fn);
+    /* How many items of queue `queue` are not acknowledged (any thread: the reading connection). */
+    int (*pending)(tr_store *s, const char *queue, uint64_t *n);
     /* Closes the connections (the writer has stopped). */
     void (*close)(tr_store *s);
     /* Frees what close left. */

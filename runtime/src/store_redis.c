@@ -399,11 +399,35 @@ static void rd_free(tr_store *s)
     s->bk = NULL;
 }
 
+static int rd_pending(tr_store *s, const char *queue, uint64_t *n)
+{
+    rd *b = s->bk;
+    int rc = TR_EIO;
+    pthread_mutex_lock(&b->read_lock);
+    if (b->r == NULL || b->r->err != 0) {
+        if (b->r != NULL)
+            redisFree(b->r);
+        b->r = connect_to(b);
+    }
+    redisReply *r = b->r != NULL && b->r->err == 0
+                        ? redisCommand(b->r, "ZCARD troupe:ob:q:%s", queue)
+                        : NULL;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        *n = (uint64_t)r->integer;
+        rc = TR_OK;
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    pthread_mutex_unlock(&b->read_lock);
+    return rc;
+}
+
 static const store_backend redis_backend = {
     .commit = rd_commit,
     .recover = rd_recover,
     .item_get = rd_item_get,
     .items_next = rd_items_next,
+    .pending = rd_pending,
     .close = rd_close,
     .free = rd_free,
 };

@@ -209,11 +209,32 @@ static void sq_free(tr_store *s)
     s->bk = NULL;
 }
 
+static int sq_pending(tr_store *s, const char *queue, uint64_t *n)
+{
+    sq *b = s->bk;
+    pthread_mutex_lock(&b->read_lock);
+    sqlite3_stmt *st = NULL;
+    int rc = TR_EIO;
+    if (b->rdb != NULL &&
+        sqlite3_prepare_v2(b->rdb, "SELECT count(*) FROM outbox WHERE queue = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, queue, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *n = (uint64_t)sqlite3_column_int64(st, 0);
+            rc = TR_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&b->read_lock);
+    return rc;
+}
+
 static const store_backend sqlite_backend = {
     .commit = sq_commit,
     .recover = sq_recover,
     .item_get = sq_item_get,
     .items_next = sq_items_next,
+    .pending = sq_pending,
     .close = sq_close,
     .free = sq_free,
 };

@@ -902,6 +902,43 @@ int tr_sup_start_child(tr_system *sys, tr_pid sup_pid, const void *arg, size_t a
     return rc;
 }
 
+int tr_sup_start_child_async(tr_ctx *ctx, tr_pid sup_pid, const void *arg, size_t arg_len,
+                             unsigned timeout_ms, uint64_t *corr)
+{
+    if (ctx == NULL || (arg_len > 0 && arg == NULL) || arg_len > TR_MSG_MAX / 2)
+        return TR_EINVAL;
+    tr_msg *m = tr_msg_new(SUP_START_CHILD, arg_len + 16);
+    if (m == NULL)
+        return TR_ENOMEM;
+    msgpack_packer *pk = tr_msg_packer(m);
+    msgpack_pack_bin(pk, arg_len);
+    if (arg_len > 0)
+        msgpack_pack_bin_body(pk, arg, arg_len);
+    else
+        msgpack_pack_uint64(pk, (uint64_t)(uintptr_t)arg);
+    return tr__request(ctx, sup_pid, m, timeout_ms, corr);
+}
+
+int tr_sup_started(const tr_msg *reply, tr_pid *child_out)
+{
+    if (child_out != NULL)
+        *child_out = TR_PID_NONE;
+    if (reply == NULL || !tr_msg_is_reply(reply))
+        return TR_EINVAL;
+    tr_reader r;
+    tr_reader_init(&r, reply);
+    int64_t code = TR_EBADMSG;
+    uint64_t pid = 0;
+    if (tr_read_i64(&r, &code) != TR_OK)
+        code = TR_EBADMSG;
+    else if (code == TR_OK && tr_read_u64(&r, &pid) != TR_OK)
+        code = TR_EBADMSG;
+    tr_reader_done(&r);
+    if (code == TR_OK && child_out != NULL)
+        *child_out = pid;
+    return (int)code;
+}
+
 int tr_sup_which_child(tr_system *sys, tr_pid sup_pid, const char *id, tr_pid *child_out)
 {
     if (sys == NULL || id == NULL)

@@ -8,7 +8,7 @@
  * of attempts (the backoff).
  */
 #include "../unit/test_util.h"
-#include "../unit/test_smtp_sink.h"
+#include "../unit/test_peers.h"
 #include "actors/email.h"
 #include "actors/order.h"
 

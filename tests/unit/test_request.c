@@ -640,6 +640,81 @@ static void test_call_target_ends_with_request_queued(void **state)
     tt_system_end(sys);
 }
 
+/* ---- tr_forward ---------------------------------------------------------------------------- */
+
+/* tr_forward / tr_reply_from. A router: a MSG_REQ is handed on to the server it was started with (payload + 1), so the
+ * server's reply goes straight to the original requester; a plain message cannot be forwarded,
+ * and a request forwarded to a dead pid tells the requester (TR_ENOPROC), as a request would. */
+typedef struct router {
+    tr_pid server;
+} router;
+
+static int router_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    ((router *)state)->server = *(const tr_pid *)arg;
+    return 0;
+}
+
+static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    router *r = state;
+    tr_from from = tr_msg_from(m);
+    if (tr_msg_corr(m) == 0) {
+        TT_CHECK(from.pid == TR_PID_NONE && from.corr == 0);
+        TT_CHECK(tr_forward(ctx, r->server, from, tt_msg_u64(MSG_REQ, 1)) == TR_EINVAL);
+        TT_CHECK(tr_reply_from(ctx, from, tt_msg_u64(MSG_ANSWER, 1)) == TR_EINVAL);
+        return 0;
+    }
+    uint64_t v = tt_read_u64(m);
+    if (v == 1000) { /* to a dead pid: refused, and the requester is told */
+        TT_CHECK(tr_forward(ctx, tr_self(ctx) + 7777, from, tt_msg_u64(MSG_REQ, 1)) == TR_ENOPROC);
+        return 0;
+    }
+    if (v == 2000) { /* answered by the router itself, from the saved return address */
+        TT_CHECK(tr_reply_from(ctx, from, tt_msg_u64(MSG_ANSWER, 7)) == TR_OK);
+        return 0;
+    }
+    TT_CHECK(tr_forward(ctx, r->server, from, tt_msg_u64(MSG_REQ, v + 1)) == TR_OK);
+    return 0;
+}
+
+static const tr_behaviour router_beh = {.name = "router", .state_size = sizeof(router),
+                                        .init = router_init, .receive = router_receive};
+
+static void test_forward_answers_the_requester(void **state)
+{
+    (void)state;
+    reset();
+    tr_system *sys = new_system(2);
+    tr_pid server, rt;
+    assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
+    assert_int_equal(tr_system_spawn(sys, &router_beh, &server, &rt), TR_OK);
+    for (uint64_t i = 0; i < 100; i++) {
+        tr_msg *reply = NULL;
+        assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, i), 30000, &reply), TR_OK);
+        assert_true(tr_msg_is_reply(reply));
+        assert_int_equal(tr_msg_sender(reply), server); /* straight from the server */
+        assert_int_equal(tt_read_u64(reply), 2 * (i + 1));
+        tr_msg_free(reply);
+    }
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, 1000), 30000, &reply), TR_ENOPROC);
+    assert_null(reply);
+    assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, 2000), 30000, &reply), TR_OK);
+    assert_int_equal(tr_msg_sender(reply), rt);
+    assert_int_equal(tt_read_u64(reply), 7);
+    tr_msg_free(reply);
+    assert_int_equal(tr_system_send(sys, rt, tt_msg_u64(MSG_PLAIN, 1)), TR_OK);
+    tr_actor_stats as = {0};
+    TT_WAIT_FOR((tr_actor_stats_get(sys, rt, &as), as.processed >= 103), TT_DEADLINE_MS);
+    assert_int_equal(as.processed, 103);
+    tr_system_stats st = tt_stats(sys);
+    assert_int_equal(st.late_replies, 0);
+    tt_system_end(sys);
+    tt_assert_no_failures();
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip_with_timeout),
     cmocka_unit_test(test_roundtrip_without_timeout),
@@ -655,6 +730,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_call_inside_actor_refused),
     cmocka_unit_test(test_call_on_stopped_system),
     cmocka_unit_test(test_call_target_ends_with_request_queued),
+    cmocka_unit_test(test_forward_answers_the_requester),
 };
 
 static const struct CMUnitTest known_bugs[] = {

@@ -10,6 +10,7 @@
  * writes are refused), an unreachable server.
  */
 #include "test_util.h"
+#include "test_peers.h"
 #include "troupe/store.h"
 
 #include <hiredis/hiredis.h>
@@ -444,6 +445,12 @@ static void test_outbox_at_least_once(void **state)
     for (uint64_t i = 1; i <= 100; i++)
         assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, i)), TR_OK);
     assert_int_equal(call_u64(sys, p, GET, 0), 5050);
+    uint64_t pending = 0;
+    assert_int_equal(tr_outbox_pending(s, "mail", &pending), TR_OK);
+    assert_int_equal(pending, 100);
+    assert_int_equal(tr_outbox_pending(s, "nothing-here", &pending), TR_OK);
+    assert_int_equal(pending, 0);
+    assert_int_equal(tr_outbox_pending(s, NULL, &pending), TR_EINVAL);
     /* a consumer that never acknowledges: it gets the window, then the same items again */
     outbox_reset(false);
     consumer_arg ca = {.s = s};
@@ -465,6 +472,8 @@ static void test_outbox_at_least_once(void **state)
     assert_true(dups <= 16);
     tr_store_stats_get(s, &st);
     assert_int_equal(st.outbox_put, 100);
+    TT_WAIT_FOR(tr_outbox_pending(s, "mail", &pending) == TR_OK && pending == 0, TT_DEADLINE_MS);
+    assert_int_equal(pending, 0);
     stop_wait(sys, c);
     stop_wait(sys, p);
     tr_store_close(s);
@@ -838,48 +847,17 @@ static int setup_redis(void **state)
     if (setup_sqlite(state) != 0)
         return -1;
     g_redis = true;
-    uint64_t seed = (uint64_t)getpid() * 2654435761u + 1;
-    for (int attempt = 0; attempt < 20; attempt++) {
-        g_redis_port = 20000 + (unsigned)(tt_xs64(&seed) % 40000);
-        char port[16];
-        snprintf(port, sizeof port, "%u", g_redis_port);
-        fflush(NULL);
-        g_redis_pid = fork();
-        if (g_redis_pid == 0) {
-            int devnull = open("/dev/null", O_WRONLY);
-            if (devnull >= 0) {
-                dup2(devnull, STDOUT_FILENO);
-                dup2(devnull, STDERR_FILENO);
-            }
-            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", g_dir,
-                   (char *)NULL);
-            _exit(127);
-        }
-        for (int i = 0; i < 200; i++) { /* up to 2 s to answer */
-            redisReply *r = redis_cmd("PING");
-            if (r != NULL) {
-                freeReplyObject(r);
-                return 0;
-            }
-            int st;
-            if (waitpid(g_redis_pid, &st, WNOHANG) == g_redis_pid)
-                break; /* it exited: port taken, or not installed */
-            tt_sleep_ms(10);
-        }
-        kill(g_redis_pid, SIGKILL);
-        waitpid(g_redis_pid, NULL, 0);
-        g_redis_pid = 0;
-    }
-    return -1;
+    int port = 0;
+    g_redis_pid = redis_start(g_dir, &port);
+    g_redis_port = (unsigned)port;
+    return g_redis_pid > 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     if (g_redis_pid > 0) {
-        kill(g_redis_pid, SIGTERM);
-        waitpid(g_redis_pid, NULL, 0);
+        redis_stop(g_redis_pid);
         g_redis_pid = 0;
         char p[256];
         snprintf(p, sizeof p, "rm -rf '%s'/appendonlydir '%s'/*.aof", g_dir, g_dir);

@@ -366,6 +366,53 @@ static void test_simple_one_for_one(void **state)
     sys_end(sys);
 }
 
+/* tr_sup_start_child_async: an actor starts children without blocking; the answers come as
+ * replies (a started child's pid, or the refusal's code). */
+static _Atomic uint64_t g_async_pid;
+static atomic_int g_async_refused, g_async_answers;
+
+static int starter_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)st;
+    if (tr_msg_is_reply(m)) {
+        tr_pid child_pid;
+        int rc = tr_sup_started(m, &child_pid);
+        if (rc == TR_OK)
+            atomic_store(&g_async_pid, child_pid);
+        else if (rc == TR_EINVAL)
+            atomic_fetch_add(&g_async_refused, 1);
+        atomic_fetch_add(&g_async_answers, 1);
+        return 0;
+    }
+    tr_pid sup = (tr_pid)tt_read_u64(m);
+    uint64_t c1 = 0, c2 = 0;
+    TT_CHECK(tr_sup_start_child_async(ctx, sup, "sku-async", 10, 30000, &c1) == TR_OK);
+    TT_CHECK(tr_sup_start_child_async(ctx, sup, "refuse", 7, 30000, &c2) == TR_OK);
+    TT_CHECK(c1 != 0 && c2 != 0 && c1 != c2);
+    return 0;
+}
+static const tr_behaviour starter = {.name = "starter", .receive = starter_receive};
+
+static void test_start_child_async_from_an_actor(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    tr_child_spec tmpl = child("sku", &skuw, NULL, TR_TEMPORARY);
+    tr_sup_spec spec = spec_of(TR_SIMPLE_ONE_FOR_ONE, 10, 10000, &tmpl, 1);
+    tr_pid sup, st;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    assert_int_equal(tr_system_spawn(sys, &starter, NULL, &st), TR_OK);
+    assert_int_equal(tr_system_send(sys, st, tt_msg_u64(1, sup)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&g_async_answers) == 2, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_async_refused), 1);
+    assert_true(tr_system_alive(sys, (tr_pid)atomic_load(&g_async_pid)));
+    uint64_t running = 0;
+    assert_int_equal(tr_sup_count(sys, sup, &running, NULL), TR_OK);
+    assert_int_equal(running, 1);
+    assert_int_equal(tr_sup_started(NULL, NULL), TR_EINVAL);
+    sys_end(sys);
+}
+
 static void test_nested_supervisor_escalates(void **state)
 {
     (void)state;
@@ -539,6 +586,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_shutdown_in_reverse_start_order),
     cmocka_unit_test(test_shutdown_timeout_then_kill),
     cmocka_unit_test(test_simple_one_for_one),
+    cmocka_unit_test(test_start_child_async_from_an_actor),
     cmocka_unit_test(test_nested_supervisor_escalates),
     cmocka_unit_test(test_backoff_slows_a_crash_loop),
     cmocka_unit_test(test_no_backoff_restart_is_immediate_and_counted),

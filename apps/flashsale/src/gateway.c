@@ -2,11 +2,18 @@
  * gateway.c — the flash sale node: HTTP in front, actors behind.
  *
  * The HTTP loops (http.c) never block: a request that needs an order actor spawns a one-shot
- * "call" actor (half a microsecond) that sends the actor a tr_request, turns its reply into JSON
- * and hands it to http_respond, then ends. Order actors are created on first use of a SKU, under
- * a simple_one_for_one supervisor (they recover from their journal when restarted); the SKU ->
- * pid table is the one shared structure, behind a mutex. The email actor consumes the outbox
- * under its mailbox's token bucket.
+ * "call" actor (half a microsecond) that sends a tr_request, turns the reply into JSON and hands
+ * it to http_respond, then ends. When the SKU's order actor is running here the call goes
+ * straight to it; otherwise it goes to the router of the node that owns the SKU (this one, or in
+ * a cluster the node tr_node_place picks), wrapped in an FS_ROUTE envelope. A router starts
+ * order actors on first use, under a simple_one_for_one supervisor (tr_sup_start_child_async:
+ * requests wait in a bounded list meanwhile), and hands each request on with tr_forward, so the
+ * order actor answers the call actor directly. Order actors recover from their journal; in a
+ * cluster the store is shared (Redis) and fenced, so a SKU that moves to another node recovers
+ * there and its old owner can no longer write. The SKU -> pid table is shared, behind a mutex.
+ * The email actor consumes the outbox under its mailbox's token bucket: one per node, or in a
+ * cluster one in all, on the node that owns the key "flashsale/email" (the routers move it when
+ * nodes come and go).
  *
  *   PUT  /inventory/{sku}  {"stock":N}              -> 200 {"sku","stock","sold","remaining"}
  *   GET  /inventory/{sku}                           -> 200 ... | 404
@@ -15,7 +22,7 @@
  *                                                      400 (which field) | 413 | 429 | 503
  *   GET  /orders/{id}                               -> 200 | 404
  *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
- *   GET  /health                                    -> 200 when ready
+ *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
  */
 #include "gateway.h"
 #include "http.h"
@@ -24,6 +31,7 @@
 #include "actors/order.h"
 
 #include <cjson/cJSON.h>
+#include <troupe/node.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,19 +39,43 @@
 #include <time.h>
 
 #define MAX_SKUS 100000u
+#define MAX_WAITING 10000u      /* requests waiting for one SKU's actor to start */
+#define EMAIL_KEY "flashsale/email"
+
+/* Router protocol (requests). */
+enum {
+    FS_ROUTE = 0x4601,          /* [sku str, type u32, payload bin] -> the order actor's reply */
+    FS_NOT_HERE,                /* reply: this node does not own the SKU (or cannot start it) */
+    FS_EMAIL_STATS,             /* [] -> [sent, pending, retrying] */
+    FS_REBALANCE,               /* (to self) membership changed: who runs what */
+};
+
+/* A request waiting for its SKU's actor to start. */
+typedef struct waiting {
+    struct waiting *next;
+    tr_from from;
+    uint32_t type;
+    size_t len;
+    char data[];
+} waiting;
 
 typedef struct sku_entry {
     char sku[ORDER_SKU_MAX + 1];
     order_args args;            /* its actor's start argument (points at sku) */
     tr_pid pid;
+    uint64_t start_corr;        /* non-zero while the router is starting it */
+    waiting *wait_head, *wait_tail;
+    size_t nwait;
 } sku_entry;
 
 struct fs_app {
     fs_opts o;
     tr_system *sys;
+    tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
     http_server *http;
-    tr_pid orders_sup, email;
+    tr_pid orders_sup, email, router;
+    tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
     pthread_mutex_t lock;       /* skus and the admission bucket */
@@ -101,56 +133,66 @@ static bool admit(fs_app *a)
     return ok;
 }
 
-/* The order actor of sku, started if `create` (TR_ENOPROC if none). */
-static int order_of(fs_app *a, const char *sku, size_t len, bool create, tr_pid *out)
+/* sku's entry (created if `create`; NULL when unknown or out of memory). Caller holds a->lock. */
+static sku_entry *entry_of(fs_app *a, const char *sku, size_t len, bool create)
 {
-    if (!order_sku_valid(sku, len))
-        return TR_EINVAL;
-    pthread_mutex_lock(&a->lock);
-    sku_entry *e = NULL;
-    for (size_t i = 0; i < a->nskus && e == NULL; i++) /* few SKUs per sale */
+    for (size_t i = 0; i < a->nskus; i++) /* few SKUs per sale */
         if (strlen(a->skus[i]->sku) == len && memcmp(a->skus[i]->sku, sku, len) == 0)
-            e = a->skus[i];
-    int rc = TR_OK;
-    if (e == NULL && !create) {
-        rc = TR_ENOPROC;
-    } else if (e == NULL) {
-        if (a->nskus == a->capskus) {
-            size_t cap = a->capskus ? a->capskus * 2 : 16;
-            sku_entry **n = cap <= MAX_SKUS ? realloc(a->skus, cap * sizeof *n) : NULL;
-            if (n == NULL)
-                rc = TR_ENOMEM;
-            else {
-                a->skus = n;
-                a->capskus = cap;
-            }
-        }
-        if (rc == TR_OK && (e = calloc(1, sizeof *e)) == NULL)
-            rc = TR_ENOMEM;
-        if (rc == TR_OK) {
-            memcpy(e->sku, sku, len);
-            e->args = (order_args){.store = a->store, .sku = e->sku, .email_queue = "email"};
-            a->skus[a->nskus++] = e;
-        }
+            return a->skus[i];
+    if (!create || !order_sku_valid(sku, len))
+        return NULL;
+    if (a->nskus == a->capskus) {
+        size_t cap = a->capskus ? a->capskus * 2 : 16;
+        sku_entry **n = cap <= MAX_SKUS ? realloc(a->skus, cap * sizeof *n) : NULL;
+        if (n == NULL)
+            return NULL;
+        a->skus = n;
+        a->capskus = cap;
     }
-    if (rc == TR_OK && !tr_system_alive(a->sys, e->pid)) {
-        /* first use, or its actor ended (a failed commit, say): start it again, recovering
-         * from its journal. Children are temporary: restarts happen here, on demand, so there
-         * is never a second actor for one SKU. */
-        rc = tr_sup_start_child(a->sys, a->orders_sup, &e->args, sizeof e->args, &e->pid);
-    }
-    if (rc == TR_OK)
+    sku_entry *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    memcpy(e->sku, sku, len);
+    e->args = (order_args){.store = a->store, .sku = e->sku, .email_queue = "email"};
+    a->skus[a->nskus++] = e;
+    return e;
+}
+
+/* The running order actor of sku on this node, if any. */
+static bool order_running(fs_app *a, const char *sku, tr_pid *out)
+{
+    pthread_mutex_lock(&a->lock);
+    sku_entry *e = entry_of(a, sku, strlen(sku), false);
+    bool ok = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(a->sys, e->pid);
+    if (ok)
         *out = e->pid;
     pthread_mutex_unlock(&a->lock);
-    return rc;
+    return ok;
+}
+
+/* Whether this node owns `key` (always, on one node); if not, the owner's router. */
+static bool owned_here(fs_app *a, const char *key, tr_pid *router)
+{
+    if (a->node == NULL)
+        return true;
+    char name[65], reg[128];
+    uint16_t id;
+    if (tr_node_place(a->node, key, strlen(key), name, &id) != TR_OK ||
+        strcmp(name, tr_node_name(a->node)) == 0)
+        return true;
+    snprintf(reg, sizeof reg, "flashsale/router/%s", name);
+    if (router != NULL && tr_node_whereis(a->node, reg, router) != TR_OK)
+        *router = TR_PID_NONE; /* not known yet: 503, the client tries again */
+    return false;
 }
 
 /* ---- the call actor ------------------------------------------------------------------------ */
 
-enum { CALL_SET, CALL_GET, CALL_PLACE, CALL_LOOKUP };
+enum { CALL_SET, CALL_GET, CALL_PLACE, CALL_LOOKUP, CALL_STATS };
 
 typedef struct call {
     fs_app *app;
+    http_server *http;          /* the server the request came from (a->http may not be set yet) */
     uint64_t token;
     int kind;
     tr_pid order;
@@ -175,7 +217,7 @@ static int call_init(tr_ctx *ctx, void *state, const void *arg)
 
 static void answer(call *c, const tr_msg *m)
 {
-    http_server *h = c->app->http;
+    http_server *h = c->http;
     tr_reader r;
     tr_reader_init(&r, m);
     char body[512];
@@ -216,6 +258,21 @@ static void answer(call *c, const tr_msg *m)
         }
         break;
     }
+    case CALL_STATS: {
+        uint64_t sent, pending, retrying;
+        if (tr_read_u64(&r, &sent) == TR_OK && tr_read_u64(&r, &pending) == TR_OK &&
+            tr_read_u64(&r, &retrying) == TR_OK) {
+            snprintf(body, sizeof body,
+                     "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
+                     (unsigned long long)sent, (unsigned long long)pending,
+                     (unsigned long long)retrying,
+                     c->app->o.email_rate ? c->app->o.email_rate : 50);
+            respond(h, c->token, 200, body);
+        } else {
+            respond_error(h, c->token, 500, "bad answer from the email node");
+        }
+        break;
+    }
     case CALL_LOOKUP: {
         uint64_t found = 0, qty = 0;
         const char *user = "";
@@ -242,8 +299,9 @@ static int call_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     call *c = state;
     if (tr_msg_type(m) == TR_MSG_TIMEOUT || tr_msg_type(m) == TR_MSG_NOPROC ||
-        tr_msg_type(m) == TR_MSG_REJECTED)
-        respond_error(c->app->http, c->token, 503, "the SKU's owner is unavailable");
+        tr_msg_type(m) == TR_MSG_REJECTED ||
+        (tr_msg_is_reply(m) && tr_msg_type(m) == FS_NOT_HERE))
+        respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
     else if (tr_msg_is_reply(m))
         answer(c, m);
     else
@@ -268,9 +326,237 @@ static void start_call(fs_app *a, call *c)
     tr_pid p;
     if (tr_system_spawn(a->sys, &call_b, c, &p) != TR_OK) {
         tr_msg_free(c->req); /* NULL if init took it (a failed tr_request consumed it) */
-        respond_retry(a->http, c->token, 503, "the SKU's owner is unavailable");
+        respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
     }
 }
+
+/* Sends the call's request where its SKU lives: straight to its order actor when it runs here,
+ * else to the router of the SKU's node (which starts the actor if needed), wrapped in FS_ROUTE. */
+static void dispatch(fs_app *a, call *c)
+{
+    tr_pid router = a->router;
+    if (owned_here(a, c->sku, &router) && order_running(a, c->sku, &c->order)) {
+        start_call(a, c);
+        return;
+    }
+    tr_msg *env = router != TR_PID_NONE ? tr_msg_new(FS_ROUTE, tr_msg_size(c->req) + 96) : NULL;
+    if (env == NULL) {
+        tr_msg_free(c->req);
+        respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
+        return;
+    }
+    msgpack_packer *pk = tr_msg_packer(env);
+    size_t sl = strlen(c->sku);
+    msgpack_pack_str(pk, sl);
+    msgpack_pack_str_body(pk, c->sku, sl);
+    msgpack_pack_uint32(pk, tr_msg_type(c->req));
+    msgpack_pack_bin(pk, tr_msg_size(c->req));
+    msgpack_pack_bin_body(pk, tr_msg_data(c->req), tr_msg_size(c->req));
+    tr_msg_free(c->req);
+    c->req = env;
+    c->order = router;
+    start_call(a, c);
+}
+
+/* ---- the router ---------------------------------------------------------------------------- */
+
+static void reply_not_here(tr_ctx *ctx, tr_from from)
+{
+    tr_msg *r = tr_msg_new(FS_NOT_HERE, 0);
+    if (r != NULL)
+        tr_reply_from(ctx, from, r);
+}
+
+/* Takes e's waiting list (caller holds a->lock). */
+static waiting *take_waiting(sku_entry *e)
+{
+    waiting *w = e->wait_head;
+    e->wait_head = e->wait_tail = NULL;
+    e->nwait = 0;
+    return w;
+}
+
+/* Hands each waiting request to `pid` (or, if none, answers it FS_NOT_HERE) and frees the list. */
+static void release_waiting(tr_ctx *ctx, waiting *w, tr_pid pid)
+{
+    while (w != NULL) {
+        waiting *next = w->next;
+        tr_msg *m = pid != TR_PID_NONE ? tr_msg_from_bytes(w->type, w->data, w->len) : NULL;
+        if (m != NULL)
+            tr_forward(ctx, pid, w->from, m); /* gone meanwhile: the requester is told */
+        else
+            reply_not_here(ctx, w->from);
+        free(w);
+        w = next;
+    }
+}
+
+/* FS_ROUTE: hands the wrapped request to the SKU's order actor, starting it first if needed. */
+static void route(tr_ctx *ctx, fs_app *a, const tr_msg *m)
+{
+    tr_from from = tr_msg_from(m);
+    if (from.pid == TR_PID_NONE)
+        return;
+    tr_reader r;
+    tr_reader_init(&r, m);
+    const char *sku;
+    size_t sl, len;
+    uint64_t type;
+    const void *data;
+    char key[ORDER_SKU_MAX + 1];
+    bool ok = tr_read_str(&r, &sku, &sl) == TR_OK && tr_read_u64(&r, &type) == TR_OK &&
+              tr_read_bin(&r, &data, &len) == TR_OK && order_sku_valid(sku, sl) &&
+              type < TR_MSG_SYSTEM && len <= 4096;
+    if (ok) {
+        memcpy(key, sku, sl);
+        key[sl] = '\0';
+        ok = owned_here(a, key, NULL); /* a stale view of the cluster sent it here */
+    }
+    if (!ok) {
+        tr_reader_done(&r);
+        reply_not_here(ctx, from);
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    sku_entry *e = entry_of(a, key, sl, true);
+    tr_pid pid = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(a->sys, e->pid)
+                     ? e->pid
+                     : TR_PID_NONE;
+    waiting *w = NULL;
+    bool start = false;
+    if (e != NULL && pid == TR_PID_NONE && e->nwait < MAX_WAITING &&
+        (w = malloc(sizeof *w + len)) != NULL) {
+        *w = (waiting){.from = from, .type = (uint32_t)type, .len = len};
+        memcpy(w->data, data, len);
+        if (e->wait_tail != NULL)
+            e->wait_tail->next = w;
+        else
+            e->wait_head = w;
+        e->wait_tail = w;
+        e->nwait++;
+        start = e->start_corr == 0;
+        e->start_corr = start ? UINT64_MAX : e->start_corr; /* claimed; the corr follows */
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (pid != TR_PID_NONE) { /* running: hand it on; its reply goes straight to the caller */
+        tr_msg *in = tr_msg_from_bytes((uint32_t)type, data, len);
+        tr_reader_done(&r);
+        if (in != NULL)
+            tr_forward(ctx, pid, from, in);
+        else
+            reply_not_here(ctx, from);
+        return;
+    }
+    tr_reader_done(&r);
+    if (w == NULL) { /* too many waiting, or out of memory */
+        reply_not_here(ctx, from);
+        return;
+    }
+    if (!start)
+        return; /* a start is under way: it releases the list */
+    uint64_t corr = 0;
+    int rc = tr_sup_start_child_async(ctx, a->orders_sup, &e->args, sizeof e->args, 30000, &corr);
+    pthread_mutex_lock(&a->lock);
+    waiting *failed = NULL;
+    if (rc == TR_OK) {
+        e->start_corr = corr;
+    } else {
+        e->start_corr = 0;
+        failed = take_waiting(e);
+    }
+    pthread_mutex_unlock(&a->lock);
+    release_waiting(ctx, failed, TR_PID_NONE);
+}
+
+/* The supervisor's answer to a start (or its timeout): release what waited for it. */
+static void started(tr_ctx *ctx, fs_app *a, const tr_msg *m)
+{
+    uint64_t corr = tr_msg_corr(m);
+    tr_pid pid = TR_PID_NONE;
+    int rc = tr_msg_type(m) == TR_MSG_TIMEOUT ? TR_ETIMEDOUT : tr_sup_started(m, &pid);
+    pthread_mutex_lock(&a->lock);
+    sku_entry *e = NULL;
+    for (size_t i = 0; i < a->nskus && e == NULL; i++)
+        if (a->skus[i]->start_corr == corr)
+            e = a->skus[i];
+    waiting *w = NULL;
+    if (e != NULL) {
+        e->start_corr = 0;
+        if (rc == TR_OK)
+            e->pid = pid;
+        w = take_waiting(e);
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (e != NULL && rc != TR_OK)
+        fprintf(stderr, "flashsale: cannot start the order actor of %s: %s\n", e->sku,
+                tr_strerror(rc));
+    release_waiting(ctx, w, rc == TR_OK ? pid : TR_PID_NONE);
+}
+
+/* Who runs what, after a change of membership (and once a second): the email actor runs on the
+ * node that owns EMAIL_KEY (always here, on one node), and is started again if it ended; order
+ * actors of SKUs that moved to another node are stopped (the new owner recovers them; the
+ * store's fencing already keeps this one from writing). */
+static void rebalance(tr_ctx *ctx, fs_app *a)
+{
+    bool mine = owned_here(a, EMAIL_KEY, NULL);
+    bool running = a->email != TR_PID_NONE && tr_system_alive(a->sys, a->email);
+    if (mine && !running) {
+        if (tr_spawn_ex(ctx, &email_behaviour, &a->eargs, &a->email_spawn, &a->email) != TR_OK)
+            a->email = TR_PID_NONE; /* tried again in a second */
+    } else if (!mine && running) {
+        tr_system_stop_actor(a->sys, a->email);
+        a->email = TR_PID_NONE;
+    }
+    if (a->node == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->nskus; i++) {
+        sku_entry *e = a->skus[i];
+        if (e->pid != TR_PID_NONE && !owned_here(a, e->sku, NULL)) {
+            tr_system_stop_actor(a->sys, e->pid);
+            e->pid = TR_PID_NONE;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+static int router_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    fs_app *a = (fs_app *)arg;
+    *(fs_app **)state = a;
+    if (a->node != NULL)
+        tr_node_monitor(a->node, tr_self(ctx), true);
+    tr_msg *tick = tr_msg_new(FS_REBALANCE, 0);
+    return tick != NULL ? tr_send_interval(ctx, tr_self(ctx), tick, 1000, NULL) : TR_ENOMEM;
+}
+
+static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    fs_app *a = *(fs_app **)state;
+    uint32_t type = tr_msg_type(m);
+    if (tr_msg_is_reply(m) || type == TR_MSG_TIMEOUT) {
+        started(ctx, a, m);
+    } else if (type == FS_ROUTE) {
+        route(ctx, a, m);
+    } else if (type == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
+        uint64_t pending = 0;
+        tr_outbox_pending(a->store, "email", &pending);
+        tr_msg *r = tr_msg_new(FS_EMAIL_STATS, 32);
+        if (r != NULL) {
+            msgpack_pack_uint64(tr_msg_packer(r), atomic_load(&a->stats.sent));
+            msgpack_pack_uint64(tr_msg_packer(r), pending);
+            msgpack_pack_uint64(tr_msg_packer(r), atomic_load(&a->stats.retrying));
+            tr_reply(ctx, m, r);
+        }
+    } else if (type == FS_REBALANCE || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN) {
+        rebalance(ctx, a);
+    }
+    return 0;
+}
+
+static const tr_behaviour router_b = {.name = "flashsale-router", .state_size = sizeof(fs_app *),
+                                      .init = router_init, .receive = router_receive};
 
 /* ---- routes -------------------------------------------------------------------------------- */
 
@@ -284,9 +570,10 @@ static bool path_arg(const char *path, const char *prefix, const char **arg, siz
     return true;
 }
 
-static void inventory(fs_app *a, const http_request *req, const char *sku, size_t sl)
+static void inventory(fs_app *a, http_server *h, const http_request *req, const char *sku,
+                      size_t sl)
 {
-    call c = {.app = a, .token = req->token};
+    call c = {.app = a, .http = h, .token = req->token};
     memcpy(c.sku, sku, sl < ORDER_SKU_MAX ? sl : ORDER_SKU_MAX);
     if (req->method == HTTP_M_PUT) {
         cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
@@ -296,11 +583,7 @@ static void inventory(fs_app *a, const http_request *req, const char *sku, size_
         uint64_t stock = ok ? (uint64_t)st->valuedouble : 0;
         cJSON_Delete(j);
         if (!ok) {
-            respond_error(a->http, req->token, 400, "body must be {\\\"stock\\\": a whole number >= 0}");
-            return;
-        }
-        if (order_of(a, sku, sl, true, &c.order) != TR_OK) {
-            respond_error(a->http, req->token, 503, "the SKU's owner is unavailable");
+            respond_error(h, req->token, 400, "body must be {\\\"stock\\\": a whole number >= 0}");
             return;
         }
         c.kind = CALL_SET;
@@ -308,34 +591,30 @@ static void inventory(fs_app *a, const http_request *req, const char *sku, size_
         msgpack_pack_uint64(tr_msg_packer(c.req), stock);
     } else if (req->method == HTTP_M_GET) {
         /* started on demand: after a restart the SKU's actor recovers from its journal */
-        int rc = order_of(a, sku, sl, true, &c.order);
-        if (rc == TR_ENOPROC) {
-            respond_error(a->http, req->token, 404, "no such SKU");
-            return;
-        }
-        if (rc != TR_OK) {
-            respond_error(a->http, req->token, 503, "the SKU's owner is unavailable");
-            return;
-        }
         c.kind = CALL_GET;
         c.req = tr_msg_new(ORDER_GET, 0);
     } else {
-        respond_error(a->http, req->token, 405, "PUT or GET");
+        respond_error(h, req->token, 405, "PUT or GET");
         return;
     }
-    start_call(a, &c);
+    if (!order_sku_valid(sku, sl)) {
+        tr_msg_free(c.req);
+        respond_error(h, req->token, 404, "no such SKU");
+        return;
+    }
+    dispatch(a, &c);
 }
 
-static void place_order(fs_app *a, const http_request *req)
+static void place_order(fs_app *a, http_server *h, const http_request *req)
 {
     if (!admit(a)) {
-        respond_retry(a->http, req->token, 429, "too many requests");
+        respond_retry(h, req->token, 429, "too many requests");
         return;
     }
     cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
     if (j == NULL || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        respond_error(a->http, req->token, 400, "malformed JSON");
+        respond_error(h, req->token, 400, "malformed JSON");
         return;
     }
     cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user");
@@ -354,37 +633,32 @@ static void place_order(fs_app *a, const http_request *req)
                           : NULL;
     if (bad != NULL) {
         cJSON_Delete(j);
-        respond_error(a->http, req->token, 400, bad);
+        respond_error(h, req->token, 400, bad);
         return;
     }
-    call c = {.app = a, .token = req->token, .kind = CALL_PLACE};
+    call c = {.app = a, .http = h, .token = req->token, .kind = CALL_PLACE};
     snprintf(c.user, sizeof c.user, "%s", user->valuestring);
     snprintf(c.sku, sizeof c.sku, "%s", sku->valuestring);
     c.qty = qty != NULL ? (uint64_t)qty->valuedouble : 1;
     cJSON_Delete(j);
-    int rc = order_of(a, c.sku, strlen(c.sku), true, &c.order); /* no sale: stock 0, 409 */
-    if (rc != TR_OK) {
-        respond_retry(a->http, req->token, 503, "the SKU's owner is unavailable");
-        return;
-    }
     size_t ul = strlen(c.user);
     c.req = tr_msg_new(ORDER_PLACE, ul + 16);
     msgpack_pack_str(tr_msg_packer(c.req), ul);
     msgpack_pack_str_body(tr_msg_packer(c.req), c.user, ul);
     msgpack_pack_uint64(tr_msg_packer(c.req), c.qty);
-    start_call(a, &c);
+    dispatch(a, &c); /* a SKU never set up has stock 0: 409 */
 }
 
-static void get_order(fs_app *a, const http_request *req, const char *id, size_t il)
+static void get_order(fs_app *a, http_server *h, const http_request *req, const char *id,
+                      size_t il)
 {
     const char *dash = NULL;
     for (size_t i = 0; i < il; i++)
         if (id[i] == '-')
             dash = id + i;
-    call c = {.app = a, .token = req->token, .kind = CALL_LOOKUP};
-    if (dash == NULL || il >= sizeof c.order_id ||
-        order_of(a, id, (size_t)(dash - id), true, &c.order) != TR_OK) {
-        respond_error(a->http, req->token, 404, "no such order");
+    call c = {.app = a, .http = h, .token = req->token, .kind = CALL_LOOKUP};
+    if (dash == NULL || il >= sizeof c.order_id || !order_sku_valid(id, (size_t)(dash - id))) {
+        respond_error(h, req->token, 404, "no such order");
         return;
     }
     memcpy(c.order_id, id, il);
@@ -392,7 +666,7 @@ static void get_order(fs_app *a, const http_request *req, const char *id, size_t
     c.req = tr_msg_new(ORDER_LOOKUP, il + 8);
     msgpack_pack_str(tr_msg_packer(c.req), il);
     msgpack_pack_str_body(tr_msg_packer(c.req), id, il);
-    start_call(a, &c);
+    dispatch(a, &c);
 }
 
 static void handler(void *user, http_server *h, const http_request *req)
@@ -401,21 +675,43 @@ static void handler(void *user, http_server *h, const http_request *req)
     const char *arg;
     size_t len;
     if (strcmp(req->path, "/health") == 0) {
-        respond(h, req->token, 200, "{\"status\":\"ready\"}");
+        if (a->node == NULL) {
+            respond(h, req->token, 200, "{\"status\":\"ready\"}");
+        } else { /* and the cluster as this node sees it */
+            tr_peer_info peers[64];
+            size_t n = 0, up = 0;
+            tr_node_peers(a->node, peers, 64, &n);
+            for (size_t i = 0; i < n && i < 64; i++)
+                up += peers[i].status != TR_PEER_DOWN;
+            char body[160];
+            snprintf(body, sizeof body, "{\"status\":\"ready\",\"node\":\"%s\",\"peers_up\":%zu}",
+                     tr_node_name(a->node), up);
+            respond(h, req->token, 200, body);
+        }
     } else if (path_arg(req->path, "/inventory/", &arg, &len)) {
-        inventory(a, req, arg, len);
+        inventory(a, h, req, arg, len);
     } else if (strcmp(req->path, "/orders") == 0) {
         if (req->method == HTTP_M_POST)
-            place_order(a, req);
+            place_order(a, h, req);
         else
             respond_error(h, req->token, 405, "POST");
     } else if (path_arg(req->path, "/orders/", &arg, &len) && req->method == HTTP_M_GET) {
-        get_order(a, req, arg, len);
+        get_order(a, h, req, arg, len);
     } else if (strcmp(req->path, "/emails/stats") == 0) {
-        tr_store_stats st;
-        tr_store_stats_get(a->store, &st);
-        uint64_t sent = atomic_load(&a->stats.sent);
-        uint64_t pending = st.outbox_put > st.outbox_acked ? st.outbox_put - st.outbox_acked : 0;
+        tr_pid router = TR_PID_NONE;
+        if (!owned_here(a, EMAIL_KEY, &router)) { /* the email actor runs on another node */
+            call c = {.app = a, .http = h, .token = req->token, .kind = CALL_STATS, .order = router,
+                      .req = tr_msg_new(FS_EMAIL_STATS, 0)};
+            if (router == TR_PID_NONE) {
+                tr_msg_free(c.req);
+                respond_retry(h, req->token, 503, "the email node is unavailable");
+            } else {
+                start_call(a, &c);
+            }
+            return;
+        }
+        uint64_t sent = atomic_load(&a->stats.sent), pending = 0;
+        tr_outbox_pending(a->store, "email", &pending);
         char body[256];
         snprintf(body, sizeof body,
                  "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
@@ -443,9 +739,16 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     tr_system_opts_init(&so);
     so.workers = o->workers;
     so.spin_rounds = 8; /* the HTTP loops and the store's writer need the CPUs idle workers spin on */
+    if (o->node != NULL)
+        so.node_id = tr_node_random_id(); /* a new incarnation: pids of the last one are stale */
     int rc = tr_system_new(&a->sys, &so);
     if (rc == TR_OK)
         rc = tr_system_start(a->sys);
+    if (rc == TR_OK && o->node != NULL) {
+        rc = tr_node_start(a->sys, o->node, &a->node);
+        if (rc != TR_OK)
+            snprintf(err, errlen, "cannot start node %s on %s", o->node->name, o->node->listen);
+    }
     if (rc == TR_OK)
         rc = tr_store_open(a->sys, &o->store, &a->store, err, errlen);
     static const tr_child_spec order_child = {
@@ -467,14 +770,25 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                 .to_domain = o->mail_to_domain,
                                 .retry_min_ms = o->email_retry_min_ms,
                                 .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats};
-        tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN,
-                                        .rate = o->email_rate ? o->email_rate : 50,
-                                        .burst = o->email_burst ? o->email_burst : 10}};
-        rc = tr_system_spawn_ex(a->sys, &email_behaviour, &a->eargs, &sp, &a->email);
+        a->email_spawn = (tr_spawn_opts){.mailbox = {.limit = TR_LIMIT_TOKEN,
+                                                     .rate = o->email_rate ? o->email_rate : 50,
+                                                     .burst = o->email_burst ? o->email_burst : 10}};
+        /* started here at once (a bad maildir or URL fails the start); in a cluster the router
+         * moves it to the node that owns EMAIL_KEY once the others are known */
+        rc = tr_system_spawn_ex(a->sys, &email_behaviour, &a->eargs, &a->email_spawn, &a->email);
         if (rc != TR_OK && err != NULL && errlen > 0 && err[0] == '\0')
             snprintf(err, errlen, "cannot start the email actor (%s %s)",
                      o->email_provider == EMAIL_SMTP ? "smtp" : "maildir",
                      o->email_provider == EMAIL_SMTP ? o->smtp_url : o->maildir);
+    }
+    if (rc == TR_OK)
+        rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
+    if (rc == TR_OK && a->node != NULL) {
+        char reg[128];
+        snprintf(reg, sizeof reg, "flashsale/router/%s", tr_node_name(a->node));
+        rc = tr_node_register(a->node, reg, a->router);
+        if (rc != TR_OK)
+            snprintf(err, errlen, "cannot register %s", reg);
     }
     if (rc == TR_OK) {
         http_opts ho = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
@@ -512,11 +826,19 @@ void fs_stop(fs_app *a)
         tr_system_stop(a->sys);
         tr_system_join(a->sys);
     }
-    http_stop(a->http);
+    http_stop(a->http); /* before the node: the HTTP loops ask it who owns what */
+    tr_node_stop(a->node);
     tr_store_close(a->store);
     tr_system_free(a->sys);
-    for (size_t i = 0; i < a->nskus; i++)
+    for (size_t i = 0; i < a->nskus; i++) {
+        waiting *w = take_waiting(a->skus[i]);
+        while (w != NULL) {
+            waiting *next = w->next;
+            free(w);
+            w = next;
+        }
         free(a->skus[i]);
+    }
     free(a->skus);
     pthread_mutex_destroy(&a->lock);
     free(a);

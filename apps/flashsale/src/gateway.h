@@ -7,6 +7,7 @@
 #define FLASHSALE_GATEWAY_H
 
 #include <troupe.h>
+#include <troupe/node.h>
 #include <troupe/store.h>
 
 typedef struct fs_app fs_app;
@@ -32,6 +33,7 @@ typedef struct fs_opts {
     unsigned admission_burst;
     unsigned call_timeout_ms;   /* an order actor answering later is reported 503; 0 = 5,000 */
     unsigned workers;           /* runtime workers; 0 = CPUs */
+    const tr_node_opts *node;   /* cluster mode: this node (the store must be shared); NULL = one node */
 } fs_opts;
 
 /* Starts a node. On error returns a TR_E* code and writes why into err. */

@@ -2,7 +2,9 @@
  * main.c — build/bin/flashsale: one flash sale node (gateway.h) from config/flashsale.conf.
  *
  * Flags override the file: --http HOST:PORT, --data DIR (the SQLite file and the maildir go
- * there), --set KEY=VALUE for any setting (e.g. --set flashsale.email.rate=200). SIGTERM and
+ * there), --set KEY=VALUE for any setting (e.g. --set flashsale.email.rate=200). With --node NAME
+ * the process is node NAME of the cluster the file declares (its `cluster` group, as troupe-node
+ * reads it; its HTTP address from flashsale.nodes; the store must be shared: Redis). SIGTERM and
  * SIGINT stop it gracefully: requests in flight are answered, the store is closed.
  */
 #include "gateway.h"
@@ -31,6 +33,8 @@ static void usage(FILE *f)
             "  --data DIR         data directory: DIR/flashsale.db (SQLite) and DIR/mail/new/\n"
             "  --set KEY=VALUE    any setting, e.g. --set flashsale.email.rate=200\n"
             "                     (numbers are numbers, anything else a string)\n"
+            "  --node NAME        be node NAME of the cluster in the file (config/flashsale-cluster.conf):\n"
+            "                     HTTP from flashsale.nodes, data in DATA/NAME, the store must be Redis\n"
             "  --help             this text\n"
             "Prints \"listening on http://HOST:PORT\" when ready. SIGTERM / SIGINT stop it.\n");
 }
@@ -95,7 +99,7 @@ static const char *get_str(const config_t *cfg, const char *path, const char *de
 
 int main(int argc, char **argv)
 {
-    const char *conf = NULL, *http = NULL, *data = NULL;
+    const char *conf = NULL, *http = NULL, *data = NULL, *node = NULL;
     const char *sets[MAX_SETS];
     int nsets = 0;
     for (int i = 1; i < argc; i++) {
@@ -109,6 +113,8 @@ int main(int argc, char **argv)
             http = argv[++i];
         } else if (strcmp(argv[i], "--data") == 0 && has) {
             data = argv[++i];
+        } else if (strcmp(argv[i], "--node") == 0 && has) {
+            node = argv[++i];
         } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
             sets[nsets++] = argv[++i];
         } else {
@@ -135,6 +141,37 @@ int main(int argc, char **argv)
             fprintf(stderr, "flashsale: %s\n", err);
             return 2;
         }
+    /* --node: this node's HTTP address (flashsale.nodes) and its own data directory */
+    char nodedir[900];
+    if (node != NULL) {
+        const config_setting_t *list = config_lookup(&cfg, "flashsale.nodes");
+        const char *nh = NULL, *nm = NULL;
+        for (int i = 0; list != NULL && i < config_setting_length(list) && nh == NULL; i++) {
+            const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+            if (config_setting_lookup_string(e, "name", &nm) == CONFIG_TRUE &&
+                strcmp(nm, node) == 0 && config_setting_lookup_string(e, "http", &nh) != CONFIG_TRUE)
+                nh = NULL;
+        }
+        if (http == NULL && nh == NULL) {
+            fprintf(stderr, "flashsale: no flashsale.nodes entry with name \"%s\" and an http "
+                            "address in %s (or give --http)\n", node, conf);
+            return 1;
+        }
+        if (http == NULL)
+            http = nh;
+        if (data == NULL) {
+            const char *base = get_str(&cfg, "flashsale.data", "data");
+            if (mkdir(base, 0755) != 0 && errno != EEXIST) {
+                fprintf(stderr, "flashsale: cannot make %s: %s\n", base, strerror(errno));
+                return 1;
+            }
+            if ((size_t)snprintf(nodedir, sizeof nodedir, "%s/%s", base, node) >= sizeof nodedir) {
+                fprintf(stderr, "flashsale: data path too long\n");
+                return 1;
+            }
+            data = nodedir;
+        }
+    }
     /* --data: the directory of the database and the maildir */
     const char *dir = data != NULL ? data : get_str(&cfg, "flashsale.data", "data");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -159,10 +196,18 @@ int main(int argc, char **argv)
     config_write(&cfg, tf);
     fclose(tf);
     tr_store_config *sc = NULL;
+    tr_node_config *nc = NULL;
     int rc = tr_store_config_load(tmp, "store", &sc, err, sizeof err);
+    if (rc == TR_OK && node != NULL)
+        rc = tr_node_config_load(tmp, node, &nc, err, sizeof err);
     unlink(tmp);
     if (rc != TR_OK) {
         fprintf(stderr, "flashsale: %s (in %s)\n", err, conf);
+        return 1;
+    }
+    if (nc != NULL && sc->store.backend != TR_STORE_REDIS) {
+        fprintf(stderr, "flashsale: --node: a cluster needs a shared store (store.backend = "
+                        "\"redis\"): a SKU's journal must be readable by the node it moves to\n");
         return 1;
     }
     fs_opts o = {
@@ -186,7 +231,10 @@ int main(int argc, char **argv)
         .admission_burst = (unsigned)get_int(&cfg, "flashsale.admission.burst", 0),
         .call_timeout_ms = (unsigned)get_int(&cfg, "flashsale.call_timeout_ms", 5000),
         .workers = (unsigned)get_int(&cfg, "flashsale.workers", 0),
+        .node = nc != NULL ? &nc->node : NULL,
     };
+    if (nc != NULL && nc->workers != 0 && config_lookup(&cfg, "flashsale.workers") == NULL)
+        o.workers = nc->workers;
     char host[256];
     if (http != NULL) {
         const char *colon = strrchr(http, ':');
@@ -222,12 +270,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "flashsale: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));
         return 1;
     }
-    printf("listening on http://%s:%d (data in %s)\n", o.http_host, fs_port(app), dir);
+    if (nc != NULL)
+        printf("listening on http://%s:%d (data in %s; node %s on %s)\n", o.http_host,
+               fs_port(app), dir, node, nc->node.listen);
+    else
+        printf("listening on http://%s:%d (data in %s)\n", o.http_host, fs_port(app), dir);
     fflush(stdout);
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "flashsale: signal %d, stopping\n", sig);
     fs_stop(app);
+    tr_node_config_free(nc);
     tr_store_config_free(sc);
     config_destroy(&cfg);
     return 0;

@@ -112,6 +112,9 @@ int tr_outbox_ack(tr_store *s, uint64_t id);
 /* The consumer could not handle item `id` now: it is delivered again after delay_ms instead of
  * redeliver_ms (a consumer's backoff). Unknown or acknowledged ids are ignored. */
 int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms);
+/* How many items of `queue` are stored and not yet acknowledged (by any node sharing the store);
+ * from any thread. */
+int tr_outbox_pending(tr_store *s, const char *queue, uint64_t *n);
 /* Reads a TR_MSG_OUTBOX message; pointers are into m. attempt counts deliveries since the
  * consumer subscribed (1 = first). */
 int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_len,

@@ -1,13 +1,15 @@
 /*
- * test_smtp_sink.h — a real SMTP peer for tests: postfix's smtp-sink on a loopback port, writing
- * each message it accepts (headers included) to its own file (header-only, static inline).
+ * test_peers.h — real servers for tests, on loopback ports (header-only, static inline):
+ * postfix's smtp-sink (an SMTP peer writing each message it accepts, headers included, to its own
+ * file) and redis-server (append-only file fsynced at every write).
  */
-#ifndef TROUPE_TEST_SMTP_SINK_H
-#define TROUPE_TEST_SMTP_SINK_H
+#ifndef TROUPE_TEST_PEERS_H
+#define TROUPE_TEST_PEERS_H
 
 #include "test_util.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -79,6 +81,50 @@ static inline void sink_stop(pid_t pid, int port)
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     TT_WAIT_FOR(!port_open(port), TT_DEADLINE_MS);
+}
+
+/* Starts redis-server on a free loopback port (*port) keeping its files in dir; its pid, or -1 if
+ * it cannot be started (not installed). */
+static inline pid_t redis_start(const char *dir, int *port)
+{
+    for (int attempt = 0; attempt < 20; attempt++) {
+        *port = free_port();
+        char p[16];
+        snprintf(p, sizeof p, "%d", *port);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            if (devnull >= 0) {
+                dup2(devnull, STDOUT_FILENO);
+                dup2(devnull, STDERR_FILENO);
+            }
+            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
+                   "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir,
+                   (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 200; i++) { /* up to 2 s to listen */
+            if (port_open(*port))
+                return pid;
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid)
+                break; /* it exited: port taken, or not installed */
+            tt_sleep_ms(10);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
+/* Stops a redis-server started by redis_start. */
+static inline void redis_stop(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
 }
 
 #endif
