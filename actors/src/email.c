@@ -216,7 +216,7 @@ static int deliver_maildir(email_state *e, const email_item *it, const char *bod
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return TR_EIO;
-    bool ok = write(fd, body, n) == (ssize_t)n && fsync(fd) == 0;
+    bool ok = write(fd, body, n) == (ssize_t)n && (e->a.no_fsync || fsync(fd) == 0);
     ok = close(fd) == 0 && ok;
     if (!ok || rename(tmp, dst) != 0) {
         unlink(tmp);
@@ -293,7 +293,7 @@ static unsigned jitter(email_state *e, unsigned ms)
 
 /* Hands the item to the provider: acknowledges it, or puts it back for after the backoff. */
 static void deliver(email_state *e, uint64_t item, const email_item *it,
-                    const struct timespec *handled)
+                    const struct timespec *handled, uint64_t handled_ns)
 {
     uint64_t now = now_ns();
     if (now < e->backoff_until_ns) { /* the provider is backing off: not now */
@@ -324,7 +324,7 @@ static void deliver(email_state *e, uint64_t item, const email_item *it,
         if (e->a.on_sent != NULL) {
             char oid[256];
             snprintf(oid, sizeof oid, "%.*s", (int)it->il, it->id);
-            e->a.on_sent(e->a.user, oid, now_ns());
+            e->a.on_sent(e->a.user, oid, handled_ns);
         }
         return;
     }
@@ -348,6 +348,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
         return 0;
     struct timespec handled; /* when the rate limit let it through: written into the email */
     clock_gettime(CLOCK_REALTIME, &handled);
+    uint64_t handled_ns = now_ns();
     uint64_t item;
     const void *data;
     size_t len;
@@ -380,7 +381,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
         tr_outbox_ack(e->a.store, item);
         return 0;
     }
-    deliver(e, item, &it, &handled);
+    deliver(e, item, &it, &handled, handled_ns);
     tr_reader_done(&r);
     return 0;
 }

@@ -443,6 +443,10 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
         tr__signal_bounce(sys, m, NULL); /* a control request, not a letter: answered noproc */
         return;
     }
+    if (m->type == TR_MSG_TIMEOUT && (m->flags & TR_MF_SYSTEM)) {
+        tr_msg_free(m); /* a request's timeout for a requester that ended: moot, not a letter */
+        return;
+    }
     atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
     if (sys->opts.dead_letter_hook != NULL)
         sys->opts.dead_letter_hook(sys->opts.dead_letter_user, to, m);

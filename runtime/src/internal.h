@@ -360,6 +360,12 @@ TR_HIDDEN void tr__timer_halt(struct tr_system *sys);
 /* Arms a timer that delivers m (or copies of it when interval) to `to`. */
 TR_HIDDEN int tr__timer_add(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms,
                             bool interval, tr_timer *out);
+/* A one-shot timer armed without waking the timer thread (it is inserted within DRAIN_MS, due
+ * from now): for request timeouts. Delays under 50 ms are armed at once. */
+TR_HIDDEN int tr__timer_add_lazy(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms,
+                                 tr_timer *out);
+/* Cancels without waking the timer thread: it may still fire in the next DRAIN_MS. */
+TR_HIDDEN int tr__timer_cancel_lazy(struct tr_system *sys, tr_timer id);
 TR_HIDDEN void tr__timer_free(struct tr_system *sys);
 /* Parks the running actor `a` until due_ns (or later; never earlier): sets sched to parked under
  * the wheel's lock, so the wake-up cannot come first and no one frees a's ext while it is

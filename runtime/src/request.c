@@ -33,7 +33,7 @@ bool tr__pending_filter(tr_actor *a, tr_msg *m)
         return false;
     }
     if ((m->flags & TR_MF_REPLY) && timer != 0)
-        tr_cancel_timer(sys, timer);
+        tr__timer_cancel_lazy(sys, timer); /* firing meanwhile is harmless: no longer pending */
     return true;
 }
 
@@ -44,7 +44,7 @@ void tr__pending_free(tr_system *sys, tr_actor *a)
     tr_idmap *map = &a->pending->map;
     for (size_t i = 0; i < map->cap; i++)
         if (map->keys[i] != 0 && map->vals[i] != 0)
-            tr_cancel_timer(sys, map->vals[i]);
+            tr__timer_cancel_lazy(sys, map->vals[i]);
     tr__idmap_free(map);
     free(a->pending);
     a->pending = NULL;
@@ -89,7 +89,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
         }
         t->corr = corr;
         t->flags = TR_MF_SYSTEM; /* never refused by a bounded mailbox */
-        int rc = tr__timer_add(sys, self, t, timeout_ms, false, &timer);
+        int rc = tr__timer_add_lazy(sys, self, t, timeout_ms, &timer);
         if (rc != TR_OK) {
             tr_msg_free(m);
             return rc;
@@ -110,7 +110,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
     if (rc != TR_OK) {
         tr__idmap_del(&a->pending->map, corr, NULL);
         if (timer != 0)
-            tr_cancel_timer(sys, timer);
+            tr__timer_cancel_lazy(sys, timer);
     }
     return rc;
 }

@@ -39,6 +39,8 @@ typedef struct email_args {
     const char *queue;          /* the outbox queue (e.g. "email") */
     email_provider provider;
     const char *maildir;        /* EMAIL_MAILDIR: DIR; tmp/, new/, cur/ are created if missing */
+    bool no_fsync;              /* EMAIL_MAILDIR: skip the fsync of each file (then a file survives
+                                 * a killed process, not a power cut: match the store's sync) */
     const char *smtp_url;       /* EMAIL_SMTP: e.g. "smtp://127.0.0.1:2525" */
     unsigned timeout_ms;        /* EMAIL_SMTP: one delivery at most (connect included); 0 = 5,000 */
     const char *from;           /* the From: header, e.g. "Sale <sale@example.com>" */
@@ -46,7 +48,9 @@ typedef struct email_args {
     unsigned retry_min_ms;      /* first backoff after a failure; 0 = 500 */
     unsigned retry_max_ms;      /* backoff cap; 0 = 30,000 */
     email_stats *stats;         /* optional, shared with whoever reports them */
-    void (*on_sent)(void *user, const char *order_id, uint64_t t_ns); /* optional */
+    /* optional: called once an email is delivered, with the monotonic time (ns) the rate limit
+     * let its item through (what the token bucket bounds; delivery itself may take longer) */
+    void (*on_sent)(void *user, const char *order_id, uint64_t t_ns);
     void *user;
 } email_args;
 
