@@ -454,6 +454,29 @@ int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m);
  * (TR_ENOPROC, even with no timeout). Never call it from an actor: use tr_request. */
 int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out);
 
+/* Ports: requests from threads that are not actors (an event loop, say), answered by a callback
+ * instead of a blocked thread or a helper actor. A port has a pid like an actor; its callback
+ * runs on whichever runtime thread delivers the answer (a worker, the store's writer, a node's
+ * I/O thread, the timer thread), so it must be short and never block. */
+typedef struct tr_port tr_port;
+/* Called exactly once per request tr_port_request accepted: rc TR_OK with the reply (valid during
+ * the call only), or TR_ETIMEDOUT, TR_ENOPROC (the target ended with it unanswered), TR_EFULL
+ * (refused by a full mailbox on another node) or TR_ESTOPPED (tr_port_close), with reply NULL. */
+typedef void (*tr_port_fn)(void *user, uint64_t cookie, int rc, const tr_msg *reply);
+/* Opens a port on a started system. */
+int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out);
+/* Sends `m` (taken) to `to` as a request from the port; its answer comes to fn with `cookie`
+ * (a target that has already ended: TR_ENOPROC, maybe before this returns, on this thread).
+ * From any thread. On error (TR_EFULL, TR_ESTOPPED, TR_ENOMEM, TR_EINVAL) there will be no
+ * callback. timeout_ms 0: no timeout. */
+int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t cookie);
+/* Requests made through the port and not answered yet. */
+size_t tr_port_pending(tr_port *p);
+/* Frees the port once nothing can answer any more: after tr_system_join, and after tr_node_stop
+ * and tr_store_close if they are used (before tr_system_free). Each request still unanswered
+ * gets its callback now, with TR_ESTOPPED. */
+void tr_port_close(tr_port *p);
+
 /* ---------------------------------------------------------------------------------------------
  * Timers
  * ------------------------------------------------------------------------------------------- */

@@ -218,7 +218,7 @@ tr_actor *tr__actor_lookup(tr_system *sys, tr_pid pid)
  * mailbox, so after the store we must not read consumer state (head): we compare the tail,
  * which senders exchange, with its value before the store. The tail of an empty queue is its
  * stub, which no push installs, so an unchanged tail means no push (no ABA). */
-static bool release_turn(tr_actor *a)
+bool tr__release_turn(tr_actor *a)
 {
     /* snapshot the tail first: "empty" is judged against it, so any push after the snapshot
      * changes the tail (a push between an emptiness check and a later snapshot would be lost:
@@ -293,7 +293,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         tr__actor_release(a);
         return TR_ENOMEM;
     }
-    tr_pid pid = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
+    tr_pid pid = tr__pid_of(sys, a);
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
         atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
@@ -351,7 +351,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     if (out != NULL)
         *out = pid;
     /* open for scheduling; messages sent during init are picked up now */
-    if (release_turn(a))
+    if (tr__release_turn(a))
         tr__schedule(sys, w, a);
     return TR_OK;
 }
@@ -454,7 +454,8 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
         /* a blocked tr_call learns at once that its request will never be answered */
         tr_actor *w = tr__actor_lookup(sys, m->sender);
         tr_msg *n;
-        if (w != NULL && (atomic_load_explicit(&w->flags, memory_order_relaxed) & TR_AF_WAITER) &&
+        if (w != NULL &&
+            (atomic_load_explicit(&w->flags, memory_order_relaxed) & (TR_AF_WAITER | TR_AF_PORT)) &&
             (n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0)) != NULL) {
             n->flags = TR_MF_REPLY | TR_MF_SYSTEM;
             n->corr = m->corr;
@@ -686,7 +687,7 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
 
 static void end_turn(tr_worker *w, tr_actor *a)
 {
-    if (release_turn(a))
+    if (tr__release_turn(a))
         tr__yield(w, a); /* a message arrived as we were leaving */
 }
 

@@ -116,6 +116,7 @@ enum {
     TR_AF_WAITER = 1u << 0,   /* a tr_call waiter: "scheduling" it signals a thread */
     TR_AF_SIGNALED = 1u << 1, /* a signal was pushed since the turn began (wakes a parked actor) */
     TR_AF_KILL = 1u << 2,     /* a kill signal may be queued: look for it before other messages */
+    TR_AF_PORT = 1u << 3,     /* a tr_port: "scheduling" it runs its callbacks on that thread */
 };
 
 /* Values of tr_actor.sched. */
@@ -283,6 +284,11 @@ TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
 TR_HIDDEN int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
 TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
                        tr_msg **reply_out);
+/* The end of a turn: sets sched to idle unless messages wait; true when the caller still owns
+ * the actor (messages wait, or one arrived as it let go) and must run it again. */
+TR_HIDDEN bool tr__release_turn(tr_actor *a);
+/* Runs a port's callbacks for what its mailbox holds, on the calling thread (port.c). */
+TR_HIDDEN void tr__port_run(tr_actor *a);
 /* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
 
@@ -422,6 +428,12 @@ struct tr_system {
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
 };
+
+/* The pid of header a's current incarnation on this node. */
+static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
+{
+    return ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
+}
 
 /* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide
  * atomic when the caller is not a worker. */

@@ -260,7 +260,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     atomic_store_explicit(&a->flags, TR_AF_WAITER, memory_order_relaxed);
     a->beh = NULL;
     a->state = NULL;
-    tr_pid self = ((tr_pid)sys->opts.node_id << 48) | ((tr_pid)a->gen << TR_SLOT_BITS) | a->slot;
+    tr_pid self = tr__pid_of(sys, a);
     atomic_store(&a->home, 0);
     atomic_store(&a->sched, 0);
     atomic_store_explicit(&a->pid, self, memory_order_release);

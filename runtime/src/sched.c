@@ -259,8 +259,12 @@ static tr_actor *ring_steal(tr_worker *w, tr_worker *v)
 
 void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
 {
-    if (TR_UNLIKELY(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_WAITER)) {
-        tr__waiter_signal(a);
+    uint32_t af = atomic_load_explicit(&a->flags, memory_order_relaxed);
+    if (TR_UNLIKELY(af & (TR_AF_WAITER | TR_AF_PORT))) {
+        if (af & TR_AF_WAITER)
+            tr__waiter_signal(a);
+        else
+            tr__port_run(a);
         return;
     }
     if (w != NULL) {

@@ -115,7 +115,8 @@ void tr_system_stop(tr_system *sys)
 static void end_if_alive(tr_actor *a, void *arg)
 {
     (void)arg;
-    if (atomic_load_explicit(&a->pid, memory_order_acquire) == 0 || (atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_WAITER))
+    if (atomic_load_explicit(&a->pid, memory_order_acquire) == 0 ||
+        (atomic_load_explicit(&a->flags, memory_order_relaxed) & (TR_AF_WAITER | TR_AF_PORT)))
         return;
     static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
     tr__actor_end(a, NULL, &shutdown);

@@ -368,7 +368,8 @@ static void test_smtp_failing_provider_loses_nothing(void **state)
     assert_true(atomic_load(&f.st.failed) >= failed + 2);
     assert_int_equal(atomic_load(&f.st.sent), 0);
     sink_stop(sink, port);
-    assert_int_equal(count_files(f.sinkdir), 0);
+    /* (smtp-sink may dump the envelope of a rejected transaction, but no message reached it) */
+    assert_int_equal(sink_count_ids(f.sinkdir, f.ids, f.nids), 0);
     /* the peer accepts again: all 8 arrive, the backoff resets */
     sink = sink_start(port, f.sinkdir, false);
     TT_WAIT_FOR(atomic_load(&f.st.sent) == 8, TT_DEADLINE_MS);

@@ -1,14 +1,15 @@
 /*
  * gateway.c — the flash sale node: HTTP in front, actors behind.
  *
- * The HTTP loops (http.c) never block: a request that needs an order actor spawns a one-shot
- * "call" actor (half a microsecond) that sends a tr_request, turns the reply into JSON and hands
- * it to http_respond, then ends. When the SKU's order actor is running here the call goes
+ * The HTTP loops (http.c) never block: a request that needs an order actor becomes a call made
+ * through the loop's port (tr_port_request); the answer's callback, on whichever runtime thread
+ * delivers it, turns the reply into JSON and hands it to http_respond. When the SKU's order actor
+ * is running here the call goes
  * straight to it; otherwise it goes to the router of the node that owns the SKU (this one, or in
  * a cluster the node tr_node_place picks), wrapped in an FS_ROUTE envelope. A router starts
  * order actors on first use, under a simple_one_for_one supervisor (tr_sup_start_child_async:
  * requests wait in a bounded list meanwhile), and hands each request on with tr_forward, so the
- * order actor answers the call actor directly. Order actors recover from their journal; in a
+ * order actor answers the port directly. Order actors recover from their journal; in a
  * cluster the store is shared (Redis) and fenced, so a SKU that moves to another node recovers
  * there and its old owner can no longer write. The SKU -> pid table is shared, behind a mutex.
  * The email actor consumes the outbox under its mailbox's token bucket: one per node, or in a
@@ -76,7 +77,7 @@ struct fs_app {
     tr_store *store;
     http_server *http;
     tr_pid orders_sup, email, router;
-    tr_pid callers[CALLERS_MAX];   /* the caller actors (see start_call) */
+    tr_port *ports[CALLERS_MAX];   /* calls go out through these (see start_call) */
     _Atomic unsigned next_caller;
     tr_spawn_opts email_spawn;
     email_stats stats;
@@ -189,7 +190,7 @@ static bool owned_here(fs_app *a, const char *key, tr_pid *router)
     return false;
 }
 
-/* ---- the call actor ------------------------------------------------------------------------ */
+/* ---- calls ----------------------------------------------------------------------------------- */
 
 enum { CALL_SET, CALL_GET, CALL_PLACE, CALL_LOOKUP, CALL_STATS };
 
@@ -286,127 +287,51 @@ static void answer(call *c, const tr_msg *m)
     tr_reader_done(&r);
 }
 
-/* A caller actor (one per HTTP thread, CALLERS at most) makes the calls of the requests its
- * thread hands it (FS_CALL: a call, then the request's type and payload), keeping each in a table
- * by corr until its reply, timeout or refusal comes; then it answers the HTTP request. (A one-shot
- * actor per request cost a spawn, two turns and an exit: a tenth of the node's CPU.) */
+/* Calls go out through ports (troupe.h), one per HTTP thread (CALLERS at most): tr_port_request
+ * sends the request, and the answer comes back as a callback on the runtime thread that delivers
+ * it — for a placed order, the store's writer right after the commit — which answers the HTTP
+ * request. (A one-shot actor per request cost a spawn, two turns and an exit; a caller actor per
+ * thread still cost two thread hand-offs per order.) */
 #define CALLERS CALLERS_MAX
-#define CALL_BUCKETS 4096u      /* a power of two */
-#define CALLS_MAX 100000u       /* calls in flight per caller, at most (then 503) */
-
-enum { FS_CALL = 0x4680 };
+#define CALLS_MAX 100000u       /* calls in flight per port, at most (then 503) */
 
 typedef struct pending_call {
-    struct pending_call *next;
-    uint64_t corr;
     call c;
 } pending_call;
 
-typedef struct caller {
-    fs_app *app;
-    pending_call *table[CALL_BUCKETS];
-    size_t n;
-} caller;
-
-static int caller_init(tr_ctx *ctx, void *state, const void *arg)
+static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
-    (void)ctx;
-    ((caller *)state)->app = (fs_app *)arg;
-    return 0;
-}
-
-static void caller_start(tr_ctx *ctx, caller *k, const tr_msg *m)
-{
-    const char *p = tr_msg_data(m);
-    size_t len = tr_msg_size(m);
-    uint32_t type;
-    if (len < sizeof(call) + sizeof type)
-        return;
-    pending_call *pc = malloc(sizeof *pc);
-    if (pc == NULL) { /* cannot even answer without the call: its connection times out */
-        return;
-    }
-    memcpy(&pc->c, p, sizeof(call));
-    memcpy(&type, p + sizeof(call), sizeof type);
-    size_t off = sizeof(call) + sizeof type;
-    tr_msg *req = k->n < CALLS_MAX ? tr_msg_from_bytes(type, p + off, len - off) : NULL;
-    unsigned timeout = k->app->o.call_timeout_ms ? k->app->o.call_timeout_ms : 5000;
-    if (req == NULL || tr_request(ctx, pc->c.order, req, timeout, &pc->corr) != TR_OK) {
-        respond_retry(pc->c.http, pc->c.token, 503, "the SKU's owner is unavailable");
-        free(pc);
-        return;
-    }
-    pending_call **b = &k->table[pc->corr & (CALL_BUCKETS - 1)];
-    pc->next = *b;
-    *b = pc;
-    k->n++;
-}
-
-static int caller_receive(tr_ctx *ctx, void *state, tr_msg *m)
-{
-    caller *k = state;
-    uint32_t type = tr_msg_type(m);
-    if (type == FS_CALL) {
-        caller_start(ctx, k, m);
-        return 0;
-    }
-    uint64_t corr = tr_msg_corr(m);
-    pending_call **pp = &k->table[corr & (CALL_BUCKETS - 1)];
-    while (*pp != NULL && (*pp)->corr != corr)
-        pp = &(*pp)->next;
-    pending_call *pc = *pp;
-    if (pc == NULL || corr == 0)
-        return 0;
-    *pp = pc->next;
-    k->n--;
-    if (type == TR_MSG_TIMEOUT || type == TR_MSG_NOPROC || type == TR_MSG_REJECTED ||
-        (tr_msg_is_reply(m) && type == FS_NOT_HERE) || !tr_msg_is_reply(m))
-        respond_retry(pc->c.http, pc->c.token, 503, "the SKU's owner is unavailable");
+    (void)user;
+    pending_call *pc = (pending_call *)(uintptr_t)cookie;
+    if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == FS_NOT_HERE)
+        respond_retry(pc->c.http, pc->c.token, 503, rc == TR_ESTOPPED ? "stopping"
+                                                   : "the SKU's owner is unavailable");
     else
-        answer(&pc->c, m);
+        answer(&pc->c, reply);
     free(pc);
-    return 0;
 }
 
-static void caller_terminate(tr_ctx *ctx, void *state, const tr_reason *r)
-{
-    (void)ctx;
-    (void)r;
-    caller *k = state;
-    for (size_t i = 0; i < CALL_BUCKETS; i++)
-        while (k->table[i] != NULL) {
-            pending_call *pc = k->table[i];
-            k->table[i] = pc->next;
-            respond_retry(pc->c.http, pc->c.token, 503, "stopping");
-            free(pc);
-        }
-}
-
-static const tr_behaviour caller_b = {.name = "http-caller", .state_size = sizeof(caller),
-                                      .init = caller_init, .receive = caller_receive,
-                                      .terminate = caller_terminate};
-
-/* Hands the call (its request consumed) to this thread's caller actor. */
+/* Sends the call's request (consumed) through this thread's port. */
 static void start_call(fs_app *a, call *c)
 {
     static _Thread_local int mine = -1;
     if (mine < 0)
         mine = (int)(atomic_fetch_add(&a->next_caller, 1) % CALLERS);
+    tr_port *port = a->ports[mine];
     tr_msg *req = c->req;
     c->req = NULL;
-    uint32_t type = tr_msg_type(req);
-    tr_msg *m = tr_msg_new(FS_CALL, sizeof *c + sizeof type + tr_msg_size(req));
-    bool ok = m != NULL && tr_msg_append(m, c, sizeof *c) == TR_OK &&
-              tr_msg_append(m, &type, sizeof type) == TR_OK &&
-              tr_msg_append(m, tr_msg_data(req), tr_msg_size(req)) == TR_OK;
-    tr_msg_free(req);
-    if (!ok) {
-        tr_msg_free(m);
-        respond_retry(c->http, c->token, 503, "out of memory");
+    pending_call *pc = tr_port_pending(port) < CALLS_MAX ? malloc(sizeof *pc) : NULL;
+    if (pc == NULL) {
+        tr_msg_free(req);
+        respond_retry(c->http, c->token, 503, "too many calls in flight");
         return;
     }
-    if (tr_system_send(a->sys, a->callers[mine], m) != TR_OK)
+    pc->c = *c;
+    unsigned timeout = a->o.call_timeout_ms ? a->o.call_timeout_ms : 5000;
+    if (tr_port_request(port, c->order, req, timeout, (uint64_t)(uintptr_t)pc) != TR_OK) {
         respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
+        free(pc);
+    }
 }
 
 /* Sends the call's request where its SKU lives: straight to its order actor when it runs here,
@@ -866,7 +791,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
     for (unsigned i = 0; rc == TR_OK && i < CALLERS; i++)
-        rc = tr_system_spawn(a->sys, &caller_b, a, &a->callers[i]);
+        rc = tr_port_open(a->sys, on_answer, a, &a->ports[i]);
     if (rc == TR_OK && a->node != NULL) {
         char reg[128];
         snprintf(reg, sizeof reg, "flashsale/router/%s", tr_node_name(a->node));
@@ -904,15 +829,20 @@ void fs_stop(fs_app *a)
 {
     if (a == NULL)
         return;
+    /* no new calls (the HTTP loops answer 503 themselves from now on, and no longer ask the
+     * node who owns what); then the actors (order journals flush and close); then the store,
+     * whose last commits answer their calls; then the node (remote answers); then the ports
+     * (calls still unanswered get 503); then the HTTP loops, which write what is answered */
+    http_quiesce(a->http);
     if (a->sys != NULL) {
-        /* the actors first (calls in flight answer or end; requests arriving meanwhile get
-         * 503; order journals flush and close), then the HTTP loops, then the store */
         tr_system_stop(a->sys);
         tr_system_join(a->sys);
     }
-    http_stop(a->http); /* before the node: the HTTP loops ask it who owns what */
-    tr_node_stop(a->node);
     tr_store_close(a->store);
+    tr_node_stop(a->node);
+    for (unsigned i = 0; i < CALLERS; i++)
+        tr_port_close(a->ports[i]);
+    http_stop(a->http);
     tr_system_free(a->sys);
     for (size_t i = 0; i < a->nskus; i++) {
         waiting *w = take_waiting(a->skus[i]);

@@ -72,10 +72,13 @@ struct loop_t {
     uint32_t next_id;
     unsigned nconns;            /* open connections (at most max_connections / threads) */
     _Atomic bool stopping;      /* set by http_stop on another thread */
+    uint64_t barrier_req, barrier_ack; /* http_quiesce's round trip (under lock) */
+    pthread_cond_t barrier_cond;
 };
 
 struct http_server {
     http_opts o;
+    _Atomic bool quiesced;      /* the handler is not called any more (http_quiesce) */
     int port;
     unsigned n;
     loop_t *loops;
@@ -444,7 +447,14 @@ static int cb_complete(http_parser *p)
     c->req.body_len = c->body_len;
     c->req.token = (uint64_t)c->lp->idx << 56 | (uint64_t)c->id << 24 | (c->seq & 0xFFFFFFu);
     http_parser_pause(p, 1);
-    c->lp->srv->o.handler(c->lp->srv->o.user, c->lp->srv, &c->req);
+    http_server *srv = c->lp->srv;
+    if (atomic_load(&srv->quiesced)) {
+        static const char stopping[] = "{\"error\":\"stopping\"}";
+        http_respond(srv, c->req.token, 503, "Retry-After: 1\r\n", stopping,
+                     sizeof stopping - 1);
+        return 0;
+    }
+    srv->o.handler(srv->o.user, srv, &c->req);
     return 0;
 }
 
@@ -499,6 +509,10 @@ static void on_wake(uv_async_t *a)
     pthread_mutex_lock(&lp->lock);
     resp *r = lp->head;
     lp->head = lp->tail = NULL;
+    if (lp->barrier_ack != lp->barrier_req) { /* between callbacks: no handler is running */
+        lp->barrier_ack = lp->barrier_req;
+        pthread_cond_broadcast(&lp->barrier_cond);
+    }
     pthread_mutex_unlock(&lp->lock);
     while (r != NULL) {
         resp *next = r->next;
@@ -585,6 +599,7 @@ int http_start(const http_opts *o, http_server **out)
         lp->srv = s;
         lp->idx = i;
         pthread_mutex_init(&lp->lock, NULL);
+        pthread_cond_init(&lp->barrier_cond, NULL);
         uv_loop_init(&lp->loop);
         lp->loop.data = lp;
         int bound = 0;
@@ -619,6 +634,24 @@ int http_port(const http_server *s)
     return s != NULL ? s->port : 0;
 }
 
+void http_quiesce(http_server *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store(&s->quiesced, true);
+    for (unsigned i = 0; i < s->n; i++) { /* wait out a handler already running */
+        loop_t *lp = &s->loops[i];
+        if (lp->th == 0)
+            continue;
+        pthread_mutex_lock(&lp->lock);
+        uint64_t want = ++lp->barrier_req;
+        uv_async_send(&lp->wake);
+        while (lp->barrier_ack < want)
+            pthread_cond_wait(&lp->barrier_cond, &lp->lock);
+        pthread_mutex_unlock(&lp->lock);
+    }
+}
+
 void http_stop(http_server *s)
 {
     if (s == NULL)
@@ -642,6 +675,7 @@ void http_stop(http_server *s)
         uv_run(&lp->loop, UV_RUN_DEFAULT);
         uv_loop_close(&lp->loop);
         pthread_mutex_destroy(&lp->lock);
+        pthread_cond_destroy(&lp->barrier_cond);
     }
     free(s->loops);
     free(s);

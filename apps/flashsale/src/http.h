@@ -46,6 +46,9 @@ int http_start(const http_opts *opts, http_server **out);
  * or NULL), a JSON body. Returns 0, or -1 if the connection is gone. */
 int http_respond(http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len);
+/* Stops calling the handler (new requests are answered 503 by the loops themselves) and returns
+ * once no handler call is running; answers (http_respond) still go out until http_stop. */
+void http_quiesce(http_server *s);
 /* The port it listens on. */
 int http_port(const http_server *s);
 /* Stops: closes the listeners and connections after answering what is being answered. */
