@@ -174,6 +174,22 @@ static size_t count_files(const char *dir)
     return n;
 }
 
+/* Settings out of range, or not numbers, stop the node at start with exit status 2. */
+static void test_bad_settings_refused(void **state)
+{
+    (void)state;
+    const char *bad[] = {"flashsale.email.rate=-5", "flashsale.email.rate=abc",
+                         "flashsale.http.max_request=1", "flashsale.http.threads=0"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "'%s' --config '%s' --data '%s/bad-settings' --set %s 2>/dev/null",
+                 FLASHSALE_BIN, FLASHSALE_CONF, g_dir, bad[i]);
+        int st = system(cmd);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 2);
+    }
+}
+
 static void test_api_contract(void **state)
 {
     (void)state;
@@ -763,6 +779,7 @@ static int teardown(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_bad_settings_refused),
     cmocka_unit_test(test_api_contract),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
     cmocka_unit_test(test_email_rate_window),

@@ -91,6 +91,46 @@ static long long get_int(const config_t *cfg, const char *path, long long def)
     return config_lookup_int64(cfg, path, &v) == CONFIG_TRUE ? v : def;
 }
 
+/* The numeric settings and their ranges: a value out of range (or not a number) is an error,
+ * not a silent default. */
+static const struct {
+    const char *path;
+    long long min, max;
+} ranges[] = {
+    {"flashsale.http.port", 0, 65535},
+    {"flashsale.http.threads", 1, 64},
+    {"flashsale.http.max_request", 1024, 16 << 20},
+    {"flashsale.http.request_timeout_ms", 1, 3600000},
+    {"flashsale.http.max_connections", 1, 1000000},
+    {"flashsale.email.smtp.timeout_ms", 1, 600000},
+    {"flashsale.email.retry_min_ms", 1, 3600000},
+    {"flashsale.email.retry_max_ms", 1, 3600000},
+    {"flashsale.email.rate", 1, 1000000},
+    {"flashsale.email.burst", 1, 1000000},
+    {"flashsale.admission.rate", 0, 10000000},
+    {"flashsale.admission.burst", 0, 10000000},
+    {"flashsale.call_timeout_ms", 1, 3600000},
+    {"flashsale.workers", 0, 1024},
+};
+
+static bool check_ranges(const config_t *cfg)
+{
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        const config_setting_t *st = config_lookup(cfg, ranges[i].path);
+        if (st == NULL)
+            continue;
+        int t = config_setting_type(st);
+        long long v = t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 ? config_setting_get_int64(st)
+                                                                     : ranges[i].min - 1;
+        if (v < ranges[i].min || v > ranges[i].max) {
+            fprintf(stderr, "flashsale: %s must be a whole number from %lld to %lld\n",
+                    ranges[i].path, ranges[i].min, ranges[i].max);
+            return false;
+        }
+    }
+    return true;
+}
+
 static const char *get_str(const config_t *cfg, const char *path, const char *def)
 {
     const char *v;
@@ -141,6 +181,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "flashsale: %s\n", err);
             return 2;
         }
+    if (!check_ranges(&cfg))
+        return 2;
     /* --node: this node's HTTP address (flashsale.nodes) and its own data directory */
     char nodedir[900];
     if (node != NULL) {
