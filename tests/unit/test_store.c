@@ -312,6 +312,7 @@ static void test_group_commit(void **state)
 
 /* A transaction that fails ends its actor with TR_EIO (a row the journal does not expect). */
 static _Atomic int g_down_code;
+static atomic_bool g_monitoring;
 
 static int watcher_recv(tr_ctx *ctx, void *state, tr_msg *m)
 {
@@ -320,8 +321,10 @@ static int watcher_recv(tr_ctx *ctx, void *state, tr_msg *m)
     tr_reason r;
     if (tr_msg_type(m) == TR_MSG_DOWN && tr_msg_reason(m, &r) == TR_OK)
         atomic_store(&g_down_code, r.kind == TR_REASON_ERROR ? r.code : 1);
-    else if (tr_msg_type(m) == 9)
+    else if (tr_msg_type(m) == 9) {
         tr_monitor(ctx, (tr_pid)tt_read_u64(m), NULL);
+        atomic_store(&g_monitoring, true); /* the monitor signal is queued at p before this */
+    }
     return 0;
 }
 
@@ -355,8 +358,11 @@ static void test_failed_commit_ends_the_actor(void **state)
         sqlite3_close(db);
     }
     atomic_store(&g_down_code, 0);
+    atomic_store(&g_monitoring, false);
     assert_int_equal(tr_system_spawn(sys, &watcher_b, NULL, &w), TR_OK);
     assert_int_equal(tr_system_send(sys, w, tt_msg_u64(9, p)), TR_OK);
+    /* p must be monitored before it can fail (else the watcher is told noproc, not why) */
+    TT_WAIT_FOR(atomic_load(&g_monitoring), TT_DEADLINE_MS);
     if (!g_redis) /* SQLite: event 2 commits, event 3 collides; Redis: event 2 is refused */
         assert_int_equal(call_u64(sys, p, ADD, 2), 3);
     assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, 3)), TR_OK);

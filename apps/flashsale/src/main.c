@@ -137,56 +137,31 @@ static const char *get_str(const config_t *cfg, const char *path, const char *de
     return config_lookup_string(cfg, path, &v) == CONFIG_TRUE ? v : def;
 }
 
-int main(int argc, char **argv)
+/* Everything after the arguments: reads the settings into cfg, starts the node, waits for
+ * SIGTERM / SIGINT, stops it. The configs it loads are returned for the caller to free, so every
+ * way out of here frees them. Returns the exit status. */
+static int serve(config_t *cfg, const char *conf, const char *http, const char *data,
+                 const char *node, const char *const *sets, int nsets, tr_store_config **scp,
+                 tr_node_config **ncp)
 {
-    const char *conf = NULL, *http = NULL, *data = NULL, *node = NULL;
-    const char *sets[MAX_SETS];
-    int nsets = 0;
-    for (int i = 1; i < argc; i++) {
-        bool has = i + 1 < argc;
-        if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--config") == 0 && has) {
-            conf = argv[++i];
-        } else if (strcmp(argv[i], "--http") == 0 && has) {
-            http = argv[++i];
-        } else if (strcmp(argv[i], "--data") == 0 && has) {
-            data = argv[++i];
-        } else if (strcmp(argv[i], "--node") == 0 && has) {
-            node = argv[++i];
-        } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
-            sets[nsets++] = argv[++i];
-        } else {
-            fprintf(stderr, "flashsale: unknown or incomplete option %s\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (conf == NULL) {
-        usage(stderr);
-        return 2;
-    }
-    config_t cfg;
-    config_init(&cfg);
-    if (config_read_file(&cfg, conf) != CONFIG_TRUE) {
+    if (config_read_file(cfg, conf) != CONFIG_TRUE) {
         fprintf(stderr, "flashsale: %s:%d: %s\n",
-                config_error_file(&cfg) ? config_error_file(&cfg) : conf,
-                config_error_line(&cfg), config_error_text(&cfg));
+                config_error_file(cfg) ? config_error_file(cfg) : conf,
+                config_error_line(cfg), config_error_text(cfg));
         return 1;
     }
     char err[512] = "";
     for (int i = 0; i < nsets; i++)
-        if (set_value(&cfg, sets[i], err, sizeof err) != 0) {
+        if (set_value(cfg, sets[i], err, sizeof err) != 0) {
             fprintf(stderr, "flashsale: %s\n", err);
             return 2;
         }
-    if (!check_ranges(&cfg))
+    if (!check_ranges(cfg))
         return 2;
     /* --node: this node's HTTP address (flashsale.nodes) and its own data directory */
     char nodedir[900];
     if (node != NULL) {
-        const config_setting_t *list = config_lookup(&cfg, "flashsale.nodes");
+        const config_setting_t *list = config_lookup(cfg, "flashsale.nodes");
         const char *nh = NULL, *nm = NULL;
         for (int i = 0; list != NULL && i < config_setting_length(list) && nh == NULL; i++) {
             const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -202,7 +177,7 @@ int main(int argc, char **argv)
         if (http == NULL)
             http = nh;
         if (data == NULL) {
-            const char *base = get_str(&cfg, "flashsale.data", "data");
+            const char *base = get_str(cfg, "flashsale.data", "data");
             if (mkdir(base, 0755) != 0 && errno != EEXIST) {
                 fprintf(stderr, "flashsale: cannot make %s: %s\n", base, strerror(errno));
                 return 1;
@@ -215,7 +190,7 @@ int main(int argc, char **argv)
         }
     }
     /* --data: the directory of the database and the maildir */
-    const char *dir = data != NULL ? data : get_str(&cfg, "flashsale.data", "data");
+    const char *dir = data != NULL ? data : get_str(cfg, "flashsale.data", "data");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "flashsale: cannot make %s: %s\n", dir, strerror(errno));
         return 1;
@@ -223,9 +198,9 @@ int main(int argc, char **argv)
     char dbpath[1024], maildir[1024], kv[1100];
     snprintf(dbpath, sizeof dbpath, "%s/flashsale.db", dir);
     snprintf(maildir, sizeof maildir, "%s/mail", dir);
-    if (data != NULL || config_lookup(&cfg, "store.path") == NULL) {
+    if (data != NULL || config_lookup(cfg, "store.path") == NULL) {
         snprintf(kv, sizeof kv, "store.path=%s", dbpath);
-        set_value(&cfg, kv, err, sizeof err);
+        set_value(cfg, kv, err, sizeof err);
     }
     /* the store group is read by troupe's own loader, from the settings as overridden */
     char tmp[] = "/tmp/flashsale-conf-XXXXXX";
@@ -235,13 +210,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "flashsale: cannot write a temporary file\n");
         return 1;
     }
-    config_write(&cfg, tf);
+    config_write(cfg, tf);
     fclose(tf);
-    tr_store_config *sc = NULL;
-    tr_node_config *nc = NULL;
-    int rc = tr_store_config_load(tmp, "store", &sc, err, sizeof err);
+    int rc = tr_store_config_load(tmp, "store", scp, err, sizeof err);
     if (rc == TR_OK && node != NULL)
-        rc = tr_node_config_load(tmp, node, &nc, err, sizeof err);
+        rc = tr_node_config_load(tmp, node, ncp, err, sizeof err);
+    tr_store_config *sc = *scp;
+    tr_node_config *nc = *ncp;
     unlink(tmp);
     if (rc != TR_OK) {
         fprintf(stderr, "flashsale: %s (in %s)\n", err, conf);
@@ -253,29 +228,29 @@ int main(int argc, char **argv)
         return 1;
     }
     fs_opts o = {
-        .http_host = get_str(&cfg, "flashsale.http.host", "127.0.0.1"),
-        .http_port = (int)get_int(&cfg, "flashsale.http.port", 8080),
-        .http_threads = (unsigned)get_int(&cfg, "flashsale.http.threads", 2),
-        .http_max_request = (size_t)get_int(&cfg, "flashsale.http.max_request", 65536),
-        .http_request_ms = (unsigned)get_int(&cfg, "flashsale.http.request_timeout_ms", 10000),
-        .http_max_connections = (unsigned)get_int(&cfg, "flashsale.http.max_connections", 10000),
+        .http_host = get_str(cfg, "flashsale.http.host", "127.0.0.1"),
+        .http_port = (int)get_int(cfg, "flashsale.http.port", 8080),
+        .http_threads = (unsigned)get_int(cfg, "flashsale.http.threads", 2),
+        .http_max_request = (size_t)get_int(cfg, "flashsale.http.max_request", 65536),
+        .http_request_ms = (unsigned)get_int(cfg, "flashsale.http.request_timeout_ms", 10000),
+        .http_max_connections = (unsigned)get_int(cfg, "flashsale.http.max_connections", 10000),
         .store = sc->store,
-        .maildir = get_str(&cfg, "flashsale.email.maildir", maildir),
-        .smtp_url = get_str(&cfg, "flashsale.email.smtp.url", NULL),
-        .smtp_timeout_ms = (unsigned)get_int(&cfg, "flashsale.email.smtp.timeout_ms", 5000),
-        .mail_from = get_str(&cfg, "flashsale.email.from", NULL),
-        .mail_to_domain = get_str(&cfg, "flashsale.email.to_domain", NULL),
-        .email_retry_min_ms = (unsigned)get_int(&cfg, "flashsale.email.retry_min_ms", 500),
-        .email_retry_max_ms = (unsigned)get_int(&cfg, "flashsale.email.retry_max_ms", 30000),
-        .email_rate = (unsigned)get_int(&cfg, "flashsale.email.rate", 50),
-        .email_burst = (unsigned)get_int(&cfg, "flashsale.email.burst", 10),
-        .admission_rate = (unsigned)get_int(&cfg, "flashsale.admission.rate", 0),
-        .admission_burst = (unsigned)get_int(&cfg, "flashsale.admission.burst", 0),
-        .call_timeout_ms = (unsigned)get_int(&cfg, "flashsale.call_timeout_ms", 5000),
-        .workers = (unsigned)get_int(&cfg, "flashsale.workers", 0),
+        .maildir = get_str(cfg, "flashsale.email.maildir", maildir),
+        .smtp_url = get_str(cfg, "flashsale.email.smtp.url", NULL),
+        .smtp_timeout_ms = (unsigned)get_int(cfg, "flashsale.email.smtp.timeout_ms", 5000),
+        .mail_from = get_str(cfg, "flashsale.email.from", NULL),
+        .mail_to_domain = get_str(cfg, "flashsale.email.to_domain", NULL),
+        .email_retry_min_ms = (unsigned)get_int(cfg, "flashsale.email.retry_min_ms", 500),
+        .email_retry_max_ms = (unsigned)get_int(cfg, "flashsale.email.retry_max_ms", 30000),
+        .email_rate = (unsigned)get_int(cfg, "flashsale.email.rate", 50),
+        .email_burst = (unsigned)get_int(cfg, "flashsale.email.burst", 10),
+        .admission_rate = (unsigned)get_int(cfg, "flashsale.admission.rate", 0),
+        .admission_burst = (unsigned)get_int(cfg, "flashsale.admission.burst", 0),
+        .call_timeout_ms = (unsigned)get_int(cfg, "flashsale.call_timeout_ms", 5000),
+        .workers = (unsigned)get_int(cfg, "flashsale.workers", 0),
         .node = nc != NULL ? &nc->node : NULL,
     };
-    if (nc != NULL && nc->workers != 0 && config_lookup(&cfg, "flashsale.workers") == NULL)
+    if (nc != NULL && nc->workers != 0 && config_lookup(cfg, "flashsale.workers") == NULL)
         o.workers = nc->workers;
     char host[256];
     if (http != NULL) {
@@ -288,7 +263,7 @@ int main(int argc, char **argv)
         o.http_host = host;
         o.http_port = atoi(colon + 1);
     }
-    const char *provider = get_str(&cfg, "flashsale.email.provider", "maildir");
+    const char *provider = get_str(cfg, "flashsale.email.provider", "maildir");
     if (strcmp(provider, "smtp") == 0) {
         o.email_provider = EMAIL_SMTP;
         if (o.smtp_url == NULL) {
@@ -322,8 +297,46 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     fprintf(stderr, "flashsale: signal %d, stopping\n", sig);
     fs_stop(app);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL, *http = NULL, *data = NULL, *node = NULL;
+    const char *sets[MAX_SETS];
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && has) {
+            conf = argv[++i];
+        } else if (strcmp(argv[i], "--http") == 0 && has) {
+            http = argv[++i];
+        } else if (strcmp(argv[i], "--data") == 0 && has) {
+            data = argv[++i];
+        } else if (strcmp(argv[i], "--node") == 0 && has) {
+            node = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
+            sets[nsets++] = argv[++i];
+        } else {
+            fprintf(stderr, "flashsale: unknown or incomplete option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    config_t cfg;
+    config_init(&cfg);
+    tr_store_config *sc = NULL;
+    tr_node_config *nc = NULL;
+    int status = serve(&cfg, conf, http, data, node, sets, nsets, &sc, &nc);
     tr_node_config_free(nc);
     tr_store_config_free(sc);
     config_destroy(&cfg);
-    return 0;
+    return status;
 }
