@@ -12,13 +12,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define SMTP_SINK "/usr/sbin/smtp-sink"
 
@@ -69,8 +67,14 @@ static inline pid_t sink_start(int port, const char *dir, bool reject4xx)
     argv[n++] = addr;
     argv[n++] = (char *)"100";
     argv[n] = NULL;
-    pid_t pid;
-    assert_int_equal(posix_spawn(&pid, SMTP_SINK, NULL, NULL, argv, environ), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test does not leave it running */
+        execv(SMTP_SINK, argv);
+        _exit(127);
+    }
     TT_WAIT_FOR(port_open(port), TT_DEADLINE_MS);
     assert_true(port_open(port));
     return pid;
@@ -94,6 +98,7 @@ static inline pid_t redis_start(const char *dir, int *port)
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test does not leave it running */
             int devnull = open("/dev/null", O_WRONLY);
             if (devnull >= 0) {
                 dup2(devnull, STDOUT_FILENO);
