@@ -352,7 +352,8 @@ static void test_failed_commit_ends_the_actor(void **state)
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
         assert_int_equal(sqlite3_exec(db,
-                                      "INSERT INTO events(pid, seq, data) VALUES('counter/f', 3, x'00')",
+                                      "INSERT INTO event_batches(pid, first_seq, last_seq, data) "
+                                      "VALUES('counter/f', 3, 3, x'')",
                                       NULL, NULL, NULL),
                          SQLITE_OK);
         sqlite3_close(db);
@@ -658,6 +659,56 @@ static void test_outbox_consumer_killed(void **state)
 
 /* ---- bad files ----------------------------------------------------------------------------- */
 
+/* A file written by schema 1 (one row per event in `events`) recovers, and its journals go on in
+ * event_batches (schema 2): after a restart both are read, in order. */
+static void test_schema1_file_recovered(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "schema1.db");
+    fresh(path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA user_version=1;"
+                     "CREATE TABLE events(id INTEGER PRIMARY KEY, pid TEXT NOT NULL,"
+                     "  seq INTEGER NOT NULL, data BLOB NOT NULL);"
+                     "CREATE UNIQUE INDEX events_by_pid ON events(pid, seq);"
+                     "INSERT INTO events(pid, seq, data) VALUES"
+                     "  ('old/j', 1, x'0a00000000000000'), ('old/j', 2, x'1400000000000000'),"
+                     "  ('old/j', 3, x'1e00000000000000');",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    for (int round = 0; round < 2; round++) {
+        tr_system *sys = tt_system_workers(2);
+        tr_store *s = open_store(sys, path, NULL);
+        counter_arg a = {.store = s, .id = "old/j"};
+        tr_pid p;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+        assert_int_equal(call_u64(sys, p, GET, 0), round == 0 ? 60 : 65);
+        if (round == 0)
+            assert_int_equal(call_u64(sys, p, ADD, 5), 65); /* event 4, in event_batches */
+        stop_wait(sys, p);
+        tr_store_close(s);
+        tt_system_end(sys);
+    }
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), min(first_seq) FROM event_batches "
+                                        "WHERE pid = 'old/j'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    assert_int_equal(sqlite3_column_int(q, 1), 4);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    remove_db(path);
+}
+
 static void test_bad_files_refused(void **state)
 {
     (void)state;
@@ -886,6 +937,7 @@ static const struct CMUnitTest shared[] = {
 
 static const struct CMUnitTest sqlite_only[] = {
     cmocka_unit_test(test_bad_files_refused),
+    cmocka_unit_test(test_schema1_file_recovered),
 };
 
 static const struct CMUnitTest redis_only[] = {
