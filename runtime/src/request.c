@@ -117,20 +117,8 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
 
 int tr_reply(tr_ctx *ctx, const tr_msg *request, tr_msg *reply)
 {
-    if (reply == NULL)
-        return TR_EINVAL;
-    if (ctx == NULL || request == NULL || !(request->flags & TR_MF_REQUEST) ||
-        request->sender == TR_PID_NONE || reply->type >= TR_MSG_SYSTEM) {
-        tr_msg_free(reply);
-        return TR_EINVAL;
-    }
-    tr__ctx_release_cur(ctx, reply);
-    tr_pid to = request->sender; /* read first: reply may be the request itself */
-    uint64_t corr = request->corr;
-    reply->sender = tr_self(ctx);
-    reply->corr = corr;
-    reply->flags = TR_MF_REPLY;
-    return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, reply);
+    /* the return address is read first: reply may be the request itself */
+    return tr_reply_from(ctx, tr_msg_from(request), reply);
 }
 
 tr_from tr_msg_from(const tr_msg *m)

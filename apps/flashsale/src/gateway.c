@@ -42,7 +42,7 @@
 #define MAX_SKUS 100000u
 #define MAX_WAITING 10000u      /* requests waiting for one SKU's actor to start */
 #define EMAIL_KEY "flashsale/email"
-#define CALLERS_MAX 8u
+#define PORTS 8u               /* ports calls go out through (one per HTTP thread) */
 
 /* Router protocol (requests). */
 enum {
@@ -77,7 +77,7 @@ struct fs_app {
     tr_store *store;
     http_server *http;
     tr_pid orders_sup, email, router;
-    tr_port *ports[CALLERS_MAX];   /* calls go out through these (see start_call) */
+    tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
     _Atomic unsigned next_caller;
     tr_spawn_opts email_spawn;
     email_stats stats;
@@ -103,19 +103,44 @@ static void respond(http_server *h, uint64_t token, int status, const char *body
     http_respond(h, token, status, NULL, body, strlen(body));
 }
 
-static void respond_error(http_server *h, uint64_t token, int status, const char *msg)
+/* {"error": msg} with extra header lines (or NULL). */
+static void respond_err(http_server *h, uint64_t token, int status, const char *headers,
+                        const char *msg)
 {
     char body[256];
-    snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-    respond(h, token, status, body);
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+    http_respond(h, token, status, headers, body, (size_t)n < sizeof body ? (size_t)n : sizeof body - 1);
+}
+
+static void respond_error(http_server *h, uint64_t token, int status, const char *msg)
+{
+    respond_err(h, token, status, NULL, msg);
 }
 
 /* An error the client should retry after a second (429, 503). */
 static void respond_retry(http_server *h, uint64_t token, int status, const char *msg)
 {
+    respond_err(h, token, status, "Retry-After: 1\r\n", msg);
+}
+
+/* This node's email counters: sent (by its email actor), pending (in the store), retrying. */
+static void email_counts(fs_app *a, uint64_t v[3])
+{
+    v[0] = atomic_load(&a->stats.sent);
+    v[1] = 0;
+    tr_outbox_pending(a->store, "email", &v[1]);
+    v[2] = atomic_load(&a->stats.retrying);
+}
+
+/* GET /emails/stats's answer from the counters of the email actor's node. */
+static void respond_email_stats(const fs_app *a, http_server *h, uint64_t token,
+                                const uint64_t v[3])
+{
     char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-    http_respond(h, token, status, "Retry-After: 1\r\n", body, (size_t)n);
+    snprintf(body, sizeof body, "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
+             (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+             a->o.email_rate ? a->o.email_rate : 50);
+    respond(h, token, 200, body);
 }
 
 /* The admission bucket (rate per second, burst): true when a request may pass. */
@@ -251,15 +276,9 @@ static void answer(call *c, const tr_msg *m)
         break;
     }
     case CALL_STATS: {
-        uint64_t sent, pending, retrying;
-        if (tr_read_u64(&r, &sent) == TR_OK && tr_read_u64(&r, &pending) == TR_OK &&
-            tr_read_u64(&r, &retrying) == TR_OK) {
-            snprintf(body, sizeof body,
-                     "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
-                     (unsigned long long)sent, (unsigned long long)pending,
-                     (unsigned long long)retrying,
-                     c->app->o.email_rate ? c->app->o.email_rate : 50);
-            respond(h, c->token, 200, body);
+        if (tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK &&
+            tr_read_u64(&r, &v[2]) == TR_OK) {
+            respond_email_stats(c->app, h, c->token, v);
         } else {
             respond_error(h, c->token, 500, "bad answer from the email node");
         }
@@ -287,28 +306,23 @@ static void answer(call *c, const tr_msg *m)
     tr_reader_done(&r);
 }
 
-/* Calls go out through ports (troupe.h), one per HTTP thread (CALLERS at most): tr_port_request
+/* Calls go out through ports (troupe.h), one per HTTP thread (PORTS at most): tr_port_request
  * sends the request, and the answer comes back as a callback on the runtime thread that delivers
  * it — for a placed order, the store's writer right after the commit — which answers the HTTP
  * request. (A one-shot actor per request cost a spawn, two turns and an exit; a caller actor per
  * thread still cost two thread hand-offs per order.) */
-#define CALLERS CALLERS_MAX
 #define CALLS_MAX 100000u       /* calls in flight per port, at most (then 503) */
-
-typedef struct pending_call {
-    call c;
-} pending_call;
 
 static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
     (void)user;
-    pending_call *pc = (pending_call *)(uintptr_t)cookie;
+    call *c = (call *)(uintptr_t)cookie;
     if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == FS_NOT_HERE)
-        respond_retry(pc->c.http, pc->c.token, 503, rc == TR_ESTOPPED ? "stopping"
-                                                   : "the SKU's owner is unavailable");
+        respond_retry(c->http, c->token, 503, rc == TR_ESTOPPED ? "stopping"
+                                              : "the SKU's owner is unavailable");
     else
-        answer(&pc->c, reply);
-    free(pc);
+        answer(c, reply);
+    free(c);
 }
 
 /* Sends the call's request (consumed) through this thread's port. */
@@ -316,21 +330,21 @@ static void start_call(fs_app *a, call *c)
 {
     static _Thread_local int mine = -1;
     if (mine < 0)
-        mine = (int)(atomic_fetch_add(&a->next_caller, 1) % CALLERS);
+        mine = (int)(atomic_fetch_add(&a->next_caller, 1) % PORTS);
     tr_port *port = a->ports[mine];
     tr_msg *req = c->req;
     c->req = NULL;
-    pending_call *pc = tr_port_pending(port) < CALLS_MAX ? malloc(sizeof *pc) : NULL;
-    if (pc == NULL) {
+    call *held = tr_port_pending(port) < CALLS_MAX ? malloc(sizeof *held) : NULL;
+    if (held == NULL) {
         tr_msg_free(req);
         respond_retry(c->http, c->token, 503, "too many calls in flight");
         return;
     }
-    pc->c = *c;
+    *held = *c; /* kept until the answer's callback */
     unsigned timeout = a->o.call_timeout_ms ? a->o.call_timeout_ms : 5000;
-    if (tr_port_request(port, c->order, req, timeout, (uint64_t)(uintptr_t)pc) != TR_OK) {
+    if (tr_port_request(port, c->order, req, timeout, (uint64_t)(uintptr_t)held) != TR_OK) {
         respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
-        free(pc);
+        free(held);
     }
 }
 
@@ -544,13 +558,12 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
     } else if (type == FS_ROUTE) {
         route(ctx, a, m);
     } else if (type == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
-        uint64_t pending = 0;
-        tr_outbox_pending(a->store, "email", &pending);
+        uint64_t v[3];
+        email_counts(a, v);
         tr_msg *r = tr_msg_new(FS_EMAIL_STATS, 32);
         if (r != NULL) {
-            msgpack_pack_uint64(tr_msg_packer(r), atomic_load(&a->stats.sent));
-            msgpack_pack_uint64(tr_msg_packer(r), pending);
-            msgpack_pack_uint64(tr_msg_packer(r), atomic_load(&a->stats.retrying));
+            for (int i = 0; i < 3; i++)
+                msgpack_pack_uint64(tr_msg_packer(r), v[i]);
             tr_reply(ctx, m, r);
         }
     } else if (type == FS_REBALANCE || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN) {
@@ -714,15 +727,9 @@ static void handler(void *user, http_server *h, const http_request *req)
             }
             return;
         }
-        uint64_t sent = atomic_load(&a->stats.sent), pending = 0;
-        tr_outbox_pending(a->store, "email", &pending);
-        char body[256];
-        snprintf(body, sizeof body,
-                 "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
-                 (unsigned long long)sent, (unsigned long long)pending,
-                 (unsigned long long)atomic_load(&a->stats.retrying),
-                 a->o.email_rate ? a->o.email_rate : 50);
-        respond(h, req->token, 200, body);
+        uint64_t v[3];
+        email_counts(a, v);
+        respond_email_stats(a, h, req->token, v);
     } else {
         respond_error(h, req->token, 404, "no such route");
     }
@@ -790,7 +797,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     }
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
-    for (unsigned i = 0; rc == TR_OK && i < CALLERS; i++)
+    for (unsigned i = 0; rc == TR_OK && i < PORTS; i++)
         rc = tr_port_open(a->sys, on_answer, a, &a->ports[i]);
     if (rc == TR_OK && a->node != NULL) {
         char reg[128];
@@ -840,7 +847,7 @@ void fs_stop(fs_app *a)
     }
     tr_store_close(a->store);
     tr_node_stop(a->node);
-    for (unsigned i = 0; i < CALLERS; i++)
+    for (unsigned i = 0; i < PORTS; i++)
         tr_port_close(a->ports[i]);
     http_stop(a->http);
     tr_system_free(a->sys);

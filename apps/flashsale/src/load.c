@@ -397,11 +397,15 @@ static void run_phase(double base, double sale, double sale_at, double duration)
 
 static int cmp_u64(const void *a, const void *b);
 
-/* The latency percentile p (0..1) of the last phase, in ms (sorts R.lat). */
+/* The latency percentile p (0..1) of the last phase, in ms (R.lat sorted first: sort_lat). */
 static double pct(double p)
 {
-    qsort(R.lat, R.nlat, sizeof *R.lat, cmp_u64);
     return R.nlat ? (double)R.lat[(size_t)((double)(R.nlat - 1) * p)] / 1000.0 : 0;
+}
+
+static void sort_lat(void)
+{
+    qsort(R.lat, R.nlat, sizeof *R.lat, cmp_u64);
 }
 
 /* --max: doubles the rate while each step is served (every request answered 201 or 409, none
@@ -418,6 +422,7 @@ static int find_max(const opts *o)
            o->max_p99_ms, step, o->conns);
     for (int n = 0; n < 24; n++) {
         run_phase(rate, rate, 0, step);
+        sort_lat();
         uint64_t answered = R.status[201] + R.status[409];
         double p50 = pct(0.5), p99 = pct(0.99);
         bool served = R.scheduled > 0 && answered == R.scheduled && R.not_sent == 0 &&
@@ -588,8 +593,7 @@ int main(int argc, char **argv)
             stock_total += json_u64(body, "stock");
         }
     }
-    qsort(R.lat, R.nlat, sizeof *R.lat, cmp_u64);
-#define PCT(p) (R.nlat ? (double)R.lat[(size_t)((double)(R.nlat - 1) * (p))] / 1000.0 : 0)
+    sort_lat();
     uint64_t confirmed = R.status[201];
     bool oversold = sold > stock_total || confirmed > stock_total;
     printf("\n== flash sale report ==\n");
@@ -610,7 +614,7 @@ int main(int argc, char **argv)
            (unsigned long long)sold, (unsigned long long)stock_total,
            oversold ? "OVERSOLD!!! more sold than there was" : "no oversell");
     printf("latency from the scheduled time (ms): p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
-           PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999), PCT(1.0));
+           pct(0.5), pct(0.9), pct(0.99), pct(0.999), pct(1.0));
     printf("emails: %llu sent, %llu pending; the last left %.1f s after the start\n",
            (unsigned long long)last_sent, (unsigned long long)pending, last_email_s);
     if (o.json != NULL) {
@@ -627,8 +631,8 @@ int main(int argc, char **argv)
                     (unsigned long long)R.status[409], (unsigned long long)R.status[400],
                     (unsigned long long)R.status[429], (unsigned long long)R.status[503],
                     (unsigned long long)confirmed, (unsigned long long)sold,
-                    (unsigned long long)stock_total, oversold ? "true" : "false", PCT(0.5),
-                    PCT(0.9), PCT(0.99), PCT(0.999), PCT(1.0), (unsigned long long)last_sent,
+                    (unsigned long long)stock_total, oversold ? "true" : "false", pct(0.5),
+                    pct(0.9), pct(0.99), pct(0.999), pct(1.0), (unsigned long long)last_sent,
                     (unsigned long long)pending, last_email_s);
             for (size_t s = 0; s < esec && s < MAX_SECONDS; s++)
                 fprintf(f, "%s{\"t\":%zu,\"offered\":%llu,\"confirmed\":%llu,\"emails\":%llu}",
