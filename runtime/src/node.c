@@ -1262,6 +1262,7 @@ static void reap(tr_node *n)
 static void *ticker_main(void *arg)
 {
     tr_node *n = arg;
+    pthread_setname_np(pthread_self(), "tr-ticker");
     pthread_mutex_lock(&n->lock);
     while (!n->stopping) {
         uint64_t now = tr__now_ns();

@@ -11,9 +11,12 @@
  * order, instead of a worker running a helper actor first (two thread crossings fewer per request).
  *
  * Requests in flight are kept in a small hash table by corr, behind a mutex (requesters and the
- * running thread both touch it). Timeouts are lazy timers (timer.c) delivering TR_MSG_TIMEOUT to
- * the port; a reply cancels its timer lazily, and a timeout that comes after its reply finds no
- * entry and is dropped.
+ * running thread both touch it). Timeouts cost no timer per request: requests with a deadline
+ * are also on a list in deadline order (in arrival order when, as usual, every request has the
+ * same timeout, so inserting is O(1)), and one timer per port, armed for the earliest deadline,
+ * delivers a sweep (TR_MSG_TIMEOUT with corr 0) that expires what is due and arms the next. A
+ * reply unlinks its request; nothing is cancelled. (A lazy timer per request cost the timer
+ * thread an insert and a cancel, and three allocations, for every request.)
  */
 #include "internal.h"
 
@@ -22,9 +25,10 @@
 #define PORT_BUCKETS 4096u      /* a power of two */
 
 typedef struct port_req {
-    struct port_req *next;
+    struct port_req *next;              /* in its hash bucket */
+    struct port_req *dprev, *dnext;     /* on the deadline list (deadline != 0) */
     uint64_t corr, cookie;
-    tr_timer timer;
+    uint64_t deadline;                  /* tr__now_ns() time; 0: never times out */
 } port_req;
 
 struct tr_port {
@@ -37,6 +41,8 @@ struct tr_port {
     port_req *table[PORT_BUCKETS];
     size_t n;
     uint64_t last_corr;
+    port_req *dhead, *dtail;    /* requests with a deadline, earliest first */
+    uint64_t armed;             /* deadline the latest sweep timer was armed for; 0: none */
 };
 
 int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
@@ -73,20 +79,59 @@ int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
     return TR_OK;
 }
 
+static void deadline_unlink(tr_port *p, port_req *r)
+{
+    if (r->deadline == 0)
+        return;
+    if (r->dprev != NULL)
+        r->dprev->dnext = r->dnext;
+    else
+        p->dhead = r->dnext;
+    if (r->dnext != NULL)
+        r->dnext->dprev = r->dprev;
+    else
+        p->dtail = r->dprev;
+}
+
+/* Removes r from the table (under the lock); r->next is reused by the caller. */
+static void unlink_locked(tr_port *p, port_req *r)
+{
+    port_req **pp = &p->table[r->corr & (PORT_BUCKETS - 1)];
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    deadline_unlink(p, r);
+    p->n--;
+}
+
 /* Removes and returns the request with this corr (NULL: unknown, or answered already). */
 static port_req *take(tr_port *p, uint64_t corr)
 {
     pthread_mutex_lock(&p->lock);
-    port_req **pp = &p->table[corr & (PORT_BUCKETS - 1)];
-    while (*pp != NULL && (*pp)->corr != corr)
-        pp = &(*pp)->next;
-    port_req *r = *pp;
-    if (r != NULL) {
-        *pp = r->next;
-        p->n--;
-    }
+    port_req *r = p->table[corr & (PORT_BUCKETS - 1)];
+    while (r != NULL && r->corr != corr)
+        r = r->next;
+    if (r != NULL)
+        unlink_locked(p, r);
     pthread_mutex_unlock(&p->lock);
     return r;
+}
+
+/* Arms the sweep for `deadline` (under the lock). A sweep timer that fires early or twice only
+ * costs a look at the list's head. */
+static int arm_sweep(tr_port *p, uint64_t deadline, uint64_t now)
+{
+    tr_msg *t = tr_msg_new(TR_MSG_TIMEOUT, 0);
+    if (t == NULL)
+        return TR_ENOMEM;
+    t->corr = 0;
+    t->flags = TR_MF_SYSTEM;
+    uint64_t ms = deadline > now ? (deadline - now + 999999u) / 1000000u : 0;
+    int rc = tr__timer_add_lazy(p->sys, p->pid, t, (unsigned)(ms < UINT32_MAX ? ms : UINT32_MAX),
+                                NULL);
+    if (rc == TR_OK)
+        p->armed = deadline;
+    return rc;
 }
 
 int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t cookie)
@@ -108,23 +153,39 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         return TR_ESTOPPED;
     }
     r->cookie = cookie;
-    r->timer = 0;
+    r->deadline = 0;
+    r->dprev = r->dnext = NULL;
     int rc = TR_OK;
-    tr_msg *t = timeout_ms > 0 ? tr_msg_new(TR_MSG_TIMEOUT, 0) : NULL;
-    if (timeout_ms > 0 && t == NULL)
-        rc = TR_ENOMEM;
-    /* the timer is armed under the lock: a timeout firing at once waits here for r->timer */
+    uint64_t now = timeout_ms > 0 ? tr__now_ns() : 0;
     pthread_mutex_lock(&p->lock);
     r->corr = ++p->last_corr;
-    port_req **b = &p->table[r->corr & (PORT_BUCKETS - 1)];
-    r->next = *b;
-    *b = r;
-    p->n++;
     uint64_t corr = r->corr;
-    if (t != NULL) {
-        t->corr = corr;
-        t->flags = TR_MF_SYSTEM;
-        rc = tr__timer_add_lazy(p->sys, p->pid, t, timeout_ms, &r->timer);
+    if (timeout_ms > 0) { /* on the deadline list, and a sweep armed if none is due by then */
+        r->deadline = now + (uint64_t)timeout_ms * 1000000u;
+        if (p->armed == 0 || r->deadline < p->armed)
+            rc = arm_sweep(p, r->deadline, now);
+        if (rc == TR_OK) {
+            port_req *after = p->dtail;
+            while (after != NULL && after->deadline > r->deadline)
+                after = after->dprev;
+            r->dprev = after;
+            r->dnext = after != NULL ? after->dnext : p->dhead;
+            if (r->dnext != NULL)
+                r->dnext->dprev = r;
+            else
+                p->dtail = r;
+            if (after != NULL)
+                after->dnext = r;
+            else
+                p->dhead = r;
+        }
+    }
+    bool registered = rc == TR_OK;
+    if (registered) {
+        port_req **b = &p->table[corr & (PORT_BUCKETS - 1)];
+        r->next = *b;
+        *b = r;
+        p->n++;
     }
     pthread_mutex_unlock(&p->lock);
     if (rc == TR_OK) {
@@ -135,10 +196,8 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         m = NULL;
     }
     if (rc != TR_OK) {
-        port_req *mine = take(p, corr);
-        if (mine != NULL) { /* refused at once: no callback */
-            if (mine->timer != 0)
-                tr__timer_cancel_lazy(p->sys, mine->timer);
+        port_req *mine = registered ? take(p, corr) : r;
+        if (mine != NULL) { /* refused at once (or never registered): no callback */
             free(mine);
         } else {
             rc = TR_OK; /* a dead target: its notice already ran the callback (TR_ENOPROC) */
@@ -159,8 +218,39 @@ size_t tr_port_pending(tr_port *p)
     return n;
 }
 
+/* A sweep: expires the requests whose deadline passed and arms the next sweep. */
+static void sweep(tr_port *p)
+{
+    uint64_t now = tr__now_ns();
+    port_req *due = NULL, **last = &due;
+    pthread_mutex_lock(&p->lock);
+    p->armed = 0;
+    while (p->dhead != NULL && p->dhead->deadline <= now) {
+        port_req *r = p->dhead;
+        unlink_locked(p, r);
+        r->next = NULL;
+        *last = r;
+        last = &r->next;
+    }
+    /* should arming fail (no memory), the next request with a deadline arms it */
+    if (p->dhead != NULL)
+        arm_sweep(p, p->dhead->deadline, now);
+    pthread_mutex_unlock(&p->lock);
+    while (due != NULL) {
+        port_req *r = due;
+        due = r->next;
+        p->fn(p->user, r->cookie, TR_ETIMEDOUT, NULL);
+        free(r);
+    }
+}
+
 static void dispatch(tr_port *p, tr_msg *m)
 {
+    if (m->type == TR_MSG_TIMEOUT && m->corr == 0 && !(m->flags & TR_MF_REPLY)) {
+        tr_msg_free(m);
+        sweep(p);
+        return;
+    }
     port_req *r = m->corr != 0 && m->to == p->pid ? take(p, m->corr) : NULL;
     if (r == NULL) { /* late (after its timeout), or not ours */
         if (m->flags & TR_MF_REPLY)
@@ -169,14 +259,10 @@ static void dispatch(tr_port *p, tr_msg *m)
         return;
     }
     int rc = TR_OK;
-    if (m->type == TR_MSG_TIMEOUT && !(m->flags & TR_MF_REPLY))
-        rc = TR_ETIMEDOUT;
-    else if (m->type == TR_MSG_NOPROC_NOTICE)
+    if (m->type == TR_MSG_NOPROC_NOTICE)
         rc = TR_ENOPROC;
     else if (m->type == TR_MSG_REJECTED)
         rc = TR_EFULL;
-    if (rc != TR_ETIMEDOUT && r->timer != 0)
-        tr__timer_cancel_lazy(p->sys, r->timer);
     p->fn(p->user, r->cookie, rc, rc == TR_OK ? m : NULL);
     free(r);
     tr_msg_free(m);

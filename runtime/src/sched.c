@@ -458,6 +458,7 @@ static void park(tr_worker *w)
 static void *worker_main(void *arg)
 {
     tr_worker *w = arg;
+    pthread_setname_np(pthread_self(), "tr-worker");
     tr_system *sys = w->sys;
     tls_worker = w;
     bool searching = false; /* counted in nsearching */

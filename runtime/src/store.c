@@ -300,6 +300,7 @@ static void outbox_pump(tr_store *s)
 static void *writer_main(void *arg)
 {
     tr_store *s = arg;
+    pthread_setname_np(pthread_self(), "tr-writer");
     for (;;) {
         pthread_mutex_lock(&s->lock);
         if (s->head == NULL && !s->stopping) {

@@ -70,6 +70,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 static void *ckpt_main(void *arg)
 {
     sq *b = arg;
+    pthread_setname_np(pthread_self(), "tr-checkpoint");
     pthread_mutex_lock(&b->ckpt_lock);
     for (;;) {
         while (!b->ckpt_due && !b->ckpt_stop)

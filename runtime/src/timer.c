@@ -290,6 +290,7 @@ static void on_async(uv_async_t *a)
 static void *loop_main(void *arg)
 {
     tr_timers *T = arg;
+    pthread_setname_np(pthread_self(), "tr-timer");
     uv_run(&T->loop, UV_RUN_DEFAULT);
     return NULL;
 }

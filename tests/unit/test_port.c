@@ -16,6 +16,7 @@ enum { MSG_DOUBLE = 1, MSG_SILENT = 2, MSG_ANSWER = 3, MSG_STOP = 4, MSG_LATE = 
 static struct {
     atomic_int ok, timeouts, noproc, stopped, other, bad_value;
     atomic_int seen[NCOOKIES];
+    _Atomic uint64_t answered_ns[NCOOKIES];
 } P;
 
 static void reset(void)
@@ -37,8 +38,10 @@ static void end_with_port(tr_system *sys, tr_port *p)
 static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
     (void)user;
-    if (cookie < NCOOKIES)
+    if (cookie < NCOOKIES) {
         atomic_fetch_add(&P.seen[cookie], 1);
+        atomic_store(&P.answered_ns[cookie], tt_now_ns());
+    }
     if (rc == TR_OK) {
         atomic_fetch_add(&P.ok, 1);
         if (reply == NULL || tt_read_u64(reply) != 2 * cookie)
@@ -156,6 +159,38 @@ static void test_timeout_then_late_reply(void **state)
     tt_assert_no_failures();
 }
 
+/* Timeouts in no particular order (longer ones first, shorter ones later): each request times
+ * out once, never before its deadline; requests without a timeout stay until the port closes. */
+static void test_timeouts_in_any_order(void **state)
+{
+    (void)state;
+    reset();
+    tr_pid srv;
+    tr_port *p;
+    tr_system *sys = start(&srv, &p);
+    enum { N = 300 };
+    static uint64_t due[N];
+    for (uint64_t i = 0; i < N; i++) {
+        unsigned ms = i % 10 == 0 ? 0 : 20 + (unsigned)((i * 37) % 200);
+        due[i] = tt_now_ns() + (uint64_t)ms * 1000000u;
+        assert_int_equal(tr_port_request(p, srv, tt_msg_u64(MSG_SILENT, i), ms, i), TR_OK);
+        if (i % 50 == 49)
+            tt_sleep_ms(15); /* later requests' deadlines fall before earlier ones' */
+    }
+    TT_WAIT_FOR(atomic_load(&P.timeouts) == N - N / 10, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&P.timeouts), N - N / 10);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&P.seen[i]), i % 10 == 0 ? 0 : 1);
+        if (i % 10 != 0)
+            assert_true(atomic_load(&P.answered_ns[i]) >= due[i]);
+    }
+    assert_int_equal(tr_port_pending(p), N / 10);
+    end_with_port(sys, p);
+    assert_int_equal(atomic_load(&P.stopped), N / 10);
+    assert_int_equal(atomic_load(&P.timeouts), N - N / 10);
+    tt_assert_no_failures();
+}
+
 static void test_target_ends_with_request_queued(void **state)
 {
     (void)state;
@@ -230,6 +265,7 @@ static void test_many_threads_one_port(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_replies_come_back_once),
     cmocka_unit_test(test_timeout_then_late_reply),
+    cmocka_unit_test(test_timeouts_in_any_order),
     cmocka_unit_test(test_target_ends_with_request_queued),
     cmocka_unit_test(test_many_threads_one_port),
 };

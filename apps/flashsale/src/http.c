@@ -543,6 +543,7 @@ static void on_wake(uv_async_t *a)
 static void loop_main(void *arg)
 {
     loop_t *lp = arg;
+    pthread_setname_np(pthread_self(), "fs-http");
     uv_run(&lp->loop, UV_RUN_DEFAULT);
 }
 
