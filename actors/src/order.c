@@ -148,6 +148,26 @@ static tr_msg *reply_u64s(uint32_t type, size_t n, const uint64_t *v)
     return m;
 }
 
+/* A fixed buffer to pack an order's event and email into (their sizes are bounded by the
+ * SKU's and the user's): no allocation per order. */
+typedef struct packbuf {
+    size_t n;
+    bool over;
+    char b[2 * (ORDER_SKU_MAX + 24) + ORDER_USER_MAX + 64];
+} packbuf;
+
+static int packbuf_write(void *data, const char *buf, size_t len)
+{
+    packbuf *p = data;
+    if (len > sizeof p->b - p->n) {
+        p->over = true;
+        return -1;
+    }
+    memcpy(p->b + p->n, buf, len);
+    p->n += len;
+    return 0;
+}
+
 static int place(order_state *o, tr_msg *m)
 {
     tr_reader r;
@@ -164,19 +184,18 @@ static int place(order_state *o, tr_msg *m)
     int rc = TR_OK;
     if (status == ORDER_CONFIRMED) {
         /* the event, and in the same transaction the confirmation email */
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
+        packbuf pb = {.n = 0};
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_packer_init(&pk, &pb, packbuf_write);
         msgpack_pack_uint64(&pk, 1);
         msgpack_pack_str(&pk, ul);
         msgpack_pack_str_body(&pk, user, ul);
         msgpack_pack_uint64(&pk, qty);
-        rc = tr_journal_persist(o->j, sb.data, sb.size);
+        rc = pb.over ? TR_ENOMEM : tr_journal_persist(o->j, pb.b, pb.n);
         uint64_t seq = tr_journal_seq(o->j);
         snprintf(order_id, sizeof order_id, "%s-%llu", o->sku, (unsigned long long)seq);
         if (rc == TR_OK) {
-            msgpack_sbuffer_clear(&sb);
+            pb.n = 0;
             size_t il = strlen(order_id), sl = strlen(o->sku);
             msgpack_pack_array(&pk, 4);
             msgpack_pack_str(&pk, il);
@@ -186,13 +205,12 @@ static int place(order_state *o, tr_msg *m)
             msgpack_pack_str(&pk, sl);
             msgpack_pack_str_body(&pk, o->sku, sl);
             msgpack_pack_uint64(&pk, qty);
-            rc = tr_journal_outbox(o->j, o->queue, order_id, sb.data, sb.size);
+            rc = pb.over ? TR_ENOMEM : tr_journal_outbox(o->j, o->queue, order_id, pb.b, pb.n);
         }
         if (rc == TR_OK) {
             o->sold += qty;
             rc = add_record(o, seq, user, ul, (uint32_t)qty);
         }
-        msgpack_sbuffer_destroy(&sb);
     }
     tr_reader_done(&r);
     if (rc != TR_OK)

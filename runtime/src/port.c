@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #define PORT_BUCKETS 4096u      /* a power of two */
+#define PORT_SPARES 1024u       /* answered requests' records kept for reuse, at most */
 
 typedef struct port_req {
     struct port_req *next;              /* in its hash bucket */
@@ -42,6 +43,10 @@ struct tr_port {
     size_t n;
     uint64_t last_corr;
     port_req *dhead, *dtail;    /* requests with a deadline, earliest first */
+    port_req *spare;            /* records of answered requests, for the next ones (a record
+                                 * is taken on the requester's thread and given back on the
+                                 * answerer's: reusing it here spares malloc a cross-thread free) */
+    size_t nspare;
     uint64_t armed;             /* deadline the latest sweep timer was armed for; 0: none */
 };
 
@@ -104,17 +109,28 @@ static void unlink_locked(tr_port *p, port_req *r)
     p->n--;
 }
 
-/* Removes and returns the request with this corr (NULL: unknown, or answered already). */
-static port_req *take(tr_port *p, uint64_t corr)
+/* Removes the request with this corr, giving its cookie (false: unknown, or answered already);
+ * its record is kept for reuse. */
+static bool take(tr_port *p, uint64_t corr, uint64_t *cookie)
 {
     pthread_mutex_lock(&p->lock);
     port_req *r = p->table[corr & (PORT_BUCKETS - 1)];
     while (r != NULL && r->corr != corr)
         r = r->next;
-    if (r != NULL)
+    bool found = r != NULL;
+    if (found) {
         unlink_locked(p, r);
+        *cookie = r->cookie;
+        if (p->nspare < PORT_SPARES) {
+            r->next = p->spare;
+            p->spare = r;
+            p->nspare++;
+            r = NULL;
+        }
+    }
     pthread_mutex_unlock(&p->lock);
-    return r;
+    free(r);
+    return found;
 }
 
 /* Arms the sweep for `deadline` (under the lock). A sweep timer that fires early or twice only
@@ -142,22 +158,26 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         tr_msg_free(m);
         return TR_EINVAL;
     }
-    port_req *r = malloc(sizeof *r);
-    if (r == NULL) {
-        tr_msg_free(m);
-        return TR_ENOMEM;
-    }
     if (tr__ext_enter(p->sys) != TR_OK) {
-        free(r);
         tr_msg_free(m);
         return TR_ESTOPPED;
+    }
+    uint64_t now = timeout_ms > 0 ? tr__now_ns() : 0;
+    pthread_mutex_lock(&p->lock);
+    port_req *r = p->spare;
+    if (r != NULL) {
+        p->spare = r->next;
+        p->nspare--;
+    } else if ((r = malloc(sizeof *r)) == NULL) {
+        pthread_mutex_unlock(&p->lock);
+        tr__ext_leave(p->sys);
+        tr_msg_free(m);
+        return TR_ENOMEM;
     }
     r->cookie = cookie;
     r->deadline = 0;
     r->dprev = r->dnext = NULL;
     int rc = TR_OK;
-    uint64_t now = timeout_ms > 0 ? tr__now_ns() : 0;
-    pthread_mutex_lock(&p->lock);
     r->corr = ++p->last_corr;
     uint64_t corr = r->corr;
     if (timeout_ms > 0) { /* on the deadline list, and a sweep armed if none is due by then */
@@ -196,12 +216,13 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         m = NULL;
     }
     if (rc != TR_OK) {
-        port_req *mine = registered ? take(p, corr) : r;
-        if (mine != NULL) { /* refused at once (or never registered): no callback */
-            free(mine);
-        } else {
-            rc = TR_OK; /* a dead target: its notice already ran the callback (TR_ENOPROC) */
-        }
+        /* refused at once, or never registered (no sweep could be armed): no callback; not
+         * found, the target was dead and its notice already ran the callback (TR_ENOPROC) */
+        uint64_t ck;
+        if (!registered)
+            free(r);
+        else if (!take(p, corr, &ck))
+            rc = TR_OK;
         tr_msg_free(m);
     }
     tr__ext_leave(p->sys);
@@ -251,8 +272,9 @@ static void dispatch(tr_port *p, tr_msg *m)
         sweep(p);
         return;
     }
-    port_req *r = m->corr != 0 && m->to == p->pid ? take(p, m->corr) : NULL;
-    if (r == NULL) { /* late (after its timeout), or not ours */
+    uint64_t cookie;
+    if (m->corr == 0 || m->to != p->pid || !take(p, m->corr, &cookie)) {
+        /* late (after its timeout), or not ours */
         if (m->flags & TR_MF_REPLY)
             atomic_fetch_add_explicit(&p->sys->late_replies, 1, memory_order_relaxed);
         tr_msg_free(m);
@@ -263,8 +285,7 @@ static void dispatch(tr_port *p, tr_msg *m)
         rc = TR_ENOPROC;
     else if (m->type == TR_MSG_REJECTED)
         rc = TR_EFULL;
-    p->fn(p->user, r->cookie, rc, rc == TR_OK ? m : NULL);
-    free(r);
+    p->fn(p->user, cookie, rc, rc == TR_OK ? m : NULL);
     tr_msg_free(m);
 }
 
@@ -297,6 +318,11 @@ void tr_port_close(tr_port *p)
     }
     p->a->state = NULL;
     tr__actor_release(p->a);
+    while (p->spare != NULL) {
+        port_req *r = p->spare;
+        p->spare = r->next;
+        free(r);
+    }
     for (size_t i = 0; i < PORT_BUCKETS; i++)
         while (p->table[i] != NULL) {
             port_req *r = p->table[i];

@@ -41,9 +41,12 @@ static void count(_Atomic uint64_t *c, uint64_t k)
 
 static void op_free(op *o)
 {
-    free(o->queue);
-    free(o->key);
-    free(o->data);
+    if (!(o->in_bytes & OP_IN_QUEUE))
+        free(o->queue);
+    if (!(o->in_bytes & OP_IN_KEY))
+        free(o->key);
+    if (!(o->in_bytes & OP_IN_DATA))
+        free(o->data);
     tr_msg_free(o->msg);
 }
 
@@ -54,8 +57,47 @@ static void unit_free(unit *u)
     for (size_t i = 0; i < u->n; i++)
         op_free(&u->ops[i]);
     free(u->ops);
+    free(u->bytes);
     free(u->jid);
     free(u);
+}
+
+/* Copies len bytes (and a NUL) into the unit's buffer; their offset in *off. */
+static int unit_put(unit *u, const void *p, size_t len, size_t *off)
+{
+    if (len + 1 > u->bcap - u->blen) {
+        size_t cap = u->bcap ? u->bcap : 256;
+        while (len + 1 > cap - u->blen) {
+            if (cap > SIZE_MAX / 2)
+                return TR_ENOMEM;
+            cap *= 2;
+        }
+        char *b = realloc(u->bytes, cap);
+        if (b == NULL)
+            return TR_ENOMEM;
+        u->bytes = b;
+        u->bcap = cap;
+    }
+    *off = u->blen;
+    if (len > 0)
+        memcpy(u->bytes + u->blen, p, len);
+    u->bytes[u->blen + len] = '\0';
+    u->blen += len + 1;
+    return TR_OK;
+}
+
+/* The unit is complete: the ops' pointers into its buffer (which moves while it grows). */
+static void unit_seal(unit *u)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        op *o = &u->ops[i];
+        if (o->in_bytes & OP_IN_DATA)
+            o->data = u->bytes + o->data_off;
+        if (o->in_bytes & OP_IN_QUEUE)
+            o->queue = u->bytes + o->queue_off;
+        if (o->in_bytes & OP_IN_KEY)
+            o->key = u->bytes + o->key_off;
+    }
 }
 
 static unit *unit_new(tr_pid actor, const char *jid)
@@ -90,6 +132,7 @@ static op *unit_add(unit *u, int kind)
 
 static void enqueue(tr_store *s, unit *u)
 {
+    unit_seal(u);
     pthread_mutex_lock(&s->lock);
     if (s->closed) {
         /* a journal still open after tr_store_close: what it hands over is lost, and said */
@@ -530,13 +573,11 @@ static int add_bytes(tr_journal *j, int kind, const void *data, size_t len, op *
     op *o = u != NULL ? unit_add(u, kind) : NULL;
     if (o == NULL)
         return TR_ENOMEM;
-    o->data = malloc(len > 0 ? len : 1);
-    if (o->data == NULL) {
+    if (unit_put(u, data, len, &o->data_off) != TR_OK) {
         u->n--;
         return TR_ENOMEM;
     }
-    if (len > 0)
-        memcpy(o->data, data, len);
+    o->in_bytes = OP_IN_DATA;
     o->len = len;
     *out = o;
     return TR_OK;
@@ -578,13 +619,12 @@ int tr_journal_outbox(tr_journal *j, const char *queue, const char *key, const v
     int rc = add_bytes(j, OP_OUTBOX, data, len, &o);
     if (rc != TR_OK)
         return rc;
-    o->queue = strdup(queue);
-    o->key = strdup(key);
-    if (o->queue == NULL || o->key == NULL) {
-        op_free(o);
-        j->cur->n--;
+    if (unit_put(j->cur, queue, strlen(queue), &o->queue_off) != TR_OK ||
+        unit_put(j->cur, key, strlen(key), &o->key_off) != TR_OK) {
+        j->cur->n--; /* its bytes stay unused in the buffer */
         return TR_ENOMEM;
     }
+    o->in_bytes |= OP_IN_QUEUE | OP_IN_KEY;
     return TR_OK;
 }
 

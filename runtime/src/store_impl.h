@@ -27,7 +27,11 @@ typedef struct op {
     tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
     tr_msg *msg;        /* REPLY */
     unsigned delay_ms;  /* RETRY: when to deliver it again */
+    size_t data_off, queue_off, key_off; /* in the unit's bytes, while it is being built */
+    unsigned in_bytes;  /* OP_IN_* bits: which of data, queue, key live in the unit's bytes */
 } op;
+
+enum { OP_IN_DATA = 1, OP_IN_QUEUE = 2, OP_IN_KEY = 4 };
 
 typedef struct unit {
     struct unit *next;
@@ -36,6 +40,9 @@ typedef struct unit {
     uint64_t epoch;     /* the journal's ownership epoch (backends that fence writers) */
     op *ops;
     size_t n, cap;
+    char *bytes;        /* the ops' data, queues and keys, copied in one buffer (freed with
+                         * the unit: one allocation per turn, not several per op) */
+    size_t blen, bcap;
     bool *done;         /* set (under the store lock) once committed or failed */
     bool failed;        /* set by the backend's commit */
     char why[256];      /* ...and why */

@@ -42,7 +42,7 @@
 #define MAX_SKUS 100000u
 #define MAX_WAITING 10000u      /* requests waiting for one SKU's actor to start */
 #define EMAIL_KEY "flashsale/email"
-#define PORTS 8u               /* ports calls go out through (one per HTTP thread) */
+#define PORTS 64u              /* ports at most: one per HTTP thread (the config allows 64) */
 
 /* Router protocol (requests). */
 enum {
@@ -78,7 +78,8 @@ struct fs_app {
     http_server *http;
     tr_pid orders_sup, email, router;
     tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
-    _Atomic unsigned next_caller;
+    unsigned nports;            /* one per HTTP thread */
+    struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -103,13 +104,19 @@ static void respond(http_server *h, uint64_t token, int status, const char *body
     http_respond(h, token, status, NULL, body, strlen(body));
 }
 
+/* {"error": msg} in body[size]; its length. */
+static size_t error_body(char *body, size_t size, const char *msg)
+{
+    int n = snprintf(body, size, "{\"error\":\"%s\"}", msg);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
 /* {"error": msg} with extra header lines (or NULL). */
 static void respond_err(http_server *h, uint64_t token, int status, const char *headers,
                         const char *msg)
 {
     char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-    http_respond(h, token, status, headers, body, (size_t)n < sizeof body ? (size_t)n : sizeof body - 1);
+    http_respond(h, token, status, headers, body, error_body(body, sizeof body, msg));
 }
 
 static void respond_error(http_server *h, uint64_t token, int status, const char *msg)
@@ -132,15 +139,14 @@ static void email_counts(fs_app *a, uint64_t v[3])
     v[2] = atomic_load(&a->stats.retrying);
 }
 
-/* GET /emails/stats's answer from the counters of the email actor's node. */
-static void respond_email_stats(const fs_app *a, http_server *h, uint64_t token,
-                                const uint64_t v[3])
+/* GET /emails/stats's answer from the counters of the email actor's node, in body[size]. */
+static size_t email_stats_body(const fs_app *a, const uint64_t v[3], char *body, size_t size)
 {
-    char body[256];
-    snprintf(body, sizeof body, "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
-             (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
-             a->o.email_rate ? a->o.email_rate : 50);
-    respond(h, token, 200, body);
+    int n = snprintf(body, size,
+                     "{\"sent\":%llu,\"pending\":%llu,\"retrying\":%llu,\"rate\":%u}",
+                     (unsigned long long)v[0], (unsigned long long)v[1],
+                     (unsigned long long)v[2], a->o.email_rate ? a->o.email_rate : 50);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
 /* The admission bucket (rate per second, burst): true when a request may pass. */
@@ -220,6 +226,8 @@ static bool owned_here(fs_app *a, const char *key, tr_pid *router)
 enum { CALL_SET, CALL_GET, CALL_PLACE, CALL_LOOKUP, CALL_STATS };
 
 typedef struct call {
+    struct call *next;          /* on a port's spare list */
+    unsigned port;              /* the port it went out through */
     fs_app *app;
     http_server *http;          /* the server the request came from (a->http may not be set yet) */
     uint64_t token;
@@ -230,29 +238,54 @@ typedef struct call {
     char user[ORDER_USER_MAX + 1];
     char order_id[ORDER_SKU_MAX + 24];
     uint64_t qty;
+    /* the answer, written on the loop thread of the request (see on_answer) */
+    http_task task;
+    int status;
+    const char *headers;        /* NULL, or a string literal */
+    size_t body_len;
+    char body[512];
 } call;
+
+/* Sets the call's answer. */
+static void set_answer(call *c, int status, const char *headers, const char *body)
+{
+    c->status = status;
+    c->headers = headers;
+    c->body_len = strlen(body);
+    if (c->body_len >= sizeof c->body)
+        c->body_len = sizeof c->body - 1;
+    if (body != c->body)
+        memcpy(c->body, body, c->body_len);
+}
+
+static void set_error(call *c, int status, const char *msg)
+{
+    c->status = status;
+    c->headers = status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL;
+    c->body_len = error_body(c->body, sizeof c->body, msg);
+}
 
 static void answer(call *c, const tr_msg *m)
 {
-    http_server *h = c->http;
     tr_reader r;
     tr_reader_init(&r, m);
-    char body[512];
+    char *body = c->body;
+    const size_t size = sizeof c->body;
     uint64_t v[3];
     switch (c->kind) {
     case CALL_SET:
     case CALL_GET: {
         bool got = tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK;
         if (got && c->kind == CALL_GET && v[0] == 0 && v[1] == 0) {
-            respond_error(h, c->token, 404, "no such SKU"); /* never set up */
+            set_error(c, 404, "no such SKU"); /* never set up */
         } else if (got) {
             uint64_t rem = v[0] > v[1] ? v[0] - v[1] : 0;
-            snprintf(body, sizeof body,
+            snprintf(body, size,
                      "{\"sku\":\"%s\",\"stock\":%llu,\"sold\":%llu,\"remaining\":%llu}", c->sku,
                      (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)rem);
-            respond(h, c->token, 200, body);
+            set_answer(c, 200, NULL, body);
         } else {
-            respond_error(h, c->token, 500, "bad answer from the order actor");
+            set_error(c, 500, "bad answer from the order actor");
         }
         break;
     }
@@ -261,26 +294,28 @@ static void answer(call *c, const tr_msg *m)
         const char *id;
         size_t il;
         if (tr_read_i64(&r, &status) != TR_OK || tr_read_str(&r, &id, &il) != TR_OK) {
-            respond_error(h, c->token, 500, "bad answer from the order actor");
+            set_error(c, 500, "bad answer from the order actor");
         } else if (status == ORDER_CONFIRMED) {
-            snprintf(body, sizeof body,
+            snprintf(body, size,
                      "{\"order_id\":\"%.*s\",\"user\":\"%s\",\"sku\":\"%s\",\"qty\":%llu,"
                      "\"status\":\"confirmed\"}",
                      (int)il, id, c->user, c->sku, (unsigned long long)c->qty);
-            respond(h, c->token, 201, body);
+            set_answer(c, 201, NULL, body);
         } else if (status == ORDER_SOLD_OUT) {
-            respond_error(h, c->token, 409, "sold out");
+            set_error(c, 409, "sold out");
         } else {
-            respond_error(h, c->token, 400, "invalid user or qty");
+            set_error(c, 400, "invalid user or qty");
         }
         break;
     }
     case CALL_STATS: {
         if (tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK &&
             tr_read_u64(&r, &v[2]) == TR_OK) {
-            respond_email_stats(c->app, h, c->token, v);
+            c->status = 200;
+            c->headers = NULL;
+            c->body_len = email_stats_body(c->app, v, body, size);
         } else {
-            respond_error(h, c->token, 500, "bad answer from the email node");
+            set_error(c, 500, "bad answer from the email node");
         }
         break;
     }
@@ -290,13 +325,13 @@ static void answer(call *c, const tr_msg *m)
         size_t ul = 0;
         if (tr_read_u64(&r, &found) == TR_OK && found && tr_read_str(&r, &user, &ul) == TR_OK &&
             tr_read_u64(&r, &qty) == TR_OK) {
-            snprintf(body, sizeof body,
+            snprintf(body, size,
                      "{\"order_id\":\"%s\",\"user\":\"%.*s\",\"sku\":\"%s\",\"qty\":%llu,"
                      "\"status\":\"confirmed\"}",
                      c->order_id, (int)ul, user, c->sku, (unsigned long long)qty);
-            respond(h, c->token, 200, body);
+            set_answer(c, 200, NULL, body);
         } else {
-            respond_error(h, c->token, 404, "no such order");
+            set_error(c, 404, "no such order");
         }
         break;
     }
@@ -313,38 +348,70 @@ static void answer(call *c, const tr_msg *m)
  * thread still cost two thread hand-offs per order.) */
 #define CALLS_MAX 100000u       /* calls in flight per port, at most (then 503) */
 
+/* On the request's loop thread: writes the answer, and keeps the record for the next call. */
+static void answer_here(http_server *h, http_task *t)
+{
+    call *c = (call *)((char *)t - offsetof(call, task));
+    http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
+    c->next = c->app->spare[c->port];
+    c->app->spare[c->port] = c;
+}
+
+/* On the thread that delivers the answer (for an order, the store's writer after the commit):
+ * reads it into the call, and hands the call to the request's loop thread, which writes it. */
 static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
     (void)user;
     call *c = (call *)(uintptr_t)cookie;
     if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == FS_NOT_HERE)
-        respond_retry(c->http, c->token, 503, rc == TR_ESTOPPED ? "stopping"
-                                              : "the SKU's owner is unavailable");
+        set_error(c, 503, rc == TR_ESTOPPED ? "stopping" : "the SKU's owner is unavailable");
     else
         answer(c, reply);
-    free(c);
+    c->task.fn = answer_here;
+    if (http_post(c->http, http_loop_of(c->token), &c->task) != 0)
+        free(c);
+}
+
+/* A call record for port `port` (its HTTP thread only): a spare one, else a new one. */
+static call *call_alloc(fs_app *a, unsigned port)
+{
+    call *c = a->spare[port];
+    if (c != NULL)
+        a->spare[port] = c->next;
+    else
+        c = malloc(sizeof *c);
+    return c;
+}
+
+static void calls_free(call *c)
+{
+    while (c != NULL) {
+        call *next = c->next;
+        free(c);
+        c = next;
+    }
 }
 
 /* Sends the call's request (consumed) through this thread's port. */
 static void start_call(fs_app *a, call *c)
 {
-    static _Thread_local int mine = -1;
-    if (mine < 0)
-        mine = (int)(atomic_fetch_add(&a->next_caller, 1) % PORTS);
+    unsigned mine = http_loop_of(c->token) % a->nports; /* the HTTP thread we are on */
     tr_port *port = a->ports[mine];
     tr_msg *req = c->req;
     c->req = NULL;
-    call *held = tr_port_pending(port) < CALLS_MAX ? malloc(sizeof *held) : NULL;
+    call *held = tr_port_pending(port) < CALLS_MAX ? call_alloc(a, mine) : NULL;
     if (held == NULL) {
         tr_msg_free(req);
         respond_retry(c->http, c->token, 503, "too many calls in flight");
         return;
     }
     *held = *c; /* kept until the answer's callback */
+    held->port = mine;
     unsigned timeout = a->o.call_timeout_ms ? a->o.call_timeout_ms : 5000;
     if (tr_port_request(port, c->order, req, timeout, (uint64_t)(uintptr_t)held) != TR_OK) {
         respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
-        free(held);
+        held->next = a->spare[mine];
+        a->spare[mine] = held;
     }
 }
 
@@ -728,8 +795,9 @@ static void handler(void *user, http_server *h, const http_request *req)
             return;
         }
         uint64_t v[3];
+        char body[256];
         email_counts(a, v);
-        respond_email_stats(a, h, req->token, v);
+        http_respond(h, req->token, 200, NULL, body, email_stats_body(a, v, body, sizeof body));
     } else {
         respond_error(h, req->token, 404, "no such route");
     }
@@ -739,6 +807,10 @@ static void handler(void *user, http_server *h, const http_request *req)
 
 int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
 {
+    if (o->http_threads > PORTS) { /* a port per HTTP thread */
+        snprintf(err, errlen, "at most %u HTTP threads", PORTS);
+        return TR_EINVAL;
+    }
     fs_app *a = calloc(1, sizeof *a);
     if (a == NULL)
         return TR_ENOMEM;
@@ -797,7 +869,8 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     }
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
-    for (unsigned i = 0; rc == TR_OK && i < PORTS; i++)
+    a->nports = o->http_threads ? o->http_threads : 2;
+    for (unsigned i = 0; rc == TR_OK && i < a->nports; i++)
         rc = tr_port_open(a->sys, on_answer, a, &a->ports[i]);
     if (rc == TR_OK && a->node != NULL) {
         char reg[128];
@@ -849,7 +922,9 @@ void fs_stop(fs_app *a)
     tr_node_stop(a->node);
     for (unsigned i = 0; i < PORTS; i++)
         tr_port_close(a->ports[i]);
-    http_stop(a->http);
+    http_stop(a->http); /* runs the answers' tasks still posted: the records are back */
+    for (unsigned i = 0; i < PORTS; i++)
+        calls_free(a->spare[i]);
     tr_system_free(a->sys);
     for (size_t i = 0; i < a->nskus; i++) {
         waiting *w = take_waiting(a->skus[i]);

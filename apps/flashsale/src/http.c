@@ -31,11 +31,12 @@
 
 typedef struct loop_t loop_t;
 
+/* An answer given by http_respond: a task that writes it. */
 typedef struct resp {
-    struct resp *next;
+    http_task task;             /* first */
     uint64_t token;
-    char *data;
     size_t len;
+    char data[];                /* the whole response */
 } resp;
 
 typedef struct conn {
@@ -66,8 +67,8 @@ struct loop_t {
     uv_tcp_t listener;
     uv_async_t wake;
     uv_thread_t th;
-    pthread_mutex_t lock;
-    resp *head, *tail;
+    pthread_mutex_t lock;       /* the quiesce barrier */
+    _Atomic(http_task *) tasks; /* posted from any thread, newest first (a lock-free stack) */
     conn *table[BUCKETS];
     uint32_t next_id;
     unsigned nconns;            /* open connections (at most max_connections / threads) */
@@ -142,35 +143,49 @@ static void on_written(uv_write_t *w, int status)
     free(r);
 }
 
-static void send_raw(conn *c, char *data, size_t len, bool close_after)
+/* Writes len bytes of data; `owned` (malloc'd, or NULL when data is borrowed) is freed once
+ * written. */
+static void send_raw(conn *c, const char *data, size_t len, char *owned, bool close_after)
 {
     if (!close_after) {
         /* straight into the socket when it takes it all (libuv refuses while earlier writes
          * are queued, so order holds): no write request, no completion pass, and no epoll
          * re-arm after it — one syscall fewer per response */
-        uv_buf_t tb = uv_buf_init(data, (unsigned)len);
+        uv_buf_t tb = uv_buf_init((char *)data, (unsigned)len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &tb, 1);
         if (n == (int)len) {
-            free(data);
+            free(owned);
             return;
         }
         if (n > 0) {
-            memmove(data, data + n, len - (size_t)n);
+            data += n;
             len -= (size_t)n;
         }
     }
+    if (owned == NULL || data != owned) { /* the rest, in a buffer of its own */
+        char *copy = malloc(len ? len : 1);
+        if (copy == NULL) {
+            free(owned);
+            conn_close(c);
+            return;
+        }
+        memcpy(copy, data, len);
+        free(owned);
+        owned = copy;
+        data = copy;
+    }
     wreq *r = malloc(sizeof *r);
     if (r == NULL) {
-        free(data);
+        free(owned);
         conn_close(c);
         return;
     }
     r->c = c;
-    r->data = data;
+    r->data = owned;
     r->close_after = close_after;
-    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    uv_buf_t b = uv_buf_init(owned, (unsigned)len);
     if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        free(data);
+        free(owned);
         free(r);
         conn_close(c);
     }
@@ -194,25 +209,60 @@ static const char *reason(int status)
     }
 }
 
-/* A whole response in one buffer (NULL when out of memory). */
+/* Writes the decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, size_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_str(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, lit) put_str((p), (lit), sizeof(lit) - 1)
+
+/* Room a response needs beyond its extra headers and body. */
+#define HEAD_ROOM 160u
+
+/* Writes a whole response at p (HEAD_ROOM + strlen(headers) + len bytes at most); returns its
+ * length. Hand-formatted: snprintf was a visible share of each answer's cost. */
+static size_t format_into(char *p, int status, const char *headers, size_t hl, const char *body,
+                          size_t len, bool close)
+{
+    char *s = p;
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    p = put_uint(p, (size_t)(status >= 100 && status <= 999 ? status : 500));
+    *p++ = ' ';
+    const char *why = reason(status);
+    p = put_str(p, why, strlen(why));
+    p = PUT_LIT(p, "\r\nContent-Type: application/json\r\nContent-Length: ");
+    p = put_uint(p, len);
+    p = PUT_LIT(p, "\r\n");
+    p = put_str(p, headers, hl);
+    if (close)
+        p = PUT_LIT(p, "Connection: close\r\n");
+    p = PUT_LIT(p, "\r\n");
+    p = put_str(p, body, len);
+    return (size_t)(p - s);
+}
+
+/* A whole response in one malloc'd buffer (NULL when out of memory). */
 static char *format(int status, const char *headers, const char *body, size_t len, bool close,
                     size_t *out_len)
 {
-    size_t cap = 256 + (headers != NULL ? strlen(headers) : 0) + len;
-    char *p = malloc(cap);
-    if (p == NULL)
-        return NULL;
-    int n = snprintf(p, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n%s%s\r\n",
-                     status, reason(status), len, headers != NULL ? headers : "",
-                     close ? "Connection: close\r\n" : "");
-    if (n < 0 || (size_t)n + len > cap) {
-        free(p);
-        return NULL;
-    }
-    memcpy(p + n, body, len);
-    *out_len = (size_t)n + len;
+    size_t hl = headers != NULL ? strlen(headers) : 0;
+    char *p = malloc(HEAD_ROOM + hl + len);
+    if (p != NULL)
+        *out_len = format_into(p, status, headers != NULL ? headers : "", hl, body, len, close);
     return p;
 }
 
@@ -228,7 +278,7 @@ static void fail(conn *c, int status, const char *msg)
         return;
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
-    send_raw(c, p, len, true);
+    send_raw(c, p, len, p, true);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -458,35 +508,98 @@ static int cb_complete(http_parser *p)
     return 0;
 }
 
-/* ---- answers from any thread --------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------------------------ */
+
+/* Writes the answer to request `token` (on its loop): if the connection is still there and still
+ * waiting for that request, then goes on reading. data is borrowed (copied if it must wait). */
+static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
+{
+    conn *c = conn_find(lp, (uint32_t)(token >> 24));
+    if (c == NULL || !c->in_flight || (c->seq & 0xFFFFFFu) != (token & 0xFFFFFFu) || c->closing)
+        return; /* its connection is gone */
+    c->in_flight = false;
+    bool close_after = !c->keep_alive || lp->stopping;
+    send_raw(c, data, len, NULL, close_after);
+    if (!close_after) {
+        arm_timer(c);
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        parse_some(c); /* a pipelined request may be waiting */
+    }
+}
+
+int http_respond_here(http_server *s, uint64_t token, int status, const char *headers,
+                      const char *body, size_t len)
+{
+    unsigned idx = http_loop_of(token);
+    if (s == NULL || idx >= s->n)
+        return -1;
+    size_t hl = headers != NULL ? strlen(headers) : 0;
+    char small[1024];
+    char *p = HEAD_ROOM + hl + len <= sizeof small ? small : malloc(HEAD_ROOM + hl + len);
+    if (p == NULL)
+        return -1;
+    size_t n = format_into(p, status, headers != NULL ? headers : "", hl, body, len, false);
+    deliver(&s->loops[idx], token, p, n);
+    if (p != small)
+        free(p);
+    return 0;
+}
+
+int http_post(http_server *s, unsigned loop, http_task *t)
+{
+    if (s == NULL || loop >= s->n || t == NULL)
+        return -1;
+    loop_t *lp = &s->loops[loop];
+    http_task *head = atomic_load_explicit(&lp->tasks, memory_order_relaxed);
+    do
+        t->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&lp->tasks, &head, t, memory_order_release,
+                                                  memory_order_relaxed));
+    uv_async_send(&lp->wake);
+    return 0;
+}
+
+static void resp_run(http_server *s, http_task *t)
+{
+    resp *r = (resp *)t;
+    deliver(&s->loops[http_loop_of(r->token)], r->token, r->data, r->len);
+    free(r);
+}
 
 int http_respond(http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len)
 {
-    unsigned idx = (unsigned)(token >> 56);
+    unsigned idx = http_loop_of(token);
     if (s == NULL || idx >= s->n)
         return -1;
-    loop_t *lp = &s->loops[idx];
-    resp *r = malloc(sizeof *r);
+    size_t hl = headers != NULL ? strlen(headers) : 0;
+    resp *r = malloc(sizeof *r + HEAD_ROOM + hl + len);
     if (r == NULL)
         return -1;
-    r->next = NULL;
+    r->task.fn = resp_run;
     r->token = token;
-    /* Connection: close is decided on the loop (keep-alive); format with a placeholder */
-    r->data = format(status, headers, body, len, false, &r->len);
-    if (r->data == NULL) {
-        free(r);
-        return -1;
+    /* Connection: close is decided on the loop (keep-alive) */
+    r->len = format_into(r->data, status, headers != NULL ? headers : "", hl, body, len, false);
+    return http_post(s, idx, &r->task);
+}
+
+/* Runs the tasks posted to lp, oldest first. */
+static void run_tasks(loop_t *lp)
+{
+    /* the whole stack at once (so no ABA), then reversed */
+    http_task *newest = atomic_exchange_explicit(&lp->tasks, NULL, memory_order_acquire);
+    http_task *t = NULL;
+    while (newest != NULL) {
+        http_task *next = newest->next;
+        newest->next = t;
+        t = newest;
+        newest = next;
     }
-    pthread_mutex_lock(&lp->lock);
-    if (lp->tail != NULL)
-        lp->tail->next = r;
-    else
-        lp->head = r;
-    lp->tail = r;
-    pthread_mutex_unlock(&lp->lock);
-    uv_async_send(&lp->wake);
-    return 0;
+    while (t != NULL) {
+        http_task *next = t->next;
+        t->fn(lp->srv, t);
+        t = next;
+    }
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -507,33 +620,12 @@ static void on_wake(uv_async_t *a)
 {
     loop_t *lp = a->data;
     pthread_mutex_lock(&lp->lock);
-    resp *r = lp->head;
-    lp->head = lp->tail = NULL;
     if (lp->barrier_ack != lp->barrier_req) { /* between callbacks: no handler is running */
         lp->barrier_ack = lp->barrier_req;
         pthread_cond_broadcast(&lp->barrier_cond);
     }
     pthread_mutex_unlock(&lp->lock);
-    while (r != NULL) {
-        resp *next = r->next;
-        uint32_t id = (uint32_t)(r->token >> 24);
-        conn *c = conn_find(lp, id);
-        if (c != NULL && c->in_flight && (c->seq & 0xFFFFFFu) == (r->token & 0xFFFFFFu) &&
-            !c->closing) {
-            c->in_flight = false;
-            bool close_after = !c->keep_alive || lp->stopping;
-            send_raw(c, r->data, r->len, close_after);
-            if (!close_after) {
-                arm_timer(c);
-                uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-                parse_some(c); /* a pipelined request may be waiting */
-            }
-        } else {
-            free(r->data); /* its connection is gone */
-        }
-        free(r);
-        r = next;
-    }
+    run_tasks(lp);
     if (lp->stopping)
         uv_walk(&lp->loop, close_walk, NULL);
 }
@@ -659,19 +751,14 @@ void http_stop(http_server *s)
         return;
     for (unsigned i = 0; i < s->n; i++) {
         loop_t *lp = &s->loops[i];
-        pthread_mutex_lock(&lp->lock);
-        lp->stopping = true;
-        pthread_mutex_unlock(&lp->lock);
+        atomic_store(&lp->stopping, true);
         if (lp->th != 0) {
             uv_async_send(&lp->wake);
             uv_thread_join(&lp->th);
         }
-        /* responses queued after the end are dropped */
-        for (resp *r = lp->head, *next; r != NULL; r = next) {
-            next = r->next;
-            free(r->data);
-            free(r);
-        }
+        /* tasks posted after the end still run (their answers find no connection to write
+         * to, and what they hold is given back) */
+        run_tasks(lp);
         uv_walk(&lp->loop, close_walk, NULL);
         uv_run(&lp->loop, UV_RUN_DEFAULT);
         uv_loop_close(&lp->loop);

@@ -46,6 +46,27 @@ int http_start(const http_opts *opts, http_server **out);
  * or NULL), a JSON body. Returns 0, or -1 if the connection is gone. */
 int http_respond(http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len);
+/* Work handed to a loop thread (http_post): fn runs there once, with the task (the poster's
+ * memory, typically inside a bigger struct, untouched by the server after fn starts). */
+typedef struct http_task http_task;
+typedef void (*http_task_fn)(http_server *srv, http_task *t);
+struct http_task {
+    http_task *next;
+    http_task_fn fn;
+};
+
+/* Runs t->fn on loop thread `loop` soon; from any thread until http_stop returns (tasks posted
+ * while it stops run during it). 0, or -1 for a bad loop (t is not run). */
+int http_post(http_server *s, unsigned loop, http_task *t);
+/* Answers request `token` at once, on its own loop thread only (in a task posted there):
+ * no allocation, no hand-off. 0, or -1. */
+int http_respond_here(http_server *s, uint64_t token, int status, const char *headers,
+                      const char *body, size_t len);
+/* Which loop thread (0 .. threads - 1) request `token` came in on, and is answered from. */
+static inline unsigned http_loop_of(uint64_t token)
+{
+    return (unsigned)(token >> 56);
+}
 /* Stops calling the handler (new requests are answered 503 by the loops themselves) and returns
  * once no handler call is running; answers (http_respond) still go out until http_stop. */
 void http_quiesce(http_server *s);
