@@ -15,6 +15,14 @@
  * an item again when redeliver_ms pass without its ack, and deletes it when acknowledged.
  * Delivery is at least once; items carry an idempotency key.
  *
+ * Committing in the thread that hands the unit over: with synchronous=NORMAL (no fsync per commit)
+ * a unit handed over while the writer is idle and nothing is queued is committed at once by the
+ * handing thread (the actor's worker, at the end of its turn), as a group commit's leader would:
+ * the writer's wake-up (a futex wake, two context switches, and the wait for a CPU, which is
+ * what a loaded 2-core machine makes long) is saved, and the replies leave that much sooner.
+ * Units arriving meanwhile queue for the writer as before; `busy` keeps the backend to one
+ * thread at a time, in unit order.
+ *
  * Before recovering, tr_journal_open waits until every unit queued earlier is committed, so an
  * actor restarted right after a failure sees everything its previous incarnation persisted.
  */
@@ -130,6 +138,8 @@ static op *unit_add(unit *u, int kind)
     return o;
 }
 
+static void commit_batch(tr_store *s, unit *batch);
+
 static void enqueue(tr_store *s, unit *u)
 {
     unit_seal(u);
@@ -144,6 +154,17 @@ static void enqueue(tr_store *s, unit *u)
         return;
     }
     u->next = NULL;
+    if (s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
+        s->busy = true; /* this thread commits it (see the top of the file) */
+        pthread_mutex_unlock(&s->lock);
+        commit_batch(s, u);
+        pthread_mutex_lock(&s->lock);
+        s->busy = false;
+        if (s->head != NULL || s->writer_waits) /* queued meanwhile: the writer's now */
+            pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
     if (s->tail != NULL)
         s->tail->next = u;
     else
@@ -356,6 +377,11 @@ static void *writer_main(void *arg)
             }
             pthread_cond_timedwait(&s->cond, &s->lock, &ts);
         }
+        while (s->busy) { /* a thread committing its own unit */
+            s->writer_waits = true;
+            pthread_cond_wait(&s->cond, &s->lock);
+        }
+        s->writer_waits = false;
         unit *batch = s->head, *last = NULL;
         unsigned n = 0;
         for (unit *u = batch; u != NULL && n < s->max_batch; u = u->next, n++)
@@ -367,10 +393,14 @@ static void *writer_main(void *arg)
             last->next = NULL;
         }
         bool stop = s->stopping && s->head == NULL && batch == NULL;
+        s->busy = true;
         pthread_mutex_unlock(&s->lock);
         if (batch != NULL)
             commit_batch(s, batch);
         outbox_pump(s);
+        pthread_mutex_lock(&s->lock);
+        s->busy = false;
+        pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
     }
@@ -432,6 +462,8 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     tr__namemap_init(&s->open);
     int rc = redis ? tr__store_redis_open(s, o, err, errlen)
                    : tr__store_sqlite_open(s, o, err, errlen);
+    /* not with an fsync per commit (a worker would wait for the disk), nor over the network */
+    s->inline_commits = !redis && o->sync == TR_SYNC_NORMAL;
     if (rc != TR_OK) {
         store_free(s);
         return rc;

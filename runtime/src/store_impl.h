@@ -94,6 +94,11 @@ struct tr_store {
     pthread_mutex_t lock;
     pthread_cond_t cond, done_cond;
     unit *head, *tail;
+    bool busy;          /* the backend and the queues' state are in use: by the writer, or by a
+                         * thread committing its own unit (lock) */
+    bool inline_commits; /* a unit handed over with nothing queued and nothing committing is
+                          * committed at once by the thread handing it over */
+    bool writer_waits;  /* the writer waits for busy to clear (lock) */
     bool stopping;
     bool closed;        /* tr_store_close ran: units are dropped */
     unsigned refs;      /* the opener's, plus one per open journal (lock) */
