@@ -168,6 +168,22 @@ static int packbuf_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
+/* "SKU-SEQ" into id (ORDER_SKU_MAX + 24 bytes): by hand, this is once per order. */
+static void order_id_format(char *id, const char *sku, uint64_t seq)
+{
+    size_t sl = strlen(sku);
+    memcpy(id, sku, sl);
+    id[sl++] = '-';
+    char digits[24];
+    int n = 0;
+    do
+        digits[n++] = (char)('0' + seq % 10);
+    while ((seq /= 10) != 0);
+    while (n > 0)
+        id[sl++] = digits[--n];
+    id[sl] = '\0';
+}
+
 static int place(order_state *o, tr_msg *m)
 {
     tr_reader r;
@@ -193,7 +209,7 @@ static int place(order_state *o, tr_msg *m)
         msgpack_pack_uint64(&pk, qty);
         rc = pb.over ? TR_ENOMEM : tr_journal_persist(o->j, pb.b, pb.n);
         uint64_t seq = tr_journal_seq(o->j);
-        snprintf(order_id, sizeof order_id, "%s-%llu", o->sku, (unsigned long long)seq);
+        order_id_format(order_id, o->sku, seq);
         if (rc == TR_OK) {
             pb.n = 0;
             size_t il = strlen(order_id), sl = strlen(o->sku);

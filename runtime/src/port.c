@@ -40,7 +40,7 @@ struct tr_port {
     void *user;
     pthread_mutex_t lock;       /* the table and the corr counter */
     port_req *table[PORT_BUCKETS];
-    size_t n;
+    _Atomic size_t n;           /* requests in flight (changed under the lock, read without) */
     uint64_t last_corr;
     port_req *dhead, *dtail;    /* requests with a deadline, earliest first */
     port_req *spare;            /* records of answered requests, for the next ones (a record
@@ -106,7 +106,7 @@ static void unlink_locked(tr_port *p, port_req *r)
         pp = &(*pp)->next;
     *pp = r->next;
     deadline_unlink(p, r);
-    p->n--;
+    atomic_store_explicit(&p->n, p->n - 1, memory_order_relaxed);
 }
 
 /* Removes the request with this corr, giving its cookie (false: unknown, or answered already);
@@ -205,7 +205,7 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         port_req **b = &p->table[corr & (PORT_BUCKETS - 1)];
         r->next = *b;
         *b = r;
-        p->n++;
+        atomic_store_explicit(&p->n, p->n + 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&p->lock);
     if (rc == TR_OK) {
@@ -233,10 +233,7 @@ size_t tr_port_pending(tr_port *p)
 {
     if (p == NULL)
         return 0;
-    pthread_mutex_lock(&p->lock);
-    size_t n = p->n;
-    pthread_mutex_unlock(&p->lock);
-    return n;
+    return atomic_load_explicit(&p->n, memory_order_relaxed);
 }
 
 /* A sweep: expires the requests whose deadline passed and arms the next sweep. */

@@ -265,6 +265,32 @@ static void set_error(call *c, int status, const char *msg)
     c->body_len = error_body(c->body, sizeof c->body, msg);
 }
 
+/* A bounded string builder: what does not fit is cut off (end points at the last usable byte). */
+typedef struct sbuf {
+    char *p, *end;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (n > (size_t)(b->end - b->p))
+        n = (size_t)(b->end - b->p);
+    memcpy(b->p, s, n);
+    b->p += n;
+}
+
+#define sb_lit(b, lit) sb_put((b), (lit), sizeof(lit) - 1)
+
+static void sb_u64(sbuf *b, uint64_t v)
+{
+    char digits[24];
+    int n = 0;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0 && b->p < b->end)
+        *b->p++ = digits[--n];
+}
+
 static void answer(call *c, const tr_msg *m)
 {
     tr_reader r;
@@ -295,11 +321,18 @@ static void answer(call *c, const tr_msg *m)
         size_t il;
         if (tr_read_i64(&r, &status) != TR_OK || tr_read_str(&r, &id, &il) != TR_OK) {
             set_error(c, 500, "bad answer from the order actor");
-        } else if (status == ORDER_CONFIRMED) {
-            snprintf(body, size,
-                     "{\"order_id\":\"%.*s\",\"user\":\"%s\",\"sku\":\"%s\",\"qty\":%llu,"
-                     "\"status\":\"confirmed\"}",
-                     (int)il, id, c->user, c->sku, (unsigned long long)c->qty);
+        } else if (status == ORDER_CONFIRMED) { /* by hand: this is once per order */
+            sbuf b = {body, body + size - 1};
+            sb_lit(&b, "{\"order_id\":\"");
+            sb_put(&b, id, il);
+            sb_lit(&b, "\",\"user\":\"");
+            sb_put(&b, c->user, strlen(c->user));
+            sb_lit(&b, "\",\"sku\":\"");
+            sb_put(&b, c->sku, strlen(c->sku));
+            sb_lit(&b, "\",\"qty\":");
+            sb_u64(&b, c->qty);
+            sb_lit(&b, ",\"status\":\"confirmed\"}");
+            *b.p = '\0';
             set_answer(c, 201, NULL, body);
         } else if (status == ORDER_SOLD_OUT) {
             set_error(c, 409, "sold out");
