@@ -157,6 +157,7 @@ static void enqueue(tr_store *s, unit *u)
     if (s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
         s->busy = true; /* this thread commits it (see the top of the file) */
         pthread_mutex_unlock(&s->lock);
+        count(&s->commits_inline, 1);
         commit_batch(s, u);
         pthread_mutex_lock(&s->lock);
         s->busy = false;
@@ -510,6 +511,7 @@ void tr_store_stats_get(tr_store *s, tr_store_stats *o)
     if (s == NULL || o == NULL)
         return;
     o->commits = atomic_load(&s->commits);
+    o->commits_inline = atomic_load(&s->commits_inline);
     o->units = atomic_load(&s->units);
     o->events = atomic_load(&s->events);
     o->snapshots = atomic_load(&s->snapshots);

@@ -108,7 +108,7 @@ struct tr_store {
     oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
     size_t nqueues;
     unsigned pump_attempt;  /* the attempt number of the item being delivered (writer) */
-    _Atomic uint64_t commits, units, events, snapshots, outbox_put, outbox_acked,
+    _Atomic uint64_t commits, commits_inline, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
 };
 

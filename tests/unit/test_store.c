@@ -14,6 +14,7 @@
 #include "troupe/store.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -305,6 +306,91 @@ static void test_group_commit(void **state)
     assert_int_equal(st.events, (uint64_t)per * ACTORS);
     assert_true(st.commits * 10 < st.events);
     assert_int_equal(st.failures, 0);
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
+/* With sync=NORMAL a unit handed over while nothing is committing is committed by the actor's
+ * own worker (store.c); the rest queue for the writer. Both paths at once, from two client
+ * threads and bursts of sends: every reply comes after its event is durable and in order, and
+ * everything is there after the store is reopened. */
+typedef struct normal_client {
+    tr_system *sys;
+    tr_pid *actors;
+    int n;
+    unsigned calls;
+    atomic_int bad;
+} normal_client;
+
+static void *normal_client_main(void *arg)
+{
+    normal_client *c = arg;
+    for (unsigned k = 0; k < c->calls; k++)
+        for (int i = 0; i < c->n; i++) {
+            if (k % 7 == 0) /* a burst: these queue while the call's unit commits */
+                for (int b = 0; b < 5; b++)
+                    if (tr_system_send(c->sys, c->actors[i], tt_msg_u64(ADD, 0)) != TR_OK)
+                        atomic_fetch_add(&c->bad, 1);
+            tr_msg *reply = NULL;
+            if (tr_call(c->sys, c->actors[i], tt_msg_u64(ADD, 1), 20000, &reply) != TR_OK ||
+                tt_read_u64(reply) != k + 1)
+                atomic_fetch_add(&c->bad, 1);
+            tr_msg_free(reply);
+        }
+    return NULL;
+}
+
+static void test_normal_sync_commits_in_turn(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "normal.db");
+    fresh(path);
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL};
+    tr_store *s = open_store(sys, path, &so);
+    enum { ACTORS = 8 };
+    tr_pid p[ACTORS];
+    counter_arg a[ACTORS];
+    char ids[ACTORS][32];
+    for (int i = 0; i < ACTORS; i++) {
+        snprintf(ids[i], sizeof ids[i], "normal/%d", i);
+        a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = i % 2 == 0};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+    }
+    const unsigned calls = tt_scale(300, 60);
+    normal_client c[2] = {{.sys = sys, .actors = p, .n = ACTORS / 2, .calls = calls},
+                          {.sys = sys, .actors = p + ACTORS / 2, .n = ACTORS / 2, .calls = calls}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, normal_client_main, &c[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&c[0].bad) + atomic_load(&c[1].bad), 0);
+    tr_store_stats st;
+    tr_store_stats_get(s, &st);
+    const uint64_t bursts = (calls + 6) / 7 * 5;
+    assert_int_equal(st.events, (uint64_t)ACTORS * (calls + bursts));
+    assert_int_equal(st.outbox_put, (uint64_t)ACTORS / 2 * (calls + bursts));
+    assert_int_equal(st.failures, 0);
+    print_message("%llu commits, %llu of them by the actors' workers\n",
+                  (unsigned long long)st.commits, (unsigned long long)st.commits_inline);
+    if (g_redis) /* over the network: always the writer */
+        assert_int_equal(st.commits_inline, 0);
+    else
+        assert_true(st.commits_inline > 0 && st.commits_inline <= st.commits);
+    for (int i = 0; i < ACTORS; i++)
+        stop_wait(sys, p[i]);
+    tr_store_close(s);
+    s = open_store(sys, path, &so); /* reopened: every acknowledged event is on disk */
+    for (int i = 0; i < ACTORS; i++) {
+        a[i].store = s;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+        assert_int_equal(atomic_load(&g_recovered_sum), calls);
+        assert_int_equal(atomic_load(&g_applied), calls + bursts);
+        stop_wait(sys, p[i]);
+    }
     tr_store_close(s);
     tt_system_end(sys);
     remove_db(path);
@@ -929,6 +1015,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_kill9_keeps_every_acknowledged_event),
     cmocka_unit_test(test_recover_from_events_and_snapshot),
     cmocka_unit_test(test_group_commit),
+    cmocka_unit_test(test_normal_sync_commits_in_turn),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
     cmocka_unit_test(test_outbox_retry),

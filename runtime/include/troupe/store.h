@@ -59,6 +59,7 @@ void tr_store_close(tr_store *s);
 
 typedef struct tr_store_stats {
     uint64_t commits;           /* transactions */
+    uint64_t commits_inline;    /* of which made by the thread handing its unit over (NORMAL) */
     uint64_t units;             /* units committed (turns of persistent actors, acks) */
     uint64_t events, snapshots;
     uint64_t outbox_put, outbox_acked, outbox_delivered, outbox_redelivered;
