@@ -80,6 +80,7 @@ struct fs_app {
     tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
     unsigned nports;            /* one per HTTP thread */
     struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
+    unsigned nspare[PORTS];
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -380,17 +381,24 @@ static void answer(call *c, const tr_msg *m)
  * request. (A one-shot actor per request cost a spawn, two turns and an exit; a caller actor per
  * thread still cost two thread hand-offs per order.) */
 #define CALLS_MAX 100000u       /* calls in flight per port, at most (then 503) */
+#define SPARES_MAX 4096u        /* call records kept per port for reuse, at most */
 
 /* On the request's loop thread: writes the answer, and keeps the record for the next call. */
 static void answer_here(http_server *h, http_task *t)
 {
     call *c = (call *)((char *)t - offsetof(call, task));
     http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
-    c->next = c->app->spare[c->port];
-    c->app->spare[c->port] = c;
+    fs_app *a = c->app;
+    if (a->nspare[c->port] >= SPARES_MAX) {
+        free(c);
+        return;
+    }
+    c->next = a->spare[c->port];
+    a->spare[c->port] = c;
+    a->nspare[c->port]++;
 }
 
-/* On the thread that delivers the answer (for an order, the store's writer after the commit):
+/* On the thread that delivers the answer (for an order, the one that committed it):
  * reads it into the call, and hands the call to the request's loop thread, which writes it. */
 static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
@@ -409,10 +417,12 @@ static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 static call *call_alloc(fs_app *a, unsigned port)
 {
     call *c = a->spare[port];
-    if (c != NULL)
+    if (c != NULL) {
         a->spare[port] = c->next;
-    else
+        a->nspare[port]--;
+    } else {
         c = malloc(sizeof *c);
+    }
     return c;
 }
 
@@ -445,6 +455,7 @@ static void start_call(fs_app *a, call *c)
         respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
         held->next = a->spare[mine];
         a->spare[mine] = held;
+        a->nspare[mine]++;
     }
 }
 

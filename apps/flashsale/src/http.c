@@ -6,7 +6,9 @@
  * spreads connections) and owns its connections. A connection parses one request at a time:
  * when one is complete the parser is paused and the request handed to the handler; bytes that
  * arrive meanwhile (a pipelined request) wait in the buffer. An answer, from whatever thread,
- * goes into the loop's queue and wakes it (uv_async); the loop writes it, then goes on parsing.
+ * goes onto the loop's lock-free stack of tasks and wakes it (uv_async); the loop writes it,
+ * then goes on parsing. A caller that can hand its own record to the loop (http_post) has the
+ * loop format and write the answer itself (http_respond_here): no allocation per answer.
  * Limits: the request (line, headers, body) may not exceed max_request (413, then close), must
  * arrive within request_ms of the previous answer or of the connection (else the connection is
  * closed: a slow client costs one timer, never a thread), and the buffered input is bounded.
