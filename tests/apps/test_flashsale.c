@@ -5,7 +5,9 @@
  * rejected, the admission limit (429), and kill -9 of the node mid-sale: after a restart on the
  * same data directory every confirmed order is still there and its email is sent. Misbehaving
  * clients (slow, malformed, oversized, too many connections) do not disturb the others, and the
- * SMTP provider delivers to a real SMTP peer (postfix's smtp-sink).
+ * SMTP provider delivers to a real SMTP peer (postfix's smtp-sink). The load generator
+ * (flashsale-load) reports what the node did: a short sale's JSON report matches the node's own
+ * counts, and --max ends, and says so, when no rate meets its bound.
  */
 #include "../unit/test_util.h"
 #include "../unit/test_peers.h"
@@ -27,6 +29,9 @@
 
 #ifndef FLASHSALE_BIN
 #error "FLASHSALE_BIN must name the flashsale executable"
+#endif
+#ifndef FLASHSALE_LOAD_BIN
+#error "FLASHSALE_LOAD_BIN must name the flashsale-load executable"
 #endif
 #ifndef FLASHSALE_CONF
 #error "FLASHSALE_CONF must name config/flashsale.conf"
@@ -172,6 +177,83 @@ static size_t count_files(const char *dir)
     if (d != NULL)
         closedir(d);
     return n;
+}
+
+/* The whole file at path into buf (NUL-terminated); its length, or -1. */
+static long slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (long)n;
+}
+
+/* The number after "key": in a JSON text (or -1). */
+static long long json_num(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    return p != NULL ? atoll(p + strlen(pat)) : -1;
+}
+
+/* A short sale through flashsale-load: its report (JSON) agrees with the node — as many
+ * confirmed as there was stock, every request answered 201 or 409, no oversell, every email out
+ * — and exits 0. Then --max with a bound no rate can meet ends with exit 1 and says so. */
+static void test_load_generator(void **state)
+{
+    (void)state;
+    char dir[128], cmd[1024], body[1024];
+    static char report[1 << 20];
+    snprintf(dir, sizeof dir, "%s/load", g_dir);
+    node n;
+    node_start(&n, dir, 0, NULL);
+    snprintf(cmd, sizeof cmd,
+             "'%s' --url 127.0.0.1:%d --base-rate 100 --sale-rate 400 --sale-at 1 --duration 3 "
+             "--stock 200 --users 1000 --email-wait 20 --json '%s/report.json' > '%s/load.out'",
+             FLASHSALE_LOAD_BIN, n.port, dir, dir);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/report.json", dir);
+    assert_true(slurp(path, report, sizeof report) > 0);
+    long long offered = json_num(report, "offered");
+    print_message("offered %lld, 201 %lld, 409 %lld, emails %lld\n", offered,
+                  json_num(report, "201"), json_num(report, "409"),
+                  json_num(report, "emails_sent"));
+    assert_true(offered >= 800 && offered <= 1000); /* 100/s for 1 s, then 400/s for 2 s */
+    assert_int_equal(json_num(report, "not_sent"), 0);
+    assert_int_equal(json_num(report, "errors"), 0);
+    assert_int_equal(json_num(report, "confirmed"), 200);
+    assert_int_equal(json_num(report, "201"), 200);
+    assert_int_equal(json_num(report, "409"), offered - 200);
+    assert_int_equal(json_num(report, "sold"), 200);
+    assert_int_equal(json_num(report, "stock"), 200);
+    assert_non_null(strstr(report, "\"oversold\":false"));
+    assert_int_equal(json_num(report, "emails_sent"), 200);
+    assert_int_equal(json_num(report, "emails_pending"), 0);
+    /* the node agrees */
+    assert_int_equal(http(n.port, "GET", "/inventory/s0", NULL, body, sizeof body), 200);
+    assert_int_equal(json_num(body, "sold"), 200);
+    snprintf(path, sizeof path, "%s/load.out", dir);
+    assert_true(slurp(path, report, sizeof report) > 0);
+    assert_non_null(strstr(report, "no oversell"));
+    /* --max: no rate is served with a p99 under 1 ns; the search halves the rate until 1/s */
+    snprintf(cmd, sizeof cmd,
+             "'%s' --url 127.0.0.1:%d --max 0.000001 --max-start 4 --max-step 1 --max-tries 1 "
+             "--stock 100 > '%s/max.out'",
+             FLASHSALE_LOAD_BIN, n.port, dir);
+    st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    snprintf(path, sizeof path, "%s/max.out", dir);
+    assert_true(slurp(path, report, sizeof report) > 0);
+    assert_non_null(strstr(report, "max: no rate tried was served"));
+    node_kill(&n, SIGTERM);
 }
 
 /* Settings out of range, or not numbers, stop the node at start with exit status 2. */
@@ -787,6 +869,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_connection_cap),
     cmocka_unit_test(test_smtp_provider),
     cmocka_unit_test(test_cluster_routes_and_survives_kill9),
+    cmocka_unit_test(test_load_generator),
 };
 
 int main(void)
