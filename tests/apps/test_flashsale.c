@@ -278,7 +278,7 @@ static void test_api_contract(void **state)
     char dir[128], body[1024];
     snprintf(dir, sizeof dir, "%s/api", g_dir);
     node n;
-    node_start(&n, dir, 0, NULL);
+    node_start(&n, dir, 0, "store.sync=\"full\"", NULL); /* a quoted --set: a string */
     assert_int_equal(http(n.port, "GET", "/health", NULL, body, sizeof body), 200);
     assert_int_equal(http(n.port, "PUT", "/inventory/s1", "{\"stock\":2}", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"remaining\":2"));

@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "  --http HOST:PORT   where the HTTP API listens (default 127.0.0.1:8080)\n"
             "  --data DIR         data directory: DIR/flashsale.db (SQLite) and DIR/mail/new/\n"
             "  --set KEY=VALUE    any setting, e.g. --set flashsale.email.rate=200\n"
-            "                     (numbers are numbers, anything else a string)\n"
+            "                     (numbers are numbers, anything else a string; in double\n"
+            "                     quotes always a string, the quotes dropped)\n"
             "  --node NAME        be node NAME of the cluster in the file (config/flashsale-cluster.conf):\n"
             "                     HTTP from flashsale.nodes, data in DATA/NAME, the store must be Redis\n"
             "  --help             this text\n"
@@ -57,9 +58,18 @@ static int set_value(config_t *cfg, const char *kv, char *err, size_t errlen)
         char *next = strtok_r(NULL, ".", &save);
         config_setting_t *m = config_setting_get_member(g, tok);
         if (next == NULL) {
+            /* "..." is a string as written (the quotes dropped), even one of digits */
+            char unquoted[1024];
+            size_t vl = strlen(value);
+            bool quoted = vl >= 2 && value[0] == '"' && value[vl - 1] == '"' && vl < sizeof unquoted;
+            if (quoted) {
+                memcpy(unquoted, value + 1, vl - 2);
+                unquoted[vl - 2] = '\0';
+                value = unquoted;
+            }
             char *end;
             long long n = strtoll(value, &end, 10);
-            bool number = *value != '\0' && *end == '\0';
+            bool number = !quoted && *value != '\0' && *end == '\0';
             if (m != NULL)
                 config_setting_remove(g, tok);
             m = config_setting_add(g, tok, number ? CONFIG_TYPE_INT64 : CONFIG_TYPE_STRING);
