@@ -13,6 +13,7 @@
  * PNG chart drawn by gnuplot (--png FILE; skipped with a note if gnuplot is not installed).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,7 +356,8 @@ static uint64_t json_u64(const char *body, const char *key)
 static uint64_t g_emails[MAX_SECONDS];
 static uint64_t g_email_sent, g_email_pending;
 static double g_last_email_s;
-static volatile bool g_poll_stop;
+static atomic_bool g_poll_stop;
+static _Atomic uint64_t g_t0;  /* R.t0 for the poller thread */
 
 static void poll_once(const opts *o)
 {
@@ -363,7 +365,7 @@ static void poll_once(const opts *o)
     if (simple_http(o, "GET", "/emails/stats", NULL, body, sizeof body) != 200)
         return;
     uint64_t sent = json_u64(body, "sent");
-    double el = (double)(now_ns() - R.t0) / 1e9;
+    double el = (double)(now_ns() - atomic_load(&g_t0)) / 1e9;
     size_t sec = (size_t)el;
     if (sent > g_email_sent && sec < MAX_SECONDS) {
         g_emails[sec] += sent - g_email_sent;
@@ -376,9 +378,9 @@ static void poll_once(const opts *o)
 static void *poller_main(void *arg)
 {
     const opts *o = arg;
-    while (!g_poll_stop) {
+    while (!atomic_load(&g_poll_stop)) {
         poll_once(o);
-        for (int i = 0; i < 10 && !g_poll_stop; i++)
+        for (int i = 0; i < 10 && !atomic_load(&g_poll_stop); i++)
             usleep(100000);
     }
     return NULL;
@@ -419,6 +421,7 @@ static void run_phase(double base, double sale, double sale_at, double duration)
     }
     R.tick.data = &R;
     R.t0 = now_ns();
+    atomic_store(&g_t0, R.t0);
     uv_poll_start(&R.tick, UV_READABLE, on_tick);
     uv_run(R.loop, UV_RUN_DEFAULT);
 }
@@ -615,7 +618,7 @@ int main(int argc, char **argv)
 
     /* the emails: keep polling until none is pending (bounded) */
     if (polling) {
-        g_poll_stop = true;
+        atomic_store(&g_poll_stop, true);
         pthread_join(poller, NULL);
     }
     uint64_t sold = 0, stock_total = 0;
