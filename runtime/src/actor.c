@@ -16,6 +16,7 @@
 #include "idmap.h"
 #include "limiter.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,16 +161,34 @@ tr_actor *tr__actor_alloc(tr_system *sys)
     return a;
 }
 
+tr_msg *tr__mbox_take_closed(tr_actor *a)
+{
+    for (unsigned spins = 0;; spins++) {
+        tr_msg *m = (tr_msg *)tr__mpsc_pop(&a->mbox);
+        if (m != NULL) {
+            tr__count_popped(a); /* pushed - popped stays the queue's length for the next one */
+            return m;
+        }
+        int64_t owed = (int64_t)(atomic_load_explicit(&a->pushed, memory_order_seq_cst) -
+                                 atomic_load_explicit(&a->popped, memory_order_relaxed));
+        if (owed <= 0)
+            return NULL;
+        /* a sender that found the pid before it was cleared is between its count and its push
+         * (or about to take its count back): a few instructions, unless it was preempted */
+        if (spins < 64)
+            tr_cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
 void tr__actor_release(tr_actor *a)
 {
     tr_system *sys = a->sys;
-    /* messages that raced with the end of the actor; a push still half done is found (and
-     * dropped) by the next incarnation, which checks msg->to */
+    /* messages that raced with the end of the actor (none after tr__actor_finish) */
     tr_msg *m;
-    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL) {
-        tr__count_popped(a); /* pushed - popped stays the queue's length for the next one */
+    while ((m = tr__mbox_take_closed(a)) != NULL)
         tr__dead_letter(sys, m->to, m);
-    }
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL) {
         a->link = w->free_actors;
@@ -334,7 +353,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
             if (rc == 0)
                 rc = ctx.reason.kind == TR_REASON_ERROR && ctx.reason.code != 0 ? ctx.reason.code
                                                                                 : TR_ENOPROC;
-            atomic_store_explicit(&a->pid, 0, memory_order_release);
+            atomic_store_explicit(&a->pid, 0, memory_order_seq_cst);
             tr_reason why = {.kind = TR_REASON_ERROR, .code = rc, .text = ctx.fail_text};
             if (opts != NULL && opts->link)
                 tr__link_del(parent->self, pid); /* the spawner learns from the return code */
@@ -509,7 +528,7 @@ static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
             depth = 0; /* popped is read after n: the receiver took some since */
         if ((uint64_t)depth >= bound)
             break;
-        if (atomic_compare_exchange_weak_explicit(&a->pushed, &n, n + 1, memory_order_relaxed,
+        if (atomic_compare_exchange_weak_explicit(&a->pushed, &n, n + 1, memory_order_seq_cst,
                                                   memory_order_relaxed)) {
             raise_depth_max(a, (uint64_t)depth + 1);
             return TR_OK;
@@ -524,6 +543,19 @@ static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
     atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
     tr_msg_free(m);
     return 1; /* dropped by policy: the send itself succeeded */
+}
+
+/* Closes the race between a send and the end of its target. The sender counts its push in
+ * `pushed` before it checks the pid again; the ender clears the pid before it reads `pushed`
+ * (tr__mbox_take_closed). Both seq_cst, so either the ender waits for this message and answers
+ * it (a link request gets its exit signal), or the sender sees the pid gone and takes its count
+ * back. Without it a message could sit in a dead actor's mailbox until the header was reused. */
+static inline bool push_allowed(tr_actor *a, tr_pid to)
+{
+    if (TR_LIKELY(atomic_load_explicit(&a->pid, memory_order_seq_cst) == to))
+        return true;
+    atomic_fetch_sub_explicit(&a->pushed, 1, memory_order_seq_cst);
+    return false;
 }
 
 int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
@@ -543,7 +575,11 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
         uint32_t f = TR_AF_SIGNALED;
         if (m->type == TR_SIG_EXIT && m->corr == TR_REASON_KILLED)
             f |= TR_AF_KILL;
-        atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->pushed, 1, memory_order_seq_cst);
+        if (TR_UNLIKELY(!push_allowed(a, to))) {
+            tr__dead_letter(sys, to, m);
+            return TR_ENOPROC;
+        }
         tr__mpsc_push(&a->mbox, &m->node);
         if (signal) {
             atomic_fetch_or_explicit(&a->flags, f, memory_order_seq_cst);
@@ -562,7 +598,11 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
             if (rc != TR_OK)
                 return rc < 0 ? rc : TR_OK;
         } else {
-            atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&a->pushed, 1, memory_order_seq_cst);
+        }
+        if (TR_UNLIKELY(!push_allowed(a, to))) {
+            tr__dead_letter(sys, to, m);
+            return TR_ENOPROC;
         }
         tr__mpsc_push(&a->mbox, &m->node);
     }
@@ -653,8 +693,7 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
     /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted in its
      * `dropped` and as dead letters). `sched` stays busy, so no sender schedules it again. */
     tr_msg *m;
-    while ((m = (tr_msg *)tr__mpsc_pop(&a->mbox)) != NULL) {
-        tr__count_popped(a);
+    while ((m = tr__mbox_take_closed(a)) != NULL) {
         if (m->flags & TR_MF_SIGNAL) {
             tr__signal_bounce(sys, m, m->to == pid ? reason : NULL);
             continue;
@@ -668,7 +707,8 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
 {
     tr_system *sys = a->sys;
     tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
-    atomic_store_explicit(&a->pid, 0, memory_order_release); /* new sends now fail: ENOPROC */
+    /* new sends now fail (ENOPROC); seq_cst: the Dekker pair with push_allowed */
+    atomic_store_explicit(&a->pid, 0, memory_order_seq_cst);
     /* an idle or parked actor ended from outside (join, free) is taken, so a sender that looked
      * the pid up just before cannot schedule a header that goes back to the pool */
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_seq_cst);

@@ -308,11 +308,9 @@ void tr_port_close(tr_port *p)
 {
     if (p == NULL)
         return;
-    atomic_store_explicit(&p->a->pid, 0, memory_order_release);
-    for (tr_msg *m; (m = (tr_msg *)tr__mpsc_pop(&p->a->mbox)) != NULL;) {
-        tr__count_popped(p->a);
+    atomic_store_explicit(&p->a->pid, 0, memory_order_seq_cst); /* see push_allowed */
+    for (tr_msg *m; (m = tr__mbox_take_closed(p->a)) != NULL;)
         tr_msg_free(m);
-    }
     p->a->state = NULL;
     tr__actor_release(p->a);
     while (p->spare != NULL) {

@@ -287,7 +287,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
             rc = take_notice(reply_out, TR_OK);
     }
     /* retire: no sender can find the pid or flip sched any more; wait out one that did */
-    atomic_store_explicit(&a->pid, 0, memory_order_release);
+    atomic_store_explicit(&a->pid, 0, memory_order_seq_cst); /* see push_allowed (actor.c) */
     if (atomic_exchange(&a->sched, 1) == 1)
         waiter_settle(a);
     tr__actor_release(a);
