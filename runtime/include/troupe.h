@@ -477,6 +477,25 @@ size_t tr_port_pending(tr_port *p);
  * gets its callback now, with TR_ESTOPPED. */
 void tr_port_close(tr_port *p);
 
+/* Guests: an outside thread (an event loop, say) that runs the actors it makes runnable itself,
+ * in a batch, instead of waking a worker thread for each. Between tr_guest_enter and
+ * tr_guest_leave, actors this thread makes runnable (by tr_system_send, tr_port_request, ...)
+ * wait in the guest, and tr_guest_leave runs them here, with what they make runnable in turn:
+ * an HTTP loop that sends requests to an actor and answers through a port does it all on one
+ * thread, with no hand-off. Their turns block the thread: keep them short. One thread at a time. */
+typedef struct tr_guest tr_guest;
+/* Makes a guest for sys (free it before tr_system_free). */
+int tr_guest_new(tr_system *sys, tr_guest **out);
+/* Makes this thread a guest until tr_guest_leave. TR_ESTATE on a worker or a thread that is a
+ * guest already, TR_ESTOPPED once the system is stopping. Keep the bracket short: the system
+ * does not stop during it. */
+int tr_guest_enter(tr_guest *g);
+/* Runs what waits in g for at most `budget` turns, hands the rest to the workers, and ends the
+ * bracket. Returns the turns run (0 if this thread had not entered g). */
+unsigned tr_guest_leave(tr_guest *g, unsigned budget);
+/* Frees a guest no thread is in. */
+void tr_guest_free(tr_guest *g);
+
 /* ---------------------------------------------------------------------------------------------
  * Timers
  * ------------------------------------------------------------------------------------------- */

@@ -107,6 +107,8 @@ static int pool_grow(tr_system *sys)
 tr_actor *tr__actor_alloc(tr_system *sys)
 {
     tr_worker *w = tr__current_worker(sys);
+    if (w != NULL && w->guest)
+        w = NULL; /* a guest keeps no header cache: it would be stranded when the guest goes */
     tr_actor *a = NULL;
     if (w != NULL && w->free_actors != NULL) {
         a = w->free_actors;
@@ -190,7 +192,7 @@ void tr__actor_release(tr_actor *a)
     while ((m = tr__mbox_take_closed(a)) != NULL)
         tr__dead_letter(sys, m->to, m);
     tr_worker *w = tr__current_worker(sys);
-    if (w != NULL) {
+    if (w != NULL && !w->guest) {
         a->link = w->free_actors;
         w->free_actors = a;
         if (++w->nfree_actors <= WORKER_CACHE_MAX)
@@ -853,7 +855,7 @@ void tr__actor_run(tr_worker *w, tr_actor *a)
     tr_pid self = atomic_load_explicit(&a->pid, memory_order_relaxed);
     tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = self};
     unsigned budget = sys->opts.msgs_per_turn;
-    if (w != NULL && atomic_load_explicit(&a->home, memory_order_relaxed) != w->id + 1)
+    if (w != NULL && !w->guest && atomic_load_explicit(&a->home, memory_order_relaxed) != w->id + 1)
         atomic_store_explicit(&a->home, w->id + 1, memory_order_relaxed);
     bool signaled = false;
     uint32_t fl = atomic_load_explicit(&a->flags, memory_order_relaxed);
@@ -959,8 +961,9 @@ again:
     }
     if (n == budget) {
         /* fairness is owed to actors waiting here; with none, yielding would only let an idle
-         * worker steal this actor and move its working set to another core for nothing */
-        if (w != NULL && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt) &&
+         * worker steal this actor and move its working set to another core for nothing (a
+         * guest always yields: its budget must bound the time it keeps its thread) */
+        if (w != NULL && !w->guest && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt) &&
             !(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_KILL)) {
             n = 0;
             goto again;

@@ -345,6 +345,7 @@ typedef struct tr_worker {
     _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
+    bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
@@ -439,10 +440,10 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
 }
 
 /* Adds one to a counter owned by worker w (a plain add: only w writes it), or to the system-wide
- * atomic when the caller is not a worker. */
+ * atomic when the caller is not a worker (or is a guest, whose counters nobody sums). */
 #define TR_COUNT(sys, w, field)                                                                   \
     do {                                                                                          \
-        if ((w) != NULL)                                                                          \
+        if ((w) != NULL && !(w)->guest)                                                           \
             atomic_store_explicit(&(w)->field,                                                    \
                                   atomic_load_explicit(&(w)->field, memory_order_relaxed) + 1,    \
                                   memory_order_relaxed);                                          \

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <linux/futex.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -267,6 +268,14 @@ void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
             tr__port_run(a);
         return;
     }
+    if (w != NULL && TR_UNLIKELY(w->guest)) {
+        /* waits in the guest until tr_guest_leave runs it: no worker is woken */
+        tr_actor *old = w->next_slot;
+        w->next_slot = a;
+        if (old != NULL)
+            ring_push(w, old);
+        return;
+    }
     if (w != NULL) {
         uint32_t home = atomic_load_explicit(&a->home, memory_order_relaxed);
         if (home != 0 && home - 1 != w->id) {
@@ -306,7 +315,8 @@ void tr__yield(tr_worker *w, tr_actor *a)
         return;
     }
     ring_push(w, a);
-    maybe_wake(w->sys, w->id + 1);
+    if (!w->guest)
+        maybe_wake(w->sys, w->id + 1);
 }
 
 /* ---- the worker loop ----------------------------------------------------------------------- */
@@ -540,4 +550,90 @@ void tr__sched_halt(tr_system *sys)
     }
     for (unsigned i = 0; i < sys->nworkers; i++)
         pthread_join(sys->workers[i].thread, NULL);
+}
+
+/* ---- guests -------------------------------------------------------------------------------- */
+
+/* A guest is a worker record that no worker thread owns: an outside thread (an event loop)
+ * borrows it between tr_guest_enter and tr_guest_leave. It is not in sys->workers, so nobody
+ * steals from it, wakes it or sends actors "home" to it; what it holds when it leaves goes to
+ * the global queue, where the workers find it. */
+struct tr_guest {
+    tr_worker w;
+};
+
+int tr_guest_new(tr_system *sys, tr_guest **out)
+{
+    if (sys == NULL || out == NULL)
+        return TR_EINVAL;
+    size_t size = (sizeof(tr_guest) + TR_CACHELINE - 1) / TR_CACHELINE * TR_CACHELINE;
+    tr_guest *g = aligned_alloc(TR_CACHELINE, size);
+    if (g == NULL)
+        return TR_ENOMEM;
+    memset(g, 0, sizeof *g);
+    g->w.sys = sys;
+    g->w.id = UINT32_MAX;
+    g->w.guest = true;
+    g->w.rng = 0x9e3779b9u;
+    tr__mpsc_init(&g->w.inbox);
+    *out = g;
+    return TR_OK;
+}
+
+int tr_guest_enter(tr_guest *g)
+{
+    if (g == NULL)
+        return TR_EINVAL;
+    if (tls_worker != NULL)
+        return TR_ESTATE; /* a worker, or a guest already */
+    int rc = tr__ext_enter(g->w.sys); /* the system does not halt under a guest */
+    if (rc != TR_OK)
+        return rc;
+    tls_worker = &g->w;
+    return TR_OK;
+}
+
+unsigned tr_guest_leave(tr_guest *g, unsigned budget)
+{
+    if (g == NULL || tls_worker != &g->w)
+        return 0;
+    tr_worker *w = &g->w;
+    tr_system *sys = w->sys;
+    unsigned turns = 0;
+    while (turns < budget) {
+        tr_actor *a = w->next_slot;
+        if (a != NULL)
+            w->next_slot = NULL;
+        else if ((a = ring_pop(w)) == NULL)
+            break;
+        tr__actor_run(w, a);
+        turns++;
+    }
+    /* what is left (over budget) goes to the workers */
+    if (w->next_slot != NULL) {
+        ring_push(w, w->next_slot);
+        w->next_slot = NULL;
+    }
+    tr_actor *first = NULL, *last = NULL, *a;
+    size_t n = 0;
+    while ((a = ring_pop(w)) != NULL) {
+        if (last != NULL)
+            last->link = a;
+        else
+            first = a;
+        last = a;
+        n++;
+    }
+    if (n > 0)
+        inject_push_chain(sys, first, last, n);
+    if (atomic_load_explicit(&sys->inject_len, memory_order_relaxed) > 0)
+        maybe_wake(sys, 0); /* also for a ring that overflowed into the global queue */
+    tls_worker = NULL;
+    tr__ext_leave(sys);
+    return turns;
+}
+
+void tr_guest_free(tr_guest *g)
+{
+    free(g);
 }
