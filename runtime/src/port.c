@@ -158,7 +158,9 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         tr_msg_free(m);
         return TR_EINVAL;
     }
-    if (tr__ext_enter(p->sys) != TR_OK) {
+    /* a worker or a guest is inside the system's lifetime already: no need to bracket */
+    tr_worker *w = tr__current_worker(p->sys);
+    if (w == NULL && tr__ext_enter(p->sys) != TR_OK) {
         tr_msg_free(m);
         return TR_ESTOPPED;
     }
@@ -170,7 +172,8 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         p->nspare--;
     } else if ((r = malloc(sizeof *r)) == NULL) {
         pthread_mutex_unlock(&p->lock);
-        tr__ext_leave(p->sys);
+        if (w == NULL)
+            tr__ext_leave(p->sys);
         tr_msg_free(m);
         return TR_ENOMEM;
     }
@@ -212,7 +215,7 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         m->sender = p->pid;
         m->corr = corr;
         m->flags = TR_MF_REQUEST;
-        rc = tr__deliver(p->sys, tr__current_worker(p->sys), to, m);
+        rc = tr__deliver(p->sys, w, to, m);
         m = NULL;
     }
     if (rc != TR_OK) {
@@ -225,7 +228,8 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
             rc = TR_OK;
         tr_msg_free(m);
     }
-    tr__ext_leave(p->sys);
+    if (w == NULL)
+        tr__ext_leave(p->sys);
     return rc;
 }
 

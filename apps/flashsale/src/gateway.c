@@ -81,6 +81,8 @@ struct fs_app {
     unsigned nports;            /* one per HTTP thread */
     struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
     unsigned nspare[PORTS];
+    tr_guest *guests[PORTS];    /* o.run_actors: each HTTP thread runs the actors it calls */
+    bool in_guest[PORTS];       /* its thread is in its guest bracket (that thread's only) */
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -797,11 +799,32 @@ static void get_order(fs_app *a, http_server *h, const http_request *req, const 
     dispatch(a, &c);
 }
 
+/* On an HTTP thread: the actors its requests wake (an order actor, then the port that takes
+ * the answer) wait until this loop iteration's requests are all in, and after_io runs them here,
+ * in one batch — no thread hand-off, and the order actor's journal commits the whole batch at
+ * once. What is left after run_actors turns goes to the workers. */
+static void guest_begin(fs_app *a, unsigned loop)
+{
+    if (a->guests[loop] != NULL && !a->in_guest[loop] && tr_guest_enter(a->guests[loop]) == TR_OK)
+        a->in_guest[loop] = true;
+}
+
+static void after_io(void *user, http_server *h, unsigned loop)
+{
+    (void)h;
+    fs_app *a = user;
+    if (!a->in_guest[loop])
+        return;
+    tr_guest_leave(a->guests[loop], a->o.run_actors);
+    a->in_guest[loop] = false;
+}
+
 static void handler(void *user, http_server *h, const http_request *req)
 {
     fs_app *a = user;
     const char *arg;
     size_t len;
+    guest_begin(a, http_loop_of(req->token));
     if (strcmp(req->path, "/health") == 0) {
         if (a->node == NULL) {
             respond(h, req->token, 200, "{\"status\":\"ready\"}");
@@ -914,8 +937,11 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
     a->nports = o->http_threads ? o->http_threads : 2;
-    for (unsigned i = 0; rc == TR_OK && i < a->nports; i++)
+    for (unsigned i = 0; rc == TR_OK && i < a->nports; i++) {
         rc = tr_port_open(a->sys, on_answer, a, &a->ports[i]);
+        if (rc == TR_OK && o->run_actors > 0)
+            rc = tr_guest_new(a->sys, &a->guests[i]);
+    }
     if (rc == TR_OK && a->node != NULL) {
         char reg[128];
         snprintf(reg, sizeof reg, "flashsale/router/%s", tr_node_name(a->node));
@@ -927,7 +953,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         http_opts ho = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
                         .max_request = o->http_max_request, .request_ms = o->http_request_ms,
                         .max_connections = o->http_max_connections, .handler = handler,
-                        .user = a};
+                        .user = a, .after_io = o->run_actors > 0 ? after_io : NULL};
         int hr = http_start(&ho, &a->http);
         if (hr != 0) {
             if (err != NULL && errlen > 0)
@@ -967,8 +993,10 @@ void fs_stop(fs_app *a)
     for (unsigned i = 0; i < PORTS; i++)
         tr_port_close(a->ports[i]);
     http_stop(a->http); /* runs the answers' tasks still posted: the records are back */
-    for (unsigned i = 0; i < PORTS; i++)
+    for (unsigned i = 0; i < PORTS; i++) {
         calls_free(a->spare[i]);
+        tr_guest_free(a->guests[i]); /* the loops are gone: no thread is in one */
+    }
     tr_system_free(a->sys);
     for (size_t i = 0; i < a->nskus; i++) {
         waiting *w = take_waiting(a->skus[i]);

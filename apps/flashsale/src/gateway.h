@@ -33,6 +33,8 @@ typedef struct fs_opts {
     unsigned admission_burst;
     unsigned call_timeout_ms;   /* an order actor answering later is reported 503; 0 = 5,000 */
     unsigned workers;           /* runtime workers; 0 = CPUs */
+    unsigned run_actors;        /* turns of actors an HTTP thread runs itself after each batch of
+                                 * requests (tr_guest); 0 = hand every call to the workers */
     const tr_node_opts *node;   /* cluster mode: this node (the store must be shared); NULL = one node */
 } fs_opts;
 

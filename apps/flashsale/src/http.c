@@ -63,12 +63,16 @@ typedef struct conn {
     http_request req;
 } conn;
 
+static _Thread_local loop_t *tls_loop; /* the loop this thread runs, if any */
+
 struct loop_t {
     http_server *srv;
     unsigned idx;
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t wake;
+    uv_check_t check;           /* after_io */
+    bool in_after_io;           /* on the loop thread, inside after_io */
     uv_thread_t th;
     pthread_mutex_t lock;       /* the quiesce barrier */
     _Atomic(http_task *) tasks; /* posted from any thread, newest first (a lock-free stack) */
@@ -563,6 +567,10 @@ int http_post(http_server *s, unsigned loop, http_task *t)
     if (s == NULL || loop >= s->n || t == NULL)
         return -1;
     loop_t *lp = &s->loops[loop];
+    if (tls_loop == lp && lp->in_after_io) { /* between callbacks, on that loop: no need to wait */
+        t->fn(s, t);
+        return 0;
+    }
     http_task *head = atomic_load_explicit(&lp->tasks, memory_order_relaxed);
     do
         t->next = head;
@@ -645,10 +653,19 @@ static void on_wake(uv_async_t *a)
 
 /* ---- start and stop ------------------------------------------------------------------------ */
 
+static void on_check(uv_check_t *c)
+{
+    loop_t *lp = c->data;
+    lp->in_after_io = true;
+    lp->srv->o.after_io(lp->srv->o.user, lp->srv, lp->idx);
+    lp->in_after_io = false;
+}
+
 static void loop_main(void *arg)
 {
     loop_t *lp = arg;
     pthread_setname_np(pthread_self(), "fs-http");
+    tls_loop = lp;
     uv_run(&lp->loop, UV_RUN_DEFAULT);
 }
 
@@ -725,6 +742,11 @@ int http_start(const http_opts *o, http_server **out)
         int rc = uv_listen((uv_stream_t *)&lp->listener, 1024, on_connection);
         uv_async_init(&lp->loop, &lp->wake, on_wake);
         lp->wake.data = lp;
+        if (s->o.after_io != NULL) {
+            uv_check_init(&lp->loop, &lp->check);
+            lp->check.data = lp;
+            uv_check_start(&lp->check, on_check);
+        }
         if (rc != 0 || uv_thread_create(&lp->th, loop_main, lp) != 0) {
             s->n = i + 1;
             http_stop(s);

@@ -38,6 +38,10 @@ typedef struct http_opts {
     unsigned max_connections;   /* open at once (shared out among the threads); 0 = 10,000 */
     http_handler handler;
     void *user;
+    /* Optional: called on each loop thread once per loop iteration, after that iteration's
+     * requests went to the handler — where a handler that batches its work does it. Tasks
+     * posted from here to this same loop (http_post) run at once. */
+    void (*after_io)(void *user, http_server *srv, unsigned loop);
 } http_opts;
 
 /* Starts the server (its threads run at once). 0 or -errno. */
@@ -55,8 +59,9 @@ struct http_task {
     http_task_fn fn;
 };
 
-/* Runs t->fn on loop thread `loop` soon; from any thread until http_stop returns (tasks posted
- * while it stops run during it). 0, or -1 for a bad loop (t is not run). */
+/* Runs t->fn on loop thread `loop` soon (at once when called from that loop's after_io); from
+ * any thread until http_stop returns (tasks posted while it stops run during it). 0, or -1 for
+ * a bad loop (t is not run). */
 int http_post(http_server *s, unsigned loop, http_task *t);
 /* Answers request `token` at once, on its own loop thread only (in a task posted there):
  * no allocation, no hand-off. 0, or -1. */

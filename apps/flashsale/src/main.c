@@ -112,6 +112,7 @@ static const struct {
     {"flashsale.http.max_request", 1024, 16 << 20},
     {"flashsale.http.request_timeout_ms", 1, 3600000},
     {"flashsale.http.max_connections", 1, 1000000},
+    {"flashsale.http.run_actors", 0, 100000},
     {"flashsale.email.smtp.timeout_ms", 1, 600000},
     {"flashsale.email.retry_min_ms", 1, 3600000},
     {"flashsale.email.retry_max_ms", 1, 3600000},
@@ -258,6 +259,7 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         .admission_burst = (unsigned)get_int(cfg, "flashsale.admission.burst", 0),
         .call_timeout_ms = (unsigned)get_int(cfg, "flashsale.call_timeout_ms", 5000),
         .workers = (unsigned)get_int(cfg, "flashsale.workers", 0),
+        .run_actors = (unsigned)get_int(cfg, "flashsale.http.run_actors", 64),
         .node = nc != NULL ? &nc->node : NULL,
     };
     if (nc != NULL && nc->workers != 0 && config_lookup(cfg, "flashsale.workers") == NULL)
