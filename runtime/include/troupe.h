@@ -265,6 +265,8 @@ typedef struct tr_spawn_opts {
     bool link;              /* link the new actor to the spawning actor before it can run */
     bool trap_exits;        /* start trapping exits (see tr_trap_exits) */
     uint32_t restarts;      /* reported in tr_actor_stats.restarts (set by supervisors) */
+    bool blocking;          /* its turns may block (disk, network): run by workers only, never
+                             * by a guest thread (tr_guest) such as an event loop */
 } tr_spawn_opts;
 
 /* Like tr_spawn, with options (opts may be NULL). `link` needs a spawning actor. */

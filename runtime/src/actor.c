@@ -306,6 +306,8 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     tr_actor *a = tr__actor_alloc(sys);
     if (a == NULL)
         return TR_ENOMEM;
+    if (opts != NULL && opts->blocking) /* not visible yet: nobody else writes flags */
+        atomic_store_explicit(&a->flags, TR_AF_BLOCKING, memory_order_relaxed);
     a->beh = b;
     if (b->state_size <= TR_STATE_INLINE) {
         a->state = a->inline_state;

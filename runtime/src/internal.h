@@ -117,6 +117,7 @@ enum {
     TR_AF_SIGNALED = 1u << 1, /* a signal was pushed since the turn began (wakes a parked actor) */
     TR_AF_KILL = 1u << 2,     /* a kill signal may be queued: look for it before other messages */
     TR_AF_PORT = 1u << 3,     /* a tr_port: "scheduling" it runs its callbacks on that thread */
+    TR_AF_BLOCKING = 1u << 4, /* spawned with opts.blocking: never run by a guest */
 };
 
 /* Values of tr_actor.sched. */

@@ -269,6 +269,11 @@ void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
         return;
     }
     if (w != NULL && TR_UNLIKELY(w->guest)) {
+        if (af & TR_AF_BLOCKING) { /* not on an event loop: a worker runs it */
+            inject_push_chain(sys, a, a, 1);
+            maybe_wake(sys, 0);
+            return;
+        }
         /* waits in the guest until tr_guest_leave runs it: no worker is woken */
         tr_actor *old = w->next_slot;
         w->next_slot = a;

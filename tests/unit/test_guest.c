@@ -5,7 +5,7 @@
  *  - what those actors wake runs there too (a port's callback included); the budget bounds the
  *    turns, and what is left goes to the workers, which finish it;
  *  - misuse is refused (entered twice, from an actor, after the system stops); spawns and ends
- *    under a guest are counted.
+ *    under a guest are counted; an actor spawned "blocking" is left to the workers.
  */
 #include "test_util.h"
 
@@ -232,11 +232,35 @@ static void test_guest_misuse_and_counts(void **state)
     tt_assert_no_failures();
 }
 
+/* An actor spawned with opts.blocking is never run by a guest: a worker runs it at once. */
+static void test_guest_never_runs_a_blocking_actor(void **state)
+{
+    (void)state;
+    reset();
+    tr_system *sys = tt_system_workers(2);
+    tr_guest *g;
+    assert_int_equal(tr_guest_new(sys, &g), TR_OK);
+    tr_spawn_opts so = {.blocking = true};
+    tr_pid a, b = spawn_probe(sys);
+    assert_int_equal(tr_system_spawn_ex(sys, &probe_beh, NULL, &so, &a), TR_OK);
+    assert_int_equal(tr_guest_enter(g), TR_OK);
+    assert_int_equal(tr_system_send(sys, a, tt_msg_u64(MSG_HIT, 0)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&G.runs) == 1, TT_DEADLINE_MS); /* during the bracket */
+    assert_int_equal(atomic_load(&G.on_other), 1);
+    assert_int_equal(tr_system_send(sys, b, tt_msg_u64(MSG_HIT, 0)), TR_OK); /* b may run here */
+    assert_int_equal(tr_guest_leave(g, 16), 1);
+    assert_int_equal(atomic_load(&G.on_guest), 1);
+    tr_guest_free(g);
+    tt_system_end(sys);
+    tt_assert_no_failures();
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_guest_runs_what_it_wakes),
     cmocka_unit_test(test_guest_budget_hands_the_rest_to_workers),
     cmocka_unit_test(test_guest_port_round_trip_on_one_thread),
     cmocka_unit_test(test_guest_misuse_and_counts),
+    cmocka_unit_test(test_guest_never_runs_a_blocking_actor),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -923,7 +923,9 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                 .to_domain = o->mail_to_domain,
                                 .retry_min_ms = o->email_retry_min_ms,
                                 .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats};
-        a->email_spawn = (tr_spawn_opts){.mailbox = {.limit = TR_LIMIT_TOKEN,
+        /* blocking: it writes files or talks SMTP, never on an HTTP loop (run_actors) */
+        a->email_spawn = (tr_spawn_opts){.blocking = true,
+                                         .mailbox = {.limit = TR_LIMIT_TOKEN,
                                                      .rate = o->email_rate ? o->email_rate : 50,
                                                      .burst = o->email_burst ? o->email_burst : 10}};
         /* started here at once (a bad maildir or URL fails the start); in a cluster the router
