@@ -678,6 +678,37 @@ static void consume(const char *path, int fd, unsigned seconds)
     tr_store_close(s);
 }
 
+/* tr_outbox_pending follows puts (and, in test_outbox_at_least_once, acknowledgements with
+ * duplicates) and counts what a reopened store holds; a queue never used reads 0. (SQLite keeps
+ * the counts in memory, from one scan at open: a count(*) per call held an HTTP loop for 30 ms.) */
+static void test_outbox_pending_across_restart(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "outbox-pending.db");
+    fresh(path);
+    for (int round = 0; round < 3; round++) {
+        tr_system *sys = tt_system_workers(2);
+        tr_store *s = open_store(sys, path, NULL);
+        uint64_t pending = 99;
+        assert_int_equal(tr_outbox_pending(s, "mail", &pending), TR_OK);
+        assert_int_equal(pending, 40u * (unsigned)round);
+        assert_int_equal(tr_outbox_pending(s, "other", &pending), TR_OK);
+        assert_int_equal(pending, 0);
+        counter_arg a = {.store = s, .id = "orders", .outbox = true};
+        tr_pid p;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+        for (uint64_t i = 1; i <= 40; i++)
+            assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, i)), TR_OK);
+        call_u64(sys, p, GET, 0); /* replies after commit */
+        assert_int_equal(tr_outbox_pending(s, "mail", &pending), TR_OK);
+        assert_int_equal(pending, 40u * (unsigned)(round + 1));
+        stop_wait(sys, p);
+        tt_system_end(sys);
+        tr_store_close(s);
+    }
+}
+
 static void test_outbox_consumer_killed(void **state)
 {
     (void)state;
@@ -1019,6 +1050,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
     cmocka_unit_test(test_outbox_retry),
+    cmocka_unit_test(test_outbox_pending_across_restart),
     cmocka_unit_test(test_outbox_consumer_killed),
 };
 
