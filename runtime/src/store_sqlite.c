@@ -26,18 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #define TROUPE_SQLITE_SCHEMA 2
 /* The checkpointer is asked to run past this many WAL frames. Each time the WAL starts over
  * the writer fsyncs its header (SQLite does, even with synchronous=NORMAL), so a short WAL
  * costs commits a stall every few hundred of them: 4,096 (16 MiB) did better than 1,024. */
 #define CKPT_PAGES 4096
-#define CKPT_NICE 10
-#define PENDING_QUEUES 16 /* outbox queues whose pending items are counted in memory */ /* the checkpointer thread's nice value */
+#define PENDING_QUEUES 16 /* outbox queues whose pending items are counted in memory */
 #define CKPT_WRITER_PAGES (4 * CKPT_PAGES) /* past this (64 MiB) the writer checkpoints itself */
 
 typedef struct sq {
@@ -121,9 +117,6 @@ static void *ckpt_main(void *arg)
 {
     sq *b = arg;
     pthread_setname_np(pthread_self(), "tr-checkpoint");
-    /* background work: on a busy machine it yields the CPU to the threads that answer (a
-     * checkpoint that falls behind only grows the WAL, which the writer bounds) */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CKPT_NICE);
     pthread_mutex_lock(&b->ckpt_lock);
     for (;;) {
         while (!b->ckpt_due && !b->ckpt_stop)
