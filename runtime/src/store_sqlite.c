@@ -58,7 +58,7 @@ typedef struct sq {
         _Atomic uint64_t n;
     } pending[PENDING_QUEUES];
     _Atomic unsigned npending;
-    bool pending_full; /* some queue has no slot: ask SQL for names not found */
+    _Atomic bool pending_full; /* some queue has no slot: ask SQL for names not found */
     int64_t delta[PENDING_QUEUES]; /* the commit in progress (committing thread only) */
 } sq;
 
@@ -72,7 +72,7 @@ static int pending_slot(sq *b, const char *name, bool add)
     if (!add)
         return -1;
     if (n == PENDING_QUEUES) {
-        b->pending_full = true;
+        atomic_store_explicit(&b->pending_full, true, memory_order_relaxed);
         return -1;
     }
     snprintf(b->pending[n].name, sizeof b->pending[n].name, "%s", name);
@@ -431,7 +431,7 @@ static int sq_pending(tr_store *s, const char *queue, uint64_t *n)
 {
     sq *b = s->bk;
     int slot = pending_slot(b, queue, false);
-    if (slot >= 0 || !b->pending_full) { /* counted here, or never put since the store opened */
+    if (slot >= 0 || !atomic_load_explicit(&b->pending_full, memory_order_relaxed)) { /* counted here, or never put since the store opened */
         *n = slot >= 0 ? atomic_load_explicit(&b->pending[slot].n, memory_order_relaxed) : 0;
         return TR_OK;
     }
