@@ -3,7 +3,7 @@
  * sockets on 127.0.0.1: answers on the loop thread and from other threads, keep-alive and
  * pipelined requests answered in order, a malformed request (400) and an oversized one (413)
  * closing only their connection, and a slow client closed after its deadline (408) while
- * another client is served meanwhile.
+ * another client is served meanwhile; the after_io hook, where a same-loop http_post runs at once.
  */
 #include "../unit/test_util.h"
 #include "http.h"
@@ -194,8 +194,83 @@ static void test_http_server(void **state)
     http_stop(srv);
 }
 
+/* after_io: a handler that leaves its requests for the end of the loop iteration, where they are
+ * answered through http_post — which, called there for the same loop, runs the task at once. */
+typedef struct deferred {
+    http_task task;
+    uint64_t token;
+    bool ran;
+} deferred;
+
+static struct {
+    deferred d[2][8];
+    int n[2];
+    pthread_t loop_thread[2];
+    atomic_int calls, answered_at_once, other_thread;
+} A;
+
+static void deferred_run(http_server *srv, http_task *t)
+{
+    deferred *d = (deferred *)t;
+    d->ran = true;
+    http_respond_here(srv, d->token, 200, NULL, "{\"later\":true}", 14);
+}
+
+static void deferring_handler(void *user, http_server *srv, const http_request *req)
+{
+    (void)user;
+    (void)srv;
+    unsigned loop = http_loop_of(req->token);
+    A.loop_thread[loop] = pthread_self();
+    if (A.n[loop] < 8)
+        A.d[loop][A.n[loop]++].token = req->token;
+}
+
+static void after_io(void *user, http_server *srv, unsigned loop)
+{
+    (void)user;
+    atomic_fetch_add(&A.calls, 1);
+    for (int i = 0; i < A.n[loop]; i++) { /* a pipelined request may be added meanwhile */
+        deferred *d = &A.d[loop][i];
+        if (!pthread_equal(pthread_self(), A.loop_thread[loop]))
+            atomic_fetch_add(&A.other_thread, 1);
+        d->ran = false;
+        d->task.fn = deferred_run;
+        assert_int_equal(http_post(srv, loop, &d->task), 0);
+        if (d->ran)
+            atomic_fetch_add(&A.answered_at_once, 1);
+    }
+    A.n[loop] = 0;
+}
+
+static void test_after_io(void **state)
+{
+    (void)state;
+    memset(&A, 0, sizeof A);
+    http_server *srv;
+    http_opts o = {.host = "127.0.0.1", .threads = 2, .handler = deferring_handler,
+                   .after_io = after_io};
+    assert_int_equal(http_start(&o, &srv), 0);
+    char buf[4096];
+    int fd = dial(http_port(srv));
+    put(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "{\"later\":true}"));
+    put(fd, "GET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 2);
+    const char *p = strstr(buf, "{\"later\":true}");
+    assert_non_null(p);
+    assert_non_null(strstr(p + 1, "{\"later\":true}")); /* both pipelined ones answered */
+    close(fd);
+    http_stop(srv);
+    assert_true(atomic_load(&A.calls) > 0);
+    assert_int_equal(atomic_load(&A.answered_at_once), 3);
+    assert_int_equal(atomic_load(&A.other_thread), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_http_server),
+    cmocka_unit_test(test_after_io),
 };
 
 TT_MAIN_PLAIN(tests)
