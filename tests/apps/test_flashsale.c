@@ -348,14 +348,15 @@ static void *buyer_main(void *arg)
     return NULL;
 }
 
-/* 200 buyers for 150 on one SKU, kill -9, restart: with `set` (a --set, or NULL) on both runs. */
-static void sale_and_kill9(const char *sub, const char *set)
+/* 200 buyers for 150 on one SKU, kill -9, restart: with `set` and `set2` (--set values, or
+ * NULL) on both runs. */
+static void sale_and_kill9(const char *sub, const char *set, const char *set2)
 {
     char dir[128], body[1024], newdir[160];
     snprintf(dir, sizeof dir, "%s/%s", g_dir, sub);
     snprintf(newdir, sizeof newdir, "%s/mail/new", dir);
     node n;
-    node_start(&n, dir, 0, set, NULL);
+    node_start(&n, dir, 0, set, set2, NULL);
     assert_int_equal(http(n.port, "PUT", "/inventory/hot", "{\"stock\":150}", body, sizeof body),
                      200);
     buyer b[8];
@@ -380,7 +381,7 @@ static void sale_and_kill9(const char *sub, const char *set)
     size_t before = count_files(newdir);
     node_kill(&n, SIGKILL);
     uint64_t t_restart = tt_now_ns();
-    node_start(&n, dir, 0, set, NULL);
+    node_start(&n, dir, 0, set, set2, NULL);
     assert_int_equal(http(n.port, "GET", "/inventory/hot", NULL, body, sizeof body), 200);
     assert_non_null(strstr(body, "\"sold\":150"));
     for (int k = 1; k <= 151; k++) { /* event 1 set the stock; orders are hot-2 .. hot-151 */
@@ -401,18 +402,25 @@ static void sale_and_kill9(const char *sub, const char *set)
     node_kill(&n, SIGTERM);
 }
 
-/* The HTTP loops run the order actor themselves (flashsale.http.run_actors, the default). */
+/* The HTTP loop runs the order actor itself (flashsale.http.run_actors, the default). */
 static void test_no_oversell_emails_and_kill9(void **state)
 {
     (void)state;
-    sale_and_kill9("sale", NULL);
+    sale_and_kill9("sale", NULL, NULL);
 }
 
-/* The same with every call handed to the runtime's workers. */
+/* The same with two HTTP loops (answers cross from one loop to the other), each running the
+ * order actor in turn; then with every call handed to the runtime's workers. */
+static void test_no_oversell_emails_and_kill9_two_loops(void **state)
+{
+    (void)state;
+    sale_and_kill9("sale-2loops", "flashsale.http.threads=2", NULL);
+}
+
 static void test_no_oversell_emails_and_kill9_handoff(void **state)
 {
     (void)state;
-    sale_and_kill9("sale-handoff", "flashsale.http.run_actors=0");
+    sale_and_kill9("sale-handoff", "flashsale.http.run_actors=0", "flashsale.http.threads=2");
 }
 
 /* The email rate on the node: the time each email was let through (its X-Troupe-Handled
@@ -878,6 +886,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_bad_settings_refused),
     cmocka_unit_test(test_api_contract),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
+    cmocka_unit_test(test_no_oversell_emails_and_kill9_two_loops),
     cmocka_unit_test(test_no_oversell_emails_and_kill9_handoff),
     cmocka_unit_test(test_email_rate_window),
     cmocka_unit_test(test_bad_clients_do_not_disturb),
