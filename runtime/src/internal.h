@@ -207,10 +207,10 @@ TR_HIDDEN void tr__actor_table_free(struct tr_system *sys);
 TR_HIDDEN tr_actor *tr__actor_lookup(struct tr_system *sys, tr_pid pid);
 /* Allocates a header with a fresh generation (not yet visible: pid is 0). */
 TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
-/* Drains a header's mailbox and returns it to the pool. */
 /* The next message of an actor whose pid is cleared, counted out; NULL once every send counted
  * in `pushed` is in (waits for a sender between its count and its push). */
 TR_HIDDEN tr_msg *tr__mbox_take_closed(tr_actor *a);
+/* Drains a header's mailbox and returns it to the pool. */
 TR_HIDDEN void tr__actor_release(tr_actor *a);
 /* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool. */
 TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);

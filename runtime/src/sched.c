@@ -268,21 +268,11 @@ void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
             tr__port_run(a);
         return;
     }
-    if (w != NULL && TR_UNLIKELY(w->guest)) {
-        if (af & TR_AF_BLOCKING) { /* not on an event loop: a worker runs it */
-            inject_push_chain(sys, a, a, 1);
-            maybe_wake(sys, 0);
-            return;
-        }
-        /* waits in the guest until tr_guest_leave runs it: no worker is woken */
-        tr_actor *old = w->next_slot;
-        w->next_slot = a;
-        if (old != NULL)
-            ring_push(w, old);
-        return;
-    }
+    if (w != NULL && TR_UNLIKELY(w->guest) && (af & TR_AF_BLOCKING))
+        w = NULL; /* not on an event loop: the global queue, for a worker */
     if (w != NULL) {
-        uint32_t home = atomic_load_explicit(&a->home, memory_order_relaxed);
+        /* a guest keeps what it wakes until tr_guest_leave runs it: no home, no worker woken */
+        uint32_t home = w->guest ? 0 : atomic_load_explicit(&a->home, memory_order_relaxed);
         if (home != 0 && home - 1 != w->id) {
             tr_worker *hw = &sys->workers[home - 1];
             if (atomic_load(&hw->busy)) {
@@ -298,7 +288,8 @@ void tr__schedule(tr_system *sys, tr_worker *w, tr_actor *a)
         w->next_slot = a;
         if (old != NULL) {
             ring_push(w, old);
-            maybe_wake(sys, w->id + 1);
+            if (!w->guest)
+                maybe_wake(sys, w->id + 1);
         }
         return;
     }
@@ -615,12 +606,9 @@ unsigned tr_guest_leave(tr_guest *g, unsigned budget)
         turns++;
     }
     /* what is left (over budget) goes to the workers */
-    if (w->next_slot != NULL) {
-        ring_push(w, w->next_slot);
-        w->next_slot = NULL;
-    }
-    tr_actor *first = NULL, *last = NULL, *a;
-    size_t n = 0;
+    tr_actor *first = w->next_slot, *last = first, *a;
+    size_t n = first != NULL;
+    w->next_slot = NULL;
     while ((a = ring_pop(w)) != NULL) {
         if (last != NULL)
             last->link = a;

@@ -158,13 +158,12 @@ static int exec_op(sq *b, const unit *u, op *o)
         return SQLITE_OK;
     }
     int rc = sqlite3_step(st);
-    int slot = -1;
     if (o->kind == OP_OUTBOX && rc == SQLITE_DONE) {
-        slot = pending_slot(b, o->queue, true);
+        int slot = pending_slot(b, o->queue, true);
         if (slot >= 0)
             b->delta[slot]++;
     } else if (o->kind == OP_ACK && rc == SQLITE_ROW) { /* RETURNING queue: a row went */
-        slot = pending_slot(b, (const char *)sqlite3_column_text(st, 0), true);
+        int slot = pending_slot(b, (const char *)sqlite3_column_text(st, 0), true);
         if (slot >= 0)
             b->delta[slot]--;
         rc = sqlite3_step(st); /* SQLITE_DONE */

@@ -82,7 +82,6 @@ struct fs_app {
     struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
     unsigned nspare[PORTS];
     tr_guest *guests[PORTS];    /* o.run_actors: each HTTP thread runs the actors it calls */
-    bool in_guest[PORTS];       /* its thread is in its guest bracket (that thread's only) */
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -805,18 +804,15 @@ static void get_order(fs_app *a, http_server *h, const http_request *req, const 
  * once. What is left after run_actors turns goes to the workers. */
 static void guest_begin(fs_app *a, unsigned loop)
 {
-    if (a->guests[loop] != NULL && !a->in_guest[loop] && tr_guest_enter(a->guests[loop]) == TR_OK)
-        a->in_guest[loop] = true;
+    if (a->guests[loop] != NULL)
+        (void)tr_guest_enter(a->guests[loop]); /* TR_ESTATE: in already, since an earlier request */
 }
 
 static void after_io(void *user, http_server *h, unsigned loop)
 {
     (void)h;
     fs_app *a = user;
-    if (!a->in_guest[loop])
-        return;
-    tr_guest_leave(a->guests[loop], a->o.run_actors);
-    a->in_guest[loop] = false;
+    tr_guest_leave(a->guests[loop], a->o.run_actors); /* nothing if this iteration never entered */
 }
 
 static void handler(void *user, http_server *h, const http_request *req)
