@@ -15,8 +15,10 @@
  * drops a TIMEOUT whose request was answered).
  *
  * Rate-limited actors waiting for a token are parked on a wheel of 1 ms slots instead of a
- * uv_timer each: parking is a lock and a list insert, no allocation, and one repeating 1 ms tick
- * (running only while something is parked) makes due actors runnable in batches.
+ * uv_timer each: parking is a lock and a list insert, no allocation, and one one-shot tick, armed
+ * for the earliest due millisecond, makes due actors runnable in batches. The loop thread sleeps
+ * until then (a 1 ms repeating tick cost 1,000 wake-ups/s while one email actor waited for its
+ * next token every 20 ms); a park due before the armed tick wakes the loop to re-arm it.
  */
 #include "idmap.h"
 
@@ -54,8 +56,8 @@ struct tr_timers {
     tr_actor *wheel[WHEEL_SLOTS];
     size_t wheel_count;
     uint64_t wheel_pos;   /* the last millisecond processed */
-    uv_timer_t tick;      /* loop thread: runs while wheel_count > 0 */
-    bool tick_on;
+    uv_timer_t tick;      /* loop thread: one-shot, for the earliest due millisecond */
+    uint64_t tick_ms;     /* the millisecond the tick is armed for; 0: not armed */
     uv_loop_t loop;
     uv_async_t async;
     pthread_t thread;
@@ -163,6 +165,42 @@ static void wheel_unlink(tr_timers *T, tr_actor *a)
     T->wheel_count--;
 }
 
+static void on_tick(uv_timer_t *h);
+
+/* The earliest due millisecond on the wheel (wheel_lock held, wheel_count > 0): the first slot
+ * after wheel_pos holding an actor due in this turn of the wheel, else the least due of all. */
+static uint64_t wheel_earliest(tr_timers *T)
+{
+    uint64_t least = UINT64_MAX;
+    for (uint64_t ms = T->wheel_pos + 1; ms <= T->wheel_pos + WHEEL_SLOTS; ms++) {
+        for (tr_actor *a = T->wheel[ms % WHEEL_SLOTS]; a != NULL; a = a->ext->wake_next) {
+            uint64_t due = a->ext->wake_due_ms;
+            if (due <= ms)
+                return ms; /* due now or overdue: its slot comes up first */
+            if (due < least)
+                least = due;
+        }
+    }
+    return least;
+}
+
+/* Arms the tick for the earliest parked actor unless it is armed for that time or sooner.
+ * Loop thread only. */
+static void tick_arm(tr_timers *T)
+{
+    pthread_mutex_lock(&T->wheel_lock);
+    uint64_t due = T->wheel_count > 0 ? wheel_earliest(T) : 0;
+    bool arm = due != 0 && (T->tick_ms == 0 || due < T->tick_ms);
+    if (arm)
+        T->tick_ms = due;
+    pthread_mutex_unlock(&T->wheel_lock);
+    if (!arm)
+        return;
+    uv_update_time(&T->loop);
+    uint64_t now_ms = tr__now_ns() / 1000000u;
+    uv_timer_start(&T->tick, on_tick, due > now_ms ? due - now_ms : 0, 0);
+}
+
 static void on_tick(uv_timer_t *h)
 {
     tr_timers *T = h->data;
@@ -171,6 +209,7 @@ static void on_tick(uv_timer_t *h)
     for (;;) {
         size_t n = 0;
         pthread_mutex_lock(&T->wheel_lock);
+        T->tick_ms = 0; /* fired: tick_arm below arms it again if anything is left */
         uint64_t end = now_ms;
         if (end - T->wheel_pos > WHEEL_SLOTS)
             T->wheel_pos = end - WHEEL_SLOTS; /* one full turn visits every slot */
@@ -190,10 +229,6 @@ static void on_tick(uv_timer_t *h)
             T->wheel_pos = ms;
         }
         bool more = T->wheel_pos < end;
-        if (T->wheel_count == 0 && !more) {
-            uv_timer_stop(&T->tick);
-            T->tick_on = false;
-        }
         pthread_mutex_unlock(&T->wheel_lock);
         /* a CAS that fails means a signal woke it first: nothing to do */
         for (size_t i = 0; i < n; i++) {
@@ -202,8 +237,9 @@ static void on_tick(uv_timer_t *h)
                 tr__schedule(T->sys, NULL, due[i]);
         }
         if (!more)
-            return;
+            break;
     }
+    tick_arm(T);
 }
 
 void tr__wake_at(tr_system *sys, tr_actor *a, uint64_t due_ns)
@@ -223,7 +259,8 @@ void tr__wake_at(tr_system *sys, tr_actor *a, uint64_t due_ns)
         x->wake_next->ext->wake_prev = a;
     T->wheel[due_ms % WHEEL_SLOTS] = a;
     x->in_wheel = true;
-    bool kick = T->wheel_count++ == 0 && !T->tick_on;
+    T->wheel_count++;
+    bool kick = T->tick_ms == 0 || due_ms < T->tick_ms; /* the loop must (re-)arm the tick */
     atomic_store_explicit(&a->sched, TR_SCHED_PARKED, memory_order_seq_cst);
     pthread_mutex_unlock(&T->wheel_lock);
     if (kick) {
@@ -245,17 +282,6 @@ void tr__wake_cancel(tr_system *sys, tr_actor *a)
     pthread_mutex_unlock(&T->wheel_lock);
 }
 
-static void tick_start(tr_timers *T)
-{
-    pthread_mutex_lock(&T->wheel_lock);
-    bool start = T->wheel_count > 0 && !T->tick_on;
-    if (start)
-        T->tick_on = true;
-    pthread_mutex_unlock(&T->wheel_lock);
-    if (start)
-        uv_timer_start(&T->tick, on_tick, 1, 1);
-}
-
 /* Drains the lazy commands; goes on every DRAIN_MS while more keep coming. */
 static void on_drain(uv_timer_t *h)
 {
@@ -274,7 +300,7 @@ static void on_async(uv_async_t *a)
 {
     tr_timers *T = a->data;
     run_commands(T);
-    tick_start(T);
+    tick_arm(T);
     pthread_mutex_lock(&T->lock);
     bool drain = T->drain_armed && !T->closing;
     pthread_mutex_unlock(&T->lock);

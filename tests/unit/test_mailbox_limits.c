@@ -14,6 +14,7 @@
  */
 #include "test_util.h"
 
+#include <dirent.h>
 #include <pthread.h>
 
 enum {
@@ -1006,6 +1007,89 @@ static void test_parked_actor_does_not_spin(void **state)
     tt_assert_no_failures();
 }
 
+/* The voluntary context switches of this process's timer thread ("tr-timer"): how often it
+ * slept and was woken. */
+static uint64_t timer_thread_wakeups(void)
+{
+    uint64_t total = 0;
+    char path[300], line[256];
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        bool timer = fgets(line, sizeof line, f) != NULL && strncmp(line, "tr-timer", 8) == 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        f = timer ? fopen(path, "r") : NULL;
+        while (f != NULL && fgets(line, sizeof line, f) != NULL)
+            if (strncmp(line, "voluntary_ctxt_switches:", 24) == 0)
+                total += strtoull(line + 24, NULL, 10);
+        if (f != NULL)
+            fclose(f);
+    }
+    if (d != NULL)
+        closedir(d);
+    return total;
+}
+
+/* While an actor waits for its next token (20/s: every 50 ms), the timer thread sleeps until the
+ * token is due instead of ticking every millisecond: its wake-ups are counted in handled
+ * messages (a park, a fire, maybe an early fire), not in milliseconds (300 in 300 ms before). */
+static void test_parked_actor_does_not_tick_the_timer_thread(void **state)
+{
+    (void)state;
+    reset_all();
+    tr_system *sys = sys_new(2);
+    tr_mailbox_opts mo = token(20, 1);
+    tr_pid s = spawn_sink(sys, 0, &mo);
+    send_vals(sys, 0, 1, 1000, TR_OK);
+    TT_WAIT_FOR(count_of(0) >= 2, TT_DEADLINE_MS); /* parked at least once */
+    uint64_t c0 = count_of(0), w0 = timer_thread_wakeups();
+    tt_sleep_ms(300);
+    uint64_t w = timer_thread_wakeups() - w0, c = count_of(0) - c0;
+    print_message("timer thread: %llu wake-ups while %llu messages were let through\n",
+                  (unsigned long long)w, (unsigned long long)c);
+    assert_true(w0 > 0); /* the thread was found */
+    assert_true(w <= 4 * (c + 2) + 10);
+    assert_int_equal(tr_system_stop_actor(sys, s), TR_OK);
+    TT_WAIT_FOR(atomic_load(&S[0].terminated) == 1, TT_DEADLINE_MS);
+    tt_system_end(sys);
+    tt_assert_no_failures();
+}
+
+/* An actor parking for a short wait while the tick is armed for a long one re-arms it: at 50/s
+ * sink 1 gets its 3 messages through (40 ms) long before sink 0, at 1/s, gets its second (1 s). */
+static void test_short_park_rearms_the_tick(void **state)
+{
+    (void)state;
+    reset_all();
+    tr_system *sys = sys_new(2);
+    tr_mailbox_opts slow = token(1, 1), fast = token(50, 1);
+    tr_pid s0 = spawn_sink(sys, 0, &slow);
+    send_vals(sys, 0, 1, 3, TR_OK);
+    TT_WAIT_FOR(count_of(0) >= 1, TT_DEADLINE_MS);
+    tt_sleep_ms(20); /* sink 0 parked, the tick armed for ~1 s from now */
+    tr_pid s1 = spawn_sink(sys, 1, &fast);
+    send_vals(sys, 1, 1, 3, TR_OK);
+    TT_WAIT_FOR(count_of(1) >= 3 || count_of(0) >= 2, TT_DEADLINE_MS);
+    print_message("sink 1: %llu of 3, sink 0: %llu of 3\n", (unsigned long long)count_of(1),
+                  (unsigned long long)count_of(0));
+    assert_int_equal(count_of(1), 3);
+    assert_int_equal(count_of(0), 1);
+    wait_count(0, 3);
+    assert_int_equal(tr_system_stop_actor(sys, s0), TR_OK);
+    assert_int_equal(tr_system_stop_actor(sys, s1), TR_OK);
+    TT_WAIT_FOR(atomic_load(&S[0].terminated) == 1 && atomic_load(&S[1].terminated) == 1,
+                TT_DEADLINE_MS);
+    tt_system_end(sys);
+    tt_assert_no_failures();
+}
+
 /* tr_mailbox_set at run time: removing the limit lets the held messages flow (200 messages at
  * 1/s would outlast the deadline), raising the rate too, and a limit can be put back. */
 static void test_mailbox_set_changes_limit(void **state)
@@ -1477,6 +1561,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_leaky_drops_excess),
     cmocka_unit_test(test_parked_actor_reached_by_signals),
     cmocka_unit_test(test_parked_actor_does_not_spin),
+    cmocka_unit_test(test_parked_actor_does_not_tick_the_timer_thread),
+    cmocka_unit_test(test_short_park_rearms_the_tick),
     cmocka_unit_test(test_mailbox_set_changes_limit),
     cmocka_unit_test(test_mailbox_set_caps_saved_tokens),
     cmocka_unit_test(test_many_limited_actors),
