@@ -355,6 +355,10 @@ TR_HIDDEN tr_worker *tr__current_worker(struct tr_system *sys);
 TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
 /* True when w has nothing queued but the running actor (its yield would only invite a thief). */
 TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
+/* Asks for fn(arg) to run when this thread's guest visit ends (in tr_guest_leave, after the
+ * turns it runs), once per visit however often it is asked: work a batch of turns can share
+ * (the store's commit). False when this thread is not a guest of sys, or has no room left. */
+TR_HIDDEN bool tr__guest_at_leave(struct tr_system *sys, void (*fn)(void *), void *arg);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);

@@ -228,6 +228,12 @@ static tr_actor *ring_pop(tr_worker *w)
     }
 }
 
+static bool ring_empty(tr_worker *w)
+{
+    return atomic_load_explicit(&w->head, memory_order_acquire) ==
+           atomic_load_explicit(&w->tail, memory_order_relaxed);
+}
+
 /* Thief w takes half of victim's ring into its own (empty) ring; returns one actor to run. */
 static tr_actor *ring_steal(tr_worker *w, tr_worker *v)
 {
@@ -554,9 +560,48 @@ void tr__sched_halt(tr_system *sys)
  * borrows it between tr_guest_enter and tr_guest_leave. It is not in sys->workers, so nobody
  * steals from it, wakes it or sends actors "home" to it; what it holds when it leaves goes to
  * the global queue, where the workers find it. */
+#define GUEST_HOOKS 4
+
 struct tr_guest {
-    tr_worker w;
+    tr_worker w; /* first: tls_worker points here */
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } hooks[GUEST_HOOKS]; /* tr__guest_at_leave's, for this visit */
+    unsigned nhooks;
 };
+
+bool tr__guest_at_leave(tr_system *sys, void (*fn)(void *), void *arg)
+{
+    tr_worker *w = tls_worker;
+    if (w == NULL || !w->guest || w->sys != sys)
+        return false;
+    tr_guest *g = (tr_guest *)w;
+    for (unsigned i = 0; i < g->nhooks; i++)
+        if (g->hooks[i].fn == fn && g->hooks[i].arg == arg)
+            return true;
+    if (g->nhooks == GUEST_HOOKS)
+        return false;
+    g->hooks[g->nhooks].fn = fn;
+    g->hooks[g->nhooks].arg = arg;
+    g->nhooks++;
+    return true;
+}
+
+/* Runs the hooks asked for during this visit (they may ask again: those run next time). */
+static void guest_run_hooks(tr_guest *g)
+{
+    unsigned n = g->nhooks;
+    void (*fn[GUEST_HOOKS])(void *);
+    void *arg[GUEST_HOOKS];
+    for (unsigned i = 0; i < n; i++) {
+        fn[i] = g->hooks[i].fn;
+        arg[i] = g->hooks[i].arg;
+    }
+    g->nhooks = 0;
+    for (unsigned i = 0; i < n; i++)
+        fn[i](arg[i]);
+}
 
 int tr_guest_new(tr_system *sys, tr_guest **out)
 {
@@ -596,14 +641,23 @@ unsigned tr_guest_leave(tr_guest *g, unsigned budget)
     tr_worker *w = &g->w;
     tr_system *sys = w->sys;
     unsigned turns = 0;
-    while (turns < budget) {
-        tr_actor *a = w->next_slot;
-        if (a != NULL)
-            w->next_slot = NULL;
-        else if ((a = ring_pop(w)) == NULL)
+    for (;;) {
+        while (turns < budget) {
+            tr_actor *a = w->next_slot;
+            if (a != NULL)
+                w->next_slot = NULL;
+            else if ((a = ring_pop(w)) == NULL)
+                break;
+            tr__actor_run(w, a);
+            turns++;
+        }
+        if (g->nhooks == 0)
             break;
-        tr__actor_run(w, a);
-        turns++;
+        /* before anything goes to the workers: a unit a hook commits must not be overtaken by
+         * the next turn of its actor on a worker (the store keeps its units in order anyway) */
+        guest_run_hooks(g);
+        if (turns >= budget || (w->next_slot == NULL && ring_empty(w)))
+            break; /* what the hooks woke (the replies' receivers) runs next time, or below */
     }
     /* what is left (over budget) goes to the workers */
     tr_actor *first = w->next_slot, *last = first, *a;

@@ -140,6 +140,52 @@ static op *unit_add(unit *u, int kind)
 
 static void commit_batch(tr_store *s, unit *batch);
 
+/* Takes the queued units, up to max_batch of them, as one batch (lock held). */
+static unit *take_batch(tr_store *s)
+{
+    unit *batch = s->head, *last = NULL;
+    unsigned n = 0;
+    for (unit *u = batch; u != NULL && n < s->max_batch; u = u->next, n++)
+        last = u;
+    if (last != NULL) {
+        s->head = last->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        last->next = NULL;
+    }
+    return batch;
+}
+
+/* Commits `batch` on this thread, which set `busy` (see the top of the file). */
+static void commit_here(tr_store *s, unit *batch)
+{
+    count(&s->commits_inline, 1);
+    commit_batch(s, batch);
+    pthread_mutex_lock(&s->lock);
+    s->busy = false;
+    if (s->head != NULL || s->writer_waits) /* queued meanwhile: the writer's now */
+        pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A guest's visit ends (tr__guest_at_leave): the units its turns queued are committed here, as
+ * one batch, unless another thread is committing (then the writer takes them). */
+static void guest_commit(void *arg)
+{
+    tr_store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    if (s->busy || s->stopping || s->head == NULL) {
+        if (s->head != NULL)
+            pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    unit *batch = take_batch(s);
+    s->busy = true;
+    pthread_mutex_unlock(&s->lock);
+    commit_here(s, batch);
+}
+
 static void enqueue(tr_store *s, unit *u)
 {
     unit_seal(u);
@@ -154,16 +200,16 @@ static void enqueue(tr_store *s, unit *u)
         return;
     }
     u->next = NULL;
-    if (s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
+    /* On a guest (an event loop running the actors it woke), the units of its batch of turns
+     * are committed together when it leaves: eight order actors' turns, one transaction. A unit
+     * someone waits for is not held back. Queued in order like any other, so a unit handed over
+     * meanwhile by another thread (the writer takes both) cannot overtake it. */
+    bool hold = s->inline_commits && !s->stopping && u->done == NULL &&
+                tr__guest_at_leave(s->sys, guest_commit, s);
+    if (!hold && s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
         s->busy = true; /* this thread commits it (see the top of the file) */
         pthread_mutex_unlock(&s->lock);
-        count(&s->commits_inline, 1);
-        commit_batch(s, u);
-        pthread_mutex_lock(&s->lock);
-        s->busy = false;
-        if (s->head != NULL || s->writer_waits) /* queued meanwhile: the writer's now */
-            pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->lock);
+        commit_here(s, u);
         return;
     }
     if (s->tail != NULL)
@@ -171,7 +217,8 @@ static void enqueue(tr_store *s, unit *u)
     else
         s->head = u;
     s->tail = u;
-    pthread_cond_signal(&s->cond);
+    if (!hold)
+        pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -383,16 +430,7 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&s->cond, &s->lock);
         }
         s->writer_waits = false;
-        unit *batch = s->head, *last = NULL;
-        unsigned n = 0;
-        for (unit *u = batch; u != NULL && n < s->max_batch; u = u->next, n++)
-            last = u;
-        if (last != NULL) {
-            s->head = last->next;
-            if (s->head == NULL)
-                s->tail = NULL;
-            last->next = NULL;
-        }
+        unit *batch = take_batch(s);
         bool stop = s->stopping && s->head == NULL && batch == NULL;
         s->busy = true;
         pthread_mutex_unlock(&s->lock);

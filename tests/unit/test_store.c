@@ -400,6 +400,68 @@ static void test_normal_sync_commits_in_turn(void **state)
     remove_db(path);
 }
 
+/* A guest (an event loop running the actors it wakes) holds the units of its batch of turns and
+ * commits them together when it leaves: 8 actors woken in one visit, one transaction (with the
+ * unit-per-turn commit it was 8). The writer may take held units on its own (it looks every
+ * 20 ms), so the bound leaves room for that; everything is durable and answered in order. */
+static void test_guest_turns_share_a_commit(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "guest.db");
+    fresh(path);
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL};
+    tr_store *s = open_store(sys, path, &so);
+    enum { ACTORS = 8, ROUNDS = 50 };
+    tr_pid p[ACTORS];
+    counter_arg a[ACTORS];
+    char ids[ACTORS][32];
+    for (int i = 0; i < ACTORS; i++) {
+        snprintf(ids[i], sizeof ids[i], "guest/%d", i);
+        a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = i % 2 == 0};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+    }
+    for (int i = 0; i < ACTORS; i++) /* each has opened its journal: nothing else commits now */
+        assert_int_equal(call_u64(sys, p[i], GET, 0), 0);
+    tr_guest *g;
+    assert_int_equal(tr_guest_new(sys, &g), TR_OK);
+    tr_store_stats st0, st;
+    tr_store_stats_get(s, &st0);
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        assert_int_equal(tr_guest_enter(g), TR_OK);
+        for (int i = 0; i < ACTORS; i++)
+            assert_int_equal(tr_system_send(sys, p[i], tt_msg_u64(ADD, 1)), TR_OK);
+        assert_int_equal(tr_guest_leave(g, 64), ACTORS);
+    }
+    for (int i = 0; i < ACTORS; i++) /* answered after its actor's events are committed */
+        assert_int_equal(call_u64(sys, p[i], GET, 0), ROUNDS);
+    tr_store_stats_get(s, &st); /* the calls' replies took a commit each, at most */
+    uint64_t commits = st.commits - st0.commits, inl = st.commits_inline - st0.commits_inline;
+    print_message("%u visits of %d turns: %llu commits, %llu on the guest\n", ROUNDS, ACTORS,
+                  (unsigned long long)commits, (unsigned long long)inl);
+    assert_int_equal(st.events - st0.events, (uint64_t)ACTORS * ROUNDS);
+    assert_int_equal(st.failures, 0);
+    if (!g_redis) { /* over the network the writer commits everything */
+        assert_true(inl > 0);
+        assert_true(commits < 2u * ROUNDS + ACTORS); /* 8 per visit without holding */
+    }
+    tr_guest_free(g);
+    for (int i = 0; i < ACTORS; i++)
+        stop_wait(sys, p[i]);
+    tr_store_close(s);
+    s = open_store(sys, path, &so);
+    for (int i = 0; i < ACTORS; i++) {
+        a[i].store = s;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+        assert_int_equal(atomic_load(&g_recovered_sum), ROUNDS);
+        stop_wait(sys, p[i]);
+    }
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
 /* A transaction that fails ends its actor with TR_EIO (a row the journal does not expect). */
 static _Atomic int g_down_code;
 static atomic_bool g_monitoring;
@@ -1080,6 +1142,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_recover_from_events_and_snapshot),
     cmocka_unit_test(test_group_commit),
     cmocka_unit_test(test_normal_sync_commits_in_turn),
+    cmocka_unit_test(test_guest_turns_share_a_commit),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
     cmocka_unit_test(test_outbox_retry),
