@@ -41,6 +41,7 @@ typedef struct sq {
     sqlite3 *rdb;       /* recovery reads (read_lock) */
     pthread_mutex_t read_lock;
     sqlite3_stmt *ins_batch, *put_snapshot, *ins_outbox, *del_outbox, *get_outbox, *next_outbox;
+    sqlite3_stmt *begin, *commit; /* prepared once: sqlite3_exec parsed them on every commit */
     unsigned char *buf; /* a unit's events, packed for its event_batches row */
     size_t cap;
     sqlite3 *cdb;       /* the checkpointer's */
@@ -233,27 +234,28 @@ static int put_events(sq *b, const unit *u)
 static void sq_commit(tr_store *s, unit *batch)
 {
     sq *b = s->bk;
-    char *errmsg = NULL;
-    int rc = sqlite3_exec(b->db, "BEGIN IMMEDIATE", NULL, NULL, &errmsg);
+    int rc = sqlite3_step(b->begin) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(b->db);
+    sqlite3_reset(b->begin);
     for (unit *u = batch; rc == SQLITE_OK && u != NULL; u = u->next) {
         rc = put_events(b, u);
         for (size_t i = 0; rc == SQLITE_OK && i < u->n; i++)
             rc = exec_op(b, u, &u->ops[i]);
     }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(b->db, "COMMIT", NULL, NULL, &errmsg);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(b->commit) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(b->db);
+        sqlite3_reset(b->commit);
+    }
     pending_settle(b, rc == SQLITE_OK);
     if (rc != SQLITE_OK) {
         char why[256];
-        snprintf(why, sizeof why, "persist failed in %s: %s", s->where,
-                 errmsg != NULL ? errmsg : sqlite3_errmsg(b->db));
-        sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
+        snprintf(why, sizeof why, "persist failed in %s: %s", s->where, sqlite3_errmsg(b->db));
+        if (!sqlite3_get_autocommit(b->db)) /* a failed BEGIN left no transaction to undo */
+            sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
         for (unit *u = batch; u != NULL; u = u->next) { /* all or nothing */
             u->failed = true;
             snprintf(u->why, sizeof u->why, "%s", why);
         }
     }
-    sqlite3_free(errmsg);
 }
 
 static int sq_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
@@ -393,6 +395,9 @@ static void sq_close(tr_store *s)
     sqlite3_finalize(b->del_outbox);
     sqlite3_finalize(b->get_outbox);
     sqlite3_finalize(b->next_outbox);
+    sqlite3_finalize(b->begin);
+    sqlite3_finalize(b->commit);
+    b->begin = b->commit = NULL;
     b->ins_batch = b->put_snapshot = b->ins_outbox = b->del_outbox = b->get_outbox =
         b->next_outbox = NULL;
     if (b->ckpt_started) {
@@ -530,7 +535,8 @@ int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t
         sqlite3_exec(b->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(b->db, "PRAGMA user_version=2", NULL, NULL, NULL) != SQLITE_OK)
         return fail_open(s, err, errlen, "cannot set up the schema", b->db);
-    if (prepare(b, &b->ins_batch,
+    if (prepare(b, &b->begin, "BEGIN IMMEDIATE") || prepare(b, &b->commit, "COMMIT") ||
+        prepare(b, &b->ins_batch,
                 "INSERT INTO event_batches(pid, first_seq, last_seq, data) VALUES(?, ?, ?, ?)") ||
         prepare(b, &b->put_snapshot,
                 "INSERT OR REPLACE INTO snapshots(pid, seq, data) VALUES(?, ?, ?)") ||
