@@ -357,8 +357,10 @@ TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
 TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
 /* Asks for fn(arg) to run when this thread's guest visit ends (in tr_guest_leave, after the
  * turns it runs), once per visit however often it is asked: work a batch of turns can share
- * (the store's commit). False when this thread is not a guest of sys, or has no room left. */
-TR_HIDDEN bool tr__guest_at_leave(struct tr_system *sys, void (*fn)(void *), void *arg);
+ * (the store's commit). TR_HOOK_ADDED the first time in a visit, TR_HOOK_ALREADY after;
+ * TR_HOOK_NONE when this thread is not a guest of sys, or has no room left. */
+enum { TR_HOOK_NONE, TR_HOOK_ADDED, TR_HOOK_ALREADY };
+TR_HIDDEN int tr__guest_at_leave(struct tr_system *sys, void (*fn)(void *), void *arg);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);

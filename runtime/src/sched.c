@@ -571,21 +571,21 @@ struct tr_guest {
     unsigned nhooks;
 };
 
-bool tr__guest_at_leave(tr_system *sys, void (*fn)(void *), void *arg)
+int tr__guest_at_leave(tr_system *sys, void (*fn)(void *), void *arg)
 {
     tr_worker *w = tls_worker;
     if (w == NULL || !w->guest || w->sys != sys)
-        return false;
+        return TR_HOOK_NONE;
     tr_guest *g = (tr_guest *)w;
     for (unsigned i = 0; i < g->nhooks; i++)
         if (g->hooks[i].fn == fn && g->hooks[i].arg == arg)
-            return true;
+            return TR_HOOK_ALREADY;
     if (g->nhooks == GUEST_HOOKS)
-        return false;
+        return TR_HOOK_NONE;
     g->hooks[g->nhooks].fn = fn;
     g->hooks[g->nhooks].arg = arg;
     g->nhooks++;
-    return true;
+    return TR_HOOK_ADDED;
 }
 
 /* Runs the hooks asked for during this visit (they may ask again: those run next time). */

@@ -170,6 +170,8 @@ static void commit_here(tr_store *s, unit *batch)
 
 /* A guest's visit ends (tr__guest_at_leave): the units its turns queued are committed here, as
  * one batch, unless another thread is committing (then the writer takes them). */
+static void store_unref(tr_store *s);
+
 static void guest_commit(void *arg)
 {
     tr_store *s = arg;
@@ -178,12 +180,13 @@ static void guest_commit(void *arg)
         if (s->head != NULL)
             pthread_cond_signal(&s->cond);
         pthread_mutex_unlock(&s->lock);
-        return;
+    } else {
+        unit *batch = take_batch(s);
+        s->busy = true;
+        pthread_mutex_unlock(&s->lock);
+        commit_here(s, batch);
     }
-    unit *batch = take_batch(s);
-    s->busy = true;
-    pthread_mutex_unlock(&s->lock);
-    commit_here(s, batch);
+    store_unref(s); /* the hook's reference (enqueue): the store outlives a close meanwhile */
 }
 
 static void enqueue(tr_store *s, unit *u)
@@ -204,8 +207,12 @@ static void enqueue(tr_store *s, unit *u)
      * are committed together when it leaves: eight order actors' turns, one transaction. A unit
      * someone waits for is not held back. Queued in order like any other, so a unit handed over
      * meanwhile by another thread (the writer takes both) cannot overtake it. */
-    bool hold = s->inline_commits && !s->stopping && u->done == NULL &&
-                tr__guest_at_leave(s->sys, guest_commit, s);
+    int hook = s->inline_commits && !s->stopping && u->done == NULL
+                   ? tr__guest_at_leave(s->sys, guest_commit, s)
+                   : TR_HOOK_NONE;
+    bool hold = hook != TR_HOOK_NONE;
+    if (hook == TR_HOOK_ADDED)
+        s->refs++; /* dropped by guest_commit */
     if (!hold && s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
         s->busy = true; /* this thread commits it (see the top of the file) */
         pthread_mutex_unlock(&s->lock);

@@ -36,7 +36,7 @@
 #define UNDER_TSAN 0
 #endif
 
-enum { ADD = 1, GET = 2 };
+enum { ADD = 1, GET = 2, END = 3 };
 
 static char g_dir[64];
 static bool g_redis;            /* the group running: Redis (else SQLite) */
@@ -166,6 +166,8 @@ static int counter_receive(tr_ctx *ctx, void *state, tr_msg *m)
             return tr_journal_reply(c->j, m, tt_msg_u64(ADD, c->sum));
     } else if (tr_msg_type(m) == GET && tr_msg_corr(m) != 0) {
         return tr_journal_reply(c->j, m, tt_msg_u64(GET, c->sum));
+    } else if (tr_msg_type(m) == END) {
+        tr_stop(ctx); /* after what came before it, unlike a stop signal */
     }
     return 0;
 }
@@ -457,6 +459,63 @@ static void test_guest_turns_share_a_commit(void **state)
         assert_int_equal(atomic_load(&g_recovered_sum), ROUNDS);
         stop_wait(sys, p[i]);
     }
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
+/* A store closed while a guest still holds one of its units (the unit's actor ended and the
+ * store was closed by other actors in the same visit): the close commits the unit, and the
+ * guest's commit at leave finds the store still there (its hook holds a reference; without it
+ * the store was freed first: ASan reports the use after free). */
+enum { CLOSE_STORE = 7 };
+
+/* CLOSE_STORE [store, counter]: ends the counter (after this turn), closes the store. */
+static int closer_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    uint64_t v[2];
+    if (tr_msg_type(m) == CLOSE_STORE && tt_read_u64s(m, 2, v) == TR_OK) {
+        tr_send(ctx, (tr_pid)v[1], tr_msg_new(END, 0));
+        tr_store_close((tr_store *)(uintptr_t)v[0]);
+    }
+    return 0;
+}
+
+static const tr_behaviour closer_b = {.name = "closer", .receive = closer_receive};
+
+static void test_guest_hold_outlives_store_close(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "guestclose.db");
+    fresh(path);
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL};
+    tr_store *s = open_store(sys, path, &so);
+    counter_arg a = {.store = s, .id = "guestclose/0"};
+    tr_pid p, closer;
+    assert_int_equal(tr_system_spawn(sys, &closer_b, NULL, &closer), TR_OK);
+    tr_guest *g;
+    assert_int_equal(tr_guest_new(sys, &g), TR_OK);
+    assert_int_equal(tr_guest_enter(g), TR_OK);
+    /* spawned here, it has never run anywhere: what it is sent now waits in the guest */
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+    /* in this visit: the counter's turn (its unit held), the closer's (the store closed: the
+     * writer commits the unit; the counter told to end), the counter's end (its journal closed:
+     * the last reference but the hook's), then the guest's commit */
+    uint64_t v[2] = {(uint64_t)(uintptr_t)s, p};
+    assert_int_equal(tr_system_send(sys, closer, tt_msg_u64s(CLOSE_STORE, 2, v)), TR_OK);
+    assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, 5)), TR_OK); /* the last woken, the
+                                                                            first to run */
+    tr_guest_leave(g, 64);
+    TT_WAIT_FOR(!tr_system_alive(sys, p), TT_DEADLINE_MS);
+    tr_guest_free(g);
+    s = open_store(sys, path, &so); /* the held unit was committed by the close */
+    a.store = s;
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+    assert_int_equal(atomic_load(&g_recovered_sum), 5);
+    stop_wait(sys, p);
     tr_store_close(s);
     tt_system_end(sys);
     remove_db(path);
@@ -1143,6 +1202,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_group_commit),
     cmocka_unit_test(test_normal_sync_commits_in_turn),
     cmocka_unit_test(test_guest_turns_share_a_commit),
+    cmocka_unit_test(test_guest_hold_outlives_store_close),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
     cmocka_unit_test(test_outbox_retry),
