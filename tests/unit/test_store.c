@@ -424,8 +424,8 @@ static void test_guest_turns_share_a_commit(void **state)
         a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = i % 2 == 0};
         assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
     }
-    for (int i = 0; i < ACTORS; i++) /* each has opened its journal: nothing else commits now */
-        assert_int_equal(call_u64(sys, p[i], GET, 0), 0);
+    /* their journals opened in tr_system_spawn; they have not run yet, so what the guest sends
+     * them waits in the guest (an actor just done with a turn on a worker would run there) */
     tr_guest *g;
     assert_int_equal(tr_guest_new(sys, &g), TR_OK);
     tr_store_stats st0, st;
