@@ -318,6 +318,8 @@ TR_HIDDEN int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth);
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 
 #define TR_RING_SIZE 256u
+#define TR_BATCH_HOOKS 4u  /* tr__at_batch_end's per thread */
+#define TR_BATCH_TURNS 16u /* a worker runs them after this many turns at most */
 
 typedef struct tr_worker {
     struct tr_system *sys;
@@ -347,6 +349,13 @@ typedef struct tr_worker {
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
+    /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } hooks[TR_BATCH_HOOKS];
+    unsigned nhooks;
+    unsigned hook_turns;            /* turns run since the first of them was asked for */
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
@@ -355,12 +364,14 @@ TR_HIDDEN tr_worker *tr__current_worker(struct tr_system *sys);
 TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
 /* True when w has nothing queued but the running actor (its yield would only invite a thief). */
 TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
-/* Asks for fn(arg) to run when this thread's guest visit ends (in tr_guest_leave, after the
- * turns it runs), once per visit however often it is asked: work a batch of turns can share
- * (the store's commit). TR_HOOK_ADDED the first time in a visit, TR_HOOK_ALREADY after;
- * TR_HOOK_NONE when this thread is not a guest of sys, or has no room left. */
+/* Asks for fn(arg) to run when this thread's batch of turns ends, once per batch however often
+ * it is asked: work the turns can share (the store's commit). A guest's batch ends in
+ * tr_guest_leave, after its turns and before its leftovers go to the workers; a worker's when it
+ * runs out of local work (before it looks elsewhere or sleeps) or after TR_BATCH_TURNS turns.
+ * TR_HOOK_ADDED the first time in a batch, TR_HOOK_ALREADY after; TR_HOOK_NONE when this thread
+ * is not a worker or guest of sys, or has no room left. */
 enum { TR_HOOK_NONE, TR_HOOK_ADDED, TR_HOOK_ALREADY };
-TR_HIDDEN int tr__guest_at_leave(struct tr_system *sys, void (*fn)(void *), void *arg);
+TR_HIDDEN int tr__at_batch_end(struct tr_system *sys, void (*fn)(void *), void *arg);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);

@@ -467,6 +467,39 @@ static void park(tr_worker *w)
         futex_wait(&w->sleeping, 1);
 }
 
+int tr__at_batch_end(tr_system *sys, void (*fn)(void *), void *arg)
+{
+    tr_worker *w = tls_worker;
+    if (w == NULL || w->sys != sys)
+        return TR_HOOK_NONE;
+    for (unsigned i = 0; i < w->nhooks; i++)
+        if (w->hooks[i].fn == fn && w->hooks[i].arg == arg)
+            return TR_HOOK_ALREADY;
+    if (w->nhooks == TR_BATCH_HOOKS)
+        return TR_HOOK_NONE;
+    if (w->nhooks == 0)
+        w->hook_turns = 0;
+    w->hooks[w->nhooks].fn = fn;
+    w->hooks[w->nhooks].arg = arg;
+    w->nhooks++;
+    return TR_HOOK_ADDED;
+}
+
+/* Runs the hooks asked for in this batch (asked again while they run: for the next batch). */
+static void run_batch_hooks(tr_worker *w)
+{
+    unsigned n = w->nhooks;
+    void (*fn[TR_BATCH_HOOKS])(void *);
+    void *arg[TR_BATCH_HOOKS];
+    for (unsigned i = 0; i < n; i++) {
+        fn[i] = w->hooks[i].fn;
+        arg[i] = w->hooks[i].arg;
+    }
+    w->nhooks = 0;
+    for (unsigned i = 0; i < n; i++)
+        fn[i](arg[i]);
+}
+
 static void *worker_main(void *arg)
 {
     tr_worker *w = arg;
@@ -476,6 +509,10 @@ static void *worker_main(void *arg)
     bool searching = false; /* counted in nsearching */
     while (!atomic_load_explicit(&sys->halt, memory_order_acquire)) {
         tr_actor *a = find_local(w);
+        if (a == NULL && w->nhooks > 0) {
+            run_batch_hooks(w); /* out of local work: the batch ends (it may wake some) */
+            a = find_local(w);
+        }
         if (a == NULL) {
             atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
             if (!searching) {
@@ -500,7 +537,11 @@ static void *worker_main(void *arg)
                 maybe_wake(sys, w->id + 1);
         }
         tr__actor_run(w, a);
+        if (w->nhooks > 0 && ++w->hook_turns >= TR_BATCH_TURNS)
+            run_batch_hooks(w); /* a batch that goes on and on ends here */
     }
+    if (w->nhooks > 0)
+        run_batch_hooks(w);
     if (searching)
         atomic_fetch_sub(&sys->nsearching, 1);
     tls_worker = NULL;
@@ -560,48 +601,9 @@ void tr__sched_halt(tr_system *sys)
  * borrows it between tr_guest_enter and tr_guest_leave. It is not in sys->workers, so nobody
  * steals from it, wakes it or sends actors "home" to it; what it holds when it leaves goes to
  * the global queue, where the workers find it. */
-#define GUEST_HOOKS 4
-
 struct tr_guest {
-    tr_worker w; /* first: tls_worker points here */
-    struct {
-        void (*fn)(void *);
-        void *arg;
-    } hooks[GUEST_HOOKS]; /* tr__guest_at_leave's, for this visit */
-    unsigned nhooks;
+    tr_worker w;
 };
-
-int tr__guest_at_leave(tr_system *sys, void (*fn)(void *), void *arg)
-{
-    tr_worker *w = tls_worker;
-    if (w == NULL || !w->guest || w->sys != sys)
-        return TR_HOOK_NONE;
-    tr_guest *g = (tr_guest *)w;
-    for (unsigned i = 0; i < g->nhooks; i++)
-        if (g->hooks[i].fn == fn && g->hooks[i].arg == arg)
-            return TR_HOOK_ALREADY;
-    if (g->nhooks == GUEST_HOOKS)
-        return TR_HOOK_NONE;
-    g->hooks[g->nhooks].fn = fn;
-    g->hooks[g->nhooks].arg = arg;
-    g->nhooks++;
-    return TR_HOOK_ADDED;
-}
-
-/* Runs the hooks asked for during this visit (they may ask again: those run next time). */
-static void guest_run_hooks(tr_guest *g)
-{
-    unsigned n = g->nhooks;
-    void (*fn[GUEST_HOOKS])(void *);
-    void *arg[GUEST_HOOKS];
-    for (unsigned i = 0; i < n; i++) {
-        fn[i] = g->hooks[i].fn;
-        arg[i] = g->hooks[i].arg;
-    }
-    g->nhooks = 0;
-    for (unsigned i = 0; i < n; i++)
-        fn[i](arg[i]);
-}
 
 int tr_guest_new(tr_system *sys, tr_guest **out)
 {
@@ -651,11 +653,11 @@ unsigned tr_guest_leave(tr_guest *g, unsigned budget)
             tr__actor_run(w, a);
             turns++;
         }
-        if (g->nhooks == 0)
+        if (w->nhooks == 0)
             break;
         /* before anything goes to the workers: a unit a hook commits must not be overtaken by
          * the next turn of its actor on a worker (the store keeps its units in order anyway) */
-        guest_run_hooks(g);
+        run_batch_hooks(w);
         if (turns >= budget || (w->next_slot == NULL && ring_empty(w)))
             break; /* what the hooks woke (the replies' receivers) runs next time, or below */
     }

@@ -168,11 +168,12 @@ static void commit_here(tr_store *s, unit *batch)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* A guest's visit ends (tr__guest_at_leave): the units its turns queued are committed here, as
- * one batch, unless another thread is committing (then the writer takes them). */
+/* A batch of turns ends on a guest or worker (tr__at_batch_end): the units its turns queued are
+ * committed here, as one transaction, unless another thread is committing (then the writer
+ * takes them). */
 static void store_unref(tr_store *s);
 
-static void guest_commit(void *arg)
+static void batch_commit(void *arg)
 {
     tr_store *s = arg;
     pthread_mutex_lock(&s->lock);
@@ -203,16 +204,16 @@ static void enqueue(tr_store *s, unit *u)
         return;
     }
     u->next = NULL;
-    /* On a guest (an event loop running the actors it woke), the units of its batch of turns
-     * are committed together when it leaves: eight order actors' turns, one transaction. A unit
+    /* The units of a thread's batch of turns (a guest's visit, a worker's run of local work)
+     * are committed together when it ends: eight order actors' turns, one transaction. A unit
      * someone waits for is not held back. Queued in order like any other, so a unit handed over
      * meanwhile by another thread (the writer takes both) cannot overtake it. */
     int hook = s->inline_commits && !s->stopping && u->done == NULL
-                   ? tr__guest_at_leave(s->sys, guest_commit, s)
+                   ? tr__at_batch_end(s->sys, batch_commit, s)
                    : TR_HOOK_NONE;
     bool hold = hook != TR_HOOK_NONE;
     if (hook == TR_HOOK_ADDED)
-        s->refs++; /* dropped by guest_commit */
+        s->refs++; /* dropped by batch_commit */
     if (!hold && s->inline_commits && !s->busy && !s->stopping && s->head == NULL) {
         s->busy = true; /* this thread commits it (see the top of the file) */
         pthread_mutex_unlock(&s->lock);

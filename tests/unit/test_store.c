@@ -464,6 +464,73 @@ static void test_guest_turns_share_a_commit(void **state)
     remove_db(path);
 }
 
+/* A worker's batch of turns shares a commit too: a driver actor wakes 8 counters in one turn,
+ * the single worker runs their turns one after the other and commits their units together when
+ * it runs out of local work (8 commits per round before: each turn's unit committed in turn). */
+enum { FAN = 9 };
+
+static int driver_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) != FAN)
+        return 0;
+    tr_reader r;
+    tr_reader_init(&r, m);
+    uint64_t n = 0, pid;
+    TT_CHECK(tr_read_u64(&r, &n) == TR_OK);
+    for (uint64_t i = 0; i < n && tr_read_u64(&r, &pid) == TR_OK; i++)
+        tr_send(ctx, (tr_pid)pid, tt_msg_u64(ADD, 1));
+    tr_reader_done(&r);
+    return 0;
+}
+
+static const tr_behaviour driver_b = {.name = "driver", .receive = driver_receive};
+
+static void test_worker_turns_share_a_commit(void **state)
+{
+    (void)state;
+    char path[256];
+    db_path(path, sizeof path, "wbatch.db");
+    fresh(path);
+    tr_system *sys = tt_system_workers(1);
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL};
+    tr_store *s = open_store(sys, path, &so);
+    enum { ACTORS = 8, ROUNDS = 30 };
+    tr_pid p[ACTORS], driver;
+    counter_arg a[ACTORS];
+    char ids[ACTORS][32];
+    uint64_t fan[ACTORS + 1] = {ACTORS};
+    for (int i = 0; i < ACTORS; i++) {
+        snprintf(ids[i], sizeof ids[i], "wbatch/%d", i);
+        a[i] = (counter_arg){.store = s, .id = ids[i]};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+        fan[i + 1] = p[i];
+    }
+    assert_int_equal(tr_system_spawn(sys, &driver_b, NULL, &driver), TR_OK);
+    tr_store_stats st0, st;
+    tr_store_stats_get(s, &st0);
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        assert_int_equal(tr_system_send(sys, driver, tt_msg_u64s(FAN, ACTORS + 1, fan)), TR_OK);
+        TT_WAIT_FOR((tr_store_stats_get(s, &st), st.events - st0.events >= (r + 1) * ACTORS),
+                    TT_DEADLINE_MS);
+    }
+    tr_store_stats_get(s, &st);
+    uint64_t commits = st.commits - st0.commits;
+    print_message("%u rounds of %d turns on one worker: %llu commits\n", ROUNDS, ACTORS,
+                  (unsigned long long)commits);
+    assert_int_equal(st.events - st0.events, (uint64_t)ACTORS * ROUNDS);
+    assert_int_equal(st.failures, 0);
+    if (!g_redis) /* 8 per round without batches; the writer may take a batch in two */
+        assert_true(commits < 3u * ROUNDS);
+    for (int i = 0; i < ACTORS; i++)
+        assert_int_equal(call_u64(sys, p[i], GET, 0), ROUNDS);
+    for (int i = 0; i < ACTORS; i++)
+        stop_wait(sys, p[i]);
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
 /* A store closed while a guest still holds one of its units (the unit's actor ended and the
  * store was closed by other actors in the same visit): the close commits the unit, and the
  * guest's commit at leave finds the store still there (its hook holds a reference; without it
@@ -1203,6 +1270,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_normal_sync_commits_in_turn),
     cmocka_unit_test(test_guest_turns_share_a_commit),
     cmocka_unit_test(test_guest_hold_outlives_store_close),
+    cmocka_unit_test(test_worker_turns_share_a_commit),
     cmocka_unit_test(test_failed_commit_ends_the_actor),
     cmocka_unit_test(test_outbox_at_least_once),
     cmocka_unit_test(test_outbox_retry),
