@@ -319,7 +319,8 @@ TR_HIDDEN int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth);
 
 #define TR_RING_SIZE 256u
 #define TR_BATCH_HOOKS 4u  /* tr__at_batch_end's per thread */
-#define TR_BATCH_TURNS 16u /* a worker runs them after this many turns at most */
+#define TR_BATCH_TURNS 16u /* a worker runs them after this many turns at most, */
+#define TR_BATCH_NS 100000u /* or before a turn that starts this long after the first was asked */
 
 typedef struct tr_worker {
     struct tr_system *sys;
@@ -356,6 +357,7 @@ typedef struct tr_worker {
     } hooks[TR_BATCH_HOOKS];
     unsigned nhooks;
     unsigned hook_turns;            /* turns run since the first of them was asked for */
+    uint64_t hook_ns;               /* when that was (a worker's: tr__now_ns) */
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
@@ -367,7 +369,8 @@ TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
 /* Asks for fn(arg) to run when this thread's batch of turns ends, once per batch however often
  * it is asked: work the turns can share (the store's commit). A guest's batch ends in
  * tr_guest_leave, after its turns and before its leftovers go to the workers; a worker's when it
- * runs out of local work (before it looks elsewhere or sleeps) or after TR_BATCH_TURNS turns.
+ * runs out of local work (before it looks elsewhere or sleeps), after TR_BATCH_TURNS turns, or
+ * before a turn that would start TR_BATCH_NS after the first ask or is a blocking actor's.
  * TR_HOOK_ADDED the first time in a batch, TR_HOOK_ALREADY after; TR_HOOK_NONE when this thread
  * is not a worker or guest of sys, or has no room left. */
 enum { TR_HOOK_NONE, TR_HOOK_ADDED, TR_HOOK_ALREADY };

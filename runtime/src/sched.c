@@ -477,8 +477,11 @@ int tr__at_batch_end(tr_system *sys, void (*fn)(void *), void *arg)
             return TR_HOOK_ALREADY;
     if (w->nhooks == TR_BATCH_HOOKS)
         return TR_HOOK_NONE;
-    if (w->nhooks == 0)
+    if (w->nhooks == 0) {
         w->hook_turns = 0;
+        if (!w->guest)
+            w->hook_ns = tr__now_ns();
+    }
     w->hooks[w->nhooks].fn = fn;
     w->hooks[w->nhooks].arg = arg;
     w->nhooks++;
@@ -536,6 +539,12 @@ static void *worker_main(void *arg)
             if (atomic_fetch_sub(&sys->nsearching, 1) == 1 && work_visible(sys))
                 maybe_wake(sys, w->id + 1);
         }
+        /* a batch ends before a turn that may be long (a blocking actor's, or one starting late):
+         * what it holds must not wait for that turn */
+        if (w->nhooks > 0 && ((atomic_load_explicit(&a->flags, memory_order_relaxed) &
+                               TR_AF_BLOCKING) ||
+                              tr__now_ns() - w->hook_ns >= TR_BATCH_NS))
+            run_batch_hooks(w);
         tr__actor_run(w, a);
         if (w->nhooks > 0 && ++w->hook_turns >= TR_BATCH_TURNS)
             run_batch_hooks(w); /* a batch that goes on and on ends here */
