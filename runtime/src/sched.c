@@ -514,7 +514,7 @@ static void *worker_main(void *arg)
         tr_actor *a = find_local(w);
         if (a == NULL && w->nhooks > 0) {
             run_batch_hooks(w); /* out of local work: the batch ends (it may wake some) */
-            a = find_local(w);
+            continue; /* (one call of find_local in this loop keeps it inlined) */
         }
         if (a == NULL) {
             atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
