@@ -16,10 +16,11 @@
  * Delivery is at least once; items carry an idempotency key.
  *
  * Committing in the thread that hands the unit over: with synchronous=NORMAL (no fsync per commit)
- * a unit handed over while the writer is idle and nothing is queued is committed at once by the
- * handing thread (the actor's worker, at the end of its turn), as a group commit's leader would:
- * the writer's wake-up (a futex wake, two context switches, and the wait for a CPU, which is
- * what a loaded 2-core machine makes long) is saved, and the replies leave that much sooner.
+ * a worker or guest holds the units of its batch of turns in the queue and commits them itself
+ * when the batch ends (tr__at_batch_end), as a group commit's leader would, unless another thread
+ * is committing; any other thread commits a unit at once when the writer is idle and nothing is
+ * queued. The writer's wake-up (a futex wake, two context switches, and the wait for a CPU, which
+ * is what a loaded 2-core machine makes long) is saved, and the replies leave that much sooner.
  * Units arriving meanwhile queue for the writer as before; `busy` keeps the backend to one
  * thread at a time, in unit order.
  *
@@ -168,11 +169,11 @@ static void commit_here(tr_store *s, unit *batch)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void store_unref(tr_store *s);
+
 /* A batch of turns ends on a guest or worker (tr__at_batch_end): the units its turns queued are
  * committed here, as one transaction, unless another thread is committing (then the writer
  * takes them). */
-static void store_unref(tr_store *s);
-
 static void batch_commit(void *arg)
 {
     tr_store *s = arg;
