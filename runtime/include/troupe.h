@@ -40,6 +40,7 @@ enum {
     TR_EINTENSITY = -10,/* a supervisor gave up: more restarts than its intensity allows */
     TR_EEXIST = -11,    /* the name is already taken */
     TR_EIO = -12,       /* a storage error: unreadable, corrupt or failing database */
+    TR_ENOCONN = -13,   /* the actor's node went down (or was never reached): no answer will come */
 };
 
 /* A short English description of a TR_E* code (or of TR_OK); never NULL. */
@@ -463,7 +464,9 @@ int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **
 typedef struct tr_port tr_port;
 /* Called exactly once per request tr_port_request accepted: rc TR_OK with the reply (valid during
  * the call only), or TR_ETIMEDOUT, TR_ENOPROC (the target ended with it unanswered), TR_EFULL
- * (refused by a full mailbox on another node) or TR_ESTOPPED (tr_port_close), with reply NULL. */
+ * (refused by a full mailbox on another node), TR_ENOCONN (the target's node went down with the
+ * request unanswered: told at once, as Erlang's calls are, not at the timeout) or TR_ESTOPPED
+ * (tr_port_close), with reply NULL. */
 typedef void (*tr_port_fn)(void *user, uint64_t cookie, int rc, const tr_msg *reply);
 /* Opens a port on a started system. */
 int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out);

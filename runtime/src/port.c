@@ -17,6 +17,12 @@
  * delivers a sweep (TR_MSG_TIMEOUT with corr 0) that expires what is due and arms the next. A
  * reply unlinks its request; nothing is cancelled. (A lazy timer per request cost the timer
  * thread an insert and a cancel, and three allocations, for every request.)
+ *
+ * A request to another node's actor registers the port's interest in that node (once per node
+ * until it goes down: a bitmap by node id), so the node layer signals TR_SIG_NODEDOWN to the port
+ * when the node is lost; the port then answers every request still waiting on that node with
+ * TR_ENOCONN at once. Without it a caller whose peer was frozen or killed waited out its whole
+ * timeout for a reply that could no longer come.
  */
 #include "internal.h"
 
@@ -30,6 +36,7 @@ typedef struct port_req {
     struct port_req *dprev, *dnext;     /* on the deadline list (deadline != 0) */
     uint64_t corr, cookie;
     uint64_t deadline;                  /* tr__now_ns() time; 0: never times out */
+    uint16_t node;                      /* the target's node id */
 } port_req;
 
 struct tr_port {
@@ -48,6 +55,7 @@ struct tr_port {
                                  * answerer's: reusing it here spares malloc a cross-thread free) */
     size_t nspare;
     uint64_t armed;             /* deadline the latest sweep timer was armed for; 0: none */
+    uint64_t watched[65536 / 64]; /* node ids whose loss we are told of (tr__node_interest) */
 };
 
 int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
@@ -178,6 +186,7 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         return TR_ENOMEM;
     }
     r->cookie = cookie;
+    r->node = tr_pid_node(to);
     r->deadline = 0;
     r->dprev = r->dnext = NULL;
     int rc = TR_OK;
@@ -204,6 +213,11 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         }
     }
     bool registered = rc == TR_OK;
+    uint16_t node = tr_pid_node(to);
+    bool watch = registered && node != p->sys->opts.node_id && to != TR_PID_NONE &&
+                 !(p->watched[node / 64] & (1ull << (node % 64)));
+    if (watch)
+        p->watched[node / 64] |= 1ull << (node % 64);
     if (registered) {
         port_req **b = &p->table[corr & (PORT_BUCKETS - 1)];
         r->next = *b;
@@ -211,6 +225,12 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         atomic_store_explicit(&p->n, p->n + 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&p->lock);
+    if (watch && tr__node_interest(p->sys, node, p->pid) != TR_OK) {
+        /* not up (the send below says so), or no room: ask again next time */
+        pthread_mutex_lock(&p->lock);
+        p->watched[node / 64] &= ~(1ull << (node % 64));
+        pthread_mutex_unlock(&p->lock);
+    }
     if (rc == TR_OK) {
         m->sender = p->pid;
         m->corr = corr;
@@ -266,8 +286,39 @@ static void sweep(tr_port *p)
     }
 }
 
+/* Node `node` went down: every request still waiting on one of its actors is answered
+ * TR_ENOCONN, and the next request to it registers our interest again. */
+static void node_lost(tr_port *p, uint16_t node)
+{
+    port_req *lost = NULL;
+    pthread_mutex_lock(&p->lock);
+    p->watched[node / 64] &= ~(1ull << (node % 64));
+    for (size_t i = 0; i < PORT_BUCKETS; i++)
+        for (port_req *r = p->table[i], *next; r != NULL; r = next) {
+            next = r->next;
+            if (r->node == node) {
+                unlink_locked(p, r);
+                r->next = lost;
+                lost = r;
+            }
+        }
+    pthread_mutex_unlock(&p->lock);
+    while (lost != NULL) {
+        port_req *r = lost;
+        lost = r->next;
+        p->fn(p->user, r->cookie, TR_ENOCONN, NULL);
+        free(r);
+    }
+}
+
 static void dispatch(tr_port *p, tr_msg *m)
 {
+    if ((m->flags & TR_MF_SIGNAL) && m->type == TR_SIG_NODEDOWN) {
+        uint16_t node = (uint16_t)m->corr;
+        tr_msg_free(m);
+        node_lost(p, node);
+        return;
+    }
     if (m->type == TR_MSG_TIMEOUT && m->corr == 0 && !(m->flags & TR_MF_REPLY)) {
         tr_msg_free(m);
         sweep(p);
@@ -312,6 +363,7 @@ void tr_port_close(tr_port *p)
 {
     if (p == NULL)
         return;
+    tr__node_forget(p->sys, p->pid); /* no more NODEDOWN signals for it */
     atomic_store_explicit(&p->a->pid, 0, memory_order_seq_cst); /* see push_allowed */
     for (tr_msg *m; (m = tr__mbox_take_closed(p->a)) != NULL;)
         tr_msg_free(m);

@@ -383,6 +383,65 @@ static void test_remote_links_monitors_and_nodedown(void **state)
     node_end(&a);
 }
 
+/* A port's request to an actor of a node that goes down is answered TR_ENOCONN at once, not at
+ * its timeout; requests to local actors and to other nodes are untouched. */
+static _Atomic int g_port_rc = 1;
+static _Atomic uint64_t g_port_answers;
+
+static void port_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
+{
+    (void)user;
+    (void)reply;
+    if (cookie == 1)
+        atomic_store(&g_port_rc, rc);
+    atomic_fetch_add(&g_port_answers, 1);
+}
+
+static void test_port_request_fails_fast_when_its_node_goes_down(void **state)
+{
+    (void)state;
+    reset();
+    node a, b, c;
+    node_up(&b, "b", 72, "cluster-secret", NULL);
+    node_up(&c, "c", 73, "cluster-secret", b.addr);
+    node_up(&a, "a", 71, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&a, "c") && sees(&b, "a"), TT_DEADLINE_MS);
+    tr_pid mute_b, mute_c, mute_a;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &mute_b), TR_OK);
+    assert_int_equal(tr_system_spawn(c.sys, &sink_b, NULL, &mute_c), TR_OK);
+    assert_int_equal(tr_system_spawn(a.sys, &sink_b, NULL, &mute_a), TR_OK);
+    tr_port *p;
+    assert_int_equal(tr_port_open(a.sys, port_answer, NULL, &p), TR_OK);
+    atomic_store(&g_port_answers, 0);
+    /* requests nobody answers (the sink ignores type 99), with a long timeout */
+    assert_int_equal(tr_port_request(p, mute_b, tr_msg_new(99, 0), 600000, 1), TR_OK);
+    assert_int_equal(tr_port_request(p, mute_c, tr_msg_new(99, 0), 600000, 2), TR_OK);
+    assert_int_equal(tr_port_request(p, mute_a, tr_msg_new(99, 0), 600000, 3), TR_OK);
+    /* and one answered, so the interest in b is registered before it goes */
+    assert_int_equal(tr_port_request(p, mute_b, tt_msg_u64(MSG_ASK, 1), 600000, 4), TR_OK);
+    TT_WAIT_FOR(atomic_load(&g_port_answers) == 1, TT_DEADLINE_MS);
+    assert_int_equal(tr_port_pending(p), 3);
+    uint64_t t0 = tt_now_ns();
+    node_end(&b);
+    TT_WAIT_FOR(atomic_load(&g_port_rc) != 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_port_rc), TR_ENOCONN);
+    print_message("answered TR_ENOCONN %.0f ms after b stopped (timeout: 600 s)\n",
+                  (double)(tt_now_ns() - t0) / 1e6);
+    assert_int_equal(atomic_load(&g_port_answers), 2);
+    assert_int_equal(tr_port_pending(p), 2); /* c's and a's still wait */
+    assert_string_equal(tr_strerror(TR_ENOCONN), "no connection to the actor's node");
+    /* the next request to c still registers; c going down answers it too */
+    node_end(&c);
+    TT_WAIT_FOR(tr_port_pending(p) == 1, TT_DEADLINE_MS);
+    assert_int_equal(tr_port_pending(p), 1);
+    tr_node_stop(a.node);
+    tr_system_stop(a.sys);
+    assert_int_equal(tr_system_join(a.sys), TR_OK);
+    tr_port_close(p); /* the local one: TR_ESTOPPED */
+    tr_system_free(a.sys);
+    assert_int_equal(atomic_load(&g_port_answers), 4);
+}
+
 static void test_remote_spawn(void **state)
 {
     (void)state;
@@ -658,6 +717,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_gossip_full_mesh_and_placement),
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
+    cmocka_unit_test(test_port_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_remote_spawn),
     cmocka_unit_test(test_global_names),
     cmocka_unit_test(test_global_name_conflict_settled),
