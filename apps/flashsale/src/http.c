@@ -58,6 +58,7 @@ typedef struct conn {
     uint64_t deadline;          /* loop time (ms) the next request must have arrived by */
     uint32_t seq;
     bool in_flight, keep_alive, closing, too_big;
+    bool failed;                /* the server answered an error and closes: nothing more is read */
     bool in_message;            /* between the first byte of a request and its end */
     int handles;                /* open uv handles (tcp, timer) */
     http_request req;
@@ -276,6 +277,9 @@ static char *format(int status, const char *headers, const char *body, size_t le
 /* An error answered by the server itself, then the connection is closed. */
 static void fail(conn *c, int status, const char *msg)
 {
+    if (c->failed || c->closing)
+        return; /* one answer per connection: the first error's */
+    c->failed = true;
     char body[160];
     int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
     size_t len;
@@ -318,7 +322,7 @@ static void arm_timer(conn *c)
 /* Parses what is buffered, up to the end of the next request. */
 static void parse_some(conn *c)
 {
-    if (c->in_flight || c->closing)
+    if (c->in_flight || c->closing || c->failed)
         return;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0);
@@ -364,22 +368,29 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     (void)b;
     conn *c = s->data;
+    if (nread == UV_ENOBUFS) { /* no room left (full of pipelined requests): wait for the answer */
+        uv_read_stop(s);
+        return;
+    }
     if (nread < 0) {
         conn_close(c);
         return;
     }
+    if (c->failed)
+        return; /* answered and closing: the rest is not read */
     c->len += (size_t)nread;
-    if (c->len == c->cap && c->in_flight) {
-        uv_read_stop(s); /* pipelined input beyond the bound: read again after the answer */
-        return;
-    }
-    if (c->len == c->cap && !c->in_flight) {
-        parse_some(c);
-        if (!c->closing && c->len == c->cap)
-            fail(c, 413, "request too large");
-        return;
-    }
     parse_some(c);
+    if (c->closing || c->failed || c->len < c->cap)
+        return;
+    /* The buffer is full. With a request in flight, what is buffered is pipelined requests that
+     * wait their turn: stop reading until the answer (deliver starts again) — never answer them
+     * for it, or the request in flight loses its answer (an order sold whose 201 never leaves).
+     * Without one, the parser took every byte it was given (it pauses only at a complete
+     * request), so a full buffer means one request that outgrew it: too large. */
+    if (c->in_flight)
+        uv_read_stop(s);
+    else
+        fail(c, 413, "request too large");
 }
 
 static void on_connection(uv_stream_t *server, int status)
