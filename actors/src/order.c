@@ -25,6 +25,7 @@ typedef struct order_state {
     char sku[ORDER_SKU_MAX + 1];
     char queue[ORDER_SKU_MAX + 1];
     uint64_t stock, sold;
+    bool set_up;        /* a stock event was ever committed: the SKU exists */
     record *recs;       /* confirmed orders, by increasing seq */
     size_t nrecs, caprecs;
 } order_state;
@@ -100,8 +101,10 @@ static int apply(void *state, uint64_t seq, const void *ev, size_t len)
     int rc = tr_read_u64(&r, &kind);
     if (rc == TR_OK && kind == 0) {
         rc = tr_read_u64(&r, &v);
-        if (rc == TR_OK)
+        if (rc == TR_OK) {
             o->stock = v;
+            o->set_up = true;
+        }
     } else if (rc == TR_OK && kind == 1) {
         rc = tr_read_str(&r, &user, &ul);
         if (rc == TR_OK)
@@ -193,7 +196,8 @@ static int place(order_state *o, tr_msg *m)
     tr_reader_init(&r, m);
     bool ok = tr_read_str(&r, &user, &ul) == TR_OK && tr_read_u64(&r, &qty) == TR_OK &&
               user_valid(user, ul) && qty >= 1 && qty <= ORDER_MAX_QTY;
-    int64_t status = !ok ? ORDER_INVALID
+    int64_t status = !ok          ? ORDER_INVALID
+                     : !o->set_up ? ORDER_UNKNOWN
                      : o->sold + qty > o->stock ? ORDER_SOLD_OUT
                                                 : ORDER_CONFIRMED;
     char order_id[ORDER_SKU_MAX + 24] = "";
@@ -289,7 +293,7 @@ static int order_receive(tr_ctx *ctx, void *state, tr_msg *m)
         tr_reader_done(&r);
         if (rc != TR_OK || stock > (1ull << 40))
             stock = o->stock; /* refused: the answer shows nothing changed */
-        else if (stock != o->stock) {
+        else if (stock != o->stock || !o->set_up) { /* a first stock of 0 sets the SKU up */
             msgpack_sbuffer sb;
             msgpack_sbuffer_init(&sb);
             msgpack_packer pk;
@@ -301,6 +305,7 @@ static int order_receive(tr_ctx *ctx, void *state, tr_msg *m)
             if (rc != TR_OK)
                 return rc;
             o->stock = stock;
+            o->set_up = true;
         }
         uint64_t v[2] = {o->stock, o->sold};
         return tr_journal_reply(o->j, m, reply_u64s(ORDER_SET_STOCK, 2, v));
@@ -308,8 +313,9 @@ static int order_receive(tr_ctx *ctx, void *state, tr_msg *m)
     case ORDER_PLACE:
         return place(o, m);
     case ORDER_GET: {
-        uint64_t v[3] = {o->stock, o->sold, o->stock > o->sold ? o->stock - o->sold : 0};
-        return tr_journal_reply(o->j, m, reply_u64s(ORDER_GET, 3, v));
+        uint64_t v[4] = {o->stock, o->sold, o->stock > o->sold ? o->stock - o->sold : 0,
+                         o->set_up};
+        return tr_journal_reply(o->j, m, reply_u64s(ORDER_GET, 4, v));
     }
     case ORDER_LOOKUP:
         return lookup(o, m);

@@ -7,7 +7,10 @@
  * Requests (tr_call / tr_request; payloads msgpack, replies the same type):
  *   ORDER_SET_STOCK  [stock u64]           -> [stock, sold]        sets up (or restocks) the sale
  *   ORDER_PLACE      [user str, qty u64]   -> [status i64, order_id str, remaining u64]
- *   ORDER_GET        []                    -> [stock, sold, remaining]
+ *   ORDER_GET        []                    -> [stock, sold, remaining, set_up u64]
+ * A SKU is "set up" once an ORDER_SET_STOCK was committed for it (a stock of 0 included); until
+ * then ORDER_PLACE answers ORDER_UNKNOWN and ORDER_GET's set_up is 0, so a SKU nobody created
+ * is told apart from one that sold out.
  *   ORDER_LOOKUP     [order_id str]        -> [found u64, user str, qty u64]
  * Order ids are "SKU-N" with N the journal's sequence number: unique, and the idempotency key of
  * the confirmation email.
@@ -26,7 +29,7 @@ enum {
 };
 
 /* ORDER_PLACE statuses. */
-enum { ORDER_CONFIRMED = 0, ORDER_SOLD_OUT = 1, ORDER_INVALID = 2 };
+enum { ORDER_CONFIRMED = 0, ORDER_SOLD_OUT = 1, ORDER_INVALID = 2, ORDER_UNKNOWN = 3 };
 
 #define ORDER_SKU_MAX 64u
 #define ORDER_USER_MAX 128u

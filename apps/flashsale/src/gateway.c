@@ -20,6 +20,7 @@
  *   GET  /inventory/{sku}                           -> 200 ... | 404
  *   POST /orders  {"user","sku","qty"}              -> 201 {"order_id","user","sku","qty",
  *                                                      "status":"confirmed"} | 409 sold out |
+ *                                                      404 no such SKU (never set up) |
  *                                                      400 (which field) | 413 | 429 | 503
  *   GET  /orders/{id}                               -> 200 | 404
  *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
@@ -304,8 +305,11 @@ static void answer(call *c, const tr_msg *m)
     case CALL_SET:
     case CALL_GET: {
         bool got = tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK;
-        if (got && c->kind == CALL_GET && v[0] == 0 && v[1] == 0) {
-            set_error(c, 404, "no such SKU"); /* never set up */
+        uint64_t remaining, set_up = 1;
+        if (got && c->kind == CALL_GET)
+            got = tr_read_u64(&r, &remaining) == TR_OK && tr_read_u64(&r, &set_up) == TR_OK;
+        if (got && !set_up) {
+            set_error(c, 404, "no such SKU"); /* never set up: POST /orders says the same */
         } else if (got) {
             uint64_t rem = v[0] > v[1] ? v[0] - v[1] : 0;
             snprintf(body, size,
@@ -338,6 +342,8 @@ static void answer(call *c, const tr_msg *m)
             set_answer(c, 201, NULL, body);
         } else if (status == ORDER_SOLD_OUT) {
             set_error(c, 409, "sold out");
+        } else if (status == ORDER_UNKNOWN) {
+            set_error(c, 404, "no such SKU");
         } else {
             set_error(c, 400, "invalid user or qty");
         }
@@ -775,7 +781,7 @@ static void place_order(fs_app *a, http_server *h, const http_request *req)
     msgpack_pack_str(tr_msg_packer(c.req), ul);
     msgpack_pack_str_body(tr_msg_packer(c.req), c.user, ul);
     msgpack_pack_uint64(tr_msg_packer(c.req), c.qty);
-    dispatch(a, &c); /* a SKU never set up has stock 0: 409 */
+    dispatch(a, &c); /* a SKU never set up: 404, as GET /inventory says */
 }
 
 static void get_order(fs_app *a, http_server *h, const http_request *req, const char *id,
