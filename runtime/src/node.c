@@ -68,6 +68,7 @@
 #define TR_MSG_NODE_SYNC (TR_MSG_SYSTEM + 0x203)   /* local: tell peer [id] our names */
 #define TR_MSG_NODE_ANNOUNCE (TR_MSG_SYSTEM + 0x204) /* local: watch [name, pid], tell peers */
 #define TR_MSG_NODE_RETRACT (TR_MSG_SYSTEM + 0x205)  /* local: tell peers [name, pid] is gone */
+#define TR_MSG_NODE_PULL (TR_MSG_SYSTEM + 0x206)     /* a peer asks for our names: [] */
 
 enum { C_HELLO, C_AUTH, C_UP, C_REFUSED };
 
@@ -384,6 +385,11 @@ static void conn_mark_dead(conn *c)
     nng_aio_cancel(c->hs);
 }
 
+static bool pid_on_node(void *arg, tr_pid pid)
+{
+    return tr_pid_node(pid) == *(const uint16_t *)arg;
+}
+
 static void peer_down_locked(tr_node *n, peer *pe, after *af)
 {
     if (pe->status == TR_PEER_UP || pe->joining) {
@@ -401,6 +407,15 @@ static void peer_down_locked(tr_node *n, peer *pe, after *af)
         }
         pe->status = TR_PEER_DOWN;
         pe->joining = false;
+        /* its names are released here, under the lock, so no name it registers once it is
+         * back can be swept by this down: a sweep left for later (it used to run once the lock
+         * was released) could remove names merged meanwhile from a reconnection the peer saw as
+         * nothing but "up", and it never sent them again (issue 20: a node thawed after a freeze
+         * answered 503 for every SKU of a peer whose router it no longer knew) */
+        uint16_t gone = pe->node_id;
+        pthread_mutex_lock(&n->names_lock);
+        tr__namemap_sweep(&n->names, pid_on_node, &gone);
+        pthread_mutex_unlock(&n->names_lock);
     }
     conn *o = pe->out_conn, *i = pe->in_conn;
     pe->out_conn = pe->in_conn = NULL;
@@ -438,11 +453,6 @@ static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_
     }
 }
 
-static bool pid_on_node(void *arg, tr_pid pid)
-{
-    return tr_pid_node(pid) == *(const uint16_t *)arg;
-}
-
 static void after_run(tr_node *n, after *af)
 {
     for (int i = 0; i < af->nkick; i++)
@@ -459,19 +469,16 @@ static void after_run(tr_node *n, after *af)
         }
         if (af->up) {
             notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id);
-            tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8); /* it learns our names */
+            /* it learns our names, and we ask for its own: whichever side saw the other go
+             * down and come back, both end up with both sets (a peer that saw nothing but "up"
+             * would not send its names again by itself) */
+            tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8);
             if (m != NULL) {
                 msgpack_pack_uint64(tr_msg_packer(m), af->node_id);
                 tr__deliver(n->sys, NULL, n->service, m);
             }
         }
         tr__ext_leave(n->sys);
-    }
-    if (af->down) {
-        uint16_t gone = af->node_id;
-        pthread_mutex_lock(&n->names_lock);
-        tr__namemap_sweep(&n->names, pid_on_node, &gone); /* its names are released */
-        pthread_mutex_unlock(&n->names_lock);
     }
     if (af->down)
         tr__idmap_free(&af->interest);
@@ -1264,12 +1271,25 @@ static void *ticker_main(void *arg)
     tr_node *n = arg;
     pthread_setname_np(pthread_self(), "tr-ticker");
     pthread_mutex_lock(&n->lock);
+    uint64_t last_tick = tr__now_ns();
     while (!n->stopping) {
         uint64_t now = tr__now_ns();
         conn *fail[16];
         int nfail = 0;
         peer *ping[NODE_MAX_PEERS];
         int nping = 0;
+        if (now - last_tick > n->down_ns / 2) {
+            /* this node itself stood still (SIGSTOP, a VM pause, starved of CPU): its peers'
+             * silence meanwhile is ours, not theirs. Each inbound connection gets down_after_ms
+             * from now to speak (as Cassandra's detector ignores a local pause); a peer that did
+             * go away shows by its closed connection, or stays silent past that. */
+            node_log(n, "this node was paused for %llu ms: peers get %llu ms to be heard again",
+                     (unsigned long long)((now - last_tick) / 1000000u),
+                     (unsigned long long)(n->down_ns / 1000000u));
+            for (conn *c = n->conns; c != NULL; c = c->next)
+                atomic_store_explicit(&c->last_rx_ns, now, memory_order_relaxed);
+        }
+        last_tick = now;
         /* silent or stuck connections */
         for (conn *c = n->conns; c != NULL && nfail < 16; c = c->next) {
             if (c->dead)
@@ -1522,8 +1542,16 @@ static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
             tell_peers(ctx, n, TR_MSG_NODE_UNREG, name, pid);
         return 0;
     case TR_MSG_NODE_SYNC:
-        if (tr_msg_sender(m) == TR_PID_NONE)
-            names_sync(ctx, n, (uint16_t)msg_u64(m));
+        if (tr_msg_sender(m) == TR_PID_NONE) {
+            uint16_t id = (uint16_t)msg_u64(m);
+            names_sync(ctx, n, id);
+            svc_send(ctx, service_pid(id), tr_msg_new(TR_MSG_NODE_PULL, 0));
+        }
+        return 0;
+    case TR_MSG_NODE_PULL: /* from a peer's service: our names, to it */
+        if (tr_pid_node(tr_msg_sender(m)) != n->id && tr_msg_sender(m) != TR_PID_NONE &&
+            tr_msg_sender(m) == service_pid(tr_pid_node(tr_msg_sender(m))))
+            names_sync(ctx, n, tr_pid_node(tr_msg_sender(m)));
         return 0;
     case TR_MSG_DOWN:
         names_holder_down(ctx, n, tr_msg_sender(m));

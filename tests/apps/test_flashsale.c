@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -24,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -137,10 +139,22 @@ static void node_kill(node *n, int sig)
 }
 
 /* One HTTP request on a fresh connection; returns the status and copies the body. */
+static int http_within(int port, const char *method, const char *path, const char *body,
+                       char *out, size_t cap, unsigned timeout_ms);
+
 static int http(int port, const char *method, const char *path, const char *body, char *out,
                 size_t cap)
 {
+    return http_within(port, method, path, body, out, cap, 60000);
+}
+
+/* The same, giving up (-2) when no answer came within timeout_ms. */
+static int http_within(int port, const char *method, const char *path, const char *body,
+                       char *out, size_t cap, unsigned timeout_ms)
+{
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -159,6 +173,8 @@ static int http(int port, const char *method, const char *path, const char *body
         len += (size_t)r;
     buf[len] = '\0';
     close(fd);
+    if (len == 0 && r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -2;
     int status = 0;
     sscanf(buf, "HTTP/1.1 %d", &status);
     const char *b = strstr(buf, "\r\n\r\n");
@@ -284,6 +300,19 @@ static void test_api_contract(void **state)
     assert_non_null(strstr(body, "\"remaining\":2"));
     assert_int_equal(http(n.port, "GET", "/inventory/s1", NULL, body, sizeof body), 200);
     assert_int_equal(http(n.port, "GET", "/inventory/nope", NULL, body, sizeof body), 404);
+    /* a SKU never set up: 404 on every route (an order for it is not "sold out") */
+    assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u1\",\"sku\":\"nope\"}", body,
+                          sizeof body),
+                     404);
+    assert_non_null(strstr(body, "no such SKU"));
+    assert_int_equal(http(n.port, "GET", "/orders/nope-2", NULL, body, sizeof body), 404);
+    /* a stock of 0 sets a SKU up: it exists, sold out */
+    assert_int_equal(http(n.port, "PUT", "/inventory/zero", "{\"stock\":0}", body, sizeof body),
+                     200);
+    assert_int_equal(http(n.port, "GET", "/inventory/zero", NULL, body, sizeof body), 200);
+    assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u1\",\"sku\":\"zero\"}", body,
+                          sizeof body),
+                     409);
     assert_int_equal(http(n.port, "PUT", "/inventory/s1", "{\"stock\":-1}", body, sizeof body),
                      400);
     assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u1\",\"sku\":\"s1\",\"qty\":1}",
@@ -866,6 +895,240 @@ static void test_cluster_routes_and_survives_kill9(void **state)
     redis_stop(redis);
 }
 
+/* ---- freeze and thaw (issue 20) ----------------------------------------------------------- */
+
+#define FSKUS 4
+#define FCALL_MS 3000           /* flashsale.call_timeout_ms in this test */
+
+typedef struct fbuyer {
+    int port, id, round;
+    atomic_bool *stop;
+    const _Atomic uint64_t *thaw_ns; /* 0 until the victim is thawed */
+    const _Atomic uint64_t *freeze_ns;
+    int n201[FSKUS], n409, n503, other;
+    uint64_t worst_ns;          /* longest wait, counted from the thaw for requests it overlapped */
+} fbuyer;
+
+static void *fbuyer_main(void *arg)
+{
+    fbuyer *b = arg;
+    char body[512], req[128];
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)(b->id + 1) * 7919;
+    while (!atomic_load(b->stop)) {
+        int k = (int)(tt_xs64(&x) % FSKUS);
+        snprintf(req, sizeof req, "{\"user\":\"f%d\",\"sku\":\"f%ds%d\",\"qty\":1}", b->id,
+                 b->round, k);
+        uint64_t t0 = tt_now_ns();
+        int st = http_within(b->port, "POST", "/orders", req, body, sizeof body, 20000);
+        uint64_t t1 = tt_now_ns(), f0 = atomic_load(b->freeze_ns), f1 = atomic_load(b->thaw_ns);
+        /* a request the freeze overlapped could not be answered before the thaw */
+        uint64_t from = f0 != 0 && f0 < t1 && (f1 == 0 || f1 > t0) ? (f1 > t0 ? f1 : t0) : t0;
+        if (t1 > from && t1 - from > b->worst_ns)
+            b->worst_ns = t1 - from;
+        if (st == 201)
+            b->n201[k]++;
+        else if (st == 409)
+            b->n409++;
+        else if (st == 503)
+            b->n503++;
+        else
+            b->other++;
+    }
+    return NULL;
+}
+
+/* Polls until `want(status)` or the deadline; the last status. */
+static int http_until(int port, const char *method, const char *path, const char *req,
+                      char *body, size_t cap, uint64_t deadline_ns, bool (*want)(int))
+{
+    int st;
+    do {
+        st = http_within(port, method, path, req, body, cap, FCALL_MS + 2000);
+        if (want(st))
+            return st;
+        tt_sleep_ms(20);
+    } while (tt_now_ns() < deadline_ns);
+    return st;
+}
+
+static bool is_200(int st) { return st == 200; }
+static bool is_201_or_409(int st) { return st == 201 || st == 409; }
+static bool is_404(int st) { return st == 404; }
+
+/* A three-node cluster under load, one node frozen (SIGSTOP: it hangs with its sockets open,
+ * long enough for the others to declare it down) and thawed, round after round with different
+ * victims and timings (mid-sale and at sell-out). After each thaw: once every node sees the other
+ * two again, every node answers every SKU within 2 s (GET 200, an order 201 or 409), a PUT
+ * acknowledged through any node — during the freeze, or through the thawed node right after —
+ * is seen by every node, no request waits longer than the call timeout (counted from the thaw
+ * for requests the freeze overlapped), unknown SKUs get 404 on every route and node, and nothing
+ * is oversold. TROUPE_FREEZE_ROUNDS (default 6) and TROUPE_FREEZE_SEED set the drill. */
+static void test_cluster_freeze_thaw_under_load(void **state)
+{
+    (void)state;
+    char base[128], conf[192], body[1024];
+    snprintf(base, sizeof base, "%s/freeze", g_dir);
+    assert_int_equal(mkdir(base, 0755), 0);
+    int rport = 0;
+    pid_t redis = redis_start(base, &rport);
+    if (redis <= 0)
+        fail_msg("cannot start redis-server (scripts/bootstrap installs it)");
+    int np[3] = {free_port(), free_port(), free_port()};
+    snprintf(conf, sizeof conf, "%s/cluster.conf", base);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "flashsale = { email = { rate = 1000; burst = 50; from = \"S <s@sale.test>\"; };\n"
+            "  call_timeout_ms = %d; };\n"
+            "store = { backend = \"redis\"; redis = { host = \"127.0.0.1\"; port = %d; };\n"
+            "          redeliver_ms = 2000; };\n"
+            "cluster = { secret = \"cluster-test-secret\"; heartbeat_ms = 100;\n"
+            "  down_after_ms = 1000; seeds = [ \"tcp://127.0.0.1:%d\" ];\n"
+            "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
+            "            { name = \"n2\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
+            "            { name = \"n3\"; listen = \"tcp://127.0.0.1:%d\"; } ); };\n",
+            FCALL_MS, rport, np[0], np[0], np[1], np[2]);
+    fclose(f);
+    const char *names[3] = {"n1", "n2", "n3"};
+    node n[3];
+    for (int i = 0; i < 3; i++) {
+        char dir[160];
+        snprintf(dir, sizeof dir, "%s/%s", base, names[i]);
+        cluster_node_start(&n[i], conf, names[i], dir, NULL);
+    }
+    for (int i = 0; i < 3; i++) {
+        TT_WAIT_FOR(peers_up(n[i].port) == 2, TT_DEADLINE_MS);
+        assert_int_equal(peers_up(n[i].port), 2);
+    }
+    const char *e = getenv("TROUPE_FREEZE_ROUNDS");
+    int rounds = e != NULL && atoi(e) > 0 ? atoi(e) : 6;
+    e = getenv("TROUPE_FREEZE_SEED");
+    uint64_t seed = e != NULL && strtoull(e, NULL, 10) != 0 ? strtoull(e, NULL, 10) : 20261204;
+    uint64_t x = seed;
+    print_message("freeze/thaw: %d rounds, seed %llu\n", rounds, (unsigned long long)seed);
+    for (int r = 0; r < rounds; r++) {
+        int victim = r % 3, other = (victim + 1) % 3;
+        unsigned stock = 30 + (unsigned)(tt_xs64(&x) % 150);     /* sells out early or late */
+        unsigned freeze_at = (unsigned)(tt_xs64(&x) % 800);       /* ms into the load */
+        unsigned freeze_for = 1300 + (unsigned)(tt_xs64(&x) % 1500); /* past down_after_ms */
+        for (int k = 0; k < FSKUS; k++) {
+            char path[64], b[64];
+            snprintf(path, sizeof path, "/inventory/f%ds%d", r, k);
+            snprintf(b, sizeof b, "{\"stock\":%u}", stock);
+            assert_int_equal(http(n[k % 3].port, "PUT", path, b, body, sizeof body), 200);
+        }
+        atomic_bool stop = false;
+        _Atomic uint64_t freeze_ns = 0, thaw_ns = 0;
+        fbuyer b[6];
+        pthread_t th[6];
+        for (int i = 0; i < 6; i++) {
+            b[i] = (fbuyer){.port = n[i % 3].port, .id = i, .round = r, .stop = &stop,
+                            .thaw_ns = &thaw_ns, .freeze_ns = &freeze_ns};
+            pthread_create(&th[i], NULL, fbuyer_main, &b[i]);
+        }
+        tt_sleep_ms(freeze_at);
+        atomic_store(&freeze_ns, tt_now_ns());
+        kill(n[victim].pid, SIGSTOP);
+        /* a PUT through a node that is up, while the victim is frozen */
+        char pput[64];
+        snprintf(pput, sizeof pput, "/inventory/f%dp", r);
+        tt_sleep_ms(freeze_for / 2);
+        int pst = http_within(n[other].port, "PUT", pput, "{\"stock\":7}", body, sizeof body,
+                              FCALL_MS + 2000);
+        uint64_t left = freeze_for / 2;
+        tt_sleep_ms((unsigned)left);
+        kill(n[victim].pid, SIGCONT);
+        atomic_store(&thaw_ns, tt_now_ns());
+        /* the cluster whole again: every node sees the other two */
+        uint64_t deadline = tt_now_ns() + 30000000000ull;
+        bool whole = false;
+        while (!whole && tt_now_ns() < deadline) {
+            whole = true;
+            for (int i = 0; i < 3 && whole; i++)
+                whole = peers_up(n[i].port) == 2;
+            if (!whole)
+                tt_sleep_ms(20);
+        }
+        assert_true(whole);
+        uint64_t whole_ns = tt_now_ns(), by = whole_ns + 2000000000ull;
+        /* a PUT through the thawed node */
+        char vput[64];
+        snprintf(vput, sizeof vput, "/inventory/f%dv", r);
+        int vst = http_until(n[victim].port, "PUT", vput, "{\"stock\":9}", body, sizeof body, by,
+                             is_200);
+        print_message("round %d: %s frozen %u ms at %u ms (stock %u); whole %.0f ms after the "
+                      "thaw; PUT during the freeze %d, through the thawed node %d\n",
+                      r, names[victim], freeze_for, freeze_at, stock,
+                      (double)(whole_ns - atomic_load(&thaw_ns)) / 1e6, pst, vst);
+        assert_int_equal(vst, 200);
+        /* every node answers every SKU within 2 s of the cluster being whole */
+        for (int i = 0; i < 3; i++) {
+            for (int k = 0; k < FSKUS; k++) {
+                char path[64], req[96];
+                snprintf(path, sizeof path, "/inventory/f%ds%d", r, k);
+                int st = http_until(n[i].port, "GET", path, NULL, body, sizeof body, by, is_200);
+                if (st != 200)
+                    print_message("round %d: %s GET %s: %d %s\n", r, names[i], path, st, body);
+                assert_int_equal(st, 200);
+                snprintf(req, sizeof req, "{\"user\":\"check\",\"sku\":\"f%ds%d\",\"qty\":1}", r, k);
+                st = http_until(n[i].port, "POST", "/orders", req, body, sizeof body, by,
+                                is_201_or_409);
+                if (!is_201_or_409(st))
+                    print_message("round %d: %s POST %s: %d %s\n", r, names[i], req, st, body);
+                assert_true(is_201_or_409(st));
+            }
+            /* acknowledged PUTs are seen everywhere */
+            int st = http_until(n[i].port, "GET", vput, NULL, body, sizeof body, by, is_200);
+            assert_int_equal(st, 200);
+            assert_non_null(strstr(body, "\"stock\":9"));
+            if (pst == 200) {
+                st = http_until(n[i].port, "GET", pput, NULL, body, sizeof body, by, is_200);
+                assert_int_equal(st, 200);
+                assert_non_null(strstr(body, "\"stock\":7"));
+            }
+            /* a SKU never set up: 404 on every route and node */
+            char none[64], req[96];
+            snprintf(none, sizeof none, "/inventory/f%dnone", r);
+            assert_int_equal(http_until(n[i].port, "GET", none, NULL, body, sizeof body, by,
+                                        is_404),
+                             404);
+            snprintf(req, sizeof req, "{\"user\":\"u\",\"sku\":\"f%dnone\",\"qty\":1}", r);
+            assert_int_equal(http_until(n[i].port, "POST", "/orders", req, body, sizeof body, by,
+                                        is_404),
+                             404);
+        }
+        atomic_store(&stop, true);
+        uint64_t worst = 0;
+        int n201 = 0, n409 = 0, n503 = 0, nother = 0;
+        for (int i = 0; i < 6; i++) {
+            pthread_join(th[i], NULL);
+            worst = b[i].worst_ns > worst ? b[i].worst_ns : worst;
+            n409 += b[i].n409;
+            n503 += b[i].n503;
+            nother += b[i].other;
+        }
+        for (int k = 0; k < FSKUS; k++) {
+            char path[64];
+            snprintf(path, sizeof path, "/inventory/f%ds%d", r, k);
+            assert_int_equal(http(n[k % 3].port, "GET", path, NULL, body, sizeof body), 200);
+            unsigned sold = (unsigned)atoi(strstr(body, "\"sold\":") + 7);
+            int c = 0;
+            for (int i = 0; i < 6; i++)
+                c += b[i].n201[k];
+            n201 += c;
+            assert_true(sold <= stock);     /* never oversold */
+            assert_true((unsigned)c <= sold); /* every 201 is counted */
+        }
+        print_message("round %d: 201 %d, 409 %d, 503 %d, other %d; longest wait %.0f ms (call "
+                      "timeout %d ms)\n",
+                      r, n201, n409, n503, nother, (double)worst / 1e6, FCALL_MS);
+        assert_true(worst <= (uint64_t)(FCALL_MS + 1000) * 1000000u);
+    }
+    for (int i = 0; i < 3; i++)
+        node_kill(&n[i], SIGTERM);
+    redis_stop(redis);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -893,6 +1156,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_connection_cap),
     cmocka_unit_test(test_smtp_provider),
     cmocka_unit_test(test_cluster_routes_and_survives_kill9),
+    cmocka_unit_test(test_cluster_freeze_thaw_under_load),
     cmocka_unit_test(test_load_generator),
 };
 

@@ -156,12 +156,16 @@ static inline uint64_t tt_read_u64(const tr_msg *m)
     return v;
 }
 
-/* TT_FILTER=pattern in the environment runs only the matching tests (cmocka wildcards). */
+/* TT_FILTER=pattern in the environment runs only the matching tests (cmocka wildcards);
+ * TT_SKIP=pattern leaves the matching ones out. */
 static inline void tt_apply_filter(void)
 {
     const char *f = getenv("TT_FILTER");
     if (f != NULL && *f != '\0')
         cmocka_set_test_filter(f);
+    f = getenv("TT_SKIP");
+    if (f != NULL && *f != '\0')
+        cmocka_set_skip_filter(f);
 }
 
 /* Runs the "tests" group, or with argument --known-bugs the "known_bugs" group (tests that show
