@@ -750,26 +750,25 @@ static bool file_exists_in(const char *const dirs[], int ndirs, const char *name
     return false;
 }
 
-/* Three nodes sharing a Redis store: any node takes any order and routes it to the SKU's owner;
- * kill -9 of a node mid-sale moves its SKUs to the others, which recover them from the shared
- * store; nothing is oversold, every 201 is still there after the kill and after the restart,
- * and every order sold gets its email. */
-static void test_cluster_routes_and_survives_kill9(void **state)
+/* Three flash-sale nodes n1..n3 sharing a Redis store started here, under g_dir/sub: each node's
+ * data dir in dirs[i], the cluster file in conf; `extra` (or "") goes into the flashsale group.
+ * Returns once every node sees the other two; the Redis server's pid. */
+static pid_t cluster3_start(const char *sub, const char *extra, char conf[192], char dirs[3][160],
+                            node n[3])
 {
-    (void)state;
-    char base[128], conf[192], body[1024];
-    snprintf(base, sizeof base, "%s/cluster", g_dir);
+    char base[128];
+    snprintf(base, sizeof base, "%s/%s", g_dir, sub);
     assert_int_equal(mkdir(base, 0755), 0);
     int rport = 0;
     pid_t redis = redis_start(base, &rport);
     if (redis <= 0)
         fail_msg("cannot start redis-server (scripts/bootstrap installs it)");
     int np[3] = {free_port(), free_port(), free_port()};
-    snprintf(conf, sizeof conf, "%s/cluster.conf", base);
+    snprintf(conf, 192, "%s/cluster.conf", base);
     FILE *f = fopen(conf, "w");
     assert_non_null(f);
     fprintf(f,
-            "flashsale = { email = { rate = 1000; burst = 50; from = \"S <s@sale.test>\"; }; };\n"
+            "flashsale = { email = { rate = 1000; burst = 50; from = \"S <s@sale.test>\"; }; %s };\n"
             "store = { backend = \"redis\"; redis = { host = \"127.0.0.1\"; port = %d; };\n"
             "          redeliver_ms = 2000; };\n"
             "cluster = { secret = \"cluster-test-secret\"; heartbeat_ms = 100;\n"
@@ -777,21 +776,34 @@ static void test_cluster_routes_and_survives_kill9(void **state)
             "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n2\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n3\"; listen = \"tcp://127.0.0.1:%d\"; } ); };\n",
-            rport, np[0], np[0], np[1], np[2]);
+            extra, rport, np[0], np[0], np[1], np[2]);
     fclose(f);
     const char *names[3] = {"n1", "n2", "n3"};
-    char dirs[3][160], mail[3][200];
-    const char *maildirs[3];
-    node n[3];
     for (int i = 0; i < 3; i++) {
-        snprintf(dirs[i], sizeof dirs[i], "%s/%s", base, names[i]);
-        snprintf(mail[i], sizeof mail[i], "%s/mail/new", dirs[i]);
-        maildirs[i] = mail[i];
+        snprintf(dirs[i], 160, "%s/%s", base, names[i]);
         cluster_node_start(&n[i], conf, names[i], dirs[i], NULL);
     }
     for (int i = 0; i < 3; i++) {
         TT_WAIT_FOR(peers_up(n[i].port) == 2, TT_DEADLINE_MS);
         assert_int_equal(peers_up(n[i].port), 2);
+    }
+    return redis;
+}
+
+/* Three nodes sharing a Redis store: any node takes any order and routes it to the SKU's owner;
+ * kill -9 of a node mid-sale moves its SKUs to the others, which recover them from the shared
+ * store; nothing is oversold, every 201 is still there after the kill and after the restart,
+ * and every order sold gets its email. */
+static void test_cluster_routes_and_survives_kill9(void **state)
+{
+    (void)state;
+    char conf[192], body[1024], dirs[3][160], mail[3][200];
+    const char *maildirs[3];
+    node n[3];
+    pid_t redis = cluster3_start("cluster", "", conf, dirs, n);
+    for (int i = 0; i < 3; i++) {
+        snprintf(mail[i], sizeof mail[i], "%.160s/mail/new", dirs[i]);
+        maildirs[i] = mail[i];
     }
     for (int k = 0; k < CSKUS; k++) { /* set up through any node */
         char path[64], b[64];
@@ -966,40 +978,11 @@ static bool is_404(int st) { return st == 404; }
 static void test_cluster_freeze_thaw_under_load(void **state)
 {
     (void)state;
-    char base[128], conf[192], body[1024];
-    snprintf(base, sizeof base, "%s/freeze", g_dir);
-    assert_int_equal(mkdir(base, 0755), 0);
-    int rport = 0;
-    pid_t redis = redis_start(base, &rport);
-    if (redis <= 0)
-        fail_msg("cannot start redis-server (scripts/bootstrap installs it)");
-    int np[3] = {free_port(), free_port(), free_port()};
-    snprintf(conf, sizeof conf, "%s/cluster.conf", base);
-    FILE *f = fopen(conf, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "flashsale = { email = { rate = 1000; burst = 50; from = \"S <s@sale.test>\"; };\n"
-            "  call_timeout_ms = %d; };\n"
-            "store = { backend = \"redis\"; redis = { host = \"127.0.0.1\"; port = %d; };\n"
-            "          redeliver_ms = 2000; };\n"
-            "cluster = { secret = \"cluster-test-secret\"; heartbeat_ms = 100;\n"
-            "  down_after_ms = 1000; seeds = [ \"tcp://127.0.0.1:%d\" ];\n"
-            "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
-            "            { name = \"n2\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
-            "            { name = \"n3\"; listen = \"tcp://127.0.0.1:%d\"; } ); };\n",
-            FCALL_MS, rport, np[0], np[0], np[1], np[2]);
-    fclose(f);
+    char conf[192], body[1024], dirs[3][160], extra[64];
     const char *names[3] = {"n1", "n2", "n3"};
     node n[3];
-    for (int i = 0; i < 3; i++) {
-        char dir[160];
-        snprintf(dir, sizeof dir, "%s/%s", base, names[i]);
-        cluster_node_start(&n[i], conf, names[i], dir, NULL);
-    }
-    for (int i = 0; i < 3; i++) {
-        TT_WAIT_FOR(peers_up(n[i].port) == 2, TT_DEADLINE_MS);
-        assert_int_equal(peers_up(n[i].port), 2);
-    }
+    snprintf(extra, sizeof extra, "call_timeout_ms = %d;", FCALL_MS);
+    pid_t redis = cluster3_start("freeze", extra, conf, dirs, n);
     const char *e = getenv("TROUPE_FREEZE_ROUNDS");
     int rounds = e != NULL && atoi(e) > 0 ? atoi(e) : 6;
     e = getenv("TROUPE_FREEZE_SEED");
