@@ -3,7 +3,7 @@
  *
  * The HTTP loops (http.c) never block: a request that needs an order actor becomes a call made
  * through the loop's port (tr_port_request); the answer's callback, on whichever runtime thread
- * delivers it, turns the reply into JSON and hands it to http_respond. When the SKU's order actor
+ * delivers it, turns the reply into JSON and hands it to tr_http_respond. When the SKU's order actor
  * is running here the call goes
  * straight to it; otherwise it goes to the router of the node that owns the SKU (this one, or in
  * a cluster the node tr_node_place picks), wrapped in an FS_ROUTE envelope. A router starts
@@ -27,7 +27,7 @@
  *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
  */
 #include "gateway.h"
-#include "http.h"
+#include "troupe/http.h"
 
 #include "actors/email.h"
 #include "actors/order.h"
@@ -76,7 +76,7 @@ struct fs_app {
     tr_system *sys;
     tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
-    http_server *http;
+    tr_http_server *http;
     tr_pid orders_sup, email, router;
     tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
     unsigned nports;            /* one per HTTP thread */
@@ -102,9 +102,9 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void respond(http_server *h, uint64_t token, int status, const char *body)
+static void respond(tr_http_server *h, uint64_t token, int status, const char *body)
 {
-    http_respond(h, token, status, NULL, body, strlen(body));
+    tr_http_respond(h, token, status, NULL, body, strlen(body));
 }
 
 /* {"error": msg} in body[size]; its length. */
@@ -115,20 +115,20 @@ static size_t error_body(char *body, size_t size, const char *msg)
 }
 
 /* {"error": msg} with extra header lines (or NULL). */
-static void respond_err(http_server *h, uint64_t token, int status, const char *headers,
+static void respond_err(tr_http_server *h, uint64_t token, int status, const char *headers,
                         const char *msg)
 {
     char body[256];
-    http_respond(h, token, status, headers, body, error_body(body, sizeof body, msg));
+    tr_http_respond(h, token, status, headers, body, error_body(body, sizeof body, msg));
 }
 
-static void respond_error(http_server *h, uint64_t token, int status, const char *msg)
+static void respond_error(tr_http_server *h, uint64_t token, int status, const char *msg)
 {
     respond_err(h, token, status, NULL, msg);
 }
 
 /* An error the client should retry after a second (429, 503). */
-static void respond_retry(http_server *h, uint64_t token, int status, const char *msg)
+static void respond_retry(tr_http_server *h, uint64_t token, int status, const char *msg)
 {
     respond_err(h, token, status, "Retry-After: 1\r\n", msg);
 }
@@ -232,7 +232,7 @@ typedef struct call {
     struct call *next;          /* on a port's spare list */
     unsigned port;              /* the port it went out through */
     fs_app *app;
-    http_server *http;          /* the server the request came from (a->http may not be set yet) */
+    tr_http_server *http;          /* the server the request came from (a->http may not be set yet) */
     uint64_t token;
     int kind;
     tr_pid order;
@@ -242,7 +242,7 @@ typedef struct call {
     char order_id[ORDER_SKU_MAX + 24];
     uint64_t qty;
     /* the answer, written on the loop thread of the request (see on_answer) */
-    http_task task;
+    tr_http_task task;
     int status;
     const char *headers;        /* NULL, or a string literal */
     size_t body_len;
@@ -391,10 +391,10 @@ static void answer(call *c, const tr_msg *m)
 #define SPARES_MAX 4096u        /* call records kept per port for reuse, at most */
 
 /* On the request's loop thread: writes the answer, and keeps the record for the next call. */
-static void answer_here(http_server *h, http_task *t)
+static void answer_here(tr_http_server *h, tr_http_task *t)
 {
     call *c = (call *)((char *)t - offsetof(call, task));
-    http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
+    tr_http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
     fs_app *a = c->app;
     if (a->nspare[c->port] >= SPARES_MAX) {
         free(c);
@@ -416,7 +416,7 @@ static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
     else
         answer(c, reply);
     c->task.fn = answer_here;
-    if (http_post(c->http, http_loop_of(c->token), &c->task) != 0)
+    if (tr_http_post(c->http, tr_http_loop_of(c->token), &c->task) != 0)
         free(c);
 }
 
@@ -445,7 +445,7 @@ static void calls_free(call *c)
 /* Sends the call's request (consumed) through this thread's port. */
 static void start_call(fs_app *a, call *c)
 {
-    unsigned mine = http_loop_of(c->token) % a->nports; /* the HTTP thread we are on */
+    unsigned mine = tr_http_loop_of(c->token) % a->nports; /* the HTTP thread we are on */
     tr_port *port = a->ports[mine];
     tr_msg *req = c->req;
     c->req = NULL;
@@ -705,12 +705,12 @@ static bool path_arg(const char *path, const char *prefix, const char **arg, siz
     return true;
 }
 
-static void inventory(fs_app *a, http_server *h, const http_request *req, const char *sku,
+static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, const char *sku,
                       size_t sl)
 {
     call c = {.app = a, .http = h, .token = req->token};
     memcpy(c.sku, sku, sl < ORDER_SKU_MAX ? sl : ORDER_SKU_MAX);
-    if (req->method == HTTP_M_PUT) {
+    if (req->method == TR_HTTP_PUT) {
         cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
         cJSON *st = j != NULL ? cJSON_GetObjectItemCaseSensitive(j, "stock") : NULL;
         bool ok = cJSON_IsNumber(st) && st->valuedouble >= 0 && st->valuedouble <= 1e12 &&
@@ -724,7 +724,7 @@ static void inventory(fs_app *a, http_server *h, const http_request *req, const 
         c.kind = CALL_SET;
         c.req = tr_msg_new(ORDER_SET_STOCK, 9);
         msgpack_pack_uint64(tr_msg_packer(c.req), stock);
-    } else if (req->method == HTTP_M_GET) {
+    } else if (req->method == TR_HTTP_GET) {
         /* started on demand: after a restart the SKU's actor recovers from its journal */
         c.kind = CALL_GET;
         c.req = tr_msg_new(ORDER_GET, 0);
@@ -740,7 +740,7 @@ static void inventory(fs_app *a, http_server *h, const http_request *req, const 
     dispatch(a, &c);
 }
 
-static void place_order(fs_app *a, http_server *h, const http_request *req)
+static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req)
 {
     if (!admit(a)) {
         respond_retry(h, req->token, 429, "too many requests");
@@ -784,7 +784,7 @@ static void place_order(fs_app *a, http_server *h, const http_request *req)
     dispatch(a, &c); /* a SKU never set up: 404, as GET /inventory says */
 }
 
-static void get_order(fs_app *a, http_server *h, const http_request *req, const char *id,
+static void get_order(fs_app *a, tr_http_server *h, const tr_http_request *req, const char *id,
                       size_t il)
 {
     const char *dash = NULL;
@@ -814,19 +814,19 @@ static void guest_begin(fs_app *a, unsigned loop)
         (void)tr_guest_enter(a->guests[loop]); /* TR_ESTATE: in already, since an earlier request */
 }
 
-static void after_io(void *user, http_server *h, unsigned loop)
+static void after_io(void *user, tr_http_server *h, unsigned loop)
 {
     (void)h;
     fs_app *a = user;
     tr_guest_leave(a->guests[loop], a->o.run_actors); /* nothing if this iteration never entered */
 }
 
-static void handler(void *user, http_server *h, const http_request *req)
+static void handler(void *user, tr_http_server *h, const tr_http_request *req)
 {
     fs_app *a = user;
     const char *arg;
     size_t len;
-    guest_begin(a, http_loop_of(req->token));
+    guest_begin(a, tr_http_loop_of(req->token));
     if (strcmp(req->path, "/health") == 0) {
         if (a->node == NULL) {
             respond(h, req->token, 200, "{\"status\":\"ready\"}");
@@ -844,11 +844,11 @@ static void handler(void *user, http_server *h, const http_request *req)
     } else if (path_arg(req->path, "/inventory/", &arg, &len)) {
         inventory(a, h, req, arg, len);
     } else if (strcmp(req->path, "/orders") == 0) {
-        if (req->method == HTTP_M_POST)
+        if (req->method == TR_HTTP_POST)
             place_order(a, h, req);
         else
             respond_error(h, req->token, 405, "POST");
-    } else if (path_arg(req->path, "/orders/", &arg, &len) && req->method == HTTP_M_GET) {
+    } else if (path_arg(req->path, "/orders/", &arg, &len) && req->method == TR_HTTP_GET) {
         get_order(a, h, req, arg, len);
     } else if (strcmp(req->path, "/emails/stats") == 0) {
         tr_pid router = TR_PID_NONE;
@@ -866,7 +866,7 @@ static void handler(void *user, http_server *h, const http_request *req)
         uint64_t v[3];
         char body[256];
         email_counts(a, v);
-        http_respond(h, req->token, 200, NULL, body, email_stats_body(a, v, body, sizeof body));
+        tr_http_respond(h, req->token, 200, NULL, body, email_stats_body(a, v, body, sizeof body));
     } else {
         respond_error(h, req->token, 404, "no such route");
     }
@@ -954,15 +954,15 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
             snprintf(err, errlen, "cannot register %s", reg);
     }
     if (rc == TR_OK) {
-        http_opts ho = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
+        tr_http_opts ho = {.host = o->http_host, .port = o->tr_http_port, .threads = o->http_threads,
                         .max_request = o->http_max_request, .request_ms = o->http_request_ms,
                         .max_connections = o->http_max_connections, .handler = handler,
                         .user = a, .after_io = o->run_actors > 0 ? after_io : NULL};
-        int hr = http_start(&ho, &a->http);
+        int hr = tr_http_start(&ho, &a->http);
         if (hr != 0) {
             if (err != NULL && errlen > 0)
                 snprintf(err, errlen, "cannot listen on %s:%d: %s",
-                         o->http_host ? o->http_host : "127.0.0.1", o->http_port, strerror(-hr));
+                         o->http_host ? o->http_host : "127.0.0.1", o->tr_http_port, strerror(-hr));
             rc = TR_EINVAL;
         }
     }
@@ -976,7 +976,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
 
 int fs_port(const fs_app *a)
 {
-    return a != NULL ? http_port(a->http) : 0;
+    return a != NULL ? tr_http_port(a->http) : 0;
 }
 
 void fs_stop(fs_app *a)
@@ -987,7 +987,7 @@ void fs_stop(fs_app *a)
      * node who owns what); then the actors (order journals flush and close); then the store,
      * whose last commits answer their calls; then the node (remote answers); then the ports
      * (calls still unanswered get 503); then the HTTP loops, which write what is answered */
-    http_quiesce(a->http);
+    tr_http_quiesce(a->http);
     if (a->sys != NULL) {
         tr_system_stop(a->sys);
         tr_system_join(a->sys);
@@ -996,7 +996,7 @@ void fs_stop(fs_app *a)
     tr_node_stop(a->node);
     for (unsigned i = 0; i < PORTS; i++)
         tr_port_close(a->ports[i]);
-    http_stop(a->http); /* runs the answers' tasks still posted: the records are back */
+    tr_http_stop(a->http); /* runs the answers' tasks still posted: the records are back */
     for (unsigned i = 0; i < PORTS; i++) {
         calls_free(a->spare[i]);
         tr_guest_free(a->guests[i]); /* the loops are gone: no thread is in one */

@@ -3,11 +3,11 @@
  * sockets on 127.0.0.1: answers on the loop thread and from other threads, keep-alive and
  * pipelined requests answered in order, a malformed request (400) and an oversized one (413)
  * closing only their connection, and a slow client closed after its deadline (408) while
- * another client is served meanwhile; the after_io hook, where a same-loop http_post runs at once;
+ * another client is served meanwhile; the after_io hook, where a same-loop tr_http_post runs at once;
  * a pipelined burst far above the read buffer answered in full, in order.
  */
 #include "../unit/test_util.h"
-#include "http.h"
+#include "troupe/http.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,7 +20,7 @@
 
 /* Answers from another thread: (server, token, body) handed over through a small queue. */
 typedef struct job {
-    http_server *srv;
+    tr_http_server *srv;
     uint64_t token;
     char body[256];
     unsigned delay_ms;
@@ -31,17 +31,17 @@ static void *answer_later(void *arg)
     job *j = arg;
     if (j->delay_ms > 0)
         tt_sleep_ms(j->delay_ms);
-    http_respond(j->srv, j->token, 200, "X-From: worker\r\n", j->body, strlen(j->body));
+    tr_http_respond(j->srv, j->token, 200, "X-From: worker\r\n", j->body, strlen(j->body));
     free(j);
     return NULL;
 }
 
-static void handler(void *user, http_server *srv, const http_request *req)
+static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
 {
     (void)user;
-    if (req->method == HTTP_M_GET && strcmp(req->path, "/hello") == 0) {
+    if (req->method == TR_HTTP_GET && strcmp(req->path, "/hello") == 0) {
         const char *b = "{\"hello\":\"world\"}";
-        http_respond(srv, req->token, 200, NULL, b, strlen(b));
+        tr_http_respond(srv, req->token, 200, NULL, b, strlen(b));
         return;
     }
     if (strcmp(req->path, "/echo") == 0 || strcmp(req->path, "/slow") == 0) {
@@ -56,7 +56,7 @@ static void handler(void *user, http_server *srv, const http_request *req)
         return;
     }
     const char *b = "{\"error\":\"not found\"}";
-    http_respond(srv, req->token, 404, NULL, b, strlen(b));
+    tr_http_respond(srv, req->token, 404, NULL, b, strlen(b));
 }
 
 static int dial(int port)
@@ -109,11 +109,11 @@ static bool closed_by_peer(int fd)
 static void test_http_server(void **state)
 {
     (void)state;
-    http_server *srv;
-    http_opts o = {.host = "127.0.0.1", .threads = 2, .max_request = 4096, .request_ms = 300,
+    tr_http_server *srv;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 2, .max_request = 4096, .request_ms = 300,
                    .handler = handler};
-    assert_int_equal(http_start(&o, &srv), 0);
-    int port = http_port(srv);
+    assert_int_equal(tr_http_start(&o, &srv), 0);
+    int port = tr_http_port(srv);
     assert_true(port > 0);
     char buf[8192];
 
@@ -192,7 +192,7 @@ static void test_http_server(void **state)
     assert_non_null(strstr(buf, "200 OK"));
     assert_true(closed_by_peer(fd));
     close(fd);
-    http_stop(srv);
+    tr_http_stop(srv);
 }
 
 static int count_of(const char *buf, const char *what)
@@ -213,11 +213,11 @@ static void test_pipelined_burst_gets_every_answer(void **state)
     (void)state;
     size_t limits[2] = {4096, 65536}; /* buffer bound 12 KiB (below the burst) and 132 KiB */
     for (int k = 0; k < 2; k++) {
-        http_server *srv;
-        http_opts o = {.host = "127.0.0.1", .threads = 1, .max_request = limits[k],
+        tr_http_server *srv;
+        tr_http_opts o = {.host = "127.0.0.1", .threads = 1, .max_request = limits[k],
                        .request_ms = 5000, .handler = handler};
-        assert_int_equal(http_start(&o, &srv), 0);
-        int port = http_port(srv);
+        assert_int_equal(tr_http_start(&o, &srv), 0);
+        int port = tr_http_port(srv);
         static char burst[200 * 128], buf[200 * 256];
         size_t len = 0;
         for (int i = 0; i < 200; i++)
@@ -275,14 +275,14 @@ static void test_pipelined_burst_gets_every_answer(void **state)
         assert_int_equal(count_of(buf, "HTTP/1.1 "), 1);
         assert_non_null(strstr(buf, "400 Bad Request"));
         close(fd);
-        http_stop(srv);
+        tr_http_stop(srv);
     }
 }
 
 /* after_io: a handler that leaves its requests for the end of the loop iteration, where they are
- * answered through http_post — which, called there for the same loop, runs the task at once. */
+ * answered through tr_http_post — which, called there for the same loop, runs the task at once. */
 typedef struct deferred {
-    http_task task;
+    tr_http_task task;
     uint64_t token;
     bool ran;
 } deferred;
@@ -294,24 +294,24 @@ static struct {
     atomic_int calls, answered_at_once, other_thread;
 } A;
 
-static void deferred_run(http_server *srv, http_task *t)
+static void deferred_run(tr_http_server *srv, tr_http_task *t)
 {
     deferred *d = (deferred *)t;
     d->ran = true;
-    http_respond_here(srv, d->token, 200, NULL, "{\"later\":true}", 14);
+    tr_http_respond_here(srv, d->token, 200, NULL, "{\"later\":true}", 14);
 }
 
-static void deferring_handler(void *user, http_server *srv, const http_request *req)
+static void deferring_handler(void *user, tr_http_server *srv, const tr_http_request *req)
 {
     (void)user;
     (void)srv;
-    unsigned loop = http_loop_of(req->token);
+    unsigned loop = tr_http_loop_of(req->token);
     A.loop_thread[loop] = pthread_self();
     if (A.n[loop] < 8)
         A.d[loop][A.n[loop]++].token = req->token;
 }
 
-static void after_io(void *user, http_server *srv, unsigned loop)
+static void after_io(void *user, tr_http_server *srv, unsigned loop)
 {
     (void)user;
     atomic_fetch_add(&A.calls, 1);
@@ -321,7 +321,7 @@ static void after_io(void *user, http_server *srv, unsigned loop)
             atomic_fetch_add(&A.other_thread, 1);
         d->ran = false;
         d->task.fn = deferred_run;
-        assert_int_equal(http_post(srv, loop, &d->task), 0);
+        assert_int_equal(tr_http_post(srv, loop, &d->task), 0);
         if (d->ran)
             atomic_fetch_add(&A.answered_at_once, 1);
     }
@@ -332,12 +332,12 @@ static void test_after_io(void **state)
 {
     (void)state;
     memset(&A, 0, sizeof A);
-    http_server *srv;
-    http_opts o = {.host = "127.0.0.1", .threads = 2, .handler = deferring_handler,
+    tr_http_server *srv;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 2, .handler = deferring_handler,
                    .after_io = after_io};
-    assert_int_equal(http_start(&o, &srv), 0);
+    assert_int_equal(tr_http_start(&o, &srv), 0);
     char buf[4096];
-    int fd = dial(http_port(srv));
+    int fd = dial(tr_http_port(srv));
     put(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "{\"later\":true}"));
@@ -347,7 +347,7 @@ static void test_after_io(void **state)
     assert_non_null(p);
     assert_non_null(strstr(p + 1, "{\"later\":true}")); /* both pipelined ones answered */
     close(fd);
-    http_stop(srv);
+    tr_http_stop(srv);
     assert_true(atomic_load(&A.calls) > 0);
     assert_int_equal(atomic_load(&A.answered_at_once), 3);
     assert_int_equal(atomic_load(&A.other_thread), 0);

@@ -7,13 +7,13 @@
  * when one is complete the parser is paused and the request handed to the handler; bytes that
  * arrive meanwhile (a pipelined request) wait in the buffer. An answer, from whatever thread,
  * goes onto the loop's lock-free stack of tasks and wakes it (uv_async); the loop writes it,
- * then goes on parsing. A caller that can hand its own record to the loop (http_post) has the
- * loop format and write the answer itself (http_respond_here): no allocation per answer.
+ * then goes on parsing. A caller that can hand its own record to the loop (tr_http_post) has the
+ * loop format and write the answer itself (tr_http_respond_here): no allocation per answer.
  * Limits: the request (line, headers, body) may not exceed max_request (413, then close), must
  * arrive within request_ms of the previous answer or of the connection (else the connection is
  * closed: a slow client costs one timer, never a thread), and the buffered input is bounded.
  */
-#include "http.h"
+#include "troupe/http.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -33,9 +33,9 @@
 
 typedef struct loop_t loop_t;
 
-/* An answer given by http_respond: a task that writes it. */
+/* An answer given by tr_http_respond: a task that writes it. */
 typedef struct resp {
-    http_task task;             /* first */
+    tr_http_task task;             /* first */
     uint64_t token;
     size_t len;
     char data[];                /* the whole response */
@@ -61,13 +61,13 @@ typedef struct conn {
     bool failed;                /* the server answered an error and closes: nothing more is read */
     bool in_message;            /* between the first byte of a request and its end */
     int handles;                /* open uv handles (tcp, timer) */
-    http_request req;
+    tr_http_request req;
 } conn;
 
 static _Thread_local loop_t *tls_loop; /* the loop this thread runs, if any */
 
 struct loop_t {
-    http_server *srv;
+    tr_http_server *srv;
     unsigned idx;
     uv_loop_t loop;
     uv_tcp_t listener;
@@ -76,18 +76,18 @@ struct loop_t {
     bool in_after_io;           /* on the loop thread, inside after_io */
     uv_thread_t th;
     pthread_mutex_t lock;       /* the quiesce barrier */
-    _Atomic(http_task *) tasks; /* posted from any thread, newest first (a lock-free stack) */
+    _Atomic(tr_http_task *) tasks; /* posted from any thread, newest first (a lock-free stack) */
     conn *table[BUCKETS];
     uint32_t next_id;
     unsigned nconns;            /* open connections (at most max_connections / threads) */
-    _Atomic bool stopping;      /* set by http_stop on another thread */
-    uint64_t barrier_req, barrier_ack; /* http_quiesce's round trip (under lock) */
+    _Atomic bool stopping;      /* set by tr_http_stop on another thread */
+    uint64_t barrier_req, barrier_ack; /* tr_http_quiesce's round trip (under lock) */
     pthread_cond_t barrier_cond;
 };
 
-struct http_server {
-    http_opts o;
-    _Atomic bool quiesced;      /* the handler is not called any more (http_quiesce) */
+struct tr_http_server {
+    tr_http_opts o;
+    _Atomic bool quiesced;      /* the handler is not called any more (tr_http_quiesce) */
     int port;
     unsigned n;
     loop_t *loops;
@@ -515,20 +515,20 @@ static int cb_complete(http_parser *p)
     c->in_message = false;
     c->seq++; /* (its deadline's timer, if it fires meanwhile, sees in_flight) */
     switch (p->method) {
-    case HTTP_GET: c->req.method = HTTP_M_GET; break;
-    case HTTP_PUT: c->req.method = HTTP_M_PUT; break;
-    case HTTP_POST: c->req.method = HTTP_M_POST; break;
-    default: c->req.method = HTTP_M_OTHER; break;
+    case HTTP_GET: c->req.method = TR_HTTP_GET; break;
+    case HTTP_PUT: c->req.method = TR_HTTP_PUT; break;
+    case HTTP_POST: c->req.method = TR_HTTP_POST; break;
+    default: c->req.method = TR_HTTP_OTHER; break;
     }
     c->req.path = c->url;
     c->req.body = c->body;
     c->req.body_len = c->body_len;
     c->req.token = (uint64_t)c->lp->idx << 56 | (uint64_t)c->id << 24 | (c->seq & 0xFFFFFFu);
     http_parser_pause(p, 1);
-    http_server *srv = c->lp->srv;
+    tr_http_server *srv = c->lp->srv;
     if (atomic_load(&srv->quiesced)) {
         static const char stopping[] = "{\"error\":\"stopping\"}";
-        http_respond(srv, c->req.token, 503, "Retry-After: 1\r\n", stopping,
+        tr_http_respond(srv, c->req.token, 503, "Retry-After: 1\r\n", stopping,
                      sizeof stopping - 1);
         return 0;
     }
@@ -555,10 +555,10 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
     }
 }
 
-int http_respond_here(http_server *s, uint64_t token, int status, const char *headers,
+int tr_http_respond_here(tr_http_server *s, uint64_t token, int status, const char *headers,
                       const char *body, size_t len)
 {
-    unsigned idx = http_loop_of(token);
+    unsigned idx = tr_http_loop_of(token);
     if (s == NULL || idx >= s->n)
         return -1;
     size_t hl = headers != NULL ? strlen(headers) : 0;
@@ -573,7 +573,7 @@ int http_respond_here(http_server *s, uint64_t token, int status, const char *he
     return 0;
 }
 
-int http_post(http_server *s, unsigned loop, http_task *t)
+int tr_http_post(tr_http_server *s, unsigned loop, tr_http_task *t)
 {
     if (s == NULL || loop >= s->n || t == NULL)
         return -1;
@@ -582,7 +582,7 @@ int http_post(http_server *s, unsigned loop, http_task *t)
         t->fn(s, t);
         return 0;
     }
-    http_task *head = atomic_load_explicit(&lp->tasks, memory_order_relaxed);
+    tr_http_task *head = atomic_load_explicit(&lp->tasks, memory_order_relaxed);
     do
         t->next = head;
     while (!atomic_compare_exchange_weak_explicit(&lp->tasks, &head, t, memory_order_release,
@@ -591,17 +591,17 @@ int http_post(http_server *s, unsigned loop, http_task *t)
     return 0;
 }
 
-static void resp_run(http_server *s, http_task *t)
+static void resp_run(tr_http_server *s, tr_http_task *t)
 {
     resp *r = (resp *)t;
-    deliver(&s->loops[http_loop_of(r->token)], r->token, r->data, r->len);
+    deliver(&s->loops[tr_http_loop_of(r->token)], r->token, r->data, r->len);
     free(r);
 }
 
-int http_respond(http_server *s, uint64_t token, int status, const char *headers,
+int tr_http_respond(tr_http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len)
 {
-    unsigned idx = http_loop_of(token);
+    unsigned idx = tr_http_loop_of(token);
     if (s == NULL || idx >= s->n)
         return -1;
     size_t hl = headers != NULL ? strlen(headers) : 0;
@@ -612,23 +612,23 @@ int http_respond(http_server *s, uint64_t token, int status, const char *headers
     r->token = token;
     /* Connection: close is decided on the loop (keep-alive) */
     r->len = format_into(r->data, status, headers != NULL ? headers : "", hl, body, len, false);
-    return http_post(s, idx, &r->task);
+    return tr_http_post(s, idx, &r->task);
 }
 
 /* Runs the tasks posted to lp, oldest first. */
 static void run_tasks(loop_t *lp)
 {
     /* the whole stack at once (so no ABA), then reversed */
-    http_task *newest = atomic_exchange_explicit(&lp->tasks, NULL, memory_order_acquire);
-    http_task *t = NULL;
+    tr_http_task *newest = atomic_exchange_explicit(&lp->tasks, NULL, memory_order_acquire);
+    tr_http_task *t = NULL;
     while (newest != NULL) {
-        http_task *next = newest->next;
+        tr_http_task *next = newest->next;
         newest->next = t;
         t = newest;
         newest = next;
     }
     while (t != NULL) {
-        http_task *next = t->next;
+        tr_http_task *next = t->next;
         t->fn(lp->srv, t);
         t = next;
     }
@@ -700,7 +700,7 @@ static int listen_socket(const char *host, int port, int *bound)
     return fd;
 }
 
-int http_start(const http_opts *o, http_server **out)
+int tr_http_start(const tr_http_opts *o, tr_http_server **out)
 {
     if (o == NULL || o->handler == NULL || out == NULL)
         return -EINVAL;
@@ -711,7 +711,7 @@ int http_start(const http_opts *o, http_server **out)
                                       .on_headers_complete = cb_headers_done,
                                       .on_body = cb_body,
                                       .on_message_complete = cb_complete};
-    http_server *s = calloc(1, sizeof *s);
+    tr_http_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return -ENOMEM;
     s->o = *o;
@@ -742,7 +742,7 @@ int http_start(const http_opts *o, http_server **out)
             uv_loop_close(&lp->loop);
             pthread_mutex_destroy(&lp->lock);
             s->n = i;
-            http_stop(s); /* closes what was started */
+            tr_http_stop(s); /* closes what was started */
             return fd;
         }
         port = bound; /* the others share the first one's port */
@@ -760,7 +760,7 @@ int http_start(const http_opts *o, http_server **out)
         }
         if (rc != 0 || uv_thread_create(&lp->th, loop_main, lp) != 0) {
             s->n = i + 1;
-            http_stop(s);
+            tr_http_stop(s);
             return rc != 0 ? rc : -EAGAIN;
         }
     }
@@ -768,12 +768,12 @@ int http_start(const http_opts *o, http_server **out)
     return 0;
 }
 
-int http_port(const http_server *s)
+int tr_http_port(const tr_http_server *s)
 {
     return s != NULL ? s->port : 0;
 }
 
-void http_quiesce(http_server *s)
+void tr_http_quiesce(tr_http_server *s)
 {
     if (s == NULL)
         return;
@@ -791,7 +791,7 @@ void http_quiesce(http_server *s)
     }
 }
 
-void http_stop(http_server *s)
+void tr_http_stop(tr_http_server *s)
 {
     if (s == NULL)
         return;
