@@ -141,6 +141,7 @@ static void node_kill(node *n, int sig)
 /* One HTTP request on a fresh connection; returns the status and copies the body. */
 static int http_within(int port, const char *method, const char *path, const char *body,
                        char *out, size_t cap, unsigned timeout_ms);
+static _Thread_local char g_head[2048]; /* the status line and headers of the last answer */
 
 static int http(int port, const char *method, const char *path, const char *body, char *out,
                 size_t cap)
@@ -178,6 +179,7 @@ static int http_within(int port, const char *method, const char *path, const cha
     int status = 0;
     sscanf(buf, "HTTP/1.1 %d", &status);
     const char *b = strstr(buf, "\r\n\r\n");
+    snprintf(g_head, sizeof g_head, "%.*s", b != NULL ? (int)(b - buf) : 0, buf);
     if (out != NULL)
         snprintf(out, cap, "%s", b != NULL ? b + 4 : "");
     return status;
@@ -300,6 +302,22 @@ static void test_api_contract(void **state)
     assert_non_null(strstr(body, "\"remaining\":2"));
     assert_int_equal(http(n.port, "GET", "/inventory/s1", NULL, body, sizeof body), 200);
     assert_int_equal(http(n.port, "GET", "/inventory/nope", NULL, body, sizeof body), 404);
+    /* methods: HEAD answered as GET without a body; 405 with Allow; 501 for unknown ones */
+    assert_int_equal(http(n.port, "HEAD", "/health", NULL, body, sizeof body), 200);
+    assert_string_equal(body, "");
+    assert_non_null(strstr(g_head, "Content-Length: 18"));
+    assert_int_equal(http(n.port, "HEAD", "/inventory/s1", NULL, body, sizeof body), 200);
+    assert_string_equal(body, "");
+    assert_int_equal(http(n.port, "DELETE", "/orders", NULL, body, sizeof body), 405);
+    assert_non_null(strstr(g_head, "\r\nAllow: POST"));
+    assert_string_equal(body, "{\"error\":\"method not allowed\"}");
+    assert_int_equal(http(n.port, "POST", "/health", "{}", body, sizeof body), 405);
+    assert_non_null(strstr(g_head, "\r\nAllow: GET, HEAD"));
+    assert_int_equal(http(n.port, "DELETE", "/health", NULL, body, sizeof body), 405);
+    assert_int_equal(http(n.port, "DELETE", "/inventory/s1", NULL, body, sizeof body), 405);
+    assert_non_null(strstr(g_head, "\r\nAllow: GET, HEAD, PUT"));
+    assert_int_equal(http(n.port, "PUT", "/orders/s1-2", "{}", body, sizeof body), 405);
+    assert_int_equal(http(n.port, "BREW", "/health", NULL, body, sizeof body), 501);
     /* a SKU never set up: 404 on every route (an order for it is not "sold out") */
     assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u1\",\"sku\":\"nope\"}", body,
                           sizeof body),
@@ -590,7 +608,7 @@ static void test_bad_clients_do_not_disturb(void **state)
                 TT_DEADLINE_MS);
     assert_non_null(strstr(g, "HTTP/1.1 400"));
     assert_non_null(strstr(h, "HTTP/1.1 413"));
-    assert_non_null(strstr(f, "HTTP/1.1 413"));
+    assert_non_null(strstr(f, "HTTP/1.1 431")); /* headers too large */
     int closed = 0;
     uint64_t deadline = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
     while (closed < SLOW && tt_now_ns() < deadline) {

@@ -39,7 +39,8 @@ static void *answer_later(void *arg)
 static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
 {
     (void)user;
-    if (req->method == TR_HTTP_GET && strcmp(req->path, "/hello") == 0) {
+    if ((req->method == TR_HTTP_GET || req->method == TR_HTTP_HEAD) &&
+        strcmp(req->path, "/hello") == 0) {
         const char *b = "{\"hello\":\"world\"}";
         tr_http_respond(srv, req->token, 200, NULL, b, strlen(b));
         return;
@@ -55,8 +56,28 @@ static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
         pthread_detach(th);
         return;
     }
+    if (strcmp(req->path, "/upload") == 0 || strcmp(req->path, "/inspect") == 0) {
+        char out[512], q[64] = "", sp[64] = "";
+        const char *x = tr_http_header_get(req, "x-test");
+        int ql = tr_http_query_get(req, "q", q, sizeof q);
+        int sl = tr_http_query_get(req, "sp ace", sp, sizeof sp);
+        int n = snprintf(out, sizeof out,
+                         "{\"got\":%zu,\"method\":%d,\"x\":\"%s\",\"q\":\"%s\",\"ql\":%d,"
+                         "\"sp\":\"%s\",\"sl\":%d,\"nh\":%zu,\"query\":\"%s\"}",
+                         req->body_len, (int)req->method, x != NULL ? x : "(none)", q, ql, sp,
+                         sl, req->nheaders, req->query);
+        tr_http_respond(srv, req->token, 200, NULL, out, (size_t)n);
+        return;
+    }
     const char *b = "{\"error\":\"not found\"}";
     tr_http_respond(srv, req->token, 404, NULL, b, strlen(b));
+}
+
+/* /upload takes bodies up to 1 MiB; every other route max_request. */
+static size_t body_limit(void *user, tr_http_method m, const char *path)
+{
+    (void)user;
+    return m == TR_HTTP_POST && strcmp(path, "/upload") == 0 ? 1u << 20 : 0;
 }
 
 static int dial(int port)
@@ -279,6 +300,142 @@ static void test_pipelined_burst_gets_every_answer(void **state)
     }
 }
 
+
+/* Writes all of data (a client that sends its whole request before reading, as most SDKs do);
+ * errors are ignored: the server may have answered and shut its side already. */
+static size_t put_all(int fd, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send(fd, data + off, len - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    return off; /* all of it, unless the server reset the connection */
+}
+
+/* Request headers, query strings with %-decoding, HEAD, unknown methods (501), Expect:
+ * 100-continue, a per-route body limit, and the answers of errors the server makes itself read by
+ * a client that wrote everything first (lingering close): 413 for a 1 MiB body, 431 for 100 KB of
+ * headers — a reset before (issue 21, point 2). */
+static void test_headers_query_head_and_errors(void **state)
+{
+    (void)state;
+    tr_http_server *srv;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 1, .max_request = 4096, .request_ms = 3000,
+                      .handler = handler, .body_limit = body_limit};
+    assert_int_equal(tr_http_start(&o, &srv), 0);
+    int port = tr_http_port(srv);
+    static char buf[1 << 16];
+
+    /* headers (any case) and the query, decoded */
+    int fd = dial(port);
+    put(fd, "GET /inspect?q=a%2Fb+c&sp+ace=%41&empty HTTP/1.1\r\nHost: x\r\nX-TEST: hello\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "\"x\":\"hello\""));
+    assert_non_null(strstr(buf, "\"q\":\"a/b c\",\"ql\":5"));
+    assert_non_null(strstr(buf, "\"sp\":\"A\",\"sl\":1"));
+    assert_non_null(strstr(buf, "\"nh\":2"));
+    assert_non_null(strstr(buf, "\"query\":\"q=a%2Fb+c&sp+ace=%41&empty\""));
+    /* malformed escapes and a NUL are refused (-2), a missing key is -1 */
+    put(fd, "GET /inspect?q=%zz&sp+ace=%00 HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "\"ql\":-2"));
+    assert_non_null(strstr(buf, "\"sl\":-2"));
+    put(fd, "GET /inspect HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "\"ql\":-1"));
+    assert_non_null(strstr(buf, "\"x\":\"(none)\""));
+    /* HEAD: the headers, Content-Length included, and no body; the connection goes on */
+    put(fd, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 2);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200 OK", 15), 0);
+    assert_non_null(strstr(buf, "Content-Length: 17\r\n"));
+    char *second = strstr(buf + 1, "HTTP/1.1 200 OK");
+    assert_non_null(second);
+    assert_null(memmem(buf, (size_t)(second - buf), "hello", 5)); /* no body before it */
+    assert_non_null(strstr(second, "{\"hello\":\"world\"}"));
+    /* Expect: 100-continue: the go-ahead first, then the answer to the body */
+    put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pf, 1, 3000), 1);
+    ssize_t r = read(fd, buf, sizeof buf - 1);
+    assert_true(r > 0);
+    buf[r] = '\0';
+    assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    put(fd, "abcd");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "{\"got\":4}"));
+    close(fd);
+
+    /* a route that takes large bodies, and one that does not */
+    static char big[(1 << 20) + 256];
+    size_t bl = 200000;
+    int hl = snprintf(big, 256, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+                      bl);
+    memset(big + hl, 'b', bl);
+    fd = dial(port);
+    assert_int_equal(put_all(fd, big, (size_t)hl + bl), (size_t)hl + bl);
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "\"got\":200000"));
+    close(fd);
+
+    /* an unknown method: 501; a 1 MiB body where 4 KiB is the limit, written whole before
+     * reading: 413, readable; 100 KB of headers: 431, readable */
+    fd = dial(port);
+    put(fd, "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "501 Not Implemented"));
+    assert_true(closed_by_peer(fd));
+    close(fd);
+    bl = 8u << 20; /* more than loopback's socket buffers hold: the server must read it */
+    char *huge = malloc(bl + 256);
+    assert_non_null(huge);
+    hl = snprintf(huge, 256, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", bl);
+    memset(huge + hl, 'b', bl);
+    fd = dial(port);
+    assert_int_equal(put_all(fd, huge, (size_t)hl + bl), (size_t)hl + bl); /* no reset */
+    free(huge);
+    size_t n = get(fd, buf, sizeof buf, 1);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "413 Payload Too Large"));
+    close(fd);
+    hl = snprintf(big, 256, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(big + hl, 'h', 100000);
+    memcpy(big + hl + 100000, "\r\n\r\n", 4);
+    fd = dial(port);
+    assert_int_equal(put_all(fd, big, (size_t)hl + 100004), (size_t)hl + 100004);
+    n = get(fd, buf, sizeof buf, 1);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "431 Request Header Fields Too Large"));
+    close(fd);
+    /* 65 headers: 431 */
+    fd = dial(port);
+    put(fd, "GET /hello HTTP/1.1\r\n");
+    for (int i = 0; i < 65; i++) {
+        char h[32];
+        snprintf(h, sizeof h, "X-%d: %d\r\n", i, i);
+        put(fd, h);
+    }
+    put(fd, "\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "431"));
+    close(fd);
+    tr_http_stop(srv);
+
+    /* the decoder itself */
+    char out[16];
+    assert_int_equal(tr_http_decode("%41%2f+b", 8, out, sizeof out, true), 4);
+    assert_string_equal(out, "A/ b");
+    assert_int_equal(tr_http_decode("a+b", 3, out, sizeof out, false), 3);
+    assert_string_equal(out, "a+b");
+    assert_int_equal(tr_http_decode("%4", 2, out, sizeof out, false), -1);
+    assert_int_equal(tr_http_decode("%", 1, out, sizeof out, false), -1);
+    assert_int_equal(tr_http_decode("%00", 3, out, sizeof out, false), -1);
+    assert_int_equal(tr_http_decode("0123456789abcdef", 16, out, sizeof out, false), -1);
+}
+
 /* after_io: a handler that leaves its requests for the end of the loop iteration, where they are
  * answered through tr_http_post — which, called there for the same loop, runs the task at once. */
 typedef struct deferred {
@@ -357,6 +514,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_http_server),
     cmocka_unit_test(test_after_io),
     cmocka_unit_test(test_pipelined_burst_gets_every_answer),
+    cmocka_unit_test(test_headers_query_head_and_errors),
 };
 
 TT_MAIN_PLAIN(tests)

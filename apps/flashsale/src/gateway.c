@@ -127,6 +127,18 @@ static void respond_error(tr_http_server *h, uint64_t token, int status, const c
     respond_err(h, token, status, NULL, msg);
 }
 
+/* 405 with the methods the route takes (allow: an "Allow: ...\r\n" header line). */
+static void not_allowed(tr_http_server *h, uint64_t token, const char *allow)
+{
+    respond_err(h, token, 405, allow, "method not allowed");
+}
+
+/* GET, or HEAD (answered as GET; the server sends the headers only). */
+static bool reads(const tr_http_request *req)
+{
+    return req->method == TR_HTTP_GET || req->method == TR_HTTP_HEAD;
+}
+
 /* An error the client should retry after a second (429, 503). */
 static void respond_retry(tr_http_server *h, uint64_t token, int status, const char *msg)
 {
@@ -724,12 +736,12 @@ static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, 
         c.kind = CALL_SET;
         c.req = tr_msg_new(ORDER_SET_STOCK, 9);
         msgpack_pack_uint64(tr_msg_packer(c.req), stock);
-    } else if (req->method == TR_HTTP_GET) {
+    } else if (req->method == TR_HTTP_GET || req->method == TR_HTTP_HEAD) {
         /* started on demand: after a restart the SKU's actor recovers from its journal */
         c.kind = CALL_GET;
         c.req = tr_msg_new(ORDER_GET, 0);
     } else {
-        respond_error(h, req->token, 405, "PUT or GET");
+        not_allowed(h, req->token, "Allow: GET, HEAD, PUT\r\n");
         return;
     }
     if (!order_sku_valid(sku, sl)) {
@@ -827,7 +839,10 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
     const char *arg;
     size_t len;
     guest_begin(a, tr_http_loop_of(req->token));
-    if (strcmp(req->path, "/health") == 0) {
+    if ((strcmp(req->path, "/health") == 0 || strcmp(req->path, "/emails/stats") == 0) &&
+        !reads(req)) {
+        not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
+    } else if (strcmp(req->path, "/health") == 0) {
         if (a->node == NULL) {
             respond(h, req->token, 200, "{\"status\":\"ready\"}");
         } else { /* and the cluster as this node sees it */
@@ -847,9 +862,12 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
         if (req->method == TR_HTTP_POST)
             place_order(a, h, req);
         else
-            respond_error(h, req->token, 405, "POST");
-    } else if (path_arg(req->path, "/orders/", &arg, &len) && req->method == TR_HTTP_GET) {
-        get_order(a, h, req, arg, len);
+            not_allowed(h, req->token, "Allow: POST\r\n");
+    } else if (path_arg(req->path, "/orders/", &arg, &len)) {
+        if (reads(req))
+            get_order(a, h, req, arg, len);
+        else
+            not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
     } else if (strcmp(req->path, "/emails/stats") == 0) {
         tr_pid router = TR_PID_NONE;
         if (!owned_here(a, EMAIL_KEY, &router)) { /* the email actor runs on another node */

@@ -1,10 +1,25 @@
 /*
- * http.h — a small HTTP/1.1 server on libuv (Debian's libuv1 and http-parser), for the flash
- * sale's gateway: several event-loop threads sharing the port (SO_REUSEPORT), keep-alive, one
- * request at a time per connection (pipelined requests wait their turn), a bounded request size
- * (413 above it), a deadline for each request to arrive (slow clients are closed, never waited
- * for), and answers given later from any thread (tr_http_respond), so a handler can hand the
- * request to an actor and return at once.
+ * troupe/http.h — the web unit's HTTP/1.1 server (troupe::web): libuv event loops and Debian's
+ * http-parser, answers from any thread. It needs nothing else of troupe: the apps bridge it to
+ * actors (a port per loop, a guest per loop), an embedder can use it alone.
+ *
+ * Why our own server and not a library's: the flash sale reaches 0.77x of nginx answering a
+ * constant on the same host (docs/performance.md) because each loop runs the actors its requests
+ * wake in one batch, right after the loop's reads (the after_io hook + guests), and writes the
+ * answers in place (tr_http_post / tr_http_respond_here: no allocation, no hand-off). Servers
+ * that own their threads or copy each answer into their own queues cannot do either.
+ *
+ * Contract. Several loop threads share the port (SO_REUSEPORT); each owns its connections. A
+ * connection carries one request at a time (pipelined requests wait their turn, in order; the
+ * server stops reading while its bounded buffer is full of them). Limits: line + headers at most
+ * max_request bytes and 64 headers (431 above), the body at most max_request or what body_limit
+ * allows for the route (413), each request must arrive within request_ms (408, or a silent close
+ * of an idle keep-alive connection), max_connections open at once. An error the server answers
+ * itself (400 malformed, 408, 413, 431, 501 unknown method) ends the connection with a lingering
+ * close: the answer is sent, the write side shut, and whatever the client still sends is read and
+ * discarded for a while, so a client that writes its whole body before reading still reads its
+ * 413 instead of a reset. `Expect: 100-continue` gets its 100 when the body is within the limit.
+ * A HEAD request is answered with the headers of the handler's answer, without its body.
  */
 #ifndef TROUPE_HTTP_H
 #define TROUPE_HTTP_H
@@ -15,18 +30,42 @@
 
 typedef struct tr_http_server tr_http_server;
 
-typedef enum tr_http_method { TR_HTTP_GET, TR_HTTP_PUT, TR_HTTP_POST, TR_HTTP_OTHER } tr_http_method;
+typedef enum tr_http_method {
+    TR_HTTP_GET,
+    TR_HTTP_PUT,
+    TR_HTTP_POST,
+    TR_HTTP_OTHER,              /* a method http-parser knows that is not named here (OPTIONS, ...) */
+    TR_HTTP_HEAD,               /* answer as for GET: the server sends the headers only */
+    TR_HTTP_DELETE,
+} tr_http_method;
+
+/* One request header, as received (names in the client's case; NUL-terminated). */
+typedef struct tr_http_header {
+    const char *name;
+    const char *value;
+} tr_http_header;
 
 typedef struct tr_http_request {
     tr_http_method method;
-    const char *path;           /* the URL's path (NUL-terminated; no query) */
+    const char *path;           /* the URL's path, as sent (NUL-terminated; %-escapes kept) */
+    const char *query;          /* what follows '?', as sent ("" when none) */
+    const tr_http_header *headers;
+    size_t nheaders;
     const char *body;           /* the body (NUL-terminated copy) */
     size_t body_len;
     uint64_t token;             /* pass it to tr_http_respond */
 } tr_http_request;
 
-/* Called on a loop thread for each complete request; answer it (now or later) with
- * tr_http_respond. The request's memory is valid until then. */
+/* The value of header `name` (compared without case), or NULL. */
+const char *tr_http_header_get(const tr_http_request *req, const char *name);
+/* Decodes %-escapes (and '+' as a space when plus_space) of s[0..n) into out (cap bytes, NUL
+ * added). Returns the length, or -1 for a malformed escape, an escaped or raw NUL, or no room. */
+int tr_http_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space);
+/* The decoded value of query parameter `key` (the first one) into out: its length; -1 when it is
+ * not there; -2 when it is malformed or does not fit (see tr_http_decode). "?a&b=" gives "" for
+ * both a and b. */
+int tr_http_query_get(const tr_http_request *req, const char *key, char *out, size_t cap);
+
 typedef void (*tr_http_handler)(void *user, tr_http_server *srv, const tr_http_request *req);
 
 typedef struct tr_http_opts {
@@ -38,6 +77,9 @@ typedef struct tr_http_opts {
     unsigned max_connections;   /* open at once (shared out among the threads); 0 = 10,000 */
     tr_http_handler handler;
     void *user;
+    /* Optional: the largest body route (method, path) accepts, when it may exceed max_request
+     * (an upload, say); called once the headers are in. Return 0 for max_request. */
+    size_t (*body_limit)(void *user, tr_http_method method, const char *path);
     /* Optional: called on each loop thread once per loop iteration, after that iteration's
      * requests went to the handler — where a handler that batches its work does it. Tasks
      * posted from here to this same loop (tr_http_post) run at once. */

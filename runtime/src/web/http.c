@@ -1,17 +1,23 @@
 /*
- * http.c — the gateway's HTTP/1.1 server (see http.h): libuv loops, http-parser, answers from
- * any thread.
+ * http.c — the web unit's HTTP/1.1 server (see troupe/http.h and docs/web.md): libuv loops,
+ * http-parser, answers from any thread.
  *
  * Each loop thread has its own listening socket on the shared port (SO_REUSEPORT: the kernel
  * spreads connections) and owns its connections. A connection parses one request at a time:
  * when one is complete the parser is paused and the request handed to the handler; bytes that
- * arrive meanwhile (a pipelined request) wait in the buffer. An answer, from whatever thread,
- * goes onto the loop's lock-free stack of tasks and wakes it (uv_async); the loop writes it,
- * then goes on parsing. A caller that can hand its own record to the loop (tr_http_post) has the
- * loop format and write the answer itself (tr_http_respond_here): no allocation per answer.
- * Limits: the request (line, headers, body) may not exceed max_request (413, then close), must
- * arrive within request_ms of the previous answer or of the connection (else the connection is
- * closed: a slow client costs one timer, never a thread), and the buffered input is bounded.
+ * arrive meanwhile (pipelined requests) wait in the buffer, and once it is full the connection
+ * stops reading until the answer leaves (never an error: the request in flight keeps its answer).
+ * An answer, from whatever thread, goes onto the loop's lock-free stack of tasks and wakes it
+ * (uv_async); the loop writes it, then goes on parsing. A caller that can hand its own record to
+ * the loop (tr_http_post) has the loop format and write the answer itself
+ * (tr_http_respond_here): no allocation per answer.
+ * Limits: line and headers at most max_request bytes and HEADERS_MAX headers (431), the body at
+ * most max_request or the route's body_limit (413); a request must arrive within request_ms of the
+ * previous answer or of the connection (else the connection is closed: a slow client costs one
+ * timer, never a thread); the buffered input is bounded. An error the server answers itself ends
+ * the connection with a lingering close (linger()), so the client reads the answer.
+ * Header names and values are kept per request in one growing buffer (bounded by max_request),
+ * NUL-terminated, and handed over as a table once the headers are complete.
  */
 #include "troupe/http.h"
 
@@ -30,6 +36,9 @@
 
 #define URL_MAX 512u
 #define BUCKETS 4096u
+#define HEADERS_MAX 64u         /* headers per request (431 above) */
+#define LINGER_IDLE_MS 2000u    /* a lingering close waits this long for more bytes to discard, */
+#define LINGER_MAX_MS 10000u    /* and this long in all */
 
 typedef struct loop_t loop_t;
 
@@ -55,12 +64,25 @@ typedef struct conn {
     char *body;
     size_t body_len, body_cap;
     size_t req_bytes;
+    size_t limit;               /* the current request's body may not exceed this */
+    char *hdr;                  /* the request's header names and values, each NUL-terminated */
+    size_t hdr_len, hdr_cap;
+    size_t hdr_off[2 * HEADERS_MAX]; /* offsets of name, value, name, value, ... */
+    unsigned nhdr_tok;          /* tokens started (names and values) */
+    bool in_value;              /* the last header bytes were a value's */
+    tr_http_header headers[HEADERS_MAX];
     uint64_t deadline;          /* loop time (ms) the next request must have arrived by */
+    uint64_t linger_end;        /* loop time a lingering close ends at the latest */
     uint32_t seq;
     bool in_flight, keep_alive, closing, too_big;
+    bool too_many_headers;
+    bool headers_done;          /* the current request's headers are all in */
     bool failed;                /* the server answered an error and closes: nothing more is read */
+    bool lingering;             /* answered, write side shut: reading and discarding until close */
+    bool head;                  /* the request in flight is a HEAD: its answer goes without body */
     bool in_message;            /* between the first byte of a request and its end */
     int handles;                /* open uv handles (tcp, timer) */
+    uv_shutdown_t shut;
     tr_http_request req;
 } conn;
 
@@ -121,6 +143,7 @@ static void on_handle_closed(uv_handle_t *h)
         c->lp->nconns--;
         free(c->buf);
         free(c->body);
+        free(c->hdr);
         free(c);
     }
 }
@@ -142,10 +165,14 @@ typedef struct wreq {
     bool close_after;
 } wreq;
 
+static void linger(conn *c);
+
 static void on_written(uv_write_t *w, int status)
 {
     wreq *r = (wreq *)w;
-    if (status < 0 || r->close_after)
+    if (status >= 0 && r->close_after && r->c->failed)
+        linger(r->c); /* the client reads the answer before the connection ends */
+    else if (status < 0 || r->close_after)
         conn_close(r->c);
     free(r->data);
     free(r);
@@ -208,6 +235,8 @@ static const char *reason(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
@@ -292,12 +321,61 @@ static void fail(conn *c, int status, const char *msg)
     send_raw(c, p, len, p, true);
 }
 
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_timeout(uv_timer_t *t);
+
+static void on_shutdown(uv_shutdown_t *sh, int status)
+{
+    conn *c = sh->data;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->len = c->parsed = 0;
+    uint64_t now = uv_now(&c->lp->loop);
+    c->linger_end = now + LINGER_MAX_MS;
+    c->deadline = now + LINGER_IDLE_MS;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_timeout, LINGER_IDLE_MS, 0);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_close(c);
+}
+
+/* A lingering close (as nginx's lingering_close): the answer is written; shut the write side
+ * (the client sees the end of the answer) and read what the client still sends, discarding it,
+ * until it closes, goes quiet for LINGER_IDLE_MS, or LINGER_MAX_MS pass. Closing at once with
+ * unread bytes would make the kernel send a reset, which destroys the answer in the client's
+ * receive buffer before it reads it. */
+static void linger(conn *c)
+{
+    if (c->closing)
+        return;
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        conn_close(c);
+}
+
 /* The request deadline's timer is lazy: an answer only moves c->deadline, and the timer, when it
  * fires, starts again for what is left (two heap operations per request saved). */
 static void on_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
-    if (c->in_flight || c->closing)
+    if (c->closing)
+        return;
+    if (c->lingering) {
+        uint64_t now = uv_now(&c->lp->loop);
+        uint64_t until = c->deadline < c->linger_end ? c->deadline : c->linger_end;
+        if (now >= until)
+            conn_close(c);
+        else
+            uv_timer_start(&c->timer, on_timeout, until - now, 0);
+        return;
+    }
+    if (c->in_flight)
         return; /* armed again with the answer */
     uint64_t now = uv_now(&c->lp->loop);
     if (now < c->deadline) {
@@ -320,17 +398,51 @@ static void arm_timer(conn *c)
 }
 
 /* Parses what is buffered, up to the end of the next request. */
+/* Whether p[0..n) begins with a well-formed request line: "TOKEN SP TARGET SP HTTP/1.d" CRLF
+ * (leading empty lines skipped). An unknown method in such a line is 501; anything else, 400. */
+static bool request_line_ok(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == '\r' || p[i] == '\n'))
+        i++;
+    size_t m = i;
+    while (i < n && ((p[i] >= 'A' && p[i] <= 'Z') || p[i] == '-' || p[i] == '_'))
+        i++;
+    if (i == m || i - m > 32 || i >= n || p[i++] != ' ')
+        return false;
+    size_t t = i;
+    while (i < n && p[i] > ' ' && p[i] < 0x7f)
+        i++;
+    if (i == t || i >= n || p[i++] != ' ')
+        return false;
+    return n - i >= 10 && memcmp(p + i, "HTTP/1.", 7) == 0 && p[i + 7] >= '0' &&
+           p[i + 7] <= '9' && p[i + 8] == '\r' && p[i + 9] == '\n';
+}
+
 static void parse_some(conn *c)
 {
     if (c->in_flight || c->closing || c->failed)
         return;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0);
+    size_t from = c->parsed;
     size_t n = http_parser_execute(&c->parser, &settings, c->buf + c->parsed, c->len - c->parsed);
     c->parsed += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->too_many_headers) {
+        fail(c, 431, "too many or too large headers");
+        return;
+    }
     if (c->too_big) {
-        fail(c, 413, "request too large");
+        /* the line and headers, or the body */
+        if (c->headers_done)
+            fail(c, 413, "request too large");
+        else
+            fail(c, 431, "request line or headers too large");
+        return;
+    }
+    if (e == HPE_INVALID_METHOD && request_line_ok(c->buf + from, c->len - from)) {
+        fail(c, 501, "method not implemented");
         return;
     }
     if (e != HPE_OK && e != HPE_PAUSED) {
@@ -368,6 +480,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     (void)b;
     conn *c = s->data;
+    if (c->lingering) { /* discarding until the client closes or goes quiet */
+        if (nread < 0) {
+            conn_close(c);
+        } else if (nread > 0) {
+            c->len = 0;
+            c->deadline = uv_now(&c->lp->loop) + LINGER_IDLE_MS;
+        }
+        return;
+    }
     if (nread == UV_ENOBUFS) { /* no room left (full of pipelined requests): wait for the answer */
         uv_read_stop(s);
         return;
@@ -430,10 +551,22 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- parser callbacks ---------------------------------------------------------------------- */
 
+static tr_http_method method_of(unsigned m)
+{
+    switch (m) {
+    case HTTP_GET: return TR_HTTP_GET;
+    case HTTP_HEAD: return TR_HTTP_HEAD;
+    case HTTP_PUT: return TR_HTTP_PUT;
+    case HTTP_POST: return TR_HTTP_POST;
+    case HTTP_DELETE: return TR_HTTP_DELETE;
+    default: return TR_HTTP_OTHER;
+    }
+}
+
 static int count_bytes(conn *c, size_t n)
 {
     c->req_bytes += n;
-    if (c->req_bytes > c->lp->srv->o.max_request) {
+    if (c->req_bytes > c->limit) {
         c->too_big = true;
         return -1;
     }
@@ -446,6 +579,11 @@ static int cb_begin(http_parser *p)
     c->url_len = 0;
     c->body_len = 0;
     c->req_bytes = 0;
+    c->limit = c->lp->srv->o.max_request;
+    c->hdr_len = 0;
+    c->nhdr_tok = 0;
+    c->in_value = false;
+    c->headers_done = false;
     c->in_message = true;
     return 0;
 }
@@ -462,18 +600,110 @@ static int cb_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int cb_header(http_parser *p, const char *at, size_t n)
+/* Appends n bytes to the header store (its size is bounded by count_bytes: max_request). */
+static int hdr_put(conn *c, const char *at, size_t n)
 {
-    (void)at;
-    return count_bytes(p->data, n);
+    if (c->hdr_len + n + 1 > c->hdr_cap) {
+        size_t cap = c->hdr_cap ? c->hdr_cap : 512;
+        while (cap < c->hdr_len + n + 1)
+            cap *= 2;
+        char *h = realloc(c->hdr, cap);
+        if (h == NULL)
+            return -1;
+        c->hdr = h;
+        c->hdr_cap = cap;
+    }
+    memcpy(c->hdr + c->hdr_len, at, n);
+    c->hdr_len += n;
+    return 0;
+}
+
+/* Starts the next token (a name when value is false): the previous one gets its NUL. */
+static int hdr_token(conn *c, bool value)
+{
+    if (!value && c->nhdr_tok / 2 >= HEADERS_MAX) {
+        c->too_many_headers = true;
+        return -1;
+    }
+    if (c->nhdr_tok > 0 && hdr_put(c, "", 0) == 0)
+        c->hdr[c->hdr_len++] = '\0';
+    c->hdr_off[c->nhdr_tok++] = c->hdr_len;
+    c->in_value = value;
+    return 0;
+}
+
+static int cb_field(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (count_bytes(c, n) != 0)
+        return -1;
+    if ((c->nhdr_tok == 0 || c->in_value) && hdr_token(c, false) != 0)
+        return -1;
+    return hdr_put(c, at, n);
+}
+
+static int cb_value(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (count_bytes(c, n) != 0)
+        return -1;
+    if (!c->in_value && hdr_token(c, true) != 0)
+        return -1;
+    return hdr_put(c, at, n);
+}
+
+static char lower(char ch)
+{
+    return ch >= 'A' && ch <= 'Z' ? (char)(ch + ('a' - 'A')) : ch;
+}
+
+/* ASCII, without case (header names and tokens; no locale). */
+static bool eq_nocase(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (lower(*a) != lower(*b))
+            return false;
+    return *a == *b;
 }
 
 static int cb_headers_done(http_parser *p)
 {
     conn *c = p->data;
-    if (p->content_length != ULLONG_MAX && p->content_length > c->lp->srv->o.max_request) {
+    c->headers_done = true;
+    /* the header table: names and values, NUL-terminated in the store (which no longer moves) */
+    if (c->nhdr_tok % 2 == 1 && hdr_token(c, true) != 0) /* a name without value */
+        return -1;
+    if (hdr_put(c, "", 0) != 0)
+        return -1;
+    c->hdr[c->hdr_len++] = '\0';
+    size_t nh = c->nhdr_tok / 2;
+    for (size_t i = 0; i < nh; i++)
+        c->headers[i] = (tr_http_header){.name = c->hdr + c->hdr_off[2 * i],
+                                         .value = c->hdr + c->hdr_off[2 * i + 1]};
+    c->req.headers = c->headers;
+    c->req.nheaders = nh;
+    tr_http_server *srv = c->lp->srv;
+    if (srv->o.body_limit != NULL) { /* the route may take a larger body */
+        c->url[c->url_len] = '\0';
+        char path[URL_MAX + 1];
+        memcpy(path, c->url, c->url_len + 1);
+        char *q = strchr(path, '?');
+        if (q != NULL)
+            *q = '\0';
+        size_t lim = srv->o.body_limit(srv->o.user, method_of(p->method), path);
+        if (lim > c->limit)
+            c->limit = c->req_bytes + lim; /* the headers counted so far, and the body */
+    }
+    if (p->content_length != ULLONG_MAX && p->content_length > c->limit - c->req_bytes) {
         c->too_big = true;
         return -1;
+    }
+    /* a client that waits for a go-ahead before sending its body gets it (RFC 9110 10.1.1) */
+    const char *expect = tr_http_header_get(&c->req, "expect");
+    if (expect != NULL && eq_nocase(expect, "100-continue") && p->http_minor >= 1 &&
+        p->content_length != 0) {
+        static const char go[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        send_raw(c, go, sizeof go - 1, NULL, false);
     }
     return 0;
 }
@@ -504,7 +734,8 @@ static int cb_complete(http_parser *p)
     c->url[c->url_len] = '\0';
     char *q = strchr(c->url, '?');
     if (q != NULL)
-        *q = '\0';
+        *q++ = '\0';
+    c->req.query = q != NULL ? q : "";
     if (c->body == NULL && (c->body = malloc(1)) != NULL)
         c->body_cap = 1;
     if (c->body == NULL)
@@ -514,12 +745,8 @@ static int cb_complete(http_parser *p)
     c->in_flight = true;
     c->in_message = false;
     c->seq++; /* (its deadline's timer, if it fires meanwhile, sees in_flight) */
-    switch (p->method) {
-    case HTTP_GET: c->req.method = TR_HTTP_GET; break;
-    case HTTP_PUT: c->req.method = TR_HTTP_PUT; break;
-    case HTTP_POST: c->req.method = TR_HTTP_POST; break;
-    default: c->req.method = TR_HTTP_OTHER; break;
-    }
+    c->req.method = method_of(p->method);
+    c->head = c->req.method == TR_HTTP_HEAD;
     c->req.path = c->url;
     c->req.body = c->body;
     c->req.body_len = c->body_len;
@@ -536,6 +763,77 @@ static int cb_complete(http_parser *p)
     return 0;
 }
 
+/* ---- requests: headers, query strings, %-decoding ------------------------------------------ */
+
+const char *tr_http_header_get(const tr_http_request *req, const char *name)
+{
+    if (req == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (eq_nocase(req->headers[i].name, name))
+            return req->headers[i].value;
+    return NULL;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+        return (ch | 0x20) - 'a' + 10;
+    return -1;
+}
+
+int tr_http_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space)
+{
+    if (s == NULL || out == NULL || cap == 0)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (ch == '+' && plus_space) {
+            ch = ' ';
+        }
+        if (ch == '\0' || k + 1 >= cap || k >= INT32_MAX)
+            return -1; /* a NUL would cut the string short where the caller reads it */
+        out[k++] = ch;
+    }
+    out[k] = '\0';
+    return (int)k;
+}
+
+int tr_http_query_get(const tr_http_request *req, const char *key, char *out, size_t cap)
+{
+    if (req == NULL || req->query == NULL || key == NULL)
+        return -1;
+    size_t kl = strlen(key);
+    for (const char *p = req->query; *p != '\0';) {
+        const char *end = strchr(p, '&');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t nl = eq != NULL ? (size_t)(eq - p) : len;
+        char name[256];
+        int dn = nl < sizeof name ? tr_http_decode(p, nl, name, sizeof name, true) : -1;
+        if (dn >= 0 && (size_t)dn == kl && memcmp(name, key, kl) == 0) {
+            const char *v = eq != NULL ? eq + 1 : p + len;
+            size_t vl = eq != NULL ? len - nl - 1 : 0;
+            int r = tr_http_decode(v, vl, out, cap, true);
+            return r < 0 ? -2 : r;
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return -1;
+}
+
 /* ---- answers ------------------------------------------------------------------------------ */
 
 /* Writes the answer to request `token` (on its loop): if the connection is still there and still
@@ -547,6 +845,11 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
         return; /* its connection is gone */
     c->in_flight = false;
     bool close_after = !c->keep_alive || lp->stopping;
+    if (c->head) { /* the headers only (Content-Length still says the body's length) */
+        const char *end = memmem(data, len, "\r\n\r\n", 4);
+        if (end != NULL)
+            len = (size_t)(end + 4 - data);
+    }
     send_raw(c, data, len, NULL, close_after);
     if (!close_after) {
         arm_timer(c);
@@ -706,8 +1009,8 @@ int tr_http_start(const tr_http_opts *o, tr_http_server **out)
         return -EINVAL;
     settings = (http_parser_settings){.on_message_begin = cb_begin,
                                       .on_url = cb_url,
-                                      .on_header_field = cb_header,
-                                      .on_header_value = cb_header,
+                                      .on_header_field = cb_field,
+                                      .on_header_value = cb_value,
                                       .on_headers_complete = cb_headers_done,
                                       .on_body = cb_body,
                                       .on_message_complete = cb_complete};
