@@ -1,0 +1,570 @@
+/*
+ * shard.c — keyed actors across a cluster (troupe/shard.h): placement, start on demand, routing,
+ * moves on membership change, passivation.
+ *
+ * Each node runs one router actor per shard, the only writer of the shard's key table (a chained
+ * hash table behind a mutex: requesters on other threads read it for the fast path). An entry
+ * exists while its key has an actor here, or a start under way, and is removed when the actor's
+ * DOWN arrives (the router monitors every actor it starts): the table is bounded by the actors
+ * that run, never by the keys requesters make up.
+ *
+ * A request: on the requester's thread, the key's owner is computed (tr_node_place). If it is
+ * this node and the key's actor runs, the request goes straight to it (no router hop). Otherwise
+ * it is wrapped — [key, type, payload] — and sent to the owner's router (found by its cluster-wide
+ * name), keeping the requester as its return address. The router checks it still owns the key,
+ * then forwards the unwrapped request to the running actor with the requester's address
+ * (tr_forward), or holds it in the key's bounded waiting list and asks the supervisor to start
+ * the actor (asynchronously: the router never blocks), forwarding the list once it runs. Anything
+ * it cannot serve is answered TR_MSG_SHARD_UNAVAILABLE, so a requester never waits for nothing.
+ *
+ * Entries whose start timed out are kept (their actor may still come up and use the entry's
+ * argument), so the router never frees memory an actor could read; they count against max_keys.
+ *
+ * Moves: on NODEUP / NODEDOWN and once a second the router stops the actors of keys this node no
+ * longer owns, and those idle for idle_ms (no message received since the last look).
+ */
+#include "troupe/shard.h"
+#include "idmap.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHARD_ROUTE (TR_MSG_SHARD_BASE + 2) /* [key str, type u32, payload bin] */
+#define SHARD_TICK (TR_MSG_SHARD_BASE + 3)  /* (to self) once a second */
+#define PAYLOAD_MAX (1u << 20)              /* a wrapped request's payload, at most */
+
+typedef struct waiting {
+    struct waiting *next;
+    tr_from from;
+    uint32_t type;
+    size_t len;
+    char data[];
+} waiting;
+
+typedef struct entry {
+    struct entry *hnext;
+    uint64_t hash;
+    tr_pid pid;                 /* its running actor, or TR_PID_NONE */
+    uint64_t start_corr;        /* non-zero while a start is under way */
+    bool start_timed_out;       /* kept for good: a late actor may read arg */
+    uint64_t mon;               /* the monitor on pid */
+    waiting *wait_head, *wait_tail;
+    size_t nwait;
+    uint64_t seen_received;     /* idle detection: its received counter at the last look */
+    uint64_t seen_ms;
+    char key[TR_SHARD_KEY_MAX + 1];
+    _Alignas(max_align_t) char arg[]; /* arg_size bytes: the actor's start argument */
+} entry;
+
+struct tr_shard {
+    tr_system *sys;
+    tr_node *node;
+    tr_shard_opts o;
+    char name[33];
+    char reg[48];               /* "tr.shard/NAME/" (the node's name follows) */
+    tr_pid router, sup;
+    tr_child_spec child;
+    tr_sup_spec spec;
+    pthread_mutex_t lock;       /* the table (written by the router only) */
+    entry **buckets;
+    size_t nbuckets;            /* a power of two */
+    size_t count;
+    tr_idmap by_mon;            /* monitor ref -> entry (the router's only) */
+    tr_idmap by_corr;           /* start under way: its corr -> entry (the router's only) */
+};
+
+static uint64_t hash_key(const char *k)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *k; k++)
+        h = (h ^ (uint8_t)*k) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+static bool key_valid(const char *key)
+{
+    if (key == NULL)
+        return false;
+    size_t n = strnlen(key, TR_SHARD_KEY_MAX + 1);
+    return n > 0 && n <= TR_SHARD_KEY_MAX;
+}
+
+/* The entry of key (lock held), or NULL. */
+static entry *find(tr_shard *s, const char *key, uint64_t h)
+{
+    for (entry *e = s->buckets[h & (s->nbuckets - 1)]; e != NULL; e = e->hnext)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    return NULL;
+}
+
+static void unlink_entry(tr_shard *s, entry *e)
+{
+    entry **pp = &s->buckets[e->hash & (s->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    s->count--;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool tr_shard_owns(tr_shard *s, const char *key, char owner[65])
+{
+    char name[65];
+    if (s == NULL || s->node == NULL) {
+        if (owner != NULL)
+            owner[0] = '\0';
+        return true;
+    }
+    if (tr_node_place(s->node, key, strlen(key), name, NULL) != TR_OK)
+        snprintf(name, sizeof name, "%s", tr_node_name(s->node));
+    if (owner != NULL)
+        memcpy(owner, name, 65);
+    return strcmp(name, tr_node_name(s->node)) == 0;
+}
+
+size_t tr_shard_count(tr_shard *s)
+{
+    if (s == NULL)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->count;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+/* ---- the requester's side ------------------------------------------------------------------ */
+
+/* Where a request for key goes: its running actor here (*direct), or a router. TR_ENOCONN when
+ * the owner's router is not known (yet). */
+static int target(tr_shard *s, const char *key, tr_pid *to, bool *direct)
+{
+    char owner[65];
+    if (tr_shard_owns(s, key, owner)) {
+        uint64_t h = hash_key(key);
+        pthread_mutex_lock(&s->lock);
+        entry *e = find(s, key, h);
+        tr_pid pid = e != NULL ? e->pid : TR_PID_NONE;
+        pthread_mutex_unlock(&s->lock);
+        *direct = pid != TR_PID_NONE && tr_system_alive(s->sys, pid);
+        *to = *direct ? pid : s->router;
+        return TR_OK;
+    }
+    char reg[48 + 65];
+    snprintf(reg, sizeof reg, "%s%s", s->reg, owner);
+    *direct = false;
+    return tr_node_whereis(s->node, reg, to) == TR_OK ? TR_OK : TR_ENOCONN;
+}
+
+/* m wrapped for a router (m is freed); NULL when out of memory. */
+static tr_msg *wrap(const char *key, tr_msg *m)
+{
+    size_t kl = strlen(key), len = tr_msg_size(m);
+    tr_msg *env = len <= PAYLOAD_MAX ? tr_msg_new(SHARD_ROUTE, kl + len + 24) : NULL;
+    if (env != NULL) {
+        msgpack_packer *pk = tr_msg_packer(env);
+        msgpack_pack_str(pk, kl);
+        msgpack_pack_str_body(pk, key, kl);
+        msgpack_pack_uint32(pk, tr_msg_type(m));
+        msgpack_pack_bin(pk, len);
+        msgpack_pack_bin_body(pk, tr_msg_data(m), len);
+    }
+    tr_msg_free(m);
+    return env;
+}
+
+/* Checks the request; on TR_OK *m is what to send to *to. On error m is freed. */
+static int prepare(tr_shard *s, const char *key, tr_msg **m, tr_pid *to)
+{
+    if (*m == NULL)
+        return TR_EINVAL;
+    if (s == NULL || !key_valid(key) || tr_msg_type(*m) >= TR_MSG_SHARD_BASE) {
+        tr_msg_free(*m);
+        return TR_EINVAL;
+    }
+    bool direct;
+    int rc = target(s, key, to, &direct);
+    if (rc != TR_OK) {
+        tr_msg_free(*m);
+        return rc;
+    }
+    if (!direct && (*m = wrap(key, *m)) == NULL)
+        return TR_ENOMEM;
+    return TR_OK;
+}
+
+int tr_shard_port_request(tr_shard *s, tr_port *port, const char *key, tr_msg *m,
+                          unsigned timeout_ms, uint64_t cookie)
+{
+    tr_pid to;
+    int rc = prepare(s, key, &m, &to);
+    return rc != TR_OK ? rc : tr_port_request(port, to, m, timeout_ms, cookie);
+}
+
+int tr_shard_request(tr_ctx *ctx, tr_shard *s, const char *key, tr_msg *m, unsigned timeout_ms,
+                     uint64_t *corr)
+{
+    tr_pid to;
+    int rc = prepare(s, key, &m, &to);
+    return rc != TR_OK ? rc : tr_request(ctx, to, m, timeout_ms, corr);
+}
+
+/* ---- the router ---------------------------------------------------------------------------- */
+
+static void unavailable(tr_ctx *ctx, tr_from from)
+{
+    tr_msg *r = tr_msg_new(TR_MSG_SHARD_UNAVAILABLE, 0);
+    if (r != NULL)
+        tr_reply_from(ctx, from, r);
+}
+
+/* Takes e's waiting list (lock held). */
+static waiting *take_waiting(entry *e)
+{
+    waiting *w = e->wait_head;
+    e->wait_head = e->wait_tail = NULL;
+    e->nwait = 0;
+    return w;
+}
+
+/* Hands each waiting request to pid (TR_PID_NONE: answers it unavailable) and frees the list. */
+static void release_waiting(tr_ctx *ctx, waiting *w, tr_pid pid)
+{
+    while (w != NULL) {
+        waiting *next = w->next;
+        tr_msg *m = pid != TR_PID_NONE ? tr_msg_from_bytes(w->type, w->data, w->len) : NULL;
+        if (m != NULL)
+            tr_forward(ctx, pid, w->from, m); /* gone meanwhile: the requester is told */
+        else
+            unavailable(ctx, w->from);
+        free(w);
+        w = next;
+    }
+}
+
+/* A refused request: the application's answer if it gave one, else unavailable. */
+static void refuse(tr_ctx *ctx, tr_shard *s, tr_from from, const char *key, uint32_t type)
+{
+    tr_msg *r = s->o.refuse != NULL ? s->o.refuse(s->o.user, key, type) : NULL;
+    if (r != NULL)
+        tr_reply_from(ctx, from, r);
+    else
+        unavailable(ctx, from);
+}
+
+static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
+{
+    tr_from from = tr_msg_from(m);
+    if (from.pid == TR_PID_NONE)
+        return;
+    tr_reader r;
+    tr_reader_init(&r, m);
+    const char *k;
+    size_t kl, len;
+    uint64_t type;
+    const void *data;
+    char key[TR_SHARD_KEY_MAX + 1];
+    bool ok = tr_read_str(&r, &k, &kl) == TR_OK && kl > 0 && kl <= TR_SHARD_KEY_MAX &&
+              memchr(k, '\0', kl) == NULL && tr_read_u64(&r, &type) == TR_OK &&
+              type < TR_MSG_SHARD_BASE && tr_read_bin(&r, &data, &len) == TR_OK &&
+              len <= PAYLOAD_MAX;
+    if (ok) {
+        memcpy(key, k, kl);
+        key[kl] = '\0';
+        ok = tr_shard_owns(s, key, NULL); /* else a stale view of the cluster sent it here */
+    }
+    if (!ok) {
+        tr_reader_done(&r);
+        unavailable(ctx, from);
+        return;
+    }
+    uint64_t h = hash_key(key);
+    pthread_mutex_lock(&s->lock);
+    entry *e = find(s, key, h);
+    tr_pid pid = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(s->sys, e->pid)
+                     ? e->pid
+                     : TR_PID_NONE;
+    pthread_mutex_unlock(&s->lock);
+    if (pid != TR_PID_NONE) { /* running: hand it on; its reply goes straight to the requester */
+        tr_msg *in = tr_msg_from_bytes((uint32_t)type, data, len);
+        tr_reader_done(&r);
+        if (in != NULL)
+            tr_forward(ctx, pid, from, in);
+        else
+            unavailable(ctx, from);
+        return;
+    }
+    if (e == NULL && s->o.may_start != NULL && !s->o.may_start(s->o.user, key, (uint32_t)type)) {
+        tr_reader_done(&r);
+        refuse(ctx, s, from, key, (uint32_t)type);
+        return;
+    }
+    bool start = false;
+    waiting *w = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (e == NULL && s->count < s->o.max_keys &&
+        (e = calloc(1, sizeof *e + s->o.arg_size)) != NULL) {
+        e->hash = h;
+        memcpy(e->key, key, kl + 1);
+        e->hnext = s->buckets[h & (s->nbuckets - 1)];
+        s->buckets[h & (s->nbuckets - 1)] = e;
+        s->count++;
+    }
+    if (e != NULL && e->nwait < s->o.max_waiting && (w = malloc(sizeof *w + len)) != NULL) {
+        *w = (waiting){.from = from, .type = (uint32_t)type, .len = len};
+        memcpy(w->data, data, len);
+        if (e->wait_tail != NULL)
+            e->wait_tail->next = w;
+        else
+            e->wait_head = w;
+        e->wait_tail = w;
+        e->nwait++;
+        start = e->start_corr == 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    tr_reader_done(&r);
+    if (w == NULL) { /* the table or the key's list is full, or out of memory */
+        unavailable(ctx, from);
+        return;
+    }
+    if (!start)
+        return; /* a start is under way: it releases the list */
+    uint64_t corr = 0;
+    int rc = s->o.init_arg != NULL && s->o.init_arg(s->o.user, e->key, e->arg) != 0
+                 ? TR_EINVAL
+                 : tr_sup_start_child_async(ctx, s->sup, s->o.arg_size > 0 ? e->arg : e->key, 0,
+                                            s->o.start_timeout_ms, &corr);
+    if (rc == TR_OK && tr__idmap_put(&s->by_corr, corr, (uint64_t)(uintptr_t)e) != TR_OK)
+        rc = TR_OK; /* out of memory: the answer finds no entry; the key's requests time out */
+    waiting *failed = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (rc == TR_OK) {
+        e->start_corr = corr;
+    } else {
+        failed = take_waiting(e);
+        if (!e->start_timed_out) {
+            unlink_entry(s, e);
+            free(e);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    release_waiting(ctx, failed, TR_PID_NONE);
+}
+
+/* The supervisor's answer to a start (or its timeout): release what waited for it. */
+static void started(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
+{
+    uint64_t corr = tr_msg_corr(m);
+    tr_pid pid = TR_PID_NONE;
+    bool timeout = tr_msg_type(m) == TR_MSG_TIMEOUT;
+    int rc = timeout ? TR_ETIMEDOUT : tr_sup_started(m, &pid);
+    uint64_t mon = 0;
+    if (rc == TR_OK && tr_monitor(ctx, pid, &mon) != TR_OK)
+        mon = 0; /* cannot watch it: it is stopped below and the key forgotten */
+    entry *e = NULL;
+    uint64_t v;
+    if (corr != 0 && tr__idmap_del(&s->by_corr, corr, &v))
+        e = (entry *)(uintptr_t)v;
+    pthread_mutex_lock(&s->lock);
+    waiting *w = NULL;
+    if (e != NULL) {
+        e->start_corr = 0;
+        w = take_waiting(e);
+        if (rc == TR_OK && mon != 0) {
+            e->pid = pid;
+            e->mon = mon;
+            e->seen_ms = now_ms();
+            tr__idmap_put(&s->by_mon, mon, (uint64_t)(uintptr_t)e);
+        } else if (timeout) {
+            e->start_timed_out = true; /* kept: see the file's comment */
+        } else {
+            unlink_entry(s, e);
+            free(e);
+            e = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc == TR_OK && (mon == 0 || e == NULL))
+        tr_system_stop_actor(s->sys, pid);
+    release_waiting(ctx, w, rc == TR_OK && mon != 0 && e != NULL ? pid : TR_PID_NONE);
+}
+
+/* A keyed actor ended: its key is forgotten (its next request starts a new one). */
+static void ended(tr_shard *s, const tr_msg *m)
+{
+    uint64_t v;
+    if (!tr__idmap_del(&s->by_mon, tr_msg_corr(m), &v))
+        return;
+    entry *e = (entry *)(uintptr_t)v;
+    pthread_mutex_lock(&s->lock);
+    e->pid = TR_PID_NONE;
+    bool drop = e->start_corr == 0 && e->nwait == 0 && !e->start_timed_out;
+    if (drop)
+        unlink_entry(s, e);
+    pthread_mutex_unlock(&s->lock);
+    if (drop)
+        free(e);
+}
+
+/* Stops the actors of keys this node no longer owns, and the idle ones. */
+static void rebalance(tr_shard *s)
+{
+    uint64_t now = now_ms();
+    tr_pid stop[256];
+    size_t n = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t b = 0; b < s->nbuckets && n < 256; b++)
+        for (entry *e = s->buckets[b]; e != NULL && n < 256; e = e->hnext) {
+            if (e->pid == TR_PID_NONE)
+                continue;
+            bool go = !tr_shard_owns(s, e->key, NULL);
+            if (!go && s->o.idle_ms > 0) {
+                tr_actor_stats st;
+                if (tr_actor_stats_get(s->sys, e->pid, &st) == TR_OK &&
+                    st.received != e->seen_received) {
+                    e->seen_received = st.received;
+                    e->seen_ms = now;
+                } else if (now - e->seen_ms >= s->o.idle_ms) {
+                    go = true;
+                }
+            }
+            if (go) {
+                stop[n++] = e->pid; /* the DOWN forgets the key */
+                e->seen_ms = now;   /* not asked twice in a row */
+            }
+        }
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < n; i++)
+        tr_system_stop_actor(s->sys, stop[i]);
+}
+
+static int router_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    tr_shard *s = (tr_shard *)arg;
+    *(tr_shard **)state = s;
+    if (s->node != NULL)
+        tr_node_monitor(s->node, tr_self(ctx), true);
+    tr_msg *tick = tr_msg_new(SHARD_TICK, 0);
+    return tick != NULL ? tr_send_interval(ctx, tr_self(ctx), tick, 1000, NULL) : TR_ENOMEM;
+}
+
+static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    tr_shard *s = *(tr_shard **)state;
+    uint32_t type = tr_msg_type(m);
+    if (type == TR_MSG_DOWN)
+        ended(s, m);
+    else if (tr_msg_is_reply(m) || type == TR_MSG_TIMEOUT)
+        started(ctx, s, m);
+    else if (type == SHARD_ROUTE)
+        route(ctx, s, m);
+    else if (type == SHARD_TICK || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN)
+        rebalance(s);
+    return 0;
+}
+
+static const tr_behaviour router_b = {.name = "tr.shard.router",
+                                      .state_size = sizeof(tr_shard *),
+                                      .init = router_init,
+                                      .receive = router_receive};
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static bool name_valid(const char *n)
+{
+    size_t len = n != NULL ? strnlen(n, 33) : 0;
+    if (len == 0 || len > 32)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_'))
+            return false;
+    return true;
+}
+
+int tr_shard_start(tr_system *sys, const tr_shard_opts *o, tr_shard **out)
+{
+    if (sys == NULL || o == NULL || out == NULL || !name_valid(o->name) ||
+        o->behaviour == NULL || o->arg_size > 1024)
+        return TR_EINVAL;
+    tr_shard *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return TR_ENOMEM;
+    s->sys = sys;
+    s->node = o->node;
+    s->o = *o;
+    snprintf(s->name, sizeof s->name, "%s", o->name);
+    s->o.name = s->name;
+    if (s->o.max_keys == 0)
+        s->o.max_keys = 100000;
+    if (s->o.max_waiting == 0)
+        s->o.max_waiting = 10000;
+    if (s->o.start_timeout_ms == 0)
+        s->o.start_timeout_ms = 5000;
+    if (s->o.shutdown_ms == 0)
+        s->o.shutdown_ms = 5000;
+    snprintf(s->reg, sizeof s->reg, "tr.shard/%s/", s->name);
+    pthread_mutex_init(&s->lock, NULL);
+    tr__idmap_init(&s->by_mon);
+    tr__idmap_init(&s->by_corr);
+    s->nbuckets = 1024;
+    while (s->nbuckets < s->o.max_keys / 2 && s->nbuckets < (1u << 20))
+        s->nbuckets *= 2;
+    s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+    int rc = s->buckets != NULL ? TR_OK : TR_ENOMEM;
+    s->child = (tr_child_spec){.id = s->name, .behaviour = o->behaviour, .restart = TR_TEMPORARY,
+                               .shutdown_ms = s->o.shutdown_ms};
+    s->spec = (tr_sup_spec){.strategy = TR_SIMPLE_ONE_FOR_ONE, .intensity = 10, .period_ms = 1000,
+                            .children = &s->child, .nchildren = 1};
+    if (rc == TR_OK)
+        rc = tr_sup_start(sys, &s->spec, &s->sup);
+    if (rc == TR_OK)
+        rc = tr_system_spawn(sys, &router_b, s, &s->router);
+    if (rc == TR_OK && s->node != NULL) {
+        char reg[48 + 65];
+        snprintf(reg, sizeof reg, "%s%s", s->reg, tr_node_name(s->node));
+        rc = tr_node_register(s->node, reg, s->router);
+    }
+    if (rc != TR_OK) {
+        if (s->sup != TR_PID_NONE)
+            tr_system_stop_actor(sys, s->sup);
+        if (s->router != TR_PID_NONE)
+            tr_system_stop_actor(sys, s->router); /* it may still read s: s is not freed */
+        else
+            tr_shard_free(s);
+        return rc;
+    }
+    *out = s;
+    return TR_OK;
+}
+
+void tr_shard_free(tr_shard *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t b = 0; b < s->nbuckets; b++)
+        while (s->buckets[b] != NULL) {
+            entry *e = s->buckets[b];
+            s->buckets[b] = e->hnext;
+            waiting *w = take_waiting(e);
+            while (w != NULL) {
+                waiting *next = w->next;
+                free(w);
+                w = next;
+            }
+            free(e);
+        }
+    free(s->buckets);
+    tr__idmap_free(&s->by_mon);
+    tr__idmap_free(&s->by_corr);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}

@@ -1,0 +1,324 @@
+/*
+ * test_shard.c — keyed actors (troupe/shard.h): one actor per key started on demand and reached
+ * through a port or from an actor, requests held while it starts, bad keys and types refused, a
+ * read that may not create a key answered by the application's refusal, the table bounded
+ * (max_keys: unavailable beyond), idle actors passivated and started again, and on two nodes in
+ * one process: a key served by its owner wherever it is asked, and moved when the owner goes.
+ */
+#include "test_util.h"
+#include "troupe/shard.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum { KV_INC = 1, KV_GET = 2, KV_NOSUCH = 3, KV_ASK = 4 };
+
+/* The keyed actor: counts KV_INC for its key; answers [count, node id of its pid]. */
+typedef struct counter {
+    char key[TR_SHARD_KEY_MAX + 1];
+    uint64_t n;
+} counter;
+
+static _Atomic uint64_t g_starts;
+
+static int counter_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    counter *c = state;
+    snprintf(c->key, sizeof c->key, "%s", (const char *)arg); /* arg_size 0: the key */
+    atomic_fetch_add(&g_starts, 1);
+    return 0;
+}
+
+static int counter_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    counter *c = state;
+    if (tr_msg_corr(m) == 0 || tr_msg_is_reply(m))
+        return 0;
+    if (tr_msg_type(m) == KV_INC)
+        c->n++;
+    uint64_t v[2] = {c->n, tr_pid_node(tr_self(ctx))};
+    tr_reply(ctx, m, tt_msg_u64s(tr_msg_type(m), 2, v));
+    return 0;
+}
+
+static const tr_behaviour counter_b = {.name = "counter", .state_size = sizeof(counter),
+                                       .init = counter_init, .receive = counter_receive};
+
+/* GET does not create a key; it is answered KV_NOSUCH. */
+static bool may_start(void *user, const char *key, uint32_t type)
+{
+    (void)user;
+    (void)key;
+    return type != KV_GET;
+}
+
+static tr_msg *refuse(void *user, const char *key, uint32_t type)
+{
+    (void)user;
+    (void)key;
+    (void)type;
+    return tr_msg_new(KV_NOSUCH, 0);
+}
+
+/* Port answers: (rc, type, count, node) by cookie. */
+typedef struct answer {
+    _Atomic int done;
+    int rc;
+    uint32_t type;
+    uint64_t count, node;
+} answer;
+
+static answer g_ans[64];
+
+static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
+{
+    (void)user;
+    answer *a = &g_ans[cookie % 64];
+    a->rc = rc;
+    a->type = reply != NULL ? tr_msg_type(reply) : 0;
+    a->count = a->node = 0;
+    if (reply != NULL && (a->type == KV_INC || a->type == KV_GET)) {
+        uint64_t v[2];
+        if (tt_read_u64s(reply, 2, v) == TR_OK) {
+            a->count = v[0];
+            a->node = v[1];
+        }
+    }
+    atomic_store(&a->done, 1);
+}
+
+/* One request through the port, waited for. */
+static answer ask(tr_shard *s, tr_port *p, const char *key, uint32_t type)
+{
+    static uint64_t next = 1;
+    uint64_t ck = next++ % 64;
+    atomic_store(&g_ans[ck].done, 0);
+    int rc = tr_shard_port_request(s, p, key, tr_msg_new(type, 0), 10000, ck);
+    if (rc != TR_OK)
+        return (answer){.rc = rc};
+    TT_WAIT_FOR(atomic_load(&g_ans[ck].done), TT_DEADLINE_MS);
+    return g_ans[ck];
+}
+
+static void test_keys_on_one_node(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(2);
+    tr_shard_opts o = {.name = "kv", .behaviour = &counter_b, .may_start = may_start,
+                       .refuse = refuse, .max_keys = 3, .idle_ms = 300};
+    tr_shard *s;
+    assert_int_equal(tr_shard_start(sys, &o, &s), TR_OK);
+    tr_port *p;
+    assert_int_equal(tr_port_open(sys, on_answer, NULL, &p), TR_OK);
+    atomic_store(&g_starts, 0);
+    /* started on demand, one actor per key, state kept between requests */
+    assert_int_equal(ask(s, p, "a", KV_INC).count, 1);
+    assert_int_equal(ask(s, p, "b", KV_INC).count, 1);
+    assert_int_equal(ask(s, p, "a", KV_INC).count, 2);
+    assert_int_equal(ask(s, p, "a", KV_GET).count, 2);
+    assert_int_equal(atomic_load(&g_starts), 2);
+    assert_int_equal(tr_shard_count(s), 2);
+    assert_true(tr_shard_owns(s, "a", NULL));
+    /* many requests for a new key at once: held while it starts, all answered in order */
+    for (int i = 0; i < 20; i++) {
+        atomic_store(&g_ans[40 + i].done, 0);
+        assert_int_equal(tr_shard_port_request(s, p, "c", tr_msg_new(KV_INC, 0), 10000,
+                                               (uint64_t)(40 + i)),
+                         TR_OK);
+    }
+    for (int i = 0; i < 20; i++) {
+        TT_WAIT_FOR(atomic_load(&g_ans[40 + i].done), TT_DEADLINE_MS);
+        assert_int_equal(g_ans[40 + i].rc, TR_OK);
+    }
+    assert_int_equal(ask(s, p, "c", KV_GET).count, 20);
+    assert_int_equal(atomic_load(&g_starts), 3);
+    /* a read may not create a key: the application's refusal */
+    answer r = ask(s, p, "nobody", KV_GET);
+    assert_int_equal(r.rc, TR_OK);
+    assert_int_equal(r.type, KV_NOSUCH);
+    assert_int_equal(tr_shard_count(s), 3);
+    /* max_keys: a fourth key is unavailable, not started */
+    r = ask(s, p, "d", KV_INC);
+    assert_int_equal(r.rc, TR_OK);
+    assert_int_equal(r.type, TR_MSG_SHARD_UNAVAILABLE);
+    /* bad requests */
+    assert_int_equal(tr_shard_port_request(s, p, "", tr_msg_new(KV_INC, 0), 1000, 1), TR_EINVAL);
+    char longkey[TR_SHARD_KEY_MAX + 2];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    assert_int_equal(tr_shard_port_request(s, p, longkey, tr_msg_new(KV_INC, 0), 1000, 1),
+                     TR_EINVAL);
+    assert_int_equal(
+        tr_shard_port_request(s, p, "a", tr_msg_new(TR_MSG_SHARD_UNAVAILABLE, 0), 1000, 1),
+        TR_EINVAL);
+    /* idle actors are stopped and their keys forgotten; the next request starts one afresh */
+    TT_WAIT_FOR(tr_shard_count(s) == 0, TT_DEADLINE_MS);
+    assert_int_equal(tr_shard_count(s), 0);
+    assert_int_equal(ask(s, p, "a", KV_INC).count, 1); /* a new actor (no persistence here) */
+    assert_int_equal(ask(s, p, "d", KV_INC).count, 1); /* room again */
+    tr_system_stop(sys);
+    assert_int_equal(tr_system_join(sys), TR_OK);
+    tr_port_close(p);
+    tr_shard_free(s);
+    tr_system_free(sys);
+}
+
+/* ---- from an actor ------------------------------------------------------------------------- */
+
+static tr_shard *g_shard;
+static _Atomic uint64_t g_actor_count;
+
+/* On KV_ASK (a request from outside): asks the shard for key "x", then answers with the count. */
+typedef struct asker {
+    tr_from from;
+    uint64_t corr;
+} asker;
+
+static int asker_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    asker *a = state;
+    if (tr_msg_type(m) == KV_ASK && tr_msg_corr(m) != 0 && !tr_msg_is_reply(m)) {
+        a->from = tr_msg_from(m);
+        return tr_shard_request(ctx, g_shard, "x", tr_msg_new(KV_INC, 0), 10000, &a->corr);
+    }
+    if (tr_msg_is_reply(m) && tr_msg_corr(m) == a->corr) {
+        uint64_t v[2];
+        if (tt_read_u64s(m, 2, v) == TR_OK)
+            atomic_store(&g_actor_count, v[0]);
+        tr_reply_from(ctx, a->from, tr_msg_new(KV_ASK, 0));
+    }
+    return 0;
+}
+
+static const tr_behaviour asker_b = {.name = "asker", .state_size = sizeof(asker),
+                                     .receive = asker_receive};
+
+static void test_request_from_an_actor(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(2);
+    tr_shard_opts o = {.name = "kv2", .behaviour = &counter_b};
+    assert_int_equal(tr_shard_start(sys, &o, &g_shard), TR_OK);
+    tr_pid who;
+    assert_int_equal(tr_system_spawn(sys, &asker_b, NULL, &who), TR_OK);
+    for (uint64_t i = 1; i <= 3; i++) {
+        tr_msg *reply = NULL;
+        assert_int_equal(tr_call(sys, who, tr_msg_new(KV_ASK, 0), 10000, &reply), TR_OK);
+        tr_msg_free(reply);
+        assert_int_equal(atomic_load(&g_actor_count), i);
+    }
+    tt_system_end(sys);
+    tr_shard_free(g_shard);
+}
+
+/* ---- two nodes ----------------------------------------------------------------------------- */
+
+typedef struct node {
+    tr_system *sys;
+    tr_node *node;
+    tr_shard *shard;
+    tr_port *port;
+} node;
+
+static void node_up(node *nd, const char *name, uint16_t id, const char *seed)
+{
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = 2;
+    o.node_id = id;
+    nd->sys = tt_system_start(&o);
+    tr_node_opts no;
+    memset(&no, 0, sizeof no);
+    no.name = name;
+    no.listen = "tcp://127.0.0.1:0";
+    no.secret = "shard-secret";
+    no.seeds = &seed;
+    no.nseeds = seed != NULL ? 1 : 0;
+    no.quiet = true;
+    no.reconnect_max_ms = 200;
+    assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
+    tr_shard_opts so = {.name = "kv", .behaviour = &counter_b, .node = nd->node};
+    assert_int_equal(tr_shard_start(nd->sys, &so, &nd->shard), TR_OK);
+    assert_int_equal(tr_port_open(nd->sys, on_answer, NULL, &nd->port), TR_OK);
+}
+
+static void node_down(node *nd)
+{
+    tr_node_stop(nd->node);
+    tr_system_stop(nd->sys);
+    assert_int_equal(tr_system_join(nd->sys), TR_OK);
+    tr_port_close(nd->port);
+    tr_shard_free(nd->shard);
+    tr_system_free(nd->sys);
+}
+
+/* A request through either node until it is answered by an actor (not unavailable, not
+ * ENOCONN while names spread). */
+static answer ask_until(node *nd, const char *key, uint32_t type)
+{
+    answer r = {0};
+    uint64_t deadline = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
+    do {
+        r = ask(nd->shard, nd->port, key, type);
+        if (r.rc == TR_OK && r.type == type)
+            return r;
+        tt_sleep_ms(20);
+    } while (tt_now_ns() < deadline);
+    return r;
+}
+
+static void test_keys_across_two_nodes(void **state)
+{
+    (void)state;
+    node a, b;
+    node_up(&b, "b", 82, NULL);
+    char seed[64];
+    snprintf(seed, sizeof seed, "%s", tr_node_address(b.node));
+    node_up(&a, "a", 81, seed);
+    uint16_t id;
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
+                    tr_node_lookup(b.node, "a", &id) == TR_OK,
+                TT_DEADLINE_MS);
+    /* keys owned by each node, as placement says */
+    char on_a[16] = "", on_b[16] = "";
+    for (int i = 0; i < 100 && (!on_a[0] || !on_b[0]); i++) {
+        char k[16], owner[65];
+        snprintf(k, sizeof k, "k%d", i);
+        tr_shard_owns(a.shard, k, owner);
+        if (strcmp(owner, "a") == 0 && !on_a[0])
+            snprintf(on_a, sizeof on_a, "%s", k);
+        if (strcmp(owner, "b") == 0 && !on_b[0])
+            snprintf(on_b, sizeof on_b, "%s", k);
+    }
+    assert_true(on_a[0] && on_b[0]);
+    assert_false(tr_shard_owns(b.shard, on_a, NULL)); /* both views agree */
+    /* asked through either node, each key is served by its owner's actor, one state */
+    answer r = ask_until(&a, on_b, KV_INC);
+    assert_int_equal(r.node, 82);
+    assert_int_equal(r.count, 1);
+    r = ask_until(&b, on_b, KV_INC);
+    assert_int_equal(r.node, 82);
+    assert_int_equal(r.count, 2);
+    r = ask_until(&b, on_a, KV_INC);
+    assert_int_equal(r.node, 81);
+    assert_int_equal(r.count, 1);
+    assert_int_equal(tr_shard_count(a.shard), 1);
+    assert_int_equal(tr_shard_count(b.shard), 1);
+    /* b goes: its key moves to a (a new actor: these keep no state) */
+    node_down(&b);
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) != TR_OK, TT_DEADLINE_MS);
+    assert_true(tr_shard_owns(a.shard, on_b, NULL));
+    r = ask_until(&a, on_b, KV_INC);
+    assert_int_equal(r.node, 81);
+    assert_int_equal(r.count, 1);
+    node_down(&a);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_keys_on_one_node),
+    cmocka_unit_test(test_request_from_an_actor),
+    cmocka_unit_test(test_keys_across_two_nodes),
+};
+
+TT_MAIN_PLAIN(tests)
