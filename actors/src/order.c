@@ -278,12 +278,21 @@ static int lookup(order_state *o, tr_msg *m)
     return tr_journal_reply(o->j, m, rep);
 }
 
+static int handle(order_state *o, tr_msg *m);
+
 static int order_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
-    (void)ctx;
     order_state *o = state;
     if (tr_msg_corr(m) == 0 || tr_msg_is_reply(m))
         return 0; /* only requests */
+    int rc = handle(o, m);
+    if (rc == TR_OK && !o->set_up)
+        tr_stop(ctx); /* a SKU nobody set up: answered "unknown", nothing to keep in memory */
+    return rc;
+}
+
+static int handle(order_state *o, tr_msg *m)
+{
     switch (tr_msg_type(m)) {
     case ORDER_SET_STOCK: {
         tr_reader r;

@@ -10,7 +10,8 @@
  *   ORDER_GET        []                    -> [stock, sold, remaining, set_up u64]
  * A SKU is "set up" once an ORDER_SET_STOCK was committed for it (a stock of 0 included); until
  * then ORDER_PLACE answers ORDER_UNKNOWN and ORDER_GET's set_up is 0, so a SKU nobody created
- * is told apart from one that sold out.
+ * is told apart from one that sold out. An order actor whose SKU is not set up ends once it has
+ * answered (normal exit): requests for made-up SKUs never leave actors behind.
  *   ORDER_LOOKUP     [order_id str]        -> [found u64, user str, qty u64]
  * Order ids are "SKU-N" with N the journal's sequence number: unique, and the idempotency key of
  * the confirmation email.

@@ -1,20 +1,17 @@
 /*
  * gateway.c — the flash sale node: HTTP in front, actors behind.
  *
- * The HTTP loops (http.c) never block: a request that needs an order actor becomes a call made
- * through the loop's port (tr_port_request); the answer's callback, on whichever runtime thread
- * delivers it, turns the reply into JSON and hands it to tr_http_respond. When the SKU's order actor
- * is running here the call goes
- * straight to it; otherwise it goes to the router of the node that owns the SKU (this one, or in
- * a cluster the node tr_node_place picks), wrapped in an FS_ROUTE envelope. A router starts
- * order actors on first use, under a simple_one_for_one supervisor (tr_sup_start_child_async:
- * requests wait in a bounded list meanwhile), and hands each request on with tr_forward, so the
- * order actor answers the port directly. Order actors recover from their journal; in a
- * cluster the store is shared (Redis) and fenced, so a SKU that moves to another node recovers
- * there and its old owner can no longer write. The SKU -> pid table is shared, behind a mutex.
+ * The HTTP loops (troupe/http.h) never block: a request that needs an order actor becomes a call
+ * made through the loop's port; the answer's callback, on whichever runtime thread delivers it,
+ * turns the reply into JSON and hands it to the loop that writes it. Order actors are keyed
+ * actors of the runtime's shard facility (troupe/shard.h), one per SKU: placed on the node that
+ * owns the SKU, started on first use, reached from any node, moved when nodes come and go. Order
+ * actors recover from their journal; in a cluster the store is shared (Redis) and fenced, so a
+ * SKU that moves to another node recovers there and its old owner can no longer write.
  * The email actor consumes the outbox under its mailbox's token bucket: one per node, or in a
- * cluster one in all, on the node that owns the key "flashsale/email" (the routers move it when
- * nodes come and go).
+ * cluster one in all, on the node that owns the key "flashsale/email" (the node's flash-sale
+ * actor, registered as "flashsale/router/NODE", moves it when nodes come and go and answers the
+ * other nodes' GET /emails/stats).
  *
  *   PUT  /inventory/{sku}  {"stock":N}              -> 200 {"sku","stock","sold","remaining"}
  *   GET  /inventory/{sku}                           -> 200 ... | 404
@@ -34,42 +31,22 @@
 
 #include <cjson/cJSON.h>
 #include <troupe/node.h>
+#include <troupe/shard.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define MAX_SKUS 100000u
-#define MAX_WAITING 10000u      /* requests waiting for one SKU's actor to start */
+#define MAX_SKUS 100000u        /* SKUs with an order actor on one node at once */
 #define EMAIL_KEY "flashsale/email"
 #define PORTS 64u              /* ports at most: one per HTTP thread (the config allows 64) */
 
-/* Router protocol (requests). */
+/* The node actor's protocol. */
 enum {
-    FS_ROUTE = 0x4601,          /* [sku str, type u32, payload bin] -> the order actor's reply */
-    FS_NOT_HERE,                /* reply: this node does not own the SKU (or cannot start it) */
-    FS_EMAIL_STATS,             /* [] -> [sent, pending, retrying] */
-    FS_REBALANCE,               /* (to self) membership changed: who runs what */
+    FS_EMAIL_STATS = 0x4603,    /* [] -> [sent, pending, retrying] */
+    FS_REBALANCE,               /* (to self) membership changed: who runs the email actor */
 };
-
-/* A request waiting for its SKU's actor to start. */
-typedef struct waiting {
-    struct waiting *next;
-    tr_from from;
-    uint32_t type;
-    size_t len;
-    char data[];
-} waiting;
-
-typedef struct sku_entry {
-    char sku[ORDER_SKU_MAX + 1];
-    order_args args;            /* its actor's start argument (points at sku) */
-    tr_pid pid;
-    uint64_t start_corr;        /* non-zero while the router is starting it */
-    waiting *wait_head, *wait_tail;
-    size_t nwait;
-} sku_entry;
 
 struct fs_app {
     fs_opts o;
@@ -77,7 +54,8 @@ struct fs_app {
     tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
     tr_http_server *http;
-    tr_pid orders_sup, email, router;
+    tr_shard *orders;           /* the order actors, one per SKU */
+    tr_pid email, router;
     tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
     unsigned nports;            /* one per HTTP thread */
     struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
@@ -86,9 +64,7 @@ struct fs_app {
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
-    pthread_mutex_t lock;       /* skus and the admission bucket */
-    sku_entry **skus;
-    size_t nskus, capskus;
+    pthread_mutex_t lock;       /* the admission bucket */
     double tokens;
     uint64_t tokens_ns;
 };
@@ -179,43 +155,6 @@ static bool admit(fs_app *a)
     bool ok = a->tokens >= 1.0;
     if (ok)
         a->tokens -= 1.0;
-    pthread_mutex_unlock(&a->lock);
-    return ok;
-}
-
-/* sku's entry (created if `create`; NULL when unknown or out of memory). Caller holds a->lock. */
-static sku_entry *entry_of(fs_app *a, const char *sku, size_t len, bool create)
-{
-    for (size_t i = 0; i < a->nskus; i++) /* few SKUs per sale */
-        if (strlen(a->skus[i]->sku) == len && memcmp(a->skus[i]->sku, sku, len) == 0)
-            return a->skus[i];
-    if (!create || !order_sku_valid(sku, len))
-        return NULL;
-    if (a->nskus == a->capskus) {
-        size_t cap = a->capskus ? a->capskus * 2 : 16;
-        sku_entry **n = cap <= MAX_SKUS ? realloc(a->skus, cap * sizeof *n) : NULL;
-        if (n == NULL)
-            return NULL;
-        a->skus = n;
-        a->capskus = cap;
-    }
-    sku_entry *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        return NULL;
-    memcpy(e->sku, sku, len);
-    e->args = (order_args){.store = a->store, .sku = e->sku, .email_queue = "email"};
-    a->skus[a->nskus++] = e;
-    return e;
-}
-
-/* The running order actor of sku on this node, if any. */
-static bool order_running(fs_app *a, const char *sku, tr_pid *out)
-{
-    pthread_mutex_lock(&a->lock);
-    sku_entry *e = entry_of(a, sku, strlen(sku), false);
-    bool ok = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(a->sys, e->pid);
-    if (ok)
-        *out = e->pid;
     pthread_mutex_unlock(&a->lock);
     return ok;
 }
@@ -423,7 +362,7 @@ static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
     (void)user;
     call *c = (call *)(uintptr_t)cookie;
-    if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == FS_NOT_HERE)
+    if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == TR_MSG_SHARD_UNAVAILABLE)
         set_error(c, 503, rc == TR_ESTOPPED ? "stopping" : "the SKU's owner is unavailable");
     else
         answer(c, reply);
@@ -454,7 +393,8 @@ static void calls_free(call *c)
     }
 }
 
-/* Sends the call's request (consumed) through this thread's port. */
+/* Sends the call's request (consumed) through this thread's port: to c->order, or when that is
+ * TR_PID_NONE to the order actor of c->sku, wherever it lives (troupe/shard.h). */
 static void start_call(fs_app *a, call *c)
 {
     unsigned mine = tr_http_loop_of(c->token) % a->nports; /* the HTTP thread we are on */
@@ -470,7 +410,11 @@ static void start_call(fs_app *a, call *c)
     *held = *c; /* kept until the answer's callback */
     held->port = mine;
     unsigned timeout = a->o.call_timeout_ms ? a->o.call_timeout_ms : 5000;
-    if (tr_port_request(port, c->order, req, timeout, (uint64_t)(uintptr_t)held) != TR_OK) {
+    uint64_t cookie = (uint64_t)(uintptr_t)held;
+    int rc = c->order != TR_PID_NONE
+                 ? tr_port_request(port, c->order, req, timeout, cookie)
+                 : tr_shard_port_request(a->orders, port, c->sku, req, timeout, cookie);
+    if (rc != TR_OK) { /* TR_ENOCONN: the owner's router is not known yet */
         respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
         held->next = a->spare[mine];
         a->spare[mine] = held;
@@ -478,173 +422,18 @@ static void start_call(fs_app *a, call *c)
     }
 }
 
-/* Sends the call's request where its SKU lives: straight to its order actor when it runs here,
- * else to the router of the SKU's node (which starts the actor if needed), wrapped in FS_ROUTE. */
+/* Sends the call's request to its SKU's order actor, wherever it lives. */
 static void dispatch(fs_app *a, call *c)
 {
-    tr_pid router = a->router;
-    if (owned_here(a, c->sku, &router) && order_running(a, c->sku, &c->order)) {
-        start_call(a, c);
-        return;
-    }
-    tr_msg *env = router != TR_PID_NONE ? tr_msg_new(FS_ROUTE, tr_msg_size(c->req) + 96) : NULL;
-    if (env == NULL) {
-        tr_msg_free(c->req);
-        respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
-        return;
-    }
-    msgpack_packer *pk = tr_msg_packer(env);
-    size_t sl = strlen(c->sku);
-    msgpack_pack_str(pk, sl);
-    msgpack_pack_str_body(pk, c->sku, sl);
-    msgpack_pack_uint32(pk, tr_msg_type(c->req));
-    msgpack_pack_bin(pk, tr_msg_size(c->req));
-    msgpack_pack_bin_body(pk, tr_msg_data(c->req), tr_msg_size(c->req));
-    tr_msg_free(c->req);
-    c->req = env;
-    c->order = router;
+    c->order = TR_PID_NONE;
     start_call(a, c);
 }
 
-/* ---- the router ---------------------------------------------------------------------------- */
+/* ---- the node actor: the email actor's placement, and its stats for other nodes ------------- */
 
-static void reply_not_here(tr_ctx *ctx, tr_from from)
-{
-    tr_msg *r = tr_msg_new(FS_NOT_HERE, 0);
-    if (r != NULL)
-        tr_reply_from(ctx, from, r);
-}
-
-/* Takes e's waiting list (caller holds a->lock). */
-static waiting *take_waiting(sku_entry *e)
-{
-    waiting *w = e->wait_head;
-    e->wait_head = e->wait_tail = NULL;
-    e->nwait = 0;
-    return w;
-}
-
-/* Hands each waiting request to `pid` (or, if none, answers it FS_NOT_HERE) and frees the list. */
-static void release_waiting(tr_ctx *ctx, waiting *w, tr_pid pid)
-{
-    while (w != NULL) {
-        waiting *next = w->next;
-        tr_msg *m = pid != TR_PID_NONE ? tr_msg_from_bytes(w->type, w->data, w->len) : NULL;
-        if (m != NULL)
-            tr_forward(ctx, pid, w->from, m); /* gone meanwhile: the requester is told */
-        else
-            reply_not_here(ctx, w->from);
-        free(w);
-        w = next;
-    }
-}
-
-/* FS_ROUTE: hands the wrapped request to the SKU's order actor, starting it first if needed. */
-static void route(tr_ctx *ctx, fs_app *a, const tr_msg *m)
-{
-    tr_from from = tr_msg_from(m);
-    if (from.pid == TR_PID_NONE)
-        return;
-    tr_reader r;
-    tr_reader_init(&r, m);
-    const char *sku;
-    size_t sl, len;
-    uint64_t type;
-    const void *data;
-    char key[ORDER_SKU_MAX + 1];
-    bool ok = tr_read_str(&r, &sku, &sl) == TR_OK && tr_read_u64(&r, &type) == TR_OK &&
-              tr_read_bin(&r, &data, &len) == TR_OK && order_sku_valid(sku, sl) &&
-              type < TR_MSG_SYSTEM && len <= 4096;
-    if (ok) {
-        memcpy(key, sku, sl);
-        key[sl] = '\0';
-        ok = owned_here(a, key, NULL); /* a stale view of the cluster sent it here */
-    }
-    if (!ok) {
-        tr_reader_done(&r);
-        reply_not_here(ctx, from);
-        return;
-    }
-    pthread_mutex_lock(&a->lock);
-    sku_entry *e = entry_of(a, key, sl, true);
-    tr_pid pid = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(a->sys, e->pid)
-                     ? e->pid
-                     : TR_PID_NONE;
-    waiting *w = NULL;
-    bool start = false;
-    if (e != NULL && pid == TR_PID_NONE && e->nwait < MAX_WAITING &&
-        (w = malloc(sizeof *w + len)) != NULL) {
-        *w = (waiting){.from = from, .type = (uint32_t)type, .len = len};
-        memcpy(w->data, data, len);
-        if (e->wait_tail != NULL)
-            e->wait_tail->next = w;
-        else
-            e->wait_head = w;
-        e->wait_tail = w;
-        e->nwait++;
-        start = e->start_corr == 0;
-        e->start_corr = start ? UINT64_MAX : e->start_corr; /* claimed; the corr follows */
-    }
-    pthread_mutex_unlock(&a->lock);
-    if (pid != TR_PID_NONE) { /* running: hand it on; its reply goes straight to the caller */
-        tr_msg *in = tr_msg_from_bytes((uint32_t)type, data, len);
-        tr_reader_done(&r);
-        if (in != NULL)
-            tr_forward(ctx, pid, from, in);
-        else
-            reply_not_here(ctx, from);
-        return;
-    }
-    tr_reader_done(&r);
-    if (w == NULL) { /* too many waiting, or out of memory */
-        reply_not_here(ctx, from);
-        return;
-    }
-    if (!start)
-        return; /* a start is under way: it releases the list */
-    uint64_t corr = 0;
-    int rc = tr_sup_start_child_async(ctx, a->orders_sup, &e->args, sizeof e->args, 30000, &corr);
-    pthread_mutex_lock(&a->lock);
-    waiting *failed = NULL;
-    if (rc == TR_OK) {
-        e->start_corr = corr;
-    } else {
-        e->start_corr = 0;
-        failed = take_waiting(e);
-    }
-    pthread_mutex_unlock(&a->lock);
-    release_waiting(ctx, failed, TR_PID_NONE);
-}
-
-/* The supervisor's answer to a start (or its timeout): release what waited for it. */
-static void started(tr_ctx *ctx, fs_app *a, const tr_msg *m)
-{
-    uint64_t corr = tr_msg_corr(m);
-    tr_pid pid = TR_PID_NONE;
-    int rc = tr_msg_type(m) == TR_MSG_TIMEOUT ? TR_ETIMEDOUT : tr_sup_started(m, &pid);
-    pthread_mutex_lock(&a->lock);
-    sku_entry *e = NULL;
-    for (size_t i = 0; i < a->nskus && e == NULL; i++)
-        if (a->skus[i]->start_corr == corr)
-            e = a->skus[i];
-    waiting *w = NULL;
-    if (e != NULL) {
-        e->start_corr = 0;
-        if (rc == TR_OK)
-            e->pid = pid;
-        w = take_waiting(e);
-    }
-    pthread_mutex_unlock(&a->lock);
-    if (e != NULL && rc != TR_OK)
-        fprintf(stderr, "flashsale: cannot start the order actor of %s: %s\n", e->sku,
-                tr_strerror(rc));
-    release_waiting(ctx, w, rc == TR_OK ? pid : TR_PID_NONE);
-}
-
-/* Who runs what, after a change of membership (and once a second): the email actor runs on the
- * node that owns EMAIL_KEY (always here, on one node), and is started again if it ended; order
- * actors of SKUs that moved to another node are stopped (the new owner recovers them; the
- * store's fencing already keeps this one from writing). */
+/* Who runs the email actor, after a change of membership (and once a second): the node that owns
+ * EMAIL_KEY (always this one, on one node); started again if it ended. (Order actors move with the
+ * shard: troupe/shard.h.) */
 static void rebalance(tr_ctx *ctx, fs_app *a)
 {
     bool mine = owned_here(a, EMAIL_KEY, NULL);
@@ -656,17 +445,6 @@ static void rebalance(tr_ctx *ctx, fs_app *a)
         tr_system_stop_actor(a->sys, a->email);
         a->email = TR_PID_NONE;
     }
-    if (a->node == NULL)
-        return;
-    pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->nskus; i++) {
-        sku_entry *e = a->skus[i];
-        if (e->pid != TR_PID_NONE && !owned_here(a, e->sku, NULL)) {
-            tr_system_stop_actor(a->sys, e->pid);
-            e->pid = TR_PID_NONE;
-        }
-    }
-    pthread_mutex_unlock(&a->lock);
 }
 
 static int router_init(tr_ctx *ctx, void *state, const void *arg)
@@ -683,11 +461,7 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     fs_app *a = *(fs_app **)state;
     uint32_t type = tr_msg_type(m);
-    if (tr_msg_is_reply(m) || type == TR_MSG_TIMEOUT) {
-        started(ctx, a, m);
-    } else if (type == FS_ROUTE) {
-        route(ctx, a, m);
-    } else if (type == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
+    if (type == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
         uint64_t v[3];
         email_counts(a, v);
         tr_msg *r = tr_msg_new(FS_EMAIL_STATS, 32);
@@ -892,6 +666,16 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
 
 /* ---- start and stop ------------------------------------------------------------------------ */
 
+/* The start argument of sku's order actor (the shard keeps it, and sku, while the actor runs). */
+static int order_arg(void *user, const char *sku, void *arg)
+{
+    fs_app *a = user;
+    if (!order_sku_valid(sku, strlen(sku)))
+        return TR_EINVAL;
+    *(order_args *)arg = (order_args){.store = a->store, .sku = sku, .email_queue = "email"};
+    return 0;
+}
+
 int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
 {
     if (o->http_threads > PORTS) { /* a port per HTTP thread */
@@ -921,15 +705,13 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     }
     if (rc == TR_OK)
         rc = tr_store_open(a->sys, &o->store, &a->store, err, errlen);
-    static const tr_child_spec order_child = {
-        .id = "order", .behaviour = &order_behaviour, .restart = TR_TEMPORARY,
-        .shutdown_ms = 5000};
-    static const tr_sup_spec orders = {.strategy = TR_SIMPLE_ONE_FOR_ONE, .intensity = 10,
-                                       .period_ms = 1000, .backoff_min_ms = 10,
-                                       .backoff_max_ms = 1000, .children = &order_child,
-                                       .nchildren = 1};
-    if (rc == TR_OK)
-        rc = tr_sup_start(a->sys, &orders, &a->orders_sup);
+    if (rc == TR_OK) { /* the order actors: one per SKU, on the SKU's node */
+        tr_shard_opts sh = {.name = "flashsale-order", .behaviour = &order_behaviour,
+                            .init_arg = order_arg, .arg_size = sizeof(order_args), .user = a,
+                            .node = a->node, .max_keys = MAX_SKUS,
+                            .start_timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};
+        rc = tr_shard_start(a->sys, &sh, &a->orders);
+    }
     if (rc == TR_OK) {
         a->eargs = (email_args){.store = a->store, .queue = "email",
                                 .provider = (email_provider)o->email_provider,
@@ -1019,17 +801,8 @@ void fs_stop(fs_app *a)
         calls_free(a->spare[i]);
         tr_guest_free(a->guests[i]); /* the loops are gone: no thread is in one */
     }
+    tr_shard_free(a->orders); /* its actors ended with the system */
     tr_system_free(a->sys);
-    for (size_t i = 0; i < a->nskus; i++) {
-        waiting *w = take_waiting(a->skus[i]);
-        while (w != NULL) {
-            waiting *next = w->next;
-            free(w);
-            w = next;
-        }
-        free(a->skus[i]);
-    }
-    free(a->skus);
     pthread_mutex_destroy(&a->lock);
     free(a);
 }
