@@ -347,6 +347,21 @@ static void test_api_contract(void **state)
                           body, sizeof body),
                      409); /* 1 left */
     assert_int_equal(http(n.port, "POST", "/orders", "{oops", body, sizeof body), 400);
+    assert_non_null(strstr(body, "malformed JSON"));
+    /* strict JSON: a duplicate key, trailing junk, NUL in a string, invalid UTF-8 — each 400,
+     * nothing sold (the last unit of s1 is still there below) */
+    const char *strict[][2] = {
+        {"{\"user\":\"u1\",\"sku\":\"s1\",\"sku\":\"s2\"}", "duplicate key \\\"sku\\\""},
+        {"{\"user\":\"u1\",\"sku\":\"s1\"} x", "unexpected data after the JSON value"},
+        {"{\"user\":\"a\\u0000b\",\"sku\":\"s1\"}", "\\\\u0000 in a string"},
+        {"{\"user\":\"\xc3\x28\",\"sku\":\"s1\"}", "invalid UTF-8 at byte 9"},
+    };
+    for (size_t i = 0; i < sizeof strict / sizeof strict[0]; i++) {
+        assert_int_equal(http(n.port, "POST", "/orders", strict[i][0], body, sizeof body), 400);
+        if (strstr(body, strict[i][1]) == NULL)
+            print_message("%s -> %s\n", strict[i][0], body);
+        assert_non_null(strstr(body, strict[i][1]));
+    }
     assert_int_equal(http(n.port, "POST", "/orders", "{\"sku\":\"s1\"}", body, sizeof body), 400);
     assert_non_null(strstr(body, "user"));
     assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"s1\",\"qty\":0}",

@@ -29,7 +29,7 @@
 #include "actors/email.h"
 #include "actors/order.h"
 
-#include <cjson/cJSON.h>
+#include <troupe/json.h>
 #include <troupe/node.h>
 #include <troupe/shard.h>
 #include <pthread.h>
@@ -83,11 +83,10 @@ static void respond(tr_http_server *h, uint64_t token, int status, const char *b
     tr_http_respond(h, token, status, NULL, body, strlen(body));
 }
 
-/* {"error": msg} in body[size]; its length. */
+/* {"error": msg} in body[size] (msg escaped); its length. */
 static size_t error_body(char *body, size_t size, const char *msg)
 {
-    int n = snprintf(body, size, "{\"error\":\"%s\"}", msg);
-    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    return tr_json_error(body, size, msg);
 }
 
 /* {"error": msg} with extra header lines (or NULL). */
@@ -101,6 +100,14 @@ static void respond_err(tr_http_server *h, uint64_t token, int status, const cha
 static void respond_error(tr_http_server *h, uint64_t token, int status, const char *msg)
 {
     respond_err(h, token, status, NULL, msg);
+}
+
+/* 400 for a body that is not strict JSON (troupe/json.h says why). */
+static void bad_json(tr_http_server *h, uint64_t token, const char *why)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "malformed JSON: %s", why);
+    respond_err(h, token, 400, NULL, msg);
 }
 
 /* 405 with the methods the route takes (allow: an "Allow: ...\r\n" header line). */
@@ -497,14 +504,19 @@ static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, 
     call c = {.app = a, .http = h, .token = req->token};
     memcpy(c.sku, sku, sl < ORDER_SKU_MAX ? sl : ORDER_SKU_MAX);
     if (req->method == TR_HTTP_PUT) {
-        cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
-        cJSON *st = j != NULL ? cJSON_GetObjectItemCaseSensitive(j, "stock") : NULL;
+        char why[96];
+        cJSON *j = tr_json_parse(req->body, req->body_len, why, sizeof why);
+        if (j == NULL) {
+            bad_json(h, req->token, why);
+            return;
+        }
+        cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "stock");
         bool ok = cJSON_IsNumber(st) && st->valuedouble >= 0 && st->valuedouble <= 1e12 &&
                   st->valuedouble == (double)(uint64_t)st->valuedouble;
         uint64_t stock = ok ? (uint64_t)st->valuedouble : 0;
         cJSON_Delete(j);
         if (!ok) {
-            respond_error(h, req->token, 400, "body must be {\\\"stock\\\": a whole number >= 0}");
+            respond_error(h, req->token, 400, "body must be {\"stock\": a whole number >= 0}");
             return;
         }
         c.kind = CALL_SET;
@@ -532,10 +544,11 @@ static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req
         respond_retry(h, req->token, 429, "too many requests");
         return;
     }
-    cJSON *j = cJSON_ParseWithLength(req->body, req->body_len);
+    char why[96];
+    cJSON *j = tr_json_parse(req->body, req->body_len, why, sizeof why);
     if (j == NULL || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        respond_error(h, req->token, 400, "malformed JSON");
+        bad_json(h, req->token, j == NULL ? why : "the body must be a JSON object");
         return;
     }
     cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user");
