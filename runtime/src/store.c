@@ -8,7 +8,8 @@
  * together (one SQLite transaction; one pipelined round of Lua scripts on Redis), then sends the
  * units' replies in order. So under load one fsync covers thousands of events, and a reply never
  * leaves before the events it depends on are durable. An actor whose unit fails is ended with an
- * error (its supervisor restarts it and it recovers what is durable); its replies are dropped.
+ * error (its supervisor restarts it and it recovers what is durable); its replies are dropped and
+ * their requesters told at once (TR_MSG_NOPROC), as when an actor ends with a request unanswered.
  *
  * The outbox: items are written with the events of their unit. Each queue has at most one
  * consumer; the writer delivers it up to outbox_window unacknowledged items (oldest first), sends
@@ -306,6 +307,21 @@ static void after_commit(tr_store *s, unit *u)
 
 static void fail_unit(tr_store *s, unit *u, const char *why)
 {
+    /* each reply the unit held will never leave: its requester is told now, as if the actor had
+     * ended with the request unanswered (a port gets TR_ENOPROC, tr_call too, an actor's
+     * tr_request a TR_MSG_NOPROC reply) instead of waiting out its timeout */
+    for (size_t i = 0; i < u->n; i++) {
+        op *o = &u->ops[i];
+        if (o->kind != OP_REPLY || o->msg == NULL)
+            continue;
+        tr_msg *n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0);
+        if (n != NULL) {
+            n->flags = TR_MF_REPLY | TR_MF_SYSTEM;
+            n->corr = o->msg->corr;
+            n->sender = o->msg->sender;
+            deliver(s, o->to, n);
+        }
+    }
     if (u->actor != TR_PID_NONE) {
         tr_reason r = {.kind = TR_REASON_ERROR, .code = TR_EIO, .text = why};
         if (tr__ext_enter(s->sys) == TR_OK) {

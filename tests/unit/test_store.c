@@ -1199,7 +1199,13 @@ static void test_fencing_stale_owner_refused(void **state)
     atomic_store(&g_down_code, 0);
     assert_int_equal(tr_system_spawn(sys_a, &watcher_b, NULL, &w), TR_OK);
     assert_int_equal(tr_system_send(sys_a, w, tt_msg_u64(9, pa)), TR_OK);
-    assert_int_equal(tr_system_send(sys_a, pa, tt_msg_u64(ADD, 100)), TR_OK); /* refused */
+    /* refused: the caller is told at once that no answer will come (its reply was in the failed
+     * unit), not at its 60 s timeout */
+    uint64_t t0 = tt_now_ns();
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(sys_a, pa, tt_msg_u64(ADD, 100), 60000, &reply), TR_ENOPROC);
+    print_message("the stale owner's caller told after %.1f ms\n", (double)(tt_now_ns() - t0) / 1e6);
+    assert_true(tt_now_ns() - t0 < 30000000000ull);
     TT_WAIT_FOR(atomic_load(&g_down_code) != 0, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_down_code), TR_EIO);
     /* only b's write is there */
