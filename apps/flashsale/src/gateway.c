@@ -32,6 +32,7 @@
 #include <troupe/json.h>
 #include <troupe/node.h>
 #include <troupe/shard.h>
+#include <troupe/web.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,7 @@
 
 #define MAX_SKUS 100000u        /* SKUs with an order actor on one node at once */
 #define EMAIL_KEY "flashsale/email"
-#define PORTS 64u              /* ports at most: one per HTTP thread (the config allows 64) */
+#define PORTS 64u               /* HTTP threads at most (the bridge has a port for each) */
 
 /* The node actor's protocol. */
 enum {
@@ -53,14 +54,9 @@ struct fs_app {
     tr_system *sys;
     tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
-    tr_http_server *http;
+    tr_web *web;                /* the HTTP server and its bridge to the actors */
     tr_shard *orders;           /* the order actors, one per SKU */
     tr_pid email, router;
-    tr_port *ports[PORTS];      /* calls go out through these (see start_call) */
-    unsigned nports;            /* one per HTTP thread */
-    struct call *spare[PORTS];  /* each port's spare call records (its HTTP thread's only) */
-    unsigned nspare[PORTS];
-    tr_guest *guests[PORTS];    /* o.run_actors: each HTTP thread runs the actors it calls */
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -186,44 +182,27 @@ static bool owned_here(fs_app *a, const char *key, tr_pid *router)
 
 enum { CALL_SET, CALL_GET, CALL_PLACE, CALL_LOOKUP, CALL_STATS };
 
+/* What a call to an actor remembers to answer its HTTP request (the bridge's call data). */
 typedef struct call {
-    struct call *next;          /* on a port's spare list */
-    unsigned port;              /* the port it went out through */
     fs_app *app;
-    tr_http_server *http;          /* the server the request came from (a->http may not be set yet) */
-    uint64_t token;
     int kind;
-    tr_pid order;
     tr_msg *req;                /* the request to send (owned until sent) */
     char sku[ORDER_SKU_MAX + 1];
     char user[ORDER_USER_MAX + 1];
     char order_id[ORDER_SKU_MAX + 24];
     uint64_t qty;
-    /* the answer, written on the loop thread of the request (see on_answer) */
-    tr_http_task task;
-    int status;
-    const char *headers;        /* NULL, or a string literal */
-    size_t body_len;
-    char body[512];
 } call;
 
-/* Sets the call's answer. */
-static void set_answer(call *c, int status, const char *headers, const char *body)
+/* Sets the call's answer (body copied). */
+static void set_answer(tr_web_call *wc, int status, const char *headers, const char *body)
 {
-    c->status = status;
-    c->headers = headers;
-    c->body_len = strlen(body);
-    if (c->body_len >= sizeof c->body)
-        c->body_len = sizeof c->body - 1;
-    if (body != c->body)
-        memcpy(c->body, body, c->body_len);
+    tr_web_answer(wc, status, headers, body, strlen(body));
 }
 
-static void set_error(call *c, int status, const char *msg)
+static void set_error(tr_web_call *wc, int status, const char *msg)
 {
-    c->status = status;
-    c->headers = status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL;
-    c->body_len = error_body(c->body, sizeof c->body, msg);
+    tr_web_answer_len(wc, status, status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL,
+                      error_body(tr_web_answer_buf(wc), TR_WEB_BODY_MAX, msg));
 }
 
 /* A bounded string builder: what does not fit is cut off (end points at the last usable byte). */
@@ -252,12 +231,12 @@ static void sb_u64(sbuf *b, uint64_t v)
         *b->p++ = digits[--n];
 }
 
-static void answer(call *c, const tr_msg *m)
+static void answer(tr_web_call *wc, const call *c, const tr_msg *m)
 {
     tr_reader r;
     tr_reader_init(&r, m);
-    char *body = c->body;
-    const size_t size = sizeof c->body;
+    char *body = tr_web_answer_buf(wc);
+    const size_t size = TR_WEB_BODY_MAX;
     uint64_t v[3];
     switch (c->kind) {
     case CALL_SET:
@@ -267,15 +246,15 @@ static void answer(call *c, const tr_msg *m)
         if (got && c->kind == CALL_GET)
             got = tr_read_u64(&r, &remaining) == TR_OK && tr_read_u64(&r, &set_up) == TR_OK;
         if (got && !set_up) {
-            set_error(c, 404, "no such SKU"); /* never set up: POST /orders says the same */
+            set_error(wc, 404, "no such SKU"); /* never set up: POST /orders says the same */
         } else if (got) {
             uint64_t rem = v[0] > v[1] ? v[0] - v[1] : 0;
             snprintf(body, size,
                      "{\"sku\":\"%s\",\"stock\":%llu,\"sold\":%llu,\"remaining\":%llu}", c->sku,
                      (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)rem);
-            set_answer(c, 200, NULL, body);
+            set_answer(wc, 200, NULL, body);
         } else {
-            set_error(c, 500, "bad answer from the order actor");
+            set_error(wc, 500, "bad answer from the order actor");
         }
         break;
     }
@@ -284,7 +263,7 @@ static void answer(call *c, const tr_msg *m)
         const char *id;
         size_t il;
         if (tr_read_i64(&r, &status) != TR_OK || tr_read_str(&r, &id, &il) != TR_OK) {
-            set_error(c, 500, "bad answer from the order actor");
+            set_error(wc, 500, "bad answer from the order actor");
         } else if (status == ORDER_CONFIRMED) { /* by hand: this is once per order */
             sbuf b = {body, body + size - 1};
             sb_lit(&b, "{\"order_id\":\"");
@@ -297,24 +276,22 @@ static void answer(call *c, const tr_msg *m)
             sb_u64(&b, c->qty);
             sb_lit(&b, ",\"status\":\"confirmed\"}");
             *b.p = '\0';
-            set_answer(c, 201, NULL, body);
+            set_answer(wc, 201, NULL, body);
         } else if (status == ORDER_SOLD_OUT) {
-            set_error(c, 409, "sold out");
+            set_error(wc, 409, "sold out");
         } else if (status == ORDER_UNKNOWN) {
-            set_error(c, 404, "no such SKU");
+            set_error(wc, 404, "no such SKU");
         } else {
-            set_error(c, 400, "invalid user or qty");
+            set_error(wc, 400, "invalid user or qty");
         }
         break;
     }
     case CALL_STATS: {
         if (tr_read_u64(&r, &v[0]) == TR_OK && tr_read_u64(&r, &v[1]) == TR_OK &&
             tr_read_u64(&r, &v[2]) == TR_OK) {
-            c->status = 200;
-            c->headers = NULL;
-            c->body_len = email_stats_body(c->app, v, body, size);
+            tr_web_answer_len(wc, 200, NULL, email_stats_body(c->app, v, body, size));
         } else {
-            set_error(c, 500, "bad answer from the email node");
+            set_error(wc, 500, "bad answer from the email node");
         }
         break;
     }
@@ -328,9 +305,9 @@ static void answer(call *c, const tr_msg *m)
                      "{\"order_id\":\"%s\",\"user\":\"%.*s\",\"sku\":\"%s\",\"qty\":%llu,"
                      "\"status\":\"confirmed\"}",
                      c->order_id, (int)ul, user, c->sku, (unsigned long long)qty);
-            set_answer(c, 200, NULL, body);
+            set_answer(wc, 200, NULL, body);
         } else {
-            set_error(c, 404, "no such order");
+            set_error(wc, 404, "no such order");
         }
         break;
     }
@@ -340,100 +317,47 @@ static void answer(call *c, const tr_msg *m)
     tr_reader_done(&r);
 }
 
-/* Calls go out through ports (troupe.h), one per HTTP thread (PORTS at most): tr_port_request
- * sends the request, and the answer comes back as a callback on the runtime thread that delivers
- * it — for a placed order, the store's writer right after the commit — which answers the HTTP
- * request. (A one-shot actor per request cost a spawn, two turns and an exit; a caller actor per
- * thread still cost two thread hand-offs per order.) */
-#define CALLS_MAX 100000u       /* calls in flight per port, at most (then 503) */
-#define SPARES_MAX 4096u        /* call records kept per port for reuse, at most */
+/* Calls go through the web unit's bridge (troupe/web.h): a port and a guest per HTTP loop, the
+ * answer formatted on the thread that delivers the reply — for a placed order, the one that
+ * committed it, most often the loop itself — and written by the request's loop. */
 
-/* On the request's loop thread: writes the answer, and keeps the record for the next call. */
-static void answer_here(tr_http_server *h, tr_http_task *t)
-{
-    call *c = (call *)((char *)t - offsetof(call, task));
-    tr_http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
-    fs_app *a = c->app;
-    if (a->nspare[c->port] >= SPARES_MAX) {
-        free(c);
-        return;
-    }
-    c->next = a->spare[c->port];
-    a->spare[c->port] = c;
-    a->nspare[c->port]++;
-}
-
-/* On the thread that delivers the answer (for an order, the one that committed it):
- * reads it into the call, and hands the call to the request's loop thread, which writes it. */
-static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
+/* The reply to a call (or why none came), on the delivering thread. */
+static void on_reply(void *user, tr_web_call *wc, int rc, const tr_msg *reply)
 {
     (void)user;
-    call *c = (call *)(uintptr_t)cookie;
+    const call *c = tr_web_call_data(wc);
     if (rc != TR_OK || reply == NULL || tr_msg_type(reply) == TR_MSG_SHARD_UNAVAILABLE)
-        set_error(c, 503, rc == TR_ESTOPPED ? "stopping" : "the SKU's owner is unavailable");
+        set_error(wc, 503, rc == TR_ESTOPPED ? "stopping" : "the SKU's owner is unavailable");
     else
-        answer(c, reply);
-    c->task.fn = answer_here;
-    if (tr_http_post(c->http, tr_http_loop_of(c->token), &c->task) != 0)
-        free(c);
+        answer(wc, c, reply);
 }
 
-/* A call record for port `port` (its HTTP thread only): a spare one, else a new one. */
-static call *call_alloc(fs_app *a, unsigned port)
+/* The bridge's sender for an order actor: the SKU's, wherever it lives (troupe/shard.h). */
+static int order_send(void *arg, tr_port *port, tr_msg *m, unsigned timeout_ms, uint64_t cookie)
 {
-    call *c = a->spare[port];
-    if (c != NULL) {
-        a->spare[port] = c->next;
-        a->nspare[port]--;
-    } else {
-        c = malloc(sizeof *c);
-    }
-    return c;
+    tr_web_call *wc = (tr_web_call *)(uintptr_t)cookie;
+    const call *c = tr_web_call_data(wc);
+    return tr_shard_port_request(((fs_app *)arg)->orders, port, c->sku, m, timeout_ms, cookie);
 }
 
-static void calls_free(call *c)
+/* Sends the call's request (c->req, taken) for HTTP request req: to `to`, or when that is
+ * TR_PID_NONE to the order actor of c->sku. Failures are answered 503 by the bridge. */
+static void start_call(fs_app *a, const tr_http_request *req, call *c, tr_pid to)
 {
-    while (c != NULL) {
-        call *next = c->next;
-        free(c);
-        c = next;
-    }
-}
-
-/* Sends the call's request (consumed) through this thread's port: to c->order, or when that is
- * TR_PID_NONE to the order actor of c->sku, wherever it lives (troupe/shard.h). */
-static void start_call(fs_app *a, call *c)
-{
-    unsigned mine = tr_http_loop_of(c->token) % a->nports; /* the HTTP thread we are on */
-    tr_port *port = a->ports[mine];
-    tr_msg *req = c->req;
+    tr_msg *m = c->req;
     c->req = NULL;
-    call *held = tr_port_pending(port) < CALLS_MAX ? call_alloc(a, mine) : NULL;
-    if (held == NULL) {
-        tr_msg_free(req);
-        respond_retry(c->http, c->token, 503, "too many calls in flight");
+    tr_web_call *wc = m != NULL ? tr_web_call_new(a->web, req) : NULL;
+    if (wc == NULL) {
+        tr_msg_free(m);
+        if (m == NULL)
+            respond_retry(tr_web_http(a->web), req->token, 503, "out of memory");
         return;
     }
-    *held = *c; /* kept until the answer's callback */
-    held->port = mine;
-    unsigned timeout = a->o.call_timeout_ms ? a->o.call_timeout_ms : 5000;
-    uint64_t cookie = (uint64_t)(uintptr_t)held;
-    int rc = c->order != TR_PID_NONE
-                 ? tr_port_request(port, c->order, req, timeout, cookie)
-                 : tr_shard_port_request(a->orders, port, c->sku, req, timeout, cookie);
-    if (rc != TR_OK) { /* TR_ENOCONN: the owner's router is not known yet */
-        respond_retry(c->http, c->token, 503, "the SKU's owner is unavailable");
-        held->next = a->spare[mine];
-        a->spare[mine] = held;
-        a->nspare[mine]++;
-    }
-}
-
-/* Sends the call's request to its SKU's order actor, wherever it lives. */
-static void dispatch(fs_app *a, call *c)
-{
-    c->order = TR_PID_NONE;
-    start_call(a, c);
+    *(call *)tr_web_call_data(wc) = *c;
+    if (to != TR_PID_NONE)
+        (void)tr_web_call_send(wc, to, m);
+    else
+        (void)tr_web_call_send_with(wc, m, order_send, a);
 }
 
 /* ---- the node actor: the email actor's placement, and its stats for other nodes ------------- */
@@ -501,7 +425,7 @@ static bool path_arg(const char *path, const char *prefix, const char **arg, siz
 static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, const char *sku,
                       size_t sl)
 {
-    call c = {.app = a, .http = h, .token = req->token};
+    call c = {.app = a};
     memcpy(c.sku, sku, sl < ORDER_SKU_MAX ? sl : ORDER_SKU_MAX);
     if (req->method == TR_HTTP_PUT) {
         char why[96];
@@ -535,7 +459,7 @@ static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, 
         respond_error(h, req->token, 404, "no such SKU");
         return;
     }
-    dispatch(a, &c);
+    start_call(a, req, &c, TR_PID_NONE);
 }
 
 static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req)
@@ -570,7 +494,7 @@ static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req
         respond_error(h, req->token, 400, bad);
         return;
     }
-    call c = {.app = a, .http = h, .token = req->token, .kind = CALL_PLACE};
+    call c = {.app = a, .kind = CALL_PLACE};
     snprintf(c.user, sizeof c.user, "%s", user->valuestring);
     snprintf(c.sku, sizeof c.sku, "%s", sku->valuestring);
     c.qty = qty != NULL ? (uint64_t)qty->valuedouble : 1;
@@ -580,7 +504,7 @@ static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req
     msgpack_pack_str(tr_msg_packer(c.req), ul);
     msgpack_pack_str_body(tr_msg_packer(c.req), c.user, ul);
     msgpack_pack_uint64(tr_msg_packer(c.req), c.qty);
-    dispatch(a, &c); /* a SKU never set up: 404, as GET /inventory says */
+    start_call(a, req, &c, TR_PID_NONE); /* a SKU never set up: 404, as GET /inventory says */
 }
 
 static void get_order(fs_app *a, tr_http_server *h, const tr_http_request *req, const char *id,
@@ -590,7 +514,7 @@ static void get_order(fs_app *a, tr_http_server *h, const tr_http_request *req, 
     for (size_t i = 0; i < il; i++)
         if (id[i] == '-')
             dash = id + i;
-    call c = {.app = a, .http = h, .token = req->token, .kind = CALL_LOOKUP};
+    call c = {.app = a, .kind = CALL_LOOKUP};
     if (dash == NULL || il >= sizeof c.order_id || !order_sku_valid(id, (size_t)(dash - id))) {
         respond_error(h, req->token, 404, "no such order");
         return;
@@ -600,24 +524,7 @@ static void get_order(fs_app *a, tr_http_server *h, const tr_http_request *req, 
     c.req = tr_msg_new(ORDER_LOOKUP, il + 8);
     msgpack_pack_str(tr_msg_packer(c.req), il);
     msgpack_pack_str_body(tr_msg_packer(c.req), id, il);
-    dispatch(a, &c);
-}
-
-/* On an HTTP thread: the actors its requests wake (an order actor, then the port that takes
- * the answer) wait until this loop iteration's requests are all in, and after_io runs them here,
- * in one batch — no thread hand-off, and the order actor's journal commits the whole batch at
- * once. What is left after run_actors turns goes to the workers. */
-static void guest_begin(fs_app *a, unsigned loop)
-{
-    if (a->guests[loop] != NULL)
-        (void)tr_guest_enter(a->guests[loop]); /* TR_ESTATE: in already, since an earlier request */
-}
-
-static void after_io(void *user, tr_http_server *h, unsigned loop)
-{
-    (void)h;
-    fs_app *a = user;
-    tr_guest_leave(a->guests[loop], a->o.run_actors); /* nothing if this iteration never entered */
+    start_call(a, req, &c, TR_PID_NONE);
 }
 
 static void handler(void *user, tr_http_server *h, const tr_http_request *req)
@@ -625,7 +532,6 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
     fs_app *a = user;
     const char *arg;
     size_t len;
-    guest_begin(a, tr_http_loop_of(req->token));
     if ((strcmp(req->path, "/health") == 0 || strcmp(req->path, "/emails/stats") == 0) &&
         !reads(req)) {
         not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
@@ -658,13 +564,12 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
     } else if (strcmp(req->path, "/emails/stats") == 0) {
         tr_pid router = TR_PID_NONE;
         if (!owned_here(a, EMAIL_KEY, &router)) { /* the email actor runs on another node */
-            call c = {.app = a, .http = h, .token = req->token, .kind = CALL_STATS, .order = router,
-                      .req = tr_msg_new(FS_EMAIL_STATS, 0)};
+            call c = {.app = a, .kind = CALL_STATS, .req = tr_msg_new(FS_EMAIL_STATS, 0)};
             if (router == TR_PID_NONE) {
                 tr_msg_free(c.req);
                 respond_retry(h, req->token, 503, "the email node is unavailable");
             } else {
-                start_call(a, &c);
+                start_call(a, req, &c, router);
             }
             return;
         }
@@ -753,12 +658,6 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     }
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
-    a->nports = o->http_threads ? o->http_threads : 2;
-    for (unsigned i = 0; rc == TR_OK && i < a->nports; i++) {
-        rc = tr_port_open(a->sys, on_answer, a, &a->ports[i]);
-        if (rc == TR_OK && o->run_actors > 0)
-            rc = tr_guest_new(a->sys, &a->guests[i]);
-    }
     if (rc == TR_OK && a->node != NULL) {
         char reg[128];
         snprintf(reg, sizeof reg, "flashsale/router/%s", tr_node_name(a->node));
@@ -766,18 +665,15 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         if (rc != TR_OK)
             snprintf(err, errlen, "cannot register %s", reg);
     }
-    if (rc == TR_OK) {
-        tr_http_opts ho = {.host = o->http_host, .port = o->tr_http_port, .threads = o->http_threads,
-                        .max_request = o->http_max_request, .request_ms = o->http_request_ms,
-                        .max_connections = o->http_max_connections, .handler = handler,
-                        .user = a, .after_io = o->run_actors > 0 ? after_io : NULL};
-        int hr = tr_http_start(&ho, &a->http);
-        if (hr != 0) {
-            if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "cannot listen on %s:%d: %s",
-                         o->http_host ? o->http_host : "127.0.0.1", o->tr_http_port, strerror(-hr));
-            rc = TR_EINVAL;
-        }
+    if (rc == TR_OK) { /* last: requests come in at once */
+        tr_web_opts wo = {
+            .http = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
+                     .max_request = o->http_max_request, .request_ms = o->http_request_ms,
+                     .max_connections = o->http_max_connections, .handler = handler, .user = a},
+            .run_actors = o->run_actors, /* each HTTP loop runs the actors its requests wake */
+            .call_size = sizeof(call), .on_reply = on_reply,
+            .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};
+        rc = tr_web_start(a->sys, &wo, &a->web, err, errlen);
     }
     if (rc != TR_OK) {
         fs_stop(a);
@@ -789,7 +685,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
 
 int fs_port(const fs_app *a)
 {
-    return a != NULL ? tr_http_port(a->http) : 0;
+    return a != NULL ? tr_http_port(tr_web_http(a->web)) : 0;
 }
 
 void fs_stop(fs_app *a)
@@ -798,22 +694,16 @@ void fs_stop(fs_app *a)
         return;
     /* no new calls (the HTTP loops answer 503 themselves from now on, and no longer ask the
      * node who owns what); then the actors (order journals flush and close); then the store,
-     * whose last commits answer their calls; then the node (remote answers); then the ports
-     * (calls still unanswered get 503); then the HTTP loops, which write what is answered */
-    tr_http_quiesce(a->http);
+     * whose last commits answer their calls; then the node (remote answers); then the bridge
+     * (calls still unanswered get 503, and the loops write what is answered) */
+    tr_web_quiesce(a->web);
     if (a->sys != NULL) {
         tr_system_stop(a->sys);
         tr_system_join(a->sys);
     }
     tr_store_close(a->store);
     tr_node_stop(a->node);
-    for (unsigned i = 0; i < PORTS; i++)
-        tr_port_close(a->ports[i]);
-    tr_http_stop(a->http); /* runs the answers' tasks still posted: the records are back */
-    for (unsigned i = 0; i < PORTS; i++) {
-        calls_free(a->spare[i]);
-        tr_guest_free(a->guests[i]); /* the loops are gone: no thread is in one */
-    }
+    tr_web_stop(a->web);
     tr_shard_free(a->orders); /* its actors ended with the system */
     tr_system_free(a->sys);
     pthread_mutex_destroy(&a->lock);

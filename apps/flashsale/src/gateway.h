@@ -14,7 +14,7 @@ typedef struct fs_app fs_app;
 
 typedef struct fs_opts {
     const char *http_host;      /* default "127.0.0.1" */
-    int tr_http_port;              /* 0: any (see fs_port) */
+    int http_port;              /* 0: any (see fs_port) */
     unsigned http_threads;      /* 0 = 2 */
     size_t http_max_request;    /* headers + body of one request at most (413 above); 0 = 64 KiB */
     unsigned http_request_ms;   /* a request must arrive within this (408); 0 = 10,000 */

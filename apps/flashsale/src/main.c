@@ -240,7 +240,7 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
     }
     fs_opts o = {
         .http_host = get_str(cfg, "flashsale.http.host", "127.0.0.1"),
-        .tr_http_port = (int)get_int(cfg, "flashsale.http.port", 8080),
+        .http_port = (int)get_int(cfg, "flashsale.http.port", 8080),
         .http_threads = (unsigned)get_int(cfg, "flashsale.http.threads", 2),
         .http_max_request = (size_t)get_int(cfg, "flashsale.http.max_request", 65536),
         .http_request_ms = (unsigned)get_int(cfg, "flashsale.http.request_timeout_ms", 10000),
@@ -273,7 +273,7 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         }
         snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
         o.http_host = host;
-        o.tr_http_port = atoi(colon + 1);
+        o.http_port = atoi(colon + 1);
     }
     const char *provider = get_str(cfg, "flashsale.email.provider", "maildir");
     if (strcmp(provider, "smtp") == 0) {
