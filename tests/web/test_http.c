@@ -436,6 +436,76 @@ static void test_headers_query_head_and_errors(void **state)
     assert_int_equal(tr_http_decode("0123456789abcdef", 16, out, sizeof out, false), -1);
 }
 
+
+/* A connection from a given loopback address (127.0.0.x). */
+static int dial_from(int port, const char *from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    inet_pton(AF_INET, from, &me.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Whether a request on fd is answered 200 (false: the server closed it unanswered). */
+static bool served(int fd)
+{
+    static char buf[4096];
+    const char *r = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    if (send(fd, r, strlen(r), MSG_NOSIGNAL) != (ssize_t)strlen(r))
+        return false;
+    get(fd, buf, sizeof buf, 1);
+    return strstr(buf, "200 OK") != NULL;
+}
+
+/* max_per_client: one address cannot hold more than its share of the connection slots; others
+ * are still served, and a client gets its slots back as it closes (issue 21, point 3). */
+static void test_connections_per_client(void **state)
+{
+    (void)state;
+    tr_http_server *srv;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 2, .request_ms = 5000, .handler = handler,
+                      .max_per_client = 4};
+    assert_int_equal(tr_http_start(&o, &srv), 0);
+    int port = tr_http_port(srv);
+    int fds[6], ok = 0;
+    for (int i = 0; i < 6; i++)
+        fds[i] = dial_from(port, "127.0.0.3");
+    for (int i = 0; i < 6; i++)
+        ok += served(fds[i]);
+    assert_int_equal(ok, 4); /* over both loops: the cap is per address, not per loop */
+    int other = dial_from(port, "127.0.0.4");
+    assert_true(served(other));
+    close(other);
+    /* closing two gives two back (once the server has seen the closes) */
+    int freed = 0;
+    for (int i = 0; i < 6 && freed < 2; i++)
+        if (served(fds[i])) { /* one of the 4 held ones */
+            close(fds[i]);
+            fds[i] = -1;
+            freed++;
+        }
+    uint64_t until = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
+    int again = -1;
+    while (tt_now_ns() < until) {
+        again = dial_from(port, "127.0.0.3");
+        if (served(again))
+            break;
+        close(again);
+        again = -1;
+        tt_sleep_ms(10);
+    }
+    assert_true(again >= 0);
+    close(again);
+    for (int i = 0; i < 6; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    tr_http_stop(srv);
+}
+
 /* after_io: a handler that leaves its requests for the end of the loop iteration, where they are
  * answered through tr_http_post — which, called there for the same loop, runs the task at once. */
 typedef struct deferred {
@@ -515,6 +585,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_after_io),
     cmocka_unit_test(test_pipelined_burst_gets_every_answer),
     cmocka_unit_test(test_headers_query_head_and_errors),
+    cmocka_unit_test(test_connections_per_client),
 };
 
 TT_MAIN_PLAIN(tests)

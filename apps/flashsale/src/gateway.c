@@ -669,7 +669,8 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         tr_web_opts wo = {
             .http = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
                      .max_request = o->http_max_request, .request_ms = o->http_request_ms,
-                     .max_connections = o->http_max_connections, .handler = handler, .user = a},
+                     .max_connections = o->http_max_connections,
+                     .max_per_client = o->http_max_per_client, .handler = handler, .user = a},
             .run_actors = o->run_actors, /* each HTTP loop runs the actors its requests wake */
             .call_size = sizeof(call), .on_reply = on_reply,
             .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};

@@ -19,6 +19,7 @@ typedef struct fs_opts {
     size_t http_max_request;    /* headers + body of one request at most (413 above); 0 = 64 KiB */
     unsigned http_request_ms;   /* a request must arrive within this (408); 0 = 10,000 */
     unsigned http_max_connections; /* open at once; more are closed on accept; 0 = 10,000 */
+    unsigned http_max_per_client;  /* open at once from one address; 0 = no cap */
     tr_store_opts store;        /* where orders and the email outbox live */
     int email_provider;         /* email_provider (actors/email.h): maildir or smtp */
     const char *maildir;        /* the email actor's maildir (provider maildir) */

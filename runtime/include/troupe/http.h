@@ -14,7 +14,8 @@
  * server stops reading while its bounded buffer is full of them). Limits: line + headers at most
  * max_request bytes and 64 headers (431 above), the body at most max_request or what body_limit
  * allows for the route (413), each request must arrive within request_ms (408, or a silent close
- * of an idle keep-alive connection), max_connections open at once. An error the server answers
+ * of an idle keep-alive connection), max_connections open at once and max_per_client from one
+ * address (beyond, a new connection is accepted and closed at once). An error the server answers
  * itself (400 malformed, 408, 413, 431, 501 unknown method) ends the connection with a lingering
  * close: the answer is sent, the write side shut, and whatever the client still sends is read and
  * discarded for a while, so a client that writes its whole body before reading still reads its
@@ -75,6 +76,7 @@ typedef struct tr_http_opts {
     size_t max_request;         /* headers + body at most; 0 = 64 KiB */
     unsigned request_ms;        /* a request must arrive within this; 0 = 10,000 */
     unsigned max_connections;   /* open at once (shared out among the threads); 0 = 10,000 */
+    unsigned max_per_client;    /* open at once from one IPv4 address (all loops); 0 = no cap */
     tr_http_handler handler;
     void *user;
     /* Optional: the largest body route (method, path) accepts, when it may exceed max_request

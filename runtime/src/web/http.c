@@ -82,6 +82,8 @@ typedef struct conn {
     bool head;                  /* the request in flight is a HEAD: its answer goes without body */
     bool in_message;            /* between the first byte of a request and its end */
     int handles;                /* open uv handles (tcp, timer) */
+    uint32_t client;            /* the peer's IPv4 address (host order), counted in clients */
+    bool counted;               /* counted against its client's cap */
     uv_shutdown_t shut;
     tr_http_request req;
 } conn;
@@ -107,8 +109,17 @@ struct loop_t {
     pthread_cond_t barrier_cond;
 };
 
+/* Open connections per client address (max_per_client), shared by the loops. */
+typedef struct client {
+    struct client *next;
+    uint32_t addr;
+    unsigned n;
+} client;
+
 struct tr_http_server {
     tr_http_opts o;
+    pthread_mutex_t clients_lock;
+    client *clients[BUCKETS];
     _Atomic bool quiesced;      /* the handler is not called any more (tr_http_quiesce) */
     int port;
     unsigned n;
@@ -136,10 +147,51 @@ static void conn_unlink(conn *c)
         *pp = c->hnext;
 }
 
+/* Counts a connection from addr; false (not counted) when the client has max_per_client open. */
+static bool client_enter(tr_http_server *srv, uint32_t addr)
+{
+    unsigned cap = srv->o.max_per_client;
+    if (cap == 0)
+        return true;
+    bool ok = false;
+    pthread_mutex_lock(&srv->clients_lock);
+    client **b = &srv->clients[(addr * 2654435761u) % BUCKETS], *cl = *b;
+    while (cl != NULL && cl->addr != addr)
+        cl = cl->next;
+    if (cl == NULL && (cl = calloc(1, sizeof *cl)) != NULL) {
+        cl->addr = addr;
+        cl->next = *b;
+        *b = cl;
+    }
+    if (cl != NULL && cl->n < cap) {
+        cl->n++;
+        ok = true;
+    }
+    pthread_mutex_unlock(&srv->clients_lock);
+    return ok;
+}
+
+static void client_leave(tr_http_server *srv, uint32_t addr)
+{
+    pthread_mutex_lock(&srv->clients_lock);
+    client **pp = &srv->clients[(addr * 2654435761u) % BUCKETS];
+    while (*pp != NULL && (*pp)->addr != addr)
+        pp = &(*pp)->next;
+    client *cl = *pp;
+    if (cl != NULL && --cl->n == 0) { /* forgotten with its last connection: the table is bounded
+                                       * by the open connections */
+        *pp = cl->next;
+        free(cl);
+    }
+    pthread_mutex_unlock(&srv->clients_lock);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     conn *c = h->data;
     if (--c->handles == 0) {
+        if (c->counted)
+            client_leave(c->lp->srv, c->client);
         c->lp->nconns--;
         free(c->buf);
         free(c->body);
@@ -530,8 +582,20 @@ static void on_connection(uv_stream_t *server, int status)
     lp->nconns++;
     unsigned cap = lp->srv->o.max_connections ? lp->srv->o.max_connections : 10000;
     cap = cap / lp->srv->n ? cap / lp->srv->n : 1;
-    /* accepted then closed at once when full: the peer learns at once, the backlog drains */
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || lp->nconns > cap) {
+    /* accepted then closed at once when full, or when its client has max_per_client open: the
+     * peer learns at once, the backlog drains, and one client cannot take every slot */
+    bool ok = uv_accept(server, (uv_stream_t *)&c->tcp) == 0 && lp->nconns <= cap;
+    if (ok && lp->srv->o.max_per_client > 0) {
+        struct sockaddr_storage ss;
+        int sl = sizeof ss;
+        ok = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0 &&
+             ss.ss_family == AF_INET;
+        if (ok) {
+            c->client = ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
+            ok = c->counted = client_enter(lp->srv, c->client);
+        }
+    }
+    if (!ok) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -1018,6 +1082,7 @@ int tr_http_start(const tr_http_opts *o, tr_http_server **out)
     if (s == NULL)
         return -ENOMEM;
     s->o = *o;
+    pthread_mutex_init(&s->clients_lock, NULL);
     if (s->o.host == NULL)
         s->o.host = "127.0.0.1";
     if (s->o.max_request == 0)
@@ -1115,5 +1180,12 @@ void tr_http_stop(tr_http_server *s)
         pthread_cond_destroy(&lp->barrier_cond);
     }
     free(s->loops);
+    for (size_t b = 0; b < BUCKETS; b++) /* normally empty: every connection closed */
+        while (s->clients[b] != NULL) {
+            client *cl = s->clients[b];
+            s->clients[b] = cl->next;
+            free(cl);
+        }
+    pthread_mutex_destroy(&s->clients_lock);
     free(s);
 }
