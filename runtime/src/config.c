@@ -52,6 +52,7 @@
  * Errors are TR_EINVAL (with a message; a file that cannot be read is TR_EINVAL too) or TR_ENOMEM.
  * Nothing aborts and nothing is kept on failure.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdalign.h>
@@ -601,12 +602,100 @@ static int begin(loader *L, const char *file, const char *key, const tr_behaviou
     return TR_OK;
 }
 
+/* The literal of integer setting s as written on its line (of text[0..n)), parsed: false when the
+ * literal is not found (then nothing is claimed) ; *fits false when it does not fit s's value. */
+static bool literal_fits(const config_setting_t *s, const char *text, size_t n, bool *fits)
+{
+    const char *name = config_setting_name(s);
+    unsigned line = config_setting_source_line(s);
+    if (name == NULL || line == 0)
+        return false;
+    const char *p = text, *end = text + n;
+    for (unsigned l = 1; l < line && p < end; l++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl != NULL ? nl + 1 : end;
+    }
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL)
+        eol = end;
+    size_t nl = strlen(name);
+    for (const char *q = p; q + nl <= eol; q++) {
+        if (memcmp(q, name, nl) != 0 || (q > p && (isalnum((unsigned char)q[-1]) || q[-1] == '_')))
+            continue;
+        const char *v = q + nl;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        if (v >= eol || (*v != '=' && *v != ':'))
+            continue;
+        v++;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        char lit[64];
+        size_t k = 0;
+        while (v < eol && k + 1 < sizeof lit && (isxdigit((unsigned char)*v) || *v == 'x' ||
+                                                 *v == 'X' || *v == '-' || *v == '+'))
+            lit[k++] = *v++;
+        lit[k] = '\0';
+        if (k == 0)
+            return false;
+        errno = 0;
+        char *e;
+        long long got = strtoll(lit, &e, 0);
+        bool bad = errno == ERANGE || *e != '\0';
+        if (!bad && config_setting_type(s) == CONFIG_TYPE_INT)
+            bad = got < INT_MIN || got > INT_MAX;
+        *fits = !bad && got == config_setting_get_int64(s);
+        return true;
+    }
+    return false;
+}
+
+/* Every integer setting under g (from file `path`) holds what its literal says. */
+static int check_ints(loader *L, const config_setting_t *g, const char *path, const char *text,
+                      size_t n)
+{
+    int len = config_setting_length(g);
+    for (int i = 0; i < len; i++) {
+        const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        int t = config_setting_type(s);
+        if (t == CONFIG_TYPE_GROUP || t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY) {
+            int rc = check_ints(L, s, path, text, n);
+            if (rc != TR_OK)
+                return rc;
+        } else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+            const char *f = config_setting_source_file(s);
+            bool fits = true;
+            if ((f == NULL || strcmp(f, path) == 0) && literal_fits(s, text, n, &fits) && !fits)
+                return fail(L, s, TR_EINVAL, "%s: the number does not fit (at most %s)",
+                            config_setting_name(s),
+                            t == CONFIG_TYPE_INT ? "2147483647; larger ones take an L suffix"
+                                                 : "9223372036854775807");
+        }
+    }
+    return TR_OK;
+}
+
 /* Reads a libconfig file; on error fills L's message and returns TR_EINVAL. */
 static int read_file(loader *L, config_t *cfg, const char *path)
 {
     errno = 0;
-    if (config_read_file(cfg, path) == CONFIG_TRUE)
-        return TR_OK;
+    if (config_read_file(cfg, path) == CONFIG_TRUE) {
+        FILE *f = fopen(path, "r");
+        char *text = NULL;
+        size_t n = 0;
+        if (f != NULL) {
+            if (fseek(f, 0, SEEK_END) == 0) {
+                long sz = ftell(f);
+                if (sz > 0 && sz < (64l << 20) && fseek(f, 0, SEEK_SET) == 0 &&
+                    (text = malloc((size_t)sz)) != NULL)
+                    n = fread(text, 1, (size_t)sz, f);
+            }
+            fclose(f);
+        }
+        int rc = text != NULL ? check_ints(L, config_root_setting(cfg), path, text, n) : TR_OK;
+        free(text);
+        return rc;
+    }
     int e = errno;
     if (config_error_type(cfg) == CONFIG_ERR_FILE_IO) {
         char buf[128];
@@ -616,6 +705,16 @@ static int read_file(loader *L, config_t *cfg, const char *path)
     if (config_error_file(cfg) != NULL)
         L->file = config_error_file(cfg);
     return fail_at(L, (unsigned)config_error_line(cfg), TR_EINVAL, "%s", config_error_text(cfg));
+}
+
+int tr_config_read(config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    loader L = {.file = path != NULL ? path : "(null)", .err = err, .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (cfg == NULL || path == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no config or no file given");
+    return read_file(&L, cfg, path);
 }
 
 int tr_sup_tree_load(const char *path, const char *key, const tr_behaviour *const *behaviours,
@@ -810,11 +909,43 @@ void tr_node_config_free(tr_node_config *pub)
     free(c);
 }
 
+static int node_config(loader *L, const config_t *cfg, const char *node, tr_node_config **out)
+{
+    cluster_config *c = NULL;
+    int rc;
+    const config_setting_t *g = config_lookup(cfg, "cluster");
+    if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
+        rc = fail(L, g, TR_EINVAL, "no group \"cluster\" { ... }");
+    else if ((c = calloc(1, sizeof *c)) == NULL)
+        rc = fail(L, NULL, TR_ENOMEM, "out of memory");
+    else
+        rc = parse_cluster(L, g, node, c);
+    if (rc != TR_OK) {
+        tr_node_config_free(c != NULL ? &c->pub : NULL);
+        return rc;
+    }
+    *out = &c->pub;
+    return TR_OK;
+}
+
+int tr_node_config_from(const config_t *cfg, const char *file, const char *node,
+                        tr_node_config **out, char *err, size_t errlen)
+{
+    loader L = {.file = file != NULL ? file : "(config)", .err = err, .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no place for the config (out is NULL)");
+    *out = NULL;
+    if (cfg == NULL || node == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no config or no node name given");
+    return node_config(&L, cfg, node, out);
+}
+
 int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
                         size_t errlen)
 {
     loader L = {.file = path != NULL ? path : "(null)", .err = err, .errlen = errlen};
-    int rc;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (out == NULL)
@@ -824,24 +955,11 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
         return fail(&L, NULL, TR_EINVAL, "no file or no node name given");
     config_t cfg;
     config_init(&cfg);
-    cluster_config *c = NULL;
-    rc = read_file(&L, &cfg, path);
-    if (rc == TR_OK) {
-        const config_setting_t *g = config_lookup(&cfg, "cluster");
-        if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
-            rc = fail(&L, g, TR_EINVAL, "no group \"cluster\" { ... }");
-        else if ((c = calloc(1, sizeof *c)) == NULL)
-            rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
-        else
-            rc = parse_cluster(&L, g, node, c);
-    }
+    int rc = read_file(&L, &cfg, path);
+    if (rc == TR_OK)
+        rc = node_config(&L, &cfg, node, out);
     config_destroy(&cfg);
-    if (rc != TR_OK) {
-        tr_node_config_free(c != NULL ? &c->pub : NULL);
-        return rc;
-    }
-    *out = &c->pub;
-    return TR_OK;
+    return rc;
 }
 
 /* ---- stores ------------------------------------------------------------------------------- */
@@ -906,6 +1024,39 @@ void tr_store_config_free(tr_store_config *pub)
     free(c);
 }
 
+static int store_config_of(loader *L, const config_t *cfg, const char *key, tr_store_config **out)
+{
+    store_config *c = NULL;
+    int rc;
+    const config_setting_t *g = config_lookup(cfg, key);
+    if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
+        rc = fail(L, g, TR_EINVAL, "no group \"%s\" { ... }", key);
+    else if ((c = calloc(1, sizeof *c)) == NULL)
+        rc = fail(L, NULL, TR_ENOMEM, "out of memory");
+    else
+        rc = parse_store(L, g, c);
+    if (rc != TR_OK) {
+        tr_store_config_free(c != NULL ? &c->pub : NULL);
+        return rc;
+    }
+    *out = &c->pub;
+    return TR_OK;
+}
+
+int tr_store_config_from(const config_t *cfg, const char *file, const char *key,
+                         tr_store_config **out, char *err, size_t errlen)
+{
+    loader L = {.file = file != NULL ? file : "(config)", .err = err, .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL)
+        return fail(&L, NULL, TR_EINVAL, "no place for the config (out is NULL)");
+    *out = NULL;
+    if (cfg == NULL || key == NULL || key[0] == '\0')
+        return fail(&L, NULL, TR_EINVAL, "no config or no key given");
+    return store_config_of(&L, cfg, key, out);
+}
+
 int tr_store_config_load(const char *path, const char *key, tr_store_config **out, char *err,
                          size_t errlen)
 {
@@ -920,21 +1071,8 @@ int tr_store_config_load(const char *path, const char *key, tr_store_config **ou
     config_t cfg;
     config_init(&cfg);
     int rc = read_file(&L, &cfg, path);
-    store_config *c = NULL;
-    if (rc == TR_OK) {
-        const config_setting_t *g = config_lookup(&cfg, key);
-        if (g == NULL || config_setting_type(g) != CONFIG_TYPE_GROUP)
-            rc = fail(&L, g, TR_EINVAL, "no group \"%s\" { ... }", key);
-        else if ((c = calloc(1, sizeof *c)) == NULL)
-            rc = fail(&L, NULL, TR_ENOMEM, "out of memory");
-        else
-            rc = parse_store(&L, g, c);
-    }
+    if (rc == TR_OK)
+        rc = store_config_of(&L, &cfg, key, out);
     config_destroy(&cfg);
-    if (rc != TR_OK) {
-        tr_store_config_free(c != NULL ? &c->pub : NULL);
-        return rc;
-    }
-    *out = &c->pub;
-    return TR_OK;
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "test_util.h"
+#include <libconfig.h>
 #include "troupe/config.h"
 
 #ifndef TROUPE_CONFIG_DIR
@@ -715,6 +716,10 @@ static void test_store_files(void **state)
          "port must be between"},
         {"store = { path = \"x\"; colour = 1; };", "unknown key \"colour\""},
         {"other = 1;", "no group \"store\""},
+        /* libconfig wraps integers that do not fit (4294967297 would be 1): refused */
+        {"store = { path = \"x\";\n  max_batch = 4294967297; };",
+         ":2: max_batch: the number does not fit"},
+        {"store = { path = \"x\"; redeliver_ms = 99999999999999999999L; };", "does not fit"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         path = temp_file(bad[i].text);
@@ -726,6 +731,40 @@ static void test_store_files(void **state)
         unlink(path);
         free(path);
     }
+}
+
+/* Settings from a parsed config (overridden by the program: no temporary file) name the file they
+ * came from; tr_config_read refuses integers libconfig would wrap. */
+static void test_config_from_parsed(void **state)
+{
+    (void)state;
+    char err[256];
+    char *path = temp_file("store = { backend = \"sqlite\"; path = \"a.db\"; };\n");
+    config_t cfg;
+    config_init(&cfg);
+    assert_int_equal(tr_config_read(&cfg, path, err, sizeof err), TR_OK);
+    config_setting_t *g = config_lookup(&cfg, "store");
+    config_setting_t *m = config_setting_add(g, "max_batch", CONFIG_TYPE_INT);
+    config_setting_set_int(m, 0); /* out of range, added by the program (no line) */
+    tr_store_config *c = NULL;
+    assert_int_equal(tr_store_config_from(&cfg, path, "store", &c, err, sizeof err), TR_EINVAL);
+    assert_null(c);
+    assert_int_equal(strncmp(err, path, strlen(path)), 0);
+    assert_non_null(strstr(err, "max_batch"));
+    config_setting_set_int(m, 10);
+    assert_int_equal(tr_store_config_from(&cfg, path, "store", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->store.max_batch, 10);
+    tr_store_config_free(c);
+    config_destroy(&cfg);
+    unlink(path);
+    free(path);
+    path = temp_file("a = 1;\nb = 4294968320;\n");
+    config_init(&cfg);
+    assert_int_equal(tr_config_read(&cfg, path, err, sizeof err), TR_EINVAL);
+    assert_non_null(strstr(err, ":2: b: the number does not fit"));
+    config_destroy(&cfg);
+    unlink(path);
+    free(path);
 }
 
 static const struct CMUnitTest tests[] = {
@@ -741,6 +780,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_load_file),
     cmocka_unit_test(test_example_file),
     cmocka_unit_test(test_all_config_files),
+    cmocka_unit_test(test_config_from_parsed),
 };
 
 TT_MAIN_PLAIN(tests)

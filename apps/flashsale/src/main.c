@@ -125,7 +125,161 @@ static const struct {
     {"flashsale.workers", 0, 1024},
 };
 
-static bool check_ranges(const config_t *cfg)
+/* Every setting the flash sale reads, and its kind: anything else in the file or from --set is an
+ * error that names the setting, where it came from, and the closest known name. (The store and
+ * cluster groups are checked as strictly by troupe's own loaders.) */
+enum { K_GROUP, K_INT, K_STR, K_NODES };
+static const struct {
+    const char *path;
+    int kind;
+} known[] = {
+    {"flashsale", K_GROUP},
+    {"flashsale.data", K_STR},
+    {"flashsale.workers", K_INT},
+    {"flashsale.call_timeout_ms", K_INT},
+    {"flashsale.nodes", K_NODES},
+    {"flashsale.http", K_GROUP},
+    {"flashsale.http.host", K_STR},
+    {"flashsale.http.port", K_INT},
+    {"flashsale.http.threads", K_INT},
+    {"flashsale.http.max_request", K_INT},
+    {"flashsale.http.request_timeout_ms", K_INT},
+    {"flashsale.http.max_connections", K_INT},
+    {"flashsale.http.max_per_client", K_INT},
+    {"flashsale.http.run_actors", K_INT},
+    {"flashsale.admission", K_GROUP},
+    {"flashsale.admission.rate", K_INT},
+    {"flashsale.admission.burst", K_INT},
+    {"flashsale.email", K_GROUP},
+    {"flashsale.email.rate", K_INT},
+    {"flashsale.email.burst", K_INT},
+    {"flashsale.email.from", K_STR},
+    {"flashsale.email.to_domain", K_STR},
+    {"flashsale.email.provider", K_STR},
+    {"flashsale.email.maildir", K_STR},
+    {"flashsale.email.smtp", K_GROUP},
+    {"flashsale.email.smtp.url", K_STR},
+    {"flashsale.email.smtp.timeout_ms", K_INT},
+    {"flashsale.email.retry_min_ms", K_INT},
+    {"flashsale.email.retry_max_ms", K_INT},
+    {"store", K_GROUP},   /* its members: troupe's store loader */
+    {"cluster", K_GROUP}, /* its members: troupe's cluster loader */
+};
+
+/* Levenshtein distance of a and b (short strings), for "did you mean". */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), d[128];
+    if (la >= 127 || lb >= 127)
+        return 1000;
+    for (size_t j = 0; j <= lb; j++)
+        d[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = d[0];
+        d[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = d[j];
+            size_t sub = prev + (a[i - 1] != b[j - 1]);
+            size_t del = d[j] + 1, ins = d[j - 1] + 1;
+            d[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            prev = cur;
+        }
+    }
+    return d[lb];
+}
+
+/* Where a setting came from: "FILE:LINE", or the --set that made it. */
+static void origin(const config_setting_t *st, const char *path, const char *conf,
+                   const char *const *sets, int nsets, char *out, size_t cap)
+{
+    unsigned line = config_setting_source_line(st);
+    if (line > 0) {
+        const char *f = config_setting_source_file(st);
+        snprintf(out, cap, "%s:%u", f != NULL ? f : conf, line);
+        return;
+    }
+    size_t pl = strlen(path);
+    for (int i = nsets - 1; i >= 0; i--) /* a later --set wins: name the last that matches */
+        if (strncmp(sets[i], path, pl) == 0 && (sets[i][pl] == '=' || sets[i][pl] == '.')) {
+            snprintf(out, cap, "--set %s", sets[i]);
+            return;
+        }
+    snprintf(out, cap, "%s", conf);
+}
+
+/* Checks every setting under g (whose path is prefix) against `known`. */
+static bool check_known(const config_setting_t *g, const char *prefix, const char *conf,
+                        const char *const *sets, int nsets)
+{
+    int n = config_setting_length(g);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *st = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(st);
+        char path[256], where[600];
+        snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", name ? name : "?");
+        int kind = -1;
+        size_t best = 1000, k = 0;
+        for (size_t j = 0; j < sizeof known / sizeof known[0]; j++) {
+            if (strcmp(known[j].path, path) == 0)
+                kind = known[j].kind;
+            size_t d = distance(known[j].path, path);
+            if (d < best) {
+                best = d;
+                k = j;
+            }
+        }
+        origin(st, path, conf, sets, nsets, where, sizeof where);
+        if (kind < 0) {
+            size_t pl = strlen(path);
+            for (size_t j = 0; j < sizeof known / sizeof known[0] && best > 3; j++) {
+                size_t kl = strlen(known[j].path); /* "email" for "flashsale.email" */
+                if (kl > pl && known[j].path[kl - pl - 1] == '.' &&
+                    strcmp(known[j].path + kl - pl, path) == 0) {
+                    best = 0;
+                    k = j;
+                }
+            }
+            if (best <= 3)
+                fprintf(stderr, "flashsale: %s: unknown setting %s (did you mean %s?)\n", where,
+                        path, known[k].path);
+            else
+                fprintf(stderr, "flashsale: %s: unknown setting %s\n", where, path);
+            return false;
+        }
+        int t = config_setting_type(st);
+        bool ok = kind == K_GROUP   ? t == CONFIG_TYPE_GROUP
+                  : kind == K_INT   ? t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64
+                  : kind == K_STR   ? t == CONFIG_TYPE_STRING
+                                    : t == CONFIG_TYPE_LIST;
+        if (!ok) {
+            fprintf(stderr, "flashsale: %s: %s must be %s\n", where, path,
+                    kind == K_GROUP ? "a group { ... }"
+                    : kind == K_INT ? "a whole number"
+                    : kind == K_STR ? "a string in double quotes"
+                                    : "a list ( { name = ...; http = ...; }, ... )");
+            return false;
+        }
+        if (kind == K_GROUP && strcmp(path, "store") != 0 && strcmp(path, "cluster") != 0 &&
+            !check_known(st, path, conf, sets, nsets))
+            return false;
+    }
+    return true;
+}
+
+/* A port: 0 to 65535, digits only. */
+static bool parse_port(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < 0 || v > 65535)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static bool check_ranges(const config_t *cfg, const char *conf, const char *const *sets,
+                         int nsets)
 {
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         const config_setting_t *st = config_lookup(cfg, ranges[i].path);
@@ -135,7 +289,9 @@ static bool check_ranges(const config_t *cfg)
         long long v = t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 ? config_setting_get_int64(st)
                                                                      : ranges[i].min - 1;
         if (v < ranges[i].min || v > ranges[i].max) {
-            fprintf(stderr, "flashsale: %s must be a whole number from %lld to %lld\n",
+            char where[600];
+            origin(st, ranges[i].path, conf, sets, nsets, where, sizeof where);
+            fprintf(stderr, "flashsale: %s: %s must be a whole number from %lld to %lld\n", where,
                     ranges[i].path, ranges[i].min, ranges[i].max);
             return false;
         }
@@ -156,19 +312,17 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
                  const char *node, const char *const *sets, int nsets, tr_store_config **scp,
                  tr_node_config **ncp)
 {
-    if (config_read_file(cfg, conf) != CONFIG_TRUE) {
-        fprintf(stderr, "flashsale: %s:%d: %s\n",
-                config_error_file(cfg) ? config_error_file(cfg) : conf,
-                config_error_line(cfg), config_error_text(cfg));
+    char err[512] = "";
+    if (tr_config_read(cfg, conf, err, sizeof err) != TR_OK) {
+        fprintf(stderr, "flashsale: %s\n", err);
         return 1;
     }
-    char err[512] = "";
     for (int i = 0; i < nsets; i++)
         if (set_value(cfg, sets[i], err, sizeof err) != 0) {
             fprintf(stderr, "flashsale: %s\n", err);
             return 2;
         }
-    if (!check_ranges(cfg))
+    if (!check_known(config_root_setting(cfg), "", conf, sets, nsets) || !check_ranges(cfg, conf, sets, nsets))
         return 2;
     /* --node: this node's HTTP address (flashsale.nodes) and its own data directory */
     char nodedir[900];
@@ -214,24 +368,14 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         snprintf(kv, sizeof kv, "store.path=%s", dbpath);
         set_value(cfg, kv, err, sizeof err);
     }
-    /* the store group is read by troupe's own loader, from the settings as overridden */
-    char tmp[] = "/tmp/flashsale-conf-XXXXXX";
-    int fd = mkstemp(tmp);
-    FILE *tf = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (tf == NULL) {
-        fprintf(stderr, "flashsale: cannot write a temporary file\n");
-        return 1;
-    }
-    config_write(cfg, tf);
-    fclose(tf);
-    int rc = tr_store_config_load(tmp, "store", scp, err, sizeof err);
+    /* the store and cluster groups are read by troupe's own loaders, as overridden */
+    int rc = tr_store_config_from(cfg, conf, "store", scp, err, sizeof err);
     if (rc == TR_OK && node != NULL)
-        rc = tr_node_config_load(tmp, node, ncp, err, sizeof err);
+        rc = tr_node_config_from(cfg, conf, node, ncp, err, sizeof err);
     tr_store_config *sc = *scp;
     tr_node_config *nc = *ncp;
-    unlink(tmp);
     if (rc != TR_OK) {
-        fprintf(stderr, "flashsale: %s (in %s)\n", err, conf);
+        fprintf(stderr, "flashsale: %s\n", err);
         return 1;
     }
     if (nc != NULL && sc->store.backend != TR_STORE_REDIS) {
@@ -275,7 +419,11 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         }
         snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
         o.http_host = host;
-        o.http_port = atoi(colon + 1);
+        if (!parse_port(colon + 1, &o.http_port)) {
+            fprintf(stderr, "flashsale: --http %s: the port must be a number from 0 to 65535\n",
+                    http);
+            return 2;
+        }
     }
     const char *provider = get_str(cfg, "flashsale.email.provider", "maildir");
     if (strcmp(provider, "smtp") == 0) {

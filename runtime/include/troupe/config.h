@@ -14,6 +14,13 @@
 extern "C" {
 #endif
 
+struct config_t; /* libconfig's (config_t): the loaders below also take one already parsed */
+
+/* Reads the libconfig file `path` into cfg (config_init'ed by the caller) and refuses what
+ * libconfig lets through silently: an integer literal that does not fit its type (libconfig
+ * wraps 4294968320 to 1024). On error returns TR_EINVAL and writes "file:line: what" into err. */
+int tr_config_read(struct config_t *cfg, const char *path, char *err, size_t errlen);
+
 /* A loaded tree: owns every spec, id and argument string it holds. */
 typedef struct tr_sup_tree tr_sup_tree;
 
@@ -41,6 +48,10 @@ typedef struct tr_node_config {
  * node's listen address. On error returns a TR_E* code and writes "file:line: what" into err. */
 int tr_node_config_load(const char *path, const char *node, tr_node_config **out, char *err,
                         size_t errlen);
+/* The same from a parsed config (file names its source in messages; settings added by the program,
+ * such as command-line overrides, have no line). */
+int tr_node_config_from(const struct config_t *cfg, const char *file, const char *node,
+                        tr_node_config **out, char *err, size_t errlen);
 /* Frees a node config (NULL is ignored). */
 void tr_node_config_free(tr_node_config *c);
 
@@ -53,6 +64,9 @@ typedef struct tr_store_config {
 /* Loads the store settings under `key` of the libconfig file `path`; errors as file:line. */
 int tr_store_config_load(const char *path, const char *key, tr_store_config **out, char *err,
                          size_t errlen);
+/* The same from a parsed config (see tr_node_config_from). */
+int tr_store_config_from(const struct config_t *cfg, const char *file, const char *key,
+                         tr_store_config **out, char *err, size_t errlen);
 /* Frees a store config (NULL is ignored). */
 void tr_store_config_free(tr_store_config *c);
 
