@@ -56,6 +56,8 @@
 #define NODE_MAX_WATCHERS 4096u
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
+#define NODE_HANDSHAKE_FRAME 1024u  /* a frame before authentication, at most (HELLO and AUTH are
+                                     * < 300 bytes): what a stranger can make us allocate */
 #define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
@@ -910,10 +912,15 @@ static void on_rx(void *arg)
     size_t need = c->rcap < NODE_RX_CHUNK ? NODE_RX_CHUNK : c->rcap;
     while (c->rlen - off >= TR_WIRE_PREFIX) {
         uint32_t flen = tr__wire_prefix(c->rbuf + off);
-        if (flen > n->max_frame || flen < TR_WIRE_HEADER) {
-            if (c->state == C_UP)
-            count(&n->bad_frames, 1);
-            conn_fail(c, flen > n->max_frame ? "frame above max_frame" : "frame too short");
+        /* until the peer has proved the secret its frames are handshake frames: small */
+        size_t limit = c->state == C_UP ? n->max_frame : NODE_HANDSHAKE_FRAME;
+        if (flen > limit || flen < TR_WIRE_HEADER) {
+            if (c->state == C_UP || flen > limit)
+                count(&n->bad_frames, 1);
+            conn_fail(c, flen < TR_WIRE_HEADER ? "frame too short"
+                         : c->state == C_UP  ? "frame above max_frame"
+                                              : "frame above the handshake's 1 KiB before "
+                                                "authentication");
             return;
         }
         if (c->rlen - off < TR_WIRE_PREFIX + (size_t)flen) {

@@ -625,12 +625,19 @@ static void test_garbage_and_oversized_frames_drop_only_their_connection(void **
         {"\x00\x00\x00\x07TRP\x01\x01\xa1x", 11},                   /* a truncated HELLO */
         {"\x7f\xff\xff\xffTRP", 7},                                  /* 2 GiB announced */
         {"\x00\x00\x00\x05TRP\x07\x01", 9},                         /* another version */
+        /* 1 MiB announced (under max_frame) by a peer that proved nothing: refused at once, a
+         * bad frame (it used to be waited for and allocated: 50 such took RSS to 205 MB) */
+        {"\x00\x10\x00\x00TRP\x01\x01", 9},
     };
     for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
+        tr_node_stats before;
+        tr_node_stats_get(b.node, &before);
         raw_send(tr_node_port(b.node), frames[i].bytes, frames[i].len);
         tr_node_stats st;
         TT_WAIT_FOR((tr_node_stats_get(b.node, &st), st.bad_frames + st.refused_auth >= i + 1),
                     TT_DEADLINE_MS);
+        if (i == sizeof frames / sizeof frames[0] - 1)
+            assert_int_equal(st.bad_frames, before.bad_frames + 1);
     }
     tr_pid sink;
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
