@@ -10,11 +10,15 @@
  * anything is read into memory.
  *
  * Handshake. The dialer sends HELLO (name, node id, incarnation, a fresh nonce, its listen
- * address); the acceptor answers HELLO and AUTH = HMAC-SHA256(secret, "troupe-auth-v1" |
- * dialer's nonce | acceptor's nonce | acceptor's name | acceptor's id); the dialer checks it and
- * answers its own AUTH (nonces swapped). Each side proves the secret without sending it, and a
- * recorded AUTH is useless on another connection. Anything else before that, a wrong MAC or a
- * malformed frame drops the connection, with a log line and a counter.
+ * address); the acceptor answers HELLO (its own, with its fresh nonce) and nothing else; the
+ * dialer proves the secret first: AUTH = HMAC-SHA256(secret, "troupe-auth-v2" | acceptor's
+ * nonce | dialer's nonce | dialer's name | dialer's id); the acceptor checks it and only then
+ * answers its own AUTH (nonces swapped, its name and id). Whoever connects to a node's port
+ * thus learns no MAC before proving the secret itself, so it cannot test guessed secrets offline
+ * (a node only dials its seeds and the members authenticated peers announce). Each side proves
+ * the secret without sending it, and a recorded AUTH is useless on another connection. Frames
+ * before authentication are at most 1 KiB. Anything else before that, a wrong MAC or a malformed
+ * frame drops the connection, with a log line and a counter.
  *
  * Sending. tr__deliver hands a message for another node's pid to tr__node_route, which appends
  * it to the peer's bounded MPSC queue and, if no write is under way, becomes the writer: it
@@ -90,6 +94,9 @@ typedef struct conn {
     _Atomic uint64_t last_rx_ns;
     uint8_t nonce[TR_WIRE_NONCE];
     tr_wire_hello ph;           /* the peer's HELLO (valid from state C_AUTH) */
+    nng_aio *auth;              /* our AUTH's write (beside the HELLO's, which may not have
+                                 * completed yet) */
+    tr_wire_buf authbuf;
     uint8_t *rbuf;              /* received bytes not yet parsed */
     size_t rlen, rcap;
     tr_wire_buf out;            /* the write under way (the writer's) */
@@ -213,7 +220,7 @@ static void mac_of(const tr_node *n, const uint8_t *verifier_nonce, const uint8_
 {
     uint8_t in[16 + 2 * TR_WIRE_NONCE + TR_WIRE_NAME_MAX + 2];
     size_t len = 16;
-    memcpy(in, "troupe-auth-v1\0\0", 16);
+    memcpy(in, "troupe-auth-v2\0\0", 16);
     memcpy(in + len, verifier_nonce, TR_WIRE_NONCE);
     len += TR_WIRE_NONCE;
     memcpy(in + len, prover_nonce, TR_WIRE_NONCE);
@@ -309,6 +316,7 @@ static void peer_learn(tr_node *n, const char *name, const char *addr)
 static void on_rx(void *arg);
 static void on_tx(void *arg);
 static void on_hs(void *arg);
+static void on_auth_sent(void *arg);
 static void kick(peer *pe);
 
 static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
@@ -319,11 +327,14 @@ static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
     c->rcap = NODE_RX_CHUNK;
     c->rbuf = malloc(c->rcap);
     if (c->rbuf == NULL || nng_aio_alloc(&c->rx, on_rx, c) != 0 ||
-        nng_aio_alloc(&c->tx, on_tx, c) != 0 || nng_aio_alloc(&c->hs, on_hs, c) != 0) {
+        nng_aio_alloc(&c->tx, on_tx, c) != 0 || nng_aio_alloc(&c->hs, on_hs, c) != 0 ||
+        nng_aio_alloc(&c->auth, on_auth_sent, c) != 0) {
         if (c->rx)
             nng_aio_free(c->rx);
         if (c->tx)
             nng_aio_free(c->tx);
+        if (c->hs)
+            nng_aio_free(c->hs);
         free(c->rbuf);
         free(c);
         return NULL;
@@ -338,6 +349,7 @@ static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
     random_bytes(c->nonce, sizeof c->nonce);
     tr__wire_buf_init(&c->out);
     tr__wire_buf_init(&c->hsbuf);
+    tr__wire_buf_init(&c->authbuf);
     nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
     return c;
 }
@@ -348,12 +360,15 @@ static void conn_destroy(conn *c)
     nng_aio_stop(c->rx);
     nng_aio_stop(c->tx);
     nng_aio_stop(c->hs);
+    nng_aio_stop(c->auth);
     nng_aio_free(c->rx);
     nng_aio_free(c->tx);
     nng_aio_free(c->hs);
+    nng_aio_free(c->auth);
     nng_stream_free(c->s);
     tr__wire_buf_free(&c->out);
     tr__wire_buf_free(&c->hsbuf);
+    tr__wire_buf_free(&c->authbuf);
     free(c->rbuf);
     free(c);
 }
@@ -385,6 +400,7 @@ static void conn_mark_dead(conn *c)
     nng_aio_cancel(c->tx);
     nng_aio_cancel(c->rx);
     nng_aio_cancel(c->hs);
+    nng_aio_cancel(c->auth);
 }
 
 static bool pid_on_node(void *arg, tr_pid pid)
@@ -587,6 +603,31 @@ static void on_hs(void *arg)
     }
 }
 
+/* Our AUTH on its own write (the HELLO's may still be completing). Once per connection. */
+static void send_auth(conn *c)
+{
+    nng_iov iov = {.iov_buf = c->authbuf.data, .iov_len = c->authbuf.len};
+    nng_aio_set_iov(c->auth, 1, &iov);
+    nng_aio_set_timeout(c->auth, NODE_HANDSHAKE_MS);
+    nng_stream_send(c->s, c->auth);
+}
+
+static void on_auth_sent(void *arg)
+{
+    conn *c = arg;
+    int rv = nng_aio_result(c->auth);
+    if (rv != 0) {
+        conn_fail(c, NULL);
+        return;
+    }
+    size_t done = nng_aio_count(c->auth);
+    if (done < c->authbuf.len) { /* a short write: send the rest */
+        memmove(c->authbuf.data, c->authbuf.data + done, c->authbuf.len - done);
+        c->authbuf.len -= done;
+        send_auth(c);
+    }
+}
+
 static void put_hello(tr_node *n, tr_wire_buf *b, const uint8_t nonce[TR_WIRE_NONCE])
 {
     tr_wire_hello h;
@@ -762,9 +803,8 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     pe->backoff_ms = n->backoff_min_ms;
     pe->failing = false;
     c->state = C_UP;
-    /* our AUTH, then what we know, go first; then messages may flow */
+    /* what we know goes first (our AUTH went before theirs came); then messages may flow */
     pthread_mutex_lock(&pe->ctl_lock);
-    put_auth(n, &pe->ctl, c->ph.nonce, c->nonce);
     put_members(n, &pe->ctl);
     atomic_store(&pe->ctl_pending, 1);
     pthread_mutex_unlock(&pe->ctl_lock);
@@ -851,16 +891,23 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         c->state = self && !c->outbound ? C_REFUSED : C_AUTH;
         pthread_mutex_unlock(&n->lock);
         if (!c->outbound) {
-            /* answer HELLO and AUTH; a node that dialed itself learns so from our HELLO */
+            /* answer HELLO only: the dialer proves the secret first (a node that dialed
+             * itself learns so from our HELLO) */
             put_hello(n, &c->hsbuf, c->nonce);
-            if (!self)
-                put_auth(n, &c->hsbuf, c->ph.nonce, c->nonce);
             if (tr__wire_status(&c->hsbuf) != TR_OK) {
                 conn_fail(c, "out of memory");
                 return false;
             }
             hs_send(c);
-        } else if (strcmp(c->ph.name, n->name) == 0) {
+        } else if (strcmp(c->ph.name, n->name) != 0) {
+            /* we dialed: we prove the secret first */
+            put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
+            if (tr__wire_status(&c->authbuf) != TR_OK) {
+                conn_fail(c, "out of memory");
+                return false;
+            }
+            send_auth(c);
+        } else {
             pthread_mutex_lock(&n->lock);
             c->pe->alias = true; /* a seed that is ourselves: never dialed again */
             c->pe->out_conn = NULL;
@@ -893,6 +940,13 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         inbound_up(n, c, &af);
     bool alive = !c->dead;
     pthread_mutex_unlock(&n->lock);
+    if (alive && !c->outbound) { /* the dialer proved it: now we prove it too */
+        put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
+        if (tr__wire_status(&c->authbuf) == TR_OK)
+            send_auth(c);
+        else
+            conn_fail(c, "out of memory");
+    }
     after_run(n, &af);
     return alive;
 }

@@ -22,7 +22,7 @@
 
 #include "internal.h"
 
-#define TR_WIRE_VERSION 1u
+#define TR_WIRE_VERSION 2u
 #define TR_WIRE_HEADER 5u
 #define TR_WIRE_NAME_MAX 64u
 #define TR_WIRE_NONCE 16u

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -621,13 +622,13 @@ static void test_garbage_and_oversized_frames_drop_only_their_connection(void **
         size_t len;
     } frames[] = {
         {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27},                 /* another protocol */
-        {"\x00\x00\x00\x0cTRP\x01\x03\x01\x02\x03\x00\x00\xc4\x00", 16}, /* DATA first */
-        {"\x00\x00\x00\x07TRP\x01\x01\xa1x", 11},                   /* a truncated HELLO */
+        {"\x00\x00\x00\x0cTRP\x02\x03\x01\x02\x03\x00\x00\xc4\x00", 16}, /* DATA first */
+        {"\x00\x00\x00\x07TRP\x02\x01\xa1x", 11},                   /* a truncated HELLO */
         {"\x7f\xff\xff\xffTRP", 7},                                  /* 2 GiB announced */
         {"\x00\x00\x00\x05TRP\x07\x01", 9},                         /* another version */
         /* 1 MiB announced (under max_frame) by a peer that proved nothing: refused at once, a
          * bad frame (it used to be waited for and allocated: 50 such took RSS to 205 MB) */
-        {"\x00\x10\x00\x00TRP\x01\x01", 9},
+        {"\x00\x10\x00\x00TRP\x02\x01", 9},
     };
     for (size_t i = 0; i < sizeof frames / sizeof frames[0]; i++) {
         tr_node_stats before;
@@ -647,6 +648,56 @@ static void test_garbage_and_oversized_frames_drop_only_their_connection(void **
     tr_msg_free(reply);
     assert_true(sees(&b, "a"));
     node_end(&a);
+    node_end(&b);
+}
+
+/* Whoever connects to a node's port and says HELLO gets a HELLO back and nothing else: no MAC
+ * to test guessed secrets against offline (issue 21, point 7). The dialer proves the secret
+ * first; a wrong proof is refused, and still no MAC comes back. */
+static void test_handshake_gives_strangers_no_mac(void **state)
+{
+    (void)state;
+    reset();
+    node b;
+    node_up(&b, "b", 92, "cluster-secret", NULL);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)tr_node_port(b.node))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    /* HELLO: name "x", node id 5, incarnation 1, a 16-byte nonce, no address */
+    static const unsigned char hello[] = "\x00\x00\x00\x1cTRP\x02\x01\xa1x\x05\x01\xc4\x10"
+                                         "0123456789abcdef\xa0";
+    assert_int_equal(write(fd, hello, sizeof hello - 1), (ssize_t)(sizeof hello - 1));
+    /* read what comes within 500 ms: one frame, a HELLO (kind 1), and no AUTH (kind 2) */
+    unsigned char buf[2048];
+    size_t got = 0;
+    uint64_t until = tt_now_ns() + 500000000ull;
+    while (tt_now_ns() < until && got < sizeof buf) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) == 1) {
+            ssize_t r = read(fd, buf + got, sizeof buf - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+    }
+    assert_true(got >= 9);
+    size_t flen = (size_t)buf[0] << 24 | (size_t)buf[1] << 16 | (size_t)buf[2] << 8 | buf[3];
+    assert_memory_equal(buf + 4, "TRP\x02\x01", 5); /* a HELLO */
+    assert_int_equal(got, 4 + flen);                 /* and nothing after it */
+    /* a wrong proof: refused (the connection closes), still without a MAC */
+    static const unsigned char auth[] = "\x00\x00\x00\x27TRP\x02\x02\xc4\x20"
+                                        "0123456789abcdef0123456789abcdef";
+    assert_int_equal(write(fd, auth, sizeof auth - 1), (ssize_t)(sizeof auth - 1));
+    ssize_t r;
+    size_t more = 0;
+    while ((r = read(fd, buf, sizeof buf)) > 0)
+        more += (size_t)r;
+    assert_int_equal(more, 0);
+    close(fd);
+    tr_node_stats st;
+    TT_WAIT_FOR((tr_node_stats_get(b.node, &st), st.refused_auth >= 1), TT_DEADLINE_MS);
     node_end(&b);
 }
 
@@ -730,6 +781,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_global_name_conflict_settled),
     cmocka_unit_test(test_wrong_secret_refused),
     cmocka_unit_test(test_garbage_and_oversized_frames_drop_only_their_connection),
+    cmocka_unit_test(test_handshake_gives_strangers_no_mac),
     cmocka_unit_test(test_bounded_peer_queue),
     cmocka_unit_test(test_bad_options),
 };

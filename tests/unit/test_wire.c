@@ -213,42 +213,42 @@ static void test_bad_headers_and_fields(void **state)
 {
     (void)state;
     unsigned kind;
-    assert_int_equal(tr__wire_kind("TRP\x02\x03", 5, &kind), TR_EBADMSG); /* version */
+    assert_int_equal(tr__wire_kind("TRP\x09\x03", 5, &kind), TR_EBADMSG); /* version */
     assert_int_equal(tr__wire_kind("TRX\x01\x03", 5, &kind), TR_EBADMSG); /* magic */
-    assert_int_equal(tr__wire_kind("TRP\x01\x09", 5, &kind), TR_EBADMSG); /* kind */
-    assert_int_equal(tr__wire_kind("TRP\x01", 4, &kind), TR_EBADMSG);
+    assert_int_equal(tr__wire_kind("TRP\x02\x09", 5, &kind), TR_EBADMSG); /* kind */
+    assert_int_equal(tr__wire_kind("TRP\x02", 4, &kind), TR_EBADMSG);
     assert_int_equal(tr__wire_kind(NULL, 0, &kind), TR_EBADMSG);
     tr_wire_hello h;
     /* node id 0, a name with a NUL, an empty name, a nonce of the wrong size, trailing bytes */
-    static const unsigned char id0[] = "TRP\x01\x01\xa1x\x00\x01\xc4\x10"
+    static const unsigned char id0[] = "TRP\x02\x01\xa1x\x00\x01\xc4\x10"
                                        "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(id0, sizeof id0 - 1, &h), TR_EBADMSG);
-    static const unsigned char nul[] = "TRP\x01\x01\xa2x\x00\x05\x01\xc4\x10"
+    static const unsigned char nul[] = "TRP\x02\x01\xa2x\x00\x05\x01\xc4\x10"
                                        "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(nul, sizeof nul - 1, &h), TR_EBADMSG);
-    static const unsigned char empty[] = "TRP\x01\x01\xa0\x05\x01\xc4\x10"
+    static const unsigned char empty[] = "TRP\x02\x01\xa0\x05\x01\xc4\x10"
                                          "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(empty, sizeof empty - 1, &h), TR_EBADMSG);
-    static const unsigned char good[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x10"
+    static const unsigned char good[] = "TRP\x02\x01\xa1x\x05\x01\xc4\x10"
                                         "0123456789abcdef\xa0";
     assert_int_equal(tr__wire_get_hello(good, sizeof good - 1, &h), TR_OK);
-    static const unsigned char shortnonce[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x0f"
+    static const unsigned char shortnonce[] = "TRP\x02\x01\xa1x\x05\x01\xc4\x0f"
                                               "0123456789abcde";
     assert_int_equal(tr__wire_get_hello(shortnonce, sizeof shortnonce - 1, &h), TR_EBADMSG);
-    static const unsigned char trailing[] = "TRP\x01\x01\xa1x\x05\x01\xc4\x10"
+    static const unsigned char trailing[] = "TRP\x02\x01\xa1x\x05\x01\xc4\x10"
                                             "0123456789abcdef\xa0Z";
     assert_int_equal(tr__wire_get_hello(trailing, sizeof trailing - 1, &h), TR_EBADMSG);
     /* DATA: a length claiming more than the frame holds; a negative int where a uint goes;
      * an empty DATA frame; pid 0 */
     got g = {0};
-    static const unsigned char huge[] = "TRP\x01\x03\x01\x02\x03\x00\x00\xc6\x7f\xff\xff\xff";
+    static const unsigned char huge[] = "TRP\x02\x03\x01\x02\x03\x00\x00\xc6\x7f\xff\xff\xff";
     assert_int_equal(tr__wire_get_data(huge, sizeof huge - 1, SIZE_MAX, collect, &g), TR_EBADMSG);
-    static const unsigned char neg[] = "TRP\x01\x03\xff\x02\x03\x00\x00\xc4\x00";
+    static const unsigned char neg[] = "TRP\x02\x03\xff\x02\x03\x00\x00\xc4\x00";
     assert_int_equal(tr__wire_get_data(neg, sizeof neg - 1, 1024, collect, &g), TR_EBADMSG);
-    assert_int_equal(tr__wire_get_data("TRP\x01\x03", 5, 1024, collect, &g), TR_EBADMSG);
-    static const unsigned char pid0[] = "TRP\x01\x03\x00\x02\x03\x00\x00\xc4\x00";
+    assert_int_equal(tr__wire_get_data("TRP\x02\x03", 5, 1024, collect, &g), TR_EBADMSG);
+    static const unsigned char pid0[] = "TRP\x02\x03\x00\x02\x03\x00\x00\xc4\x00";
     assert_int_equal(tr__wire_get_data(pid0, sizeof pid0 - 1, 1024, collect, &g), TR_EBADMSG);
-    static const unsigned char one[] = "TRP\x01\x03\x01\x02\x03\x00\x00\xc4\x00";
+    static const unsigned char one[] = "TRP\x02\x03\x01\x02\x03\x00\x00\xc4\x00";
     assert_int_equal(tr__wire_get_data(one, sizeof one - 1, 1024, collect, &g), TR_OK);
     assert_int_equal(g.n, 1);
     got_free(&g);
@@ -279,7 +279,7 @@ static void test_garbage(void **state)
             for (size_t k = 0; k < n; k++)
                 buf[k] = (unsigned char)tt_xs64(&seed);
             if (n >= 5 && i % 4 == 0)
-                memcpy(buf, "TRP\x01\x03", 5); /* get past the header more often */
+                memcpy(buf, "TRP\x02\x03", 5); /* get past the header more often */
         } else {
             n = b.len < sizeof buf ? b.len : sizeof buf;
             memcpy(buf, b.data, n);
