@@ -283,6 +283,13 @@ TR_HIDDEN bool tr__kill_queued(tr_actor *a, tr_pid self);
  * it has been freed and counted). Updates the actor's pending set. */
 TR_HIDDEN bool tr__pending_filter(tr_actor *a, tr_msg *m);
 TR_HIDDEN void tr__pending_free(struct tr_system *sys, tr_actor *a);
+/* Node node_id went down: each request of actor a (pid self) still waiting on one of its actors
+ * gets a TR_MSG_NOPROC notice at once (from the node's loss, not at its timeout). */
+TR_HIDDEN void tr__pending_node_down(struct tr_system *sys, struct tr_worker *w, tr_actor *a,
+                                     tr_pid self, uint16_t node_id);
+/* Records that actor a (pid self) waits on an actor of another node (`other`), so a's node tells
+ * it when that node goes down (link.c). TR_ENOPROC if that node is not up. */
+TR_HIDDEN int tr__link_note_remote(struct tr_system *sys, tr_actor *a, tr_pid self, tr_pid other);
 /* tr_call without the check on the message type (runtime requests such as a supervisor's). */
 /* tr_request without the check on the type (runtime protocols use system types). */
 TR_HIDDEN int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);

@@ -222,6 +222,11 @@ static int note_remote(tr_system *sys, tr_actor *a, tr_pid self, tr_pid other)
     return rc;
 }
 
+int tr__link_note_remote(tr_system *sys, tr_actor *a, tr_pid self, tr_pid other)
+{
+    return note_remote(sys, a, self, other);
+}
+
 /* Node `node_id` went down: each link and monitor with one of its actors ends as if that actor
  * had ended with reason noconnection — the signals are queued to ourselves, and handled like
  * any exit signal or DOWN (trapped or not, flushed if removed meanwhile). Watchers there are
@@ -229,6 +234,7 @@ static int note_remote(tr_system *sys, tr_actor *a, tr_pid self, tr_pid other)
 static void node_down(tr_ctx *ctx, uint16_t node_id)
 {
     static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
+    tr__pending_node_down(ctx->sys, ctx->w, ctx->self, ctx->pid, node_id);
     tr_actor_ext *x = ctx->self->ext;
     if (x == NULL)
         return;

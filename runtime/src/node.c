@@ -1468,11 +1468,14 @@ static bool read_name(const tr_msg *m, char name[TR_NAME_MAX + 1], tr_pid *pid)
     return ok;
 }
 
-/* Sends a runtime-typed message from the service (tr_send takes only user types). */
+/* Sends a runtime-typed message from the service (tr_send takes only user types). Marked system:
+ * a full queue towards the peer does not refuse it (a name sync or a pull lost to a burst of
+ * application messages left a node without its peer's names). */
 static void svc_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
 {
     if (m == NULL)
         return;
+    m->flags |= TR_MF_SYSTEM;
     m->sender = ctx->pid;
     tr__deliver(ctx->sys, ctx->w, to, m);
 }

@@ -9,15 +9,25 @@
  *
  * tr_call borrows an actor header as a "waiter": it has a pid like any actor, but making it
  * runnable signals the calling thread's condition variable instead of queueing it on a worker.
+ *
+ * A request to another node's actor also notes its node (corr -> node) and registers the actor's
+ * interest in that node once (link.c), so the node's loss reaches the actor as a NODEDOWN signal,
+ * which turns each request still waiting there into a TR_MSG_NOPROC notice at once — as Erlang's
+ * calls exit noconnection — instead of a TR_MSG_TIMEOUT at the end of its timeout.
  */
 #include "idmap.h"
 
 #include <stdlib.h>
 #include <time.h>
 
+#define WATCHED_MAX 8
+
 struct tr_pending {
     tr_idmap map;      /* corr -> timer id (0 = no timeout) */
     uint64_t last_corr; /* correlation ids are unique per requester, which is all replies need */
+    tr_idmap remote;   /* requests to other nodes' actors: corr -> node id + 1 */
+    uint16_t watched[WATCHED_MAX]; /* nodes whose loss we are told of (interest registered) */
+    unsigned nwatched;
 };
 
 
@@ -26,6 +36,8 @@ bool tr__pending_filter(tr_actor *a, tr_msg *m)
     tr_system *sys = a->sys;
     uint64_t timer = 0;
     bool mine = a->pending != NULL && tr__idmap_del(&a->pending->map, m->corr, &timer);
+    if (mine && a->pending->remote.len > 0)
+        tr__idmap_del(&a->pending->remote, m->corr, NULL);
     if (!mine) {
         if (m->flags & TR_MF_REPLY)
             atomic_fetch_add_explicit(&sys->late_replies, 1, memory_order_relaxed);
@@ -46,8 +58,33 @@ void tr__pending_free(tr_system *sys, tr_actor *a)
         if (map->keys[i] != 0 && map->vals[i] != 0)
             tr__timer_cancel_lazy(sys, map->vals[i]);
     tr__idmap_free(map);
+    tr__idmap_free(&a->pending->remote);
     free(a->pending);
     a->pending = NULL;
+}
+
+void tr__pending_node_down(tr_system *sys, tr_worker *w, tr_actor *a, tr_pid self,
+                           uint16_t node_id)
+{
+    tr_pending *p = a->pending;
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; i < p->nwatched; i++)
+        if (p->watched[i] == node_id) { /* the next request there registers again */
+            p->watched[i] = p->watched[--p->nwatched];
+            break;
+        }
+    tr_idmap *map = &p->remote;
+    for (size_t i = 0; i < map->cap; i++) {
+        if (map->keys[i] == 0 || map->vals[i] != (uint64_t)node_id + 1)
+            continue;
+        tr_msg *n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0);
+        if (n == NULL)
+            continue; /* its timeout still comes */
+        n->flags = TR_MF_REPLY | TR_MF_SYSTEM;
+        n->corr = map->keys[i]; /* the filter takes it out of both maps when it arrives */
+        tr__deliver(sys, w, self, n);
+    }
 }
 
 int tr_request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr_out)
@@ -77,6 +114,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
             return TR_ENOMEM;
         }
         tr__idmap_init(&a->pending->map);
+        tr__idmap_init(&a->pending->remote);
     }
     uint64_t corr = ++a->pending->last_corr;
     tr_pid self = tr_self(ctx);
@@ -101,6 +139,16 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
         tr_msg_free(m);
         return TR_ENOMEM;
     }
+    uint16_t node = tr_pid_node(to);
+    if (node != sys->opts.node_id && to != TR_PID_NONE) { /* told at once if its node goes */
+        tr_pending *p = a->pending;
+        bool known = false;
+        for (unsigned i = 0; i < p->nwatched && !known; i++)
+            known = p->watched[i] == node;
+        if (!known && tr__link_note_remote(sys, a, self, to) == TR_OK && p->nwatched < WATCHED_MAX)
+            p->watched[p->nwatched++] = node;
+        tr__idmap_put(&p->remote, corr, (uint64_t)node + 1); /* no room: its timeout still comes */
+    }
     m->sender = self;
     m->corr = corr;
     m->flags = TR_MF_REQUEST;
@@ -109,6 +157,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
     int rc = tr__deliver(sys, tr__ctx_worker(ctx), to, m);
     if (rc != TR_OK) {
         tr__idmap_del(&a->pending->map, corr, NULL);
+        tr__idmap_del(&a->pending->remote, corr, NULL);
         if (timer != 0)
             tr__timer_cancel_lazy(sys, timer);
     }

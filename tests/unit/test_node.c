@@ -443,6 +443,64 @@ static void test_port_request_fails_fast_when_its_node_goes_down(void **state)
     assert_int_equal(atomic_load(&g_port_answers), 4);
 }
 
+/* The same for an actor's tr_request: a TR_MSG_NOPROC with its corr when the target's node goes
+ * down, not a TR_MSG_TIMEOUT at the end. */
+static _Atomic int g_req_outcome; /* 1: NOPROC notice, 2: timeout, 3: reply */
+
+typedef struct requester {
+    tr_pid target;
+    uint64_t corr;
+} requester;
+
+static int requester_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    ((requester *)state)->target = *(const tr_pid *)arg;
+    return 0;
+}
+
+static int requester_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    requester *r = state;
+    if (tr_msg_type(m) == MSG_ASK && !tr_msg_is_reply(m)) {
+        int rc = tr_request(ctx, r->target, tr_msg_new(99, 0), 600000, &r->corr);
+        tr_reply(ctx, m, tt_msg_u64(MSG_ASK, (uint64_t)(rc == TR_OK)));
+    } else if (tr_msg_corr(m) == r->corr && r->corr != 0) {
+        atomic_store(&g_req_outcome, tr_msg_type(m) == TR_MSG_NOPROC   ? 1
+                                     : tr_msg_type(m) == TR_MSG_TIMEOUT ? 2
+                                                                        : 3);
+    }
+    return 0;
+}
+
+static const tr_behaviour requester_b = {.name = "requester", .state_size = sizeof(requester),
+                                         .init = requester_init, .receive = requester_receive};
+
+static void test_actor_request_fails_fast_when_its_node_goes_down(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 102, "cluster-secret", NULL);
+    node_up(&a, "a", 101, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    tr_pid mute, req;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &mute), TR_OK);
+    assert_int_equal(tr_system_spawn(a.sys, &requester_b, &mute, &req), TR_OK);
+    atomic_store(&g_req_outcome, 0);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_call(a.sys, req, tt_msg_u64(MSG_ASK, 0), 10000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 1);
+    tr_msg_free(reply);
+    uint64_t t0 = tt_now_ns();
+    node_end(&b);
+    TT_WAIT_FOR(atomic_load(&g_req_outcome) != 0, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_req_outcome), 1);
+    print_message("the requester got TR_MSG_NOPROC %.0f ms after b stopped (timeout: 600 s)\n",
+                  (double)(tt_now_ns() - t0) / 1e6);
+    node_end(&a);
+}
+
 static void test_remote_spawn(void **state)
 {
     (void)state;
@@ -776,6 +834,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
     cmocka_unit_test(test_port_request_fails_fast_when_its_node_goes_down),
+    cmocka_unit_test(test_actor_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_remote_spawn),
     cmocka_unit_test(test_global_names),
     cmocka_unit_test(test_global_name_conflict_settled),
