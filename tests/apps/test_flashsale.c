@@ -10,6 +10,7 @@
  * counts, and --max ends, and says so, when no rate meets its bound.
  */
 #include "../unit/test_util.h"
+#include "../unit/test_net.h"
 #include "../unit/test_peers.h"
 
 #include <arpa/inet.h>
@@ -611,15 +612,6 @@ static void test_email_rate_window(void **state)
     node_kill(&n, SIGTERM);
 }
 
-static int connect_port(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 /* Reads what fd has until it closes (bounded); true once closed. Appends to out. */
 static bool drained(int fd, char *out, size_t cap)
 {
@@ -654,18 +646,18 @@ static void test_bad_clients_do_not_disturb(void **state)
     int slow[SLOW];
     static char got[SLOW][512];
     for (int i = 0; i < SLOW; i++) { /* headers and half a body, then nothing */
-        slow[i] = connect_port(n.port);
+        slow[i] = tt_dial(n.port);
         const char *part = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"us";
         assert_int_equal(write(slow[i], part, strlen(part)), (ssize_t)strlen(part));
         got[i][0] = '\0';
     }
-    int garbage = connect_port(n.port);
+    int garbage = tt_dial(n.port);
     const char junk[] = "\x01\x02\xff GARBAGE \x00\r\n\r\n";
     assert_int_equal(write(garbage, junk, sizeof junk - 1), (ssize_t)sizeof junk - 1);
-    int huge = connect_port(n.port);
+    int huge = tt_dial(n.port);
     const char *big = "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
     assert_int_equal(write(huge, big, strlen(big)), (ssize_t)strlen(big));
-    int flood = connect_port(n.port); /* headers without end, past max_request */
+    int flood = tt_dial(n.port); /* headers without end, past max_request */
     static char lots[8192];
     memcpy(lots, "GET /health HTTP/1.1\r\nX-Pad: ", 29);
     memset(lots + 29, 'a', sizeof lots - 29);
@@ -723,7 +715,7 @@ static void test_connection_cap(void **state)
     int fd[N];
     static char got[N][64];
     for (int i = 0; i < N; i++) {
-        fd[i] = connect_port(n.port);
+        fd[i] = tt_dial(n.port);
         got[i][0] = '\0';
     }
     /* at most 8 stay open (each loop holds its share, 4): the others are closed */

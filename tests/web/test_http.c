@@ -7,6 +7,7 @@
  * a pipelined burst far above the read buffer answered in full, in order.
  */
 #include "../unit/test_util.h"
+#include "../unit/test_net.h"
 #include "troupe/http.h"
 
 #include <arpa/inet.h>
@@ -80,15 +81,6 @@ static size_t body_limit(void *user, tr_http_method m, const char *path)
     return m == TR_HTTP_POST && strcmp(path, "/upload") == 0 ? 1u << 20 : 0;
 }
 
-static int dial(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 static void put(int fd, const char *s)
 {
     assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
@@ -139,7 +131,7 @@ static void test_http_server(void **state)
     char buf[8192];
 
     /* keep-alive: two requests one after the other, then two pipelined */
-    int fd = dial(port);
+    int fd = tt_dial(port);
     put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
@@ -162,9 +154,9 @@ static void test_http_server(void **state)
 
     /* a slow client: half a request line; another client is served meanwhile; the slow one is
      * told 408 and closed after the deadline */
-    int slow = dial(port);
+    int slow = tt_dial(port);
     put(slow, "GET /hel");
-    int other = dial(port);
+    int other = tt_dial(port);
     put(other, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     get(other, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "200 OK"));
@@ -174,19 +166,19 @@ static void test_http_server(void **state)
     close(other);
 
     /* malformed, then oversized (announced, and sent without announcing): 400 / 413 and closed */
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "THIS IS NOT HTTP\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "400 Bad Request"));
     assert_true(closed_by_peer(fd));
     close(fd);
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "413"));
     assert_true(closed_by_peer(fd));
     close(fd);
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     char chunk[2100];
     snprintf(chunk, sizeof chunk, "800\r\n%02048d\r\n", 0);
@@ -197,7 +189,7 @@ static void test_http_server(void **state)
     close(fd);
 
     /* an idle keep-alive connection (a request answered, nothing since) is closed without a 408 */
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "200 OK"));
@@ -207,7 +199,7 @@ static void test_http_server(void **state)
     close(fd);
 
     /* the server still serves */
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "200 OK"));
@@ -249,7 +241,7 @@ static void test_pipelined_burst_gets_every_answer(void **state)
                                     "\r\n%0*d",
                                     i % 10 + 1, i % 10 + 1, 0);
         assert_true(len > 16384);
-        int fd = dial(port);
+        int fd = tt_dial(port);
         size_t off = 0;
         while (off < len) {
             ssize_t w = write(fd, burst + off, len - off);
@@ -287,7 +279,7 @@ static void test_pipelined_burst_gets_every_answer(void **state)
         close(fd);
 
         /* junk above the buffer: one answer, 400, and the connection closed */
-        fd = dial(port);
+        fd = tt_dial(port);
         memset(burst, 'x', 20000);
         memcpy(burst, "THIS IS NOT HTTP\r\n", 18);
         (void)!write(fd, burst, 20000);
@@ -330,7 +322,7 @@ static void test_headers_query_head_and_errors(void **state)
     static char buf[1 << 16];
 
     /* headers (any case) and the query, decoded */
-    int fd = dial(port);
+    int fd = tt_dial(port);
     put(fd, "GET /inspect?q=a%2Fb+c&sp+ace=%41&empty HTTP/1.1\r\nHost: x\r\nX-TEST: hello\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "\"x\":\"hello\""));
@@ -375,7 +367,7 @@ static void test_headers_query_head_and_errors(void **state)
     int hl = snprintf(big, 256, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
                       bl);
     memset(big + hl, 'b', bl);
-    fd = dial(port);
+    fd = tt_dial(port);
     assert_int_equal(put_all(fd, big, (size_t)hl + bl), (size_t)hl + bl);
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "\"got\":200000"));
@@ -383,7 +375,7 @@ static void test_headers_query_head_and_errors(void **state)
 
     /* an unknown method: 501; a 1 MiB body where 4 KiB is the limit, written whole before
      * reading: 413, readable; 100 KB of headers: 431, readable */
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "501 Not Implemented"));
@@ -394,7 +386,7 @@ static void test_headers_query_head_and_errors(void **state)
     assert_non_null(huge);
     hl = snprintf(huge, 256, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", bl);
     memset(huge + hl, 'b', bl);
-    fd = dial(port);
+    fd = tt_dial(port);
     assert_int_equal(put_all(fd, huge, (size_t)hl + bl), (size_t)hl + bl); /* no reset */
     free(huge);
     size_t n = get(fd, buf, sizeof buf, 1);
@@ -404,14 +396,14 @@ static void test_headers_query_head_and_errors(void **state)
     hl = snprintf(big, 256, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(big + hl, 'h', 100000);
     memcpy(big + hl + 100000, "\r\n\r\n", 4);
-    fd = dial(port);
+    fd = tt_dial(port);
     assert_int_equal(put_all(fd, big, (size_t)hl + 100004), (size_t)hl + 100004);
     n = get(fd, buf, sizeof buf, 1);
     assert_true(n > 0);
     assert_non_null(strstr(buf, "431 Request Header Fields Too Large"));
     close(fd);
     /* 65 headers: 431 */
-    fd = dial(port);
+    fd = tt_dial(port);
     put(fd, "GET /hello HTTP/1.1\r\n");
     for (int i = 0; i < 65; i++) {
         char h[32];
@@ -437,19 +429,6 @@ static void test_headers_query_head_and_errors(void **state)
 }
 
 
-/* A connection from a given loopback address (127.0.0.x). */
-static int dial_from(int port, const char *from)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    inet_pton(AF_INET, from, &me.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 /* Whether a request on fd is answered 200 (false: the server closed it unanswered). */
 static bool served(int fd)
 {
@@ -473,11 +452,11 @@ static void test_connections_per_client(void **state)
     int port = tr_http_port(srv);
     int fds[6], ok = 0;
     for (int i = 0; i < 6; i++)
-        fds[i] = dial_from(port, "127.0.0.3");
+        fds[i] = tt_dial_from(port, "127.0.0.3");
     for (int i = 0; i < 6; i++)
         ok += served(fds[i]);
     assert_int_equal(ok, 4); /* over both loops: the cap is per address, not per loop */
-    int other = dial_from(port, "127.0.0.4");
+    int other = tt_dial_from(port, "127.0.0.4");
     assert_true(served(other));
     close(other);
     /* closing two gives two back (once the server has seen the closes) */
@@ -491,7 +470,7 @@ static void test_connections_per_client(void **state)
     uint64_t until = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
     int again = -1;
     while (tt_now_ns() < until) {
-        again = dial_from(port, "127.0.0.3");
+        again = tt_dial_from(port, "127.0.0.3");
         if (served(again))
             break;
         close(again);
@@ -564,7 +543,7 @@ static void test_after_io(void **state)
                    .after_io = after_io};
     assert_int_equal(tr_http_start(&o, &srv), 0);
     char buf[4096];
-    int fd = dial(tr_http_port(srv));
+    int fd = tt_dial(tr_http_port(srv));
     put(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     get(fd, buf, sizeof buf, 1);
     assert_non_null(strstr(buf, "{\"later\":true}"));

@@ -5,6 +5,7 @@
  * (503, no on_reply), and tr_web_stop with a call in flight (on_reply with TR_ESTOPPED).
  */
 #include "../unit/test_util.h"
+#include "../unit/test_net.h"
 #include "troupe/web.h"
 
 #include <arpa/inet.h>
@@ -81,19 +82,10 @@ static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
         tr_web_call_send(wc, a->echo, tt_msg_u64(ECHO, v));
 }
 
-static int dial(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
-}
-
 /* One request on its own connection: the status, and the body into out. */
 static int get(int port, const char *path, char *out, size_t cap)
 {
-    int fd = dial(port);
+    int fd = tt_dial(port);
     char req[256];
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                      path);
@@ -144,7 +136,7 @@ static void run(unsigned run_actors)
      * connection's call may land on either loop: send 6 and expect at least one 503 at once */
     int fds[6];
     for (int i = 0; i < 6; i++) {
-        fds[i] = dial(port);
+        fds[i] = tt_dial(port);
         const char *r = "GET /mute HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_int_equal(write(fds[i], r, strlen(r)), (ssize_t)strlen(r));
     }
@@ -171,7 +163,7 @@ static void run(unsigned run_actors)
     uint64_t give_up = tt_now_ns() + (uint64_t)TT_DEADLINE_MS * 1000000u;
     while (fd < 0 && tt_now_ns() < give_up) {
         int before = atomic_load(&a.mutes);
-        int c = dial(port);
+        int c = tt_dial(port);
         const char *r = "GET /mute HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_int_equal(write(c, r, strlen(r)), (ssize_t)strlen(r));
         char buf[256];
