@@ -251,13 +251,17 @@ static bool body(const void *frame, size_t len, unsigned want, rd *r)
     return true;
 }
 
-/* A str without NUL of min..max bytes, copied into out (max + 1 bytes). */
+/* A str of min..max printable bytes (no control character: names and addresses end up in logs,
+ * where a "\n" would forge a line), copied into out (max + 1 bytes). */
 static bool rd_cstr(rd *r, size_t min, size_t max, char *out)
 {
     const uint8_t *p;
     size_t n;
-    if (!rd_bytes(r, true, max, &p, &n) || n < min || memchr(p, '\0', n) != NULL)
+    if (!rd_bytes(r, true, max, &p, &n) || n < min)
         return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return false;
     memcpy(out, p, n);
     out[n] = '\0';
     return true;

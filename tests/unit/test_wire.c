@@ -226,6 +226,16 @@ static void test_bad_headers_and_fields(void **state)
     static const unsigned char nul[] = "TRP\x02\x01\xa2x\x00\x05\x01\xc4\x10"
                                        "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(nul, sizeof nul - 1, &h), TR_EBADMSG);
+    /* a name with a newline (it would forge a log line) or another control character */
+    static const unsigned char nl[] = "TRP\x02\x01\xa3" "a\nb\x05\x01\xc4\x10"
+                                      "0123456789abcdef\xa0";
+    assert_int_equal(tr__wire_get_hello(nl, sizeof nl - 1, &h), TR_EBADMSG);
+    static const unsigned char esc[] = "TRP\x02\x01\xa3" "a\x1b" "b\x05\x01\xc4\x10"
+                                       "0123456789abcdef\xa0";
+    assert_int_equal(tr__wire_get_hello(esc, sizeof esc - 1, &h), TR_EBADMSG);
+    static const unsigned char ok3[] = "TRP\x02\x01\xa3" "a-b\x05\x01\xc4\x10"
+                                       "0123456789abcdef\xa0";
+    assert_int_equal(tr__wire_get_hello(ok3, sizeof ok3 - 1, &h), TR_OK);
     static const unsigned char empty[] = "TRP\x02\x01\xa0\x05\x01\xc4\x10"
                                          "0123456789abcdef";
     assert_int_equal(tr__wire_get_hello(empty, sizeof empty - 1, &h), TR_EBADMSG);
