@@ -405,8 +405,13 @@ static void ended(tr_shard *s, const tr_msg *m)
         return;
     entry *e = (entry *)(uintptr_t)v;
     pthread_mutex_lock(&s->lock);
-    e->pid = TR_PID_NONE;
-    bool drop = e->start_corr == 0 && e->nwait == 0 && !e->start_timed_out;
+    /* the DOWN of an earlier actor of the key, processed after a new one started: not this one */
+    bool current = e->mon == tr_msg_corr(m);
+    if (current) {
+        e->pid = TR_PID_NONE;
+        e->mon = 0;
+    }
+    bool drop = current && e->start_corr == 0 && e->nwait == 0 && !e->start_timed_out;
     if (drop)
         unlink_entry(s, e);
     pthread_mutex_unlock(&s->lock);
