@@ -513,7 +513,7 @@ int tr_shard_start(tr_system *sys, const tr_shard_opts *o, tr_shard **out)
     if (s->o.max_waiting == 0)
         s->o.max_waiting = 10000;
     if (s->o.start_timeout_ms == 0)
-        s->o.start_timeout_ms = 5000;
+        s->o.start_timeout_ms = 60000;
     if (s->o.shutdown_ms == 0)
         s->o.shutdown_ms = 5000;
     snprintf(s->reg, sizeof s->reg, "tr.shard/%s/", s->name);

@@ -626,8 +626,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     if (rc == TR_OK) { /* the order actors: one per SKU, on the SKU's node */
         tr_shard_opts sh = {.name = "flashsale-order", .behaviour = &order_behaviour,
                             .init_arg = order_arg, .arg_size = sizeof(order_args), .user = a,
-                            .node = a->node, .max_keys = MAX_SKUS,
-                            .start_timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};
+                            .node = a->node, .max_keys = MAX_SKUS};
         rc = tr_shard_start(a->sys, &sh, &a->orders);
     }
     if (rc == TR_OK) {

@@ -54,7 +54,10 @@ typedef struct tr_shard_opts {
     tr_node *node;                  /* NULL: every key lives on this node */
     size_t max_keys;                /* keys with an actor here at once; 0 = 100,000 */
     size_t max_waiting;             /* requests held per key while its actor starts; 0 = 10,000 */
-    unsigned start_timeout_ms;      /* 0 = 5,000 */
+    unsigned start_timeout_ms;      /* 0 = 60,000: how long the router waits for the supervisor's
+                                     * answer to a start (the requests held meanwhile are bounded
+                                     * by their own timeouts). An actor that comes up after it runs
+                                     * unmonitored: keep this well above any init's duration */
     unsigned shutdown_ms;           /* given to a keyed actor to stop; 0 = 5,000 */
     unsigned idle_ms;               /* stop an actor that received nothing this long; 0 = never */
 } tr_shard_opts;
