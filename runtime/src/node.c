@@ -702,6 +702,15 @@ static void deliver_envelope(void *arg, tr_pid to, tr_msg *m)
     }
     if ((to & 0xFFFFFFFFFFFFULL) == 0)
         to = n->service;
+    if (to == n->service && m->sender == TR_PID_NONE) {
+        /* "from nobody" is what the node's own local-only service messages look like (name
+         * announcements, retractions, syncs); another node's service always says who it is: a
+         * forgery. Dropped, counted. (Other actors may get messages from nobody: a
+         * tr_system_send made outside any actor on another node.) */
+        count(&n->bad_frames, 1);
+        tr_msg_free(m);
+        return;
+    }
     bool request = (m->flags & TR_MF_REQUEST) != 0;
     tr_pid from = m->sender;
     uint64_t corr = m->corr;

@@ -8,6 +8,9 @@
  */
 #include "test_util.h"
 #include "troupe/node.h"
+#include "wire.h" /* white-box: a peer written by hand speaks the wire format */
+
+#include <mbedtls/md.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -153,7 +156,7 @@ static void node_start2(node *nd, const char *name, uint16_t id, const char *sec
     no.seeds = seeds;
     no.nseeds = nseeds;
     no.peer_queue = peer_queue;
-    no.quiet = true;
+    no.quiet = getenv("TT_NODE_LOGS") == NULL;
     no.reconnect_max_ms = 200;
     assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
     snprintf(nd->addr, sizeof nd->addr, "%s", tr_node_address(nd->node));
@@ -759,6 +762,144 @@ static void test_handshake_gives_strangers_no_mac(void **state)
     node_end(&b);
 }
 
+/* ---- a peer written by hand: it knows the secret and speaks the wire protocol -------------- */
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        assert_true(w > 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads one frame (its body, without the length) into buf; its length. */
+static size_t read_frame(int fd, uint8_t *buf, size_t cap)
+{
+    uint8_t pre[4];
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t r = read(fd, pre + got, 4 - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    size_t len = tr__wire_prefix(pre);
+    assert_true(len <= cap);
+    for (got = 0; got < len;) {
+        ssize_t r = read(fd, buf + got, len - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    return len;
+}
+
+/* Connects to port as node `name` (id) with the cluster secret, and proves it: an authenticated
+ * inbound connection of that node, ready for DATA frames. */
+static int hand_peer(int port, const char *secret, const char *name, uint16_t id)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    tr_wire_hello h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.name, sizeof h.name, "%s", name);
+    h.node_id = id;
+    h.incarnation = 1;
+    snprintf(h.addr, sizeof h.addr, "tcp://127.0.0.1:1"); /* nobody there: dials back fail */
+    memcpy(h.nonce, "nonce-of-a-hand-", TR_WIRE_NONCE);
+    tr_wire_buf b;
+    tr__wire_buf_init(&b);
+    size_t f = tr__wire_frame_begin(&b, TR_WIRE_HELLO);
+    tr__wire_put_hello(&b, &h);
+    tr__wire_frame_end(&b, f);
+    write_all(fd, b.data, b.len);
+    uint8_t buf[1024];
+    size_t len = read_frame(fd, buf, sizeof buf);
+    tr_wire_hello theirs;
+    assert_int_equal(tr__wire_get_hello(buf, len, &theirs), TR_OK);
+    /* AUTH = HMAC(secret, "troupe-auth-v2" | their nonce | ours | our name | our id) */
+    uint8_t in[16 + 2 * TR_WIRE_NONCE + TR_WIRE_NAME_MAX + 2], mac[TR_WIRE_MAC];
+    size_t k = 0;
+    memcpy(in, "troupe-auth-v2\0\0", 16);
+    k = 16;
+    memcpy(in + k, theirs.nonce, TR_WIRE_NONCE);
+    k += TR_WIRE_NONCE;
+    memcpy(in + k, h.nonce, TR_WIRE_NONCE);
+    k += TR_WIRE_NONCE;
+    memcpy(in + k, name, strlen(name));
+    k += strlen(name);
+    in[k++] = (uint8_t)(id >> 8);
+    in[k++] = (uint8_t)id;
+    mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), (const uint8_t *)secret,
+                    strlen(secret), in, k, mac);
+    b.len = 0;
+    f = tr__wire_frame_begin(&b, TR_WIRE_AUTH);
+    tr__wire_put_auth(&b, mac);
+    tr__wire_frame_end(&b, f);
+    write_all(fd, b.data, b.len);
+    len = read_frame(fd, buf, sizeof buf); /* theirs: we are in */
+    unsigned kind;
+    assert_int_equal(tr__wire_kind(buf, len, &kind), TR_OK);
+    assert_int_equal(kind, TR_WIRE_AUTH);
+    tr__wire_buf_free(&b);
+    return fd;
+}
+
+/* Sends one envelope (to, from, type, payload m) in a DATA frame. */
+static void hand_send(int fd, tr_pid to, tr_pid from, tr_msg *m)
+{
+    m->sender = from;
+    tr_wire_buf b;
+    tr__wire_buf_init(&b);
+    size_t f = tr__wire_frame_begin(&b, TR_WIRE_DATA);
+    tr__wire_put_envelope(&b, to, m);
+    tr__wire_frame_end(&b, f);
+    write_all(fd, b.data, b.len);
+    tr__wire_buf_free(&b);
+    tr_msg_free(m);
+}
+
+/* An authenticated peer's envelope that claims no sender (from = 0) is the node's own local-only
+ * service message in disguise: refused (issue 21, point 8). Here it would have made node b tell
+ * every node that a's name "x" was gone. */
+static void test_remote_envelope_without_sender_refused(void **state)
+{
+    (void)state;
+    reset();
+    node a, b, c;
+    node_up(&b, "b", 112, "cluster-secret", NULL);
+    node_up(&a, "a", 111, "cluster-secret", b.addr);
+    node_up(&c, "c", 113, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&a, "c") && sees(&b, "c") && sees(&c, "a"), TT_DEADLINE_MS);
+    tr_pid x, got;
+    assert_int_equal(tr_system_spawn(a.sys, &sink_b, NULL, &x), TR_OK);
+    assert_int_equal(tr_node_register(a.node, "x", x), TR_OK);
+    TT_WAIT_FOR(tr_node_whereis(c.node, "x", &got) == TR_OK, TT_DEADLINE_MS);
+    int fd = hand_peer(tr_node_port(b.node), "cluster-secret", "hand", 77);
+    /* the service's "retract [x, pid]" (local only): to b's service, from 0 */
+    tr_msg *m = tr_msg_new(TR_MSG_SYSTEM + 0x205, 32);
+    msgpack_pack_str(tr_msg_packer(m), 1);
+    msgpack_pack_str_body(tr_msg_packer(m), "x", 1);
+    msgpack_pack_uint64(tr_msg_packer(m), x);
+    hand_send(fd, (tr_pid)112 << 48, TR_PID_NONE, m);
+    /* a message that does arrive after it (same connection, in order) */
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    uint64_t before = atomic_load(&g_received);
+    hand_send(fd, sink, (tr_pid)77 << 48 | 1, tt_msg_u64(MSG_SEQ, 0));
+    TT_WAIT_FOR(atomic_load(&g_received) > before, TT_DEADLINE_MS);
+    tt_sleep_ms(200); /* an UNREG, had one been sent, would be at c by now (it never is) */
+    assert_int_equal(tr_node_whereis(c.node, "x", &got), TR_OK);
+    assert_int_equal(got, x);
+    close(fd);
+    node_end(&c);
+    node_end(&a);
+    node_end(&b);
+}
+
 /* The queue towards a peer is bounded: with a tiny bound, a burst from outside is partly
  * refused with TR_EFULL, and everything accepted arrives in order. */
 static void test_bounded_peer_queue(void **state)
@@ -841,6 +982,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_wrong_secret_refused),
     cmocka_unit_test(test_garbage_and_oversized_frames_drop_only_their_connection),
     cmocka_unit_test(test_handshake_gives_strangers_no_mac),
+    cmocka_unit_test(test_remote_envelope_without_sender_refused),
     cmocka_unit_test(test_bounded_peer_queue),
     cmocka_unit_test(test_bad_options),
 };
