@@ -31,13 +31,6 @@ static bool g_baseline; /* --baseline: limited without limits, offered exactly t
 
 /* ---- harness ------------------------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double cpu_s(void)
 {
     struct rusage ru;
@@ -74,7 +67,7 @@ static struct {
 
 static void signal_done(void)
 {
-    double t = now_s();
+    double t = ((double)tr_now_ns() / 1e9);
     pthread_mutex_lock(&g_done.lock);
     g_done.done = true;
     g_done.t_end = t;
@@ -194,7 +187,7 @@ static void bench_pingpong(void)
     tr_pid ping;
     tr_system_spawn(sys, &pong_b, NULL, &a.peer);
     tr_system_spawn(sys, &ping_b, &a, &ping);
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     tr_system_send(sys, ping, msg_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "pingpong", (double)(2 * n) / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, 2 * n, NULL, NULL);
@@ -233,7 +226,7 @@ static void bench_ring(void)
     for (unsigned i = 0; i < nodes; i++)
         tr_system_send(sys, pids[i], msg_u64(MSG_GO, pids[(i + 1) % nodes]));
     usleep(100000); /* setup messages are processed before the token starts */
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     tr_system_send(sys, pids[0], msg_u64(MSG_TOKEN, hops));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "ring", (double)hops / (t1 - t0), "hops/s", t1 - t0, c1 - c0, hops, "\"actors\":503",
@@ -297,7 +290,7 @@ static void bench_spawn(void)
     tr_pid sp;
     tr_system_spawn(sys, &spawner_b, NULL, &sp);
     atomic_store(&g_spawn_left, n);
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     tr_system_send(sys, sp, msg_u64(MSG_GO, n));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
@@ -412,7 +405,7 @@ static void bench_fanin(void)
         fanin_args a = {.consumer = cons, .index = i, .count = n};
         tr_system_spawn(sys, &producer_b, &a, &prods[i]);
     }
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     for (unsigned i = 0; i < FANIN_PRODUCERS; i++)
         tr_system_send(sys, prods[i], msg_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
@@ -457,7 +450,7 @@ static void bench_restart(void)
     /* the intensity allows every one of them: the figure includes the intensity bookkeeping */
     tr_sup_spec spec = {.strategy = TR_ONE_FOR_ONE, .intensity = 1000000, .period_ms = 1000,
                         .children = &child, .nchildren = 1};
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     tr_pid sup;
     int rc = tr_sup_start(sys, &spec, &sup);
     if (rc != TR_OK) {
@@ -516,11 +509,11 @@ static void *lim_produce(void *arg)
     lim_producer *p = arg;
     atomic_store(&p->tid, (long)gettid());
     const uint64_t per_ms = (uint64_t)LIM_RATE * (g_baseline ? 1u : LIM_OFFER_FACTOR) / 1000u;
-    double start = now_s();
+    double start = ((double)tr_now_ns() / 1e9);
     uint64_t step = 0;
-    while (now_s() < p->until) {
+    while (((double)tr_now_ns() / 1e9) < p->until) {
         double due = start + (double)step / 1000.0;
-        double now = now_s();
+        double now = ((double)tr_now_ns() / 1e9);
         if (now < due) {
             struct timespec ts = {0, (long)((due - now) * 1e9)};
             nanosleep(&ts, NULL);
@@ -598,7 +591,7 @@ static void bench_limited(void)
             fprintf(stderr, "troupe-bench: spawn failed\n");
             exit(1);
         }
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = ((double)tr_now_ns() / 1e9), c0 = cpu_s();
     pthread_t th[LIM_PRODUCERS];
     lim_producer prod[LIM_PRODUCERS];
     for (unsigned i = 0; i < LIM_PRODUCERS; i++) {
@@ -609,12 +602,12 @@ static void bench_limited(void)
     /* the rate is measured after the first second, once the saved burst is spent */
     struct timespec one = {1, 0};
     nanosleep(&one, NULL);
-    double ta = now_s(), ca = cpu_s();
+    double ta = ((double)tr_now_ns() / 1e9), ca = cpu_s();
     double ra = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
     lim_processed(sys, pids, p1);
     for (unsigned i = 0; i < LIM_PRODUCERS; i++)
         pthread_join(th[i], NULL);
-    double tb = now_s(), cb = cpu_s();
+    double tb = ((double)tr_now_ns() / 1e9), cb = cpu_s();
     double rb = runtime_threads_cpu_s(prod, LIM_PRODUCERS);
     lim_processed(sys, pids, p2);
     double win = tb - ta;

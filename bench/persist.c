@@ -31,13 +31,6 @@
 
 enum { P_ADD = 1, P_GO = 2, P_FILL = 3, P_SNAP = 4 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void die(const char *what)
 {
     fprintf(stderr, "troupe-bench: %s\n", what);
@@ -250,7 +243,7 @@ static int client_init(tr_ctx *ctx, void *state, const void *arg)
 
 static void client_send(tr_ctx *ctx, client *c)
 {
-    c->sent_ns = now_ns();
+    c->sent_ns = tr_now_ns();
     uint64_t corr;
     if (tr_request(ctx, c->target, u64_msg(P_ADD, 1), 60000, &corr) != TR_OK)
         die("a request failed");
@@ -262,7 +255,7 @@ static int client_receive(tr_ctx *ctx, void *state, tr_msg *m)
     if (tr_msg_type(m) == P_GO) {
         client_send(ctx, c);
     } else if (tr_msg_is_reply(m)) {
-        c->samples[c->n++] = now_ns() - c->sent_ns;
+        c->samples[c->n++] = tr_now_ns() - c->sent_ns;
         if (--c->left == 0)
             done_one();
         else
@@ -310,12 +303,12 @@ static void persist_run(unsigned workers, double scale, tr_store_sync sync)
     g_done.left = actors;
     tr_store_stats before, after;
     tr_store_stats_get(s, &before);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tr_now_ns();
     for (unsigned i = 0; i < actors; i++)
         tr_system_send(sys, clients[i], tr_msg_new(P_GO, 0));
     if (!wait_all(600))
         die("persist did not finish within 600 s");
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(tr_now_ns() - t0) / 1e9;
     tr_store_stats_get(s, &after);
     qsort(samples, total, sizeof *samples, cmp_u64);
     double p50 = (double)samples[total / 2] / 1e6, p99 = (double)samples[total * 99 / 100] / 1e6;
@@ -346,7 +339,7 @@ static pid_t redis_up(void)
     if (system("command -v redis-server >/dev/null 2>&1") != 0)
         return 0;
     for (int attempt = 0; attempt < 20; attempt++) {
-        g_redis_port = 20000 + (unsigned)((now_ns() / 1000 + (uint64_t)attempt * 7919) % 40000);
+        g_redis_port = 20000 + (unsigned)((tr_now_ns() / 1000 + (uint64_t)attempt * 7919) % 40000);
         char port[16];
         snprintf(port, sizeof port, "%u", g_redis_port);
         fflush(NULL);
@@ -418,10 +411,10 @@ static double timed_spawn(tr_system *sys, tr_store *s, tr_pid *out)
 {
     pa_arg a = {.s = s};
     snprintf(a.id, sizeof a.id, "recover/1");
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tr_now_ns();
     if (tr_system_spawn(sys, &pa_b, &a, out) != TR_OK)
         die("cannot recover the actor");
-    return (double)(now_ns() - t0) / 1e9;
+    return (double)(tr_now_ns() - t0) / 1e9;
 }
 
 static void stop_actor(tr_system *sys, tr_pid p)

@@ -31,13 +31,6 @@
 
 enum { R_PING = 1, R_GO = 2, R_DATA = 3, R_DONE = 4 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double cpu_s(void)
 {
     struct timespec ts;
@@ -179,9 +172,9 @@ static void remote_up(remote *r, unsigned workers)
     if (tr_node_start(r->sys, &no, &r->node) != TR_OK)
         fail("cannot start the node");
     uint16_t id;
-    uint64_t deadline = now_ns() + 30000000000ull;
+    uint64_t deadline = tr_now_ns() + 30000000000ull;
     while (tr_node_lookup(r->node, "bench-b", &id) != TR_OK) {
-        if (now_ns() > deadline)
+        if (tr_now_ns() > deadline)
             fail("the nodes did not connect within 30 s");
         usleep(1000);
     }
@@ -247,7 +240,7 @@ static void ping(tr_ctx *ctx, pinger *p)
 {
     tr_msg *m = tr_msg_new(R_PING, 16);
     msgpack_pack_uint64(tr_msg_packer(m), p->left);
-    p->sent_ns = now_ns();
+    p->sent_ns = tr_now_ns();
     tr_send(ctx, p->echo, m);
 }
 
@@ -257,7 +250,7 @@ static int pinger_receive(tr_ctx *ctx, void *state, tr_msg *m)
     if (tr_msg_type(m) == R_GO) {
         ping(ctx, p);
     } else if (tr_msg_type(m) == R_PING) {
-        p->samples[p->n++] = now_ns() - p->sent_ns;
+        p->samples[p->n++] = tr_now_ns() - p->sent_ns;
         if (--p->left == 0)
             signal_done();
         else
@@ -289,11 +282,11 @@ void bench_remote_pingpong(unsigned workers, double scale)
     uint64_t *s = p.samples; /* the actor fills it through its copy of p */
     tr_system_spawn(r.sys, &pinger_b, &p, &pid);
     double c0 = cpu_s();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tr_now_ns();
     tr_system_send(r.sys, pid, tr_msg_new(R_GO, 0));
     if (!wait_done())
         fail("remote-pingpong did not finish within 120 s");
-    double secs = (double)(now_ns() - t0) / 1e9, cpu = cpu_s() - c0;
+    double secs = (double)(tr_now_ns() - t0) / 1e9, cpu = cpu_s() - c0;
     qsort(s, n, sizeof(uint64_t), cmp_u64);
     double p50 = (double)s[n / 2] / 1e3, p99 = (double)s[n * 99 / 100] / 1e3,
            p999 = (double)s[n * 999 / 1000] / 1e3, mean = 0;
@@ -391,11 +384,11 @@ void bench_remote_throughput(unsigned workers, double scale)
     tr_node_stats before, after;
     tr_node_stats_get(r.node, &before);
     double c0 = cpu_s();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = tr_now_ns();
     tr_system_send(r.sys, pid, tr_msg_new(R_GO, 0));
     if (!wait_done())
         fail("remote-throughput did not finish within 120 s");
-    double secs = (double)(now_ns() - t0) / 1e9, cpu = cpu_s() - c0;
+    double secs = (double)(tr_now_ns() - t0) / 1e9, cpu = cpu_s() - c0;
     tr_node_stats_get(r.node, &after);
     double writes = (double)(after.writes - before.writes);
     double per_write = writes > 0 ? (double)(after.msgs_out - before.msgs_out) / writes : 0;

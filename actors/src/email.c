@@ -37,13 +37,6 @@ typedef struct email_state {
     uint32_t rnd;               /* jitter */
 } email_state;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int make_dirs(const char *dir)
 {
     char p[4096];
@@ -124,7 +117,7 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
         fprintf(stderr, "email: from \"%s\" holds no usable address\n", a->from);
         return TR_EINVAL;
     }
-    e->rnd = (uint32_t)now_ns() | 1u;
+    e->rnd = (uint32_t)tr_now_ns() | 1u;
     int rc;
     if (a->provider == EMAIL_MAILDIR) {
         rc = make_dirs(a->maildir);
@@ -295,7 +288,7 @@ static unsigned jitter(email_state *e, unsigned ms)
 static void deliver(email_state *e, uint64_t item, const email_item *it,
                     const struct timespec *handled, uint64_t handled_ns)
 {
-    uint64_t now = now_ns();
+    uint64_t now = tr_now_ns();
     if (now < e->backoff_until_ns) { /* the provider is backing off: not now */
         unsigned wait = (unsigned)((e->backoff_until_ns - now) / 1000000u) + 1;
         tr_outbox_retry(e->a.store, item, wait + jitter(e, e->backoff_ms));
@@ -333,7 +326,7 @@ static void deliver(email_state *e, uint64_t item, const email_item *it,
     e->backoff_ms = e->backoff_ms == 0 ? lo : (e->backoff_ms > hi / 2 ? hi : e->backoff_ms * 2);
     if (e->backoff_ms > hi)
         e->backoff_ms = hi;
-    e->backoff_until_ns = now_ns() + (uint64_t)e->backoff_ms * 1000000u;
+    e->backoff_until_ns = tr_now_ns() + (uint64_t)e->backoff_ms * 1000000u;
     tr_outbox_retry(e->a.store, item, e->backoff_ms + jitter(e, e->backoff_ms));
     track_retrying(e, item, true);
     if (e->a.stats != NULL)
@@ -348,7 +341,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
         return 0;
     struct timespec handled; /* when the rate limit let it through: written into the email */
     clock_gettime(CLOCK_REALTIME, &handled);
-    uint64_t handled_ns = now_ns();
+    uint64_t handled_ns = tr_now_ns();
     uint64_t item;
     const void *data;
     size_t len;

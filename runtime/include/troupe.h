@@ -46,6 +46,10 @@ enum {
 /* A short English description of a TR_E* code (or of TR_OK); never NULL. */
 const char *tr_strerror(int err);
 
+/* The runtime's clock: nanoseconds on CLOCK_MONOTONIC (the one its timeouts and deadlines use).
+ * From any thread. */
+uint64_t tr_now_ns(void);
+
 /* ---------------------------------------------------------------------------------------------
  * Pids
  * ------------------------------------------------------------------------------------------- */

@@ -488,6 +488,6 @@ TR_HIDDEN void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
 TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
 
 /* Monotonic clock in nanoseconds. */
-TR_HIDDEN uint64_t tr__now_ns(void);
+#define tr__now_ns tr_now_ns /* the public clock (troupe.h) */
 
 #endif /* TROUPE_INTERNAL_H */

@@ -53,7 +53,7 @@ tr_worker *tr__current_worker(tr_system *sys)
     return (w != NULL && w->sys == sys) ? w : NULL;
 }
 
-uint64_t tr__now_ns(void)
+uint64_t tr_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

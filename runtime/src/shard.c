@@ -109,13 +109,6 @@ static void unlink_entry(tr_shard *s, entry *e)
     s->count--;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 bool tr_shard_owns(tr_shard *s, const char *key, char owner[65])
 {
     char name[65];
@@ -381,7 +374,7 @@ static void started(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
         if (rc == TR_OK && mon != 0) {
             e->pid = pid;
             e->mon = mon;
-            e->seen_ms = now_ms();
+            e->seen_ms = tr_now_ns() / 1000000u;
             tr__idmap_put(&s->by_mon, mon, (uint64_t)(uintptr_t)e);
         } else if (timeout) {
             e->start_timed_out = true; /* kept: see the file's comment */
@@ -422,7 +415,7 @@ static void ended(tr_shard *s, const tr_msg *m)
 /* Stops the actors of keys this node no longer owns, and the idle ones. */
 static void rebalance(tr_shard *s)
 {
-    uint64_t now = now_ms();
+    uint64_t now = tr_now_ns() / 1000000u;
     tr_pid stop[256];
     size_t n = 0;
     pthread_mutex_lock(&s->lock);

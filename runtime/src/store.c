@@ -35,13 +35,6 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void count(_Atomic uint64_t *c, uint64_t k)
 {
     atomic_fetch_add_explicit(c, k, memory_order_relaxed);
@@ -287,7 +280,7 @@ static void after_commit(tr_store *s, unit *u)
                     }
             }
         } else if (o->kind == OP_RETRY) {
-            uint64_t due = now_ns() + (uint64_t)o->delay_ms * 1000000u;
+            uint64_t due = tr_now_ns() + (uint64_t)o->delay_ms * 1000000u;
             for (size_t k = 0; k < s->nqueues; k++) {
                 oqueue *q = &s->queues[k];
                 for (size_t j = 0; j < q->nout; j++)
@@ -399,7 +392,7 @@ static void item_new(tr_store *s, oqueue *q, uint64_t id, const void *key, size_
         return;
     s->pump_attempt = 1;
     item_out(s, q, id, key, klen, data, len);
-    q->out[q->nout++] = (inflight){.id = id, .due_ns = now_ns() + s->redeliver_ns, .attempt = 1};
+    q->out[q->nout++] = (inflight){.id = id, .due_ns = tr_now_ns() + s->redeliver_ns, .attempt = 1};
     if (id > q->last_id)
         q->last_id = id;
     count(&s->outbox_delivered, 1);
@@ -408,7 +401,7 @@ static void item_new(tr_store *s, oqueue *q, uint64_t id, const void *key, size_
 /* Redelivers what is overdue and tops each consumer up to the window. */
 static void outbox_pump(tr_store *s)
 {
-    uint64_t now = now_ns();
+    uint64_t now = tr_now_ns();
     for (size_t k = 0; k < s->nqueues; k++) {
         oqueue *q = &s->queues[k];
         if (q->consumer == TR_PID_NONE)

@@ -67,13 +67,6 @@ struct fs_app {
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void respond(tr_http_server *h, uint64_t token, int status, const char *body)
 {
     tr_http_respond(h, token, status, NULL, body, strlen(body));
@@ -149,7 +142,7 @@ static bool admit(fs_app *a)
     if (a->o.admission_rate == 0)
         return true;
     pthread_mutex_lock(&a->lock);
-    uint64_t now = now_ns();
+    uint64_t now = tr_now_ns();
     a->tokens += (double)(now - a->tokens_ns) * a->o.admission_rate / 1e9;
     double cap = a->o.admission_burst ? a->o.admission_burst : 1;
     if (a->tokens > cap)
@@ -606,7 +599,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     a->o = *o;
     pthread_mutex_init(&a->lock, NULL);
     a->tokens = o->admission_burst ? o->admission_burst : 1; /* a full bucket at start */
-    a->tokens_ns = now_ns();
+    a->tokens_ns = tr_now_ns();
     tr_system_opts so;
     tr_system_opts_init(&so);
     so.workers = o->workers;
