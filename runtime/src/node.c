@@ -578,54 +578,52 @@ static void rx_post(conn *c, size_t need)
     nng_stream_recv(c->s, c->rx);
 }
 
-/* A handshake frame, written on its own (before the writer may use the connection). */
+/* A handshake write: buffer b on aio (c->hs for our HELLO, c->auth for our AUTH — the HELLO's write
+ * may still be completing when the AUTH goes), before the writer may use the connection. */
+static void hs_write(conn *c, nng_aio *aio, tr_wire_buf *b)
+{
+    nng_iov iov = {.iov_buf = b->data, .iov_len = b->len};
+    nng_aio_set_iov(aio, 1, &iov);
+    nng_aio_set_timeout(aio, NODE_HANDSHAKE_MS);
+    nng_stream_send(c->s, aio);
+}
+
+/* A handshake write's completion: a failure drops the connection; a short write sends the rest. */
+static void hs_written(conn *c, nng_aio *aio, tr_wire_buf *b)
+{
+    if (nng_aio_result(aio) != 0) {
+        conn_fail(c, NULL);
+        return;
+    }
+    size_t done = nng_aio_count(aio);
+    if (done < b->len) {
+        memmove(b->data, b->data + done, b->len - done);
+        b->len -= done;
+        hs_write(c, aio, b);
+    }
+}
+
 static void hs_send(conn *c)
 {
-    nng_iov iov = {.iov_buf = c->hsbuf.data, .iov_len = c->hsbuf.len};
-    nng_aio_set_iov(c->hs, 1, &iov);
-    nng_aio_set_timeout(c->hs, NODE_HANDSHAKE_MS);
-    nng_stream_send(c->s, c->hs);
+    hs_write(c, c->hs, &c->hsbuf);
 }
 
 static void on_hs(void *arg)
 {
     conn *c = arg;
-    int rv = nng_aio_result(c->hs);
-    if (rv != 0) {
-        conn_fail(c, NULL);
-        return;
-    }
-    size_t done = nng_aio_count(c->hs);
-    if (done < c->hsbuf.len) { /* a short write: send the rest */
-        memmove(c->hsbuf.data, c->hsbuf.data + done, c->hsbuf.len - done);
-        c->hsbuf.len -= done;
-        hs_send(c);
-    }
+    hs_written(c, c->hs, &c->hsbuf);
 }
 
-/* Our AUTH on its own write (the HELLO's may still be completing). Once per connection. */
+/* Our AUTH (once per connection). */
 static void send_auth(conn *c)
 {
-    nng_iov iov = {.iov_buf = c->authbuf.data, .iov_len = c->authbuf.len};
-    nng_aio_set_iov(c->auth, 1, &iov);
-    nng_aio_set_timeout(c->auth, NODE_HANDSHAKE_MS);
-    nng_stream_send(c->s, c->auth);
+    hs_write(c, c->auth, &c->authbuf);
 }
 
 static void on_auth_sent(void *arg)
 {
     conn *c = arg;
-    int rv = nng_aio_result(c->auth);
-    if (rv != 0) {
-        conn_fail(c, NULL);
-        return;
-    }
-    size_t done = nng_aio_count(c->auth);
-    if (done < c->authbuf.len) { /* a short write: send the rest */
-        memmove(c->authbuf.data, c->authbuf.data + done, c->authbuf.len - done);
-        c->authbuf.len -= done;
-        send_auth(c);
-    }
+    hs_written(c, c->auth, &c->authbuf);
 }
 
 static void put_hello(tr_node *n, tr_wire_buf *b, const uint8_t nonce[TR_WIRE_NONCE])

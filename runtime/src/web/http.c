@@ -689,8 +689,8 @@ static int hdr_token(conn *c, bool value)
         c->too_many_headers = true;
         return -1;
     }
-    if (c->nhdr_tok > 0 && hdr_put(c, "", 0) == 0)
-        c->hdr[c->hdr_len++] = '\0';
+    if (c->nhdr_tok > 0 && hdr_put(c, "", 1) != 0) /* the previous token's NUL */
+        return -1;
     c->hdr_off[c->nhdr_tok++] = c->hdr_len;
     c->in_value = value;
     return 0;
@@ -737,9 +737,8 @@ static int cb_headers_done(http_parser *p)
     /* the header table: names and values, NUL-terminated in the store (which no longer moves) */
     if (c->nhdr_tok % 2 == 1 && hdr_token(c, true) != 0) /* a name without value */
         return -1;
-    if (hdr_put(c, "", 0) != 0)
+    if (hdr_put(c, "", 1) != 0) /* the last token's NUL */
         return -1;
-    c->hdr[c->hdr_len++] = '\0';
     size_t nh = c->nhdr_tok / 2;
     for (size_t i = 0; i < nh; i++)
         c->headers[i] = (tr_http_header){.name = c->hdr + c->hdr_off[2 * i],
