@@ -1013,7 +1013,7 @@ static const tr_behaviour notifier_beh = {
     .terminate = notifier_terminate,
 };
 
-/* REGRESSION (runtime/src/actor.c, tr__actor_end + tr_self): tr__actor_end cleared a->pid before it
+/* REGRESSION (runtime/src/core/actor.c, tr__actor_end + tr_self): tr__actor_end cleared a->pid before it
  * ran terminate, and tr_self read a->pid, so inside terminate tr_self() returned TR_PID_NONE and
  * every message terminate sent (the usual "I am done" notice to a parent or registry) carried
  * sender TR_PID_NONE. troupe.h: "tr_self: The running actor's own pid". */
@@ -1038,7 +1038,7 @@ static void test_tr_self_in_terminate(void **state)
     assert_int_equal(atomic_load(&note_sender), notifier);
 }
 
-/* REGRESSION (runtime/src/actor.c, tr_system_stop_actor): stopping a pid that was already dead sent
+/* REGRESSION (runtime/src/core/actor.c, tr_system_stop_actor): stopping a pid that was already dead sent
  * the runtime's internal stop signal (type TR_SIG_STOP = 1, flag TR_MF_SIGNAL) through
  * tr__deliver, which counts it in dead_letters and hands it to the user's dead_letter_hook, where
  * it was indistinguishable from a user message of type 1 that the user never sent. Expected:

@@ -7,7 +7,7 @@
  * schedule a. The tests below stop between the lookup and the push, end the actor, then perform
  * the rest exactly as tr__deliver does.
  */
-#include "internal.h"
+#include "core/internal.h"
 #include "test_util.h"
 
 static atomic_int hook_calls;
@@ -61,7 +61,7 @@ static void test_header_after_end_in_turn(void **state)
     tt_system_end(sys);
 }
 
-/* KNOWN BUG (runtime/src/system.c end_if_alive + actor.c tr__actor_end): tr__actor_end relies on
+/* KNOWN BUG (runtime/src/core/system.c end_if_alive + actor.c tr__actor_end): tr__actor_end relies on
  * "`sched` stays 1, so no sender schedules it again" -- true for an actor ending in its own turn
  * (sched is 1 while it runs), false for an idle actor ended by tr_system_join (end_if_alive) or by
  * tr_system_free of a never-started system: its sched is 0. A sender that looked the pid up
@@ -92,7 +92,7 @@ static void bug_idle_actor_ended_at_join_keeps_sched_0(void **state)
     assert_int_equal(sched, 1);
 }
 
-/* KNOWN BUG (runtime/src/actor.c: tr__deliver / tr__actor_release / free_one): the late half of
+/* KNOWN BUG (runtime/src/core/actor.c: tr__deliver / tr__actor_release / free_one): the late half of
  * a send pushes into a header that tr__actor_release has already drained. tr_system_send returned
  * TR_OK, but the message is neither received nor counted: it waits in the free header until the
  * slot is reused (only then is it dropped as a dead letter), and when the slot is not reused,

@@ -4,7 +4,7 @@
  * put/get/del, replace, key 0 rejected, a random workload checked op by op against a reference
  * array, and clusters that wrap around the end of the table to exercise backward-shift deletion.
  */
-#include "idmap.h"
+#include "core/idmap.h"
 #include "test_util.h"
 
 static void test_basic(void **state)

@@ -6,7 +6,7 @@
  * email actor held to 50/s that never sends more than 50 + burst in any 1-second window over a
  * simulated 10 minutes of bursty arrivals.
  */
-#include "limiter.h"
+#include "core/limiter.h"
 #include "test_util.h"
 
 #define MS 1000000ULL

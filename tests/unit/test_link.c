@@ -1356,7 +1356,7 @@ static void test_shutdown_with_links_and_monitors(void **state)
  * Each reproduces a runtime bug found while writing this file. KNOWN BUG: still open, the test
  * fails. REGRESSION: fixed since (commit named), the test stays to keep it fixed. */
 
-/* REGRESSION (runtime/src/actor.c tr__actor_run; fixed in 067ac2e): troupe.h says a kill "takes
+/* REGRESSION (runtime/src/core/actor.c tr__actor_run; fixed in 067ac2e): troupe.h says a kill "takes
  * effect at the target's next turn, ahead of its queued messages". The TR_AF_KILL flag was looked
  * at only when a turn started; when the budget (msgs_per_turn) ran out and the worker had nothing
  * else queued, tr__actor_run jumped back (`goto again`) without ending the turn, so the flag was

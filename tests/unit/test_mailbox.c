@@ -5,7 +5,7 @@
  * concurrent run: 4 producers x 200,000 nodes into one queue while the consumer pops: nothing
  * lost, nothing duplicated, each producer's order kept.
  */
-#include "internal.h"
+#include "core/internal.h"
 #include "test_util.h"
 
 #include <pthread.h>

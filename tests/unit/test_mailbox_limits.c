@@ -1205,7 +1205,7 @@ static void test_many_limited_actors(void **state)
  * Each reproduces a runtime bug found while writing this file. KNOWN BUG: still open, the test
  * fails. REGRESSION: fixed since (commit named), the test stays to keep it fixed. */
 
-/* REGRESSION (runtime/src/actor.c admit_bounded; fixed in 067ac2e by a slack of
+/* REGRESSION (runtime/src/core/actor.c admit_bounded; fixed in 067ac2e by a slack of
  * max(capacity, 1024), docs/mailboxes.md): drop_oldest is meant to drop the *oldest* queued
  * messages so the receiver later sees the newest ones. The queue was allowed to grow to only
  * 2 x capacity while the receiver did not run; beyond that admit_bounded fell through to the
@@ -1234,7 +1234,7 @@ static void bug_drop_oldest_drops_newest_beyond_twice_capacity(void **state)
     assert_int_equal(first, 17);
 }
 
-/* KNOWN BUG (runtime/src/actor.c tr__actor_run): depth_max, "the high-water mark of depth", is
+/* KNOWN BUG (runtime/src/core/actor.c tr__actor_run): depth_max, "the high-water mark of depth", is
  * only raised when a turn starts, by bounded sends, and (since 067ac2e) by tr_actor_stats_get
  * readers. An unbounded mailbox that fills while its actor is in a turn and drains in that same
  * turn (with `goto again` on an otherwise idle worker the turn goes on) is never sampled at its
@@ -1312,7 +1312,7 @@ static void unblock_worker(void)
     atomic_store(&blk.gate, 1);
 }
 
-/* REGRESSION (runtime/src/actor.c tr__actor_run + link.c set_limit; fixed in 067ac2e): a limit
+/* REGRESSION (runtime/src/core/actor.c tr__actor_run + link.c set_limit; fixed in 067ac2e): a limit
  * set with tr_mailbox_set on an unlimited actor was ignored for the rest of the turn in which the actor
  * reads the TR_SIG_LIMIT signal: `slow` is computed when the turn starts and recomputed only
  * after a message taken through take_slow is delivered, so the plain messages behind the signal
@@ -1341,7 +1341,7 @@ static void bug_limit_set_at_run_time_skipped_for_the_turn(void **state)
     assert_true(c <= allowed);
 }
 
-/* REGRESSION (runtime/src/actor.c tr__actor_run + link.c set_limit; fixed in 067ac2e): removing
+/* REGRESSION (runtime/src/core/actor.c tr__actor_run + link.c set_limit; fixed in 067ac2e): removing
  * the limit of a parked actor broke FIFO order. Woken by the TR_SIG_LIMIT signal, the actor moves the held
  * messages to its stash while it looks for signals (holding = true, mailbox only); once the
  * signal clears x->limited, the messages queued behind the signal no longer pass through the
@@ -1371,7 +1371,7 @@ static void bug_limit_removed_reorders_messages(void **state)
     assert_int_equal(bad, 0);
 }
 
-/* REGRESSION (runtime/src/actor.c admit_bounded; fixed in 067ac2e, admission by CAS since
+/* REGRESSION (runtime/src/core/actor.c admit_bounded; fixed in 067ac2e, admission by CAS since
  * f0189de): depth_max of a bounded mailbox could become 4294967295. admit_bounded computes depth = n - popped with n the value of `pushed` *before*
  * its own fetch_add and `popped` loaded afterwards; if meanwhile other senders pushed and the
  * runner popped two or more messages, the unsigned difference wraps. The admission test casts
@@ -1414,7 +1414,7 @@ static void bug_depth_max_wraps_under_contention(void **state)
     assert_true(worst <= worst_bound);
 }
 
-/* REGRESSION (runtime/src/actor.c admit_bounded / tr_actor_stats_get; fixed by f0189de, CAS
+/* REGRESSION (runtime/src/core/actor.c admit_bounded / tr_actor_stats_get; fixed by f0189de, CAS
  * admission): a refused send reserved a place (pushed + 1) before it saw the mailbox was full
  * and gave it back, so a concurrent
  * tr_actor_stats_get can read depth = capacity + k (k refused senders in flight) and then
@@ -1456,7 +1456,7 @@ static void bug_stats_depth_exceeds_capacity(void **state)
     assert_true(max_dmax <= 8);
 }
 
-/* REGRESSION (runtime/src/actor.c queue_depth, in 067ac2e; fixed by f0189de): tr_actor_stats_get
+/* REGRESSION (runtime/src/core/actor.c queue_depth, in 067ac2e; fixed by f0189de): tr_actor_stats_get
  * capped depth at the mailbox's bound, but runtime messages bypass the capacity (and take room),
  * so an actor with capacity 2 and 5 exit signals queued behind 2 messages reported depth 2 while
  * 7 were queued, and received != processed + dropped + rejected + depth. */
@@ -1507,7 +1507,7 @@ static void *pusher_main(void *arg)
     return NULL;
 }
 
-/* KNOWN BUG (runtime/src/actor.c tr_actor_stats_get): the documented identity received =
+/* KNOWN BUG (runtime/src/core/actor.c tr_actor_stats_get): the documented identity received =
  * processed + dropped + rejected + depth does not hold for a read made while messages arrive:
  * received and processed come from `pushed` and `popped` loaded once, but depth comes from
  * queue_depth(a), which loads both counters again, so a push between the two loads is counted in

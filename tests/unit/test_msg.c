@@ -560,7 +560,7 @@ static void run_thread(void *(*fn)(void *), void *arg)
     assert_int_equal(pthread_join(th, NULL), 0);
 }
 
-/* KNOWN BUG (runtime/src/msg.c, pool_get / pool_put): a thread's message cache is handed back to
+/* KNOWN BUG (runtime/src/core/msg.c, pool_get / pool_put): a thread's message cache is handed back to
  * the depot at thread exit by a pthread key destructor, but the destructor is registered only in
  * pool_put (the first tr_msg_free on that thread). pool_get, on an empty cache, takes a whole
  * batch (POOL_BATCH = 64) from the depot: a thread that allocates messages but never frees one --

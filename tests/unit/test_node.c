@@ -8,7 +8,7 @@
  */
 #include "test_util.h"
 #include "troupe/node.h"
-#include "wire.h" /* white-box: a peer written by hand speaks the wire format */
+#include "dist/wire.h" /* white-box: a peer written by hand speaks the wire format */
 
 #include <mbedtls/md.h>
 

@@ -4,7 +4,7 @@
  * table does not keep the dead: every name can be taken again); and the name map under it
  * (white-box) against a plain array, through random puts, deletes and sweeps.
  */
-#include "registry.h"
+#include "core/registry.h"
 #include "test_util.h"
 
 #include <stdio.h>

@@ -567,7 +567,7 @@ static void test_call_on_stopped_system(void **state)
 
 /* ---- known bugs ---------------------------------------------------------------------------- */
 
-/* KNOWN BUG (runtime/src/request.c, tr_reply): replying with the request message itself,
+/* KNOWN BUG (runtime/src/core/request.c, tr_reply): replying with the request message itself,
  * tr_reply(ctx, m, m) -- an echo; the code even calls tr__ctx_release_cur(ctx, reply) for this
  * case -- sends the reply to the replier, not to the requester: `reply->sender = tr_self(ctx)`
  * overwrites request->sender (same object) before `request->sender` is read as the destination

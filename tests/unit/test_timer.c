@@ -360,7 +360,7 @@ static void test_pending_timers_at_shutdown(void **state)
 
 /* ---- known bugs ---------------------------------------------------------------------------- */
 
-/* KNOWN BUG (runtime/src/timer.c, run_commands): a timer is armed with
+/* KNOWN BUG (runtime/src/core/timer.c, run_commands): a timer is armed with
  * uv_timer_start(&t->h, on_fire, t->delay_ms, ...), i.e. relative to libuv's cached loop time,
  * which counts whole milliseconds (floor of the monotonic clock at the last loop update). Due is
  * "loop_ms + delay", so a message can be delivered up to ~1 ms before delay_ms has passed since
@@ -398,7 +398,7 @@ static const tr_behaviour chain_beh = {
     .receive = chain_receive,
 };
 
-/* KNOWN BUG (runtime/src/timer.c, run_commands): a timer is armed with
+/* KNOWN BUG (runtime/src/core/timer.c, run_commands): a timer is armed with
  * uv_timer_start(&t->h, on_fire, t->delay_ms, ...), i.e. relative to libuv's cached loop time,
  * which counts whole milliseconds (floor of the monotonic clock at the last loop update). Due is
  * "loop_ms + delay", so a message can be delivered up to ~1 ms before delay_ms has passed since

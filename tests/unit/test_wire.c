@@ -1,9 +1,9 @@
 /*
  * test_wire.c — the node-to-node frame codec: round trips, and refusal of every truncated,
- * corrupted or oversized frame without handing out anything (white-box: runtime/src/wire.h).
+ * corrupted or oversized frame without handing out anything (white-box: runtime/src/dist/wire.h).
  */
 #include "test_util.h"
-#include "wire.h"
+#include "dist/wire.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -20,7 +20,8 @@
  * before authentication are at most 1 KiB. Anything else before that, a wrong MAC or a malformed
  * frame drops the connection, with a log line and a counter.
  *
- * Sending. tr__deliver hands a message for another node's pid to tr__node_route, which appends
+ * Sending. tr__deliver hands a message for another node's pid to node_route (through the core's
+ * transport seam, internal.h), which appends
  * it to the peer's bounded MPSC queue and, if no write is under way, becomes the writer: it
  * encodes everything queued (up to batch_bytes) into one buffer and starts one stream write.
  * The write's completion (an nng thread) sends whatever was queued meanwhile, so an idle node
@@ -38,8 +39,8 @@
  * noconnection (link.c).
  */
 #include "troupe/node.h"
-#include "idmap.h"
-#include "registry.h"
+#include "core/idmap.h"
+#include "core/registry.h"
 #include "wire.h"
 
 #include <mbedtls/md.h>
@@ -1170,7 +1171,7 @@ static void kick(peer *pe)
         tx_pump(pe, NULL);
 }
 
-int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
+static int node_route(tr_system *sys, tr_pid to, tr_msg *m)
 {
     m->to = to;
     atomic_fetch_add(&sys->node_users, 1);
@@ -1741,7 +1742,7 @@ static void node_leave(tr_system *sys)
     atomic_fetch_sub(&sys->node_users, 1);
 }
 
-int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local)
+static int node_interest(tr_system *sys, uint16_t node_id, tr_pid local)
 {
     tr_node *n = node_enter(sys);
     if (n == NULL)
@@ -1756,7 +1757,7 @@ int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local)
     return rc;
 }
 
-void tr__node_forget(tr_system *sys, tr_pid local)
+static void node_forget(tr_system *sys, tr_pid local)
 {
     tr_node *n = node_enter(sys);
     if (n == NULL)
@@ -1792,6 +1793,19 @@ static void node_free(tr_node *n)
     pthread_cond_destroy(&n->cond);
     free(n);
 }
+
+/* The node layer's side of the core's transport seam (internal.h). */
+static void node_free_left(tr_node *n)
+{
+    tr_node_stop(n);
+}
+
+static const tr__remote_ops remote_ops = {
+    .route = node_route,
+    .interest = node_interest,
+    .forget = node_forget,
+    .free = node_free_left,
+};
 
 int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
 {
@@ -1879,6 +1893,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         node_free(n);
         return rc;
     }
+    tr__remote_install(sys, &remote_ops); /* before the node is visible: see internal.h */
     atomic_store(&sys->node, n);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpus > 0 && sys->nworkers >= (unsigned)cpus)
@@ -1961,10 +1976,6 @@ void tr_node_stop(tr_node *n)
     node_free(n);
 }
 
-void tr__node_free(tr_node *n)
-{
-    tr_node_stop(n);
-}
 
 const char *tr_node_name(const tr_node *node)
 {

@@ -1,6 +1,6 @@
 /*
  * store.c — the persistence store: journals of persistent actors, group commit, replies after
- * commit, and the durable outbox; the backends (store_sqlite.c, store_redis.c) do the storing.
+ * commit, and the durable outbox; the backends (sqlite.c, redis.c) do the storing.
  *
  * One writer thread does every backend call but recovery. Persistent actors hand it "units" —
  * what one turn persisted: events, a snapshot, outbox items, replies — through a mutex-protected
@@ -494,6 +494,14 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
                      redis ? "redis_host" : "path");
         return TR_EINVAL;
     }
+#if !TROUPE_HAVE_REDIS || !TROUPE_HAVE_SQLITE
+    if ((redis && !TROUPE_HAVE_REDIS) || (!redis && !TROUPE_HAVE_SQLITE)) {
+        if (err != NULL && errlen > 0) /* compiled out: TROUPE_WITH_REDIS / TROUPE_WITH_SQLITE */
+            snprintf(err, errlen, "store: the %s backend is not in this build",
+                     redis ? "redis" : "sqlite");
+        return TR_EINVAL;
+    }
+#endif
     *out = NULL;
     tr_store *s = calloc(1, sizeof *s);
     if (s == NULL)

@@ -158,6 +158,41 @@ int tr_system_join(tr_system *sys)
     return TR_OK;
 }
 
+/* ---- the transport seam (internal.h) ------------------------------------------------------- */
+
+static const tr__remote_ops *remote_of(tr_system *sys)
+{
+    return atomic_load_explicit(&sys->remote, memory_order_acquire);
+}
+
+void tr__remote_install(tr_system *sys, const tr__remote_ops *ops)
+{
+    atomic_store_explicit(&sys->remote, ops, memory_order_release);
+}
+
+int tr__remote_route(tr_system *sys, tr_pid to, tr_msg *m)
+{
+    const tr__remote_ops *r = remote_of(sys);
+    if (r != NULL)
+        return r->route(sys, to, m);
+    m->to = to; /* no node layer: another node's pid is a dead letter */
+    tr__dead_letter(sys, to, m);
+    return TR_ENOPROC;
+}
+
+int tr__remote_interest(tr_system *sys, uint16_t node_id, tr_pid local)
+{
+    const tr__remote_ops *r = remote_of(sys);
+    return r != NULL ? r->interest(sys, node_id, local) : TR_ENOPROC;
+}
+
+void tr__remote_forget(tr_system *sys, tr_pid local)
+{
+    const tr__remote_ops *r = remote_of(sys);
+    if (r != NULL)
+        r->forget(sys, local);
+}
+
 void tr_system_free(tr_system *sys)
 {
     if (sys == NULL)
@@ -169,7 +204,10 @@ void tr_system_free(tr_system *sys)
         atomic_store(&sys->ending_all, 1);
         tr__actor_foreach(sys, end_if_alive, NULL); /* actors spawned but never run */
     }
-    tr__node_free(atomic_load(&sys->node)); /* a node its user did not stop */
+    const tr__remote_ops *remote = atomic_load(&sys->remote);
+    struct tr_node *node = atomic_load(&sys->node);
+    if (remote != NULL && node != NULL)
+        remote->free(node); /* a node its user did not stop */
     tr__registry_free(sys);
     tr__timer_free(sys);
     tr__actor_table_free(sys);

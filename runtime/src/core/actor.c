@@ -565,7 +565,7 @@ static inline bool push_allowed(tr_actor *a, tr_pid to)
 int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
 {
     if (TR_UNLIKELY(tr_pid_node(to) != sys->opts.node_id))
-        return tr__node_route(sys, to, m); /* another node's pid, or none */
+        return tr__remote_route(sys, to, m); /* another node's pid, or none */
     tr_actor *a = tr__actor_lookup(sys, to);
     m->to = to;
     if (TR_UNLIKELY(a == NULL)) {

@@ -24,7 +24,7 @@
  * longer owns, and those idle for idle_ms (no message received since the last look).
  */
 #include "troupe/shard.h"
-#include "idmap.h"
+#include "core/idmap.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -55,7 +55,7 @@ struct tr_port {
                                  * answerer's: reusing it here spares malloc a cross-thread free) */
     size_t nspare;
     uint64_t armed;             /* deadline the latest sweep timer was armed for; 0: none */
-    uint64_t watched[65536 / 64]; /* node ids whose loss we are told of (tr__node_interest) */
+    uint64_t watched[65536 / 64]; /* node ids whose loss we are told of (tr__remote_interest) */
 };
 
 int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
@@ -225,7 +225,7 @@ int tr_port_request(tr_port *p, tr_pid to, tr_msg *m, unsigned timeout_ms, uint6
         atomic_store_explicit(&p->n, p->n + 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&p->lock);
-    if (watch && tr__node_interest(p->sys, node, p->pid) != TR_OK) {
+    if (watch && tr__remote_interest(p->sys, node, p->pid) != TR_OK) {
         /* not up (the send below says so), or no room: ask again next time */
         pthread_mutex_lock(&p->lock);
         p->watched[node / 64] &= ~(1ull << (node % 64));
@@ -363,7 +363,7 @@ void tr_port_close(tr_port *p)
 {
     if (p == NULL)
         return;
-    tr__node_forget(p->sys, p->pid); /* no more NODEDOWN signals for it */
+    tr__remote_forget(p->sys, p->pid); /* no more NODEDOWN signals for it */
     atomic_store_explicit(&p->a->pid, 0, memory_order_seq_cst); /* see push_allowed */
     for (tr_msg *m; (m = tr__mbox_take_closed(p->a)) != NULL;)
         tr_msg_free(m);

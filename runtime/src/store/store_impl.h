@@ -1,6 +1,6 @@
 /*
  * store_impl.h — what store.c (units, the writer, journals, the outbox pump) shares with its
- * backends: store_sqlite.c (the embedded default) and store_redis.c (shared by a cluster).
+ * backends: sqlite.c (the embedded default) and redis.c (shared by a cluster).
  *
  * A backend commits batches of units, recovers a journal, and reads outbox items; store.c does
  * the rest (queueing, group commit, replies after commit, delivery windows and redelivery).
@@ -10,7 +10,7 @@
 #ifndef TROUPE_STORE_IMPL_H
 #define TROUPE_STORE_IMPL_H
 
-#include "registry.h"
+#include "core/registry.h"
 #include "troupe/store.h"
 
 #define STORE_MAX_QUEUES 64u
@@ -121,9 +121,25 @@ struct tr_journal {
     unit *cur;
 };
 
+/* The backends this build has (the CMake options TROUPE_WITH_SQLITE and TROUPE_WITH_REDIS); a
+ * backend compiled out is refused by tr_store_open with TR_EINVAL and a message saying so. */
+#ifndef TROUPE_HAVE_SQLITE
+#define TROUPE_HAVE_SQLITE 1
+#endif
+#ifndef TROUPE_HAVE_REDIS
+#define TROUPE_HAVE_REDIS 1
+#endif
+#if TROUPE_HAVE_SQLITE
 /* Opens the SQLite backend on s (s->where is the file). TR_OK, or an error written into err. */
 TR_HIDDEN int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
+#else
+#define tr__store_sqlite_open(s, o, err, errlen) TR_EINVAL
+#endif
+#if TROUPE_HAVE_REDIS
 /* Opens the Redis backend on s. */
 TR_HIDDEN int tr__store_redis_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
+#else
+#define tr__store_redis_open(s, o, err, errlen) TR_EINVAL
+#endif
 
 #endif

@@ -20,7 +20,7 @@
 #ifndef TROUPE_WIRE_H
 #define TROUPE_WIRE_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define TR_WIRE_VERSION 2u
 #define TR_WIRE_HEADER 5u

@@ -1,5 +1,5 @@
 /*
- * store_redis.c — the store's shared backend: a Redis server used by every node of a cluster,
+ * redis.c — the store's shared backend: a Redis server used by every node of a cluster,
  * so an actor can move to a surviving node and recover there. Writes are fenced.
  *
  * Keys (standalone Redis; all under "troupe:"):

@@ -303,19 +303,36 @@ TR_HIDDEN void tr__port_run(tr_actor *a);
 /* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
 
-/* ---- nodes (node.c) ------------------------------------------------------------------------ */
+/* ---- the remote layer, as the core sees it ------------------------------------------------- */
 
+/* The transport seam (CAF's backend pattern). The core knows no transport: a message for another
+ * node's pid, a link or monitor across nodes and a node left running at tr_system_free go through
+ * this table of operations, which the node layer (runtime/src/dist/, troupe::dist) installs in
+ * sys->remote when tr_node_start starts a node, before it publishes the node in sys->node. The
+ * table is static and stays installed (the node's own operations see whether a node is running),
+ * so a reader never sees it change under it. Until one is installed the core behaves as a node
+ * alone: another node's pid is a dead letter. No object of the core refers to a symbol of dist
+ * (tests/link checks it with nm). */
 struct tr_node;
-/* Queues m for the node that owns `to` (a pid of another node, or none). TR_ENOPROC (a dead
- * letter) when that node is not up, TR_EFULL when the queue towards it is full. */
-TR_HIDDEN int tr__node_route(struct tr_system *sys, tr_pid to, tr_msg *m);
-/* Records that local actor `local` holds a link or monitor with an actor of node_id, so it
- * gets TR_SIG_NODEDOWN if that node goes down. TR_ENOPROC if node_id is not up. */
-TR_HIDDEN int tr__node_interest(struct tr_system *sys, uint16_t node_id, tr_pid local);
-/* Forgets `local` (it ended). */
-TR_HIDDEN void tr__node_forget(struct tr_system *sys, tr_pid local);
-/* Stops and frees a node left running; called by tr_system_free. */
-TR_HIDDEN void tr__node_free(struct tr_node *n);
+typedef struct tr__remote_ops {
+    /* Queues m for the node that owns `to` (a pid of another node, or none). TR_ENOPROC (a
+     * dead letter) when that node is not up, TR_EFULL when the queue towards it is full. */
+    int (*route)(struct tr_system *sys, tr_pid to, tr_msg *m);
+    /* Records that local actor `local` holds a link or monitor with an actor of node_id, so it
+     * gets TR_SIG_NODEDOWN if that node goes down. TR_ENOPROC if node_id is not up. */
+    int (*interest)(struct tr_system *sys, uint16_t node_id, tr_pid local);
+    /* Forgets `local` (it ended). */
+    void (*forget)(struct tr_system *sys, tr_pid local);
+    /* Stops and frees a node its user left running; called by tr_system_free. */
+    void (*free)(struct tr_node *n);
+} tr__remote_ops;
+
+/* The seam's calls, for the core (actor.c, link.c, port.c, system.c). */
+TR_HIDDEN int tr__remote_route(struct tr_system *sys, tr_pid to, tr_msg *m);
+TR_HIDDEN int tr__remote_interest(struct tr_system *sys, uint16_t node_id, tr_pid local);
+TR_HIDDEN void tr__remote_forget(struct tr_system *sys, tr_pid local);
+/* Installs the node layer's table (tr_node_start; the same table every time). */
+TR_HIDDEN void tr__remote_install(struct tr_system *sys, const tr__remote_ops *ops);
 
 /* ---- supervisors (supervisor.c) ------------------------------------------------------------ */
 
@@ -455,7 +472,8 @@ struct tr_system {
     _Atomic uint64_t late_replies;
     _Atomic uint64_t next_ref;      /* monitor references */
     _Atomic int ending_all;         /* join is ending every actor: links stay silent */
-    _Atomic(struct tr_node *) node; /* the node layer, when started (node.c) */
+    _Atomic(struct tr_node *) node; /* the node layer, when started (dist/node.c) */
+    _Atomic(const tr__remote_ops *) remote; /* its operations (the transport seam, above) */
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */

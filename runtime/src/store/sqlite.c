@@ -1,5 +1,5 @@
 /*
- * store_sqlite.c — the store's embedded backend: one SQLite database file per node, WAL mode.
+ * sqlite.c — the store's embedded backend: one SQLite database file per node, WAL mode.
  *
  * The writer thread owns one connection and commits each batch of units in one transaction
  * (all or nothing: if it fails, every unit of the batch fails). Recovery reads go through a

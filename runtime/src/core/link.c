@@ -216,7 +216,7 @@ static int note_remote(tr_system *sys, tr_actor *a, tr_pid self, tr_pid other)
     tr_actor_ext *x = tr__ext_get(a);
     if (x == NULL)
         return TR_ENOMEM;
-    int rc = tr__node_interest(sys, tr_pid_node(other), self);
+    int rc = tr__remote_interest(sys, tr_pid_node(other), self);
     if (rc == TR_OK)
         x->remote = true;
     return rc;
@@ -387,7 +387,7 @@ void tr__links_notify(tr_actor *a, tr_worker *w, tr_pid self, const tr_reason *r
                 send_down(sys, w, self, map->vals[i], map->keys[i], reason);
     }
     if (x->remote)
-        tr__node_forget(sys, self);
+        tr__remote_forget(sys, self);
     if (x->monitors != NULL) {
         /* our targets forget us, so a long-lived actor does not collect dead watchers */
         tr_idmap *map = x->monitors;
