@@ -1,0 +1,951 @@
+/*
+ * conn.c — a node's connections to other nodes: TCP streams (nng's stream API), the handshake,
+ * frames received and decoded, batching of outbound messages, accepting and dialing.
+ *
+ * Connections. Each pair of nodes uses two TCP connections, one dialed by each side, and each
+ * node sends only on the connection it dialed ("outbound") and receives on the one the peer
+ * dialed ("inbound"). One queue and one stream per direction keep every sender -> receiver pair
+ * in order, and no tie-break is needed when two nodes dial each other at once. A connection's
+ * bytes are frames (wire.h), each after a 4-byte length that is checked against max_frame before
+ * anything is read into memory.
+ *
+ * Handshake. The dialer sends HELLO (name, node id, incarnation, a fresh nonce, its listen
+ * address); the acceptor answers HELLO (its own, with its fresh nonce) and nothing else; the
+ * dialer proves the secret first: AUTH = HMAC-SHA256(secret, "troupe-auth-v2" | acceptor's
+ * nonce | dialer's nonce | dialer's name | dialer's id); the acceptor checks it and only then
+ * answers its own AUTH (nonces swapped, its name and id). Whoever connects to a node's port
+ * thus learns no MAC before proving the secret itself, so it cannot test guessed secrets offline
+ * (a node only dials its seeds and the members authenticated peers announce). Each side proves
+ * the secret without sending it, and a recorded AUTH is useless on another connection. Frames
+ * before authentication are at most 1 KiB. Anything else before that, a wrong MAC or a malformed
+ * frame drops the connection, with a log line and a counter.
+ *
+ * Sending. tr__deliver hands a message for another node's pid to tr__node_route (through the core's
+ * transport seam, internal.h), which appends
+ * it to the peer's bounded MPSC queue and, if no write is under way, becomes the writer: it
+ * encodes everything queued (up to batch_bytes) into one buffer and starts one stream write.
+ * The write's completion (an nng thread) sends whatever was queued meanwhile, so an idle node
+ * sends a message at once, and a busy one coalesces everything queued during one write into the
+ * next: the delay a message waits is bounded by one write, and its batch by batch_bytes.
+ */
+#include "node_impl.h"
+
+#include <mbedtls/md.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The AUTH of the prover (name, id) on a connection: its MAC over both nonces, the verifier's
+ * (the challenge) first. */
+static void mac_of(const tr_node *n, const uint8_t *verifier_nonce, const uint8_t *prover_nonce,
+                   const char *name, uint16_t id, uint8_t out[TR_WIRE_MAC])
+{
+    uint8_t in[16 + 2 * TR_WIRE_NONCE + TR_WIRE_NAME_MAX + 2];
+    size_t len = 16;
+    memcpy(in, "troupe-auth-v2\0\0", 16);
+    memcpy(in + len, verifier_nonce, TR_WIRE_NONCE);
+    len += TR_WIRE_NONCE;
+    memcpy(in + len, prover_nonce, TR_WIRE_NONCE);
+    len += TR_WIRE_NONCE;
+    size_t nl = strnlen(name, TR_WIRE_NAME_MAX);
+    memcpy(in + len, name, nl);
+    len += nl;
+    in[len++] = (uint8_t)(id >> 8);
+    in[len++] = (uint8_t)id;
+    mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), n->secret, n->secret_len, in,
+                    len, out);
+}
+
+static bool same_mac(const uint8_t *a, const uint8_t *b)
+{
+    uint8_t d = 0; /* constant time */
+    for (unsigned i = 0; i < TR_WIRE_MAC; i++)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+static void on_rx(void *arg);
+
+static void on_tx(void *arg);
+
+static void on_hs(void *arg);
+
+static void on_auth_sent(void *arg);
+
+static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->rcap = NODE_RX_CHUNK;
+    c->rbuf = malloc(c->rcap);
+    if (c->rbuf == NULL || nng_aio_alloc(&c->rx, on_rx, c) != 0 ||
+        nng_aio_alloc(&c->tx, on_tx, c) != 0 || nng_aio_alloc(&c->hs, on_hs, c) != 0 ||
+        nng_aio_alloc(&c->auth, on_auth_sent, c) != 0) {
+        if (c->rx)
+            nng_aio_free(c->rx);
+        if (c->tx)
+            nng_aio_free(c->tx);
+        if (c->hs)
+            nng_aio_free(c->hs);
+        free(c->rbuf);
+        free(c);
+        return NULL;
+    }
+    c->n = n;
+    c->s = s;
+    c->outbound = outbound;
+    c->pe = pe;
+    c->state = C_HELLO;
+    c->born_ns = tr__now_ns();
+    atomic_init(&c->last_rx_ns, c->born_ns);
+    tr__random_bytes(c->nonce, sizeof c->nonce);
+    tr__wire_buf_init(&c->out);
+    tr__wire_buf_init(&c->hsbuf);
+    tr__wire_buf_init(&c->authbuf);
+    nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
+    return c;
+}
+
+void tr__conn_destroy(conn *c)
+{
+    nng_stream_close(c->s);
+    nng_aio_stop(c->rx);
+    nng_aio_stop(c->tx);
+    nng_aio_stop(c->hs);
+    nng_aio_stop(c->auth);
+    nng_aio_free(c->rx);
+    nng_aio_free(c->tx);
+    nng_aio_free(c->hs);
+    nng_aio_free(c->auth);
+    nng_stream_free(c->s);
+    tr__wire_buf_free(&c->out);
+    tr__wire_buf_free(&c->hsbuf);
+    tr__wire_buf_free(&c->authbuf);
+    free(c->rbuf);
+    free(c);
+}
+
+/* Marks a connection closed (lock held). The stream is closed at once — nng completes its
+ * pending operations on its own threads, never inside this call — because once dead and
+ * unreferenced, the ticker may free it as soon as the lock is released. */
+void tr__conn_mark_dead(conn *c)
+{
+    if (c == NULL || c->dead)
+        return;
+    c->dead = true;
+    nng_stream_close(c->s);
+    /* nng 1.5.2 leaves an operation started on a stream already closed pending for ever: a
+     * writer that took its reference just before the close would hold it until stop. Cancel
+     * what is pending now; the reaper cancels again until the writer has let go. */
+    nng_aio_cancel(c->tx);
+    nng_aio_cancel(c->rx);
+    nng_aio_cancel(c->hs);
+    nng_aio_cancel(c->auth);
+}
+
+/* Drops a connection: a protocol error, a closed stream, a timeout. */
+void tr__conn_fail(conn *c, const char *why)
+{
+    tr_node *n = c->n;
+    after af;
+    memset(&af, 0, sizeof af);
+    pthread_mutex_lock(&n->lock);
+    if (c->dead) {
+        pthread_mutex_unlock(&n->lock);
+        return;
+    }
+    peer *pe = c->pe;
+    if ((c->state == C_HELLO || c->state == C_AUTH) && !n->stopping) {
+        count(&n->refused_auth, 1); /* a handshake not completed, whatever the cause */
+        if (why == NULL)
+            why = "closed during the handshake";
+    }
+    bool handshake = c->state == C_HELLO || c->state == C_AUTH;
+    if (why != NULL && handshake && c->outbound && pe != NULL) {
+        if (pe->failing)
+            why = NULL; /* said once already: a redial every few seconds must not flood the log */
+        pe->failing = true;
+    }
+    if (why != NULL && handshake && !c->outbound) {
+        uint64_t now = tr__now_ns();
+        if (now - n->hs_log_ns < 1000000000u) {
+            n->hs_suppressed++; /* a peer retrying, or a scanner: not a line each */
+            why = NULL;
+        } else {
+            if (n->hs_suppressed > 0)
+                tr__node_log(n, "(%llu more inbound handshakes failed in the last second)",
+                         (unsigned long long)n->hs_suppressed);
+            n->hs_log_ns = now;
+            n->hs_suppressed = 0;
+        }
+    }
+    if (why != NULL)
+        tr__node_log(n, "%s connection %s%s: %s", c->outbound ? "outbound" : "inbound",
+                 c->outbound ? "to " : "from ",
+                 pe != NULL && pe->name[0] ? pe->name : c->state >= C_AUTH ? c->ph.name : "?",
+                 why);
+    if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
+        tr__peer_down_locked(n, pe, &af); /* a connection lost either way: the peer is down */
+    } else {
+        tr__conn_mark_dead(c);
+    }
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->lock);
+    tr__node_after_run(n, &af);
+}
+
+static void conn_unref(conn *c)
+{
+    pthread_mutex_lock(&c->n->lock);
+    c->refs--;
+    pthread_cond_broadcast(&c->n->cond);
+    pthread_mutex_unlock(&c->n->lock);
+}
+
+/* Starts receiving into the free part of rbuf (grown to hold a frame of `need` bytes). */
+static void rx_post(conn *c, size_t need)
+{
+    if (need > c->rcap) {
+        uint8_t *b = realloc(c->rbuf, need);
+        if (b == NULL) {
+            tr__conn_fail(c, "out of memory");
+            return;
+        }
+        c->rbuf = b;
+        c->rcap = need;
+    }
+    nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
+    nng_aio_set_iov(c->rx, 1, &iov);
+    nng_stream_recv(c->s, c->rx);
+}
+
+/* A handshake write: buffer b on aio (c->hs for our HELLO, c->auth for our AUTH — the HELLO's write
+ * may still be completing when the AUTH goes), before the writer may use the connection. */
+static void hs_write(conn *c, nng_aio *aio, tr_wire_buf *b)
+{
+    nng_iov iov = {.iov_buf = b->data, .iov_len = b->len};
+    nng_aio_set_iov(aio, 1, &iov);
+    nng_aio_set_timeout(aio, NODE_HANDSHAKE_MS);
+    nng_stream_send(c->s, aio);
+}
+
+/* A handshake write's completion: a failure drops the connection; a short write sends the rest. */
+static void hs_written(conn *c, nng_aio *aio, tr_wire_buf *b)
+{
+    if (nng_aio_result(aio) != 0) {
+        tr__conn_fail(c, NULL);
+        return;
+    }
+    size_t done = nng_aio_count(aio);
+    if (done < b->len) {
+        memmove(b->data, b->data + done, b->len - done);
+        b->len -= done;
+        hs_write(c, aio, b);
+    }
+}
+
+static void hs_send(conn *c)
+{
+    hs_write(c, c->hs, &c->hsbuf);
+}
+
+static void on_hs(void *arg)
+{
+    conn *c = arg;
+    hs_written(c, c->hs, &c->hsbuf);
+}
+
+/* Our AUTH (once per connection). */
+static void send_auth(conn *c)
+{
+    hs_write(c, c->auth, &c->authbuf);
+}
+
+static void on_auth_sent(void *arg)
+{
+    conn *c = arg;
+    hs_written(c, c->auth, &c->authbuf);
+}
+
+static void put_hello(tr_node *n, tr_wire_buf *b, const uint8_t nonce[TR_WIRE_NONCE])
+{
+    tr_wire_hello h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.name, sizeof h.name, "%s", n->name);
+    snprintf(h.addr, sizeof h.addr, "%s", n->addr);
+    h.node_id = n->id;
+    h.incarnation = n->incarnation;
+    memcpy(h.nonce, nonce, TR_WIRE_NONCE);
+    size_t f = tr__wire_frame_begin(b, TR_WIRE_HELLO);
+    tr__wire_put_hello(b, &h);
+    tr__wire_frame_end(b, f);
+}
+
+static void put_auth(tr_node *n, tr_wire_buf *b, const uint8_t *peer_nonce,
+                     const uint8_t *own_nonce)
+{
+    uint8_t mac[TR_WIRE_MAC];
+    mac_of(n, peer_nonce, own_nonce, n->name, n->id, mac);
+    size_t f = tr__wire_frame_begin(b, TR_WIRE_AUTH);
+    tr__wire_put_auth(b, mac);
+    tr__wire_frame_end(b, f);
+}
+
+/* Appends a MEMBERS frame (every peer with a name and an address, and ourselves). Lock held. */
+static void put_members(tr_node *n, tr_wire_buf *b)
+{
+    uint32_t k = 1;
+    for (size_t i = 0; i < n->npeers; i++)
+        if (!n->peers[i]->alias && n->peers[i]->name[0] && n->peers[i]->addr[0])
+            k++;
+    size_t f = tr__wire_frame_begin(b, TR_WIRE_MEMBERS);
+    tr__wire_put_members(b, k);
+    tr__wire_put_member(b, n->name, n->addr);
+    for (size_t i = 0; i < n->npeers; i++)
+        if (!n->peers[i]->alias && n->peers[i]->name[0] && n->peers[i]->addr[0])
+            tr__wire_put_member(b, n->peers[i]->name, n->peers[i]->addr);
+    tr__wire_frame_end(b, f);
+}
+
+/* Queues a control frame for a peer's writer: kind PING, or MEMBERS. Lock held. */
+void tr__peer_ctl_queue(tr_node *n, peer *pe, unsigned kind)
+{
+    pthread_mutex_lock(&pe->ctl_lock);
+    if (pe->ctl.len < 64u * 1024u) { /* bounded: control frames are tiny and rare */
+        if (kind == TR_WIRE_MEMBERS) {
+            put_members(n, &pe->ctl);
+        } else {
+            size_t f = tr__wire_frame_begin(&pe->ctl, kind);
+            tr__wire_frame_end(&pe->ctl, f);
+        }
+        atomic_store(&pe->ctl_pending, 1);
+    }
+    pthread_mutex_unlock(&pe->ctl_lock);
+}
+
+/* ---- receiving ----------------------------------------------------------------------------- */
+
+typedef struct deliver_ctx {
+    tr_node *n;
+    uint64_t count;
+} deliver_ctx;
+
+static void deliver_envelope(void *arg, tr_pid to, tr_msg *m)
+{
+    deliver_ctx *d = arg;
+    tr_node *n = d->n;
+    d->count++;
+    if (tr_pid_node(to) != n->id) {
+        tr_msg_free(m); /* not ours: nodes do not forward */
+        return;
+    }
+    if ((to & 0xFFFFFFFFFFFFULL) == 0)
+        to = n->service;
+    if (to == n->service && m->sender == TR_PID_NONE) {
+        /* "from nobody" is what the node's own local-only service messages look like (name
+         * announcements, retractions, syncs); another node's service always says who it is: a
+         * forgery. Dropped, counted. (Other actors may get messages from nobody: a
+         * tr_system_send made outside any actor on another node.) */
+        count(&n->bad_frames, 1);
+        tr_msg_free(m);
+        return;
+    }
+    bool request = (m->flags & TR_MF_REQUEST) != 0;
+    tr_pid from = m->sender;
+    uint64_t corr = m->corr;
+    int rc = tr__deliver(n->sys, NULL, to, m);
+    if ((rc == TR_EFULL || rc == TR_ENOPROC) && request && from != TR_PID_NONE) {
+        /* a refused or undeliverable request is answered, so its requester does not wait for
+         * nothing (locally the send itself would have said so) */
+        tr_msg *r = tr_msg_new(rc == TR_EFULL ? TR_MSG_REJECTED : TR_MSG_NOPROC, 0);
+        if (r != NULL) {
+            r->flags = TR_MF_REPLY | TR_MF_SYSTEM;
+            r->corr = corr;
+            r->sender = to;
+            tr__deliver(n->sys, NULL, from, r);
+        }
+    }
+}
+
+typedef struct learn_ctx {
+    tr_node *n;
+} learn_ctx;
+
+static void learn_member(void *arg, const char *name, const char *addr)
+{
+    learn_ctx *l = arg;
+    tr__peer_learn(l->n, name, addr);
+}
+
+/* The peer (inbound side) authenticated: attach the connection. Lock held. */
+static void inbound_up(tr_node *n, conn *c, after *af)
+{
+    peer *pe = tr__peer_by_name(n, c->ph.name);
+    if (pe == NULL) {
+        tr__peer_learn(n, c->ph.name, c->ph.addr);
+        pe = tr__peer_by_name(n, c->ph.name);
+    }
+    if (pe == NULL) {
+        tr__node_log(n, "no room for peer %s", c->ph.name);
+        tr__conn_mark_dead(c);
+        return;
+    }
+    if ((pe->status == TR_PEER_UP || pe->joining) && pe->incarnation != c->ph.incarnation)
+        tr__peer_down_locked(n, pe, af); /* it restarted before we noticed */
+    peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
+    if (c->ph.node_id == n->id || (holder != NULL && holder != pe)) {
+        tr__node_log(n, "peer %s uses node id %u, already taken: refused", c->ph.name, c->ph.node_id);
+        tr__conn_mark_dead(c);
+        return;
+    }
+    if (pe->in_conn != NULL && pe->in_conn != c)
+        tr__conn_mark_dead(pe->in_conn);
+    pe->in_conn = c;
+    c->pe = pe;
+    c->state = C_UP;
+    if (pe->status != TR_PEER_UP && !pe->joining) {
+        /* it may send requests before our connection to it is up: hold our sends to it */
+        pe->joining = true;
+        pe->joining_ns = tr__now_ns();
+        pe->node_id = c->ph.node_id;
+        pe->incarnation = c->ph.incarnation;
+        atomic_store(&n->by_id[pe->node_id], pe);
+    }
+    if (pe->out_conn == NULL && !pe->dialing)
+        pe->next_dial_ns = 0; /* dial back now */
+    pthread_cond_broadcast(&n->cond);
+}
+
+/* The peer (outbound side) proved the secret: it is up. Lock held. */
+static void outbound_up(tr_node *n, conn *c, after *af)
+{
+    peer *pe = c->pe;
+    peer *other = tr__peer_by_name(n, c->ph.name);
+    if (other != NULL && other != pe) {
+        /* a seed address that names a peer we already know under another address */
+        pe->alias = true;
+        pe->out_conn = NULL;
+        tr__conn_mark_dead(c);
+        return;
+    }
+    peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
+    if (c->ph.node_id == n->id || (holder != NULL && holder != pe)) {
+        tr__node_log(n, "peer %s uses node id %u, already taken: refused", c->ph.name, c->ph.node_id);
+        pe->out_conn = NULL;
+        tr__conn_mark_dead(c);
+        return;
+    }
+    snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
+    if (pe->joining && pe->incarnation != c->ph.incarnation) {
+        /* held for an incarnation that is gone */
+        pe->out_conn = NULL;
+        tr__peer_down_locked(n, pe, af);
+        pe->out_conn = c;
+    }
+    if (pe->in_conn != NULL && pe->in_conn->ph.incarnation != c->ph.incarnation) {
+        tr__conn_mark_dead(pe->in_conn); /* from an earlier incarnation */
+        pe->in_conn = NULL;
+    }
+    pe->node_id = c->ph.node_id;
+    pe->incarnation = c->ph.incarnation;
+    pe->backoff_ms = n->backoff_min_ms;
+    pe->failing = false;
+    c->state = C_UP;
+    /* what we know goes first (our AUTH went before theirs came); then messages may flow */
+    pthread_mutex_lock(&pe->ctl_lock);
+    put_members(n, &pe->ctl);
+    atomic_store(&pe->ctl_pending, 1);
+    pthread_mutex_unlock(&pe->ctl_lock);
+    pe->status = TR_PEER_UP;
+    pe->joining = false;
+    atomic_store(&n->by_id[pe->node_id], pe);
+    af->up = true;
+    snprintf(af->name, sizeof af->name, "%s", pe->name);
+    af->node_id = pe->node_id;
+    if (af->nkick < 2)
+        af->kick[af->nkick++] = pe;
+    n->members_dirty = true;
+    tr__node_log(n, "peer %s (node id %u) is up", pe->name, pe->node_id);
+    pthread_cond_broadcast(&n->cond);
+}
+
+/* One frame from the peer. Returns false when the connection was dropped. */
+static bool rx_frame(conn *c, const uint8_t *f, size_t len)
+{
+    tr_node *n = c->n;
+    unsigned kind;
+    count(&n->frames_in, 1);
+    if (tr__wire_kind(f, len, &kind) != TR_OK) {
+        if (c->state == C_UP)
+            count(&n->bad_frames, 1);
+        tr__conn_fail(c, "not a troupe frame (or another protocol version)");
+        return false;
+    }
+    if (c->state == C_UP && !c->outbound) {
+        if (kind == TR_WIRE_DATA) {
+            deliver_ctx d = {.n = n, .count = 0};
+            if (tr__ext_enter(n->sys) != TR_OK)
+                return true; /* the system is stopping */
+            int rc = tr__wire_get_data(f, len, n->max_frame, deliver_envelope, &d);
+            tr__ext_leave(n->sys);
+            count(&n->msgs_in, d.count);
+            if (rc == TR_EBADMSG) {
+                count(&n->bad_frames, 1);
+                tr__conn_fail(c, "malformed DATA frame");
+                return false;
+            }
+            return true;
+        }
+        if (kind == TR_WIRE_PING)
+            return true;
+        if (kind == TR_WIRE_MEMBERS) {
+            learn_ctx l = {.n = n};
+            pthread_mutex_lock(&n->lock);
+            int rc = tr__wire_get_members(f, len, learn_member, &l);
+            pthread_mutex_unlock(&n->lock);
+            if (rc != TR_OK) {
+                count(&n->bad_frames, 1);
+                tr__conn_fail(c, "malformed MEMBERS frame");
+                return false;
+            }
+            return true;
+        }
+        if (kind == TR_WIRE_AUTH || kind == TR_WIRE_HELLO) {
+            count(&n->bad_frames, 1);
+            tr__conn_fail(c, "handshake frame after the handshake");
+            return false;
+        }
+    }
+    if (c->state == C_UP && c->outbound) {
+        if (kind == TR_WIRE_PING)
+            return true;
+        count(&n->bad_frames, 1);
+        tr__conn_fail(c, "unexpected frame on an outbound connection");
+        return false;
+    }
+    if (c->state == C_REFUSED)
+        return true; /* dropped by the ticker or by the peer */
+    after af;
+    memset(&af, 0, sizeof af);
+    if (c->state == C_HELLO) {
+        tr_wire_hello h;
+        if (kind != TR_WIRE_HELLO || tr__wire_get_hello(f, len, &h) != TR_OK) {
+            tr__conn_fail(c, "no valid HELLO");
+            return false;
+        }
+        bool self = strcmp(h.name, n->name) == 0;
+        pthread_mutex_lock(&n->lock); /* the ticker and tr__conn_fail read state and ph */
+        c->ph = h;
+        c->state = self && !c->outbound ? C_REFUSED : C_AUTH;
+        pthread_mutex_unlock(&n->lock);
+        if (!c->outbound) {
+            /* answer HELLO only: the dialer proves the secret first (a node that dialed
+             * itself learns so from our HELLO) */
+            put_hello(n, &c->hsbuf, c->nonce);
+            if (tr__wire_status(&c->hsbuf) != TR_OK) {
+                tr__conn_fail(c, "out of memory");
+                return false;
+            }
+            hs_send(c);
+        } else if (strcmp(c->ph.name, n->name) != 0) {
+            /* we dialed: we prove the secret first */
+            put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
+            if (tr__wire_status(&c->authbuf) != TR_OK) {
+                tr__conn_fail(c, "out of memory");
+                return false;
+            }
+            send_auth(c);
+        } else {
+            pthread_mutex_lock(&n->lock);
+            c->pe->alias = true; /* a seed that is ourselves: never dialed again */
+            c->pe->out_conn = NULL;
+            tr__conn_mark_dead(c);
+            pthread_mutex_unlock(&n->lock);
+            tr__node_after_run(n, &af);
+            return false;
+        }
+        return true;
+    }
+    /* C_AUTH: the peer proves the secret */
+    uint8_t mac[TR_WIRE_MAC], want[TR_WIRE_MAC];
+    if (kind != TR_WIRE_AUTH || tr__wire_get_auth(f, len, mac) != TR_OK) {
+        tr__conn_fail(c, "no valid AUTH");
+        return false;
+    }
+    mac_of(n, c->nonce, c->ph.nonce, c->ph.name, c->ph.node_id, want);
+    if (!same_mac(mac, want)) {
+        tr__conn_fail(c, "wrong cluster secret: refused");
+        return false;
+    }
+    pthread_mutex_lock(&n->lock);
+    if (c->dead) {
+        pthread_mutex_unlock(&n->lock);
+        return false;
+    }
+    if (c->outbound)
+        outbound_up(n, c, &af);
+    else
+        inbound_up(n, c, &af);
+    bool alive = !c->dead;
+    pthread_mutex_unlock(&n->lock);
+    if (alive && !c->outbound) { /* the dialer proved it: now we prove it too */
+        put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
+        if (tr__wire_status(&c->authbuf) == TR_OK)
+            send_auth(c);
+        else
+            tr__conn_fail(c, "out of memory");
+    }
+    tr__node_after_run(n, &af);
+    return alive;
+}
+
+static void on_rx(void *arg)
+{
+    conn *c = arg;
+    tr_node *n = c->n;
+    int rv = nng_aio_result(c->rx);
+    if (rv != 0) {
+        tr__conn_fail(c, rv == NNG_ECLOSED || rv == NNG_ECANCELED ? NULL : "connection closed");
+        return;
+    }
+    c->rlen += nng_aio_count(c->rx);
+    atomic_store_explicit(&c->last_rx_ns, tr__now_ns(), memory_order_relaxed);
+    size_t off = 0;
+    size_t need = c->rcap < NODE_RX_CHUNK ? NODE_RX_CHUNK : c->rcap;
+    while (c->rlen - off >= TR_WIRE_PREFIX) {
+        uint32_t flen = tr__wire_prefix(c->rbuf + off);
+        /* until the peer has proved the secret its frames are handshake frames: small */
+        size_t limit = c->state == C_UP ? n->max_frame : NODE_HANDSHAKE_FRAME;
+        if (flen > limit || flen < TR_WIRE_HEADER) {
+            if (c->state == C_UP || flen > limit)
+                count(&n->bad_frames, 1);
+            tr__conn_fail(c, flen < TR_WIRE_HEADER ? "frame too short"
+                         : c->state == C_UP  ? "frame above max_frame"
+                                              : "frame above the handshake's 1 KiB before "
+                                                "authentication");
+            return;
+        }
+        if (c->rlen - off < TR_WIRE_PREFIX + (size_t)flen) {
+            if (TR_WIRE_PREFIX + (size_t)flen > need)
+                need = TR_WIRE_PREFIX + (size_t)flen;
+            break;
+        }
+        if (!rx_frame(c, c->rbuf + off + TR_WIRE_PREFIX, flen))
+            return;
+        off += TR_WIRE_PREFIX + flen;
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    pthread_mutex_lock(&n->lock);
+    bool dead = c->dead;
+    pthread_mutex_unlock(&n->lock);
+    if (dead)
+        return;
+    if (c->rcap > NODE_RX_KEEP && c->rlen < NODE_RX_CHUNK && need <= NODE_RX_CHUNK) {
+        uint8_t *b = realloc(c->rbuf, NODE_RX_CHUNK); /* give back a large frame's room */
+        if (b != NULL) {
+            c->rbuf = b;
+            c->rcap = NODE_RX_CHUNK;
+        }
+    }
+    if (c->rlen == c->rcap && need <= c->rcap)
+        need = c->rcap * 2; /* cannot happen: a full buffer holds a frame */
+    rx_post(c, need);
+}
+
+/* ---- sending ------------------------------------------------------------------------------- */
+
+/* Turns everything queued towards pe into dead letters (no connection to send it on). */
+void tr__peer_drop_queue(peer *pe)
+{
+    tr_node *n = pe->n;
+    tr_mpsc_node *x;
+    while ((x = tr__mpsc_pop(&pe->q)) != NULL) {
+        tr_msg *m = (tr_msg *)x;
+        atomic_fetch_sub_explicit(&pe->qlen, 1, memory_order_relaxed);
+        count(&n->lost, 1);
+        if (m->flags & TR_MF_SIGNAL) {
+            static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
+            tr__signal_bounce(n->sys, m, &noconn);
+        } else {
+            tr__dead_letter(n->sys, m->to, m);
+        }
+    }
+    pthread_mutex_lock(&pe->ctl_lock);
+    pe->ctl.len = 0;
+    atomic_store(&pe->ctl_pending, 0);
+    pthread_mutex_unlock(&pe->ctl_lock);
+}
+
+/* Fills c->out with the control frames and up to batch_bytes of queued messages. */
+static void tx_build(peer *pe, conn *c)
+{
+    tr_node *n = pe->n;
+    tr_wire_buf *b = &c->out;
+    b->len = 0;
+    b->oom = 0;
+    c->out_off = 0;
+    if (atomic_exchange(&pe->ctl_pending, 0)) {
+        pthread_mutex_lock(&pe->ctl_lock);
+        tr__wire_put_raw(b, pe->ctl.data, pe->ctl.len);
+        pe->ctl.len = 0;
+        pthread_mutex_unlock(&pe->ctl_lock);
+    }
+    size_t f = 0;
+    uint64_t k = 0;
+    while (b->len < n->batch_bytes && atomic_load_explicit(&pe->qlen, memory_order_acquire) > 0) {
+        tr_mpsc_node *x = tr__mpsc_pop(&pe->q);
+        if (x == NULL)
+            break; /* a sender is between its two steps: its message goes in the next write */
+        tr_msg *m = (tr_msg *)x;
+        atomic_fetch_sub_explicit(&pe->qlen, 1, memory_order_relaxed);
+        if (k == 0)
+            f = tr__wire_frame_begin(b, TR_WIRE_DATA);
+        tr__wire_put_envelope(b, m->to, m);
+        tr_msg_free(m);
+        k++;
+    }
+    if (k > 0) {
+        tr__wire_frame_end(b, f);
+        count(&n->msgs_out, k);
+    }
+}
+
+static void tx_send(conn *c)
+{
+    nng_iov iov = {.iov_buf = c->out.data + c->out_off, .iov_len = c->out.len - c->out_off};
+    nng_aio_set_iov(c->tx, 1, &iov);
+    /* a peer that takes nothing for this long is as good as gone (and a send stuck on a stream
+     * closed under it ends too) */
+    nng_aio_set_timeout(c->tx, NODE_SEND_TIMEOUT_MS);
+    nng_stream_send(c->s, c->tx);
+}
+
+/* The writer's loop, run by whoever owns pe->tx_busy: sends, or gives the queue up. With a
+ * connection `c` (a reference held) it continues a chain of writes. */
+static void tx_pump(peer *pe, conn *c)
+{
+    tr_node *n = pe->n;
+    unsigned idle_spins = 0;
+    for (;;) {
+        bool hold = false;
+        if (c == NULL) {
+            pthread_mutex_lock(&n->lock);
+            c = pe->out_conn;
+            if (c != NULL && (c->dead || c->state != C_UP))
+                c = NULL;
+            if (c != NULL)
+                c->refs++;
+            hold = c == NULL && pe->joining && !n->stopping;
+            pthread_mutex_unlock(&n->lock);
+        }
+        if (hold) {
+            /* our connection to it is being made: outbound_up kicks the writer */
+            atomic_store(&pe->tx_busy, 0);
+            pthread_mutex_lock(&n->lock);
+            bool ready = pe->status == TR_PEER_UP || !pe->joining;
+            pthread_mutex_unlock(&n->lock);
+            int idle = 0;
+            if (!ready || !atomic_compare_exchange_strong(&pe->tx_busy, &idle, 1))
+                return;
+            continue; /* it came up (or went down) meanwhile */
+        }
+        if (c == NULL) {
+            tr__peer_drop_queue(pe);
+        } else {
+            tr__wire_status(&c->out);
+            tx_build(pe, c);
+            if (tr__wire_status(&c->out) != TR_OK) {
+                tr__conn_fail(c, "out of memory");
+                conn_unref(c);
+                c = NULL;
+                continue; /* no connection now: the queue becomes dead letters */
+            }
+            if (c->out.len > 0) {
+                atomic_store_explicit(&pe->last_tx_ns, tr__now_ns(), memory_order_relaxed);
+                count(&n->writes, 1);
+                tx_send(c); /* on_tx continues the chain */
+                return;
+            }
+            conn_unref(c);
+            c = NULL;
+        }
+        /* nothing to send: give the queue up, unless a sender came meanwhile */
+        atomic_store(&pe->tx_busy, 0);
+        if (atomic_load(&pe->qlen) == 0 && atomic_load(&pe->ctl_pending) == 0)
+            return;
+        int idle = 0;
+        if (!atomic_compare_exchange_strong(&pe->tx_busy, &idle, 1))
+            return; /* another writer took it */
+        if (++idle_spins > 64)
+            sched_yield(); /* a sender between its two steps */
+    }
+}
+
+static void on_tx(void *arg)
+{
+    conn *c = arg;
+    peer *pe = c->pe;
+    int rv = nng_aio_result(c->tx);
+    if (rv != 0) {
+        tr__conn_fail(c, NULL);
+        conn_unref(c);
+        tx_pump(pe, NULL); /* no connection: what is queued becomes dead letters */
+        return;
+    }
+    c->out_off += nng_aio_count(c->tx);
+    if (c->out_off < c->out.len) {
+        tx_send(c);
+        return;
+    }
+    tx_pump(pe, c);
+}
+
+/* Makes sure a writer runs for pe. */
+void tr__peer_kick(peer *pe)
+{
+    int idle = 0;
+    if (atomic_compare_exchange_strong(&pe->tx_busy, &idle, 1))
+        tx_pump(pe, NULL);
+}
+
+int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
+{
+    m->to = to;
+    atomic_fetch_add(&sys->node_users, 1);
+    tr_node *n = atomic_load(&sys->node);
+    uint16_t id = tr_pid_node(to);
+    if (n == NULL || id == 0) {
+        atomic_fetch_sub(&sys->node_users, 1);
+        tr__dead_letter(sys, to, m);
+        return TR_ENOPROC;
+    }
+    peer *pe = atomic_load_explicit(&n->by_id[id], memory_order_acquire);
+    int rc = TR_OK;
+    if (pe == NULL || n->stopping) {
+        count(&n->no_route, 1);
+        if (m->flags & TR_MF_SIGNAL) {
+            static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
+            tr__signal_bounce(sys, m, &noconn);
+        } else {
+            tr__dead_letter(sys, to, m);
+        }
+        rc = TR_ENOPROC;
+    } else if (atomic_fetch_add_explicit(&pe->qlen, 1, memory_order_acq_rel) >= n->peer_queue &&
+               !(m->flags & (TR_MF_SIGNAL | TR_MF_SYSTEM))) {
+        atomic_fetch_sub_explicit(&pe->qlen, 1, memory_order_relaxed);
+        count(&n->queue_full, 1);
+        bool reject = n->overflow == TR_NODE_REJECT || (m->flags & TR_MF_REQUEST);
+        tr_msg_free(m);
+        rc = reject ? TR_EFULL : TR_OK;
+    } else {
+        tr__mpsc_push(&pe->q, &m->node);
+        tr__peer_kick(pe);
+    }
+    atomic_fetch_sub(&sys->node_users, 1);
+    return rc;
+}
+
+/* ---- accepting and dialing ----------------------------------------------------------------- */
+
+static bool conn_admit(tr_node *n, conn *c)
+{
+    pthread_mutex_lock(&n->lock);
+    bool ok = !n->stopping && n->nconns < NODE_MAX_CONNS;
+    if (ok) {
+        c->next = n->conns;
+        n->conns = c;
+        n->nconns++;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return ok;
+}
+
+void tr__node_on_accept(void *arg)
+{
+    tr_node *n = arg;
+    int rv = nng_aio_result(n->accept_aio);
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        return;
+    if (rv == 0) {
+        nng_stream *s = nng_aio_get_output(n->accept_aio, 0);
+        conn *c = conn_new(n, s, false, NULL);
+        if (c == NULL || !conn_admit(n, c)) {
+            if (c != NULL)
+                tr__conn_destroy(c);
+            else {
+                nng_stream_close(s);
+                nng_stream_free(s);
+            }
+        } else {
+            rx_post(c, NODE_RX_CHUNK);
+        }
+    }
+    pthread_mutex_lock(&n->lock);
+    bool stop = n->stopping;
+    pthread_mutex_unlock(&n->lock);
+    if (!stop)
+        nng_stream_listener_accept(n->listener, n->accept_aio);
+}
+
+void tr__node_on_dial(void *arg)
+{
+    peer *pe = arg;
+    tr_node *n = pe->n;
+    int rv = nng_aio_result(pe->dial_aio);
+    conn *c = NULL;
+    if (rv == 0) {
+        nng_stream *s = nng_aio_get_output(pe->dial_aio, 0);
+        c = conn_new(n, s, true, pe);
+        if (c == NULL) {
+            nng_stream_close(s);
+            nng_stream_free(s);
+        } else if (!conn_admit(n, c)) {
+            tr__conn_destroy(c);
+            c = NULL;
+        }
+    }
+    pthread_mutex_lock(&n->lock);
+    pe->dialing = false;
+    if (c == NULL || n->stopping || pe->alias) {
+        if (c != NULL)
+            c->dead = true; /* reaped by the ticker */
+        c = NULL;
+        pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
+        pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
+                                                                 : pe->backoff_ms * 2;
+    } else {
+        pe->out_conn = c;
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (c != NULL) {
+        put_hello(n, &c->hsbuf, c->nonce);
+        hs_send(c);
+        rx_post(c, NODE_RX_CHUNK);
+    }
+}
+
+/* Starts a dial to pe (lock held). */
+void tr__node_dial_start(tr_node *n, peer *pe)
+{
+    if (pe->dialer == NULL || strcmp(pe->dialer_addr, pe->addr) != 0) {
+        if (pe->dialer != NULL) {
+            nng_stream_dialer_close(pe->dialer);
+            nng_stream_dialer_free(pe->dialer);
+            pe->dialer = NULL;
+        }
+        if (nng_stream_dialer_alloc(&pe->dialer, pe->addr) != 0) {
+            tr__node_log(n, "cannot dial %s: not a tcp:// address", pe->addr);
+            pe->alias = true; /* never dialed */
+            return;
+        }
+        snprintf(pe->dialer_addr, sizeof pe->dialer_addr, "%s", pe->addr);
+    }
+    pe->dialing = true;
+    nng_aio_set_timeout(pe->dial_aio, 2000);
+    nng_stream_dialer_dial(pe->dialer, pe->dial_aio);
+}

@@ -1,0 +1,402 @@
+/*
+ * members.c — membership and failure detection: the peers a node knows, learnt from seeds,
+ * HELLOs and MEMBERS frames; peers taken down; the ticker thread; links and monitors across nodes;
+ * node watchers.
+ *
+ * Membership and failure detection. Seeds are dialed first; every HELLO carries the sender's
+ * listen address and every new connection gets a MEMBERS frame, so each node learns every other
+ * and dials it. A ticker thread sends heartbeats on quiet connections, declares a peer down when
+ * its inbound connection was silent for down_after_ms (or at once when a connection breaks —
+ * which is how a kill -9 on loopback shows), redials with capped exponential backoff, and
+ * frees closed connections. When a peer goes down, its queued messages become dead letters,
+ * node watchers get TR_MSG_NODEDOWN, and each local actor that holds a link or monitor with one
+ * of its actors gets a NODEDOWN signal, which it turns into EXIT / DOWN with reason
+ * noconnection (link.c).
+ */
+#include "node_impl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- peers (node lock held unless said otherwise) ------------------------------------------ */
+
+peer *tr__peer_by_name(tr_node *n, const char *name)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (!n->peers[i]->alias && strcmp(n->peers[i]->name, name) == 0)
+            return n->peers[i];
+    return NULL;
+}
+
+peer *tr__peer_by_addr(tr_node *n, const char *addr)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (!n->peers[i]->alias && strcmp(n->peers[i]->addr, addr) == 0)
+            return n->peers[i];
+    return NULL;
+}
+
+peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
+{
+    if (n->npeers >= NODE_MAX_PEERS)
+        return NULL;
+    peer *pe = calloc(1, sizeof *pe);
+    if (pe == NULL)
+        return NULL;
+    if (nng_aio_alloc(&pe->dial_aio, tr__node_on_dial, pe) != 0) {
+        free(pe);
+        return NULL;
+    }
+    snprintf(pe->name, sizeof pe->name, "%s", name);
+    snprintf(pe->addr, sizeof pe->addr, "%s", addr);
+    pe->n = n;
+    pe->backoff_ms = n->backoff_min_ms;
+    tr__idmap_init(&pe->interest);
+    tr__mpsc_init(&pe->q);
+    pthread_mutex_init(&pe->ctl_lock, NULL);
+    tr__wire_buf_init(&pe->ctl);
+    n->peers[n->npeers++] = pe;
+    n->members_dirty = true;
+    return pe;
+}
+
+/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame). */
+void tr__peer_learn(tr_node *n, const char *name, const char *addr)
+{
+    if (name[0] == '\0' || strcmp(name, n->name) == 0 || addr[0] == '\0')
+        return;
+    peer *pe = tr__peer_by_name(n, name);
+    if (pe == NULL) {
+        pe = tr__peer_by_addr(n, addr);
+        if (pe != NULL && pe->name[0] == '\0')
+            snprintf(pe->name, sizeof pe->name, "%s", name); /* a seed says who it is */
+        else if (pe == NULL)
+            tr__peer_new(n, name, addr);
+        return;
+    }
+    if (strcmp(pe->addr, addr) != 0 && pe->status != TR_PEER_UP) {
+        snprintf(pe->addr, sizeof pe->addr, "%s", addr); /* restarted elsewhere */
+        n->members_dirty = true;
+    }
+}
+
+/* ---- peers going down and coming up -------------------------------------------------------- */
+
+static bool pid_on_node(void *arg, tr_pid pid)
+{
+    return tr_pid_node(pid) == *(const uint16_t *)arg;
+}
+
+void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
+{
+    if (pe->status == TR_PEER_UP || pe->joining) {
+        if (atomic_load(&n->by_id[pe->node_id]) == pe)
+            atomic_store(&n->by_id[pe->node_id], NULL);
+        af->down = true;
+        af->down_watchers = pe->status == TR_PEER_UP; /* they were told it was up */
+        snprintf(af->name, sizeof af->name, "%s", pe->name);
+        af->node_id = pe->node_id;
+        af->interest = pe->interest; /* the notified take it over */
+        tr__idmap_init(&pe->interest);
+        if (pe->status == TR_PEER_UP) {
+            count(&n->peers_down, 1);
+            tr__node_log(n, "peer %s (node id %u) is down", pe->name, pe->node_id);
+        }
+        pe->status = TR_PEER_DOWN;
+        pe->joining = false;
+        /* its names are released here, under the lock, so no name it registers once it is
+         * back can be swept by this down: a sweep left for later (it used to run once the lock
+         * was released) could remove names merged meanwhile from a reconnection the peer saw as
+         * nothing but "up", and it never sent them again (issue 20: a node thawed after a freeze
+         * answered 503 for every SKU of a peer whose router it no longer knew) */
+        uint16_t gone = pe->node_id;
+        pthread_mutex_lock(&n->names_lock);
+        tr__namemap_sweep(&n->names, pid_on_node, &gone);
+        pthread_mutex_unlock(&n->names_lock);
+    }
+    conn *o = pe->out_conn, *i = pe->in_conn;
+    pe->out_conn = pe->in_conn = NULL;
+    tr__conn_mark_dead(o);
+    tr__conn_mark_dead(i);
+    if (!pe->dialing && pe->next_dial_ns < tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u) {
+        pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
+        pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
+                                                                 : pe->backoff_ms * 2;
+    }
+    if (af->nkick < 2)
+        af->kick[af->nkick++] = pe; /* the writer turns what is queued into dead letters */
+    pthread_cond_broadcast(&n->cond);
+}
+
+static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_t id)
+{
+    tr_pid w[NODE_MAX_WATCHERS];
+    pthread_mutex_lock(&n->lock);
+    size_t k = n->nwatchers;
+    memcpy(w, n->watchers, k * sizeof *w);
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < k; i++) {
+        tr_msg *m = tr_msg_new(type, 80);
+        if (m == NULL)
+            return;
+        msgpack_packer *pk = tr_msg_packer(m);
+        size_t nl = strlen(name);
+        msgpack_pack_str(pk, nl);
+        msgpack_pack_str_body(pk, name, nl);
+        msgpack_pack_uint64(pk, id);
+        m->flags = TR_MF_SYSTEM;
+        m->corr = id;
+        tr__deliver(n->sys, NULL, w[i], m);
+    }
+}
+
+void tr__node_after_run(tr_node *n, after *af)
+{
+    for (int i = 0; i < af->nkick; i++)
+        tr__peer_kick(af->kick[i]);
+    if ((af->down || af->up) && tr__ext_enter(n->sys) == TR_OK) {
+        if (af->down) {
+            tr_idmap *m = &af->interest;
+            for (size_t i = 0; i < m->cap; i++)
+                if (m->keys[i] != 0)
+                    tr__signal(n->sys, NULL, TR_PID_NONE, (tr_pid)m->keys[i], TR_SIG_NODEDOWN,
+                               af->node_id, NULL);
+            if (af->down_watchers)
+                notify_watchers(n, TR_MSG_NODEDOWN, af->name, af->node_id);
+        }
+        if (af->up) {
+            notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id);
+            /* it learns our names, and we ask for its own: whichever side saw the other go
+             * down and come back, both end up with both sets (a peer that saw nothing but "up"
+             * would not send its names again by itself) */
+            tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8);
+            if (m != NULL) {
+                msgpack_pack_uint64(tr_msg_packer(m), af->node_id);
+                tr__deliver(n->sys, NULL, n->service, m);
+            }
+        }
+        tr__ext_leave(n->sys);
+    }
+    if (af->down)
+        tr__idmap_free(&af->interest);
+}
+
+/* ---- the ticker: heartbeats, failure detection, dials, reaping ----------------------------- */
+
+void tr__node_reap(tr_node *n)
+{
+    conn *dead = NULL;
+    pthread_mutex_lock(&n->lock);
+    for (conn **pp = &n->conns; *pp != NULL;) {
+        conn *c = *pp;
+        if (c->dead && c->refs == 0) {
+            *pp = c->next;
+            n->nconns--;
+            c->next = dead;
+            dead = c;
+        } else {
+            if (c->dead)
+                nng_aio_cancel(c->tx); /* see tr__conn_mark_dead */
+            pp = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    while (dead != NULL) {
+        conn *c = dead;
+        dead = c->next;
+        tr__conn_destroy(c);
+    }
+}
+
+void *tr__node_ticker_main(void *arg)
+{
+    tr_node *n = arg;
+    pthread_setname_np(pthread_self(), "tr-ticker");
+    pthread_mutex_lock(&n->lock);
+    uint64_t last_tick = tr__now_ns();
+    while (!n->stopping) {
+        uint64_t now = tr__now_ns();
+        conn *fail[16];
+        int nfail = 0;
+        peer *ping[NODE_MAX_PEERS];
+        int nping = 0;
+        if (now - last_tick > n->down_ns / 2) {
+            /* this node itself stood still (SIGSTOP, a VM pause, starved of CPU): its peers'
+             * silence meanwhile is ours, not theirs. Each inbound connection gets down_after_ms
+             * from now to speak (as Cassandra's detector ignores a local pause); a peer that did
+             * go away shows by its closed connection, or stays silent past that. */
+            tr__node_log(n, "this node was paused for %llu ms: peers get %llu ms to be heard again",
+                     (unsigned long long)((now - last_tick) / 1000000u),
+                     (unsigned long long)(n->down_ns / 1000000u));
+            for (conn *c = n->conns; c != NULL; c = c->next)
+                atomic_store_explicit(&c->last_rx_ns, now, memory_order_relaxed);
+        }
+        last_tick = now;
+        /* silent or stuck connections */
+        for (conn *c = n->conns; c != NULL && nfail < 16; c = c->next) {
+            if (c->dead)
+                continue;
+            uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
+            if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
+                fail[nfail++] = c;
+            else if (c->state == C_UP && !c->outbound && now > last && now - last > n->down_ns)
+                fail[nfail++] = c;
+        }
+        for (size_t i = 0; i < n->npeers; i++) {
+            peer *pe = n->peers[i];
+            if (pe->alias)
+                continue;
+            if (pe->joining && now - pe->joining_ns > n->down_ns + NODE_HANDSHAKE_MS * 1000000ull &&
+                nfail < 16 && pe->in_conn != NULL) {
+                fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
+            } else if (pe->status == TR_PEER_UP) {
+                if (n->members_dirty)
+                    tr__peer_ctl_queue(n, pe, TR_WIRE_MEMBERS);
+                else if (now - atomic_load(&pe->last_tx_ns) >= n->hb_ns)
+                    tr__peer_ctl_queue(n, pe, TR_WIRE_PING);
+                if (atomic_load(&pe->ctl_pending))
+                    ping[nping++] = pe;
+            } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns) {
+                tr__node_dial_start(n, pe);
+            }
+        }
+        n->members_dirty = false;
+        pthread_mutex_unlock(&n->lock);
+        for (int i = 0; i < nfail; i++)
+            tr__conn_fail(fail[i], fail[i]->state != C_UP ? "handshake timeout"
+                               : fail[i]->pe != NULL && fail[i]->pe->joining
+                                   ? "cannot connect back to it"
+                                   : "silent for too long");
+        for (int i = 0; i < nping; i++)
+            tr__peer_kick(ping[i]);
+        tr__node_reap(n);
+        pthread_mutex_lock(&n->lock);
+        if (n->stopping)
+            break;
+        uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + tick;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+/* ---- links and monitors across nodes ------------------------------------------------------- */
+
+/* The node, kept from being freed until node_leave (NULL: none). */
+static tr_node *node_enter(tr_system *sys)
+{
+    atomic_fetch_add(&sys->node_users, 1);
+    tr_node *n = atomic_load(&sys->node);
+    if (n == NULL)
+        atomic_fetch_sub(&sys->node_users, 1);
+    return n;
+}
+
+static void node_leave(tr_system *sys)
+{
+    atomic_fetch_sub(&sys->node_users, 1);
+}
+
+int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local)
+{
+    tr_node *n = node_enter(sys);
+    if (n == NULL)
+        return TR_ENOPROC;
+    int rc = TR_ENOPROC;
+    pthread_mutex_lock(&n->lock);
+    peer *pe = atomic_load(&n->by_id[node_id]);
+    if (pe != NULL && (pe->status == TR_PEER_UP || pe->joining))
+        rc = tr__idmap_put(&pe->interest, local, 1);
+    pthread_mutex_unlock(&n->lock);
+    node_leave(sys);
+    return rc;
+}
+
+void tr__node_forget(tr_system *sys, tr_pid local)
+{
+    tr_node *n = node_enter(sys);
+    if (n == NULL)
+        return;
+    pthread_mutex_lock(&n->lock);
+    for (size_t i = 0; i < n->npeers; i++)
+        tr__idmap_del(&n->peers[i]->interest, local, NULL);
+    pthread_mutex_unlock(&n->lock);
+    node_leave(sys);
+}
+
+/* ---- public API: peers, watchers ----------------------------------------------------------- */
+
+int tr_node_peers(tr_node *n, tr_peer_info *out, size_t cap, size_t *countp)
+{
+    if (n == NULL || (out == NULL && cap > 0))
+        return TR_EINVAL;
+    size_t k = 0;
+    uint64_t now = tr__now_ns();
+    pthread_mutex_lock(&n->lock);
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        if (pe->alias)
+            continue;
+        if (k < cap) {
+            tr_peer_info *p = &out[k];
+            snprintf(p->name, sizeof p->name, "%s", pe->name);
+            snprintf(p->address, sizeof p->address, "%s", pe->addr);
+            p->node_id = pe->node_id;
+            p->status = (tr_peer_status)pe->status;
+            if (pe->status == TR_PEER_UP && pe->in_conn != NULL &&
+                now - atomic_load(&pe->in_conn->last_rx_ns) > 2 * n->hb_ns)
+                p->status = TR_PEER_SUSPECT;
+        }
+        k++;
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (countp != NULL)
+        *countp = k;
+    return TR_OK;
+}
+
+int tr_node_lookup(tr_node *n, const char *name, uint16_t *node_id)
+{
+    if (n == NULL || name == NULL || node_id == NULL)
+        return TR_EINVAL;
+    int rc = TR_ENOPROC;
+    pthread_mutex_lock(&n->lock);
+    peer *pe = tr__peer_by_name(n, name);
+    if (pe != NULL && pe->status == TR_PEER_UP) {
+        *node_id = pe->node_id;
+        rc = TR_OK;
+    } else if (strcmp(name, n->name) == 0) {
+        *node_id = n->id;
+        rc = TR_OK;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return rc;
+}
+
+int tr_node_monitor(tr_node *n, tr_pid watcher, bool on)
+{
+    if (n == NULL || watcher == TR_PID_NONE)
+        return TR_EINVAL;
+    int rc = TR_OK;
+    pthread_mutex_lock(&n->lock);
+    size_t i;
+    for (i = 0; i < n->nwatchers && n->watchers[i] != watcher; i++)
+        ;
+    if (on && i == n->nwatchers) {
+        if (i == NODE_MAX_WATCHERS)
+            rc = TR_ENOMEM;
+        else
+            n->watchers[n->nwatchers++] = watcher;
+    } else if (!on && i < n->nwatchers) {
+        n->watchers[i] = n->watchers[--n->nwatchers];
+    }
+    pthread_mutex_unlock(&n->lock);
+    return rc;
+}

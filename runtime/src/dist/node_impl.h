@@ -1,0 +1,237 @@
+/*
+ * node_impl.h — what the node layer's files share (private to runtime/src/dist/): its limits, the
+ * node service's message types, and the three objects — the node, a peer (another node we know),
+ * a connection (one TCP stream to or from a peer) — with the functions one file calls in another.
+ *
+ *   node.c     the node's lifecycle (start, stop, free), its public getters and counters
+ *   conn.c     connections: the handshake, receiving and decoding frames, the writer that
+ *              batches messages to a peer, accepting and dialing
+ *   members.c  membership and failure detection: peers learnt and lost, the ticker (heartbeats,
+ *              down detection, redials, reaping), links and monitors across nodes, watchers
+ *   names.c    the node service (remote spawn, global names) and placement (tr_node_place)
+ *
+ * Locking: n->lock guards the peer table, the connection list, watchers and behaviours (a
+ * function named *_locked, or whose comment says "lock held", expects it held); n->names_lock the
+ * name map; a peer's queue is an MPSC queue its writer (tx_busy) drains.
+ */
+#ifndef TROUPE_DIST_NODE_IMPL_H
+#define TROUPE_DIST_NODE_IMPL_H
+
+#include "troupe/node.h"
+#include "core/idmap.h"
+#include "core/registry.h"
+#include "wire.h"
+
+#include <nng/nng.h>
+#include <stdbool.h>
+
+#define NODE_MAX_FRAME_DEFAULT (4u * 1024u * 1024u)
+#define NODE_QUEUE_DEFAULT 65536u
+#define NODE_BATCH_DEFAULT (256u * 1024u)
+#define NODE_MAX_PEERS 256u
+#define NODE_MAX_CONNS 1024u        /* connections at once, authenticated or not */
+#define NODE_MAX_WATCHERS 4096u
+#define NODE_MAX_BEHAVIOURS 256u
+#define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
+#define NODE_HANDSHAKE_FRAME 1024u  /* a frame before authentication, at most (HELLO and AUTH are
+                                     * < 300 bytes): what a stranger can make us allocate */
+#define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
+#define NODE_RX_CHUNK (64u * 1024u)
+#define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
+
+/* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
+ * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
+#define TR_MSG_NODE_SPAWN (TR_MSG_SYSTEM + 0x200)  /* [behaviour, args] -> [rc, pid] */
+#define TR_MSG_NODE_REG (TR_MSG_SYSTEM + 0x201)    /* a peer's name: [name, pid] */
+#define TR_MSG_NODE_UNREG (TR_MSG_SYSTEM + 0x202)  /* a peer dropped a name: [name, pid] */
+#define TR_MSG_NODE_SYNC (TR_MSG_SYSTEM + 0x203)   /* local: tell peer [id] our names */
+#define TR_MSG_NODE_ANNOUNCE (TR_MSG_SYSTEM + 0x204) /* local: watch [name, pid], tell peers */
+#define TR_MSG_NODE_RETRACT (TR_MSG_SYSTEM + 0x205)  /* local: tell peers [name, pid] is gone */
+#define TR_MSG_NODE_PULL (TR_MSG_SYSTEM + 0x206)     /* a peer asks for our names: [] */
+
+enum { C_HELLO, C_AUTH, C_UP, C_REFUSED };
+
+typedef struct peer peer;
+
+typedef struct conn {
+    struct conn *next;          /* in the node's list of connections */
+    tr_node *n;
+    nng_stream *s;
+    nng_aio *rx, *tx, *hs;      /* receive; the writer's sends; handshake sends */
+    peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
+    bool outbound;
+    bool dead;                  /* closed: no aio is started on it again */
+    int state;                  /* C_* */
+    int refs;                   /* writers using it (node lock) */
+    uint64_t born_ns;
+    _Atomic uint64_t last_rx_ns;
+    uint8_t nonce[TR_WIRE_NONCE];
+    tr_wire_hello ph;           /* the peer's HELLO (valid from state C_AUTH) */
+    nng_aio *auth;              /* our AUTH's write (beside the HELLO's, which may not have
+                                 * completed yet) */
+    tr_wire_buf authbuf;
+    uint8_t *rbuf;              /* received bytes not yet parsed */
+    size_t rlen, rcap;
+    tr_wire_buf out;            /* the write under way (the writer's) */
+    size_t out_off;
+    tr_wire_buf hsbuf;          /* a handshake write */
+} conn;
+
+struct peer {
+    char name[TR_WIRE_NAME_MAX + 1];    /* "" until a seed says who it is */
+    char addr[TR_WIRE_ADDR_MAX + 1];
+    bool alias;                 /* a seed that turned out to be ourselves or a known peer */
+    int status;                 /* TR_PEER_DOWN / TR_PEER_UP (we can send to it) */
+    bool joining;               /* it connected to us and we are dialing back: sends are held */
+    uint64_t joining_ns;        /* since when */
+    uint16_t node_id;
+    uint64_t incarnation;
+    conn *out_conn, *in_conn;
+    nng_stream_dialer *dialer;
+    char dialer_addr[TR_WIRE_ADDR_MAX + 1];
+    nng_aio *dial_aio;
+    bool dialing;
+    bool failing;               /* its connections keep failing: logged once until it is up */
+    uint64_t next_dial_ns;
+    unsigned backoff_ms;
+    tr_idmap interest;          /* local pids with links / monitors to its actors */
+    /* sending */
+    tr_mpsc q;
+    _Atomic uint64_t qlen;
+    _Atomic int tx_busy;        /* a writer owns the queue */
+    pthread_mutex_t ctl_lock;
+    tr_wire_buf ctl;            /* control frames to send before the next messages */
+    _Atomic int ctl_pending;
+    _Atomic uint64_t last_tx_ns;
+    tr_node *n;
+};
+
+typedef struct behaviour_entry {
+    char name[TR_WIRE_NAME_MAX + 1];
+    const tr_behaviour *b;
+} behaviour_entry;
+
+struct tr_node {
+    tr_system *sys;
+    char name[TR_WIRE_NAME_MAX + 1];
+    char addr[TR_WIRE_ADDR_MAX + 1];
+    int port;
+    uint16_t id;
+    uint64_t incarnation;
+    uint8_t *secret;
+    size_t secret_len;
+    size_t max_frame, peer_queue, batch_bytes;
+    tr_node_overflow overflow;
+    uint64_t hb_ns, down_ns;
+    unsigned backoff_min_ms, backoff_max_ms;
+    bool quiet;
+    nng_stream_listener *listener;
+    nng_aio *accept_aio;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    peer *peers[NODE_MAX_PEERS];
+    size_t npeers;
+    _Atomic(peer *) *by_id;     /* 65,536: node id -> peer while up */
+    conn *conns;
+    size_t nconns;
+    bool members_dirty;         /* tell every peer about the nodes we know */
+    tr_pid watchers[NODE_MAX_WATCHERS];
+    size_t nwatchers;
+    behaviour_entry behaviours[NODE_MAX_BEHAVIOURS];
+    size_t nbehaviours;
+    tr_pid service;
+    uint64_t hs_log_ns;         /* inbound handshake failures: one log line a second (lock) */
+    uint64_t hs_suppressed;
+    pthread_mutex_t names_lock;
+    tr_namemap names;           /* cluster-wide names, as this node knows them */
+    _Atomic bool stopping;      /* set under lock; read anywhere */
+    bool ticker_started;
+    pthread_t ticker;
+    _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
+        no_route, lost, peers_down;
+};
+
+static inline void count(_Atomic uint64_t *c, uint64_t k)
+{
+    atomic_fetch_add_explicit(c, k, memory_order_relaxed);
+}
+
+/* The node service's pid on node node_id (slot 0, generation 0: never an actor's). */
+static inline tr_pid service_pid(uint16_t node_id)
+{
+    return (tr_pid)node_id << 48;
+}
+
+/* What a peer going down (or coming up) leaves to do once the lock is released. */
+typedef struct after {
+    peer *kick[2];
+    int nkick;
+    bool down;                  /* notify interested actors (and watchers if down_watchers) */
+    bool down_watchers;
+    char name[TR_WIRE_NAME_MAX + 1];
+    uint16_t node_id;
+    tr_idmap interest;
+    bool up;                    /* notify watchers of a peer up */
+} after;
+
+/* ---- node.c ------------------------------------------------------------------------------- */
+
+/* One log line on stderr, "troupe node NAME: ...", unless the node is quiet. */
+TR_HIDDEN void tr__node_log(const tr_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* len random bytes (getrandom; the clock if that fails). */
+TR_HIDDEN void tr__random_bytes(void *p, size_t len);
+
+/* ---- conn.c ------------------------------------------------------------------------------- */
+
+/* Frees a connection nothing uses any more (dead, no writer; the ticker's reap). */
+TR_HIDDEN void tr__conn_destroy(conn *c);
+/* Marks a connection closed (lock held; NULL is nothing). The stream is closed at once — nng
+ * completes its pending operations on its own threads, never inside this call — because once
+ * dead and unreferenced, the ticker may free it as soon as the lock is released. */
+TR_HIDDEN void tr__conn_mark_dead(conn *c);
+/* Drops a connection: a protocol error, a closed stream, a timeout (lock not held). */
+TR_HIDDEN void tr__conn_fail(conn *c, const char *why);
+/* Queues a control frame for a peer's writer: kind PING, or MEMBERS. Lock held. */
+TR_HIDDEN void tr__peer_ctl_queue(tr_node *n, peer *pe, unsigned kind);
+/* Turns everything queued towards pe into dead letters (no connection to send it on). */
+TR_HIDDEN void tr__peer_drop_queue(peer *pe);
+/* Makes sure a writer runs for pe. */
+TR_HIDDEN void tr__peer_kick(peer *pe);
+/* The transport seam's route (core/internal.h): queues m for the node that owns `to`. */
+TR_HIDDEN int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m);
+/* nng callbacks: a connection accepted on the listener; a dial to a peer completed. */
+TR_HIDDEN void tr__node_on_accept(void *arg);
+TR_HIDDEN void tr__node_on_dial(void *arg);
+/* Starts a dial to pe (lock held). */
+TR_HIDDEN void tr__node_dial_start(tr_node *n, peer *pe);
+
+/* ---- members.c ---------------------------------------------------------------------------- */
+
+/* The peer of that name or address, NULL if none (lock held; aliases are skipped). */
+TR_HIDDEN peer *tr__peer_by_name(tr_node *n, const char *name);
+TR_HIDDEN peer *tr__peer_by_addr(tr_node *n, const char *addr);
+/* A new peer in the table (lock held); NULL when the table is full or memory is short. */
+TR_HIDDEN peer *tr__peer_new(tr_node *n, const char *name, const char *addr);
+/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame; lock held). */
+TR_HIDDEN void tr__peer_learn(tr_node *n, const char *name, const char *addr);
+/* Takes pe down (lock held): unpublished, its names swept, its connections closed, its redial
+ * scheduled; what must be done without the lock is left in af (tr__node_after_run). */
+TR_HIDDEN void tr__peer_down_locked(tr_node *n, peer *pe, after *af);
+/* Does what af holds, the lock released: kicks writers (dead letters), NODEDOWN signals to the
+ * interested actors, NODEDOWN / NODEUP to watchers, a name sync with a peer up. */
+TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
+/* Frees dead, unreferenced connections (lock held). */
+TR_HIDDEN void tr__node_reap(tr_node *n);
+/* The ticker thread: heartbeats, failure detection, dials, reaping (until n->stopping). */
+TR_HIDDEN void *tr__node_ticker_main(void *arg);
+/* The transport seam's interest and forget (core/internal.h). */
+TR_HIDDEN int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local);
+TR_HIDDEN void tr__node_forget(tr_system *sys, tr_pid local);
+
+/* ---- names.c ------------------------------------------------------------------------------ */
+
+/* The node service's behaviour (spawned by tr_node_start). */
+extern TR_HIDDEN const tr_behaviour tr__node_service_behaviour;
+
+#endif
