@@ -1,10 +1,12 @@
 /*
  * email.c — the email actor (see actors/email.h): outbox items in, emails out through a provider.
  *
- * An item holds [order_id, user, sku, qty] (actors/order.h). The email is formatted once, then
- * handed to the provider in the actor's turn (so the mailbox's token bucket is the rate the
- * provider sees): maildir writes DIR/tmp/ORDER_ID.eml, fsyncs it and renames it to
- * DIR/new/ORDER_ID.eml; smtp sends it with libcurl. Only then is the item acknowledged. A crash
+ * What an item's email says is the app's format callback's (recipient, id, subject, body); this
+ * file checks those, writes the RFC 5322 message once — headers, a subject in RFC 2047 words
+ * when it is not ASCII, the body's line ends as CRLF — and hands it to the provider in the
+ * actor's turn (so the mailbox's token bucket is the rate the provider sees): maildir writes
+ * DIR/tmp/ID.eml, fsyncs it and renames it to DIR/new/ID.eml; smtp sends it with libcurl. Only
+ * then is the item acknowledged. A crash
  * between delivery and ack makes the store deliver it again: the maildir rewrite is harmless, and
  * over SMTP the duplicate carries the same Message-ID. A failure puts the item back for a retry
  * after the provider's backoff (tr_outbox_retry), which doubles per failure and resets on success.
@@ -22,13 +24,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EMAIL_MAX 2048          /* one formatted email */
+#define EMAIL_MAX_DEFAULT (64u * 1024u) /* one formatted email */
 #define EMAIL_TRACK_MAX 1024    /* items tracked as retrying (the outbox window bounds them) */
+#define EMAIL_ID_MAX 200u
+#define EMAIL_ADDR_MAX 254u     /* RFC 5321's path limit */
+#define EMAIL_SUBJECT_MAX 900u
 
 typedef struct email_state {
     email_args a;
     CURL *curl;
     char mail_from[256];        /* the address inside From:'s <...> */
+    const char *domain;         /* Message-ID's right part */
+    size_t max;                 /* max_bytes */
+    char *scratch;              /* the format callback's (max bytes) */
+    char *msg;                  /* the message being delivered (max bytes) */
     char curl_err[CURL_ERROR_SIZE];
     unsigned backoff_ms;        /* the provider's current backoff; 0 = healthy */
     uint64_t backoff_until_ns;  /* no attempt before this */
@@ -98,11 +107,21 @@ static int smtp_setup(email_state *e)
     return TR_OK;
 }
 
+static void release(email_state *e)
+{
+    if (e->curl != NULL)
+        curl_easy_cleanup(e->curl);
+    e->curl = NULL;
+    free(e->scratch);
+    free(e->msg);
+    e->scratch = e->msg = NULL;
+}
+
 static int email_init(tr_ctx *ctx, void *state, const void *arg)
 {
     const email_args *a = arg;
     email_state *e = state;
-    if (a == NULL || a->store == NULL || a->queue == NULL || a->from == NULL)
+    if (a == NULL || a->store == NULL || a->queue == NULL || a->from == NULL || a->format == NULL)
         return TR_EINVAL;
     if (a->provider == EMAIL_MAILDIR && (a->maildir == NULL || strlen(a->maildir) > 3900))
         return TR_EINVAL;
@@ -111,29 +130,42 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
     if (a->provider != EMAIL_MAILDIR && a->provider != EMAIL_SMTP)
         return TR_EINVAL;
     e->a = *a;
-    if (e->a.to_domain == NULL)
-        e->a.to_domain = "customers.invalid";
-    if (strlen(e->a.to_domain) > 200 || !address_of(a->from, e->mail_from, sizeof e->mail_from)) {
+    if (!address_of(a->from, e->mail_from, sizeof e->mail_from) || strchr(a->from, '\r') ||
+        strchr(a->from, '\n')) {
         fprintf(stderr, "email: from \"%s\" holds no usable address\n", a->from);
         return TR_EINVAL;
+    }
+    e->domain = a->message_id_domain != NULL ? a->message_id_domain
+                                             : strchr(e->mail_from, '@') + 1;
+    if (e->domain[0] == '\0' || strlen(e->domain) > 200 || strpbrk(e->domain, "\r\n<> ") != NULL) {
+        fprintf(stderr, "email: message_id_domain \"%s\" is not usable\n", e->domain);
+        return TR_EINVAL;
+    }
+    e->max = a->max_bytes ? a->max_bytes : EMAIL_MAX_DEFAULT;
+    if (e->max < 1024 || e->max > 64u * 1024u * 1024u)
+        return TR_EINVAL;
+    e->scratch = malloc(e->max);
+    e->msg = malloc(e->max);
+    if (e->scratch == NULL || e->msg == NULL) {
+        free(e->scratch);
+        free(e->msg);
+        e->scratch = e->msg = NULL;
+        return TR_ENOMEM;
     }
     e->rnd = (uint32_t)tr_now_ns() | 1u;
     int rc;
     if (a->provider == EMAIL_MAILDIR) {
         rc = make_dirs(a->maildir);
-        if (rc != TR_OK) {
+        if (rc != TR_OK)
             fprintf(stderr, "email: cannot make the maildir %s: %s\n", a->maildir,
                     strerror(errno));
-            return rc;
-        }
-    } else if ((rc = smtp_setup(e)) != TR_OK) {
-        return rc;
+    } else {
+        rc = smtp_setup(e);
     }
-    rc = tr_outbox_subscribe(a->store, a->queue, tr_self(ctx));
-    if (rc != TR_OK && e->curl != NULL) {
-        curl_easy_cleanup(e->curl);
-        e->curl = NULL;
-    }
+    if (rc == TR_OK)
+        rc = tr_outbox_subscribe(a->store, a->queue, tr_self(ctx));
+    if (rc != TR_OK)
+        release(e);
     return rc;
 }
 
@@ -141,71 +173,137 @@ static void email_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 {
     (void)ctx;
     (void)reason;
-    email_state *e = state;
-    if (e->curl != NULL)
-        curl_easy_cleanup(e->curl);
-    e->curl = NULL;
+    release(state);
 }
 
-/* Only characters an order id or user may hold (actors/order.c checks them; so do we). */
-static bool header_safe(const char *s, size_t len)
+/* ---- the message -------------------------------------------------------------------------- */
+
+/* An email id: [A-Za-z0-9._-]{1,200} (a file name and a Message-ID's left part). */
+static bool id_ok(const char *s)
 {
-    for (size_t i = 0; i < len; i++)
-        if (s[i] == '\r' || s[i] == '\n' || s[i] == '/' || s[i] == '\0' || s[i] == '<' ||
-            s[i] == '>' || s[i] == ' ')
+    size_t n = strlen(s);
+    if (n == 0 || n > EMAIL_ID_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
             return false;
-    return len > 0;
+    return true;
 }
 
-typedef struct email_item {
-    const char *id, *user, *sku;
-    size_t il, ul, sl;
-    uint64_t qty;
-} email_item;
-
-/* The recipient's address: the user if it holds an '@', USER@to_domain otherwise. */
-static void recipient(const email_state *e, const email_item *it, char *out, size_t outlen)
+/* A recipient: local@domain, printable ASCII without space, <, >, quotes or parentheses. */
+static bool address_ok(const char *s)
 {
-    if (memchr(it->user, '@', it->ul) != NULL)
-        snprintf(out, outlen, "%.*s", (int)it->ul, it->user);
-    else
-        snprintf(out, outlen, "%.*s@%s", (int)it->ul, it->user, e->a.to_domain);
+    size_t n = strlen(s);
+    const char *at = strchr(s, '@');
+    if (n == 0 || n > EMAIL_ADDR_MAX || at == NULL || at == s || at[1] == '\0' ||
+        strchr(at + 1, '@') != NULL)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] > '~' || strchr("<>()\"\\,;:[]", s[i]) != NULL)
+            return false;
+    return true;
 }
 
-/* Formats the RFC 5322 message; its length, or -1 if it does not fit. */
-static int format_email(const email_state *e, const email_item *it, const char *to,
-                        const struct timespec *handled, char *buf, size_t cap)
+typedef struct out {
+    char *p;
+    size_t len, cap;
+    bool over;
+} out;
+
+static void put(out *o, const char *s, size_t n)
 {
-    char date[64];
+    if (o->over || n > o->cap - o->len) {
+        o->over = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void puts_(out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+/* The subject as it goes in the header: itself when printable ASCII, else RFC 2047 "B" words of
+ * whole UTF-8 characters (at most 45 bytes each: 60 base64 characters, under 76 a line), folded. */
+static void put_subject(out *o, const char *s)
+{
+    bool ascii = true;
+    for (const char *p = s; *p; p++)
+        ascii &= (unsigned char)*p >= ' ' && (unsigned char)*p < 0x7f;
+    if (ascii) {
+        puts_(o, s);
+        return;
+    }
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(s), at = 0;
+    while (at < n) {
+        size_t k = n - at > 45 ? 45 : n - at;
+        while (at + k < n && ((unsigned char)s[at + k] & 0xc0) == 0x80)
+            k--; /* never split a character between words */
+        if (at > 0)
+            puts_(o, "\r\n "); /* folded: a new word on a continuation line */
+        puts_(o, "=?UTF-8?B?");
+        const unsigned char *q = (const unsigned char *)s + at;
+        for (size_t i = 0; i < k; i += 3) {
+            uint32_t v = (uint32_t)q[i] << 16 | (i + 1 < k ? (uint32_t)q[i + 1] << 8 : 0) |
+                         (i + 2 < k ? q[i + 2] : 0);
+            char c[4] = {b64[v >> 18], b64[(v >> 12) & 63], i + 1 < k ? b64[(v >> 6) & 63] : '=',
+                         i + 2 < k ? b64[v & 63] : '='};
+            put(o, c, 4);
+        }
+        puts_(o, "?=");
+        at += k;
+    }
+}
+
+/* Checks what the format callback described and writes the RFC 5322 message into e->msg; its
+ * length, or -1 if the email breaks a rule or does not fit (then it is dropped). */
+static long build_message(email_state *e, const email_content *c, const struct timespec *handled)
+{
+    if (c->to == NULL || c->id == NULL || c->subject == NULL || c->body == NULL ||
+        !address_ok(c->to) || !id_ok(c->id) || strlen(c->subject) > EMAIL_SUBJECT_MAX ||
+        strpbrk(c->subject, "\r\n") != NULL)
+        return -1;
+    out o = {.p = e->msg, .cap = e->max};
+    char line[512], date[64];
     time_t t = time(NULL);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    int n = snprintf(buf, cap,
-                     "From: %s\r\n"
-                     "To: <%s>\r\n"
-                     "Subject: Payment successful: order %.*s\r\n"
-                     "Date: %s\r\n"
-                     "Message-ID: <%.*s@flashsale.troupe>\r\n"
-                     "MIME-Version: 1.0\r\n"
-                     "Content-Type: text/plain; charset=utf-8\r\n"
-                     "X-Troupe-Handled: %lld.%09ld\r\n"
-                     "\r\n"
-                     "Your payment for order %.*s was successful.\r\n"
-                     "Item: %.*s, quantity %llu.\r\n",
-                     e->a.from, to, (int)it->il, it->id, date, (int)it->il, it->id,
-                     (long long)handled->tv_sec, handled->tv_nsec, (int)it->il, it->id,
-                     (int)it->sl, it->sku, (unsigned long long)it->qty);
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+    puts_(&o, "From: ");
+    puts_(&o, e->a.from);
+    snprintf(line, sizeof line, "\r\nTo: <%s>\r\nSubject: ", c->to);
+    puts_(&o, line);
+    put_subject(&o, c->subject);
+    snprintf(line, sizeof line,
+             "\r\nDate: %s\r\n"
+             "Message-ID: <%s@%s>\r\n"
+             "MIME-Version: 1.0\r\n"
+             "Content-Type: text/plain; charset=utf-8\r\n"
+             "Content-Transfer-Encoding: 8bit\r\n"
+             "X-Troupe-Handled: %lld.%09ld\r\n\r\n",
+             date, c->id, e->domain, (long long)handled->tv_sec, handled->tv_nsec);
+    puts_(&o, line);
+    for (const char *p = c->body; *p && !o.over; p++) { /* line ends: CRLF, whatever they were */
+        if (*p == '\r' && p[1] == '\n')
+            continue;
+        if (*p == '\r' || *p == '\n')
+            puts_(&o, "\r\n");
+        else
+            put(&o, p, 1);
+    }
+    return o.over ? -1 : (long)o.len;
 }
 
 /* Writes the email file; TR_OK once it is in new/. */
-static int deliver_maildir(email_state *e, const email_item *it, const char *body, size_t n)
+static int deliver_maildir(email_state *e, const char *id, const char *body, size_t n)
 {
-    char tmp[4096], dst[4096];
-    snprintf(tmp, sizeof tmp, "%s/tmp/%.*s.eml.%d", e->a.maildir, (int)it->il, it->id,
-             (int)getpid());
-    snprintf(dst, sizeof dst, "%s/new/%.*s.eml", e->a.maildir, (int)it->il, it->id);
+    char tmp[4200], dst[4200];
+    snprintf(tmp, sizeof tmp, "%s/tmp/%s.eml.%d", e->a.maildir, id, (int)getpid());
+    snprintf(dst, sizeof dst, "%s/new/%s.eml", e->a.maildir, id);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return TR_EIO;
@@ -284,8 +382,17 @@ static unsigned jitter(email_state *e, unsigned ms)
     return ms / 8 ? e->rnd % (ms / 8) : 0;
 }
 
+/* The item can never be sent: acknowledged (never retried), counted. */
+static void drop(email_state *e, uint64_t item)
+{
+    tr_outbox_ack(e->a.store, item);
+    track_retrying(e, item, false);
+    if (e->a.stats != NULL)
+        atomic_fetch_add(&e->a.stats->dropped, 1);
+}
+
 /* Hands the item to the provider: acknowledges it, or puts it back for after the backoff. */
-static void deliver(email_state *e, uint64_t item, const email_item *it,
+static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
                     const struct timespec *handled, uint64_t handled_ns)
 {
     uint64_t now = tr_now_ns();
@@ -295,16 +402,16 @@ static void deliver(email_state *e, uint64_t item, const email_item *it,
         track_retrying(e, item, true);
         return;
     }
-    char to[400], body[EMAIL_MAX];
-    recipient(e, it, to, sizeof to);
-    int n = format_email(e, it, to, handled, body, sizeof body);
-    if (n < 0) { /* it can never be sent: do not retry it for ever */
-        tr_outbox_ack(e->a.store, item);
-        track_retrying(e, item, false);
+    email_content c = {0};
+    long n = -1;
+    if (e->a.format(e->a.format_user, data, len, e->scratch, e->max, &c) == TR_OK)
+        n = build_message(e, &c, handled);
+    if (n < 0) {
+        drop(e, item);
         return;
     }
-    int rc = e->a.provider == EMAIL_SMTP ? deliver_smtp(e, to, body, (size_t)n)
-                                         : deliver_maildir(e, it, body, (size_t)n);
+    int rc = e->a.provider == EMAIL_SMTP ? deliver_smtp(e, c.to, e->msg, (size_t)n)
+                                         : deliver_maildir(e, c.id, e->msg, (size_t)n);
     if (rc == TR_OK) {
         tr_outbox_ack(e->a.store, item);
         track_retrying(e, item, false);
@@ -314,11 +421,8 @@ static void deliver(email_state *e, uint64_t item, const email_item *it,
         e->backoff_until_ns = 0;
         if (e->a.stats != NULL)
             atomic_fetch_add(&e->a.stats->sent, 1);
-        if (e->a.on_sent != NULL) {
-            char oid[256];
-            snprintf(oid, sizeof oid, "%.*s", (int)it->il, it->id);
-            e->a.on_sent(e->a.user, oid, handled_ns);
-        }
+        if (e->a.on_sent != NULL)
+            e->a.on_sent(e->a.user, c.id, handled_ns);
         return;
     }
     unsigned lo = e->a.retry_min_ms ? e->a.retry_min_ms : 500;
@@ -347,35 +451,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
     size_t len;
     if (tr_outbox_read(m, &item, NULL, NULL, &data, &len, NULL) != TR_OK)
         return 0;
-    tr_reader r;
-    tr_reader_init_bytes(&r, data, len);
-    const msgpack_object *arr;
-    int rc = tr_read_object(&r, &arr);
-    /* the item is one array [order_id, user, sku, qty] */
-    if (rc != TR_OK || arr->type != MSGPACK_OBJECT_ARRAY || arr->via.array.size != 4 ||
-        arr->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
-        arr->via.array.ptr[1].type != MSGPACK_OBJECT_STR ||
-        arr->via.array.ptr[2].type != MSGPACK_OBJECT_STR ||
-        arr->via.array.ptr[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        tr_reader_done(&r);
-        tr_outbox_ack(e->a.store, item); /* it can never be sent: do not retry it for ever */
-        return 0;
-    }
-    email_item it = {.id = arr->via.array.ptr[0].via.str.ptr,
-                     .il = arr->via.array.ptr[0].via.str.size,
-                     .user = arr->via.array.ptr[1].via.str.ptr,
-                     .ul = arr->via.array.ptr[1].via.str.size,
-                     .sku = arr->via.array.ptr[2].via.str.ptr,
-                     .sl = arr->via.array.ptr[2].via.str.size,
-                     .qty = arr->via.array.ptr[3].via.u64};
-    if (!header_safe(it.id, it.il) || !header_safe(it.user, it.ul) ||
-        !header_safe(it.sku, it.sl) || it.il > 200 || it.ul > 200 || it.sl > 200) {
-        tr_reader_done(&r);
-        tr_outbox_ack(e->a.store, item);
-        return 0;
-    }
-    deliver(e, item, &it, &handled, handled_ns);
-    tr_reader_done(&r);
+    deliver(e, item, data, len, &handled, handled_ns);
     return 0;
 }
 

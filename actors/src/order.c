@@ -358,3 +358,79 @@ const tr_behaviour order_behaviour = {
     .terminate = order_terminate,
     .turn_end = order_turn_end,
 };
+
+/* ---- the confirmation email (actors/email.h's format callback) ------------------------------ */
+
+/* An order id: SKU-N (a SKU's characters and a decimal sequence number). */
+static bool id_valid(const char *s, size_t len)
+{
+    const char *dash = len > 0 ? memrchr(s, '-', len) : NULL;
+    if (dash == NULL || !order_sku_valid(s, (size_t)(dash - s)) || s + len - dash - 1 < 1 ||
+        s + len - dash - 1 > 20)
+        return false;
+    for (const char *p = dash + 1; p < s + len; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+int order_email_format(void *user, const void *data, size_t len, char *buf, size_t cap,
+                       email_content *out)
+{
+    const order_email_opts *o = user;
+    const char *domain = o != NULL && o->to_domain != NULL ? o->to_domain : "customers.invalid";
+    tr_reader r;
+    tr_reader_init_bytes(&r, data, len);
+    const msgpack_object *arr;
+    int rc = tr_read_object(&r, &arr);
+    /* the item is one array [order_id, user, sku, qty] (add_order) */
+    if (rc != TR_OK || arr->type != MSGPACK_OBJECT_ARRAY || arr->via.array.size != 4 ||
+        arr->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+        arr->via.array.ptr[1].type != MSGPACK_OBJECT_STR ||
+        arr->via.array.ptr[2].type != MSGPACK_OBJECT_STR ||
+        arr->via.array.ptr[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        tr_reader_done(&r);
+        return TR_EBADMSG;
+    }
+    const msgpack_object_str *id = &arr->via.array.ptr[0].via.str,
+                             *who = &arr->via.array.ptr[1].via.str,
+                             *sku = &arr->via.array.ptr[2].via.str;
+    uint64_t qty = arr->via.array.ptr[3].via.u64;
+    /* an order id is SKU-N; the characters of each part are what the order actor allows */
+    rc = id_valid(id->ptr, id->size) && user_valid(who->ptr, who->size) &&
+                 order_sku_valid(sku->ptr, sku->size)
+             ? TR_OK
+             : TR_EBADMSG;
+    int n = 0;
+    if (rc == TR_OK) {
+        /* to, id, subject and body, one after the other in buf */
+        bool has_at = memchr(who->ptr, '@', who->size) != NULL;
+        char *p = buf, *end = buf + cap;
+        out->to = p;
+        n = has_at ? snprintf(p, (size_t)(end - p), "%.*s", (int)who->size, who->ptr)
+                   : snprintf(p, (size_t)(end - p), "%.*s@%s", (int)who->size, who->ptr, domain);
+        if (n >= 0 && n < end - p) {
+            p += n + 1;
+            out->id = p;
+            n = snprintf(p, (size_t)(end - p), "%.*s", (int)id->size, id->ptr);
+        }
+        if (n >= 0 && n < end - p) {
+            p += n + 1;
+            out->subject = p;
+            n = snprintf(p, (size_t)(end - p), "Payment successful: order %.*s", (int)id->size,
+                         id->ptr);
+        }
+        if (n >= 0 && n < end - p) {
+            p += n + 1;
+            out->body = p;
+            n = snprintf(p, (size_t)(end - p),
+                         "Your payment for order %.*s was successful.\nItem: %.*s, quantity %llu.\n",
+                         (int)id->size, id->ptr, (int)sku->size, sku->ptr,
+                         (unsigned long long)qty);
+        }
+        if (n < 0 || n >= end - p)
+            rc = TR_ETOOBIG;
+    }
+    tr_reader_done(&r);
+    return rc;
+}

@@ -192,6 +192,7 @@ static void test_no_oversell_and_one_email_per_order(void **state)
     email_stats st = {0};
     email_args ea = {.store = s, .queue = "email", .maildir = maildir,
                      .from = "Flash Sale <sale@flashsale.troupe>", .stats = &st,
+                     .format = order_email_format,
                      .on_sent = on_sent};
     tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN, .rate = 50, .burst = 5}};
     g_nsent = 0;
@@ -313,6 +314,7 @@ static void smtp_fixture_email(smtp_fixture *f, int port, unsigned retry_min, un
     email_args ea = {.store = f->store, .queue = "email", .provider = EMAIL_SMTP,
                      .smtp_url = url, .timeout_ms = 5000,
                      .from = "Flash Sale <sale@flashsale.troupe>", .stats = &f->st,
+                     .format = order_email_format,
                      .retry_min_ms = retry_min, .retry_max_ms = retry_max};
     tr_spawn_opts sp = {.mailbox = {.limit = TR_LIMIT_TOKEN, .rate = 1000, .burst = 100}};
     assert_int_equal(tr_system_spawn_ex(f->sys, &email_behaviour, &ea, &sp, &f->email), TR_OK);

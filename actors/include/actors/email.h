@@ -1,7 +1,10 @@
 /*
- * actors/email.h — the email actor: consumes an outbox queue of confirmation emails at least
- * once and hands each to a provider. Spawn it with a token bucket on its mailbox (rate, burst):
- * the outbox's items are ordinary messages, so the bucket holds the provider to that rate.
+ * actors/email.h — the email actor: consumes an outbox queue at least once and hands one email
+ * per item to a provider. What an email says is the app's: a format callback (email_format_fn)
+ * turns an item's payload into recipient, id, subject and body; the actor does the delivery —
+ * the RFC 5322 message, the provider, retries, the rate. Spawn it with a token bucket on its
+ * mailbox (rate, burst): the outbox's items are ordinary messages, so the bucket holds the
+ * provider to that rate. actors/order.h has the format callback of an order's confirmation.
  *
  * Providers:
  * - EMAIL_MAILDIR: one RFC 5322 file per email, written to DIR/tmp/ and renamed into DIR/new/
@@ -30,9 +33,31 @@ typedef struct email_stats {
     _Atomic uint64_t sent;      /* delivered and acknowledged */
     _Atomic uint64_t failed;    /* provider failures (each leaves its item for a retry) */
     _Atomic uint64_t retrying;  /* items whose last attempt failed, waiting for their retry */
+    _Atomic uint64_t dropped;   /* items that can never be sent (the format callback refused
+                                 * them, or the email was invalid or too big): acknowledged */
 } email_stats;
 
 typedef enum email_provider { EMAIL_MAILDIR = 0, EMAIL_SMTP = 1 } email_provider;
+
+/* One email, as the app's format callback describes it. The strings may point into the scratch
+ * buffer the callback is given, or anywhere that outlives the call until the email is sent; the
+ * actor checks them and drops an email that breaks a rule. */
+typedef struct email_content {
+    const char *to;             /* the recipient's address, local@domain (no CR, LF, <, >, space;
+                                 * at most 254 bytes) */
+    const char *id;             /* this email's stable id, [A-Za-z0-9._-]{1,200}: the maildir
+                                 * file name and Message-ID <ID@DOMAIN>, so a duplicate delivery
+                                 * of an item is the same email (e.g. an order id) */
+    const char *subject;        /* UTF-8, no CR or LF; encoded (RFC 2047) when not ASCII */
+    const char *body;           /* text/plain, UTF-8; line ends are written as CRLF */
+} email_content;
+
+/* Describes the email of one outbox item (its payload: data, len), in the email actor's turn;
+ * buf is cap bytes of scratch for the strings. TR_OK with *out filled; any other return means
+ * the item can never be sent (malformed): it is acknowledged, counted in email_stats.dropped,
+ * never retried. */
+typedef int (*email_format_fn)(void *user, const void *data, size_t len, char *buf, size_t cap,
+                               email_content *out);
 
 typedef struct email_args {
     tr_store *store;
@@ -44,13 +69,16 @@ typedef struct email_args {
     const char *smtp_url;       /* EMAIL_SMTP: e.g. "smtp://127.0.0.1:2525" */
     unsigned timeout_ms;        /* EMAIL_SMTP: one delivery at most (connect included); 0 = 5,000 */
     const char *from;           /* the From: header, e.g. "Sale <sale@example.com>" */
-    const char *to_domain;      /* a user without '@' gets USER@to_domain; NULL = "customers.invalid" */
+    email_format_fn format;     /* what each email says (required) */
+    void *format_user;          /* its first argument */
+    const char *message_id_domain; /* Message-ID's right part; NULL = the From address's domain */
+    size_t max_bytes;           /* one formatted email at most (bigger: dropped); 0 = 64 KiB */
     unsigned retry_min_ms;      /* first backoff after a failure; 0 = 500 */
     unsigned retry_max_ms;      /* backoff cap; 0 = 30,000 */
     email_stats *stats;         /* optional, shared with whoever reports them */
-    /* optional: called once an email is delivered, with the monotonic time (ns) the rate limit
-     * let its item through (what the token bucket bounds; delivery itself may take longer) */
-    void (*on_sent)(void *user, const char *order_id, uint64_t t_ns);
+    /* optional: called once an email is delivered, with its id and the monotonic time (ns) the
+     * rate limit let its item through (what the token bucket bounds; delivery may take longer) */
+    void (*on_sent)(void *user, const char *email_id, uint64_t t_ns);
     void *user;
 } email_args;
 

@@ -22,6 +22,8 @@
 #include <troupe.h>
 #include <troupe/store.h>
 
+#include "actors/email.h"
+
 enum {
     ORDER_SET_STOCK = 0x4f01,
     ORDER_PLACE,
@@ -49,5 +51,16 @@ extern const tr_behaviour order_behaviour;
 
 /* True when s is a valid SKU. */
 bool order_sku_valid(const char *s, size_t len);
+
+/* The confirmation email of an order: the email actor's format callback (actors/email.h) for the
+ * items the order actor puts in its email queue. Its id is the order id; subject "Payment
+ * successful: order ID"; the body names the item and the quantity. `user` is a const
+ * order_email_opts * (NULL: the defaults). An item that is not [order_id, user, sku, qty] with
+ * the characters the order actor allows is refused (TR_EBADMSG: the email actor drops it). */
+typedef struct order_email_opts {
+    const char *to_domain;      /* a user without '@' is USER@to_domain; NULL = "customers.invalid" */
+} order_email_opts;
+int order_email_format(void *user, const void *data, size_t len, char *buf, size_t cap,
+                       email_content *out);
 
 #endif

@@ -60,6 +60,7 @@ struct fs_app {
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
+    order_email_opts mail;      /* what the confirmation emails say (order_email_format) */
     pthread_mutex_t lock;       /* the admission bucket */
     double tokens;
     uint64_t tokens_ns;
@@ -623,6 +624,7 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         rc = tr_shard_start(a->sys, &sh, &a->orders);
     }
     if (rc == TR_OK) {
+        a->mail = (order_email_opts){.to_domain = o->mail_to_domain};
         a->eargs = (email_args){.store = a->store, .queue = "email",
                                 .provider = (email_provider)o->email_provider,
                                 .maildir = o->maildir, .smtp_url = o->smtp_url,
@@ -632,7 +634,8 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                 .timeout_ms = o->smtp_timeout_ms,
                                 .from = o->mail_from ? o->mail_from
                                                      : "Flash Sale <sale@flashsale.troupe>",
-                                .to_domain = o->mail_to_domain,
+                                .format = order_email_format,
+                                .format_user = &a->mail,
                                 .retry_min_ms = o->email_retry_min_ms,
                                 .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats};
         /* blocking: it writes files or talks SMTP, never on an HTTP loop (run_actors) */
