@@ -129,20 +129,10 @@ static void report(tr_system *sys, const char *bench, double value, const char *
     fflush(stdout);
 }
 
-static tr_msg *msg_u64(uint32_t type, uint64_t v)
-{
-    tr_msg *m = tr_msg_new(type, 9);
-    msgpack_pack_uint64(tr_msg_packer(m), v);
-    return m;
-}
-
 static uint64_t read_u64(const tr_msg *m)
 {
-    tr_reader r;
-    tr_reader_init(&r, m);
-    uint64_t v = 0;
-    tr_read_u64(&r, &v);
-    tr_reader_done(&r);
+    uint64_t v;
+    tr_msg_get_u64(m, &v); /* 0 when it holds none */
     return v;
 }
 
@@ -166,13 +156,13 @@ static int ping_recv(tr_ctx *ctx, void *state, tr_msg *m)
         signal_done();
         return 0;
     }
-    return tr_send(ctx, s->peer, msg_u64(MSG_PING, s->left));
+    return tr_send(ctx, s->peer, tr_msg_new_u64(MSG_PING, s->left));
 }
 
 static int pong_recv(tr_ctx *ctx, void *state, tr_msg *m)
 {
     (void)state;
-    return tr_send(ctx, tr_msg_sender(m), msg_u64(MSG_PONG, read_u64(m)));
+    return tr_send(ctx, tr_msg_sender(m), tr_msg_new_u64(MSG_PONG, read_u64(m)));
 }
 
 static const tr_behaviour ping_b = {
@@ -188,7 +178,7 @@ static void bench_pingpong(void)
     tr_system_spawn(sys, &pong_b, NULL, &a.peer);
     tr_system_spawn(sys, &ping_b, &a, &ping);
     double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
-    tr_system_send(sys, ping, msg_u64(MSG_GO, 0));
+    tr_system_send(sys, ping, tr_msg_new_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "pingpong", (double)(2 * n) / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, 2 * n, NULL, NULL);
     end_system(sys);
@@ -210,7 +200,7 @@ static int ring_recv(tr_ctx *ctx, void *state, tr_msg *m)
         signal_done();
         return 0;
     }
-    return tr_send(ctx, s->next, msg_u64(MSG_TOKEN, v - 1));
+    return tr_send(ctx, s->next, tr_msg_new_u64(MSG_TOKEN, v - 1));
 }
 
 static const tr_behaviour ring_b = {.name = "ring", .state_size = sizeof(ring_node), .receive = ring_recv};
@@ -224,10 +214,10 @@ static void bench_ring(void)
     for (unsigned i = 0; i < nodes; i++)
         tr_system_spawn(sys, &ring_b, NULL, &pids[i]);
     for (unsigned i = 0; i < nodes; i++)
-        tr_system_send(sys, pids[i], msg_u64(MSG_GO, pids[(i + 1) % nodes]));
+        tr_system_send(sys, pids[i], tr_msg_new_u64(MSG_GO, pids[(i + 1) % nodes]));
     usleep(100000); /* setup messages are processed before the token starts */
     double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
-    tr_system_send(sys, pids[0], msg_u64(MSG_TOKEN, hops));
+    tr_system_send(sys, pids[0], tr_msg_new_u64(MSG_TOKEN, hops));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "ring", (double)hops / (t1 - t0), "hops/s", t1 - t0, c1 - c0, hops, "\"actors\":503",
            "  503 actors");
@@ -264,10 +254,10 @@ static int spawner_recv(tr_ctx *ctx, void *state, tr_msg *m)
         int rc = tr_spawn(ctx, &one_shot_b, NULL, &p);
         if (rc != TR_OK)
             return rc;
-        tr_send(ctx, p, msg_u64(MSG_DATA, s->left));
+        tr_send(ctx, p, tr_msg_new_u64(MSG_DATA, s->left));
     }
     if (s->left > 0)
-        tr_send(ctx, tr_self(ctx), msg_u64(MSG_DATA, 0));
+        tr_send(ctx, tr_self(ctx), tr_msg_new_u64(MSG_DATA, 0));
     return 0;
 }
 
@@ -291,7 +281,7 @@ static void bench_spawn(void)
     tr_system_spawn(sys, &spawner_b, NULL, &sp);
     atomic_store(&g_spawn_left, n);
     double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
-    tr_system_send(sys, sp, msg_u64(MSG_GO, n));
+    tr_system_send(sys, sp, tr_msg_new_u64(MSG_GO, n));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "spawn", (double)n / (t1 - t0), "spawns/s", t1 - t0, c1 - c0, n, NULL,
            "  spawn + 1 message + exit each");
@@ -352,14 +342,14 @@ static int producer_recv(tr_ctx *ctx, void *state, tr_msg *m)
         p->acked += FANIN_ACK_EVERY;
     unsigned burst = 0;
     while (p->left > 0 && burst < FANIN_SLICE && p->sent - p->acked < FANIN_WINDOW) {
-        tr_send(ctx, p->consumer, msg_u64(MSG_DATA, p->index));
+        tr_send(ctx, p->consumer, tr_msg_new_u64(MSG_DATA, p->index));
         p->left--;
         p->sent++;
         burst++;
     }
     /* out of window: wait for an ack; out of slice: yield and continue */
     if (p->left > 0 && burst == FANIN_SLICE)
-        tr_send(ctx, tr_self(ctx), msg_u64(MSG_GO, 0));
+        tr_send(ctx, tr_self(ctx), tr_msg_new_u64(MSG_GO, 0));
     return 0;
 }
 
@@ -385,7 +375,7 @@ static int consumer_recv(tr_ctx *ctx, void *state, tr_msg *m)
     if (i >= FANIN_PRODUCERS)
         return TR_EBADMSG;
     if (++c->per[i] % FANIN_ACK_EVERY == 0)
-        tr_send(ctx, tr_msg_sender(m), msg_u64(MSG_ACK, 0));
+        tr_send(ctx, tr_msg_sender(m), tr_msg_new_u64(MSG_ACK, 0));
     if (++c->total == c->expect)
         signal_done();
     return 0;
@@ -407,7 +397,7 @@ static void bench_fanin(void)
     }
     double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
     for (unsigned i = 0; i < FANIN_PRODUCERS; i++)
-        tr_system_send(sys, prods[i], msg_u64(MSG_GO, 0));
+        tr_system_send(sys, prods[i], tr_msg_new_u64(MSG_GO, 0));
     double t1 = wait_done(), c1 = cpu_s();
     report(sys, "fanin", (double)total / (t1 - t0), "msgs/s", t1 - t0, c1 - c0, total,
            "\"producers\":8", "  8 producers -> 1 consumer");
@@ -424,7 +414,7 @@ static int crasher_init(tr_ctx *ctx, void *state, const void *arg)
     (void)arg;
     int64_t left = atomic_fetch_sub(&g_restart_left, 1);
     if (left > 0)
-        tr_send(ctx, tr_self(ctx), msg_u64(MSG_DATA, 0)); /* fails on it: restarted */
+        tr_send(ctx, tr_self(ctx), tr_msg_new_u64(MSG_DATA, 0)); /* fails on it: restarted */
     else if (left == 0)
         signal_done();
     return 0;
@@ -521,7 +511,7 @@ static void *lim_produce(void *arg)
         for (unsigned i = 0; i < p->count; i++)
             for (uint64_t k = 0; k < per_ms; k++) {
                 p->offered++;
-                if (tr_system_send(p->sys, p->pids[p->first + i], msg_u64(MSG_DATA, k)) != TR_OK)
+                if (tr_system_send(p->sys, p->pids[p->first + i], tr_msg_new_u64(MSG_DATA, k)) != TR_OK)
                     p->refused++;
             }
         step++;

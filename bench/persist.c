@@ -137,19 +137,9 @@ static int pa_init(tr_ctx *ctx, void *state, const void *arg)
 
 static uint64_t u64_of(const tr_msg *m)
 {
-    tr_reader r;
-    uint64_t v = 0;
-    tr_reader_init(&r, m);
-    tr_read_u64(&r, &v);
-    tr_reader_done(&r);
+    uint64_t v;
+    tr_msg_get_u64(m, &v); /* 0 when it holds none */
     return v;
-}
-
-static tr_msg *u64_msg(uint32_t type, uint64_t v)
-{
-    tr_msg *m = tr_msg_new(type, 9);
-    msgpack_pack_uint64(tr_msg_packer(m), v);
-    return m;
 }
 
 static struct {
@@ -189,18 +179,18 @@ static int pa_receive(tr_ctx *ctx, void *state, tr_msg *m)
         tr_journal_persist(p->j, &v, sizeof v);
         p->sum += v;
         if (tr_msg_corr(m) != 0)
-            tr_journal_reply(p->j, m, u64_msg(P_ADD, p->sum));
+            tr_journal_reply(p->j, m, tr_msg_new_u64(P_ADD, p->sum));
     } else if (tr_msg_type(m) == P_FILL) { /* v events in this one turn */
         uint64_t one = 1;
         for (uint64_t i = 0; i < v; i++)
             tr_journal_persist(p->j, &one, sizeof one);
         p->sum += v;
         if (tr_msg_corr(m) != 0)
-            tr_journal_reply(p->j, m, u64_msg(P_FILL, p->sum));
+            tr_journal_reply(p->j, m, tr_msg_new_u64(P_FILL, p->sum));
     } else if (tr_msg_type(m) == P_SNAP) {
         tr_journal_snapshot(p->j, &p->sum, sizeof p->sum);
         if (tr_msg_corr(m) != 0)
-            tr_journal_reply(p->j, m, u64_msg(P_SNAP, p->sum));
+            tr_journal_reply(p->j, m, tr_msg_new_u64(P_SNAP, p->sum));
     }
     return 0;
 }
@@ -245,7 +235,7 @@ static void client_send(tr_ctx *ctx, client *c)
 {
     c->sent_ns = tr_now_ns();
     uint64_t corr;
-    if (tr_request(ctx, c->target, u64_msg(P_ADD, 1), 60000, &corr) != TR_OK)
+    if (tr_request(ctx, c->target, tr_msg_new_u64(P_ADD, 1), 60000, &corr) != TR_OK)
         die("a request failed");
 }
 
@@ -399,7 +389,7 @@ void bench_persist(unsigned workers, double scale)
 static uint64_t call(tr_system *sys, tr_pid to, uint32_t type, uint64_t v)
 {
     tr_msg *reply = NULL;
-    if (tr_call(sys, to, u64_msg(type, v), 600000, &reply) != TR_OK)
+    if (tr_system_call(sys, to, tr_msg_new_u64(type, v), 600000, &reply) != TR_OK)
         die("a call failed");
     uint64_t r = u64_of(reply);
     tr_msg_free(reply);

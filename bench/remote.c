@@ -239,7 +239,7 @@ static int pinger_init(tr_ctx *ctx, void *state, const void *arg)
 static void ping(tr_ctx *ctx, pinger *p)
 {
     tr_msg *m = tr_msg_new(R_PING, 16);
-    msgpack_pack_uint64(tr_msg_packer(m), p->left);
+    tr_msg_put_u64(m, p->left);
     p->sent_ns = tr_now_ns();
     tr_send(ctx, p->echo, m);
 }
@@ -374,8 +374,8 @@ void bench_remote_throughput(unsigned workers, double scale)
     tr_pid reporter, sink, pid;
     tr_system_spawn(r.sys, &reporter_b, NULL, &reporter);
     tr_msg *args = tr_msg_new(0, 24);
-    msgpack_pack_uint64(tr_msg_packer(args), n);
-    msgpack_pack_uint64(tr_msg_packer(args), reporter);
+    tr_msg_put_u64(args, n);
+    tr_msg_put_u64(args, reporter);
     if (tr_node_spawn(r.node, "bench-b", "sink", args, 10000, &sink) != TR_OK)
         fail("cannot spawn the sink on the other node");
     tr_msg_free(args);

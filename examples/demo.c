@@ -3,7 +3,7 @@
  *
  * A "counter" actor holds a number; a "client" actor asks it to add values with tr_request and
  * waits for replies as ordinary messages; a timer ticks three times; a request to an actor that
- * never answers times out; the main thread uses tr_call; then the system stops gracefully and
+ * never answers times out; the main thread uses tr_system_call; then the system stops gracefully and
  * every actor's terminate callback runs. Before that: a supervisor restarts a child that crashes,
  * and a rate-limited mailbox holds an actor to 20 messages a second.
  */
@@ -207,7 +207,7 @@ int main(void)
         fprintf(stderr, "troupe-demo: %s\n", tr_strerror(rc));
         return 1;
     }
-    printf("troupe demo: supervision, a rate limit, then request/reply, timers, tr_call\n");
+    printf("troupe demo: supervision, a rate limit, then request/reply, timers, tr_system_call\n");
     supervision_and_limits(sys);
     tr_pid counter_pid, client_pid;
     tr_system_spawn(sys, &counter_b, NULL, &counter_pid);
@@ -217,14 +217,14 @@ int main(void)
     tr_system_spawn(sys, &client_b, &counter_pid, &client_pid);
 
     tr_msg *reply = NULL;
-    rc = tr_call(sys, counter_pid, tr_msg_new(MSG_GET, 0), 1000, &reply);
+    rc = tr_system_call(sys, counter_pid, tr_msg_new(MSG_GET, 0), 1000, &reply);
     if (rc == TR_OK) {
         tr_reader r;
         tr_reader_init(&r, reply);
         int64_t total = 0;
         tr_read_i64(&r, &total);
         tr_reader_done(&r);
-        printf("  main: tr_call GET -> %lld (the client's adds may still be in flight)\n",
+        printf("  main: tr_system_call GET -> %lld (the client's adds may still be in flight)\n",
                (long long)total);
         tr_msg_free(reply);
     }

@@ -71,20 +71,16 @@ static int sink_receive(tr_ctx *ctx, void *state, tr_msg *m)
     if (tr_msg_corr(m) != 0 && !tr_msg_is_reply(m)) {
         tr_msg *r = tr_msg_new(0, 24);
         if (r != NULL) {
-            msgpack_pack_uint64(tr_msg_packer(r), s->count);
-            msgpack_pack_uint64(tr_msg_packer(r), s->out_of_order);
+            tr_msg_put_u64(r, s->count);
+            tr_msg_put_u64(r, s->out_of_order);
             tr_reply(ctx, m, r);
         }
         return 0;
     }
     if (tr_msg_type(m) != 1)
         return 0;
-    tr_reader r;
-    uint64_t v = 0;
-    tr_reader_init(&r, m);
-    int rc = tr_read_u64(&r, &v);
-    tr_reader_done(&r);
-    if (rc != TR_OK)
+    uint64_t v;
+    if (tr_msg_get_u64(m, &v) != TR_OK)
         return 0;
     if (tr_msg_sender(m) != s->from) { /* a new sender starts its own sequence */
         s->from = tr_msg_sender(m);

@@ -99,7 +99,7 @@ static int smtp_setup(email_state *e)
               curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)t) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_ERRORBUFFER, e->curl_err) == CURLE_OK;
     if (!ok) {
-        fprintf(stderr, "email: smtp url %s not usable by libcurl\n", e->a.smtp_url);
+        tr_log(TR_LOG_ERROR, "email", "smtp url %s not usable by libcurl", e->a.smtp_url);
         curl_easy_cleanup(c);
         e->curl = NULL;
         return TR_EINVAL;
@@ -132,13 +132,13 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
     e->a = *a;
     if (!address_of(a->from, e->mail_from, sizeof e->mail_from) || strchr(a->from, '\r') ||
         strchr(a->from, '\n')) {
-        fprintf(stderr, "email: from \"%s\" holds no usable address\n", a->from);
+        tr_log(TR_LOG_ERROR, "email", "from \"%s\" holds no usable address", a->from);
         return TR_EINVAL;
     }
     e->domain = a->message_id_domain != NULL ? a->message_id_domain
                                              : strchr(e->mail_from, '@') + 1;
     if (e->domain[0] == '\0' || strlen(e->domain) > 200 || strpbrk(e->domain, "\r\n<> ") != NULL) {
-        fprintf(stderr, "email: message_id_domain \"%s\" is not usable\n", e->domain);
+        tr_log(TR_LOG_ERROR, "email", "message_id_domain \"%s\" is not usable", e->domain);
         return TR_EINVAL;
     }
     e->max = a->max_bytes ? a->max_bytes : EMAIL_MAX_DEFAULT;
@@ -157,8 +157,8 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
     if (a->provider == EMAIL_MAILDIR) {
         rc = make_dirs(a->maildir);
         if (rc != TR_OK)
-            fprintf(stderr, "email: cannot make the maildir %s: %s\n", a->maildir,
-                    strerror(errno));
+            tr_log(TR_LOG_ERROR, "email", "cannot make the maildir %s: %s", a->maildir,
+                   strerror(errno));
     } else {
         rc = smtp_setup(e);
     }
@@ -353,8 +353,8 @@ static int deliver_smtp(email_state *e, const char *to, const char *body, size_t
     long code = 0;
     curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &code);
     if (e->backoff_ms == 0) /* once per outage, not once per attempt */
-        fprintf(stderr, "email: smtp %s: %s (reply %ld); retrying with backoff\n",
-                e->a.smtp_url, e->curl_err[0] ? e->curl_err : curl_easy_strerror(rc), code);
+        tr_log(TR_LOG_WARN, "email", "smtp %s: %s (reply %ld); retrying with backoff",
+               e->a.smtp_url, e->curl_err[0] ? e->curl_err : curl_easy_strerror(rc), code);
     return TR_EIO;
 }
 
@@ -416,7 +416,7 @@ static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
         tr_outbox_ack(e->a.store, item);
         track_retrying(e, item, false);
         if (e->backoff_ms != 0 && e->a.provider == EMAIL_SMTP)
-            fprintf(stderr, "email: smtp %s: delivering again\n", e->a.smtp_url);
+            tr_log(TR_LOG_INFO, "email", "smtp %s: delivering again", e->a.smtp_url);
         e->backoff_ms = 0;
         e->backoff_until_ns = 0;
         if (e->a.stats != NULL)

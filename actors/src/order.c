@@ -147,7 +147,7 @@ static tr_msg *reply_u64s(uint32_t type, size_t n, const uint64_t *v)
     tr_msg *m = tr_msg_new(type, 9 * n + 1);
     if (m != NULL)
         for (size_t i = 0; i < n; i++)
-            msgpack_pack_uint64(tr_msg_packer(m), v[i]);
+            tr_msg_put_u64(m, v[i]);
     return m;
 }
 
@@ -242,7 +242,7 @@ static int place(order_state *o, tr_msg *m)
     msgpack_pack_int64(tr_msg_packer(rep), status);
     msgpack_pack_str(tr_msg_packer(rep), il);
     msgpack_pack_str_body(tr_msg_packer(rep), order_id, il);
-    msgpack_pack_uint64(tr_msg_packer(rep), o->stock - o->sold);
+    tr_msg_put_u64(rep, o->stock - o->sold);
     return tr_journal_reply(o->j, m, rep);
 }
 

@@ -4,7 +4,7 @@
  * its command line (examples/embed/CMakeLists.txt; tests/link/core_only.sh builds and runs it).
  *
  * A ring of actors passes a token round a given number of times; the main thread asks the member
- * where the token ends, with tr_call, how many times it went by — that member answers when the
+ * where the token ends, with tr_system_call, how many times it went by — that member answers when the
  * token's last hop arrives (a deferred reply); a send to another node's pid is a dead letter
  * (TR_ENOPROC), since this program has no node layer.
  */
@@ -26,10 +26,8 @@ typedef struct member {
 
 static int answer(tr_ctx *ctx, member *me)
 {
-    tr_msg *reply = tr_msg_new(MSG_COUNTED, 16);
-    msgpack_pack_uint64(tr_msg_packer(reply), me->seen);
     me->asked = false;
-    return tr_reply_from(ctx, me->asker, reply);
+    return tr_reply_from(ctx, me->asker, tr_msg_new_u64(MSG_COUNTED, me->seen));
 }
 
 /* state->next is set by the init argument: the pid of the next actor in the ring */
@@ -48,11 +46,8 @@ static int member_receive(tr_ctx *ctx, void *state, tr_msg *m)
         me->asked = true;
         return me->done ? answer(ctx, me) : TR_OK;
     }
-    tr_reader r;
-    tr_reader_init(&r, m);
-    uint64_t value = 0;
-    int rc = tr_read_u64(&r, &value);
-    tr_reader_done(&r);
+    uint64_t value;
+    int rc = tr_msg_get_u64(m, &value);
     if (rc != TR_OK)
         return rc;
     if (tr_msg_type(m) == MSG_NEXT) {
@@ -65,9 +60,7 @@ static int member_receive(tr_ctx *ctx, void *state, tr_msg *m)
         me->done = true;
         return me->asked ? answer(ctx, me) : TR_OK;
     }
-    tr_msg *token = tr_msg_new(MSG_TOKEN, 16);
-    msgpack_pack_uint64(tr_msg_packer(token), hops - 1);
-    return tr_send(ctx, me->next, token);
+    return tr_send(ctx, me->next, tr_msg_new_u64(MSG_TOKEN, hops - 1));
 }
 
 static const tr_behaviour member_b = {
@@ -95,24 +88,19 @@ int main(void)
             return fail("tr_system_spawn", rc);
         next = pids[i];
     }
-    tr_msg *ring_end = tr_msg_new(MSG_NEXT, 16);
-    msgpack_pack_uint64(tr_msg_packer(ring_end), pids[0]);
-    if ((rc = tr_system_send(sys, pids[RING - 1], ring_end)) != TR_OK)
+    if ((rc = tr_system_send(sys, pids[RING - 1], tr_msg_new_u64(MSG_NEXT, pids[0]))) != TR_OK)
         return fail("tr_system_send", rc);
-    tr_msg *token = tr_msg_new(MSG_TOKEN, 16);
-    msgpack_pack_uint64(tr_msg_packer(token), (uint64_t)RING * LAPS - 1);
+    tr_msg *token = tr_msg_new_u64(MSG_TOKEN, (uint64_t)RING * LAPS - 1);
     if ((rc = tr_system_send(sys, pids[0], token)) != TR_OK)
         return fail("tr_system_send", rc);
 
     /* the token's last hop is at member (RING * LAPS - 1) % RING = RING - 1, once per lap */
     tr_msg *reply = NULL;
-    if ((rc = tr_call(sys, pids[RING - 1], tr_msg_new(MSG_COUNT, 0), 60000, &reply)) != TR_OK)
-        return fail("tr_call", rc);
-    uint64_t seen = 0;
-    tr_reader r;
-    tr_reader_init(&r, reply);
-    rc = tr_read_u64(&r, &seen);
-    tr_reader_done(&r);
+    rc = tr_system_call(sys, pids[RING - 1], tr_msg_new(MSG_COUNT, 0), 60000, &reply);
+    if (rc != TR_OK)
+        return fail("tr_system_call", rc);
+    uint64_t seen;
+    rc = tr_msg_get_u64(reply, &seen);
     tr_msg_free(reply);
     if (rc != TR_OK)
         return fail("reading the reply", rc);

@@ -6,9 +6,27 @@
  * their own. Everything public is prefixed tr_ / TR_; every function that can fail returns a
  * negative TR_E* code (see tr_strerror) and never aborts on bad input.
  *
- * Threading: tr_send, tr_spawn & co. taking a tr_ctx are for use inside an actor's callbacks (the
- * ctx is only valid during the callback). Functions taking a tr_system are thread-safe and are how
- * code outside actors (an embedding app, a test) talks to the system.
+ * Threading and naming: functions taking a tr_ctx (tr_send, tr_spawn, tr_request, tr_cancel_timer,
+ * ...) are for use inside an actor's callbacks (the ctx is only valid during the callback); the
+ * same operation from outside any actor — an embedding app, a test, another thread — takes the
+ * tr_system and is named tr_system_... (tr_system_send, tr_system_spawn, tr_system_call, ...).
+ * Functions on another object are named after it (tr_node_..., tr_port_..., tr_sup_...).
+ *
+ * Ownership, one rule for every message: a tr_msg you made (tr_msg_new) or were given
+ * (tr_system_call's reply) is yours until you hand it to a call that takes a message to deliver —
+ * a send, reply, forward, request, call or timer; from that call on it is the runtime's, whether
+ * the call succeeds or fails, and you never touch it again. A message you are not going to hand
+ * on, free with tr_msg_free. A message your receive callback gets is the runtime's: it is freed
+ * after the callback returns, unless you send it on.
+ *
+ * Lifecycle, one vocabulary for every object: _new / _open / _start make it; one call ends it and
+ * frees it, after which the pointer is gone — _stop for an object that runs threads or
+ * connections (tr_node_stop, tr_web_stop, tr_http_stop), _close for one that holds work that must
+ * be flushed or answered first (tr_store_close, tr_journal_close, tr_port_close), _free for plain
+ * memory (tr_msg_free, tr_guest_free, tr_shard_free, the config results). The system alone has
+ * three steps, as it outlives everything built on it: tr_system_stop asks every actor to end,
+ * tr_system_join waits for that, tr_system_free frees it; end the objects built on a system
+ * between its join and its free.
  */
 #ifndef TROUPE_H
 #define TROUPE_H
@@ -51,6 +69,24 @@ const char *tr_strerror(int err);
 uint64_t tr_now_ns(void);
 
 /* ---------------------------------------------------------------------------------------------
+ * Logging
+ * ------------------------------------------------------------------------------------------- */
+
+/* The runtime never writes to stderr itself: what it has to say (a peer down, a failed commit, a
+ * provider retrying) goes through tr_log to the process's log hook. */
+typedef enum tr_log_level { TR_LOG_ERROR = 0, TR_LOG_WARN = 1, TR_LOG_INFO = 2 } tr_log_level;
+/* A log hook: one line (no newline) from `component` ("node", "store", "email", ...). It may be
+ * called from any thread, several at once; it must not call tr_log_set. */
+typedef void (*tr_log_fn)(void *user, tr_log_level level, const char *component,
+                          const char *line);
+/* Installs the process's log hook (NULL: the default, which writes "troupe COMPONENT: LINE" to
+ * stderr). From any thread; lines being logged meanwhile go to the old or the new hook. */
+void tr_log_set(tr_log_fn fn, void *user);
+/* Logs one line (printf format; cut at 1,000 bytes) through the hook. */
+void tr_log(tr_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------------------------------------
  * Pids
  * ------------------------------------------------------------------------------------------- */
 
@@ -83,10 +119,10 @@ typedef struct tr_msg tr_msg;
  * reference. Decode the reason with tr_msg_reason (TR_REASON_NOPROC if it was already gone). */
 #define TR_MSG_DOWN (TR_MSG_SYSTEM + 3)
 /* Delivered to a requester whose request met a full mailbox with policy reject (a request sent
- * across nodes; locally tr_request / tr_call return TR_EFULL at once); corr is the request's. */
+ * across nodes; locally tr_request / tr_system_call return TR_EFULL at once); corr is the request's. */
 #define TR_MSG_REJECTED (TR_MSG_SYSTEM + 4)
 /* Delivered to a requester whose request reached no actor: its target had ended (sent across
- * nodes; locally tr_request returns TR_ENOPROC at once). corr is the request's; tr_call returns
+ * nodes; locally tr_request returns TR_ENOPROC at once). corr is the request's; tr_system_call returns
  * TR_ENOPROC instead. */
 #define TR_MSG_NOPROC (TR_MSG_SYSTEM + 5)
 /* Message types from here up are used by supervisors for their requests (tr_sup_*). */
@@ -106,7 +142,7 @@ uint32_t tr_msg_type(const tr_msg *m);
 tr_pid tr_msg_sender(const tr_msg *m);
 /* The correlation id: non-zero on requests, their replies and their timeouts. */
 uint64_t tr_msg_corr(const tr_msg *m);
-/* True when the message is a reply to a tr_request / tr_call (sent with tr_reply). */
+/* True when the message is a reply to a tr_request / tr_system_call (sent with tr_reply). */
 bool tr_msg_is_reply(const tr_msg *m);
 /* The payload bytes (valid while the message is). */
 const void *tr_msg_data(const tr_msg *m);
@@ -118,6 +154,18 @@ size_t tr_msg_size(const tr_msg *m);
 msgpack_packer *tr_msg_packer(tr_msg *m);
 /* Appends raw bytes to the payload. TR_OK, TR_ENOMEM or TR_ETOOBIG. */
 int tr_msg_append(tr_msg *m, const void *data, size_t len);
+
+/* Scalars, for the payloads of one value or a few: each appends one msgpack object (TR_OK, or
+ * TR_ENOMEM when the payload cannot grow), as tr_msg_packer's msgpack_pack_* would. */
+int tr_msg_put_u64(tr_msg *m, uint64_t v);
+int tr_msg_put_i64(tr_msg *m, int64_t v);
+/* A string of len bytes (any bytes; not NUL-terminated). */
+int tr_msg_put_str(tr_msg *m, const char *s, size_t len);
+/* A new message whose payload is the one unsigned integer v; NULL when out of memory. */
+tr_msg *tr_msg_new_u64(uint32_t type, uint64_t v);
+/* Reads the payload's first object as an unsigned integer: TR_OK, or TR_EBADMSG (empty,
+ * malformed, or not an unsigned integer; *out is then 0). */
+int tr_msg_get_u64(const tr_msg *m, uint64_t *out);
 
 /* A read cursor over a payload made of consecutive msgpack objects. Strings and bins returned by
  * the readers point into the message: keep the message alive while they are used. */
@@ -223,8 +271,8 @@ typedef struct tr_reason {
  * TR_ENOPROC) makes the spawn fail with that code, and terminate does not run. receive handles one message; non-zero ends the actor with TR_REASON_ERROR and that code.
  * terminate (optional) runs once when the actor ends, whatever the reason. The message passed to
  * receive is freed after it returns, unless it was sent on (tr_send of the same message).
- * turn_end (optional) runs after each turn (a batch of up to 128 messages handled in a row) of an
- * actor that goes on living: where work gathered during the turn is handed off at once (the
+ * turn_end (optional) runs after each turn (a batch of up to msgs_per_turn messages, 64 by
+ * default, handled in a row) of an actor that goes on living: where work gathered during the turn is handed off at once (the
  * journal's group commit, troupe/store.h). */
 typedef struct tr_behaviour {
     const char *name;
@@ -421,11 +469,11 @@ bool tr_system_alive(tr_system *sys, tr_pid pid);
 
 /* Gives the live local actor `pid` the name (1..255 bytes). TR_EEXIST if a live actor holds it;
  * a name is released when its actor ends. Any thread. */
-int tr_register(tr_system *sys, const char *name, tr_pid pid);
+int tr_system_register(tr_system *sys, const char *name, tr_pid pid);
 /* Removes the name (TR_ENOPROC if nobody held it). */
-int tr_unregister(tr_system *sys, const char *name);
+int tr_system_unregister(tr_system *sys, const char *name);
 /* The live actor holding the name, or TR_ENOPROC. */
-int tr_whereis(tr_system *sys, const char *name, tr_pid *out);
+int tr_system_whereis(tr_system *sys, const char *name, tr_pid *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Sending
@@ -459,7 +507,7 @@ int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m);
 /* Sends a request from outside any actor and blocks until the reply (*reply_out, owned by the
  * caller), the timeout (TR_ETIMEDOUT), or the target ending with the request unanswered
  * (TR_ENOPROC, even with no timeout). Never call it from an actor: use tr_request. */
-int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out);
+int tr_system_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out);
 
 /* Ports: requests from threads that are not actors (an event loop, say), answered by a callback
  * instead of a blocked thread or a helper actor. A port has a pid like an actor; its callback
@@ -519,9 +567,11 @@ int tr_send_after(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer
 int tr_send_interval(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned interval_ms, tr_timer *t);
 /* Like tr_send_after, from outside any actor. */
 int tr_system_send_after(tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms, tr_timer *t);
-/* Cancels a timer. A message already delivered stays delivered; cancelling an unknown or fired
- * timer is harmless. */
-int tr_cancel_timer(tr_system *sys, tr_timer t);
+/* Cancels a timer, from the running actor. A message already delivered stays delivered;
+ * cancelling an unknown or fired timer is harmless. */
+int tr_cancel_timer(tr_ctx *ctx, tr_timer t);
+/* Like tr_cancel_timer, from outside any actor. */
+int tr_system_cancel_timer(tr_system *sys, tr_timer t);
 
 #ifdef __cplusplus
 }

@@ -43,7 +43,7 @@ static placed place(tr_system *sys, tr_pid order, const char *user, uint64_t qty
     msgpack_pack_uint64(tr_msg_packer(m), qty);
     tr_msg *reply = NULL;
     placed p = {.status = -1};
-    if (tr_call(sys, order, m, 30000, &reply) != TR_OK)
+    if (tr_system_call(sys, order, m, 30000, &reply) != TR_OK)
         return p;
     tr_reader r;
     const char *id;
@@ -64,7 +64,7 @@ static void get3(tr_system *sys, tr_pid order, uint32_t type, uint64_t arg, bool
 {
     tr_msg *m = with_arg ? tt_msg_u64(type, arg) : tr_msg_new(type, 0);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(sys, order, m, 30000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(sys, order, m, 30000, &reply), TR_OK);
     assert_int_equal(tt_read_u64s(reply, n, out), TR_OK);
     tr_msg_free(reply);
 }
@@ -178,13 +178,13 @@ static void test_no_oversell_and_one_email_per_order(void **state)
     msgpack_pack_str(tr_msg_packer(m), strlen(b[0].ids[0]));
     msgpack_pack_str_body(tr_msg_packer(m), b[0].ids[0], strlen(b[0].ids[0]));
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(sys, order, m, 30000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(sys, order, m, 30000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 1);
     tr_msg_free(reply);
     m = tr_msg_new(ORDER_LOOKUP, 16);
     msgpack_pack_str(tr_msg_packer(m), 6);
     msgpack_pack_str_body(tr_msg_packer(m), "s1-999", 6);
-    assert_int_equal(tr_call(sys, order, m, 30000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(sys, order, m, 30000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 0);
     tr_msg_free(reply);
 

@@ -243,7 +243,7 @@ static void reset(void)
 static uint64_t call_u64(tnode *t, tr_pid to, tr_msg *m)
 {
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(t->sys, to, m, 20000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(t->sys, to, m, 20000, &reply), TR_OK);
     uint64_t v = tt_read_u64(reply);
     tr_msg_free(reply);
     return v;
@@ -253,7 +253,7 @@ static uint64_t call_u64(tnode *t, tr_pid to, tr_msg *m)
 static void sink_stats(tnode *t, tr_pid sink, uint64_t out[2])
 {
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(t->sys, sink, tr_msg_new(2, 0), 20000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(t->sys, sink, tr_msg_new(2, 0), 20000, &reply), TR_OK);
     assert_int_equal(tt_read_u64s(reply, 2, out), TR_OK);
     tr_msg_free(reply);
 }

@@ -553,7 +553,7 @@ static void test_reserved_types_rejected(void **state)
         assert_int_equal(tr_system_send_after(sys, target, tr_msg_new(types[i], 0), 1, NULL),
                          TR_EINVAL);
         tr_msg *reply = (tr_msg *)&g; /* must be reset */
-        assert_int_equal(tr_call(sys, target, tr_msg_new(types[i], 0), 100, &reply), TR_EINVAL);
+        assert_int_equal(tr_system_call(sys, target, tr_msg_new(types[i], 0), 100, &reply), TR_EINVAL);
         (void)reply;
     }
     assert_int_equal(tr_system_send(sys, target, NULL), TR_EINVAL);

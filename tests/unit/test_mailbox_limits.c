@@ -428,7 +428,7 @@ static void test_drop_newest(void **state)
     tt_assert_no_failures();
 }
 
-/* reject: the extra sends fail with TR_EFULL (tr_call and an actor's tr_request too). */
+/* reject: the extra sends fail with TR_EFULL (tr_system_call and an actor's tr_request too). */
 static void test_reject(void **state)
 {
     (void)state;
@@ -441,7 +441,7 @@ static void test_reject(void **state)
     send_vals(sys, 0, 1, 4, TR_OK);
     send_vals(sys, 0, 5, 10, TR_EFULL);
     tr_msg *reply = (tr_msg *)0x1;
-    assert_int_equal(tr_call(sys, s, tr_msg_new(MSG_SILENT, 0), 60000, &reply), TR_EFULL);
+    assert_int_equal(tr_system_call(sys, s, tr_msg_new(MSG_SILENT, 0), 60000, &reply), TR_EFULL);
     assert_null(reply);
     send2(sys, 1, MSG_REQUEST, s, 0);
     TT_WAIT_FOR(atomic_load(&S[1].ops) == 1, TT_DEADLINE_MS);

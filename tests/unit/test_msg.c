@@ -564,7 +564,7 @@ static void run_thread(void *(*fn)(void *), void *arg)
  * the depot at thread exit by a pthread key destructor, but the destructor is registered only in
  * pool_put (the first tr_msg_free on that thread). pool_get, on an empty cache, takes a whole
  * batch (POOL_BATCH = 64) from the depot: a thread that allocates messages but never frees one --
- * any producer thread calling tr_system_send / tr_call-less sends, e.g. the sender threads of
+ * any producer thread calling tr_system_send / tr_system_call-less sends, e.g. the sender threads of
  * test_sched -- exits with up to 63 pooled messages in its TLS cache and they are lost.
  * LeakSanitizer reports them in `make asan` (test_sched: "Direct leak ... pool_get msg.c:107 ...
  * thread_sender_main"). Here: 500 short-lived producers each take a batch and exit, between
@@ -600,6 +600,83 @@ static void bug_message_cache_leaks_at_thread_exit(void **state)
     assert_true(growth < 1024 * 1024);
 }
 
+/* tr_msg_put_* / tr_msg_new_u64 / tr_msg_get_u64 write and read what msgpack_pack_* and the
+ * readers do. */
+static void test_scalar_helpers(void **state)
+{
+    (void)state;
+    tr_msg *m = tr_msg_new_u64(7, UINT64_MAX);
+    assert_non_null(m);
+    assert_int_equal(tr_msg_type(m), 7);
+    uint64_t v = 1;
+    assert_int_equal(tr_msg_get_u64(m, &v), TR_OK);
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(tr_msg_put_i64(m, -5), TR_OK);
+    assert_int_equal(tr_msg_put_str(m, "a\0b", 3), TR_OK);
+    assert_int_equal(tr_msg_put_u64(m, 42), TR_OK);
+    tr_reader r;
+    tr_reader_init(&r, m);
+    int64_t i = 0;
+    const char *s;
+    size_t len;
+    assert_int_equal(tr_read_u64(&r, &v), TR_OK);
+    assert_int_equal(tr_read_i64(&r, &i), TR_OK);
+    assert_int_equal(i, -5);
+    assert_int_equal(tr_read_str(&r, &s, &len), TR_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(s, "a\0b", 3);
+    assert_int_equal(tr_read_u64(&r, &v), TR_OK);
+    assert_int_equal(v, 42);
+    assert_true(tr_reader_at_end(&r));
+    tr_reader_done(&r);
+    tr_msg_free(m);
+    /* nothing, or not an unsigned integer first: TR_EBADMSG and 0 */
+    m = tr_msg_new(1, 0);
+    v = 9;
+    assert_int_equal(tr_msg_get_u64(m, &v), TR_EBADMSG);
+    assert_int_equal(v, 0);
+    assert_int_equal(tr_msg_put_i64(m, -1), TR_OK);
+    v = 9;
+    assert_int_equal(tr_msg_get_u64(m, &v), TR_EBADMSG);
+    assert_int_equal(v, 0);
+    tr_msg_free(m);
+}
+
+/* tr_log goes to the hook installed, with control characters escaped; NULL restores stderr. */
+typedef struct log_seen {
+    int n;
+    tr_log_level level;
+    char component[32], line[256];
+} log_seen;
+
+static void log_hook(void *user, tr_log_level level, const char *component, const char *line)
+{
+    log_seen *seen = user;
+    seen->n++;
+    seen->level = level;
+    snprintf(seen->component, sizeof seen->component, "%s", component);
+    snprintf(seen->line, sizeof seen->line, "%s", line);
+}
+
+static void test_log_hook(void **state)
+{
+    (void)state;
+    log_seen seen = {0};
+    tr_log_set(log_hook, &seen);
+    tr_log(TR_LOG_WARN, "node", "peer %s is down", "evil\ntroupe node a: forged");
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.level, TR_LOG_WARN);
+    assert_string_equal(seen.component, "node");
+    assert_string_equal(seen.line, "peer evil\\x0atroupe node a: forged is down");
+    tr_log(TR_LOG_INFO, NULL, "%d", 7);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.component, "runtime");
+    assert_string_equal(seen.line, "7");
+    tr_log_set(NULL, NULL);
+    tr_log(TR_LOG_INFO, "test", "this line goes to stderr");
+    assert_int_equal(seen.n, 2);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_new_defaults),
     cmocka_unit_test(test_pack_read_roundtrip),
@@ -609,6 +686,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_from_bytes),
     cmocka_unit_test(test_truncated),
     cmocka_unit_test(test_strerror),
+    cmocka_unit_test(test_scalar_helpers),
+    cmocka_unit_test(test_log_hook),
     cmocka_unit_test(test_reader_bounds_container_lengths),
     cmocka_unit_test(test_random_garbage),
 };

@@ -224,7 +224,7 @@ static void test_remote_send_in_order_and_ping_pong(void **state)
     TT_WAIT_FOR(atomic_load(&g_pongs) == 100, TT_DEADLINE_MS);
     /* a blocking call from outside node a to an actor on node b */
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(a.sys, sink, tt_msg_u64(MSG_ASK, 21), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, sink, tt_msg_u64(MSG_ASK, 21), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 42);
     tr_msg_free(reply);
     tr_node_stats st;
@@ -316,7 +316,7 @@ static void test_stale_pids_and_unknown_nodes(void **state)
     tr_pid sink2;
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink2), TR_OK);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(a.sys, sink2, tt_msg_u64(MSG_ASK, 4), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, sink2, tt_msg_u64(MSG_ASK, 4), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 8);
     tr_msg_free(reply);
     tr_node_stats st;
@@ -344,7 +344,7 @@ static void test_remote_links_monitors_and_nodedown(void **state)
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &target2), TR_OK);
     tr_msg *reply = NULL;
     /* a remote actor stopping: DOWN with its reason (shutdown) crosses the wire */
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
                      TR_OK);
     assert_int_equal(tt_read_u64(reply), 1);
     tr_msg_free(reply);
@@ -353,21 +353,21 @@ static void test_remote_links_monitors_and_nodedown(void **state)
     TT_WAIT_FOR(atomic_load(&g_downs) == 1, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_last_reason), TR_REASON_SHUTDOWN);
     /* monitoring a remote pid already gone: DOWN noproc, from the other node */
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target1), 10000, &reply),
                      TR_OK);
     tr_msg_free(reply);
     TT_WAIT_FOR(atomic_load(&g_downs) == 2, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOPROC);
     /* a monitor and a link on target2; then node b goes away */
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
                      TR_OK);
     tr_msg_free(reply);
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
                      TR_OK);
     assert_int_equal(tt_read_u64(reply), 1);
     tr_msg_free(reply);
     /* the link reached b before it goes (its LINK signal and our ask travel in order) */
-    assert_int_equal(tr_call(a.sys, target2, tt_msg_u64(MSG_ASK, 1), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, target2, tt_msg_u64(MSG_ASK, 1), 10000, &reply), TR_OK);
     tr_msg_free(reply);
     node_end(&b);
     TT_WAIT_FOR(atomic_load(&g_downs) == 3 && atomic_load(&g_exits) == 1 &&
@@ -375,11 +375,11 @@ static void test_remote_links_monitors_and_nodedown(void **state)
                 TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOCONNECTION);
     /* linking or monitoring a pid of a node that is not up */
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_LINK, target2), 10000, &reply),
                      TR_OK);
     assert_int_equal(tt_read_u64(reply), 0);
     tr_msg_free(reply);
-    assert_int_equal(tr_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target2), 10000, &reply),
                      TR_OK);
     tr_msg_free(reply);
     TT_WAIT_FOR(atomic_load(&g_downs) == 4, TT_DEADLINE_MS);
@@ -492,7 +492,7 @@ static void test_actor_request_fails_fast_when_its_node_goes_down(void **state)
     assert_int_equal(tr_system_spawn(a.sys, &requester_b, &mute, &req), TR_OK);
     atomic_store(&g_req_outcome, 0);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(a.sys, req, tt_msg_u64(MSG_ASK, 0), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, req, tt_msg_u64(MSG_ASK, 0), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 1);
     tr_msg_free(reply);
     uint64_t t0 = tt_now_ns();
@@ -520,7 +520,7 @@ static void test_remote_spawn(void **state)
     assert_int_equal(tr_pid_node(pid), 72);
     assert_int_equal(atomic_load(&g_spawned), 5);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(a.sys, pid, tt_msg_u64(MSG_ASK, 3), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, pid, tt_msg_u64(MSG_ASK, 3), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 6);
     tr_msg_free(reply);
     /* on itself, an unknown behaviour, an unknown node */
@@ -536,7 +536,7 @@ static void test_remote_spawn(void **state)
     assert_int_equal(tr_system_stop_actor(b.sys, gone), TR_OK);
     TT_WAIT_FOR(!tr_system_alive(b.sys, gone), TT_DEADLINE_MS);
     uint64_t t0 = tt_now_ns();
-    assert_int_equal(tr_call(a.sys, gone, tt_msg_u64(MSG_ASK, 1), 60000, &reply), TR_ENOPROC);
+    assert_int_equal(tr_system_call(a.sys, gone, tt_msg_u64(MSG_ASK, 1), 60000, &reply), TR_ENOPROC);
     assert_true(tt_now_ns() - t0 < 30000000000ull);
     node_end(&a);
     node_end(&b);
@@ -575,7 +575,7 @@ static void test_global_names(void **state)
     tr_pid where;
     assert_int_equal(tr_node_whereis(c.node, "svc", &where), TR_OK);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(c.sys, where, tt_msg_u64(MSG_ASK, 7), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(c.sys, where, tt_msg_u64(MSG_ASK, 7), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 14);
     tr_msg_free(reply);
     /* unregistered, then the holder ends: released everywhere */
@@ -648,7 +648,7 @@ static void test_wrong_secret_refused(void **state)
     tr_pid sink;
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(good.sys, sink, tt_msg_u64(MSG_ASK, 5), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(good.sys, sink, tt_msg_u64(MSG_ASK, 5), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 10);
     tr_msg_free(reply);
     node_end(&bad);
@@ -704,7 +704,7 @@ static void test_garbage_and_oversized_frames_drop_only_their_connection(void **
     tr_pid sink;
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(a.sys, sink, tt_msg_u64(MSG_ASK, 8), 10000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(a.sys, sink, tt_msg_u64(MSG_ASK, 8), 10000, &reply), TR_OK);
     assert_int_equal(tt_read_u64(reply), 16);
     tr_msg_free(reply);
     assert_true(sees(&b, "a"));

@@ -38,23 +38,23 @@ static void test_register_whereis_unregister(void **state)
     (void)state;
     tr_system *sys = tt_system_workers(2);
     tr_pid a = spawn_idle(sys), b = spawn_idle(sys), got;
-    assert_int_equal(tr_whereis(sys, "svc", &got), TR_ENOPROC);
-    assert_int_equal(tr_register(sys, "svc", a), TR_OK);
-    assert_int_equal(tr_register(sys, "svc", a), TR_OK); /* again, same holder */
-    assert_int_equal(tr_register(sys, "svc", b), TR_EEXIST);
-    assert_int_equal(tr_register(sys, "other", a), TR_OK); /* one actor, two names */
-    assert_int_equal(tr_whereis(sys, "svc", &got), TR_OK);
+    assert_int_equal(tr_system_whereis(sys, "svc", &got), TR_ENOPROC);
+    assert_int_equal(tr_system_register(sys, "svc", a), TR_OK);
+    assert_int_equal(tr_system_register(sys, "svc", a), TR_OK); /* again, same holder */
+    assert_int_equal(tr_system_register(sys, "svc", b), TR_EEXIST);
+    assert_int_equal(tr_system_register(sys, "other", a), TR_OK); /* one actor, two names */
+    assert_int_equal(tr_system_whereis(sys, "svc", &got), TR_OK);
     assert_true(got == a);
-    assert_int_equal(tr_unregister(sys, "svc"), TR_OK);
-    assert_int_equal(tr_unregister(sys, "svc"), TR_ENOPROC);
-    assert_int_equal(tr_register(sys, "svc", b), TR_OK);
-    assert_int_equal(tr_whereis(sys, "svc", &got), TR_OK);
+    assert_int_equal(tr_system_unregister(sys, "svc"), TR_OK);
+    assert_int_equal(tr_system_unregister(sys, "svc"), TR_ENOPROC);
+    assert_int_equal(tr_system_register(sys, "svc", b), TR_OK);
+    assert_int_equal(tr_system_whereis(sys, "svc", &got), TR_OK);
     assert_true(got == b);
     /* the holder ends: the name is free */
     stop_and_wait(sys, b);
-    assert_int_equal(tr_whereis(sys, "svc", &got), TR_ENOPROC);
+    assert_int_equal(tr_system_whereis(sys, "svc", &got), TR_ENOPROC);
     stop_and_wait(sys, a);
-    assert_int_equal(tr_register(sys, "other", spawn_idle(sys)), TR_OK);
+    assert_int_equal(tr_system_register(sys, "other", spawn_idle(sys)), TR_OK);
     tt_system_end(sys);
 }
 
@@ -66,17 +66,17 @@ static void test_bad_arguments(void **state)
     char longname[300];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    assert_int_equal(tr_register(sys, NULL, a), TR_EINVAL);
-    assert_int_equal(tr_register(sys, "", a), TR_EINVAL);
-    assert_int_equal(tr_register(sys, longname, a), TR_EINVAL);
-    assert_int_equal(tr_register(sys, "x", TR_PID_NONE), TR_EINVAL);
-    assert_int_equal(tr_register(sys, "x", ((tr_pid)77 << 48) | 5), TR_EINVAL); /* not ours */
-    assert_int_equal(tr_register(NULL, "x", a), TR_EINVAL);
-    assert_int_equal(tr_whereis(sys, "x", NULL), TR_EINVAL);
-    assert_int_equal(tr_unregister(sys, ""), TR_EINVAL);
+    assert_int_equal(tr_system_register(sys, NULL, a), TR_EINVAL);
+    assert_int_equal(tr_system_register(sys, "", a), TR_EINVAL);
+    assert_int_equal(tr_system_register(sys, longname, a), TR_EINVAL);
+    assert_int_equal(tr_system_register(sys, "x", TR_PID_NONE), TR_EINVAL);
+    assert_int_equal(tr_system_register(sys, "x", ((tr_pid)77 << 48) | 5), TR_EINVAL); /* not ours */
+    assert_int_equal(tr_system_register(NULL, "x", a), TR_EINVAL);
+    assert_int_equal(tr_system_whereis(sys, "x", NULL), TR_EINVAL);
+    assert_int_equal(tr_system_unregister(sys, ""), TR_EINVAL);
     stop_and_wait(sys, a);
-    assert_int_equal(tr_register(sys, "x", a), TR_ENOPROC); /* a dead actor gets no name */
-    assert_int_equal(tr_whereis(sys, "x", &got), TR_ENOPROC);
+    assert_int_equal(tr_system_register(sys, "x", a), TR_ENOPROC); /* a dead actor gets no name */
+    assert_int_equal(tr_system_whereis(sys, "x", &got), TR_ENOPROC);
     tt_system_end(sys);
 }
 
@@ -91,16 +91,16 @@ static void test_churn_of_named_actors(void **state)
     for (unsigned i = 0; i < rounds; i++) {
         tr_pid p = spawn_idle(sys);
         snprintf(name, sizeof name, "n%u", i % 1000);
-        int rc = tr_register(sys, name, p);
+        int rc = tr_system_register(sys, name, p);
         if (rc == TR_EEXIST) { /* the previous holder of this name still runs: end it */
             tr_pid old;
-            assert_int_equal(tr_whereis(sys, name, &old), TR_OK);
+            assert_int_equal(tr_system_whereis(sys, name, &old), TR_OK);
             stop_and_wait(sys, old);
-            rc = tr_register(sys, name, p);
+            rc = tr_system_register(sys, name, p);
         }
         assert_int_equal(rc, TR_OK);
         tr_pid got;
-        assert_int_equal(tr_whereis(sys, name, &got), TR_OK);
+        assert_int_equal(tr_system_whereis(sys, name, &got), TR_OK);
         assert_true(got == p);
     }
     tt_system_end(sys);

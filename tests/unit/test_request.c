@@ -1,7 +1,7 @@
 /*
  * test_request.c — request/reply: tr_request + tr_reply round trips between actors, timeouts
  * (exactly one TR_MSG_TIMEOUT with the request's corr), late replies (dropped and counted),
- * requests to dead pids, and tr_call from outside (reply, timeout, dead pid, stopped system,
+ * requests to dead pids, and tr_system_call from outside (reply, timeout, dead pid, stopped system,
  * refused inside an actor, concurrent callers).
  *
  * "Exactly one of reply or timeout" is checked without timing assumptions: after the first one
@@ -306,12 +306,12 @@ static void test_reply_refused_for_plain_message(void **state)
     tt_assert_no_failures();
 }
 
-/* ---- tr_call ------------------------------------------------------------------------------- */
+/* ---- tr_system_call ------------------------------------------------------------------------------- */
 
 static void call_ok(tr_system *sys, tr_pid server, uint64_t i, unsigned timeout_ms)
 {
     tr_msg *reply = NULL;
-    int rc = tr_call(sys, server, tt_msg_u64(MSG_REQ, i), timeout_ms, &reply);
+    int rc = tr_system_call(sys, server, tt_msg_u64(MSG_REQ, i), timeout_ms, &reply);
     assert_int_equal(rc, TR_OK);
     assert_non_null(reply);
     assert_true(tr_msg_is_reply(reply));
@@ -354,7 +354,7 @@ static void *caller_main(void *p)
     for (unsigned i = 0; i < a->n; i++) {
         tr_msg *reply = NULL;
         uint64_t v = a->base + i;
-        int rc = tr_call(a->sys, a->server, tt_msg_u64(MSG_REQ, v), 30000, &reply);
+        int rc = tr_system_call(a->sys, a->server, tt_msg_u64(MSG_REQ, v), 30000, &reply);
         if (rc != TR_OK || reply == NULL || tt_read_u64(reply) != 2 * v)
             atomic_fetch_add(a->errors, 1);
         tr_msg_free(reply);
@@ -419,7 +419,7 @@ static void *racer_main(void *p)
     for (unsigned i = 0; i < a->n; i++) {
         tr_msg *reply = NULL;
         uint64_t v = a->base + i;
-        int rc = tr_call(a->sys, a->server, tt_msg_u64(MSG_REQ, v), 1, &reply);
+        int rc = tr_system_call(a->sys, a->server, tt_msg_u64(MSG_REQ, v), 1, &reply);
         if (rc == TR_OK) {
             if (reply == NULL || tt_read_u64(reply) != 2 * v)
                 atomic_fetch_add(&a->wrong, 1); /* somebody else's reply */
@@ -478,7 +478,7 @@ static void test_call_timeout(void **state)
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     tr_msg *reply = (tr_msg *)&R;
     uint64_t t0 = tt_now_ns();
-    int rc = tr_call(sys, server, tt_msg_u64(MSG_SILENT, 0), 100, &reply);
+    int rc = tr_system_call(sys, server, tt_msg_u64(MSG_SILENT, 0), 100, &reply);
     uint64_t elapsed_ms = (tt_now_ns() - t0) / 1000000u;
     assert_int_equal(rc, TR_ETIMEDOUT);
     assert_null(reply);
@@ -500,22 +500,22 @@ static void test_call_errors(void **state)
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &dead), TR_OK);
     assert_int_equal(tr_system_stop_actor(sys, dead), TR_OK);
     TT_WAIT_FOR(!tr_system_alive(sys, dead), TT_DEADLINE_MS);
-    assert_int_equal(tr_call(sys, dead, tt_msg_u64(MSG_REQ, 1), 30000, &reply), TR_ENOPROC);
+    assert_int_equal(tr_system_call(sys, dead, tt_msg_u64(MSG_REQ, 1), 30000, &reply), TR_ENOPROC);
     assert_null(reply);
-    assert_int_equal(tr_call(sys, TR_PID_NONE, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ENOPROC);
-    assert_int_equal(tr_call(sys, dead, tt_msg_u64(MSG_REQ, 1), 100, NULL), TR_EINVAL);
-    assert_int_equal(tr_call(NULL, dead, tt_msg_u64(MSG_REQ, 1), 100, &reply), TR_EINVAL);
-    assert_int_equal(tr_call(sys, dead, NULL, 100, &reply), TR_EINVAL);
+    assert_int_equal(tr_system_call(sys, TR_PID_NONE, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ENOPROC);
+    assert_int_equal(tr_system_call(sys, dead, tt_msg_u64(MSG_REQ, 1), 100, NULL), TR_EINVAL);
+    assert_int_equal(tr_system_call(NULL, dead, tt_msg_u64(MSG_REQ, 1), 100, &reply), TR_EINVAL);
+    assert_int_equal(tr_system_call(sys, dead, NULL, 100, &reply), TR_EINVAL);
     tt_system_end(sys);
 }
 
-/* tr_call from inside an actor would block a worker: refused with TR_ESTATE. */
+/* tr_system_call from inside an actor would block a worker: refused with TR_ESTATE. */
 static int inside_caller_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     (void)state;
     tr_msg *reply = NULL;
     atomic_store(&R.inside_rcs[0],
-                 tr_call(tr_ctx_system(ctx), (tr_pid)tt_read_u64(m), tt_msg_u64(MSG_REQ, 1), 1000,
+                 tr_system_call(tr_ctx_system(ctx), (tr_pid)tt_read_u64(m), tt_msg_u64(MSG_REQ, 1), 1000,
                          &reply));
     TT_CHECK(reply == NULL);
     atomic_store(&R.inside_rcs[1], tr_system_join(tr_ctx_system(ctx)));
@@ -553,9 +553,9 @@ static void test_call_on_stopped_system(void **state)
     tr_system_stop(sys);
     assert_int_equal(tr_system_join(sys), TR_OK);
     tr_msg *reply = (tr_msg *)&R;
-    assert_int_equal(tr_call(sys, server, tt_msg_u64(MSG_REQ, 1), 1000, &reply), TR_ESTOPPED);
+    assert_int_equal(tr_system_call(sys, server, tt_msg_u64(MSG_REQ, 1), 1000, &reply), TR_ESTOPPED);
     assert_null(reply);
-    assert_int_equal(tr_call(sys, server, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ESTOPPED);
+    assert_int_equal(tr_system_call(sys, server, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ESTOPPED);
     /* the rest of the outside API says so too (and frees the messages: ASan) */
     assert_int_equal(tr_system_send(sys, server, tt_msg_u64(MSG_REQ, 1)), TR_ESTOPPED);
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_ESTOPPED);
@@ -594,7 +594,7 @@ static void bug_reply_with_request_message(void **state)
     assert_int_equal(late, 0);
 }
 
-/* A target that ends with a tr_call's request still queued: the call returns TR_ENOPROC at once,
+/* A target that ends with a tr_system_call's request still queued: the call returns TR_ENOPROC at once,
  * even with no timeout, instead of waiting forever. The target blocks in its first message until a
  * helper thread opens the gate, then fails; the request is either queued behind (dropped at the
  * end: the waiter is told) or sent after the end (refused at once): TR_ENOPROC both ways. */
@@ -633,7 +633,7 @@ static void test_call_target_ends_with_request_queued(void **state)
         pthread_t th;
         assert_int_equal(pthread_create(&th, NULL, open_gate_later, NULL), 0);
         tr_msg *reply = NULL;
-        assert_int_equal(tr_call(sys, t, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ENOPROC);
+        assert_int_equal(tr_system_call(sys, t, tt_msg_u64(MSG_REQ, 1), 0, &reply), TR_ENOPROC);
         assert_null(reply);
         pthread_join(th, NULL);
     }
@@ -692,16 +692,16 @@ static void test_forward_answers_the_requester(void **state)
     assert_int_equal(tr_system_spawn(sys, &router_beh, &server, &rt), TR_OK);
     for (uint64_t i = 0; i < 100; i++) {
         tr_msg *reply = NULL;
-        assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, i), 30000, &reply), TR_OK);
+        assert_int_equal(tr_system_call(sys, rt, tt_msg_u64(MSG_REQ, i), 30000, &reply), TR_OK);
         assert_true(tr_msg_is_reply(reply));
         assert_int_equal(tr_msg_sender(reply), server); /* straight from the server */
         assert_int_equal(tt_read_u64(reply), 2 * (i + 1));
         tr_msg_free(reply);
     }
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, 1000), 30000, &reply), TR_ENOPROC);
+    assert_int_equal(tr_system_call(sys, rt, tt_msg_u64(MSG_REQ, 1000), 30000, &reply), TR_ENOPROC);
     assert_null(reply);
-    assert_int_equal(tr_call(sys, rt, tt_msg_u64(MSG_REQ, 2000), 30000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(sys, rt, tt_msg_u64(MSG_REQ, 2000), 30000, &reply), TR_OK);
     assert_int_equal(tr_msg_sender(reply), rt);
     assert_int_equal(tt_read_u64(reply), 7);
     tr_msg_free(reply);

@@ -204,7 +204,7 @@ static void test_request_from_an_actor(void **state)
     assert_int_equal(tr_system_spawn(sys, &asker_b, NULL, &who), TR_OK);
     for (uint64_t i = 1; i <= 3; i++) {
         tr_msg *reply = NULL;
-        assert_int_equal(tr_call(sys, who, tr_msg_new(KV_ASK, 0), 10000, &reply), TR_OK);
+        assert_int_equal(tr_system_call(sys, who, tr_msg_new(KV_ASK, 0), 10000, &reply), TR_OK);
         tr_msg_free(reply);
         assert_int_equal(atomic_load(&g_actor_count), i);
     }

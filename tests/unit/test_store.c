@@ -215,7 +215,7 @@ static tr_store *open_store(tr_system *sys, const char *path, const tr_store_opt
 static uint64_t call_u64(tr_system *sys, tr_pid to, uint32_t type, uint64_t v)
 {
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(sys, to, tt_msg_u64(type, v), 20000, &reply), TR_OK);
+    assert_int_equal(tr_system_call(sys, to, tt_msg_u64(type, v), 20000, &reply), TR_OK);
     uint64_t r = tt_read_u64(reply);
     tr_msg_free(reply);
     return r;
@@ -339,7 +339,7 @@ static void *normal_client_main(void *arg)
                     if (tr_system_send(c->sys, c->actors[i], tt_msg_u64(ADD, 0)) != TR_OK)
                         atomic_fetch_add(&c->bad, 1);
             tr_msg *reply = NULL;
-            if (tr_call(c->sys, c->actors[i], tt_msg_u64(ADD, 1), 20000, &reply) != TR_OK ||
+            if (tr_system_call(c->sys, c->actors[i], tt_msg_u64(ADD, 1), 20000, &reply) != TR_OK ||
                 tt_read_u64(reply) != k + 1)
                 atomic_fetch_add(&c->bad, 1);
             tr_msg_free(reply);
@@ -1088,7 +1088,7 @@ static void test_bad_files_refused(void **state)
 
 /* ---- kill -9 ------------------------------------------------------------------------------- */
 
-/* The child: persists ADD 1, 2, 3, ... through tr_call and writes each acknowledged value to fd
+/* The child: persists ADD 1, 2, 3, ... through tr_system_call and writes each acknowledged value to fd
  * (8 bytes) until killed. */
 static void child_main(const char *path, int fd)
 {
@@ -1114,7 +1114,7 @@ static void child_main(const char *path, int fd)
         _exit(4);
     for (uint64_t i = 1;; i++) {
         tr_msg *reply = NULL;
-        if (tr_call(sys, p, tt_msg_u64(ADD, i), 20000, &reply) != TR_OK)
+        if (tr_system_call(sys, p, tt_msg_u64(ADD, i), 20000, &reply) != TR_OK)
             _exit(5);
         tr_msg_free(reply);
         if (write(fd, &i, sizeof i) != (ssize_t)sizeof i) /* acknowledged: it must survive */
@@ -1203,7 +1203,7 @@ static void test_fencing_stale_owner_refused(void **state)
      * unit), not at its 60 s timeout */
     uint64_t t0 = tt_now_ns();
     tr_msg *reply = NULL;
-    assert_int_equal(tr_call(sys_a, pa, tt_msg_u64(ADD, 100), 60000, &reply), TR_ENOPROC);
+    assert_int_equal(tr_system_call(sys_a, pa, tt_msg_u64(ADD, 100), 60000, &reply), TR_ENOPROC);
     print_message("the stale owner's caller told after %.1f ms\n", (double)(tt_now_ns() - t0) / 1e6);
     assert_true(tt_now_ns() - t0 < 30000000000ull);
     TT_WAIT_FOR(atomic_load(&g_down_code) != 0, TT_DEADLINE_MS);

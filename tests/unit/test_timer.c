@@ -1,6 +1,6 @@
 /*
  * test_timer.c — timers: tr_send_after delivers no earlier than its delay (lower bounds only,
- * never upper ones); tr_send_interval repeats, stops after tr_cancel_timer and stops by itself
+ * never upper ones); tr_send_interval repeats, stops after tr_system_cancel_timer and stops by itself
  * when its target ends; a timer cancelled before it fires never delivers; pending timers at
  * shutdown are freed.
  *
@@ -147,10 +147,10 @@ static void test_system_send_after(void **state)
     TT_WAIT_FOR(atomic_load(&T.fired) == 1, TT_DEADLINE_MS);
     assert_true(atomic_load(&T.elapsed_ns[0]) >= 39u * 1000000u); /* 1 ms granularity: see bug below */
     /* cancelling a fired timer, an unknown one: harmless */
-    assert_int_equal(tr_cancel_timer(sys, t), TR_OK);
-    assert_int_equal(tr_cancel_timer(sys, 987654321), TR_OK);
-    assert_int_equal(tr_cancel_timer(sys, 0), TR_EINVAL);
-    assert_int_equal(tr_cancel_timer(NULL, t), TR_EINVAL);
+    assert_int_equal(tr_system_cancel_timer(sys, t), TR_OK);
+    assert_int_equal(tr_system_cancel_timer(sys, 987654321), TR_OK);
+    assert_int_equal(tr_system_cancel_timer(sys, 0), TR_EINVAL);
+    assert_int_equal(tr_system_cancel_timer(NULL, t), TR_EINVAL);
     assert_int_equal(tr_system_send_after(sys, a, NULL, 1, NULL), TR_EINVAL);
     assert_int_equal(tr_system_send_after(NULL, a, tr_msg_new(MSG_TICK, 0), 1, NULL), TR_EINVAL);
 
@@ -200,14 +200,14 @@ static void test_interval_repeats_and_cancel_stops_it(void **state)
     tr_timer t = atomic_load(&T.timer_id);
     assert_int_not_equal(t, 0);
 
-    assert_int_equal(tr_cancel_timer(sys, t), TR_OK);
+    assert_int_equal(tr_system_cancel_timer(sys, t), TR_OK);
     /* a fence armed after the cancel, due after the next few ticks would have been */
     assert_int_equal(tr_system_send_after(sys, target, tr_msg_new(MSG_FENCE, 0), 50, NULL), TR_OK);
     TT_WAIT_FOR(atomic_load(&T.fences) == 1, TT_DEADLINE_MS);
     int after_fence = atomic_load(&T.ticks);
     tt_sleep_ms(100); /* ten more intervals */
     assert_int_equal(atomic_load(&T.ticks), after_fence);
-    assert_int_equal(tr_cancel_timer(sys, t), TR_OK); /* again: harmless */
+    assert_int_equal(tr_system_cancel_timer(sys, t), TR_OK); /* again: harmless */
     tt_system_end(sys);
     tt_assert_no_failures();
 }
@@ -276,9 +276,9 @@ static int canceller_receive(tr_ctx *ctx, void *state, tr_msg *m)
         TT_CHECK(tr_send_interval(ctx, tr_self(ctx), tr_msg_new(MSG_LATE, 0), 1000, &iv) == TR_OK);
         int rc = TR_OK;
         for (int k = 0; k < K; k++)
-            if (tr_cancel_timer(tr_ctx_system(ctx), ts[k]) != TR_OK)
+            if (tr_cancel_timer(ctx, ts[k]) != TR_OK)
                 rc = TR_EINVAL;
-        if (tr_cancel_timer(tr_ctx_system(ctx), iv) != TR_OK)
+        if (tr_cancel_timer(ctx, iv) != TR_OK)
             rc = TR_EINVAL;
         atomic_store(&T.cancel_rc, rc);
         TT_CHECK(tr_send_after(ctx, tr_self(ctx), tr_msg_new(MSG_FENCE, 0), 1300, NULL) == TR_OK);
@@ -353,7 +353,7 @@ static void test_pending_timers_at_shutdown(void **state)
     assert_int_equal(tr_system_join(sys), TR_OK);
     assert_int_equal(atomic_load(&T.fired), 0);
     assert_int_equal(tr_system_send_after(sys, a, tr_msg_new(MSG_LATE, 0), 1, NULL), TR_ESTOPPED);
-    assert_int_equal(tr_cancel_timer(sys, atomic_load(&T.timer_id)), TR_ESTOPPED);
+    assert_int_equal(tr_system_cancel_timer(sys, atomic_load(&T.timer_id)), TR_ESTOPPED);
     tr_system_free(sys);
     tt_assert_no_failures();
 }

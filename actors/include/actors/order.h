@@ -4,7 +4,7 @@
  * confirmed order and, in the same transaction, an outbox item for its confirmation email, and
  * answers only after the commit.
  *
- * Requests (tr_call / tr_request; payloads msgpack, replies the same type):
+ * Requests (tr_system_call / tr_request; payloads msgpack, replies the same type):
  *   ORDER_SET_STOCK  [stock u64]           -> [stock, sold]        sets up (or restocks) the sale
  *   ORDER_PLACE      [user str, qty u64]   -> [status i64, order_id str, remaining u64]
  *   ORDER_GET        []                    -> [stock, sold, remaining, set_up u64]

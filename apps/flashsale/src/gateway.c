@@ -392,7 +392,7 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
         tr_msg *r = tr_msg_new(FS_EMAIL_STATS, 32);
         if (r != NULL) {
             for (int i = 0; i < 3; i++)
-                msgpack_pack_uint64(tr_msg_packer(r), v[i]);
+                tr_msg_put_u64(r, v[i]);
             tr_reply(ctx, m, r);
         }
     } else if (type == FS_REBALANCE || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN) {
@@ -439,7 +439,7 @@ static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, 
         }
         c.kind = CALL_SET;
         c.req = tr_msg_new(ORDER_SET_STOCK, 9);
-        msgpack_pack_uint64(tr_msg_packer(c.req), stock);
+        tr_msg_put_u64(c.req, stock);
     } else if (req->method == TR_HTTP_GET || req->method == TR_HTTP_HEAD) {
         /* started on demand: after a restart the SKU's actor recovers from its journal */
         c.kind = CALL_GET;
@@ -497,7 +497,7 @@ static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req
     c.req = tr_msg_new(ORDER_PLACE, ul + 16);
     msgpack_pack_str(tr_msg_packer(c.req), ul);
     msgpack_pack_str_body(tr_msg_packer(c.req), c.user, ul);
-    msgpack_pack_uint64(tr_msg_packer(c.req), c.qty);
+    tr_msg_put_u64(c.req, c.qty);
     start_call(a, req, &c, TR_PID_NONE); /* a SKU never set up: 404, as GET /inventory says */
 }
 

@@ -1,7 +1,9 @@
 /*
  * troupe/store.h — persistence: journals of persistent actors (event sourcing with snapshots),
  * group commit, replies that leave only after the commit, and a durable outbox consumed at
- * least once. Backend: an embedded SQLite database (one file per node; see docs/persistence.md).
+ * least once. Backends (tr_store_opts.backend): an embedded SQLite database, one file per node
+ * (TR_STORE_SQLITE, the default), or a Redis server shared by a cluster (TR_STORE_REDIS); either
+ * can be left out of a build (TROUPE_WITH_SQLITE / TROUPE_WITH_REDIS). See docs/persistence.md.
  *
  * A persistent actor opens its journal in init (tr_journal_open recovers its state from the
  * latest snapshot and the events after it), persists events while it handles messages, and

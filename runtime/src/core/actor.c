@@ -474,7 +474,7 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
     if (sys->opts.dead_letter_hook != NULL)
         sys->opts.dead_letter_hook(sys->opts.dead_letter_user, to, m);
     if ((m->flags & TR_MF_REQUEST) && tr_pid_node(m->sender) == sys->opts.node_id) {
-        /* a blocked tr_call learns at once that its request will never be answered */
+        /* a blocked tr_system_call learns at once that its request will never be answered */
         tr_actor *w = tr__actor_lookup(sys, m->sender);
         tr_msg *n;
         if (w != NULL &&

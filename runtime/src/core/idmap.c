@@ -61,6 +61,7 @@ int tr__idmap_put(tr_idmap *m, uint64_t key, uint64_t val)
         return TR_EINVAL;
     if ((m->len + 1) * 2 > m->cap && grow(m) != TR_OK)
         return TR_ENOMEM;
+    TR_ASSERT(m->cap != 0 && (m->cap & (m->cap - 1)) == 0 && m->len < m->cap / 2 + 1);
     size_t i = slot_of(key, m->cap);
     while (m->keys[i] != 0 && m->keys[i] != key)
         i = (i + 1) & (m->cap - 1);

@@ -45,9 +45,9 @@ enum {
     TR_MF_SYSTEM = 1u << 3,  /* runtime message for receive (EXIT, DOWN, TIMEOUT): no limits */
 };
 
-/* A tr_call waiter's request was dropped unanswered (its target ended first): the waiter gets
+/* A tr_system_call waiter's request was dropped unanswered (its target ended first): the waiter gets
  * TR_MSG_NOPROC (troupe.h) instead of a reply (flags reply + system, corr = the request's), and
- * tr_call returns TR_ENOPROC. */
+ * tr_system_call returns TR_ENOPROC. */
 #define TR_MSG_NOPROC_NOTICE TR_MSG_NOPROC
 
 /* Runtime signals (flag TR_MF_SIGNAL). They bypass capacity and rate limits, wake a parked
@@ -113,7 +113,7 @@ TR_HIDDEN bool tr__mpsc_nonempty(tr_mpsc *q);
 #define TR_ACTOR_BATCH 128u
 
 enum {
-    TR_AF_WAITER = 1u << 0,   /* a tr_call waiter: "scheduling" it signals a thread */
+    TR_AF_WAITER = 1u << 0,   /* a tr_system_call waiter: "scheduling" it signals a thread */
     TR_AF_SIGNALED = 1u << 1, /* a signal was pushed since the turn began (wakes a parked actor) */
     TR_AF_KILL = 1u << 2,     /* a kill signal may be queued: look for it before other messages */
     TR_AF_PORT = 1u << 3,     /* a tr_port: "scheduling" it runs its callbacks on that thread */
@@ -144,7 +144,7 @@ typedef struct tr_actor {
      * receiver writes none of it per message (only sched, once per turn), so senders' atomic
      * adds on `pushed` do not fight the receiver for the line. */
     _Atomic uint64_t pushed;        /* senders: messages accepted (see `base`) */
-    _Atomic uint32_t sched;         /* TR_SCHED_*; futex word of tr_call waiters */
+    _Atomic uint32_t sched;         /* TR_SCHED_*; futex word of tr_system_call waiters */
     _Atomic uint32_t flags;         /* TR_AF_* */
     _Atomic tr_pid pid;             /* the live pid, 0 once ended */
     _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
@@ -290,7 +290,7 @@ TR_HIDDEN void tr__pending_node_down(struct tr_system *sys, struct tr_worker *w,
 /* Records that actor a (pid self) waits on an actor of another node (`other`), so a's node tells
  * it when that node goes down (link.c). TR_ENOPROC if that node is not up. */
 TR_HIDDEN int tr__link_note_remote(struct tr_system *sys, tr_actor *a, tr_pid self, tr_pid other);
-/* tr_call without the check on the message type (runtime requests such as a supervisor's). */
+/* tr_system_call without the check on the message type (runtime requests such as a supervisor's). */
 /* tr_request without the check on the type (runtime protocols use system types). */
 TR_HIDDEN int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
 TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
@@ -300,7 +300,7 @@ TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned tim
 TR_HIDDEN bool tr__release_turn(tr_actor *a);
 /* Runs a port's callbacks for what its mailbox holds, on the calling thread (port.c). */
 TR_HIDDEN void tr__port_run(tr_actor *a);
-/* Wakes the thread blocked in tr_call on this waiter (a futex on a->sched). */
+/* Wakes the thread blocked in tr_system_call on this waiter (a futex on a->sched). */
 TR_HIDDEN void tr__waiter_signal(tr_actor *a);
 
 /* ---- the remote layer, as the core sees it ------------------------------------------------- */
@@ -504,6 +504,17 @@ TR_HIDDEN int tr__ext_enter(struct tr_system *sys);
 /* Lowers the idle spin to `rounds` unless the user chose it (node.c: I/O threads need CPU). */
 TR_HIDDEN void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
 TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
+
+/* Debug assertions of the runtime's own invariants (never of input: bad input is an error code).
+ * Checked when TROUPE_DEBUG is set — Debug builds and the sanitizer builds, so the suite runs
+ * with them under ASan and TSan — and compiled out otherwise. A failed one names the condition
+ * and where, and aborts: it is a bug in the runtime. */
+#if TROUPE_DEBUG
+TR_HIDDEN _Noreturn void tr__assert_fail(const char *cond, const char *file, int line);
+#define TR_ASSERT(c) ((c) ? (void)0 : tr__assert_fail(#c, __FILE__, __LINE__))
+#else
+#define TR_ASSERT(c) ((void)0)
+#endif
 
 /* Monotonic clock in nanoseconds. */
 #define tr__now_ns tr_now_ns /* the public clock (troupe.h) */

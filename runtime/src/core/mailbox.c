@@ -19,6 +19,7 @@ void tr__mpsc_init(tr_mpsc *q)
 
 void tr__mpsc_push(tr_mpsc *q, tr_mpsc_node *n)
 {
+    TR_ASSERT(q != NULL && n != NULL);
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
     /* seq_cst: a Dekker pair with the runner releasing the actor (release_turn in actor.c) */
     tr_mpsc_node *prev = atomic_exchange_explicit(&q->tail, n, memory_order_seq_cst);

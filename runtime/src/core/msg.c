@@ -499,3 +499,45 @@ int tr_read_bin(tr_reader *r, const void **p, size_t *len)
         *p = c;
     return rc;
 }
+
+/* ---- scalars (troupe.h) ---------------------------------------------------------------------- */
+
+int tr_msg_put_u64(tr_msg *m, uint64_t v)
+{
+    return msgpack_pack_uint64(tr_msg_packer(m), v) == 0 ? TR_OK : TR_ENOMEM;
+}
+
+int tr_msg_put_i64(tr_msg *m, int64_t v)
+{
+    return msgpack_pack_int64(tr_msg_packer(m), v) == 0 ? TR_OK : TR_ENOMEM;
+}
+
+int tr_msg_put_str(tr_msg *m, const char *s, size_t len)
+{
+    msgpack_packer *pk = tr_msg_packer(m);
+    return len <= UINT32_MAX && msgpack_pack_str(pk, len) == 0 &&
+                   msgpack_pack_str_body(pk, s, len) == 0
+               ? TR_OK
+               : TR_ENOMEM;
+}
+
+tr_msg *tr_msg_new_u64(uint32_t type, uint64_t v)
+{
+    tr_msg *m = tr_msg_new(type, 9);
+    if (m != NULL && tr_msg_put_u64(m, v) != TR_OK) {
+        tr_msg_free(m);
+        m = NULL;
+    }
+    return m;
+}
+
+int tr_msg_get_u64(const tr_msg *m, uint64_t *out)
+{
+    tr_reader r;
+    tr_reader_init(&r, m);
+    int rc = tr_read_u64(&r, out);
+    tr_reader_done(&r);
+    if (rc != TR_OK)
+        *out = 0;
+    return rc;
+}

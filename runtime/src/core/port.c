@@ -1,7 +1,7 @@
 /*
  * port.c — ports: requests from threads that are not actors, answered by callback (troupe.h).
  *
- * A port borrows an actor header, like a tr_call waiter: it has a pid, and replies, timeouts and
+ * A port borrows an actor header, like a tr_system_call waiter: it has a pid, and replies, timeouts and
  * "target ended" notices reach its mailbox like any message. What differs is what making it
  * runnable does: the sender that flips its sched word 0 -> 1 runs the port right there
  * (tr__schedule -> tr__port_run), popping each message, finding its request by corr and calling

@@ -1,6 +1,6 @@
 /*
  * registry.c — names for pids: a string-keyed hash map, and the local registry of a system
- * (tr_register / tr_whereis / tr_unregister).
+ * (tr_system_register / tr_system_whereis / tr_system_unregister).
  *
  * The map uses linear probing with backward-shift deletion, so it never fills with tombstones.
  * A local name is released when its actor ends: lazily — a lookup or a registration that finds
@@ -179,7 +179,7 @@ static int check_name(const char *name)
     return name == NULL || name[0] == '\0' || strlen(name) > TR_NAME_MAX ? TR_EINVAL : TR_OK;
 }
 
-int tr_register(tr_system *sys, const char *name, tr_pid pid)
+int tr_system_register(tr_system *sys, const char *name, tr_pid pid)
 {
     if (sys == NULL || check_name(name) != TR_OK || pid == TR_PID_NONE ||
         tr_pid_node(pid) != sys->opts.node_id)
@@ -205,7 +205,7 @@ int tr_register(tr_system *sys, const char *name, tr_pid pid)
     return rc;
 }
 
-int tr_unregister(tr_system *sys, const char *name)
+int tr_system_unregister(tr_system *sys, const char *name)
 {
     if (sys == NULL || check_name(name) != TR_OK)
         return TR_EINVAL;
@@ -218,7 +218,7 @@ int tr_unregister(tr_system *sys, const char *name)
     return had ? TR_OK : TR_ENOPROC;
 }
 
-int tr_whereis(tr_system *sys, const char *name, tr_pid *out)
+int tr_system_whereis(tr_system *sys, const char *name, tr_pid *out)
 {
     if (sys == NULL || check_name(name) != TR_OK || out == NULL)
         return TR_EINVAL;

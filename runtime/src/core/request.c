@@ -1,5 +1,5 @@
 /*
- * request.c — request/reply: correlation ids, timeouts as ordinary messages, and tr_call, the
+ * request.c — request/reply: correlation ids, timeouts as ordinary messages, and tr_system_call, the
  * blocking variant for threads that are not actors.
  *
  * Each requesting actor keeps a map of its outstanding correlation ids (to the id of the timer
@@ -7,7 +7,7 @@
  * the entry and is delivered; the other is dropped (a late reply is counted). So the actor sees
  * exactly one of them, and no scheduler thread ever blocks waiting.
  *
- * tr_call borrows an actor header as a "waiter": it has a pid like any actor, but making it
+ * tr_system_call borrows an actor header as a "waiter": it has a pid like any actor, but making it
  * runnable signals the calling thread's condition variable instead of queueing it on a worker.
  *
  * A request to another node's actor also notes its node (corr -> node) and registers the actor's
@@ -135,7 +135,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
     }
     if (tr__idmap_put(&a->pending->map, corr, timer) != TR_OK) {
         if (timer != 0)
-            tr_cancel_timer(sys, timer);
+            tr_system_cancel_timer(sys, timer);
         tr_msg_free(m);
         return TR_ENOMEM;
     }
@@ -210,7 +210,7 @@ int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m)
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, m);
 }
 
-/* ---- tr_call ------------------------------------------------------------------------------- */
+/* ---- tr_system_call ------------------------------------------------------------------------------- */
 
 /* A sender that flips the waiter's sched 0 -> 1 wakes it, then sets `home` (unused by waiters)
  * to say it is done with the header. The futex word lives in the header, type-stable memory, so
@@ -262,7 +262,7 @@ static int take_notice(tr_msg **reply, int rc)
     return t == TR_MSG_REJECTED ? TR_EFULL : TR_ENOPROC; /* (a full mailbox on another node) */
 }
 
-int tr_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
+int tr_system_call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg **reply_out)
 {
     if (m != NULL && m->type >= TR_MSG_SYSTEM) {
         tr_msg_free(m);

@@ -964,7 +964,7 @@ int tr_sup_terminate_child(tr_system *sys, tr_pid sup_pid, tr_pid child_pid)
     tr_msg *m = tr_msg_new(SUP_TERMINATE, 12);
     if (m == NULL)
         return TR_ENOMEM;
-    msgpack_pack_uint64(tr_msg_packer(m), child_pid);
+    tr_msg_put_u64(m, child_pid);
     return sup_call(sys, sup_pid, m, 10 * SUP_CALL_TIMEOUT_MS, NULL, NULL); /* shutdown may be slow */
 }
 

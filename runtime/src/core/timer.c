@@ -443,9 +443,14 @@ static int timer_cancel(tr_system *sys, tr_timer id, bool lazy)
     return rc;
 }
 
-int tr_cancel_timer(tr_system *sys, tr_timer id)
+int tr_system_cancel_timer(tr_system *sys, tr_timer id)
 {
     return timer_cancel(sys, id, false);
+}
+
+int tr_cancel_timer(tr_ctx *ctx, tr_timer id)
+{
+    return ctx != NULL ? timer_cancel(ctx->sys, id, false) : TR_EINVAL;
 }
 
 int tr__timer_cancel_lazy(tr_system *sys, tr_timer id)

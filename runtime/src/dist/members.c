@@ -173,7 +173,7 @@ void tr__node_after_run(tr_node *n, after *af)
              * would not send its names again by itself) */
             tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8);
             if (m != NULL) {
-                msgpack_pack_uint64(tr_msg_packer(m), af->node_id);
+                tr_msg_put_u64(m, af->node_id);
                 tr__deliver(n->sys, NULL, n->service, m);
             }
         }

@@ -29,11 +29,8 @@ static const tr_behaviour *behaviour_find(tr_node *n, const char *name, size_t l
 
 static uint64_t msg_u64(const tr_msg *m)
 {
-    tr_reader r;
-    uint64_t v = 0;
-    tr_reader_init(&r, m);
-    tr_read_u64(&r, &v);
-    tr_reader_done(&r);
+    uint64_t v;
+    tr_msg_get_u64(m, &v); /* 0 when it holds none */
     return v;
 }
 
@@ -42,7 +39,7 @@ static tr_msg *spawn_reply(int rc, tr_pid pid)
     tr_msg *r = tr_msg_new(0, 16); /* replies carry user types */
     if (r != NULL) {
         msgpack_pack_int64(tr_msg_packer(r), rc);
-        msgpack_pack_uint64(tr_msg_packer(r), pid);
+        tr_msg_put_u64(r, pid);
     }
     return r;
 }
@@ -54,7 +51,7 @@ static tr_msg *name_msg(uint32_t type, const char *name, size_t len, tr_pid pid)
     if (m != NULL) {
         msgpack_pack_str(tr_msg_packer(m), len);
         msgpack_pack_str_body(tr_msg_packer(m), name, len);
-        msgpack_pack_uint64(tr_msg_packer(m), pid);
+        tr_msg_put_u64(m, pid);
     }
     return m;
 }

@@ -32,7 +32,7 @@ void tr__node_log(const tr_node *n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "troupe node %s: %s\n", n->name, line);
+    tr_log(TR_LOG_INFO, "node", "%s: %s", n->name, line);
 }
 
 uint16_t tr_node_random_id(void)
@@ -142,8 +142,8 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         rv = nng_stream_listener_listen(n->listener);
     if (rv != 0) {
         if (!o->quiet)
-            fprintf(stderr, "troupe node %s: cannot listen on %s: %s\n", o->name, o->listen,
-                    nng_strerror(rv));
+            tr_log(TR_LOG_ERROR, "node", "%s: cannot listen on %s: %s", o->name, o->listen,
+                   nng_strerror(rv));
         if (n->listener != NULL)
             nng_stream_listener_free(n->listener);
         node_free(n);

@@ -267,8 +267,8 @@ static int rd_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     redisContext *c = b->r;
     redisReply *r = NULL;
     if (c == NULL || c->err != 0) {
-        fprintf(stderr, "troupe store: recovering %s: cannot reach %s: %s\n", j->id, s->where,
-                c != NULL ? c->errstr : "no connection");
+        tr_log(TR_LOG_ERROR, "store", "recovering %s: cannot reach %s: %s", j->id, s->where,
+               c != NULL ? c->errstr : "no connection");
         rc = TR_EIO;
         goto out;
     }
@@ -320,8 +320,8 @@ static int rd_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     }
 out:
     if (rc == TR_EIO)
-        fprintf(stderr, "troupe store: recovering %s from %s: %s\n", j->id, s->where,
-                c != NULL && c->err ? c->errstr : "unexpected reply");
+        tr_log(TR_LOG_ERROR, "store", "recovering %s from %s: %s", j->id, s->where,
+               c != NULL && c->err ? c->errstr : "unexpected reply");
     if (r != NULL)
         freeReplyObject(r);
     pthread_mutex_unlock(&b->read_lock);

@@ -347,8 +347,8 @@ static int sq_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
         rc = TR_EIO;
 out:
     if (rc == TR_EIO)
-        fprintf(stderr, "troupe store: recovering %s from %s: %s\n", j->id, s->where,
-                sqlite3_errmsg(b->rdb));
+        tr_log(TR_LOG_ERROR, "store", "recovering %s from %s: %s", j->id, s->where,
+               sqlite3_errmsg(b->rdb));
     sqlite3_finalize(st);
     pthread_mutex_unlock(&b->read_lock);
     return rc;

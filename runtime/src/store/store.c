@@ -301,7 +301,7 @@ static void after_commit(tr_store *s, unit *u)
 static void fail_unit(tr_store *s, unit *u, const char *why)
 {
     /* each reply the unit held will never leave: its requester is told now, as if the actor had
-     * ended with the request unanswered (a port gets TR_ENOPROC, tr_call too, an actor's
+     * ended with the request unanswered (a port gets TR_ENOPROC, tr_system_call too, an actor's
      * tr_request a TR_MSG_NOPROC reply) instead of waiting out its timeout */
     for (size_t i = 0; i < u->n; i++) {
         op *o = &u->ops[i];
@@ -337,7 +337,7 @@ static void commit_batch(tr_store *s, unit *batch)
     for (unit *u = batch; u != NULL; u = u->next) {
         if (u->failed) {
             if (u == batch || !batch->failed)
-                fprintf(stderr, "troupe store: %s\n", u->why);
+                tr_log(TR_LOG_ERROR, "store", "%s", u->why);
             fail_unit(s, u, u->why);
         } else {
             count(&s->units, 1);
