@@ -41,10 +41,13 @@ void tr_log_set(tr_log_fn fn, void *user)
 void tr_log(tr_log_level level, const char *component, const char *fmt, ...)
 {
     char raw[1001], line[4 * sizeof raw];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt != NULL ? fmt : "", ap);
-    va_end(ap);
+    raw[0] = '\0';
+    if (fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(raw, sizeof raw, fmt, ap);
+        va_end(ap);
+    }
     /* control characters as \xNN: a value from a peer or a user (a node name, an address) can
      * never start a line of its own in the log */
     size_t k = 0;
