@@ -6,7 +6,7 @@
  * Items reach the outbox as the order actor puts them: a producer actor of the test opens a
  * journal and adds each item with tr_journal_outbox, answering once it is committed.
  */
-#include "../unit/test_util.h"
+#include "test_util.h"
 #include "actors/email.h"
 
 #include <dirent.h>

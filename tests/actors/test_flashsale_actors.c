@@ -7,8 +7,8 @@
  * 4xx replies) loses nothing: every email arrives once the peer is back, after a bounded number
  * of attempts (the backoff).
  */
-#include "../unit/test_util.h"
-#include "../unit/test_peers.h"
+#include "test_util.h"
+#include "test_peers.h"
 #include "actors/email.h"
 #include "actors/order.h"
 

@@ -9,9 +9,9 @@
  * (flashsale-load) reports what the node did: a short sale's JSON report matches the node's own
  * counts, and --max ends, and says so, when no rate meets its bound.
  */
-#include "../unit/test_util.h"
-#include "../unit/test_net.h"
-#include "../unit/test_peers.h"
+#include "test_util.h"
+#include "test_net.h"
+#include "test_peers.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -150,40 +150,11 @@ static int http(int port, const char *method, const char *path, const char *body
     return http_within(port, method, path, body, out, cap, 60000);
 }
 
-/* The same, giving up (-2) when no answer came within timeout_ms. */
+/* The same, giving up (-2) when no answer came within timeout_ms (test_net.h's client). */
 static int http_within(int port, const char *method, const char *path, const char *body,
                        char *out, size_t cap, unsigned timeout_ms)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    static _Thread_local char req[80000];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                     method, path, body ? strlen(body) : 0, body ? body : "");
-    (void)!write(fd, req, (size_t)n); /* a refused request may be cut short: read the answer */
-    char buf[8192];
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    if (len == 0 && r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return -2;
-    int status = 0;
-    sscanf(buf, "HTTP/1.1 %d", &status);
-    const char *b = strstr(buf, "\r\n\r\n");
-    snprintf(g_head, sizeof g_head, "%.*s", b != NULL ? (int)(b - buf) : 0, buf);
-    if (out != NULL)
-        snprintf(out, cap, "%s", b != NULL ? b + 4 : "");
-    return status;
+    return tt_http(port, method, path, body, out, cap, g_head, sizeof g_head, timeout_ms);
 }
 
 static size_t count_files(const char *dir)

@@ -7,7 +7,7 @@
  * (refused), garbage thrown at a node's port (it keeps serving), and cluster-wide names held by
  * actors of another process (seen here, released when that process is killed).
  */
-#include "../unit/test_util.h"
+#include "test_util.h"
 #include "troupe/node.h"
 
 #include <arpa/inet.h>

@@ -61,20 +61,21 @@ static void test_header_after_end_in_turn(void **state)
     tt_system_end(sys);
 }
 
-/* KNOWN BUG (runtime/src/core/system.c end_if_alive + actor.c tr__actor_end): tr__actor_end relies on
+/* REGRESSION (runtime/src/core/system.c end_if_alive + actor.c tr__actor_end; fixed in 3e4106e):
+ * tr__actor_end relied on
  * "`sched` stays 1, so no sender schedules it again" -- true for an actor ending in its own turn
  * (sched is 1 while it runs), false for an idle actor ended by tr_system_join (end_if_alive) or by
  * tr_system_free of a never-started system: its sched is 0. A sender that looked the pid up
- * before the end then flips sched 0 -> 1 and tr__schedule()s a header that tr__actor_release has
- * already put on a free list: inject_push_chain writes a->link (the free-list link) -> a data race
- * and a corrupted free list. ThreadSanitizer reported exactly this in test_sched
- * (sched_known_bugs, outside senders racing tr_system_join):
+ * before the end then flipped sched 0 -> 1 and tr__schedule()d a header that tr__actor_release had
+ * already put on a free list: inject_push_chain wrote a->link (the free-list link) -> a data race
+ * and a corrupted free list. ThreadSanitizer reported exactly this in test_sched (outside senders
+ * racing tr_system_join; line numbers of that time):
  *   WARNING: ThreadSanitizer: data race
  *     Write of size 8 by thread T387: inject_push_chain sched.c:90 <- tr__schedule sched.c:279
  *       <- tr__deliver actor.c:341 <- tr_system_send actor.c:379 <- racing_sender_main
  *     Previous write of size 8 by main thread (mutexes: pool_lock): tr__actor_release actor.c:173
  *       <- tr__actor_end actor.c:422 <- end_if_alive system.c:104 <- tr_system_join system.c:134
- * Fix: set sched to 1 (seq_cst exchange) in tr__actor_end before releasing the header. */
+ * Fixed: tr__actor_end stores sched = busy (seq_cst) before releasing the header. */
 static void bug_idle_actor_ended_at_join_keeps_sched_0(void **state)
 {
     (void)state;
@@ -92,14 +93,13 @@ static void bug_idle_actor_ended_at_join_keeps_sched_0(void **state)
     assert_int_equal(sched, 1);
 }
 
-/* KNOWN BUG (runtime/src/core/actor.c: tr__deliver / tr__actor_release / free_one): the late half of
- * a send pushes into a header that tr__actor_release has already drained. tr_system_send returned
- * TR_OK, but the message is neither received nor counted: it waits in the free header until the
- * slot is reused (only then is it dropped as a dead letter), and when the slot is not reused,
- * tr_system_free frees it silently (free_one: tr_msg_free, no dead_letters count, no hook).
- * test_sched's bug_send_racing_with_end_is_lost shows it through the public API (a race); here
- * the interleaving is forced. Fix: count and hook what free_one finds (and/or have tr__deliver
- * re-check the pid after pushing and account for a message it may have stranded). */
+/* REGRESSION (runtime/src/core/actor.c: tr__deliver / tr__actor_release / free_one; fixed in
+ * 3e4106e, and bcaf503 for the send itself): the late half of a send pushed into a header that
+ * tr__actor_release had already drained. tr_system_send returned TR_OK, but the message was
+ * neither received nor counted: it waited in the free header until the slot was reused, and when
+ * it was not, tr_system_free freed it silently (no dead_letters count, no hook). Here the
+ * interleaving is forced. Fixed: free_one hands what it finds to tr__dead_letter (3e4106e), and
+ * tr__deliver re-checks the pid after pushing (bcaf503). */
 static void bug_message_pushed_after_end_is_lost_silently(void **state)
 {
     (void)state;
@@ -124,9 +124,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_header_after_end_in_turn),
 };
 
-static const struct CMUnitTest known_bugs[] = {
+static const struct CMUnitTest regressions[] = {
     cmocka_unit_test(bug_idle_actor_ended_at_join_keeps_sched_0),
     cmocka_unit_test(bug_message_pushed_after_end_is_lost_silently),
 };
 
-TT_MAIN(tests, known_bugs)
+TT_MAIN(tests, regressions)

@@ -19,9 +19,9 @@ static void test_token_bucket_sale(void **state)
 {
     (void)state;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_TOKEN, 100, 500, 0);
+    tr_limiter_init(&l, TR_LIMIT_TOKEN, 100, 500, 0);
     for (uint64_t t = 0; t < 10 * SEC; t += 10 * MS)
-        assert_int_equal(tr__limiter_take(&l, t), 0); /* normal load: all pass */
+        assert_int_equal(tr_limiter_take(&l, t), 0); /* normal load: all pass */
     const uint64_t T = 10 * SEC;
     uint64_t passed = 0, passed_first_555ms = 0, passed_second_2 = 0;
     for (uint64_t k = 0; k < 5000; k++) {
@@ -30,7 +30,7 @@ static void test_token_bucket_sale(void **state)
          * consumption outruns refill, so passes by arrival k = min(k + 1, 500 + k / 10) */
         uint64_t expect = (k + 1 < 500 + k / 10) ? k + 1 : 500 + k / 10;
         tr_limiter before = l;
-        uint64_t wait = tr__limiter_take(&l, now);
+        uint64_t wait = tr_limiter_take(&l, now);
         if (wait == 0) {
             passed++;
             if (k < 555)
@@ -41,8 +41,8 @@ static void test_token_bucket_sale(void **state)
             /* the wait is exact: one ns earlier is still too early, at now + wait it passes */
             tr_limiter a = before, b = before;
             if (wait > 1)
-                assert_true(tr__limiter_take(&a, now + wait - 1) > 0);
-            assert_int_equal(tr__limiter_take(&b, now + wait), 0);
+                assert_true(tr_limiter_take(&a, now + wait - 1) > 0);
+            assert_int_equal(tr_limiter_take(&b, now + wait), 0);
         }
         assert_int_equal(passed, expect);
     }
@@ -57,7 +57,7 @@ static void test_leaky_bucket_150(void **state)
 {
     (void)state;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_LEAKY, 100, 1, 0);
+    tr_limiter_init(&l, TR_LIMIT_LEAKY, 100, 1, 0);
     const unsigned queue_cap = 100;
     unsigned queued = 0, dropped = 0;
     for (unsigned i = 0; i < 150; i++) {
@@ -70,7 +70,7 @@ static void test_leaky_bucket_150(void **state)
     uint64_t now = 0;
     unsigned served = 0;
     while (queued > 0) {
-        uint64_t wait = tr__limiter_take(&l, now);
+        uint64_t wait = tr_limiter_take(&l, now);
         if (wait != 0) {
             now += wait; /* the actor parks on a timer for exactly this long */
             continue;
@@ -88,10 +88,10 @@ static void test_leaky_no_drift(void **state)
 {
     (void)state;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_LEAKY, 3, 1, 0);
+    tr_limiter_init(&l, TR_LIMIT_LEAKY, 3, 1, 0);
     uint64_t now = 0, served = 0;
     while (now < 1000 * SEC) {
-        uint64_t wait = tr__limiter_take(&l, now);
+        uint64_t wait = tr_limiter_take(&l, now);
         if (wait == 0)
             served++;
         else
@@ -108,7 +108,7 @@ static void test_email_50_per_second(void **state)
     (void)state;
     const uint64_t rate = 50, burst = 10, horizon = 600 * SEC;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_TOKEN, rate, burst, 0);
+    tr_limiter_init(&l, TR_LIMIT_TOKEN, rate, burst, 0);
     uint64_t seed = 0x9E3779B97F4A7C15ULL;
     uint64_t *sent = malloc(sizeof(uint64_t) * 40000);
     assert_non_null(sent);
@@ -126,7 +126,7 @@ static void test_email_50_per_second(void **state)
             now = next_burst;
             continue;
         }
-        uint64_t wait = tr__limiter_take(&l, now);
+        uint64_t wait = tr_limiter_take(&l, now);
         if (wait == 0) {
             assert_true(nsent < 40000);
             sent[nsent++] = now;
@@ -157,18 +157,18 @@ static void test_set_at_run_time(void **state)
 {
     (void)state;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_TOKEN, 100, 500, 0);
+    tr_limiter_init(&l, TR_LIMIT_TOKEN, 100, 500, 0);
     for (int i = 0; i < 400; i++)
-        assert_int_equal(tr__limiter_take(&l, 0), 0); /* 100 saved tokens left */
-    tr__limiter_set(&l, TR_LIMIT_TOKEN, 10, 50, 0);   /* capped to 50 */
+        assert_int_equal(tr_limiter_take(&l, 0), 0); /* 100 saved tokens left */
+    tr_limiter_set(&l, TR_LIMIT_TOKEN, 10, 50, 0);   /* capped to 50 */
     unsigned n = 0;
-    while (tr__limiter_take(&l, 0) == 0)
+    while (tr_limiter_take(&l, 0) == 0)
         n++;
     assert_int_equal(n, 50);
-    assert_int_equal(tr__limiter_take(&l, 0), 100 * MS); /* one token per 100 ms now */
-    tr__limiter_init(&l, TR_LIMIT_NONE, 0, 0, 0);
+    assert_int_equal(tr_limiter_take(&l, 0), 100 * MS); /* one token per 100 ms now */
+    tr_limiter_init(&l, TR_LIMIT_NONE, 0, 0, 0);
     for (int i = 0; i < 1000; i++)
-        assert_int_equal(tr__limiter_take(&l, 0), 0); /* unlimited */
+        assert_int_equal(tr_limiter_take(&l, 0), 0); /* unlimited */
 }
 
 /* Idle for years does not overflow anything and saves at most the burst. */
@@ -176,12 +176,12 @@ static void test_long_idle(void **state)
 {
     (void)state;
     tr_limiter l;
-    tr__limiter_init(&l, TR_LIMIT_TOKEN, 1000000, 7, 0);
+    tr_limiter_init(&l, TR_LIMIT_TOKEN, 1000000, 7, 0);
     for (int i = 0; i < 7; i++)
-        assert_int_equal(tr__limiter_take(&l, 0), 0);
+        assert_int_equal(tr_limiter_take(&l, 0), 0);
     uint64_t later = 100ULL * 365 * 24 * 3600 * SEC;
     unsigned n = 0;
-    while (tr__limiter_take(&l, later) == 0)
+    while (tr_limiter_take(&l, later) == 0)
         n++;
     assert_int_equal(n, 7);
 }

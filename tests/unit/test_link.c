@@ -329,6 +329,22 @@ static tr_system *sys_new(unsigned workers, unsigned per_turn)
     return tt_system_start(&o);
 }
 
+/* The fixture most tests share: the records reset, a started system of 2 workers in *state; at the
+ * end the system is stopped, joined and freed, and no actor may have reported a failure. */
+static int sys2_up(void **state)
+{
+    reset_all();
+    *state = sys_new(2, 0);
+    return *state != NULL ? 0 : -1;
+}
+
+static int sys2_down(void **state)
+{
+    tt_system_end(*state);
+    tt_assert_no_failures();
+    return 0;
+}
+
 static tr_pid pid_of(int id)
 {
     return (tr_pid)atomic_load(&rec[id].pid);
@@ -538,9 +554,7 @@ static void test_link_trapping_gets_exit(void **state)
 /* A normal end reaches only trapping linked actors (as EXIT normal). */
 static void test_link_normal_end(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     tr_pid n = spawn_probe(sys, 0, false);
     tr_pid t = spawn_probe(sys, 1, true);
     tr_pid x = spawn_probe(sys, 2, false);
@@ -557,16 +571,12 @@ static void test_link_normal_end(void **state)
     assert_true(tr_system_alive(sys, t));
     assert_int_equal(atomic_load(&rec[0].terminated), 0);
     assert_int_equal(count_type(0, TR_MSG_EXIT), 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Propagation through a chain: P0 - P1 - ... - P(n-1); only the last one traps. */
 static void test_link_chain_propagation(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     enum { N = 12 };
     tr_pid p[N];
     for (int i = 0; i < N; i++)
@@ -583,17 +593,13 @@ static void test_link_chain_propagation(void **state)
     ping_sync(sys, N - 1);
     assert_int_equal(count_type(N - 1, TR_MSG_EXIT), 1);
     assert_true(tr_system_alive(sys, p[N - 1]));
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* tr_link: a dead or never-existing pid gives TR_ENOPROC (the linker lives on); bad arguments
  * TR_EINVAL; linking oneself is a no-op. */
 static void test_link_dead_pid_and_invalid(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     tr_pid a = spawn_probe(sys, 0, false);
     tr_pid b = spawn_probe(sys, 1, false);
     cmd(sys, 1, CMD_FAIL, 3, 0, 0);
@@ -609,16 +615,12 @@ static void test_link_dead_pid_and_invalid(void **state)
     assert_true(tr_system_alive(sys, a));
     assert_int_equal(atomic_load(&rec[0].terminated), 0);
     assert_int_equal(atomic_load(&rec[0].nev), 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Linking twice is one link: one EXIT. */
 static void test_link_idempotent(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, true);
     tr_pid a = spawn_probe(sys, 1, false);
     link_ok(sys, 0, a);
@@ -629,16 +631,12 @@ static void test_link_idempotent(void **state)
     wait_ended(sys, 1);
     ping_sync(sys, 0);
     assert_int_equal(count_ev(0, TR_MSG_EXIT, a), 1);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* After tr_unlink no exit signal via that link arrives, from either side. */
 static void test_unlink(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     /* A links B, A unlinks B, B fails: A lives */
     tr_pid a = spawn_probe(sys, 0, false);
     tr_pid b = spawn_probe(sys, 1, false);
@@ -667,16 +665,12 @@ static void test_unlink(void **state)
     assert_true(tr_system_alive(sys, d));
     assert_int_equal(atomic_load(&rec[3].terminated), 0);
     assert_int_equal(count_type(4, TR_MSG_EXIT), 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* The exit signal is already queued when the linker unlinks: it must not arrive (flush). */
 static void test_unlink_flushes_queued_exit(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     for (int trap = 0; trap < 2; trap++) {
         int l = 2 * trap, x = 2 * trap + 1;
         tr_pid lp = spawn_probe(sys, l, trap);
@@ -695,16 +689,12 @@ static void test_unlink_flushes_queued_exit(void **state)
         assert_int_equal(atomic_load(&rec[l].terminated), 0);
         assert_int_equal(count_type(l, TR_MSG_EXIT), 0);
     }
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Trapping can be switched on and off at run time. */
 static void test_trap_toggle(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     tr_pid a = spawn_probe(sys, 1, false);
     tr_pid b = spawn_probe(sys, 2, false);
@@ -719,16 +709,12 @@ static void test_trap_toggle(void **state)
     cmd(sys, 2, CMD_FAIL, 11, 0, 0);
     assert_term(0, TR_REASON_ERROR, 11, "fail 11");
     assert_int_equal(count_type(0, TR_MSG_EXIT), 1);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* A link to an actor stopped by tr_system_stop_actor: reason shutdown. */
 static void test_stop_actor_links_shutdown(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     tr_pid t = spawn_probe(sys, 1, true);
     tr_pid x = spawn_probe(sys, 2, false);
@@ -744,8 +730,6 @@ static void test_stop_actor_links_shutdown(void **state)
     assert_reason(d, TR_REASON_SHUTDOWN, 0, NULL);
     assert_int_equal(d->corr, ref);
     assert_true(tr_system_alive(sys, t));
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* ---- monitors -------------------------------------------------------------------------------- */
@@ -754,9 +738,7 @@ static void test_stop_actor_links_shutdown(void **state)
  * watcher is not affected. */
 static void test_monitor_down_reasons(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     tr_pid w = spawn_probe(sys, 0, false);
     enum { NT = 6 };
     tr_pid t[NT + 1];
@@ -791,16 +773,12 @@ static void test_monitor_down_reasons(void **state)
     assert_int_equal(count_type(0, TR_MSG_DOWN), NT);
     assert_true(tr_system_alive(sys, w));
     assert_int_equal(atomic_load(&rec[0].terminated), 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* A monitor on a dead or never-existing pid: DOWN with noproc at once. */
 static void test_monitor_noproc(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     tr_pid dead = spawn_probe(sys, 1, false);
     cmd(sys, 1, CMD_STOP, 0, 0, 0);
@@ -823,16 +801,12 @@ static void test_monitor_noproc(void **state)
     assert_int_equal(cmd_rc(sys, 0, CMD_DEMONITOR, 0, 0, 0), TR_EINVAL);
     ping_sync(sys, 0);
     assert_int_equal(count_type(0, TR_MSG_DOWN), 2);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Each monitor has its own ref and its own DOWN. */
 static void test_monitor_each_own_ref(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     spawn_probe(sys, 1, false);
     tr_pid t = spawn_probe(sys, 2, false);
@@ -852,16 +826,12 @@ static void test_monitor_each_own_ref(void **state)
     ping_sync(sys, 1);
     assert_int_equal(count_type(0, TR_MSG_DOWN), 2);
     assert_int_equal(count_type(1, TR_MSG_DOWN), 1);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* After tr_demonitor the DOWN of that monitor never arrives; other monitors still fire. */
 static void test_demonitor(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     tr_pid t = spawn_probe(sys, 1, false);
     uint64_t r1 = monitor(sys, 0, t);
@@ -874,17 +844,13 @@ static void test_demonitor(void **state)
     wait_ended(sys, 1);
     ping_sync(sys, 0);
     assert_int_equal(count_type(0, TR_MSG_DOWN), 1);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* The DOWN is already queued when the watcher demonitors: it is flushed; a second monitor on the
  * same target (not demonitored) still delivers its DOWN. */
 static void test_demonitor_flushes_queued_down(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, false);
     tr_pid t = spawn_probe(sys, 1, false);
     uint64_t r1 = monitor(sys, 0, t);
@@ -904,17 +870,13 @@ static void test_demonitor_flushes_queued_down(void **state)
     const event *e = find_ev(0, TR_MSG_DOWN, t);
     assert_non_null(e);
     assert_int_equal(e->corr, r2);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* ---- exit signals ---------------------------------------------------------------------------- */
 
 static void test_exit_signals(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     tr_pid n = spawn_probe(sys, 0, false);
     tr_pid t = spawn_probe(sys, 1, true);
     tr_pid s = spawn_probe(sys, 2, false);
@@ -959,16 +921,12 @@ static void test_exit_signals(void **state)
     ping_sync(sys, 1);
     assert_int_equal(count_type(1, TR_MSG_EXIT), 2);
     assert_true(tr_system_alive(sys, t));
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Kill cannot be trapped; linked actors see reason killed (trappable), monitors too. */
 static void test_kill_untrappable(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     tr_pid t = spawn_probe(sys, 0, true);
     tr_pid l = spawn_probe(sys, 1, true);
     tr_pid n = spawn_probe(sys, 2, false);
@@ -992,8 +950,6 @@ static void test_kill_untrappable(void **state)
     tr_pid t2 = spawn_probe(sys, 4, true);
     assert_int_equal(cmd_rc(sys, 3, CMD_EXIT, t2, TR_REASON_KILLED, 0), TR_OK);
     assert_term(4, TR_REASON_KILLED, 0, NULL);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* A kill takes effect ahead of the target's queued messages: with one worker kept busy, the
@@ -1028,9 +984,7 @@ static void test_kill_ahead_of_queued_messages(void **state)
 
 static void test_spawn_link_opts(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     /* child fails: the non-trapping parent ends with its reason */
     spawn_probe(sys, 0, false);
     reset_rec(1);
@@ -1084,17 +1038,13 @@ static void test_spawn_link_opts(void **state)
     assert_int_equal(st.restarts, 3);
     assert_int_equal(tr_system_exit(sys, x, &(tr_reason){.kind = TR_REASON_SHUTDOWN}), TR_OK);
     assert_reason(wait_ev(9, TR_MSG_EXIT, TR_PID_NONE), TR_REASON_SHUTDOWN, 0, NULL);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* A linked child refused by init: the spawn fails with init's code and the parent, linked for a
  * moment, hears nothing. */
 static void test_spawn_link_init_refused(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     for (int trap = 0; trap < 2; trap++) {
         int p = 2 * trap, c = 2 * trap + 1;
         tr_pid pp = spawn_probe(sys, p, trap);
@@ -1111,17 +1061,13 @@ static void test_spawn_link_init_refused(void **state)
         assert_int_equal(count_type(p, TR_MSG_EXIT), 0);
         assert_int_equal(atomic_load(&rec[c].terminated), 0); /* terminate does not run */
     }
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* ---- reasons --------------------------------------------------------------------------------- */
 
 static void test_reason_long_text(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     spawn_probe(sys, 0, true);
     tr_pid t = spawn_probe(sys, 1, false);
     uint64_t ref = monitor(sys, 0, t);
@@ -1142,8 +1088,6 @@ static void test_reason_long_text(void **state)
         assert_true(e->text_len > 0);
         assert_true(e->long_prefix); /* possibly truncated, never altered */
     }
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 static void test_msg_reason_invalid(void **state)
@@ -1211,9 +1155,7 @@ static void end_target(tr_system *sys, int id, int mode)
  * DOWN. Nothing hangs. Batches of K concurrent pairs. */
 static void test_link_race_with_end(void **state)
 {
-    (void)state;
-    reset_all();
-    tr_system *sys = sys_new(2, 0);
+    tr_system *sys = *state;
     enum { K = 8 };
     const unsigned iters = tt_scale(400, 120);
     unsigned stats_enoproc = 0, stats_linked = 0, stats_noproc = 0;
@@ -1313,8 +1255,6 @@ static void test_link_race_with_end(void **state)
     }
     print_message("link races: %u linked (%u noproc), %u enoproc\n", stats_linked, stats_noproc,
                   stats_enoproc);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* Links, monitors and traps still held when the system ends; queued EXITs and DOWNs, a blocked
@@ -1352,9 +1292,9 @@ static void test_shutdown_with_links_and_monitors(void **state)
     tt_assert_no_failures();
 }
 
-/* ---- known bugs (run with --known-bugs) ------------------------------------------------------
- * Each reproduces a runtime bug found while writing this file. KNOWN BUG: still open, the test
- * fails. REGRESSION: fixed since (commit named), the test stays to keep it fixed. */
+/* ---- regressions (run with --regressions) ----------------------------------------------------
+ * Each reproduces a runtime bug found while writing this file, fixed since (the commit named);
+ * the test stays to keep it fixed (tests/support/test_util.h, TT_MAIN). */
 
 /* REGRESSION (runtime/src/core/actor.c tr__actor_run; fixed in 067ac2e): troupe.h says a kill "takes
  * effect at the target's next turn, ahead of its queued messages". The TR_AF_KILL flag was looked
@@ -1386,32 +1326,32 @@ static void bug_kill_while_running_waits_for_queue(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_link_error_reaches_linked),
     cmocka_unit_test(test_link_trapping_gets_exit),
-    cmocka_unit_test(test_link_normal_end),
-    cmocka_unit_test(test_link_chain_propagation),
-    cmocka_unit_test(test_link_dead_pid_and_invalid),
-    cmocka_unit_test(test_link_idempotent),
-    cmocka_unit_test(test_unlink),
-    cmocka_unit_test(test_unlink_flushes_queued_exit),
-    cmocka_unit_test(test_trap_toggle),
-    cmocka_unit_test(test_stop_actor_links_shutdown),
-    cmocka_unit_test(test_monitor_down_reasons),
-    cmocka_unit_test(test_monitor_noproc),
-    cmocka_unit_test(test_monitor_each_own_ref),
-    cmocka_unit_test(test_demonitor),
-    cmocka_unit_test(test_demonitor_flushes_queued_down),
-    cmocka_unit_test(test_exit_signals),
-    cmocka_unit_test(test_kill_untrappable),
+    cmocka_unit_test_setup_teardown(test_link_normal_end, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_link_chain_propagation, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_link_dead_pid_and_invalid, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_link_idempotent, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_unlink, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_unlink_flushes_queued_exit, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_trap_toggle, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_stop_actor_links_shutdown, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_monitor_down_reasons, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_monitor_noproc, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_monitor_each_own_ref, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_demonitor, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_demonitor_flushes_queued_down, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_exit_signals, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_kill_untrappable, sys2_up, sys2_down),
     cmocka_unit_test(test_kill_ahead_of_queued_messages),
-    cmocka_unit_test(test_spawn_link_opts),
-    cmocka_unit_test(test_spawn_link_init_refused),
-    cmocka_unit_test(test_reason_long_text),
+    cmocka_unit_test_setup_teardown(test_spawn_link_opts, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_spawn_link_init_refused, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_reason_long_text, sys2_up, sys2_down),
     cmocka_unit_test(test_msg_reason_invalid),
-    cmocka_unit_test(test_link_race_with_end),
+    cmocka_unit_test_setup_teardown(test_link_race_with_end, sys2_up, sys2_down),
     cmocka_unit_test(test_shutdown_with_links_and_monitors),
 };
 
-static const struct CMUnitTest known_bugs[] = {
+static const struct CMUnitTest regressions[] = {
     cmocka_unit_test(bug_kill_while_running_waits_for_queue),
 };
 
-TT_MAIN(tests, known_bugs)
+TT_MAIN(tests, regressions)

@@ -1201,9 +1201,9 @@ static void test_many_limited_actors(void **state)
     tt_assert_no_failures();
 }
 
-/* ---- known bugs (run with --known-bugs) ------------------------------------------------------
- * Each reproduces a runtime bug found while writing this file. KNOWN BUG: still open, the test
- * fails. REGRESSION: fixed since (commit named), the test stays to keep it fixed. */
+/* ---- regressions (run with --regressions) ----------------------------------------------------
+ * Each reproduces a runtime bug found while writing this file, fixed since (the commit named);
+ * the test stays to keep it fixed (tests/support/test_util.h, TT_MAIN). */
 
 /* REGRESSION (runtime/src/core/actor.c admit_bounded; fixed in 067ac2e by a slack of
  * max(capacity, 1024), docs/mailboxes.md): drop_oldest is meant to drop the *oldest* queued
@@ -1234,13 +1234,13 @@ static void bug_drop_oldest_drops_newest_beyond_twice_capacity(void **state)
     assert_int_equal(first, 17);
 }
 
-/* KNOWN BUG (runtime/src/core/actor.c tr__actor_run): depth_max, "the high-water mark of depth", is
- * only raised when a turn starts, by bounded sends, and (since 067ac2e) by tr_actor_stats_get
- * readers. An unbounded mailbox that fills while its actor is in a turn and drains in that same
- * turn (with `goto again` on an otherwise idle worker the turn goes on) is never sampled at its
- * peak: 100 messages queued behind a blocked receive, nobody reading meanwhile -> depth_max 1
- * afterwards. Phase 2 (a reader looks at the peak) passes since 067ac2e: the reported mark no
- * longer falls back below what a reader saw. */
+/* REGRESSION (runtime/src/core/actor.c tr__actor_run; fixed in d6713e3): depth_max, "the
+ * high-water mark of depth", was only raised when a turn started, by bounded sends and by
+ * tr_actor_stats_get readers. An unbounded mailbox that filled while its actor was in a turn and
+ * drained in that same turn was never sampled at its peak: 100 messages queued behind a blocked
+ * receive, nobody reading meanwhile -> depth_max 1 afterwards. Fixed: the turn samples the depth
+ * every TR_DEPTH_SAMPLE (16) messages, so the mark is within 16 of the peak. Phase 2: a reader that
+ * saw the peak never gets a lower mark afterwards (067ac2e). */
 static void bug_depth_max_forgets_unbounded_queue(void **state)
 {
     (void)state;
@@ -1507,13 +1507,13 @@ static void *pusher_main(void *arg)
     return NULL;
 }
 
-/* KNOWN BUG (runtime/src/core/actor.c tr_actor_stats_get): the documented identity received =
- * processed + dropped + rejected + depth does not hold for a read made while messages arrive:
- * received and processed come from `pushed` and `popped` loaded once, but depth comes from
- * queue_depth(a), which loads both counters again, so a push between the two loads is counted in
- * depth and not in received. A sender pushes into an unbounded mailbox whose receiver is blocked
- * (so `popped` does not move at all); the test reads the counters meanwhile. Fix: compute depth
- * from the same `pushed` and `popped` (pushed - popped, floored at 0). */
+/* REGRESSION (runtime/src/core/actor.c tr_actor_stats_get; fixed in d6713e3): the documented
+ * identity received = processed + dropped + rejected + depth did not hold for a read made while
+ * messages arrive: received and processed came from `pushed` and `popped` loaded once, but depth
+ * from queue_depth(a), which loaded both counters again, so a push between the two loads was
+ * counted in depth and not in received. A sender pushes into an unbounded mailbox whose receiver
+ * is blocked (so `popped` does not move at all); the test reads the counters meanwhile. Fixed:
+ * depth is computed from the same `pushed` and `popped` (pushed - popped, floored at 0). */
 static void bug_stats_identity_torn_by_concurrent_push(void **state)
 {
     (void)state;
@@ -1568,7 +1568,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_many_limited_actors),
 };
 
-static const struct CMUnitTest known_bugs[] = {
+static const struct CMUnitTest regressions[] = {
     cmocka_unit_test(bug_drop_oldest_drops_newest_beyond_twice_capacity),
     cmocka_unit_test(bug_depth_max_forgets_unbounded_queue),
     cmocka_unit_test(bug_limit_set_at_run_time_skipped_for_the_turn),
@@ -1579,4 +1579,4 @@ static const struct CMUnitTest known_bugs[] = {
     cmocka_unit_test(bug_stats_identity_torn_by_concurrent_push),
 };
 
-TT_MAIN(tests, known_bugs)
+TT_MAIN(tests, regressions)

@@ -186,6 +186,22 @@ static tr_system *new_system(unsigned workers)
     return tt_system_workers(workers);
 }
 
+/* The fixture most tests share: the records reset, a started system of 2 workers in *state; at the
+ * end the system is stopped, joined and freed, and no actor may have reported a failure. */
+static int sys2_up(void **state)
+{
+    reset();
+    *state = new_system(2);
+    return *state != NULL ? 0 : -1;
+}
+
+static int sys2_down(void **state)
+{
+    tt_system_end(*state);
+    tt_assert_no_failures();
+    return 0;
+}
+
 /* ---- tests --------------------------------------------------------------------------------- */
 
 static void run_roundtrip(unsigned timeout_ms)
@@ -224,9 +240,7 @@ static void test_roundtrip_without_timeout(void **state)
 
 static void test_timeout_exactly_once(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid server, req;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     assert_int_equal(tr_system_spawn(sys, &requester_beh, NULL, &req), TR_OK);
@@ -240,15 +254,11 @@ static void test_timeout_exactly_once(void **state)
     assert_int_equal(atomic_load(&R.server_seen), n);
     assert_int_equal(atomic_load(&R.timeout_forward_rc), TR_EINVAL);
     assert_int_equal(tt_stats(sys).late_replies, 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 static void test_late_reply_dropped_and_counted(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid blocker, req;
     assert_int_equal(tr_system_spawn(sys, &blocker_beh, NULL, &blocker), TR_OK);
     assert_int_equal(tr_system_spawn(sys, &requester_beh, NULL, &req), TR_OK);
@@ -260,15 +270,11 @@ static void test_late_reply_dropped_and_counted(void **state)
     assert_int_equal(atomic_load(&R.replies), 0);
     assert_int_equal(atomic_load(&R.bad), 0);
     assert_int_equal(tt_stats(sys).late_replies, 1);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 static void test_request_to_dead_pid(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid dead, req;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &dead), TR_OK);
     assert_int_equal(tr_system_stop_actor(sys, dead), TR_OK);
@@ -288,22 +294,16 @@ static void test_request_to_dead_pid(void **state)
     TT_WAIT_FOR(atomic_load(&R.fences) == 1, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&R.request_rc), TR_ENOPROC);
     assert_int_equal(atomic_load(&R.timeouts), 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 static void test_reply_refused_for_plain_message(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid server;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     assert_int_equal(tr_system_send(sys, server, tt_msg_u64(MSG_PLAIN, 1)), TR_OK);
     TT_WAIT_FOR(atomic_load(&R.server_reply_rc) != 99, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&R.server_reply_rc), TR_EINVAL);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* ---- tr_system_call ------------------------------------------------------------------------------- */
@@ -324,9 +324,7 @@ static void call_ok(tr_system *sys, tr_pid server, uint64_t i, unsigned timeout_
 
 static void test_call_reply(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid server;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     call_ok(sys, server, 21, 30000);
@@ -337,8 +335,6 @@ static void test_call_reply(void **state)
     assert_int_equal(st.dead_letters, 0);
     assert_int_equal(st.late_replies, 0);
     assert_int_equal(st.alive, 1); /* waiters are not actors */
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 typedef struct caller_arg {
@@ -364,9 +360,7 @@ static void *caller_main(void *p)
 
 static void test_call_concurrent_callers(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid server;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     enum { NT = 4 };
@@ -381,8 +375,6 @@ static void test_call_concurrent_callers(void **state)
         assert_int_equal(pthread_join(th[t], NULL), 0);
     assert_int_equal(atomic_load(&errors), 0);
     assert_int_equal(tt_stats(sys).late_replies, 0);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 /* A server that sometimes answers after a pause, so replies race with callers giving up (and
@@ -471,9 +463,7 @@ static void test_call_timeouts_racing_replies(void **state)
 
 static void test_call_timeout(void **state)
 {
-    (void)state;
-    reset();
-    tr_system *sys = new_system(2);
+    tr_system *sys = *state;
     tr_pid server;
     assert_int_equal(tr_system_spawn(sys, &server_beh, NULL, &server), TR_OK);
     tr_msg *reply = (tr_msg *)&R;
@@ -486,8 +476,6 @@ static void test_call_timeout(void **state)
     TT_WAIT_FOR(atomic_load(&R.server_seen) == 1, TT_DEADLINE_MS);
     /* the system is still fine: a call that is answered */
     call_ok(sys, server, 5, 30000);
-    tt_system_end(sys);
-    tt_assert_no_failures();
 }
 
 static void test_call_errors(void **state)
@@ -565,15 +553,14 @@ static void test_call_on_stopped_system(void **state)
     tr_system_free(sys);
 }
 
-/* ---- known bugs ---------------------------------------------------------------------------- */
+/* ---- regressions (run with --regressions) ---------------------------------------------------- */
 
-/* KNOWN BUG (runtime/src/core/request.c, tr_reply): replying with the request message itself,
- * tr_reply(ctx, m, m) -- an echo; the code even calls tr__ctx_release_cur(ctx, reply) for this
- * case -- sends the reply to the replier, not to the requester: `reply->sender = tr_self(ctx)`
- * overwrites request->sender (same object) before `request->sender` is read as the destination
- * in the tr__deliver call. The replier then drops its own "reply" as a late reply
- * (late_replies++), and the requester waits forever (or times out). Fix: read request->sender
- * (and corr) into locals before writing the reply's fields. */
+/* REGRESSION (runtime/src/core/request.c, tr_reply; fixed in 3e4106e): replying with the request
+ * message itself, tr_reply(ctx, m, m) -- an echo -- sent the reply to the replier, not to the
+ * requester: `reply->sender = tr_self(ctx)` overwrote request->sender (same object) before
+ * `request->sender` was read as the destination. The replier dropped its own "reply" as a late
+ * reply (late_replies++), and the requester waited forever (or timed out). Fixed: tr_reply reads
+ * the requester and corr before it writes the reply's fields (kept by tr_reply_from since). */
 static void bug_reply_with_request_message(void **state)
 {
     (void)state;
@@ -718,13 +705,13 @@ static void test_forward_answers_the_requester(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_roundtrip_with_timeout),
     cmocka_unit_test(test_roundtrip_without_timeout),
-    cmocka_unit_test(test_timeout_exactly_once),
-    cmocka_unit_test(test_late_reply_dropped_and_counted),
-    cmocka_unit_test(test_request_to_dead_pid),
-    cmocka_unit_test(test_reply_refused_for_plain_message),
-    cmocka_unit_test(test_call_reply),
-    cmocka_unit_test(test_call_concurrent_callers),
-    cmocka_unit_test(test_call_timeout),
+    cmocka_unit_test_setup_teardown(test_timeout_exactly_once, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_late_reply_dropped_and_counted, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_request_to_dead_pid, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_reply_refused_for_plain_message, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_call_reply, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_call_concurrent_callers, sys2_up, sys2_down),
+    cmocka_unit_test_setup_teardown(test_call_timeout, sys2_up, sys2_down),
     cmocka_unit_test(test_call_timeouts_racing_replies),
     cmocka_unit_test(test_call_errors),
     cmocka_unit_test(test_call_inside_actor_refused),
@@ -733,8 +720,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_forward_answers_the_requester),
 };
 
-static const struct CMUnitTest known_bugs[] = {
+static const struct CMUnitTest regressions[] = {
     cmocka_unit_test(bug_reply_with_request_message),
 };
 
-TT_MAIN(tests, known_bugs)
+TT_MAIN(tests, regressions)

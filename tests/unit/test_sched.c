@@ -535,7 +535,7 @@ static long senders_during_join_round(int round, int nthreads)
 }
 
 /* Outside threads sending while the system stops: every send is refused (TR_ESTOPPED), refused
- * as a dead letter (TR_ENOPROC: its target already ended), received or a dead letter (the exact count: bug_send_racing_with_end_is_lost); every actor ends
+ * as a dead letter (TR_ENOPROC: its target already ended), received or a dead letter (the exact count: test_actor_internal.c, bug_message_pushed_after_end_is_lost_silently); every actor ends
  * exactly once; nothing leaks or crashes. */
 static void test_outside_senders_during_join(void **state)
 {

@@ -6,8 +6,8 @@
  * another client is served meanwhile; the after_io hook, where a same-loop tr_http_post runs at once;
  * a pipelined burst far above the read buffer answered in full, in order.
  */
-#include "../unit/test_util.h"
-#include "../unit/test_net.h"
+#include "test_util.h"
+#include "test_net.h"
 #include "troupe/http.h"
 
 #include <arpa/inet.h>

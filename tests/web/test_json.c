@@ -3,7 +3,7 @@
  * must be refused with a message naming it (invalid UTF-8, trailing data, duplicate keys, NUL in
  * a string, deep nesting, a truncated body); strings escaped on the way out.
  */
-#include "../unit/test_util.h"
+#include "test_util.h"
 #include "troupe/json.h"
 
 #include <string.h>

@@ -4,8 +4,8 @@
  * and an on_reply that sets nothing (503 / 500), max_calls (503 beyond), a send that fails at once
  * (503, no on_reply), and tr_web_stop with a call in flight (on_reply with TR_ESTOPPED).
  */
-#include "../unit/test_util.h"
-#include "../unit/test_net.h"
+#include "test_util.h"
+#include "test_net.h"
 #include "troupe/web.h"
 
 #include <arpa/inet.h>
@@ -85,23 +85,7 @@ static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
 /* One request on its own connection: the status, and the body into out. */
 static int get(int port, const char *path, char *out, size_t cap)
 {
-    int fd = tt_dial(port);
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                     path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-    char buf[2048];
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    int st = 0;
-    sscanf(buf, "HTTP/1.1 %d", &st);
-    const char *b = strstr(buf, "\r\n\r\n");
-    snprintf(out, cap, "%s", b != NULL ? b + 4 : "");
-    return st;
+    return tt_http(port, "GET", path, NULL, out, cap, NULL, 0, 60000);
 }
 
 static void run(unsigned run_actors)
