@@ -303,6 +303,30 @@ typedef enum tr_limit_kind {
     TR_LIMIT_LEAKY = 2, /* leaky bucket: one message every 1/rate s; the queue is `capacity` */
 } tr_limit_kind;
 
+/* A rate limiter on its own: the cores of the mailbox buckets, for code that limits something
+ * else (an HTTP route's admission, a client). Pure functions of (limiter, now): exact, in integers
+ * (token amounts in units of 1e-9 token, leaky-bucket times in ns x rate, so nothing drifts and a
+ * test with virtual time predicts every decision), and not thread-safe — hold a lock around a
+ * limiter shared by threads. `now_ns` is tr_now_ns() or a test's clock; it must not go back. */
+typedef struct tr_limiter {
+    tr_limit_kind kind;
+    uint64_t rate;          /* per second, >= 1 */
+    uint64_t burst;         /* token bucket capacity, in tokens (>= 1) */
+    uint64_t units;         /* token bucket: saved tokens x 1e9 */
+    uint64_t last_ns;       /* token bucket: time of the last refill */
+    __extension__ unsigned __int128 next; /* leaky bucket: earliest next pass, in ns x rate */
+} tr_limiter;
+/* Sets up a limiter at now_ns. A token bucket starts full (burst saved tokens; 0 = 1), a leaky
+ * bucket lets the first pass at once. rate 0 or TR_LIMIT_NONE: a limiter that never waits. */
+void tr_limiter_init(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
+                     uint64_t now_ns);
+/* Asks to let one through at now_ns: 0 when it may pass (the token is spent), else the ns to
+ * wait before asking again (nothing is spent). */
+uint64_t tr_limiter_take(tr_limiter *l, uint64_t now_ns);
+/* Changes kind, rate and burst at run time, keeping what was saved (capped to the new burst). */
+void tr_limiter_set(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
+                    uint64_t now_ns);
+
 /* Mailbox options: set at spawn, changeable at run time with tr_mailbox_set. */
 typedef struct tr_mailbox_opts {
     uint32_t capacity;      /* queued messages at most; 0 = unbounded (leaky bucket: 0 = rate) */

@@ -62,8 +62,7 @@ struct fs_app {
     email_args eargs;
     order_email_opts mail;      /* what the confirmation emails say (order_email_format) */
     pthread_mutex_t lock;       /* the admission bucket */
-    double tokens;
-    uint64_t tokens_ns;
+    tr_limiter admission;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -137,21 +136,13 @@ static size_t email_stats_body(const fs_app *a, const uint64_t v[3], char *body,
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
-/* The admission bucket (rate per second, burst): true when a request may pass. */
+/* The admission bucket (a token bucket: rate per second, burst): true when a request may pass. */
 static bool admit(fs_app *a)
 {
     if (a->o.admission_rate == 0)
         return true;
     pthread_mutex_lock(&a->lock);
-    uint64_t now = tr_now_ns();
-    a->tokens += (double)(now - a->tokens_ns) * a->o.admission_rate / 1e9;
-    double cap = a->o.admission_burst ? a->o.admission_burst : 1;
-    if (a->tokens > cap)
-        a->tokens = cap;
-    a->tokens_ns = now;
-    bool ok = a->tokens >= 1.0;
-    if (ok)
-        a->tokens -= 1.0;
+    bool ok = tr_limiter_take(&a->admission, tr_now_ns()) == 0;
     pthread_mutex_unlock(&a->lock);
     return ok;
 }
@@ -599,8 +590,8 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         return TR_ENOMEM;
     a->o = *o;
     pthread_mutex_init(&a->lock, NULL);
-    a->tokens = o->admission_burst ? o->admission_burst : 1; /* a full bucket at start */
-    a->tokens_ns = tr_now_ns();
+    tr_limiter_init(&a->admission, TR_LIMIT_TOKEN, o->admission_rate, o->admission_burst,
+                    tr_now_ns()); /* a full bucket at start */
     tr_system_opts so;
     tr_system_opts_init(&so);
     so.workers = o->workers;

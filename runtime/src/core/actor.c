@@ -282,7 +282,7 @@ static int limiter_setup(tr_actor *a, const tr_mailbox_opts *mo)
     tr_actor_ext *x = tr__ext_get(a);
     if (x == NULL || (x->lim == NULL && (x->lim = malloc(sizeof *x->lim)) == NULL))
         return TR_ENOMEM;
-    tr__limiter_init(x->lim, mo->limit, mo->rate, mo->burst, tr__now_ns());
+    tr_limiter_init(x->lim, mo->limit, mo->rate, mo->burst, tr__now_ns());
     x->limited = true;
     return TR_OK;
 }
@@ -839,7 +839,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
     }
     if (x != NULL && x->limited) {
         uint64_t now = tr__now_ns();
-        uint64_t wait = tr__limiter_take(x->lim, now);
+        uint64_t wait = tr_limiter_take(x->lim, now);
         if (wait != 0) {
             stash_front(x, m);
             *wait_ns = wait;

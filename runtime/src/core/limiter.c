@@ -7,7 +7,7 @@
  * Leaky bucket: messages leave at a steady `rate`, one every 1/rate s, whatever arrived; what
  * cannot wait is the mailbox's business (its capacity is the bucket's queue, excess dropped).
  *
- * Pure: no clock, no locks. The mailbox calls tr__limiter_take with the current time and, when
+ * Pure: no clock, no locks. The mailbox calls tr_limiter_take with the current time and, when
  * told to wait, parks the actor on a timer for exactly that long.
  */
 #include "limiter.h"
@@ -33,8 +33,8 @@ static void refill(tr_limiter *l, uint64_t now)
         l->units = cap;
 }
 
-void tr__limiter_init(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
-                      uint64_t now_ns)
+void tr_limiter_init(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
+                     uint64_t now_ns)
 {
     l->kind = rate == 0 ? TR_LIMIT_NONE : kind;
     l->rate = rate == 0 ? 1 : rate;
@@ -46,19 +46,19 @@ void tr__limiter_init(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t
     l->next = (unsigned __int128)now_ns * l->rate;
 }
 
-void tr__limiter_set(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
+void tr_limiter_set(tr_limiter *l, tr_limit_kind kind, uint64_t rate, uint64_t burst,
                      uint64_t now_ns)
 {
     if (l->kind == TR_LIMIT_TOKEN)
         refill(l, now_ns);
     uint64_t saved = l->kind == TR_LIMIT_TOKEN ? l->units : UINT64_MAX;
     tr_limit_kind old = l->kind;
-    tr__limiter_init(l, kind, rate, burst, now_ns);
+    tr_limiter_init(l, kind, rate, burst, now_ns);
     if (old == TR_LIMIT_TOKEN && saved < l->units)
         l->units = saved;
 }
 
-uint64_t tr__limiter_take(tr_limiter *l, uint64_t now)
+uint64_t tr_limiter_take(tr_limiter *l, uint64_t now)
 {
     switch (l->kind) {
     case TR_LIMIT_TOKEN: {

@@ -282,9 +282,9 @@ static void set_limit(tr_actor *a, tr_msg *m)
     if (x->lim == NULL) {
         if ((x->lim = malloc(sizeof *x->lim)) == NULL)
             return;
-        tr__limiter_init(x->lim, (tr_limit_kind)kind, rate, burst, now);
+        tr_limiter_init(x->lim, (tr_limit_kind)kind, rate, burst, now);
     } else {
-        tr__limiter_set(x->lim, (tr_limit_kind)kind, rate, burst, now);
+        tr_limiter_set(x->lim, (tr_limit_kind)kind, rate, burst, now);
     }
     x->limited = true;
 }
