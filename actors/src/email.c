@@ -43,6 +43,7 @@ typedef struct email_state {
     uint64_t backoff_until_ns;  /* no attempt before this */
     uint64_t retrying[EMAIL_TRACK_MAX];
     size_t nretrying;
+    uint64_t sent, failed, dropped; /* its own counts (EMAIL_STATS without args.stats) */
     uint32_t rnd;               /* jitter */
 } email_state;
 
@@ -387,6 +388,7 @@ static void drop(email_state *e, uint64_t item)
 {
     tr_outbox_ack(e->a.store, item);
     track_retrying(e, item, false);
+    e->dropped++;
     if (e->a.stats != NULL)
         atomic_fetch_add(&e->a.stats->dropped, 1);
 }
@@ -419,6 +421,7 @@ static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
             tr_log(TR_LOG_INFO, "email", "smtp %s: delivering again", e->a.smtp_url);
         e->backoff_ms = 0;
         e->backoff_until_ns = 0;
+        e->sent++;
         if (e->a.stats != NULL)
             atomic_fetch_add(&e->a.stats->sent, 1);
         if (e->a.on_sent != NULL)
@@ -433,14 +436,31 @@ static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
     e->backoff_until_ns = tr_now_ns() + (uint64_t)e->backoff_ms * 1000000u;
     tr_outbox_retry(e->a.store, item, e->backoff_ms + jitter(e, e->backoff_ms));
     track_retrying(e, item, true);
+    e->failed++;
     if (e->a.stats != NULL)
         atomic_fetch_add(&e->a.stats->failed, 1);
 }
 
+/* EMAIL_STATS: [sent, failed, retrying, dropped]. */
+static int answer_stats(tr_ctx *ctx, email_state *e, const tr_msg *m)
+{
+    const email_stats *st = e->a.stats;
+    uint64_t v[4] = {st != NULL ? atomic_load(&st->sent) : e->sent,
+                     st != NULL ? atomic_load(&st->failed) : e->failed, e->nretrying,
+                     st != NULL ? atomic_load(&st->dropped) : e->dropped};
+    tr_msg *r = tr_msg_new(EMAIL_STATS, 40);
+    for (int i = 0; r != NULL && i < 4; i++)
+        tr_msg_put_u64(r, v[i]);
+    if (r != NULL)
+        (void)tr_reply(ctx, m, r); /* a requester gone is not the email actor's failure */
+    return 0;
+}
+
 static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
-    (void)ctx;
     email_state *e = state;
+    if (tr_msg_type(m) == EMAIL_STATS && tr_msg_corr(m) != 0)
+        return answer_stats(ctx, e, m);
     if (tr_msg_type(m) != TR_MSG_OUTBOX)
         return 0;
     struct timespec handled; /* when the rate limit let it through: written into the email */

@@ -189,6 +189,20 @@ static void test_any_content_delivered_and_bad_content_dropped(void **state)
     assert_int_equal(atomic_load(&st.sent), 2);
     assert_int_equal(atomic_load(&st.dropped), 6);
     assert_int_equal(atomic_load(&st.failed), 0);
+    /* the actor says the same when asked (EMAIL_STATS: sent, failed, retrying, dropped) */
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_system_call(sys, email, tr_msg_new(EMAIL_STATS, 0), 30000, &reply), TR_OK);
+    uint64_t v[4];
+    tr_reader r;
+    tr_reader_init(&r, reply);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(tr_read_u64(&r, &v[i]), TR_OK);
+    tr_reader_done(&r);
+    tr_msg_free(reply);
+    assert_int_equal(v[0], 2);
+    assert_int_equal(v[1], 0);
+    assert_int_equal(v[2], 0);
+    assert_int_equal(v[3], 6);
     /* every item acknowledged: nothing pending (acks are committed by the next commit) */
     uint64_t pending = 99;
     for (int i = 0; i < 600 && pending != 0; i++) {

@@ -82,6 +82,12 @@ typedef struct email_args {
     void *user;
 } email_args;
 
+/* A request the email actor answers (tr_request, tr_system_call, a port; message type
+ * EMAIL_STATS, no payload): its reply (same type) holds sent, failed, retrying, dropped as
+ * unsigned integers — from args.stats when given (counted since that struct was zeroed), else
+ * its own counts since it started. How another node asks the node that sends the emails. */
+#define EMAIL_STATS 0x4501u
+
 /* The behaviour (spawn it with a const email_args *; args must outlive the actor). */
 extern const tr_behaviour email_behaviour;
 

@@ -8,10 +8,10 @@
  * owns the SKU, started on first use, reached from any node, moved when nodes come and go. Order
  * actors recover from their journal; in a cluster the store is shared (Redis) and fenced, so a
  * SKU that moves to another node recovers there and its old owner can no longer write.
- * The email actor consumes the outbox under its mailbox's token bucket: one per node, or in a
- * cluster one in all, on the node that owns the key "flashsale/email" (the node's flash-sale
- * actor, registered as "flashsale/router/NODE", moves it when nodes come and go and answers the
- * other nodes' GET /emails/stats).
+ * The email actor consumes the outbox under its mailbox's token bucket: one in the cluster, a
+ * runtime singleton (troupe/singleton.h) placed on the node that owns "flashsale/email" and moved
+ * when nodes come and go. Each node's stats actor, registered as "flashsale/stats/NODE_ID",
+ * answers the other nodes' GET /emails/stats with its node's email counters.
  *
  *   PUT  /inventory/{sku}  {"stock":N}              -> 200 {"sku","stock","sold","remaining"}
  *   GET  /inventory/{sku}                           -> 200 ... | 404
@@ -32,6 +32,7 @@
 #include <troupe/json.h>
 #include <troupe/node.h>
 #include <troupe/shard.h>
+#include <troupe/singleton.h>
 #include <troupe/web.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -40,13 +41,12 @@
 #include <time.h>
 
 #define MAX_SKUS 100000u        /* SKUs with an order actor on one node at once */
-#define EMAIL_KEY "flashsale/email"
+#define EMAIL_KEY "flashsale/email" /* the email actor's singleton name */
 #define PORTS 64u               /* HTTP threads at most (the bridge has a port for each) */
 
-/* The node actor's protocol. */
+/* The stats actor's protocol. */
 enum {
     FS_EMAIL_STATS = 0x4603,    /* [] -> [sent, pending, retrying] */
-    FS_REBALANCE,               /* (to self) membership changed: who runs the email actor */
 };
 
 struct fs_app {
@@ -56,7 +56,8 @@ struct fs_app {
     tr_store *store;
     tr_web *web;                /* the HTTP server and its bridge to the actors */
     tr_shard *orders;           /* the order actors, one per SKU */
-    tr_pid email, router;
+    tr_singleton *mailer;       /* the email actor, one in the cluster */
+    tr_pid stats_actor;         /* answers other nodes' FS_EMAIL_STATS */
     tr_spawn_opts email_spawn;
     email_stats stats;
     email_args eargs;
@@ -147,20 +148,16 @@ static bool admit(fs_app *a)
     return ok;
 }
 
-/* Whether this node owns `key` (always, on one node); if not, the owner's router. */
-static bool owned_here(fs_app *a, const char *key, tr_pid *router)
+/* The stats actor of the node that runs the email actor, when that is another node: TR_OK with
+ * its pid, or TR_ENOPROC while it is not known (the email actor starting or moving). */
+static int email_stats_actor(fs_app *a, tr_pid *out)
 {
-    if (a->node == NULL)
-        return true;
-    char name[65], reg[128];
-    uint16_t id;
-    if (tr_node_place(a->node, key, strlen(key), name, &id) != TR_OK ||
-        strcmp(name, tr_node_name(a->node)) == 0)
-        return true;
-    snprintf(reg, sizeof reg, "flashsale/router/%s", name);
-    if (router != NULL && tr_node_whereis(a->node, reg, router) != TR_OK)
-        *router = TR_PID_NONE; /* not known yet: 503, the client tries again */
-    return false;
+    tr_pid mailer;
+    char reg[64];
+    if (a->node == NULL || tr_singleton_whereis(a->mailer, &mailer) != TR_OK)
+        return TR_ENOPROC;
+    snprintf(reg, sizeof reg, "flashsale/stats/%u", (unsigned)tr_pid_node(mailer));
+    return tr_node_whereis(a->node, reg, out);
 }
 
 /* ---- calls ----------------------------------------------------------------------------------- */
@@ -345,55 +342,32 @@ static void start_call(fs_app *a, const tr_http_request *req, call *c, tr_pid to
         (void)tr_web_call_send_with(wc, m, order_send, a);
 }
 
-/* ---- the node actor: the email actor's placement, and its stats for other nodes ------------- */
+/* ---- the stats actor: this node's email counters, for the other nodes ----------------------- */
 
-/* Who runs the email actor, after a change of membership (and once a second): the node that owns
- * EMAIL_KEY (always this one, on one node); started again if it ended. (Order actors move with the
- * shard: troupe/shard.h.) */
-static void rebalance(tr_ctx *ctx, fs_app *a)
-{
-    bool mine = owned_here(a, EMAIL_KEY, NULL);
-    bool running = a->email != TR_PID_NONE && tr_system_alive(a->sys, a->email);
-    if (mine && !running) {
-        if (tr_spawn_ex(ctx, &email_behaviour, &a->eargs, &a->email_spawn, &a->email) != TR_OK)
-            a->email = TR_PID_NONE; /* tried again in a second */
-    } else if (!mine && running) {
-        tr_system_stop_actor(a->sys, a->email);
-        a->email = TR_PID_NONE;
-    }
-}
-
-static int router_init(tr_ctx *ctx, void *state, const void *arg)
-{
-    fs_app *a = (fs_app *)arg;
-    *(fs_app **)state = a;
-    if (a->node != NULL)
-        tr_node_monitor(a->node, tr_self(ctx), true);
-    tr_msg *tick = tr_msg_new(FS_REBALANCE, 0);
-    return tick != NULL ? tr_send_interval(ctx, tr_self(ctx), tick, 1000, NULL) : TR_ENOMEM;
-}
-
-static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
+static int stats_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     fs_app *a = *(fs_app **)state;
-    uint32_t type = tr_msg_type(m);
-    if (type == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
+    if (tr_msg_type(m) == FS_EMAIL_STATS && tr_msg_from(m).pid != TR_PID_NONE) {
         uint64_t v[3];
         email_counts(a, v);
         tr_msg *r = tr_msg_new(FS_EMAIL_STATS, 32);
-        if (r != NULL) {
-            for (int i = 0; i < 3; i++)
-                tr_msg_put_u64(r, v[i]);
-            tr_reply(ctx, m, r);
-        }
-    } else if (type == FS_REBALANCE || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN) {
-        rebalance(ctx, a);
+        for (int i = 0; r != NULL && i < 3; i++)
+            tr_msg_put_u64(r, v[i]);
+        if (r != NULL)
+            (void)tr_reply(ctx, m, r);
     }
     return 0;
 }
 
-static const tr_behaviour router_b = {.name = "flashsale-router", .state_size = sizeof(fs_app *),
-                                      .init = router_init, .receive = router_receive};
+static int stats_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    *(fs_app **)state = (fs_app *)arg;
+    return 0;
+}
+
+static const tr_behaviour stats_b = {.name = "flashsale-stats", .state_size = sizeof(fs_app *),
+                                     .init = stats_init, .receive = stats_receive};
 
 /* ---- routes -------------------------------------------------------------------------------- */
 
@@ -547,14 +521,14 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
         else
             not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
     } else if (strcmp(req->path, "/emails/stats") == 0) {
-        tr_pid router = TR_PID_NONE;
-        if (!owned_here(a, EMAIL_KEY, &router)) { /* the email actor runs on another node */
+        tr_pid other = TR_PID_NONE;
+        if (!tr_singleton_here(a->mailer)) { /* the email actor runs on another node */
             call c = {.app = a, .kind = CALL_STATS, .req = tr_msg_new(FS_EMAIL_STATS, 0)};
-            if (router == TR_PID_NONE) {
+            if (email_stats_actor(a, &other) != TR_OK) {
                 tr_msg_free(c.req);
                 respond_retry(h, req->token, 503, "the email node is unavailable");
             } else {
-                start_call(a, req, &c, router);
+                start_call(a, req, &c, other);
             }
             return;
         }
@@ -634,20 +608,25 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                          .mailbox = {.limit = TR_LIMIT_TOKEN,
                                                      .rate = o->email_rate ? o->email_rate : 50,
                                                      .burst = o->email_burst ? o->email_burst : 10}};
-        /* started here at once (a bad maildir or URL fails the start); in a cluster the router
-         * moves it to the node that owns EMAIL_KEY once the others are known */
-        rc = tr_system_spawn_ex(a->sys, &email_behaviour, &a->eargs, &a->email_spawn, &a->email);
+        /* a singleton: started here at once (so a bad maildir or URL fails the start), moved to
+         * the node that owns EMAIL_KEY at the keeper's next check */
+        tr_singleton_opts so1 = {.name = EMAIL_KEY, .behaviour = &email_behaviour,
+                                 .arg = &a->eargs, .spawn = a->email_spawn, .node = a->node,
+                                 .start_here = true};
+        rc = tr_singleton_start(a->sys, &so1, &a->mailer);
+        if (rc == TR_OK && !tr_singleton_here(a->mailer))
+            rc = TR_EINVAL;
         if (rc != TR_OK && err != NULL && errlen > 0 && err[0] == '\0')
             snprintf(err, errlen, "cannot start the email actor (%s %s)",
                      o->email_provider == EMAIL_SMTP ? "smtp" : "maildir",
                      o->email_provider == EMAIL_SMTP ? o->smtp_url : o->maildir);
     }
     if (rc == TR_OK)
-        rc = tr_system_spawn(a->sys, &router_b, a, &a->router);
+        rc = tr_system_spawn(a->sys, &stats_b, a, &a->stats_actor);
     if (rc == TR_OK && a->node != NULL) {
-        char reg[128];
-        snprintf(reg, sizeof reg, "flashsale/router/%s", tr_node_name(a->node));
-        rc = tr_node_register(a->node, reg, a->router);
+        char reg[64];
+        snprintf(reg, sizeof reg, "flashsale/stats/%u", (unsigned)tr_pid_node(a->stats_actor));
+        rc = tr_node_register(a->node, reg, a->stats_actor);
         if (rc != TR_OK)
             snprintf(err, errlen, "cannot register %s", reg);
     }
@@ -692,6 +671,7 @@ void fs_stop(fs_app *a)
     tr_node_stop(a->node);
     tr_web_stop(a->web);
     tr_shard_free(a->orders); /* its actors ended with the system */
+    tr_singleton_free(a->mailer);
     tr_system_free(a->sys);
     pthread_mutex_destroy(&a->lock);
     free(a);
