@@ -9,7 +9,6 @@
 #include "test_util.h"
 #include "actors/email.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,31 +136,43 @@ static char *slurp(const char *path)
     return buf;
 }
 
-static size_t files_in(const char *dir)
+/* A system, a store in g_dir/NAME.db and a producer on it; the maildir is g_dir/NAME. */
+typedef struct mail_env {
+    tr_system *sys;
+    tr_store *store;
+    tr_pid producer;
+    char maildir[128];
+} mail_env;
+
+static void env_up(mail_env *e, const char *name)
 {
-    DIR *d = opendir(dir);
-    size_t n = 0;
-    struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    if (d != NULL)
-        closedir(d);
-    return n;
+    char db[128], err[256];
+    snprintf(db, sizeof db, "%s/%s.db", g_dir, name);
+    snprintf(e->maildir, sizeof e->maildir, "%s/%s", g_dir, name);
+    e->sys = tt_system_workers(2);
+    tr_store_opts so = {.path = db, .sync = TR_SYNC_NORMAL, .redeliver_ms = 10000};
+    assert_int_equal(tr_store_open(e->sys, &so, &e->store, err, sizeof err), TR_OK);
+    assert_int_equal(tr_system_spawn(e->sys, &producer_b, e->store, &e->producer), TR_OK);
+}
+
+static void env_down(mail_env *e)
+{
+    tr_system_stop(e->sys);
+    tr_system_join(e->sys);
+    tr_store_close(e->store);
+    tr_system_free(e->sys);
 }
 
 static void test_any_content_delivered_and_bad_content_dropped(void **state)
 {
     (void)state;
-    char db[128], maildir[128], path[256];
-    snprintf(db, sizeof db, "%s/mail.db", g_dir);
-    snprintf(maildir, sizeof maildir, "%s/mail", g_dir);
-    tr_system *sys = tt_system_workers(2);
-    tr_store_opts so = {.path = db, .sync = TR_SYNC_NORMAL, .redeliver_ms = 10000};
-    tr_store *s;
-    char err[256];
-    assert_int_equal(tr_store_open(sys, &so, &s, err, sizeof err), TR_OK);
-    tr_pid prod, email;
-    assert_int_equal(tr_system_spawn(sys, &producer_b, s, &prod), TR_OK);
+    mail_env env;
+    env_up(&env, "mail");
+    tr_system *sys = env.sys;
+    tr_store *s = env.store;
+    tr_pid prod = env.producer, email;
+    const char *maildir = env.maildir;
+    char path[256];
 
     /* two good emails, then one of each way to be refused */
     put(sys, prod, "k1", "zoe@example.org|welcome-1|Bienvenue, Zoë — ça marche|Hello Zoë,\n"
@@ -213,7 +224,7 @@ static void test_any_content_delivered_and_bad_content_dropped(void **state)
     assert_int_equal(pending, 0);
     /* the two files, named after the ids; nothing of the refused ones */
     snprintf(path, sizeof path, "%s/new", maildir);
-    assert_int_equal(files_in(path), 2);
+    assert_int_equal(tt_count_files(path), 2);
     assert_int_equal(atomic_load(&g_nsent), 2);
     assert_true((strcmp(g_sent[0], "welcome-1") == 0 && strcmp(g_sent[1], "welcome-2") == 0) ||
                 (strcmp(g_sent[1], "welcome-1") == 0 && strcmp(g_sent[0], "welcome-2") == 0));
@@ -236,11 +247,7 @@ static void test_any_content_delivered_and_bad_content_dropped(void **state)
     assert_non_null(mail);
     assert_non_null(strstr(mail, "\r\nSubject: Plain ASCII subject\r\n"));
     assert_non_null(strstr(mail, "\r\n\r\none line"));
-
-    tr_system_stop(sys);
-    tr_system_join(sys);
-    tr_store_close(s);
-    tr_system_free(sys);
+    env_down(&env);
 }
 
 /* The subject's encoded words decode back to the subject (a long one: several folded words,
@@ -248,16 +255,13 @@ static void test_any_content_delivered_and_bad_content_dropped(void **state)
 static void test_long_subject_folds_into_whole_characters(void **state)
 {
     (void)state;
-    char db[128], maildir[128], path[256];
-    snprintf(db, sizeof db, "%s/mail2.db", g_dir);
-    snprintf(maildir, sizeof maildir, "%s/mail2", g_dir);
-    tr_system *sys = tt_system_workers(2);
-    tr_store_opts so = {.path = db, .sync = TR_SYNC_NORMAL, .redeliver_ms = 10000};
-    tr_store *s;
-    char err[256];
-    assert_int_equal(tr_store_open(sys, &so, &s, err, sizeof err), TR_OK);
-    tr_pid prod, email;
-    assert_int_equal(tr_system_spawn(sys, &producer_b, s, &prod), TR_OK);
+    mail_env env;
+    env_up(&env, "mail2");
+    tr_system *sys = env.sys;
+    tr_store *s = env.store;
+    tr_pid prod = env.producer, email;
+    const char *maildir = env.maildir;
+    char path[256];
     char subject[400] = "";
     for (int i = 0; i < 40; i++)
         strcat(subject, "é€"); /* 2- and 3-byte characters: 200 bytes */
@@ -310,10 +314,7 @@ static void test_long_subject_folds_into_whole_characters(void **state)
     decoded[dl] = '\0';
     assert_true(words >= 4);
     assert_string_equal(decoded, subject);
-    tr_system_stop(sys);
-    tr_system_join(sys);
-    tr_store_close(s);
-    tr_system_free(sys);
+    env_down(&env);
 }
 
 /* Arguments the actor cannot work with are refused at spawn (its init fails); good ones work. */
@@ -352,16 +353,13 @@ static void test_bad_args_refused(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/troupe-email-XXXXXX");
-    return mkdtemp(g_dir) != NULL ? 0 : -1;
+    return tt_tmpdir(g_dir, sizeof g_dir, "troupe-email");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tt_rm_rf(g_dir);
 }
 
 static const struct CMUnitTest tests[] = {

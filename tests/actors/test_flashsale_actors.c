@@ -21,14 +21,6 @@
 
 static char g_dir[64];
 
-static void rm_rf(const char *dir)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
-
 typedef struct placed {
     int64_t status;
     char id[96];
@@ -115,19 +107,6 @@ static void on_sent(void *user, const char *order_id, uint64_t t_ns)
     pthread_mutex_unlock(&g_sent_lock);
 }
 
-static size_t count_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static void test_no_oversell_and_one_email_per_order(void **state)
 {
     (void)state;
@@ -199,7 +178,7 @@ static void test_no_oversell_and_one_email_per_order(void **state)
     assert_int_equal(tr_system_spawn_ex(sys, &email_behaviour, &ea, &sp, &email), TR_OK);
     TT_WAIT_FOR(atomic_load(&st.sent) == 100, TT_DEADLINE_MS);
     tt_sleep_ms(200);
-    assert_int_equal(count_files(newdir), 100);
+    assert_int_equal(tt_count_files(newdir), 100);
     for (int i = 0; i < 8; i++)
         for (int k = 0; k < b[i].confirmed && k < 64; k++) {
             char f[256];
@@ -339,7 +318,7 @@ static void test_smtp_delivers_to_a_real_peer(void **state)
     assert_int_equal(atomic_load(&f.st.failed), 0);
     TT_WAIT_FOR(sink_count_ids(f.sinkdir, f.ids, f.nids) == 12, TT_DEADLINE_MS);
     assert_int_equal(sink_count_ids(f.sinkdir, f.ids, f.nids), 12);
-    assert_int_equal(count_files(f.sinkdir), 12);
+    assert_int_equal(tt_count_files(f.sinkdir), 12);
     smtp_fixture_close(&f);
     sink_stop(sink, port);
 }
@@ -387,15 +366,13 @@ static void test_smtp_failing_provider_loses_nothing(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/troupe-sale-XXXXXX");
-    return mkdtemp(g_dir) != NULL ? 0 : -1;
+    return tt_tmpdir(g_dir, sizeof g_dir, "troupe-sale");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    rm_rf(g_dir);
-    return 0;
+    return tt_rm_rf(g_dir);
 }
 
 static const struct CMUnitTest tests[] = {

@@ -157,18 +157,6 @@ static int http_within(int port, const char *method, const char *path, const cha
     return tt_http(port, method, path, body, out, cap, g_head, sizeof g_head, timeout_ms);
 }
 
-static size_t count_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    size_t n = 0;
-    struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL)
-        n += e->d_name[0] != '.';
-    if (d != NULL)
-        closedir(d);
-    return n;
-}
-
 /* The whole file at path into buf (NUL-terminated); its length, or -1. */
 static long slurp(const char *path, char *buf, size_t cap)
 {
@@ -476,7 +464,7 @@ static void sale_and_kill9(const char *sub, const char *set, const char *set2)
     assert_int_equal(sold_out, 50);
     assert_int_equal(other, 0);
     /* kill -9 mid-sale (emails still going out), restart on the same data */
-    size_t before = count_files(newdir);
+    size_t before = tt_count_files(newdir);
     node_kill(&n, SIGKILL);
     uint64_t t_restart = tt_now_ns();
     node_start(&n, dir, 0, set, set2, NULL);
@@ -488,12 +476,12 @@ static void sale_and_kill9(const char *sub, const char *set, const char *set2)
         assert_int_equal(http(n.port, "GET", path, NULL, body, sizeof body), k == 1 ? 404 : 200);
     }
     /* every confirmed order's email, and no other */
-    TT_WAIT_FOR(count_files(newdir) == 150, TT_DEADLINE_MS);
+    TT_WAIT_FOR(tt_count_files(newdir) == 150, TT_DEADLINE_MS);
     print_message("killed with %zu of 150 emails written; the other %zu within %.0f ms of the restart "
                   "(email rate 1,000/s here)\n",
                   before, 150 - before, (double)(tt_now_ns() - t_restart) / 1e6);
     tt_sleep_ms(300);
-    assert_int_equal(count_files(newdir), 150);
+    assert_int_equal(tt_count_files(newdir), 150);
     assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"late\",\"sku\":\"hot\"}", body,
                           sizeof body),
                      409);
@@ -545,7 +533,7 @@ static void test_email_rate_window(void **state)
         assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"r\"}", body,
                               sizeof body),
                          201);
-    TT_WAIT_FOR(count_files(newdir) == 300, TT_DEADLINE_MS);
+    TT_WAIT_FOR(tt_count_files(newdir) == 300, TT_DEADLINE_MS);
     static struct timespec t[300];
     size_t k = 0;
     DIR *d = opendir(newdir);
@@ -747,8 +735,8 @@ static void test_smtp_provider(void **state)
                 TT_DEADLINE_MS);
     assert_non_null(strstr(body, "\"sent\":5,"));
     assert_non_null(strstr(body, "\"retrying\":0"));
-    TT_WAIT_FOR(count_files(sinkdir) == 5, TT_DEADLINE_MS);
-    assert_int_equal(count_files(sinkdir), 5);
+    TT_WAIT_FOR(tt_count_files(sinkdir) == 5, TT_DEADLINE_MS);
+    assert_int_equal(tt_count_files(sinkdir), 5);
     node_kill(&n, SIGTERM);
     sink_stop(sink, port);
 }
@@ -1175,17 +1163,14 @@ static void test_cluster_freeze_thaw_under_load(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/troupe-flashsale-XXXXXX");
     signal(SIGPIPE, SIG_IGN);
-    return mkdtemp(g_dir) != NULL ? 0 : -1;
+    return tt_tmpdir(g_dir, sizeof g_dir, "troupe-flashsale");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tt_rm_rf(g_dir);
 }
 
 static const struct CMUnitTest tests[] = {

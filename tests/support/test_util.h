@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "troupe.h"
 
@@ -166,6 +167,37 @@ static inline void tt_apply_filter(void)
     f = getenv("TT_SKIP");
     if (f != NULL && *f != '\0')
         cmocka_set_skip_filter(f);
+}
+
+/* ---- scratch directories ---- */
+
+/* Makes a fresh directory /tmp/PREFIX-XXXXXX into dir (cap bytes): 0, or -1 (a cmocka setup's
+ * return). */
+static inline int tt_tmpdir(char *dir, size_t cap, const char *prefix)
+{
+    snprintf(dir, cap, "/tmp/%s-XXXXXX", prefix);
+    return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+/* Removes a directory and everything in it: 0, or -1. */
+static inline int tt_rm_rf(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The entries of dir that do not start with '.' (0 when it does not exist). */
+static inline size_t tt_count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d != NULL)
+        closedir(d);
+    return n;
 }
 
 /* xorshift64: a small deterministic generator for test workloads (seed must be non-zero). */

@@ -6,6 +6,7 @@
  * secret, raw garbage and oversized frames dropping only their connection, bounded queues
  * towards a peer. (Multi-process tests with kill -9 are in tests/cluster/.)
  */
+#include "test_nodes.h"
 #include "test_util.h"
 #include "troupe/node.h"
 #include "dist/wire.h" /* white-box: a peer written by hand speaks the wire format */
@@ -143,21 +144,9 @@ typedef struct node {
 static void node_start2(node *nd, const char *name, uint16_t id, const char *secret,
                         const char *const *seeds, size_t nseeds, size_t peer_queue)
 {
-    tr_system_opts o;
-    tr_system_opts_init(&o);
-    o.workers = 2;
-    o.node_id = id;
-    nd->sys = tt_system_start(&o);
-    tr_node_opts no;
-    memset(&no, 0, sizeof no);
-    no.name = name;
-    no.listen = "tcp://127.0.0.1:0";
-    no.secret = secret;
-    no.seeds = seeds;
-    no.nseeds = nseeds;
+    nd->sys = tt_node_system(id);
+    tr_node_opts no = tt_node_opts(name, secret, seeds, nseeds);
     no.peer_queue = peer_queue;
-    no.quiet = getenv("TT_NODE_LOGS") == NULL;
-    no.reconnect_max_ms = 200;
     assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
     snprintf(nd->addr, sizeof nd->addr, "%s", tr_node_address(nd->node));
     assert_true(tr_node_port(nd->node) > 0);

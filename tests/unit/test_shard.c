@@ -5,6 +5,7 @@
  * (max_keys: unavailable beyond), idle actors passivated and started again, and on two nodes in
  * one process: a key served by its owner wherever it is asked, and moved when the owner goes.
  */
+#include "test_nodes.h"
 #include "test_util.h"
 #include "troupe/shard.h"
 
@@ -223,20 +224,8 @@ typedef struct node {
 
 static void node_up(node *nd, const char *name, uint16_t id, const char *seed)
 {
-    tr_system_opts o;
-    tr_system_opts_init(&o);
-    o.workers = 2;
-    o.node_id = id;
-    nd->sys = tt_system_start(&o);
-    tr_node_opts no;
-    memset(&no, 0, sizeof no);
-    no.name = name;
-    no.listen = "tcp://127.0.0.1:0";
-    no.secret = "shard-secret";
-    no.seeds = &seed;
-    no.nseeds = seed != NULL ? 1 : 0;
-    no.quiet = true;
-    no.reconnect_max_ms = 200;
+    nd->sys = tt_node_system(id);
+    tr_node_opts no = tt_node_opts(name, "shard-secret", &seed, seed != NULL ? 1 : 0);
     assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
     tr_shard_opts so = {.name = "kv", .behaviour = &counter_b, .node = nd->node};
     assert_int_equal(tr_shard_start(nd->sys, &so, &nd->shard), TR_OK);

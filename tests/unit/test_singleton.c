@@ -6,6 +6,7 @@
  * exactly one of the two runs it and both find that one; the owner going away moves it to the
  * other; start_here runs it on the starting node first and the next check moves it.
  */
+#include "test_nodes.h"
 #include "test_util.h"
 
 #include <string.h>
@@ -83,20 +84,8 @@ typedef struct node {
 
 static void node_up(node *nd, const char *name, uint16_t id, const char *seed, bool start_here)
 {
-    tr_system_opts o;
-    tr_system_opts_init(&o);
-    o.workers = 2;
-    o.node_id = id;
-    nd->sys = tt_system_start(&o);
-    tr_node_opts no;
-    memset(&no, 0, sizeof no);
-    no.name = name;
-    no.listen = "tcp://127.0.0.1:0";
-    no.secret = "single-secret";
-    no.seeds = &seed;
-    no.nseeds = seed != NULL ? 1 : 0;
-    no.quiet = true;
-    no.reconnect_max_ms = 200;
+    nd->sys = tt_node_system(id);
+    tr_node_opts no = tt_node_opts(name, "single-secret", &seed, seed != NULL ? 1 : 0);
     assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
     tr_singleton_opts so = {.name = "mailer", .behaviour = &single_b, .node = nd->node,
                             .check_ms = 100, .start_here = start_here};

@@ -237,3 +237,15 @@ int tr_system_whereis(tr_system *sys, const char *name, tr_pid *out)
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
+
+bool tr__token_valid(const char *n, size_t max, const char *also)
+{
+    size_t len = n != NULL ? strnlen(n, max + 1) : 0;
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+              (n[i] >= '0' && n[i] <= '9') || (n[i] != '\0' && strchr(also, n[i]) != NULL)))
+            return false;
+    return true;
+}

@@ -32,6 +32,10 @@ TR_HIDDEN bool tr__namemap_del(tr_namemap *m, const char *name);
 /* Removes every entry for which drop(arg, pid) is true; returns how many. */
 TR_HIDDEN size_t tr__namemap_sweep(tr_namemap *m, bool (*drop)(void *arg, tr_pid pid), void *arg);
 
+/* True when n is 1..max bytes of ASCII letters, digits and the characters of `also` (the names
+ * of shards, singletons and the like, which end up in registered names and logs). */
+TR_HIDDEN bool tr__token_valid(const char *n, size_t max, const char *also);
+
 /* The system's local registry (created on first use; freed by tr_system_free). */
 TR_HIDDEN void tr__registry_free(struct tr_system *sys);
 

@@ -25,6 +25,7 @@
  */
 #include "troupe/shard.h"
 #include "core/idmap.h"
+#include "core/registry.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -476,21 +477,9 @@ static const tr_behaviour router_b = {.name = "tr.shard.router",
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
-static bool name_valid(const char *n)
-{
-    size_t len = n != NULL ? strnlen(n, 33) : 0;
-    if (len == 0 || len > 32)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
-              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_'))
-            return false;
-    return true;
-}
-
 int tr_shard_start(tr_system *sys, const tr_shard_opts *o, tr_shard **out)
 {
-    if (sys == NULL || o == NULL || out == NULL || !name_valid(o->name) ||
+    if (sys == NULL || o == NULL || out == NULL || !tr__token_valid(o->name, 32, "-_") ||
         o->behaviour == NULL || o->arg_size > 1024)
         return TR_EINVAL;
     tr_shard *s = calloc(1, sizeof *s);

@@ -6,6 +6,7 @@
  * local pid; other threads read it (tr_singleton_here) as an atomic.
  */
 #include "troupe/singleton.h"
+#include "core/registry.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -102,22 +103,9 @@ static const tr_behaviour keeper_b = {.name = "tr.singleton.keeper",
                                       .init = keeper_init,
                                       .receive = keeper_receive};
 
-static bool name_valid(const char *n)
-{
-    size_t len = n != NULL ? strnlen(n, NAME_MAX_LEN + 1) : 0;
-    if (len == 0 || len > NAME_MAX_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
-              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_' || n[i] == '.' ||
-              n[i] == '/'))
-            return false;
-    return true;
-}
-
 int tr_singleton_start(tr_system *sys, const tr_singleton_opts *o, tr_singleton **out)
 {
-    if (sys == NULL || o == NULL || out == NULL || !name_valid(o->name) ||
+    if (sys == NULL || o == NULL || out == NULL || !tr__token_valid(o->name, NAME_MAX_LEN, "-_./") ||
         o->behaviour == NULL || o->spawn.link)
         return TR_EINVAL;
     tr_singleton *s = calloc(1, sizeof *s);
