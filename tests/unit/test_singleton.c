@@ -38,6 +38,15 @@ static int single_receive(tr_ctx *ctx, void *state, tr_msg *m)
 static const tr_behaviour single_b = {
     .name = "single", .init = single_init, .receive = single_receive};
 
+static int refusing_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx, (void)state, (void)arg;
+    return TR_EIO;
+}
+
+static const tr_behaviour refusing_b = {
+    .name = "refusing", .init = refusing_init, .receive = single_receive};
+
 static void test_one_system(void **state)
 {
     (void)state;
@@ -50,6 +59,15 @@ static void test_one_system(void **state)
     assert_int_equal(tr_singleton_start(sys, &bad, &s), TR_EINVAL);
     bad = (tr_singleton_opts){.name = "x"};
     assert_int_equal(tr_singleton_start(sys, &bad, &s), TR_EINVAL);
+    /* one that cannot start: start_here says so at once; without it, the keeper keeps trying */
+    bad = (tr_singleton_opts){.name = "refuses", .behaviour = &refusing_b, .start_here = true};
+    assert_int_equal(tr_singleton_start(sys, &bad, &s), TR_EIO);
+    bad.start_here = false;
+    assert_int_equal(tr_singleton_start(sys, &bad, &s), TR_OK);
+    assert_false(tr_singleton_here(s));
+    tr_pid none;
+    assert_int_equal(tr_singleton_whereis(s, &none), TR_ENOPROC);
+    tr_singleton *refuses = s;
 
     tr_singleton_opts o = {.name = "app/clock", .behaviour = &single_b, .check_ms = 50};
     assert_int_equal(tr_singleton_start(sys, &o, &s), TR_OK);
@@ -72,6 +90,7 @@ static void test_one_system(void **state)
     assert_int_equal(atomic_load(&g_starts), 2);
     tt_system_end(sys);
     tr_singleton_free(s);
+    tr_singleton_free(refuses);
 }
 
 /* ---- two nodes ----------------------------------------------------------------------------- */
@@ -120,7 +139,6 @@ static void test_two_nodes_one_actor_that_moves(void **state)
     char seed[64];
     snprintf(seed, sizeof seed, "%s", tr_node_address(b.node));
     node_up(&a, "a", 91, seed, true); /* a starts it at once, then it goes to its owner */
-    assert_true(tr_singleton_here(a.single));
     uint16_t id;
     TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
                     tr_node_lookup(b.node, "a", &id) == TR_OK,

@@ -614,8 +614,6 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                  .arg = &a->eargs, .spawn = a->email_spawn, .node = a->node,
                                  .start_here = true};
         rc = tr_singleton_start(a->sys, &so1, &a->mailer);
-        if (rc == TR_OK && !tr_singleton_here(a->mailer))
-            rc = TR_EINVAL;
         if (rc != TR_OK && err != NULL && errlen > 0 && err[0] == '\0')
             snprintf(err, errlen, "cannot start the email actor (%s %s)",
                      o->email_provider == EMAIL_SMTP ? "smtp" : "maildir",

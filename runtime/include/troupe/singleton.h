@@ -35,13 +35,13 @@ typedef struct tr_singleton_opts {
     tr_spawn_opts spawn;            /* e.g. a rate-limited mailbox (`link` is not allowed) */
     tr_node *node;                  /* NULL: it runs on this node */
     unsigned check_ms;              /* placement and liveness checked this often; 0 = 1,000 */
-    bool start_here;                /* start it on this node at once, whoever owns it (the next
-                                     * check moves it where it belongs): a program can then see
-                                     * with tr_singleton_here whether it could start at all */
+    bool start_here;                /* start it on this node at once, whoever owns it (a check
+                                     * moves it where it belongs): tr_singleton_start then fails
+                                     * with its init's error if it cannot start at all */
 } tr_singleton_opts;
 
 /* Starts this node's keeper of the singleton (which starts the actor here if this node owns
- * it). TR_EINVAL for a bad name or options. */
+ * it). TR_EINVAL for a bad name or options; with start_here, the actor's spawn error. */
 int tr_singleton_start(tr_system *sys, const tr_singleton_opts *opts, tr_singleton **out);
 /* Where the singleton runs now, on any node: TR_OK with its pid, or TR_ENOPROC while none is
  * known (starting, moving). From any thread. */

@@ -54,14 +54,17 @@ static void publish(tr_singleton *s, tr_pid pid)
         (void)tr_system_register(s->sys, s->reg, pid);
 }
 
-static void check(tr_ctx *ctx, tr_singleton *s, bool here_anyway)
+/* Starts, publishes or stops the actor as placement says; the spawn's error when it had to start
+ * one here and could not. */
+static int check(tr_ctx *ctx, tr_singleton *s, bool here_anyway)
 {
+    int rc = TR_OK;
     tr_pid pid = atomic_load(&s->local);
     bool running = pid != TR_PID_NONE && tr_system_alive(s->sys, pid);
     bool mine = here_anyway || owned_here(s);
     if (mine && !running) {
         pid = TR_PID_NONE;
-        if (tr_spawn_ex(ctx, s->o.behaviour, s->o.arg, &s->o.spawn, &pid) != TR_OK)
+        if ((rc = tr_spawn_ex(ctx, s->o.behaviour, s->o.arg, &s->o.spawn, &pid)) != TR_OK)
             pid = TR_PID_NONE; /* tried again at the next check */
         atomic_store(&s->local, pid);
         if (pid != TR_PID_NONE)
@@ -73,6 +76,7 @@ static void check(tr_ctx *ctx, tr_singleton *s, bool here_anyway)
             tr_system_stop_actor(s->sys, pid); /* its name goes when it ends */
         atomic_store(&s->local, TR_PID_NONE);
     }
+    return rc;
 }
 
 static int keeper_init(tr_ctx *ctx, void *state, const void *arg)
@@ -84,8 +88,13 @@ static int keeper_init(tr_ctx *ctx, void *state, const void *arg)
     tr_msg *tick = tr_msg_new(SINGLETON_TICK, 0);
     int rc = tick != NULL ? tr_send_interval(ctx, tr_self(ctx), tick, s->o.check_ms, NULL)
                           : TR_ENOMEM;
-    if (rc == TR_OK)
-        check(ctx, s, s->o.start_here); /* at once, not a check_ms later */
+    if (rc == TR_OK) {
+        rc = check(ctx, s, s->o.start_here); /* at once, not a check_ms later */
+        if (!s->o.start_here)
+            rc = TR_OK; /* tried again at the next check */
+    }
+    if (rc != TR_OK && s->node != NULL)
+        tr_node_monitor(s->node, tr_self(ctx), false);
     return rc;
 }
 
@@ -94,7 +103,7 @@ static int keeper_receive(tr_ctx *ctx, void *state, tr_msg *m)
     tr_singleton *s = *(tr_singleton **)state;
     uint32_t type = tr_msg_type(m);
     if (type == SINGLETON_TICK || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN)
-        check(ctx, s, false);
+        (void)check(ctx, s, false);
     return 0;
 }
 
