@@ -7,6 +7,7 @@
 #   make asan        the suite under AddressSanitizer + UBSan (build-asan/)
 #   make tsan        the suite under ThreadSanitizer (build-tsan/)
 #   make bench       build and run troupe-bench all
+#   make fuzz        build the libFuzzer harnesses (build-fuzz/) and run each FUZZ_SECONDS (60)
 #   make clean       remove build directories
 
 BUILD ?= build
@@ -15,7 +16,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
 
-.PHONY: all bootstrap build demo test asan tsan bench clean
+.PHONY: all bootstrap build demo test asan tsan bench fuzz clean
 
 all: build
 
@@ -44,5 +45,13 @@ tsan: bootstrap
 bench: build
 	$(BUILD)/bin/troupe-bench all
 
+FUZZ_SECONDS ?= 60
+fuzz: bootstrap
+	cmake -S . -B build-fuzz $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DCMAKE_C_COMPILER=clang -DTROUPE_SANITIZE=address -DTROUPE_FUZZ=ON \
+	    -DTROUPE_BUILD_APPS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+	scripts/fuzz $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
