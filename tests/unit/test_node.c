@@ -889,6 +889,54 @@ static void test_remote_envelope_without_sender_refused(void **state)
     node_end(&b);
 }
 
+/* Peers are forgotten (issue 21, point 9): an authenticated peer's MEMBERS frame naming 300
+ * made-up nodes cannot fill the peer table for good — a real node still joins while it is full
+ * (a member never reached makes room), and the made-up ones are forgotten after forget_after_ms. */
+static void test_made_up_members_forgotten(void **state)
+{
+    (void)state;
+    reset();
+    node b, c;
+    b.sys = tt_node_system(122);
+    tr_node_opts no = tt_node_opts("b", "cluster-secret", NULL, 0);
+    no.forget_after_ms = 1500;
+    no.reconnect_min_ms = 200;
+    assert_int_equal(tr_node_start(b.sys, &no, &b.node), TR_OK);
+    snprintf(b.addr, sizeof b.addr, "%s", tr_node_address(b.node));
+    int fd = hand_peer(tr_node_port(b.node), "cluster-secret", "hand", 77);
+    tr_wire_buf w;
+    tr__wire_buf_init(&w);
+    size_t f = tr__wire_frame_begin(&w, TR_WIRE_MEMBERS);
+    tr__wire_put_members(&w, 300);
+    for (int i = 0; i < 300; i++) {
+        char name[16], addr[40];
+        snprintf(name, sizeof name, "fake%d", i);
+        snprintf(addr, sizeof addr, "tcp://127.0.0.2:%d", 20000 + i); /* nobody there */
+        tr__wire_put_member(&w, name, addr);
+    }
+    tr__wire_frame_end(&w, f);
+    write_all(fd, w.data, w.len);
+    tr__wire_buf_free(&w);
+    /* the table fills (256 peers at most) */
+    tr_peer_info info[300];
+    size_t k = 0;
+    TT_WAIT_FOR(tr_node_peers(b.node, info, 300, &k) == TR_OK && k >= 250, TT_DEADLINE_MS);
+    assert_true(k <= 256);
+    /* a real node joins through b all the same */
+    node_up(&c, "c", 123, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&b, "c") && sees(&c, "b"), TT_DEADLINE_MS);
+    /* and the made-up ones go: what is left is c and the hand-written peer, at most */
+    TT_WAIT_FOR(tr_node_peers(b.node, info, 300, &k) == TR_OK && k <= 2, TT_DEADLINE_MS);
+    tr_node_stats st;
+    tr_node_stats_get(b.node, &st);
+    print_message("peers forgotten: %llu\n", (unsigned long long)st.peers_forgotten);
+    assert_true(st.peers_forgotten >= 250);
+    assert_true(sees(&b, "c"));
+    close(fd);
+    node_end(&c);
+    node_end(&b);
+}
+
 /* The queue towards a peer is bounded: with a tiny bound, a burst from outside is partly
  * refused with TR_EFULL, and everything accepted arrives in order. */
 static void test_bounded_peer_queue(void **state)
@@ -972,6 +1020,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_garbage_and_oversized_frames_drop_only_their_connection),
     cmocka_unit_test(test_handshake_gives_strangers_no_mac),
     cmocka_unit_test(test_remote_envelope_without_sender_refused),
+    cmocka_unit_test(test_made_up_members_forgotten),
     cmocka_unit_test(test_bounded_peer_queue),
     cmocka_unit_test(test_bad_options),
 };

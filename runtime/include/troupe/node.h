@@ -45,6 +45,9 @@ typedef struct tr_node_opts {
     unsigned down_after_ms;     /* silence after which a peer is down; 0 = 1,000 */
     unsigned reconnect_min_ms;  /* first reconnect delay (doubles each try); 0 = 10 */
     unsigned reconnect_max_ms;  /* its cap; 0 = 2,000 */
+    unsigned forget_after_ms;   /* a member learnt from others (not a seed) that was never up this
+                                 * long is forgotten (no more dials); 0 = 60,000. With the peer
+                                 * table full (256), such members make room for new ones at once */
     bool quiet;                 /* no log lines on stderr */
 } tr_node_opts;
 
@@ -126,6 +129,7 @@ typedef struct tr_node_stats {
     uint64_t no_route;                  /* sends to a node that is not up (dead letters) */
     uint64_t lost;                      /* messages queued towards a peer that went down */
     uint64_t peers_down;                /* times a peer was declared down */
+    uint64_t peers_forgotten;           /* members forgotten, never reached (forget_after_ms) */
 } tr_node_stats;
 
 /* Reads the node's counters. */

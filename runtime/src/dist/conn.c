@@ -459,6 +459,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     atomic_store(&pe->ctl_pending, 1);
     pthread_mutex_unlock(&pe->ctl_lock);
     pe->status = TR_PEER_UP;
+    pe->ever_up = true;
     pe->joining = false;
     atomic_store(&n->by_id[pe->node_id], pe);
     af->up = true;

@@ -38,10 +38,82 @@ peer *tr__peer_by_addr(tr_node *n, const char *addr)
     return NULL;
 }
 
+/* No thread holds pe in use: no dial under way, no connection (live or dead) that names it, not
+ * up nor joining. Lock held. */
+static bool peer_idle(tr_node *n, const peer *pe)
+{
+    if (pe->dialing || pe->out_conn != NULL || pe->in_conn != NULL || pe->joining ||
+        pe->status == TR_PEER_UP)
+        return false;
+    for (const conn *c = n->conns; c != NULL; c = c->next)
+        if (c->pe == pe)
+            return false;
+    return true;
+}
+
+/* A member learnt from others that was never up (not a seed): what forgetting may take. */
+static bool peer_forgettable(const peer *pe)
+{
+    return !pe->alias && !pe->seed && !pe->ever_up;
+}
+
+/* Takes pe out of use: inert (an alias), its slot reusable (tr__peer_new). Lock held. */
+static void peer_forget(tr_node *n, peer *pe, const char *why)
+{
+    tr__node_log(n, "forgetting member %s at %s: %s", pe->name[0] ? pe->name : "?", pe->addr, why);
+    count(&n->peers_forgotten, 1);
+    pe->alias = true;
+    pe->name[0] = '\0';
+    pe->addr[0] = '\0';
+    n->members_dirty = true;
+}
+
+/* A slot for a new peer when the table is full: an inert entry nothing uses, else the oldest
+ * member never reached (forgotten now). NULL if every peer is real or busy. Lock held. */
+static peer *peer_reusable(tr_node *n)
+{
+    peer *oldest = NULL;
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        if (!peer_idle(n, pe))
+            continue;
+        if (pe->alias && !pe->seed)
+            return pe;
+        if (peer_forgettable(pe) && (oldest == NULL || pe->learned_ns < oldest->learned_ns))
+            oldest = pe;
+    }
+    if (oldest != NULL)
+        peer_forget(n, oldest, "the peer table is full");
+    return oldest;
+}
+
+/* Forgets members never reached within forget_after_ms (the ticker, lock held). */
+void tr__peer_forget_stale(tr_node *n, uint64_t now)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        if (peer_forgettable(pe) && now - pe->learned_ns > n->forget_ns && peer_idle(n, pe))
+            peer_forget(n, pe, "never reached");
+    }
+}
+
 peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
 {
-    if (n->npeers >= NODE_MAX_PEERS)
-        return NULL;
+    if (n->npeers >= NODE_MAX_PEERS) {
+        peer *pe = peer_reusable(n);
+        if (pe == NULL)
+            return NULL;
+        /* an idle slot: no queue, no interest, no control frames (it was never up since) */
+        snprintf(pe->name, sizeof pe->name, "%s", name);
+        snprintf(pe->addr, sizeof pe->addr, "%s", addr);
+        pe->alias = pe->seed = pe->ever_up = pe->failing = false;
+        pe->status = TR_PEER_DOWN;
+        pe->backoff_ms = n->backoff_min_ms;
+        pe->next_dial_ns = 0;
+        pe->learned_ns = tr__now_ns();
+        n->members_dirty = true;
+        return pe;
+    }
     peer *pe = calloc(1, sizeof *pe);
     if (pe == NULL)
         return NULL;
@@ -52,6 +124,7 @@ peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
     snprintf(pe->name, sizeof pe->name, "%s", name);
     snprintf(pe->addr, sizeof pe->addr, "%s", addr);
     pe->n = n;
+    pe->learned_ns = tr__now_ns();
     pe->backoff_ms = n->backoff_min_ms;
     tr__idmap_init(&pe->interest);
     tr__mpsc_init(&pe->q);
@@ -262,6 +335,7 @@ void *tr__node_ticker_main(void *arg)
                 tr__node_dial_start(n, pe);
             }
         }
+        tr__peer_forget_stale(n, now);
         n->members_dirty = false;
         pthread_mutex_unlock(&n->lock);
         for (int i = 0; i < nfail; i++)

@@ -133,6 +133,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     n->down_ns = (uint64_t)(o->down_after_ms ? o->down_after_ms : 1000) * 1000000u;
     n->backoff_min_ms = o->reconnect_min_ms ? o->reconnect_min_ms : 10;
     n->backoff_max_ms = o->reconnect_max_ms ? o->reconnect_max_ms : 2000;
+    n->forget_ns = (uint64_t)(o->forget_after_ms ? o->forget_after_ms : 60000) * 1000000u;
     if (n->backoff_max_ms < n->backoff_min_ms)
         n->backoff_max_ms = n->backoff_min_ms;
     n->quiet = o->quiet;
@@ -159,11 +160,13 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     for (size_t i = 0; i < o->nseeds; i++) {
         if (strcmp(o->seeds[i], n->addr) == 0 || strcmp(o->seeds[i], o->listen) == 0)
             continue; /* ourselves */
-        if (tr__peer_by_addr(n, o->seeds[i]) == NULL && tr__peer_new(n, "", o->seeds[i]) == NULL) {
+        peer *pe = tr__peer_by_addr(n, o->seeds[i]);
+        if (pe == NULL && (pe = tr__peer_new(n, "", o->seeds[i])) == NULL) {
             nng_stream_listener_free(n->listener);
             node_free(n);
             return TR_ENOMEM;
         }
+        pe->seed = true;
     }
     if (nng_aio_alloc(&n->accept_aio, tr__node_on_accept, n) != 0) {
         nng_stream_listener_free(n->listener);
@@ -289,4 +292,5 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->no_route = atomic_load(&n->no_route);
     o->lost = atomic_load(&n->lost);
     o->peers_down = atomic_load(&n->peers_down);
+    o->peers_forgotten = atomic_load(&n->peers_forgotten);
 }

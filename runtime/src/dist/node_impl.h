@@ -80,7 +80,11 @@ typedef struct conn {
 struct peer {
     char name[TR_WIRE_NAME_MAX + 1];    /* "" until a seed says who it is */
     char addr[TR_WIRE_ADDR_MAX + 1];
-    bool alias;                 /* a seed that turned out to be ourselves or a known peer */
+    bool alias;                 /* a seed that turned out to be ourselves or a known peer, or a
+                                 * forgotten member: inert, its slot reusable once idle */
+    bool seed;                  /* from the node's own seeds: never forgotten */
+    bool ever_up;               /* was up at least once (since it was learnt) */
+    uint64_t learned_ns;        /* when it was learnt */
     int status;                 /* TR_PEER_DOWN / TR_PEER_UP (we can send to it) */
     bool joining;               /* it connected to us and we are dialing back: sends are held */
     uint64_t joining_ns;        /* since when */
@@ -124,6 +128,7 @@ struct tr_node {
     tr_node_overflow overflow;
     uint64_t hb_ns, down_ns;
     unsigned backoff_min_ms, backoff_max_ms;
+    uint64_t forget_ns;         /* forget_after_ms */
     bool quiet;
     nng_stream_listener *listener;
     nng_aio *accept_aio;
@@ -148,7 +153,7 @@ struct tr_node {
     bool ticker_started;
     pthread_t ticker;
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
-        no_route, lost, peers_down;
+        no_route, lost, peers_down, peers_forgotten;
 };
 
 static inline void count(_Atomic uint64_t *c, uint64_t k)
@@ -213,7 +218,10 @@ TR_HIDDEN peer *tr__peer_by_name(tr_node *n, const char *name);
 TR_HIDDEN peer *tr__peer_by_addr(tr_node *n, const char *addr);
 /* A new peer in the table (lock held); NULL when the table is full or memory is short. */
 TR_HIDDEN peer *tr__peer_new(tr_node *n, const char *name, const char *addr);
-/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame; lock held). */
+/* Forgets the members learnt from others that were never up within forget_after_ms (lock held). */
+TR_HIDDEN void tr__peer_forget_stale(tr_node *n, uint64_t now);
+/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame; lock held). When
+ * the table is full, a member never reached makes room. */
 TR_HIDDEN void tr__peer_learn(tr_node *n, const char *name, const char *addr);
 /* Takes pe down (lock held): unpublished, its names swept, its connections closed, its redial
  * scheduled; what must be done without the lock is left in af (tr__node_after_run). */
