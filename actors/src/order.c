@@ -2,7 +2,9 @@
  * order.c — the order actor of one SKU (see actors/order.h): the single writer of its stock.
  *
  * Its journal ("order/SKU") holds two kinds of events, msgpack arrays: [0, stock] (the sale was
- * set up or restocked) and [1, user, qty] (an order was confirmed; its id is "SKU-seq"). The
+ * set up or restocked) and [1, user, qty, tag] (an order was confirmed; its id is "SKU-seq-TAG",
+ * the tag 16 random bytes in hex; events written before tags existed have none, and their
+ * orders keep their "SKU-seq" ids). The
  * state — stock, sold, and the confirmed orders in sequence order (at most one per unit of
  * stock, so bounded by the stock) — is rebuilt from them at start. Every reply goes through the
  * journal, so it leaves after the commit of everything decided before it: a "sold out" is never
@@ -13,10 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#define TAG_BYTES (ORDER_TAG_HEX / 2u)
 
 typedef struct record {
     uint64_t seq;
     uint32_t qty;
+    bool tagged;            /* false: an order from before ids had a tag ("SKU-seq") */
+    uint8_t tag[TAG_BYTES];
     char *user;
 } record;
 
@@ -56,7 +63,25 @@ static bool user_valid(const char *s, size_t len)
     return true;
 }
 
-static int add_record(order_state *o, uint64_t seq, const char *user, size_t len, uint32_t qty)
+/* A fresh random tag: from the kernel's generator, 256 tags a system call (a buffer per thread:
+ * order actors run on workers and HTTP loops, one turn at a time per thread). */
+static int draw_tag(uint8_t tag[TAG_BYTES])
+{
+    static _Thread_local uint8_t pool[256 * TAG_BYTES];
+    static _Thread_local size_t left;
+    if (left < TAG_BYTES) {
+        if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool)
+            return TR_EIO; /* no randomness, no guessable id: the order fails */
+        left = sizeof pool;
+    }
+    memcpy(tag, pool + sizeof pool - left, TAG_BYTES);
+    memset(pool + sizeof pool - left, 0, TAG_BYTES);
+    left -= TAG_BYTES;
+    return TR_OK;
+}
+
+static int add_record(order_state *o, uint64_t seq, const char *user, size_t len, uint32_t qty,
+                      const uint8_t *tag)
 {
     if (o->nrecs == o->caprecs) {
         size_t cap = o->caprecs ? o->caprecs * 2 : 64;
@@ -71,7 +96,10 @@ static int add_record(order_state *o, uint64_t seq, const char *user, size_t len
         return TR_ENOMEM;
     memcpy(u, user, len);
     u[len] = '\0';
-    o->recs[o->nrecs++] = (record){.seq = seq, .qty = qty, .user = u};
+    record *r = &o->recs[o->nrecs++];
+    *r = (record){.seq = seq, .qty = qty, .tagged = tag != NULL, .user = u};
+    if (tag != NULL)
+        memcpy(r->tag, tag, TAG_BYTES);
     return TR_OK;
 }
 
@@ -109,9 +137,14 @@ static int apply(void *state, uint64_t seq, const void *ev, size_t len)
         rc = tr_read_str(&r, &user, &ul);
         if (rc == TR_OK)
             rc = tr_read_u64(&r, &v);
+        const void *tag = NULL;
+        size_t tl = 0;
+        if (rc == TR_OK && !tr_reader_at_end(&r) && /* events before tags have none */
+            (tr_read_bin(&r, &tag, &tl) != TR_OK || tl != TAG_BYTES))
+            rc = TR_EBADMSG;
         if (rc == TR_OK && v <= ORDER_MAX_QTY) {
             o->sold += v;
-            rc = add_record(o, seq, user, ul, (uint32_t)v);
+            rc = add_record(o, seq, user, ul, (uint32_t)v, tag);
         }
     } else if (rc == TR_OK) {
         rc = TR_EBADMSG;
@@ -156,7 +189,7 @@ static tr_msg *reply_u64s(uint32_t type, size_t n, const uint64_t *v)
 typedef struct packbuf {
     size_t n;
     bool over;
-    char b[2 * (ORDER_SKU_MAX + 24) + ORDER_USER_MAX + 64];
+    char b[2 * (ORDER_ID_MAX + 8) + ORDER_USER_MAX + 64];
 } packbuf;
 
 static int packbuf_write(void *data, const char *buf, size_t len)
@@ -171,9 +204,11 @@ static int packbuf_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-/* "SKU-SEQ" into id (ORDER_SKU_MAX + 24 bytes): by hand, this is once per order. */
-static void order_id_format(char *id, const char *sku, uint64_t seq)
+/* "SKU-SEQ-TAG" into id (ORDER_ID_MAX + 1 bytes; "SKU-SEQ" without a tag): by hand, this is
+ * once per order. */
+static void order_id_format(char *id, const char *sku, uint64_t seq, const uint8_t *tag)
 {
+    static const char hex[] = "0123456789abcdef";
     size_t sl = strlen(sku);
     memcpy(id, sku, sl);
     id[sl++] = '-';
@@ -184,7 +219,34 @@ static void order_id_format(char *id, const char *sku, uint64_t seq)
     while ((seq /= 10) != 0);
     while (n > 0)
         id[sl++] = digits[--n];
+    if (tag != NULL) {
+        id[sl++] = '-';
+        for (unsigned i = 0; i < TAG_BYTES; i++) {
+            id[sl++] = hex[tag[i] >> 4];
+            id[sl++] = hex[tag[i] & 15];
+        }
+    }
     id[sl] = '\0';
+}
+
+bool order_id_parse(const char *id, size_t len, size_t *sku_len)
+{
+    /* from the end: [-TAG] then -N; the SKU (which may hold '-') is what is before */
+    size_t end = len;
+    if (len > ORDER_TAG_HEX + 1 && id[len - ORDER_TAG_HEX - 1] == '-') {
+        for (size_t i = len - ORDER_TAG_HEX; i < len; i++)
+            if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+                return false;
+        end = len - ORDER_TAG_HEX - 1;
+    }
+    size_t d = end;
+    while (d > 0 && id[d - 1] >= '0' && id[d - 1] <= '9')
+        d--;
+    if (d == end || end - d > 20 || d < 2 || id[d - 1] != '-')
+        return false;
+    if (sku_len != NULL)
+        *sku_len = d - 1;
+    return order_sku_valid(id, d - 1);
 }
 
 static int place(order_state *o, tr_msg *m)
@@ -200,8 +262,11 @@ static int place(order_state *o, tr_msg *m)
                      : !o->set_up ? ORDER_UNKNOWN
                      : o->sold + qty > o->stock ? ORDER_SOLD_OUT
                                                 : ORDER_CONFIRMED;
-    char order_id[ORDER_SKU_MAX + 24] = "";
+    char order_id[ORDER_ID_MAX + 1] = "";
     int rc = TR_OK;
+    uint8_t tag[TAG_BYTES];
+    if (status == ORDER_CONFIRMED && (rc = draw_tag(tag)) != TR_OK)
+        status = ORDER_INVALID; /* not reached on Linux: getrandom does not fail once seeded */
     if (status == ORDER_CONFIRMED) {
         /* the event, and in the same transaction the confirmation email */
         packbuf pb = {.n = 0};
@@ -211,9 +276,11 @@ static int place(order_state *o, tr_msg *m)
         msgpack_pack_str(&pk, ul);
         msgpack_pack_str_body(&pk, user, ul);
         msgpack_pack_uint64(&pk, qty);
+        msgpack_pack_bin(&pk, TAG_BYTES);
+        msgpack_pack_bin_body(&pk, tag, TAG_BYTES);
         rc = pb.over ? TR_ENOMEM : tr_journal_persist(o->j, pb.b, pb.n);
         uint64_t seq = tr_journal_seq(o->j);
-        order_id_format(order_id, o->sku, seq);
+        order_id_format(order_id, o->sku, seq, tag);
         if (rc == TR_OK) {
             pb.n = 0;
             size_t il = strlen(order_id), sl = strlen(o->sku);
@@ -229,7 +296,7 @@ static int place(order_state *o, tr_msg *m)
         }
         if (rc == TR_OK) {
             o->sold += qty;
-            rc = add_record(o, seq, user, ul, (uint32_t)qty);
+            rc = add_record(o, seq, user, ul, (uint32_t)qty, tag);
         }
     }
     tr_reader_done(&r);
@@ -253,17 +320,20 @@ static int lookup(order_state *o, tr_msg *m)
     size_t il;
     const record *rec = NULL;
     tr_reader_init(&r, m);
-    size_t sl = strlen(o->sku);
-    if (tr_read_str(&r, &id, &il) == TR_OK && il > sl + 1 && memcmp(id, o->sku, sl) == 0 &&
-        id[sl] == '-') {
+    size_t sl = strlen(o->sku), skl = 0;
+    if (tr_read_str(&r, &id, &il) == TR_OK && il <= ORDER_ID_MAX &&
+        order_id_parse(id, il, &skl) && skl == sl && memcmp(id, o->sku, sl) == 0) {
         uint64_t seq = 0;
-        bool digits = true;
-        for (size_t i = sl + 1; i < il && digits; i++) {
-            digits = id[i] >= '0' && id[i] <= '9' && seq < UINT64_MAX / 10;
+        size_t i = sl + 1;
+        for (; i < il && id[i] != '-' && seq < UINT64_MAX / 10; i++)
             seq = seq * 10 + (uint64_t)(id[i] - '0');
+        rec = find_record(o, seq);
+        if (rec != NULL) { /* the whole id, tag included, or nothing */
+            char want[ORDER_ID_MAX + 1];
+            order_id_format(want, o->sku, seq, rec->tagged ? rec->tag : NULL);
+            if (strlen(want) != il || memcmp(want, id, il) != 0)
+                rec = NULL;
         }
-        if (digits)
-            rec = find_record(o, seq);
     }
     tr_reader_done(&r);
     tr_msg *rep = tr_msg_new(ORDER_LOOKUP, 160);
@@ -361,19 +431,6 @@ const tr_behaviour order_behaviour = {
 
 /* ---- the confirmation email (actors/email.h's format callback) ------------------------------ */
 
-/* An order id: SKU-N (a SKU's characters and a decimal sequence number). */
-static bool id_valid(const char *s, size_t len)
-{
-    const char *dash = len > 0 ? memrchr(s, '-', len) : NULL;
-    if (dash == NULL || !order_sku_valid(s, (size_t)(dash - s)) || s + len - dash - 1 < 1 ||
-        s + len - dash - 1 > 20)
-        return false;
-    for (const char *p = dash + 1; p < s + len; p++)
-        if (*p < '0' || *p > '9')
-            return false;
-    return true;
-}
-
 int order_email_format(void *user, const void *data, size_t len, char *buf, size_t cap,
                        email_content *out)
 {
@@ -397,7 +454,7 @@ int order_email_format(void *user, const void *data, size_t len, char *buf, size
                              *sku = &arr->via.array.ptr[2].via.str;
     uint64_t qty = arr->via.array.ptr[3].via.u64;
     /* an order id is SKU-N; the characters of each part are what the order actor allows */
-    rc = id_valid(id->ptr, id->size) && user_valid(who->ptr, who->size) &&
+    rc = id->size <= ORDER_ID_MAX && order_id_parse(id->ptr, id->size, NULL) && user_valid(who->ptr, who->size) &&
                  order_sku_valid(sku->ptr, sku->size)
              ? TR_OK
              : TR_EBADMSG;

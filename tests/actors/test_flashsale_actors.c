@@ -213,6 +213,19 @@ static void test_no_oversell_and_one_email_per_order(void **state)
     get3(sys, order, ORDER_GET, 0, false, v, 3);
     assert_int_equal(v[0], 100);
     assert_int_equal(v[1], 100);
+    /* an order's id, random tag included, is the same after the restart (the tag is in its event) */
+    m = tr_msg_new(ORDER_LOOKUP, 128);
+    tr_msg_put_str(m, b[0].ids[0], strlen(b[0].ids[0]));
+    assert_int_equal(tr_system_call(sys, order, m, 30000, &reply), TR_OK);
+    assert_int_equal(tt_read_u64(reply), 1);
+    tr_msg_free(reply);
+    size_t sl = 0;
+    assert_true(order_id_parse(b[0].ids[0], strlen(b[0].ids[0]), &sl));
+    assert_int_equal(sl, 2); /* "s1" */
+    assert_false(order_id_parse("s1-", 3, NULL));
+    assert_false(order_id_parse("-12", 3, NULL));
+    assert_true(order_id_parse("s1-1-0123", 9, &sl)); /* no tag: SKU "s1-1", N 123 */
+    assert_int_equal(sl, 4);
     assert_int_equal(place(sys, order, "late", 1).status, ORDER_SOLD_OUT);
     get3(sys, order, ORDER_SET_STOCK, 101, true, v, 2); /* restock by one */
     placed p = place(sys, order, "late", 1);

@@ -367,6 +367,17 @@ static void test_api_contract(void **state)
     snprintf(path, sizeof path, "/orders/%s", id);
     assert_int_equal(http(n.port, "GET", path, NULL, body, sizeof body), 200);
     assert_int_equal(http(n.port, "GET", "/orders/s1-999", NULL, body, sizeof body), 404);
+    /* order ids cannot be guessed (issue 21, point 4): SKU-N-TAG with a random 128-bit tag, and
+     * the lookup needs the whole id — the right SKU and N with another tag, or none, is 404 */
+    const char *tag = strrchr(id, '-');
+    assert_non_null(tag);
+    assert_int_equal(strlen(tag + 1), 32);
+    assert_int_equal(strspn(tag + 1, "0123456789abcdef"), 32);
+    char guess[80];
+    snprintf(guess, sizeof guess, "/orders/%.*s", (int)(tag - id), id);
+    assert_int_equal(http(n.port, "GET", guess, NULL, body, sizeof body), 404);
+    snprintf(guess, sizeof guess, "/orders/%.*s-%032x", (int)(tag - id), id, 0);
+    assert_int_equal(http(n.port, "GET", guess, NULL, body, sizeof body), 404);
     assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u2\",\"sku\":\"s1\",\"qty\":2}",
                           body, sizeof body),
                      409); /* 1 left */
@@ -415,6 +426,7 @@ static void test_api_contract(void **state)
 typedef struct buyer {
     int port, id, n;
     int confirmed, sold_out, other;
+    char ids[32][128];          /* the confirmed orders' ids (the first 32) */
 } buyer;
 
 static void *buyer_main(void *arg)
@@ -424,6 +436,9 @@ static void *buyer_main(void *arg)
     for (int i = 0; i < b->n; i++) {
         snprintf(req, sizeof req, "{\"user\":\"b%d\",\"sku\":\"hot\",\"qty\":1}", b->id);
         int s = http(b->port, "POST", "/orders", req, body, sizeof body);
+        const char *id = s == 201 ? strstr(body, "\"order_id\":\"") : NULL;
+        if (id != NULL && b->confirmed < 32)
+            sscanf(id + 12, "%127[^\"]", b->ids[b->confirmed]);
         if (s == 201)
             b->confirmed++;
         else if (s == 409)
@@ -470,11 +485,14 @@ static void sale_and_kill9(const char *sub, const char *set, const char *set2)
     node_start(&n, dir, 0, set, set2, NULL);
     assert_int_equal(http(n.port, "GET", "/inventory/hot", NULL, body, sizeof body), 200);
     assert_non_null(strstr(body, "\"sold\":150"));
-    for (int k = 1; k <= 151; k++) { /* event 1 set the stock; orders are hot-2 .. hot-151 */
-        char path[64];
-        snprintf(path, sizeof path, "/orders/hot-%d", k);
-        assert_int_equal(http(n.port, "GET", path, NULL, body, sizeof body), k == 1 ? 404 : 200);
-    }
+    for (int i = 0; i < 8; i++) /* every confirmed order, by the id its 201 gave */
+        for (int k = 0; k < b[i].confirmed && k < 32; k++) {
+            char path[160];
+            snprintf(path, sizeof path, "/orders/%s", b[i].ids[k]);
+            assert_int_equal(http(n.port, "GET", path, NULL, body, sizeof body), 200);
+        }
+    /* and none by its sequence number alone (ids are not guessable) */
+    assert_int_equal(http(n.port, "GET", "/orders/hot-2", NULL, body, sizeof body), 404);
     /* every confirmed order's email, and no other */
     TT_WAIT_FOR(tt_count_files(newdir) == 150, TT_DEADLINE_MS);
     print_message("killed with %zu of 150 emails written; the other %zu within %.0f ms of the restart "
@@ -753,7 +771,7 @@ typedef struct cbuyer {
     int id, n;
     int per_sku_201[CSKUS];
     int other;
-    char (*ids)[32];            /* confirmed order ids (shared array, slots by id) */
+    char (*ids)[128];           /* confirmed order ids (shared array, slots by id) */
     int nids;
 } cbuyer;
 
@@ -770,7 +788,7 @@ static void *cbuyer_main(void *arg)
             b->per_sku_201[k]++;
             const char *p = strstr(body, "\"order_id\":\"");
             if (p != NULL && b->nids < 200)
-                sscanf(p + 12, "%31[^\"]", b->ids[b->nids++]);
+                sscanf(p + 12, "%127[^\"]", b->ids[b->nids++]);
         } else if (st != 409) {
             b->other++; /* 503 while a node's SKUs move, or a refused connection */
         }
@@ -787,12 +805,20 @@ static int peers_up(int port)
     return p != NULL ? atoi(p + 11) : -1;
 }
 
-static bool file_exists_in(const char *const dirs[], int ndirs, const char *name)
+/* Whether an email file "PREFIX<tag>.eml" is in one of dirs (an order's id is SKU-N-TAG: the
+ * test knows SKU and N, not the random tag). */
+static bool file_exists_in(const char *const dirs[], int ndirs, const char *prefix)
 {
+    size_t pl = strlen(prefix);
     for (int d = 0; d < ndirs; d++) {
-        char f[400];
-        snprintf(f, sizeof f, "%s/%s.eml", dirs[d], name);
-        if (access(f, F_OK) == 0)
+        DIR *dir = opendir(dirs[d]);
+        struct dirent *e;
+        bool found = false;
+        while (dir != NULL && !found && (e = readdir(dir)) != NULL)
+            found = strncmp(e->d_name, prefix, pl) == 0 && strstr(e->d_name, ".eml") != NULL;
+        if (dir != NULL)
+            closedir(dir);
+        if (found)
             return true;
     }
     return false;
@@ -861,7 +887,7 @@ static void test_cluster_routes_and_survives_kill9(void **state)
     }
     /* six buyers, two per node, 100 tries each for 240 units; n2 is killed (kill -9) once 80
      * orders are confirmed: its buyers lose their node, the others go on */
-    static char ids[6][200][32];
+    static char ids[6][200][128];
     cbuyer b[6];
     pthread_t th[6];
     atomic_store(&g_cluster_201, 0);
@@ -900,7 +926,7 @@ static void test_cluster_routes_and_survives_kill9(void **state)
     /* every confirmed order is there, asked through either survivor */
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < b[i].nids; j++) {
-            char path[64];
+            char path[160];
             snprintf(path, sizeof path, "/orders/%s", b[i].ids[j]);
             assert_int_equal(http(n[j % 2 ? 2 : 0].port, "GET", path, NULL, body, sizeof body),
                              200);
@@ -932,11 +958,12 @@ static void test_cluster_routes_and_survives_kill9(void **state)
     }
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < b[i].nids; j++) {
-            char path[64];
+            char path[160];
             snprintf(path, sizeof path, "/orders/%s", b[i].ids[j]);
             assert_int_equal(http(n[1].port, "GET", path, NULL, body, sizeof body), 200);
         }
-    /* an email for every order sold (orders are SKU-2 .. SKU-(sold+1): event 1 set the stock) */
+    /* an email for every order sold (orders are SKU-2-TAG .. SKU-(sold+1)-TAG: event 1 set the
+     * stock) */
     TT_WAIT_FOR((http(n[0].port, "GET", "/emails/stats", NULL, body, sizeof body),
                  strstr(body, "\"pending\":0,") != NULL),
                 TT_DEADLINE_MS);
@@ -945,7 +972,7 @@ static void test_cluster_routes_and_survives_kill9(void **state)
     for (int k = 0; k < CSKUS; k++)
         for (int q = 2; q <= CSTOCK + 1; q++) {
             char name[32];
-            snprintf(name, sizeof name, "cs%d-%d", k, q);
+            snprintf(name, sizeof name, "cs%d-%d-", k, q);
             emails += file_exists_in(maildirs, 3, name);
         }
     print_message("cluster: %d sold, %d emails\n", sold_total, emails);

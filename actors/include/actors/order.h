@@ -13,8 +13,10 @@
  * is told apart from one that sold out. An order actor whose SKU is not set up ends once it has
  * answered (normal exit): requests for made-up SKUs never leave actors behind.
  *   ORDER_LOOKUP     [order_id str]        -> [found u64, user str, qty u64]
- * Order ids are "SKU-N" with N the journal's sequence number: unique, and the idempotency key of
- * the confirmation email.
+ * Order ids are "SKU-N-TAG": N the journal's sequence number (unique), TAG 32 hex digits of a
+ * random 128-bit tag drawn for the order and kept in its event, so one order's id says nothing
+ * about another's (ORDER_LOOKUP finds an order only by its whole id: ids cannot be enumerated).
+ * The id is the idempotency key of the confirmation email.
  */
 #ifndef TROUPE_ACTORS_ORDER_H
 #define TROUPE_ACTORS_ORDER_H
@@ -37,6 +39,8 @@ enum { ORDER_CONFIRMED = 0, ORDER_SOLD_OUT = 1, ORDER_INVALID = 2, ORDER_UNKNOWN
 #define ORDER_SKU_MAX 64u
 #define ORDER_USER_MAX 128u
 #define ORDER_MAX_QTY 1000u
+#define ORDER_TAG_HEX 32u   /* the random tag of an order id, in hex digits (128 bits) */
+#define ORDER_ID_MAX (ORDER_SKU_MAX + 1u + 20u + 1u + ORDER_TAG_HEX) /* "SKU-N-TAG" */
 
 /* What a confirmation email's outbox item holds (msgpack): [order_id, user, sku, qty]. */
 
@@ -51,6 +55,9 @@ extern const tr_behaviour order_behaviour;
 
 /* True when s is a valid SKU. */
 bool order_sku_valid(const char *s, size_t len);
+/* True when id[0..len) has the form of an order id ("SKU-N-TAG", or "SKU-N" for orders confirmed
+ * before ids had a tag); *sku_len gets the length of its SKU (what routes it to the SKU's actor). */
+bool order_id_parse(const char *id, size_t len, size_t *sku_len);
 
 /* The confirmation email of an order: the email actor's format callback (actors/email.h) for the
  * items the order actor puts in its email queue. Its id is the order id; subject "Payment

@@ -171,7 +171,7 @@ typedef struct call {
     tr_msg *req;                /* the request to send (owned until sent) */
     char sku[ORDER_SKU_MAX + 1];
     char user[ORDER_USER_MAX + 1];
-    char order_id[ORDER_SKU_MAX + 24];
+    char order_id[ORDER_ID_MAX + 1];
     uint64_t qty;
 } call;
 
@@ -469,17 +469,14 @@ static void place_order(fs_app *a, tr_http_server *h, const tr_http_request *req
 static void get_order(fs_app *a, tr_http_server *h, const tr_http_request *req, const char *id,
                       size_t il)
 {
-    const char *dash = NULL;
-    for (size_t i = 0; i < il; i++)
-        if (id[i] == '-')
-            dash = id + i;
+    size_t sl = 0;
     call c = {.app = a, .kind = CALL_LOOKUP};
-    if (dash == NULL || il >= sizeof c.order_id || !order_sku_valid(id, (size_t)(dash - id))) {
+    if (il >= sizeof c.order_id || !order_id_parse(id, il, &sl)) {
         respond_error(h, req->token, 404, "no such order");
         return;
     }
     memcpy(c.order_id, id, il);
-    memcpy(c.sku, id, (size_t)(dash - id));
+    memcpy(c.sku, id, sl);
     c.req = tr_msg_new(ORDER_LOOKUP, il + 8);
     msgpack_pack_str(tr_msg_packer(c.req), il);
     msgpack_pack_str_body(tr_msg_packer(c.req), id, il);
