@@ -422,6 +422,56 @@ static void test_api_contract(void **state)
     node_kill(&n, SIGTERM);
 }
 
+/* Admin routes behind a bearer token (issue 21, point 4), when the operator sets one: PUT
+ * /inventory needs "Authorization: Bearer TOKEN" (401 + WWW-Authenticate otherwise), reads do not;
+ * the token's file must be the owner's alone. */
+static void test_admin_token(void **state)
+{
+    (void)state;
+    char dir[128], file[200], set[260], body[512], head[1024];
+    snprintf(dir, sizeof dir, "%s/admin", g_dir);
+    mkdir(dir, 0700);
+    snprintf(file, sizeof file, "%s/token", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("0123456789abcdef0123456789abcdef\n", f);
+    fclose(f);
+    snprintf(set, sizeof set, "flashsale.admin_token_file=%s", file);
+    /* a token file others can read is refused at start */
+    assert_int_equal(chmod(file, 0644), 0);
+    char args[600], line[512];
+    snprintf(args, sizeof args, "--config '%s' --set %s", FLASHSALE_CONF, set);
+    assert_int_equal(refused_with(args, line, sizeof line), 1);
+    assert_non_null(strstr(line, "others can read or write it"));
+    assert_int_equal(chmod(file, 0600), 0);
+    node n;
+    node_start(&n, dir, 0, set, NULL, NULL);
+    const char *stock = "{\"stock\":5}";
+    assert_int_equal(tt_http_with(n.port, "PUT", "/inventory/s1", NULL, stock, body, sizeof body,
+                                  head, sizeof head, 60000),
+                     401);
+    assert_non_null(strstr(head, "WWW-Authenticate: Bearer"));
+    assert_non_null(strstr(body, "admin token"));
+    assert_int_equal(tt_http_with(n.port, "PUT", "/inventory/s1",
+                                  "Authorization: Bearer 0123456789abcdef0123456789abcdeX\r\n",
+                                  stock, body, sizeof body, NULL, 0, 60000),
+                     401);
+    assert_int_equal(tt_http_with(n.port, "PUT", "/inventory/s1",
+                                  "Authorization: Bearer 0123456789abcdef\r\n", stock, body,
+                                  sizeof body, NULL, 0, 60000),
+                     401); /* a prefix of it */
+    assert_int_equal(http(n.port, "GET", "/inventory/s1", NULL, body, sizeof body), 404);
+    assert_int_equal(tt_http_with(n.port, "PUT", "/inventory/s1",
+                                  "Authorization: Bearer 0123456789abcdef0123456789abcdef\r\n",
+                                  stock, body, sizeof body, NULL, 0, 60000),
+                     200);
+    assert_int_equal(http(n.port, "GET", "/inventory/s1", NULL, body, sizeof body), 200);
+    assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"s1\"}", body,
+                          sizeof body),
+                     201); /* buying needs no token */
+    node_kill(&n, SIGTERM);
+}
+
 /* Buyers on threads, each with its own connections. */
 typedef struct buyer {
     int port, id, n;
@@ -1203,6 +1253,7 @@ static int teardown(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_bad_settings_refused),
     cmocka_unit_test(test_api_contract),
+    cmocka_unit_test(test_admin_token),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
     cmocka_unit_test(test_no_oversell_emails_and_kill9_two_loops),
     cmocka_unit_test(test_no_oversell_emails_and_kill9_handoff),

@@ -42,8 +42,20 @@ static inline int tt_dial(int port)
  * connect, -2 when no answer came within timeout_ms. The answer's body goes to out (cap bytes,
  * NUL-terminated; NULL: not wanted), its status line and headers to head (likewise); at most
  * 1 MiB of answer is read. A request the server refuses may be cut short: the answer is read. */
+static inline int tt_http_with(int port, const char *method, const char *path,
+                               const char *headers, const char *body, char *out, size_t cap,
+                               char *head, size_t headcap, unsigned timeout_ms);
+
 static inline int tt_http(int port, const char *method, const char *path, const char *body,
                           char *out, size_t cap, char *head, size_t headcap, unsigned timeout_ms)
+{
+    return tt_http_with(port, method, path, NULL, body, out, cap, head, headcap, timeout_ms);
+}
+
+/* The same with extra header lines (each ending "\r\n"; NULL: none). */
+static inline int tt_http_with(int port, const char *method, const char *path,
+                               const char *headers, const char *body, char *out, size_t cap,
+                               char *head, size_t headcap, unsigned timeout_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -56,12 +68,13 @@ static inline int tt_http(int port, const char *method, const char *path, const 
         close(fd);
         return -1;
     }
-    size_t blen = body != NULL ? strlen(body) : 0, qcap = strlen(method) + strlen(path) + blen + 128;
+    size_t blen = body != NULL ? strlen(body) : 0;
+    size_t qcap = strlen(method) + strlen(path) + (headers != NULL ? strlen(headers) : 0) + blen + 128;
     char *req = malloc(qcap);
     assert_non_null(req);
     int n = snprintf(req, qcap,
-                     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                     method, path, blen, body != NULL ? body : "");
+                     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s",
+                     method, path, headers != NULL ? headers : "", blen, body != NULL ? body : "");
     (void)!write(fd, req, (size_t)n);
     free(req);
     size_t len = 0, acap = 16384;

@@ -13,7 +13,8 @@
  * when nodes come and go. Each node's stats actor, registered as "flashsale/stats/NODE_ID",
  * answers the other nodes' GET /emails/stats with its node's email counters.
  *
- *   PUT  /inventory/{sku}  {"stock":N}              -> 200 {"sku","stock","sold","remaining"}
+ *   PUT  /inventory/{sku}  {"stock":N}              -> 200 {"sku","stock","sold","remaining"} |
+ *                                                      401 without the admin token, when set
  *   GET  /inventory/{sku}                           -> 200 ... | 404
  *   POST /orders  {"user","sku","qty"}              -> 201 {"order_id","user","sku","qty",
  *                                                      "status":"confirmed"} | 409 sold out |
@@ -36,6 +37,7 @@
 #include <troupe/web.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,6 +64,8 @@ struct fs_app {
     email_stats stats;
     email_args eargs;
     order_email_opts mail;      /* what the confirmation emails say (order_email_format) */
+    char admin[257];            /* the admin token ("" when none: admin routes are open) */
+    size_t admin_len;
     pthread_mutex_t lock;       /* the admission bucket */
     tr_limiter admission;
 };
@@ -158,6 +162,23 @@ static int email_stats_actor(fs_app *a, tr_pid *out)
         return TR_ENOPROC;
     snprintf(reg, sizeof reg, "flashsale/stats/%u", (unsigned)tr_pid_node(mailer));
     return tr_node_whereis(a->node, reg, out);
+}
+
+/* Whether the request carries the admin token, when one is set ("Authorization: Bearer TOKEN",
+ * compared in constant time for a token of its length). */
+static bool admin_ok(const fs_app *a, const tr_http_request *req)
+{
+    if (a->admin_len == 0)
+        return true;
+    const char *auth = tr_http_header_get(req, "Authorization");
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    const char *t = auth + 7;
+    size_t tl = strlen(t);
+    unsigned char d = tl != a->admin_len;
+    for (size_t i = 0; i < a->admin_len; i++)
+        d |= (unsigned char)(a->admin[i] ^ (i < tl ? t[i] : 0));
+    return d == 0;
 }
 
 /* ---- calls ----------------------------------------------------------------------------------- */
@@ -387,6 +408,11 @@ static void inventory(fs_app *a, tr_http_server *h, const tr_http_request *req, 
     call c = {.app = a};
     memcpy(c.sku, sku, sl < ORDER_SKU_MAX ? sl : ORDER_SKU_MAX);
     if (req->method == TR_HTTP_PUT) {
+        if (!admin_ok(a, req)) {
+            respond_err(h, req->token, 401, "WWW-Authenticate: Bearer\r\n",
+                        "the admin token is needed (Authorization: Bearer ...)");
+            return;
+        }
         char why[96];
         cJSON *j = tr_json_parse(req->body, req->body_len, why, sizeof why);
         if (j == NULL) {
@@ -560,6 +586,15 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
     if (a == NULL)
         return TR_ENOMEM;
     a->o = *o;
+    if (o->admin_token != NULL) {
+        a->admin_len = strlen(o->admin_token);
+        if (a->admin_len < 16 || a->admin_len >= sizeof a->admin) {
+            snprintf(err, errlen, "the admin token must be 16 to 256 bytes");
+            free(a);
+            return TR_EINVAL;
+        }
+        memcpy(a->admin, o->admin_token, a->admin_len);
+    }
     pthread_mutex_init(&a->lock, NULL);
     tr_limiter_init(&a->admission, TR_LIMIT_TOKEN, o->admission_rate, o->admission_burst,
                     tr_now_ns()); /* a full bucket at start */

@@ -37,6 +37,8 @@ typedef struct fs_opts {
     unsigned run_actors;        /* turns of actors an HTTP thread runs itself after each batch of
                                  * requests (tr_guest); 0 = hand every call to the workers */
     const tr_node_opts *node;   /* cluster mode: this node (the store must be shared); NULL = one node */
+    const char *admin_token;    /* when set: PUT /inventory needs "Authorization: Bearer <it>"
+                                 * (16..256 bytes; main.c reads it from admin_token_file) */
 } fs_opts;
 
 /* Starts a node. On error returns a TR_E* code and writes why into err. */

@@ -137,6 +137,7 @@ static const struct {
     {"flashsale.data", K_STR},
     {"flashsale.workers", K_INT},
     {"flashsale.call_timeout_ms", K_INT},
+    {"flashsale.admin_token_file", K_STR},
     {"flashsale.nodes", K_NODES},
     {"flashsale.http", K_GROUP},
     {"flashsale.http.host", K_STR},
@@ -165,6 +166,37 @@ static const struct {
     {"store", K_GROUP},   /* its members: troupe's store loader */
     {"cluster", K_GROUP}, /* its members: troupe's cluster loader */
 };
+
+/* Reads a secret (the admin token) from a file only its owner can read: the first line, its line
+ * end removed. False, with the reason on stderr, when the file is missing, readable or writable by
+ * group or others, empty, or longer than cap - 2 bytes. */
+static bool read_secret(const char *path, char *out, size_t cap)
+{
+    struct stat st;
+    FILE *f = fopen(path, "r");
+    if (f == NULL || fstat(fileno(f), &st) != 0) {
+        fprintf(stderr, "flashsale: admin_token_file %s: %s\n", path, strerror(errno));
+        if (f != NULL)
+            fclose(f);
+        return false;
+    }
+    if ((st.st_mode & 077) != 0) {
+        fprintf(stderr, "flashsale: admin_token_file %s: others can read or write it (mode %03o; "
+                        "chmod 600)\n", path, (unsigned)(st.st_mode & 0777));
+        fclose(f);
+        return false;
+    }
+    size_t n = fgets(out, (int)cap, f) != NULL ? strlen(out) : 0;
+    fclose(f);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    if (n == 0 || n > cap - 2) {
+        fprintf(stderr, "flashsale: admin_token_file %s: %s\n", path,
+                n == 0 ? "empty" : "the token is longer than 256 bytes");
+        return false;
+    }
+    return true;
+}
 
 /* Levenshtein distance of a and b (short strings), for "did you mean". */
 static size_t distance(const char *a, const char *b)
@@ -424,6 +456,13 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
                     http);
             return 2;
         }
+    }
+    static char admin[258];
+    const char *admin_file = get_str(cfg, "flashsale.admin_token_file", NULL);
+    if (admin_file != NULL) {
+        if (!read_secret(admin_file, admin, sizeof admin))
+            return 1;
+        o.admin_token = admin;
     }
     const char *provider = get_str(cfg, "flashsale.email.provider", "maildir");
     if (strcmp(provider, "smtp") == 0) {
