@@ -7,6 +7,7 @@
 #   make asan        the suite under AddressSanitizer + UBSan (build-asan/)
 #   make tsan        the suite under ThreadSanitizer (build-tsan/)
 #   make bench       build and run troupe-bench all
+#   make lint        cppcheck and clang-tidy's static analyzer on the product's code (scripts/lint)
 #   make fuzz        build the libFuzzer harnesses (build-fuzz/) and run each FUZZ_SECONDS (60)
 #   make clean       remove build directories
 
@@ -16,7 +17,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
 
-.PHONY: all bootstrap build demo test asan tsan bench fuzz clean
+.PHONY: all bootstrap build demo test asan tsan bench fuzz lint clean
 
 all: build
 
@@ -25,7 +26,7 @@ bootstrap:
 
 # Re-run configure when the generator or the build dir is missing.
 $(BUILD)/CMakeCache.txt: | bootstrap
-	cmake -S . -B $(BUILD) $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_ARGS)
 
 build: bootstrap $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -44,6 +45,9 @@ tsan: bootstrap
 
 bench: build
 	$(BUILD)/bin/troupe-bench all
+
+lint: build
+	scripts/lint
 
 FUZZ_SECONDS ?= 60
 fuzz: bootstrap

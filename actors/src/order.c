@@ -123,7 +123,7 @@ static int apply(void *state, uint64_t seq, const void *ev, size_t len)
     order_state *o = state;
     tr_reader r;
     tr_reader_init_bytes(&r, ev, len);
-    uint64_t kind, v;
+    uint64_t kind, v = 0;
     const char *user;
     size_t ul;
     int rc = tr_read_u64(&r, &kind);

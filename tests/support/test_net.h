@@ -84,8 +84,9 @@ static inline int tt_http_with(int port, const char *method, const char *path,
     for (;;) {
         if (len + 1 == acap && acap < (1u << 20)) {
             acap *= 2;
-            buf = realloc(buf, acap);
-            assert_non_null(buf);
+            char *bigger = realloc(buf, acap);
+            assert_non_null(bigger);
+            buf = bigger;
         }
         if (len + 1 >= acap || (r = read(fd, buf + len, acap - 1 - len)) <= 0)
             break;

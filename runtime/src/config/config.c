@@ -532,7 +532,7 @@ static int parse_sup(loader *L, const config_setting_t *g, unsigned depth,
         if ((rc = parse_child(L, cg, depth, &cs[i])) != TR_OK)
             return rc;
         for (int j = 0; j < i; j++)
-            if (strcmp(cs[j].id, cs[i].id) == 0)
+            if (cs[j].id != NULL && cs[i].id != NULL && strcmp(cs[j].id, cs[i].id) == 0)
                 return fail(L, config_setting_get_member(cg, "id"), TR_EINVAL,
                             "duplicate child id \"%s\" (first at line %u)", cs[i].id,
                             config_setting_source_line(config_setting_get_elem(ch, (unsigned)j)));

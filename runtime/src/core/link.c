@@ -89,8 +89,8 @@ static int reason_decode(const tr_msg *m, tr_reason *out)
 {
     tr_reader r;
     tr_reader_init(&r, m);
-    uint64_t kind;
-    int64_t code;
+    uint64_t kind = 0;
+    int64_t code = 0;
     const msgpack_object *o;
     int rc = tr_read_u64(&r, &kind);
     if (rc == TR_OK)
@@ -131,7 +131,9 @@ int tr__signal(tr_system *sys, tr_worker *w, tr_pid from, tr_pid to, uint32_t si
     m->flags = TR_MF_SIGNAL;
     m->sender = from;
     /* an exit signal carries its kind in corr, so a kill is recognised without decoding */
-    m->corr = (sig == TR_SIG_EXIT || sig == TR_SIG_EXIT_LINK) ? (uint64_t)reason->kind : corr;
+    m->corr = (sig == TR_SIG_EXIT || sig == TR_SIG_EXIT_LINK) && reason != NULL
+                  ? (uint64_t)reason->kind
+                  : corr;
     return tr__deliver(sys, w, to, m);
 }
 

@@ -461,7 +461,7 @@ static int read_raw(tr_reader *r, bool want_str, bool accept_both, const char **
     const unsigned char *p = (const unsigned char *)r->data + r->off;
     size_t avail = r->len - r->off;
     unsigned char t = p[0];
-    size_t hdr, n;
+    size_t hdr, n = 0;
     bool is_str;
     if ((t & 0xe0) == 0xa0) {
         is_str = true, hdr = 1, n = t & 0x1f;

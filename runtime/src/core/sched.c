@@ -525,8 +525,7 @@ static void *worker_main(void *arg)
             a = search(w);
         }
         if (a == NULL) {
-            atomic_fetch_sub(&sys->nsearching, 1);
-            searching = false;
+            atomic_fetch_sub(&sys->nsearching, 1); /* not searching while parked */
             park(w);
             searching = true; /* a woken worker is counted as searching by its waker (or by park) */
             continue;

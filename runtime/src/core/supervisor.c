@@ -754,6 +754,8 @@ static int sup_receive(tr_ctx *ctx, void *state, tr_msg *m)
 
 static void sup_free(sup *s)
 {
+    if (s == NULL)
+        return;
     for (size_t i = 0; i < s->nkids; i++) {
         free(s->kids[i]->arg_owned);
         free(s->kids[i]);

@@ -537,7 +537,7 @@ void tr_shard_free(tr_shard *s)
 {
     if (s == NULL)
         return;
-    for (size_t b = 0; b < s->nbuckets; b++)
+    for (size_t b = 0; s->buckets != NULL && b < s->nbuckets; b++) /* NULL: its calloc failed */
         while (s->buckets[b] != NULL) {
             entry *e = s->buckets[b];
             s->buckets[b] = e->hnext;

@@ -629,6 +629,7 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
     tr_journal *j = calloc(1, sizeof *j);
     if (j == NULL || (j->id = strdup(id)) == NULL) {
         free(j);
+        j = NULL; /* freed: the failure path below must not free it again (cppcheck) */
         rc = TR_ENOMEM;
     } else {
         j->s = s;

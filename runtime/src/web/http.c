@@ -259,7 +259,6 @@ static void send_raw(conn *c, const char *data, size_t len, char *owned, bool cl
         memcpy(copy, data, len);
         free(owned);
         owned = copy;
-        data = copy;
     }
     wreq *r = malloc(sizeof *r);
     if (r == NULL) {
