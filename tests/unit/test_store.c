@@ -88,6 +88,19 @@ static void fresh(const char *path)
 }
 
 
+/* The fixture of the tests that need a store: a database path of their own (g_dir/tN.db), made
+ * fresh (the file removed, or Redis flushed), in *state. */
+static int fresh_db(void **state)
+{
+    static char paths[64][256];
+    static unsigned next;
+    char *path = paths[next++ % 64];
+    snprintf(path, 256, "%s/t%u.db", g_dir, next);
+    fresh(path);
+    *state = path;
+    return 0;
+}
+
 /* ---- a persistent counter ------------------------------------------------------------------ */
 
 typedef struct counter_arg {
@@ -231,10 +244,7 @@ static void stop_wait(tr_system *sys, tr_pid p)
 
 static void test_recover_from_events_and_snapshot(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "recover.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.snapshot_every = 10};
     tr_store *s = open_store(sys, path, &so);
@@ -284,10 +294,7 @@ static void test_recover_from_events_and_snapshot(void **state)
 /* Many turns of many actors share transactions: far fewer commits than events. */
 static void test_group_commit(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "group.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store *s = open_store(sys, path, NULL);
     enum { ACTORS = 20 };
@@ -349,10 +356,7 @@ static void *normal_client_main(void *arg)
 
 static void test_normal_sync_commits_in_turn(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "normal.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.sync = TR_SYNC_NORMAL};
     tr_store *s = open_store(sys, path, &so);
@@ -408,10 +412,7 @@ static void test_normal_sync_commits_in_turn(void **state)
  * 20 ms), so the bound leaves room for that; everything is durable and answered in order. */
 static void test_guest_turns_share_a_commit(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "guest.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.sync = TR_SYNC_NORMAL};
     tr_store *s = open_store(sys, path, &so);
@@ -488,10 +489,7 @@ static const tr_behaviour driver_b = {.name = "driver", .receive = driver_receiv
 
 static void test_worker_turns_share_a_commit(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "wbatch.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(1);
     tr_store_opts so = {.sync = TR_SYNC_NORMAL};
     tr_store *s = open_store(sys, path, &so);
@@ -553,10 +551,7 @@ static const tr_behaviour closer_b = {.name = "closer", .receive = closer_receiv
 
 static void test_guest_hold_outlives_store_close(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "guestclose.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.sync = TR_SYNC_NORMAL};
     tr_store *s = open_store(sys, path, &so);
@@ -610,10 +605,7 @@ static const tr_behaviour watcher_b = {.name = "watcher", .receive = watcher_rec
 
 static void test_failed_commit_ends_the_actor(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "fail.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store *s = open_store(sys, path, NULL);
     counter_arg a = {.store = s, .id = "counter/f"};
@@ -716,10 +708,7 @@ static void outbox_reset(bool ack)
 
 static void test_outbox_at_least_once(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "outbox.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.outbox_window = 16, .redeliver_ms = 200};
     tr_store *s = open_store(sys, path, &so);
@@ -787,10 +776,7 @@ static void test_outbox_at_least_once(void **state)
  * 50 ms, long before the ten-minute redelivery delay, and is then acknowledged. */
 static void test_outbox_retry(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "retry.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
     tr_store_opts so = {.outbox_window = 8, .redeliver_ms = 600000};
     tr_store *s = open_store(sys, path, &so);
@@ -875,10 +861,7 @@ static void consume(const char *path, int fd, unsigned seconds)
  * the counts in memory, from one scan at open: a count(*) per call held an HTTP loop for 30 ms.) */
 static void test_outbox_pending_across_restart(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "outbox-pending.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     for (int round = 0; round < 3; round++) {
         tr_system *sys = tt_system_workers(2);
         tr_store *s = open_store(sys, path, NULL);
@@ -1001,10 +984,7 @@ static void test_outbox_consumer_killed(void **state)
  * event_batches (schema 2): after a restart both are read, in order. */
 static void test_schema1_file_recovered(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "schema1.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
@@ -1181,10 +1161,7 @@ static void test_kill9_keeps_every_acknowledged_event(void **state)
 /* Redis: two nodes (two stores) own one journal in turn; the first, now stale, is refused. */
 static void test_fencing_stale_owner_refused(void **state)
 {
-    (void)state;
-    char path[256];
-    db_path(path, sizeof path, "unused.db");
-    fresh(path);
+    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys_a = tt_system_workers(1), *sys_b = tt_system_workers(1);
     tr_store *sa = open_store(sys_a, path, NULL), *sb = open_store(sys_b, path, NULL);
     counter_arg a = {.store = sa, .id = "order/sku-1"};
@@ -1271,26 +1248,26 @@ static int teardown(void **state)
 
 static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_kill9_keeps_every_acknowledged_event),
-    cmocka_unit_test(test_recover_from_events_and_snapshot),
-    cmocka_unit_test(test_group_commit),
-    cmocka_unit_test(test_normal_sync_commits_in_turn),
-    cmocka_unit_test(test_guest_turns_share_a_commit),
-    cmocka_unit_test(test_guest_hold_outlives_store_close),
-    cmocka_unit_test(test_worker_turns_share_a_commit),
-    cmocka_unit_test(test_failed_commit_ends_the_actor),
-    cmocka_unit_test(test_outbox_at_least_once),
-    cmocka_unit_test(test_outbox_retry),
-    cmocka_unit_test(test_outbox_pending_across_restart),
+    cmocka_unit_test_setup(test_recover_from_events_and_snapshot, fresh_db),
+    cmocka_unit_test_setup(test_group_commit, fresh_db),
+    cmocka_unit_test_setup(test_normal_sync_commits_in_turn, fresh_db),
+    cmocka_unit_test_setup(test_guest_turns_share_a_commit, fresh_db),
+    cmocka_unit_test_setup(test_guest_hold_outlives_store_close, fresh_db),
+    cmocka_unit_test_setup(test_worker_turns_share_a_commit, fresh_db),
+    cmocka_unit_test_setup(test_failed_commit_ends_the_actor, fresh_db),
+    cmocka_unit_test_setup(test_outbox_at_least_once, fresh_db),
+    cmocka_unit_test_setup(test_outbox_retry, fresh_db),
+    cmocka_unit_test_setup(test_outbox_pending_across_restart, fresh_db),
     cmocka_unit_test(test_outbox_consumer_killed),
 };
 
 static const struct CMUnitTest sqlite_only[] = {
     cmocka_unit_test(test_bad_files_refused),
-    cmocka_unit_test(test_schema1_file_recovered),
+    cmocka_unit_test_setup(test_schema1_file_recovered, fresh_db),
 };
 
 static const struct CMUnitTest redis_only[] = {
-    cmocka_unit_test(test_fencing_stale_owner_refused),
+    cmocka_unit_test_setup(test_fencing_stale_owner_refused, fresh_db),
     cmocka_unit_test(test_unreachable_redis),
 };
 
