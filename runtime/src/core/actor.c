@@ -851,7 +851,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
     return TAKE_DELIVER;
 }
 
-void tr__actor_run(tr_worker *w, tr_actor *a)
+TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
 {
     tr_system *sys = a->sys;
     tr_pid self = atomic_load_explicit(&a->pid, memory_order_relaxed);

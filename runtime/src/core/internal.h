@@ -505,6 +505,19 @@ TR_HIDDEN int tr__ext_enter(struct tr_system *sys);
 TR_HIDDEN void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
 TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
 
+/* For the few functions on every message's path whose locals hold no buffer whose size input
+ * decides (a context, a reader, msgpack's fixed 9-byte scratch): the hardened build's stack canary
+ * (-fstack-protector-strong) cost ~3% of pingpong's instructions there, and nothing to protect
+ * (docs/security.md). Everything else keeps its canary. */
+#if defined(__has_attribute)
+#if __has_attribute(no_stack_protector)
+#define TR_NO_CANARY __attribute__((no_stack_protector))
+#endif
+#endif
+#ifndef TR_NO_CANARY
+#define TR_NO_CANARY
+#endif
+
 /* Debug assertions of the runtime's own invariants (never of input: bad input is an error code).
  * Checked when TROUPE_DEBUG is set — Debug builds and the sanitizer builds, so the suite runs
  * with them under ASan and TSan — and compiled out otherwise. A failed one names the condition

@@ -436,7 +436,7 @@ int tr_read_i64(tr_reader *r, int64_t *out)
     return TR_OK;
 }
 
-int tr_read_u64(tr_reader *r, uint64_t *out)
+TR_NO_CANARY int tr_read_u64(tr_reader *r, uint64_t *out)
 {
     bool neg;
     uint64_t u = 0;
@@ -502,12 +502,12 @@ int tr_read_bin(tr_reader *r, const void **p, size_t *len)
 
 /* ---- scalars (troupe.h) ---------------------------------------------------------------------- */
 
-int tr_msg_put_u64(tr_msg *m, uint64_t v)
+TR_NO_CANARY int tr_msg_put_u64(tr_msg *m, uint64_t v)
 {
     return msgpack_pack_uint64(tr_msg_packer(m), v) == 0 ? TR_OK : TR_ENOMEM;
 }
 
-int tr_msg_put_i64(tr_msg *m, int64_t v)
+TR_NO_CANARY int tr_msg_put_i64(tr_msg *m, int64_t v)
 {
     return msgpack_pack_int64(tr_msg_packer(m), v) == 0 ? TR_OK : TR_ENOMEM;
 }
@@ -531,7 +531,7 @@ tr_msg *tr_msg_new_u64(uint32_t type, uint64_t v)
     return m;
 }
 
-int tr_msg_get_u64(const tr_msg *m, uint64_t *out)
+TR_NO_CANARY int tr_msg_get_u64(const tr_msg *m, uint64_t *out)
 {
     tr_reader r;
     tr_reader_init(&r, m);
