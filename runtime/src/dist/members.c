@@ -62,10 +62,9 @@ static void peer_forget(tr_node *n, peer *pe, const char *why)
 {
     tr__node_log(n, "forgetting member %s at %s: %s", pe->name[0] ? pe->name : "?", pe->addr, why);
     count(&n->peers_forgotten, 1);
-    pe->alias = true;
+    pe->alias = true; /* put_members leaves aliases out: nothing to tell the others */
     pe->name[0] = '\0';
     pe->addr[0] = '\0';
-    n->members_dirty = true;
 }
 
 /* A slot for a new peer when the table is full: an inert entry nothing uses, else the oldest
@@ -97,41 +96,40 @@ void tr__peer_forget_stale(tr_node *n, uint64_t now)
     }
 }
 
-peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
+/* Gives pe (new, or an idle slot: no queue, no interest, no control frames) a member's identity. */
+static void peer_learnt(tr_node *n, peer *pe, const char *name, const char *addr)
 {
-    if (n->npeers >= NODE_MAX_PEERS) {
-        peer *pe = peer_reusable(n);
-        if (pe == NULL)
-            return NULL;
-        /* an idle slot: no queue, no interest, no control frames (it was never up since) */
-        snprintf(pe->name, sizeof pe->name, "%s", name);
-        snprintf(pe->addr, sizeof pe->addr, "%s", addr);
-        pe->alias = pe->seed = pe->ever_up = pe->failing = false;
-        pe->status = TR_PEER_DOWN;
-        pe->backoff_ms = n->backoff_min_ms;
-        pe->next_dial_ns = 0;
-        pe->learned_ns = tr__now_ns();
-        n->members_dirty = true;
-        return pe;
-    }
-    peer *pe = calloc(1, sizeof *pe);
-    if (pe == NULL)
-        return NULL;
-    if (nng_aio_alloc(&pe->dial_aio, tr__node_on_dial, pe) != 0) {
-        free(pe);
-        return NULL;
-    }
     snprintf(pe->name, sizeof pe->name, "%s", name);
     snprintf(pe->addr, sizeof pe->addr, "%s", addr);
-    pe->n = n;
-    pe->learned_ns = tr__now_ns();
+    pe->alias = pe->seed = pe->ever_up = pe->failing = false;
+    pe->status = TR_PEER_DOWN;
     pe->backoff_ms = n->backoff_min_ms;
-    tr__idmap_init(&pe->interest);
-    tr__mpsc_init(&pe->q);
-    pthread_mutex_init(&pe->ctl_lock, NULL);
-    tr__wire_buf_init(&pe->ctl);
-    n->peers[n->npeers++] = pe;
+    pe->next_dial_ns = 0;
+    pe->learned_ns = tr__now_ns();
     n->members_dirty = true;
+}
+
+peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
+{
+    peer *pe;
+    if (n->npeers >= NODE_MAX_PEERS) {
+        if ((pe = peer_reusable(n)) == NULL)
+            return NULL;
+    } else {
+        if ((pe = calloc(1, sizeof *pe)) == NULL)
+            return NULL;
+        if (nng_aio_alloc(&pe->dial_aio, tr__node_on_dial, pe) != 0) {
+            free(pe);
+            return NULL;
+        }
+        pe->n = n;
+        tr__idmap_init(&pe->interest);
+        tr__mpsc_init(&pe->q);
+        pthread_mutex_init(&pe->ctl_lock, NULL);
+        tr__wire_buf_init(&pe->ctl);
+        n->peers[n->npeers++] = pe;
+    }
+    peer_learnt(n, pe, name, addr);
     return pe;
 }
 

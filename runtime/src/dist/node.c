@@ -79,16 +79,11 @@ static void node_free(tr_node *n)
 }
 
 /* The node layer's side of the core's transport seam (internal.h). */
-static void node_free_left(tr_node *n)
-{
-    tr_node_stop(n);
-}
-
 static const tr__remote_ops remote_ops = {
     .route = tr__node_route,
     .interest = tr__node_interest,
     .forget = tr__node_forget,
-    .free = node_free_left,
+    .free = tr_node_stop, /* a node its user left running */
 };
 
 int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)

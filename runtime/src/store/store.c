@@ -494,14 +494,6 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
                      redis ? "redis_host" : "path");
         return TR_EINVAL;
     }
-#if !TROUPE_HAVE_REDIS || !TROUPE_HAVE_SQLITE
-    if ((redis && !TROUPE_HAVE_REDIS) || (!redis && !TROUPE_HAVE_SQLITE)) {
-        if (err != NULL && errlen > 0) /* compiled out: TROUPE_WITH_REDIS / TROUPE_WITH_SQLITE */
-            snprintf(err, errlen, "store: the %s backend is not in this build",
-                     redis ? "redis" : "sqlite");
-        return TR_EINVAL;
-    }
-#endif
     *out = NULL;
     tr_store *s = calloc(1, sizeof *s);
     if (s == NULL)

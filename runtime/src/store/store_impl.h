@@ -13,6 +13,8 @@
 #include "core/registry.h"
 #include "troupe/store.h"
 
+#include <stdio.h>
+
 #define STORE_MAX_QUEUES 64u
 #define STORE_ID_MAX 255u
 
@@ -121,25 +123,31 @@ struct tr_journal {
     unit *cur;
 };
 
-/* The backends this build has (the CMake options TROUPE_WITH_SQLITE and TROUPE_WITH_REDIS); a
- * backend compiled out is refused by tr_store_open with TR_EINVAL and a message saying so. */
+/* The backends this build has (the CMake options TROUPE_WITH_SQLITE and TROUPE_WITH_REDIS). */
 #ifndef TROUPE_HAVE_SQLITE
 #define TROUPE_HAVE_SQLITE 1
 #endif
 #ifndef TROUPE_HAVE_REDIS
 #define TROUPE_HAVE_REDIS 1
 #endif
+/* A backend compiled out: tr_store_open says so (TR_EINVAL). */
+static inline int tr__store_absent(const char *which, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "store: the %s backend is not in this build", which);
+    return TR_EINVAL;
+}
 #if TROUPE_HAVE_SQLITE
 /* Opens the SQLite backend on s (s->where is the file). TR_OK, or an error written into err. */
 TR_HIDDEN int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
 #else
-#define tr__store_sqlite_open(s, o, err, errlen) TR_EINVAL
+#define tr__store_sqlite_open(s, o, err, errlen) tr__store_absent("sqlite", err, errlen)
 #endif
 #if TROUPE_HAVE_REDIS
 /* Opens the Redis backend on s. */
 TR_HIDDEN int tr__store_redis_open(tr_store *s, const tr_store_opts *o, char *err, size_t errlen);
 #else
-#define tr__store_redis_open(s, o, err, errlen) TR_EINVAL
+#define tr__store_redis_open(s, o, err, errlen) tr__store_absent("redis", err, errlen)
 #endif
 
 #endif
