@@ -97,6 +97,9 @@ int tr_journal_outbox(tr_journal *j, const char *queue, const char *key, const v
                       size_t len);
 /* Answers `request` with `reply` (consumed) once this turn's unit is committed. */
 int tr_journal_reply(tr_journal *j, const tr_msg *request, tr_msg *reply);
+/* The same for a request kept by its return address (tr_msg_from): a deferred answer that leaves
+ * once this turn's unit is committed. */
+int tr_journal_reply_from(tr_journal *j, tr_from from, tr_msg *reply);
 /* Hands this turn's unit to the writer (call it from the behaviour's turn_end). */
 void tr_journal_flush(tr_journal *j);
 /* Flushes and closes the journal (call it from terminate). */

@@ -18,6 +18,10 @@
  *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB)
  *   outbox(id INTEGER PRIMARY KEY, queue TEXT, key TEXT, data BLOB, created_ms INTEGER), ids given
  *     by the writer
+ *   bus(id INTEGER PRIMARY KEY, topic TEXT, key TEXT, ts INTEGER, data BLOB): the event bus's log
+ *     (troupe/bus.h), ids given by the writer; bus_offsets(name TEXT PRIMARY KEY, off INTEGER):
+ *     each durable subscription's offset. Both added without a version change (a file of an
+ *     older build gains them; an older build ignores them).
  */
 #include "store_impl.h"
 
@@ -41,6 +45,8 @@ typedef struct sq {
     sqlite3 *rdb;       /* recovery reads (read_lock) */
     pthread_mutex_t read_lock;
     sqlite3_stmt *ins_batch, *put_snapshot, *ins_outbox, *del_outbox, *get_outbox, *next_outbox;
+    sqlite3_stmt *ins_bus, *put_offset, *next_bus, *count_bus, *get_offset;
+    uint64_t next_bus_id;   /* the bus's ids, given here like the outbox's */
     sqlite3_stmt *begin, *commit; /* prepared once: sqlite3_exec parsed them on every commit */
     unsigned char *buf; /* a unit's events, packed for its event_batches row */
     size_t cap;
@@ -154,6 +160,24 @@ static int exec_op(sq *b, const unit *u, op *o)
     case OP_ACK:
         st = b->del_outbox;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)o->seq);
+        break;
+    case OP_PUBLISH: {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        o->seq = b->next_bus_id++;
+        o->ts = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        st = b->ins_bus;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)o->seq);
+        sqlite3_bind_text(st, 2, o->queue, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, o->key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)o->ts);
+        sqlite3_bind_blob(st, 5, o->data, (int)o->len, SQLITE_STATIC);
+        break;
+    }
+    case OP_BUS_ACK:
+        st = b->put_offset;
+        sqlite3_bind_text(st, 1, o->queue, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)o->seq);
         break;
     default:
         return SQLITE_OK;
@@ -384,11 +408,60 @@ static void sq_items_next(tr_store *s, oqueue *q, uint64_t after, unsigned limit
     sqlite3_clear_bindings(st);
 }
 
+static void sq_bus_next(tr_store *s, uint64_t after, unsigned limit, store_bus_fn fn, void *arg)
+{
+    sq *b = s->bk;
+    sqlite3_stmt *st = b->next_bus;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+    sqlite3_bind_int(st, 2, (int)limit);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *topic = (const char *)sqlite3_column_text(st, 1);
+        const char *key = (const char *)sqlite3_column_text(st, 2);
+        if (!fn(s, arg, (uint64_t)sqlite3_column_int64(st, 0), topic ? topic : "",
+                key ? key : "", (uint64_t)sqlite3_column_int64(st, 3),
+                sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4)))
+            break;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static int sq_bus_count(tr_store *s, const char *topic, uint64_t after, uint64_t *n)
+{
+    sq *b = s->bk;
+    sqlite3_stmt *st = b->count_bus;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+    sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? TR_OK : TR_EIO;
+    *n = rc == TR_OK ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static int sq_bus_offset(tr_store *s, const char *name, uint64_t *off)
+{
+    sq *b = s->bk;
+    sqlite3_stmt *st = b->get_offset;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *off = step == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE ? TR_OK : TR_EIO;
+}
+
 static void sq_close(tr_store *s)
 {
     sq *b = s->bk;
     if (b == NULL)
         return;
+    sqlite3_finalize(b->ins_bus);
+    sqlite3_finalize(b->put_offset);
+    sqlite3_finalize(b->next_bus);
+    sqlite3_finalize(b->count_bus);
+    sqlite3_finalize(b->get_offset);
+    b->ins_bus = b->put_offset = b->next_bus = b->count_bus = b->get_offset = NULL;
     sqlite3_finalize(b->ins_batch);
     sqlite3_finalize(b->put_snapshot);
     sqlite3_finalize(b->ins_outbox);
@@ -462,6 +535,9 @@ static const store_backend sqlite_backend = {
     .item_get = sq_item_get,
     .items_next = sq_items_next,
     .pending = sq_pending,
+    .bus_next = sq_bus_next,
+    .bus_count = sq_bus_count,
+    .bus_offset = sq_bus_offset,
     .close = sq_close,
     .free = sq_free,
 };
@@ -476,7 +552,11 @@ static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
     "  data BLOB NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY, "
-    "  queue TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, created_ms INTEGER NOT NULL);";
+    "  queue TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS bus(id INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
+    "  key TEXT NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS bus_offsets(name TEXT PRIMARY KEY, off INTEGER NOT NULL) "
+    "  WITHOUT ROWID;";
 /* Outbox ids are given by the writer (max + 1 at open, then counting up), not by AUTOINCREMENT
  * (which rewrote the sqlite_sequence page in every commit); items are read in id order by a
  * rowid range scan, so there is no (queue, id) index to maintain either. Files made before
@@ -545,8 +625,26 @@ int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t
         prepare(b, &b->del_outbox, "DELETE FROM outbox WHERE id = ? RETURNING queue") ||
         prepare(b, &b->get_outbox, "SELECT key, data FROM outbox WHERE id = ?") ||
         prepare(b, &b->next_outbox,
-                "SELECT id, key, data FROM outbox WHERE queue = ? AND id > ? ORDER BY id LIMIT ?"))
+                "SELECT id, key, data FROM outbox WHERE queue = ? AND id > ? ORDER BY id LIMIT ?") ||
+        prepare(b, &b->ins_bus, "INSERT INTO bus(id, topic, key, ts, data) VALUES(?, ?, ?, ?, ?)") ||
+        prepare(b, &b->put_offset,
+                "INSERT INTO bus_offsets(name, off) VALUES(?1, ?2) "
+                "ON CONFLICT(name) DO UPDATE SET off = max(off, ?2)") ||
+        prepare(b, &b->next_bus,
+                "SELECT id, topic, key, ts, data FROM bus WHERE id > ? ORDER BY id LIMIT ?") ||
+        prepare(b, &b->count_bus, "SELECT count(*) FROM bus WHERE id > ? AND topic = ?") ||
+        prepare(b, &b->get_offset, "SELECT off FROM bus_offsets WHERE name = ?"))
         return fail_open(s, err, errlen, "cannot prepare statements", b->db);
+    sqlite3_stmt *bh = NULL;
+    if (sqlite3_prepare_v2(b->db, "SELECT coalesce(max(id), 0) FROM bus", -1, &bh, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(bh) != SQLITE_ROW) {
+        sqlite3_finalize(bh);
+        return fail_open(s, err, errlen, "cannot read the bus", b->db);
+    }
+    s->bus_head = (uint64_t)sqlite3_column_int64(bh, 0);
+    b->next_bus_id = s->bus_head + 1;
+    sqlite3_finalize(bh);
     sqlite3_stmt *mx = NULL;
     if (sqlite3_prepare_v2(b->db, "SELECT coalesce(max(id), 0) FROM outbox", -1, &mx, NULL) !=
             SQLITE_OK ||

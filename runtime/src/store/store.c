@@ -158,7 +158,8 @@ static void commit_here(tr_store *s, unit *batch)
     commit_batch(s, batch);
     pthread_mutex_lock(&s->lock);
     s->busy = false;
-    if (s->head != NULL || s->writer_waits) /* queued meanwhile: the writer's now */
+    /* queued meanwhile: the writer's now; published: the writer delivers at once */
+    if (s->head != NULL || s->writer_waits || s->bus_kick)
         pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
@@ -287,6 +288,8 @@ static void after_commit(tr_store *s, unit *u)
                     if (q->out[j].id == o->seq)
                         q->out[j].due_ns = due;
             }
+        } else if (o->kind >= OP_PUBLISH) {
+            tr__bus_after(s, o);
         } else if (o->kind == OP_SUBSCRIBE) {
             oqueue *q = queue_find(s, o->queue, true);
             if (q != NULL) {
@@ -433,7 +436,7 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "tr-writer");
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        if (s->head == NULL && !s->stopping) {
+        if (s->head == NULL && !s->stopping && !s->bus_kick) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 20000000; /* redelivery is checked at least this often */
@@ -448,6 +451,7 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&s->cond, &s->lock);
         }
         s->writer_waits = false;
+        s->bus_kick = false;
         unit *batch = take_batch(s);
         bool stop = s->stopping && s->head == NULL && batch == NULL;
         s->busy = true;
@@ -455,6 +459,7 @@ static void *writer_main(void *arg)
         if (batch != NULL)
             commit_batch(s, batch);
         outbox_pump(s);
+        tr__bus_pump(s);
         pthread_mutex_lock(&s->lock);
         s->busy = false;
         pthread_mutex_unlock(&s->lock);
@@ -472,6 +477,8 @@ static void store_free(tr_store *s)
         s->be->free(s);
     for (size_t i = 0; i < s->nqueues; i++)
         free(s->queues[i].out);
+    tr__bus_free(s);
+    pthread_mutex_destroy(&s->bus_lock);
     tr__namemap_free(&s->open);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
@@ -514,6 +521,7 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     s->max_batch = o->max_batch ? o->max_batch : 4096;
     s->redeliver_ns = (uint64_t)(o->redeliver_ms ? o->redeliver_ms : 5000) * 1000000u;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->bus_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->done_cond, NULL);
     tr__namemap_init(&s->open);
@@ -721,10 +729,19 @@ int tr_journal_outbox(tr_journal *j, const char *queue, const char *key, const v
 
 int tr_journal_reply(tr_journal *j, const tr_msg *request, tr_msg *reply)
 {
+    if (request == NULL || !(request->flags & TR_MF_REQUEST)) {
+        tr_msg_free(reply);
+        return TR_EINVAL;
+    }
+    return tr_journal_reply_from(j, (tr_from){.pid = request->sender, .corr = request->corr},
+                                 reply);
+}
+
+int tr_journal_reply_from(tr_journal *j, tr_from from, tr_msg *reply)
+{
     if (reply == NULL)
         return TR_EINVAL;
-    if (j == NULL || request == NULL || !(request->flags & TR_MF_REQUEST) ||
-        request->sender == TR_PID_NONE || reply->type >= TR_MSG_SYSTEM) {
+    if (j == NULL || from.pid == TR_PID_NONE || reply->type >= TR_MSG_SYSTEM) {
         tr_msg_free(reply);
         return TR_EINVAL;
     }
@@ -735,9 +752,9 @@ int tr_journal_reply(tr_journal *j, const tr_msg *request, tr_msg *reply)
         return TR_ENOMEM;
     }
     reply->sender = j->actor;
-    reply->corr = request->corr;
+    reply->corr = from.corr;
     reply->flags = TR_MF_REPLY;
-    o->to = request->sender;
+    o->to = from.pid;
     o->msg = reply;
     return TR_OK;
 }
@@ -856,4 +873,41 @@ int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_
     if (attempt != NULL)
         *attempt = (unsigned)a;
     return TR_OK;
+}
+
+/* ---- shared with bus.c --------------------------------------------------------------------- */
+
+unit *tr__unit_new(tr_pid actor, const char *jid)
+{
+    return unit_new(actor, jid);
+}
+
+op *tr__unit_add(unit *u, int kind)
+{
+    return unit_add(u, kind);
+}
+
+int tr__unit_put(unit *u, const void *p, size_t len, size_t *off)
+{
+    return unit_put(u, p, len, off);
+}
+
+void tr__unit_free(unit *u)
+{
+    unit_free(u);
+}
+
+void tr__store_enqueue(tr_store *s, unit *u)
+{
+    enqueue(s, u);
+}
+
+int tr__store_deliver(tr_store *s, tr_pid to, tr_msg *m)
+{
+    return deliver(s, to, m);
+}
+
+unit *tr__journal_unit(tr_journal *j)
+{
+    return cur_unit(j);
 }

@@ -11,6 +11,7 @@
 #define TROUPE_STORE_IMPL_H
 
 #include "core/registry.h"
+#include "troupe/bus.h"
 #include "troupe/store.h"
 
 #include <stdio.h>
@@ -18,17 +19,22 @@
 #define STORE_MAX_QUEUES 64u
 #define STORE_ID_MAX 255u
 
-enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE, OP_RETRY };
+enum { OP_EVENT, OP_SNAPSHOT, OP_OUTBOX, OP_REPLY, OP_ACK, OP_SUBSCRIBE, OP_RETRY,
+       OP_PUBLISH, OP_BUS_ACK, OP_BUS_SUB, OP_BUS_UNSUB };
 
 typedef struct op {
     int kind;
-    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK / RETRY: the item's id */
-    char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue) */
+    uint64_t seq;       /* EVENT / SNAPSHOT: its sequence number; ACK / RETRY: the item's id;
+                         * PUBLISH: the event's id (given by the backend's commit); BUS_ACK: the
+                         * id acknowledged; BUS_SUB: from */
+    uint64_t ts;        /* PUBLISH: commit time, µs since the epoch (set by the commit) */
+    char *queue, *key;  /* OUTBOX / SUBSCRIBE (queue); PUBLISH (queue: the topic);
+                         * BUS_*: queue is the subscription's name */
     void *data;
     size_t len;
     tr_pid to;          /* REPLY: the requester; SUBSCRIBE: the consumer */
     tr_msg *msg;        /* REPLY */
-    unsigned delay_ms;  /* RETRY: when to deliver it again */
+    unsigned delay_ms;  /* RETRY: when to deliver it again; BUS_SUB: the window */
     size_t data_off, queue_off, key_off; /* in the unit's bytes, while it is being built */
     unsigned in_bytes;  /* OP_IN_* bits: which of data, queue, key live in the unit's bytes */
 } op;
@@ -64,6 +70,29 @@ typedef struct oqueue {
     size_t nout;
 } oqueue;
 
+/* A subscription of the event bus (bus.c): the writer's, but for the lag counters. */
+typedef struct bflight {
+    uint64_t id, ts_us;
+} bflight;
+
+typedef struct bsub {
+    char name[STORE_ID_MAX + 1];
+    char *topics[TR_BUS_TOPICS];
+    unsigned ntopics;
+    tr_pid consumer;
+    uint64_t acked;     /* the offset (acknowledged up to this id) */
+    uint64_t scanned;   /* the log is examined up to this id for delivery */
+    bflight *out;       /* in flight, ascending ids (window entries) */
+    unsigned nout, window, attempt;
+    uint64_t due_ns;    /* when the oldest in flight is delivered again */
+    uint64_t pending;   /* events of its topics after acked */
+    uint64_t oldest_us; /* commit time of the oldest pending event, when known (0: none) */
+} bsub;
+
+/* A row of the bus log read back by a backend. Returns false to stop the scan. */
+typedef bool (*store_bus_fn)(tr_store *s, void *arg, uint64_t id, const char *topic,
+                             const char *key, uint64_t ts_us, const void *data, size_t len);
+
 /* An outbox item read back by a backend, handed to the pump. */
 typedef void (*store_item_fn)(tr_store *s, oqueue *q, uint64_t id, const void *key, size_t klen,
                               const void *data, size_t len);
@@ -80,6 +109,12 @@ typedef struct store_backend {
     void (*items_next)(tr_store *s, oqueue *q, uint64_t after, unsigned limit, store_item_fn fn);
     /* How many items of queue `queue` are not acknowledged (any thread: the reading connection). */
     int (*pending)(tr_store *s, const char *queue, uint64_t *n);
+    /* The bus (NULL: this backend has none): up to limit rows of the log after id `after`, in
+     * id order (writer); events of topic after id `after` (writer); the stored offset of a
+     * subscription, 0 when none (writer). */
+    void (*bus_next)(tr_store *s, uint64_t after, unsigned limit, store_bus_fn fn, void *arg);
+    int (*bus_count)(tr_store *s, const char *topic, uint64_t after, uint64_t *n);
+    int (*bus_offset)(tr_store *s, const char *name, uint64_t *off);
     /* Closes the connections (the writer has stopped). */
     void (*close)(tr_store *s);
     /* Frees what close left. */
@@ -110,6 +145,13 @@ struct tr_store {
     oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
     size_t nqueues;
     unsigned pump_attempt;  /* the attempt number of the item being delivered (writer) */
+    /* the bus (bus.c): subscriptions (the writer's; bus_lock guards the table's shape and the
+     * counters tr_bus_lag_get reads), the newest id committed (set at open by the backend) */
+    bsub *subs[TR_BUS_SUBS];
+    size_t nsubs;
+    pthread_mutex_t bus_lock;
+    uint64_t bus_head;
+    bool bus_kick;      /* a commit published: the writer should pump now (lock) */
     _Atomic uint64_t commits, commits_inline, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
 };
@@ -149,5 +191,20 @@ TR_HIDDEN int tr__store_redis_open(tr_store *s, const tr_store_opts *o, char *er
 #else
 #define tr__store_redis_open(s, o, err, errlen) tr__store_absent("redis", err, errlen)
 #endif
+
+/* Shared by store.c and bus.c. */
+TR_HIDDEN unit *tr__unit_new(tr_pid actor, const char *jid);
+TR_HIDDEN op *tr__unit_add(unit *u, int kind);
+TR_HIDDEN int tr__unit_put(unit *u, const void *p, size_t len, size_t *off);
+TR_HIDDEN void tr__unit_free(unit *u);
+TR_HIDDEN void tr__store_enqueue(tr_store *s, unit *u);
+TR_HIDDEN int tr__store_deliver(tr_store *s, tr_pid to, tr_msg *m);
+/* The journal's unit of this turn (NULL: out of memory). */
+TR_HIDDEN unit *tr__journal_unit(tr_journal *j);
+/* bus.c: a committed op of the bus takes effect (the thread committing); the pump (writer);
+ * freeing the subscriptions (the writer has stopped). */
+TR_HIDDEN void tr__bus_after(tr_store *s, op *o);
+TR_HIDDEN void tr__bus_pump(tr_store *s);
+TR_HIDDEN void tr__bus_free(tr_store *s);
 
 #endif
