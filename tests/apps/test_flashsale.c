@@ -9,6 +9,7 @@
  * (flashsale-load) reports what the node did: a short sale's JSON report matches the node's own
  * counts, and --max ends, and says so, when no rate meets its bound.
  */
+#include "test_app.h"
 #include "test_util.h"
 #include "test_net.h"
 #include "test_peers.h"
@@ -42,10 +43,7 @@
 
 static char g_dir[64];
 
-typedef struct node {
-    pid_t pid;
-    int port;
-} node;
+typedef tt_app node;
 
 static void node_startv(node *n, const char *conf, const char *name, const char *dir, int port,
                         va_list ap);
@@ -72,8 +70,6 @@ static void cluster_node_start(node *n, const char *conf, const char *name, cons
 static void node_startv(node *n, const char *conf, const char *name, const char *dir, int port,
                         va_list ap)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
     char http[64];
     snprintf(http, sizeof http, "127.0.0.1:%d", port);
     const char *argv[44];
@@ -99,44 +95,12 @@ static void node_startv(node *n, const char *conf, const char *name, const char 
         argv[k++] = set;
     }
     argv[k] = NULL;
-    fflush(NULL);
-    n->pid = fork();
-    assert_true(n->pid >= 0);
-    if (n->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execv(FLASHSALE_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[256] = {0};
-    size_t len = 0;
-    uint64_t deadline = tt_now_ns() + 30000000000ull;
-    while (tt_now_ns() < deadline && strchr(line, '\n') == NULL && len + 1 < sizeof line) {
-        struct pollfd pf = {.fd = fds[0], .events = POLLIN};
-        if (poll(&pf, 1, 100) > 0 && read(fds[0], line + len, 1) == 1)
-            len++;
-    }
-    close(fds[0]);
-    char *p = strstr(line, "127.0.0.1:");
-    assert_non_null(p);
-    n->port = atoi(p + 10);
-    assert_true(n->port > 0);
+    tt_app_start(n, FLASHSALE_BIN, argv);
 }
 
-/* Sends sig and reaps the node. After SIGTERM it must have stopped cleanly: exit status 0 (a
- * sanitizer's report in the node makes it non-zero, so the sanitizer builds check the node too). */
 static void node_kill(node *n, int sig)
 {
-    kill(n->pid, sig);
-    int st = 0;
-    assert_int_equal(waitpid(n->pid, &st, 0), n->pid);
-    if (sig == SIGTERM) {
-        assert_true(WIFEXITED(st));
-        assert_int_equal(WEXITSTATUS(st), 0);
-    }
+    tt_app_kill(n, sig);
 }
 
 /* One HTTP request on a fresh connection; returns the status and copies the body. */

@@ -70,6 +70,43 @@ int tr_store_config_from(const struct config_t *cfg, const char *file, const cha
 /* Frees a store config (NULL is ignored). */
 void tr_store_config_free(tr_store_config *c);
 
+/* ---- an application's settings --------------------------------------------------------------
+ * An app declares every setting it reads (a schema); tr_config_app_load reads its file, applies
+ * the command line's KEY=VALUE overrides, and refuses anything the schema does not know (naming
+ * where it came from, FILE:LINE or the --set, and the closest known name), a value of the wrong
+ * kind, or a number out of range: nothing is silently ignored or defaulted. */
+
+typedef enum tr_setting_kind {
+    TR_SETTING_GROUP,       /* a group { ... } whose members are checked too */
+    TR_SETTING_INT,         /* a whole number within [min, max] */
+    TR_SETTING_STR,         /* a string */
+    TR_SETTING_LIST,        /* a list ( ... ) (its elements are the app's to check) */
+    TR_SETTING_FOREIGN,     /* a group checked by someone else (the store's, the cluster's) */
+} tr_setting_kind;
+
+typedef struct tr_setting {
+    const char *path;       /* e.g. "social.http.port" */
+    tr_setting_kind kind;
+    long long min, max;     /* TR_SETTING_INT */
+} tr_setting;
+
+/* Sets path=value (e.g. "social.http.port=8090") in cfg, creating groups as needed: digits are
+ * a number, anything else a string, and "..." a string always (the quotes dropped). TR_EINVAL,
+ * with the reason in err, when kv is not KEY=VALUE or cannot be set. */
+int tr_config_set(struct config_t *cfg, const char *kv, char *err, size_t errlen);
+
+/* Reads `file` into cfg (tr_config_read), applies sets[0..nsets) (tr_config_set; a later one
+ * wins), and checks every setting against schema[0..n). TR_OK, or TR_EINVAL with one line in err
+ * ("FILE:LINE: unknown setting a.b (did you mean a.c?)", "--set a.b=x: a.b must be a whole
+ * number from 1 to 9", ...). */
+int tr_config_app_load(struct config_t *cfg, const char *file, const char *const *sets,
+                       int nsets, const tr_setting *schema, size_t n, char *err, size_t errlen);
+
+/* Reads a secret from a file only its owner may read (mode 0600 or stricter): its first line,
+ * the line end removed, into out (cap bytes). TR_OK, or TR_EINVAL with the reason in err (missing,
+ * readable or writable by others, empty, longer than cap - 2 bytes). */
+int tr_config_secret(const char *path, char *out, size_t cap, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

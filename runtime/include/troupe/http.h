@@ -38,6 +38,7 @@ typedef enum tr_http_method {
     TR_HTTP_OTHER,              /* a method http-parser knows that is not named here (OPTIONS, ...) */
     TR_HTTP_HEAD,               /* answer as for GET: the server sends the headers only */
     TR_HTTP_DELETE,
+    TR_HTTP_PATCH,
 } tr_http_method;
 
 /* One request header, as received (names in the client's case; NUL-terminated). */

@@ -29,4 +29,28 @@ size_t tr_json_escape(char *out, size_t cap, const char *s, size_t n);
 /* Writes {"error":"MSG"} (msg escaped) into out; its length (0 if it does not fit). */
 size_t tr_json_error(char *out, size_t cap, const char *msg);
 
+/* A growable buffer to write JSON into (answers of any size: tr_web_answer_take takes its bytes).
+ * Writes after an allocation failure are dropped and remembered: check tr_jbuf_failed once at
+ * the end. Zero-initialised is empty. */
+typedef struct tr_jbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} tr_jbuf;
+/* Appends s[0..n) as is. */
+void tr_jbuf_raw(tr_jbuf *b, const char *s, size_t n);
+/* Appends a string literal or C string as is. */
+void tr_jbuf_lit(tr_jbuf *b, const char *s);
+/* Appends s[0..n) as a JSON string (quoted and escaped). */
+void tr_jbuf_str(tr_jbuf *b, const char *s, size_t n);
+/* Appends v in decimal. */
+void tr_jbuf_u64(tr_jbuf *b, unsigned long long v);
+/* Whether a write failed (out of memory). */
+int tr_jbuf_failed(const tr_jbuf *b);
+/* The bytes (NUL-terminated; the caller frees them) and their length; the buffer is empty
+ * again. NULL if a write failed (then nothing is to be freed). */
+char *tr_jbuf_take(tr_jbuf *b, size_t *len);
+/* Frees the bytes. */
+void tr_jbuf_free(tr_jbuf *b);
+
 #endif

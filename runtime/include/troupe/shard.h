@@ -75,6 +75,10 @@ int tr_shard_request(tr_ctx *ctx, tr_shard *s, const char *key, tr_msg *m, unsig
                      uint64_t *corr);
 /* Whether key's owner is this node; its name in owner (65 bytes) if not NULL. */
 bool tr_shard_owns(tr_shard *s, const char *key, char owner[65]);
+/* Whether key's actor runs on this node now; its pid in *out (if not NULL). For work that only
+ * matters to running actors (an active timeline's new entry: an idle one rebuilds on its next
+ * start), sent to it directly without starting anything. */
+bool tr_shard_running(tr_shard *s, const char *key, tr_pid *out);
 /* Keys with an actor (or a start under way) on this node. */
 size_t tr_shard_count(tr_shard *s);
 /* Frees the shard after tr_system_join (its actors ended with the system). */

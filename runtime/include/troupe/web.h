@@ -77,6 +77,9 @@ void tr_web_answer(tr_web_call *c, int status, const char *headers, const char *
  * tr_web_answer_len with the length written. */
 char *tr_web_answer_buf(tr_web_call *c);
 void tr_web_answer_len(tr_web_call *c, int status, const char *headers, size_t len);
+/* In on_reply: an answer of any size; body (malloc'd, len bytes) is taken and freed once
+ * written. */
+void tr_web_answer_take(tr_web_call *c, int status, const char *headers, char *body, size_t len);
 
 /* Stops calling the handler (see Lifecycle). */
 void tr_web_quiesce(tr_web *w);

@@ -135,6 +135,22 @@ size_t tr_shard_count(tr_shard *s)
     return n;
 }
 
+bool tr_shard_running(tr_shard *s, const char *key, tr_pid *out)
+{
+    if (s == NULL || !key_valid(key))
+        return false;
+    uint64_t h = hash_key(key);
+    pthread_mutex_lock(&s->lock);
+    entry *e = find(s, key, h);
+    tr_pid pid = e != NULL ? e->pid : TR_PID_NONE;
+    pthread_mutex_unlock(&s->lock);
+    if (pid == TR_PID_NONE || !tr_system_alive(s->sys, pid))
+        return false;
+    if (out != NULL)
+        *out = pid;
+    return true;
+}
+
 /* ---- the requester's side ------------------------------------------------------------------ */
 
 /* Where a request for key goes: its running actor here (*direct), or a router. TR_ENOCONN when

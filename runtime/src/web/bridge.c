@@ -32,6 +32,7 @@ struct tr_web_call {
     int status;
     const char *headers;
     size_t body_len;
+    char *big;                  /* an answer above TR_WEB_BODY_MAX (tr_web_answer_take), or NULL */
     char body[TR_WEB_BODY_MAX];
     _Alignas(max_align_t) unsigned char data[]; /* the application's call_size bytes */
 };
@@ -60,7 +61,8 @@ struct tr_web {
 static void write_answer(tr_http_server *h, tr_http_task *t)
 {
     tr_web_call *c = (tr_web_call *)((char *)t - offsetof(tr_web_call, task));
-    tr_http_respond_here(h, c->token, c->status, c->headers, c->body, c->body_len);
+    tr_http_respond_here(h, c->token, c->status, c->headers, c->big ? c->big : c->body,
+                         c->body_len);
     tr_web_call_drop(c);
 }
 
@@ -77,8 +79,10 @@ static void on_port(void *user, uint64_t cookie, int rc, const tr_msg *reply)
         c->body_len = (size_t)snprintf(c->body, sizeof c->body, "{\"error\":\"no answer\"}");
     }
     c->task.fn = write_answer;
-    if (tr_http_post(c->http, c->loop, &c->task) != 0)
-        free(c); /* the server is gone */
+    if (tr_http_post(c->http, c->loop, &c->task) != 0) { /* the server is gone */
+        free(c->big);
+        free(c);
+    }
 }
 
 tr_web_call *tr_web_call_new(tr_web *w, const tr_http_request *req)
@@ -107,6 +111,7 @@ tr_web_call *tr_web_call_new(tr_web *w, const tr_http_request *req)
     c->status = 0;
     c->headers = NULL;
     c->body_len = 0;
+    c->big = NULL;
     memset(c->data, 0, w->o.call_size);
     return c;
 }
@@ -120,6 +125,8 @@ void tr_web_call_drop(tr_web_call *c)
 {
     if (c == NULL)
         return;
+    free(c->big);
+    c->big = NULL;
     loop_state *ls = &c->w->loops[c->loop % c->w->nloops];
     if (ls->nspare >= SPARES_MAX) {
         free(c);
@@ -171,8 +178,19 @@ char *tr_web_answer_buf(tr_web_call *c)
     return c->body;
 }
 
+void tr_web_answer_take(tr_web_call *c, int status, const char *headers, char *body, size_t len)
+{
+    free(c->big);
+    c->big = body;
+    c->status = status;
+    c->headers = headers;
+    c->body_len = body != NULL ? len : 0;
+}
+
 void tr_web_answer_len(tr_web_call *c, int status, const char *headers, size_t len)
 {
+    free(c->big);
+    c->big = NULL;
     c->status = status;
     c->headers = headers;
     c->body_len = len <= sizeof c->body ? len : sizeof c->body;

@@ -622,6 +622,7 @@ static tr_http_method method_of(unsigned m)
     case HTTP_PUT: return TR_HTTP_PUT;
     case HTTP_POST: return TR_HTTP_POST;
     case HTTP_DELETE: return TR_HTTP_DELETE;
+    case HTTP_PATCH: return TR_HTTP_PATCH;
     default: return TR_HTTP_OTHER;
     }
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The length of the valid UTF-8 sequence at p (at most n bytes), or 0 if invalid. */
@@ -203,4 +204,84 @@ size_t tr_json_error(char *out, size_t cap, const char *msg)
     out[k++] = '}';
     out[k] = '\0';
     return k;
+}
+
+/* ---- tr_jbuf ------------------------------------------------------------------------------- */
+
+/* Room for n more bytes and a NUL; false (and failed set) when out of memory. */
+static int jbuf_room(tr_jbuf *b, size_t n)
+{
+    if (b->failed)
+        return 0;
+    if (n + 1 <= b->cap - b->len && b->p != NULL)
+        return 1;
+    size_t cap = b->cap ? b->cap : 256;
+    while (n + 1 > cap - b->len) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = 1;
+            return 0;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return 0;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+
+void tr_jbuf_raw(tr_jbuf *b, const char *s, size_t n)
+{
+    if (!jbuf_room(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void tr_jbuf_lit(tr_jbuf *b, const char *s)
+{
+    tr_jbuf_raw(b, s, strlen(s));
+}
+
+void tr_jbuf_str(tr_jbuf *b, const char *s, size_t n)
+{
+    /* at most 6 bytes per byte (\u00XX) and the quotes */
+    if (n > (SIZE_MAX - 3) / 6 || !jbuf_room(b, 6 * n + 2))
+        return;
+    b->len += tr_json_escape(b->p + b->len, b->cap - b->len, s, n);
+}
+
+void tr_jbuf_u64(tr_jbuf *b, unsigned long long v)
+{
+    char d[24];
+    int n = snprintf(d, sizeof d, "%llu", v);
+    tr_jbuf_raw(b, d, (size_t)n);
+}
+
+int tr_jbuf_failed(const tr_jbuf *b)
+{
+    return b->failed;
+}
+
+char *tr_jbuf_take(tr_jbuf *b, size_t *len)
+{
+    if (b->failed || (b->p == NULL && !jbuf_room(b, 0))) {
+        tr_jbuf_free(b);
+        return NULL;
+    }
+    char *p = b->p;
+    if (len != NULL)
+        *len = b->len;
+    *b = (tr_jbuf){0};
+    return p;
+}
+
+void tr_jbuf_free(tr_jbuf *b)
+{
+    free(b->p);
+    *b = (tr_jbuf){0};
 }

@@ -1,0 +1,156 @@
+/*
+ * actors/social.h — the image-sharing network's actors: user, post, timeline (with its fan-out
+ * consumer) and search, and the protocol between them. apps/social wires them to HTTP; any app
+ * may wire them otherwise.
+ *
+ * Who owns what (availability first: commands are durable at once, read models catch up by
+ * events; docs in apps/social/README.md):
+ * - user (shard "users", key = user id, persistent, journal "user/ID"): username, name, the
+ *   follower and following sets. Publishes user.created, user.updated, follow.added,
+ *   follow.removed in the transaction of the command, and user.celebrity [id, on] when its
+ *   follower count crosses celebrity_followers (up: on = 1; back down: 0). A user's id is derived from the case-folded
+ *   username (social_user_id), so the actor of the id is the single writer of the username's
+ *   claim: uniqueness needs no second actor and no two-phase protocol.
+ * - post (shard "posts", key = author id, persistent, journal "posts/ID"): the author's posts
+ *   (id, image URL, ts: microseconds, strictly increasing per author). Publishes post.created.
+ *   Answers a user's posts in pages: read-your-writes (the 201 leaves after the commit).
+ * - timeline (shard "timelines", key = reader id, in memory, started on demand, passivated when
+ *   idle): the newest `timeline_cap` posts of the users the reader follows, newest first. Rebuilt
+ *   at start from the user (following) and post (newest posts of each followee) actors. Authors
+ *   with more than `celebrity_followers` followers are not fanned out: their posts are merged in
+ *   at read time.
+ * - fanout (one per node, subscription "social.fanout"): consumes post.created, follow.added,
+ *   follow.removed, user.celebrity; asks the author's user actor for followers in pages and
+ *   inserts the post into the timelines that run on this node (an idle one rebuilds instead);
+ *   follow events merge or remove the followee's posts in the follower's running timeline; a
+ *   user that became a celebrity is pulled at read time from then on by its followers' running
+ *   timelines (and pushed again when it no longer is one).
+ * - search (one per node, subscription "social.search.NODE", replayed from the start of the log:
+ *   an in-memory read model): users by username and name words, with their newest images
+ *   (actors/search_index.h).
+ *
+ * Entries of a timeline are 16 bytes: the post's ts and a pointer to one shared, reference
+ * counted record of the post (id, author, URL), so a post fanned out to 100,000 timelines is
+ * stored once per node.
+ */
+#ifndef TROUPE_ACTORS_SOCIAL_H
+#define TROUPE_ACTORS_SOCIAL_H
+
+#include <stdatomic.h>
+#include <troupe.h>
+#include <troupe/shard.h>
+#include <troupe/store.h>
+
+#define SOCIAL_ID_MAX 32u           /* a user id: "u" + 24 hex digits */
+#define SOCIAL_POST_ID_MAX 64u      /* a post id: "USERID.TS" */
+#define SOCIAL_USERNAME_MAX 32u     /* [A-Za-z0-9_]{1,32} */
+#define SOCIAL_NAME_MAX 400u        /* bytes: 1..100 characters of UTF-8 */
+#define SOCIAL_NAME_CHARS 100u
+#define SOCIAL_URL_MAX 2048u
+#define SOCIAL_PAGE_MAX 200u
+#define SOCIAL_FOLLOWERS_PAGE 1000u /* followers per page of SOC_U_FOLLOWERS */
+
+/* Message types (below TR_MSG_SHARD_BASE). Payloads msgpack; every reply starts with a status. */
+enum {
+    SOC_U_CREATE = 0x5301,  /* [username, name] -> [st, id, username, name] */
+    SOC_U_GET,              /* [] -> [st, id, username, name, followers, following, posts] */
+    SOC_U_RENAME,           /* [name] -> as SOC_U_GET */
+    SOC_U_FOLLOW,           /* [other] -> [st] */
+    SOC_U_UNFOLLOW,         /* [other] -> [st] */
+    SOC_U_FOLLOWER_ADD,     /* [who] -> [st, followers]: who follows this user (user to user) */
+    SOC_U_FOLLOWER_DEL,     /* [who] -> [st, followers] */
+    SOC_U_FOLLOWERS,        /* [from, limit] -> [st, total, next, ids...] (next 0: the end) */
+    SOC_U_FOLLOWING,        /* [] -> [st, n, ids...] */
+    SOC_U_INFO,             /* [] -> [st, username, name, followers] */
+    SOC_P_CREATE = 0x5321,  /* [image_url] -> [st, id, ts] once durable */
+    SOC_P_LIST,             /* [before_ts, before_id, limit] -> [st, n, (id, url, ts)..., more] */
+    SOC_P_COUNT,            /* [] -> [st, n] */
+    SOC_T_PAGE = 0x5341,    /* [before_ts, before_id, limit] -> [st, n, (id, user, url, ts)...,
+                             * more] */
+    SOC_T_INSERT,           /* [record ptr] (one-way, this node only: the fan-out) */
+    SOC_T_FOLLOW,           /* [followee] (one-way: merge the followee's newest posts) */
+    SOC_T_UNFOLLOW,         /* [followee] (one-way: drop the followee's posts) */
+    SOC_T_COUNT,            /* [] -> [st, entries] */
+    SOC_T_CELEB,            /* [author, on] (one-way: the author became a celebrity, or no
+                             * longer is) */
+    SOC_S_QUERY = 0x5361,   /* [q, limit, images] -> [st, n, (id, username, name, k,
+                             * (post id, url, ts) * k) * n] */
+};
+
+/* Statuses. */
+enum {
+    SOC_OK = 0,
+    SOC_NOUSER = 1,         /* no such user (404) */
+    SOC_TAKEN = 2,          /* the username is taken (409) */
+    SOC_INVALID = 3,        /* bad input (400) */
+    SOC_LIMIT = 4,          /* a bound was reached (409: following at most max_following) */
+    SOC_UNAVAILABLE = 5,    /* try again (503) */
+};
+
+/* Counters and lag samples of a node's social actors (atomics: read from any thread). */
+#define SOCIAL_LAG_BUCKETS 40u
+typedef struct social_lag {
+    _Atomic uint64_t n;
+    _Atomic uint64_t bucket[SOCIAL_LAG_BUCKETS]; /* bucket i: lag below 2^i * 16 µs */
+} social_lag;
+
+typedef struct social_stats {
+    _Atomic uint64_t fanout_posts;      /* post.created events fanned out */
+    _Atomic uint64_t fanout_inserts;    /* timeline insertions (running timelines) */
+    _Atomic uint64_t fanout_skipped;    /* posts of celebrities, not fanned out */
+    _Atomic uint64_t timelines_built;   /* timelines (re)built at start */
+    _Atomic uint64_t search_events;     /* events applied to the search read model */
+    _Atomic uint64_t post_records;      /* shared post records alive on this node */
+    social_lag search_lag;              /* commit -> visible in search */
+    social_lag timeline_lag;            /* commit -> inserted into the running timelines */
+} social_stats;
+
+/* What the social actors of one node share. Set it up, start the shards with social_*_behaviour
+ * and social_shard_arg, then spawn the fanout and search actors. */
+typedef struct social_ctx {
+    tr_store *store;
+    tr_shard *users, *posts, *timelines;
+    unsigned celebrity_followers;   /* 0 = 10,000 */
+    unsigned timeline_cap;          /* 0 = 800 */
+    unsigned follow_merge;          /* newest posts merged on a follow; 0 = 50 */
+    unsigned max_following;         /* 0 = 5,000 */
+    unsigned search_images;         /* images kept per user by search; 0 = 20 */
+    unsigned call_ms;               /* actor-to-actor request timeout; 0 = 5,000 */
+    const char *node_name;          /* names this node's search subscription */
+    social_stats stats;
+} social_ctx;
+
+/* A keyed actor's start argument (tr_shard_opts.init_arg = social_shard_arg, arg_size =
+ * sizeof(social_arg), user = the social_ctx). */
+typedef struct social_arg {
+    social_ctx *ctx;
+    const char *key;
+} social_arg;
+int social_shard_arg(void *user, const char *key, void *arg);
+/* A user or post actor whose user does not exist answers SOC_NOUSER and ends (normal exit), so
+ * requests for made-up ids leave no actor behind. */
+
+extern const tr_behaviour social_user_behaviour;
+extern const tr_behaviour social_post_behaviour;
+extern const tr_behaviour social_timeline_behaviour;
+/* Spawn with the social_ctx * as argument (one each per node). */
+extern const tr_behaviour social_fanout_behaviour;
+extern const tr_behaviour social_search_behaviour;
+
+/* The id of the user named `username` (case-folded), into out (SOCIAL_ID_MAX + 1 bytes). */
+void social_user_id(const char *username, size_t len, char out[SOCIAL_ID_MAX + 1]);
+/* Whether s[0..len) is a valid username / user id / name (UTF-8, 1..100 characters, no control
+ * characters) / image URL (http:// or https://, at most 2,048 bytes, no space or control). */
+bool social_username_valid(const char *s, size_t len);
+bool social_id_valid(const char *s, size_t len);
+bool social_name_valid(const char *s, size_t len);
+bool social_url_valid(const char *s, size_t len);
+
+/* Lag: a sample (µs) and a quantile of the samples so far (µs, the bucket's upper bound). */
+void social_lag_add(social_lag *l, uint64_t us);
+uint64_t social_lag_quantile(const social_lag *l, double q);
+
+/* Current time in microseconds since the Unix epoch. */
+uint64_t social_now_us(void);
+
+#endif

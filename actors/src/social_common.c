@@ -1,0 +1,268 @@
+/*
+ * social_common.c — what the social actors share: ids, the input rules, lag histograms, the
+ * shard start argument, and the packing helpers of social_impl.h.
+ */
+#include "social_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t social_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int social_shard_arg(void *user, const char *key, void *arg)
+{
+    *(social_arg *)arg = (social_arg){.ctx = user, .key = key};
+    return 0;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void social_user_id(const char *username, size_t len, char out[SOCIAL_ID_MAX + 1])
+{
+    /* two independent 64-bit hashes of the folded name, 96 bits of them in hex: ids of a
+     * million users collide with odds of about 10^-17 */
+    uint64_t a = 0xcbf29ce484222325ULL, b = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)username[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        a = (a ^ c) * 0x100000001b3ULL;
+        b = mix64(b ^ c);
+    }
+    a = mix64(a ^ len);
+    snprintf(out, SOCIAL_ID_MAX + 1, "u%016llx%08llx", (unsigned long long)a,
+             (unsigned long long)(b >> 32));
+}
+
+bool social_username_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > SOCIAL_USERNAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return false;
+    }
+    return true;
+}
+
+bool social_id_valid(const char *s, size_t len)
+{
+    if (s == NULL || len != 25 || s[0] != 'u')
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Counts the characters of valid UTF-8 (no overlong forms, surrogates or values above
+ * U+10FFFF, no control characters); -1 when invalid. */
+static long utf8_chars(const unsigned char *p, size_t len)
+{
+    long n = 0;
+    for (size_t i = 0; i < len; n++) {
+        unsigned c = p[i];
+        uint32_t cp;
+        size_t k;
+        if (c < 0x80) {
+            cp = c;
+            k = 1;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            cp = c & 0x1f;
+            k = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            cp = c & 0x0f;
+            k = 3;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            cp = c & 0x07;
+            k = 4;
+        } else {
+            return -1;
+        }
+        if (i + k > len)
+            return -1;
+        for (size_t j = 1; j < k; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return -1;
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return -1;
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
+            return -1;
+        i += k;
+    }
+    return n;
+}
+
+bool social_name_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > SOCIAL_NAME_MAX)
+        return false;
+    long n = utf8_chars((const unsigned char *)s, len);
+    return n >= 1 && n <= (long)SOCIAL_NAME_CHARS;
+}
+
+bool social_url_valid(const char *s, size_t len)
+{
+    if (s == NULL || len > SOCIAL_URL_MAX)
+        return false;
+    size_t pre;
+    if (len > 7 && strncmp(s, "http://", 7) == 0)
+        pre = 7;
+    else if (len > 8 && strncmp(s, "https://", 8) == 0)
+        pre = 8;
+    else
+        return false;
+    if (s[pre] == '/' || s[pre] == '\0')
+        return false; /* a host is needed */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>')
+            return false;
+    }
+    return true;
+}
+
+void social_lag_add(social_lag *l, uint64_t us)
+{
+    unsigned b = 0;
+    while (b + 1 < SOCIAL_LAG_BUCKETS && us >= (16ull << b))
+        b++;
+    atomic_fetch_add_explicit(&l->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->n, 1, memory_order_relaxed);
+}
+
+uint64_t social_lag_quantile(const social_lag *l, double q)
+{
+    uint64_t n = atomic_load_explicit(&l->n, memory_order_relaxed);
+    if (n == 0)
+        return 0;
+    uint64_t want = (uint64_t)((double)n * q), seen = 0;
+    if (want >= n)
+        want = n - 1;
+    for (unsigned b = 0; b < SOCIAL_LAG_BUCKETS; b++) {
+        seen += atomic_load_explicit(&l->bucket[b], memory_order_relaxed);
+        if (seen > want)
+            return 16ull << b;
+    }
+    return 16ull << (SOCIAL_LAG_BUCKETS - 1);
+}
+
+/* ---- social_impl.h ------------------------------------------------------------------------- */
+
+tr_msg *soc_reply(uint32_t type, uint64_t status)
+{
+    tr_msg *m = tr_msg_new(type, 64);
+    if (m != NULL && tr_msg_put_u64(m, status) != TR_OK) {
+        tr_msg_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int soc_read_strz(tr_reader *r, char *out, size_t cap)
+{
+    const char *s;
+    size_t n;
+    int rc = tr_read_str(r, &s, &n);
+    if (rc != TR_OK)
+        return rc;
+    if (n >= cap)
+        return TR_ETOOBIG;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return TR_OK;
+}
+
+int soc_put_strz(tr_msg *m, const char *s)
+{
+    return tr_msg_put_str(m, s, strlen(s));
+}
+
+/* ---- sorted string sets -------------------------------------------------------------------- */
+
+static size_t set_pos(const soc_set *s, const char *k, bool *found)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->v[mid], k);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+bool soc_set_has(const soc_set *s, const char *k)
+{
+    bool f;
+    set_pos(s, k, &f);
+    return f;
+}
+
+int soc_set_add(soc_set *s, const char *k)
+{
+    bool f;
+    size_t i = set_pos(s, k, &f);
+    if (f)
+        return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (v == NULL)
+            return TR_ENOMEM;
+        s->v = v;
+        s->cap = cap;
+    }
+    char *d = strdup(k);
+    if (d == NULL)
+        return TR_ENOMEM;
+    memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof *s->v);
+    s->v[i] = d;
+    s->n++;
+    return 1;
+}
+
+bool soc_set_del(soc_set *s, const char *k)
+{
+    bool f;
+    size_t i = set_pos(s, k, &f);
+    if (!f)
+        return false;
+    free(s->v[i]);
+    memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);
+    s->n--;
+    return true;
+}
+
+void soc_set_free(soc_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    *s = (soc_set){0};
+}

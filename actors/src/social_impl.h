@@ -1,0 +1,46 @@
+/*
+ * social_impl.h — what the social actors' files share and nobody else needs: reply builders,
+ * string reading, sorted string sets, the pending-request list, the shared post record.
+ */
+#ifndef TROUPE_ACTORS_SOCIAL_IMPL_H
+#define TROUPE_ACTORS_SOCIAL_IMPL_H
+
+#include "actors/social.h"
+
+#include <stdlib.h>
+#include <troupe/bus.h>
+
+#define SOC_CALL_MS(ctx) ((ctx)->call_ms ? (ctx)->call_ms : 5000u)
+
+/* A reply of `type` holding status (more fields follow with tr_msg_put_*); NULL when out of
+ * memory. */
+tr_msg *soc_reply(uint32_t type, uint64_t status);
+/* Reads a string into out (cap bytes with the NUL): TR_ETOOBIG if it does not fit. */
+int soc_read_strz(tr_reader *r, char *out, size_t cap);
+int soc_put_strz(tr_msg *m, const char *s);
+
+/* A sorted set of strings (ids). */
+typedef struct soc_set {
+    char **v;
+    size_t n, cap;
+} soc_set;
+bool soc_set_has(const soc_set *s, const char *k);
+/* 1 added, 0 there already, TR_ENOMEM. */
+int soc_set_add(soc_set *s, const char *k);
+bool soc_set_del(soc_set *s, const char *k);
+void soc_set_free(soc_set *s);
+
+/* A post, shared by every timeline of this node that holds it (reference counted). */
+typedef struct soc_post {
+    _Atomic uint32_t refs;
+    uint64_t ts;
+    char *id, *author, *url; /* one allocation: the struct's tail */
+} soc_post;
+
+/* A new record (refs 1), or NULL. */
+soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *author,
+                       size_t al, const char *url, size_t ul, uint64_t ts);
+void soc_post_ref(soc_post *p);
+void soc_post_unref(social_ctx *ctx, soc_post *p);
+
+#endif

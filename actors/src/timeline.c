@@ -1,0 +1,854 @@
+/*
+ * timeline.c — timelines (actors/social.h): the timeline actor of one reader, and the fan-out
+ * consumer of one node that feeds the running ones.
+ *
+ * A timeline holds the newest `timeline_cap` posts of the users its reader follows, newest
+ * first, as 16-byte entries (ts, pointer to a shared soc_post). At start it rebuilds: it asks
+ * the reader's user actor whom the reader follows, then each followee's user actor for its
+ * follower count (above celebrity_followers: a celebrity, pulled at read time) and each
+ * non-celebrity followee's post actor for its newest follow_merge posts. Pages asked for meanwhile
+ * wait (bounded). A page merges the entries with the newest posts of each celebrity followee,
+ * asked for at read time (the hybrid: no fan-out of a post to a million followers).
+ *
+ * The fan-out consumer takes post.created, follow.added, follow.removed and user.celebrity from
+ * the bus (durable
+ * subscription "social.fanout", so a node that was down catches up). For a post it asks the
+ * author's user actor for its followers, a page at a time, and sends the running timelines of
+ * this node an insert holding a reference to one soc_post; a timeline that is not running
+ * rebuilds when it next starts, so it is not started for the post. Insertions drop posts of
+ * authors the reader does not follow (a stale follower list) and duplicates (at-least-once
+ * delivery). It acknowledges the bus up to the oldest event not yet fanned out, at each turn's
+ * end.
+ */
+#include "social_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define WAIT_MAX 1000u          /* pages waiting for a rebuild, per timeline */
+#define FANOUT_WINDOW 256u      /* events in flight in the fan-out consumer */
+#define FANOUT_TRIES 3u         /* a followers page asked for at most this often */
+
+/* ---- shared post records ------------------------------------------------------------------- */
+
+soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *author,
+                       size_t al, const char *url, size_t ul, uint64_t ts)
+{
+    soc_post *p = malloc(sizeof *p + il + al + ul + 3);
+    if (p == NULL)
+        return NULL;
+    atomic_init(&p->refs, 1);
+    p->ts = ts;
+    p->id = (char *)(p + 1);
+    p->author = p->id + il + 1;
+    p->url = p->author + al + 1;
+    memcpy(p->id, id, il);
+    p->id[il] = '\0';
+    memcpy(p->author, author, al);
+    p->author[al] = '\0';
+    memcpy(p->url, url, ul);
+    p->url[ul] = '\0';
+    atomic_fetch_add_explicit(&ctx->stats.post_records, 1, memory_order_relaxed);
+    return p;
+}
+
+void soc_post_ref(soc_post *p)
+{
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+}
+
+void soc_post_unref(social_ctx *ctx, soc_post *p)
+{
+    if (p != NULL && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        atomic_fetch_sub_explicit(&ctx->stats.post_records, 1, memory_order_relaxed);
+        free(p);
+    }
+}
+
+/* (ts, id) descending: negative when a comes first. */
+static int newer_first(uint64_t ats, const char *aid, uint64_t bts, const char *bid)
+{
+    if (ats != bts)
+        return ats > bts ? -1 : 1;
+    return -strcmp(aid, bid);
+}
+
+/* ---- the timeline actor -------------------------------------------------------------------- */
+
+typedef struct tl_entry {
+    uint64_t ts;
+    soc_post *p;
+} tl_entry;
+
+enum { Q_FOLLOWING = 1, Q_INFO, Q_MERGE, Q_CELEB };
+
+typedef struct page_req {
+    struct page_req *next;
+    tr_from from;
+    uint64_t before_ts;
+    char before_id[SOCIAL_POST_ID_MAX + 1];
+    uint64_t limit;
+    unsigned waiting;           /* celebrity lists still to come */
+    bool more;
+    soc_post **extra;           /* celebrity posts gathered */
+    size_t nextra, capextra;
+} page_req;
+
+typedef struct tl_q {
+    struct tl_q *next;
+    uint64_t corr;
+    int kind;
+    char who[SOCIAL_ID_MAX + 1];
+    page_req *page;
+} tl_q;
+
+typedef struct tl_st {
+    social_ctx *ctx;
+    char reader[SOCIAL_ID_MAX + 1];
+    tl_entry *e;
+    size_t n, cap;
+    soc_set following, celebs;
+    unsigned building;          /* answers still expected before pages can be served */
+    bool nouser;                /* the reader does not exist: pages are answered SOC_NOUSER */
+    bool ready;                 /* built once */
+    tl_q *qs;
+    page_req *waiting;          /* pages waiting for the rebuild (a stack; order kept) */
+    size_t nwaiting;
+} tl_st;
+
+static unsigned tl_cap(const tl_st *t)
+{
+    return t->ctx->timeline_cap ? t->ctx->timeline_cap : 800u;
+}
+
+static unsigned celebrity(const tl_st *t)
+{
+    return t->ctx->celebrity_followers ? t->ctx->celebrity_followers : 10000u;
+}
+
+/* Inserts p (a reference taken), newest first, capped; false when dropped (p released). */
+static bool tl_insert(tl_st *t, soc_post *p)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = newer_first(t->e[mid].ts, t->e[mid].p->id, p->ts, p->id);
+        if (c == 0) { /* there already */
+            soc_post_unref(t->ctx, p);
+            return false;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    unsigned cap = tl_cap(t);
+    if (lo >= cap) {
+        soc_post_unref(t->ctx, p);
+        return false;
+    }
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap + t->cap / 2 + 8 : 16;
+        if (nc > cap + 1)
+            nc = cap + 1;
+        tl_entry *v = realloc(t->e, nc * sizeof *v);
+        if (v == NULL) {
+            soc_post_unref(t->ctx, p);
+            return false;
+        }
+        t->e = v;
+        t->cap = nc;
+    }
+    memmove(t->e + lo + 1, t->e + lo, (t->n - lo) * sizeof *t->e);
+    t->e[lo] = (tl_entry){.ts = p->ts, .p = p};
+    t->n++;
+    if (t->n > cap)
+        soc_post_unref(t->ctx, t->e[--t->n].p);
+    return true;
+}
+
+static void tl_drop_author(tl_st *t, const char *author)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->e[i].p->author, author) == 0)
+            soc_post_unref(t->ctx, t->e[i].p);
+        else
+            t->e[k++] = t->e[i];
+    }
+    t->n = k;
+}
+
+static int ask(tr_ctx *ctx, tl_st *t, tr_shard *shard, const char *key, tr_msg *req, int kind,
+               page_req *page)
+{
+    tl_q *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        tr_msg_free(req);
+        return TR_ENOMEM;
+    }
+    int rc = tr_shard_request(ctx, shard, key, req, SOC_CALL_MS(t->ctx), &q->corr);
+    if (rc != TR_OK) {
+        free(q);
+        return rc;
+    }
+    q->kind = kind;
+    q->page = page;
+    snprintf(q->who, sizeof q->who, "%s", key);
+    q->next = t->qs;
+    t->qs = q;
+    return TR_OK;
+}
+
+static tr_msg *list_req(uint64_t before_ts, const char *before_id, uint64_t limit)
+{
+    tr_msg *m = tr_msg_new(SOC_P_LIST, 96);
+    if (m != NULL) {
+        tr_msg_put_u64(m, before_ts);
+        soc_put_strz(m, before_id);
+        tr_msg_put_u64(m, limit);
+    }
+    return m;
+}
+
+/* Asks for followee's follower count and newest posts (a rebuild, or a new follow). */
+static void learn_followee(tr_ctx *ctx, tl_st *t, const char *who)
+{
+    unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
+    if (ask(ctx, t, t->ctx->users, who, tr_msg_new(SOC_U_INFO, 8), Q_INFO, NULL) == TR_OK)
+        t->building++;
+    if (ask(ctx, t, t->ctx->posts, who, list_req(0, "", merge), Q_MERGE, NULL) == TR_OK)
+        t->building++;
+}
+
+/* Reads a SOC_P_LIST reply's posts of author `who`: each to fn (a new record, refs 1). */
+static uint64_t read_list(tl_st *t, const tr_msg *m, const char *who,
+                          void (*fn)(tl_st *, soc_post *, void *), void *arg)
+{
+    tr_reader r;
+    uint64_t st, n, more = 0;
+    tr_reader_init(&r, m);
+    if (tr_msg_type(m) == SOC_P_LIST && tr_read_u64(&r, &st) == TR_OK && st == SOC_OK &&
+        tr_read_u64(&r, &n) == TR_OK) {
+        for (uint64_t i = 0; i < n; i++) {
+            const char *id, *url;
+            size_t il, ul;
+            uint64_t ts;
+            if (tr_read_str(&r, &id, &il) != TR_OK || tr_read_str(&r, &url, &ul) != TR_OK ||
+                tr_read_u64(&r, &ts) != TR_OK)
+                break;
+            soc_post *p = soc_post_new(t->ctx, id, il, who, strlen(who), url, ul, ts);
+            if (p != NULL)
+                fn(t, p, arg);
+        }
+        if (tr_read_u64(&r, &more) != TR_OK)
+            more = 0;
+    }
+    tr_reader_done(&r);
+    return more;
+}
+
+static void merge_one(tl_st *t, soc_post *p, void *arg)
+{
+    (void)arg;
+    if (soc_set_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+        tl_insert(t, p);
+    else
+        soc_post_unref(t->ctx, p);
+}
+
+static void extra_one(tl_st *t, soc_post *p, void *arg)
+{
+    page_req *pr = arg;
+    if (pr->nextra == pr->capextra) {
+        size_t nc = pr->capextra ? pr->capextra * 2 : 32;
+        soc_post **v = realloc(pr->extra, nc * sizeof *v);
+        if (v == NULL) {
+            soc_post_unref(t->ctx, p);
+            return;
+        }
+        pr->extra = v;
+        pr->capextra = nc;
+    }
+    pr->extra[pr->nextra++] = p;
+}
+
+static int cmp_posts(const void *a, const void *b)
+{
+    const soc_post *x = *(soc_post *const *)a, *y = *(soc_post *const *)b;
+    return newer_first(x->ts, x->id, y->ts, y->id);
+}
+
+static bool below(const soc_post *p, uint64_t bts, const char *bid)
+{
+    return bts == 0 || newer_first(p->ts, p->id, bts, bid) > 0;
+}
+
+/* Answers a page: the entries below the cursor merged with the celebrity posts gathered. */
+static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
+{
+    size_t lim = pr->limit;
+    /* the first entry below the cursor */
+    size_t lo = 0, hi = t->n;
+    if (pr->before_ts != 0)
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (!below(t->e[mid].p, pr->before_ts, pr->before_id))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    size_t avail = t->n - lo, take = avail < lim + 1 ? avail : lim + 1;
+    size_t total = take + pr->nextra;
+    soc_post **all = malloc((total ? total : 1) * sizeof *all);
+    tr_msg *reply = NULL;
+    if (all != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < take; i++)
+            all[k++] = t->e[lo + i].p;
+        for (size_t i = 0; i < pr->nextra; i++)
+            if (below(pr->extra[i], pr->before_ts, pr->before_id))
+                all[k++] = pr->extra[i];
+        qsort(all, k, sizeof *all, cmp_posts);
+        size_t u = 0; /* duplicates (a post both fanned out and pulled) */
+        for (size_t i = 0; i < k; i++)
+            if (u == 0 || strcmp(all[u - 1]->id, all[i]->id) != 0)
+                all[u++] = all[i];
+        size_t out = u < lim ? u : lim;
+        bool more = u > lim || avail > take || pr->more;
+        size_t bytes = 64;
+        for (size_t i = 0; i < out; i++)
+            bytes += strlen(all[i]->url) + 128;
+        reply = tr_msg_new(SOC_T_PAGE, bytes);
+        if (reply != NULL) {
+            tr_msg_put_u64(reply, SOC_OK);
+            tr_msg_put_u64(reply, out);
+            for (size_t i = 0; i < out; i++) {
+                soc_put_strz(reply, all[i]->id);
+                soc_put_strz(reply, all[i]->author);
+                soc_put_strz(reply, all[i]->url);
+                tr_msg_put_u64(reply, all[i]->ts);
+            }
+            tr_msg_put_u64(reply, more);
+        }
+        free(all);
+    }
+    if (reply == NULL)
+        reply = soc_reply(SOC_T_PAGE, SOC_UNAVAILABLE);
+    if (reply != NULL)
+        (void)tr_reply_from(ctx, pr->from, reply);
+    for (size_t i = 0; i < pr->nextra; i++)
+        soc_post_unref(t->ctx, pr->extra[i]);
+    free(pr->extra);
+    free(pr);
+}
+
+/* A page: merged with the celebrities' newest posts, asked for now. */
+static void start_page(tr_ctx *ctx, tl_st *t, page_req *pr)
+{
+    if (t->nouser) {
+        tr_msg *r = soc_reply(SOC_T_PAGE, SOC_NOUSER);
+        if (r != NULL)
+            (void)tr_reply_from(ctx, pr->from, r);
+        free(pr);
+        return;
+    }
+    for (size_t i = 0; i < t->celebs.n; i++)
+        if (ask(ctx, t, t->ctx->posts, t->celebs.v[i],
+                list_req(pr->before_ts, pr->before_id, pr->limit), Q_CELEB, pr) == TR_OK)
+            pr->waiting++;
+    if (pr->waiting == 0)
+        serve(ctx, t, pr);
+}
+
+static void built(tr_ctx *ctx, tl_st *t)
+{
+    if (!t->ready) /* the start's rebuild (not a merge of a new follow) */
+        atomic_fetch_add_explicit(&t->ctx->stats.timelines_built, 1, memory_order_relaxed);
+    t->ready = true;
+    /* the waiting pages, oldest first (the list is a stack) */
+    page_req *rev = NULL;
+    while (t->waiting != NULL) {
+        page_req *p = t->waiting;
+        t->waiting = p->next;
+        p->next = rev;
+        rev = p;
+    }
+    t->nwaiting = 0;
+    while (rev != NULL) {
+        page_req *p = rev;
+        rev = p->next;
+        start_page(ctx, t, p);
+    }
+}
+
+static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
+{
+    tl_q *q = NULL;
+    for (tl_q **pp = &t->qs; *pp != NULL; pp = &(*pp)->next)
+        if ((*pp)->corr == tr_msg_corr(m)) {
+            q = *pp;
+            *pp = q->next;
+            break;
+        }
+    if (q == NULL)
+        return;
+    bool was_building = t->building > 0;
+    switch (q->kind) {
+    case Q_FOLLOWING: {
+        tr_reader r;
+        uint64_t st = SOC_UNAVAILABLE, n;
+        tr_reader_init(&r, m);
+        if (tr_msg_type(m) == SOC_U_FOLLOWING && tr_read_u64(&r, &st) == TR_OK &&
+            st == SOC_OK && tr_read_u64(&r, &n) == TR_OK) {
+            char who[SOCIAL_ID_MAX + 1];
+            for (uint64_t i = 0; i < n && soc_read_strz(&r, who, sizeof who) == TR_OK; i++)
+                if (soc_set_add(&t->following, who) == 1)
+                    learn_followee(ctx, t, who);
+        } else if (tr_msg_type(m) == SOC_U_FOLLOWING && st == SOC_NOUSER) {
+            t->nouser = true;
+        }
+        tr_reader_done(&r);
+        t->building--;
+        break;
+    }
+    case Q_INFO: {
+        tr_reader r;
+        uint64_t st, followers;
+        const char *s;
+        size_t sl;
+        tr_reader_init(&r, m);
+        if (tr_msg_type(m) == SOC_U_INFO && tr_read_u64(&r, &st) == TR_OK && st == SOC_OK &&
+            tr_read_str(&r, &s, &sl) == TR_OK && tr_read_str(&r, &s, &sl) == TR_OK &&
+            tr_read_u64(&r, &followers) == TR_OK && followers > celebrity(t) &&
+            soc_set_has(&t->following, q->who)) {
+            soc_set_add(&t->celebs, q->who);
+            tl_drop_author(t, q->who);
+        }
+        tr_reader_done(&r);
+        t->building--;
+        break;
+    }
+    case Q_MERGE:
+        read_list(t, m, q->who, merge_one, NULL);
+        t->building--;
+        break;
+    case Q_CELEB: {
+        page_req *pr = q->page;
+        if (read_list(t, m, q->who, extra_one, pr))
+            pr->more = true;
+        if (--pr->waiting == 0)
+            serve(ctx, t, pr);
+        break;
+    }
+    default:
+        break;
+    }
+    free(q);
+    if (was_building && t->building == 0)
+        built(ctx, t);
+}
+
+static void on_page(tr_ctx *ctx, tl_st *t, const tr_msg *m, tr_from from)
+{
+    page_req *pr = calloc(1, sizeof *pr);
+    tr_reader r;
+    tr_reader_init(&r, m);
+    bool ok = pr != NULL && tr_read_u64(&r, &pr->before_ts) == TR_OK &&
+              soc_read_strz(&r, pr->before_id, sizeof pr->before_id) == TR_OK &&
+              tr_read_u64(&r, &pr->limit) == TR_OK;
+    tr_reader_done(&r);
+    if (!ok || (t->building > 0 && t->nwaiting >= WAIT_MAX)) {
+        free(pr);
+        tr_msg *reply = soc_reply(SOC_T_PAGE, ok ? SOC_UNAVAILABLE : SOC_INVALID);
+        if (reply != NULL)
+            (void)tr_reply_from(ctx, from, reply);
+        return;
+    }
+    if (pr->limit == 0 || pr->limit > SOCIAL_PAGE_MAX)
+        pr->limit = SOCIAL_PAGE_MAX;
+    pr->from = from;
+    if (t->nouser && t->building == 0 &&
+        ask(ctx, t, t->ctx->users, t->reader, tr_msg_new(SOC_U_FOLLOWING, 8), Q_FOLLOWING,
+            NULL) == TR_OK) { /* no such user when last asked: it may exist by now */
+        t->nouser = false;
+        t->building = 1;
+    }
+    if (t->building > 0) {
+        pr->next = t->waiting;
+        t->waiting = pr;
+        t->nwaiting++;
+        return;
+    }
+    start_page(ctx, t, pr);
+}
+
+static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    tl_st *t = state;
+    uint32_t type = tr_msg_type(m);
+    if (tr_msg_is_reply(m) || type == TR_MSG_TIMEOUT || type == TR_MSG_NOPROC) {
+        on_answer(ctx, t, m);
+        return 0;
+    }
+    switch (type) {
+    case SOC_T_PAGE:
+        on_page(ctx, t, m, tr_msg_from(m));
+        break;
+    case SOC_T_INSERT: {
+        uint64_t ptr;
+        if (tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0) {
+            soc_post *p = (soc_post *)(uintptr_t)ptr;
+            if (soc_set_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+                tl_insert(t, p);
+            else
+                soc_post_unref(t->ctx, p);
+        }
+        break;
+    }
+    case SOC_T_FOLLOW:
+    case SOC_T_UNFOLLOW: {
+        char who[SOCIAL_ID_MAX + 1];
+        tr_reader r;
+        tr_reader_init(&r, m);
+        int rc = soc_read_strz(&r, who, sizeof who);
+        tr_reader_done(&r);
+        if (rc != TR_OK)
+            break;
+        if (type == SOC_T_FOLLOW) {
+            if (soc_set_add(&t->following, who) == 1)
+                learn_followee(ctx, t, who);
+        } else {
+            soc_set_del(&t->following, who);
+            soc_set_del(&t->celebs, who);
+            tl_drop_author(t, who);
+        }
+        break;
+    }
+    case SOC_T_CELEB: {
+        char who[SOCIAL_ID_MAX + 1];
+        uint64_t on = 0;
+        tr_reader r;
+        tr_reader_init(&r, m);
+        int rc = soc_read_strz(&r, who, sizeof who);
+        if (rc == TR_OK)
+            rc = tr_read_u64(&r, &on);
+        tr_reader_done(&r);
+        if (rc != TR_OK || !soc_set_has(&t->following, who))
+            break;
+        if (on) { /* pulled at read time from now on */
+            soc_set_add(&t->celebs, who);
+            tl_drop_author(t, who);
+        } else if (soc_set_del(&t->celebs, who)) { /* pushed again: its newest posts merged */
+            unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
+            if (ask(ctx, t, t->ctx->posts, who, list_req(0, "", merge), Q_MERGE, NULL) == TR_OK)
+                t->building++;
+        }
+        break;
+    }
+    case SOC_T_COUNT: {
+        tr_msg *reply = soc_reply(type, SOC_OK);
+        if (reply != NULL) {
+            tr_msg_put_u64(reply, t->n);
+            (void)tr_reply_from(ctx, tr_msg_from(m), reply);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int tl_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    tl_st *t = state;
+    const social_arg *a = arg;
+    t->ctx = a->ctx;
+    snprintf(t->reader, sizeof t->reader, "%s", a->key);
+    int rc = ask(ctx, t, t->ctx->users, t->reader, tr_msg_new(SOC_U_FOLLOWING, 8), Q_FOLLOWING,
+                 NULL);
+    if (rc == TR_OK)
+        t->building = 1;
+    return rc;
+}
+
+static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
+{
+    (void)reason;
+    tl_st *t = state;
+    for (size_t i = 0; i < t->n; i++)
+        soc_post_unref(t->ctx, t->e[i].p);
+    free(t->e);
+    soc_set_free(&t->following);
+    soc_set_free(&t->celebs);
+    while (t->waiting != NULL) {
+        page_req *p = t->waiting;
+        t->waiting = p->next;
+        tr_msg *r = soc_reply(SOC_T_PAGE, SOC_UNAVAILABLE);
+        if (r != NULL)
+            (void)tr_reply_from(ctx, p->from, r);
+        free(p);
+    }
+    /* pages gathering celebrity posts: each is referenced by its queries */
+    while (t->qs != NULL) {
+        tl_q *q = t->qs;
+        t->qs = q->next;
+        page_req *pr = q->page;
+        if (pr != NULL && --pr->waiting == 0) {
+            tr_msg *r = soc_reply(SOC_T_PAGE, SOC_UNAVAILABLE);
+            if (r != NULL)
+                (void)tr_reply_from(ctx, pr->from, r);
+            for (size_t i = 0; i < pr->nextra; i++)
+                soc_post_unref(t->ctx, pr->extra[i]);
+            free(pr->extra);
+            free(pr);
+        }
+        free(q);
+    }
+}
+
+const tr_behaviour social_timeline_behaviour = {
+    .name = "social-timeline",
+    .state_size = sizeof(tl_st),
+    .init = tl_init,
+    .receive = tl_receive,
+    .terminate = tl_terminate,
+};
+
+/* ---- the fan-out consumer ------------------------------------------------------------------ */
+
+typedef struct fo_job {
+    uint64_t evid, ts_us, corr;
+    bool active;                /* false: done */
+    soc_post *p;                /* a post to fan out, or NULL: a celebrity change */
+    char author[SOCIAL_ID_MAX + 1];
+    bool celeb;                 /* the change: became one (or no longer is) */
+    unsigned tries;
+    uint64_t from;              /* the next followers page */
+} fo_job;
+
+typedef struct fo_st {
+    social_ctx *ctx;
+    fo_job jobs[FANOUT_WINDOW]; /* in evid order; [head, head + n) */
+    size_t head, n;
+    uint64_t max_seen, acked;
+    uint64_t started_us;
+} fo_st;
+
+static const char FANOUT_SUB[] = "social.fanout";
+
+static fo_job *job_at(fo_st *f, size_t i)
+{
+    return &f->jobs[(f->head + i) % FANOUT_WINDOW];
+}
+
+static void job_done(fo_st *f, fo_job *j)
+{
+    j->active = false;
+    if (j->p != NULL) {
+        soc_post_unref(f->ctx, j->p);
+        j->p = NULL;
+        atomic_fetch_add_explicit(&f->ctx->stats.fanout_posts, 1, memory_order_relaxed);
+        if (j->ts_us >= f->started_us) { /* not a catch-up of before this start */
+            uint64_t now = social_now_us();
+            social_lag_add(&f->ctx->stats.timeline_lag, now > j->ts_us ? now - j->ts_us : 0);
+        }
+    }
+    j->corr = 0;
+}
+
+static void ask_followers(tr_ctx *ctx, fo_st *f, fo_job *j)
+{
+    tr_msg *q = tr_msg_new(SOC_U_FOLLOWERS, 16);
+    if (q != NULL) {
+        tr_msg_put_u64(q, j->from);
+        tr_msg_put_u64(q, SOCIAL_FOLLOWERS_PAGE);
+    }
+    j->tries++;
+    if (q == NULL || tr_shard_request(ctx, f->ctx->users, j->author, q, SOC_CALL_MS(f->ctx),
+                                      &j->corr) != TR_OK)
+        job_done(f, j);
+}
+
+static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
+{
+    tr_bus_event ev;
+    if (tr_bus_read(m, &ev) != TR_OK || ev.id <= f->max_seen)
+        return; /* a duplicate (redelivered) */
+    if (f->n == FANOUT_WINDOW)
+        return; /* cannot happen within the subscription's window; redelivered if it does */
+    f->max_seen = ev.id;
+    fo_job *j = job_at(f, f->n++);
+    *j = (fo_job){.evid = ev.id, .ts_us = ev.ts_us};
+    tr_reader r;
+    tr_reader_init_bytes(&r, ev.data, ev.len);
+    if (ev.topic_len == 12 && memcmp(ev.topic, "post.created", 12) == 0) {
+        const char *id, *user, *url;
+        size_t il, ul, rl;
+        uint64_t ts;
+        if (tr_read_str(&r, &id, &il) == TR_OK && tr_read_str(&r, &user, &ul) == TR_OK &&
+            tr_read_str(&r, &url, &rl) == TR_OK && tr_read_u64(&r, &ts) == TR_OK &&
+            ul <= SOCIAL_ID_MAX && il <= SOCIAL_POST_ID_MAX) {
+            j->p = soc_post_new(f->ctx, id, il, user, ul, url, rl, ts);
+            if (j->p != NULL) {
+                j->active = true;
+                snprintf(j->author, sizeof j->author, "%s", j->p->author);
+                ask_followers(ctx, f, j);
+            }
+        }
+    } else if (ev.topic_len == 14 && memcmp(ev.topic, "user.celebrity", 14) == 0) {
+        uint64_t on;
+        if (soc_read_strz(&r, j->author, sizeof j->author) == TR_OK &&
+            tr_read_u64(&r, &on) == TR_OK) {
+            j->celeb = on != 0;
+            j->active = true;
+            ask_followers(ctx, f, j);
+        }
+    } else {
+        char follower[SOCIAL_ID_MAX + 1], followee[SOCIAL_ID_MAX + 1];
+        bool add = ev.topic_len == 12 && memcmp(ev.topic, "follow.added", 12) == 0;
+        tr_pid tl;
+        if (soc_read_strz(&r, follower, sizeof follower) == TR_OK &&
+            soc_read_strz(&r, followee, sizeof followee) == TR_OK &&
+            tr_shard_running(f->ctx->timelines, follower, &tl)) {
+            tr_msg *n = tr_msg_new(add ? SOC_T_FOLLOW : SOC_T_UNFOLLOW, 40);
+            if (n != NULL && soc_put_strz(n, followee) == TR_OK)
+                (void)tr_send(ctx, tl, n);
+            else
+                tr_msg_free(n);
+        }
+    }
+    tr_reader_done(&r);
+}
+
+static void fo_followers(tr_ctx *ctx, fo_st *f, const tr_msg *m)
+{
+    fo_job *j = NULL;
+    for (size_t i = 0; i < f->n && j == NULL; i++)
+        if (job_at(f, i)->corr == tr_msg_corr(m) && job_at(f, i)->active)
+            j = job_at(f, i);
+    if (j == NULL)
+        return;
+    j->corr = 0;
+    tr_reader r;
+    uint64_t st, total, next;
+    tr_reader_init(&r, m);
+    bool ok = tr_msg_type(m) == SOC_U_FOLLOWERS && tr_read_u64(&r, &st) == TR_OK &&
+              tr_read_u64(&r, &total) == TR_OK && tr_read_u64(&r, &next) == TR_OK;
+    if (ok && st == SOC_OK && j->p != NULL &&
+        total > (f->ctx->celebrity_followers ? f->ctx->celebrity_followers : 10000u)) {
+        atomic_fetch_add_explicit(&f->ctx->stats.fanout_skipped, 1, memory_order_relaxed);
+        next = 0; /* a celebrity: pulled at read time */
+    } else if (ok && st == SOC_OK) {
+        char who[SOCIAL_ID_MAX + 1];
+        uint64_t inserts = 0;
+        while (soc_read_strz(&r, who, sizeof who) == TR_OK) {
+            tr_pid tl;
+            if (!tr_shard_running(f->ctx->timelines, who, &tl))
+                continue;
+            if (j->p == NULL) { /* a celebrity change */
+                tr_msg *c = tr_msg_new(SOC_T_CELEB, 48);
+                if (c != NULL && soc_put_strz(c, j->author) == TR_OK &&
+                    tr_msg_put_u64(c, j->celeb) == TR_OK)
+                    (void)tr_send(ctx, tl, c);
+                else
+                    tr_msg_free(c);
+                continue;
+            }
+            tr_msg *n = tr_msg_new_u64(SOC_T_INSERT, (uint64_t)(uintptr_t)j->p);
+            if (n == NULL)
+                continue;
+            soc_post_ref(j->p);
+            if (tr_send(ctx, tl, n) != TR_OK)
+                soc_post_unref(f->ctx, j->p); /* it ended: it rebuilds when next started */
+            else
+                inserts++;
+        }
+        atomic_fetch_add_explicit(&f->ctx->stats.fanout_inserts, inserts, memory_order_relaxed);
+    } else if (ok && st == SOC_NOUSER) {
+        next = 0;
+    } else if (j->tries < FANOUT_TRIES) { /* a timeout, a node going away: again */
+        tr_reader_done(&r);
+        ask_followers(ctx, f, j);
+        return;
+    } else {
+        tr_log(TR_LOG_WARN, "social", "fan-out of an event of %s gave up: its followers did not "
+               "answer", j->author);
+        next = 0;
+    }
+    tr_reader_done(&r);
+    if (next != 0) {
+        j->from = next;
+        j->tries = 0;
+        ask_followers(ctx, f, j);
+    } else {
+        job_done(f, j);
+    }
+}
+
+static int fo_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    fo_st *f = state;
+    uint32_t t = tr_msg_type(m);
+    if (t == TR_MSG_BUS_EVENT)
+        fo_event(ctx, f, m);
+    else if (tr_msg_is_reply(m) || t == TR_MSG_TIMEOUT || t == TR_MSG_NOPROC)
+        fo_followers(ctx, f, m);
+    return 0;
+}
+
+static void fo_turn_end(tr_ctx *ctx, void *state)
+{
+    (void)ctx;
+    fo_st *f = state;
+    uint64_t upto = f->max_seen;
+    while (f->n > 0) {
+        fo_job *j = job_at(f, 0);
+        if (j->active) {
+            upto = j->evid - 1;
+            break;
+        }
+        f->head = (f->head + 1) % FANOUT_WINDOW;
+        f->n--;
+    }
+    if (upto > f->acked) {
+        if (tr_bus_ack(f->ctx->store, FANOUT_SUB, upto) == TR_OK)
+            f->acked = upto;
+    }
+}
+
+static int fo_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    fo_st *f = state;
+    f->ctx = (social_ctx *)arg;
+    f->started_us = social_now_us();
+    static const char *const topics[] = {"post.created", "follow.added", "follow.removed",
+                                         "user.celebrity"};
+    tr_bus_sub_opts so = {.name = FANOUT_SUB, .topics = topics, .ntopics = 4,
+                          .consumer = tr_self(ctx), .from = TR_BUS_FROM_STORED,
+                          .window = FANOUT_WINDOW};
+    return tr_bus_subscribe(f->ctx->store, &so);
+}
+
+static void fo_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
+{
+    (void)ctx;
+    (void)reason;
+    fo_st *f = state;
+    for (size_t i = 0; i < f->n; i++) {
+        fo_job *j = job_at(f, i);
+        if (j->active && j->p != NULL)
+            soc_post_unref(f->ctx, j->p);
+    }
+    (void)tr_bus_unsubscribe(f->ctx->store, FANOUT_SUB);
+}
+
+const tr_behaviour social_fanout_behaviour = {
+    .name = "social-fanout",
+    .state_size = sizeof(fo_st),
+    .init = fo_init,
+    .receive = fo_receive,
+    .turn_end = fo_turn_end,
+    .terminate = fo_terminate,
+};

@@ -1,0 +1,211 @@
+/*
+ * main.c — build/bin/social: one node of the image-sharing network (app.h) from
+ * config/social.conf.
+ *
+ * Flags override the file: --http HOST:PORT, --data DIR (the SQLite file goes there), --set
+ * KEY=VALUE for any setting (e.g. --set social.celebrity_followers=100). --node NAME names the
+ * node; cluster mode (several nodes sharing users and timelines) is not built yet and says so.
+ * SIGTERM and SIGINT stop it gracefully: requests in flight are answered, the store is closed.
+ */
+#include "app.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <troupe/config.h>
+
+#define MAX_SETS 64
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: social --config FILE [options]\n"
+            "  --config FILE      settings (see config/social.conf)\n"
+            "  --http HOST:PORT   where the HTTP API listens (default 127.0.0.1:8090)\n"
+            "  --data DIR         data directory: DIR/social.db (SQLite: journals and events)\n"
+            "  --set KEY=VALUE    any setting, e.g. --set social.celebrity_followers=100\n"
+            "  --node NAME        this node's name (cluster mode is not built yet)\n"
+            "  --help             this text\n"
+            "Prints \"listening on http://HOST:PORT\" when ready. SIGTERM / SIGINT stop it.\n");
+}
+
+#define N(p, lo, hi) {p, TR_SETTING_INT, lo, hi}
+#define S(p) {p, TR_SETTING_STR, 0, 0}
+#define G(p) {p, TR_SETTING_GROUP, 0, 0}
+static const tr_setting schema[] = {
+    G("social"),
+    S("social.data"),
+    N("social.workers", 0, 1024),
+    N("social.call_timeout_ms", 1, 3600000),
+    N("social.celebrity_followers", 1, 100000000),
+    N("social.timeline_cap", 1, 100000),
+    N("social.follow_merge", 0, 10000),
+    N("social.max_following", 1, 1000000),
+    N("social.search_images", 1, 1000),
+    N("social.idle_ms", 1, 86400000),
+    N("social.max_keys", 1, 100000000),
+    G("social.http"),
+    S("social.http.host"),
+    N("social.http.port", 0, 65535),
+    N("social.http.threads", 1, 64),
+    N("social.http.max_request", 1024, 16 << 20),
+    N("social.http.request_timeout_ms", 1, 3600000),
+    N("social.http.max_connections", 1, 1000000),
+    N("social.http.max_per_client", 0, 1000000),
+    N("social.http.run_actors", 0, 100000),
+    {"store", TR_SETTING_FOREIGN, 0, 0},
+    {"cluster", TR_SETTING_FOREIGN, 0, 0},
+};
+#undef N
+#undef S
+#undef G
+
+static long long get_int(const config_t *cfg, const char *path, long long def)
+{
+    long long v;
+    return config_lookup_int64(cfg, path, &v) == CONFIG_TRUE ? v : def;
+}
+
+static const char *get_str(const config_t *cfg, const char *path, const char *def)
+{
+    const char *v;
+    return config_lookup_string(cfg, path, &v) == CONFIG_TRUE ? v : def;
+}
+
+static int serve(config_t *cfg, const char *conf, const char *http, const char *data,
+                 const char *node, const char *const *sets, int nsets, tr_store_config **scp)
+{
+    char err[512] = "";
+    int rc = tr_config_app_load(cfg, conf, sets, nsets, schema, sizeof schema / sizeof schema[0],
+                                err, sizeof err);
+    if (rc != TR_OK) {
+        fprintf(stderr, "social: %s\n", err);
+        return 2;
+    }
+    if (node != NULL && config_lookup(cfg, "cluster") != NULL) {
+        fprintf(stderr, "social: --node %s: cluster mode is not built yet (one node per data "
+                        "directory works; see apps/social/README.md)\n", node);
+        return 2;
+    }
+    const char *dir = data != NULL ? data : get_str(cfg, "social.data", "data");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "social: cannot make %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    char dbpath[1024], kv[1100];
+    if ((size_t)snprintf(dbpath, sizeof dbpath, "%s/social.db", dir) >= sizeof dbpath) {
+        fprintf(stderr, "social: data path too long\n");
+        return 1;
+    }
+    if (data != NULL || config_lookup(cfg, "store.path") == NULL) {
+        snprintf(kv, sizeof kv, "store.path=%s", dbpath);
+        tr_config_set(cfg, kv, err, sizeof err);
+    }
+    rc = tr_store_config_from(cfg, conf, "store", scp, err, sizeof err);
+    if (rc != TR_OK) {
+        fprintf(stderr, "social: %s\n", err);
+        return 1;
+    }
+    if ((*scp)->store.backend != TR_STORE_SQLITE) {
+        fprintf(stderr, "social: store.backend: the event bus needs \"sqlite\" for now\n");
+        return 1;
+    }
+    soc_opts o = {
+        .http_host = get_str(cfg, "social.http.host", "127.0.0.1"),
+        .http_port = (int)get_int(cfg, "social.http.port", 8090),
+        .http_threads = (unsigned)get_int(cfg, "social.http.threads", 1),
+        .http_max_request = (size_t)get_int(cfg, "social.http.max_request", 65536),
+        .http_request_ms = (unsigned)get_int(cfg, "social.http.request_timeout_ms", 10000),
+        .http_max_connections = (unsigned)get_int(cfg, "social.http.max_connections", 10000),
+        .http_max_per_client = (unsigned)get_int(cfg, "social.http.max_per_client", 2500),
+        .run_actors = (unsigned)get_int(cfg, "social.http.run_actors", 64),
+        .workers = (unsigned)get_int(cfg, "social.workers", 0),
+        .store = (*scp)->store,
+        .call_timeout_ms = (unsigned)get_int(cfg, "social.call_timeout_ms", 5000),
+        .celebrity_followers = (unsigned)get_int(cfg, "social.celebrity_followers", 10000),
+        .timeline_cap = (unsigned)get_int(cfg, "social.timeline_cap", 800),
+        .follow_merge = (unsigned)get_int(cfg, "social.follow_merge", 50),
+        .max_following = (unsigned)get_int(cfg, "social.max_following", 5000),
+        .search_images = (unsigned)get_int(cfg, "social.search_images", 20),
+        .idle_ms = (unsigned)get_int(cfg, "social.idle_ms", 60000),
+        .max_keys = (size_t)get_int(cfg, "social.max_keys", 1000000),
+        .node_name = node,
+    };
+    char host[256];
+    if (http != NULL) {
+        const char *colon = strrchr(http, ':');
+        char *end = NULL;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
+        if (colon == NULL || colon == http || end == colon + 1 || *end != '\0' || port < 0 ||
+            port > 65535) {
+            fprintf(stderr, "social: --http wants HOST:PORT (a port from 0 to 65535)\n");
+            return 2;
+        }
+        snprintf(host, sizeof host, "%.*s", (int)(colon - http), http);
+        o.http_host = host;
+        o.http_port = (int)port;
+    }
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    soc_app *app;
+    rc = soc_start(&o, &app, err, sizeof err);
+    if (rc != TR_OK) {
+        fprintf(stderr, "social: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));
+        return 1;
+    }
+    printf("listening on http://%s:%d (data in %s)\n", o.http_host, soc_port(app), dir);
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "social: signal %d, stopping\n", sig);
+    soc_stop(app);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL, *http = NULL, *data = NULL, *node = NULL;
+    const char *sets[MAX_SETS];
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && has) {
+            conf = argv[++i];
+        } else if (strcmp(argv[i], "--http") == 0 && has) {
+            http = argv[++i];
+        } else if (strcmp(argv[i], "--data") == 0 && has) {
+            data = argv[++i];
+        } else if (strcmp(argv[i], "--node") == 0 && has) {
+            node = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
+            sets[nsets++] = argv[++i];
+        } else {
+            fprintf(stderr, "social: unknown or incomplete option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (conf == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    config_t cfg;
+    config_init(&cfg);
+    tr_store_config *sc = NULL;
+    int status = serve(&cfg, conf, http, data, node, sets, nsets, &sc);
+    tr_store_config_free(sc);
+    config_destroy(&cfg);
+    return status;
+}
