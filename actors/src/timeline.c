@@ -65,6 +65,14 @@ void soc_post_unref(social_ctx *ctx, soc_post *p)
     }
 }
 
+void social_dead_letter(void *user, tr_pid to, const tr_msg *m)
+{
+    (void)to;
+    uint64_t ptr;
+    if (tr_msg_type(m) == SOC_T_INSERT && tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0)
+        soc_post_unref(user, (soc_post *)(uintptr_t)ptr);
+}
+
 /* (ts, id) descending: negative when a comes first. */
 static int newer_first(uint64_t ats, const char *aid, uint64_t bts, const char *bid)
 {
@@ -760,9 +768,9 @@ static void fo_followers(tr_ctx *ctx, fo_st *f, const tr_msg *m)
             if (n == NULL)
                 continue;
             soc_post_ref(j->p);
-            if (tr_send(ctx, tl, n) != TR_OK)
-                soc_post_unref(f->ctx, j->p); /* it ended: it rebuilds when next started */
-            else
+            /* an insert that is never handled (its timeline ended first) reaches the system's
+             * dead-letter hook, social_dead_letter, which drops its reference */
+            if (tr_send(ctx, tl, n) == TR_OK)
                 inserts++;
         }
         atomic_fetch_add_explicit(&f->ctx->stats.fanout_inserts, inserts, memory_order_relaxed);

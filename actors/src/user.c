@@ -147,7 +147,7 @@ static int persist(user_st *u, uint64_t kind, const char *a, const char *b, cons
         rc = tr_journal_persist(u->j, tr_msg_data(ev), tr_msg_size(ev));
     if (rc == TR_OK)
         rc = apply_event(u, tr_msg_data(ev), tr_msg_size(ev));
-    if (rc == TR_OK && topic != NULL)
+    if (rc == TR_OK && topic != NULL && payload != NULL)
         rc = tr_journal_publish(u->j, topic, u->id, tr_msg_data(payload), tr_msg_size(payload));
     tr_msg_free(ev);
     if (rc == TR_OK && tr_journal_snapshot_due(u->j)) {

@@ -137,6 +137,11 @@ extern const tr_behaviour social_timeline_behaviour;
 extern const tr_behaviour social_fanout_behaviour;
 extern const tr_behaviour social_search_behaviour;
 
+/* The system's dead-letter hook (tr_system_opts.dead_letter_hook, user = the social_ctx): an
+ * insert into a timeline that ended before handling it holds a reference to a shared post record,
+ * which this drops. Install it on every system that runs the fanout actor. */
+void social_dead_letter(void *user, tr_pid to, const tr_msg *m);
+
 /* The id of the user named `username` (case-folded), into out (SOCIAL_ID_MAX + 1 bytes). */
 void social_user_id(const char *username, size_t len, char out[SOCIAL_ID_MAX + 1]);
 /* Whether s[0..len) is a valid username / user id / name (UTF-8, 1..100 characters, no control

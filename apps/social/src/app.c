@@ -741,6 +741,8 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
     tr_system_opts_init(&so);
     so.workers = o->workers;
     so.spin_rounds = 8;
+    so.dead_letter_hook = social_dead_letter; /* inserts that reached no timeline */
+    so.dead_letter_user = &a->ctx;
     int rc = tr_system_new(&a->sys, &so);
     if (rc == TR_OK)
         rc = tr_system_start(a->sys);
