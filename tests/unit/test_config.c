@@ -7,6 +7,7 @@
  * must load.
  */
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -767,6 +768,90 @@ static void test_config_from_parsed(void **state)
     free(path);
 }
 
+/* An app's settings: the file, --set overrides, the schema (unknown names with the closest known
+ * one, kinds, ranges; where each came from), and a secret file's mode. */
+static void test_app_settings(void **state)
+{
+    (void)state;
+    static const tr_setting schema[] = {
+        {"app", TR_SETTING_GROUP, 0, 0},
+        {"app.port", TR_SETTING_INT, 0, 65535},
+        {"app.name", TR_SETTING_STR, 0, 0},
+        {"app.http", TR_SETTING_GROUP, 0, 0},
+        {"app.http.threads", TR_SETTING_INT, 1, 64},
+        {"store", TR_SETTING_FOREIGN, 0, 0},
+    };
+    const size_t n = sizeof schema / sizeof schema[0];
+    char *path = temp_file("app = { port = 80; name = \"x\"; http = { threads = 2; }; };\n"
+                           "store = { anything = 1; };\n");
+    char err[256];
+    config_t cfg;
+    /* the file as it is, then with overrides (a later --set wins; quoted digits stay a string) */
+    config_init(&cfg);
+    assert_int_equal(tr_config_app_load(&cfg, path, NULL, 0, schema, n, err, sizeof err), TR_OK);
+    config_destroy(&cfg);
+    const char *sets[] = {"app.port=81", "app.port=82", "app.name=\"123\"", "app.http.threads=4"};
+    config_init(&cfg);
+    assert_int_equal(tr_config_app_load(&cfg, path, sets, 4, schema, n, err, sizeof err), TR_OK);
+    int v;
+    const char *str;
+    assert_true(config_lookup_int(&cfg, "app.port", &v) && v == 82);
+    assert_true(config_lookup_string(&cfg, "app.name", &str) && strcmp(str, "123") == 0);
+    assert_true(config_lookup_int(&cfg, "app.http.threads", &v) && v == 4);
+    config_destroy(&cfg);
+    struct {
+        const char *set, *want;
+    } bad[] = {
+        {"app.prot=1", "--set app.prot=1: unknown setting app.prot (did you mean app.port?)"},
+        {"port=1", "--set port=1: unknown setting port (did you mean app.port?)"},
+        {"app.port=70000", "--set app.port=70000: app.port must be a whole number from 0 to 65535"},
+        {"app.port=abc", "app.port must be a whole number"},
+        {"app.name=5", "--set app.name=5: app.name must be a string"},
+        {"app.http=5", "app.http must be a group"},
+        {"app.http.threads=0", "app.http.threads must be a whole number from 1 to 64"},
+        {"nothing", "--set wants KEY=VALUE"},
+        {"app.port.x=1", "--set app.port.x=1: port is not a group"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        config_init(&cfg);
+        err[0] = '\0';
+        assert_int_equal(
+            tr_config_app_load(&cfg, path, &bad[i].set, 1, schema, n, err, sizeof err),
+            TR_EINVAL);
+        if (strstr(err, bad[i].want) == NULL)
+            print_error("%s: got \"%s\"\n", bad[i].set, err);
+        assert_non_null(strstr(err, bad[i].want));
+        config_destroy(&cfg);
+    }
+    /* from the file: FILE:LINE */
+    char *typo = temp_file("app = {\n  prot = 1;\n};\n");
+    config_init(&cfg);
+    assert_int_equal(tr_config_app_load(&cfg, typo, NULL, 0, schema, n, err, sizeof err),
+                     TR_EINVAL);
+    char want[300];
+    snprintf(want, sizeof want, "%s:2: unknown setting app.prot (did you mean app.port?)", typo);
+    assert_string_equal(err, want);
+    config_destroy(&cfg);
+    unlink(typo);
+    free(typo);
+    /* a secret: only its owner may read it */
+    char secret[64];
+    char *sf = temp_file("s3cr3t-token-value\n");
+    chmod(sf, 0600);
+    assert_int_equal(tr_config_secret(sf, secret, sizeof secret, err, sizeof err), TR_OK);
+    assert_string_equal(secret, "s3cr3t-token-value");
+    chmod(sf, 0644);
+    assert_int_equal(tr_config_secret(sf, secret, sizeof secret, err, sizeof err), TR_EINVAL);
+    assert_non_null(strstr(err, "chmod 600"));
+    unlink(sf);
+    free(sf);
+    assert_int_equal(tr_config_secret("/nonexistent/secret", secret, sizeof secret, err,
+                                      sizeof err),
+                     TR_EINVAL);
+    unlink(path);
+    free(path);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_store_files),
     cmocka_unit_test(test_cluster_files),
@@ -781,6 +866,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_example_file),
     cmocka_unit_test(test_all_config_files),
     cmocka_unit_test(test_config_from_parsed),
+    cmocka_unit_test(test_app_settings),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -121,6 +121,13 @@ static void test_keys_on_one_node(void **state)
     assert_int_equal(atomic_load(&g_starts), 2);
     assert_int_equal(tr_shard_count(s), 2);
     assert_true(tr_shard_owns(s, "a", NULL));
+    /* tr_shard_running: a running key's pid; a key never started, or a bad key, none */
+    tr_pid running = TR_PID_NONE;
+    assert_true(tr_shard_running(s, "a", &running));
+    assert_true(running != TR_PID_NONE && tr_system_alive(sys, running));
+    assert_false(tr_shard_running(s, "never", NULL));
+    assert_false(tr_shard_running(s, "", NULL));
+    assert_false(tr_shard_running(NULL, "a", NULL));
     /* many requests for a new key at once: held while it starts, all answered in order */
     for (int i = 0; i < 20; i++) {
         atomic_store(&g_ans[40 + i].done, 0);

@@ -6,6 +6,7 @@
 #include "test_util.h"
 #include "troupe/json.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static void refused(const char *body, const char *why)
@@ -79,9 +80,44 @@ static void test_escape(void **state)
     cJSON_Delete(v);
 }
 
+/* tr_jbuf: grows past any size, escapes strings, hands its bytes over. */
+static void test_jbuf(void **state)
+{
+    (void)state;
+    tr_jbuf b = {0};
+    tr_jbuf_lit(&b, "{\"a\":");
+    tr_jbuf_str(&b, "q\"\\\n\x01", 5);
+    tr_jbuf_lit(&b, ",\"n\":");
+    tr_jbuf_u64(&b, 18446744073709551615ull);
+    tr_jbuf_lit(&b, "}");
+    assert_false(tr_jbuf_failed(&b));
+    size_t len;
+    char *p = tr_jbuf_take(&b, &len);
+    assert_non_null(p);
+    assert_string_equal(p, "{\"a\":\"q\\\"\\\\\\n\\u0001\",\"n\":18446744073709551615}");
+    assert_int_equal(len, strlen(p));
+    free(p);
+    assert_null(b.p); /* empty again */
+    for (int i = 0; i < 100000; i++) /* far past the first allocation */
+        tr_jbuf_raw(&b, "0123456789", 10);
+    p = tr_jbuf_take(&b, &len);
+    assert_int_equal(len, 1000000);
+    assert_int_equal(p[999999], '9');
+    free(p);
+    p = tr_jbuf_take(&b, &len); /* nothing written: "" */
+    assert_non_null(p);
+    assert_int_equal(len, 0);
+    assert_string_equal(p, "");
+    free(p);
+    tr_jbuf_lit(&b, "x");
+    tr_jbuf_free(&b);
+    assert_null(b.p);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parse_strict),
     cmocka_unit_test(test_escape),
+    cmocka_unit_test(test_jbuf),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,6 +49,15 @@ static void on_reply(void *user, tr_web_call *wc, int rc, const tr_msg *reply)
         atomic_fetch_add(&a->stopped, 1);
     if (c->kind == 1)
         return; /* no answer: the bridge says 500 */
+    if (c->kind == 2 && rc == TR_OK) { /* an answer far above TR_WEB_BODY_MAX, taken */
+        size_t n = 100000;
+        char *big = malloc(n);
+        memset(big, 'x', n);
+        big[0] = '"';
+        big[n - 1] = '"';
+        tr_web_answer_take(wc, 200, NULL, big, n);
+        return;
+    }
     if (rc != TR_OK) {
         char *b = tr_web_answer_buf(wc);
         tr_web_answer_len(wc, 503, "Retry-After: 1\r\n",
@@ -71,7 +81,12 @@ static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
         return; /* 503 answered by the bridge */
     call *c = tr_web_call_data(wc);
     assert_int_equal(c->kind, 0); /* zeroed */
-    c->kind = strcmp(req->path, "/silent") == 0;
+    c->kind = strcmp(req->path, "/silent") == 0 ? 1 : strcmp(req->path, "/big") == 0 ? 2 : 0;
+    if (strcmp(req->path, "/patch") == 0) { /* PATCH is a method of its own */
+        tr_web_call_drop(wc);
+        tr_http_respond(srv, req->token, req->method == TR_HTTP_PATCH ? 200 : 405, NULL, "{}", 2);
+        return;
+    }
     uint64_t v = (uint64_t)atoi(req->query[0] ? req->query + 2 : "0"); /* ?v=N */
     if (strcmp(req->path, "/gone") == 0)
         tr_web_call_send(wc, TR_PID_NONE, tt_msg_u64(ECHO, v)); /* refused at once */
@@ -109,6 +124,11 @@ static void run(unsigned run_actors)
         assert_string_equal(body, want);
     }
     assert_int_equal(get(port, "/direct", body, sizeof body), 200);
+    static char big[200000];
+    assert_int_equal(get(port, "/big?v=1", big, sizeof big), 200);
+    assert_int_equal(strlen(big), 100000);
+    assert_int_equal(tt_http(port, "PATCH", "/patch", "{}", body, sizeof body, NULL, 0, 60000),
+                     200);
     /* no reply within timeout_ms: on_reply with TR_ETIMEDOUT */
     assert_int_equal(get(port, "/mute", body, sizeof body), 503);
     char want[32];

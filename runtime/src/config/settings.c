@@ -144,10 +144,12 @@ static bool check_group(const check *c, const config_setting_t *g, const char *p
         origin(c, st, path, where, sizeof where);
         if (known == NULL) {
             size_t pl = strlen(path);
-            for (size_t j = 0; j < c->n && best > 3; j++) {
+            bool suffix = false; /* a known name ending in this one is the best guess */
+            for (size_t j = 0; j < c->n && !suffix; j++) {
                 size_t kl = strlen(c->schema[j].path); /* "email" for "flashsale.email" */
                 if (kl > pl && c->schema[j].path[kl - pl - 1] == '.' &&
                     strcmp(c->schema[j].path + kl - pl, path) == 0) {
+                    suffix = true;
                     best = 0;
                     k = j;
                 }

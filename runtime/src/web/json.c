@@ -273,6 +273,7 @@ char *tr_jbuf_take(tr_jbuf *b, size_t *len)
         tr_jbuf_free(b);
         return NULL;
     }
+    b->p[b->len] = '\0'; /* nothing written yet: "" */
     char *p = b->p;
     if (len != NULL)
         *len = b->len;
