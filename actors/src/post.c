@@ -316,8 +316,10 @@ static int post_init(tr_ctx *ctx, void *state, const void *arg)
 
 static void post_turn_end(tr_ctx *ctx, void *state)
 {
-    (void)ctx;
-    tr_journal_flush(((post_st *)state)->j);
+    post_st *p = state;
+    tr_journal_flush(p->j);
+    if (p->n == 0 && p->user != 1 && p->nwait == 0 && p->check_corr == 0)
+        tr_stop(ctx); /* nothing posted and no user known: nothing to keep */
 }
 
 static void post_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)

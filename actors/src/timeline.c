@@ -616,11 +616,19 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
     }
 }
 
+static void tl_turn_end(tr_ctx *ctx, void *state)
+{
+    tl_st *t = state;
+    if (t->nouser && t->building == 0 && t->qs == NULL && t->waiting == NULL)
+        tr_stop(ctx); /* no such reader: answered, nothing to keep */
+}
+
 const tr_behaviour social_timeline_behaviour = {
     .name = "social-timeline",
     .state_size = sizeof(tl_st),
     .init = tl_init,
     .receive = tl_receive,
+    .turn_end = tl_turn_end,
     .terminate = tl_terminate,
 };
 

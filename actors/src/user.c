@@ -539,8 +539,10 @@ static int user_init(tr_ctx *ctx, void *state, const void *arg)
 
 static void user_turn_end(tr_ctx *ctx, void *state)
 {
-    (void)ctx;
-    tr_journal_flush(((user_st *)state)->j);
+    user_st *u = state;
+    tr_journal_flush(u->j);
+    if (!u->exists && u->npending == 0)
+        tr_stop(ctx); /* no such user: answered, nothing to keep (a made-up id leaves no actor) */
 }
 
 static void user_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)

@@ -593,6 +593,21 @@ static void test_bad_input_answered_4xx(void **state)
     huge[199999] = '\0';
     assert_int_equal(http(n.port, "POST", "/users", huge, out, sizeof out), 413);
     free(huge);
+    /* made-up ids leave no actor behind */
+    for (int i = 0; i < 100; i++) {
+        snprintf(path, sizeof path, "/%s/u%024x", i % 2 ? "users" : "timeline", i + 1);
+        assert_int_equal(http(n.port, "GET", path, NULL, out, sizeof out), 404);
+    }
+    TT_WAIT_FOR(({
+                    cJSON *h = get_json(n.port, "/health");
+                    const cJSON *act = cJSON_GetObjectItem(h, "active");
+                    bool few = cJSON_GetObjectItem(act, "users")->valueint <= 2 &&
+                               cJSON_GetObjectItem(act, "timelines")->valueint == 0 &&
+                               cJSON_GetObjectItem(act, "posts")->valueint <= 1;
+                    cJSON_Delete(h);
+                    few;
+                }),
+                TT_DEADLINE_MS);
     /* still serving */
     assert_int_equal(http(n.port, "GET", "/health", NULL, out, sizeof out), 200);
     assert_non_null(strstr(out, "\"status\":\"ready\""));
