@@ -1,0 +1,253 @@
+/*
+ * test_social_actors.c — the social actors (actors/social.h) in one process, without HTTP: a
+ * timeline actor killed (not passivated: killed, mid-life) is rebuilt with the same posts on the
+ * next read; the fan-out consumer killed and started again goes on from its stored offset, so the
+ * posts published while it was down still reach the running timelines; the shared post records
+ * are all released when the timelines end (nothing leaks, counted by the stats).
+ */
+#include "test_util.h"
+
+#include "actors/social.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <troupe/bus.h>
+#include <troupe/shard.h>
+
+typedef struct world {
+    tr_system *sys;
+    tr_store *store;
+    social_ctx ctx;
+    tr_port *port;
+    tr_pid fanout, search;
+} world;
+
+static char g_dir[64];
+
+/* The last answer of the port: copied message and rc. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static tr_msg *g_reply;
+static int g_rc;
+static atomic_bool g_done;
+
+static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
+{
+    (void)user;
+    (void)cookie;
+    pthread_mutex_lock(&g_lock);
+    g_rc = rc;
+    g_reply = reply != NULL ? tr_msg_from_bytes(tr_msg_type(reply), tr_msg_data(reply),
+                                                tr_msg_size(reply))
+                            : NULL;
+    pthread_mutex_unlock(&g_lock);
+    atomic_store(&g_done, true);
+}
+
+/* A request to key's actor of shard, waited for: the reply (free it), or NULL. */
+static tr_msg *call(world *w, tr_shard *shard, const char *key, tr_msg *m)
+{
+    atomic_store(&g_done, false);
+    if (tr_shard_port_request(shard, w->port, key, m, 10000, 1) != TR_OK)
+        return NULL;
+    TT_WAIT_FOR(atomic_load(&g_done), TT_DEADLINE_MS);
+    pthread_mutex_lock(&g_lock);
+    tr_msg *r = g_reply;
+    g_reply = NULL;
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+static uint64_t status_of(tr_msg *r)
+{
+    uint64_t st = 99;
+    if (r != NULL)
+        tr_msg_get_u64(r, &st);
+    tr_msg_free(r);
+    return st;
+}
+
+static void make_user(world *w, const char *username, char id[SOCIAL_ID_MAX + 1])
+{
+    social_user_id(username, strlen(username), id);
+    tr_msg *m = tr_msg_new(SOC_U_CREATE, 64);
+    tr_msg_put_str(m, username, strlen(username));
+    tr_msg_put_str(m, "Name", 4);
+    assert_int_equal(status_of(call(w, w->ctx.users, id, m)), SOC_OK);
+}
+
+static void follow(world *w, const char *a, const char *b)
+{
+    tr_msg *m = tr_msg_new(SOC_U_FOLLOW, 40);
+    tr_msg_put_str(m, b, strlen(b));
+    assert_int_equal(status_of(call(w, w->ctx.users, a, m)), SOC_OK);
+}
+
+static void post(world *w, const char *author, const char *url)
+{
+    tr_msg *m = tr_msg_new(SOC_P_CREATE, 64);
+    tr_msg_put_str(m, url, strlen(url));
+    assert_int_equal(status_of(call(w, w->ctx.posts, author, m)), SOC_OK);
+}
+
+/* The URLs of reader's timeline page, space-separated. */
+static void timeline(world *w, const char *reader, char *out, size_t cap)
+{
+    tr_msg *m = tr_msg_new(SOC_T_PAGE, 32);
+    tr_msg_put_u64(m, 0);
+    tr_msg_put_str(m, "", 0);
+    tr_msg_put_u64(m, 50);
+    tr_msg *r = call(w, w->ctx.timelines, reader, m);
+    out[0] = '\0';
+    tr_reader rd;
+    uint64_t st, n;
+    assert_non_null(r);
+    tr_reader_init(&rd, r);
+    assert_int_equal(tr_read_u64(&rd, &st), TR_OK);
+    assert_int_equal(st, SOC_OK);
+    assert_int_equal(tr_read_u64(&rd, &n), TR_OK);
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        size_t sl;
+        uint64_t ts;
+        assert_int_equal(tr_read_str(&rd, &s, &sl), TR_OK); /* id */
+        assert_int_equal(tr_read_str(&rd, &s, &sl), TR_OK); /* user */
+        assert_int_equal(tr_read_str(&rd, &s, &sl), TR_OK); /* url */
+        size_t l = strlen(out);
+        snprintf(out + l, cap - l, "%s%.*s", l ? " " : "", (int)sl, s);
+        assert_int_equal(tr_read_u64(&rd, &ts), TR_OK);
+    }
+    tr_reader_done(&rd);
+    tr_msg_free(r);
+}
+
+static bool timeline_is(world *w, const char *reader, const char *want)
+{
+    char got[2048];
+    timeline(w, reader, got, sizeof got);
+    return strcmp(got, want) == 0;
+}
+
+static void world_start(world *w, const char *name)
+{
+    memset(w, 0, sizeof *w);
+    tr_system_opts so;
+    tr_system_opts_init(&so);
+    so.workers = 2;
+    so.dead_letter_hook = social_dead_letter;
+    so.dead_letter_user = &w->ctx;
+    assert_int_equal(tr_system_new(&w->sys, &so), TR_OK);
+    assert_int_equal(tr_system_start(w->sys), TR_OK);
+    char path[128], err[256];
+    snprintf(path, sizeof path, "%s/%s.db", g_dir, name);
+    tr_store_opts o = {.path = path, .sync = TR_SYNC_NORMAL, .redeliver_ms = 1000};
+    assert_int_equal(tr_store_open(w->sys, &o, &w->store, err, sizeof err), TR_OK);
+    w->ctx.store = w->store;
+    w->ctx.node_name = "test";
+    const tr_behaviour *bs[] = {&social_user_behaviour, &social_post_behaviour,
+                                &social_timeline_behaviour};
+    tr_shard **outs[] = {&w->ctx.users, &w->ctx.posts, &w->ctx.timelines};
+    const char *names[] = {"users", "posts", "timelines"};
+    for (int i = 0; i < 3; i++) {
+        tr_shard_opts sh = {.name = names[i], .behaviour = bs[i], .init_arg = social_shard_arg,
+                            .arg_size = sizeof(social_arg), .user = &w->ctx};
+        assert_int_equal(tr_shard_start(w->sys, &sh, outs[i]), TR_OK);
+    }
+    assert_int_equal(tr_system_spawn(w->sys, &social_fanout_behaviour, &w->ctx, &w->fanout),
+                     TR_OK);
+    assert_int_equal(tr_system_spawn(w->sys, &social_search_behaviour, &w->ctx, &w->search),
+                     TR_OK);
+    assert_int_equal(tr_port_open(w->sys, on_answer, NULL, &w->port), TR_OK);
+}
+
+static void world_end(world *w)
+{
+    tr_port_close(w->port);
+    tr_system_stop(w->sys);
+    tr_system_join(w->sys);
+    tr_store_close(w->store);
+    tr_shard_free(w->ctx.users);
+    tr_shard_free(w->ctx.posts);
+    tr_shard_free(w->ctx.timelines);
+    /* every timeline and the fan-out ended: no post record is left */
+    assert_int_equal(atomic_load(&w->ctx.stats.post_records), 0);
+    tr_system_free(w->sys);
+}
+
+static void test_killed_timeline_rebuilt(void **state)
+{
+    (void)state;
+    static world w;
+    world_start(&w, "killed");
+    char a[SOCIAL_ID_MAX + 1], b[SOCIAL_ID_MAX + 1], c[SOCIAL_ID_MAX + 1];
+    make_user(&w, "ann", a);
+    make_user(&w, "ben", b);
+    make_user(&w, "cat", c);
+    follow(&w, a, b);
+    follow(&w, a, c);
+    assert_true(timeline_is(&w, a, ""));
+    post(&w, b, "https://i/1");
+    post(&w, c, "https://i/2");
+    TT_WAIT_FOR(timeline_is(&w, a, "https://i/2 https://i/1"), TT_DEADLINE_MS);
+    uint64_t built = atomic_load(&w.ctx.stats.timelines_built);
+    tr_pid tl;
+    assert_true(tr_shard_running(w.ctx.timelines, a, &tl));
+    assert_int_equal(tr_system_exit(w.sys, tl, &(tr_reason){.kind = TR_REASON_KILLED}), TR_OK);
+    TT_WAIT_FOR(!tr_system_alive(w.sys, tl), TT_DEADLINE_MS);
+    /* the next read starts a new one, rebuilt from the user and post actors */
+    assert_true(timeline_is(&w, a, "https://i/2 https://i/1"));
+    assert_int_equal(atomic_load(&w.ctx.stats.timelines_built), built + 1);
+    world_end(&w);
+}
+
+static void test_fanout_restarted_goes_on_from_its_offset(void **state)
+{
+    (void)state;
+    static world w;
+    world_start(&w, "fanout");
+    char a[SOCIAL_ID_MAX + 1], b[SOCIAL_ID_MAX + 1];
+    make_user(&w, "reader", a);
+    make_user(&w, "writer", b);
+    follow(&w, a, b);
+    assert_true(timeline_is(&w, a, ""));
+    post(&w, b, "https://i/1");
+    TT_WAIT_FOR(timeline_is(&w, a, "https://i/1"), TT_DEADLINE_MS);
+    /* the consumer dies; posts keep coming (committed to the log); a new consumer catches up */
+    assert_int_equal(tr_system_exit(w.sys, w.fanout, &(tr_reason){.kind = TR_REASON_KILLED}),
+                     TR_OK);
+    TT_WAIT_FOR(!tr_system_alive(w.sys, w.fanout), TT_DEADLINE_MS);
+    post(&w, b, "https://i/2");
+    post(&w, b, "https://i/3");
+    tt_sleep_ms(100);
+    assert_true(timeline_is(&w, a, "https://i/1")); /* nobody fans out */
+    tr_bus_lag lag;
+    assert_int_equal(tr_bus_lag_get(w.store, "social.fanout", &lag), TR_OK);
+    assert_true(lag.events >= 2);
+    assert_int_equal(tr_system_spawn(w.sys, &social_fanout_behaviour, &w.ctx, &w.fanout), TR_OK);
+    TT_WAIT_FOR(timeline_is(&w, a, "https://i/3 https://i/2 https://i/1"), TT_DEADLINE_MS);
+    TT_WAIT_FOR(tr_bus_lag_get(w.store, "social.fanout", &lag) == TR_OK && lag.events == 0,
+                TT_DEADLINE_MS);
+    world_end(&w);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return tt_tmpdir(g_dir, sizeof g_dir, "test_social_actors");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return tt_rm_rf(g_dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_killed_timeline_rebuilt),
+        cmocka_unit_test(test_fanout_restarted_goes_on_from_its_offset),
+    };
+    tt_apply_filter();
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
