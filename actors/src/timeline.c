@@ -87,6 +87,7 @@ typedef struct tl_entry {
     uint64_t ts;
     soc_post *p;
 } tl_entry;
+_Static_assert(sizeof(tl_entry) == 16, "a timeline entry is 16 bytes (issue 16: at most 20)");
 
 enum { Q_FOLLOWING = 1, Q_INFO, Q_MERGE, Q_CELEB };
 
@@ -113,8 +114,8 @@ typedef struct tl_q {
 typedef struct tl_st {
     social_ctx *ctx;
     char reader[SOCIAL_ID_MAX + 1];
-    tl_entry *e;
-    size_t n, cap;
+    tl_entry *e;                /* a ring of cap entries: n of them, newest first from head */
+    size_t n, cap, head;
     soc_set following, celebs;
     unsigned building;          /* answers still expected before pages can be served */
     bool nouser;                /* the reader does not exist: pages are answered SOC_NOUSER */
@@ -134,13 +135,42 @@ static unsigned celebrity(const tl_st *t)
     return t->ctx->celebrity_followers ? t->ctx->celebrity_followers : 10000u;
 }
 
+/* The entries are a ring, newest first from e[head]: a new post (the common case: newer than
+ * everything held) goes in front in O(1), the oldest falls off the back in O(1); a post that
+ * arrives out of order shifts only the entries newer than it. */
+static tl_entry *at(const tl_st *t, size_t i)
+{
+    size_t k = t->head + i;
+    return &t->e[k < t->cap ? k : k - t->cap];
+}
+
+/* Makes the ring `nc` entries long, newest first from e[0]; false when out of memory. */
+static bool tl_resize(tl_st *t, size_t nc)
+{
+    tl_entry *v = malloc(nc * sizeof *v);
+    if (v == NULL)
+        return false;
+    for (size_t i = 0; i < t->n; i++)
+        v[i] = *at(t, i);
+    free(t->e);
+    atomic_fetch_add_explicit(&t->ctx->stats.timeline_bytes, (nc - t->cap) * sizeof *v,
+                              memory_order_relaxed);
+    t->e = v;
+    t->cap = nc;
+    t->head = 0;
+    return true;
+}
+
 /* Inserts p (a reference taken), newest first, capped; false when dropped (p released). */
 static bool tl_insert(tl_st *t, soc_post *p)
 {
     size_t lo = 0, hi = t->n;
+    if (t->n > 0 && newer_first(p->ts, p->id, at(t, 0)->ts, at(t, 0)->p->id) < 0)
+        hi = 0; /* newer than everything: the front (no search) */
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = newer_first(t->e[mid].ts, t->e[mid].p->id, p->ts, p->id);
+        const tl_entry *e = at(t, mid);
+        int c = newer_first(e->ts, e->p->id, p->ts, p->id);
         if (c == 0) { /* there already */
             soc_post_unref(t->ctx, p);
             return false;
@@ -156,22 +186,23 @@ static bool tl_insert(tl_st *t, soc_post *p)
         return false;
     }
     if (t->n == t->cap) {
-        size_t nc = t->cap ? t->cap + t->cap / 2 + 8 : 16;
+        size_t nc = t->cap ? t->cap + t->cap / 2 + 2 : 4; /* small while few: bytes per entry */
         if (nc > cap + 1)
             nc = cap + 1;
-        tl_entry *v = realloc(t->e, nc * sizeof *v);
-        if (v == NULL) {
+        if (!tl_resize(t, nc)) {
             soc_post_unref(t->ctx, p);
             return false;
         }
-        t->e = v;
-        t->cap = nc;
     }
-    memmove(t->e + lo + 1, t->e + lo, (t->n - lo) * sizeof *t->e);
-    t->e[lo] = (tl_entry){.ts = p->ts, .p = p};
+    t->head = t->head == 0 ? t->cap - 1 : t->head - 1; /* one more slot in front */
     t->n++;
+    for (size_t i = 0; i < lo; i++) /* the newer ones move up by one */
+        *at(t, i) = *at(t, i + 1);
+    *at(t, lo) = (tl_entry){.ts = p->ts, .p = p};
     if (t->n > cap)
-        soc_post_unref(t->ctx, t->e[--t->n].p);
+        soc_post_unref(t->ctx, at(t, --t->n)->p);
+    else
+        atomic_fetch_add_explicit(&t->ctx->stats.timeline_entries, 1, memory_order_relaxed);
     return true;
 }
 
@@ -179,11 +210,13 @@ static void tl_drop_author(tl_st *t, const char *author)
 {
     size_t k = 0;
     for (size_t i = 0; i < t->n; i++) {
-        if (strcmp(t->e[i].p->author, author) == 0)
-            soc_post_unref(t->ctx, t->e[i].p);
+        tl_entry *e = at(t, i);
+        if (strcmp(e->p->author, author) == 0)
+            soc_post_unref(t->ctx, e->p);
         else
-            t->e[k++] = t->e[i];
+            *at(t, k++) = *e;
     }
+    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_entries, t->n - k, memory_order_relaxed);
     t->n = k;
 }
 
@@ -301,7 +334,7 @@ static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
     if (pr->before_ts != 0)
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
-            if (!below(t->e[mid].p, pr->before_ts, pr->before_id))
+            if (!below(at(t, mid)->p, pr->before_ts, pr->before_id))
                 lo = mid + 1;
             else
                 hi = mid;
@@ -313,7 +346,7 @@ static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
     if (all != NULL) {
         size_t k = 0;
         for (size_t i = 0; i < take; i++)
-            all[k++] = t->e[lo + i].p;
+            all[k++] = at(t, lo + i)->p;
         for (size_t i = 0; i < pr->nextra; i++)
             if (below(pr->extra[i], pr->before_ts, pr->before_id))
                 all[k++] = pr->extra[i];
@@ -586,7 +619,10 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
     (void)reason;
     tl_st *t = state;
     for (size_t i = 0; i < t->n; i++)
-        soc_post_unref(t->ctx, t->e[i].p);
+        soc_post_unref(t->ctx, at(t, i)->p);
+    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_entries, t->n, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_bytes, t->cap * sizeof *t->e,
+                              memory_order_relaxed);
     free(t->e);
     soc_set_free(&t->following);
     soc_set_free(&t->celebs);

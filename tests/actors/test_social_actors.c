@@ -171,6 +171,8 @@ static void world_end(world *w)
     tr_shard_free(w->ctx.timelines);
     /* every timeline and the fan-out ended: no post record is left */
     assert_int_equal(atomic_load(&w->ctx.stats.post_records), 0);
+    assert_int_equal(atomic_load(&w->ctx.stats.timeline_entries), 0);
+    assert_int_equal(atomic_load(&w->ctx.stats.timeline_bytes), 0);
     tr_system_free(w->sys);
 }
 

@@ -101,6 +101,8 @@ typedef struct social_stats {
     _Atomic uint64_t timelines_built;   /* timelines (re)built at start */
     _Atomic uint64_t search_events;     /* events applied to the search read model */
     _Atomic uint64_t post_records;      /* shared post records alive on this node */
+    _Atomic uint64_t timeline_entries;  /* entries held by the running timelines */
+    _Atomic uint64_t timeline_bytes;    /* bytes of their entry arrays (capacity) */
     social_lag search_lag;              /* commit -> visible in search */
     social_lag timeline_lag;            /* commit -> inserted into the running timelines */
 } social_stats;

@@ -592,6 +592,10 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     tr_jbuf_u64(&b, atomic_load(&s->timelines_built));
     tr_jbuf_lit(&b, ",\"post_records\":");
     tr_jbuf_u64(&b, atomic_load(&s->post_records));
+    tr_jbuf_lit(&b, ",\"timeline_entries\":");
+    tr_jbuf_u64(&b, atomic_load(&s->timeline_entries));
+    tr_jbuf_lit(&b, ",\"timeline_bytes\":");
+    tr_jbuf_u64(&b, atomic_load(&s->timeline_bytes));
     tr_jbuf_lit(&b, "},\"search\":{\"events\":");
     tr_jbuf_u64(&b, atomic_load(&s->search_events));
     tr_jbuf_lit(&b, "},\"lag\":{");

@@ -1,0 +1,329 @@
+/*
+ * social.c — build/bin/social-bench: the social network's fan-out, measured in one process
+ * (docs/performance.md, "Social"). Numbers, not verdicts.
+ *
+ * Builds a network through the actors (actors/social.h) with no HTTP in the way: N users, each
+ * following F others drawn from a Zipf law over the users' ranks (rank 1 the most followed;
+ * followers capped at --max-followers), every command persisted and published as in the app. Then
+ * starts every user's timeline (a page read: each rebuilds from the user and post actors), and
+ * has the authors of ranks [--from, --to] post one image each: the fan-out consumer inserts each
+ * post into its author's followers' running timelines. It prints, as JSON lines: the build's
+ * rates, timeline insertions per second (from the first post to the last insertion), the posts'
+ * commit→inserted lag (p50, p99), and the memory of the timelines per entry (entry arrays,
+ * capacity included; the shared post records apart).
+ */
+#include "actors/social.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <troupe/bus.h>
+#include <troupe/shard.h>
+#include <unistd.h>
+
+#define WINDOW 2000u /* requests in flight at once */
+
+typedef struct opts {
+    unsigned users, follows, max_followers, from, to, workers, rounds;
+    double zipf;
+    const char *dir;
+} opts;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- requests through a port, WINDOW in flight --------------------------------------------- */
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
+static unsigned g_inflight;
+static uint64_t g_ok, g_failed;
+
+static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
+{
+    (void)user;
+    (void)cookie;
+    uint64_t st = 99;
+    if (rc == TR_OK && reply != NULL)
+        tr_msg_get_u64(reply, &st);
+    pthread_mutex_lock(&g_lock);
+    g_inflight--;
+    if (st == SOC_OK)
+        g_ok++;
+    else
+        g_failed++;
+    pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void send_req(tr_shard *s, tr_port *p, const char *key, tr_msg *m)
+{
+    pthread_mutex_lock(&g_lock);
+    while (g_inflight >= WINDOW)
+        pthread_cond_wait(&g_cond, &g_lock);
+    g_inflight++;
+    pthread_mutex_unlock(&g_lock);
+    if (tr_shard_port_request(s, p, key, m, 60000, 0) != TR_OK) {
+        pthread_mutex_lock(&g_lock);
+        g_inflight--;
+        g_failed++;
+        pthread_mutex_unlock(&g_lock);
+    }
+}
+
+static void drain(void)
+{
+    pthread_mutex_lock(&g_lock);
+    while (g_inflight > 0)
+        pthread_cond_wait(&g_cond, &g_lock);
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- the network --------------------------------------------------------------------------- */
+
+static uint64_t xs(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: social-bench [--users N] [--follows F] [--zipf S] [--max-followers M]\n"
+               "                    [--from R] [--to R] [--rounds K] [--workers W] [--dir DIR]\n"
+               "defaults: 100000 users, 20 follows each, zipf 1.0, max followers 100000; the\n"
+               "authors of ranks 200..2199 post once each (K times with --rounds); 2 workers;\n"
+               "data in a fresh /tmp dir\n");
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.users = 100000, .follows = 20, .max_followers = 100000, .from = 200,
+              .to = 2199, .workers = 2, .zipf = 1.0, .rounds = 1};
+    for (int i = 1; i < argc; i++) {
+        bool has = i + 1 < argc;
+        if (strcmp(argv[i], "--users") == 0 && has)
+            o.users = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--follows") == 0 && has)
+            o.follows = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--zipf") == 0 && has)
+            o.zipf = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "--max-followers") == 0 && has)
+            o.max_followers = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--from") == 0 && has)
+            o.from = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--to") == 0 && has)
+            o.to = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--rounds") == 0 && has)
+            o.rounds = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--workers") == 0 && has)
+            o.workers = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--dir") == 0 && has)
+            o.dir = argv[++i];
+        else {
+            usage(strcmp(argv[i], "--help") == 0 ? stdout : stderr);
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
+    }
+    if (o.users < 10 || o.users > 10000000 || o.follows == 0 || o.follows >= o.users ||
+        o.from < 1 || o.to < o.from || o.to > o.users || o.zipf <= 0 || o.rounds == 0 ||
+        o.rounds > 1000) {
+        usage(stderr);
+        return 2;
+    }
+    char dir[256];
+    if (o.dir != NULL)
+        snprintf(dir, sizeof dir, "%s", o.dir);
+    else if (mkdtemp(strcpy(dir, "/tmp/social-bench.XXXXXX")) == NULL)
+        return 1;
+    char path[300], err[256];
+    snprintf(path, sizeof path, "%s/social.db", dir);
+    unlink(path);
+
+    static social_ctx ctx;
+    tr_system_opts so;
+    tr_system_opts_init(&so);
+    so.workers = o.workers;
+    so.dead_letter_hook = social_dead_letter;
+    so.dead_letter_user = &ctx;
+    tr_system *sys;
+    if (tr_system_new(&sys, &so) != TR_OK || tr_system_start(sys) != TR_OK)
+        return 1;
+    tr_store *store;
+    tr_store_opts sto = {.path = path, .sync = TR_SYNC_NORMAL};
+    if (tr_store_open(sys, &sto, &store, err, sizeof err) != TR_OK) {
+        fprintf(stderr, "social-bench: %s\n", err);
+        return 1;
+    }
+    ctx.store = store;
+    ctx.node_name = "bench";
+    const tr_behaviour *bs[] = {&social_user_behaviour, &social_post_behaviour,
+                                &social_timeline_behaviour};
+    tr_shard **outs[] = {&ctx.users, &ctx.posts, &ctx.timelines};
+    const char *names[] = {"users", "posts", "timelines"};
+    for (int i = 0; i < 3; i++) {
+        tr_shard_opts sh = {.name = names[i], .behaviour = bs[i], .init_arg = social_shard_arg,
+                            .arg_size = sizeof(social_arg), .user = &ctx,
+                            .max_keys = (size_t)o.users + 16};
+        if (tr_shard_start(sys, &sh, outs[i]) != TR_OK)
+            return 1;
+    }
+    tr_pid fanout, search;
+    if (tr_system_spawn(sys, &social_fanout_behaviour, &ctx, &fanout) != TR_OK ||
+        tr_system_spawn(sys, &social_search_behaviour, &ctx, &search) != TR_OK)
+        return 1;
+    tr_port *port;
+    if (tr_port_open(sys, on_answer, NULL, &port) != TR_OK)
+        return 1;
+
+    /* users u0000001.. (rank = number) */
+    char (*ids)[SOCIAL_ID_MAX + 1] = calloc(o.users + 1, sizeof *ids);
+    unsigned *followers = calloc(o.users + 1, sizeof *followers);
+    double *cdf = calloc(o.users + 1, sizeof *cdf);
+    if (ids == NULL || followers == NULL || cdf == NULL)
+        return 1;
+    uint64_t t0 = now_ns();
+    for (unsigned r = 1; r <= o.users; r++) {
+        char name[32];
+        int nl = snprintf(name, sizeof name, "b%u", r);
+        social_user_id(name, (size_t)nl, ids[r]);
+        tr_msg *m = tr_msg_new(SOC_U_CREATE, 48);
+        tr_msg_put_str(m, name, (size_t)nl);
+        tr_msg_put_str(m, "Bench User", 10);
+        send_req(ctx.users, port, ids[r], m);
+    }
+    drain();
+    double t_users = (double)(now_ns() - t0) / 1e9;
+    printf("{\"name\":\"build-users\",\"users\":%u,\"per_s\":%.0f,\"failed\":%llu}\n", o.users,
+           o.users / t_users, (unsigned long long)g_failed);
+    fflush(stdout);
+    /* follows: each user follows F others drawn by Zipf over the ranks */
+    double sum = 0;
+    for (unsigned r = 1; r <= o.users; r++) {
+        sum += 1.0 / pow((double)r, o.zipf);
+        cdf[r] = sum;
+    }
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    uint64_t follows = 0;
+    t0 = now_ns();
+    for (unsigned u = 1; u <= o.users; u++) {
+        for (unsigned k = 0; k < o.follows; k++) {
+            unsigned v = 0;
+            for (int tries = 0; tries < 20; tries++) {
+                double x = (double)(xs(&seed) >> 11) / 9007199254740992.0 * sum;
+                unsigned lo = 1, hi = o.users;
+                while (lo < hi) {
+                    unsigned mid = (lo + hi) / 2;
+                    if (cdf[mid] < x)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                if (lo != u && followers[lo] < o.max_followers) {
+                    v = lo;
+                    break;
+                }
+            }
+            if (v == 0)
+                continue;
+            followers[v]++; /* duplicates are idempotent follows: counted once by the actors */
+            tr_msg *m = tr_msg_new(SOC_U_FOLLOW, 40);
+            tr_msg_put_str(m, ids[v], strlen(ids[v]));
+            send_req(ctx.users, port, ids[u], m);
+            follows++;
+        }
+    }
+    drain();
+    double t_follows = (double)(now_ns() - t0) / 1e9;
+    printf("{\"name\":\"build-follows\",\"follows\":%llu,\"per_s\":%.0f,\"failed\":%llu,"
+           "\"most_followed\":%u}\n",
+           (unsigned long long)follows, follows / t_follows, (unsigned long long)g_failed,
+           followers[1]);
+    fflush(stdout);
+    /* every timeline running (a page read each: the rebuild) */
+    t0 = now_ns();
+    for (unsigned u = 1; u <= o.users; u++) {
+        tr_msg *m = tr_msg_new(SOC_T_PAGE, 24);
+        tr_msg_put_u64(m, 0);
+        tr_msg_put_str(m, "", 0);
+        tr_msg_put_u64(m, 1);
+        send_req(ctx.timelines, port, ids[u], m);
+    }
+    drain();
+    printf("{\"name\":\"timelines-started\",\"timelines\":%zu,\"per_s\":%.0f}\n",
+           tr_shard_count(ctx.timelines), o.users / ((double)(now_ns() - t0) / 1e9));
+    fflush(stdout);
+    /* the posts, and the fan-out they cause */
+    uint64_t ins0 = atomic_load(&ctx.stats.fanout_inserts);
+    uint64_t posts0 = atomic_load(&ctx.stats.fanout_posts);
+    uint64_t expect = 0;
+    for (unsigned r = o.from; r <= o.to; r++)
+        expect += followers[r] <= (ctx.celebrity_followers ? ctx.celebrity_followers : 10000u)
+                      ? followers[r]
+                      : 0;
+    expect *= o.rounds;
+    t0 = now_ns();
+    for (unsigned k = 0; k < o.rounds; k++)
+        for (unsigned r = o.from; r <= o.to; r++) {
+            tr_msg *m = tr_msg_new(SOC_P_CREATE, 48);
+            tr_msg_put_str(m, "https://img.example/bench.jpg", 29);
+            send_req(ctx.posts, port, ids[r], m);
+        }
+    drain();
+    uint64_t t_posted = now_ns();
+    unsigned nposts = (o.to - o.from + 1) * o.rounds;
+    uint64_t deadline = now_ns() + 600000000000ull;
+    while (atomic_load(&ctx.stats.fanout_posts) - posts0 < nposts && now_ns() < deadline)
+        usleep(1000);
+    uint64_t t_done = now_ns();
+    uint64_t ins = atomic_load(&ctx.stats.fanout_inserts) - ins0;
+    double secs = (double)(t_done - t0) / 1e9;
+    /* the timelines handled them (their mailboxes emptied): entries counted */
+    usleep(200000);
+    uint64_t entries = atomic_load(&ctx.stats.timeline_entries);
+    uint64_t bytes = atomic_load(&ctx.stats.timeline_bytes);
+    printf("{\"name\":\"fanout\",\"posts\":%u,\"insertions\":%llu,\"expected_at_most\":%llu,"
+           "\"seconds\":%.3f,\"posting_s\":%.3f,\"value\":%.0f,\"unit\":\"insertions/s\","
+           "\"lag_p50_ms\":%.1f,\"lag_p99_ms\":%.1f}\n",
+           nposts, (unsigned long long)ins, (unsigned long long)expect, secs,
+           (double)(t_posted - t0) / 1e9, ins / secs,
+           social_lag_quantile(&ctx.stats.timeline_lag, 0.5) / 1000.0,
+           social_lag_quantile(&ctx.stats.timeline_lag, 0.99) / 1000.0);
+    printf("{\"name\":\"timeline-memory\",\"entries\":%llu,\"array_bytes\":%llu,"
+           "\"bytes_per_entry\":%.1f,\"entry_size\":16,\"post_records\":%llu}\n",
+           (unsigned long long)entries, (unsigned long long)bytes,
+           entries ? (double)bytes / (double)entries : 0.0,
+           (unsigned long long)atomic_load(&ctx.stats.post_records));
+    fflush(stdout);
+    tr_port_close(port);
+    tr_system_stop(sys);
+    tr_system_join(sys);
+    tr_store_close(store);
+    tr_shard_free(ctx.users);
+    tr_shard_free(ctx.posts);
+    tr_shard_free(ctx.timelines);
+    tr_system_free(sys);
+    free(ids);
+    free(followers);
+    free(cdf);
+    if (o.dir == NULL) {
+        unlink(path);
+        char wal[320];
+        snprintf(wal, sizeof wal, "%s-wal", path);
+        unlink(wal);
+        snprintf(wal, sizeof wal, "%s-shm", path);
+        unlink(wal);
+        rmdir(dir);
+    }
+    return 0;
+}
