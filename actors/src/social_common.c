@@ -266,3 +266,72 @@ void soc_set_free(soc_set *s)
     free(s->v);
     *s = (soc_set){0};
 }
+
+/* ---- hashed id sets ------------------------------------------------------------------------ */
+
+static uint64_t id_hash(const char *k)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 0x100000001b3ULL;
+    return mix64(h);
+}
+
+static size_t hset_pos(const soc_hset *s, uint64_t h, bool *found)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->v[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < s->n && s->v[lo] == h;
+    return lo;
+}
+
+bool soc_hset_has(const soc_hset *s, const char *k)
+{
+    bool f;
+    hset_pos(s, id_hash(k), &f);
+    return f;
+}
+
+int soc_hset_add(soc_hset *s, const char *k)
+{
+    uint64_t h = id_hash(k);
+    bool f;
+    size_t i = hset_pos(s, h, &f);
+    if (f)
+        return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        uint64_t *v = realloc(s->v, cap * sizeof *v);
+        if (v == NULL)
+            return TR_ENOMEM;
+        s->v = v;
+        s->cap = cap;
+    }
+    memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof *s->v);
+    s->v[i] = h;
+    s->n++;
+    return 1;
+}
+
+bool soc_hset_del(soc_hset *s, const char *k)
+{
+    bool f;
+    size_t i = hset_pos(s, id_hash(k), &f);
+    if (!f)
+        return false;
+    memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);
+    s->n--;
+    return true;
+}
+
+void soc_hset_free(soc_hset *s)
+{
+    free(s->v);
+    *s = (soc_hset){0};
+}

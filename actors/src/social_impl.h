@@ -30,6 +30,18 @@ int soc_set_add(soc_set *s, const char *k);
 bool soc_set_del(soc_set *s, const char *k);
 void soc_set_free(soc_set *s);
 
+/* A set of ids kept as sorted 64-bit hashes: membership is a binary search over integers (a
+ * timeline checks it for every insert). Two ids with one hash (odds 2^-64 a pair) are one. */
+typedef struct soc_hset {
+    uint64_t *v;
+    size_t n, cap;
+} soc_hset;
+bool soc_hset_has(const soc_hset *s, const char *k);
+/* 1 added, 0 there already, TR_ENOMEM. */
+int soc_hset_add(soc_hset *s, const char *k);
+bool soc_hset_del(soc_hset *s, const char *k);
+void soc_hset_free(soc_hset *s);
+
 /* A post, shared by every timeline of this node that holds it (reference counted). */
 typedef struct soc_post {
     _Atomic uint32_t refs;

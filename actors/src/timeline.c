@@ -116,7 +116,8 @@ typedef struct tl_st {
     char reader[SOCIAL_ID_MAX + 1];
     tl_entry *e;                /* a ring of cap entries: n of them, newest first from head */
     size_t n, cap, head;
-    soc_set following, celebs;
+    soc_hset following;         /* whom the reader follows (hashed ids: checked per insert) */
+    soc_set celebs;
     unsigned building;          /* answers still expected before pages can be served */
     bool nouser;                /* the reader does not exist: pages are answered SOC_NOUSER */
     bool ready;                 /* built once */
@@ -292,7 +293,7 @@ static uint64_t read_list(tl_st *t, const tr_msg *m, const char *who,
 static void merge_one(tl_st *t, soc_post *p, void *arg)
 {
     (void)arg;
-    if (soc_set_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+    if (soc_hset_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
         tl_insert(t, p);
     else
         soc_post_unref(t->ctx, p);
@@ -444,7 +445,7 @@ static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
             st == SOC_OK && tr_read_u64(&r, &n) == TR_OK) {
             char who[SOCIAL_ID_MAX + 1];
             for (uint64_t i = 0; i < n && soc_read_strz(&r, who, sizeof who) == TR_OK; i++)
-                if (soc_set_add(&t->following, who) == 1)
+                if (soc_hset_add(&t->following, who) == 1)
                     learn_followee(ctx, t, who);
         } else if (tr_msg_type(m) == SOC_U_FOLLOWING && st == SOC_NOUSER) {
             t->nouser = true;
@@ -462,7 +463,7 @@ static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
         if (tr_msg_type(m) == SOC_U_INFO && tr_read_u64(&r, &st) == TR_OK && st == SOC_OK &&
             tr_read_str(&r, &s, &sl) == TR_OK && tr_read_str(&r, &s, &sl) == TR_OK &&
             tr_read_u64(&r, &followers) == TR_OK && followers > celebrity(t) &&
-            soc_set_has(&t->following, q->who)) {
+            soc_hset_has(&t->following, q->who)) {
             soc_set_add(&t->celebs, q->who);
             tl_drop_author(t, q->who);
         }
@@ -540,7 +541,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         uint64_t ptr;
         if (tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0) {
             soc_post *p = (soc_post *)(uintptr_t)ptr;
-            if (soc_set_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+            if (soc_hset_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
                 tl_insert(t, p);
             else
                 soc_post_unref(t->ctx, p);
@@ -557,10 +558,10 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         if (rc != TR_OK)
             break;
         if (type == SOC_T_FOLLOW) {
-            if (soc_set_add(&t->following, who) == 1)
+            if (soc_hset_add(&t->following, who) == 1)
                 learn_followee(ctx, t, who);
         } else {
-            soc_set_del(&t->following, who);
+            soc_hset_del(&t->following, who);
             soc_set_del(&t->celebs, who);
             tl_drop_author(t, who);
         }
@@ -575,7 +576,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         if (rc == TR_OK)
             rc = tr_read_u64(&r, &on);
         tr_reader_done(&r);
-        if (rc != TR_OK || !soc_set_has(&t->following, who))
+        if (rc != TR_OK || !soc_hset_has(&t->following, who))
             break;
         if (on) { /* pulled at read time from now on */
             soc_set_add(&t->celebs, who);
@@ -624,7 +625,7 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
     atomic_fetch_sub_explicit(&t->ctx->stats.timeline_bytes, t->cap * sizeof *t->e,
                               memory_order_relaxed);
     free(t->e);
-    soc_set_free(&t->following);
+    soc_hset_free(&t->following);
     soc_set_free(&t->celebs);
     while (t->waiting != NULL) {
         page_req *p = t->waiting;
