@@ -313,6 +313,7 @@ int main(int argc, char **argv)
     tr_shard_free(ctx.posts);
     tr_shard_free(ctx.timelines);
     tr_system_free(sys);
+    social_ctx_free(&ctx);
     free(ids);
     free(followers);
     free(cdf);

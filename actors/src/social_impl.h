@@ -42,17 +42,23 @@ int soc_hset_add(soc_hset *s, const char *k);
 bool soc_hset_del(soc_hset *s, const char *k);
 void soc_hset_free(soc_hset *s);
 
-/* A post, shared by every timeline of this node that holds it (reference counted). */
+/* A post, shared by every timeline of this node that holds it (reference counted), interned by
+ * id in the node's table (posts.c): a timeline rebuilt or merged gets the record fanned-out
+ * timelines already hold. */
 typedef struct soc_post {
     _Atomic uint32_t refs;
-    uint64_t ts;
-    char *id, *author, *url; /* one allocation: the struct's tail */
+    uint32_t stripe;
+    struct soc_post *hnext;     /* in its stripe's chain */
+    uint64_t hash, ts;
+    char *id, *author, *url;    /* one allocation: the struct's tail */
 } soc_post;
 
-/* A new record (refs 1), or NULL. */
+/* The record of post id (a reference taken): the interned one, or a new one (refs 1); NULL when
+ * out of memory. */
 soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *author,
                        size_t al, const char *url, size_t ul, uint64_t ts);
 void soc_post_ref(soc_post *p);
+/* Drops a reference; the last one removes the record from the table and frees it. */
 void soc_post_unref(social_ctx *ctx, soc_post *p);
 
 #endif

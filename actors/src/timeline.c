@@ -29,42 +29,6 @@
 #define FANOUT_WINDOW 256u      /* events in flight in the fan-out consumer */
 #define FANOUT_TRIES 3u         /* a followers page asked for at most this often */
 
-/* ---- shared post records ------------------------------------------------------------------- */
-
-soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *author,
-                       size_t al, const char *url, size_t ul, uint64_t ts)
-{
-    soc_post *p = malloc(sizeof *p + il + al + ul + 3);
-    if (p == NULL)
-        return NULL;
-    atomic_init(&p->refs, 1);
-    p->ts = ts;
-    p->id = (char *)(p + 1);
-    p->author = p->id + il + 1;
-    p->url = p->author + al + 1;
-    memcpy(p->id, id, il);
-    p->id[il] = '\0';
-    memcpy(p->author, author, al);
-    p->author[al] = '\0';
-    memcpy(p->url, url, ul);
-    p->url[ul] = '\0';
-    atomic_fetch_add_explicit(&ctx->stats.post_records, 1, memory_order_relaxed);
-    return p;
-}
-
-void soc_post_ref(soc_post *p)
-{
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-}
-
-void soc_post_unref(social_ctx *ctx, soc_post *p)
-{
-    if (p != NULL && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
-        atomic_fetch_sub_explicit(&ctx->stats.post_records, 1, memory_order_relaxed);
-        free(p);
-    }
-}
-
 void social_dead_letter(void *user, tr_pid to, const tr_msg *m)
 {
     (void)to;

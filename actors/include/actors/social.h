@@ -120,7 +120,12 @@ typedef struct social_ctx {
     unsigned call_ms;               /* actor-to-actor request timeout; 0 = 5,000 */
     const char *node_name;          /* names this node's search subscription */
     social_stats stats;
+    struct soc_posts *posts_table;  /* the node's post records (made on first use; freed by
+                                     * social_ctx_free) */
 } social_ctx;
+
+/* Frees what the actors left in ctx (the post records' table), after the system has ended. */
+void social_ctx_free(social_ctx *ctx);
 
 /* A keyed actor's start argument (tr_shard_opts.init_arg = social_shard_arg, arg_size =
  * sizeof(social_arg), user = the social_ctx). */

@@ -815,5 +815,6 @@ void soc_stop(soc_app *a)
     tr_shard_free(a->ctx.posts);
     tr_shard_free(a->ctx.timelines);
     tr_system_free(a->sys);
+    social_ctx_free(&a->ctx);
     free(a);
 }

@@ -1,6 +1,6 @@
 /*
  * load.c — build/bin/social-load: builds a social network through a node's HTTP API, drives it
- * with a mix of reads and posts, and reports (apps/social/LOAD.md).
+ * with a mix of reads and posts, and reports (apps/social/README.md).
  *
  * Everything runs on one libuv loop, over pools of keep-alive connections, in three phases:
  * 1. build: users (POST /users), follows (PUT /users/A/following/B) of a generated power-law
@@ -17,6 +17,8 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <netdb.h>
+#include <arpa/inet.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -91,6 +93,7 @@ typedef struct conn {
     pool *p;
     unsigned slot;
     bool up, busy, closed;
+    uint64_t retry_ns;          /* a failed connect: not again before this */
     job j;                      /* the request in flight */
     char *in;
     size_t len, cap;
@@ -132,7 +135,7 @@ static opstat ST[NOPS];
 static struct {
     uint64_t offered, ok, err, n, sum_us, max_us;
 } PS[SERIES];
-static double INS[SERIES];      /* fan-out inserts at the end of each second (-1: unknown) */
+static double INS[SERIES + 1];  /* fan-out inserts at the start of each second (-1: unknown) */
 
 static uint64_t mix64(uint64_t z)
 {
@@ -451,6 +454,7 @@ static void on_connect(uv_connect_t *r, int status)
 {
     conn *c = r->data;
     if (status < 0 || G.ending) {
+        c->retry_ns = uv_hrtime() + 50000000u; /* refused: again in 50 ms */
         conn_drop(c);
         return;
     }
@@ -486,20 +490,29 @@ static void send_next(conn *c)
     if (j.due == 0)
         j.due = uv_hrtime();
     c->j = j;
-    uv_buf_t b = uv_buf_init(c->out, (unsigned)request(&j, c->out, sizeof c->out));
+    int n = request(&j, c->out, sizeof c->out); /* host, path and body are bounded: it fits */
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
     c->busy = true;
     p->busy++;
-    if (uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0)
+    if (n <= 0 || (size_t)n >= sizeof c->out)
+        finish(c, 0, NULL, 0);
+    else if (uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0)
         conn_fail(c);
+}
+
+static bool may_open(const conn *c)
+{
+    return c->closed && !G.ending && uv_hrtime() >= c->retry_ns;
 }
 
 static void pool_kick(pool *p)
 {
     for (unsigned i = 0; i < p->n; i++) {
-        if (p->c[i].closed && p->reopen && !G.ending)
-            conn_open(&p->c[i]);
-        else
-            send_next(&p->c[i]);
+        conn *c = &p->c[i];
+        if (!c->closed)
+            send_next(c);
+        else if (p->reopen && may_open(c))
+            conn_open(c);
     }
 }
 
@@ -536,7 +549,8 @@ static void pool_free(pool *p)
 static void on_tick(uv_timer_t *t)
 {
     (void)t;
-    G.on_tick();
+    if (G.on_tick != NULL) /* NULL while the connections are being opened */
+        G.on_tick();
 }
 
 /* Runs one phase: opens the connections of the pools that reopen theirs (waiting, at most 5 s,
@@ -546,7 +560,9 @@ static void phase(pool **pools, unsigned np, void (*start)(void), void (*tick)(v
 {
     G.ending = false;
     G.npools = np;
-    G.on_tick = tick;
+    G.on_tick = NULL;
+    uv_timer_init(G.loop, &G.tick);
+    uv_timer_start(&G.tick, on_tick, 1, 1); /* also bounds each wait below */
     for (unsigned k = 0; k < np; k++) {
         G.pools[k] = pools[k];
         for (unsigned i = 0; i < pools[k]->n && pools[k]->reopen; i++)
@@ -559,8 +575,7 @@ static void phase(pool **pools, unsigned np, void (*start)(void), void (*tick)(v
                 uv_run(G.loop, UV_RUN_ONCE);
     if (start != NULL)
         start();
-    uv_timer_init(G.loop, &G.tick);
-    uv_timer_start(&G.tick, on_tick, 1, 1);
+    G.on_tick = tick;
     uv_run(G.loop, UV_RUN_DEFAULT);
 }
 
@@ -618,7 +633,7 @@ static double jnum(const cJSON *j, const char *path)
     snprintf(buf, sizeof buf, "%s", path);
     for (char *k = strtok_r(buf, ".", &save); k != NULL && j != NULL; k = strtok_r(NULL, ".", &save))
         j = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(j) ? j->valuedouble : -1;
+    return j != NULL && cJSON_IsNumber(j) ? j->valuedouble : -1;
 }
 
 static health parse_health(const char *body)
@@ -685,9 +700,7 @@ typedef struct lmap {
     size_t cap;
 } lmap;
 
-static uint32_t lmap_get(lmap *m, long long key, uint32_t *n);
-
-static bool lmap_grow(lmap *m, uint32_t n)
+static bool lmap_grow(lmap *m)
 {
     lmap g = {calloc(m->cap * 2, sizeof *g.k), calloc(m->cap * 2, sizeof *g.v), m->cap * 2};
     if (g.k == NULL || g.v == NULL) {
@@ -706,14 +719,13 @@ static bool lmap_grow(lmap *m, uint32_t n)
     free(m->k);
     free(m->v);
     *m = g;
-    (void)n;
     return true;
 }
 
 /* The index of label key (a new one: *n, then *n is one more); NONE when out of room. */
 static uint32_t lmap_get(lmap *m, long long key, uint32_t *n)
 {
-    if ((size_t)*n * 2 >= m->cap && !lmap_grow(m, *n))
+    if ((size_t)*n * 2 >= m->cap && !lmap_grow(m))
         return NONE;
     size_t h = mix64((uint64_t)key) & (m->cap - 1);
     while (m->v[h] != 0 && m->k[h] != key)
@@ -730,6 +742,12 @@ static uint32_t lmap_get(lmap *m, long long key, uint32_t *n)
 static int cmp_u64(const void *x, const void *y)
 {
     uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int cmp_u32(const void *x, const void *y)
+{
+    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
     return a < b ? -1 : a > b;
 }
 
@@ -894,6 +912,7 @@ static bool next_edge(uint32_t *a, uint32_t *b)
     return false;
 }
 
+/* The build's next request: users, then (all created) follows, then posts. */
 static bool build_next(conn *c, job *j)
 {
     (void)c;
@@ -904,14 +923,14 @@ static bool build_next(conn *c, job *j)
         *j = (job){.op = OP_USER, .a = (uint32_t)B.i++};
     else if (B.stage == 1 && next_edge(&j->a, &j->b))
         j->op = OP_FOLLOW;
-    else if (B.stage == 2 && B.i < G.nalive) {
+    else if (B.stage == 2 && B.i < G.nalive && G.o.preload > 0) {
         *j = (job){.op = OP_PRELOAD, .a = G.alive[B.i]};
         if (++B.k >= G.o.preload) {
             B.k = 0;
             B.i++;
         }
     }
-    B.dry = j->op == 0 && B.stage != 0 ? true : B.stage == 0 && j->op != OP_USER;
+    B.dry = j->op < OP_USER;
     return !B.dry;
 }
 
@@ -960,6 +979,8 @@ static void build_tick(void)
         B.t_stage = now;
     }
     if (B.stage == 3 || now > B.deadline + (uint64_t)(DRAIN_S * 1e9)) {
+        if (B.stage < 3) /* answers still out: given up */
+            B.secs[B.stage] = (double)(now - B.t_stage) / 1e9;
         phase_end();
         return;
     }
@@ -1049,7 +1070,7 @@ typedef struct probe {
     enum { P_IDLE, P_BUSY, P_WAIT } state;
     uint32_t gen, author, reader; /* reader: the follower whose timeline is polled, NONE */
     char post[128];
-    uint64_t base_us, posted_ns, wake_ns;
+    uint64_t base_us, start_ns, posted_ns, wake_ns;
     bool seen_tl, seen_s;
     bool has_job;
     job j;
@@ -1059,8 +1080,8 @@ static probe PR[PROBE_SLOTS];
 
 static struct {
     pool *mp, *pp, *hp;         /* the mix, the probes, /health */
-    uint64_t sched, t_end;
-    bool load_over, health_want, want_end;
+    uint64_t sched, t_end, last_up, last_answer;
+    bool load_over, health_want;
     health h0, h1;              /* at the start and at the end of the load */
     unsigned mixw[NMIX], mixsum;
 } R;
@@ -1116,6 +1137,8 @@ static void mix_done(conn *c, int status, const char *body, size_t len)
 {
     (void)body;
     (void)len;
+    if (status > 0)
+        R.last_answer = uv_hrtime();
     if (c->j.op == OP_POST && status == 201)
         G.u[c->j.a].posts++;
 }
@@ -1137,7 +1160,7 @@ static void health_done(conn *c, int status, const char *body, size_t len)
     health h = status == 200 ? parse_health(body) : (health){0};
     uint64_t now = uv_hrtime();
     size_t sec = (size_t)((now - G.t0) / 1000000000u);
-    if (h.ok && sec < SERIES)
+    if (h.ok && sec <= SERIES && !R.load_over)
         INS[sec] = h.inserts;
     if (h.ok && R.load_over && !R.h1.ok)
         R.h1 = h;
@@ -1168,7 +1191,8 @@ static void probe_start(unsigned i)
     uint32_t a = any_user();
     for (int tries = 0; tries < 64 && G.u[a].a_follower == NONE; tries++)
         a = any_user();
-    *p = (probe){.gen = ++L.started, .author = a, .reader = G.u[a].a_follower};
+    *p = (probe){.gen = ++L.started, .author = a, .reader = G.u[a].a_follower,
+                 .start_ns = uv_hrtime()};
     L.no_reader += p->reader == NONE;
     if (p->reader != NONE) /* its timeline runs from this read on, fed by the fan-out */
         probe_send(i, OP_PRIME, p->reader);
@@ -1182,13 +1206,16 @@ static void probe_stop(unsigned i)
     if (p->posted_ns != 0) {
         L.tl_missed += !p->seen_tl && p->reader != NONE;
         L.s_missed += !p->seen_s;
+    } else {
+        L.failed++; /* not posted in time */
     }
     p->state = P_IDLE;
     p->has_job = false;
 }
 
 /* The next poll of sample i after an answer to op: a round polls the timeline, then the
- * search (what is still unseen), then waits --lag-poll-ms. */
+ * search (what is still unseen), then waits 1 ms during the first 20 ms after the post (most
+ * posts show within them), --lag-poll-ms after. */
 static void probe_poll(unsigned i, int op)
 {
     probe *p = &PR[i];
@@ -1197,11 +1224,12 @@ static void probe_poll(unsigned i, int op)
         probe_stop(i);
     else if (op == OP_PTL && !p->seen_s)
         probe_send(i, OP_PSEARCH, p->author);
-    else if (op == OP_PPOST || op == 0)
+    else if (op == OP_PPOST || op < 0) /* a new round */
         probe_send(i, tl ? OP_PTL : OP_PSEARCH, tl ? p->reader : p->author);
     else {
+        uint64_t now = uv_hrtime();
         p->state = P_WAIT;
-        p->wake_ns = uv_hrtime() + G.o.lag_poll_ms * 1000000ull;
+        p->wake_ns = now + (now - p->posted_ns < 20000000u ? 1 : G.o.lag_poll_ms) * 1000000ull;
     }
 }
 
@@ -1243,7 +1271,6 @@ static void probe_done(conn *c, int status, const char *body, size_t len)
         return;
     case OP_PPOST:
         if (status != 201 || !probe_posted(p, body, j->due)) {
-            L.failed++;
             probe_stop(c->slot);
             return;
         }
@@ -1266,34 +1293,32 @@ static void probe_done(conn *c, int status, const char *body, size_t len)
     probe_poll(c->slot, j->op);
 }
 
-/* Starts the samples that are due (sample k at (k + 1/2) / n of the run), wakes the waiting
- * ones, gives up those older than --lag-timeout. */
+/* Starts the samples that are due (sample k at (k + 1/2) / n of the run; late ones while the
+ * load lasts), wakes the waiting ones, gives up those older than --lag-timeout. */
 static void probes_tick(uint64_t now, double el)
 {
     uint64_t timeout = (uint64_t)(G.o.lag_timeout * 1e9);
     for (unsigned i = 0; i < R.pp->n; i++) {
         probe *p = &PR[i];
         double due = ((double)L.started + 0.5) / G.o.lag_samples * G.o.duration;
-        if (p->state == P_IDLE && L.started < G.o.lag_samples && el >= due &&
-            el < G.o.duration + DRAIN_S && G.nalive > 0)
+        if (p->state == P_IDLE && L.started < G.o.lag_samples && el >= due && !R.load_over)
             probe_start(i);
-        else if (p->state != P_IDLE && p->posted_ns != 0 && now - p->posted_ns > timeout)
+        else if (p->state != P_IDLE && now - (p->posted_ns ? p->posted_ns : p->start_ns) > timeout)
             probe_stop(i);
         else if (p->state == P_WAIT && now >= p->wake_ns)
-            probe_poll(i, 0);
-        if (p->has_job && R.pp->c[i].closed)
+            probe_poll(i, -1);
+        if (p->has_job && may_open(&R.pp->c[i]))
             conn_open(&R.pp->c[i]);
     }
 }
 
+/* After the load: whether the samples under way are over (or out of time). */
 static bool probes_over(double el)
 {
-    if (el >= G.o.duration + DRAIN_S + G.o.lag_timeout + 5)
-        return true;
     for (unsigned i = 0; i < R.pp->n; i++)
         if (PR[i].state != P_IDLE)
-            return false;
-    return L.started >= G.o.lag_samples || el >= G.o.duration + DRAIN_S;
+            return el >= G.o.duration + DRAIN_S + G.o.lag_timeout + 5;
+    return true;
 }
 
 /* The load is over: what was not answered is lost, what never left is not sent. */
@@ -1313,20 +1338,25 @@ static void load_over(uint64_t now)
 
 static void run_tick(void)
 {
-    static uint64_t last_health;
+    static size_t health_sec = SIZE_MAX;
     uint64_t now = uv_hrtime();
     double el = (double)(now - G.t0) / 1e9;
     if (!R.load_over) {
         if (G.o.closed == 0)
             schedule(now);
         pool_kick(R.mp);
+        for (unsigned i = 0; i < R.mp->n && R.last_up != now; i++)
+            R.last_up = R.mp->c[i].up ? now : R.last_up;
+        /* over: all answered, or the drain's time is up, or no connection for 1 s (the node
+         * is gone) */
         if (el >= G.o.duration &&
-            ((R.mp->busy == 0 && R.mp->qlen == 0) || el >= G.o.duration + DRAIN_S))
+            ((R.mp->busy == 0 && (R.mp->qlen == 0 || now - R.last_up > 1000000000u)) ||
+             el >= G.o.duration + DRAIN_S))
             load_over(now);
     }
     probes_tick(now, el);
-    if (now - last_health >= 1000000000ull && !R.load_over) {
-        last_health = now;
+    if ((size_t)el != health_sec && !R.load_over) { /* once at the start of each second */
+        health_sec = (size_t)el;
         R.health_want = true;
     }
     pool_kick(R.hp);
@@ -1339,9 +1369,9 @@ static void run_tick(void)
 static void run_start(void)
 {
     R.h0 = get_health();
-    for (size_t s = 0; s < SERIES; s++)
+    for (size_t s = 0; s <= SERIES; s++)
         INS[s] = -1;
-    G.t0 = uv_hrtime();
+    G.t0 = R.last_up = uv_hrtime();
 }
 
 static void run(void)
@@ -1378,11 +1408,6 @@ static void run(void)
 
 /* ---- the report ---------------------------------------------------------------------------- */
 
-static int cmp_lag(const void *x, const void *y)
-{
-    return cmp_u64(x, y);
-}
-
 /* Nearest-rank quantile p of v[0..n) (sorted), in ms. */
 static double lag_ms(const uint64_t *v, unsigned n, double p)
 {
@@ -1397,19 +1422,20 @@ static cJSON *op_report(const opstat *s, const char *name, bool text)
     double q[5] = {quantile(s, 0.5), quantile(s, 0.9), quantile(s, 0.99), quantile(s, 0.999),
                    (double)s->max_us / 1000.0};
     uint64_t errors = s->answered - s->ok + s->lost;
-    cJSON *o = cJSON_CreateObject(), *lat = cJSON_AddObjectToObject(o, "latency_ms"),
-          *st = cJSON_AddObjectToObject(o, "errors_by_status");
+    cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "count", (double)s->sched);
     cJSON_AddNumberToObject(o, "ok", (double)s->ok);
     cJSON_AddNumberToObject(o, "errors", (double)errors);
     cJSON_AddNumberToObject(o, "not_sent", (double)s->not_sent);
+    cJSON *lat = cJSON_AddObjectToObject(o, "latency_ms"),
+          *st = cJSON_AddObjectToObject(o, "errors_by_status");
     static const char *const qn[5] = {"p50", "p90", "p99", "p99.9", "max"};
     for (int k = 0; k < 5; k++)
         cJSON_AddNumberToObject(lat, qn[k], round(q[k] * 1000) / 1000);
     char err[512] = "";
     size_t el = 0;
     for (int c = 100; c < 1000; c++)
-        if (s->status[c] > 0 && (c < 200 || c >= 300)) {
+        if ((c < 200 || c >= 300) && s->status[c] > 0) {
             char k[8];
             snprintf(k, sizeof k, "%d", c);
             cJSON_AddNumberToObject(st, k, (double)s->status[c]);
@@ -1432,24 +1458,33 @@ static cJSON *op_report(const opstat *s, const char *name, bool text)
 static cJSON *lag_report(const char *name, uint64_t *v, unsigned n, unsigned missed,
                          const health *h, bool timeline)
 {
-    qsort(v, n, sizeof *v, cmp_lag);
+    qsort(v, n, sizeof *v, cmp_u64);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "seen", n);
     cJSON_AddNumberToObject(o, "not_seen", missed);
     cJSON_AddNumberToObject(o, "p50_ms", round(lag_ms(v, n, 0.5) * 100) / 100);
     cJSON_AddNumberToObject(o, "p99_ms", round(lag_ms(v, n, 0.99) * 100) / 100);
     cJSON_AddNumberToObject(o, "max_ms", round(lag_ms(v, n, 1.0) * 100) / 100);
-    cJSON *node = cJSON_AddObjectToObject(o, "node");
+    cJSON *node = h->ok ? cJSON_AddObjectToObject(o, "node") : NULL;
+    if (node == NULL)
+        cJSON_AddNullToObject(o, "node");
     double p50 = timeline ? h->tl_p50 : h->s_p50, p99 = timeline ? h->tl_p99 : h->s_p99;
     double ns = timeline ? h->tl_n : h->s_n, behind = timeline ? h->tl_behind : h->s_behind;
     cJSON_AddNumberToObject(node, "p50_ms", p50);
     cJSON_AddNumberToObject(node, "p99_ms", p99);
     cJSON_AddNumberToObject(node, "samples", ns);
     cJSON_AddNumberToObject(node, "events_behind", behind);
-    printf("  %-8s  probes: %u seen, p50 %.2f ms, p99 %.2f ms, max %.2f ms, %u not within %.0f s;"
-           "  node: p50 %.0f ms, p99 %.0f ms (%.0f samples, %.0f events behind)\n",
-           name, n, lag_ms(v, n, 0.5), lag_ms(v, n, 0.99), lag_ms(v, n, 1.0), missed,
-           G.o.lag_timeout, p50, p99, ns, behind);
+    if (n + missed == 0)
+        printf("  %-8s  probes: none;", name);
+    else
+        printf("  %-8s  probes: %u seen, p50 %.2f ms, p99 %.2f ms, max %.2f ms, %u not within %.0f s;",
+               name, n, lag_ms(v, n, 0.5), lag_ms(v, n, 0.99), lag_ms(v, n, 1.0), missed,
+               G.o.lag_timeout);
+    if (h->ok)
+        printf("  node: p50 %.0f ms, p99 %.0f ms (%.0f samples, %.0f events behind)\n", p50, p99,
+               ns, behind);
+    else
+        printf("  node: /health unreadable\n");
     return o;
 }
 
@@ -1458,11 +1493,15 @@ static cJSON *posts_check(unsigned *checked, unsigned *mismatched)
 {
     cJSON *a = cJSON_CreateArray();
     static char buf[4096];
+    uint32_t seen[5];
     *checked = *mismatched = 0;
     for (int tries = 0; tries < 200 && *checked < 5 && G.nalive > 0; tries++) {
         uint32_t i = any_user();
         char path[64];
-        if (G.u[i].posts == 0 && tries < 100)
+        bool again = false;
+        for (unsigned k = 0; k < *checked; k++)
+            again |= seen[k] == i;
+        if (again || (G.u[i].posts == 0 && tries < 100))
             continue;
         snprintf(path, sizeof path, "/users/%s", G.u[i].id);
         if (fetch(path, buf, sizeof buf) != 200)
@@ -1475,7 +1514,7 @@ static cJSON *posts_check(unsigned *checked, unsigned *mismatched)
         cJSON_AddNumberToObject(o, "ours", G.u[i].posts);
         cJSON_AddNumberToObject(o, "node", node);
         cJSON_AddItemToArray(a, o);
-        ++*checked;
+        seen[(*checked)++] = i;
         *mismatched += node != (double)G.u[i].posts;
     }
     return a;
@@ -1504,4 +1543,478 @@ static void followers_stats(cJSON *o)
            "default celebrity_followers)\n",
            mean, p50, p99, max, (unsigned long long)celeb);
     free(f);
+}
+
+/* Fan-out inserts in each second of the run, from the /health readings, one at the start of
+ * each second (where one is missing, the next one's difference covers both seconds). */
+static void fanout_series(double *out, size_t secs)
+{
+    double last = R.h0.inserts;
+    for (size_t s = 0; s < secs; s++) {
+        double at = s + 1 == secs && R.h1.ok ? R.h1.inserts : INS[s + 1];
+        out[s] = at >= 0 ? at - last : 0;
+        if (at >= 0)
+            last = at;
+    }
+}
+
+static void chart(const char *png, const double *fan, size_t secs)
+{
+    FILE *g = popen("command -v gnuplot >/dev/null 2>&1 || exit 127; exec gnuplot", "w");
+    if (g == NULL) {
+        printf("chart: not drawn (%s)\n", strerror(errno));
+        return;
+    }
+    fprintf(g, "$d << EOD\n");
+    for (size_t s = 0; s < secs; s++)
+        fprintf(g, "%zu %llu %llu %llu %.0f %.3f %.3f\n", s, (unsigned long long)PS[s].offered,
+                (unsigned long long)PS[s].ok, (unsigned long long)PS[s].err, fan[s],
+                PS[s].n ? (double)PS[s].sum_us / (double)PS[s].n / 1000.0 : 0.0,
+                (double)PS[s].max_us / 1000.0);
+    fprintf(g, "EOD\nset terminal png size 1000,700\nset output '%s'\n"
+               "set multiplot layout 2,1 title 'social-load: %s'\n"
+               "set xrange [0:%zu]\nset grid\nset key outside right top\n"
+               "set ylabel 'per second'\nset yrange [0:*]\n"
+               "plot $d using ($1+0.5):2 with linespoints title 'offered operations', "
+               "$d using ($1+0.5):3 with linespoints title 'answered 2xx', "
+               "$d using ($1+0.5):4 with linespoints title 'errors', "
+               "$d using ($1+0.5):5 with linespoints title 'fan-out inserts'\n"
+               "set xlabel 'seconds'\nset ylabel 'ms'\nset logscale y\nset yrange [*:*]\n"
+               "plot $d using ($1+0.5):($6+0.001) with linespoints title 'mean latency', "
+               "$d using ($1+0.5):($7+0.001) with linespoints title 'max latency'\n"
+               "unset multiplot\n",
+            png, G.o.closed ? "closed loop" : "open loop (latency from the scheduled time)", secs);
+    int st = pclose(g);
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        printf("chart: %s\n", png);
+    else if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        printf("chart: not drawn (gnuplot is not installed: apt-get install gnuplot-nox); the "
+               "per-second numbers are in the --json report\n");
+    else
+        printf("chart: not drawn (gnuplot failed)\n");
+}
+
+static cJSON *build_report(bool built, double settle_s, bool caught_up)
+{
+    static const char *const what[3] = {"users", "follows", "posts"};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "reused", !built);
+    if (!built) {
+        printf("build: reused %u users from %s\n", G.nalive, G.o.reuse);
+        cJSON_AddNumberToObject(o, "users", G.nalive);
+    } else {
+        printf("build:");
+        for (int k = 0; k < 3; k++) {
+            cJSON *s = cJSON_AddObjectToObject(o, what[k]);
+            cJSON_AddNumberToObject(s, "created", (double)B.ok[k]);
+            cJSON_AddNumberToObject(s, "errors", (double)B.err[k]);
+            cJSON_AddNumberToObject(s, "seconds", round(B.secs[k] * 1000) / 1000);
+            printf(" %llu %s (%llu errors) in %.1f s%s", (unsigned long long)B.ok[k], what[k],
+                   (unsigned long long)B.err[k], B.secs[k], k < 2 ? "," : "\n");
+        }
+        if (B.timed_out)
+            printf("build: stopped at --build-timeout (%.0f s)\n", G.o.build_timeout);
+        cJSON_AddBoolToObject(o, "timed_out", B.timed_out);
+        if (G.o.graph != NULL) {
+            printf("graph: %s: %llu lines, %zu distinct edges (%llu self-loops, %llu duplicates, "
+                   "%llu unreadable lines left out), %u nodes\n",
+                   G.o.graph, (unsigned long long)B.lines, B.nedges, (unsigned long long)B.self,
+                   (unsigned long long)B.dups, (unsigned long long)B.bad, G.n);
+            cJSON_AddStringToObject(o, "graph", G.o.graph);
+            cJSON_AddNumberToObject(o, "edges", (double)B.nedges);
+        } else {
+            printf("graph: generated: %u users, %u follows each on average, zipf %.2f\n", G.n,
+                   G.o.follows, G.o.zipf);
+            cJSON_AddStringToObject(o, "graph", "generated");
+            cJSON_AddNumberToObject(o, "zipf", G.o.zipf);
+        }
+    }
+    followers_stats(cJSON_AddObjectToObject(o, "followers"));
+    printf("settle: the node's read models %s after %.1f s\n",
+           caught_up ? "had caught up" : "had NOT caught up", settle_s);
+    cJSON_AddNumberToObject(o, "settle_s", round(settle_s * 10) / 10);
+    cJSON_AddBoolToObject(o, "caught_up", caught_up);
+    return o;
+}
+
+static void report(bool built, double settle_s, bool caught_up, const health *end)
+{
+    static opstat all;
+    cJSON *root = cJSON_CreateObject();
+    char node[300];
+    snprintf(node, sizeof node, "%s:%d", G.o.host, G.o.port);
+    printf("\n== social-load report: node %s, tag %s, seed %llu ==\n", node, G.tag, G.o.seed);
+    cJSON_AddStringToObject(root, "node", node);
+    cJSON_AddStringToObject(root, "tag", G.tag);
+    cJSON_AddNumberToObject(root, "seed", (double)G.o.seed);
+    cJSON_AddItemToObject(root, "build", build_report(built, settle_s, caught_up));
+
+    /* the load's time: its duration, or longer if answers came after */
+    double elapsed = R.last_answer > G.t0 ? (double)(R.last_answer - G.t0) / 1e9 : 0;
+    elapsed = elapsed > G.o.duration ? elapsed : G.o.duration;
+    for (int op = 0; op < NMIX; op++) {
+        all.sched += ST[op].sched;
+        all.not_sent += ST[op].not_sent;
+        all.answered += ST[op].answered;
+        all.ok += ST[op].ok;
+        all.lost += ST[op].lost;
+        for (unsigned b = 0; b < 1000; b++)
+            all.status[b] += ST[op].status[b];
+        for (unsigned b = 0; b < HB; b++)
+            all.hist[b] += ST[op].hist[b];
+        if (ST[op].max_us > all.max_us)
+            all.max_us = ST[op].max_us;
+    }
+    cJSON *r = cJSON_AddObjectToObject(root, "run");
+    cJSON_AddStringToObject(r, "mode", G.o.closed ? "closed" : "open");
+    cJSON_AddNumberToObject(r, G.o.closed ? "connections" : "rate", G.o.closed ? G.o.closed : G.o.rate);
+    cJSON_AddNumberToObject(r, "duration_s", G.o.duration);
+    cJSON_AddNumberToObject(r, "elapsed_s", round(elapsed * 1000) / 1000);
+    cJSON_AddNumberToObject(r, "answered_per_s", round((double)all.answered / elapsed * 10) / 10);
+    if (G.o.closed)
+        printf("run: closed loop on %u connections for %.1f s: %llu answered, %.0f operations/s "
+               "(latency from the send)\n",
+               G.o.closed, elapsed, (unsigned long long)all.answered,
+               (double)all.answered / elapsed);
+    else
+        printf("run: open loop, %.0f operations/s offered for %.1f s on %u connections: %llu "
+               "answered in %.1f s, %.0f operations/s (latency from the scheduled time)\n",
+               G.o.rate, G.o.duration, G.o.conns, (unsigned long long)all.answered, elapsed,
+               (double)all.answered / elapsed);
+    printf("  %-9s %9s %9s %7s %8s %8s %8s %8s %8s %8s   (ms)\n", "operation", "count", "ok",
+           "errors", "not-sent", "p50", "p90", "p99", "p99.9", "max");
+    cJSON *ops = cJSON_AddObjectToObject(r, "operations");
+    for (int op = 0; op < NMIX; op++)
+        if (ST[op].sched > 0)
+            cJSON_AddItemToObject(ops, OPN[op], op_report(&ST[op], OPN[op], true));
+    cJSON_AddItemToObject(ops, "all", op_report(&all, "all", true));
+
+    uint64_t preq = 0, perr = 0;
+    for (int op = OP_PRIME; op <= OP_PSEARCH; op++) {
+        preq += ST[op].answered + ST[op].lost;
+        perr += ST[op].answered - ST[op].ok + ST[op].lost;
+    }
+    double ins = R.h1.ok && R.h0.ok ? R.h1.inserts - R.h0.inserts : 0;
+    double fposts = R.h1.ok && R.h0.ok ? R.h1.fposts - R.h0.fposts : 0;
+    cJSON *fo = cJSON_AddObjectToObject(root, "fanout");
+    cJSON_AddNumberToObject(fo, "posts", fposts);
+    cJSON_AddNumberToObject(fo, "inserts", ins);
+    cJSON_AddNumberToObject(fo, "inserts_per_s", round(ins / elapsed * 10) / 10);
+    printf("fan-out: %.0f posts fanned out, %.0f timeline inserts: %.0f deliveries/s%s\n", fposts,
+           ins, ins / elapsed, R.h1.ok && R.h0.ok ? "" : " (/health unreadable)");
+
+    cJSON *lag = cJSON_AddObjectToObject(root, "lag");
+    cJSON_AddNumberToObject(lag, "samples", L.started);
+    cJSON_AddNumberToObject(lag, "posted", L.posted);
+    cJSON_AddNumberToObject(lag, "failed", L.failed);
+    cJSON_AddNumberToObject(lag, "poll_ms", G.o.lag_poll_ms);
+    cJSON_AddBoolToObject(lag, "clock_skew", L.skew);
+    printf("lag (event -> visible): %u samples of %u (%u posted, %u failed, %u with no follower), "
+           "polled every 1 ms for 20 ms, then every %u ms; probe requests %llu, errors %llu%s\n",
+           L.started, G.o.lag_samples, L.posted, L.failed, L.no_reader, G.o.lag_poll_ms,
+           (unsigned long long)preq, (unsigned long long)perr,
+           L.skew ? "; the node's clock is off ours: some lags count from the 201" : "");
+    cJSON_AddItemToObject(lag, "timeline", lag_report("timeline", L.tl, L.tl_n, L.tl_missed, end, true));
+    cJSON_AddItemToObject(lag, "search", lag_report("search", L.s, L.s_n, L.s_missed, end, false));
+
+    unsigned checked, mismatched;
+    cJSON *pc = cJSON_AddObjectToObject(root, "posts_check");
+    cJSON_AddItemToObject(pc, "users", posts_check(&checked, &mismatched));
+    cJSON_AddNumberToObject(pc, "mismatched", mismatched);
+    printf("posts check: %u users, %s\n", checked,
+           checked == 0  ? "none could be read from the node"
+           : mismatched ? "MISMATCH: the node counts other posts than were created (see --json)"
+                        : "the node's post counts match the posts created");
+
+    size_t secs = (size_t)(elapsed + 0.8); /* a last fifth of a second is left out */
+    secs = secs < SERIES ? secs : SERIES;
+    double *fan = calloc(secs + 1, sizeof *fan);
+    cJSON *ser = cJSON_AddArrayToObject(root, "per_second");
+    if (fan != NULL)
+        fanout_series(fan, secs);
+    for (size_t s = 0; s < secs && fan != NULL; s++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "t", (double)s);
+        cJSON_AddNumberToObject(o, "offered", (double)PS[s].offered);
+        cJSON_AddNumberToObject(o, "ok", (double)PS[s].ok);
+        cJSON_AddNumberToObject(o, "errors", (double)PS[s].err);
+        cJSON_AddNumberToObject(o, "fanout_inserts", fan[s]);
+        cJSON_AddNumberToObject(o, "mean_ms",
+                                PS[s].n ? round((double)PS[s].sum_us / (double)PS[s].n) / 1000 : 0);
+        cJSON_AddNumberToObject(o, "max_ms", (double)PS[s].max_us / 1000);
+        cJSON_AddItemToArray(ser, o);
+    }
+    if (G.o.json != NULL) {
+        char *text = cJSON_Print(root);
+        FILE *f = fopen(G.o.json, "w");
+        if (text == NULL || f == NULL || fputs(text, f) < 0 || fputc('\n', f) == EOF)
+            printf("report: cannot write %s\n", G.o.json);
+        else
+            printf("report: %s\n", G.o.json);
+        if (f != NULL)
+            fclose(f);
+        free(text);
+    }
+    if (G.o.png != NULL && fan != NULL)
+        chart(G.o.png, fan, secs);
+    free(fan);
+    cJSON_Delete(root);
+}
+
+/* ---- flags --------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: social-load [options]   (apps/social/README.md)\n"
+            "Builds a network on a social node through its HTTP API, runs a mix of operations\n"
+            "against it, reports latency, fan-out and lag.\n"
+            "  --url HOST:PORT       the node (default 127.0.0.1:8090)\n"
+            "the network:\n"
+            "  --users N             users to create (default 1000, at most 10000000)\n"
+            "  --follows N           follows per user on average (default 40, at most 5000)\n"
+            "  --zipf S              exponent of the followees' popularity: rank r is picked with\n"
+            "                        weight 1/r^S, so the first few are celebrities (default 1.0)\n"
+            "  --graph FILE          instead: an edge list, 'a b' per line (a follows b; SNAP and\n"
+            "                        Network Repository files; '#' and '%%' lines skipped)\n"
+            "  --preload-posts N     posts per user created by the build (default 10)\n"
+            "  --build-conns N       connections building the network (default 32)\n"
+            "  --build-timeout S     the build stops after S seconds (default 1800)\n"
+            "  --state FILE          write the users built (and their posts) to FILE\n"
+            "  --reuse FILE          skip the build: take the users of a --state FILE\n"
+            "  --settle S            wait at most S s for the read models to catch up after the\n"
+            "                        build (default 60)\n"
+            "the run:\n"
+            "  --mix SPEC            weights of the operations (default\n"
+            "                        timeline=60,posts=30,post=10,search=0):\n"
+            "                          timeline  GET /timeline/{user}?limit=10\n"
+            "                          posts     GET /users/{user}/posts?limit=10\n"
+            "                          post      POST /posts\n"
+            "                          search    GET /search?q=...&limit=10&images=3\n"
+            "  --rate R              operations/s, open loop (default 1000)\n"
+            "  --closed C            instead: closed loop on C connections (each sends its next\n"
+            "                        operation when its last is answered)\n"
+            "  --duration S          seconds of load (default 20, at most 3600)\n"
+            "  --conns N             open loop: keep-alive connections (default 64)\n"
+            "  --lag-samples N       posts followed until visible in a follower's timeline and in\n"
+            "                        search (default 200; 0: none)\n"
+            "  --lag-poll-ms N       their polling interval (default 5; every 1 ms during the\n"
+            "                        first 20 ms after the post)\n"
+            "  --lag-timeout S       a post not visible after S seconds is not seen (default 10)\n"
+            "  --seed N              the graph's and the mix's random seed (default 1)\n"
+            "the report (text on stdout):\n"
+            "  --json FILE           also as JSON\n"
+            "  --png FILE            a chart per second (needs gnuplot)\n"
+            "exit status: 0 the run completed (errors are in the report), 1 the node could not\n"
+            "be reached (or no user created), 2 bad flags\n");
+}
+
+typedef struct flag {
+    const char *name;
+    char kind;                  /* u: unsigned, d: double, s: string */
+    double lo, hi;
+    size_t off;
+} flag;
+
+#define FL(n, k, lo, hi, m) {n, k, lo, hi, offsetof(opts, m)}
+static const flag FLAGS[] = {
+    FL("--users", 'u', 1, MAX_USERS, users), FL("--follows", 'u', 0, MAX_FOLLOWING, follows),
+    FL("--zipf", 'd', 0, 10, zipf), FL("--preload-posts", 'u', 0, 10000, preload),
+    FL("--rate", 'd', 0.001, 1e7, rate), FL("--duration", 'd', 0.1, MAX_SECONDS, duration),
+    FL("--closed", 'u', 1, 10000, closed), FL("--conns", 'u', 1, 10000, conns),
+    FL("--build-conns", 'u', 1, 10000, build_conns),
+    FL("--build-timeout", 'd', 1, MAX_SECONDS, build_timeout),
+    FL("--lag-samples", 'u', 0, 100000, lag_samples), FL("--lag-poll-ms", 'u', 1, 1000, lag_poll_ms),
+    FL("--lag-timeout", 'd', 0.1, 600, lag_timeout), FL("--settle", 'd', 0, 600, settle),
+    FL("--graph", 's', 0, 0, graph), FL("--state", 's', 0, 0, state),
+    FL("--reuse", 's', 0, 0, reuse), FL("--json", 's', 0, 0, json), FL("--png", 's', 0, 0, png),
+};
+#undef FL
+
+static bool parse_mix(const char *spec, unsigned w[NMIX])
+{
+    char buf[256], *save = NULL;
+    unsigned sum = 0;
+    if (strlen(spec) >= sizeof buf)
+        return false;
+    snprintf(buf, sizeof buf, "%s", spec);
+    memset(w, 0, NMIX * sizeof *w);
+    for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '='), *end;
+        int op = 0;
+        if (eq == NULL)
+            return false;
+        *eq = '\0';
+        while (op < NMIX && strcmp(t, OPN[op]) != 0)
+            op++;
+        unsigned long v = strtoul(eq + 1, &end, 10);
+        if (op == NMIX || end == eq + 1 || *end != '\0' || v > 1000000)
+            return false;
+        w[op] = (unsigned)v;
+        sum += (unsigned)v;
+    }
+    return sum > 0;
+}
+
+/* 0: go on, 1: --help, 2: a bad flag (said on stderr). */
+static int parse_flags(int argc, char **argv, opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL, *colon;
+        char *end;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return 1;
+        if (v == NULL) {
+            fprintf(stderr, "social-load: %s needs a value (or is unknown)\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--url") == 0) {
+            long port = (colon = strrchr(v, ':')) != NULL ? strtol(colon + 1, &end, 10) : 0;
+            if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof o->host ||
+                *end != '\0' || port < 1 || port > 65535) {
+                fprintf(stderr, "social-load: --url must be HOST:PORT\n");
+                return 2;
+            }
+            snprintf(o->host, sizeof o->host, "%.*s", (int)(colon - v), v);
+            o->port = (int)port;
+        } else if (strcmp(a, "--mix") == 0) {
+            if (!parse_mix(v, o->mix)) {
+                fprintf(stderr, "social-load: --mix wants NAME=WEIGHT,... of timeline, posts, "
+                                "post, search (weights whole, not all 0)\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--seed") == 0) {
+            errno = 0;
+            o->seed = strtoull(v, &end, 10);
+            if (end == v || *end != '\0' || errno != 0 || v[0] == '-') {
+                fprintf(stderr, "social-load: --seed wants a whole number\n");
+                return 2;
+            }
+        } else {
+            const flag *f = FLAGS;
+            while (f < FLAGS + sizeof FLAGS / sizeof FLAGS[0] && strcmp(f->name, a) != 0)
+                f++;
+            if (f == FLAGS + sizeof FLAGS / sizeof FLAGS[0]) {
+                fprintf(stderr, "social-load: unknown flag %s\n", a);
+                return 2;
+            }
+            char *at = (char *)o + f->off;
+            if (f->kind == 's') {
+                memcpy(at, &v, sizeof v);
+                continue;
+            }
+            errno = 0;
+            double x = strtod(v, &end);
+            if (end == v || *end != '\0' || errno != 0 || !(x >= f->lo && x <= f->hi) ||
+                (f->kind == 'u' && x != floor(x))) {
+                fprintf(stderr, "social-load: %s wants a%s number from %.15g to %.15g\n", a,
+                        f->kind == 'u' ? " whole" : "", f->lo, f->hi);
+                return 2;
+            }
+            if (f->kind == 'u') {
+                unsigned u = (unsigned)x;
+                memcpy(at, &u, sizeof u);
+            } else {
+                memcpy(at, &x, sizeof x);
+            }
+        }
+    }
+    if (o->graph != NULL && o->reuse != NULL) {
+        fprintf(stderr, "social-load: --graph and --reuse exclude each other\n");
+        return 2;
+    }
+    return 0;
+}
+
+static bool resolve(const char *host, int port, struct sockaddr_in *sa)
+{
+    if (uv_ip4_addr(host, port, sa) == 0)
+        return true;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
+        return false;
+    memcpy(sa, res->ai_addr, sizeof *sa);
+    sa->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.host = "127.0.0.1", .port = 8090, .users = 1000, .follows = 40, .preload = 10,
+              .conns = 64, .build_conns = 32, .lag_samples = 200, .lag_poll_ms = 5, .zipf = 1.0,
+              .rate = 1000, .duration = 20, .build_timeout = 1800, .lag_timeout = 10,
+              .settle = 60, .mix = {60, 30, 10, 0}, .seed = 1};
+    signal(SIGPIPE, SIG_IGN);
+    int rc = parse_flags(argc, argv, &o);
+    if (rc != 0) {
+        usage(rc == 1 ? stdout : stderr);
+        return rc == 1 ? 0 : 2;
+    }
+    G.o = o;
+    if (!resolve(o.host, o.port, &G.addr)) {
+        fprintf(stderr, "social-load: cannot resolve %s\n", o.host);
+        return 2;
+    }
+    for (int k = 0; k < NMIX; k++) {
+        R.mixw[k] = o.mix[k];
+        R.mixsum += o.mix[k];
+    }
+    G.rng = o.seed;
+    uint64_t t = mix64(o.seed ^ (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid());
+    G.tag[0] = 's';
+    for (int k = 1; k < 7; k++, t /= 36)
+        G.tag[k] = "0123456789abcdefghijklmnopqrstuvwxyz"[t % 36];
+    static char buf[16384];
+    if (fetch("/health", buf, sizeof buf) != 200) {
+        fprintf(stderr, "social-load: cannot reach the node at http://%s:%d/health\n", o.host,
+                o.port);
+        return 1;
+    }
+    G.loop = uv_default_loop();
+    if (o.reuse != NULL) {
+        if (load_state(o.reuse) != 0)
+            return 2;
+    } else if (o.graph != NULL && load_graph(o.graph) != 0) {
+        return 2;
+    } else if (o.graph == NULL) {
+        G.n = o.users;
+    }
+    if (G.u == NULL)
+        G.u = calloc(G.n, sizeof *G.u);
+    G.alive = malloc(G.n * sizeof *G.alive);
+    if (G.u == NULL || G.alive == NULL) {
+        fprintf(stderr, "social-load: out of memory for %u users\n", G.n);
+        return 1;
+    }
+    if (o.reuse == NULL) {
+        for (uint32_t i = 0; i < G.n; i++)
+            G.u[i].a_follower = NONE;
+        if (build() != 0)
+            return 1;
+    } else {
+        build_alive();
+        char path[64];
+        if (G.nalive > 0)
+            snprintf(path, sizeof path, "/users/%s", G.u[G.alive[0]].id);
+        if (G.nalive > 0 && fetch(path, buf, sizeof buf) != 200) {
+            fprintf(stderr, "social-load: the users of %s are not on this node\n", o.reuse);
+            return 1;
+        }
+    }
+    if (G.nalive == 0) {
+        fprintf(stderr, "social-load: no user could be created on the node\n");
+        return 1;
+    }
+    if (o.state != NULL)
+        save_state(o.state);
+    bool caught_up;
+    double settle_s = settle(o.settle, &caught_up);
+    run();
+    health end = get_health();
+    report(o.reuse == NULL, settle_s, caught_up, &end);
+    if (o.state != NULL)
+        save_state(o.state);
+    return 0;
 }

@@ -282,7 +282,9 @@ static const char *reason(int status)
     switch (status) {
     case 200: return "OK";
     case 201: return "Created";
+    case 204: return "No Content";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -332,9 +334,14 @@ static size_t format_into(char *p, int status, const char *headers, size_t hl, c
     *p++ = ' ';
     const char *why = reason(status);
     p = put_str(p, why, strlen(why));
-    p = PUT_LIT(p, "\r\nContent-Type: application/json\r\nContent-Length: ");
-    p = put_uint(p, len);
-    p = PUT_LIT(p, "\r\n");
+    if (status == 204) { /* no body, and no Content-Length (RFC 9110, 8.6) */
+        len = 0;
+        p = PUT_LIT(p, "\r\n");
+    } else {
+        p = PUT_LIT(p, "\r\nContent-Type: application/json\r\nContent-Length: ");
+        p = put_uint(p, len);
+        p = PUT_LIT(p, "\r\n");
+    }
     p = put_str(p, headers, hl);
     if (close)
         p = PUT_LIT(p, "Connection: close\r\n");
