@@ -174,6 +174,7 @@ static void world_end(world *w)
     assert_int_equal(atomic_load(&w->ctx.stats.timeline_entries), 0);
     assert_int_equal(atomic_load(&w->ctx.stats.timeline_bytes), 0);
     tr_system_free(w->sys);
+    social_ctx_free(&w->ctx);
 }
 
 static void test_killed_timeline_rebuilt(void **state)
