@@ -190,10 +190,19 @@ static void list(tr_ctx *ctx, post_st *p, tr_from from, uint64_t before, uint64_
     tr_msg_put_u64(reply, SOC_OK);
     tr_msg_put_u64(reply, k);
     char id[SOCIAL_POST_ID_MAX + 1];
+    size_t al = strlen(p->author);
+    memcpy(id, p->author, al); /* "AUTHOR." once, the ts's digits per post */
+    id[al] = '.';
     for (size_t i = 0; i < k; i++) {
         const post *q = &p->v[hi - 1 - i];
-        snprintf(id, sizeof id, "%s.%llu", p->author, (unsigned long long)q->ts);
-        soc_put_strz(reply, id);
+        char d[24];
+        size_t nd = sizeof d;
+        uint64_t ts = q->ts;
+        do
+            d[--nd] = (char)('0' + ts % 10);
+        while ((ts /= 10) != 0);
+        memcpy(id + al + 1, d + nd, sizeof d - nd);
+        tr_msg_put_str(reply, id, al + 1 + sizeof d - nd);
         soc_put_strz(reply, q->url);
         tr_msg_put_u64(reply, q->ts);
     }

@@ -1048,7 +1048,7 @@ static void on_check(uv_check_t *c)
 static void loop_main(void *arg)
 {
     loop_t *lp = arg;
-    pthread_setname_np(pthread_self(), "fs-http");
+    pthread_setname_np(pthread_self(), "tr-http");
     tls_loop = lp;
     uv_run(&lp->loop, UV_RUN_DEFAULT);
 }

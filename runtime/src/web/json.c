@@ -155,6 +155,20 @@ size_t tr_json_escape(char *out, size_t cap, const char *s, size_t n)
     } while (0)
     PUT('"');
     for (size_t i = 0; i < n; i++) {
+        /* a run of bytes that need no escape goes in one copy (ids, URLs: all of them) */
+        size_t j = i;
+        while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' &&
+               s[j] != 0x7f)
+            j++;
+        if (j > i) {
+            if (j - i >= cap - k)
+                goto full;
+            memcpy(out + k, s + i, j - i);
+            k += j - i;
+            i = j;
+            if (i == n)
+                break;
+        }
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
             PUT('\\');
@@ -258,8 +272,11 @@ void tr_jbuf_str(tr_jbuf *b, const char *s, size_t n)
 void tr_jbuf_u64(tr_jbuf *b, unsigned long long v)
 {
     char d[24];
-    int n = snprintf(d, sizeof d, "%llu", v);
-    tr_jbuf_raw(b, d, (size_t)n);
+    size_t n = sizeof d;
+    do /* by hand: snprintf was 3% of a timeline page */
+        d[--n] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    tr_jbuf_raw(b, d + n, sizeof d - n);
 }
 
 int tr_jbuf_failed(const tr_jbuf *b)
