@@ -190,8 +190,12 @@ int main(int argc, char **argv)
     char (*ids)[SOCIAL_ID_MAX + 1] = calloc(o.users + 1, sizeof *ids);
     unsigned *followers = calloc(o.users + 1, sizeof *followers);
     double *cdf = calloc(o.users + 1, sizeof *cdf);
-    if (ids == NULL || followers == NULL || cdf == NULL)
+    if (ids == NULL || followers == NULL || cdf == NULL) {
+        free(ids);
+        free(followers);
+        free(cdf);
         return 1;
+    }
     uint64_t t0 = now_ns();
     for (unsigned r = 1; r <= o.users; r++) {
         char name[32];
