@@ -25,7 +25,9 @@
  * - Bounded: at most TR_BUS_SUBS subscriptions per store, TR_BUS_TOPICS topics each, names and
  *   topics 1..255 bytes, keys at most 255 bytes. The log is kept (a read model may replay it);
  *   see docs/persistence.md for its size.
- * - Backends: SQLite. The Redis backend refuses publishing and subscribing (TR_EINVAL) for now.
+ * - Backends: SQLite (a log per node) and Redis (one log shared by the nodes of a cluster: ids
+ *   given by the server in commit order; each node's subscriptions see every node's events, the
+ *   log's head asked for at most every 5 ms).
  */
 #ifndef TROUPE_BUS_H
 #define TROUPE_BUS_H

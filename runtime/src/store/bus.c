@@ -32,7 +32,7 @@
 #define SCAN_ROWS 512u      /* log rows examined per backend call */
 #define SCAN_CALLS 32u      /* backend calls per subscription per pump, at most */
 
-static uint64_t now_us(void)
+uint64_t tr__bus_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -239,12 +239,15 @@ static void sub_apply(tr_store *s, op *o)
     b->consumer = o->to;
     b->attempt = 0;
     b->pending = 0;
-    for (unsigned i = 0; i < b->ntopics; i++) {
+    for (unsigned i = 0; i < b->ntopics; i++) { /* those whose commits were taken in so far:
+                                                    * the later ones of this batch count as
+                                                    * they are */
         uint64_t n = 0;
-        if (s->be->bus_count(s, b->topics[i], b->acked, &n) == TR_OK)
+        if (b->acked < s->bus_head &&
+            s->be->bus_count(s, b->topics[i], b->acked, s->bus_head, &n) == TR_OK)
             b->pending += n;
     }
-    b->oldest_us = b->pending > 0 ? now_us() : 0; /* refined once delivered */
+    b->oldest_us = b->pending > 0 ? tr__bus_now_us() : 0; /* refined once delivered */
     sub_rewind(b);
 }
 
@@ -364,6 +367,8 @@ static bool on_row(tr_store *s, void *arg, uint64_t id, const char *topic, const
 {
     scan *sc = arg;
     bsub *b = sc->b;
+    if (id > s->bus_head)
+        return false; /* another node's, newer than the head counted: after the next poll */
     b->scanned = id;
     if (!sub_wants(b, topic))
         return true;
@@ -386,9 +391,44 @@ static bool on_row(tr_store *s, void *arg, uint64_t id, const char *topic, const
     return b->nout < b->window;
 }
 
+/* A log shared with other nodes (Redis): their events show as a head beyond ours, asked for at
+ * most every POLL_NS; the subscriptions' pending counts are then counted again (the commits of
+ * this node count only its own). */
+#define POLL_NS 5000000u
+
+static void poll_head(tr_store *s, uint64_t now)
+{
+    if (s->be->bus_head == NULL || s->nsubs == 0 || now - s->bus_polled_ns < POLL_NS)
+        return;
+    s->bus_polled_ns = now;
+    uint64_t head;
+    if (s->be->bus_head(s, &head) != TR_OK || head <= s->bus_head)
+        return;
+    uint64_t counts[TR_BUS_SUBS];
+    for (size_t i = 0; i < s->nsubs; i++) { /* asked without the lock: round trips */
+        bsub *b = s->subs[i];
+        counts[i] = 0;
+        for (unsigned k = 0; k < b->ntopics; k++) {
+            uint64_t n = 0;
+            if (b->acked < head && s->be->bus_count(s, b->topics[k], b->acked, head, &n) == TR_OK)
+                counts[i] += n;
+        }
+    }
+    pthread_mutex_lock(&s->bus_lock);
+    s->bus_head = head;
+    for (size_t i = 0; i < s->nsubs; i++) {
+        bsub *b = s->subs[i];
+        if (b->pending == 0 && counts[i] > 0)
+            b->oldest_us = tr__bus_now_us();
+        b->pending = counts[i];
+    }
+    pthread_mutex_unlock(&s->bus_lock);
+}
+
 void tr__bus_pump(tr_store *s)
 {
     uint64_t now = tr_now_ns();
+    poll_head(s, now);
     for (size_t i = 0; i < s->nsubs; i++) {
         bsub *b = s->subs[i];
         if (b->consumer == TR_PID_NONE)
@@ -434,7 +474,7 @@ int tr_bus_lag_get(tr_store *s, const char *name, tr_bus_lag *out)
     pthread_mutex_lock(&s->bus_lock);
     bsub *b = sub_find(s, name);
     if (b != NULL) {
-        uint64_t now = now_us();
+        uint64_t now = tr__bus_now_us();
         out->events = b->pending;
         out->ms = b->pending > 0 && b->oldest_us > 0 && now > b->oldest_us
                       ? (now - b->oldest_us) / 1000u

@@ -9,6 +9,11 @@
  *   troupe:ob:seq       outbox item ids (INCR)
  *   troupe:ob:i:ID      hash {q, k, d}: an outbox item
  *   troupe:ob:q:QUEUE   sorted set of the queue's item ids (score = id)
+ *   troupe:bus          the event bus's log (troupe/bus.h): a stream, entry ID-0 for event ID,
+ *                       fields t (topic), k (key), ts (commit time, µs), d (data)
+ *   troupe:bus:seq      the last event id given (INCR, in the unit's script)
+ *   troupe:bus:t:TOPIC  sorted set of the topic's event ids (to count a subscription's lag)
+ *   troupe:bus:off      hash: subscription name -> its offset (only ever raised)
  * Each unit is one Lua script call — atomic on the server — that first checks the journal's
  * epoch is still the caller's (else "STALE": an owner that lost the journal to another node can
  * never write it again, even after a partition heals) and that its first event follows the last
@@ -46,11 +51,13 @@ static const char *const unit_lua =
     "    next = next + 1\n"
     "    i = i + 3\n"
     "  elseif k == 'S' then i = i + 3\n"
-    "  elseif k == 'O' then i = i + 4\n"
+    "  elseif k == 'O' or k == 'P' then i = i + 4\n"
     "  elseif k == 'A' then i = i + 2\n"
+    "  elseif k == 'B' then i = i + 3\n"
     "  else return redis.error_reply('BAD op ' .. tostring(k)) end\n"
     "end\n"
     "i = 3\n"
+    "local out = {}\n"
     "while i <= #ARGV do\n"
     "  local k = ARGV[i]\n"
     "  if k == 'E' then\n"
@@ -62,6 +69,20 @@ static const char *const unit_lua =
     "    redis.call('HSET', 'troupe:ob:i:' .. id, 'q', ARGV[i + 1], 'k', ARGV[i + 2],\n"
     "      'd', ARGV[i + 3])\n"
     "    redis.call('ZADD', 'troupe:ob:q:' .. ARGV[i + 1], id, id); i = i + 4\n"
+    "  elseif k == 'P' then\n"  /* an event of the bus: its id and commit time are the reply's */
+    "    local id = redis.call('INCR', 'troupe:bus:seq')\n"
+    "    local t = redis.call('TIME')\n"
+    "    local ts = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]\n"
+    "    redis.call('XADD', 'troupe:bus', id .. '-0', 't', ARGV[i + 1], 'k', ARGV[i + 2],\n"
+    "      'ts', ts, 'd', ARGV[i + 3])\n"
+    "    redis.call('ZADD', 'troupe:bus:t:' .. ARGV[i + 1], id, id)\n"
+    "    out[#out + 1] = id; out[#out + 1] = ts; i = i + 4\n"
+    "  elseif k == 'B' then\n"
+    "    local cur = tonumber(redis.call('HGET', 'troupe:bus:off', ARGV[i + 1]) or '0')\n"
+    "    if tonumber(ARGV[i + 2]) > cur then\n"
+    "      redis.call('HSET', 'troupe:bus:off', ARGV[i + 1], ARGV[i + 2])\n"
+    "    end\n"
+    "    i = i + 3\n"
     "  else\n"
     "    local q = redis.call('HGET', 'troupe:ob:i:' .. ARGV[i + 1], 'q')\n"
     "    if q then\n"
@@ -71,7 +92,7 @@ static const char *const unit_lua =
     "    i = i + 2\n"
     "  end\n"
     "end\n"
-    "return 1\n";
+    "return out\n";
 
 typedef struct rd {
     redisContext *w;        /* the writer's */
@@ -167,6 +188,14 @@ static bool unit_args(const rd *b, const unit *u, args *a)
         case OP_ACK:
             ok = args_add(a, "A", 1) && args_num(a, o->seq);
             break;
+        case OP_PUBLISH:
+            ok = args_add(a, "P", 1) && args_add(a, o->queue, strlen(o->queue)) &&
+                 args_add(a, o->key, strlen(o->key)) && args_add(a, o->data, o->len);
+            break;
+        case OP_BUS_ACK:
+            ok = args_add(a, "B", 1) && args_add(a, o->queue, strlen(o->queue)) &&
+                 args_num(a, o->seq);
+            break;
         default:
             break;
         }
@@ -178,7 +207,8 @@ static bool unit_writes(const unit *u)
 {
     for (size_t i = 0; i < u->n; i++)
         if (u->ops[i].kind == OP_EVENT || u->ops[i].kind == OP_SNAPSHOT ||
-            u->ops[i].kind == OP_OUTBOX || u->ops[i].kind == OP_ACK)
+            u->ops[i].kind == OP_OUTBOX || u->ops[i].kind == OP_ACK ||
+            u->ops[i].kind == OP_PUBLISH || u->ops[i].kind == OP_BUS_ACK)
             return true;
     return false;
 }
@@ -245,6 +275,21 @@ static void rd_commit(tr_store *s, unit *batch)
             u->failed = true;
             snprintf(u->why, sizeof u->why, "persist refused at %s: %s", s->where,
                      r != NULL ? r->str : "no reply");
+        } else if (r->type == REDIS_REPLY_ARRAY) { /* the published events' ids and times */
+            size_t k = 0;
+            for (size_t i = 0; i < u->n; i++) {
+                op *o = &u->ops[i];
+                if (o->kind != OP_PUBLISH || k + 1 >= r->elements)
+                    continue;
+                const redisReply *id = r->element[k], *ts = r->element[k + 1];
+                o->seq = id->type == REDIS_REPLY_INTEGER ? (uint64_t)id->integer
+                                                          : strtoull(id->str ? id->str : "0",
+                                                                     NULL, 10);
+                o->ts = ts->type == REDIS_REPLY_INTEGER ? (uint64_t)ts->integer
+                                                         : strtoull(ts->str ? ts->str : "0",
+                                                                    NULL, 10);
+                k += 2;
+            }
         }
         if (r != NULL)
             freeReplyObject(r);
@@ -374,6 +419,87 @@ static void rd_items_next(tr_store *s, oqueue *q, uint64_t after, unsigned limit
     freeReplyObject(ids);
 }
 
+/* ---- the bus ------------------------------------------------------------------------------- */
+
+static const char *field(const redisReply *kv, const char *name, size_t *len)
+{
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if (kv->element[i]->type == REDIS_REPLY_STRING &&
+            strcmp(kv->element[i]->str, name) == 0) {
+            *len = kv->element[i + 1]->len;
+            return kv->element[i + 1]->str;
+        }
+    *len = 0;
+    return NULL;
+}
+
+static void rd_bus_next(tr_store *s, uint64_t after, unsigned limit, store_bus_fn fn, void *arg)
+{
+    rd *b = s->bk;
+    redisContext *c = writer_conn(b);
+    if (c == NULL || c->err != 0)
+        return;
+    redisReply *r = redisCommand(c, "XRANGE troupe:bus %llu-0 + COUNT %u",
+                                 (unsigned long long)after + 1, limit);
+    for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        uint64_t id = strtoull(e->element[0]->str, NULL, 10);
+        size_t tl, kl, sl, dl;
+        const char *topic = field(e->element[1], "t", &tl), *key = field(e->element[1], "k", &kl);
+        const char *ts = field(e->element[1], "ts", &sl), *d = field(e->element[1], "d", &dl);
+        if (topic == NULL || key == NULL || ts == NULL || d == NULL)
+            continue;
+        if (!fn(s, arg, id, topic, key, strtoull(ts, NULL, 10), d, dl))
+            break;
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+static int rd_bus_count(tr_store *s, const char *topic, uint64_t after, uint64_t upto,
+                        uint64_t *n)
+{
+    rd *b = s->bk;
+    redisContext *c = writer_conn(b);
+    redisReply *r = c != NULL && c->err == 0
+                        ? redisCommand(c, "ZCOUNT troupe:bus:t:%s (%llu %llu", topic,
+                                       (unsigned long long)after, (unsigned long long)upto)
+                        : NULL;
+    int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? TR_OK : TR_EIO;
+    *n = rc == TR_OK ? (uint64_t)r->integer : 0;
+    if (r != NULL)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* A number stored at key (0 when none); TR_EIO when Redis cannot be asked. */
+static int get_num(tr_store *s, const char *cmd, const char *arg, uint64_t *out)
+{
+    rd *b = s->bk;
+    redisContext *c = writer_conn(b);
+    redisReply *r = c != NULL && c->err == 0 ? redisCommand(c, cmd, arg) : NULL;
+    int rc = r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)
+                 ? TR_OK
+                 : TR_EIO;
+    *out = rc == TR_OK && r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+    if (r != NULL)
+        freeReplyObject(r);
+    return rc;
+}
+
+static int rd_bus_offset(tr_store *s, const char *name, uint64_t *off)
+{
+    return get_num(s, "HGET troupe:bus:off %s", name, off);
+}
+
+static int rd_bus_head(tr_store *s, uint64_t *head)
+{
+    return get_num(s, "GET %s", "troupe:bus:seq", head);
+}
+
 static void rd_close(tr_store *s)
 {
     rd *b = s->bk;
@@ -428,6 +554,10 @@ static const store_backend redis_backend = {
     .item_get = rd_item_get,
     .items_next = rd_items_next,
     .pending = rd_pending,
+    .bus_next = rd_bus_next,
+    .bus_count = rd_bus_count,
+    .bus_offset = rd_bus_offset,
+    .bus_head = rd_bus_head,
     .close = rd_close,
     .free = rd_free,
 };
@@ -456,5 +586,10 @@ int tr__store_redis_open(tr_store *s, const tr_store_opts *o, char *err, size_t 
         return TR_EIO;
     }
     b->r = connect_to(b);
+    if (rd_bus_head(s, &s->bus_head) != TR_OK) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: cannot read the bus's last id", s->where);
+        return TR_EIO;
+    }
     return TR_OK;
 }

@@ -426,12 +426,14 @@ static void sq_bus_next(tr_store *s, uint64_t after, unsigned limit, store_bus_f
     sqlite3_clear_bindings(st);
 }
 
-static int sq_bus_count(tr_store *s, const char *topic, uint64_t after, uint64_t *n)
+static int sq_bus_count(tr_store *s, const char *topic, uint64_t after, uint64_t upto,
+                        uint64_t *n)
 {
     sq *b = s->bk;
     sqlite3_stmt *st = b->count_bus;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
-    sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)upto);
+    sqlite3_bind_text(st, 3, topic, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_ROW ? TR_OK : TR_EIO;
     *n = rc == TR_OK ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
@@ -632,7 +634,7 @@ int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t
                 "ON CONFLICT(name) DO UPDATE SET off = max(off, ?2)") ||
         prepare(b, &b->next_bus,
                 "SELECT id, topic, key, ts, data FROM bus WHERE id > ? ORDER BY id LIMIT ?") ||
-        prepare(b, &b->count_bus, "SELECT count(*) FROM bus WHERE id > ? AND topic = ?") ||
+        prepare(b, &b->count_bus, "SELECT count(*) FROM bus WHERE id > ? AND id <= ? AND topic = ?") ||
         prepare(b, &b->get_offset, "SELECT off FROM bus_offsets WHERE name = ?"))
         return fail_open(s, err, errlen, "cannot prepare statements", b->db);
     sqlite3_stmt *bh = NULL;

@@ -110,11 +110,14 @@ typedef struct store_backend {
     /* How many items of queue `queue` are not acknowledged (any thread: the reading connection). */
     int (*pending)(tr_store *s, const char *queue, uint64_t *n);
     /* The bus (NULL: this backend has none): up to limit rows of the log after id `after`, in
-     * id order (writer); events of topic after id `after` (writer); the stored offset of a
-     * subscription, 0 when none (writer). */
+     * id order (writer); events of topic with ids in (after, upto] (writer); the stored offset of
+     * a subscription, 0 when none (writer). */
     void (*bus_next)(tr_store *s, uint64_t after, unsigned limit, store_bus_fn fn, void *arg);
-    int (*bus_count)(tr_store *s, const char *topic, uint64_t after, uint64_t *n);
+    int (*bus_count)(tr_store *s, const char *topic, uint64_t after, uint64_t upto, uint64_t *n);
     int (*bus_offset)(tr_store *s, const char *name, uint64_t *off);
+    /* The newest id in the log, written by any node (shared backends; NULL: only this store
+     * writes its log, whose head the commits keep). */
+    int (*bus_head)(tr_store *s, uint64_t *head);
     /* Closes the connections (the writer has stopped). */
     void (*close)(tr_store *s);
     /* Frees what close left. */
@@ -151,6 +154,7 @@ struct tr_store {
     size_t nsubs;
     pthread_mutex_t bus_lock;
     uint64_t bus_head;
+    uint64_t bus_polled_ns; /* when the shared log's head was last asked for (writer) */
     bool bus_kick;      /* a commit published: the writer should pump now (lock) */
     _Atomic uint64_t commits, commits_inline, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
@@ -206,5 +210,7 @@ TR_HIDDEN unit *tr__journal_unit(tr_journal *j);
 TR_HIDDEN void tr__bus_after(tr_store *s, op *o);
 TR_HIDDEN void tr__bus_pump(tr_store *s);
 TR_HIDDEN void tr__bus_free(tr_store *s);
+/* Wall-clock microseconds since the epoch (the bus's commit times). */
+TR_HIDDEN uint64_t tr__bus_now_us(void);
 
 #endif
