@@ -11,8 +11,9 @@
  * asked for at read time (the hybrid: no fan-out of a post to a million followers).
  *
  * The fan-out consumer takes post.created, follow.added, follow.removed and user.celebrity from
- * the bus (durable
- * subscription "social.fanout", so a node that was down catches up). For a post it asks the
+ * the bus (durable subscription "social.fanout.NODE", so a node that was down catches up; in a
+ * cluster sharing one log, each node's consumer sees every node's events and serves its own
+ * timelines). For a post it asks the
  * author's user actor for its followers, a page at a time, and sends the running timelines of
  * this node an insert holding a reference to one soc_post; a timeline that is not running
  * rebuilds when it next starts, so it is not started for the post. Insertions drop posts of
@@ -647,13 +648,13 @@ typedef struct fo_job {
 
 typedef struct fo_st {
     social_ctx *ctx;
+    char sub[96];               /* "social.fanout.NODE": each node fans out to its own timelines */
     fo_job jobs[FANOUT_WINDOW]; /* in evid order; [head, head + n) */
     size_t head, n;
     uint64_t max_seen, acked;
     uint64_t started_us;
 } fo_st;
 
-static const char FANOUT_SUB[] = "social.fanout";
 
 static fo_job *job_at(fo_st *f, size_t i)
 {
@@ -830,7 +831,7 @@ static void fo_turn_end(tr_ctx *ctx, void *state)
         f->n--;
     }
     if (upto > f->acked) {
-        if (tr_bus_ack(f->ctx->store, FANOUT_SUB, upto) == TR_OK)
+        if (tr_bus_ack(f->ctx->store, f->sub, upto) == TR_OK)
             f->acked = upto;
     }
 }
@@ -840,9 +841,11 @@ static int fo_init(tr_ctx *ctx, void *state, const void *arg)
     fo_st *f = state;
     f->ctx = (social_ctx *)arg;
     f->started_us = social_now_us();
+    snprintf(f->sub, sizeof f->sub, "social.fanout.%s",
+             f->ctx->node_name != NULL ? f->ctx->node_name : "local");
     static const char *const topics[] = {"post.created", "follow.added", "follow.removed",
                                          "user.celebrity"};
-    tr_bus_sub_opts so = {.name = FANOUT_SUB, .topics = topics, .ntopics = 4,
+    tr_bus_sub_opts so = {.name = f->sub, .topics = topics, .ntopics = 4,
                           .consumer = tr_self(ctx), .from = TR_BUS_FROM_STORED,
                           .window = FANOUT_WINDOW};
     return tr_bus_subscribe(f->ctx->store, &so);
@@ -858,7 +861,7 @@ static void fo_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
         if (j->active && j->p != NULL)
             soc_post_unref(f->ctx, j->p);
     }
-    (void)tr_bus_unsubscribe(f->ctx->store, FANOUT_SUB);
+    (void)tr_bus_unsubscribe(f->ctx->store, f->sub);
 }
 
 const tr_behaviour social_fanout_behaviour = {

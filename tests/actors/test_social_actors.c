@@ -224,11 +224,11 @@ static void test_fanout_restarted_goes_on_from_its_offset(void **state)
     tt_sleep_ms(100);
     assert_true(timeline_is(&w, a, "https://i/1")); /* nobody fans out */
     tr_bus_lag lag;
-    assert_int_equal(tr_bus_lag_get(w.store, "social.fanout", &lag), TR_OK);
+    assert_int_equal(tr_bus_lag_get(w.store, "social.fanout.test", &lag), TR_OK);
     assert_true(lag.events >= 2);
     assert_int_equal(tr_system_spawn(w.sys, &social_fanout_behaviour, &w.ctx, &w.fanout), TR_OK);
     TT_WAIT_FOR(timeline_is(&w, a, "https://i/3 https://i/2 https://i/1"), TT_DEADLINE_MS);
-    TT_WAIT_FOR(tr_bus_lag_get(w.store, "social.fanout", &lag) == TR_OK && lag.events == 0,
+    TT_WAIT_FOR(tr_bus_lag_get(w.store, "social.fanout.test", &lag) == TR_OK && lag.events == 0,
                 TT_DEADLINE_MS);
     world_end(&w);
 }

@@ -19,7 +19,7 @@
  *   at start from the user (following) and post (newest posts of each followee) actors. Authors
  *   with more than `celebrity_followers` followers are not fanned out: their posts are merged in
  *   at read time.
- * - fanout (one per node, subscription "social.fanout"): consumes post.created, follow.added,
+ * - fanout (one per node, subscription "social.fanout.NODE"): consumes post.created, follow.added,
  *   follow.removed, user.celebrity; asks the author's user actor for followers in pages and
  *   inserts the post into the timelines that run on this node (an idle one rebuilds instead);
  *   follow events merge or remove the followee's posts in the follower's running timeline; a

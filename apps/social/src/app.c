@@ -34,11 +34,12 @@
 struct soc_app {
     soc_opts o;
     tr_system *sys;
+    tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
     tr_web *web;
     social_ctx ctx;
     tr_pid fanout, search;
-    char search_sub[96];
+    char search_sub[96], fanout_sub[96];
 };
 
 /* ---- answers that need no actor ------------------------------------------------------------ */
@@ -576,6 +577,15 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     tr_jbuf b = {0};
     tr_jbuf_lit(&b, "{\"status\":\"ready\",\"node\":");
     tr_jbuf_str(&b, a->ctx.node_name, strlen(a->ctx.node_name));
+    if (a->node != NULL) { /* the cluster as this node sees it */
+        tr_peer_info peers[64];
+        size_t n = 0, up = 0;
+        tr_node_peers(a->node, peers, 64, &n);
+        for (size_t i = 0; i < n && i < 64; i++)
+            up += peers[i].status != TR_PEER_DOWN;
+        tr_jbuf_lit(&b, ",\"peers_up\":");
+        tr_jbuf_u64(&b, up);
+    }
     tr_jbuf_lit(&b, ",\"active\":{\"users\":");
     tr_jbuf_u64(&b, tr_shard_count(a->ctx.users));
     tr_jbuf_lit(&b, ",\"posts\":");
@@ -599,7 +609,7 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     tr_jbuf_lit(&b, "},\"search\":{\"events\":");
     tr_jbuf_u64(&b, atomic_load(&s->search_events));
     tr_jbuf_lit(&b, "},\"lag\":{");
-    lag_json(a, &b, "timeline", "social.fanout", &s->timeline_lag);
+    lag_json(a, &b, "timeline", a->fanout_sub, &s->timeline_lag);
     tr_jbuf_lit(&b, ",");
     lag_json(a, &b, "search", a->search_sub, &s->search_lag);
     tr_jbuf_lit(&b, "}}");
@@ -739,17 +749,27 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
                           .max_following = o->max_following,
                           .search_images = o->search_images,
                           .call_ms = o->call_timeout_ms,
-                          .node_name = o->node_name != NULL ? o->node_name : "local"};
+                          .node_name = o->node != NULL      ? o->node->name
+                                       : o->node_name != NULL ? o->node_name
+                                                              : "local"};
     snprintf(a->search_sub, sizeof a->search_sub, "social.search.%s", a->ctx.node_name);
+    snprintf(a->fanout_sub, sizeof a->fanout_sub, "social.fanout.%s", a->ctx.node_name);
     tr_system_opts so;
     tr_system_opts_init(&so);
     so.workers = o->workers;
     so.spin_rounds = 8;
     so.dead_letter_hook = social_dead_letter; /* inserts that reached no timeline */
     so.dead_letter_user = &a->ctx;
+    if (o->node != NULL)
+        so.node_id = tr_node_random_id(); /* a new incarnation: pids of the last one are stale */
     int rc = tr_system_new(&a->sys, &so);
     if (rc == TR_OK)
         rc = tr_system_start(a->sys);
+    if (rc == TR_OK && o->node != NULL) {
+        rc = tr_node_start(a->sys, o->node, &a->node);
+        if (rc != TR_OK)
+            snprintf(err, errlen, "cannot start node %s on %s", o->node->name, o->node->listen);
+    }
     if (rc == TR_OK)
         rc = tr_store_open(a->sys, &o->store, &a->store, err, errlen);
     a->ctx.store = a->store;
@@ -765,7 +785,8 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
     for (size_t i = 0; rc == TR_OK && i < sizeof shards / sizeof shards[0]; i++) {
         tr_shard_opts sh = {.name = shards[i].name, .behaviour = shards[i].b,
                             .init_arg = social_shard_arg, .arg_size = sizeof(social_arg),
-                            .user = &a->ctx, .max_keys = max_keys, .idle_ms = idle};
+                            .user = &a->ctx, .node = a->node, .max_keys = max_keys,
+                            .idle_ms = idle};
         rc = tr_shard_start(a->sys, &sh, shards[i].out);
         if (rc != TR_OK)
             snprintf(err, errlen, "cannot start the %s shard", shards[i].name);
@@ -810,6 +831,7 @@ void soc_stop(soc_app *a)
         tr_system_join(a->sys);
     }
     tr_store_close(a->store);
+    tr_node_stop(a->node);
     tr_web_stop(a->web);
     tr_shard_free(a->ctx.users);
     tr_shard_free(a->ctx.posts);

@@ -7,6 +7,7 @@
 #define SOCIAL_APP_H
 
 #include <troupe.h>
+#include <troupe/node.h>
 #include <troupe/store.h>
 
 typedef struct soc_app soc_app;
@@ -26,7 +27,10 @@ typedef struct soc_opts {
     unsigned celebrity_followers, timeline_cap, follow_merge, max_following, search_images;
     unsigned idle_ms;           /* keyed actors idle this long are passivated; 0 = 60,000 */
     size_t max_keys;            /* keyed actors per shard and node at most; 0 = 1,000,000 */
-    const char *node_name;      /* names this node's search subscription; NULL = "local" */
+    const char *node_name;      /* names this node's bus subscriptions; NULL = "local" (the
+                                 * node's name in cluster mode) */
+    const tr_node_opts *node;   /* cluster mode: this node (the store must be shared: Redis);
+                                 * NULL = one node */
 } soc_opts;
 
 /* Starts a node. On error returns a TR_E* code and writes why into err. */

@@ -3,8 +3,9 @@
  * config/social.conf.
  *
  * Flags override the file: --http HOST:PORT, --data DIR (the SQLite file goes there), --set
- * KEY=VALUE for any setting (e.g. --set social.celebrity_followers=100). --node NAME names the
- * node; cluster mode (several nodes sharing users and timelines) is not built yet and says so.
+ * KEY=VALUE for any setting (e.g. --set social.celebrity_followers=100). With --node NAME the
+ * process is node NAME of the cluster the file declares (its `cluster` group; its HTTP address
+ * from social.nodes; the store must be shared: Redis, whose one event log every node reads).
  * SIGTERM and SIGINT stop it gracefully: requests in flight are answered, the store is closed.
  */
 #include "app.h"
@@ -29,7 +30,9 @@ static void usage(FILE *f)
             "  --http HOST:PORT   where the HTTP API listens (default 127.0.0.1:8090)\n"
             "  --data DIR         data directory: DIR/social.db (SQLite: journals and events)\n"
             "  --set KEY=VALUE    any setting, e.g. --set social.celebrity_followers=100\n"
-            "  --node NAME        this node's name (cluster mode is not built yet)\n"
+            "  --node NAME        be node NAME of the cluster in the file\n"
+            "                     (config/social-cluster.conf): HTTP from social.nodes, data in\n"
+            "                     DATA/NAME, the store must be Redis\n"
             "  --help             this text\n"
             "Prints \"listening on http://HOST:PORT\" when ready. SIGTERM / SIGINT stop it.\n");
 }
@@ -40,6 +43,7 @@ static void usage(FILE *f)
 static const tr_setting schema[] = {
     G("social"),
     S("social.data"),
+    {"social.nodes", TR_SETTING_LIST, 0, 0},
     N("social.workers", 0, 1024),
     N("social.call_timeout_ms", 1, 3600000),
     N("social.celebrity_followers", 1, 100000000),
@@ -78,7 +82,8 @@ static const char *get_str(const config_t *cfg, const char *path, const char *de
 }
 
 static int serve(config_t *cfg, const char *conf, const char *http, const char *data,
-                 const char *node, const char *const *sets, int nsets, tr_store_config **scp)
+                 const char *node, const char *const *sets, int nsets, tr_store_config **scp,
+                 tr_node_config **ncp)
 {
     char err[512] = "";
     int rc = tr_config_app_load(cfg, conf, sets, nsets, schema, sizeof schema / sizeof schema[0],
@@ -87,10 +92,36 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         fprintf(stderr, "social: %s\n", err);
         return 2;
     }
-    if (node != NULL && config_lookup(cfg, "cluster") != NULL) {
-        fprintf(stderr, "social: --node %s: cluster mode is not built yet (one node per data "
-                        "directory works; see apps/social/README.md)\n", node);
-        return 2;
+    /* --node: this node's HTTP address (social.nodes) and its own data directory */
+    char nodedir[900];
+    if (node != NULL) {
+        const config_setting_t *list = config_lookup(cfg, "social.nodes");
+        const char *nh = NULL, *nm = NULL;
+        for (int i = 0; list != NULL && i < config_setting_length(list) && nh == NULL; i++) {
+            const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+            if (config_setting_lookup_string(e, "name", &nm) == CONFIG_TRUE &&
+                strcmp(nm, node) == 0 && config_setting_lookup_string(e, "http", &nh) != CONFIG_TRUE)
+                nh = NULL;
+        }
+        if (http == NULL && nh == NULL) {
+            fprintf(stderr, "social: no social.nodes entry with name \"%s\" and an http address "
+                            "in %s (or give --http)\n", node, conf);
+            return 1;
+        }
+        if (http == NULL)
+            http = nh;
+        if (data == NULL) {
+            const char *base = get_str(cfg, "social.data", "data");
+            if (mkdir(base, 0755) != 0 && errno != EEXIST) {
+                fprintf(stderr, "social: cannot make %s: %s\n", base, strerror(errno));
+                return 1;
+            }
+            if ((size_t)snprintf(nodedir, sizeof nodedir, "%s/%s", base, node) >= sizeof nodedir) {
+                fprintf(stderr, "social: data path too long\n");
+                return 1;
+            }
+            data = nodedir;
+        }
     }
     const char *dir = data != NULL ? data : get_str(cfg, "social.data", "data");
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -107,12 +138,16 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         tr_config_set(cfg, kv, err, sizeof err);
     }
     rc = tr_store_config_from(cfg, conf, "store", scp, err, sizeof err);
+    if (rc == TR_OK && node != NULL)
+        rc = tr_node_config_from(cfg, conf, node, ncp, err, sizeof err);
     if (rc != TR_OK) {
         fprintf(stderr, "social: %s\n", err);
         return 1;
     }
-    if ((*scp)->store.backend != TR_STORE_SQLITE) {
-        fprintf(stderr, "social: store.backend: the event bus needs \"sqlite\" for now\n");
+    if (*ncp != NULL && (*scp)->store.backend != TR_STORE_REDIS) {
+        fprintf(stderr, "social: --node: a cluster needs a shared store (store.backend = "
+                        "\"redis\"): a user's journal must be readable by the node it moves to, "
+                        "and every node reads the one event log\n");
         return 1;
     }
     soc_opts o = {
@@ -135,7 +170,10 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         .idle_ms = (unsigned)get_int(cfg, "social.idle_ms", 60000),
         .max_keys = (size_t)get_int(cfg, "social.max_keys", 1000000),
         .node_name = node,
+        .node = *ncp != NULL ? &(*ncp)->node : NULL,
     };
+    if (*ncp != NULL && (*ncp)->workers != 0 && config_lookup(cfg, "social.workers") == NULL)
+        o.workers = (*ncp)->workers;
     char host[256];
     if (http != NULL) {
         const char *colon = strrchr(http, ':');
@@ -162,7 +200,11 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         fprintf(stderr, "social: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));
         return 1;
     }
-    printf("listening on http://%s:%d (data in %s)\n", o.http_host, soc_port(app), dir);
+    if (*ncp != NULL)
+        printf("listening on http://%s:%d (data in %s; node %s on %s)\n", o.http_host,
+               soc_port(app), dir, node, (*ncp)->node.listen);
+    else
+        printf("listening on http://%s:%d (data in %s)\n", o.http_host, soc_port(app), dir);
     fflush(stdout);
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -204,7 +246,9 @@ int main(int argc, char **argv)
     config_t cfg;
     config_init(&cfg);
     tr_store_config *sc = NULL;
-    int status = serve(&cfg, conf, http, data, node, sets, nsets, &sc);
+    tr_node_config *nc = NULL;
+    int status = serve(&cfg, conf, http, data, node, sets, nsets, &sc, &nc);
+    tr_node_config_free(nc);
     tr_store_config_free(sc);
     config_destroy(&cfg);
     return status;
