@@ -134,7 +134,8 @@ void soc_post_unref(social_ctx *ctx, soc_post *p)
         if (atomic_compare_exchange_weak_explicit(&p->refs, &r, r - 1, memory_order_release,
                                                   memory_order_relaxed))
             return;
-    stripe *s = &ctx->posts_table->s[p->stripe];
+    struct soc_posts *t = __atomic_load_n(&ctx->posts_table, __ATOMIC_ACQUIRE);
+    stripe *s = &t->s[p->stripe];
     pthread_mutex_lock(&s->lock);
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
         pthread_mutex_unlock(&s->lock); /* found again meanwhile */
@@ -152,7 +153,7 @@ void soc_post_unref(social_ctx *ctx, soc_post *p)
 
 void social_ctx_free(social_ctx *ctx)
 {
-    struct soc_posts *t = ctx != NULL ? ctx->posts_table : NULL;
+    struct soc_posts *t = ctx != NULL ? __atomic_load_n(&ctx->posts_table, __ATOMIC_ACQUIRE) : NULL;
     if (t == NULL)
         return;
     for (unsigned i = 0; i < STRIPES; i++) {
