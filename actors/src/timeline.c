@@ -307,7 +307,8 @@ static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
         }
     size_t avail = t->n - lo, take = avail < lim + 1 ? avail : lim + 1;
     size_t total = take + pr->nextra;
-    soc_post **all = malloc((total ? total : 1) * sizeof *all);
+    soc_post *local[64];
+    soc_post **all = total <= 64 ? local : malloc(total * sizeof *all);
     tr_msg *reply = NULL;
     if (all != NULL) {
         size_t k = 0;
@@ -338,7 +339,8 @@ static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
             }
             tr_msg_put_u64(reply, more);
         }
-        free(all);
+        if (all != local)
+            free(all);
     }
     if (reply == NULL)
         reply = soc_reply(SOC_T_PAGE, SOC_UNAVAILABLE);

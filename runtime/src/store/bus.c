@@ -404,7 +404,7 @@ static void poll_head(tr_store *s, uint64_t now)
     uint64_t head;
     if (s->be->bus_head(s, &head) != TR_OK || head <= s->bus_head)
         return;
-    uint64_t counts[TR_BUS_SUBS];
+    uint64_t counts[TR_BUS_SUBS] = {0};
     for (size_t i = 0; i < s->nsubs; i++) { /* asked without the lock: round trips */
         bsub *b = s->subs[i];
         counts[i] = 0;

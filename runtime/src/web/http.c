@@ -935,7 +935,7 @@ int tr_http_respond_here(tr_http_server *s, uint64_t token, int status, const ch
     if (s == NULL || idx >= s->n)
         return -1;
     size_t hl = headers != NULL ? strlen(headers) : 0;
-    char small[1024];
+    char small[8192]; /* a page of posts fits: no allocation for most answers */
     char *p = HEAD_ROOM + hl + len <= sizeof small ? small : malloc(HEAD_ROOM + hl + len);
     if (p == NULL)
         return -1;

@@ -229,7 +229,7 @@ static int jbuf_room(tr_jbuf *b, size_t n)
         return 0;
     if (n + 1 <= b->cap - b->len && b->p != NULL)
         return 1;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 2048; /* a page of posts in one allocation */
     while (n + 1 > cap - b->len) {
         if (cap > SIZE_MAX / 2) {
             b->failed = 1;
