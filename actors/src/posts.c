@@ -109,6 +109,7 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     p->id[il] = '\0';
     memcpy(p->author, author, al);
     p->author[al] = '\0';
+    p->author_h = soc_id_hash(p->author);
     memcpy(p->url, url, ul);
     p->url[ul] = '\0';
     size_t k = (h / STRIPES) & (s->nb - 1);

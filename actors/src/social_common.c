@@ -269,7 +269,7 @@ void soc_set_free(soc_set *s)
 
 /* ---- hashed id sets ------------------------------------------------------------------------ */
 
-static uint64_t id_hash(const char *k)
+uint64_t soc_id_hash(const char *k)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (; *k; k++)
@@ -293,14 +293,19 @@ static size_t hset_pos(const soc_hset *s, uint64_t h, bool *found)
 
 bool soc_hset_has(const soc_hset *s, const char *k)
 {
+    return soc_hset_has_hash(s, soc_id_hash(k));
+}
+
+bool soc_hset_has_hash(const soc_hset *s, uint64_t h)
+{
     bool f;
-    hset_pos(s, id_hash(k), &f);
+    hset_pos(s, h, &f);
     return f;
 }
 
 int soc_hset_add(soc_hset *s, const char *k)
 {
-    uint64_t h = id_hash(k);
+    uint64_t h = soc_id_hash(k);
     bool f;
     size_t i = hset_pos(s, h, &f);
     if (f)
@@ -322,7 +327,7 @@ int soc_hset_add(soc_hset *s, const char *k)
 bool soc_hset_del(soc_hset *s, const char *k)
 {
     bool f;
-    size_t i = hset_pos(s, id_hash(k), &f);
+    size_t i = hset_pos(s, soc_id_hash(k), &f);
     if (!f)
         return false;
     memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);

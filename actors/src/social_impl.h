@@ -37,6 +37,9 @@ typedef struct soc_hset {
     size_t n, cap;
 } soc_hset;
 bool soc_hset_has(const soc_hset *s, const char *k);
+/* The same for an id already hashed (soc_id_hash). */
+bool soc_hset_has_hash(const soc_hset *s, uint64_t h);
+uint64_t soc_id_hash(const char *k);
 /* 1 added, 0 there already, TR_ENOMEM. */
 int soc_hset_add(soc_hset *s, const char *k);
 bool soc_hset_del(soc_hset *s, const char *k);
@@ -50,6 +53,7 @@ typedef struct soc_post {
     uint32_t stripe;
     struct soc_post *hnext;     /* in its stripe's chain */
     uint64_t hash, ts;
+    uint64_t author_h;          /* soc_id_hash(author): a timeline's follow check per insert */
     char *id, *author, *url;    /* one allocation: the struct's tail */
 } soc_post;
 

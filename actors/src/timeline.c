@@ -258,7 +258,7 @@ static uint64_t read_list(tl_st *t, const tr_msg *m, const char *who,
 static void merge_one(tl_st *t, soc_post *p, void *arg)
 {
     (void)arg;
-    if (soc_hset_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+    if (soc_hset_has_hash(&t->following, p->author_h) && !soc_set_has(&t->celebs, p->author))
         tl_insert(t, p);
     else
         soc_post_unref(t->ctx, p);
@@ -508,7 +508,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         uint64_t ptr;
         if (tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0) {
             soc_post *p = (soc_post *)(uintptr_t)ptr;
-            if (soc_hset_has(&t->following, p->author) && !soc_set_has(&t->celebs, p->author))
+            if (soc_hset_has_hash(&t->following, p->author_h) && !soc_set_has(&t->celebs, p->author))
                 tl_insert(t, p);
             else
                 soc_post_unref(t->ctx, p);
