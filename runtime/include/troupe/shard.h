@@ -15,8 +15,9 @@
  * - A router that does not own the key (a stale view of the cluster), cannot start its actor, or
  *   holds too many requests for it answers TR_MSG_SHARD_UNAVAILABLE: the requester retries later.
  *   A requester whose owner's router is not known yet gets TR_ENOCONN from the call itself.
- * - Keys whose owner changes have their actor stopped here (within a second, or at once on a
- *   membership event); the new owner starts one on the next request. Two owners may briefly run
+ * - Keys whose owner changes have their actor stopped here (at once on a membership event; a view
+ *   that changes otherwise is noticed within a second for tables up to 8,192 keys' buckets, within
+ *   8 s for the largest); the new owner starts one on the next request. Two owners may briefly run
  *   the same key's actor while views differ: actors that persist must be fenced by their store
  *   (the Redis backend's journals are).
  * - Bounded: at most max_keys keys with an actor (or a start under way) per node; each key's
@@ -59,7 +60,9 @@ typedef struct tr_shard_opts {
                                      * by their own timeouts). An actor that comes up after it runs
                                      * unmonitored: keep this well above any init's duration */
     unsigned shutdown_ms;           /* given to a keyed actor to stop; 0 = 5,000 */
-    unsigned idle_ms;               /* stop an actor that received nothing this long; 0 = never */
+    unsigned idle_ms;               /* stop an actor that received nothing this long (noticed
+                                     * within a second, or 8 s in tables of over 8,192 keys'
+                                     * buckets); 0 = never */
 } tr_shard_opts;
 
 /* Starts the shard on a started system (and its node, if any): its router and supervisor. */

@@ -71,6 +71,7 @@ struct tr_shard {
     pthread_mutex_t lock;       /* the table (written by the router only) */
     entry **buckets;
     size_t nbuckets;            /* a power of two */
+    size_t cursor;              /* where the periodic rebalance goes on (the router's) */
     size_t count;
     tr_idmap by_mon;            /* monitor ref -> entry (the router's only) */
     tr_idmap by_corr;           /* start under way: its corr -> entry (the router's only) */
@@ -430,13 +431,23 @@ static void ended(tr_shard *s, const tr_msg *m)
 }
 
 /* Stops the actors of keys this node no longer owns, and the idle ones. */
-static void rebalance(tr_shard *s)
+/* Stops the actors of keys this node no longer owns, and (idle_ms) those idle that long. On a
+ * membership event every key is looked at; on the periodic tick a slice of the table (an eighth,
+ * at least 1,024 buckets: small tables whole), so the table's lock — which every request takes — is
+ * never held for a scan of a million keys (5.7% of a 1,000,000-user build's CPU, every second). */
+static void rebalance(tr_shard *s, bool full)
 {
+    if (!full && s->node == NULL && s->o.idle_ms == 0)
+        return; /* one node, no passivation: nothing ever moves or idles out */
     uint64_t now = tr_now_ns() / 1000000u;
     tr_pid stop[256];
     size_t n = 0;
     pthread_mutex_lock(&s->lock);
-    for (size_t b = 0; b < s->nbuckets && n < 256; b++)
+    size_t slice = full ? s->nbuckets : s->nbuckets / 8 > 1024 ? s->nbuckets / 8 : 1024;
+    if (slice > s->nbuckets)
+        slice = s->nbuckets;
+    for (size_t k = 0; k < slice && n < 256; k++) {
+        size_t b = (s->cursor + k) & (s->nbuckets - 1);
         for (entry *e = s->buckets[b]; e != NULL && n < 256; e = e->hnext) {
             if (e->pid == TR_PID_NONE)
                 continue;
@@ -456,6 +467,9 @@ static void rebalance(tr_shard *s)
                 e->seen_ms = now;   /* not asked twice in a row */
             }
         }
+    }
+    if (!full)
+        s->cursor = (s->cursor + slice) & (s->nbuckets - 1);
     pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < n; i++)
         tr_system_stop_actor(s->sys, stop[i]);
@@ -482,7 +496,7 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
     else if (type == SHARD_ROUTE)
         route(ctx, s, m);
     else if (type == SHARD_TICK || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN)
-        rebalance(s);
+        rebalance(s, type != SHARD_TICK);
     return 0;
 }
 
