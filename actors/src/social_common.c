@@ -140,10 +140,17 @@ bool social_url_valid(const char *s, size_t len)
     return true;
 }
 
+/* The upper bound (µs) of bucket i: four buckets per power of two from 16 µs. */
+static uint64_t lag_bound(unsigned i)
+{
+    uint64_t base = 16ull << (i / 4);
+    return base + base * (i % 4 + 1) / 4;
+}
+
 void social_lag_add(social_lag *l, uint64_t us)
 {
     unsigned b = 0;
-    while (b + 1 < SOCIAL_LAG_BUCKETS && us >= (16ull << b))
+    while (b + 1 < SOCIAL_LAG_BUCKETS && us >= lag_bound(b))
         b++;
     atomic_fetch_add_explicit(&l->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&l->n, 1, memory_order_relaxed);
@@ -160,9 +167,9 @@ uint64_t social_lag_quantile(const social_lag *l, double q)
     for (unsigned b = 0; b < SOCIAL_LAG_BUCKETS; b++) {
         seen += atomic_load_explicit(&l->bucket[b], memory_order_relaxed);
         if (seen > want)
-            return 16ull << b;
+            return lag_bound(b);
     }
-    return 16ull << (SOCIAL_LAG_BUCKETS - 1);
+    return lag_bound(SOCIAL_LAG_BUCKETS - 1);
 }
 
 /* ---- social_impl.h ------------------------------------------------------------------------- */

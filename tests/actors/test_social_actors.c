@@ -3,7 +3,8 @@
  * timeline actor killed (not passivated: killed, mid-life) is rebuilt with the same posts on the
  * next read; the fan-out consumer killed and started again goes on from its stored offset, so the
  * posts published while it was down still reach the running timelines; the shared post records
- * are all released when the timelines end (nothing leaks, counted by the stats).
+ * are all released when the timelines end (nothing leaks, counted by the stats); the lag
+ * histogram's quantiles within 25%.
  */
 #include "test_util.h"
 
@@ -233,6 +234,24 @@ static void test_fanout_restarted_goes_on_from_its_offset(void **state)
     world_end(&w);
 }
 
+/* The lag histogram: quantiles at most 25% above the true value. */
+static void test_lag_quantiles(void **state)
+{
+    (void)state;
+    static social_lag l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(social_lag_quantile(&l, 0.5), 0);
+    for (int i = 0; i < 98; i++)
+        social_lag_add(&l, 1000);
+    social_lag_add(&l, 30000);
+    social_lag_add(&l, 30000);
+    uint64_t p50 = social_lag_quantile(&l, 0.5), p99 = social_lag_quantile(&l, 0.99);
+    assert_true(p50 > 1000 && p50 <= 1250);
+    assert_true(p99 > 30000 && p99 <= 37500);
+    social_lag_add(&l, UINT64_MAX / 2); /* the last bucket takes anything */
+    assert_true(social_lag_quantile(&l, 1.0) > 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -250,6 +269,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_killed_timeline_rebuilt),
         cmocka_unit_test(test_fanout_restarted_goes_on_from_its_offset),
+        cmocka_unit_test(test_lag_quantiles),
     };
     tt_apply_filter();
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -88,10 +88,11 @@ enum {
 };
 
 /* Counters and lag samples of a node's social actors (atomics: read from any thread). */
-#define SOCIAL_LAG_BUCKETS 40u
+#define SOCIAL_LAG_BUCKETS 160u  /* four per power of two from 16 µs: quantiles within 25% */
 typedef struct social_lag {
     _Atomic uint64_t n;
-    _Atomic uint64_t bucket[SOCIAL_LAG_BUCKETS]; /* bucket i: lag below 2^i * 16 µs */
+    _Atomic uint64_t bucket[SOCIAL_LAG_BUCKETS]; /* bucket 4k + j: lag below
+                                                  * 16 µs * 2^k * (1 + (j + 1) / 4) */
 } social_lag;
 
 typedef struct social_stats {

@@ -568,6 +568,10 @@ static void lag_json(soc_app *a, tr_jbuf *b, const char *name, const char *sub,
     tr_jbuf_u64(b, (social_lag_quantile(l, 0.5) + 999) / 1000);
     tr_jbuf_lit(b, ",\"p99_ms\":");
     tr_jbuf_u64(b, (social_lag_quantile(l, 0.99) + 999) / 1000);
+    tr_jbuf_lit(b, ",\"p50_us\":"); /* bucket bounds: within 25% */
+    tr_jbuf_u64(b, social_lag_quantile(l, 0.5));
+    tr_jbuf_lit(b, ",\"p99_us\":");
+    tr_jbuf_u64(b, social_lag_quantile(l, 0.99));
     tr_jbuf_lit(b, "}");
 }
 
