@@ -78,8 +78,7 @@ typedef int (*tr_journal_restore_fn)(void *state, uint64_t seq, const void *snap
 typedef int (*tr_journal_apply_fn)(void *state, uint64_t seq, const void *event, size_t len);
 
 /* From the running actor's init: opens journal `id` (1..255 bytes, e.g. "order/sku-42"),
- * waits until what an earlier incarnation of it queued is committed (nothing to wait for when
- * nothing of this journal is queued), and recovers `state` through restore and
+ * waits until everything queued before is committed, and recovers `state` through restore and
  * apply (non-zero from them fails the open with TR_EBADMSG). TR_EEXIST if another live actor
  * has it open. */
 int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore_fn restore,

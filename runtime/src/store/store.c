@@ -25,12 +25,8 @@
  * Units arriving meanwhile queue for the writer as before; `busy` keeps the backend to one
  * thread at a time, in unit order.
  *
- * Before recovering, tr_journal_open waits until the units of that journal queued earlier are
- * committed (the store counts each journal's queued units), so an actor restarted right after a
- * failure sees everything its previous incarnation persisted; a journal with nothing queued — a
- * new key, an actor passivated long ago — recovers at once, without waiting for a commit round.
- * (It is not what limits creating a million persistent actors: 3,180 users/s with it and 3,207
- * without; the recovery reads are.)
+ * Before recovering, tr_journal_open waits until every unit queued earlier is committed, so an
+ * actor restarted right after a failure sees everything its previous incarnation persisted.
  */
 #include "store_impl.h"
 
@@ -204,11 +200,6 @@ static void enqueue(tr_store *s, unit *u)
         return;
     }
     u->next = NULL;
-    if (u->jid != NULL) { /* the journal's opener waits for these (tr_journal_open) */
-        tr_name_entry *q = tr__namemap_find(&s->queued, u->jid);
-        if (tr__namemap_put(&s->queued, u->jid, (q != NULL ? q->pid : 0) + 1) != TR_OK)
-            s->queued_lost = true;
-    }
     /* The units of a thread's batch of turns (a guest's visit, a worker's run of local work)
      * are committed together when it ends: eight order actors' turns, one transaction. A unit
      * someone waits for is not held back. Queued in order like any other, so a unit handed over
@@ -357,13 +348,9 @@ static void commit_batch(tr_store *s, unit *batch)
         }
     }
     pthread_mutex_lock(&s->lock);
-    for (unit *u = batch; u != NULL; u = u->next) {
+    for (unit *u = batch; u != NULL; u = u->next)
         if (u->done != NULL)
             *u->done = true;
-        tr_name_entry *q = u->jid != NULL ? tr__namemap_find(&s->queued, u->jid) : NULL;
-        if (q != NULL && --q->pid == 0)
-            tr__namemap_del(&s->queued, u->jid);
-    }
     pthread_cond_broadcast(&s->done_cond);
     pthread_mutex_unlock(&s->lock);
     while (batch != NULL) {
@@ -493,7 +480,6 @@ static void store_free(tr_store *s)
     tr__bus_free(s);
     pthread_mutex_destroy(&s->bus_lock);
     tr__namemap_free(&s->open);
-    tr__namemap_free(&s->queued);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->done_cond);
@@ -539,7 +525,6 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->done_cond, NULL);
     tr__namemap_init(&s->open);
-    tr__namemap_init(&s->queued);
     int rc = redis ? tr__store_redis_open(s, o, err, errlen)
                    : tr__store_sqlite_open(s, o, err, errlen);
     /* not with an fsync per commit (a worker would wait for the disk), nor over the network */
@@ -629,8 +614,6 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
     tr_pid self = tr_self(ctx);
     pthread_mutex_lock(&s->lock);
     tr_name_entry *e = tr__namemap_find(&s->open, id);
-    /* an earlier incarnation's units still queued: recover only after they are committed */
-    bool wait = s->queued_lost || tr__namemap_find(&s->queued, id) != NULL;
     int rc = TR_OK;
     if (s->closed)
         rc = TR_ESTATE;
@@ -651,7 +634,7 @@ int tr_journal_open(tr_ctx *ctx, tr_store *s, const char *id, tr_journal_restore
     } else {
         j->s = s;
         j->actor = self;
-        rc = wait ? barrier(s) : TR_OK;
+        rc = barrier(s);
         if (rc == TR_OK)
             rc = s->be->recover(s, j, restore, apply, state);
     }

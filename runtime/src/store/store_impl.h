@@ -145,9 +145,6 @@ struct tr_store {
     pthread_t writer;
     bool writer_started;
     tr_namemap open;    /* journal ids open -> pid (lock) */
-    tr_namemap queued;  /* journal id -> how many of its units are queued and not yet committed,
-                         * kept in the entry's pid field (lock) */
-    bool queued_lost;   /* a count could not be kept (out of memory): every open waits (lock) */
     oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
     size_t nqueues;
     unsigned pump_attempt;  /* the attempt number of the item being delivered (writer) */
