@@ -167,17 +167,8 @@ int main(int argc, char **argv)
     }
     ctx.store = store;
     ctx.node_name = "bench";
-    const tr_behaviour *bs[] = {&social_user_behaviour, &social_post_behaviour,
-                                &social_timeline_behaviour};
-    tr_shard **outs[] = {&ctx.users, &ctx.posts, &ctx.timelines};
-    const char *names[] = {"users", "posts", "timelines"};
-    for (int i = 0; i < 3; i++) {
-        tr_shard_opts sh = {.name = names[i], .behaviour = bs[i], .init_arg = social_shard_arg,
-                            .arg_size = sizeof(social_arg), .user = &ctx,
-                            .max_keys = (size_t)o.users + 16};
-        if (tr_shard_start(sys, &sh, outs[i]) != TR_OK)
-            return 1;
-    }
+    if (social_shards_start(sys, &ctx, NULL, (size_t)o.users + 16, 0) != TR_OK)
+        return 1;
     tr_pid fanout, search;
     if (tr_system_spawn(sys, &social_fanout_behaviour, &ctx, &fanout) != TR_OK ||
         tr_system_spawn(sys, &social_search_behaviour, &ctx, &search) != TR_OK)
@@ -313,9 +304,7 @@ int main(int argc, char **argv)
     tr_system_stop(sys);
     tr_system_join(sys);
     tr_store_close(store);
-    tr_shard_free(ctx.users);
-    tr_shard_free(ctx.posts);
-    tr_shard_free(ctx.timelines);
+    social_shards_free(&ctx);
     tr_system_free(sys);
     social_ctx_free(&ctx);
     free(ids);

@@ -29,14 +29,6 @@ struct soc_posts {
     stripe s[STRIPES];
 };
 
-static uint64_t hash_id(const char *id, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)id[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 31);
-}
-
 static struct soc_posts *table(social_ctx *ctx)
 {
     struct soc_posts *t = __atomic_load_n(&ctx->posts_table, __ATOMIC_ACQUIRE);
@@ -81,7 +73,7 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     struct soc_posts *t = table(ctx);
     if (t == NULL)
         return NULL;
-    uint64_t h = hash_id(id, il);
+    uint64_t h = soc_id_hash(id, il);
     stripe *s = &t->s[h % STRIPES];
     pthread_mutex_lock(&s->lock);
     if (s->nb > 0)
@@ -109,7 +101,7 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     p->id[il] = '\0';
     memcpy(p->author, author, al);
     p->author[al] = '\0';
-    p->author_h = soc_id_hash(p->author);
+    p->author_h = soc_id_hash(p->author, al);
     memcpy(p->url, url, ul);
     p->url[ul] = '\0';
     size_t k = (h / STRIPES) & (s->nb - 1);

@@ -4,6 +4,8 @@
  */
 #include "social_impl.h"
 
+#include <utf8proc.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +21,35 @@ int social_shard_arg(void *user, const char *key, void *arg)
 {
     *(social_arg *)arg = (social_arg){.ctx = user, .key = key};
     return 0;
+}
+
+int social_shards_start(tr_system *sys, social_ctx *ctx, tr_node *node, size_t max_keys,
+                        unsigned idle_ms)
+{
+    const struct {
+        const char *name;
+        const tr_behaviour *b;
+        tr_shard **out;
+    } shards[] = {{"social-users", &social_user_behaviour, &ctx->users},
+                  {"social-posts", &social_post_behaviour, &ctx->posts},
+                  {"social-timelines", &social_timeline_behaviour, &ctx->timelines}};
+    for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
+        tr_shard_opts o = {.name = shards[i].name, .behaviour = shards[i].b,
+                           .init_arg = social_shard_arg, .arg_size = sizeof(social_arg),
+                           .user = ctx, .node = node, .max_keys = max_keys, .idle_ms = idle_ms};
+        int rc = tr_shard_start(sys, &o, shards[i].out);
+        if (rc != TR_OK)
+            return rc;
+    }
+    return TR_OK;
+}
+
+void social_shards_free(social_ctx *ctx)
+{
+    tr_shard_free(ctx->users);
+    tr_shard_free(ctx->posts);
+    tr_shard_free(ctx->timelines);
+    ctx->users = ctx->posts = ctx->timelines = NULL;
 }
 
 static uint64_t mix64(uint64_t x)
@@ -70,43 +101,17 @@ bool social_id_valid(const char *s, size_t len)
     return true;
 }
 
-/* Counts the characters of valid UTF-8 (no overlong forms, surrogates or values above
- * U+10FFFF, no control characters); -1 when invalid. */
+/* Counts the characters of valid UTF-8 (libutf8proc decides: no overlong forms, surrogates or
+ * values above U+10FFFF), with no control characters; -1 when invalid. */
 static long utf8_chars(const unsigned char *p, size_t len)
 {
     long n = 0;
     for (size_t i = 0; i < len; n++) {
-        unsigned c = p[i];
-        uint32_t cp;
-        size_t k;
-        if (c < 0x80) {
-            cp = c;
-            k = 1;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            cp = c & 0x1f;
-            k = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            cp = c & 0x0f;
-            k = 3;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            cp = c & 0x07;
-            k = 4;
-        } else {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate(p + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (k <= 0 || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
             return -1;
-        }
-        if (i + k > len)
-            return -1;
-        for (size_t j = 1; j < k; j++) {
-            if ((p[i + j] & 0xc0) != 0x80)
-                return -1;
-            cp = (cp << 6) | (p[i + j] & 0x3f);
-        }
-        if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return -1;
-        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
-            return -1;
-        i += k;
+        i += (size_t)k;
     }
     return n;
 }
@@ -276,11 +281,11 @@ void soc_set_free(soc_set *s)
 
 /* ---- hashed id sets ------------------------------------------------------------------------ */
 
-uint64_t soc_id_hash(const char *k)
+uint64_t soc_id_hash(const char *k, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *k; k++)
-        h = (h ^ (unsigned char)*k) * 0x100000001b3ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 0x100000001b3ULL;
     return mix64(h);
 }
 
@@ -300,7 +305,7 @@ static size_t hset_pos(const soc_hset *s, uint64_t h, bool *found)
 
 bool soc_hset_has(const soc_hset *s, const char *k)
 {
-    return soc_hset_has_hash(s, soc_id_hash(k));
+    return soc_hset_has_hash(s, soc_id_hash(k, strlen(k)));
 }
 
 bool soc_hset_has_hash(const soc_hset *s, uint64_t h)
@@ -312,7 +317,7 @@ bool soc_hset_has_hash(const soc_hset *s, uint64_t h)
 
 int soc_hset_add(soc_hset *s, const char *k)
 {
-    uint64_t h = soc_id_hash(k);
+    uint64_t h = soc_id_hash(k, strlen(k));
     bool f;
     size_t i = hset_pos(s, h, &f);
     if (f)
@@ -334,7 +339,7 @@ int soc_hset_add(soc_hset *s, const char *k)
 bool soc_hset_del(soc_hset *s, const char *k)
 {
     bool f;
-    size_t i = hset_pos(s, soc_id_hash(k), &f);
+    size_t i = hset_pos(s, soc_id_hash(k, strlen(k)), &f);
     if (!f)
         return false;
     memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);

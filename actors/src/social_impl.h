@@ -39,7 +39,8 @@ typedef struct soc_hset {
 bool soc_hset_has(const soc_hset *s, const char *k);
 /* The same for an id already hashed (soc_id_hash). */
 bool soc_hset_has_hash(const soc_hset *s, uint64_t h);
-uint64_t soc_id_hash(const char *k);
+/* A 64-bit hash of k[0..n) (ids: the timeline's follow set, the post records' table). */
+uint64_t soc_id_hash(const char *k, size_t n);
 /* 1 added, 0 there already, TR_ENOMEM. */
 int soc_hset_add(soc_hset *s, const char *k);
 bool soc_hset_del(soc_hset *s, const char *k);

@@ -145,15 +145,7 @@ static void world_start(world *w, const char *name)
     assert_int_equal(tr_store_open(w->sys, &o, &w->store, err, sizeof err), TR_OK);
     w->ctx.store = w->store;
     w->ctx.node_name = "test";
-    const tr_behaviour *bs[] = {&social_user_behaviour, &social_post_behaviour,
-                                &social_timeline_behaviour};
-    tr_shard **outs[] = {&w->ctx.users, &w->ctx.posts, &w->ctx.timelines};
-    const char *names[] = {"users", "posts", "timelines"};
-    for (int i = 0; i < 3; i++) {
-        tr_shard_opts sh = {.name = names[i], .behaviour = bs[i], .init_arg = social_shard_arg,
-                            .arg_size = sizeof(social_arg), .user = &w->ctx};
-        assert_int_equal(tr_shard_start(w->sys, &sh, outs[i]), TR_OK);
-    }
+    assert_int_equal(social_shards_start(w->sys, &w->ctx, NULL, 0, 0), TR_OK);
     assert_int_equal(tr_system_spawn(w->sys, &social_fanout_behaviour, &w->ctx, &w->fanout),
                      TR_OK);
     assert_int_equal(tr_system_spawn(w->sys, &social_search_behaviour, &w->ctx, &w->search),
@@ -167,9 +159,7 @@ static void world_end(world *w)
     tr_system_stop(w->sys);
     tr_system_join(w->sys);
     tr_store_close(w->store);
-    tr_shard_free(w->ctx.users);
-    tr_shard_free(w->ctx.posts);
-    tr_shard_free(w->ctx.timelines);
+    social_shards_free(&w->ctx);
     /* every timeline and the fan-out ended: no post record is left */
     assert_int_equal(atomic_load(&w->ctx.stats.post_records), 0);
     assert_int_equal(atomic_load(&w->ctx.stats.timeline_entries), 0);

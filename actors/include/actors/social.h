@@ -125,6 +125,15 @@ typedef struct social_ctx {
                                      * social_ctx_free) */
 } social_ctx;
 
+/* Starts ctx's three shards on a started system — users, posts, timelines ("social-users",
+ * "social-posts", "social-timelines"), placed by node (NULL: every key here) — with max_keys and
+ * idle_ms as tr_shard_opts has them. On error the ones started stay in ctx for
+ * social_shards_free. */
+int social_shards_start(tr_system *sys, social_ctx *ctx, tr_node *node, size_t max_keys,
+                        unsigned idle_ms);
+/* Frees the shards after tr_system_join (their actors ended with the system). */
+void social_shards_free(social_ctx *ctx);
+
 /* Frees what the actors left in ctx (the post records' table), after the system has ended. */
 void social_ctx_free(social_ctx *ctx);
 

@@ -779,22 +779,9 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
     a->ctx.store = a->store;
     unsigned idle = o->idle_ms ? o->idle_ms : 60000;
     size_t max_keys = o->max_keys ? o->max_keys : 1000000;
-    struct {
-        const char *name;
-        const tr_behaviour *b;
-        tr_shard **out;
-    } shards[] = {{"social-users", &social_user_behaviour, &a->ctx.users},
-                  {"social-posts", &social_post_behaviour, &a->ctx.posts},
-                  {"social-timelines", &social_timeline_behaviour, &a->ctx.timelines}};
-    for (size_t i = 0; rc == TR_OK && i < sizeof shards / sizeof shards[0]; i++) {
-        tr_shard_opts sh = {.name = shards[i].name, .behaviour = shards[i].b,
-                            .init_arg = social_shard_arg, .arg_size = sizeof(social_arg),
-                            .user = &a->ctx, .node = a->node, .max_keys = max_keys,
-                            .idle_ms = idle};
-        rc = tr_shard_start(a->sys, &sh, shards[i].out);
-        if (rc != TR_OK)
-            snprintf(err, errlen, "cannot start the %s shard", shards[i].name);
-    }
+    if (rc == TR_OK && (rc = social_shards_start(a->sys, &a->ctx, a->node, max_keys, idle)) !=
+                           TR_OK)
+        snprintf(err, errlen, "cannot start the social shards");
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &social_fanout_behaviour, &a->ctx, &a->fanout);
     if (rc == TR_OK)
@@ -837,9 +824,7 @@ void soc_stop(soc_app *a)
     tr_store_close(a->store);
     tr_node_stop(a->node);
     tr_web_stop(a->web);
-    tr_shard_free(a->ctx.users);
-    tr_shard_free(a->ctx.posts);
-    tr_shard_free(a->ctx.timelines);
+    social_shards_free(&a->ctx);
     tr_system_free(a->sys);
     social_ctx_free(&a->ctx);
     free(a);
