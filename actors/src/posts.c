@@ -113,6 +113,26 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     return p;
 }
 
+soc_post *soc_post_find(social_ctx *ctx, const char *id, size_t il)
+{
+    struct soc_posts *t = __atomic_load_n(&ctx->posts_table, __ATOMIC_ACQUIRE);
+    if (t == NULL)
+        return NULL;
+    uint64_t h = soc_id_hash(id, il);
+    stripe *s = &t->s[h % STRIPES];
+    soc_post *found = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->nb > 0)
+        for (soc_post *p = s->b[(h / STRIPES) & (s->nb - 1)]; p != NULL; p = p->hnext)
+            if (p->hash == h && strncmp(p->id, id, il) == 0 && p->id[il] == '\0') {
+                atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+                found = p;
+                break;
+            }
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
 void soc_post_ref(soc_post *p)
 {
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
@@ -146,6 +166,8 @@ void soc_post_unref(social_ctx *ctx, soc_post *p)
 
 void social_ctx_free(social_ctx *ctx)
 {
+    if (ctx != NULL)
+        soc_tls_free(ctx);
     struct soc_posts *t = ctx != NULL ? __atomic_load_n(&ctx->posts_table, __ATOMIC_ACQUIRE) : NULL;
     if (t == NULL)
         return;

@@ -65,5 +65,51 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
 void soc_post_ref(soc_post *p);
 /* Drops a reference; the last one removes the record from the table and frees it. */
 void soc_post_unref(social_ctx *ctx, soc_post *p);
+/* The record of post id with a reference taken, if this node holds it; NULL otherwise. */
+soc_post *soc_post_find(social_ctx *ctx, const char *id, size_t il);
+
+/* The entries of one running timeline, in the node's table (timelines.c): a ring of post
+ * pointers newest first, and the hashed sets the fan-out checks per insert. Its actor opens it at
+ * start and closes it at the end; fields change under the table's lock (the functions below),
+ * and the owner may read its own sets without it. */
+typedef struct soc_tl {
+    uint64_t reader_h;          /* soc_id_hash(reader) (never 0) */
+    uint32_t stripe;
+    bool listed;                /* reachable from the table */
+    uint32_t n, cap, head;      /* the ring: n entries newest first from e[head] */
+    soc_post **e;
+    soc_hset following;         /* whom the reader follows */
+    soc_hset celebs;            /* followees pulled at read time: not inserted */
+    tr_pid owner;
+} soc_tl;
+
+/* A new, empty timeline of reader, owned by actor owner, listed in ctx's table (replacing the
+ * record of an actor of the same reader that is ending); NULL when out of memory. */
+soc_tl *soc_tl_open(social_ctx *ctx, const char *reader, tr_pid owner);
+/* Unlists t, drops its entries' references and frees it (its owner, at the end). */
+void soc_tl_close(social_ctx *ctx, soc_tl *t);
+/* Inserts p (its reference consumed) if the reader follows its author and the author is not
+ * pulled at read time; true when placed. */
+bool soc_tl_insert(social_ctx *ctx, soc_tl *t, soc_post *p);
+/* Adds who to the follow set: 1 added, 0 there already, TR_ENOMEM. */
+int soc_tl_follow(social_ctx *ctx, soc_tl *t, const char *who);
+/* Removes who from the follow and celebrity sets and its posts from the ring. */
+void soc_tl_unfollow(social_ctx *ctx, soc_tl *t, const char *who);
+/* who is pulled at read time from now on (on: its posts leave the ring), or pushed again. */
+void soc_tl_celeb(social_ctx *ctx, soc_tl *t, const char *who, bool on);
+/* Copies at most max entries older than the cursor (before_ts 0: from the newest) into out, a
+ * reference taken on each; *avail is how many entries are older than the cursor. Returns the
+ * count. */
+size_t soc_tl_page(social_ctx *ctx, soc_tl *t, uint64_t before_ts, const char *before_id,
+                   size_t max, soc_post **out, size_t *avail);
+size_t soc_tl_count(social_ctx *ctx, soc_tl *t);
+/* Inserts p (the caller holds a reference) into the running timelines of the readers with id
+ * hashes readers[0..n) that take it (they follow its author, who is not pulled); returns how many
+ * placed it. A reader not running here is skipped: its timeline rebuilds when it starts. */
+size_t soc_tl_fanout(social_ctx *ctx, soc_post *p, const uint64_t *readers, size_t n);
+/* The actor of reader's running timeline, if one runs on this node. */
+bool soc_tl_owner(social_ctx *ctx, const char *reader, tr_pid *owner);
+/* Frees the table (social_ctx_free: every timeline has closed). */
+void soc_tls_free(social_ctx *ctx);
 
 #endif

@@ -30,14 +30,6 @@
 #define FANOUT_WINDOW 256u      /* events in flight in the fan-out consumer */
 #define FANOUT_TRIES 3u         /* a followers page asked for at most this often */
 
-void social_dead_letter(void *user, tr_pid to, const tr_msg *m)
-{
-    (void)to;
-    uint64_t ptr;
-    if (tr_msg_type(m) == SOC_T_INSERT && tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0)
-        soc_post_unref(user, (soc_post *)(uintptr_t)ptr);
-}
-
 /* (ts, id) descending: negative when a comes first. */
 static int newer_first(uint64_t ats, const char *aid, uint64_t bts, const char *bid)
 {
@@ -47,12 +39,6 @@ static int newer_first(uint64_t ats, const char *aid, uint64_t bts, const char *
 }
 
 /* ---- the timeline actor -------------------------------------------------------------------- */
-
-typedef struct tl_entry {
-    uint64_t ts;
-    soc_post *p;
-} tl_entry;
-_Static_assert(sizeof(tl_entry) == 16, "a timeline entry is 16 bytes (issue 16: at most 20)");
 
 enum { Q_FOLLOWING = 1, Q_INFO, Q_MERGE, Q_CELEB };
 
@@ -79,10 +65,8 @@ typedef struct tl_q {
 typedef struct tl_st {
     social_ctx *ctx;
     char reader[SOCIAL_ID_MAX + 1];
-    tl_entry *e;                /* a ring of cap entries: n of them, newest first from head */
-    size_t n, cap, head;
-    soc_hset following;         /* whom the reader follows (hashed ids: checked per insert) */
-    soc_set celebs;
+    soc_tl *tl;                 /* the entries and follow set, in the node's table */
+    soc_set celebs;             /* followees pulled at read time (their ids, to ask) */
     unsigned building;          /* answers still expected before pages can be served */
     bool nouser;                /* the reader does not exist: pages are answered SOC_NOUSER */
     bool ready;                 /* built once */
@@ -91,99 +75,9 @@ typedef struct tl_st {
     size_t nwaiting;
 } tl_st;
 
-static unsigned tl_cap(const tl_st *t)
-{
-    return t->ctx->timeline_cap ? t->ctx->timeline_cap : 800u;
-}
-
 static unsigned celebrity(const tl_st *t)
 {
     return t->ctx->celebrity_followers ? t->ctx->celebrity_followers : 10000u;
-}
-
-/* The entries are a ring, newest first from e[head]: a new post (the common case: newer than
- * everything held) goes in front in O(1), the oldest falls off the back in O(1); a post that
- * arrives out of order shifts only the entries newer than it. */
-static tl_entry *at(const tl_st *t, size_t i)
-{
-    size_t k = t->head + i;
-    return &t->e[k < t->cap ? k : k - t->cap];
-}
-
-/* Makes the ring `nc` entries long, newest first from e[0]; false when out of memory. */
-static bool tl_resize(tl_st *t, size_t nc)
-{
-    tl_entry *v = malloc(nc * sizeof *v);
-    if (v == NULL)
-        return false;
-    for (size_t i = 0; i < t->n; i++)
-        v[i] = *at(t, i);
-    free(t->e);
-    atomic_fetch_add_explicit(&t->ctx->stats.timeline_bytes, (nc - t->cap) * sizeof *v,
-                              memory_order_relaxed);
-    t->e = v;
-    t->cap = nc;
-    t->head = 0;
-    return true;
-}
-
-/* Inserts p (a reference taken), newest first, capped; false when dropped (p released). */
-static bool tl_insert(tl_st *t, soc_post *p)
-{
-    size_t lo = 0, hi = t->n;
-    if (t->n > 0 && newer_first(p->ts, p->id, at(t, 0)->ts, at(t, 0)->p->id) < 0)
-        hi = 0; /* newer than everything: the front (no search) */
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const tl_entry *e = at(t, mid);
-        int c = newer_first(e->ts, e->p->id, p->ts, p->id);
-        if (c == 0) { /* there already */
-            soc_post_unref(t->ctx, p);
-            return false;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    unsigned cap = tl_cap(t);
-    if (lo >= cap) {
-        soc_post_unref(t->ctx, p);
-        return false;
-    }
-    if (t->n == t->cap) {
-        size_t nc = t->cap ? t->cap + t->cap / 2 + 2 : 4; /* small while few: bytes per entry */
-        if (nc > cap + 1)
-            nc = cap + 1;
-        if (!tl_resize(t, nc)) {
-            soc_post_unref(t->ctx, p);
-            return false;
-        }
-    }
-    t->head = t->head == 0 ? t->cap - 1 : t->head - 1; /* one more slot in front */
-    t->n++;
-    for (size_t i = 0; i < lo; i++) /* the newer ones move up by one */
-        *at(t, i) = *at(t, i + 1);
-    *at(t, lo) = (tl_entry){.ts = p->ts, .p = p};
-    if (t->n > cap)
-        soc_post_unref(t->ctx, at(t, --t->n)->p);
-    else
-        atomic_fetch_add_explicit(&t->ctx->stats.timeline_entries, 1, memory_order_relaxed);
-    return true;
-}
-
-static void tl_drop_author(tl_st *t, const char *author)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        tl_entry *e = at(t, i);
-        if (strcmp(e->p->author, author) == 0)
-            soc_post_unref(t->ctx, e->p);
-        else
-            *at(t, k++) = *e;
-    }
-    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_entries, t->n - k, memory_order_relaxed);
-    t->n = k;
 }
 
 static int ask(tr_ctx *ctx, tl_st *t, tr_shard *shard, const char *key, tr_msg *req, int kind,
@@ -258,10 +152,7 @@ static uint64_t read_list(tl_st *t, const tr_msg *m, const char *who,
 static void merge_one(tl_st *t, soc_post *p, void *arg)
 {
     (void)arg;
-    if (soc_hset_has_hash(&t->following, p->author_h) && !soc_set_has(&t->celebs, p->author))
-        tl_insert(t, p);
-    else
-        soc_post_unref(t->ctx, p);
+    soc_tl_insert(t->ctx, t->tl, p); /* if followed and not pulled; else released */
 }
 
 static void extra_one(tl_st *t, soc_post *p, void *arg)
@@ -295,25 +186,19 @@ static bool below(const soc_post *p, uint64_t bts, const char *bid)
 static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
 {
     size_t lim = pr->limit;
-    /* the first entry below the cursor */
-    size_t lo = 0, hi = t->n;
-    if (pr->before_ts != 0)
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (!below(at(t, mid)->p, pr->before_ts, pr->before_id))
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-    size_t avail = t->n - lo, take = avail < lim + 1 ? avail : lim + 1;
-    size_t total = take + pr->nextra;
-    soc_post *local[64];
-    soc_post **all = total <= 64 ? local : malloc(total * sizeof *all);
+    size_t total = lim + 1 + pr->nextra;
+    soc_post *local[128];
+    /* got: the entries taken (a reference each, dropped after the reply); all: the page */
+    soc_post **got = 2 * total <= 128 ? local : malloc(2 * total * sizeof *got);
+    soc_post **all = got != NULL ? got + total : NULL;
     tr_msg *reply = NULL;
-    if (all != NULL) {
-        size_t k = 0;
-        for (size_t i = 0; i < take; i++)
-            all[k++] = at(t, lo + i)->p;
+    size_t take = 0;
+    if (got != NULL) {
+        /* the entries below the cursor (one more than asked: is there a next page?) */
+        size_t avail;
+        take = soc_tl_page(t->ctx, t->tl, pr->before_ts, pr->before_id, lim + 1, got, &avail);
+        memcpy(all, got, take * sizeof *all);
+        size_t k = take;
         for (size_t i = 0; i < pr->nextra; i++)
             if (below(pr->extra[i], pr->before_ts, pr->before_id))
                 all[k++] = pr->extra[i];
@@ -339,8 +224,10 @@ static void serve(tr_ctx *ctx, tl_st *t, page_req *pr)
             }
             tr_msg_put_u64(reply, more);
         }
-        if (all != local)
-            free(all);
+        for (size_t i = 0; i < take; i++)
+            soc_post_unref(t->ctx, got[i]);
+        if (got != local)
+            free(got);
     }
     if (reply == NULL)
         reply = soc_reply(SOC_T_PAGE, SOC_UNAVAILABLE);
@@ -412,7 +299,7 @@ static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
             st == SOC_OK && tr_read_u64(&r, &n) == TR_OK) {
             char who[SOCIAL_ID_MAX + 1];
             for (uint64_t i = 0; i < n && soc_read_strz(&r, who, sizeof who) == TR_OK; i++)
-                if (soc_hset_add(&t->following, who) == 1)
+                if (soc_tl_follow(t->ctx, t->tl, who) == 1)
                     learn_followee(ctx, t, who);
         } else if (tr_msg_type(m) == SOC_U_FOLLOWING && st == SOC_NOUSER) {
             t->nouser = true;
@@ -430,9 +317,9 @@ static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
         if (tr_msg_type(m) == SOC_U_INFO && tr_read_u64(&r, &st) == TR_OK && st == SOC_OK &&
             tr_read_str(&r, &s, &sl) == TR_OK && tr_read_str(&r, &s, &sl) == TR_OK &&
             tr_read_u64(&r, &followers) == TR_OK && followers > celebrity(t) &&
-            soc_hset_has(&t->following, q->who)) {
+            soc_hset_has(&t->tl->following, q->who)) {
             soc_set_add(&t->celebs, q->who);
-            tl_drop_author(t, q->who);
+            soc_tl_celeb(t->ctx, t->tl, q->who, true);
         }
         tr_reader_done(&r);
         t->building--;
@@ -504,17 +391,6 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
     case SOC_T_PAGE:
         on_page(ctx, t, m, tr_msg_from(m));
         break;
-    case SOC_T_INSERT: {
-        uint64_t ptr;
-        if (tr_msg_get_u64(m, &ptr) == TR_OK && ptr != 0) {
-            soc_post *p = (soc_post *)(uintptr_t)ptr;
-            if (soc_hset_has_hash(&t->following, p->author_h) && !soc_set_has(&t->celebs, p->author))
-                tl_insert(t, p);
-            else
-                soc_post_unref(t->ctx, p);
-        }
-        break;
-    }
     case SOC_T_FOLLOW:
     case SOC_T_UNFOLLOW: {
         char who[SOCIAL_ID_MAX + 1];
@@ -525,12 +401,11 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         if (rc != TR_OK)
             break;
         if (type == SOC_T_FOLLOW) {
-            if (soc_hset_add(&t->following, who) == 1)
+            if (soc_tl_follow(t->ctx, t->tl, who) == 1)
                 learn_followee(ctx, t, who);
         } else {
-            soc_hset_del(&t->following, who);
             soc_set_del(&t->celebs, who);
-            tl_drop_author(t, who);
+            soc_tl_unfollow(t->ctx, t->tl, who);
         }
         break;
     }
@@ -543,12 +418,13 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         if (rc == TR_OK)
             rc = tr_read_u64(&r, &on);
         tr_reader_done(&r);
-        if (rc != TR_OK || !soc_hset_has(&t->following, who))
+        if (rc != TR_OK || !soc_hset_has(&t->tl->following, who))
             break;
         if (on) { /* pulled at read time from now on */
             soc_set_add(&t->celebs, who);
-            tl_drop_author(t, who);
+            soc_tl_celeb(t->ctx, t->tl, who, true);
         } else if (soc_set_del(&t->celebs, who)) { /* pushed again: its newest posts merged */
+            soc_tl_celeb(t->ctx, t->tl, who, false);
             unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
             if (ask(ctx, t, t->ctx->posts, who, list_req(0, "", merge), Q_MERGE, NULL) == TR_OK)
                 t->building++;
@@ -558,7 +434,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
     case SOC_T_COUNT: {
         tr_msg *reply = soc_reply(type, SOC_OK);
         if (reply != NULL) {
-            tr_msg_put_u64(reply, t->n);
+            tr_msg_put_u64(reply, soc_tl_count(t->ctx, t->tl));
             (void)tr_reply_from(ctx, tr_msg_from(m), reply);
         }
         break;
@@ -575,10 +451,17 @@ static int tl_init(tr_ctx *ctx, void *state, const void *arg)
     const social_arg *a = arg;
     t->ctx = a->ctx;
     snprintf(t->reader, sizeof t->reader, "%s", a->key);
+    t->tl = soc_tl_open(t->ctx, t->reader, tr_self(ctx));
+    if (t->tl == NULL)
+        return TR_ENOMEM;
     int rc = ask(ctx, t, t->ctx->users, t->reader, tr_msg_new(SOC_U_FOLLOWING, 8), Q_FOLLOWING,
                  NULL);
-    if (rc == TR_OK)
+    if (rc == TR_OK) {
         t->building = 1;
+    } else { /* terminate will not run */
+        soc_tl_close(t->ctx, t->tl);
+        t->tl = NULL;
+    }
     return rc;
 }
 
@@ -586,13 +469,8 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 {
     (void)reason;
     tl_st *t = state;
-    for (size_t i = 0; i < t->n; i++)
-        soc_post_unref(t->ctx, at(t, i)->p);
-    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_entries, t->n, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&t->ctx->stats.timeline_bytes, t->cap * sizeof *t->e,
-                              memory_order_relaxed);
-    free(t->e);
-    soc_hset_free(&t->following);
+    soc_tl_close(t->ctx, t->tl);
+    t->tl = NULL;
     soc_set_free(&t->celebs);
     while (t->waiting != NULL) {
         page_req *p = t->waiting;
@@ -644,6 +522,7 @@ typedef struct fo_job {
     soc_post *p;                /* a post to fan out, or NULL: a celebrity change */
     char author[SOCIAL_ID_MAX + 1];
     bool celeb;                 /* the change: became one (or no longer is) */
+    bool local;                 /* the author's user actor runs here: it inserts (SOC_U_FANOUT) */
     unsigned tries;
     uint64_t from;              /* the next followers page */
 } fo_job;
@@ -680,10 +559,19 @@ static void job_done(fo_st *f, fo_job *j)
 
 static void ask_followers(tr_ctx *ctx, fo_st *f, fo_job *j)
 {
-    tr_msg *q = tr_msg_new(SOC_U_FOLLOWERS, 16);
-    if (q != NULL) {
-        tr_msg_put_u64(q, j->from);
-        tr_msg_put_u64(q, SOCIAL_FOLLOWERS_PAGE);
+    tr_msg *q;
+    if (j->p != NULL && j->local) { /* the user actor inserts: no follower ids travel */
+        q = tr_msg_new(SOC_U_FANOUT, 96);
+        if (q != NULL) {
+            soc_put_strz(q, j->p->id);
+            tr_msg_put_u64(q, j->from);
+        }
+    } else {
+        q = tr_msg_new(SOC_U_FOLLOWERS, 16);
+        if (q != NULL) {
+            tr_msg_put_u64(q, j->from);
+            tr_msg_put_u64(q, SOCIAL_FOLLOWERS_PAGE);
+        }
     }
     j->tries++;
     if (q == NULL || tr_shard_request(ctx, f->ctx->users, j->author, q, SOC_CALL_MS(f->ctx),
@@ -714,6 +602,7 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
             if (j->p != NULL) {
                 j->active = true;
                 snprintf(j->author, sizeof j->author, "%s", j->p->author);
+                j->local = tr_shard_owns(f->ctx->users, j->author, NULL);
                 ask_followers(ctx, f, j);
             }
         }
@@ -731,7 +620,7 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
         tr_pid tl;
         if (soc_read_strz(&r, follower, sizeof follower) == TR_OK &&
             soc_read_strz(&r, followee, sizeof followee) == TR_OK &&
-            tr_shard_running(f->ctx->timelines, follower, &tl)) {
+            soc_tl_owner(f->ctx, follower, &tl)) {
             tr_msg *n = tr_msg_new(add ? SOC_T_FOLLOW : SOC_T_UNFOLLOW, 40);
             if (n != NULL && soc_put_strz(n, followee) == TR_OK)
                 (void)tr_send(ctx, tl, n);
@@ -740,6 +629,38 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
         }
     }
     tr_reader_done(&r);
+}
+
+/* A page of follower ids (their user actor runs on another node): the post inserted into the
+ * running ones here, or the celebrity change told to them. */
+static uint64_t fo_page(tr_ctx *ctx, fo_st *f, fo_job *j, tr_reader *r)
+{
+    uint64_t hs[256];
+    size_t nh = 0;
+    uint64_t placed = 0;
+    char who[SOCIAL_ID_MAX + 1];
+    while (soc_read_strz(r, who, sizeof who) == TR_OK) {
+        if (j->p == NULL) { /* a celebrity change */
+            tr_pid tl;
+            if (!soc_tl_owner(f->ctx, who, &tl))
+                continue;
+            tr_msg *c = tr_msg_new(SOC_T_CELEB, 48);
+            if (c != NULL && soc_put_strz(c, j->author) == TR_OK &&
+                tr_msg_put_u64(c, j->celeb) == TR_OK)
+                (void)tr_send(ctx, tl, c);
+            else
+                tr_msg_free(c);
+            continue;
+        }
+        hs[nh++] = soc_id_hash(who, strlen(who));
+        if (nh == sizeof hs / sizeof hs[0]) {
+            placed += soc_tl_fanout(f->ctx, j->p, hs, nh);
+            nh = 0;
+        }
+    }
+    if (nh > 0)
+        placed += soc_tl_fanout(f->ctx, j->p, hs, nh);
+    return placed;
 }
 
 static void fo_followers(tr_ctx *ctx, fo_st *f, const tr_msg *m)
@@ -754,40 +675,32 @@ static void fo_followers(tr_ctx *ctx, fo_st *f, const tr_msg *m)
     tr_reader r;
     uint64_t st, total, next;
     tr_reader_init(&r, m);
-    bool ok = tr_msg_type(m) == SOC_U_FOLLOWERS && tr_read_u64(&r, &st) == TR_OK &&
-              tr_read_u64(&r, &total) == TR_OK && tr_read_u64(&r, &next) == TR_OK;
-    if (ok && st == SOC_OK && j->p != NULL &&
-        total > (f->ctx->celebrity_followers ? f->ctx->celebrity_followers : 10000u)) {
+    uint32_t type = tr_msg_type(m);
+    bool ok = (type == SOC_U_FOLLOWERS || type == SOC_U_FANOUT) &&
+              tr_read_u64(&r, &st) == TR_OK &&
+              (st != SOC_OK ||
+               (tr_read_u64(&r, &total) == TR_OK && tr_read_u64(&r, &next) == TR_OK));
+    uint64_t line = f->ctx->celebrity_followers ? f->ctx->celebrity_followers : 10000u;
+    if (ok && st == SOC_OK && j->p != NULL && total > line) {
         atomic_fetch_add_explicit(&f->ctx->stats.fanout_skipped, 1, memory_order_relaxed);
         next = 0; /* a celebrity: pulled at read time */
     } else if (ok && st == SOC_OK) {
-        char who[SOCIAL_ID_MAX + 1];
-        uint64_t inserts = 0;
-        while (soc_read_strz(&r, who, sizeof who) == TR_OK) {
-            tr_pid tl;
-            if (!tr_shard_running(f->ctx->timelines, who, &tl))
-                continue;
-            if (j->p == NULL) { /* a celebrity change */
-                tr_msg *c = tr_msg_new(SOC_T_CELEB, 48);
-                if (c != NULL && soc_put_strz(c, j->author) == TR_OK &&
-                    tr_msg_put_u64(c, j->celeb) == TR_OK)
-                    (void)tr_send(ctx, tl, c);
-                else
-                    tr_msg_free(c);
-                continue;
-            }
-            tr_msg *n = tr_msg_new_u64(SOC_T_INSERT, (uint64_t)(uintptr_t)j->p);
-            if (n == NULL)
-                continue;
-            soc_post_ref(j->p);
-            /* an insert that is never handled (its timeline ended first) reaches the system's
-             * dead-letter hook, social_dead_letter, which drops its reference */
-            if (tr_send(ctx, tl, n) == TR_OK)
-                inserts++;
+        uint64_t placed = 0;
+        if (type == SOC_U_FANOUT) {
+            if (tr_read_u64(&r, &placed) != TR_OK)
+                placed = 0;
+        } else {
+            placed = fo_page(ctx, f, j, &r);
         }
-        atomic_fetch_add_explicit(&f->ctx->stats.fanout_inserts, inserts, memory_order_relaxed);
+        atomic_fetch_add_explicit(&f->ctx->stats.fanout_inserts, placed, memory_order_relaxed);
     } else if (ok && st == SOC_NOUSER) {
         next = 0;
+    } else if (ok && type == SOC_U_FANOUT && j->local) {
+        /* the user actor did not find the record (it runs elsewhere by now): ask for ids */
+        tr_reader_done(&r);
+        j->local = false;
+        ask_followers(ctx, f, j);
+        return;
     } else if (j->tries < FANOUT_TRIES) { /* a timeout, a node going away: again */
         tr_reader_done(&r);
         ask_followers(ctx, f, j);

@@ -43,6 +43,7 @@ typedef struct user_st {
     char username[SOCIAL_USERNAME_MAX + 1];
     char name[SOCIAL_NAME_MAX + 1];
     soc_set followers, following;
+    soc_hset followers_h;       /* the followers' id hashes, for SOC_U_FANOUT (sorted by hash) */
     pend *pending;
     size_t npending;
 } user_st;
@@ -78,9 +79,16 @@ static int apply_event(user_st *u, const void *ev, size_t len)
         soc_set_del(&u->following, a);
         return TR_OK;
     case E_FOLLOWER_ADD:
-        return soc_set_add(&u->followers, a) < 0 ? TR_ENOMEM : TR_OK;
+        if (soc_set_add(&u->followers, a) < 0)
+            return TR_ENOMEM;
+        if (soc_hset_add(&u->followers_h, a) < 0) {
+            soc_set_del(&u->followers, a);
+            return TR_ENOMEM;
+        }
+        return TR_OK;
     case E_FOLLOWER_DEL:
         soc_set_del(&u->followers, a);
+        soc_hset_del(&u->followers_h, a);
         return TR_OK;
     default:
         return TR_EBADMSG;
@@ -93,14 +101,15 @@ static int on_apply(void *state, uint64_t seq, const void *ev, size_t len)
     return apply_event(state, ev, len) == TR_OK ? 0 : -1;
 }
 
-static int read_set(tr_reader *r, soc_set *s)
+/* Reads a set of ids into s (and their hashes into hs when not NULL). */
+static int read_set(tr_reader *r, soc_set *s, soc_hset *hs)
 {
     uint64_t n;
     int rc = tr_read_u64(r, &n);
     char k[SOCIAL_ID_MAX + 1];
     for (uint64_t i = 0; rc == TR_OK && i < n; i++) {
         rc = soc_read_strz(r, k, sizeof k);
-        if (rc == TR_OK && soc_set_add(s, k) < 0)
+        if (rc == TR_OK && (soc_set_add(s, k) < 0 || (hs != NULL && soc_hset_add(hs, k) < 0)))
             rc = TR_ENOMEM;
     }
     return rc;
@@ -116,9 +125,9 @@ static int on_restore(void *state, uint64_t seq, const void *snap, size_t len)
     if (rc == TR_OK)
         rc = soc_read_strz(&r, u->name, sizeof u->name);
     if (rc == TR_OK)
-        rc = read_set(&r, &u->followers);
+        rc = read_set(&r, &u->followers, &u->followers_h);
     if (rc == TR_OK)
-        rc = read_set(&r, &u->following);
+        rc = read_set(&r, &u->following, NULL);
     tr_reader_done(&r);
     u->exists = rc == TR_OK;
     return rc == TR_OK ? 0 : -1;
@@ -468,6 +477,44 @@ static void cmd_followers(tr_ctx *ctx, user_st *u, const tr_msg *m, tr_from from
     answer(ctx, from, reply);
 }
 
+/* Inserts the post [id] into the running timelines here of followers [from, from + page): the
+ * fan-out of a post whose author's actor runs on the fan-out's node (no follower ids travel). */
+static void cmd_fanout(tr_ctx *ctx, user_st *u, const tr_msg *m, tr_from from)
+{
+    char id[SOCIAL_POST_ID_MAX + 1];
+    uint64_t start = 0;
+    tr_reader r;
+    tr_reader_init(&r, m);
+    int rc = soc_read_strz(&r, id, sizeof id);
+    if (rc == TR_OK)
+        rc = tr_read_u64(&r, &start);
+    tr_reader_done(&r);
+    size_t n = u->followers_h.n;
+    size_t line = u->ctx->celebrity_followers ? u->ctx->celebrity_followers : 10000u;
+    uint64_t next = 0, placed = 0;
+    uint64_t st = rc == TR_OK ? SOC_OK : SOC_INVALID;
+    if (rc == TR_OK && n <= line) { /* a celebrity's posts are not fanned out */
+        soc_post *p = soc_post_find(u->ctx, id, strlen(id));
+        if (p == NULL) {
+            st = SOC_UNAVAILABLE; /* not held here: the fan-out asks for the ids instead */
+        } else {
+            if (start > n)
+                start = n;
+            size_t end = start + SOCIAL_FOLLOWERS_PAGE < n ? start + SOCIAL_FOLLOWERS_PAGE : n;
+            placed = soc_tl_fanout(u->ctx, p, u->followers_h.v + start, end - start);
+            next = end < n ? end : 0;
+            soc_post_unref(u->ctx, p);
+        }
+    }
+    tr_msg *reply = soc_reply(SOC_U_FANOUT, st);
+    if (reply != NULL) {
+        tr_msg_put_u64(reply, n);
+        tr_msg_put_u64(reply, next);
+        tr_msg_put_u64(reply, placed);
+    }
+    answer(ctx, from, reply);
+}
+
 static int user_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     user_st *u = state;
@@ -480,7 +527,7 @@ static int user_receive(tr_ctx *ctx, void *state, tr_msg *m)
     if (t == SOC_U_CREATE)
         return cmd_create(ctx, u, m, from);
     if (!u->exists) {
-        if (t >= SOC_U_CREATE && t <= SOC_U_INFO)
+        if (t >= SOC_U_CREATE && t <= SOC_U_FANOUT)
             answer_status(ctx, from, t, SOC_NOUSER);
         return 0;
     }
@@ -503,6 +550,9 @@ static int user_receive(tr_ctx *ctx, void *state, tr_msg *m)
         return cmd_follower(ctx, u, m, from, t == SOC_U_FOLLOWER_ADD);
     case SOC_U_FOLLOWERS:
         cmd_followers(ctx, u, m, from);
+        return 0;
+    case SOC_U_FANOUT:
+        cmd_fanout(ctx, u, m, from);
         return 0;
     case SOC_U_FOLLOWING: {
         tr_msg *reply = soc_reply(t, SOC_OK);
@@ -558,6 +608,7 @@ static void user_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
     }
     soc_set_free(&u->followers);
     soc_set_free(&u->following);
+    soc_hset_free(&u->followers_h);
 }
 
 const tr_behaviour social_user_behaviour = {

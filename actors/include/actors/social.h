@@ -20,8 +20,10 @@
  *   with more than `celebrity_followers` followers are not fanned out: their posts are merged in
  *   at read time.
  * - fanout (one per node, subscription "social.fanout.NODE"): consumes post.created, follow.added,
- *   follow.removed, user.celebrity; asks the author's user actor for followers in pages and
- *   inserts the post into the timelines that run on this node (an idle one rebuilds instead);
+ *   follow.removed, user.celebrity; has the author's user actor insert the post into the
+ *   timelines of its followers that run on this node (SOC_U_FANOUT, a page of followers at a
+ *   time; when the author's actor runs on another node, asks it for its followers in pages and
+ *   inserts them itself); an idle timeline rebuilds instead;
  *   follow events merge or remove the followee's posts in the follower's running timeline; a
  *   user that became a celebrity is pulled at read time from then on by its followers' running
  *   timelines (and pushed again when it no longer is one).
@@ -29,9 +31,10 @@
  *   an in-memory read model): users by username and name words, with their newest images
  *   (actors/search_index.h).
  *
- * Entries of a timeline are 16 bytes: the post's ts and a pointer to one shared, reference
- * counted record of the post (id, author, URL), so a post fanned out to 100,000 timelines is
- * stored once per node.
+ * Entries of a timeline are 8 bytes: a pointer to one shared, reference counted record of the
+ * post (id, author, URL, ts), so a post fanned out to 100,000 timelines is stored once per node.
+ * The running timelines' entries live in one table of the node (actors/src/timelines.c): the
+ * fan-out writes into them directly, without a message per follower.
  */
 #ifndef TROUPE_ACTORS_SOCIAL_H
 #define TROUPE_ACTORS_SOCIAL_H
@@ -62,12 +65,15 @@ enum {
     SOC_U_FOLLOWERS,        /* [from, limit] -> [st, total, next, ids...] (next 0: the end) */
     SOC_U_FOLLOWING,        /* [] -> [st, n, ids...] */
     SOC_U_INFO,             /* [] -> [st, username, name, followers] */
+    SOC_U_FANOUT,           /* [post id, from] -> [st, total, next, placed] (this node only:
+                             * the post's record, held by the fan-out, inserted into the running
+                             * timelines of followers [from, from + SOCIAL_FOLLOWERS_PAGE);
+                             * placed 0 and next 0 when total is above celebrity_followers) */
     SOC_P_CREATE = 0x5321,  /* [image_url] -> [st, id, ts] once durable */
     SOC_P_LIST,             /* [before_ts, before_id, limit] -> [st, n, (id, url, ts)..., more] */
     SOC_P_COUNT,            /* [] -> [st, n] */
     SOC_T_PAGE = 0x5341,    /* [before_ts, before_id, limit] -> [st, n, (id, user, url, ts)...,
                              * more] */
-    SOC_T_INSERT,           /* [record ptr] (one-way, this node only: the fan-out) */
     SOC_T_FOLLOW,           /* [followee] (one-way: merge the followee's newest posts) */
     SOC_T_UNFOLLOW,         /* [followee] (one-way: drop the followee's posts) */
     SOC_T_COUNT,            /* [] -> [st, entries] */
@@ -102,8 +108,6 @@ typedef struct social_stats {
     _Atomic uint64_t timelines_built;   /* timelines (re)built at start */
     _Atomic uint64_t search_events;     /* events applied to the search read model */
     _Atomic uint64_t post_records;      /* shared post records alive on this node */
-    _Atomic uint64_t timeline_entries;  /* entries held by the running timelines */
-    _Atomic uint64_t timeline_bytes;    /* bytes of their entry arrays (capacity) */
     social_lag search_lag;              /* commit -> visible in search */
     social_lag timeline_lag;            /* commit -> inserted into the running timelines */
 } social_stats;
@@ -123,6 +127,7 @@ typedef struct social_ctx {
     social_stats stats;
     struct soc_posts *posts_table;  /* the node's post records (made on first use; freed by
                                      * social_ctx_free) */
+    struct soc_tls *timelines_table; /* the running timelines' entries (likewise) */
 } social_ctx;
 
 /* Starts ctx's three shards on a started system — users, posts, timelines ("social-users",
@@ -154,10 +159,10 @@ extern const tr_behaviour social_timeline_behaviour;
 extern const tr_behaviour social_fanout_behaviour;
 extern const tr_behaviour social_search_behaviour;
 
-/* The system's dead-letter hook (tr_system_opts.dead_letter_hook, user = the social_ctx): an
- * insert into a timeline that ended before handling it holds a reference to a shared post record,
- * which this drops. Install it on every system that runs the fanout actor. */
-void social_dead_letter(void *user, tr_pid to, const tr_msg *m);
+/* The running timelines of this node: how many, the entries they hold and the bytes of their
+ * entry rings (capacity included; the shared post records apart). Any argument may be NULL. */
+void social_timeline_memory(social_ctx *ctx, uint64_t *timelines, uint64_t *entries,
+                            uint64_t *bytes);
 
 /* The id of the user named `username` (case-folded), into out (SOCIAL_ID_MAX + 1 bytes). */
 void social_user_id(const char *username, size_t len, char out[SOCIAL_ID_MAX + 1]);

@@ -606,10 +606,12 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     tr_jbuf_u64(&b, atomic_load(&s->timelines_built));
     tr_jbuf_lit(&b, ",\"post_records\":");
     tr_jbuf_u64(&b, atomic_load(&s->post_records));
+    uint64_t tl_entries, tl_bytes;
+    social_timeline_memory(&a->ctx, NULL, &tl_entries, &tl_bytes);
     tr_jbuf_lit(&b, ",\"timeline_entries\":");
-    tr_jbuf_u64(&b, atomic_load(&s->timeline_entries));
+    tr_jbuf_u64(&b, tl_entries);
     tr_jbuf_lit(&b, ",\"timeline_bytes\":");
-    tr_jbuf_u64(&b, atomic_load(&s->timeline_bytes));
+    tr_jbuf_u64(&b, tl_bytes);
     tr_jbuf_lit(&b, "},\"search\":{\"events\":");
     tr_jbuf_u64(&b, atomic_load(&s->search_events));
     tr_jbuf_lit(&b, "},\"lag\":{");
@@ -762,8 +764,6 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
     tr_system_opts_init(&so);
     so.workers = o->workers;
     so.spin_rounds = 8;
-    so.dead_letter_hook = social_dead_letter; /* inserts that reached no timeline */
-    so.dead_letter_user = &a->ctx;
     if (o->node != NULL)
         so.node_id = tr_node_random_id(); /* a new incarnation: pids of the last one are stale */
     int rc = tr_system_new(&a->sys, &so);

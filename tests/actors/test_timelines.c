@@ -1,0 +1,183 @@
+/*
+ * test_timelines.c — the node's timeline table (actors/src/timelines.c) without actors: order,
+ * the cap, duplicates, the follow check, celebrities, unfollow, a record replaced by a newer one
+ * of the same reader, every reference given back; and the hashed id set's membership at every
+ * size (a linear scan up to 32, a branch-free lower bound above).
+ */
+#include "test_util.h"
+
+#include "../../actors/src/social_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static soc_post *post(social_ctx *ctx, const char *author, uint64_t ts)
+{
+    char id[64];
+    int n = snprintf(id, sizeof id, "%s.%llu", author, (unsigned long long)ts);
+    soc_post *p = soc_post_new(ctx, id, (size_t)n, author, strlen(author), "https://x/y", 11, ts);
+    assert_non_null(p);
+    return p;
+}
+
+static uint64_t h(const char *id)
+{
+    return soc_id_hash(id, strlen(id));
+}
+
+/* The ring's ts, newest first, as "ts,ts,..." */
+static void page(social_ctx *ctx, soc_tl *t, uint64_t bts, const char *bid, char *out, size_t cap)
+{
+    soc_post *got[16];
+    size_t avail;
+    size_t n = soc_tl_page(ctx, t, bts, bid, 16, got, &avail);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(out);
+        snprintf(out + l, cap - l, "%s%llu", i ? "," : "", (unsigned long long)got[i]->ts);
+        soc_post_unref(ctx, got[i]);
+    }
+}
+
+static void test_table(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.timeline_cap = 4;
+    soc_tl *a = soc_tl_open(&ctx, "ua", TR_PID_NONE);
+    soc_tl *b = soc_tl_open(&ctx, "ub", TR_PID_NONE);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(soc_tl_follow(&ctx, a, "ux"), 1);
+    assert_int_equal(soc_tl_follow(&ctx, a, "ux"), 0);
+    assert_int_equal(soc_tl_follow(&ctx, a, "uy"), 1);
+    assert_int_equal(soc_tl_follow(&ctx, b, "uy"), 1);
+
+    /* the fan-out: a follows x, b does not; c is not running; duplicates placed once */
+    uint64_t readers[] = {h("ua"), h("ub"), h("uc"), h("ua")};
+    soc_post *p1 = post(&ctx, "ux", 10);
+    assert_int_equal(soc_tl_fanout(&ctx, p1, readers, 4), 1);
+    soc_post *p2 = post(&ctx, "uy", 20);
+    assert_int_equal(soc_tl_fanout(&ctx, p2, readers, 4), 2);
+    char got[256];
+    page(&ctx, a, 0, "", got, sizeof got);
+    assert_string_equal(got, "20,10");
+    page(&ctx, b, 0, "", got, sizeof got);
+    assert_string_equal(got, "20");
+    /* out of order (an older post arriving late), then the cap: the oldest fall off */
+    soc_tl_insert(&ctx, a, post(&ctx, "ux", 15));
+    soc_tl_insert(&ctx, a, post(&ctx, "uy", 30));
+    soc_tl_insert(&ctx, a, post(&ctx, "ux", 25));
+    page(&ctx, a, 0, "", got, sizeof got);
+    assert_string_equal(got, "30,25,20,15");
+    assert_false(soc_tl_insert(&ctx, a, post(&ctx, "ux", 5))); /* older than a full ring */
+    assert_false(soc_tl_insert(&ctx, a, post(&ctx, "uz", 40))); /* not followed */
+    /* a page after a cursor */
+    char cursor[64];
+    snprintf(cursor, sizeof cursor, "ux.25");
+    page(&ctx, a, 25, cursor, got, sizeof got);
+    assert_string_equal(got, "20,15");
+    /* a celebrity's posts leave the ring and are not inserted; pushed again: inserted */
+    soc_tl_celeb(&ctx, a, "uy", true);
+    page(&ctx, a, 0, "", got, sizeof got);
+    assert_string_equal(got, "25,15");
+    assert_false(soc_tl_insert(&ctx, a, post(&ctx, "uy", 50)));
+    soc_tl_celeb(&ctx, a, "uy", false);
+    assert_true(soc_tl_insert(&ctx, a, post(&ctx, "uy", 50)));
+    /* unfollow: the author's posts leave */
+    soc_tl_unfollow(&ctx, a, "ux");
+    page(&ctx, a, 0, "", got, sizeof got);
+    assert_string_equal(got, "50");
+    assert_int_equal(soc_tl_count(&ctx, a), 1);
+    uint64_t tls, entries, bytes;
+    social_timeline_memory(&ctx, &tls, &entries, &bytes);
+    assert_int_equal(tls, 2);
+    assert_int_equal(entries, 2);
+    assert_true(bytes >= entries * sizeof(soc_post *));
+
+    /* a newer record of reader b replaces the old one in the table; the old one's close leaves
+     * the new one listed */
+    soc_tl *b2 = soc_tl_open(&ctx, "ub", TR_PID_NONE);
+    assert_non_null(b2);
+    soc_tl_follow(&ctx, b2, "uy");
+    soc_tl_close(&ctx, b);
+    soc_post *p3 = post(&ctx, "uy", 60);
+    assert_int_equal(soc_tl_fanout(&ctx, p3, readers, 2), 2);
+    page(&ctx, b2, 0, "", got, sizeof got);
+    assert_string_equal(got, "60");
+
+    soc_post_unref(&ctx, p1);
+    soc_post_unref(&ctx, p2);
+    soc_post_unref(&ctx, p3);
+    soc_tl_close(&ctx, a);
+    soc_tl_close(&ctx, b2);
+    social_timeline_memory(&ctx, &tls, &entries, &bytes);
+    assert_int_equal(tls + entries + bytes, 0);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0); /* every reference given back */
+    social_ctx_free(&ctx);
+}
+
+/* Many readers in one table: it grows, and removals (backward shift) keep every one findable. */
+static void test_table_grows(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    enum { N = 20000 };
+    static soc_tl *t[N];
+    static uint64_t rh[N];
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        t[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
+        assert_non_null(t[i]);
+        soc_tl_follow(&ctx, t[i], "author");
+        rh[i] = h(id);
+    }
+    for (int i = 0; i < N; i += 3) { /* a third end */
+        soc_tl_close(&ctx, t[i]);
+        t[i] = NULL;
+    }
+    soc_post *p = post(&ctx, "author", 1);
+    assert_int_equal(soc_tl_fanout(&ctx, p, rh, N), N - (N + 2) / 3);
+    for (int i = 0; i < N; i++)
+        if (t[i] != NULL) {
+            assert_int_equal(soc_tl_count(&ctx, t[i]), 1);
+            snprintf(id, sizeof id, "r%d", i);
+            tr_pid owner;
+            assert_true(soc_tl_owner(&ctx, id, &owner));
+            soc_tl_close(&ctx, t[i]);
+        }
+    soc_post_unref(&ctx, p);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0);
+    social_ctx_free(&ctx);
+}
+
+static void test_hset_membership(void **state)
+{
+    (void)state;
+    for (size_t n = 0; n <= 100; n++) {
+        soc_hset s = {0};
+        char id[32];
+        for (size_t i = 0; i < n; i++) {
+            snprintf(id, sizeof id, "m%zu", i);
+            assert_int_equal(soc_hset_add(&s, id), 1);
+        }
+        for (size_t i = 0; i < n + 20; i++) {
+            snprintf(id, sizeof id, "m%zu", i);
+            assert_int_equal(soc_hset_has_hash(&s, h(id)), i < n);
+        }
+        assert_false(soc_hset_has_hash(&s, 0));
+        assert_false(soc_hset_has_hash(&s, UINT64_MAX));
+        soc_hset_free(&s);
+    }
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_table),
+    cmocka_unit_test(test_table_grows),
+    cmocka_unit_test(test_hset_membership),
+};
+
+TT_MAIN_PLAIN(tests)
