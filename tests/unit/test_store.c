@@ -1027,6 +1027,57 @@ static void test_schema1_file_recovered(void **state)
     remove_db(path);
 }
 
+/* A file of schema 2 (snapshots WITHOUT ROWID) is converted at open (schema 3: a rowid table, so a
+ * lookup never copies a big snapshot it passes), and its snapshot still recovers. */
+static void test_schema2_snapshots_converted(void **state)
+{
+    const char *path = *state; /* fresh (fresh_db) */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA user_version=2;"
+                     "CREATE TABLE snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+                     "  data BLOB NOT NULL) WITHOUT ROWID;"
+                     "INSERT INTO snapshots(pid, seq, data) VALUES"
+                     "  ('old/s', 3, x'2a00000000000000'), ('big', 1, zeroblob(200000));",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    for (int round = 0; round < 2; round++) {
+        tr_system *sys = tt_system_workers(2);
+        tr_store *s = open_store(sys, path, NULL);
+        counter_arg a = {.store = s, .id = "old/s"};
+        tr_pid p;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+        assert_int_equal(call_u64(sys, p, GET, 0), round == 0 ? 42 : 43);
+        if (round == 0)
+            assert_int_equal(call_u64(sys, p, ADD, 1), 43); /* event 4, after the snapshot */
+        stop_wait(sys, p);
+        tr_store_close(s);
+        tt_system_end(sys);
+    }
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE name = 'snapshots'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_null(strstr((const char *)sqlite3_column_text(q, 0), "WITHOUT ROWID"));
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM snapshots", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 2); /* both rows carried over */
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 3);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    remove_db(path);
+}
+
 static void test_bad_files_refused(void **state)
 {
     (void)state;
@@ -1264,6 +1315,7 @@ static const struct CMUnitTest shared[] = {
 static const struct CMUnitTest sqlite_only[] = {
     cmocka_unit_test(test_bad_files_refused),
     cmocka_unit_test_setup(test_schema1_file_recovered, fresh_db),
+    cmocka_unit_test_setup(test_schema2_snapshots_converted, fresh_db),
 };
 
 static const struct CMUnitTest redis_only[] = {

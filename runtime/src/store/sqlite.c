@@ -7,7 +7,7 @@
  * the WAL back into the database, with its fsyncs) run on a third connection and a thread of
  * their own: on the writer they stopped every commit for 30-50 ms each second under load, and
  * replies wait for commits. Schema
- * (PRAGMA user_version = 1), documented in docs/persistence.md:
+ * (PRAGMA user_version = 3), documented in docs/persistence.md:
  *   event_batches(id INTEGER PRIMARY KEY, pid TEXT, first_seq INTEGER, last_seq INTEGER, data BLOB),
  *     unique index on (pid, last_seq): one row per unit, holding its events back to back as
  *     [seq u64 LE][length u32 LE][bytes] (a hot journal's turn of 100 events is one insert and one
@@ -15,7 +15,11 @@
  *     nothing at all); appended in commit order
  *   events(id INTEGER PRIMARY KEY, pid TEXT, seq INTEGER, data BLOB), unique index on (pid, seq):
  *     one row per event, written by schema 1; still read at recovery (before the batches)
- *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB)
+ *   snapshots(pid TEXT PRIMARY KEY, seq INTEGER, data BLOB): a rowid table since schema 3 (it
+ *     was WITHOUT ROWID: the whole row is then the b-tree's key, and a lookup that passes a big
+ *     snapshot — a user with 50,000 followers, 1.5 MB — copies it out of its overflow pages to
+ *     compare; a quarter of the social fan-out benchmark's CPU went to that memcpy while post
+ *     actors started). A file of schema 2 is converted when it opens, in one transaction.
  *   outbox(id INTEGER PRIMARY KEY, queue TEXT, key TEXT, data BLOB, created_ms INTEGER), ids given
  *     by the writer
  *   bus(id INTEGER PRIMARY KEY, topic TEXT, key TEXT, ts INTEGER, data BLOB): the event bus's log
@@ -32,7 +36,7 @@
 #include <string.h>
 #include <time.h>
 
-#define TROUPE_SQLITE_SCHEMA 2
+#define TROUPE_SQLITE_SCHEMA 3
 /* The checkpointer is asked to run past this many WAL frames. Each time the WAL starts over
  * the writer fsyncs its header (SQLite does, even with synchronous=NORMAL), so a short WAL
  * costs commits a stall every few hundred of them: 4,096 (16 MiB) did better than 1,024. */
@@ -552,7 +556,7 @@ static const char *const schema_sql =
     "  first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS event_batches_by_pid ON event_batches(pid, last_seq);"
     "CREATE TABLE IF NOT EXISTS snapshots(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
-    "  data BLOB NOT NULL) WITHOUT ROWID;"
+    "  data BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY, "
     "  queue TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, created_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS bus(id INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
@@ -563,6 +567,30 @@ static const char *const schema_sql =
  * (which rewrote the sqlite_sequence page in every commit); items are read in id order by a
  * rowid range scan, so there is no (queue, id) index to maintain either. Files made before
  * (AUTOINCREMENT, outbox_by_queue) work unchanged. */
+
+/* Schema 2 -> 3: snapshots from a WITHOUT ROWID table to a rowid one (see the top). */
+static const char *const snapshots_v3_sql =
+    "BEGIN IMMEDIATE;"
+    "CREATE TABLE snapshots_v3(pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, data BLOB NOT NULL);"
+    "INSERT INTO snapshots_v3(pid, seq, data) SELECT pid, seq, data FROM snapshots;"
+    "DROP TABLE snapshots;"
+    "ALTER TABLE snapshots_v3 RENAME TO snapshots;"
+    "COMMIT;";
+
+/* Whether the file's snapshots table is the WITHOUT ROWID one of schemas 1 and 2. */
+static bool snapshots_without_rowid(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    bool old = false;
+    if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE name = 'snapshots'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const char *sql = (const char *)sqlite3_column_text(st, 0);
+        old = sql != NULL && strstr(sql, "WITHOUT ROWID") != NULL;
+    }
+    sqlite3_finalize(st);
+    return old;
+}
 
 static int fail_open(tr_store *s, char *err, size_t errlen, const char *what, sqlite3 *db)
 {
@@ -614,8 +642,14 @@ int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t
     sqlite3_exec(b->db, "PRAGMA cache_size=-65536", NULL, NULL, NULL);
     if (sqlite3_exec(b->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(b->db, sync_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(b->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(b->db, "PRAGMA user_version=2", NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(b->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
+        return fail_open(s, err, errlen, "cannot set up the schema", b->db);
+    if (snapshots_without_rowid(b->db) &&
+        sqlite3_exec(b->db, snapshots_v3_sql, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
+        return fail_open(s, err, errlen, "cannot convert the snapshots table (schema 3)", b->db);
+    }
+    if (sqlite3_exec(b->db, "PRAGMA user_version=3", NULL, NULL, NULL) != SQLITE_OK)
         return fail_open(s, err, errlen, "cannot set up the schema", b->db);
     if (prepare(b, &b->begin, "BEGIN IMMEDIATE") || prepare(b, &b->commit, "COMMIT") ||
         prepare(b, &b->ins_batch,
