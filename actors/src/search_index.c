@@ -10,9 +10,8 @@
  *  - users: one struct each (fixed fields, the id inline, the first 8 bytes of the normalised
  *    username as a number so most comparisons need nothing else), found by id in an
  *    open-addressing hash table (linear probing, load at most 3/4); users are never removed. A
- *    user's strings — its name words (pointers to the shared word entries, with the position of
- *    its posting in each), the username and name as given, the normalised username — are one
- *    allocation, replaced whole by put_user.
+ *    user's strings — its name words (pointers to the shared word entries), the username and
+ *    name as given, the normalised username — are one allocation, replaced whole by put_user.
  *  - usernames: a crit-bit tree (Bernstein's, as in Langley's critbit.pdf) over the key
  *    "normalised username, NUL, id": the NUL puts a username before the longer ones it
  *    prefixes, the id makes keys unique and ties deterministic. Its leaves are the user structs
@@ -21,25 +20,38 @@
  *    tier 0 (username equal to the query) first, then tier 1 in username order, and the walk
  *    stops after `limit` — so tiers 0 and 1 are exact and cost O(d + limit) however many users
  *    share the prefix.
- *  - name words: a second crit-bit tree whose leaves are word entries (the word's bytes, its
- *    posting list: the users with that word, unordered, removed by swapping in the last one,
- *    each user remembering its position). Every internal node also counts the postings below
- *    it, so how many a query word's prefix covers is known in O(d) without walking the range.
- *  - put_user: O(d) per username and name word (crit-bit paths, counts) plus one hash probe;
- *    add_image: one hash probe plus at most images_per_user entries of the user's own array.
+ *  - name words: a second crit-bit tree whose leaves are word entries (the word's bytes and its
+ *    postings: the users with that word, as a crit-bit tree of their own over the same user key
+ *    as the usernames' tree, so in username order; its leaves are the user structs again, and
+ *    each posting costs one 24-byte node). Every internal node of the word tree also counts the
+ *    postings below it, so how many a query word's prefix covers is known in O(d) without
+ *    walking the range.
+ *  - put_user: O(d) per username and name word (crit-bit paths, counts, the postings' trees)
+ *    plus one hash probe; a user whose normalised username changes leaves and rejoins every
+ *    word's tree (its key changed); add_image: one hash probe plus at most images_per_user
+ *    entries of the user's own array.
  *  - tier 2: the query word whose prefix covers the fewest postings gives the candidates; its
- *    range is walked in word order (the exact word first), looking a few postings ahead
- *    (prefetch), and each candidate is checked against its own name words: query words longest
- *    first, each taking an unused name word equal to it if there is one, else an unused one it
- *    prefixes (prefix ranges nest or are disjoint, so this greedy finds an assignment whenever
- *    one exists, and one with the most whole-word matches). Survivors go through a heap of
- *    `limit` ranked (whole-word count desc, username, id).
- *    BOUND: a query visits at most TIER2_SCAN_MAX (10,000) postings of that range. When the
- *    rarest query word covers more, the answer is the best of the first 10,000 in the range's
- *    word order (the exact word's users first), not necessarily the best overall — and with
- *    several common words that rarely meet, possibly fewer hits than exist. Tiers 0 and 1 are
- *    never bounded. (Measured, 1,000,000 generated users, limit 20: tier-2 queries p99 about
- *    0.6 ms, tiers 0/1 under 0.01 ms; about 200 bytes per user.)
+ *    range is walked in word order (the exact word first), each word's users in key order, and
+ *    each candidate is checked against its own name words: query words longest first, each
+ *    taking an unused name word equal to it if there is one, else an unused one it prefixes
+ *    (prefix ranges nest or are disjoint, so this greedy finds an assignment whenever one
+ *    exists, and one with the most whole-word matches). Survivors go through a heap of `limit`
+ *    ranked (whole-word count desc, username, id). Since each word's users come in the heap's
+ *    own order, a word's walk stops once `limit` of them matched with as many whole words as a
+ *    user of that word can have (query words no user has as a word never match whole), or
+ *    once the next one ranks below the heap's worst; and the
+ *    range's walk stops when the heap is full of answers no longer word can beat (the comments
+ *    in search_index_query give the argument). One common name word thus costs O(d + limit),
+ *    not a scan of everyone who has it.
+ *    BOUND: a query visits at most TIER2_SCAN_MAX (10,000) postings of that range. Beyond, the
+ *    answer is the best of those visited — with several words that rarely meet, possibly fewer
+ *    hits than exist; a prefix of more than ~10,000 different words, possibly not the best.
+ *    Tiers 0 and 1 are never bounded. (Measured, 1,000,000 users named as social-load names
+ *    them — two of 64 name words each, so one word has ~31,000 users —, one thread, p99: one
+ *    name word 1.2 µs, two whole name words 50 µs, a name word and a prefix 72 µs, a
+ *    two-letter prefix of name words 1.5 µs, a username prefix 3.3 µs; with the postings
+ *    unordered and the first 10,000 scanned these were 409 µs, 657, 510, 272 and 5 µs. About
+ *    477 bytes per user with 3 images, 454 before.)
  *  - which candidates a query already saw: a per-user stamp (the query's generation), so no
  *    per-query set is allocated.
  *  - images: per user an array sorted by (ts desc, post id desc), at most images_per_user, each
@@ -66,9 +78,7 @@
 #define TIER2_SCAN_MAX 10000u   /* postings a tier-2 query visits at most (see above) */
 #define POOL_CHUNK 1024u        /* crit-bit nodes per pool allocation */
 #define KEY_MAX 65535u          /* a key's bytes (crit-bit byte index is 16 bits); never reached */
-#define NO_POS UINT32_MAX       /* a repeated name word: its posting is the first occurrence's */
 #define WALK_LOCAL 64u
-#define PREFETCH 8u             /* tier 2 looks this many postings ahead */
 
 /* ---- types ---------------------------------------------------------------------------------- */
 
@@ -87,17 +97,15 @@ typedef struct pool_chunk {
 struct suser;
 
 typedef struct sword {
-    union {
-        struct suser **arr;     /* cap > 1 */
-        struct suser *in[1];    /* cap == 1: the posting inline */
-    } p;
-    uint32_t n, cap;            /* postings: the users with this word */
+    void *posts;                /* crit-bit tree of the users with this word, by user key */
+    uint32_t n;                 /* postings: the users with this word */
     uint16_t len;
     uint8_t s[];                /* len bytes, then a NUL */
 } sword;
 
-/* blk: sword *ws[nw]; uint32_t pos[nw]; username NUL; name NUL (at name_off); normalised
- * username (ulen bytes) NUL (at un_off). NULL until put_user names the user. */
+/* blk: sword *ws[nw] (a repeated word repeats its pointer; the user is posted once); username
+ * NUL; name NUL (at name_off); normalised username (ulen bytes) NUL (at un_off). NULL until
+ * put_user names the user. */
 typedef struct suser {
     void *blk;
     search_image *img;          /* newest first */
@@ -275,14 +283,27 @@ static sword **u_ws(const suser *u)
     return (sword **)u->blk;
 }
 
-static uint32_t *u_pos(const suser *u)
+/* Whether ws[i] is the first occurrence of its word in ws. */
+static bool ws_first(sword *const *ws, size_t i)
 {
-    return (uint32_t *)(void *)((char *)u->blk + (size_t)u->nw * sizeof(sword *));
+    for (size_t j = 0; j < i; j++)
+        if (ws[j] == ws[i])
+            return false;
+    return true;
+}
+
+/* Whether w is one of ws[0..n). */
+static bool ws_has(sword *const *ws, size_t n, const sword *w)
+{
+    for (size_t j = 0; j < n; j++)
+        if (ws[j] == w)
+            return true;
+    return false;
 }
 
 static const char *u_username(const suser *u)
 {
-    return (const char *)u->blk + (size_t)u->nw * (sizeof(sword *) + sizeof(uint32_t));
+    return (const char *)u->blk + (size_t)u->nw * sizeof(sword *);
 }
 
 static const char *u_name(const suser *u)
@@ -307,11 +328,6 @@ static uint64_t pfx8(const uint8_t *s, size_t n)
 static size_t user_size(size_t idlen)
 {
     return sizeof(suser) + idlen + 1;
-}
-
-static suser **w_posts(sword *w)
-{
-    return w->cap > 1 ? w->p.arr : w->p.in;
 }
 
 static size_t word_size(size_t len)
@@ -660,81 +676,31 @@ static void user_add(search_index *ix, suser *u)
 
 /* ---- postings ------------------------------------------------------------------------------- */
 
-/* Room for one more posting in w. */
-static int posting_reserve(search_index *ix, sword *w)
+/* Adds u to w's tree, under u's current key (a node reserved when w has a posting already). */
+static void posting_add(search_index *ix, sword *w, suser *u)
 {
-    if (w->n < w->cap)
-        return 0;
-    if (w->cap > UINT32_MAX / 4)
-        return -ENOMEM;
-    uint32_t cap = w->cap <= 1 ? 4 : w->cap * 2;
-    if (w->cap <= 1) {
-        suser **a = ix_alloc(ix, cap * sizeof *a);
-        if (a == NULL)
-            return -ENOMEM;
-        memcpy(a, w->p.in, w->n * sizeof *a);
-        w->p.arr = a;
-    } else {
-        suser **a = ix_realloc(ix, w->p.arr, w->cap * sizeof *a, cap * sizeof *a);
-        if (a == NULL)
-            return -ENOMEM;
-        w->p.arr = a;
-    }
-    w->cap = cap;
-    return 0;
-}
-
-/* Adds u to w (room reserved); its position. */
-static uint32_t posting_add(search_index *ix, sword *w, suser *u)
-{
-    w_posts(w)[w->n] = u;
+    cb_insert(ix, &w->posts, T_USER, u);
+    w->n++;
     word_count(ix->wroot, w, true);
-    return w->n++;
 }
 
-/* Removes the posting at pos from w, the last one taking its place. */
-static void posting_remove(search_index *ix, sword *w, uint32_t pos)
+/* Takes u out of w's tree (u's key must be the one it was added under); the word stays, even
+ * when it has no posting left (word_drop_if_empty). */
+static void posting_remove(search_index *ix, sword *w, suser *u)
 {
-    uint32_t cap = w->cap, last = w->n - 1;
-    suser **a = cap > 1 ? w->p.arr : w->p.in;
-    if (pos != last) {
-        suser *v = a[last];
-        a[pos] = v;
-        sword **vws = u_ws(v);
-        uint32_t *vpos = u_pos(v);
-        for (uint32_t i = 0; i < v->nw; i++)
-            if (vws[i] == w && vpos[i] != NO_POS) {
-                vpos[i] = pos;
-                break;
-            }
-    }
-    w->n = last;
+    cb_delete(ix, &w->posts, T_USER, u);
+    w->n--;
     word_count(ix->wroot, w, false);
-    if (cap > 1 && last <= 1) {         /* back inline */
-        suser *keep = last == 1 ? a[0] : NULL;
-        ix_free(ix, a, cap * sizeof *a);
-        w->p.in[0] = keep;
-        w->cap = 1;
-    } else if (cap > 8 && last <= cap / 4) {
-        suser **s = ix_realloc(ix, a, cap * sizeof *a, (cap / 2) * sizeof *a);
-        if (s != NULL) {        /* else keeps the larger array */
-            w->p.arr = s;
-            w->cap = cap / 2;
-        }
-    }
 }
 
 static void word_free(search_index *ix, sword *w)
 {
-    if (w->cap > 1)
-        ix_free(ix, w->p.arr, w->cap * sizeof(suser *));
     ix_free(ix, w, word_size(w->len));
 }
 
-/* Takes user u's posting out of word w (the one at pos); drops the word when it was the last. */
-static void word_unpost(search_index *ix, sword *w, uint32_t pos)
+/* Drops word w from the word tree when no user has it any more. */
+static void word_drop_if_empty(search_index *ix, sword *w)
 {
-    posting_remove(ix, w, pos);
     if (w->n == 0) {
         cb_delete(ix, &ix->wroot, T_WORD, w);
         word_free(ix, w);
@@ -769,9 +735,8 @@ void search_index_free(search_index *ix)
         suser *u = ix->users[i];
         if (u->blk != NULL) {
             sword **ws = u_ws(u);
-            uint32_t *pos = u_pos(u);
             for (uint32_t j = 0; j < u->nw; j++)
-                if (pos[j] != NO_POS && --ws[j]->n == 0)
+                if (ws_first(ws, j) && --ws[j]->n == 0)
                     word_free(ix, ws[j]);
             ix_free(ix, u->blk, u->blksz);
         }
@@ -837,7 +802,7 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
     rc = -ENOMEM;
     sp = calloc(nw + 1, sizeof *sp);
     fresh = malloc((nw + 1) * sizeof *fresh);
-    blksz = nw * (sizeof(sword *) + sizeof(uint32_t)) + ul + 1 + nl + 1 + unl + 1;
+    blksz = nw * sizeof(sword *) + ul + 1 + nl + 1 + unl + 1;
     blk = ix_alloc(ix, blksz);
     if (sp == NULL || fresh == NULL || blk == NULL)
         goto out;
@@ -845,8 +810,7 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
 
     /* The new block; each distinct word found or made (not yet in the tree). */
     sword **ws = blk;
-    uint32_t *pos = (uint32_t *)(void *)((char *)blk + nw * sizeof(sword *));
-    char *t = (char *)blk + nw * (sizeof(sword *) + sizeof(uint32_t));
+    char *t = (char *)blk + nw * sizeof(sword *);
     memcpy(t, username, ul + 1);
     uint32_t name_off = (uint32_t)(t + ul + 1 - (char *)blk);
     memcpy(t + ul + 1, name, nl + 1);
@@ -856,26 +820,20 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
     for (size_t i = 0; i < nw; i++) {
         const uint8_t *s = nn + sp[i].off;
         size_t len = sp[i].len;
-        pos[i] = 0;
         ws[i] = NULL;
         for (size_t j = 0; j < i; j++)
             if (sp[j].len == len && memcmp(nn + sp[j].off, s, len) == 0) {
                 ws[i] = ws[j];
-                pos[i] = NO_POS;
                 break;
             }
         if (ws[i] != NULL)
             continue;
         sword *w = word_find(ix->wroot, s, len);
-        if (w != NULL) {
-            if (posting_reserve(ix, w) != 0)
-                goto out;
-        } else {
+        if (w == NULL) {
             w = ix_alloc(ix, word_size(len));
             if (w == NULL)
                 goto out;
             memset(w, 0, sizeof *w);
-            w->cap = 1;
             w->len = (uint16_t)len;
             memcpy(w->s, s, len);
             w->s[len] = '\0';
@@ -884,7 +842,8 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
         ws[i] = w;
     }
     bool ukey_same = u != NULL && u->named && u->ulen == unl && memcmp(u_un(u), un, unl) == 0;
-    if (pool_reserve(ix, nfresh + (ukey_same ? 0 : 1)) != 0)
+    /* nodes: the fresh words', the username's, and one per posting added at most */
+    if (pool_reserve(ix, nfresh + (ukey_same ? 0 : 1) + nw) != 0)
         goto out;
     if (u == NULL) {
         if (users_reserve(ix) != 0 || (u = user_new(ix, id, idl)) == NULL)
@@ -892,30 +851,26 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
         user_add(ix, u);
     }
 
-    /* Nothing fails from here on. */
+    /* Nothing fails from here on. A word's postings are ordered by the user's key, so a user
+     * whose key changes leaves all its trees under the old key and joins the new ones under
+     * the new key; one whose key stays only leaves and joins the words that changed. */
     rc = 0;
-    if (u->named && !ukey_same)
-        cb_delete(ix, &ix->uroot, T_USER, u);
     for (size_t i = 0; i < nfresh; i++)
         cb_insert(ix, &ix->wroot, T_WORD, fresh[i]);
     nfresh = 0;
     void *oblk = u->blk;
-    uint32_t onw = u->blk != NULL ? u->nw : 0, oblksz = u->blksz;
+    uint32_t onw = oblk != NULL ? u->nw : 0, oblksz = u->blksz;
     sword **ows = oblk != NULL ? u_ws(u) : NULL;
-    uint32_t *opos = oblk != NULL ? u_pos(u) : NULL;
-    for (size_t i = 0; i < nw; i++) {
-        if (pos[i] == NO_POS)
-            continue;
-        bool kept = false;
+    if (!ukey_same) {
+        if (oblk != NULL) /* named */
+            cb_delete(ix, &ix->uroot, T_USER, u);
         for (uint32_t j = 0; j < onw; j++)
-            if (ows[j] == ws[i] && opos[j] != NO_POS) {
-                pos[i] = opos[j];
-                opos[j] = NO_POS;
-                kept = true;
-                break;
-            }
-        if (!kept)
-            pos[i] = posting_add(ix, ws[i], u);
+            if (ws_first(ows, j))
+                posting_remove(ix, ows[j], u);
+    } else {
+        for (uint32_t j = 0; j < onw; j++)
+            if (ws_first(ows, j) && !ws_has(ws, nw, ows[j]))
+                posting_remove(ix, ows[j], u);
     }
     u->blk = blk;
     u->blksz = (uint32_t)blksz;
@@ -925,12 +880,15 @@ int search_index_put_user(search_index *ix, const char *id, const char *username
     u->name_off = name_off;
     u->un_off = un_off;
     blk = NULL;
-    for (uint32_t j = 0; j < onw; j++)
-        if (opos[j] != NO_POS)
-            word_unpost(ix, ows[j], opos[j]);
-    ix_free(ix, oblk, oblksz);
-    if (!u->named || !ukey_same)
+    for (size_t i = 0; i < nw; i++)
+        if (ws_first(ws, i) && (!ukey_same || !ws_has(ows, onw, ws[i])))
+            posting_add(ix, ws[i], u);
+    if (!ukey_same)
         cb_insert(ix, &ix->uroot, T_USER, u);
+    for (uint32_t j = 0; j < onw; j++)
+        if (ws_first(ows, j))
+            word_drop_if_empty(ix, ows[j]);
+    ix_free(ix, oblk, oblksz);
     u->named = true;
     if (nw > ix->maxnw)
         ix->maxnw = (uint32_t)nw;
@@ -1144,8 +1102,9 @@ int search_index_query(search_index *ix, const char *q, size_t qlen, unsigned li
     qword *qw = NULL;
     hent *heap = NULL;
     uint8_t *used = NULL;
-    walk wk;
+    walk wk, pw;
     walk_init(&wk, NULL);
+    walk_init(&pw, NULL);
     bool ln;
     /* words are at least a byte each, and so are the gaps between them */
     sp = calloc(nl / 2 + 1, sizeof *sp);
@@ -1236,6 +1195,15 @@ int search_index_query(search_index *ix, const char *q, size_t qlen, unsigned li
             qkey qk = {key, kl, 0, 0, key_ok, one_word};
             qk.mask = kl >= 8 ? UINT64_MAX : UINT64_MAX << (8 * (8 - kl));
             qk.pfx = pfx8(key, kl) & qk.mask;
+            /* Whole-word matches a user can have at most: a query word can match whole only
+             * if some user has it as a word; under a longer word of the range (below), bw
+             * matched by a prefix only, so its occurrences in the query do not count. */
+            uint32_t most_exact = 0, most_longer = 0;
+            for (size_t i = 0; i < k; i++)
+                if (word_find(ix->wroot, qw[i].s, qw[i].len) != NULL) {
+                    most_exact++;
+                    most_longer += qw[i].len != bw.len || memcmp(qw[i].s, bw.s, bw.len) != 0;
+                }
             walk_init(&wk, best);
             size_t scanned = 0;
             void *leaf;
@@ -1245,26 +1213,44 @@ int search_index_query(search_index *ix, const char *q, size_t qlen, unsigned li
                 if (leaf == NULL)
                     break;
                 sword *w = leaf;
-                /* one query word: the users of the word itself (the range's first) match it
-                 * whole; any other one of the range matched only a prefix, else it was seen */
+                /* The word itself comes first in its range: its users may match up to
+                 * most_exact query words whole; a user found under a longer word of the range
+                 * matched bw by a prefix only (at most most_longer whole), unless it also has
+                 * the word itself — then it was seen there, or that walk stopped before it
+                 * with `hcap` better ones. So once the heap is full of answers with more than
+                 * most_longer whole words, no later word of the range can improve it. */
                 int exact = w->len == bw.len && memcmp(w->s, bw.s, bw.len) == 0;
-                suser *const *a = w_posts(w);
-                uint32_t m = w->n;
-                for (uint32_t i = 0; i < m && scanned < TIER2_SCAN_MAX; i++, scanned++) {
-                    if (i + PREFETCH < m)
-                        __builtin_prefetch(a[i + PREFETCH]);
-                    if (k > 1 && i + PREFETCH / 2 < m)
-                        __builtin_prefetch(a[i + PREFETCH / 2]->blk);
-                    suser *u = a[i];
+                uint32_t most = exact ? most_exact : most_longer;
+                if (!exact && hn == hcap && heap[0].whole > most)
+                    break;
+                /* The word's users in key order (username, id): once `hcap` of them matched
+                 * with `most` whole words, every later one of this word ranks below them. */
+                walk_init(&pw, w->posts);
+                size_t good = 0;
+                while (good < hcap && scanned < TIER2_SCAN_MAX) {
+                    if (walk_next(&pw, &leaf) != 0)
+                        goto out;
+                    if (leaf == NULL)
+                        break;
+                    scanned++;
+                    suser *u = leaf;
+                    /* the heap's worst has `most` whole words or more and a smaller key than
+                     * u: u and every later user of this word rank below it */
+                    if (hn == hcap && heap[0].whole >= most && ukey_cmp(u, heap[0].u) > 0)
+                        break;
                     if (u->seen == ix->gen)
                         continue;
                     u->seen = ix->gen;
                     if (in01(&qk, u))
                         continue;       /* listed in tier 0 or 1 */
                     int wh = k == 1 ? exact : match_words(u, qw, k, used);
-                    if (wh >= 0)
+                    if (wh >= 0) {
                         heap_offer(heap, &hn, hcap, (hent){u, (uint32_t)wh});
+                        good += (uint32_t)wh >= most;
+                    }
                 }
+                walk_done(&pw);
+                walk_init(&pw, NULL);
             }
             for (size_t e = hn; e > 1; e--) {   /* best first */
                 hent t = heap[0];
@@ -1280,6 +1266,7 @@ int search_index_query(search_index *ix, const char *q, size_t qlen, unsigned li
     rc = 0;
 out:
     walk_done(&wk);
+    walk_done(&pw);
     free(used);
     free(heap);
     free(qw);

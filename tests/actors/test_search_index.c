@@ -782,6 +782,36 @@ static void test_many_users(void **state)
     }
     assert_true(checked >= 10);
 
+    /* one name word, against brute force, including prefixes that more than 10,000 users'
+     * words start with (each word's users are walked in username order, so the answer is exact
+     * while the range has fewer than 10,000 words); the '!' keeps the query out of tier 1 */
+    const char *oneq[] = {"ka", "lo", "kaka", "kalo", "kaka!", "lolo", "kakaka", "mi", "ri",
+                          g[11].first, g[12].last, g[13].first, g[14].last};
+    size_t over_bound = 0;
+    for (size_t t = 0; t < sizeof oneq / sizeof *oneq; t++) {
+        char w[24], q[sizeof w + 1];
+        snprintf(w, sizeof w, "%s", oneq[t]);
+        w[strcspn(w, "!")] = '\0';
+        snprintf(q, sizeof q, "%s!", w);
+        size_t nb = 0, lw = strlen(w);
+        for (int j = 0; j < N; j++) {
+            int a1 = strcmp(g[j].first, w) == 0, a2 = strcmp(g[j].last, w) == 0;
+            int p1 = strncmp(g[j].first, w, lw) == 0, p2 = strncmp(g[j].last, w, lw) == 0;
+            if (a1 || a2 || p1 || p2)
+                br[nb++] = (bref){&g[j], a1 || a2};
+        }
+        over_bound += nb > 10000;
+        qsort(br, nb, sizeof *br, cmp_bref);
+        answer a = ask(ix, q, LIMIT, 0);
+        assert_int_equal(a.rc, 0);
+        assert_int_equal(a.n, nb < LIMIT ? nb : LIMIT);
+        for (size_t j = 0; j < a.n; j++) {
+            assert_string_equal(a.h[j].id, br[j].g->id);
+            assert_int_equal(a.h[j].tier, 2);
+        }
+    }
+    assert_true(over_bound >= 1);
+
     /* timing, printed only: a mix of the kinds above, and single name words */
     enum { Q = 2000 };
     double *lat = malloc(Q * sizeof *lat);
