@@ -8,7 +8,10 @@
  *    connections, stage after stage, bounded by --build-timeout;
  * 2. run: the mix (timeline, posts, post, search), open loop at --rate — each operation's
  *    latency counts from the moment it was due, so waiting for a free connection is measured,
- *    not hidden (no coordinated omission); due operations wait in a bounded queue — or closed
+ *    not hidden (no coordinated omission); each is sent at that moment (a timerfd armed for the
+ *    next one; libuv's timers count whole milliseconds, and a 1 ms tick added up to a
+ *    millisecond of the generator's own to every latency); due operations wait in a bounded
+ *    queue — or closed
  *    loop (--closed C). Meanwhile --lag-samples probes, on connections of their own, post an
  *    image and poll one follower's timeline and the search until it shows, and /health is read
  *    once a second (fan-out inserts);
@@ -29,6 +32,9 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#ifdef __linux__
+#include <sys/timerfd.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1080,6 +1086,8 @@ static probe PR[PROBE_SLOTS];
 
 static struct {
     pool *mp, *pp, *hp;         /* the mix, the probes, /health */
+    int tfd;                    /* open loop: a timerfd armed for the next operation, or -1 */
+    uv_poll_t tpoll;
     uint64_t sched, t_end, last_up, last_answer;
     bool load_over, health_want;
     health h0, h1;              /* at the start and at the end of the load */
@@ -1120,6 +1128,72 @@ static void schedule(uint64_t now)
         }
         p->q[(p->qhead + p->qlen++) % QUEUE_CAP] = j;
     }
+}
+
+/* Open loop, precisely: the timerfd fires when the next operation is due (libuv's own timers
+ * count whole milliseconds); the 1 ms tick still runs, as a fallback. */
+static void precise_arm(void)
+{
+#ifdef __linux__
+    double k = (double)R.sched + 1;
+    if (k > G.o.duration * G.o.rate)
+        return; /* all scheduled */
+    uint64_t at = G.t0 + (uint64_t)(k / G.o.rate * 1e9) + 1000u; /* +1 µs: past rounding */
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(at / 1000000000u);
+    its.it_value.tv_nsec = (long)(at % 1000000000u);
+    (void)timerfd_settime(R.tfd, TFD_TIMER_ABSTIME, &its, NULL);
+#endif
+}
+
+static void precise_fire(uv_poll_t *h, int status, int events)
+{
+    (void)h;
+    (void)status;
+    (void)events;
+    uint64_t x;
+    if (read(R.tfd, &x, sizeof x) < 0 && errno != EAGAIN)
+        return;
+    if (R.load_over || G.ending)
+        return;
+    schedule(uv_hrtime());
+    pool_kick(R.mp);
+    precise_arm();
+}
+
+/* Starts the precise schedule (uv_hrtime is CLOCK_MONOTONIC on Linux, as the timerfd); without
+ * a timerfd the 1 ms tick schedules alone. */
+static void precise_start(void)
+{
+    R.tfd = -1;
+#ifdef __linux__
+    if (G.o.closed != 0)
+        return;
+    R.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (R.tfd < 0)
+        return;
+    if (uv_poll_init(G.loop, &R.tpoll, R.tfd) != 0) {
+        close(R.tfd);
+        R.tfd = -1;
+        return;
+    }
+    uv_poll_start(&R.tpoll, UV_READABLE, precise_fire);
+    precise_arm();
+#endif
+}
+
+static void precise_closed(uv_handle_t *h)
+{
+    (void)h;
+    close(R.tfd);
+    R.tfd = -1;
+}
+
+static void precise_stop(void)
+{
+    if (R.tfd >= 0 && !uv_is_closing((uv_handle_t *)&R.tpoll))
+        uv_close((uv_handle_t *)&R.tpoll, precise_closed);
 }
 
 /* Closed loop: each connection's next operation as soon as its last is answered. */
@@ -1327,6 +1401,7 @@ static void load_over(uint64_t now)
     pool *p = R.mp;
     R.load_over = true;
     R.t_end = now;
+    precise_stop();
     p->reopen = false;
     for (unsigned i = 0; i < p->n; i++)
         if (!p->c[i].closed)
@@ -1372,6 +1447,7 @@ static void run_start(void)
     for (size_t s = 0; s <= SERIES; s++)
         INS[s] = -1;
     G.t0 = R.last_up = uv_hrtime();
+    precise_start();
 }
 
 static void run(void)
