@@ -108,7 +108,7 @@ typedef struct conn {
 
 struct pool {
     conn *c;
-    unsigned n, busy;
+    unsigned n, busy, kick;
     bool reopen;                /* closed connections are opened again at the next tick */
     job *q;                     /* a ring of due jobs (open loop), or NULL */
     size_t qhead, qlen;
@@ -511,10 +511,15 @@ static bool may_open(const conn *c)
     return c->closed && !G.ending && uv_hrtime() >= c->retry_ns;
 }
 
+/* Offers the pool's work to its connections, starting one further each time: at a low rate
+ * every connection still carries some, so none sits idle until the node closes it (an idle
+ * keep-alive connection is closed after request_timeout_ms; a request sent as it closes is
+ * lost). */
 static void pool_kick(pool *p)
 {
-    for (unsigned i = 0; i < p->n; i++) {
-        conn *c = &p->c[i];
+    unsigned first = p->kick++ % p->n;
+    for (unsigned k = 0; k < p->n; k++) {
+        conn *c = &p->c[(first + k) % p->n];
         if (!c->closed)
             send_next(c);
         else if (p->reopen && may_open(c))
