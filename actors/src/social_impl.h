@@ -76,6 +76,8 @@ typedef struct soc_tl {
     uint64_t reader_h;          /* soc_id_hash(reader) (never 0) */
     uint32_t stripe;
     bool listed;                /* reachable from the table */
+    bool servable;              /* pages may be read from the table (social_timeline_read) */
+    uint64_t touched_ms;        /* when a table read last told the actor (SOC_T_TOUCH) */
     uint32_t n, cap, head;      /* the ring: n entries newest first from e[head] */
     soc_post **e;
     soc_hset following;         /* whom the reader follows */
@@ -91,6 +93,8 @@ void soc_tl_close(social_ctx *ctx, soc_tl *t);
 /* Inserts p (its reference consumed) if the reader follows its author and the author is not
  * pulled at read time; true when placed. */
 bool soc_tl_insert(social_ctx *ctx, soc_tl *t, soc_post *p);
+/* Whether pages may be served from the table without the actor (built, nothing to merge). */
+void soc_tl_servable(social_ctx *ctx, soc_tl *t, bool on);
 /* Adds who to the follow set: 1 added, 0 there already, TR_ENOMEM. */
 int soc_tl_follow(social_ctx *ctx, soc_tl *t, const char *who);
 /* Removes who from the follow and celebrity sets and its posts from the ring. */

@@ -70,6 +70,7 @@ typedef struct tl_st {
     unsigned building;          /* answers still expected before pages can be served */
     bool nouser;                /* the reader does not exist: pages are answered SOC_NOUSER */
     bool ready;                 /* built once */
+    bool servable;              /* what the table was last told (soc_tl_servable) */
     tl_q *qs;
     page_req *waiting;          /* pages waiting for the rebuild (a stack; order kept) */
     size_t nwaiting;
@@ -431,6 +432,8 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         }
         break;
     }
+    case SOC_T_TOUCH: /* read from the table: the message itself keeps this actor from idling */
+        break;
     case SOC_T_COUNT: {
         tr_msg *reply = soc_reply(type, SOC_OK);
         if (reply != NULL) {
@@ -501,8 +504,17 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 static void tl_turn_end(tr_ctx *ctx, void *state)
 {
     tl_st *t = state;
-    if (t->nouser && t->building == 0 && t->qs == NULL && t->waiting == NULL)
+    if (t->nouser && t->building == 0 && t->qs == NULL && t->waiting == NULL) {
         tr_stop(ctx); /* no such reader: answered, nothing to keep */
+        return;
+    }
+    /* pages may be read from the table without this actor while nothing is being merged in
+     * and no celebrity is pulled at read time (social_timeline_read) */
+    bool servable = t->ready && t->building == 0 && !t->nouser && t->celebs.n == 0;
+    if (servable != t->servable) {
+        soc_tl_servable(t->ctx, t->tl, servable);
+        t->servable = servable;
+    }
 }
 
 const tr_behaviour social_timeline_behaviour = {

@@ -356,6 +356,64 @@ size_t soc_tl_page(social_ctx *ctx, soc_tl *t, uint64_t before_ts, const char *b
     return take;
 }
 
+void soc_tl_servable(social_ctx *ctx, soc_tl *t, bool on)
+{
+    tl_stripe *st = stripe_of(ctx, t);
+    pthread_mutex_lock(&st->lock);
+    t->servable = on;
+    pthread_mutex_unlock(&st->lock);
+}
+
+bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_ts,
+                          const char *before_id, size_t limit, social_page_fn fn, void *arg)
+{
+    struct soc_tls *tab = ctx != NULL ? __atomic_load_n(&ctx->timelines_table, __ATOMIC_ACQUIRE)
+                                      : NULL;
+    if (tab == NULL || reader == NULL || before_id == NULL || fn == NULL)
+        return false;
+    if (limit == 0 || limit > SOCIAL_PAGE_MAX)
+        limit = SOCIAL_PAGE_MAX;
+    social_post_view v[SOCIAL_PAGE_MAX];
+    soc_post cursor = {.ts = before_ts, .id = (char *)before_id};
+    uint64_t h = key_of(soc_id_hash(reader, strlen(reader)));
+    uint64_t now_ms = social_now_us() / 1000;
+    tl_stripe *st = &tab->st[h % TL_STRIPES];
+    tr_pid touch = TR_PID_NONE;
+    pthread_mutex_lock(&st->lock);
+    tl_slot *s = slot_find(st, h);
+    soc_tl *t = s != NULL ? s->t : NULL;
+    if (t == NULL || !t->servable) {
+        pthread_mutex_unlock(&st->lock);
+        return false;
+    }
+    size_t lo = 0, hi = t->n;
+    if (before_ts != 0) /* the first entry older than the cursor */
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (newer_first(*at(t, mid), &cursor) <= 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    size_t avail = t->n - lo, n = avail < limit ? avail : limit;
+    for (size_t i = 0; i < n; i++) {
+        const soc_post *p = *at(t, lo + i);
+        v[i] = (social_post_view){.id = p->id, .author = p->author, .url = p->url, .ts = p->ts};
+    }
+    fn(arg, v, n, avail > limit);
+    if (now_ms - t->touched_ms >= 1000) { /* read: not idle (the shard passivates idle ones) */
+        t->touched_ms = now_ms;
+        touch = t->owner;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (touch != TR_PID_NONE && ctx->sys != NULL) {
+        tr_msg *m = tr_msg_new(SOC_T_TOUCH, 0);
+        if (m != NULL)
+            (void)tr_system_send(ctx->sys, touch, m); /* gone meanwhile: nothing to keep */
+    }
+    return true;
+}
+
 size_t soc_tl_count(social_ctx *ctx, soc_tl *t)
 {
     tl_stripe *st = stripe_of(ctx, t);

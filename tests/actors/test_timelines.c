@@ -39,6 +39,25 @@ static void page(social_ctx *ctx, soc_tl *t, uint64_t bts, const char *bid, char
     }
 }
 
+typedef struct read_out {
+    char text[256];
+} read_out;
+
+static void on_page(void *arg, const social_post_view *v, size_t n, bool more)
+{
+    read_out *o = arg;
+    o->text[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(o->text);
+        snprintf(o->text + l, sizeof o->text - l, "%s%llu %s %s", i ? " " : "",
+                 (unsigned long long)v[i].ts, v[i].id, v[i].author);
+    }
+    if (more) {
+        size_t l = strlen(o->text);
+        snprintf(o->text + l, sizeof o->text - l, " more");
+    }
+}
+
 static void test_table(void **state)
 {
     (void)state;
@@ -95,6 +114,22 @@ static void test_table(void **state)
     assert_int_equal(tls, 2);
     assert_int_equal(entries, 2);
     assert_true(bytes >= entries * sizeof(soc_post *));
+
+    /* read straight from the table: only once the actor says the table alone has the answer */
+    read_out ro = {0};
+    assert_false(social_timeline_read(&ctx, "ua", 0, "", 10, on_page, &ro));
+    assert_false(social_timeline_read(&ctx, "nobody", 0, "", 10, on_page, &ro));
+    soc_tl_insert(&ctx, a, post(&ctx, "uy", 70));
+    soc_tl_servable(&ctx, a, true);
+    assert_true(social_timeline_read(&ctx, "ua", 0, "", 1, on_page, &ro));
+    assert_string_equal(ro.text, "70 uy.70 uy more");
+    assert_true(social_timeline_read(&ctx, "ua", 70, "uy.70", 10, on_page, &ro));
+    assert_string_equal(ro.text, "50 uy.50 uy");
+    soc_tl_servable(&ctx, a, false);
+    assert_false(social_timeline_read(&ctx, "ua", 0, "", 10, on_page, &ro));
+    entries = 0;
+    social_timeline_memory(&ctx, NULL, &entries, NULL);
+    assert_int_equal(entries, 3);
 
     /* a newer record of reader b replaces the old one in the table; the old one's close leaves
      * the new one listed */

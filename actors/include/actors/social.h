@@ -79,6 +79,8 @@ enum {
     SOC_T_COUNT,            /* [] -> [st, entries] */
     SOC_T_CELEB,            /* [author, on] (one-way: the author became a celebrity, or no
                              * longer is) */
+    SOC_T_TOUCH,            /* [] (one-way: the timeline was read from the table, so it is not
+                             * idle; social_timeline_read sends it at most once a second) */
     SOC_S_QUERY = 0x5361,   /* [q, limit, images] -> [st, n, (id, username, name, k,
                              * (post id, url, ts) * k) * n] */
 };
@@ -124,6 +126,7 @@ typedef struct social_ctx {
     unsigned search_images;         /* images kept per user by search; 0 = 20 */
     unsigned call_ms;               /* actor-to-actor request timeout; 0 = 5,000 */
     const char *node_name;          /* names this node's search subscription */
+    tr_system *sys;                 /* set by social_shards_start */
     social_stats stats;
     struct soc_posts *posts_table;  /* the node's post records (made on first use; freed by
                                      * social_ctx_free) */
@@ -158,6 +161,23 @@ extern const tr_behaviour social_timeline_behaviour;
 /* Spawn with the social_ctx * as argument (one each per node). */
 extern const tr_behaviour social_fanout_behaviour;
 extern const tr_behaviour social_search_behaviour;
+
+/* A post as social_timeline_read shows it (valid while its callback runs). */
+typedef struct social_post_view {
+    const char *id, *author, *url;
+    uint64_t ts;
+} social_post_view;
+typedef void (*social_page_fn)(void *arg, const social_post_view *posts, size_t n, bool more);
+
+/* Serves a page of reader's timeline (at most limit posts older than the cursor before_ts /
+ * before_id, before_ts 0: from the newest; more: older ones exist) straight from the node's
+ * timeline table, without a message, when the table alone has the answer: the timeline runs on
+ * this node, is built (no rebuild or follow merge under way) and pulls no celebrity at read time.
+ * fn runs under the table's stripe lock: write the answer, do not block or call actors. Returns
+ * false without calling fn otherwise: ask the timeline actor (SOC_T_PAGE), which answers the same
+ * page. A timeline read this way is kept from passivation (SOC_T_TOUCH). */
+bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_ts,
+                          const char *before_id, size_t limit, social_page_fn fn, void *arg);
 
 /* The running timelines of this node: how many, the entries they hold and the bytes of their
  * entry rings (capacity included; the shared post records apart). Any argument may be NULL. */

@@ -186,6 +186,35 @@ static int post_json(tr_reader *r, tr_jbuf *b, const char *user, uint64_t *ts, c
     return TR_OK;
 }
 
+/* A timeline page read from the node's timeline table (social_timeline_read's callback: under
+ * its lock, so it only writes JSON). */
+static void page_from_table(void *arg, const social_post_view *v, size_t n, bool more)
+{
+    tr_jbuf *b = arg;
+    tr_jbuf_lit(b, "{\"posts\":[");
+    for (size_t i = 0; i < n; i++) {
+        tr_jbuf_lit(b, i > 0 ? ",{\"id\":" : "{\"id\":");
+        tr_jbuf_str(b, v[i].id, strlen(v[i].id));
+        tr_jbuf_lit(b, ",\"user\":");
+        tr_jbuf_str(b, v[i].author, strlen(v[i].author));
+        tr_jbuf_lit(b, ",\"image_url\":");
+        tr_jbuf_str(b, v[i].url, strlen(v[i].url));
+        tr_jbuf_lit(b, ",\"ts\":");
+        tr_jbuf_u64(b, v[i].ts);
+        tr_jbuf_lit(b, "}");
+    }
+    tr_jbuf_lit(b, "],\"next\":");
+    if (more && n > 0) {
+        char cur[SOCIAL_POST_ID_MAX + 32];
+        int cl = snprintf(cur, sizeof cur, "%llu_%s", (unsigned long long)v[n - 1].ts,
+                          v[n - 1].id);
+        tr_jbuf_str(b, cur, (size_t)cl);
+    } else {
+        tr_jbuf_lit(b, "null");
+    }
+    tr_jbuf_lit(b, "}");
+}
+
 /* A page [n, posts..., more] as {"posts":[...],"next":...}. */
 static int page_json(tr_reader *r, tr_jbuf *b, const char *user)
 {
@@ -461,6 +490,25 @@ static tr_msg *page_msg(uint32_t type, uint64_t before_ts, const char *before_id
 
 /* ---- routes -------------------------------------------------------------------------------- */
 
+/* A timeline page answered from the node's timeline table on this thread, when the table alone
+ * has it (social_timeline_read): no message, no actor turn. False: ask the actor. */
+static bool timeline_here(soc_app *a, tr_http_server *h, const tr_http_request *req,
+                          const char *reader, uint64_t bts, const char *bid, uint64_t limit)
+{
+    tr_jbuf b = {0};
+    if (!social_timeline_read(&a->ctx, reader, bts, bid, (size_t)limit, page_from_table, &b)) {
+        tr_jbuf_free(&b);
+        return false;
+    }
+    size_t len;
+    char *body = tr_jbuf_take(&b, &len);
+    if (body == NULL)
+        return false; /* out of memory: the actor may do better */
+    tr_http_respond(h, req->token, 200, NULL, body, len);
+    free(body);
+    return true;
+}
+
 static void create_user(soc_app *a, tr_http_server *h, const tr_http_request *req)
 {
     cJSON *j = body_object(h, req);
@@ -732,7 +780,8 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
             not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
         else if (!social_id_valid(seg[1], strlen(seg[1])))
             not_found(h, req->token, "no such user");
-        else if (page_args(h, req, &limit, &bts, bid))
+        else if (page_args(h, req, &limit, &bts, bid) && !timeline_here(a, h, req, seg[1],
+                                                                          bts, bid, limit))
             start_call(a, req, C_TIMELINE, a->ctx.timelines, seg[1],
                        page_msg(SOC_T_PAGE, bts, bid, limit), NULL);
     } else {
