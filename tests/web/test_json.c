@@ -80,6 +80,32 @@ static void test_escape(void **state)
     cJSON_Delete(v);
 }
 
+/* Every byte value at every position of strings of 1..24 bytes (the escape looks at eight bytes at
+ * a time): the output decodes, through cJSON, back to the input. */
+static void test_escape_every_byte(void **state)
+{
+    (void)state;
+    char s[25], out[256], err[64];
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (int c = 1; c < 256; c++) {
+                memset(s, 'a', len);
+                s[pos] = (char)c;
+                if (c >= 0x80) /* keep the UTF-8 valid: a two-byte sequence where there is room */
+                    s[pos] = pos + 1 < len ? (char)0xc3 : 'b';
+                if (c >= 0x80 && pos + 1 < len)
+                    s[pos + 1] = (char)(0x80 | (c & 0x3f));
+                size_t k = tr_json_escape(out, sizeof out, s, len);
+                assert_true(k > len);
+                cJSON *v = tr_json_parse(out, k, err, sizeof err);
+                assert_non_null(v);
+                assert_true(cJSON_IsString(v));
+                assert_int_equal(strlen(v->valuestring), len);
+                assert_memory_equal(v->valuestring, s, len);
+                cJSON_Delete(v);
+            }
+}
+
 /* tr_jbuf: grows past any size, escapes strings, hands its bytes over. */
 static void test_jbuf(void **state)
 {
@@ -117,6 +143,7 @@ static void test_jbuf(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_parse_strict),
     cmocka_unit_test(test_escape),
+    cmocka_unit_test(test_escape_every_byte),
     cmocka_unit_test(test_jbuf),
 };
 

@@ -141,6 +141,19 @@ cJSON *tr_json_parse(const char *body, size_t len, char *err, size_t errlen)
     return v;
 }
 
+/* Whether any of the 8 bytes of w needs an escape: below 0x20, '"', '\\' or 0x7f (a SWAR test:
+ * the page of a social timeline escapes ~1 KB of ids and URLs, and the byte-at-a-time scan was
+ * 5% of the node's CPU). */
+static bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+#define HAS_ZERO(v) (((v) - ones) & ~(v) & high)
+    uint64_t below = (w - ones * 0x20) & ~w & high; /* a byte < 0x20 (bytes >= 0x80 never) */
+    return (below | HAS_ZERO(w ^ (ones * '"')) | HAS_ZERO(w ^ (ones * '\\')) |
+            HAS_ZERO(w ^ (ones * 0x7f))) != 0;
+#undef HAS_ZERO
+}
+
 size_t tr_json_escape(char *out, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -157,6 +170,11 @@ size_t tr_json_escape(char *out, size_t cap, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         /* a run of bytes that need no escape goes in one copy (ids, URLs: all of them) */
         size_t j = i;
+        for (uint64_t w; j + 8 <= n; j += 8) { /* eight at a time while none needs it */
+            memcpy(&w, s + j, 8);
+            if (word_needs_escape(w))
+                break;
+        }
         while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' &&
                s[j] != 0x7f)
             j++;
