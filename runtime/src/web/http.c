@@ -96,7 +96,8 @@ struct loop_t {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t wake;
-    uv_check_t check;           /* after_io */
+    uv_check_t check;           /* after_io, then the tasks posted on this thread */
+    uv_prepare_t prepare;       /* the tasks posted on this thread since (before the poll) */
     bool in_after_io;           /* on the loop thread, inside after_io */
     uv_thread_t th;
     pthread_mutex_t lock;       /* the quiesce barrier */
@@ -960,7 +961,11 @@ int tr_http_post(tr_http_server *s, unsigned loop, tr_http_task *t)
         t->next = head;
     while (!atomic_compare_exchange_weak_explicit(&lp->tasks, &head, t, memory_order_release,
                                                   memory_order_relaxed));
-    uv_async_send(&lp->wake);
+    /* from the loop's own thread (a handler answering at once) no wake-up is needed: the loop
+     * runs its tasks at the check phase and again before it next polls (on_check, on_prepare);
+     * the wake-up was an eventfd write and an extra epoll round per loop iteration */
+    if (tls_loop != lp)
+        uv_async_send(&lp->wake);
     return 0;
 }
 
@@ -1037,12 +1042,27 @@ static void on_wake(uv_async_t *a)
 
 /* ---- start and stop ------------------------------------------------------------------------ */
 
+/* The tasks posted on this loop's own thread, until none is left (one may post another). */
+static void run_own_tasks(loop_t *lp)
+{
+    while (atomic_load_explicit(&lp->tasks, memory_order_relaxed) != NULL)
+        run_tasks(lp);
+}
+
 static void on_check(uv_check_t *c)
 {
     loop_t *lp = c->data;
-    lp->in_after_io = true;
-    lp->srv->o.after_io(lp->srv->o.user, lp->srv, lp->idx);
-    lp->in_after_io = false;
+    if (lp->srv->o.after_io != NULL) {
+        lp->in_after_io = true;
+        lp->srv->o.after_io(lp->srv->o.user, lp->srv, lp->idx);
+        lp->in_after_io = false;
+    }
+    run_own_tasks(lp);
+}
+
+static void on_prepare(uv_prepare_t *p)
+{
+    run_own_tasks(p->data); /* posted after the last check (close callbacks, timers) */
 }
 
 static void loop_main(void *arg)
@@ -1127,11 +1147,12 @@ int tr_http_start(const tr_http_opts *o, tr_http_server **out)
         int rc = uv_listen((uv_stream_t *)&lp->listener, 1024, on_connection);
         uv_async_init(&lp->loop, &lp->wake, on_wake);
         lp->wake.data = lp;
-        if (s->o.after_io != NULL) {
-            uv_check_init(&lp->loop, &lp->check);
-            lp->check.data = lp;
-            uv_check_start(&lp->check, on_check);
-        }
+        uv_check_init(&lp->loop, &lp->check);
+        lp->check.data = lp;
+        uv_check_start(&lp->check, on_check);
+        uv_prepare_init(&lp->loop, &lp->prepare);
+        lp->prepare.data = lp;
+        uv_prepare_start(&lp->prepare, on_prepare);
         if (rc != 0 || uv_thread_create(&lp->th, loop_main, lp) != 0) {
             s->n = i + 1;
             tr_http_stop(s);
