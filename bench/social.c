@@ -30,6 +30,7 @@ typedef struct opts {
     unsigned users, follows, max_followers, from, to, workers, rounds;
     double zipf;
     const char *dir;
+    bool reuse;
 } opts;
 
 static uint64_t now_ns(void)
@@ -100,10 +101,13 @@ static uint64_t xs(uint64_t *s)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: social-bench [--users N] [--follows F] [--zipf S] [--max-followers M]\n"
-               "                    [--from R] [--to R] [--rounds K] [--workers W] [--dir DIR]\n"
+               "                    [--from R] [--to R] [--rounds K] [--workers W]\n"
+               "                    [--dir DIR [--reuse]]\n"
                "defaults: 100000 users, 20 follows each, zipf 1.0, max followers 100000; the\n"
                "authors of ranks 200..2199 post once each (K times with --rounds); 2 workers;\n"
-               "data in a fresh /tmp dir\n");
+               "data in a fresh /tmp dir (--dir: kept there; --reuse: the network of an earlier\n"
+               "run with the same --users/--follows/--zipf/--max-followers in DIR, not built\n"
+               "again: its actors recover from the store)\n");
 }
 
 int main(int argc, char **argv)
@@ -130,6 +134,8 @@ int main(int argc, char **argv)
             o.workers = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--dir") == 0 && has)
             o.dir = argv[++i];
+        else if (strcmp(argv[i], "--reuse") == 0)
+            o.reuse = true;
         else {
             usage(strcmp(argv[i], "--help") == 0 ? stdout : stderr);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -137,7 +143,7 @@ int main(int argc, char **argv)
     }
     if (o.users < 10 || o.users > 10000000 || o.follows == 0 || o.follows >= o.users ||
         o.from < 1 || o.to < o.from || o.to > o.users || o.zipf <= 0 || o.rounds == 0 ||
-        o.rounds > 1000) {
+        o.rounds > 1000 || (o.reuse && o.dir == NULL)) {
         usage(stderr);
         return 2;
     }
@@ -148,7 +154,8 @@ int main(int argc, char **argv)
         return 1;
     char path[300], err[256];
     snprintf(path, sizeof path, "%s/social.db", dir);
-    unlink(path);
+    if (!o.reuse)
+        unlink(path);
 
     static social_ctx ctx;
     tr_system_opts so;
@@ -190,6 +197,8 @@ int main(int argc, char **argv)
         char name[32];
         int nl = snprintf(name, sizeof name, "b%u", r);
         social_user_id(name, (size_t)nl, ids[r]);
+        if (o.reuse)
+            continue;
         tr_msg *m = tr_msg_new(SOC_U_CREATE, 48);
         tr_msg_put_str(m, name, (size_t)nl);
         tr_msg_put_str(m, "Bench User", 10);
@@ -197,8 +206,9 @@ int main(int argc, char **argv)
     }
     drain();
     double t_users = (double)(now_ns() - t0) / 1e9;
-    printf("{\"name\":\"build-users\",\"users\":%u,\"per_s\":%.0f,\"failed\":%llu}\n", o.users,
-           o.users / t_users, (unsigned long long)g_failed);
+    if (!o.reuse)
+        printf("{\"name\":\"build-users\",\"users\":%u,\"per_s\":%.0f,\"failed\":%llu}\n",
+               o.users, o.users / t_users, (unsigned long long)g_failed);
     fflush(stdout);
     /* follows: each user follows F others drawn by Zipf over the ranks */
     double sum = 0;
@@ -230,18 +240,24 @@ int main(int argc, char **argv)
             if (v == 0)
                 continue;
             followers[v]++; /* duplicates are idempotent follows: counted once by the actors */
+            follows++;
+            if (o.reuse)
+                continue;
             tr_msg *m = tr_msg_new(SOC_U_FOLLOW, 40);
             tr_msg_put_str(m, ids[v], strlen(ids[v]));
             send_req(ctx.users, port, ids[u], m);
-            follows++;
         }
     }
     drain();
     double t_follows = (double)(now_ns() - t0) / 1e9;
-    printf("{\"name\":\"build-follows\",\"follows\":%llu,\"per_s\":%.0f,\"failed\":%llu,"
-           "\"most_followed\":%u}\n",
-           (unsigned long long)follows, follows / t_follows, (unsigned long long)g_failed,
-           followers[1]);
+    if (!o.reuse)
+        printf("{\"name\":\"build-follows\",\"follows\":%llu,\"per_s\":%.0f,\"failed\":%llu,"
+               "\"most_followed\":%u}\n",
+               (unsigned long long)follows, follows / t_follows, (unsigned long long)g_failed,
+               followers[1]);
+    else
+        printf("{\"name\":\"reused\",\"users\":%u,\"follows\":%llu,\"dir\":\"%s\"}\n", o.users,
+               (unsigned long long)follows, dir);
     fflush(stdout);
     /* every timeline running (a page read each: the rebuild) */
     t0 = now_ns();
