@@ -70,8 +70,10 @@ typedef struct tr_bus_sub_opts {
 int tr_bus_subscribe(tr_store *s, const tr_bus_sub_opts *o);
 /* Stops delivering subscription `name` (its offset is kept). */
 int tr_bus_unsubscribe(tr_store *s, const char *name);
-/* Acknowledges every event of subscription `name` up to id (cumulative): the offset moves (and
- * is stored with the next commit); what was in flight up to id is not delivered again. */
+/* Acknowledges every event of subscription `name` up to id (cumulative): the offset moves at once
+ * (the window has room again; what was in flight up to id is not delivered again) and is stored
+ * within about 100 ms, and when the store closes. After a crash the events after the offset last
+ * stored are delivered again (at least once: consumers skip ids they applied). Any thread. */
 int tr_bus_ack(tr_store *s, const char *name, uint64_t id);
 
 /* A TR_MSG_BUS_EVENT, read: pointers into the message. */

@@ -14,9 +14,13 @@
  * delivered again, in order (go-back-N keeps the consumer's view ordered; consumers skip ids they
  * applied). Then it tops the consumer up to the window from the log after `scanned`, skipping
  * other topics' events (the log is one sequence; a rowid range scan is cheaper than an index per
- * topic to maintain on every publish). Acks are cumulative and are units of their own, so the
- * offset is stored with the next commit; the ack's effect on the window happens after that commit,
- * which is when the acknowledged events are known never to be needed again.
+ * topic to maintain on every publish). Acks are cumulative and take effect at once, in memory
+ * (the window, the lag); the offset is stored lazily: the writer commits the offsets acknowledged
+ * ACK_STORE_MS ago or more, one unit per subscription, and all of them when the store closes.
+ * Storing each ack as it came cost a transaction per consumer turn — with two consumers, two
+ * SQLite commits per post at a few hundred posts/s, and a writer wake-up each. After a crash the
+ * events since the stored offset are delivered again: at-least-once, as before, with at most
+ * ACK_STORE_MS more of them (consumers skip ids they applied).
  *
  * Lag: pending is counted at subscribe (the backend counts the events of each topic after the
  * offset, once), then kept by commits (+) and acks (-). Its age is the oldest in-flight event's
@@ -31,6 +35,7 @@
 
 #define SCAN_ROWS 512u      /* log rows examined per backend call */
 #define SCAN_CALLS 32u      /* backend calls per subscription per pump, at most */
+#define ACK_STORE_MS 100u   /* an acknowledged offset is stored within about this long */
 
 uint64_t tr__bus_now_us(void)
 {
@@ -183,11 +188,28 @@ int tr_bus_unsubscribe(tr_store *s, const char *name)
     return TR_OK;
 }
 
+static void ack_apply(tr_store *s, bsub *b, uint64_t id);
+static void kick(tr_store *s);
+
 int tr_bus_ack(tr_store *s, const char *name, uint64_t id)
 {
     if (s == NULL || !name_ok(name) || id == 0 || id == TR_BUS_FROM_STORED)
         return TR_EINVAL;
-    op *o;
+    pthread_mutex_lock(&s->bus_lock);
+    bsub *b = sub_find(s, name);
+    if (b != NULL) { /* in memory now; stored by the writer within ACK_STORE_MS */
+        bool was_full = b->nout >= b->window;
+        ack_apply(s, b, id);
+        if (b->acked > b->stored && b->ack_ns == 0)
+            b->ack_ns = tr_now_ns();
+        bool more = was_full && b->consumer != TR_PID_NONE && b->scanned < s->bus_head;
+        pthread_mutex_unlock(&s->bus_lock);
+        if (more)
+            kick(s); /* the window held the log back and has room again: deliver now */
+        return TR_OK;
+    }
+    pthread_mutex_unlock(&s->bus_lock);
+    op *o; /* not subscribed on this store: stored as a unit of its own */
     unit *u = sub_unit(name, OP_BUS_ACK, &o);
     if (u == NULL)
         return TR_ENOMEM;
@@ -235,7 +257,12 @@ static void sub_apply(tr_store *s, op *o)
     uint64_t stored = 0;
     if (s->be->bus_offset(s, b->name, &stored) != TR_OK)
         tr_log(TR_LOG_ERROR, "bus", "subscription %s: cannot read its offset", b->name);
-    b->acked = o->seq == TR_BUS_FROM_STORED ? stored : o->seq;
+    if (o->seq == TR_BUS_FROM_STORED) /* acks of a consumer before it may not be stored yet */
+        b->acked = stored > b->acked ? stored : b->acked;
+    else
+        b->acked = o->seq;
+    if (stored > b->stored)
+        b->stored = stored;
     b->consumer = o->to;
     b->attempt = 0;
     b->pending = 0;
@@ -317,9 +344,13 @@ void tr__bus_after(tr_store *s, op *o)
     }
     case OP_BUS_ACK: {
         bsub *b = sub_find(s, o->queue);
-        bool more = b != NULL && b->consumer != TR_PID_NONE && b->scanned < s->bus_head;
-        if (b != NULL)
+        bool more = b != NULL && b->consumer != TR_PID_NONE && b->scanned < s->bus_head &&
+                    o->seq > b->acked;
+        if (b != NULL) {
             ack_apply(s, b, o->seq);
+            if (o->seq > b->stored)
+                b->stored = o->seq;
+        }
         pthread_mutex_unlock(&s->bus_lock);
         if (more)
             kick(s); /* the window has room again and the log has more: deliver now */
@@ -333,8 +364,8 @@ void tr__bus_after(tr_store *s, op *o)
 
 /* ---- delivery ------------------------------------------------------------------------------ */
 
-static tr_msg *event_msg(const bsub *b, uint64_t id, const char *topic, const char *key,
-                         uint64_t ts, const void *data, size_t len)
+static tr_msg *event_msg(const bsub *b, unsigned attempt, uint64_t id, const char *topic,
+                         const char *key, uint64_t ts, const void *data, size_t len)
 {
     size_t nl = strlen(b->name), tl = strlen(topic), kl = strlen(key);
     tr_msg *m = tr_msg_new(TR_MSG_BUS_EVENT, nl + tl + kl + len + 64);
@@ -351,7 +382,7 @@ static tr_msg *event_msg(const bsub *b, uint64_t id, const char *topic, const ch
     msgpack_pack_uint64(pk, ts);
     msgpack_pack_bin(pk, len);
     msgpack_pack_bin_body(pk, data, len);
-    msgpack_pack_uint32(pk, b->attempt + 1);
+    msgpack_pack_uint32(pk, attempt + 1);
     m->corr = id;
     return m;
 }
@@ -367,28 +398,41 @@ static bool on_row(tr_store *s, void *arg, uint64_t id, const char *topic, const
 {
     scan *sc = arg;
     bsub *b = sc->b;
-    if (id > s->bus_head)
+    /* acks change the subscription on the consumers' threads (tr_bus_ack): what both touch is
+     * read and written under bus_lock */
+    pthread_mutex_lock(&s->bus_lock);
+    if (id > s->bus_head) {
+        pthread_mutex_unlock(&s->bus_lock);
         return false; /* another node's, newer than the head counted: after the next poll */
+    }
     b->scanned = id;
-    if (!sub_wants(b, topic))
+    bool wanted = sub_wants(b, topic) && id > b->acked;
+    unsigned attempt = b->attempt;
+    pthread_mutex_unlock(&s->bus_lock);
+    if (!wanted)
         return true;
-    tr_msg *m = event_msg(b, id, topic, key, ts, data, len);
+    tr_msg *m = event_msg(b, attempt, id, topic, key, ts, data, len);
     if (m == NULL) {
+        pthread_mutex_lock(&s->bus_lock);
         b->scanned = id - 1; /* tried again at the next pump */
+        pthread_mutex_unlock(&s->bus_lock);
         return false;
     }
-    if (tr__store_deliver(s, b->consumer, m) == TR_ENOPROC) {
-        sc->gone = true;
-        return false;
-    }
+    /* in flight before it is sent: its ack may come back before this thread goes on */
     pthread_mutex_lock(&s->bus_lock);
     if (b->nout == 0) {
         b->due_ns = sc->now_ns + s->redeliver_ns;
         b->oldest_us = ts;
     }
     b->out[b->nout++] = (bflight){.id = id, .ts_us = ts};
+    bool room = b->nout < b->window;
+    tr_pid to = b->consumer;
     pthread_mutex_unlock(&s->bus_lock);
-    return b->nout < b->window;
+    if (tr__store_deliver(s, to, m) == TR_ENOPROC) {
+        sc->gone = true; /* the pump rewinds the subscription */
+        return false;
+    }
+    return room;
 }
 
 /* A log shared with other nodes (Redis): their events show as a head beyond ours, asked for at
@@ -407,10 +451,13 @@ static void poll_head(tr_store *s, uint64_t now)
     uint64_t counts[TR_BUS_SUBS] = {0};
     for (size_t i = 0; i < s->nsubs; i++) { /* asked without the lock: round trips */
         bsub *b = s->subs[i];
+        pthread_mutex_lock(&s->bus_lock);
+        uint64_t acked = b->acked; /* acks move it on the consumers' threads */
+        pthread_mutex_unlock(&s->bus_lock);
         counts[i] = 0;
         for (unsigned k = 0; k < b->ntopics; k++) {
             uint64_t n = 0;
-            if (b->acked < head && s->be->bus_count(s, b->topics[k], b->acked, head, &n) == TR_OK)
+            if (acked < head && s->be->bus_count(s, b->topics[k], acked, head, &n) == TR_OK)
                 counts[i] += n;
         }
     }
@@ -425,27 +472,57 @@ static void poll_head(tr_store *s, uint64_t now)
     pthread_mutex_unlock(&s->bus_lock);
 }
 
+unit *tr__bus_acks_due(tr_store *s, bool all)
+{
+    unit *chain = NULL, **tail = &chain;
+    uint64_t now = tr_now_ns();
+    pthread_mutex_lock(&s->bus_lock);
+    for (size_t i = 0; i < s->nsubs; i++) {
+        bsub *b = s->subs[i];
+        if (b->acked <= b->stored ||
+            (!all && (b->ack_ns == 0 || now - b->ack_ns < ACK_STORE_MS * 1000000ull)))
+            continue;
+        op *o;
+        unit *u = sub_unit(b->name, OP_BUS_ACK, &o);
+        if (u == NULL)
+            continue; /* out of memory: stored next time */
+        o->seq = b->acked;
+        b->ack_ns = 0;
+        *tail = u;
+        tail = &u->next;
+    }
+    pthread_mutex_unlock(&s->bus_lock);
+    return chain;
+}
+
 void tr__bus_pump(tr_store *s)
 {
     uint64_t now = tr_now_ns();
     poll_head(s, now);
     for (size_t i = 0; i < s->nsubs; i++) {
         bsub *b = s->subs[i];
-        if (b->consumer == TR_PID_NONE)
-            continue;
-        if (b->nout > 0 && b->due_ns <= now) { /* go back: all after the offset again */
-            pthread_mutex_lock(&s->bus_lock);
+        pthread_mutex_lock(&s->bus_lock);
+        bool consumer = b->consumer != TR_PID_NONE;
+        if (consumer && b->nout > 0 && b->due_ns <= now) { /* go back: all after the offset */
             sub_rewind(b);
             b->attempt++;
-            pthread_mutex_unlock(&s->bus_lock);
         }
+        pthread_mutex_unlock(&s->bus_lock);
+        if (!consumer)
+            continue;
         scan sc = {.b = b, .now_ns = now};
-        for (unsigned calls = 0; calls < SCAN_CALLS && b->nout < b->window &&
-                                 b->scanned < s->bus_head && !sc.gone;
-             calls++) {
+        for (unsigned calls = 0; calls < SCAN_CALLS && !sc.gone; calls++) {
+            pthread_mutex_lock(&s->bus_lock);
+            bool room = b->nout < b->window && b->scanned < s->bus_head;
             uint64_t before = b->scanned;
-            s->be->bus_next(s, b->scanned, SCAN_ROWS, on_row, &sc);
-            if (b->scanned == before) /* nothing read (an error, or a gap at the end) */
+            pthread_mutex_unlock(&s->bus_lock);
+            if (!room)
+                break;
+            s->be->bus_next(s, before, SCAN_ROWS, on_row, &sc);
+            pthread_mutex_lock(&s->bus_lock);
+            bool read = b->scanned != before;
+            pthread_mutex_unlock(&s->bus_lock);
+            if (!read) /* nothing read (an error, or a gap at the end) */
                 break;
         }
         if (sc.gone) {

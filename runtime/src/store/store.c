@@ -458,6 +458,9 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         if (batch != NULL)
             commit_batch(s, batch);
+        unit *acks = tr__bus_acks_due(s, stop);
+        if (acks != NULL)
+            commit_batch(s, acks);
         outbox_pump(s);
         tr__bus_pump(s);
         pthread_mutex_lock(&s->lock);

@@ -80,7 +80,9 @@ typedef struct bsub {
     char *topics[TR_BUS_TOPICS];
     unsigned ntopics;
     tr_pid consumer;
-    uint64_t acked;     /* the offset (acknowledged up to this id) */
+    uint64_t acked;     /* the offset (acknowledged up to this id), in memory */
+    uint64_t stored;    /* the offset as last stored (acks are stored lazily: tr__bus_acks_due) */
+    uint64_t ack_ns;    /* when an ack above `stored` first came in (0: none waiting) */
     uint64_t scanned;   /* the log is examined up to this id for delivery */
     bflight *out;       /* in flight, ascending ids (window entries) */
     unsigned nout, window, attempt;
@@ -209,6 +211,9 @@ TR_HIDDEN unit *tr__journal_unit(tr_journal *j);
  * freeing the subscriptions (the writer has stopped). */
 TR_HIDDEN void tr__bus_after(tr_store *s, op *o);
 TR_HIDDEN void tr__bus_pump(tr_store *s);
+/* The writer's: a chain of units storing the offsets acknowledged ACK_STORE_MS ago or more (all
+ * of them when `all`), or NULL. */
+TR_HIDDEN unit *tr__bus_acks_due(tr_store *s, bool all);
 TR_HIDDEN void tr__bus_free(tr_store *s);
 /* Wall-clock microseconds since the epoch (the bus's commit times). */
 TR_HIDDEN uint64_t tr__bus_now_us(void);
