@@ -15,7 +15,9 @@
 #include "social_impl.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <troupe/json.h>
 
 #define STRIPES 64u
 
@@ -85,8 +87,29 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
             }
     if (s->n >= s->nb)
         grow(s);
-    soc_post *p = s->nb > 0 ? malloc(sizeof *p + il + al + ul + 3) : NULL;
+    /* the post as the API shows it, written once: a timeline page is then these copied */
+    size_t cap = 6 * (il + al + ul) + 96, jl = 0;
+    char *js = s->nb > 0 ? malloc(cap) : NULL;
+    if (js != NULL) {
+        size_t k;
+        jl = (size_t)snprintf(js, cap, "{\"id\":");
+        jl += (k = tr_json_escape(js + jl, cap - jl, id, il));
+        bool ok = k > 0;
+        jl += (size_t)snprintf(js + jl, cap - jl, ",\"user\":");
+        jl += (k = tr_json_escape(js + jl, cap - jl, author, al));
+        ok = ok && k > 0;
+        jl += (size_t)snprintf(js + jl, cap - jl, ",\"image_url\":");
+        jl += (k = tr_json_escape(js + jl, cap - jl, url, ul));
+        ok = ok && k > 0;
+        jl += (size_t)snprintf(js + jl, cap - jl, ",\"ts\":%llu}", (unsigned long long)ts);
+        if (!ok || jl >= cap) {
+            free(js);
+            js = NULL;
+        }
+    }
+    soc_post *p = js != NULL ? malloc(sizeof *p + il + al + ul + jl + 4) : NULL;
     if (p == NULL) {
+        free(js);
         pthread_mutex_unlock(&s->lock);
         return NULL;
     }
@@ -104,6 +127,10 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     p->author_h = soc_id_hash(p->author, al);
     memcpy(p->url, url, ul);
     p->url[ul] = '\0';
+    p->json = p->url + ul + 1;
+    memcpy(p->json, js, jl + 1);
+    p->json_len = (uint32_t)jl;
+    free(js);
     size_t k = (h / STRIPES) & (s->nb - 1);
     p->hnext = s->b[k];
     s->b[k] = p;

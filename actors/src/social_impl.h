@@ -55,7 +55,9 @@ typedef struct soc_post {
     struct soc_post *hnext;     /* in its stripe's chain */
     uint64_t hash, ts;
     uint64_t author_h;          /* soc_id_hash(author): a timeline's follow check per insert */
+    uint32_t json_len;
     char *id, *author, *url;    /* one allocation: the struct's tail */
+    char *json;                 /* {"id","user","image_url","ts"} as the HTTP API shows it */
 } soc_post;
 
 /* The record of post id (a reference taken): the interned one, or a new one (refs 1); NULL when

@@ -398,7 +398,8 @@ bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_t
     size_t avail = t->n - lo, n = avail < limit ? avail : limit;
     for (size_t i = 0; i < n; i++) {
         const soc_post *p = *at(t, lo + i);
-        v[i] = (social_post_view){.id = p->id, .author = p->author, .url = p->url, .ts = p->ts};
+        v[i] = (social_post_view){.id = p->id, .author = p->author, .url = p->url, .ts = p->ts,
+                                  .json = p->json, .json_len = p->json_len};
     }
     fn(arg, v, n, avail > limit);
     if (now_ms - t->touched_ms >= 1000) { /* read: not idle (the shard passivates idle ones) */

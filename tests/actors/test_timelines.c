@@ -189,6 +189,23 @@ static void test_table_grows(void **state)
     social_ctx_free(&ctx);
 }
 
+/* A post record keeps the post as the HTTP API writes it, escaped. */
+static void test_post_json(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    const char *url = "https://x/a\"b\\c";
+    soc_post *p = soc_post_new(&ctx, "ua.7", 4, "ua", 2, url, strlen(url), 7);
+    assert_non_null(p);
+    assert_string_equal(p->json,
+                        "{\"id\":\"ua.7\",\"user\":\"ua\",\"image_url\":\"https://x/a\\\"b\\\\c\","
+                        "\"ts\":7}");
+    assert_int_equal(p->json_len, strlen(p->json));
+    soc_post_unref(&ctx, p);
+    social_ctx_free(&ctx);
+}
+
 static void test_hset_membership(void **state)
 {
     (void)state;
@@ -212,6 +229,7 @@ static void test_hset_membership(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_table),
     cmocka_unit_test(test_table_grows),
+    cmocka_unit_test(test_post_json),
     cmocka_unit_test(test_hset_membership),
 };
 

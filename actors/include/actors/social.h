@@ -166,6 +166,8 @@ extern const tr_behaviour social_search_behaviour;
 typedef struct social_post_view {
     const char *id, *author, *url;
     uint64_t ts;
+    const char *json;           /* {"id","user","image_url","ts"} as the HTTP API writes a post */
+    size_t json_len;
 } social_post_view;
 typedef void (*social_page_fn)(void *arg, const social_post_view *posts, size_t n, bool more);
 

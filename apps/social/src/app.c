@@ -191,17 +191,11 @@ static int post_json(tr_reader *r, tr_jbuf *b, const char *user, uint64_t *ts, c
 static void page_from_table(void *arg, const social_post_view *v, size_t n, bool more)
 {
     tr_jbuf *b = arg;
-    tr_jbuf_lit(b, "{\"posts\":[");
+    tr_jbuf_raw(b, "{\"posts\":[", 10);
     for (size_t i = 0; i < n; i++) {
-        tr_jbuf_lit(b, i > 0 ? ",{\"id\":" : "{\"id\":");
-        tr_jbuf_str(b, v[i].id, strlen(v[i].id));
-        tr_jbuf_lit(b, ",\"user\":");
-        tr_jbuf_str(b, v[i].author, strlen(v[i].author));
-        tr_jbuf_lit(b, ",\"image_url\":");
-        tr_jbuf_str(b, v[i].url, strlen(v[i].url));
-        tr_jbuf_lit(b, ",\"ts\":");
-        tr_jbuf_u64(b, v[i].ts);
-        tr_jbuf_lit(b, "}");
+        if (i > 0)
+            tr_jbuf_raw(b, ",", 1);
+        tr_jbuf_raw(b, v[i].json, v[i].json_len); /* written once per post (its record) */
     }
     tr_jbuf_lit(b, "],\"next\":");
     if (more && n > 0) {
