@@ -501,7 +501,8 @@ static void cmd_fanout(tr_ctx *ctx, user_st *u, const tr_msg *m, tr_from from)
             if (start > n)
                 start = n;
             size_t end = start + SOCIAL_FOLLOWERS_PAGE < n ? start + SOCIAL_FOLLOWERS_PAGE : n;
-            placed = soc_tl_fanout(u->ctx, p, u->followers_h.v + start, end - start);
+            if (end > start) /* (no followers: no array at all) */
+                placed = soc_tl_fanout(u->ctx, p, u->followers_h.v + start, end - start);
             next = end < n ? end : 0;
             soc_post_unref(u->ctx, p);
         }
