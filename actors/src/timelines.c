@@ -210,6 +210,21 @@ static bool ring_insert(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post *p)
     return true;
 }
 
+/* The first entry older than the cursor (before_ts 0: the newest, 0) (lock held). */
+static size_t below(const soc_tl *t, uint64_t before_ts, const char *before_id)
+{
+    soc_post cursor = {.ts = before_ts, .id = (char *)before_id};
+    size_t lo = 0, hi = t->n;
+    while (before_ts != 0 && lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (newer_first(*at(t, mid), &cursor) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static void ring_drop_author(social_ctx *ctx, tl_stripe *st, soc_tl *t, uint64_t author_h)
 {
     size_t k = 0;
@@ -334,18 +349,9 @@ void soc_tl_celeb(social_ctx *ctx, soc_tl *t, const char *who, bool on)
 size_t soc_tl_page(social_ctx *ctx, soc_tl *t, uint64_t before_ts, const char *before_id,
                    size_t max, soc_post **out, size_t *avail)
 {
-    soc_post cursor = {.ts = before_ts, .id = (char *)before_id};
     tl_stripe *st = stripe_of(ctx, t);
     pthread_mutex_lock(&st->lock);
-    size_t lo = 0, hi = t->n;
-    if (before_ts != 0) /* the first entry older than the cursor */
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (newer_first(*at(t, mid), &cursor) <= 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+    size_t lo = below(t, before_ts, before_id);
     size_t take = t->n - lo < max ? t->n - lo : max;
     for (size_t i = 0; i < take; i++) {
         out[i] = *at(t, lo + i);
@@ -374,7 +380,6 @@ bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_t
     if (limit == 0 || limit > SOCIAL_PAGE_MAX)
         limit = SOCIAL_PAGE_MAX;
     social_post_view v[SOCIAL_PAGE_MAX];
-    soc_post cursor = {.ts = before_ts, .id = (char *)before_id};
     uint64_t h = key_of(soc_id_hash(reader, strlen(reader)));
     uint64_t now_ms = social_now_us() / 1000;
     tl_stripe *st = &tab->st[h % TL_STRIPES];
@@ -386,15 +391,7 @@ bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_t
         pthread_mutex_unlock(&st->lock);
         return false;
     }
-    size_t lo = 0, hi = t->n;
-    if (before_ts != 0) /* the first entry older than the cursor */
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (newer_first(*at(t, mid), &cursor) <= 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+    size_t lo = below(t, before_ts, before_id);
     size_t avail = t->n - lo, n = avail < limit ? avail : limit;
     for (size_t i = 0; i < n; i++) {
         const soc_post *p = *at(t, lo + i);
