@@ -694,9 +694,16 @@ static void test_store_files(void **state)
     assert_int_equal(c->store.outbox_window, 64);
     assert_int_equal(c->store.redeliver_ms, 5000);
     assert_int_equal(c->store.max_batch, 4096);
+    assert_int_equal(c->store.commits, TR_COMMITS_INLINE);
     tr_store_config_free(c);
-    char *path = temp_file("node = { store = { backend = \"redis\"; sync = \"normal\";\n"
-                           "  redis = { host = \"127.0.0.1\"; port = 6380; }; }; };\n");
+    char *path = temp_file("store = { path = \"x\"; sync = \"normal\"; commits = \"writer\"; };");
+    assert_int_equal(tr_store_config_load(path, "store", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->store.commits, TR_COMMITS_WRITER);
+    tr_store_config_free(c);
+    unlink(path);
+    free(path);
+    path = temp_file("node = { store = { backend = \"redis\"; sync = \"normal\";\n"
+                     "  redis = { host = \"127.0.0.1\"; port = 6380; }; }; };\n");
     assert_int_equal(tr_store_config_load(path, "node.store", &c, err, sizeof err), TR_OK);
     assert_int_equal(c->store.backend, TR_STORE_REDIS);
     assert_string_equal(c->store.redis_host, "127.0.0.1");
@@ -711,6 +718,7 @@ static void test_store_files(void **state)
         {"store = { backend = \"sqlite\"; };", "needs a path"},
         {"store = { backend = \"mongo\"; path = \"x\"; };", "unknown backend \"mongo\""},
         {"store = { path = \"x\"; sync = \"sometimes\"; };", "unknown sync"},
+        {"store = { path = \"x\"; commits = \"whenever\"; };", "unknown commits"},
         {"store = { backend = \"redis\"; };", "needs redis ="},
         {"store = { backend = \"redis\"; redis = { port = 1; }; };", "needs a host"},
         {"store = { backend = \"redis\"; redis = { host = \"h\"; port = 70000; }; };",

@@ -354,11 +354,10 @@ static void *normal_client_main(void *arg)
     return NULL;
 }
 
-static void test_normal_sync_commits_in_turn(void **state)
+static void normal_sync_run(const char *path, tr_store_commits commits)
 {
-    const char *path = *state; /* fresh (fresh_db) */
     tr_system *sys = tt_system_workers(2);
-    tr_store_opts so = {.sync = TR_SYNC_NORMAL};
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL, .commits = commits};
     tr_store *s = open_store(sys, path, &so);
     enum { ACTORS = 8 };
     tr_pid p[ACTORS];
@@ -386,7 +385,7 @@ static void test_normal_sync_commits_in_turn(void **state)
     assert_int_equal(st.failures, 0);
     print_message("%llu commits, %llu of them by the actors' workers\n",
                   (unsigned long long)st.commits, (unsigned long long)st.commits_inline);
-    if (g_redis) /* over the network: always the writer */
+    if (g_redis || commits == TR_COMMITS_WRITER) /* over the network, or asked: the writer */
         assert_int_equal(st.commits_inline, 0);
     else
         assert_true(st.commits_inline > 0 && st.commits_inline <= st.commits);
@@ -404,6 +403,17 @@ static void test_normal_sync_commits_in_turn(void **state)
     tr_store_close(s);
     tt_system_end(sys);
     remove_db(path);
+}
+
+static void test_normal_sync_commits_in_turn(void **state)
+{
+    normal_sync_run(*state, TR_COMMITS_INLINE); /* fresh (fresh_db) */
+}
+
+/* commits = writer: the same, every commit by the writer thread */
+static void test_normal_sync_commits_on_the_writer(void **state)
+{
+    normal_sync_run(*state, TR_COMMITS_WRITER);
 }
 
 /* A guest (an event loop running the actors it wakes) holds the units of its batch of turns and
@@ -1302,6 +1312,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test_setup(test_recover_from_events_and_snapshot, fresh_db),
     cmocka_unit_test_setup(test_group_commit, fresh_db),
     cmocka_unit_test_setup(test_normal_sync_commits_in_turn, fresh_db),
+    cmocka_unit_test_setup(test_normal_sync_commits_on_the_writer, fresh_db),
     cmocka_unit_test_setup(test_guest_turns_share_a_commit, fresh_db),
     cmocka_unit_test_setup(test_guest_hold_outlives_store_close, fresh_db),
     cmocka_unit_test_setup(test_worker_turns_share_a_commit, fresh_db),

@@ -39,6 +39,14 @@ typedef enum tr_store_backend {
     TR_STORE_REDIS,             /* a Redis server (redis_host, redis_port), shared by a cluster */
 } tr_store_backend;
 
+/* Which thread commits, with sync = normal on SQLite (docs/persistence.md). Inline: a unit is
+ * committed by the thread that hands it over, at the end of its batch of turns (no writer
+ * wake-up; the default). Writer: every commit on the store's writer thread, which batches what
+ * all threads handed over meanwhile — better when the handing threads are HTTP loops with other
+ * work to do and units are small and many (the social app's posts: its mixed benchmark). With
+ * sync = full and on Redis every commit is the writer's anyway. */
+typedef enum { TR_COMMITS_INLINE = 0, TR_COMMITS_WRITER } tr_store_commits;
+
 typedef struct tr_store_opts {
     tr_store_backend backend;
     const char *path;           /* SQLite: the database file */
@@ -49,6 +57,7 @@ typedef struct tr_store_opts {
     unsigned outbox_window;     /* unacknowledged items out per queue at most; 0 = 64 */
     unsigned redeliver_ms;      /* an item not acknowledged by then is sent again; 0 = 5000 */
     unsigned max_batch;         /* units committed in one transaction at most; 0 = 4096 */
+    tr_store_commits commits;   /* who commits (sync = normal, SQLite); 0 = TR_COMMITS_INLINE */
 } tr_store_opts;
 
 /* Opens (creating if needed) the store of a started system. On error returns a TR_E* code and

@@ -965,11 +965,14 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
 /* ---- stores ------------------------------------------------------------------------------- */
 
 static const char *const store_keys[] = {"backend", "path", "sync", "redis", "snapshot_every",
-                                         "outbox_window", "redeliver_ms", "max_batch", NULL};
+                                         "outbox_window", "redeliver_ms", "max_batch", "commits",
+                                         NULL};
 static const char *const redis_keys[] = {"host", "port", NULL};
 static const name_value backends[] = {
     {"sqlite", TR_STORE_SQLITE}, {"redis", TR_STORE_REDIS}, {NULL, 0}};
 static const name_value syncs[] = {{"full", TR_SYNC_FULL}, {"normal", TR_SYNC_NORMAL}, {NULL, 0}};
+static const name_value commit_modes[] = {
+    {"inline", TR_COMMITS_INLINE}, {"writer", TR_COMMITS_WRITER}, {NULL, 0}};
 
 typedef struct store_config {
     tr_store_config pub; /* first: the pointer handed out */
@@ -979,13 +982,14 @@ typedef struct store_config {
 static int parse_store(loader *L, const config_setting_t *g, store_config *c)
 {
     tr_store_opts *o = &c->pub.store;
-    int rc, be = TR_STORE_SQLITE, sy = TR_SYNC_FULL;
+    int rc, be = TR_STORE_SQLITE, sy = TR_SYNC_FULL, cm = TR_COMMITS_INLINE;
     bool present;
     const char *path, *host;
     const config_setting_t *pw, *hw, *redis;
     if ((rc = check_keys(L, g, store_keys, "store")) != TR_OK ||
         (rc = get_enum(L, g, "backend", backends, &be, &present)) != TR_OK ||
         (rc = get_enum(L, g, "sync", syncs, &sy, &present)) != TR_OK ||
+        (rc = get_enum(L, g, "commits", commit_modes, &cm, &present)) != TR_OK ||
         (rc = get_str(L, g, "path", &path, &pw)) != TR_OK ||
         (rc = get_group(L, g, "redis", &redis)) != TR_OK ||
         (rc = get_uint(L, g, "snapshot_every", 1, 1000000000, &o->snapshot_every)) != TR_OK ||
@@ -995,6 +999,7 @@ static int parse_store(loader *L, const config_setting_t *g, store_config *c)
         return rc;
     o->backend = (tr_store_backend)be;
     o->sync = (tr_store_sync)sy;
+    o->commits = (tr_store_commits)cm;
     if (be == TR_STORE_SQLITE) {
         if (path == NULL || path[0] == '\0')
             return fail(L, pw != NULL ? pw : g, TR_EINVAL, "the sqlite backend needs a path");

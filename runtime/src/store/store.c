@@ -531,7 +531,7 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     int rc = redis ? tr__store_redis_open(s, o, err, errlen)
                    : tr__store_sqlite_open(s, o, err, errlen);
     /* not with an fsync per commit (a worker would wait for the disk), nor over the network */
-    s->inline_commits = !redis && o->sync == TR_SYNC_NORMAL;
+    s->inline_commits = !redis && o->sync == TR_SYNC_NORMAL && o->commits != TR_COMMITS_WRITER;
     if (rc != TR_OK) {
         store_free(s);
         return rc;
