@@ -69,6 +69,18 @@ static void grow(stripe *s)
     s->nb = nb;
 }
 
+/* The record of id in s with a reference taken, or NULL (lock held). */
+static soc_post *lookup(stripe *s, uint64_t h, const char *id, size_t il)
+{
+    if (s->nb > 0)
+        for (soc_post *p = s->b[(h / STRIPES) & (s->nb - 1)]; p != NULL; p = p->hnext)
+            if (p->hash == h && strncmp(p->id, id, il) == 0 && p->id[il] == '\0') {
+                atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+                return p;
+            }
+    return NULL;
+}
+
 soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *author,
                        size_t al, const char *url, size_t ul, uint64_t ts)
 {
@@ -78,13 +90,11 @@ soc_post *soc_post_new(social_ctx *ctx, const char *id, size_t il, const char *a
     uint64_t h = soc_id_hash(id, il);
     stripe *s = &t->s[h % STRIPES];
     pthread_mutex_lock(&s->lock);
-    if (s->nb > 0)
-        for (soc_post *p = s->b[(h / STRIPES) & (s->nb - 1)]; p != NULL; p = p->hnext)
-            if (p->hash == h && strncmp(p->id, id, il) == 0 && p->id[il] == '\0') {
-                atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-                pthread_mutex_unlock(&s->lock);
-                return p;
-            }
+    soc_post *found = lookup(s, h, id, il);
+    if (found != NULL) {
+        pthread_mutex_unlock(&s->lock);
+        return found;
+    }
     if (s->n >= s->nb)
         grow(s);
     /* the post as the API shows it, written once: a timeline page is then these copied */
@@ -147,15 +157,8 @@ soc_post *soc_post_find(social_ctx *ctx, const char *id, size_t il)
         return NULL;
     uint64_t h = soc_id_hash(id, il);
     stripe *s = &t->s[h % STRIPES];
-    soc_post *found = NULL;
     pthread_mutex_lock(&s->lock);
-    if (s->nb > 0)
-        for (soc_post *p = s->b[(h / STRIPES) & (s->nb - 1)]; p != NULL; p = p->hnext)
-            if (p->hash == h && strncmp(p->id, id, il) == 0 && p->id[il] == '\0') {
-                atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-                found = p;
-                break;
-            }
+    soc_post *found = lookup(s, h, id, il);
     pthread_mutex_unlock(&s->lock);
     return found;
 }

@@ -186,6 +186,20 @@ static int post_json(tr_reader *r, tr_jbuf *b, const char *user, uint64_t *ts, c
     return TR_OK;
 }
 
+/* The end of a page: "],\"next\":" the cursor after its last post (ts, id[0..il)) or null. */
+static void page_end(tr_jbuf *b, bool more, uint64_t ts, const char *id, size_t il)
+{
+    tr_jbuf_lit(b, "],\"next\":");
+    if (more) {
+        char cur[SOCIAL_POST_ID_MAX + 32];
+        int cl = snprintf(cur, sizeof cur, "%llu_%.*s", (unsigned long long)ts, (int)il, id);
+        tr_jbuf_str(b, cur, (size_t)cl);
+    } else {
+        tr_jbuf_lit(b, "null");
+    }
+    tr_jbuf_lit(b, "}");
+}
+
 /* A timeline page read from the node's timeline table (social_timeline_read's callback: under
  * its lock, so it only writes JSON). */
 static void page_from_table(void *arg, const social_post_view *v, size_t n, bool more)
@@ -197,16 +211,8 @@ static void page_from_table(void *arg, const social_post_view *v, size_t n, bool
             tr_jbuf_raw(b, ",", 1);
         tr_jbuf_raw(b, v[i].json, v[i].json_len); /* written once per post (its record) */
     }
-    tr_jbuf_lit(b, "],\"next\":");
-    if (more && n > 0) {
-        char cur[SOCIAL_POST_ID_MAX + 32];
-        int cl = snprintf(cur, sizeof cur, "%llu_%s", (unsigned long long)v[n - 1].ts,
-                          v[n - 1].id);
-        tr_jbuf_str(b, cur, (size_t)cl);
-    } else {
-        tr_jbuf_lit(b, "null");
-    }
-    tr_jbuf_lit(b, "}");
+    page_end(b, more && n > 0, n > 0 ? v[n - 1].ts : 0, n > 0 ? v[n - 1].id : "",
+             n > 0 ? strlen(v[n - 1].id) : 0);
 }
 
 /* A page [n, posts..., more] as {"posts":[...],"next":...}. */
@@ -224,15 +230,7 @@ static int page_json(tr_reader *r, tr_jbuf *b, const char *user)
     }
     if (rc == TR_OK)
         rc = tr_read_u64(r, &more);
-    tr_jbuf_lit(b, "],\"next\":");
-    if (more && n > 0) {
-        char cur[SOCIAL_POST_ID_MAX + 32];
-        int cl = snprintf(cur, sizeof cur, "%llu_%.*s", (unsigned long long)ts, (int)il, id);
-        tr_jbuf_str(b, cur, (size_t)cl);
-    } else {
-        tr_jbuf_lit(b, "null");
-    }
-    tr_jbuf_lit(b, "}");
+    page_end(b, more && n > 0, ts, id, il);
     return rc;
 }
 
