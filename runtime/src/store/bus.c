@@ -198,14 +198,16 @@ int tr_bus_ack(tr_store *s, const char *name, uint64_t id)
     pthread_mutex_lock(&s->bus_lock);
     bsub *b = sub_find(s, name);
     if (b != NULL) { /* in memory now; stored by the writer within ACK_STORE_MS */
-        bool was_full = b->nout >= b->window;
         ack_apply(s, b, id);
         if (b->acked > b->stored && b->ack_ns == 0)
             b->ack_ns = tr_now_ns();
-        bool more = was_full && b->consumer != TR_PID_NONE && b->scanned < s->bus_head;
+        /* behind the log (a replay, a backlog): the window has room again, deliver now rather
+         * than at the writer's 20 ms tick (waiting for it made a 4.2 M-event replay 8x slower);
+         * a consumer that is caught up wakes nobody */
+        bool more = b->consumer != TR_PID_NONE && b->scanned < s->bus_head;
         pthread_mutex_unlock(&s->bus_lock);
         if (more)
-            kick(s); /* the window held the log back and has room again: deliver now */
+            kick(s);
         return TR_OK;
     }
     pthread_mutex_unlock(&s->bus_lock);
