@@ -79,10 +79,14 @@ enum {
     SOC_T_COUNT,            /* [] -> [st, entries] */
     SOC_T_CELEB,            /* [author, on] (one-way: the author became a celebrity, or no
                              * longer is) */
+    SOC_T_RETRY,            /* [] (the timeline to itself, after a backoff: ask again what a
+                             * rebuild or merge could not get) */
     SOC_T_TOUCH,            /* [] (one-way: the timeline was read from the table, so it is not
                              * idle; social_timeline_read sends it at most once a second) */
     SOC_S_QUERY = 0x5361,   /* [q, limit, images] -> [st, n, (id, username, name, k,
                              * (post id, url, ts) * k) * n] */
+    SOC_F_RETRY = 0x5381,   /* [event id] (the fan-out consumer to itself, after a backoff: ask
+                             * the author's followers again) */
 };
 
 /* Statuses. */
