@@ -119,6 +119,10 @@ int tr_node_whereis(tr_node *node, const char *name, tr_pid *out);
  * node with the same view picks the same one, and a change of membership moves only the keys of
  * the node that came or went. Copies its name (65 bytes) and node id. */
 int tr_node_place(tr_node *node, const void *key, size_t len, char name[65], uint16_t *node_id);
+/* Like tr_node_place, as if the node called `without` (this node or a peer; NULL: none) were not
+ * there: the key's next owner in rendezvous order. TR_ENOPROC when no node is left. */
+int tr_node_place_without(tr_node *node, const void *key, size_t len, const char *without,
+                          char name[65], uint16_t *node_id);
 
 typedef struct tr_node_stats {
     uint64_t writes, frames_in;         /* stream writes made / frames received */

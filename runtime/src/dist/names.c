@@ -416,22 +416,40 @@ static uint64_t weight(const char *node, const void *key, size_t len)
 
 int tr_node_place(tr_node *n, const void *key, size_t len, char name[65], uint16_t *node_id)
 {
+    return tr_node_place_without(n, key, len, NULL, name, node_id);
+}
+
+int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *without,
+                          char name[65], uint16_t *node_id)
+{
     if (n == NULL || (key == NULL && len > 0))
         return TR_EINVAL;
     pthread_mutex_lock(&n->lock);
-    const char *best = n->name;
-    uint16_t best_id = n->id;
-    uint64_t bw = weight(n->name, key, len);
+    bool self = without == NULL || strcmp(without, n->name) != 0;
+    const char *best = self ? n->name : NULL;
+    uint16_t best_id = self ? n->id : 0;
+    uint64_t bw = self ? weight(n->name, key, len) : 0;
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
-        if (pe->alias || pe->status != TR_PEER_UP)
+        if (pe->alias || pe->status != TR_PEER_UP ||
+            (without != NULL && strcmp(pe->name, without) == 0))
             continue;
+        if (best == NULL) {
+            bw = weight(pe->name, key, len);
+            best = pe->name;
+            best_id = pe->node_id;
+            continue;
+        }
         uint64_t w = weight(pe->name, key, len);
         if (w > bw || (w == bw && strcmp(pe->name, best) < 0)) {
             bw = w;
             best = pe->name;
             best_id = pe->node_id;
         }
+    }
+    if (best == NULL) { /* `without` was this node, alone */
+        pthread_mutex_unlock(&n->lock);
+        return TR_ENOPROC;
     }
     if (name != NULL)
         snprintf(name, 65, "%s", best);

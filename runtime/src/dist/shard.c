@@ -22,6 +22,16 @@
  *
  * Moves: on NODEUP / NODEDOWN and once a second the router stops the actors of keys this node no
  * longer owns, and those idle for idle_ms (no message received since the last look).
+ *
+ * Rejoins: when a peer this router has seen before comes up again, the two may have lost sight of
+ * each other without either dying (a partition, packet loss, a freeze): meanwhile the peer took
+ * over the keys it is next in line for after this node, while this node kept running their actors
+ * (it never saw itself go). Those actors' state may be stale — a persistent one's journal was
+ * recovered and written by the peer's copy (its own writes are now refused: fenced), a rebuilt
+ * one missed what the peer's copy saw — so the router stops every actor whose key the rejoined
+ * peer would own without this node (tr_node_place_without); the next request starts it again
+ * from the store. Found by scripts/chaos: without it, reads after a healed partition came from
+ * actors that missed follows and posts, and timelines never converged.
  */
 #include "troupe/shard.h"
 #include "core/idmap.h"
@@ -75,7 +85,11 @@ struct tr_shard {
     size_t count;
     tr_idmap by_mon;            /* monitor ref -> entry (the router's only) */
     tr_idmap by_corr;           /* start under way: its corr -> entry (the router's only) */
+    char (*seen)[65];           /* peers seen up at least once (the router's only): a NODEUP */
+    size_t nseen, capseen;      /* of one of these is a rejoin */
 };
+
+#define SEEN_MAX 4096u /* peer names remembered; past that every NODEUP counts as a rejoin */
 
 static uint64_t hash_key(const char *k)
 {
@@ -430,28 +444,54 @@ static void ended(tr_shard *s, const tr_msg *m)
         free(e);
 }
 
-/* Stops the actors of keys this node no longer owns, and the idle ones. */
+/* Whether the NODEUP of `name` is a rejoin (seen up before); remembers it otherwise. */
+static bool rejoin(tr_shard *s, const char *name)
+{
+    for (size_t i = 0; i < s->nseen; i++)
+        if (strcmp(s->seen[i], name) == 0)
+            return true;
+    if (s->nseen == s->capseen) {
+        size_t cap = s->capseen ? s->capseen * 2 : 8;
+        char(*p)[65] = cap <= SEEN_MAX ? realloc(s->seen, cap * sizeof *p) : NULL;
+        if (p == NULL)
+            return true; /* cannot remember it: the safe side */
+        s->seen = p;
+        s->capseen = cap;
+    }
+    snprintf(s->seen[s->nseen++], 65, "%s", name);
+    return false;
+}
+
 /* Stops the actors of keys this node no longer owns, and (idle_ms) those idle that long. On a
  * membership event every key is looked at; on the periodic tick a slice of the table (an eighth,
  * at least 1,024 buckets: small tables whole), so the table's lock — which every request takes — is
- * never held for a scan of a million keys (5.7% of a 1,000,000-user build's CPU, every second). */
-static void rebalance(tr_shard *s, bool full)
+ * never held for a scan of a million keys (5.7% of a 1,000,000-user build's CPU, every second).
+ * `rejoined` (a membership event only): also those whose key that peer would own without this
+ * node (the top of the file). */
+static void rebalance(tr_shard *s, bool full, const char *rejoined)
 {
     if (!full && s->node == NULL && s->o.idle_ms == 0)
         return; /* one node, no passivation: nothing ever moves or idles out */
     uint64_t now = tr_now_ns() / 1000000u;
-    tr_pid stop[256];
-    size_t n = 0;
+    tr_pid small[256], *stop = small;
+    size_t n = 0, cap = 256;
     pthread_mutex_lock(&s->lock);
     size_t slice = full ? s->nbuckets : s->nbuckets / 8 > 1024 ? s->nbuckets / 8 : 1024;
     if (slice > s->nbuckets)
         slice = s->nbuckets;
-    for (size_t k = 0; k < slice && n < 256; k++) {
+    const char *self = s->node != NULL ? tr_node_name(s->node) : NULL;
+    for (size_t k = 0; k < slice && n < cap; k++) {
         size_t b = (s->cursor + k) & (s->nbuckets - 1);
-        for (entry *e = s->buckets[b]; e != NULL && n < 256; e = e->hnext) {
+        for (entry *e = s->buckets[b]; e != NULL && n < cap; e = e->hnext) {
             if (e->pid == TR_PID_NONE)
                 continue;
             bool go = !tr_shard_owns(s, e->key, NULL);
+            if (!go && rejoined != NULL) {
+                char next[65];
+                go = tr_node_place_without(s->node, e->key, strlen(e->key), self, next, NULL) ==
+                         TR_OK &&
+                     strcmp(next, rejoined) == 0;
+            }
             if (!go && s->o.idle_ms > 0) {
                 tr_actor_stats st;
                 if (tr_actor_stats_get(s->sys, e->pid, &st) == TR_OK &&
@@ -465,6 +505,16 @@ static void rebalance(tr_shard *s, bool full)
             if (go) {
                 stop[n++] = e->pid; /* the DOWN forgets the key */
                 e->seen_ms = now;   /* not asked twice in a row */
+                if (n == cap && full) { /* a membership event sees every key: grow */
+                    tr_pid *p = stop == small ? malloc(2 * cap * sizeof *p)
+                                              : realloc(stop, 2 * cap * sizeof *p);
+                    if (p != NULL) {
+                        if (stop == small)
+                            memcpy(p, small, sizeof small);
+                        stop = p;
+                        cap *= 2;
+                    }
+                }
             }
         }
     }
@@ -473,6 +523,8 @@ static void rebalance(tr_shard *s, bool full)
     pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < n; i++)
         tr_system_stop_actor(s->sys, stop[i]);
+    if (stop != small)
+        free(stop);
 }
 
 static int router_init(tr_ctx *ctx, void *state, const void *arg)
@@ -495,8 +547,20 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
         started(ctx, s, m);
     else if (type == SHARD_ROUTE)
         route(ctx, s, m);
-    else if (type == SHARD_TICK || type == TR_MSG_NODEUP || type == TR_MSG_NODEDOWN)
-        rebalance(s, type != SHARD_TICK);
+    else if (type == TR_MSG_NODEUP) {
+        tr_reader r;
+        const char *name;
+        size_t nl;
+        char peer[65] = "";
+        tr_reader_init(&r, m);
+        if (tr_read_str(&r, &name, &nl) == TR_OK && nl < sizeof peer) {
+            memcpy(peer, name, nl);
+            peer[nl] = '\0';
+        }
+        tr_reader_done(&r);
+        rebalance(s, true, peer[0] != '\0' && rejoin(s, peer) ? peer : NULL);
+    } else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN)
+        rebalance(s, type != SHARD_TICK, NULL);
     return 0;
 }
 
@@ -580,6 +644,7 @@ void tr_shard_free(tr_shard *s)
             free(e);
         }
     free(s->buckets);
+    free(s->seen);
     tr__idmap_free(&s->by_mon);
     tr__idmap_free(&s->by_corr);
     pthread_mutex_destroy(&s->lock);
