@@ -260,6 +260,20 @@ static void test_gossip_full_mesh_and_placement(void **state)
     }
     for (int i = 0; i < 3; i++)
         assert_true(per[i] > 50);
+    /* without a node (tr_node_place_without): its keys go to the next in line, the others stay,
+     * and every node agrees on where */
+    for (unsigned key = 0; key < 300; key++) {
+        char na[65], wa[65], wb[65];
+        assert_int_equal(tr_node_place(a.node, &key, sizeof key, na, NULL), TR_OK);
+        assert_int_equal(tr_node_place_without(a.node, &key, sizeof key, "c", wa, NULL), TR_OK);
+        assert_int_equal(tr_node_place_without(b.node, &key, sizeof key, "c", wb, NULL), TR_OK);
+        assert_string_equal(wa, wb);
+        assert_string_not_equal(wa, "c");
+        if (strcmp(na, "c") != 0)
+            assert_string_equal(wa, na);
+        assert_int_equal(tr_node_place_without(a.node, &key, sizeof key, "a", wa, NULL), TR_OK);
+        assert_string_not_equal(wa, "a");
+    }
     /* c leaves: its keys move, the others' stay */
     char before[300][65];
     for (unsigned key = 0; key < 300; key++)
@@ -275,6 +289,13 @@ static void test_gossip_full_mesh_and_placement(void **state)
             assert_string_not_equal(now, "c");
     }
     node_end(&b);
+    TT_WAIT_FOR(!sees(&a, "b"), TT_DEADLINE_MS);
+    char alone[65];
+    unsigned key = 7;
+    assert_int_equal(tr_node_place_without(a.node, &key, sizeof key, "a", alone, NULL),
+                     TR_ENOPROC);
+    assert_int_equal(tr_node_place_without(a.node, &key, sizeof key, NULL, alone, NULL), TR_OK);
+    assert_string_equal(alone, "a");
     node_end(&a);
 }
 

@@ -3,7 +3,8 @@
  * through a port or from an actor, requests held while it starts, bad keys and types refused, a
  * read that may not create a key answered by the application's refusal, the table bounded
  * (max_keys: unavailable beyond), idle actors passivated and started again, and on two nodes in
- * one process: a key served by its owner wherever it is asked, and moved when the owner goes.
+ * one process: a key served by its owner wherever it is asked, and moved when the owner goes; on
+ * three, a peer that comes back restarts the keys it may have taken over meanwhile.
  */
 #include "test_nodes.h"
 #include "test_util.h"
@@ -311,10 +312,72 @@ static void test_keys_across_two_nodes(void **state)
     node_down(&a);
 }
 
+/* A key owned by `self` whose next owner without it is `next`, or "" if none of k0..k499. */
+static void key_owned_next(node *nd, const char *self, const char *next, char out[16])
+{
+    out[0] = '\0';
+    for (int i = 0; i < 500; i++) {
+        char k[16], owner[65], after[65];
+        snprintf(k, sizeof k, "k%d", i);
+        tr_shard_owns(nd->shard, k, owner);
+        if (strcmp(owner, self) == 0 &&
+            tr_node_place_without(nd->node, k, strlen(k), self, after, NULL) == TR_OK &&
+            strcmp(after, next) == 0) {
+            snprintf(out, 16, "%s", k);
+            return;
+        }
+    }
+}
+
+/* b goes and comes back under the same name (as after a partition or a freeze, when b may have
+ * taken over a's keys meanwhile): a stops the actors of its keys that b would own without a —
+ * their state may be stale — and keeps the others. */
+static void test_rejoin_restarts_keys_the_peer_may_have_taken(void **state)
+{
+    (void)state;
+    node a, b, c;
+    node_up(&a, "a", 91, NULL);
+    char seed[64];
+    snprintf(seed, sizeof seed, "%s", tr_node_address(a.node));
+    node_up(&b, "b", 92, seed);
+    node_up(&c, "c", 93, seed);
+    uint16_t id;
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
+                    tr_node_lookup(a.node, "c", &id) == TR_OK &&
+                    tr_node_lookup(b.node, "c", &id) == TR_OK &&
+                    tr_node_lookup(c.node, "b", &id) == TR_OK,
+                TT_DEADLINE_MS);
+    char via_b[16], via_c[16];
+    key_owned_next(&a, "a", "b", via_b);
+    key_owned_next(&a, "a", "c", via_c);
+    assert_true(via_b[0] && via_c[0]);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ask_until(&a, via_b, KV_INC).count, (uint64_t)i + 1);
+        assert_int_equal(ask_until(&a, via_c, KV_INC).count, (uint64_t)i + 1);
+    }
+    /* b goes: a keeps both keys (it owns them) and their actors */
+    node_down(&b);
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) != TR_OK, TT_DEADLINE_MS);
+    assert_int_equal(ask_until(&a, via_b, KV_INC).count, 3);
+    /* b comes back: via_b's actor is stopped (b may have served it meanwhile), via_c's kept */
+    node_up(&b, "b", 94, seed);
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK, TT_DEADLINE_MS);
+    TT_WAIT_FOR(!tr_shard_running(a.shard, via_b, NULL), TT_DEADLINE_MS);
+    assert_true(tr_shard_running(a.shard, via_c, NULL));
+    answer r = ask_until(&a, via_b, KV_INC);
+    assert_int_equal(r.node, 91); /* still a's key */
+    assert_int_equal(r.count, 1); /* a new actor */
+    assert_int_equal(ask_until(&a, via_c, KV_INC).count, 3);
+    node_down(&c);
+    node_down(&b);
+    node_down(&a);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_keys_on_one_node),
     cmocka_unit_test(test_request_from_an_actor),
     cmocka_unit_test(test_keys_across_two_nodes),
+    cmocka_unit_test(test_rejoin_restarts_keys_the_peer_may_have_taken),
 };
 
 TT_MAIN_PLAIN(tests)
