@@ -7,7 +7,7 @@
  * least once (redelivered until acknowledged, each with its idempotency key), and — with a child
  * process killed by kill -9 at random moments — every event whose persist was acknowledged is
  * recovered. SQLite only: bad files refused with their name. Redis only: fencing (a stale owner's
- * writes are refused), an unreachable server.
+ * writes are refused), the scripts forgotten mid-batch (a server restart), an unreachable server.
  */
 #include "test_util.h"
 #include "test_peers.h"
@@ -1258,6 +1258,49 @@ static void test_fencing_stale_owner_refused(void **state)
     tr_store_close(sb);
 }
 
+/* The server forgets its scripts (a restart: here SCRIPT FLUSH) while batches of many units are
+ * pipelined: each unit is sent again once the script is loaded, none fails, and none is taken as
+ * committed without having run (the reply of the SCRIPT LOAD was once read as the next unit's:
+ * an acknowledged event Redis never stored, found by scripts/chaos). */
+static void test_script_forgotten_mid_batch(void **state)
+{
+    const char *path = *state; /* fresh (fresh_db) */
+    tr_system *sys = tt_system_workers(2);
+    tr_store *s = open_store(sys, path, NULL);
+    enum { ACTORS = 16 };
+    tr_pid p[ACTORS];
+    counter_arg a[ACTORS];
+    char ids[ACTORS][32];
+    for (int i = 0; i < ACTORS; i++) {
+        snprintf(ids[i], sizeof ids[i], "flush/%d", i);
+        a[i] = (counter_arg){.store = s, .id = ids[i]};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+    }
+    uint64_t sent = 0;
+    for (int round = 0; round < 20; round++) {
+        redisReply *r = redis_cmd("SCRIPT FLUSH");
+        assert_non_null(r);
+        freeReplyObject(r);
+        for (int k = 0; k < 5; k++) /* bursts: many units in each of the writer's batches */
+            for (int i = 0; i < ACTORS; i++)
+                assert_int_equal(tr_system_send(sys, p[i], tt_msg_u64(ADD, 1)), TR_OK);
+        sent += 5;
+        for (int i = 0; i < ACTORS; i++) /* answered after the commits of the sends before it */
+            assert_int_equal(call_u64(sys, p[i], GET, 0), sent);
+    }
+    for (int i = 0; i < ACTORS; i++) { /* what was acknowledged is in Redis, exactly */
+        redisReply *r = redis_cmd("LLEN troupe:ev:%s", ids[i]);
+        assert_non_null(r);
+        assert_int_equal(r->integer, (long long)sent);
+        freeReplyObject(r);
+    }
+    tr_store_stats st;
+    tr_store_stats_get(s, &st);
+    assert_int_equal(st.failures, 0);
+    tr_store_close(s);
+    tt_system_end(sys);
+}
+
 static void test_unreachable_redis(void **state)
 {
     (void)state;
@@ -1331,6 +1374,7 @@ static const struct CMUnitTest sqlite_only[] = {
 
 static const struct CMUnitTest redis_only[] = {
     cmocka_unit_test_setup(test_fencing_stale_owner_refused, fresh_db),
+    cmocka_unit_test_setup(test_script_forgotten_mid_batch, fresh_db),
     cmocka_unit_test(test_unreachable_redis),
 };
 
