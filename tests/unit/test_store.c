@@ -7,7 +7,8 @@
  * least once (redelivered until acknowledged, each with its idempotency key), and — with a child
  * process killed by kill -9 at random moments — every event whose persist was acknowledged is
  * recovered. SQLite only: bad files refused with their name. Redis only: fencing (a stale owner's
- * writes are refused), the scripts forgotten mid-batch (a server restart), an unreachable server.
+ * writes are refused), the scripts forgotten mid-batch (a server restart), leases (one holder at a
+ * time, lapsing after their ttl), an unreachable server.
  */
 #include "test_util.h"
 #include "test_peers.h"
@@ -1301,6 +1302,35 @@ static void test_script_forgotten_mid_batch(void **state)
     tt_system_end(sys);
 }
 
+/* A lease has one holder at a time across stores sharing the server; it lapses after its ttl
+ * unless renewed, and its holder can give it up. */
+static void test_lease_one_holder(void **state)
+{
+    const char *path = *state; /* fresh (fresh_db) */
+    tr_system *sys = tt_system_workers(1);
+    tr_store *sa = open_store(sys, path, NULL), *sb = open_store(sys, path, NULL);
+    bool held = true;
+    assert_int_equal(tr_store_lease(sa, "", "a", 1000, &held), TR_EINVAL);
+    assert_int_equal(tr_store_lease(sa, "mailer", "a", 60000, &held), TR_OK);
+    assert_true(held);
+    assert_int_equal(tr_store_lease(sb, "mailer", "b", 60000, &held), TR_OK);
+    assert_false(held); /* a has it */
+    assert_int_equal(tr_store_lease(sa, "mailer", "a", 60000, &held), TR_OK);
+    assert_true(held); /* renewed */
+    assert_int_equal(tr_store_lease(sb, "mailer", "b", 0, &held), TR_OK); /* not b's to drop */
+    assert_int_equal(tr_store_lease(sb, "mailer", "b", 60000, &held), TR_OK);
+    assert_false(held);
+    assert_int_equal(tr_store_lease(sa, "mailer", "a", 0, &held), TR_OK); /* given up */
+    assert_int_equal(tr_store_lease(sb, "mailer", "b", 200, &held), TR_OK);
+    assert_true(held);
+    TT_WAIT_FOR((tr_store_lease(sa, "mailer", "a", 60000, &held), held), TT_DEADLINE_MS);
+    assert_int_equal(tr_store_lease(sb, "mailer", "b", 60000, &held), TR_OK);
+    assert_false(held); /* b's lapsed, a took it */
+    tr_store_close(sa);
+    tr_store_close(sb);
+    tt_system_end(sys);
+}
+
 static void test_unreachable_redis(void **state)
 {
     (void)state;
@@ -1375,6 +1405,7 @@ static const struct CMUnitTest sqlite_only[] = {
 static const struct CMUnitTest redis_only[] = {
     cmocka_unit_test_setup(test_fencing_stale_owner_refused, fresh_db),
     cmocka_unit_test_setup(test_script_forgotten_mid_batch, fresh_db),
+    cmocka_unit_test_setup(test_lease_one_holder, fresh_db),
     cmocka_unit_test(test_unreachable_redis),
 };
 

@@ -130,6 +130,18 @@ int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms);
 /* How many items of `queue` are stored and not yet acknowledged (by any node sharing the store);
  * from any thread. */
 int tr_outbox_pending(tr_store *s, const char *queue, uint64_t *n);
+
+/* Leases: at most one holder of `name` at a time among the nodes sharing the store (a cluster's
+ * singleton that must never run twice, even while two nodes cannot see each other: the email
+ * actor that keeps a rate). Takes `name` for `holder` (an id unique to this holder, e.g. node
+ * name and incarnation; 1..255 bytes) for ttl_ms if it is free or already holder's, or renews
+ * it; ttl_ms 0 gives it up if held. *held says whether holder has it now. The store's clock
+ * counts the ttl: a holder counts its lease from before the call, and stops acting on it a
+ * margin before it ends unless renewed. On SQLite (one node writes the file) every holder holds.
+ * A blocking round trip to Redis; from any thread. TR_EIO: the store cannot be reached (held
+ * false). */
+int tr_store_lease(tr_store *s, const char *name, const char *holder, unsigned ttl_ms,
+                   bool *held);
 /* Reads a TR_MSG_OUTBOX message; pointers are into m. attempt counts deliveries since the
  * consumer subscribed (1 = first). */
 int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_len,

@@ -576,7 +576,48 @@ static int rd_pending(tr_store *s, const char *queue, uint64_t *n)
     return rc;
 }
 
+/* A lease: troupe:lease:NAME holds the holder's id and expires (the server's clock) ttl_ms after
+ * the last take or renewal; only its holder renews or gives it up. */
+static const char *const lease_lua =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if ARGV[2] == '0' then\n"
+    "  if v == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+    "  return 0\n"
+    "end\n"
+    "if v == false or v == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+static int rd_lease(tr_store *s, const char *name, const char *holder, unsigned ttl_ms,
+                    bool *held)
+{
+    rd *b = s->bk;
+    int rc = TR_EIO;
+    char key[300], ttl[16];
+    snprintf(key, sizeof key, "troupe:lease:%s", name);
+    snprintf(ttl, sizeof ttl, "%u", ttl_ms);
+    pthread_mutex_lock(&b->read_lock);
+    if (b->r == NULL || b->r->err != 0) {
+        if (b->r != NULL)
+            redisFree(b->r);
+        b->r = connect_to(b);
+    }
+    const char *argv[] = {"EVAL", lease_lua, "1", key, holder, ttl};
+    redisReply *r = b->r != NULL && b->r->err == 0 ? redisCommandArgv(b->r, 6, argv, NULL) : NULL;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        *held = r->integer == 1;
+        rc = TR_OK;
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    pthread_mutex_unlock(&b->read_lock);
+    return rc;
+}
+
 static const store_backend redis_backend = {
+    .lease = rd_lease,
     .commit = rd_commit,
     .recover = rd_recover,
     .item_get = rd_item_get,

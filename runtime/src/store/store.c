@@ -829,6 +829,20 @@ int tr_outbox_pending(tr_store *s, const char *queue, uint64_t *n)
     return s->be->pending(s, queue, n);
 }
 
+int tr_store_lease(tr_store *s, const char *name, const char *holder, unsigned ttl_ms,
+                   bool *held)
+{
+    if (s == NULL || name == NULL || holder == NULL || held == NULL || name[0] == '\0' ||
+        strlen(name) > 255 || holder[0] == '\0' || strlen(holder) > 255)
+        return TR_EINVAL;
+    *held = false;
+    if (s->be->lease == NULL) { /* one node writes this store: its holders always hold */
+        *held = ttl_ms > 0;
+        return TR_OK;
+    }
+    return s->be->lease(s, name, holder, ttl_ms, held);
+}
+
 int tr_outbox_retry(tr_store *s, uint64_t id, unsigned delay_ms)
 {
     if (s == NULL || id == 0)

@@ -120,6 +120,10 @@ typedef struct store_backend {
     /* The newest id in the log, written by any node (shared backends; NULL: only this store
      * writes its log, whose head the commits keep). */
     int (*bus_head)(tr_store *s, uint64_t *head);
+    /* Takes or renews lease `name` for `holder` for ttl_ms (0: gives it up if held); *held
+     * says whether holder has it now (any thread: the reading connection). NULL: this backend
+     * has one writer node, whose holders always hold. */
+    int (*lease)(tr_store *s, const char *name, const char *holder, unsigned ttl_ms, bool *held);
     /* Closes the connections (the writer has stopped). */
     void (*close)(tr_store *s);
     /* Frees what close left. */
