@@ -10,6 +10,13 @@
  * between delivery and ack makes the store deliver it again: the maildir rewrite is harmless, and
  * over SMTP the duplicate carries the same Message-ID. A failure puts the item back for a retry
  * after the provider's backoff (tr_outbox_retry), which doubles per failure and resets on success.
+ *
+ * With args.lease the actor sends only while it holds that store lease: a cluster's singleton may
+ * briefly run on two nodes (a move, a partition), and two senders would each keep the rate — twice
+ * the rate, and duplicates (found by scripts/chaos: 110 emails in one second at 50/s + 10). It
+ * counts its lease from before each renewal (made before an email once a third of the ttl has
+ * passed) and stops a third of the ttl before it ends; a new holder waits a second before its
+ * first email.
  */
 #include "actors/email.h"
 
@@ -45,6 +52,11 @@ typedef struct email_state {
     size_t nretrying;
     uint64_t sent, failed, dropped; /* its own counts (EMAIL_STATS without args.stats) */
     uint32_t rnd;               /* jitter */
+    char holder[64];            /* args.lease: this actor's holder id */
+    uint64_t send_from_ns;      /* args.lease: sending allowed in [send_from, lease_until) */
+    uint64_t lease_until_ns;
+    uint64_t renew_due_ns;
+    bool holds;
 } email_state;
 
 static int make_dirs(const char *dir)
@@ -163,6 +175,9 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
     } else {
         rc = smtp_setup(e);
     }
+    if (a->lease != NULL) /* an id for this actor's holding */
+        snprintf(e->holder, sizeof e->holder, "%016llx-%08x",
+                 (unsigned long long)tr_self(ctx), (unsigned)(tr_now_ns() ^ (uintptr_t)e));
     if (rc == TR_OK)
         rc = tr_outbox_subscribe(a->store, a->queue, tr_self(ctx));
     if (rc != TR_OK)
@@ -170,10 +185,40 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
     return rc;
 }
 
+/* Takes or renews the lease (args.lease): before an email when a third of its ttl has passed
+ * since the last renewal, or when not held. (Not on a timer: a timer's message would wait behind
+ * the emails in the rate-limited mailbox. Idle, the lease lapses; another node may take it.) */
+static void lease_tick(email_state *e)
+{
+    unsigned ttl = e->a.lease_ms ? e->a.lease_ms : 3000u;
+    uint64_t t0 = tr_now_ns();
+    e->renew_due_ns = t0 + (uint64_t)(ttl / 3) * 1000000u;
+    bool held = false;
+    if (tr_store_lease(e->a.store, e->a.lease, e->holder, ttl, &held) != TR_OK)
+        held = false; /* the store cannot be reached: what was held runs out */
+    if (held) {
+        if (!e->holds || t0 >= e->lease_until_ns) { /* newly held: a second's gap first */
+            e->send_from_ns = t0 + 1000000000ull;
+            tr_log(TR_LOG_INFO, "email", "holds the lease %s: sending from in a second",
+                   e->a.lease);
+        }
+        e->holds = true;
+        e->lease_until_ns = t0 + (uint64_t)(ttl - ttl / 3) * 1000000u;
+    } else if (e->holds && t0 >= e->lease_until_ns) {
+        e->holds = false;
+        tr_log(TR_LOG_WARN, "email", "lost the lease %s: not sending", e->a.lease);
+    }
+}
+
 static void email_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 {
     (void)ctx;
     (void)reason;
+    email_state *e = state;
+    if (e->a.lease != NULL && e->holds) { /* the next holder need not wait for the ttl */
+        bool held;
+        (void)tr_store_lease(e->a.store, e->a.lease, e->holder, 0, &held);
+    }
     release(state);
 }
 
@@ -398,6 +443,15 @@ static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
                     const struct timespec *handled, uint64_t handled_ns)
 {
     uint64_t now = tr_now_ns();
+    if (e->a.lease != NULL && (!e->holds || now >= e->renew_due_ns)) {
+        lease_tick(e);
+        now = tr_now_ns();
+    }
+    if (e->a.lease != NULL && !(e->holds && now >= e->send_from_ns && now < e->lease_until_ns)) {
+        /* not this actor's turn to send (args.lease): back to the outbox for a while */
+        tr_outbox_retry(e->a.store, item, 500 + jitter(e, 500));
+        return;
+    }
     if (now < e->backoff_until_ns) { /* the provider is backing off: not now */
         unsigned wait = (unsigned)((e->backoff_until_ns - now) / 1000000u) + 1;
         tr_outbox_retry(e->a.store, item, wait + jitter(e, e->backoff_ms));
@@ -461,6 +515,7 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
     email_state *e = state;
     if (tr_msg_type(m) == EMAIL_STATS && tr_msg_corr(m) != 0)
         return answer_stats(ctx, e, m);
+
     if (tr_msg_type(m) != TR_MSG_OUTBOX)
         return 0;
     struct timespec handled; /* when the rate limit let it through: written into the email */

@@ -80,6 +80,15 @@ typedef struct email_args {
      * rate limit let its item through (what the token bucket bounds; delivery may take longer) */
     void (*on_sent)(void *user, const char *email_id, uint64_t t_ns);
     void *user;
+    /* optional: a store lease (tr_store_lease) the actor must hold to send — one sender among
+     * all the nodes sharing the store, even while they cannot see each other (a cluster's
+     * singleton moving, a partition), so the rate holds cluster-wide. Taken, or renewed once a
+     * third of lease_ms has passed, before an email (idle, it lapses); an item that comes while
+     * it is not held is put back (tr_outbox_retry). A new holder waits one second before its
+     * first email, so that no 1-s window holds the sends of two holders. Given up when the actor
+     * ends. NULL: none. */
+    const char *lease;
+    unsigned lease_ms;          /* the lease's time to live; 0 = 3,000 */
 } email_args;
 
 /* A request the email actor answers (tr_request, tr_system_call, a port; message type

@@ -634,7 +634,10 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                                 .format = order_email_format,
                                 .format_user = &a->mail,
                                 .retry_min_ms = o->email_retry_min_ms,
-                                .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats};
+                                .retry_max_ms = o->email_retry_max_ms, .stats = &a->stats,
+                                /* a cluster: one sender at a time, even while the singleton
+                                 * runs on two nodes (a move, a partition): the rate holds */
+                                .lease = a->node != NULL ? EMAIL_KEY : NULL};
         /* blocking: it writes files or talks SMTP, never on an HTTP loop (run_actors) */
         a->email_spawn = (tr_spawn_opts){.blocking = true,
                                          .mailbox = {.limit = TR_LIMIT_TOKEN,
