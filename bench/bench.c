@@ -2,7 +2,7 @@
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
  *   troupe-bench NAME [--workers N] [--scale F]
- *   NAME: pingpong ring spawn fanin restart limited remote-pingpong remote-throughput persist
+ *   NAME: pingpong ring spawn fanin restart children limited remote-pingpong remote-throughput persist
  *         recover all
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
@@ -458,6 +458,111 @@ static void bench_restart(void)
     end_system(sys);
 }
 
+/* ---- children: a simple_one_for_one supervisor with N children, all started, all ending ------ */
+
+#define CHILDREN_WINDOW 1024u /* start requests in flight */
+
+static _Atomic tr_pid *g_child_pid; /* [i]: the pid of child i (written by its init) */
+static uint64_t g_children_n;
+
+static int kid_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)state;
+    atomic_store_explicit((_Atomic tr_pid *)arg, tr_self(ctx), memory_order_relaxed);
+    return 0;
+}
+
+static int kid_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) == MSG_DATA)
+        tr_stop(ctx); /* normal: a transient child is not restarted, the supervisor forgets it */
+    return 0;
+}
+
+static const tr_behaviour kid_b = {.name = "kid", .init = kid_init, .receive = kid_recv};
+
+typedef struct kid_starter {
+    tr_pid sup;
+    uint64_t n, sent, answered;
+} kid_starter;
+
+/* Keeps CHILDREN_WINDOW asynchronous start requests in flight until N children are started. */
+static int kid_starter_recv(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    kid_starter *s = state;
+    if (tr_msg_type(m) == MSG_GO) {
+        s->sup = (tr_pid)read_u64(m);
+        s->n = g_children_n;
+    } else if (tr_msg_is_reply(m)) {
+        if (tr_sup_started(m, NULL) != TR_OK) {
+            fprintf(stderr, "troupe-bench: a child did not start\n");
+            exit(1);
+        }
+        if (++s->answered == s->n)
+            signal_done();
+    }
+    while (s->sent < s->n && s->sent - s->answered < CHILDREN_WINDOW) {
+        uint64_t corr;
+        int rc = tr_sup_start_child_async(ctx, s->sup, (const void *)&g_child_pid[s->sent], 0,
+                                          600000, &corr);
+        if (rc != TR_OK)
+            return rc;
+        s->sent++;
+    }
+    return 0;
+}
+
+static const tr_behaviour kid_starter_b = {
+    .name = "kid-starter", .state_size = sizeof(kid_starter), .receive = kid_starter_recv};
+
+static void bench_children(void)
+{
+    uint64_t n = scaled(1000000);
+    g_child_pid = calloc(n, sizeof *g_child_pid);
+    if (g_child_pid == NULL) {
+        fprintf(stderr, "troupe-bench: out of memory\n");
+        exit(1);
+    }
+    tr_system *sys = new_system();
+    tr_child_spec child = {.id = "kid", .behaviour = &kid_b, .restart = TR_TRANSIENT,
+                           .shutdown_ms = 5000};
+    tr_sup_spec spec = {.strategy = TR_SIMPLE_ONE_FOR_ONE, .intensity = 10, .period_ms = 1000,
+                        .children = &child, .nchildren = 1};
+    tr_pid sup, starter;
+    if (tr_sup_start(sys, &spec, &sup) != TR_OK ||
+        tr_system_spawn(sys, &kid_starter_b, NULL, &starter) != TR_OK) {
+        fprintf(stderr, "troupe-bench: cannot start the supervisor\n");
+        exit(1);
+    }
+    g_children_n = n;
+    /* phase 1: N children started (each spawned and linked by the supervisor) */
+    double c0 = cpu_s(), t0 = ((double)tr_now_ns() / 1e9);
+    tr_system_send(sys, starter, tr_msg_new_u64(MSG_GO, sup));
+    double t1 = wait_done(), c1 = cpu_s();
+    uint64_t running = 0;
+    tr_sup_count(sys, sup, &running, NULL);
+    report(sys, "children-start", (double)n / (t1 - t0), "children/s", t1 - t0, c1 - c0, n,
+           "\"strategy\":\"simple_one_for_one\"", "  start_child_async, 1,024 in flight");
+    if (running != n)
+        fprintf(stderr, "troupe-bench: %llu running, expected %llu\n",
+                (unsigned long long)running, (unsigned long long)n);
+    /* phase 2: every child ends (normal); the supervisor handles N exits */
+    double c2 = cpu_s(), t2 = ((double)tr_now_ns() / 1e9);
+    for (uint64_t i = 0; i < n; i++)
+        tr_system_send(sys, atomic_load(&g_child_pid[i]), tr_msg_new_u64(MSG_DATA, 0));
+    do {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    } while (tr_sup_count(sys, sup, &running, NULL) != TR_OK || running != 0);
+    double t3 = ((double)tr_now_ns() / 1e9), c3 = cpu_s();
+    report(sys, "children-exit", (double)n / (t3 - t2), "exits/s", t3 - t2, c3 - c2, n,
+           "\"strategy\":\"simple_one_for_one\"", "  every child ends, supervisor forgets it");
+    end_system(sys);
+    free((void *)g_child_pid);
+    g_child_pid = NULL;
+}
+
 /* ---- limited: 1,000 actors limited to 1,000 msgs/s each, offered 10x that ------------------ */
 
 #define LIM_ACTORS 1000u
@@ -674,6 +779,7 @@ static const struct {
     {"spawn", bench_spawn, "1,000,000 actors each receiving one message -> spawns/s; RSS per idle actor"},
     {"fanin", bench_fanin, "8 producers x 1,000,000 messages to one actor -> msgs/s"},
     {"restart", bench_restart, "one_for_one supervisor, child fails on every message, 100,000 times -> restarts/s"},
+    {"children", bench_children, "simple_one_for_one supervisor: 1,000,000 children started, then all ending -> children/s, exits/s"},
     {"limited", bench_limited, "1,000 actors limited to 1,000 msgs/s each, offered 10x for 10 s -> rate, CPU"},
     {"remote-pingpong", run_remote_pingpong, "2 nodes (processes) on loopback, 100,000 round trips -> round trips/s, p50/p99"},
     {"remote-throughput", run_remote_throughput, "2 nodes (processes) on loopback, 1,000,000 x 64 B one way -> msgs/s"},
