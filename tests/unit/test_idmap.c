@@ -2,7 +2,8 @@
  * test_idmap.c — the uint64 -> uint64 open-addressing map (internal tr__idmap_*).
  *
  * put/get/del, replace, key 0 rejected, a random workload checked op by op against a reference
- * array, and clusters that wrap around the end of the table to exercise backward-shift deletion.
+ * array, clusters that wrap around the end of the table to exercise backward-shift deletion, and
+ * shrinking as keys go.
  */
 #include "core/idmap.h"
 #include "test_util.h"
@@ -224,6 +225,38 @@ static void test_wraparound_cluster(void **state)
     }
 }
 
+/* tr__idmap_shrink: a map that grew to 100,000 keys gives its memory back as they go (the
+ * table stays within 16x its keys), keeps every key left, and is freed once empty. */
+static void test_shrink(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    tr_idmap m;
+    tr__idmap_init(&m);
+    for (uint64_t k = 1; k <= N; k++)
+        assert_int_equal(tr__idmap_put(&m, k * 7919, k), TR_OK);
+    size_t peak = m.cap;
+    assert_true(peak >= 2 * (size_t)N);
+    tr__idmap_shrink(&m); /* full enough: nothing to do */
+    assert_int_equal(m.cap, peak);
+    for (uint64_t k = 1; k <= N; k++) {
+        assert_true(tr__idmap_del(&m, k * 7919, NULL));
+        tr__idmap_shrink(&m);
+        assert_true(m.cap <= 8 || m.cap <= 16 * m.len);
+        if (k % 997 == 0) /* the keys left are all still there */
+            for (uint64_t j = k + 1; j <= N; j += 101) {
+                uint64_t v;
+                assert_true(tr__idmap_get(&m, j * 7919, &v));
+                assert_int_equal(v, j);
+            }
+    }
+    assert_int_equal(m.len, 0);
+    assert_true(m.cap <= 8);
+    assert_int_equal(tr__idmap_put(&m, 5, 6), TR_OK); /* usable again */
+    assert_true(tr__idmap_get(&m, 5, NULL));
+    tr__idmap_free(&m);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_basic),
     cmocka_unit_test(test_replace),
@@ -231,6 +264,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_random_against_reference),
     cmocka_unit_test(test_sequential_keys_random_delete),
     cmocka_unit_test(test_wraparound_cluster),
+    cmocka_unit_test(test_shrink),
 };
 
 TT_MAIN_PLAIN(tests)

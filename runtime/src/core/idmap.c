@@ -5,14 +5,6 @@
 
 #include <stdlib.h>
 
-static inline size_t slot_of(uint64_t key, size_t cap)
-{
-    key ^= key >> 33; /* murmur3 finaliser: ids are sequential, spread them */
-    key *= 0xff51afd7ed558ccdULL;
-    key ^= key >> 33;
-    return (size_t)key & (cap - 1);
-}
-
 void tr__idmap_init(tr_idmap *m)
 {
     m->keys = NULL;
@@ -28,9 +20,9 @@ void tr__idmap_free(tr_idmap *m)
     tr__idmap_init(m);
 }
 
-static int grow(tr_idmap *m)
+/* Rehashes into a table of ncap slots (a power of two that holds len at load <= 1/2). */
+static int resize(tr_idmap *m, size_t ncap)
 {
-    size_t ncap = m->cap ? m->cap * 2 : 8;
     uint64_t *nk = calloc(ncap, sizeof *nk);
     uint64_t *nv = malloc(ncap * sizeof *nv);
     if (nk == NULL || nv == NULL) {
@@ -41,7 +33,7 @@ static int grow(tr_idmap *m)
     for (size_t i = 0; i < m->cap; i++) {
         if (m->keys[i] == 0)
             continue;
-        size_t j = slot_of(m->keys[i], ncap);
+        size_t j = tr__id_slot(m->keys[i], ncap);
         while (nk[j] != 0)
             j = (j + 1) & (ncap - 1);
         nk[j] = m->keys[i];
@@ -55,6 +47,25 @@ static int grow(tr_idmap *m)
     return TR_OK;
 }
 
+static int grow(tr_idmap *m)
+{
+    return resize(m, m->cap ? m->cap * 2 : 8);
+}
+
+void tr__idmap_shrink(tr_idmap *m)
+{
+    if (m->cap <= 8 || m->len * 16 > m->cap)
+        return;
+    if (m->len == 0) {
+        tr__idmap_free(m);
+        return;
+    }
+    size_t ncap = 8;
+    while (ncap < m->len * 4)
+        ncap *= 2;
+    (void)resize(m, ncap); /* out of memory: the larger table stays, still correct */
+}
+
 int tr__idmap_put(tr_idmap *m, uint64_t key, uint64_t val)
 {
     if (key == 0)
@@ -62,7 +73,7 @@ int tr__idmap_put(tr_idmap *m, uint64_t key, uint64_t val)
     if ((m->len + 1) * 2 > m->cap && grow(m) != TR_OK)
         return TR_ENOMEM;
     TR_ASSERT(m->cap != 0 && (m->cap & (m->cap - 1)) == 0 && m->len < m->cap / 2 + 1);
-    size_t i = slot_of(key, m->cap);
+    size_t i = tr__id_slot(key, m->cap);
     while (m->keys[i] != 0 && m->keys[i] != key)
         i = (i + 1) & (m->cap - 1);
     if (m->keys[i] == 0)
@@ -76,7 +87,7 @@ static bool find(const tr_idmap *m, uint64_t key, size_t *at)
 {
     if (m->cap == 0 || key == 0)
         return false;
-    size_t i = slot_of(key, m->cap);
+    size_t i = tr__id_slot(key, m->cap);
     while (m->keys[i] != 0) {
         if (m->keys[i] == key) {
             *at = i;
@@ -111,7 +122,7 @@ bool tr__idmap_del(tr_idmap *m, uint64_t key, uint64_t *val)
         j = (j + 1) & mask;
         if (m->keys[j] == 0)
             break;
-        size_t home = slot_of(m->keys[j], m->cap);
+        size_t home = tr__id_slot(m->keys[j], m->cap);
         /* move j into i if its home is not cyclically in (i, j] */
         bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!in_range) {
