@@ -6,6 +6,9 @@
  * tr__deliver is: a = tr__actor_lookup(pid); m->to = pid; push to a->mbox; if sched flips 0 -> 1,
  * schedule a. The tests below stop between the lookup and the push, end the actor, then perform
  * the rest exactly as tr__deliver does.
+ *
+ * Also the link set (link.c) on its own: an array for a few links, a hash set above
+ * TR_LINKS_ARRAY_MAX, checked op by op against a reference across the threshold both ways.
  */
 #include "core/internal.h"
 #include "test_util.h"
@@ -120,8 +123,88 @@ static void bug_message_pushed_after_end_is_lost_silently(void **state)
     assert_int_equal(atomic_load(&hook_calls), 1);
 }
 
+/* Every member of the reference (pids ref[0, n)) is in a's set, a walk over the set's slots
+ * sees each exactly once, and nothing else. */
+static void check_links(const tr_actor *a, const tr_pid *ref, uint32_t n)
+{
+    const tr_actor_ext *x = a->ext;
+    assert_non_null(x);
+    assert_int_equal(x->nlinks, n);
+    bool table = x->caplinks > TR_LINKS_ARRAY_MAX;
+    if (table)
+        assert_true((x->caplinks & (x->caplinks - 1)) == 0 && x->nlinks * 2 <= x->caplinks);
+    uint32_t span = table ? x->caplinks : x->nlinks, seen = 0;
+    for (uint32_t i = 0; i < span; i++) {
+        if (x->links[i] == 0) {
+            assert_true(table); /* an array has no holes */
+            continue;
+        }
+        seen++;
+        uint32_t hits = 0;
+        for (uint32_t j = 0; j < n; j++)
+            hits += ref[j] == x->links[i];
+        assert_int_equal(hits, 1);
+    }
+    assert_int_equal(seen, n);
+    for (uint32_t j = 0; j < n; j++)
+        assert_true(tr__link_has(x, ref[j]));
+}
+
+static tr_pid some_pid(uint64_t *seed)
+{
+    /* node, generation and slot bits all vary; never 0 */
+    return (tt_xs64(seed) & 0x0003ffffff00ffffULL) | 1u;
+}
+
+static void test_link_set_across_threshold(void **state)
+{
+    (void)state;
+    enum { MAXN = 3000 };
+    static tr_pid ref[MAXN];
+    uint64_t seed = 77;
+    tr_actor *a = aligned_alloc(_Alignof(tr_actor), sizeof *a); /* a bare header, no system */
+    assert_non_null(a);
+    memset(a, 0, sizeof *a);
+    uint32_t n = 0;
+    assert_int_equal(tr__link_add(a, TR_PID_NONE), TR_EINVAL);
+    /* up and down through the threshold several times, to sizes far above it */
+    const uint32_t targets[] = {3, 16, 17, 9, 8, 40, 2, 3000, 700, 8, 0, 100, 0};
+    for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
+        while (n != targets[t]) {
+            if (n < targets[t]) {
+                tr_pid p = some_pid(&seed);
+                if (tr__link_has(a->ext, p))
+                    continue;
+                assert_int_equal(tr__link_add(a, p), TR_OK);
+                assert_int_equal(tr__link_add(a, p), TR_OK); /* twice is once */
+                ref[n++] = p;
+            } else {
+                uint32_t k = (uint32_t)(tt_xs64(&seed) % n);
+                tr__link_del(a, ref[k]);
+                assert_false(tr__link_has(a->ext, ref[k]));
+                tr__link_del(a, ref[k]); /* not there: nothing happens */
+                ref[k] = ref[--n];
+            }
+            if (n < 40 || n % 97 == 0)
+                check_links(a, ref, n);
+        }
+        check_links(a, ref, n);
+        const tr_actor_ext *x = a->ext;
+        if (n <= TR_LINKS_ARRAY_MAX / 2)
+            assert_true(x->caplinks <= TR_LINKS_ARRAY_MAX); /* an array again */
+        if (n > TR_LINKS_ARRAY_MAX)
+            assert_true(x->caplinks > TR_LINKS_ARRAY_MAX);
+        if (x->caplinks > 64)
+            assert_true(x->caplinks <= 16 * n); /* memory given back as links go */
+    }
+    tr__ext_free(a);
+    assert_null(a->ext);
+    free(a);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_header_after_end_in_turn),
+    cmocka_unit_test(test_link_set_across_threshold),
 };
 
 static const struct CMUnitTest regressions[] = {

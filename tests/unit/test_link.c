@@ -4,8 +4,9 @@
  * tr_unlink (and its flush of an exit signal already queued), monitors (DOWN for every kind of
  * end, noproc, one ref per monitor), tr_demonitor (and its flush), tr_exit / tr_system_exit
  * (normal ignored, kill untrappable and ahead of queued messages), spawn options link and
- * trap_exits, reasons with text, link-versus-death races, and links and monitors still held
- * when the system ends (the suite runs under ASan: no leaks).
+ * trap_exits, reasons with text, link-versus-death races, links and monitors still held
+ * when the system ends (the suite runs under ASan: no leaks), and an actor with hundreds of links
+ * whose set crosses the array / hash set threshold both ways.
  *
  * Every actor here is a "probe" (id = index in rec[]) driven by command messages from the test
  * thread; it logs the EXIT and DOWN messages it receives and the reason it ended with. Commands
@@ -1292,6 +1293,168 @@ static void test_shutdown_with_links_and_monitors(void **state)
     tt_assert_no_failures();
 }
 
+/* ---- many links: the link set across its array / hash set threshold --------------------------
+ * A hub links to many leaves and unlinks most of them again (the set goes from an array to a
+ * hash set and back, twice); leaves that fail reach the hub once each; when the hub fails, every
+ * leaf still linked gets exactly one EXIT and the unlinked ones none. Both sides trap. */
+
+enum { HUB_LINK = 100, HUB_UNLINK, HUB_FAIL, LEAF_FAIL, LEAF_PING };
+#define NLEAF 300
+
+static tr_pid leaf_pid[NLEAF];
+static atomic_int leaf_exits[NLEAF];     /* EXIT messages from the hub */
+static atomic_int leaf_pings[NLEAF];
+static atomic_int hub_exits_from[NLEAF]; /* EXIT messages the hub got from leaf i */
+static atomic_int hub_ops, hub_bad;
+static tr_pid hub_pid;
+
+static int leaf_of(tr_pid p)
+{
+    for (int i = 0; i < NLEAF; i++)
+        if (leaf_pid[i] == p)
+            return i;
+    return -1;
+}
+
+static int leaf_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    *(int *)st = (int)(intptr_t)arg;
+    tr_trap_exits(ctx, true);
+    return 0;
+}
+
+static int leaf_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)ctx;
+    int i = *(int *)st;
+    switch (tr_msg_type(m)) {
+    case TR_MSG_EXIT:
+        TT_CHECK(tr_msg_sender(m) == hub_pid);
+        atomic_fetch_add(&leaf_exits[i], 1);
+        return 0;
+    case LEAF_FAIL:
+        return 5;
+    case LEAF_PING:
+        atomic_fetch_add(&leaf_pings[i], 1);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static const tr_behaviour leaf_beh = {
+    .name = "leaf", .state_size = sizeof(int), .init = leaf_init, .receive = leaf_receive};
+
+static int hub_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    (void)st;
+    (void)arg;
+    tr_trap_exits(ctx, true);
+    return 0;
+}
+
+static int hub_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)st;
+    uint64_t r[2] = {0, 0};
+    switch (tr_msg_type(m)) {
+    case TR_MSG_EXIT: {
+        int i = leaf_of(tr_msg_sender(m));
+        TT_CHECK(i >= 0);
+        if (i >= 0)
+            atomic_fetch_add(&hub_exits_from[i], 1);
+        return 0;
+    }
+    case HUB_LINK:
+    case HUB_UNLINK:
+        TT_CHECK(tt_read_u64s(m, 2, r) == TR_OK);
+        for (uint64_t i = r[0]; i < r[1] && i < NLEAF; i++) {
+            int rc = tr_msg_type(m) == HUB_LINK ? tr_link(ctx, leaf_pid[i])
+                                                : tr_unlink(ctx, leaf_pid[i]);
+            if (rc != TR_OK)
+                atomic_fetch_add(&hub_bad, 1);
+        }
+        atomic_fetch_add(&hub_ops, 1);
+        return 0;
+    case HUB_FAIL:
+        return 9;
+    default:
+        return 0;
+    }
+}
+
+static const tr_behaviour hub_beh = {.name = "hub", .init = hub_init, .receive = hub_receive};
+
+static void hub_cmd(tr_system *sys, uint32_t type, uint64_t from, uint64_t to)
+{
+    int before = atomic_load(&hub_ops);
+    const uint64_t r[2] = {from, to};
+    assert_int_equal(tr_system_send(sys, hub_pid, tt_msg_u64s(type, 2, r)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&hub_ops) == before + 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&hub_bad), 0);
+}
+
+static int hub_exits(int from, int to)
+{
+    int sum = 0;
+    for (int i = from; i < to; i++)
+        sum += atomic_load(&hub_exits_from[i]);
+    return sum;
+}
+
+static bool linked_at_end(int i)
+{
+    return i < 5 || (i >= 120 && i < 150) || i >= 250; /* see the steps below */
+}
+
+static void test_many_links_across_threshold(void **state)
+{
+    tr_system *sys = *state;
+    atomic_store(&hub_ops, 0);
+    atomic_store(&hub_bad, 0);
+    for (int i = 0; i < NLEAF; i++) {
+        atomic_store(&leaf_exits[i], 0);
+        atomic_store(&leaf_pings[i], 0);
+        atomic_store(&hub_exits_from[i], 0);
+        leaf_pid[i] = 0;
+    }
+    assert_int_equal(tr_system_spawn(sys, &hub_beh, NULL, &hub_pid), TR_OK);
+    for (int i = 0; i < NLEAF; i++)
+        assert_int_equal(tr_system_spawn(sys, &leaf_beh, (void *)(intptr_t)i, &leaf_pid[i]),
+                         TR_OK);
+    hub_cmd(sys, HUB_LINK, 0, 200);    /* 200 links: a hash set */
+    hub_cmd(sys, HUB_LINK, 0, 200);    /* again: still 200 */
+    hub_cmd(sys, HUB_UNLINK, 5, 200);  /* 5 left: an array again */
+    hub_cmd(sys, HUB_LINK, 100, 150);  /* 55: a hash set */
+    /* 20 linked leaves fail: the hub hears of each once (and unlinks them) */
+    uint64_t ended = tt_stats(sys).ended;
+    for (int i = 100; i < 120; i++)
+        assert_int_equal(tr_system_send(sys, leaf_pid[i], tr_msg_new(LEAF_FAIL, 0)), TR_OK);
+    wait_ended(sys, ended + 20);
+    TT_WAIT_FOR(hub_exits(100, 120) == 20, TT_DEADLINE_MS);
+    hub_cmd(sys, HUB_UNLINK, 120, 147); /* 8 left (0-4, 147-149): an array again */
+    hub_cmd(sys, HUB_LINK, 120, 147);   /* 35: a hash set */
+    hub_cmd(sys, HUB_LINK, 250, NLEAF); /* 85 */
+    /* an unlinked leaf failing does not reach the hub */
+    ended = tt_stats(sys).ended;
+    assert_int_equal(tr_system_send(sys, leaf_pid[50], tr_msg_new(LEAF_FAIL, 0)), TR_OK);
+    wait_ended(sys, ended + 1);
+    ended = tt_stats(sys).ended;
+    assert_int_equal(tr_system_send(sys, hub_pid, tr_msg_new(HUB_FAIL, 0)), TR_OK);
+    wait_ended(sys, ended + 1); /* the hub's exit signals are all queued now */
+    for (int i = 0; i < NLEAF; i++)
+        if (i != 50 && !(i >= 100 && i < 120))
+            assert_int_equal(tr_system_send(sys, leaf_pid[i], tr_msg_new(LEAF_PING, 0)), TR_OK);
+    for (int i = 0; i < NLEAF; i++) {
+        if (i == 50 || (i >= 100 && i < 120))
+            continue;
+        TT_WAIT_FOR(atomic_load(&leaf_pings[i]) == 1, TT_DEADLINE_MS);
+        assert_int_equal(atomic_load(&leaf_exits[i]), linked_at_end(i) ? 1 : 0);
+    }
+    for (int i = 0; i < NLEAF; i++)
+        assert_int_equal(atomic_load(&hub_exits_from[i]), i >= 100 && i < 120 ? 1 : 0);
+}
+
 /* ---- regressions (run with --regressions) ----------------------------------------------------
  * Each reproduces a runtime bug found while writing this file, fixed since (the commit named);
  * the test stays to keep it fixed (tests/support/test_util.h, TT_MAIN). */
@@ -1348,6 +1511,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_msg_reason_invalid),
     cmocka_unit_test_setup_teardown(test_link_race_with_end, sys2_up, sys2_down),
     cmocka_unit_test(test_shutdown_with_links_and_monitors),
+    cmocka_unit_test_setup_teardown(test_many_links_across_threshold, sys2_up, sys2_down),
 };
 
 static const struct CMUnitTest regressions[] = {

@@ -175,6 +175,9 @@ typedef struct tr_actor {
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
 
+/* Up to this many links an actor keeps them in an array; above, in a hash set (link.c). */
+#define TR_LINKS_ARRAY_MAX 16u
+
 /* Rarely used per-actor state, owned by the actor's runner (see link.c, actor.c). */
 struct tr_actor_ext {
     bool trap_exits;
@@ -183,8 +186,8 @@ struct tr_actor_ext {
     struct tr_limiter *lim;         /* the rate limiter (when limited) */
     tr_msg *stash, *stash_tail;     /* popped but held back by the limiter, in order */
     uint64_t park_ns;               /* when it parked for a token (0 = not parked) */
-    tr_pid *links;
-    uint32_t nlinks, caplinks;
+    tr_pid *links;                  /* the link set: an array or a hash set (link.c) */
+    uint32_t nlinks, caplinks;      /* members; array size, or table slots if > TR_LINKS_ARRAY_MAX */
     struct tr_idmap *monitors;       /* ref -> target: monitors this actor holds */
     struct tr_idmap *watchers;       /* ref -> watcher: monitors on this actor */
     /* the timer thread's wake-up wheel (guarded by its lock) */
@@ -254,9 +257,12 @@ TR_HIDDEN void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m);
 TR_HIDDEN tr_actor_ext *tr__ext_get(tr_actor *a);
 /* Frees the ext of an ending actor (its stash counted as dropped, its wake-up cancelled). */
 TR_HIDDEN void tr__ext_free(tr_actor *a);
-/* Adds / removes pid in a's link set (a's runner, or a not yet visible). */
+/* Adds / removes pid in a's link set (a's runner, or a not yet visible); O(1) expected. Adding
+ * a member is TR_OK; TR_ENOMEM (set unchanged) or TR_EINVAL (pid 0). */
 TR_HIDDEN int tr__link_add(tr_actor *a, tr_pid pid);
 TR_HIDDEN void tr__link_del(tr_actor *a, tr_pid pid);
+/* Whether pid is in the link set of x (x may be NULL). */
+TR_HIDDEN bool tr__link_has(const tr_actor_ext *x, tr_pid pid);
 /* A message carrying a reason as payload ([kind, code, text]); NULL when out of memory. */
 TR_HIDDEN tr_msg *tr__reason_msg(uint32_t type, uint32_t flags, const tr_reason *r);
 /* Sends a runtime signal (any thread). */

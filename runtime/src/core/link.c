@@ -8,6 +8,11 @@
  * (as OTP guarantees between a pair of processes), and a relation with an actor of another node
  * is only a matter of carrying the same signals over the wire.
  *
+ * The link set is a small unordered array for the usual few links and an open-addressing hash
+ * set keyed by pid above TR_LINKS_ARRAY_MAX (see "the link set" below), so linking, unlinking
+ * and an exit signal's lookup stay O(1) for an actor with a million links (a supervisor of a
+ * shard's keys); the set has no order, and nothing depends on one.
+ *
  * Races are settled by the signals themselves: a link or monitor request that reaches an actor
  * already gone (dead letter) or still queued when it ends is answered for it (reason noproc,
  * or its exit reason), and an exit signal or DOWN for a link or monitor removed meanwhile is
@@ -163,14 +168,83 @@ void tr__signal_bounce(tr_system *sys, tr_msg *m, const tr_reason *reason)
     tr_msg_free(m);
 }
 
-/* ---- the link set -------------------------------------------------------------------------- */
+/* ---- the link set --------------------------------------------------------------------------
+ * x->links holds the pids this actor is linked to (never 0, each once), in one of two forms told
+ * apart by caplinks:
+ *   caplinks <= TR_LINKS_ARRAY_MAX  an unordered array: links[0, nlinks), swap-removal. Most
+ *                                   actors have 0-4 links; a scan of a few words is the fastest.
+ *   caplinks >  TR_LINKS_ARRAY_MAX  an open-addressing set of caplinks slots (a power of two):
+ *                                   0 = empty, home slot tr__id_slot(pid), linear probing,
+ *                                   backward-shift deletion (no tombstones), load <= 1/2.
+ * The set becomes a table when a link is added to a full array of TR_LINKS_ARRAY_MAX, and an
+ * array again when a removal leaves TR_LINKS_ARRAY_MAX / 2 (the gap keeps an actor hovering
+ * around the threshold from converting on every link); a table halves (at least) when at most
+ * 1/16 of it is used. So add, remove and lookup are O(1) expected, and the memory stays within
+ * a constant factor of the links held (a supervisor that had a million children and has a few
+ * left holds a small array). Walks (exit signals, node down) visit every slot of [0,
+ * links_span) and skip zeros. A conversion that cannot allocate leaves the set as it was: a
+ * failed grow fails the add (TR_ENOMEM), a failed shrink keeps the larger, still valid form. */
 
-static bool link_has(const tr_actor_ext *x, tr_pid pid)
+#define TR_LINKS_TABLE_MIN 64u /* holds TR_LINKS_ARRAY_MAX + 1 at load <= 1/2 */
+
+static bool links_table(const tr_actor_ext *x)
 {
-    for (uint32_t i = 0; x != NULL && i < x->nlinks; i++)
+    return x->caplinks > TR_LINKS_ARRAY_MAX;
+}
+
+/* The slots a walk over the set visits (zeros among them are empty slots of a table). */
+static uint32_t links_span(const tr_actor_ext *x)
+{
+    return links_table(x) ? x->caplinks : x->nlinks;
+}
+
+/* The slot holding pid, or the empty slot ending its probe run (tables only). */
+static uint32_t table_find(const tr_actor_ext *x, tr_pid pid)
+{
+    uint32_t mask = x->caplinks - 1;
+    uint32_t i = (uint32_t)tr__id_slot(pid, x->caplinks);
+    while (x->links[i] != 0 && x->links[i] != pid)
+        i = (i + 1) & mask;
+    return i;
+}
+
+bool tr__link_has(const tr_actor_ext *x, tr_pid pid)
+{
+    if (x == NULL || x->nlinks == 0 || pid == TR_PID_NONE)
+        return false;
+    if (links_table(x))
+        return x->links[table_find(x, pid)] == pid;
+    for (uint32_t i = 0; i < x->nlinks; i++)
         if (x->links[i] == pid)
             return true;
     return false;
+}
+
+/* Moves the set into a fresh array (cap <= TR_LINKS_ARRAY_MAX) or table (a power of two that
+ * holds nlinks at load <= 1/2). TR_ENOMEM leaves it untouched. */
+static int links_rebuild(tr_actor_ext *x, uint32_t cap)
+{
+    tr_pid *p = calloc(cap, sizeof *p);
+    if (p == NULL)
+        return TR_ENOMEM;
+    uint32_t span = links_span(x), n = 0;
+    for (uint32_t i = 0; i < span; i++) {
+        tr_pid pid = x->links[i];
+        if (pid == 0)
+            continue;
+        if (cap <= TR_LINKS_ARRAY_MAX) {
+            p[n++] = pid;
+        } else {
+            uint32_t j = (uint32_t)tr__id_slot(pid, cap);
+            while (p[j] != 0)
+                j = (j + 1) & (cap - 1);
+            p[j] = pid;
+        }
+    }
+    free(x->links);
+    x->links = p;
+    x->caplinks = cap;
+    return TR_OK;
 }
 
 int tr__link_add(tr_actor *a, tr_pid pid)
@@ -178,28 +252,86 @@ int tr__link_add(tr_actor *a, tr_pid pid)
     tr_actor_ext *x = tr__ext_get(a);
     if (x == NULL)
         return TR_ENOMEM;
-    if (link_has(x, pid))
+    if (pid == TR_PID_NONE)
+        return TR_EINVAL;
+    if (tr__link_has(x, pid))
         return TR_OK;
-    if (x->nlinks == x->caplinks) {
-        uint32_t cap = x->caplinks ? x->caplinks * 2 : 4;
-        tr_pid *p = realloc(x->links, cap * sizeof *p);
-        if (p == NULL)
+    if (!links_table(x)) {
+        if (x->nlinks < x->caplinks) {
+            x->links[x->nlinks++] = pid;
+            return TR_OK;
+        }
+        if (x->caplinks < TR_LINKS_ARRAY_MAX) {
+            uint32_t cap = x->caplinks ? x->caplinks * 2 : 4;
+            tr_pid *p = realloc(x->links, cap * sizeof *p);
+            if (p == NULL)
+                return TR_ENOMEM;
+            x->links = p;
+            x->caplinks = cap;
+            x->links[x->nlinks++] = pid;
+            return TR_OK;
+        }
+        if (links_rebuild(x, TR_LINKS_TABLE_MIN) != TR_OK) /* a full array: now a table */
             return TR_ENOMEM;
-        x->links = p;
-        x->caplinks = cap;
+    } else if ((x->nlinks + 1u) * 2u > x->caplinks) {
+        if (x->caplinks > UINT32_MAX / 2 || links_rebuild(x, x->caplinks * 2) != TR_OK)
+            return TR_ENOMEM;
     }
-    x->links[x->nlinks++] = pid;
+    x->links[table_find(x, pid)] = pid;
+    x->nlinks++;
     return TR_OK;
+}
+
+/* Removes slot i of a table, pulling later members of its probe run back into the hole. */
+static void table_remove(tr_actor_ext *x, uint32_t i)
+{
+    uint32_t mask = x->caplinks - 1;
+    for (uint32_t j = (i + 1) & mask; x->links[j] != 0; j = (j + 1) & mask) {
+        uint32_t home = (uint32_t)tr__id_slot(x->links[j], x->caplinks);
+        /* j may move into the hole at i unless its home is cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            x->links[i] = x->links[j];
+            i = j;
+        }
+    }
+    x->links[i] = 0;
 }
 
 void tr__link_del(tr_actor *a, tr_pid pid)
 {
     tr_actor_ext *x = a->ext;
-    for (uint32_t i = 0; x != NULL && i < x->nlinks; i++)
-        if (x->links[i] == pid) {
-            x->links[i] = x->links[--x->nlinks];
-            return;
-        }
+    if (x == NULL || x->nlinks == 0 || pid == TR_PID_NONE)
+        return;
+    if (!links_table(x)) {
+        for (uint32_t i = 0; i < x->nlinks; i++)
+            if (x->links[i] == pid) {
+                x->links[i] = x->links[--x->nlinks];
+                return;
+            }
+        return;
+    }
+    uint32_t i = table_find(x, pid);
+    if (x->links[i] != pid)
+        return;
+    table_remove(x, i);
+    x->nlinks--;
+    if (x->nlinks <= TR_LINKS_ARRAY_MAX / 2) {
+        (void)links_rebuild(x, TR_LINKS_ARRAY_MAX); /* back to an array (or stay, if no memory) */
+    } else if (x->caplinks > TR_LINKS_TABLE_MIN && (uint64_t)x->nlinks * 16u <= x->caplinks) {
+        uint32_t cap = TR_LINKS_TABLE_MIN;
+        while (cap < (uint64_t)x->nlinks * 4u)
+            cap *= 2;
+        (void)links_rebuild(x, cap); /* at most 1/4 full again */
+    }
+}
+
+/* Empties the set, giving its memory back. */
+static void links_clear(tr_actor_ext *x)
+{
+    free(x->links);
+    x->links = NULL;
+    x->nlinks = x->caplinks = 0;
 }
 
 static tr_idmap *idmap_of(tr_idmap **mp)
@@ -240,8 +372,9 @@ static void node_down(tr_ctx *ctx, uint16_t node_id)
     tr_actor_ext *x = ctx->self->ext;
     if (x == NULL)
         return;
-    for (uint32_t i = 0; i < x->nlinks; i++)
-        if (tr_pid_node(x->links[i]) == node_id)
+    /* the signals go to ourselves, queued: the set is not changed during the walk */
+    for (uint32_t i = 0, span = links_span(x); i < span; i++)
+        if (x->links[i] != 0 && tr_pid_node(x->links[i]) == node_id)
             tr__signal(ctx->sys, ctx->w, x->links[i], ctx->pid, TR_SIG_EXIT_LINK, 0, &noconn);
     if (x->monitors != NULL) {
         tr_idmap *map = x->monitors;
@@ -342,7 +475,7 @@ tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
         if (reason_decode(m, &r) != TR_OK)
             break;
         if (m->type == TR_SIG_EXIT_LINK) {
-            if (!link_has(a->ext, from))
+            if (!tr__link_has(a->ext, from))
                 break; /* unlinked meanwhile */
             tr__link_del(a, from);
         } else if (r.kind == TR_REASON_KILLED) {
@@ -379,9 +512,10 @@ void tr__links_notify(tr_actor *a, tr_worker *w, tr_pid self, const tr_reason *r
 {
     tr_system *sys = a->sys;
     tr_actor_ext *x = a->ext;
-    for (uint32_t i = 0; i < x->nlinks; i++)
-        tr__signal(sys, w, self, x->links[i], TR_SIG_EXIT_LINK, 0, reason);
-    x->nlinks = 0;
+    for (uint32_t i = 0, span = links_span(x); i < span; i++)
+        if (x->links[i] != 0)
+            tr__signal(sys, w, self, x->links[i], TR_SIG_EXIT_LINK, 0, reason);
+    links_clear(x);
     if (x->watchers != NULL) {
         tr_idmap *map = x->watchers;
         for (size_t i = 0; i < map->cap; i++)
@@ -430,7 +564,7 @@ int tr_link(tr_ctx *ctx, tr_pid pid)
     bool remote = tr_pid_node(pid) != ctx->sys->opts.node_id;
     if (!remote && tr__actor_lookup(ctx->sys, pid) == NULL)
         return TR_ENOPROC;
-    if (link_has(ctx->self->ext, pid))
+    if (tr__link_has(ctx->self->ext, pid))
         return TR_OK;
     int rc = remote ? note_remote(ctx->sys, ctx->self, ctx->pid, pid) : TR_OK;
     if (rc != TR_OK)
@@ -450,7 +584,7 @@ int tr_unlink(tr_ctx *ctx, tr_pid pid)
 {
     if (ctx == NULL || pid == TR_PID_NONE)
         return TR_EINVAL;
-    if (!link_has(ctx->self->ext, pid))
+    if (!tr__link_has(ctx->self->ext, pid))
         return TR_OK;
     tr__link_del(ctx->self, pid);
     int rc = tr__signal(ctx->sys, ctx->w, ctx->pid, pid, TR_SIG_UNLINK, 0, NULL);
