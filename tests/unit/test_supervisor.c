@@ -1,6 +1,7 @@
 /*
  * test_supervisor.c — supervisors: strategies, restart types, intensity and escalation,
- * shutdown order and timeouts, simple_one_for_one, backoff, trees from config files.
+ * shutdown order and timeouts, simple_one_for_one, backoff, trees from config files, order with
+ * a hundred children, and a simple_one_for_one supervisor with 200,000 children.
  */
 #include "test_util.h"
 #include "troupe/config.h"
@@ -577,6 +578,297 @@ static void test_tree_from_config_file(void **state)
     sys_end(sys);
 }
 
+/* ---- many children ----------------------------------------------------------------------------
+ * Order-dependent strategies keep their order with a hundred children, some of them removed
+ * from the middle; a simple_one_for_one supervisor with 200,000 children has them all started,
+ * killed and restarted, then all ending, and counts them right (the supervisor's bookkeeping is
+ * O(1) per child: this would take minutes if it were O(N)). */
+
+#define NMANY 100
+#define ORDER_LOG_MAX 1024
+
+static struct {
+    pthread_mutex_t lock;
+    int starts[ORDER_LOG_MAX], ends[ORDER_LOG_MAX];
+    int nstarts, nends;
+} olog = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void olog_reset(void)
+{
+    pthread_mutex_lock(&olog.lock);
+    olog.nstarts = olog.nends = 0;
+    pthread_mutex_unlock(&olog.lock);
+}
+
+static int o_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    (void)ctx;
+    int i = *(const int *)arg;
+    *(int *)st = i;
+    pthread_mutex_lock(&olog.lock);
+    if (olog.nstarts < ORDER_LOG_MAX)
+        olog.starts[olog.nstarts++] = i;
+    pthread_mutex_unlock(&olog.lock);
+    return 0;
+}
+
+static void o_terminate(tr_ctx *ctx, void *st, const tr_reason *r)
+{
+    (void)ctx;
+    (void)r;
+    pthread_mutex_lock(&olog.lock);
+    if (olog.nends < ORDER_LOG_MAX)
+        olog.ends[olog.nends++] = *(int *)st;
+    pthread_mutex_unlock(&olog.lock);
+}
+
+static const tr_behaviour ordered = {.name = "ordered", .state_size = sizeof(int), .init = o_init, .receive = w_receive, .terminate = o_terminate};
+
+static int many_idx[NMANY];
+static char many_id[NMANY][8];
+static tr_child_spec many_kids[NMANY];
+
+/* NMANY children "c00".."c99" of `ordered`; those with i % 10 == 5 are temporary. */
+static tr_sup_spec many_spec(tr_strategy st)
+{
+    for (int i = 0; i < NMANY; i++) {
+        many_idx[i] = i;
+        snprintf(many_id[i], sizeof many_id[i], "c%02d", i);
+        many_kids[i] = child(many_id[i], &ordered, &many_idx[i],
+                             i % 10 == 5 ? TR_TEMPORARY : TR_PERMANENT);
+    }
+    return spec_of(st, 50, 10000, many_kids, NMANY);
+}
+
+static bool olog_has(int n, int m)
+{
+    pthread_mutex_lock(&olog.lock);
+    bool ok = olog.nends >= n && olog.nstarts >= m;
+    pthread_mutex_unlock(&olog.lock);
+    return ok;
+}
+
+/* Waits until the log holds `n` ends and `m` starts, checks them against the lists (exactly
+ * these, in this order), and empties it. */
+static void olog_expect(const int *ends, int n, const int *starts, int m)
+{
+    TT_WAIT_FOR(olog_has(n, m), TT_DEADLINE_MS);
+    pthread_mutex_lock(&olog.lock);
+    assert_int_equal(olog.nends, n);
+    assert_int_equal(olog.nstarts, m);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(olog.ends[i], ends[i]);
+    for (int i = 0; i < m; i++)
+        assert_int_equal(olog.starts[i], starts[i]);
+    olog.nends = olog.nstarts = 0;
+    pthread_mutex_unlock(&olog.lock);
+}
+
+static void start_many(tr_system *sys, tr_sup_spec *spec, tr_pid *sup)
+{
+    olog_reset();
+    assert_int_equal(tr_sup_start(sys, spec, sup), TR_OK);
+    int starts[NMANY];
+    for (int i = 0; i < NMANY; i++)
+        starts[i] = i;
+    olog_expect(NULL, 0, starts, NMANY);
+}
+
+static void test_rest_for_one_order_with_many_children(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    tr_sup_spec spec = many_spec(TR_REST_FOR_ONE);
+    tr_pid sup;
+    start_many(sys, &spec, &sup);
+    int ends[NMANY + 1], starts[NMANY];
+    /* a temporary child in the middle fails: forgotten, nothing else happens */
+    crash(sys, which(sys, sup, "c25"));
+    ends[0] = 25;
+    olog_expect(ends, 1, NULL, 0);
+    /* c30 fails: c99..c31 stopped in reverse start order, then c30.. restarted in start order
+     * (the temporary ones among them stopped for good) */
+    crash(sys, which(sys, sup, "c30"));
+    int n = 0, m = 0;
+    ends[n++] = 30;
+    for (int i = NMANY - 1; i > 30; i--)
+        ends[n++] = i;
+    for (int i = 30; i < NMANY; i++)
+        if (i % 10 != 5)
+            starts[m++] = i;
+    olog_expect(ends, n, starts, m);
+    uint64_t running = 0;
+    assert_int_equal(tr_sup_count(sys, sup, &running, NULL), TR_OK);
+    assert_int_equal(running, NMANY - 8); /* c25, c35 .. c95 are gone */
+    /* shutdown: every child left, in reverse start order (a restarted child kept its place) */
+    const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
+    assert_int_equal(tr_system_exit(sys, sup, &shutdown), TR_OK);
+    n = 0;
+    for (int i = NMANY - 1; i >= 0; i--)
+        if (i % 10 != 5 || i < 25)
+            ends[n++] = i;
+    olog_expect(ends, n, NULL, 0);
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    sys_end(sys);
+}
+
+static void test_one_for_all_order_with_many_children(void **state)
+{
+    (void)state;
+    tr_system *sys = sys_new();
+    tr_sup_spec spec = many_spec(TR_ONE_FOR_ALL);
+    tr_pid sup;
+    start_many(sys, &spec, &sup);
+    int ends[NMANY], starts[NMANY];
+    crash(sys, which(sys, sup, "c15")); /* temporary: forgotten alone */
+    ends[0] = 15;
+    olog_expect(ends, 1, NULL, 0);
+    /* c60 fails: every other child stopped in reverse start order, the permanent ones
+     * restarted in start order */
+    crash(sys, which(sys, sup, "c60"));
+    int n = 0, m = 0;
+    ends[n++] = 60;
+    for (int i = NMANY - 1; i >= 0; i--)
+        if (i != 60 && i != 15)
+            ends[n++] = i;
+    for (int i = 0; i < NMANY; i++)
+        if (i % 10 != 5)
+            starts[m++] = i;
+    olog_expect(ends, n, starts, m);
+    uint64_t running = 0;
+    assert_int_equal(tr_sup_count(sys, sup, &running, NULL), TR_OK);
+    assert_int_equal(running, NMANY - 10);
+    sys_end(sys);
+}
+
+/* simple_one_for_one with many children: the child's arg points at its slot in kid_pid. */
+enum { MSG_KID_STOP = 40 };
+static _Atomic tr_pid *kid_pid;
+static _Atomic uint64_t kid_starts;
+
+static int kid_init(tr_ctx *ctx, void *st, const void *arg)
+{
+    (void)st;
+    atomic_store((_Atomic tr_pid *)arg, tr_self(ctx));
+    atomic_fetch_add(&kid_starts, 1);
+    return 0;
+}
+
+static int kid_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    (void)st;
+    if (tr_msg_type(m) == MSG_KID_STOP)
+        tr_stop(ctx);
+    return 0;
+}
+
+static const tr_behaviour kidw = {.name = "kid", .init = kid_init, .receive = kid_receive};
+
+typedef struct kid_starter {
+    tr_pid sup;
+    uint64_t n, sent, answered;
+} kid_starter;
+static _Atomic uint64_t kid_started, kid_refused;
+
+/* Starts n children, 256 requests in flight. */
+static int kid_starter_receive(tr_ctx *ctx, void *st, tr_msg *m)
+{
+    kid_starter *s = st;
+    if (tr_msg_is_reply(m)) {
+        if (tr_sup_started(m, NULL) == TR_OK)
+            atomic_fetch_add(&kid_started, 1);
+        else
+            atomic_fetch_add(&kid_refused, 1);
+        s->answered++;
+    } else {
+        uint64_t v[2];
+        TT_CHECK(tt_read_u64s(m, 2, v) == TR_OK);
+        s->sup = v[0];
+        s->n = v[1];
+    }
+    while (s->sent < s->n && s->sent - s->answered < 256) {
+        uint64_t corr;
+        TT_CHECK(tr_sup_start_child_async(ctx, s->sup, (const void *)&kid_pid[s->sent], 0,
+                                          600000, &corr) == TR_OK);
+        s->sent++;
+    }
+    return 0;
+}
+
+static const tr_behaviour kid_starter_b = {.name = "kid-starter", .state_size = sizeof(kid_starter), .receive = kid_starter_receive};
+
+static uint64_t running_of(tr_system *sys, tr_pid sup, uint64_t *restarts)
+{
+    uint64_t running = UINT64_MAX;
+    if (tr_sup_count(sys, sup, &running, restarts) != TR_OK)
+        return UINT64_MAX;
+    return running;
+}
+
+static void test_simple_one_for_one_with_many_children(void **state)
+{
+    (void)state;
+    const uint64_t n = tt_scale(200000, 20000);
+    kid_pid = calloc(n + 3, sizeof *kid_pid); /* n, then 3 more */
+    assert_non_null(kid_pid);
+    atomic_store(&kid_starts, 0);
+    atomic_store(&kid_started, 0);
+    atomic_store(&kid_refused, 0);
+    tr_system_opts o;
+    tr_system_opts_init(&o);
+    o.workers = 2;
+    o.drain_timeout_ms = 120000;
+    tr_system *sys = tt_system_start(&o);
+    tr_child_spec tmpl = child("kid", &kidw, NULL, TR_TRANSIENT);
+    tmpl.shutdown_ms = TR_SHUTDOWN_BRUTAL;
+    tr_sup_spec spec = spec_of(TR_SIMPLE_ONE_FOR_ONE, 1000000, 3600000, &tmpl, 1);
+    tr_pid sup, kstarter;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    assert_int_equal(tr_system_spawn(sys, &kid_starter_b, NULL, &kstarter), TR_OK);
+    /* all started */
+    const uint64_t go[2] = {sup, n};
+    assert_int_equal(tr_system_send(sys, kstarter, tt_msg_u64s(1, 2, go)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&kid_started) == n, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&kid_refused), 0);
+    uint64_t restarts = 9;
+    assert_int_equal(running_of(sys, sup, &restarts), n);
+    assert_int_equal(restarts, 0);
+    /* all killed: each restarted once (transient, abnormal end), with its own argument */
+    tr_pid *first = malloc(n * sizeof *first);
+    assert_non_null(first);
+    const tr_reason kill = {.kind = TR_REASON_KILLED};
+    for (uint64_t i = 0; i < n; i++) {
+        first[i] = atomic_load(&kid_pid[i]);
+        assert_true(first[i] != 0);
+        assert_int_equal(tr_system_exit(sys, first[i], &kill), TR_OK);
+    }
+    TT_WAIT_FOR(running_of(sys, sup, &restarts) == n && restarts == n, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&kid_starts), 2 * n);
+    for (uint64_t i = 0; i < n; i++) {
+        tr_pid p = atomic_load(&kid_pid[i]);
+        assert_true(p != 0 && p != first[i]);
+        assert_false(tr_system_alive(sys, first[i]));
+    }
+    /* all end normally: forgotten, not restarted */
+    for (uint64_t i = 0; i < n; i++)
+        assert_int_equal(tr_system_send(sys, atomic_load(&kid_pid[i]), tr_msg_new(MSG_KID_STOP, 0)),
+                         TR_OK);
+    TT_WAIT_FOR(running_of(sys, sup, &restarts) == 0, TT_DEADLINE_MS);
+    assert_int_equal(restarts, n);
+    assert_int_equal(atomic_load(&kid_starts), 2 * n);
+    /* the supervisor still serves: a few more, one terminated from among them, then a shutdown */
+    const uint64_t go2[2] = {sup, n + 3};
+    assert_int_equal(tr_system_send(sys, kstarter, tt_msg_u64s(1, 2, go2)), TR_OK);
+    TT_WAIT_FOR(atomic_load(&kid_started) == n + 3, TT_DEADLINE_MS);
+    assert_int_equal(running_of(sys, sup, NULL), 3);
+    assert_int_equal(tr_sup_terminate_child(sys, sup, atomic_load(&kid_pid[n + 1])), TR_OK);
+    assert_int_equal(running_of(sys, sup, NULL), 2);
+    sys_end(sys);
+    free(first);
+    free((void *)kid_pid);
+    kid_pid = NULL;
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_one_for_one_restarts_only_the_failed_child),
     cmocka_unit_test(test_intensity_exceeded_stops_children_and_supervisor),
@@ -594,6 +886,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_crashed_childs_queue_is_dropped_and_counted),
     cmocka_unit_test(test_bad_specs_are_refused),
     cmocka_unit_test(test_tree_from_config_file),
+    cmocka_unit_test(test_rest_for_one_order_with_many_children),
+    cmocka_unit_test(test_one_for_all_order_with_many_children),
+    cmocka_unit_test(test_simple_one_for_one_with_many_children),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -13,6 +13,20 @@
  * own supervisor sees as a failure (escalation). An optional exponential backoff delays a
  * crash-looping child's restarts (capped, with up to 25% jitter) through a timer message, so
  * the loop does not burn a core and other children are served meanwhile.
+ *
+ * Children: a doubly linked list in start order (a new child at the end; a restarted one keeps
+ * its place), an index pid -> child of exactly the running ones (by_pid, which also gives the
+ * running count), a FIFO of those whose restart waits for a backoff (the due queue), and a
+ * `queued` mark on those the operation in progress is still to stop. So a child's start, exit,
+ * restart, termination and removal from the middle are O(1) expected — a simple_one_for_one
+ * supervisor under a shard router holds one child per active key, hundreds of thousands, and
+ * starting and ending N of them is O(N) in all (the supervisor's own link set, link.c, is a
+ * hash set at that size) — and only what is about order walks the list: the stop queue of an
+ * operation (reverse start order, from a given child to the last: shutdown, one_for_all,
+ * rest_for_one), the restarts after one (start order), which_child (the first with the id).
+ * Restarts that fall due together are made in the order they were scheduled. Memory follows
+ * the children: by_pid shrinks as they go, a child is freed when it is forgotten, the stop
+ * queue when its operation ends.
  */
 #include "idmap.h"
 
@@ -123,6 +137,8 @@ fail:
 /* ---- state --------------------------------------------------------------------------------- */
 
 typedef struct child {
+    struct child *prev, *next;  /* the supervisor's children, in start order */
+    struct child *due_next;     /* the next on the due queue (while due_ms != 0) */
     const tr_child_spec *spec;  /* in the supervisor's spec (the template, for simple) */
     void *arg_owned;            /* simple_one_for_one: this child's copy of its argument */
     const void *arg;
@@ -130,8 +146,9 @@ typedef struct child {
     uint32_t restarts;
     unsigned backoff_level;     /* consecutive quick restarts */
     uint64_t started_ms;
-    uint64_t due_ms;            /* restart pending after a backoff (0 = none) */
+    uint64_t due_ms;            /* restart pending after a backoff (0 = none): on the due queue */
     bool removed;
+    bool queued;                /* in the operation's queue, not taken by stop_next yet */
 } child;
 
 typedef struct deferred {
@@ -146,22 +163,23 @@ enum { OP_NONE, OP_RESTART, OP_STOP, OP_TERMINATE };
 typedef struct sup {
     tr_sup_spec *spec;          /* owned deep copy */
     tr_pid parent;
-    child **kids;               /* start order */
-    size_t nkids, capkids;
-    tr_idmap by_pid;            /* pid -> child* */
+    child *head, *tail;         /* every child, in start order (see "Children" above) */
+    size_t nkids;
+    tr_idmap by_pid;            /* pid -> child*, for exactly the running children */
+    child *due_head, *due_tail; /* children whose restart waits for a backoff, as scheduled */
     uint64_t *ring;             /* restart times (ms), the last `intensity` of them */
     size_t ring_len, ring_head;
     uint64_t restarts;          /* total */
     uint64_t rng;
     /* the operation in progress */
     int op;
-    child **queue;              /* children to stop, in order */
+    child **queue;              /* children to stop, in order; [iqueue, nqueue) have `queued` */
     size_t nqueue, iqueue;
     child *cur;                 /* being stopped */
     uint64_t kill_token;
     child *failed;              /* OP_RESTART: the child whose failure started it */
-    size_t restart_from;        /* OP_RESTART: restart kids[restart_from..] in the set */
-    bool restart_all;           /* OP_RESTART: the set is every kid (one_for_all) */
+    bool restart_all;           /* OP_RESTART: the set is every child (one_for_all), else
+                                 * `failed` and those started after it (rest_for_one) */
     tr_reason stop_reason;      /* OP_STOP */
     char *stop_text;
     tr_msg *request;            /* OP_TERMINATE: the request to answer */
@@ -195,36 +213,30 @@ static child *child_new(sup *s, const tr_child_spec *spec, const void *arg, size
     } else if (s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE) {
         c->arg = arg;
     }
-    if (s->nkids == s->capkids) {
-        size_t cap = s->capkids ? s->capkids * 2 : 8;
-        child **p = realloc(s->kids, cap * sizeof *p);
-        if (p == NULL) {
-            free(c->arg_owned);
-            free(c);
-            return NULL;
-        }
-        s->kids = p;
-        s->capkids = cap;
-    }
-    s->kids[s->nkids++] = c;
+    c->prev = s->tail; /* the last started */
+    if (s->tail != NULL)
+        s->tail->next = c;
+    else
+        s->head = c;
+    s->tail = c;
+    s->nkids++;
     return c;
 }
 
-static size_t kid_index(const sup *s, const child *c)
-{
-    for (size_t i = 0; i < s->nkids; i++)
-        if (s->kids[i] == c)
-            return i;
-    return s->nkids;
-}
-
+/* Forgets a child that is not running. O(1): it is unlinked from the start order, and it is
+ * on no queue (only children with due_ms = 0, outside any operation, are removed). */
 static void child_remove(sup *s, child *c)
 {
-    size_t i = kid_index(s, c);
-    if (i < s->nkids) {
-        memmove(&s->kids[i], &s->kids[i + 1], (s->nkids - i - 1) * sizeof *s->kids);
-        s->nkids--;
-    }
+    TR_ASSERT(c->pid == 0 && c->due_ms == 0 && !c->queued);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        s->head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        s->tail = c->prev;
+    s->nkids--;
     free(c->arg_owned);
     free(c);
 }
@@ -256,9 +268,9 @@ static int child_start(tr_ctx *ctx, sup *s, child *c)
         tr_exit(ctx, pid, &kill);
         return TR_ENOMEM;
     }
+    TR_ASSERT(c->due_ms == 0); /* a due child is taken off the due queue before it starts */
     c->pid = pid;
     c->started_ms = now_ms();
-    c->due_ms = 0;
     return TR_OK;
 }
 
@@ -320,10 +332,36 @@ static void send_self(tr_ctx *ctx, uint32_t type, uint64_t corr, uint64_t delay_
         tr__timer_add(ctx->sys, tr_self(ctx), m, (unsigned)delay_ms, false, NULL);
 }
 
-/* Marks c to be restarted after delay_ms, by a SUP_RESTART_DUE message to ourselves. */
-static void schedule_restart(tr_ctx *ctx, child *c, uint64_t delay_ms)
+/* Puts c (not due) at the end of the due queue, to restart at due_ms (never 0). */
+static void due_push(sup *s, child *c, uint64_t due_ms)
 {
-    c->due_ms = now_ms() + delay_ms;
+    TR_ASSERT(c->due_ms == 0 && c->pid == 0);
+    c->due_ms = due_ms != 0 ? due_ms : 1;
+    c->due_next = NULL;
+    if (s->due_tail != NULL)
+        s->due_tail->due_next = c;
+    else
+        s->due_head = c;
+    s->due_tail = c;
+}
+
+/* Takes the first child off the due queue (due_ms stays: the caller clears or re-queues it). */
+static child *due_pop(sup *s)
+{
+    child *c = s->due_head;
+    if (c != NULL) {
+        s->due_head = c->due_next;
+        if (s->due_head == NULL)
+            s->due_tail = NULL;
+        c->due_next = NULL;
+    }
+    return c;
+}
+
+/* Marks c to be restarted after delay_ms, by a SUP_RESTART_DUE message to ourselves. */
+static void schedule_restart(tr_ctx *ctx, sup *s, child *c, uint64_t delay_ms)
+{
+    due_push(s, c, now_ms() + delay_ms);
     send_self(ctx, SUP_RESTART_DUE, 0, delay_ms);
 }
 
@@ -338,7 +376,7 @@ static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind);
 static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
 {
     if (delay > 0) {
-        schedule_restart(ctx, c, delay);
+        schedule_restart(ctx, s, c, delay);
         return;
     }
     c->restarts++;
@@ -348,7 +386,7 @@ static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
         give_up(ctx, s);
         return;
     }
-    schedule_restart(ctx, c, backoff_delay(s, c));
+    schedule_restart(ctx, s, c, backoff_delay(s, c));
 }
 
 /* ---- stopping children, one at a time -------------------------------------------------------- */
@@ -378,6 +416,7 @@ static void stop_next(tr_ctx *ctx, sup *s)
     s->cur = NULL;
     while (s->iqueue < s->nqueue) {
         child *c = s->queue[s->iqueue++];
+        c->queued = false;
         if (c->pid != 0) {
             stop_child(ctx, s, c);
             return;
@@ -386,20 +425,35 @@ static void stop_next(tr_ctx *ctx, sup *s)
     op_done(ctx, s);
 }
 
-/* Starts an operation that stops `n` children taken from kids in reverse order: those at
- * indices [from, nkids) that are running, except `skip`. */
-static bool begin_op(sup *s, int op, size_t from, const child *skip)
+/* Empties the operation's queue (the children not taken yet are no longer queued). */
+static void queue_reset(sup *s)
 {
+    for (size_t i = s->iqueue; i < s->nqueue; i++)
+        s->queue[i]->queued = false;
     free(s->queue);
     s->queue = NULL;
     s->nqueue = s->iqueue = 0;
-    if (s->nkids > from) {
-        s->queue = malloc((s->nkids - from) * sizeof *s->queue);
+}
+
+/* Starts an operation that stops, one at a time and in reverse start order, the running
+ * children from `first` to the last started, except `skip`; none when first is NULL. */
+static bool begin_op(sup *s, int op, child *first, const child *skip)
+{
+    queue_reset(s);
+    size_t running = s->by_pid.len;
+    if (first != NULL && running > 0) {
+        s->queue = malloc(running * sizeof *s->queue);
         if (s->queue == NULL)
             return false;
-        for (size_t i = s->nkids; i-- > from;)
-            if (s->kids[i]->pid != 0 && s->kids[i] != skip)
-                s->queue[s->nqueue++] = s->kids[i];
+        for (child *c = s->tail; c != NULL; c = c->prev) {
+            if (c->pid != 0 && c != skip) {
+                TR_ASSERT(s->nqueue < running);
+                c->queued = true;
+                s->queue[s->nqueue++] = c;
+            }
+            if (c == first)
+                break;
+        }
     }
     s->op = op;
     return true;
@@ -461,9 +515,7 @@ static void op_done(tr_ctx *ctx, sup *s)
     int op = s->op;
     s->op = OP_NONE;
     s->cur = NULL;
-    free(s->queue);
-    s->queue = NULL;
-    s->nqueue = s->iqueue = 0;
+    queue_reset(s);
     if (op == OP_STOP) {
         tr_reason r = s->stop_reason;
         r.text = s->stop_text;
@@ -481,32 +533,26 @@ static void op_done(tr_ctx *ctx, sup *s)
         }
     } else if (op == OP_RESTART) {
         /* restart the set in start order; temporary children stopped by it are gone for good */
+        /* `failed` is still a child: it is not temporary (handle_failure forgot it then), and
+         * no child is removed while an operation runs */
         uint64_t delay = backoff_delay(s, s->failed);
-        for (size_t i = s->restart_all ? 0 : s->restart_from; i < s->nkids;) {
-            child *c = s->kids[i];
-            if (c->pid != 0 || c->due_ms != 0) {
-                i++;
+        for (child *c = s->restart_all ? s->head : s->failed, *next; c != NULL; c = next) {
+            next = c->next;
+            if (c->pid != 0 || c->due_ms != 0)
                 continue;
-            }
             if (c->spec->restart == TR_TEMPORARY) {
-                tr__idmap_del(&s->by_pid, c->pid, NULL);
                 child_remove(s, c);
                 continue;
             }
             restart_child(ctx, s, c, delay);
             if (ctx->ending || s->op != OP_NONE)
                 return;
-            i++;
         }
     }
     run_deferred(ctx, s);
     /* restarts that fell due while we were busy (their timer message found us busy) */
-    if (s->op == OP_NONE && !ctx->ending)
-        for (size_t i = 0; i < s->nkids; i++)
-            if (s->kids[i]->pid == 0 && s->kids[i]->due_ms != 0) {
-                on_restart_due(ctx, s);
-                break;
-            }
+    if (s->op == OP_NONE && !ctx->ending && s->due_head != NULL)
+        on_restart_due(ctx, s);
 }
 
 /* Stops every child (reverse start order), then the supervisor, with `why`. */
@@ -522,7 +568,7 @@ static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why)
     s->stop_text = why->text != NULL ? strdup(why->text) : NULL;
     s->stop_reason = *why;
     s->stop_reason.text = NULL;
-    if (!begin_op(s, OP_STOP, 0, cur)) {
+    if (!begin_op(s, OP_STOP, s->head, cur)) {
         tr__ctx_end(ctx, why); /* out of memory: links take the children down */
         return;
     }
@@ -564,14 +610,13 @@ static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind)
         return;
     case TR_ONE_FOR_ALL:
     case TR_REST_FOR_ONE: {
-        size_t from = s->spec->strategy == TR_ONE_FOR_ALL ? 0 : kid_index(s, c);
-        if (!begin_op(s, OP_RESTART, from, NULL)) {
+        bool all = s->spec->strategy == TR_ONE_FOR_ALL;
+        if (!begin_op(s, OP_RESTART, all ? s->head : c, NULL)) {
             give_up(ctx, s);
             return;
         }
         s->failed = c;
-        s->restart_from = from;
-        s->restart_all = s->spec->strategy == TR_ONE_FOR_ALL;
+        s->restart_all = all;
         stop_next(ctx, s);
         return;
     }
@@ -593,6 +638,7 @@ static void on_exit_msg(tr_ctx *ctx, sup *s, tr_msg *m)
             begin_stop(ctx, s, &r);
         return;
     }
+    tr__idmap_shrink(&s->by_pid); /* memory back when most children are gone */
     child *c = (child *)(uintptr_t)v;
     c->pid = 0;
     if (s->op != OP_NONE) {
@@ -600,9 +646,8 @@ static void on_exit_msg(tr_ctx *ctx, sup *s, tr_msg *m)
             stop_next(ctx, s);
             return;
         }
-        for (size_t i = s->iqueue; i < s->nqueue; i++)
-            if (s->queue[i] == c)
-                return; /* it was to be stopped anyway */
+        if (c->queued)
+            return; /* it was to be stopped anyway */
         if (s->op == OP_RESTART && c == s->failed)
             return;
         defer(s, c, r.kind, NULL);
@@ -615,16 +660,22 @@ static void on_restart_due(tr_ctx *ctx, sup *s)
 {
     if (s->op != OP_NONE)
         return; /* op_done restarts what is due */
+    /* one pass over the due queue as it is now: each child is taken off the front and either
+     * restarted (a failed start puts it back at the end, due later) or put back at the end */
     uint64_t now = now_ms(), next = 0;
-    for (size_t i = 0; i < s->nkids && !ctx->ending && s->op == OP_NONE; i++) {
-        child *c = s->kids[i];
-        if (c->pid != 0 || c->due_ms == 0)
-            continue;
-        if (c->due_ms <= now) {
-            c->due_ms = 0;
+    size_t n = 0;
+    for (const child *c = s->due_head; c != NULL; c = c->due_next)
+        n++;
+    for (; n > 0 && !ctx->ending && s->op == OP_NONE; n--) {
+        child *c = due_pop(s);
+        uint64_t due = c->due_ms;
+        c->due_ms = 0;
+        if (due <= now) {
             restart_child(ctx, s, c, 0);
-        } else if (next == 0 || c->due_ms < next) {
-            next = c->due_ms;
+        } else {
+            due_push(s, c, due);
+            if (next == 0 || due < next)
+                next = due;
         }
     }
     if (next != 0 && !ctx->ending)
@@ -633,9 +684,10 @@ static void on_restart_due(tr_ctx *ctx, sup *s)
 
 static child *find_by_id(sup *s, const char *id, size_t len)
 {
-    for (size_t i = 0; i < s->nkids; i++)
-        if (strlen(s->kids[i]->spec->id) == len && memcmp(s->kids[i]->spec->id, id, len) == 0)
-            return s->kids[i];
+    /* the first in start order (the children of a simple_one_for_one share the template's) */
+    for (child *c = s->head; c != NULL; c = c->next)
+        if (strlen(c->spec->id) == len && memcmp(c->spec->id, id, len) == 0)
+            return c;
     return NULL;
 }
 
@@ -688,7 +740,7 @@ static void handle_request(tr_ctx *ctx, sup *s, tr_msg *m)
         /* for good: it is not restarted (simple and temporary children are forgotten) */
         if (s->spec->strategy == TR_SIMPLE_ONE_FOR_ONE || c->spec->restart == TR_TEMPORARY)
             c->removed = true;
-        if (!begin_op(s, OP_TERMINATE, s->nkids, NULL)) {
+        if (!begin_op(s, OP_TERMINATE, NULL, NULL)) {
             reply_rc(ctx, m, TR_ENOMEM, 0, 0, 0);
             break;
         }
@@ -704,10 +756,7 @@ static void handle_request(tr_ctx *ctx, sup *s, tr_msg *m)
         break;
     }
     case SUP_COUNT: {
-        uint64_t running = 0;
-        for (size_t i = 0; i < s->nkids; i++)
-            running += s->kids[i]->pid != 0;
-        reply_rc(ctx, m, TR_OK, 2, running, s->restarts);
+        reply_rc(ctx, m, TR_OK, 2, s->by_pid.len, s->restarts); /* the running children */
         break;
     }
     default:
@@ -756,11 +805,12 @@ static void sup_free(sup *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->nkids; i++) {
-        free(s->kids[i]->arg_owned);
-        free(s->kids[i]);
+    queue_reset(s);
+    for (child *c = s->head, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c->arg_owned);
+        free(c);
     }
-    free(s->kids);
     free(s->queue);
     free(s->ring);
     free(s->stop_text);
