@@ -31,7 +31,10 @@
  * one missed what the peer's copy saw — so the router stops every actor whose key the rejoined
  * peer would own without this node (tr_node_place_without); the next request starts it again
  * from the store. Found by scripts/chaos: without it, reads after a healed partition came from
- * actors that missed follows and posts, and timelines never converged.
+ * actors that missed follows and posts, and timelines never converged. Each shard's router does
+ * this on its own, so an actor of one shard restarted at once may rebuild from an actor of
+ * another that is not stopped yet (a timeline from a stale posts actor): the sweep is made again
+ * REJOIN_AGAIN_MS later, when every router has made its first.
  */
 #include "troupe/shard.h"
 #include "core/idmap.h"
@@ -45,6 +48,8 @@
 #define SHARD_ROUTE (TR_MSG_SHARD_BASE + 2) /* [key str, type u32, payload bin] */
 #define SHARD_TICK (TR_MSG_SHARD_BASE + 3)  /* (to self) once a second */
 #define PAYLOAD_MAX (1u << 20)              /* a wrapped request's payload, at most */
+#define REJOIN_AGAIN_MS 2000u /* the second sweep after a rejoin */
+#define REJOIN_PENDING 8u     /* second sweeps waiting; past that, the oldest one now */
 
 typedef struct waiting {
     struct waiting *next;
@@ -87,9 +92,15 @@ struct tr_shard {
     tr_idmap by_corr;           /* start under way: its corr -> entry (the router's only) */
     char (*seen)[65];           /* peers seen up at least once (the router's only): a NODEUP */
     size_t nseen, capseen;      /* of one of these is a rejoin */
+    struct {                    /* second sweeps due (the router's only) */
+        char peer[65];
+        uint64_t due_ms;
+    } again[REJOIN_PENDING];
+    size_t nagain;
 };
 
 #define SEEN_MAX 4096u /* peer names remembered; past that every NODEUP counts as a rejoin */
+
 
 static uint64_t hash_key(const char *k)
 {
@@ -558,9 +569,26 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
             peer[nl] = '\0';
         }
         tr_reader_done(&r);
-        rebalance(s, true, peer[0] != '\0' && rejoin(s, peer) ? peer : NULL);
-    } else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN)
+        bool again = peer[0] != '\0' && rejoin(s, peer);
+        rebalance(s, true, again ? peer : NULL);
+        if (again) { /* and once more in a while (the top of the file) */
+            if (s->nagain == REJOIN_PENDING) {
+                rebalance(s, true, s->again[0].peer);
+                memmove(&s->again[0], &s->again[1], (REJOIN_PENDING - 1) * sizeof s->again[0]);
+                s->nagain--;
+            }
+            snprintf(s->again[s->nagain].peer, 65, "%s", peer);
+            s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
+        }
+    } else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN) {
         rebalance(s, type != SHARD_TICK, NULL);
+        uint64_t now = tr_now_ns() / 1000000u;
+        while (type == SHARD_TICK && s->nagain > 0 && s->again[0].due_ms <= now) {
+            rebalance(s, true, s->again[0].peer);
+            memmove(&s->again[0], &s->again[1], (s->nagain - 1) * sizeof s->again[0]);
+            s->nagain--;
+        }
+    }
     return 0;
 }
 
