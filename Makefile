@@ -17,7 +17,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
 
-.PHONY: all bootstrap build demo test asan tsan bench fuzz lint clean
+.PHONY: all bootstrap build demo test asan tsan bench fuzz lint chaos-short clean
 
 all: build
 
@@ -48,6 +48,13 @@ bench: build
 
 lint: build
 	scripts/lint
+
+# The chaos runner, short and seeded (docs/resilience.md): both apps on three nodes, 30 s of load
+# with up to 3 faults each, every invariant checked (about 3 minutes).
+CHAOS_SEED ?= 7
+chaos-short: build
+	scripts/chaos --app flashsale --seed $(CHAOS_SEED) --duration 30 --faults 3 --rate 40
+	scripts/chaos --app social --seed $(CHAOS_SEED) --duration 30 --faults 3
 
 FUZZ_SECONDS ?= 60
 fuzz: bootstrap
