@@ -125,6 +125,17 @@ static redisContext *writer_conn(rd *b)
     return b->w;
 }
 
+/* The reading connection (read_lock held), connected again if it failed. */
+static redisContext *reader_conn(rd *b)
+{
+    if (b->r == NULL || b->r->err != 0) {
+        if (b->r != NULL)
+            redisFree(b->r);
+        b->r = connect_to(b);
+    }
+    return b->r;
+}
+
 /* Appends the arguments of one unit's script call. */
 typedef struct args {
     const char **v;
@@ -332,11 +343,7 @@ static int rd_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     rd *b = s->bk;
     int rc = TR_OK;
     pthread_mutex_lock(&b->read_lock);
-    if (b->r == NULL || b->r->err != 0) {
-        if (b->r != NULL)
-            redisFree(b->r);
-        b->r = connect_to(b);
-    }
+    reader_conn(b);
     redisContext *c = b->r;
     redisReply *r = NULL;
     if (c == NULL || c->err != 0) {
@@ -558,11 +565,7 @@ static int rd_pending(tr_store *s, const char *queue, uint64_t *n)
     rd *b = s->bk;
     int rc = TR_EIO;
     pthread_mutex_lock(&b->read_lock);
-    if (b->r == NULL || b->r->err != 0) {
-        if (b->r != NULL)
-            redisFree(b->r);
-        b->r = connect_to(b);
-    }
+    reader_conn(b);
     redisReply *r = b->r != NULL && b->r->err == 0
                         ? redisCommand(b->r, "ZCARD troupe:ob:q:%s", queue)
                         : NULL;
@@ -599,11 +602,7 @@ static int rd_lease(tr_store *s, const char *name, const char *holder, unsigned 
     snprintf(key, sizeof key, "troupe:lease:%s", name);
     snprintf(ttl, sizeof ttl, "%u", ttl_ms);
     pthread_mutex_lock(&b->read_lock);
-    if (b->r == NULL || b->r->err != 0) {
-        if (b->r != NULL)
-            redisFree(b->r);
-        b->r = connect_to(b);
-    }
+    reader_conn(b);
     const char *argv[] = {"EVAL", lease_lua, "1", key, holder, ttl};
     redisReply *r = b->r != NULL && b->r->err == 0 ? redisCommandArgv(b->r, 6, argv, NULL) : NULL;
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
