@@ -188,7 +188,7 @@ static int email_init(tr_ctx *ctx, void *state, const void *arg)
 /* Takes or renews the lease (args.lease): before an email when a third of its ttl has passed
  * since the last renewal, or when not held. (Not on a timer: a timer's message would wait behind
  * the emails in the rate-limited mailbox. Idle, the lease lapses; another node may take it.) */
-static void lease_tick(email_state *e)
+static void lease_renew(email_state *e)
 {
     unsigned ttl = e->a.lease_ms ? e->a.lease_ms : 3000u;
     uint64_t t0 = tr_now_ns();
@@ -444,7 +444,7 @@ static void deliver(email_state *e, uint64_t item, const void *data, size_t len,
 {
     uint64_t now = tr_now_ns();
     if (e->a.lease != NULL && (!e->holds || now >= e->renew_due_ns)) {
-        lease_tick(e);
+        lease_renew(e);
         now = tr_now_ns();
     }
     if (e->a.lease != NULL && !(e->holds && now >= e->send_from_ns && now < e->lease_until_ns)) {
@@ -515,7 +515,6 @@ static int email_receive(tr_ctx *ctx, void *state, tr_msg *m)
     email_state *e = state;
     if (tr_msg_type(m) == EMAIL_STATS && tr_msg_corr(m) != 0)
         return answer_stats(ctx, e, m);
-
     if (tr_msg_type(m) != TR_MSG_OUTBOX)
         return 0;
     struct timespec handled; /* when the rate limit let it through: written into the email */

@@ -11,7 +11,8 @@
  * cut off) does not hold the pages up — they are served with what came (availability first) — but
  * it is asked again in the background, after a backoff doubling from RETRY_MS to RETRY_MAX_MS,
  * until it is answered: otherwise the timeline would lack that followee (or all of them) until it
- * next restarts (found by scripts/chaos). A page merges the entries with the newest posts of each celebrity followee,
+ * next restarts (found by scripts/chaos). A page merges the entries with the newest posts of
+ * each celebrity followee,
  * asked for at read time (the hybrid: no fan-out of a post to a million followers).
  *
  * The fan-out consumer takes post.created, follow.added, follow.removed and user.celebrity from
@@ -133,7 +134,7 @@ static void retry_later(tr_ctx *ctx, tl_st *t, int kind, const char *who)
     }
 }
 
-static tr_msg *list_req(uint64_t before_ts, const char *before_id, uint64_t limit);
+static int ask_kind(tr_ctx *ctx, tl_st *t, int kind, const char *who);
 
 /* The timer: every failed question asked again, in the background. */
 static void on_retry(tr_ctx *ctx, tl_st *t)
@@ -142,15 +143,10 @@ static void on_retry(tr_ctx *ctx, tl_st *t)
     tl_q *list = t->retry;
     t->retry = NULL;
     t->nretry = 0;
-    unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
     while (list != NULL) {
         tl_q *q = list;
         list = q->next;
-        tr_msg *req = q->kind == Q_FOLLOWING ? tr_msg_new(SOC_U_FOLLOWING, 8)
-                      : q->kind == Q_INFO    ? tr_msg_new(SOC_U_INFO, 8)
-                                             : list_req(0, "", merge);
-        tr_shard *shard = q->kind == Q_MERGE ? t->ctx->posts : t->ctx->users;
-        if (ask(ctx, t, shard, q->who, req, q->kind, NULL) == TR_OK)
+        if (ask_kind(ctx, t, q->kind, q->who) == TR_OK)
             t->qs->repair = true; /* ask() put it first */
         else
             retry_later(ctx, t, q->kind, q->who);
@@ -204,15 +200,25 @@ static tr_msg *list_req(uint64_t before_ts, const char *before_id, uint64_t limi
     return m;
 }
 
+/* Asks `who` the rebuild question `kind` (Q_FOLLOWING: whom the reader follows; Q_INFO: a
+ * followee's follower count; Q_MERGE: its newest follow_merge posts). */
+static int ask_kind(tr_ctx *ctx, tl_st *t, int kind, const char *who)
+{
+    unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
+    tr_msg *req = kind == Q_FOLLOWING ? tr_msg_new(SOC_U_FOLLOWING, 8)
+                  : kind == Q_INFO    ? tr_msg_new(SOC_U_INFO, 8)
+                                      : list_req(0, "", merge);
+    return ask(ctx, t, kind == Q_MERGE ? t->ctx->posts : t->ctx->users, who, req, kind, NULL);
+}
+
 /* Asks for followee's follower count and newest posts (a rebuild, or a new follow). */
 static void learn_followee(tr_ctx *ctx, tl_st *t, const char *who)
 {
-    unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
-    if (ask(ctx, t, t->ctx->users, who, tr_msg_new(SOC_U_INFO, 8), Q_INFO, NULL) == TR_OK)
+    if (ask_kind(ctx, t, Q_INFO, who) == TR_OK)
         t->building++;
     else
         retry_later(ctx, t, Q_INFO, who);
-    if (ask(ctx, t, t->ctx->posts, who, list_req(0, "", merge), Q_MERGE, NULL) == TR_OK)
+    if (ask_kind(ctx, t, Q_MERGE, who) == TR_OK)
         t->building++;
     else
         retry_later(ctx, t, Q_MERGE, who);
@@ -474,9 +480,8 @@ static void on_page(tr_ctx *ctx, tl_st *t, const tr_msg *m, tr_from from)
     if (pr->limit == 0 || pr->limit > SOCIAL_PAGE_MAX)
         pr->limit = SOCIAL_PAGE_MAX;
     pr->from = from;
-    if (t->nouser && t->building == 0 &&
-        ask(ctx, t, t->ctx->users, t->reader, tr_msg_new(SOC_U_FOLLOWING, 8), Q_FOLLOWING,
-            NULL) == TR_OK) { /* no such user when last asked: it may exist by now */
+    /* no such user when last asked: it may exist by now */
+    if (t->nouser && t->building == 0 && ask_kind(ctx, t, Q_FOLLOWING, t->reader) == TR_OK) {
         t->nouser = false;
         t->building = 1;
     }
@@ -535,8 +540,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
             soc_tl_celeb(t->ctx, t->tl, who, true);
         } else if (soc_set_del(&t->celebs, who)) { /* pushed again: its newest posts merged */
             soc_tl_celeb(t->ctx, t->tl, who, false);
-            unsigned merge = t->ctx->follow_merge ? t->ctx->follow_merge : 50u;
-            if (ask(ctx, t, t->ctx->posts, who, list_req(0, "", merge), Q_MERGE, NULL) == TR_OK)
+            if (ask_kind(ctx, t, Q_MERGE, who) == TR_OK)
                 t->building++;
         }
         break;
@@ -569,8 +573,7 @@ static int tl_init(tr_ctx *ctx, void *state, const void *arg)
     t->tl = soc_tl_open(t->ctx, t->reader, tr_self(ctx));
     if (t->tl == NULL)
         return TR_ENOMEM;
-    int rc = ask(ctx, t, t->ctx->users, t->reader, tr_msg_new(SOC_U_FOLLOWING, 8), Q_FOLLOWING,
-                 NULL);
+    int rc = ask_kind(ctx, t, Q_FOLLOWING, t->reader);
     if (rc == TR_OK) {
         t->building = 1;
     } else { /* terminate will not run */
@@ -662,6 +665,7 @@ typedef struct fo_st {
     char sub[96];               /* "social.fanout.NODE": each node fans out to its own timelines */
     fo_job jobs[FANOUT_WINDOW]; /* in evid order; [head, head + n) */
     size_t head, n;
+    bool stalled;               /* a job's backoff found no timer: fo_turn_end asks it again */
     uint64_t max_seen, acked;
     uint64_t started_us;
 } fo_st;
@@ -731,7 +735,8 @@ static void backoff(tr_ctx *ctx, fo_st *f, fo_job *j)
     /* tr_send_after takes m whatever it returns; without a timer the job is asked again at the
      * end of a later turn (fo_turn_end: active, not waiting, nothing asked) */
     j->waiting = m != NULL && tr_send_after(ctx, tr_self(ctx), m, ms, NULL) == TR_OK;
-    (void)f;
+    if (!j->waiting)
+        f->stalled = true;
 }
 
 static void fo_retry(tr_ctx *ctx, fo_st *f, const tr_msg *m)
@@ -907,10 +912,13 @@ static int fo_receive(tr_ctx *ctx, void *state, tr_msg *m)
 static void fo_turn_end(tr_ctx *ctx, void *state)
 {
     fo_st *f = state;
-    for (size_t i = 0; i < f->n; i++) { /* a job whose backoff found no timer */
-        fo_job *j = job_at(f, i);
-        if (j->active && !j->waiting && j->corr == 0)
-            ask_followers(ctx, f, j);
+    if (f->stalled) { /* a job whose backoff found no timer; set again if one still finds none */
+        f->stalled = false;
+        for (size_t i = 0; i < f->n; i++) {
+            fo_job *j = job_at(f, i);
+            if (j->active && !j->waiting && j->corr == 0)
+                ask_followers(ctx, f, j);
+        }
     }
     uint64_t upto = f->max_seen;
     while (f->n > 0) {

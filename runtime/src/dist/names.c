@@ -434,14 +434,8 @@ int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *w
         if (pe->alias || pe->status != TR_PEER_UP ||
             (without != NULL && strcmp(pe->name, without) == 0))
             continue;
-        if (best == NULL) {
-            bw = weight(pe->name, key, len);
-            best = pe->name;
-            best_id = pe->node_id;
-            continue;
-        }
         uint64_t w = weight(pe->name, key, len);
-        if (w > bw || (w == bw && strcmp(pe->name, best) < 0)) {
+        if (best == NULL || w > bw || (w == bw && strcmp(pe->name, best) < 0)) {
             bw = w;
             best = pe->name;
             best_id = pe->node_id;

@@ -50,6 +50,7 @@
 #define PAYLOAD_MAX (1u << 20)              /* a wrapped request's payload, at most */
 #define REJOIN_AGAIN_MS 2000u /* the second sweep after a rejoin */
 #define REJOIN_PENDING 8u     /* second sweeps waiting; past that, the oldest one now */
+#define SEEN_MAX 4096u        /* peer names remembered; past that every NODEUP counts as a rejoin */
 
 typedef struct waiting {
     struct waiting *next;
@@ -98,9 +99,6 @@ struct tr_shard {
     } again[REJOIN_PENDING];
     size_t nagain;
 };
-
-#define SEEN_MAX 4096u /* peer names remembered; past that every NODEUP counts as a rejoin */
-
 
 static uint64_t hash_key(const char *k)
 {
@@ -548,6 +546,37 @@ static int router_init(tr_ctx *ctx, void *state, const void *arg)
     return tick != NULL ? tr_send_interval(ctx, tr_self(ctx), tick, 1000, NULL) : TR_ENOMEM;
 }
 
+/* The oldest second sweep due (or pushed out by a newer one), made now. */
+static void sweep_again(tr_shard *s)
+{
+    rebalance(s, true, s->again[0].peer);
+    memmove(&s->again[0], &s->again[1], (s->nagain - 1) * sizeof s->again[0]);
+    s->nagain--;
+}
+
+/* A peer up: keys that moved to it go; a rejoin's keys go now and again later (top of file). */
+static void node_up(tr_shard *s, const tr_msg *m)
+{
+    tr_reader r;
+    const char *name;
+    size_t nl;
+    char peer[65] = "";
+    tr_reader_init(&r, m);
+    if (tr_read_str(&r, &name, &nl) == TR_OK && nl < sizeof peer) {
+        memcpy(peer, name, nl);
+        peer[nl] = '\0';
+    }
+    tr_reader_done(&r);
+    bool again = peer[0] != '\0' && rejoin(s, peer);
+    rebalance(s, true, again ? peer : NULL);
+    if (!again)
+        return;
+    if (s->nagain == REJOIN_PENDING)
+        sweep_again(s);
+    snprintf(s->again[s->nagain].peer, sizeof s->again[0].peer, "%s", peer);
+    s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
+}
+
 static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     tr_shard *s = *(tr_shard **)state;
@@ -558,36 +587,13 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
         started(ctx, s, m);
     else if (type == SHARD_ROUTE)
         route(ctx, s, m);
-    else if (type == TR_MSG_NODEUP) {
-        tr_reader r;
-        const char *name;
-        size_t nl;
-        char peer[65] = "";
-        tr_reader_init(&r, m);
-        if (tr_read_str(&r, &name, &nl) == TR_OK && nl < sizeof peer) {
-            memcpy(peer, name, nl);
-            peer[nl] = '\0';
-        }
-        tr_reader_done(&r);
-        bool again = peer[0] != '\0' && rejoin(s, peer);
-        rebalance(s, true, again ? peer : NULL);
-        if (again) { /* and once more in a while (the top of the file) */
-            if (s->nagain == REJOIN_PENDING) {
-                rebalance(s, true, s->again[0].peer);
-                memmove(&s->again[0], &s->again[1], (REJOIN_PENDING - 1) * sizeof s->again[0]);
-                s->nagain--;
-            }
-            snprintf(s->again[s->nagain].peer, 65, "%s", peer);
-            s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
-        }
-    } else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN) {
+    else if (type == TR_MSG_NODEUP)
+        node_up(s, m);
+    else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN) {
         rebalance(s, type != SHARD_TICK, NULL);
         uint64_t now = tr_now_ns() / 1000000u;
-        while (type == SHARD_TICK && s->nagain > 0 && s->again[0].due_ms <= now) {
-            rebalance(s, true, s->again[0].peer);
-            memmove(&s->again[0], &s->again[1], (s->nagain - 1) * sizeof s->again[0]);
-            s->nagain--;
-        }
+        while (type == SHARD_TICK && s->nagain > 0 && s->again[0].due_ms <= now)
+            sweep_again(s);
     }
     return 0;
 }
