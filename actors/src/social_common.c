@@ -34,6 +34,7 @@ int social_shards_start(tr_system *sys, social_ctx *ctx, tr_node *node, size_t m
                   {"social-posts", &social_post_behaviour, &ctx->posts},
                   {"social-timelines", &social_timeline_behaviour, &ctx->timelines}};
     ctx->sys = sys;
+    ctx->node = node;
     for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
         tr_shard_opts o = {.name = shards[i].name, .behaviour = shards[i].b,
                            .init_arg = social_shard_arg, .arg_size = sizeof(social_arg),

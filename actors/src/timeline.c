@@ -30,6 +30,24 @@
  * meanwhile the events behind it wait (the window is bounded, the ack holds) and the lag says so.
  * Giving up would leave the post out of its followers' running timelines for good (found by
  * scripts/chaos: 30% packet loss for 6 s lost posts from timelines).
+ *
+ * Repairs (anti-entropy after membership changes). While two nodes could not see each other, a
+ * key may have had two actors — the one that stayed and the one a peer started — and reads of
+ * the stale one (an author's followers, a reader's followees, an author's posts) fed fan-outs and
+ * rebuilds that then lack a post or a followee; the shards stop the stale actors when the peers
+ * see each other again (shard.c, "Rejoins"), but what was read from them meanwhile stays wrong in
+ * the read model. So the consumer watches the membership: a peer down, or back after being down,
+ * makes it publish a "social.repair" event (REPAIR_DEBOUNCE_MS after the first change of a burst)
+ * carrying the id to replay after — the event committed REPAIR_MARGIN_US before the peer was
+ * first seen down, from (commit time, id) samples of the log. Every node's consumer receives it
+ * (one shared log), waits until the burst of repairs is over (REWIND_DELAY_MS after the last, by
+ * when the rejoin sweeps are done) and starts a rewind: an actor with a subscription of its own
+ * from that id, which publishes a marker event and fans out again every post up to the marker
+ * (insertions are idempotent: duplicates dropped), and has the timeline of each follower named in
+ * a follow.added ask again whom its reader follows (SOC_T_REFRESH; follows are not replayed as
+ * such: a later unfollow may be applied already). One rewind runs at a time; repairs received
+ * meanwhile make the next one, from the oldest id asked. Found by scripts/chaos (social seed 11:
+ * a post missing from timelines after packet loss healed).
  */
 #include "social_impl.h"
 
@@ -44,6 +62,16 @@
 #define FANOUT_TRIES 3u         /* a followers page asked again at once this often, then: */
 #define FANOUT_BACKOFF_MS 100u  /* after a backoff, doubling from this */
 #define FANOUT_BACKOFF_MAX_MS 5000u
+#define REPAIR_DEBOUNCE_MS 1000u  /* membership changes gathered this long, then one repair */
+#define REPAIR_MARGIN_US 5000000u /* a repair replays from this long before the first change */
+#define REWIND_DELAY_MS 5000u     /* a rewind starts this long after the last repair received
+                                   * (the shards' rejoin sweeps, at 0 and 2 s, are over) */
+#define REWIND_DEFER_MAX_MS 30000u /* repairs arriving all the time defer it this long at most */
+#define REWIND_TICK_MS 5000u
+#define REWIND_QUIET_MS 60000u    /* a rewind whose end never comes gives up after this silence */
+#define SAMPLES 4096u             /* (commit time, event id) samples: from time to event id */
+#define SAMPLE_US 100000u         /* one per 100 ms of commit time at most (>= 6 min kept) */
+#define DOWN_MAX 64u              /* peers seen down, remembered until they come back */
 
 /* (ts, id) descending: negative when a comes first. */
 static int newer_first(uint64_t ats, const char *aid, uint64_t bts, const char *bid)
@@ -74,6 +102,7 @@ typedef struct tl_q {
     uint64_t corr;
     int kind;
     bool repair;                /* asked again in the background: pages do not wait for it */
+    bool refresh;               /* the question of a SOC_T_REFRESH */
     char who[SOCIAL_ID_MAX + 1];
     page_req *page;
 } tl_q;
@@ -94,6 +123,7 @@ typedef struct tl_st {
     size_t nretry;
     unsigned retry_ms;          /* the next backoff */
     bool retry_armed;           /* a SOC_T_RETRY is on its way */
+    bool refreshing;            /* a SOC_T_REFRESH's question is out */
 } tl_st;
 
 static unsigned celebrity(const tl_st *t)
@@ -391,6 +421,8 @@ static void on_answer(tr_ctx *ctx, tl_st *t, const tr_msg *m)
         }
     if (q == NULL)
         return;
+    if (q->refresh)
+        t->refreshing = false;
     bool was_building = t->building > 0;
     static const uint32_t want[] = {[Q_FOLLOWING] = SOC_U_FOLLOWING, [Q_INFO] = SOC_U_INFO,
                                     [Q_MERGE] = SOC_P_LIST, [Q_CELEB] = SOC_P_LIST};
@@ -547,6 +579,17 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
     }
     case SOC_T_TOUCH: /* read from the table: the message itself keeps this actor from idling */
         break;
+    case SOC_T_REFRESH: /* a repair: whom the reader follows, asked again (new ones merged in) */
+        if (!t->refreshing && !t->nouser) {
+            if (ask_kind(ctx, t, Q_FOLLOWING, t->reader) == TR_OK) {
+                t->qs->repair = true; /* ask() put it first */
+                t->qs->refresh = true;
+                t->refreshing = true;
+            } else {
+                retry_later(ctx, t, Q_FOLLOWING, t->reader);
+            }
+        }
+        break;
     case SOC_T_RETRY:
         on_retry(ctx, t);
         break;
@@ -662,13 +705,51 @@ typedef struct fo_job {
 
 typedef struct fo_st {
     social_ctx *ctx;
-    char sub[96];               /* "social.fanout.NODE": each node fans out to its own timelines */
+    char sub[96];               /* "social.fanout.NODE": each node fans out to its own timelines;
+                                 * a rewind: "social.rewind.NODE" */
     fo_job jobs[FANOUT_WINDOW]; /* in evid order; [head, head + n) */
     size_t head, n;
     bool stalled;               /* a job's backoff found no timer: fo_turn_end asks it again */
     uint64_t max_seen, acked;
     uint64_t started_us;
+    /* a rewind */
+    bool rewind;
+    bool done;                  /* its marker came: everything before it was replayed */
+    char marker[96];            /* its marker event's key: "NODE/nonce" */
+    uint64_t last_rx_ms;        /* when it last received an event */
+    uint64_t replayed;
+    /* the node's consumer: repairs after membership changes */
+    struct { uint64_t ts_us, id; } samples[SAMPLES]; /* a ring, newest at sample_head - 1 */
+    size_t sample_head, nsamples;
+    struct { char name[65]; uint64_t down_us; } down[DOWN_MAX];
+    size_t ndown;
+    uint64_t burst_t0_us;       /* a repair to publish replays from this commit time; 0: none */
+    bool publish_armed;
+    uint64_t rewind_from;       /* a rewind to start replays after this id; UINT64_MAX: none */
+    uint64_t rewind_at_ms, rewind_first_ms;
+    bool rewind_armed;
+    tr_pid rewinder;            /* the rewind running, or TR_PID_NONE */
+    uint64_t rewinder_mon;
+    uint64_t rewinder_from;     /* where it replays from (again from there if it fails) */
 } fo_st;
+
+typedef struct rw_arg {
+    social_ctx *ctx;
+    uint64_t from;
+} rw_arg;
+
+static const tr_behaviour social_rewind_behaviour;
+
+static uint64_t now_ms(void)
+{
+    return tr_now_ns() / 1000000u;
+}
+
+static void after_ms(tr_ctx *ctx, uint32_t type, unsigned ms, bool *armed)
+{
+    tr_msg *m = tr_msg_new(type, 0);
+    *armed = m != NULL && tr_send_after(ctx, tr_self(ctx), m, ms, NULL) == TR_OK;
+}
 
 
 static fo_job *job_at(fo_st *f, size_t i)
@@ -682,7 +763,8 @@ static void job_done(fo_st *f, fo_job *j)
     if (j->p != NULL) {
         soc_post_unref(f->ctx, j->p);
         j->p = NULL;
-        atomic_fetch_add_explicit(&f->ctx->stats.fanout_posts, 1, memory_order_relaxed);
+        if (!f->rewind)
+            atomic_fetch_add_explicit(&f->ctx->stats.fanout_posts, 1, memory_order_relaxed);
         if (j->ts_us >= f->started_us) { /* not a catch-up of before this start */
             uint64_t now = social_now_us();
             social_lag_add(&f->ctx->stats.timeline_lag, now > j->ts_us ? now - j->ts_us : 0);
@@ -756,6 +838,58 @@ static void fo_retry(tr_ctx *ctx, fo_st *f, const tr_msg *m)
     }
 }
 
+static bool topic_is(const tr_bus_event *ev, const char *topic)
+{
+    size_t n = strlen(topic);
+    return ev->topic_len == n && memcmp(ev->topic, topic, n) == 0;
+}
+
+/* Keeps (commit time, id) now and then: a repair turns a time into the id to replay after. */
+static void sample(fo_st *f, uint64_t ts_us, uint64_t id)
+{
+    if (f->nsamples > 0) {
+        uint64_t last = f->samples[(f->sample_head + SAMPLES - 1) % SAMPLES].ts_us;
+        if (ts_us < last + SAMPLE_US)
+            return;
+    }
+    f->samples[f->sample_head].ts_us = ts_us;
+    f->samples[f->sample_head].id = id;
+    f->sample_head = (f->sample_head + 1) % SAMPLES;
+    if (f->nsamples < SAMPLES)
+        f->nsamples++;
+}
+
+/* The id to replay after so that every event committed at or after t0 is replayed: the newest
+ * sample at or before t0, else (all are later) just before the oldest one kept. */
+static uint64_t id_before(const fo_st *f, uint64_t t0_us)
+{
+    if (f->nsamples == 0)
+        return f->max_seen;
+    for (size_t i = 1; i <= f->nsamples; i++) {
+        size_t k = (f->sample_head + SAMPLES - i) % SAMPLES;
+        if (f->samples[k].ts_us <= t0_us)
+            return f->samples[k].id;
+    }
+    uint64_t oldest = f->samples[(f->sample_head + SAMPLES - f->nsamples) % SAMPLES].id;
+    return oldest > 0 ? oldest - 1 : 0;
+}
+
+/* A repair came (from any node, this one too): a rewind from `from`, started REWIND_DELAY_MS
+ * after the last repair of a burst. */
+static void repair_received(tr_ctx *ctx, fo_st *f, uint64_t from)
+{
+    uint64_t now = now_ms();
+    if (f->rewind_from == UINT64_MAX)
+        f->rewind_first_ms = now;
+    if (from < f->rewind_from)
+        f->rewind_from = from;
+    f->rewind_at_ms = now + REWIND_DELAY_MS;
+    if (f->rewind_at_ms > f->rewind_first_ms + REWIND_DEFER_MAX_MS)
+        f->rewind_at_ms = f->rewind_first_ms + REWIND_DEFER_MAX_MS;
+    if (!f->rewind_armed && f->rewinder == TR_PID_NONE)
+        after_ms(ctx, SOC_F_REWIND, REWIND_DELAY_MS, &f->rewind_armed);
+}
+
 static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
 {
     tr_bus_event ev;
@@ -766,9 +900,17 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
     f->max_seen = ev.id;
     fo_job *j = job_at(f, f->n++);
     *j = (fo_job){.evid = ev.id, .ts_us = ev.ts_us};
+    if (f->rewind) {
+        f->last_rx_ms = now_ms();
+        if (f->done)
+            return; /* past its end */
+        f->replayed++;
+    } else {
+        sample(f, ev.ts_us, ev.id);
+    }
     tr_reader r;
     tr_reader_init_bytes(&r, ev.data, ev.len);
-    if (ev.topic_len == 12 && memcmp(ev.topic, "post.created", 12) == 0) {
+    if (topic_is(&ev, "post.created")) {
         const char *id, *user, *url;
         size_t il, ul, rl;
         uint64_t ts;
@@ -783,7 +925,7 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
                 ask_followers(ctx, f, j);
             }
         }
-    } else if (ev.topic_len == 14 && memcmp(ev.topic, "user.celebrity", 14) == 0) {
+    } else if (topic_is(&ev, "user.celebrity")) {
         uint64_t on;
         if (soc_read_strz(&r, j->author, sizeof j->author) == TR_OK &&
             tr_read_u64(&r, &on) == TR_OK) {
@@ -791,15 +933,27 @@ static void fo_event(tr_ctx *ctx, fo_st *f, const tr_msg *m)
             j->active = true;
             ask_followers(ctx, f, j);
         }
-    } else {
+    } else if (topic_is(&ev, "social.repair")) {
+        uint64_t from;
+        if (ev.len == sizeof from) {
+            memcpy(&from, ev.data, sizeof from);
+            repair_received(ctx, f, from);
+        }
+    } else if (topic_is(&ev, "social.rewind")) {
+        if (ev.key_len == strlen(f->marker) && memcmp(ev.key, f->marker, ev.key_len) == 0)
+            f->done = true;
+    } else if (topic_is(&ev, "follow.added") || topic_is(&ev, "follow.removed")) {
         char follower[SOCIAL_ID_MAX + 1], followee[SOCIAL_ID_MAX + 1];
-        bool add = ev.topic_len == 12 && memcmp(ev.topic, "follow.added", 12) == 0;
+        bool add = topic_is(&ev, "follow.added");
         tr_pid tl;
         if (soc_read_strz(&r, follower, sizeof follower) == TR_OK &&
             soc_read_strz(&r, followee, sizeof followee) == TR_OK &&
             soc_tl_owner(f->ctx, follower, &tl)) {
-            tr_msg *n = tr_msg_new(add ? SOC_T_FOLLOW : SOC_T_UNFOLLOW, 40);
-            if (n != NULL && soc_put_strz(n, followee) == TR_OK)
+            /* a rewind does not replay follows (later ones may have been applied already): it
+             * has the timeline ask its user actor again whom its reader follows */
+            tr_msg *n = f->rewind ? tr_msg_new(SOC_T_REFRESH, 0)
+                                  : tr_msg_new(add ? SOC_T_FOLLOW : SOC_T_UNFOLLOW, 40);
+            if (n != NULL && (f->rewind || soc_put_strz(n, followee) == TR_OK))
                 (void)tr_send(ctx, tl, n);
             else
                 tr_msg_free(n);
@@ -896,6 +1050,81 @@ static void fo_followers(tr_ctx *ctx, fo_st *f, const tr_msg *m)
     }
 }
 
+/* A peer went down or came back: a repair is published REPAIR_DEBOUNCE_MS later, replaying from
+ * REPAIR_MARGIN_US before the peer was seen down (before the keys it owned may have had two
+ * actors, one of them stale). */
+static void fo_member(tr_ctx *ctx, fo_st *f, const tr_msg *m, bool up)
+{
+    char name[65];
+    tr_reader r;
+    tr_reader_init(&r, m);
+    int rc = soc_read_strz(&r, name, sizeof name);
+    tr_reader_done(&r);
+    if (rc != TR_OK)
+        return;
+    uint64_t now = social_now_us(), t0 = now;
+    size_t i = 0;
+    while (i < f->ndown && strcmp(f->down[i].name, name) != 0)
+        i++;
+    if (up) {
+        if (i == f->ndown)
+            return; /* the first time it is up: nothing diverged */
+        t0 = f->down[i].down_us;
+        f->down[i] = f->down[--f->ndown];
+    } else if (i == f->ndown) {
+        if (f->ndown == DOWN_MAX) /* full: the oldest goes (its repair was published) */
+            memmove(&f->down[0], &f->down[1], --f->ndown * sizeof f->down[0]);
+        snprintf(f->down[f->ndown].name, sizeof f->down[0].name, "%s", name);
+        f->down[f->ndown++].down_us = now;
+    }
+    t0 = t0 > REPAIR_MARGIN_US ? t0 - REPAIR_MARGIN_US : 0;
+    if (f->burst_t0_us == 0 || t0 < f->burst_t0_us)
+        f->burst_t0_us = t0;
+    if (!f->publish_armed)
+        after_ms(ctx, SOC_F_PUBLISH, REPAIR_DEBOUNCE_MS, &f->publish_armed);
+}
+
+/* Publishes the repair on the shared log: every node's consumer (this one too) rewinds. */
+static void fo_publish(tr_ctx *ctx, fo_st *f)
+{
+    f->publish_armed = false;
+    if (f->burst_t0_us == 0)
+        return;
+    uint64_t from = id_before(f, f->burst_t0_us);
+    if (tr_bus_publish(f->ctx->store, "social.repair", f->ctx->node_name, &from, sizeof from) !=
+        TR_OK) {
+        after_ms(ctx, SOC_F_PUBLISH, REPAIR_DEBOUNCE_MS, &f->publish_armed); /* again, later */
+        return;
+    }
+    atomic_fetch_add_explicit(&f->ctx->stats.repairs, 1, memory_order_relaxed);
+    tr_log(TR_LOG_INFO, "social", "membership changed: timelines repaired from event %llu on "
+           "(a rewind of the fan-out on every node)", (unsigned long long)from);
+    f->burst_t0_us = 0;
+}
+
+/* The timer of a rewind: started when the burst of repairs is over and none runs. */
+static void fo_rewind(tr_ctx *ctx, fo_st *f)
+{
+    f->rewind_armed = false;
+    if (f->rewind_from == UINT64_MAX || f->rewinder != TR_PID_NONE)
+        return; /* nothing to do, or when the one running ends */
+    uint64_t now = now_ms();
+    if (now < f->rewind_at_ms) {
+        after_ms(ctx, SOC_F_REWIND, (unsigned)(f->rewind_at_ms - now), &f->rewind_armed);
+        return;
+    }
+    rw_arg a = {.ctx = f->ctx, .from = f->rewind_from};
+    tr_pid pid;
+    if (tr_spawn(ctx, &social_rewind_behaviour, &a, &pid) != TR_OK ||
+        tr_monitor(ctx, pid, &f->rewinder_mon) != TR_OK) {
+        after_ms(ctx, SOC_F_REWIND, REWIND_DELAY_MS, &f->rewind_armed); /* the store is down? */
+        return;
+    }
+    f->rewinder = pid;
+    f->rewinder_from = f->rewind_from;
+    f->rewind_from = UINT64_MAX;
+}
+
 static int fo_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     fo_st *f = state;
@@ -904,7 +1133,38 @@ static int fo_receive(tr_ctx *ctx, void *state, tr_msg *m)
         fo_event(ctx, f, m);
     else if (t == SOC_F_RETRY)
         fo_retry(ctx, f, m);
-    else if (tr_msg_is_reply(m) || t == TR_MSG_TIMEOUT || t == TR_MSG_NOPROC)
+    else if (t == TR_MSG_NODEDOWN || t == TR_MSG_NODEUP)
+        fo_member(ctx, f, m, t == TR_MSG_NODEUP);
+    else if (t == SOC_F_PUBLISH)
+        fo_publish(ctx, f);
+    else if (t == SOC_F_REWIND)
+        fo_rewind(ctx, f);
+    else if (t == TR_MSG_DOWN && tr_msg_corr(m) == f->rewinder_mon && f->rewinder != TR_PID_NONE) {
+        f->rewinder = TR_PID_NONE;
+        tr_reason why;
+        if (tr_msg_reason(m, &why) == TR_OK && why.kind != TR_REASON_NORMAL &&
+            f->rewinder_from < f->rewind_from) { /* it did not finish: again */
+            if (f->rewind_from == UINT64_MAX)
+                f->rewind_first_ms = now_ms();
+            f->rewind_from = f->rewinder_from;
+            f->rewind_at_ms = now_ms() + REWIND_DELAY_MS;
+        }
+        if (f->rewind_from != UINT64_MAX && !f->rewind_armed)
+            after_ms(ctx, SOC_F_REWIND, 100, &f->rewind_armed);
+    } else if (t == SOC_F_TICK && f->rewind) {
+        if (!f->done && now_ms() - f->last_rx_ms > REWIND_QUIET_MS) {
+            tr_log(TR_LOG_WARN, "social", "%s: its end did not come in %u s; it stops, to be "
+                   "started again", f->sub, REWIND_QUIET_MS / 1000u);
+            tr_fail(ctx, TR_ETIMEDOUT, "rewind: no end");
+            return 0;
+        }
+        /* the marker again: its unit may have failed (the store unreachable); the first seen
+         * ends the rewind */
+        if (!f->done)
+            (void)tr_bus_publish(f->ctx->store, "social.rewind", f->marker, "", 0);
+        bool armed;
+        after_ms(ctx, SOC_F_TICK, REWIND_TICK_MS, &armed);
+    } else if (tr_msg_is_reply(m) || t == TR_MSG_TIMEOUT || t == TR_MSG_NOPROC)
         fo_followers(ctx, f, m);
     return 0;
 }
@@ -934,6 +1194,19 @@ static void fo_turn_end(tr_ctx *ctx, void *state)
         if (tr_bus_ack(f->ctx->store, f->sub, upto) == TR_OK)
             f->acked = upto;
     }
+    if (f->rewind && f->done) { /* the end: done once every replayed post is fanned out */
+        bool busy = false;
+        for (size_t i = 0; i < f->n && !busy; i++)
+            busy = job_at(f, i)->active;
+        if (!busy) {
+            atomic_fetch_add_explicit(&f->ctx->stats.rewinds, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&f->ctx->stats.rewind_events, f->replayed,
+                                      memory_order_relaxed);
+            tr_log(TR_LOG_INFO, "social", "%s: %llu events replayed", f->sub,
+                   (unsigned long long)f->replayed);
+            tr_stop(ctx);
+        }
+    }
 }
 
 static int fo_init(tr_ctx *ctx, void *state, const void *arg)
@@ -941,19 +1214,62 @@ static int fo_init(tr_ctx *ctx, void *state, const void *arg)
     fo_st *f = state;
     f->ctx = (social_ctx *)arg;
     f->started_us = social_now_us();
+    f->rewind_from = UINT64_MAX;
+    f->rewinder = TR_PID_NONE;
     snprintf(f->sub, sizeof f->sub, "social.fanout.%s",
              f->ctx->node_name != NULL ? f->ctx->node_name : "local");
     static const char *const topics[] = {"post.created", "follow.added", "follow.removed",
-                                         "user.celebrity"};
-    tr_bus_sub_opts so = {.name = f->sub, .topics = topics, .ntopics = 4,
+                                         "user.celebrity", "social.repair"};
+    tr_bus_sub_opts so = {.name = f->sub, .topics = topics, .ntopics = 5,
                           .consumer = tr_self(ctx), .from = TR_BUS_FROM_STORED,
                           .window = FANOUT_WINDOW};
-    return tr_bus_subscribe(f->ctx->store, &so);
+    int rc = tr_bus_subscribe(f->ctx->store, &so);
+    if (rc == TR_OK && f->ctx->node != NULL &&
+        (rc = tr_node_monitor(f->ctx->node, tr_self(ctx), true)) != TR_OK)
+        (void)tr_bus_unsubscribe(f->ctx->store, f->sub);
+    return rc;
+}
+
+/* A rewind: the fan-out again for the posts committed after a.from up to its marker (an event
+ * it publishes at its start, so "up to now"), into the running timelines of this node; a follow
+ * among them has the follower's timeline ask again whom its reader follows. Ends when its marker
+ * came and every post is fanned out. */
+static int rw_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    fo_st *f = state;
+    const rw_arg *a = arg;
+    f->ctx = a->ctx;
+    f->rewind = true;
+    f->max_seen = a->from;
+    f->acked = a->from;
+    f->started_us = UINT64_MAX; /* its lags are not the read model's */
+    f->rewinder = TR_PID_NONE;
+    f->rewind_from = UINT64_MAX;
+    f->last_rx_ms = now_ms();
+    const char *node = f->ctx->node_name != NULL ? f->ctx->node_name : "local";
+    snprintf(f->sub, sizeof f->sub, "social.rewind.%s", node);
+    snprintf(f->marker, sizeof f->marker, "%s/%llx", node, (unsigned long long)tr_self(ctx));
+    static const char *const topics[] = {"post.created", "follow.added", "social.rewind"};
+    tr_bus_sub_opts so = {.name = f->sub, .topics = topics, .ntopics = 3,
+                          .consumer = tr_self(ctx), .from = a->from, .window = FANOUT_WINDOW};
+    int rc = tr_bus_subscribe(f->ctx->store, &so);
+    if (rc != TR_OK)
+        return rc;
+    rc = tr_bus_publish(f->ctx->store, "social.rewind", f->marker, "", 0);
+    bool armed = false;
+    if (rc == TR_OK)
+        after_ms(ctx, SOC_F_TICK, REWIND_TICK_MS, &armed);
+    if (rc != TR_OK || !armed) {
+        (void)tr_bus_unsubscribe(f->ctx->store, f->sub);
+        return rc != TR_OK ? rc : TR_ENOMEM;
+    }
+    tr_log(TR_LOG_INFO, "social", "%s: the fan-out replayed from event %llu", f->sub,
+           (unsigned long long)a->from);
+    return TR_OK;
 }
 
 static void fo_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 {
-    (void)ctx;
     (void)reason;
     fo_st *f = state;
     for (size_t i = 0; i < f->n; i++) {
@@ -962,12 +1278,23 @@ static void fo_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
             soc_post_unref(f->ctx, j->p);
     }
     (void)tr_bus_unsubscribe(f->ctx->store, f->sub);
+    if (!f->rewind && f->ctx->node != NULL)
+        (void)tr_node_monitor(f->ctx->node, tr_self(ctx), false);
 }
 
 const tr_behaviour social_fanout_behaviour = {
     .name = "social-fanout",
     .state_size = sizeof(fo_st),
     .init = fo_init,
+    .receive = fo_receive,
+    .turn_end = fo_turn_end,
+    .terminate = fo_terminate,
+};
+
+static const tr_behaviour social_rewind_behaviour = {
+    .name = "social-rewind",
+    .state_size = sizeof(fo_st),
+    .init = rw_init,
     .receive = fo_receive,
     .turn_end = fo_turn_end,
     .terminate = fo_terminate,

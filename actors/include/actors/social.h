@@ -83,10 +83,16 @@ enum {
                              * rebuild or merge could not get) */
     SOC_T_TOUCH,            /* [] (one-way: the timeline was read from the table, so it is not
                              * idle; social_timeline_read sends it at most once a second) */
+    SOC_T_REFRESH,          /* [] (one-way, a repair: ask the reader's user actor again whom the
+                             * reader follows, and merge in the followees missing) */
     SOC_S_QUERY = 0x5361,   /* [q, limit, images] -> [st, n, (id, username, name, k,
                              * (post id, url, ts) * k) * n] */
     SOC_F_RETRY = 0x5381,   /* [event id] (the fan-out consumer to itself, after a backoff: ask
                              * the author's followers again) */
+    SOC_F_PUBLISH,          /* [] (the fan-out consumer to itself: publish the repair that the
+                             * membership changes seen call for) */
+    SOC_F_REWIND,           /* [] (the fan-out consumer to itself: start the repair's rewind) */
+    SOC_F_TICK,             /* [] (a rewind to itself: give up when its end never comes) */
 };
 
 /* Statuses. */
@@ -114,6 +120,9 @@ typedef struct social_stats {
     _Atomic uint64_t timelines_built;   /* timelines (re)built at start */
     _Atomic uint64_t search_events;     /* events applied to the search read model */
     _Atomic uint64_t post_records;      /* shared post records alive on this node */
+    _Atomic uint64_t repairs;           /* repairs published (membership changes seen here) */
+    _Atomic uint64_t rewinds;           /* rewinds run to their end (fan-out replayed) */
+    _Atomic uint64_t rewind_events;     /* events replayed by rewinds */
     social_lag search_lag;              /* commit -> visible in search */
     social_lag timeline_lag;            /* commit -> inserted into the running timelines */
 } social_stats;
@@ -131,6 +140,7 @@ typedef struct social_ctx {
     unsigned call_ms;               /* actor-to-actor request timeout; 0 = 5,000 */
     const char *node_name;          /* names this node's search subscription */
     tr_system *sys;                 /* set by social_shards_start */
+    tr_node *node;                  /* likewise: the cluster (NULL: one node) */
     social_stats stats;
     struct soc_posts *posts_table;  /* the node's post records (made on first use; freed by
                                      * social_ctx_free) */
