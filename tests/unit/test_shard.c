@@ -373,11 +373,53 @@ static void test_rejoin_restarts_keys_the_peer_may_have_taken(void **state)
     node_down(&a);
 }
 
+/* c saw a go and come back; a saw nothing (they lost sight of each other one way only). c's
+ * router tells a's (shard.c's SHARD_REJOINED, TR_MSG_SHARD_BASE + 4: [the teller's name]), and a
+ * stops the actors of its keys c would own without a — c may have run them meanwhile — keeping
+ * the others. Sent here by hand as c's router would. */
+static void test_told_rejoin_restarts_keys_the_teller_may_have_taken(void **state)
+{
+    (void)state;
+    node a, b, c;
+    node_up(&a, "a", 95, NULL);
+    char seed[64];
+    snprintf(seed, sizeof seed, "%s", tr_node_address(a.node));
+    node_up(&b, "b", 96, seed);
+    node_up(&c, "c", 97, seed);
+    uint16_t id;
+    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
+                    tr_node_lookup(a.node, "c", &id) == TR_OK &&
+                    tr_node_lookup(b.node, "c", &id) == TR_OK &&
+                    tr_node_lookup(c.node, "b", &id) == TR_OK,
+                TT_DEADLINE_MS);
+    char via_b[16], via_c[16];
+    key_owned_next(&a, "a", "b", via_b);
+    key_owned_next(&a, "a", "c", via_c);
+    assert_true(via_b[0] && via_c[0]);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ask_until(&a, via_b, KV_INC).count, (uint64_t)i + 1);
+        assert_int_equal(ask_until(&a, via_c, KV_INC).count, (uint64_t)i + 1);
+    }
+    tr_pid router;
+    assert_int_equal(tr_node_whereis(c.node, "tr.shard/kv/a", &router), TR_OK);
+    tr_msg *m = tr_msg_new(TR_MSG_SHARD_BASE + 4, 8);
+    assert_int_equal(tr_msg_put_str(m, "c", 1), TR_OK);
+    assert_int_equal(tr_system_send(c.sys, router, m), TR_OK);
+    TT_WAIT_FOR(!tr_shard_running(a.shard, via_c, NULL), TT_DEADLINE_MS);
+    assert_true(tr_shard_running(a.shard, via_b, NULL));
+    assert_int_equal(ask_until(&a, via_c, KV_INC).count, 1); /* a new actor, from the store */
+    assert_int_equal(ask_until(&a, via_b, KV_INC).count, 3);
+    node_down(&c);
+    node_down(&b);
+    node_down(&a);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_keys_on_one_node),
     cmocka_unit_test(test_request_from_an_actor),
     cmocka_unit_test(test_keys_across_two_nodes),
     cmocka_unit_test(test_rejoin_restarts_keys_the_peer_may_have_taken),
+    cmocka_unit_test(test_told_rejoin_restarts_keys_the_teller_may_have_taken),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -646,6 +646,12 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     tr_jbuf_u64(&b, atomic_load(&s->timelines_built));
     tr_jbuf_lit(&b, ",\"post_records\":");
     tr_jbuf_u64(&b, atomic_load(&s->post_records));
+    tr_jbuf_lit(&b, ",\"repairs\":");
+    tr_jbuf_u64(&b, atomic_load(&s->repairs));
+    tr_jbuf_lit(&b, ",\"rewinds\":");
+    tr_jbuf_u64(&b, atomic_load(&s->rewinds));
+    tr_jbuf_lit(&b, ",\"rewind_events\":");
+    tr_jbuf_u64(&b, atomic_load(&s->rewind_events));
     uint64_t tl_entries, tl_bytes;
     social_timeline_memory(&a->ctx, NULL, &tl_entries, &tl_bytes);
     tr_jbuf_lit(&b, ",\"timeline_entries\":");

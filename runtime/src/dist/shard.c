@@ -34,7 +34,9 @@
  * actors that missed follows and posts, and timelines never converged. Each shard's router does
  * this on its own, so an actor of one shard restarted at once may rebuild from an actor of
  * another that is not stopped yet (a timeline from a stale posts actor): the sweep is made again
- * REJOIN_AGAIN_MS later, when every router has made its first.
+ * REJOIN_AGAIN_MS later, when every router has made its first. The two sides need not both have
+ * seen it: the router that saw the peer come back tells the peer's router (SHARD_REJOINED), which
+ * sweeps the same way for the keys this node may have run meanwhile (tell_peers).
  */
 #include "troupe/shard.h"
 #include "core/idmap.h"
@@ -47,6 +49,12 @@
 
 #define SHARD_ROUTE (TR_MSG_SHARD_BASE + 2) /* [key str, type u32, payload bin] */
 #define SHARD_TICK (TR_MSG_SHARD_BASE + 3)  /* (to self) once a second */
+#define SHARD_REJOINED (TR_MSG_SHARD_BASE + 4) /* [peer str]: that peer's router saw this node
+                                                * go and come back (router to router) */
+#define SHARD_TELL (TR_MSG_SHARD_BASE + 5)  /* (to self) tell the peers waiting to be told */
+#define TELL_MS 100u          /* a peer's router not known yet: asked again after this */
+#define TELL_TRIES 100u       /* that often (10 s), then given up (its own sweeps remain) */
+#define TELL_PENDING 8u
 #define PAYLOAD_MAX (1u << 20)              /* a wrapped request's payload, at most */
 #define REJOIN_AGAIN_MS 2000u /* the second sweep after a rejoin */
 #define REJOIN_PENDING 8u     /* second sweeps waiting; past that, the oldest one now */
@@ -98,6 +106,12 @@ struct tr_shard {
         uint64_t due_ms;
     } again[REJOIN_PENDING];
     size_t nagain;
+    struct {                    /* peers to tell they rejoined (the router's only) */
+        char peer[65];
+        unsigned tries;
+    } tell[TELL_PENDING];
+    size_t ntell;
+    bool tell_armed;
 };
 
 static uint64_t hash_key(const char *k)
@@ -554,8 +568,51 @@ static void sweep_again(tr_shard *s)
     s->nagain--;
 }
 
-/* A peer up: keys that moved to it go; a rejoin's keys go now and again later (top of file). */
-static void node_up(tr_shard *s, const tr_msg *m)
+/* The keys a rejoined peer may have taken over go now, and again later (the top of the file). */
+static void rejoined(tr_shard *s, const char *peer)
+{
+    rebalance(s, true, peer);
+    if (s->nagain == REJOIN_PENDING)
+        sweep_again(s);
+    snprintf(s->again[s->nagain].peer, sizeof s->again[0].peer, "%s", peer);
+    s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
+}
+
+/* Tells each peer waiting to be told that this router saw it go and come back: its router then
+ * sweeps too. One that saw nothing itself (the two lost sight of each other one way only: a
+ * connection this side found silent or broken while the peer's stayed fine) would otherwise keep
+ * the actors of keys this node ran meanwhile — stale for good, reads of a copy that missed
+ * writes (scripts/chaos social seeds 8 and 9: acknowledged posts and follows missing after the
+ * heal). A peer whose router's name is not known here yet is asked again TELL_MS later. */
+static void tell_peers(tr_ctx *ctx, tr_shard *s)
+{
+    const char *self = tr_node_name(s->node);
+    for (size_t i = 0; i < s->ntell;) {
+        char reg[48 + 65];
+        tr_pid to;
+        snprintf(reg, sizeof reg, "%s%s", s->reg, s->tell[i].peer);
+        bool done = false;
+        if (tr_node_whereis(s->node, reg, &to) == TR_OK) {
+            tr_msg *m = tr_msg_new(SHARD_REJOINED, 80);
+            done = m != NULL && tr_msg_put_str(m, self, strlen(self)) == TR_OK &&
+                   tr_send(ctx, to, m) == TR_OK;
+            if (m != NULL && !done)
+                tr_msg_free(m);
+        }
+        if (done || ++s->tell[i].tries >= TELL_TRIES)
+            s->tell[i] = s->tell[--s->ntell];
+        else
+            i++;
+    }
+    if (s->ntell > 0 && !s->tell_armed) {
+        tr_msg *m = tr_msg_new(SHARD_TELL, 0);
+        s->tell_armed = m != NULL && tr_send_after(ctx, tr_self(ctx), m, TELL_MS, NULL) == TR_OK;
+    }
+}
+
+/* A peer up: keys that moved to it go; a rejoin's keys go now and again later, and the peer is
+ * told (tell_peers). */
+static void node_up(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
 {
     tr_reader r;
     const char *name;
@@ -568,13 +625,41 @@ static void node_up(tr_shard *s, const tr_msg *m)
     }
     tr_reader_done(&r);
     bool again = peer[0] != '\0' && rejoin(s, peer);
-    rebalance(s, true, again ? peer : NULL);
-    if (!again)
+    if (!again) {
+        rebalance(s, true, NULL);
         return;
-    if (s->nagain == REJOIN_PENDING)
-        sweep_again(s);
-    snprintf(s->again[s->nagain].peer, sizeof s->again[0].peer, "%s", peer);
-    s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
+    }
+    rejoined(s, peer);
+    size_t i = 0;
+    while (i < s->ntell && strcmp(s->tell[i].peer, peer) != 0)
+        i++;
+    if (i == s->ntell) {
+        if (s->ntell == TELL_PENDING) { /* full: the oldest goes */
+            memmove(&s->tell[0], &s->tell[1], (TELL_PENDING - 1) * sizeof s->tell[0]);
+            s->ntell--;
+        }
+        i = s->ntell++;
+    }
+    snprintf(s->tell[i].peer, sizeof s->tell[0].peer, "%s", peer);
+    s->tell[i].tries = 0;
+    tell_peers(ctx, s);
+}
+
+/* A peer's router saw this node go and come back (whether or not this node saw it go). */
+static void told_rejoined(tr_shard *s, const tr_msg *m)
+{
+    tr_reader r;
+    const char *name;
+    size_t nl;
+    char peer[65];
+    tr_reader_init(&r, m);
+    bool ok = tr_read_str(&r, &name, &nl) == TR_OK && nl > 0 && nl < sizeof peer;
+    tr_reader_done(&r);
+    if (!ok || s->node == NULL)
+        return;
+    memcpy(peer, name, nl);
+    peer[nl] = '\0';
+    rejoined(s, peer);
 }
 
 static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
@@ -588,7 +673,13 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
     else if (type == SHARD_ROUTE)
         route(ctx, s, m);
     else if (type == TR_MSG_NODEUP)
-        node_up(s, m);
+        node_up(ctx, s, m);
+    else if (type == SHARD_REJOINED)
+        told_rejoined(s, m);
+    else if (type == SHARD_TELL) {
+        s->tell_armed = false;
+        tell_peers(ctx, s);
+    }
     else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN) {
         rebalance(s, type != SHARD_TICK, NULL);
         uint64_t now = tr_now_ns() / 1000000u;
