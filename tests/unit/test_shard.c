@@ -373,10 +373,28 @@ static void test_rejoin_restarts_keys_the_peer_may_have_taken(void **state)
     node_down(&a);
 }
 
-/* c saw a go and come back; a saw nothing (they lost sight of each other one way only). c's
- * router tells a's (shard.c's SHARD_REJOINED, TR_MSG_SHARD_BASE + 4: [the teller's name]), and a
- * stops the actors of its keys c would own without a — c may have run them meanwhile — keeping
- * the others. Sent here by hand as c's router would. */
+/* What c's router tells a's when c saw a go and come back (shard.c's SHARD_REJOINED,
+ * TR_MSG_SHARD_BASE + 4: the teller's name, all, and the nodes the teller could not see). */
+static void tell(node *from, const char *to, const char *const *without, size_t n)
+{
+    char reg[64];
+    snprintf(reg, sizeof reg, "tr.shard/kv/%s", to);
+    tr_pid router;
+    assert_int_equal(tr_node_whereis(from->node, reg, &router), TR_OK);
+    tr_msg *m = tr_msg_new(TR_MSG_SHARD_BASE + 4, 64);
+    const char *self = tr_node_name(from->node);
+    assert_int_equal(tr_msg_put_str(m, self, strlen(self)), TR_OK);
+    assert_int_equal(tr_msg_put_u64(m, 0), TR_OK);
+    assert_int_equal(tr_msg_put_u64(m, n), TR_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(tr_msg_put_str(m, without[i], strlen(without[i])), TR_OK);
+    assert_int_equal(tr_system_send(from->sys, router, m), TR_OK);
+}
+
+/* c saw a go and come back; a saw nothing (they lost sight of each other one way only). Told by
+ * c's router, a stops the actors of its keys that c owned for a node that could not see a — c
+ * may have run them meanwhile — and keeps the others; told that c could see neither a nor b (cut
+ * off alone, c took over every key), a stops them all. Sent here by hand as c's router would. */
 static void test_told_rejoin_restarts_keys_the_teller_may_have_taken(void **state)
 {
     (void)state;
@@ -400,15 +418,17 @@ static void test_told_rejoin_restarts_keys_the_teller_may_have_taken(void **stat
         assert_int_equal(ask_until(&a, via_b, KV_INC).count, (uint64_t)i + 1);
         assert_int_equal(ask_until(&a, via_c, KV_INC).count, (uint64_t)i + 1);
     }
-    tr_pid router;
-    assert_int_equal(tr_node_whereis(c.node, "tr.shard/kv/a", &router), TR_OK);
-    tr_msg *m = tr_msg_new(TR_MSG_SHARD_BASE + 4, 8);
-    assert_int_equal(tr_msg_put_str(m, "c", 1), TR_OK);
-    assert_int_equal(tr_system_send(c.sys, router, m), TR_OK);
+    const char *only_a[] = {"a"}, *a_and_b[] = {"a", "b"};
+    tell(&c, "a", only_a, 1);
     TT_WAIT_FOR(!tr_shard_running(a.shard, via_c, NULL), TT_DEADLINE_MS);
     assert_true(tr_shard_running(a.shard, via_b, NULL));
     assert_int_equal(ask_until(&a, via_c, KV_INC).count, 1); /* a new actor, from the store */
     assert_int_equal(ask_until(&a, via_b, KV_INC).count, 3);
+    tell(&c, "a", a_and_b, 2);
+    TT_WAIT_FOR(!tr_shard_running(a.shard, via_b, NULL) &&
+                    !tr_shard_running(a.shard, via_c, NULL),
+                TT_DEADLINE_MS);
+    assert_int_equal(ask_until(&a, via_b, KV_INC).count, 1);
     node_down(&c);
     node_down(&b);
     node_down(&a);

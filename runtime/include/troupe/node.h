@@ -123,6 +123,10 @@ int tr_node_place(tr_node *node, const void *key, size_t len, char name[65], uin
  * there: the key's next owner in rendezvous order. TR_ENOPROC when no node is left. */
 int tr_node_place_without(tr_node *node, const void *key, size_t len, const char *without,
                           char name[65], uint16_t *node_id);
+/* Like tr_node_place, as if the nwithout nodes named in `without` (this node or peers) were not
+ * there: who owned the key for a node that could not see them. TR_ENOPROC when no node is left. */
+int tr_node_place_excluding(tr_node *node, const void *key, size_t len, const char *const *without,
+                            size_t nwithout, char name[65], uint16_t *node_id);
 
 typedef struct tr_node_stats {
     uint64_t writes, frames_in;         /* stream writes made / frames received */

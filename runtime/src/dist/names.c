@@ -419,20 +419,27 @@ int tr_node_place(tr_node *n, const void *key, size_t len, char name[65], uint16
     return tr_node_place_without(n, key, len, NULL, name, node_id);
 }
 
-int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *without,
-                          char name[65], uint16_t *node_id)
+static bool excluded(const char *name, const char *const *without, size_t n)
 {
-    if (n == NULL || (key == NULL && len > 0))
+    for (size_t i = 0; i < n; i++)
+        if (without[i] != NULL && strcmp(name, without[i]) == 0)
+            return true;
+    return false;
+}
+
+int tr_node_place_excluding(tr_node *n, const void *key, size_t len, const char *const *without,
+                            size_t nwithout, char name[65], uint16_t *node_id)
+{
+    if (n == NULL || (key == NULL && len > 0) || (without == NULL && nwithout > 0))
         return TR_EINVAL;
     pthread_mutex_lock(&n->lock);
-    bool self = without == NULL || strcmp(without, n->name) != 0;
+    bool self = !excluded(n->name, without, nwithout);
     const char *best = self ? n->name : NULL;
     uint16_t best_id = self ? n->id : 0;
     uint64_t bw = self ? weight(n->name, key, len) : 0;
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
-        if (pe->alias || pe->status != TR_PEER_UP ||
-            (without != NULL && strcmp(pe->name, without) == 0))
+        if (pe->alias || pe->status != TR_PEER_UP || excluded(pe->name, without, nwithout))
             continue;
         uint64_t w = weight(pe->name, key, len);
         if (best == NULL || w > bw || (w == bw && strcmp(pe->name, best) < 0)) {
@@ -441,7 +448,7 @@ int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *w
             best_id = pe->node_id;
         }
     }
-    if (best == NULL) { /* `without` was this node, alone */
+    if (best == NULL) { /* every node left out */
         pthread_mutex_unlock(&n->lock);
         return TR_ENOPROC;
     }
@@ -451,4 +458,10 @@ int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *w
         *node_id = best_id;
     pthread_mutex_unlock(&n->lock);
     return TR_OK;
+}
+
+int tr_node_place_without(tr_node *n, const void *key, size_t len, const char *without,
+                          char name[65], uint16_t *node_id)
+{
+    return tr_node_place_excluding(n, key, len, &without, without != NULL, name, node_id);
 }

@@ -35,8 +35,11 @@
  * this on its own, so an actor of one shard restarted at once may rebuild from an actor of
  * another that is not stopped yet (a timeline from a stale posts actor): the sweep is made again
  * REJOIN_AGAIN_MS later, when every router has made its first. The two sides need not both have
- * seen it: the router that saw the peer come back tells the peer's router (SHARD_REJOINED), which
- * sweeps the same way for the keys this node may have run meanwhile (tell_peers).
+ * seen it, and the peer may have lost sight of more nodes than this one (cut off alone, it took
+ * over every key): the router that saw the peer come back tells the peer's router
+ * (SHARD_REJOINED) which nodes it could not see meanwhile, and that router stops the actors of
+ * its keys this node owned for a node that could not see those (tr_node_place_excluding) — the
+ * ones this node may have run (tell_peers).
  */
 #include "troupe/shard.h"
 #include "core/idmap.h"
@@ -55,6 +58,21 @@
 #define TELL_MS 100u          /* a peer's router not known yet: asked again after this */
 #define TELL_TRIES 100u       /* that often (10 s), then given up (its own sweeps remain) */
 #define TELL_PENDING 8u
+#define SWEEP_NAMES 16u       /* nodes a sweep leaves out; more: every key of this node goes */
+
+/* A rejoin's sweep: the keys of this node that `teller` owned for a node that could not see the
+ * nodes in `without` (this node among them) — those it may have run while out of sight. */
+typedef struct sweep {
+    char teller[65];
+    char without[SWEEP_NAMES][65];
+    size_t nwithout;
+    bool all;                   /* too many to name: every key */
+} sweep;
+
+typedef struct seen_peer {      /* a peer seen up at least once */
+    char name[65];
+    uint64_t down_ms, up_ms;    /* its last time down, and up again (0: never / not yet) */
+} seen_peer;
 #define PAYLOAD_MAX (1u << 20)              /* a wrapped request's payload, at most */
 #define REJOIN_AGAIN_MS 2000u /* the second sweep after a rejoin */
 #define REJOIN_PENDING 8u     /* second sweeps waiting; past that, the oldest one now */
@@ -99,15 +117,16 @@ struct tr_shard {
     size_t count;
     tr_idmap by_mon;            /* monitor ref -> entry (the router's only) */
     tr_idmap by_corr;           /* start under way: its corr -> entry (the router's only) */
-    char (*seen)[65];           /* peers seen up at least once (the router's only): a NODEUP */
+    seen_peer *seen;            /* peers seen up at least once (the router's only): a NODEUP */
     size_t nseen, capseen;      /* of one of these is a rejoin */
     struct {                    /* second sweeps due (the router's only) */
-        char peer[65];
+        sweep sw;
         uint64_t due_ms;
     } again[REJOIN_PENDING];
     size_t nagain;
     struct {                    /* peers to tell they rejoined (the router's only) */
         char peer[65];
+        sweep sw;               /* what to tell it: sw.teller is this node */
         unsigned tries;
     } tell[TELL_PENDING];
     size_t ntell;
@@ -467,31 +486,45 @@ static void ended(tr_shard *s, const tr_msg *m)
         free(e);
 }
 
-/* Whether the NODEUP of `name` is a rejoin (seen up before); remembers it otherwise. */
-static bool rejoin(tr_shard *s, const char *name)
+/* The record of peer `name` (made if new; NULL when the table is full). */
+static seen_peer *seen_of(tr_shard *s, const char *name, bool *made)
 {
+    *made = false;
     for (size_t i = 0; i < s->nseen; i++)
-        if (strcmp(s->seen[i], name) == 0)
-            return true;
+        if (strcmp(s->seen[i].name, name) == 0)
+            return &s->seen[i];
     if (s->nseen == s->capseen) {
         size_t cap = s->capseen ? s->capseen * 2 : 8;
-        char(*p)[65] = cap <= SEEN_MAX ? realloc(s->seen, cap * sizeof *p) : NULL;
+        seen_peer *p = cap <= SEEN_MAX ? realloc(s->seen, cap * sizeof *p) : NULL;
         if (p == NULL)
-            return true; /* cannot remember it: the safe side */
+            return NULL;
         s->seen = p;
         s->capseen = cap;
     }
-    snprintf(s->seen[s->nseen++], 65, "%s", name);
-    return false;
+    seen_peer *r = &s->seen[s->nseen++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    *made = true;
+    return r;
+}
+
+/* Whether the NODEUP of `name` is a rejoin (seen up before; past SEEN_MAX peers, every one is);
+ * remembers it otherwise. */
+static bool rejoin(tr_shard *s, const char *name)
+{
+    bool made;
+    seen_peer *p = seen_of(s, name, &made);
+    if (p != NULL)
+        p->up_ms = tr_now_ns() / 1000000u;
+    return p == NULL || !made;
 }
 
 /* Stops the actors of keys this node no longer owns, and (idle_ms) those idle that long. On a
  * membership event every key is looked at; on the periodic tick a slice of the table (an eighth,
  * at least 1,024 buckets: small tables whole), so the table's lock — which every request takes — is
  * never held for a scan of a million keys (5.7% of a 1,000,000-user build's CPU, every second).
- * `rejoined` (a membership event only): also those whose key that peer would own without this
- * node (the top of the file). */
-static void rebalance(tr_shard *s, bool full, const char *rejoined)
+ * `sw` (a membership event only): also those a rejoined peer may have run (struct sweep). */
+static void rebalance(tr_shard *s, bool full, const sweep *sw)
 {
     if (!full && s->node == NULL && s->o.idle_ms == 0)
         return; /* one node, no passivation: nothing ever moves or idles out */
@@ -502,18 +535,21 @@ static void rebalance(tr_shard *s, bool full, const char *rejoined)
     size_t slice = full ? s->nbuckets : s->nbuckets / 8 > 1024 ? s->nbuckets / 8 : 1024;
     if (slice > s->nbuckets)
         slice = s->nbuckets;
-    const char *self = s->node != NULL ? tr_node_name(s->node) : NULL;
     for (size_t k = 0; k < slice && n < cap; k++) {
         size_t b = (s->cursor + k) & (s->nbuckets - 1);
         for (entry *e = s->buckets[b]; e != NULL && n < cap; e = e->hnext) {
             if (e->pid == TR_PID_NONE)
                 continue;
             bool go = !tr_shard_owns(s, e->key, NULL);
-            if (!go && rejoined != NULL) {
+            if (!go && sw != NULL) {
                 char next[65];
-                go = tr_node_place_without(s->node, e->key, strlen(e->key), self, next, NULL) ==
-                         TR_OK &&
-                     strcmp(next, rejoined) == 0;
+                const char *without[SWEEP_NAMES];
+                for (size_t i = 0; i < sw->nwithout; i++)
+                    without[i] = sw->without[i];
+                go = sw->all ||
+                     (tr_node_place_excluding(s->node, e->key, strlen(e->key), without,
+                                              sw->nwithout, next, NULL) == TR_OK &&
+                      strcmp(next, sw->teller) == 0);
             }
             if (!go && s->o.idle_ms > 0) {
                 tr_actor_stats st;
@@ -563,40 +599,57 @@ static int router_init(tr_ctx *ctx, void *state, const void *arg)
 /* The oldest second sweep due (or pushed out by a newer one), made now. */
 static void sweep_again(tr_shard *s)
 {
-    rebalance(s, true, s->again[0].peer);
+    rebalance(s, true, &s->again[0].sw);
     memmove(&s->again[0], &s->again[1], (s->nagain - 1) * sizeof s->again[0]);
     s->nagain--;
 }
 
-/* The keys a rejoined peer may have taken over go now, and again later (the top of the file). */
-static void rejoined(tr_shard *s, const char *peer)
+/* The keys a rejoined peer may have run go now, and again later (the top of the file). */
+static void rejoined(tr_shard *s, const sweep *sw)
 {
-    rebalance(s, true, peer);
+    rebalance(s, true, sw);
     if (s->nagain == REJOIN_PENDING)
         sweep_again(s);
-    snprintf(s->again[s->nagain].peer, sizeof s->again[0].peer, "%s", peer);
+    s->again[s->nagain].sw = *sw;
     s->again[s->nagain++].due_ms = tr_now_ns() / 1000000u + REJOIN_AGAIN_MS;
 }
 
-/* Tells each peer waiting to be told that this router saw it go and come back: its router then
- * sweeps too. One that saw nothing itself (the two lost sight of each other one way only: a
- * connection this side found silent or broken while the peer's stayed fine) would otherwise keep
- * the actors of keys this node ran meanwhile — stale for good, reads of a copy that missed
- * writes (scripts/chaos social seeds 8 and 9: acknowledged posts and follows missing after the
- * heal). A peer whose router's name is not known here yet is asked again TELL_MS later. */
+static void sweep_add(sweep *sw, const char *name)
+{
+    for (size_t i = 0; i < sw->nwithout; i++)
+        if (strcmp(sw->without[i], name) == 0)
+            return;
+    if (sw->nwithout == SWEEP_NAMES)
+        sw->all = true;
+    else
+        snprintf(sw->without[sw->nwithout++], sizeof sw->without[0], "%s", name);
+}
+
+/* Tells each peer waiting to be told that this router saw it go and come back, and which nodes
+ * it could not see meanwhile: the peer's router sweeps the keys this node owned for a node that
+ * could not see those (it may have run them). The peer may have seen nothing itself — the two
+ * lost sight of each other one way only — or seen only this node go while this node had lost
+ * others too (a node cut off alone takes over every key, not just those it is next in line for):
+ * its own sweep would have kept actors stale for good (scripts/chaos social seeds 8, 9, 11, 12:
+ * acknowledged posts and follows missing 90 s after the heal). A peer whose router's name is not
+ * known here yet is asked again TELL_MS later. */
 static void tell_peers(tr_ctx *ctx, tr_shard *s)
 {
-    const char *self = tr_node_name(s->node);
     for (size_t i = 0; i < s->ntell;) {
         char reg[48 + 65];
         tr_pid to;
         snprintf(reg, sizeof reg, "%s%s", s->reg, s->tell[i].peer);
         bool done = false;
         if (tr_node_whereis(s->node, reg, &to) == TR_OK) {
-            tr_msg *m = tr_msg_new(SHARD_REJOINED, 80);
-            done = m != NULL && tr_msg_put_str(m, self, strlen(self)) == TR_OK &&
-                   tr_send(ctx, to, m) == TR_OK;
-            if (m != NULL && !done)
+            const sweep *sw = &s->tell[i].sw;
+            tr_msg *m = tr_msg_new(SHARD_REJOINED, 80 + 70 * sw->nwithout);
+            bool ok = m != NULL && tr_msg_put_str(m, sw->teller, strlen(sw->teller)) == TR_OK &&
+                      tr_msg_put_u64(m, sw->all) == TR_OK &&
+                      tr_msg_put_u64(m, sw->nwithout) == TR_OK;
+            for (size_t k = 0; ok && k < sw->nwithout; k++)
+                ok = tr_msg_put_str(m, sw->without[k], strlen(sw->without[k])) == TR_OK;
+            done = ok && tr_send(ctx, to, m) == TR_OK;
+            if (m != NULL && !ok)
                 tr_msg_free(m);
         }
         if (done || ++s->tell[i].tries >= TELL_TRIES)
@@ -610,26 +663,66 @@ static void tell_peers(tr_ctx *ctx, tr_shard *s)
     }
 }
 
-/* A peer up: keys that moved to it go; a rejoin's keys go now and again later, and the peer is
- * told (tell_peers). */
+static bool read_name(tr_reader *r, char out[65])
+{
+    const char *name;
+    size_t nl;
+    if (tr_read_str(r, &name, &nl) != TR_OK || nl == 0 || nl >= 65)
+        return false;
+    memcpy(out, name, nl);
+    out[nl] = '\0';
+    return true;
+}
+
+/* A peer down: remembered with the time (a later rejoin tells which nodes were out of sight
+ * meanwhile); keys that moved go. */
+static void node_down(tr_shard *s, const tr_msg *m)
+{
+    tr_reader r;
+    char peer[65];
+    tr_reader_init(&r, m);
+    bool ok = read_name(&r, peer);
+    tr_reader_done(&r);
+    bool made;
+    seen_peer *p = ok ? seen_of(s, peer, &made) : NULL;
+    if (p != NULL) {
+        p->down_ms = tr_now_ns() / 1000000u;
+        p->up_ms = 0;
+    }
+    rebalance(s, true, NULL);
+}
+
+/* A peer up: keys that moved to it go; on a rejoin, the keys it would own without this node go
+ * now and again later, and the peer is told (tell_peers). */
 static void node_up(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
 {
     tr_reader r;
-    const char *name;
-    size_t nl;
-    char peer[65] = "";
+    char peer[65];
     tr_reader_init(&r, m);
-    if (tr_read_str(&r, &name, &nl) == TR_OK && nl < sizeof peer) {
-        memcpy(peer, name, nl);
-        peer[nl] = '\0';
-    }
+    bool ok = read_name(&r, peer);
     tr_reader_done(&r);
-    bool again = peer[0] != '\0' && rejoin(s, peer);
-    if (!again) {
+    if (!ok || !rejoin(s, peer)) {
         rebalance(s, true, NULL);
         return;
     }
-    rejoined(s, peer);
+    const char *self = tr_node_name(s->node);
+    sweep own = {.nwithout = 0};
+    snprintf(own.teller, sizeof own.teller, "%s", peer);
+    sweep_add(&own, self);
+    rejoined(s, &own);
+    /* what the peer is told: this node, and every node this one lost sight of while the peer
+     * was out of sight (from its last down until now) */
+    bool made;
+    seen_peer *me = seen_of(s, peer, &made);
+    uint64_t since = me != NULL && me->down_ms != 0 ? me->down_ms : 0;
+    sweep tell = {.nwithout = 0};
+    snprintf(tell.teller, sizeof tell.teller, "%s", self);
+    sweep_add(&tell, peer);
+    for (size_t i = 0; i < s->nseen; i++) {
+        const seen_peer *q = &s->seen[i];
+        if (q->down_ms != 0 && (q->up_ms == 0 || q->up_ms >= since))
+            sweep_add(&tell, q->name);
+    }
     size_t i = 0;
     while (i < s->ntell && strcmp(s->tell[i].peer, peer) != 0)
         i++;
@@ -641,25 +734,32 @@ static void node_up(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
         i = s->ntell++;
     }
     snprintf(s->tell[i].peer, sizeof s->tell[0].peer, "%s", peer);
+    s->tell[i].sw = tell;
     s->tell[i].tries = 0;
     tell_peers(ctx, s);
 }
 
-/* A peer's router saw this node go and come back (whether or not this node saw it go). */
+/* A peer's router saw this node go and come back (whether or not this node saw it go): the keys
+ * it may have run meanwhile go. */
 static void told_rejoined(tr_shard *s, const tr_msg *m)
 {
+    sweep sw = {.nwithout = 0};
+    uint64_t all = 0, n = 0;
     tr_reader r;
-    const char *name;
-    size_t nl;
-    char peer[65];
     tr_reader_init(&r, m);
-    bool ok = tr_read_str(&r, &name, &nl) == TR_OK && nl > 0 && nl < sizeof peer;
+    bool ok = read_name(&r, sw.teller) && tr_read_u64(&r, &all) == TR_OK &&
+              tr_read_u64(&r, &n) == TR_OK && n <= 4096;
+    for (uint64_t i = 0; ok && i < n; i++) {
+        char name[65];
+        ok = read_name(&r, name);
+        if (ok)
+            sweep_add(&sw, name);
+    }
     tr_reader_done(&r);
     if (!ok || s->node == NULL)
         return;
-    memcpy(peer, name, nl);
-    peer[nl] = '\0';
-    rejoined(s, peer);
+    sw.all = sw.all || all != 0;
+    rejoined(s, &sw);
 }
 
 static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
@@ -680,8 +780,10 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
         s->tell_armed = false;
         tell_peers(ctx, s);
     }
-    else if (type == SHARD_TICK || type == TR_MSG_NODEDOWN) {
-        rebalance(s, type != SHARD_TICK, NULL);
+    else if (type == TR_MSG_NODEDOWN)
+        node_down(s, m);
+    else if (type == SHARD_TICK) {
+        rebalance(s, false, NULL);
         uint64_t now = tr_now_ns() / 1000000u;
         while (type == SHARD_TICK && s->nagain > 0 && s->again[0].due_ms <= now)
             sweep_again(s);
