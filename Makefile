@@ -26,7 +26,8 @@ bootstrap:
 
 # Re-run configure when the generator or the build dir is missing.
 $(BUILD)/CMakeCache.txt: | bootstrap
-	cmake -S . -B $(BUILD) $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXPORT_COMPILE_COMMANDS=ON $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
+	    -DTROUPE_WERROR=ON $(CMAKE_ARGS)
 
 build: bootstrap $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -60,7 +61,7 @@ chaos-short: build
 FUZZ_SECONDS ?= 60
 fuzz: bootstrap
 	cmake -S . -B build-fuzz $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	    -DCMAKE_C_COMPILER=clang -DTROUPE_SANITIZE=address -DTROUPE_FUZZ=ON \
+	    -DCMAKE_C_COMPILER=clang -DTROUPE_SANITIZE=address -DTROUPE_FUZZ=ON -DTROUPE_WERROR=ON \
 	    -DTROUPE_BUILD_APPS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
 	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	scripts/fuzz $(FUZZ_SECONDS)

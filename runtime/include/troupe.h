@@ -39,6 +39,27 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
+/* ---------------------------------------------------------------------------------------------
+ * Version
+ *
+ * The version of these headers; tr_version gives that of the library the program runs with. The
+ * build reads it from here (CMakeLists.txt), and the shared libraries' soname carries the major
+ * version (libtroupe-core.so.0): a release that breaks the ABI changes it.
+ * ------------------------------------------------------------------------------------------- */
+
+#define TR_VERSION_MAJOR 0
+#define TR_VERSION_MINOR 1
+#define TR_VERSION_PATCH 0
+/* The three as one number, to compare: (major << 16) | (minor << 8) | patch. */
+#define TR_VERSION_HEX ((TR_VERSION_MAJOR << 16) | (TR_VERSION_MINOR << 8) | TR_VERSION_PATCH)
+
+/* The library's version as TR_VERSION_HEX computes it (a program built against other headers can
+ * compare it with its own TR_VERSION_HEX). */
+unsigned tr_version(void);
+/* The library's version as "MAJOR.MINOR.PATCH"; never NULL. */
+const char *tr_version_string(void);
 
 /* ---------------------------------------------------------------------------------------------
  * Errors
@@ -597,6 +618,7 @@ int tr_cancel_timer(tr_ctx *ctx, tr_timer t);
 /* Like tr_cancel_timer, from outside any actor. */
 int tr_system_cancel_timer(tr_system *sys, tr_timer t);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -38,6 +38,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
 #define TR_BUS_SUBS 32u
 #define TR_BUS_TOPICS 8u
@@ -105,6 +106,7 @@ typedef struct tr_bus_lag {
  * subscribed since the store opened). */
 int tr_bus_lag_get(tr_store *s, const char *name, tr_bus_lag *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
 struct config_t; /* libconfig's (config_t): the loaders below also take one already parsed */
 
@@ -107,6 +108,7 @@ int tr_config_app_load(struct config_t *cfg, const char *file, const char *const
  * readable or writable by others, empty, longer than cap - 2 bytes). */
 int tr_config_secret(const char *path, char *out, size_t cap, char *err, size_t errlen);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

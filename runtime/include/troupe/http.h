@@ -29,6 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
 typedef struct tr_http_server tr_http_server;
 
 typedef enum tr_http_method {
@@ -125,4 +130,8 @@ int tr_http_port(const tr_http_server *s);
 /* Stops: closes the listeners and connections after answering what is being answered. */
 void tr_http_stop(tr_http_server *s);
 
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -18,6 +18,11 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
 #define TR_JSON_DEPTH_MAX 64
 
 /* Parses body[0..len) strictly (above). The value, to free with cJSON_Delete; or NULL and a
@@ -53,4 +58,8 @@ char *tr_jbuf_take(tr_jbuf *b, size_t *len);
 /* Frees the bytes. */
 void tr_jbuf_free(tr_jbuf *b);
 
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -22,6 +22,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
 typedef struct tr_node tr_node;
 
@@ -143,6 +144,7 @@ typedef struct tr_node_stats {
 /* Reads the node's counters. */
 void tr_node_stats_get(tr_node *node, tr_node_stats *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

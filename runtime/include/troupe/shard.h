@@ -30,6 +30,11 @@
 #include "troupe.h"
 #include "troupe/node.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
 #define TR_SHARD_KEY_MAX 128u
 #define TR_MSG_SHARD_BASE (TR_MSG_SYSTEM - 0x100u)
 /* The answer of a router that cannot serve a key now (no payload): retry later. */
@@ -87,4 +92,8 @@ size_t tr_shard_count(tr_shard *s);
 /* Frees the shard after tr_system_join (its actors ended with the system). */
 void tr_shard_free(tr_shard *s);
 
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
 #endif

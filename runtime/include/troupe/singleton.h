@@ -26,6 +26,11 @@
 #include "troupe.h"
 #include "troupe/node.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
 typedef struct tr_singleton tr_singleton;
 
 typedef struct tr_singleton_opts {
@@ -51,4 +56,8 @@ bool tr_singleton_here(tr_singleton *s);
 /* Frees the keeper's memory after tr_system_join (its actors ended with the system). */
 void tr_singleton_free(tr_singleton *s);
 
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -24,6 +24,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
 typedef struct tr_store tr_store;
 typedef struct tr_journal tr_journal;
@@ -147,6 +148,7 @@ int tr_store_lease(tr_store *s, const char *name, const char *holder, unsigned t
 int tr_outbox_read(const tr_msg *m, uint64_t *id, const char **key, size_t *key_len,
                    const void **data, size_t *len, unsigned *attempt);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

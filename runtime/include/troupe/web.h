@@ -26,6 +26,11 @@
 #include "troupe.h"
 #include "troupe/http.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the API (the library is built with hidden) */
+
 #define TR_WEB_BODY_MAX 1024u   /* an answer's body set from on_reply, at most */
 
 typedef struct tr_web tr_web;
@@ -86,4 +91,8 @@ void tr_web_quiesce(tr_web *w);
 /* Stops the bridge and its server, and frees it (see Lifecycle). */
 void tr_web_stop(tr_web *w);
 
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
 #endif

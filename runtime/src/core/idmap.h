@@ -30,14 +30,14 @@ typedef struct tr_idmap {
 } tr_idmap;
 
 /* An empty map (allocates nothing until the first put). */
-TR_HIDDEN void tr__idmap_init(tr_idmap *m);
-TR_HIDDEN void tr__idmap_free(tr_idmap *m);
+TR_UNIT void tr__idmap_init(tr_idmap *m);
+TR_UNIT void tr__idmap_free(tr_idmap *m);
 /* Inserts or replaces key -> val. TR_OK, TR_EINVAL (key 0) or TR_ENOMEM. */
-TR_HIDDEN int tr__idmap_put(tr_idmap *m, uint64_t key, uint64_t val);
+TR_UNIT int tr__idmap_put(tr_idmap *m, uint64_t key, uint64_t val);
 /* Finds key; true and *val set when present (val may be NULL). */
 TR_HIDDEN bool tr__idmap_get(const tr_idmap *m, uint64_t key, uint64_t *val);
 /* Removes key; true and *val set when it was present (val may be NULL). Never resizes. */
-TR_HIDDEN bool tr__idmap_del(tr_idmap *m, uint64_t key, uint64_t *val);
+TR_UNIT bool tr__idmap_del(tr_idmap *m, uint64_t key, uint64_t *val);
 /* Gives memory back when at most 1/16 of the slots are used: rehashes into the smallest table
  * that is at most 1/4 full (freed when empty), so a map that grew to N keys and emptied again
  * holds O(keys) memory, and growing and shrinking are both amortised O(1). Keeps the table as

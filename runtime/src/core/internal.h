@@ -1,8 +1,12 @@
 /*
  * internal.h — the runtime's private structures, shared by the files of runtime/src/.
  *
- * Nothing here is public API. Symbols defined in runtime/src/ that are not tr_* are given
- * hidden visibility (TR_HIDDEN) so the shared library exports only the public API.
+ * Nothing here is public API. The units are compiled with -fvisibility=hidden and only the
+ * public headers give their declarations default visibility (#pragma GCC visibility), so each
+ * shared library exports only the public API; TR_HIDDEN marks the internals all the same. The few internals
+ * another unit calls (dist and store use these of the core) are TR_UNIT: libtroupe-core.so
+ * exports them under the symbol version TROUPE_PRIVATE_<version> (runtime/troupe.map.in), which
+ * only the same release's other units can bind to (tests/link/exports.sh checks the lists).
  */
 #ifndef TROUPE_INTERNAL_H
 #define TROUPE_INTERNAL_H
@@ -13,6 +17,7 @@
 #include <stdatomic.h>
 
 #define TR_HIDDEN __attribute__((visibility("hidden")))
+#define TR_UNIT __attribute__((visibility("default")))
 #define TR_LIKELY(x) __builtin_expect(!!(x), 1)
 #define TR_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TR_CACHELINE 64
@@ -94,11 +99,11 @@ typedef struct tr_mpsc {
     tr_mpsc_node stub;
 } tr_mpsc;
 
-TR_HIDDEN void tr__mpsc_init(tr_mpsc *q);
+TR_UNIT void tr__mpsc_init(tr_mpsc *q);
 /* Pushes n (any thread). */
-TR_HIDDEN void tr__mpsc_push(tr_mpsc *q, tr_mpsc_node *n);
+TR_UNIT void tr__mpsc_push(tr_mpsc *q, tr_mpsc_node *n);
 /* Pops the oldest node, or NULL when empty or a push is half done (consumer thread only). */
-TR_HIDDEN tr_mpsc_node *tr__mpsc_pop(tr_mpsc *q);
+TR_UNIT tr_mpsc_node *tr__mpsc_pop(tr_mpsc *q);
 /* True when a node is queued or being pushed (consumer thread only; seq_cst). */
 TR_HIDDEN bool tr__mpsc_nonempty(tr_mpsc *q);
 
@@ -224,9 +229,9 @@ TR_HIDDEN void tr__actor_finish(tr_actor *a, struct tr_worker *w, tr_pid pid,
 /* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
 TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
 /* Delivers an already-allocated message (sender/flags set) to pid. */
-TR_HIDDEN int tr__deliver(struct tr_system *sys, struct tr_worker *w, tr_pid to, tr_msg *m);
+TR_UNIT int tr__deliver(struct tr_system *sys, struct tr_worker *w, tr_pid to, tr_msg *m);
 /* Counts (and hands to the hook) a dead letter, then frees it. */
-TR_HIDDEN void tr__dead_letter(struct tr_system *sys, tr_pid to, tr_msg *m);
+TR_UNIT void tr__dead_letter(struct tr_system *sys, tr_pid to, tr_msg *m);
 /* Calls fn on every header of the system (alive or not). Only when no worker runs. */
 TR_HIDDEN void tr__actor_foreach(struct tr_system *sys, void (*fn)(tr_actor *, void *), void *arg);
 
@@ -266,8 +271,8 @@ TR_HIDDEN bool tr__link_has(const tr_actor_ext *x, tr_pid pid);
 /* A message carrying a reason as payload ([kind, code, text]); NULL when out of memory. */
 TR_HIDDEN tr_msg *tr__reason_msg(uint32_t type, uint32_t flags, const tr_reason *r);
 /* Sends a runtime signal (any thread). */
-TR_HIDDEN int tr__signal(struct tr_system *sys, struct tr_worker *w, tr_pid from, tr_pid to,
-                         uint32_t sig, uint64_t corr, const tr_reason *reason);
+TR_UNIT int tr__signal(struct tr_system *sys, struct tr_worker *w, tr_pid from, tr_pid to,
+                       uint32_t sig, uint64_t corr, const tr_reason *reason);
 /* Handles a signal popped by the running actor (consumes m). Returns a message to hand to
  * receive (an EXIT for a trapping actor), or NULL. May end the actor (ctx->ending). */
 TR_HIDDEN tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m);
@@ -276,7 +281,7 @@ TR_HIDDEN tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m);
 TR_HIDDEN bool tr__down_filter(tr_actor *a, tr_msg *m);
 /* A signal whose target is gone: a link or monitor request is answered with noproc (or with
  * `reason`, when the target ended with it queued). Consumes m. */
-TR_HIDDEN void tr__signal_bounce(struct tr_system *sys, tr_msg *m, const tr_reason *reason);
+TR_UNIT void tr__signal_bounce(struct tr_system *sys, tr_msg *m, const tr_reason *reason);
 /* Tells links and monitors of an ending actor (pid self) why it ended. */
 TR_HIDDEN void tr__links_notify(tr_actor *a, struct tr_worker *w, tr_pid self,
                                 const tr_reason *reason);
@@ -299,8 +304,8 @@ TR_HIDDEN int tr__link_note_remote(struct tr_system *sys, tr_actor *a, tr_pid se
 /* tr_system_call without the check on the message type (runtime requests such as a supervisor's). */
 /* tr_request without the check on the type (runtime protocols use system types). */
 TR_HIDDEN int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t *corr);
-TR_HIDDEN int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
-                       tr_msg **reply_out);
+TR_UNIT int tr__call(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms,
+                     tr_msg **reply_out);
 /* The end of a turn: sets sched to idle unless messages wait; true when the caller still owns
  * the actor (messages wait, or one arrived as it let go) and must run it again. */
 TR_HIDDEN bool tr__release_turn(tr_actor *a);
@@ -338,7 +343,7 @@ TR_HIDDEN int tr__remote_route(struct tr_system *sys, tr_pid to, tr_msg *m);
 TR_HIDDEN int tr__remote_interest(struct tr_system *sys, uint16_t node_id, tr_pid local);
 TR_HIDDEN void tr__remote_forget(struct tr_system *sys, tr_pid local);
 /* Installs the node layer's table (tr_node_start; the same table every time). */
-TR_HIDDEN void tr__remote_install(struct tr_system *sys, const tr__remote_ops *ops);
+TR_UNIT void tr__remote_install(struct tr_system *sys, const tr__remote_ops *ops);
 
 /* ---- supervisors (supervisor.c) ------------------------------------------------------------ */
 
@@ -391,7 +396,7 @@ typedef struct tr_worker {
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
-TR_HIDDEN tr_worker *tr__current_worker(struct tr_system *sys);
+TR_UNIT tr_worker *tr__current_worker(struct tr_system *sys);
 /* Makes a (now scheduled) actor runnable: local queue of w, or the global queue if w is NULL. */
 TR_HIDDEN void tr__schedule(struct tr_system *sys, tr_worker *w, tr_actor *a);
 /* True when w has nothing queued but the running actor (its yield would only invite a thief). */
@@ -404,7 +409,7 @@ TR_HIDDEN bool tr__worker_idle_otherwise(tr_worker *w);
  * TR_HOOK_ADDED the first time in a batch, TR_HOOK_ALREADY after; TR_HOOK_NONE when this thread
  * is not a worker or guest of sys, or has no room left. */
 enum { TR_HOOK_NONE, TR_HOOK_ADDED, TR_HOOK_ALREADY };
-TR_HIDDEN int tr__at_batch_end(struct tr_system *sys, void (*fn)(void *), void *arg);
+TR_UNIT int tr__at_batch_end(struct tr_system *sys, void (*fn)(void *), void *arg);
 /* Puts an actor that used its whole turn back at the tail of w's queue. */
 TR_HIDDEN void tr__yield(tr_worker *w, tr_actor *a);
 TR_HIDDEN int tr__sched_start(struct tr_system *sys);
@@ -506,10 +511,10 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
 /* Outside threads (not workers) bracket every send/spawn with these: enter fails with
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave
  * before it ends actors, so no outside send can schedule an actor being ended. */
-TR_HIDDEN int tr__ext_enter(struct tr_system *sys);
+TR_UNIT int tr__ext_enter(struct tr_system *sys);
 /* Lowers the idle spin to `rounds` unless the user chose it (node.c: I/O threads need CPU). */
-TR_HIDDEN void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
-TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
+TR_UNIT void tr__sched_spin_hint(struct tr_system *sys, unsigned rounds);
+TR_UNIT void tr__ext_leave(struct tr_system *sys);
 
 /* For the few functions on every message's path whose locals hold no buffer whose size input
  * decides (a context, a reader, msgpack's fixed 9-byte scratch): the hardened build's stack canary
@@ -529,7 +534,7 @@ TR_HIDDEN void tr__ext_leave(struct tr_system *sys);
  * with them under ASan and TSan — and compiled out otherwise. A failed one names the condition
  * and where, and aborts: it is a bug in the runtime. */
 #if TROUPE_DEBUG
-TR_HIDDEN _Noreturn void tr__assert_fail(const char *cond, const char *file, int line);
+TR_UNIT _Noreturn void tr__assert_fail(const char *cond, const char *file, int line);
 #define TR_ASSERT(c) ((c) ? (void)0 : tr__assert_fail(#c, __FILE__, __LINE__))
 #else
 #define TR_ASSERT(c) ((void)0)

@@ -21,20 +21,20 @@ typedef struct tr_namemap {
     size_t len;
 } tr_namemap;
 
-TR_HIDDEN void tr__namemap_init(tr_namemap *m);
-TR_HIDDEN void tr__namemap_free(tr_namemap *m);
+TR_UNIT void tr__namemap_init(tr_namemap *m);
+TR_UNIT void tr__namemap_free(tr_namemap *m);
 /* The entry for name, or NULL. */
-TR_HIDDEN tr_name_entry *tr__namemap_find(tr_namemap *m, const char *name);
+TR_UNIT tr_name_entry *tr__namemap_find(tr_namemap *m, const char *name);
 /* Inserts or replaces name -> pid. TR_OK or TR_ENOMEM. */
-TR_HIDDEN int tr__namemap_put(tr_namemap *m, const char *name, tr_pid pid);
+TR_UNIT int tr__namemap_put(tr_namemap *m, const char *name, tr_pid pid);
 /* Removes name; true if it was there. */
-TR_HIDDEN bool tr__namemap_del(tr_namemap *m, const char *name);
+TR_UNIT bool tr__namemap_del(tr_namemap *m, const char *name);
 /* Removes every entry for which drop(arg, pid) is true; returns how many. */
-TR_HIDDEN size_t tr__namemap_sweep(tr_namemap *m, bool (*drop)(void *arg, tr_pid pid), void *arg);
+TR_UNIT size_t tr__namemap_sweep(tr_namemap *m, bool (*drop)(void *arg, tr_pid pid), void *arg);
 
 /* True when n is 1..max bytes of ASCII letters, digits and the characters of `also` (the names
  * of shards, singletons and the like, which end up in registered names and logs). */
-TR_HIDDEN bool tr__token_valid(const char *n, size_t max, const char *also);
+TR_UNIT bool tr__token_valid(const char *n, size_t max, const char *also);
 
 /* The system's local registry (created on first use; freed by tr_system_free). */
 TR_HIDDEN void tr__registry_free(struct tr_system *sys);
