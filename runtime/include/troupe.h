@@ -93,17 +93,33 @@ uint64_t tr_now_ns(void);
  * Logging
  * ------------------------------------------------------------------------------------------- */
 
-/* The runtime never writes to stderr itself: what it has to say (a peer down, a failed commit, a
- * provider retrying) goes through tr_log to the process's log hook. */
-typedef enum tr_log_level { TR_LOG_ERROR = 0, TR_LOG_WARN = 1, TR_LOG_INFO = 2 } tr_log_level;
-/* A log hook: one line (no newline) from `component` ("node", "store", "email", ...). It may be
- * called from any thread, several at once; it must not call tr_log_set. */
+/* The runtime never writes to stderr itself: what it has to say goes through tr_log to the
+ * process's log hook, one line per event — a supervisor's child crashing, being restarted, the
+ * supervisor giving up (component "supervisor"); a peer up or down, a connection lost ("node");
+ * a failed commit ("store"). A line about something of a node's system starts with the node's
+ * name ("alpha: peer beta (node id 3) is up"). */
+typedef enum tr_log_level {
+    TR_LOG_ERROR = 0,   /* something failed: a crash, a supervisor giving up, a lost commit */
+    TR_LOG_WARN = 1,    /* something is wrong but handled: a retry, a refused peer */
+    TR_LOG_INFO = 2,    /* what changed: a restart, a peer up or down (the default level) */
+    TR_LOG_DEBUG = 3,   /* details for whoever is chasing a problem */
+} tr_log_level;
+/* A log hook: one line (no newline) from `component` ("node", "supervisor", "store", ...). It may
+ * be called from any thread, several at once; it must not call tr_log_set. */
 typedef void (*tr_log_fn)(void *user, tr_log_level level, const char *component,
                           const char *line);
-/* Installs the process's log hook (NULL: the default, which writes "troupe COMPONENT: LINE" to
- * stderr). From any thread; lines being logged meanwhile go to the old or the new hook. */
-void tr_log_set(tr_log_fn fn, void *user);
-/* Logs one line (printf format; cut at 1,000 bytes) through the hook. */
+/* Installs the process's log hook (fn NULL: the default, which writes "troupe COMPONENT: LINE" to
+ * stderr) and the most detailed level it gets: lines above `level` are dropped before they are
+ * formatted. Until the first call, the level is TROUPE_LOG's ("error", "warn", "info" or "debug";
+ * info when unset or not one of those). From any thread; lines being logged meanwhile go to the
+ * old or the new hook. */
+void tr_log_set(tr_log_fn fn, void *user, tr_log_level level);
+/* The level lines are kept up to (a caller can skip building a costly line). */
+tr_log_level tr_log_level_get(void);
+/* Reads a level's name ("error", "warn", "info", "debug"; any case) into *out: TR_OK, or
+ * TR_EINVAL (NULL or another name; *out untouched). */
+int tr_log_level_parse(const char *name, tr_log_level *out);
+/* Logs one line (printf format; cut at 1,000 bytes) through the hook, if level is kept. */
 void tr_log(tr_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -586,7 +586,7 @@ static void test_log_hook(void **state)
 {
     (void)state;
     log_seen seen = {0};
-    tr_log_set(log_hook, &seen);
+    tr_log_set(log_hook, &seen, TR_LOG_INFO);
     tr_log(TR_LOG_WARN, "node", "peer %s is down", "evil\ntroupe node a: forged");
     assert_int_equal(seen.n, 1);
     assert_int_equal(seen.level, TR_LOG_WARN);
@@ -596,9 +596,37 @@ static void test_log_hook(void **state)
     assert_int_equal(seen.n, 2);
     assert_string_equal(seen.component, "runtime");
     assert_string_equal(seen.line, "7");
-    tr_log_set(NULL, NULL);
+    tr_log_set(NULL, NULL, TR_LOG_INFO);
     tr_log(TR_LOG_INFO, "test", "this line goes to stderr");
     assert_int_equal(seen.n, 2);
+}
+
+/* Levels: lines above the one kept are dropped (before formatting); names parse. */
+static void test_log_levels(void **state)
+{
+    (void)state;
+    log_seen seen = {0};
+    tr_log_level l = TR_LOG_ERROR;
+    assert_int_equal(tr_log_level_parse("debug", &l), TR_OK);
+    assert_int_equal(l, TR_LOG_DEBUG);
+    assert_int_equal(tr_log_level_parse("WARN", &l), TR_OK);
+    assert_int_equal(l, TR_LOG_WARN);
+    assert_int_equal(tr_log_level_parse("verbose", &l), TR_EINVAL);
+    assert_int_equal(tr_log_level_parse(NULL, &l), TR_EINVAL);
+    assert_int_equal(l, TR_LOG_WARN);
+    tr_log_set(log_hook, &seen, TR_LOG_WARN);
+    assert_int_equal(tr_log_level_get(), TR_LOG_WARN);
+    tr_log(TR_LOG_INFO, "test", "dropped");
+    tr_log(TR_LOG_DEBUG, "test", "dropped");
+    assert_int_equal(seen.n, 0);
+    tr_log(TR_LOG_ERROR, "test", "kept");
+    tr_log(TR_LOG_WARN, "test", "kept too");
+    assert_int_equal(seen.n, 2);
+    tr_log_set(log_hook, &seen, TR_LOG_DEBUG);
+    tr_log(TR_LOG_DEBUG, "test", "now kept");
+    assert_int_equal(seen.n, 3);
+    assert_string_equal(seen.line, "now kept");
+    tr_log_set(NULL, NULL, TR_LOG_INFO);
 }
 
 /* ---- regressions (run with --regressions) ---------------------------------------------------- */
@@ -688,6 +716,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_strerror),
     cmocka_unit_test(test_scalar_helpers),
     cmocka_unit_test(test_log_hook),
+    cmocka_unit_test(test_log_levels),
     cmocka_unit_test(test_reader_bounds_container_lengths),
     cmocka_unit_test(test_random_garbage),
 };

@@ -203,6 +203,79 @@ static void test_intensity_exceeded_stops_children_and_supervisor(void **state)
     sys_end(sys);
 }
 
+/* The reports a supervisor makes through the log hook (troupe.h, "Logging"), in order. */
+typedef struct reports {
+    pthread_mutex_t lock;
+    int n;
+    char line[8][300];
+    tr_log_level level[8];
+} reports;
+
+static void collect_report(void *user, tr_log_level level, const char *component,
+                           const char *line)
+{
+    reports *r = user;
+    if (strcmp(component, "supervisor") != 0)
+        return;
+    pthread_mutex_lock(&r->lock);
+    if (r->n < 8) {
+        r->level[r->n] = level;
+        snprintf(r->line[r->n], sizeof r->line[0], "%s", line);
+    }
+    r->n++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int reports_count(reports *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int n = r->n;
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
+/* A crash, a restart and the giving up are each one line (OTP's crash and supervisor reports);
+ * a child the supervisor ends itself (its shutdown) is not reported as a crash. */
+static void test_crashes_restarts_and_giving_up_are_reported(void **state)
+{
+    (void)state;
+    static reports r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    tr_log_set(collect_report, &r, TR_LOG_INFO);
+    tr_system *sys = sys_new();
+    probe pa = {0};
+    tr_child_spec kids[] = {child("a", &worker, &pa, TR_PERMANENT)};
+    tr_sup_spec spec = spec_of(TR_ONE_FOR_ONE, 1, 60000, kids, 1);
+    tr_pid sup;
+    assert_int_equal(tr_sup_start(sys, &spec, &sup), TR_OK);
+    tr_pid a = which(sys, sup, "a");
+    crash(sys, a);
+    tr_pid a2 = wait_new_pid(sys, sup, "a", a);
+    TT_WAIT_FOR(reports_count(&r) == 2, TT_DEADLINE_MS);
+    crash(sys, a2); /* the second within the period: more than R = 1 */
+    TT_WAIT_FOR(!tr_system_alive(sys, sup), TT_DEADLINE_MS);
+    TT_WAIT_FOR(reports_count(&r) == 4, TT_DEADLINE_MS);
+    sys_end(sys);
+    tr_log_set(NULL, NULL, TR_LOG_INFO);
+    assert_int_equal(r.n, 4);
+    char sup_s[32], a_s[32], a2_s[32];
+    snprintf(sup_s, sizeof sup_s, "supervisor %#llx: ", (unsigned long long)sup);
+    snprintf(a_s, sizeof a_s, "(%#llx, behaviour worker)", (unsigned long long)a);
+    snprintf(a2_s, sizeof a2_s, "(%#llx, behaviour worker)", (unsigned long long)a2);
+    for (int i = 0; i < 4; i++)
+        assert_non_null(strstr(r.line[i], sup_s));
+    assert_int_equal(r.level[0], TR_LOG_ERROR);
+    assert_non_null(strstr(r.line[0], "child a "));
+    assert_non_null(strstr(r.line[0], a_s));
+    assert_non_null(strstr(r.line[0], "crashed: error 7"));
+    assert_int_equal(r.level[1], TR_LOG_INFO);
+    assert_non_null(strstr(r.line[1], "restarted child a "));
+    assert_non_null(strstr(r.line[1], a2_s));
+    assert_int_equal(r.level[2], TR_LOG_ERROR);
+    assert_non_null(strstr(r.line[2], a2_s));
+    assert_int_equal(r.level[3], TR_LOG_ERROR);
+    assert_non_null(strstr(r.line[3], "giving up: more than 1 restarts within 60000 ms"));
+}
+
 static void test_one_for_all_restarts_every_child(void **state)
 {
     (void)state;
@@ -871,6 +944,7 @@ static void test_simple_one_for_one_with_many_children(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_one_for_one_restarts_only_the_failed_child),
+    cmocka_unit_test(test_crashes_restarts_and_giving_up_are_reported),
     cmocka_unit_test(test_intensity_exceeded_stops_children_and_supervisor),
     cmocka_unit_test(test_one_for_all_restarts_every_child),
     cmocka_unit_test(test_rest_for_one_restarts_later_children),

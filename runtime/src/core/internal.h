@@ -488,7 +488,15 @@ struct tr_system {
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
+    char name[65];                  /* its node's name, for log lines (written once, then named) */
+    _Atomic int named;              /* 0: no name; 1: being written; 2: name is set for good */
 };
+
+/* Names the system after its first node (tr_node_start), for the log lines the core writes
+ * about it; a later name is ignored (a line must never read a name being rewritten). */
+TR_UNIT void tr__system_name_set(struct tr_system *sys, const char *name);
+/* "NAME: " once the system is named, else "": the prefix of the core's log lines about it. */
+TR_HIDDEN const char *tr__system_log_prefix(struct tr_system *sys, char buf[68]);
 
 /* The pid of header a's current incarnation on this node. */
 static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)

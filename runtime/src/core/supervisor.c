@@ -30,6 +30,8 @@
  */
 #include "idmap.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -370,6 +372,52 @@ static void give_up(tr_ctx *ctx, sup *s);
 static void on_restart_due(tr_ctx *ctx, sup *s);
 static void handle_failure(tr_ctx *ctx, sup *s, child *c, tr_reason_kind kind);
 
+/* ---- reports (the log hook: troupe.h, "Logging") ------------------------------------------- */
+
+/* A child's name for a report: "ID (PID, behaviour NAME)". */
+static const char *child_str(const child *c, tr_pid pid, char *buf, size_t cap)
+{
+    const char *b = c->spec->supervisor != NULL ? "a supervisor"
+                    : c->spec->behaviour != NULL && c->spec->behaviour->name != NULL
+                        ? c->spec->behaviour->name
+                        : "?";
+    snprintf(buf, cap, "%s (%#llx, %s%s)", c->spec->id != NULL ? c->spec->id : "?",
+             (unsigned long long)pid, c->spec->supervisor != NULL ? "" : "behaviour ", b);
+    return buf;
+}
+
+/* One report line from supervisor ctx: "[NODE: ]supervisor PID: WHAT". */
+__attribute__((format(printf, 3, 4))) static void report(tr_ctx *ctx, tr_log_level level,
+                                                         const char *fmt, ...);
+static void report(tr_ctx *ctx, tr_log_level level, const char *fmt, ...)
+{
+    if (level > tr_log_level_get())
+        return;
+    char what[600], prefix[68];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    tr_log(level, "supervisor", "%ssupervisor %#llx: %s",
+           tr__system_log_prefix(tr_ctx_system(ctx), prefix), (unsigned long long)tr_self(ctx),
+           what);
+}
+
+/* A child's crash (an end the supervisor did not ask for, other than normal or shutdown). */
+static void report_crash(tr_ctx *ctx, const child *c, tr_pid pid, const tr_reason *r)
+{
+    static const char *const kinds[] = {"normal", "shutdown", "killed", "error", "noproc",
+                                        "noconnection"};
+    char who[200];
+    child_str(c, pid, who, sizeof who);
+    if (r->kind == TR_REASON_ERROR)
+        report(ctx, TR_LOG_ERROR, "child %s crashed: error %d (%s)%s%s", who, r->code,
+               tr_strerror(r->code), r->text != NULL ? ": " : "", r->text != NULL ? r->text : "");
+    else
+        report(ctx, TR_LOG_ERROR, "child %s ended: %s", who,
+               (unsigned)r->kind < 6 ? kinds[r->kind] : "?");
+}
+
 /* Restarts c now, or after its backoff. A failure to start (init refused) counts as another
  * restart and is retried through a message to ourselves, never by recursion: a child that can
  * never start ends in escalation after `intensity` attempts, not in a deep stack. */
@@ -380,8 +428,15 @@ static void restart_child(tr_ctx *ctx, sup *s, child *c, uint64_t delay)
         return;
     }
     c->restarts++;
-    if (child_start(ctx, s, c) == TR_OK)
+    char who[200];
+    int rc = child_start(ctx, s, c);
+    if (rc == TR_OK) {
+        report(ctx, TR_LOG_INFO, "restarted child %s (restart %u)",
+               child_str(c, c->pid, who, sizeof who), (unsigned)c->restarts);
         return;
+    }
+    report(ctx, TR_LOG_ERROR, "child %s could not restart: %s", child_str(c, 0, who, sizeof who),
+           tr_strerror(rc));
     if (!intensity_ok(s)) {
         give_up(ctx, s);
         return;
@@ -581,6 +636,9 @@ static void begin_stop(tr_ctx *ctx, sup *s, const tr_reason *why)
 
 static void give_up(tr_ctx *ctx, sup *s)
 {
+    report(ctx, TR_LOG_ERROR, "giving up: more than %u restarts within %u ms; ending its "
+           "children and itself (%s)", s->spec->intensity, s->spec->period_ms,
+           tr_strerror(TR_EINTENSITY));
     const tr_reason why = {.kind = TR_REASON_ERROR, .code = TR_EINTENSITY,
                            .text = "restart intensity reached"};
     begin_stop(ctx, s, &why);
@@ -641,6 +699,11 @@ static void on_exit_msg(tr_ctx *ctx, sup *s, tr_msg *m)
     tr__idmap_shrink(&s->by_pid); /* memory back when most children are gone */
     child *c = (child *)(uintptr_t)v;
     c->pid = 0;
+    /* a crash report, unless the supervisor is the one ending it */
+    bool ours = s->op != OP_NONE &&
+                (c == s->cur || c->queued || (s->op == OP_RESTART && c == s->failed));
+    if (!ours && r.kind != TR_REASON_NORMAL && r.kind != TR_REASON_SHUTDOWN)
+        report_crash(ctx, c, from, &r);
     if (s->op != OP_NONE) {
         if (c == s->cur) {
             stop_next(ctx, s);

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "registry.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -221,6 +222,23 @@ void tr_system_free(tr_system *sys)
     }
     free(sys->workers);
     free(sys);
+}
+
+void tr__system_name_set(tr_system *sys, const char *name)
+{
+    int expected = 0;
+    if (sys == NULL || name == NULL || !atomic_compare_exchange_strong(&sys->named, &expected, 1))
+        return;
+    snprintf(sys->name, sizeof sys->name, "%s", name);
+    atomic_store_explicit(&sys->named, 2, memory_order_release);
+}
+
+const char *tr__system_log_prefix(tr_system *sys, char buf[68])
+{
+    buf[0] = '\0';
+    if (sys != NULL && atomic_load_explicit(&sys->named, memory_order_acquire) == 2)
+        snprintf(buf, 68, "%s: ", sys->name);
+    return buf;
 }
 
 void tr_system_stats_get(tr_system *sys, tr_system_stats *out)

@@ -177,6 +177,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         return rc;
     }
     tr__remote_install(sys, &remote_ops); /* before the node is visible: see internal.h */
+    tr__system_name_set(sys, n->name); /* the core's log lines name the node */
     atomic_store(&sys->node, n);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpus > 0 && sys->nworkers >= (unsigned)cpus)
