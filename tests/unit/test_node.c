@@ -9,6 +9,7 @@
 #include "test_nodes.h"
 #include "test_util.h"
 #include "troupe/node.h"
+#include "core/internal.h" /* white-box: the system's log prefix */
 #include "dist/wire.h" /* white-box: a peer written by hand speaks the wire format */
 
 #include <mbedtls/md.h>
@@ -16,6 +17,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -187,6 +189,46 @@ static void reset(void)
     atomic_store(&g_spawned, 0);
     atomic_store(&g_lost, 0);
     atomic_store(&g_last_reason, -1);
+}
+
+typedef struct waiter {
+    tr_node *node;
+    uint16_t id;
+    int rc;
+} waiter;
+
+static void *wait_for_b(void *arg)
+{
+    waiter *w = arg;
+    w->rc = tr_node_wait_peer(w->node, "b", TT_DEADLINE_MS, &w->id);
+    return NULL;
+}
+
+/* tr_node_wait_peer: returns once the peer is up (woken by it, not polling), times out, knows
+ * the node's own name; and the node's name is the prefix of the core's log lines. */
+static void test_wait_peer(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&a, "a", 21, "cluster-secret", NULL);
+    uint16_t id = 0;
+    assert_int_equal(tr_node_wait_peer(a.node, "b", 50, &id), TR_ETIMEDOUT);
+    assert_int_equal(tr_node_wait_peer(a.node, "a", 0, &id), TR_OK);
+    assert_int_equal(id, 21);
+    assert_int_equal(tr_node_wait_peer(NULL, "a", 0, &id), TR_EINVAL);
+    assert_int_equal(tr_node_wait_peer(a.node, NULL, 0, &id), TR_EINVAL);
+    char prefix[68];
+    assert_string_equal(tr__system_log_prefix(a.sys, prefix), "a: ");
+    waiter w = {.node = a.node, .rc = 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_for_b, &w), 0);
+    node_up(&b, "b", 22, "cluster-secret", a.addr);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, TR_OK);
+    assert_int_equal(w.id, 22);
+    node_end(&b);
+    node_end(&a);
 }
 
 static void test_remote_send_in_order_and_ping_pong(void **state)
@@ -1028,6 +1070,7 @@ static void test_bad_options(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_wait_peer),
     cmocka_unit_test(test_remote_send_in_order_and_ping_pong),
     cmocka_unit_test(test_gossip_full_mesh_and_placement),
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),

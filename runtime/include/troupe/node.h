@@ -84,6 +84,11 @@ typedef struct tr_peer_info {
 int tr_node_peers(tr_node *node, tr_peer_info *out, size_t cap, size_t *count);
 /* The node id of the peer called `name` while it is up (TR_ENOPROC otherwise). */
 int tr_node_lookup(tr_node *node, const char *name, uint16_t *node_id);
+/* Waits up to timeout_ms for the peer called `name` to be up (this node's own name: at once),
+ * then gives its node id as tr_node_lookup does: TR_OK, TR_ETIMEDOUT, or TR_ESTOPPED when the
+ * node is stopping. Blocks: not from an actor (use tr_node_monitor there), and not while another
+ * thread stops the node. */
+int tr_node_wait_peer(tr_node *node, const char *name, unsigned timeout_ms, uint16_t *node_id);
 
 /* Delivered to node watchers (tr_node_monitor): payload = name (str), node id (u64); corr = id. */
 #define TR_MSG_NODEUP (TR_MSG_SYSTEM + 6)

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- peers (node lock held unless said otherwise) ------------------------------------------ */
 
@@ -447,6 +448,42 @@ int tr_node_lookup(tr_node *n, const char *name, uint16_t *node_id)
     } else if (strcmp(name, n->name) == 0) {
         *node_id = n->id;
         rc = TR_OK;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return rc;
+}
+
+int tr_node_wait_peer(tr_node *n, const char *name, unsigned timeout_ms, uint16_t *node_id)
+{
+    if (n == NULL || name == NULL || node_id == NULL)
+        return TR_EINVAL;
+    uint64_t deadline = tr__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int rc;
+    pthread_mutex_lock(&n->lock);
+    for (;;) {
+        peer *pe = tr__peer_by_name(n, name);
+        if ((pe != NULL && pe->status == TR_PEER_UP) || strcmp(name, n->name) == 0) {
+            *node_id = pe != NULL && pe->status == TR_PEER_UP ? pe->node_id : n->id;
+            rc = TR_OK;
+            break;
+        }
+        uint64_t now = tr__now_ns();
+        if (n->stopping || now >= deadline) {
+            rc = n->stopping ? TR_ESTOPPED : TR_ETIMEDOUT;
+            break;
+        }
+        /* a peer coming up broadcasts n->cond (conn.c); the condition variable's clock is the
+         * wall clock, so each wait is short (100 ms at most) and the deadline is on ours */
+        uint64_t wait_ns = deadline - now < 100000000u ? deadline - now : 100000000u;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(wait_ns / 1000000000u);
+        ts.tv_nsec += (long)(wait_ns % 1000000000u);
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
     }
     pthread_mutex_unlock(&n->lock);
     return rc;
