@@ -86,7 +86,7 @@ static const tr_behaviour client_b = {
 int main(void)
 {
     tr_system *sys;
-    tr_pid doubler, sleeper, cl;
+    tr_pid doubler = 0, sleeper = 0, cl = 0;
     uint64_t doubled = 0, timeouts = 0;
     int rc = tr_system_new(&sys, NULL);
     if (rc == TR_OK)
