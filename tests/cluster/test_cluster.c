@@ -4,8 +4,9 @@
  * the wire, request/reply, a node killed with kill -9 (watchers get DOWN / EXIT noconnection and
  * NODEDOWN, within 2 s), a node frozen with SIGSTOP (found by its silence), a node restarted
  * under the same name (a new incarnation: old pids are stale), a node with the wrong secret
- * (refused), garbage thrown at a node's port (it keeps serving), and cluster-wide names held by
- * actors of another process (seen here, released when that process is killed).
+ * (refused), garbage thrown at a node's port (it keeps serving), cluster-wide names held by
+ * actors of another process (seen here, released when that process is killed), and the cluster
+ * over TLS with its secret in a file (a certificate from another CA refused).
  */
 #include "test_util.h"
 #include "troupe/node.h"
@@ -21,11 +22,15 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef TROUPE_NODE_BIN
 #error "TROUPE_NODE_BIN must name the troupe-node executable"
+#endif
+#ifndef TROUPE_MAKE_CERTS
+#error "TROUPE_MAKE_CERTS must name scripts/make-certs"
 #endif
 
 #define SECRET "cluster-test-secret"
@@ -138,7 +143,8 @@ typedef struct tnode {
     tr_node *node;
 } tnode;
 
-static void tnode_start(tnode *t)
+/* Starts the test node; with tls (NULL: plain TCP). */
+static void tnode_start_tls(tnode *t, const tr_node_tls *tls)
 {
     tr_system_opts o;
     tr_system_opts_init(&o);
@@ -153,7 +159,13 @@ static void tnode_start(tnode *t)
     no.heartbeat_ms = 100;
     no.down_after_ms = 1000;
     no.reconnect_max_ms = 200;
+    no.tls = tls;
     assert_int_equal(tr_node_start(t->sys, &no, &t->node), TR_OK);
+}
+
+static void tnode_start(tnode *t)
+{
+    tnode_start_tls(t, NULL);
 }
 
 static void tnode_end(tnode *t)
@@ -502,6 +514,86 @@ static void test_garbage_at_a_node_port(void **state)
     proc_signal(&n1, SIGTERM);
 }
 
+/* The cluster over TLS (issue 21): node processes configured with cluster.tls (mutual
+ * authentication, certificates made by scripts/make-certs) and cluster.secret_file (mode 0600)
+ * form a cluster with the test node: remote spawn, request/reply, 10,000 messages in order. A
+ * process with the right secret and a certificate from another CA is refused by TLS. */
+static void test_cluster_over_tls(void **state)
+{
+    (void)state;
+    reset();
+    char certs[200], cmd[512], conf[220], rogue_conf[220], secret[220];
+    snprintf(certs, sizeof certs, "%s/certs", g_dir);
+    snprintf(cmd, sizeof cmd, "bash '%s' '%s' n1 n2 t > /dev/null", TROUPE_MAKE_CERTS, certs);
+    assert_int_equal(system(cmd), 0);
+    snprintf(secret, sizeof secret, "%s/secret", g_dir);
+    FILE *f = fopen(secret, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", SECRET);
+    fclose(f);
+    assert_int_equal(chmod(secret, 0600), 0);
+    for (int rogue = 0; rogue < 2; rogue++) {
+        char *path = rogue ? rogue_conf : conf;
+        snprintf(path, sizeof conf, "%s/%s.conf", g_dir, rogue ? "rogue" : "tls");
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f,
+                "cluster = {\n  secret_file = \"%s\";\n"
+                "  tls = { cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; ca = \"%s/ca.pem\"; };\n"
+                "  heartbeat_ms = 100;\n  reconnect = { min_ms = 10; max_ms = 200; };\n"
+                "  nodes = (\n"
+                "    { name = \"n1\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
+                "    { name = \"n2\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
+                "    { name = \"intruder\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; }\n"
+                "  );\n};\n",
+                secret, certs, rogue ? "rogue" : "{node}", certs, rogue ? "rogue" : "{node}",
+                certs);
+        fclose(f);
+    }
+    char cert[220], key[220], ca[220];
+    snprintf(cert, sizeof cert, "%s/t.pem", certs);
+    snprintf(key, sizeof key, "%s/t.key", certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    tr_node_tls tls = {.cert = cert, .key = key, .ca = ca, .verify = TR_TLS_VERIFY_REQUIRED};
+    tnode t;
+    tnode_start_tls(&t, &tls);
+    proc n1, n2, bad;
+    proc_start(&n1, conf, "n1", tr_node_address(t.node));
+    proc_start(&n2, conf, "n2", tr_node_address(t.node));
+    TT_WAIT_FOR(sees(&t, "n1") && sees(&t, "n2"), TT_DEADLINE_MS);
+    tr_pid sink, echo;
+    assert_int_equal(tr_node_spawn(t.node, "n1", "sink", NULL, 20000, &sink), TR_OK);
+    assert_int_equal(tr_node_spawn(t.node, "n2", "echo", NULL, 20000, &echo), TR_OK);
+    assert_int_equal(call_u64(&t, echo, tt_msg_u64(3, 777)), 777);
+    tr_pid w;
+    assert_int_equal(tr_system_spawn(t.sys, &watcher_b, NULL, &w), TR_OK);
+    const uint64_t n = tt_scale(10000, 2000);
+    uint64_t push[2] = {sink, n};
+    assert_int_equal(tr_system_send(t.sys, w, tt_msg_u64s(W_PUSH, 2, push)), TR_OK);
+    uint64_t st[2] = {0, 0};
+    TT_WAIT_FOR((sink_stats(&t, sink, st), st[0] == n), TT_DEADLINE_MS);
+    assert_int_equal(st[1], 0);
+    /* the rogue: right secret, certificate from another CA */
+    tr_node_stats before, now;
+    tr_node_stats_get(t.node, &before);
+    assert_int_equal(before.tls_failed, 0);
+    proc_start(&bad, rogue_conf, "intruder", tr_node_address(t.node));
+    TT_WAIT_FOR((tr_node_stats_get(t.node, &now), now.tls_failed > before.tls_failed),
+                TT_DEADLINE_MS);
+    assert_false(sees(&t, "intruder"));
+    assert_true(proc_alive(&bad));
+    assert_int_equal(call_u64(&t, echo, tt_msg_u64(3, 778)), 778);
+    tnode_end(&t);
+    proc_signal(&bad, SIGTERM);
+    proc_signal(&n2, SIGTERM);
+    proc_signal(&n1, SIGTERM);
+    unlink(conf);
+    unlink(rogue_conf);
+    unlink(secret);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", certs);
+    assert_int_equal(system(cmd), 0);
+}
+
 static bool whereis_is(tnode *t, const char *name, tr_pid want)
 {
     tr_pid got = TR_PID_NONE;
@@ -555,6 +647,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_restart_is_a_new_incarnation, kill_leftovers),
     cmocka_unit_test_teardown(test_wrong_secret_refused, kill_leftovers),
     cmocka_unit_test_teardown(test_garbage_at_a_node_port, kill_leftovers),
+    cmocka_unit_test_teardown(test_cluster_over_tls, kill_leftovers),
 };
 
 int main(void)

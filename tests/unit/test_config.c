@@ -676,6 +676,135 @@ static void test_cluster_files(void **state)
                      TR_EINVAL);
 }
 
+/* cluster.secret_file: read at load, refused when group or others can read it (0644), accepted
+ * at 0600; never both secret and secret_file; the secret never appears in an error. */
+static void test_cluster_secret_file(void **state)
+{
+    (void)state;
+    char *sf = temp_file("a-secret-from-a-file\n");
+    char text[512], err[512] = "";
+    snprintf(text, sizeof text,
+             "cluster = {\n  secret_file = \"%s\";\n"
+             "  nodes = ( { name = \"a\"; listen = \"tcp://127.0.0.1:1\"; } );\n};\n", sf);
+    char *path = temp_file(text);
+    tr_node_config *c = NULL;
+    assert_int_equal(chmod(sf, 0644), 0);
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_null(c);
+    char want[300];
+    snprintf(want, sizeof want, "%s:2: secret_file %s: others can read or write it (mode 644; "
+             "chmod 600)", path, sf);
+    assert_string_equal(err, want);
+    assert_null(strstr(err, "a-secret-from-a-file"));
+    assert_int_equal(chmod(sf, 0640), 0); /* the group may not read it either */
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_int_equal(chmod(sf, 0600), 0);
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_OK);
+    assert_string_equal(c->node.secret, "a-secret-from-a-file");
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+    /* both, a short one, a missing file */
+    snprintf(text, sizeof text,
+             "cluster = {\n  secret = \"12345678\";\n  secret_file = \"%s\";\n"
+             "  nodes = ( { name = \"a\"; listen = \"tcp://127.0.0.1:1\"; } );\n};\n", sf);
+    path = temp_file(text);
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_non_null(strstr(err, ":3: give secret or secret_file, not both"));
+    unlink(path);
+    free(path);
+    FILE *f = fopen(sf, "w");
+    assert_non_null(f);
+    fputs("short\n", f);
+    fclose(f);
+    snprintf(text, sizeof text,
+             "cluster = {\n  secret_file = \"%s\";\n"
+             "  nodes = ( { name = \"a\"; listen = \"tcp://127.0.0.1:1\"; } );\n};\n", sf);
+    path = temp_file(text);
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_non_null(strstr(err, "at least 8 bytes"));
+    assert_null(strstr(err, "short"));
+    unlink(sf);
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+    assert_non_null(strstr(err, "No such file"));
+    unlink(path);
+    free(path);
+    free(sf);
+}
+
+/* cluster.tls: cert / key / ca with {node} for the node's name, verify, server_name; what is
+ * missing or unknown refused with file:line. (The files themselves are read by tr_node_start:
+ * test_node_tls.) */
+static void test_cluster_tls(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    tr_node_config *c = NULL;
+    char *path = temp_file(
+        "cluster = {\n  secret = \"12345678\";\n"
+        "  tls = { cert = \"certs/{node}.pem\"; key = \"certs/{node}.key\"; ca = \"certs/ca.pem\";\n"
+        "          verify = \"optional\"; server_name = \"troupe.internal\"; };\n"
+        "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:1\"; } );\n};\n");
+    assert_int_equal(tr_node_config_load(path, "n1", &c, err, sizeof err), TR_OK);
+    assert_non_null(c->node.tls);
+    assert_string_equal(c->node.tls->cert, "certs/n1.pem");
+    assert_string_equal(c->node.tls->key, "certs/n1.key");
+    assert_string_equal(c->node.tls->ca, "certs/ca.pem");
+    assert_int_equal(c->node.tls->verify, TR_TLS_VERIFY_OPTIONAL);
+    assert_string_equal(c->node.tls->server_name, "troupe.internal");
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+    /* no tls group: plain TCP; verify defaults to required; none needs no CA */
+    path = temp_file("cluster = { secret = \"12345678\"; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };");
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_OK);
+    assert_null(c->node.tls);
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+    path = temp_file("cluster = { secret = \"12345678\"; tls = { cert = \"c\"; key = \"k\"; ca = \"a\"; };\n"
+                     "nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };");
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->node.tls->verify, TR_TLS_VERIFY_REQUIRED);
+    assert_null(c->node.tls->server_name);
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+    path = temp_file("cluster = { secret = \"12345678\"; tls = { cert = \"c\"; key = \"k\"; verify = \"none\"; };\n"
+                     "nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };");
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_OK);
+    assert_null(c->node.tls->ca);
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+    static const struct {
+        const char *tls, *want;
+    } bad[] = {
+        {"tls = { key = \"k\"; ca = \"a\"; };", "tls needs cert"},
+        {"tls = { cert = \"c\"; ca = \"a\"; };", "tls needs key"},
+        {"tls = { cert = \"c\"; key = \"k\"; };", "tls needs ca"},
+        {"tls = { cert = \"c\"; key = \"k\"; ca = \"a\"; verify = \"maybe\"; };",
+         "unknown verify \"maybe\" (expected one of: required, optional, none)"},
+        {"tls = { cert = \"c\"; key = \"k\"; ca = \"a\"; crl = \"x\"; };", "unknown key \"crl\""},
+        {"tls = { cert = \"c\"; key = \"k\"; ca = \"a\"; server_name = \"\"; };",
+         "server_name must be"},
+        {"tls = \"on\";", "tls must be a group"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "cluster = {\n  secret = \"12345678\";\n  %s\n"
+                 "  nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } );\n};\n", bad[i].tls);
+        path = temp_file(text);
+        c = (tr_node_config *)1;
+        assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_EINVAL);
+        assert_null(c);
+        if (strstr(err, bad[i].want) == NULL || strstr(err, ":3:") == NULL)
+            fail_msg("case %zu: got \"%s\", want \"%s\" at line 3", i, err, bad[i].want);
+        unlink(path);
+        free(path);
+    }
+}
+
 /* Store settings: the example file, a Redis one, errors with file:line. */
 static void test_store_files(void **state)
 {
@@ -863,6 +992,8 @@ static void test_app_settings(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_store_files),
     cmocka_unit_test(test_cluster_files),
+    cmocka_unit_test(test_cluster_secret_file),
+    cmocka_unit_test(test_cluster_tls),
     cmocka_unit_test(test_full_tree),
     cmocka_unit_test(test_defaults),
     cmocka_unit_test(test_key_path_and_limits),

@@ -11,6 +11,10 @@
  * connection breaks or stays silent too long: local actors linked to or monitoring its actors
  * then get EXIT / DOWN with reason TR_REASON_NOCONNECTION.
  *
+ * With TLS (tr_node_opts.tls), every connection a node accepts or dials is TLS (nng's tls+tcp,
+ * mbedTLS) and the secret's handshake runs inside it: TLS gives integrity and confidentiality and,
+ * with certificates verified, says which machines may connect; the secret still proves membership.
+ *
  * Delivery between nodes keeps each sender -> receiver pair in order and is at most once:
  * messages in flight when a connection breaks are lost, as in distributed Erlang.
  */
@@ -32,9 +36,38 @@ typedef enum tr_node_overflow {
     TR_NODE_DROP,       /* the message is dropped and counted; the send succeeds */
 } tr_node_overflow;
 
+/* How a node with TLS checks its peers' certificates (tr_node_tls.verify). A certificate is
+ * "valid" when it chains to the CA of tr_node_tls.ca and is in date. */
+typedef enum tr_tls_verify {
+    TR_TLS_VERIFY_REQUIRED = 0, /* mutual (default): the dialer checks the acceptor's certificate
+                                 * is valid and names the host dialed (or server_name); the
+                                 * acceptor demands a valid certificate from the dialer */
+    TR_TLS_VERIFY_OPTIONAL,     /* the dialer checks the acceptor's certificate as above; the
+                                 * acceptor asks for none (membership rests on the secret alone) */
+    TR_TLS_VERIFY_NONE,         /* no certificate is checked: encryption against a passive
+                                 * listener only (an active man in the middle goes unnoticed) */
+} tr_tls_verify;
+
+/* TLS between nodes. Every node of a cluster must use it, or none: a plain node and a TLS node
+ * cannot talk. The files are read (and checked) by tr_node_start; a file missing, unreadable or
+ * malformed, a key others may read or one that does not match the certificate stops the start
+ * (TR_EINVAL, a log line naming the file). An expired certificate of its own only warns: the
+ * node starts, and its peers refuse it. */
+typedef struct tr_node_tls {
+    const char *cert;           /* PEM file: this node's certificate (intermediates may follow) */
+    const char *key;            /* PEM file: its private key, unencrypted; refused when its mode
+                                 * lets group or others read it (chmod 600) */
+    const char *ca;             /* PEM file: the CA certificate(s) peers' certificates must chain
+                                 * to; may be NULL with TR_TLS_VERIFY_NONE */
+    tr_tls_verify verify;
+    const char *server_name;    /* the name every acceptor's certificate must carry (one name for
+                                 * the whole cluster); NULL: the host of the address dialed */
+} tr_node_tls;
+
 typedef struct tr_node_opts {
     const char *name;           /* this node's name, 1..64 bytes, unique in the cluster */
-    const char *listen;         /* "tcp://HOST:PORT" to accept connections on (port 0: any) */
+    const char *listen;         /* "tcp://HOST:PORT" to accept connections on (port 0: any); with
+                                 * tls set, connections to it are TLS (addresses stay tcp://) */
     const char *secret;         /* the cluster secret, at least 8 bytes */
     const char *const *seeds;   /* addresses of nodes to join through (tcp://HOST:PORT) */
     size_t nseeds;
@@ -50,6 +83,8 @@ typedef struct tr_node_opts {
                                  * long is forgotten (no more dials); 0 = 60,000. With the peer
                                  * table full (256), such members make room for new ones at once */
     bool quiet;                 /* no log lines on stderr */
+    const tr_node_tls *tls;     /* TLS on every connection (read during tr_node_start only);
+                                 * NULL: plain TCP */
 } tr_node_opts;
 
 /* A random node id in [2, 65535] for a new incarnation of a node. */
@@ -137,13 +172,16 @@ int tr_node_place_excluding(tr_node *node, const void *key, size_t len, const ch
 typedef struct tr_node_stats {
     uint64_t writes, frames_in;         /* stream writes made / frames received */
     uint64_t msgs_out, msgs_in;         /* envelopes sent / received */
-    uint64_t refused_auth;              /* connections dropped: wrong secret or bad handshake */
+    uint64_t refused_auth;              /* connections dropped: wrong secret or bad handshake
+                                         * (a failed TLS handshake included) */
     uint64_t bad_frames;                /* connections dropped: malformed or oversized frame */
     uint64_t queue_full;                /* sends refused or dropped: a peer's queue was full */
     uint64_t no_route;                  /* sends to a node that is not up (dead letters) */
     uint64_t lost;                      /* messages queued towards a peer that went down */
     uint64_t peers_down;                /* times a peer was declared down */
     uint64_t peers_forgotten;           /* members forgotten, never reached (forget_after_ms) */
+    uint64_t tls_failed;                /* connections dropped: the TLS handshake failed (a
+                                         * certificate refused on either side, or not TLS) */
 } tr_node_stats;
 
 /* Reads the node's counters. */

@@ -761,9 +761,15 @@ int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *con
 
 /* ---- clusters ----------------------------------------------------------------------------- */
 
-static const char *const cluster_keys[] = {"secret", "seeds", "heartbeat_ms", "down_after_ms",
-                                           "reconnect", "max_frame", "peer_queue", "overflow",
-                                           "batch_bytes", "nodes", NULL};
+static const char *const cluster_keys[] = {"secret", "secret_file", "seeds", "heartbeat_ms",
+                                           "down_after_ms", "reconnect", "max_frame",
+                                           "peer_queue", "overflow", "batch_bytes", "tls",
+                                           "nodes", NULL};
+static const char *const tls_keys[] = {"cert", "key", "ca", "verify", "server_name", NULL};
+static const name_value tls_verifies[] = {{"required", TR_TLS_VERIFY_REQUIRED},
+                                          {"optional", TR_TLS_VERIFY_OPTIONAL},
+                                          {"none", TR_TLS_VERIFY_NONE},
+                                          {NULL, 0}};
 static const char *const cluster_node_keys[] = {"name", "listen", "workers", NULL};
 static const char *const reconnect_keys[] = {"min_ms", "max_ms", NULL};
 static const name_value node_overflows[] = {
@@ -792,23 +798,120 @@ static bool tcp_address(const char *a)
            strlen(a) <= 128;
 }
 
+/* The cluster secret: `secret`, or the first line of the file `secret_file` (mode 0600 or
+ * stricter), exactly one of them. The secret never appears in a message. */
+static int cluster_secret(loader *L, const config_setting_t *g, cluster_config *c)
+{
+    const char *secret, *file;
+    const config_setting_t *where, *fwhere;
+    int rc = get_str(L, g, "secret", &secret, &where);
+    if (rc == TR_OK)
+        rc = get_str(L, g, "secret_file", &file, &fwhere);
+    if (rc != TR_OK)
+        return rc;
+    if (secret != NULL && file != NULL)
+        return fail(L, fwhere, TR_EINVAL, "give secret or secret_file, not both");
+    if (secret == NULL && file == NULL)
+        return fail(L, g, TR_EINVAL, "cluster has no secret (secret = \"...\" or "
+                    "secret_file = \"FILE\")");
+    if (secret != NULL) {
+        if (strlen(secret) < 8)
+            return fail(L, where, TR_EINVAL, "secret must be at least 8 bytes long");
+        if ((c->pub.node.secret = tree_strdup(&c->arena, secret)) == NULL)
+            return fail(L, NULL, TR_ENOMEM, "out of memory");
+        return TR_OK;
+    }
+    char buf[1024], err[300];
+    if (tr_config_secret(file, buf, sizeof buf, err, sizeof err) != TR_OK)
+        return fail(L, fwhere, TR_EINVAL, "secret_file %s", err);
+    if (strlen(buf) < 8)
+        rc = fail(L, fwhere, TR_EINVAL, "secret_file %s: the secret must be at least 8 bytes long",
+                  file);
+    else if ((c->pub.node.secret = tree_strdup(&c->arena, buf)) == NULL)
+        rc = fail(L, NULL, TR_ENOMEM, "out of memory");
+    memset(buf, 0, sizeof buf);
+    return rc;
+}
+
+/* A TLS file's path with "{node}" replaced by the node's name (arena-owned; NULL stays NULL). */
+static int tls_path(loader *L, cluster_config *c, const char *pattern, const char *node,
+                    const char **out)
+{
+    *out = NULL;
+    if (pattern == NULL)
+        return TR_OK;
+    size_t k = 0;
+    for (const char *p = strstr(pattern, "{node}"); p != NULL; p = strstr(p + 6, "{node}"))
+        k++;
+    size_t len = strlen(pattern) + k * strlen(node) + 1;
+    char *path = tree_alloc(&c->arena, len);
+    if (path == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    char *w = path;
+    for (const char *p = pattern; *p != '\0';) {
+        if (strncmp(p, "{node}", 6) == 0) {
+            memcpy(w, node, strlen(node));
+            w += strlen(node);
+            p += 6;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = '\0';
+    *out = path;
+    return TR_OK;
+}
+
+/* The `tls` group: TLS between nodes (troupe/node.h, tr_node_tls). The files are read by
+ * tr_node_start; here only what the file says is checked. */
+static int parse_tls(loader *L, const config_setting_t *t, const char *node, cluster_config *c)
+{
+    const char *cert, *key, *ca, *server_name;
+    const config_setting_t *cw, *kw, *aw, *sw;
+    int verify = TR_TLS_VERIFY_REQUIRED;
+    bool present;
+    int rc;
+    if ((rc = check_keys(L, t, tls_keys, "tls")) != TR_OK ||
+        (rc = get_str(L, t, "cert", &cert, &cw)) != TR_OK ||
+        (rc = get_str(L, t, "key", &key, &kw)) != TR_OK ||
+        (rc = get_str(L, t, "ca", &ca, &aw)) != TR_OK ||
+        (rc = get_str(L, t, "server_name", &server_name, &sw)) != TR_OK ||
+        (rc = get_enum(L, t, "verify", tls_verifies, &verify, &present)) != TR_OK)
+        return rc;
+    if (cert == NULL || cert[0] == '\0')
+        return fail(L, cw != NULL ? cw : t, TR_EINVAL, "tls needs cert = \"FILE\" (PEM; "
+                    "{node} stands for the node's name)");
+    if (key == NULL || key[0] == '\0')
+        return fail(L, kw != NULL ? kw : t, TR_EINVAL, "tls needs key = \"FILE\" (PEM; "
+                    "{node} stands for the node's name)");
+    if ((ca == NULL || ca[0] == '\0') && verify != TR_TLS_VERIFY_NONE)
+        return fail(L, aw != NULL ? aw : t, TR_EINVAL,
+                    "tls needs ca = \"FILE\" (PEM) unless verify = \"none\"");
+    if (server_name != NULL && (server_name[0] == '\0' || strlen(server_name) > 255))
+        return fail(L, sw, TR_EINVAL, "server_name must be 1 to 255 bytes");
+    tr_node_tls *o = tree_alloc(&c->arena, sizeof *o);
+    if (o == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    o->verify = (tr_tls_verify)verify;
+    if ((rc = tls_path(L, c, cert, node, &o->cert)) != TR_OK ||
+        (rc = tls_path(L, c, key, node, &o->key)) != TR_OK ||
+        (rc = tls_path(L, c, ca != NULL && ca[0] != '\0' ? ca : NULL, node, &o->ca)) != TR_OK)
+        return rc;
+    if (server_name != NULL && (o->server_name = tree_strdup(&c->arena, server_name)) == NULL)
+        return fail(L, NULL, TR_ENOMEM, "out of memory");
+    c->pub.node.tls = o;
+    return TR_OK;
+}
+
 static int parse_cluster(loader *L, const config_setting_t *g, const char *want,
                          cluster_config *c)
 {
     tr_node_opts *o = &c->pub.node;
     int rc = check_keys(L, g, cluster_keys, "cluster");
-    const char *secret;
-    const config_setting_t *where;
     if (rc == TR_OK)
-        rc = get_str(L, g, "secret", &secret, &where);
+        rc = cluster_secret(L, g, c);
     if (rc != TR_OK)
         return rc;
-    if (secret == NULL)
-        return fail(L, g, TR_EINVAL, "cluster has no secret");
-    if (strlen(secret) < 8)
-        return fail(L, where, TR_EINVAL, "secret must be at least 8 bytes long");
-    if ((o->secret = tree_strdup(&c->arena, secret)) == NULL)
-        return fail(L, NULL, TR_ENOMEM, "out of memory");
     int ov = TR_NODE_REJECT;
     bool present;
     const config_setting_t *rec;
@@ -821,6 +924,9 @@ static int parse_cluster(loader *L, const config_setting_t *g, const char *want,
         (rc = get_group(L, g, "reconnect", &rec)) != TR_OK)
         return rc;
     o->overflow = (tr_node_overflow)ov;
+    const config_setting_t *tls;
+    if ((rc = get_group(L, g, "tls", &tls)) != TR_OK)
+        return rc;
     if (rec != NULL &&
         ((rc = check_keys(L, rec, reconnect_keys, "reconnect")) != TR_OK ||
          (rc = get_uint(L, rec, "min_ms", 1, 600000, &o->reconnect_min_ms)) != TR_OK ||
@@ -874,6 +980,8 @@ static int parse_cluster(loader *L, const config_setting_t *g, const char *want,
     }
     if (!found)
         return fail(L, nodes, TR_EINVAL, "no node called %s in the cluster", want);
+    if (tls != NULL && (rc = parse_tls(L, tls, o->name, c)) != TR_OK)
+        return rc;
     const config_setting_t *seeds = config_setting_get_member(g, "seeds");
     if (seeds == NULL) {
         o->seeds = listens; /* every node: each dials the others it finds up */

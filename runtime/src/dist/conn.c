@@ -20,6 +20,11 @@
  * before authentication are at most 1 KiB. Anything else before that, a wrong MAC or a malformed
  * frame drops the connection, with a log line and a counter.
  *
+ * TLS. With tr_node_opts.tls, the streams are nng's tls+tcp ones (tls.c makes their configs):
+ * the same stream API, so nothing here changes but the URLs; the TLS handshake happens on the
+ * first read or write, so a certificate refused shows up as the first I/O failing (counted in
+ * tls_failed). The secret's handshake then runs inside TLS, unchanged.
+ *
  * Sending. tr__deliver hands a message for another node's pid to tr__node_route (through the core's
  * transport seam, internal.h), which appends
  * it to the peer's bounded MPSC queue and, if no write is under way, becomes the writer: it
@@ -145,8 +150,8 @@ void tr__conn_mark_dead(conn *c)
     nng_aio_cancel(c->auth);
 }
 
-/* Drops a connection: a protocol error, a closed stream, a timeout. */
-void tr__conn_fail(conn *c, const char *why)
+/* Drops a connection (tr__conn_fail); tls_failed: because its TLS handshake failed (counted). */
+static void conn_drop(conn *c, const char *why, bool tls_failed)
 {
     tr_node *n = c->n;
     after af;
@@ -156,6 +161,8 @@ void tr__conn_fail(conn *c, const char *why)
         pthread_mutex_unlock(&n->lock);
         return;
     }
+    if (tls_failed && !n->stopping)
+        count(&n->tls_failed, 1);
     peer *pe = c->pe;
     if ((c->state == C_HELLO || c->state == C_AUTH) && !n->stopping) {
         count(&n->refused_auth, 1); /* a handshake not completed, whatever the cause */
@@ -184,7 +191,10 @@ void tr__conn_fail(conn *c, const char *why)
     if (why != NULL)
         tr__node_log(n, "%s connection %s%s: %s", c->outbound ? "outbound" : "inbound",
                  c->outbound ? "to " : "from ",
-                 pe != NULL && pe->name[0] ? pe->name : c->state >= C_AUTH ? c->ph.name : "?",
+                 pe != NULL && pe->name[0] ? pe->name
+                 : c->state >= C_AUTH     ? c->ph.name
+                 : pe != NULL             ? pe->addr /* a seed dialed, not yet named */
+                                          : "?",
                  why);
     if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
         tr__peer_down_locked(n, pe, &af); /* a connection lost either way: the peer is down */
@@ -194,6 +204,32 @@ void tr__conn_fail(conn *c, const char *why)
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
     tr__node_after_run(n, &af);
+}
+
+/* Drops a connection: a protocol error, a closed stream, a timeout. */
+void tr__conn_fail(conn *c, const char *why)
+{
+    conn_drop(c, why, false);
+}
+
+/* Drops a connection whose read or write failed with nng error rv (why: what to log, NULL for
+ * nothing). With TLS, an error of nng's TLS layer before the secret's handshake is done is the
+ * TLS handshake failing: said so, and counted. nng tells no more than "cryptographic error"
+ * (mbedTLS's reason stays inside it), so the log line lists what it may be. */
+static void conn_fail_io(conn *c, int rv, const char *why)
+{
+    bool handshake = c->state == C_HELLO || c->state == C_AUTH;
+    if (c->n->tls != NULL && handshake &&
+        (rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH || rv == NNG_EPROTO)) {
+        char line[256];
+        snprintf(line, sizeof line,
+                 "TLS handshake failed (%s): a certificate refused on either side (another CA, "
+                 "expired, missing, or not naming the host), or a peer without TLS",
+                 nng_strerror(rv));
+        conn_drop(c, line, true);
+        return;
+    }
+    conn_drop(c, why, false);
 }
 
 static void conn_unref(conn *c)
@@ -234,8 +270,9 @@ static void hs_write(conn *c, nng_aio *aio, tr_wire_buf *b)
 /* A handshake write's completion: a failure drops the connection; a short write sends the rest. */
 static void hs_written(conn *c, nng_aio *aio, tr_wire_buf *b)
 {
-    if (nng_aio_result(aio) != 0) {
-        tr__conn_fail(c, NULL);
+    int rv = nng_aio_result(aio);
+    if (rv != 0) {
+        conn_fail_io(c, rv, NULL);
         return;
     }
     size_t done = nng_aio_count(aio);
@@ -608,7 +645,8 @@ static void on_rx(void *arg)
     tr_node *n = c->n;
     int rv = nng_aio_result(c->rx);
     if (rv != 0) {
-        tr__conn_fail(c, rv == NNG_ECLOSED || rv == NNG_ECANCELED ? NULL : "connection closed");
+        conn_fail_io(c, rv,
+                     rv == NNG_ECLOSED || rv == NNG_ECANCELED ? NULL : "connection closed");
         return;
     }
     c->rlen += nng_aio_count(c->rx);
@@ -939,10 +977,20 @@ void tr__node_dial_start(tr_node *n, peer *pe)
             nng_stream_dialer_free(pe->dialer);
             pe->dialer = NULL;
         }
-        if (nng_stream_dialer_alloc(&pe->dialer, pe->addr) != 0) {
+        char url[TR_WIRE_ADDR_MAX + 8];
+        tr__tls_url(n, pe->addr, url, sizeof url);
+        int rv = nng_stream_dialer_alloc(&pe->dialer, url);
+        if (rv != 0) {
             tr__node_log(n, "cannot dial %s: not a tcp:// address", pe->addr);
             pe->alias = true; /* never dialed */
             return;
+        }
+        if ((rv = tr__tls_dialer(n, pe->dialer, pe->addr)) != 0) {
+            tr__node_log(n, "cannot dial %s: TLS: %s", pe->addr, nng_strerror(rv));
+            nng_stream_dialer_free(pe->dialer);
+            pe->dialer = NULL;
+            pe->next_dial_ns = tr__now_ns() + (uint64_t)n->backoff_max_ms * 1000000u;
+            return; /* out of memory, most likely: tried again later */
         }
         snprintf(pe->dialer_addr, sizeof pe->dialer_addr, "%s", pe->addr);
     }

@@ -6,6 +6,7 @@
  *   conn.c     connections, the handshake, frames in and out, the writer that batches messages
  *   members.c  membership and failure detection, the ticker, links and monitors across nodes
  *   names.c    the node service: remote spawn, cluster-wide names, placement
+ *   tls.c      TLS between nodes: the files, nng's TLS configs
  *
  * and node_impl.h the objects they share. The core never calls into this layer by name: it goes
  * through the table of operations tr_node_start installs (core/internal.h, tr__remote_ops), so a
@@ -72,6 +73,7 @@ static void node_free(tr_node *n)
         memset(n->secret, 0, n->secret_len);
         free(n->secret);
     }
+    tr__tls_free(n);
     tr__namemap_free(&n->names);
     pthread_mutex_destroy(&n->names_lock);
     pthread_mutex_destroy(&n->lock);
@@ -133,13 +135,22 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     if (n->backoff_max_ms < n->backoff_min_ms)
         n->backoff_max_ms = n->backoff_min_ms;
     n->quiet = o->quiet;
+    int trc = tr__tls_load(n, o->tls);
+    if (trc != TR_OK) {
+        node_free(n);
+        return trc;
+    }
 
-    int rv = nng_stream_listener_alloc(&n->listener, o->listen);
+    char url[TR_WIRE_ADDR_MAX + 8];
+    tr__tls_url(n, o->listen, url, sizeof url);
+    int rv = nng_stream_listener_alloc(&n->listener, url);
+    if (rv == 0)
+        rv = tr__tls_listener(n, n->listener);
     if (rv == 0)
         rv = nng_stream_listener_listen(n->listener);
     if (rv != 0) {
         if (!o->quiet)
-            tr_log(TR_LOG_ERROR, "node", "%s: cannot listen on %s: %s", o->name, o->listen,
+            tr_log(TR_LOG_ERROR, "node", "%s: cannot listen on %s: %s", o->name, url,
                    nng_strerror(rv));
         if (n->listener != NULL)
             nng_stream_listener_free(n->listener);
@@ -299,4 +310,5 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->lost = atomic_load(&n->lost);
     o->peers_down = atomic_load(&n->peers_down);
     o->peers_forgotten = atomic_load(&n->peers_forgotten);
+    o->tls_failed = atomic_load(&n->tls_failed);
 }

@@ -9,6 +9,8 @@
  *   members.c  membership and failure detection: peers learnt and lost, the ticker (heartbeats,
  *              down detection, redials, reaping), links and monitors across nodes, watchers
  *   names.c    the node service (remote spawn, global names) and placement (tr_node_place)
+ *   tls.c      TLS between nodes: the files read at start, nng's TLS configs for the listener
+ *              and each dialer
  *
  * Locking: n->lock guards the peer table, the connection list, watchers and behaviours (a
  * function named *_locked, or whose comment says "lock held", expects it held); n->names_lock the
@@ -110,6 +112,14 @@ struct peer {
     tr_node *n;
 };
 
+/* A node's TLS settings, its files read at start (tls.c). */
+typedef struct node_tls {
+    char *cert, *key, *ca;      /* PEM text, NUL-terminated; ca NULL when nothing is verified */
+    size_t key_len;             /* the key is wiped when freed */
+    tr_tls_verify verify;
+    char *server_name;          /* NULL: the host of the address dialed */
+} node_tls;
+
 typedef struct behaviour_entry {
     char name[TR_WIRE_NAME_MAX + 1];
     const tr_behaviour *b;
@@ -130,6 +140,7 @@ struct tr_node {
     unsigned backoff_min_ms, backoff_max_ms;
     uint64_t forget_ns;         /* forget_after_ms */
     bool quiet;
+    node_tls *tls;              /* NULL: plain TCP */
     nng_stream_listener *listener;
     nng_aio *accept_aio;
     pthread_mutex_t lock;
@@ -153,7 +164,7 @@ struct tr_node {
     bool ticker_started;
     pthread_t ticker;
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
-        no_route, lost, peers_down, peers_forgotten;
+        no_route, lost, peers_down, peers_forgotten, tls_failed;
 };
 
 static inline void count(_Atomic uint64_t *c, uint64_t k)
@@ -210,6 +221,20 @@ TR_HIDDEN void tr__node_on_accept(void *arg);
 TR_HIDDEN void tr__node_on_dial(void *arg);
 /* Starts a dial to pe (lock held). */
 TR_HIDDEN void tr__node_dial_start(tr_node *n, peer *pe);
+
+/* ---- tls.c -------------------------------------------------------------------------------- */
+
+/* Reads and checks the files of `o` into n->tls (NULL o: plain TCP, nothing done). TR_EINVAL with
+ * a log line naming the file (unless n->quiet), TR_ENOMEM. */
+TR_HIDDEN int tr__tls_load(tr_node *n, const tr_node_tls *o);
+/* Frees n->tls (the key wiped). */
+TR_HIDDEN void tr__tls_free(tr_node *n);
+/* The URL nng is given for a tcp:// address: "tls+tcp://..." with TLS, the address otherwise. */
+TR_HIDDEN void tr__tls_url(const tr_node *n, const char *addr, char *out, size_t cap);
+/* Gives a listener / a dialer to `addr` its TLS config (server / client). TR_OK at once without
+ * TLS; an nng error code otherwise. */
+TR_HIDDEN int tr__tls_listener(tr_node *n, nng_stream_listener *l);
+TR_HIDDEN int tr__tls_dialer(tr_node *n, nng_stream_dialer *d, const char *addr);
 
 /* ---- members.c ---------------------------------------------------------------------------- */
 
