@@ -1,7 +1,7 @@
 /*
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
- *   troupe-bench NAME [--workers N] [--scale F]
+ *   troupe-bench NAME [--workers N] [--scale F] [--tls DIR]
  *   NAME: pingpong ring spawn fanin restart children limited remote-pingpong remote-throughput persist
  *         recover all
  *
@@ -794,14 +794,19 @@ static void usage(FILE *f)
         fprintf(f, "  %-17s %s\n", benches[i].name, benches[i].what);
     fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
                "--scale F    multiply the counts by F (default 1)\n"
-               "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n");
+               "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n"
+               "--tls DIR    remote-*: both nodes over TLS (mutual), certificates from\n"
+               "             scripts/make-certs DIR (ca, n1, n2)\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *name = NULL;
-    if (argc == 3 && strcmp(argv[1], "--serve-node") == 0)
+    if (argc >= 3 && strcmp(argv[1], "--serve-node") == 0) {
+        if (argc == 5 && strcmp(argv[3], "--tls") == 0)
+            bench_remote_tls(argv[4]);
         return bench_serve_node((unsigned)strtoul(argv[2], NULL, 10));
+    }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             g_workers = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -811,6 +816,8 @@ int main(int argc, char **argv)
             g_no_idle = true;
         else if (strcmp(argv[i], "--baseline") == 0)
             g_baseline = true;
+        else if (strcmp(argv[i], "--tls") == 0 && i + 1 < argc)
+            bench_remote_tls(argv[++i]);
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;

@@ -9,6 +9,8 @@
  *   remote-throughput  1,000,000 messages with a 64-byte payload from one actor on a to a sink
  *                      on b -> messages/s, and how many messages went in each stream write
  * The second process is exec'ed (not just forked) so it starts with fresh runtime and nng state.
+ * With --tls DIR both nodes speak TLS (mutual authentication; certificates from
+ * scripts/make-certs DIR), to measure what TLS costs.
  */
 #include "remote.h"
 
@@ -30,6 +32,31 @@
 #define PAYLOAD 62 /* a bin of 62 bytes: 64 bytes of msgpack */
 
 enum { R_PING = 1, R_GO = 2, R_DATA = 3, R_DONE = 4 };
+
+static const char *g_tls_dir; /* --tls DIR; NULL: plain TCP */
+
+void bench_remote_tls(const char *dir)
+{
+    g_tls_dir = dir;
+}
+
+/* TLS options for certificate `name` of g_tls_dir (NULL without --tls). */
+typedef struct tls_files {
+    char cert[512], key[512], ca[512];
+    tr_node_tls tls;
+} tls_files;
+
+static const tr_node_tls *tls_of(tls_files *f, const char *name)
+{
+    if (g_tls_dir == NULL)
+        return NULL;
+    snprintf(f->cert, sizeof f->cert, "%s/%s.pem", g_tls_dir, name);
+    snprintf(f->key, sizeof f->key, "%s/%s.key", g_tls_dir, name);
+    snprintf(f->ca, sizeof f->ca, "%s/ca.pem", g_tls_dir);
+    f->tls = (tr_node_tls){.cert = f->cert, .key = f->key, .ca = f->ca,
+                           .verify = TR_TLS_VERIFY_REQUIRED};
+    return &f->tls;
+}
 
 static double cpu_s(void)
 {
@@ -100,6 +127,8 @@ int bench_serve_node(unsigned workers)
     no.listen = "tcp://127.0.0.1:0";
     no.secret = SECRET;
     no.quiet = true;
+    tls_files tf;
+    no.tls = tls_of(&tf, "n2");
     tr_node *node;
     if (tr_node_start(sys, &no, &node) != TR_OK)
         return 1;
@@ -144,7 +173,11 @@ static void remote_up(remote *r, unsigned workers)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        execl("/proc/self/exe", "troupe-bench", "--serve-node", w, (char *)NULL);
+        if (g_tls_dir != NULL)
+            execl("/proc/self/exe", "troupe-bench", "--serve-node", w, "--tls", g_tls_dir,
+                  (char *)NULL);
+        else
+            execl("/proc/self/exe", "troupe-bench", "--serve-node", w, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -166,11 +199,15 @@ static void remote_up(remote *r, unsigned workers)
     no.listen = "tcp://127.0.0.1:0";
     no.secret = SECRET;
     no.quiet = true;
+    tls_files tf;
+    no.tls = tls_of(&tf, "n1");
     const char *seed = addr;
     no.seeds = &seed;
     no.nseeds = 1;
     if (tr_node_start(r->sys, &no, &r->node) != TR_OK)
-        fail("cannot start the node");
+        fail(g_tls_dir != NULL ? "cannot start the node (--tls DIR: ca.pem, n1.pem, n1.key from "
+                                 "scripts/make-certs DIR?)"
+                               : "cannot start the node");
     uint16_t id;
     uint64_t deadline = tr_now_ns() + 30000000000ull;
     while (tr_node_lookup(r->node, "bench-b", &id) != TR_OK) {
@@ -293,13 +330,15 @@ void bench_remote_pingpong(unsigned workers, double scale)
     for (uint64_t i = 0; i < n; i++)
         mean += (double)s[i];
     mean = mean / (double)n / 1e3;
-    printf("{\"bench\":\"remote-pingpong\",\"value\":%.0f,\"unit\":\"round trips/s\","
+    printf("{\"bench\":\"remote-pingpong\",\"tls\":%s,\"value\":%.0f,\"unit\":\"round trips/s\","
            "\"seconds\":%.3f,\"cpu_seconds\":%.3f,\"count\":%llu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
            "\"p999_us\":%.1f,\"mean_us\":%.1f}\n",
-           (double)n / secs, secs, cpu, (unsigned long long)n, p50, p99, p999, mean);
-    printf("# remote-pingpong %10.0f round trips/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  "
+           g_tls_dir != NULL ? "true" : "false", (double)n / secs, secs, cpu,
+           (unsigned long long)n, p50, p99, p999, mean);
+    printf("# remote-pingpong%s %10.0f round trips/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  "
            "mean %.1f us  (%llu in %.3f s, %.2f s CPU in this process)\n",
-           (double)n / secs, p50, p99, p999, mean, (unsigned long long)n, secs, cpu);
+           g_tls_dir != NULL ? " (TLS)" : "", (double)n / secs, p50, p99, p999, mean,
+           (unsigned long long)n, secs, cpu);
     fflush(stdout);
     free(s);
     remote_down(&r);
@@ -392,14 +431,16 @@ void bench_remote_throughput(unsigned workers, double scale)
     tr_node_stats_get(r.node, &after);
     double writes = (double)(after.writes - before.writes);
     double per_write = writes > 0 ? (double)(after.msgs_out - before.msgs_out) / writes : 0;
-    printf("{\"bench\":\"remote-throughput\",\"value\":%.0f,\"unit\":\"msgs/s\","
+    printf("{\"bench\":\"remote-throughput\",\"tls\":%s,\"value\":%.0f,\"unit\":\"msgs/s\","
            "\"seconds\":%.3f,\"cpu_seconds\":%.3f,\"count\":%llu,\"payload_bytes\":64,"
            "\"writes\":%.0f,\"msgs_per_write\":%.1f,\"queue_full\":%llu}\n",
-           (double)n / secs, secs, cpu, (unsigned long long)n, writes, per_write,
+           g_tls_dir != NULL ? "true" : "false", (double)n / secs, secs, cpu,
+           (unsigned long long)n, writes, per_write,
            (unsigned long long)(after.queue_full - before.queue_full));
-    printf("# remote-throughput %8.2f M msgs/s  (%llu x 64 B in %.3f s, %.0f writes, %.0f msgs "
-           "per write, %.2f s CPU in this process)\n",
-           (double)n / secs / 1e6, (unsigned long long)n, secs, writes, per_write, cpu);
+    printf("# remote-throughput%s %8.2f M msgs/s  (%llu x 64 B in %.3f s, %.0f writes, %.0f "
+           "msgs per write, %.2f s CPU in this process)\n",
+           g_tls_dir != NULL ? " (TLS)" : "", (double)n / secs / 1e6, (unsigned long long)n, secs,
+           writes, per_write, cpu);
     fflush(stdout);
     remote_down(&r);
 }

@@ -8,7 +8,11 @@
 void bench_remote_pingpong(unsigned workers, double scale);
 /* 1,000,000 messages of 64 bytes one way to a sink on another node (process). */
 void bench_remote_throughput(unsigned workers, double scale);
-/* The second process: serves node "bench-b" until SIGTERM (troupe-bench --serve-node W). */
+/* The second process: serves node "bench-b" until SIGTERM (troupe-bench --serve-node W
+ * [--tls DIR]). */
 int bench_serve_node(unsigned workers);
+/* Both nodes over TLS (mutual), with the certificates of scripts/make-certs DIR: ca.pem, n1 (this
+ * process, bench-a), n2 (bench-b). NULL: plain TCP (the default). */
+void bench_remote_tls(const char *dir);
 
 #endif
