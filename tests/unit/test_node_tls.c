@@ -408,7 +408,7 @@ static void capture(void *user, tr_log_level level, const char *component, const
 static int start_logged(tnode *t, const char *want)
 {
     g_log[0] = '\0';
-    tr_log_set(capture, NULL);
+    tr_log_set(capture, NULL, TR_LOG_DEBUG);
     t->sys = tt_node_system(71);
     tr_node_opts no = tt_node_opts("f", "cluster-secret", NULL, 0);
     no.quiet = false;
@@ -417,7 +417,7 @@ static int start_logged(tnode *t, const char *want)
     if (rc == TR_OK)
         tr_node_stop(t->node);
     tt_system_end(t->sys);
-    tr_log_set(NULL, NULL);
+    tr_log_set(NULL, NULL, TR_LOG_INFO);
     if (want != NULL && strstr(g_log, want) == NULL)
         fail_msg("expected \"%s\" in the log, got: %s", want, g_log);
     return rc;
