@@ -2,7 +2,7 @@
  * bench.c — troupe-bench: Savina-style workloads that print numbers, not verdicts.
  *
  *   troupe-bench NAME [--workers N] [--scale F] [--tls DIR]
- *   NAME: pingpong ring spawn fanin restart children limited remote-pingpong remote-throughput persist
+ *   NAME: pingpong ring spawn fanin restart children limited remote-pingpong remote-throughput remote-call persist
  *         recover all
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
@@ -757,6 +757,11 @@ static void run_remote_throughput(void)
     bench_remote_throughput(g_workers, g_scale);
 }
 
+static void run_remote_call(void)
+{
+    bench_remote_call(g_workers, g_scale);
+}
+
 static void run_persist(void)
 {
     bench_persist(g_workers, g_scale);
@@ -783,6 +788,7 @@ static const struct {
     {"limited", bench_limited, "1,000 actors limited to 1,000 msgs/s each, offered 10x for 10 s -> rate, CPU"},
     {"remote-pingpong", run_remote_pingpong, "2 nodes (processes) on loopback, 100,000 round trips -> round trips/s, p50/p99"},
     {"remote-throughput", run_remote_throughput, "2 nodes (processes) on loopback, 1,000,000 x 64 B one way -> msgs/s"},
+    {"remote-call", run_remote_call, "2 nodes (processes), 100 callers -> 10 servers, 1,000,000 request/replies -> calls/s, p50/p99"},
     {"persist", run_persist, "1,000 persistent actors, 1,000,000 events, reply after commit -> events/s, p50/p99 (SQLite FULL, NORMAL)"},
     {"recover", run_recover, "one actor with 1,000,000 events: recovery time from events, from a snapshot"},
 };

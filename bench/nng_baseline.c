@@ -6,6 +6,11 @@
  *   nng-baseline push-throughput [N] [--buf MSGS]      PUSH -> PULL, 64-byte messages one way
  *   nng-baseline stream-throughput [N]                 nng_stream, 64-byte records sent 4,096 at a
  *                                                      time (256 KiB writes)
+ *   nng-baseline stream-rtt [N]                        nng_stream ping-pong of 64 bytes driven by
+ *                                                      aio callbacks on both ends (troupe's
+ *                                                      data path with nothing else: its floor)
+ *   nng-baseline tcp-rtt [N]                           the same over plain blocking sockets (the
+ *                                                      kernel's floor)
  *
  * Both ends live in one process on 127.0.0.1, the far end in a second thread. pair-rtt keeps every
  * round-trip sample and sorts them for p50/p99. Switches that probe the floor: --no-nodelay turns
@@ -20,7 +25,11 @@
 #include <nng/protocol/pair1/pair.h>
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pipeline0/push.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,6 +364,228 @@ static void run_stream_throughput(unsigned long long n)
            "%llu sends, %.3f s)\n", mbs, rate, n, MSG_SIZE, cap, calls, secs);
 }
 
+/* ---- stream-rtt and tcp-rtt ---------------------------------------------------------------- */
+
+static void print_rtt(const char *name, double *us, unsigned long long n, double secs)
+{
+    qsort(us, n, sizeof *us, cmp_double);
+    double sum = 0;
+    for (unsigned long long i = 0; i < n; i++)
+        sum += us[i];
+    double p50 = us[n / 2], p99 = us[n * 99 / 100], mean = sum / (double)n;
+    printf("{\"bench\":\"%s\",\"value\":%.0f,\"unit\":\"round trips/s\",\"count\":%llu,"
+           "\"seconds\":%.3f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f}\n", name,
+           (double)n / secs, n, secs, p50, p99, mean);
+    printf("# %-17s %8.0f round trips/s  p50 %.1f us  p99 %.1f us  mean %.1f us  (%llu in %.3f s)\n",
+           name, (double)n / secs, p50, p99, mean, n, secs);
+}
+
+/* One end of a stream ping-pong: every step is started from the previous one's callback, as
+ * troupe's connections do (a receive completes on an nng thread, which writes the answer). */
+typedef struct rtt_end {
+    nng_stream *st;
+    nng_aio *rx, *tx;
+    char buf[MSG_SIZE];
+    size_t moved;
+    bool client;
+    unsigned long long i, n;
+    double t0, *us;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done; /* 1 finished, -1 failed */
+} rtt_end;
+
+static void rtt_finish(rtt_end *e, int how)
+{
+    pthread_mutex_lock(&e->lock);
+    e->done = how;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void rtt_step(rtt_end *e, nng_aio *aio, bool send)
+{
+    nng_iov iov = {.iov_buf = e->buf + e->moved, .iov_len = MSG_SIZE - e->moved};
+    if (nng_aio_set_iov(aio, 1, &iov) != 0) {
+        rtt_finish(e, -1);
+        return;
+    }
+    if (send)
+        nng_stream_send(e->st, aio);
+    else
+        nng_stream_recv(e->st, aio);
+}
+
+static void rtt_on_tx(void *arg)
+{
+    rtt_end *e = arg;
+    if (nng_aio_result(e->tx) != 0) {
+        rtt_finish(e, e->client ? -1 : 1);
+        return;
+    }
+    e->moved += nng_aio_count(e->tx);
+    if (e->moved < MSG_SIZE) {
+        rtt_step(e, e->tx, true);
+        return;
+    }
+    e->moved = 0;
+    rtt_step(e, e->rx, false);
+}
+
+static void rtt_on_rx(void *arg)
+{
+    rtt_end *e = arg;
+    if (nng_aio_result(e->rx) != 0 || nng_aio_count(e->rx) == 0) {
+        rtt_finish(e, e->client ? -1 : 1); /* the echo ends when the client closes */
+        return;
+    }
+    e->moved += nng_aio_count(e->rx);
+    if (e->moved < MSG_SIZE) {
+        rtt_step(e, e->rx, false);
+        return;
+    }
+    e->moved = 0;
+    if (e->client) {
+        double t = now_s();
+        e->us[e->i++] = (t - e->t0) * 1e6;
+        if (e->i == e->n || t > g_deadline) {
+            rtt_finish(e, e->i == e->n ? 1 : -1);
+            return;
+        }
+        e->t0 = t;
+    }
+    rtt_step(e, e->tx, true);
+}
+
+static void rtt_end_init(rtt_end *e, nng_stream *st, bool client, unsigned long long n)
+{
+    memset(e, 0, sizeof *e);
+    e->st = st;
+    e->client = client;
+    e->n = n;
+    memset(e->buf, 'x', sizeof e->buf);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    check("aio alloc", nng_aio_alloc(&e->rx, rtt_on_rx, e));
+    check("aio alloc", nng_aio_alloc(&e->tx, rtt_on_tx, e));
+    check("nodelay", nng_stream_set_bool(st, NNG_OPT_TCP_NODELAY, true));
+}
+
+static void run_stream_rtt(unsigned long long n)
+{
+    nng_stream_listener *l;
+    nng_stream_dialer *d;
+    nng_aio *acc = new_aio(), *dial = new_aio();
+    int port = 0;
+    char url[64];
+    check("stream listener", nng_stream_listener_alloc(&l, "tcp://127.0.0.1:0"));
+    check("stream listen", nng_stream_listener_listen(l));
+    check("stream bound port", nng_stream_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port));
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+    check("stream dialer", nng_stream_dialer_alloc(&d, url));
+    nng_stream_listener_accept(l, acc);
+    nng_stream_dialer_dial(d, dial);
+    nng_aio_wait(dial);
+    nng_aio_wait(acc);
+    check("stream dial", nng_aio_result(dial));
+    check("stream accept", nng_aio_result(acc));
+    static rtt_end cli, echo;
+    rtt_end_init(&echo, nng_aio_get_output(acc, 0), false, 0);
+    rtt_end_init(&cli, nng_aio_get_output(dial, 0), true, n);
+    cli.us = xmalloc(n * sizeof *cli.us);
+    rtt_step(&echo, echo.rx, false);
+    double t0 = now_s();
+    cli.t0 = t0;
+    rtt_step(&cli, cli.tx, true);
+    pthread_mutex_lock(&cli.lock);
+    while (cli.done == 0)
+        pthread_cond_wait(&cli.cond, &cli.lock);
+    pthread_mutex_unlock(&cli.lock);
+    double secs = now_s() - t0;
+    if (cli.done < 0)
+        fail("stream-rtt: a stream operation failed or the run took too long", 0);
+    nng_stream_close(cli.st);
+    nng_stream_close(echo.st);
+    nng_aio_stop(cli.rx);
+    nng_aio_stop(cli.tx);
+    nng_aio_stop(echo.rx);
+    nng_aio_stop(echo.tx);
+    print_rtt("nng-stream-rtt", cli.us, n, secs);
+    nng_aio_free(cli.rx);
+    nng_aio_free(cli.tx);
+    nng_aio_free(echo.rx);
+    nng_aio_free(echo.tx);
+    nng_stream_free(cli.st);
+    nng_stream_free(echo.st);
+    nng_aio_free(acc);
+    nng_aio_free(dial);
+    nng_stream_dialer_free(d);
+    nng_stream_listener_free(l);
+    free(cli.us);
+}
+
+static bool full_io(int fd, char *buf, size_t len, bool send)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = send ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
+        if (k <= 0)
+            return false;
+        done += (size_t)k;
+    }
+    return true;
+}
+
+static void *tcp_echo(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[MSG_SIZE];
+    while (full_io(fd, buf, sizeof buf, false) && full_io(fd, buf, sizeof buf, true))
+        ;
+    return NULL;
+}
+
+static void run_tcp_rtt(unsigned long long n)
+{
+    int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    struct timeval tv = {.tv_sec = CALL_TIMEOUT_MS / 1000};
+    if (lfd < 0 || cfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(lfd, 1) != 0 || getsockname(lfd, (struct sockaddr *)&a, &al) != 0 ||
+        connect(cfd, (struct sockaddr *)&a, sizeof a) != 0)
+        fail("tcp-rtt: cannot connect on loopback", 0);
+    int efd = accept(lfd, NULL, NULL);
+    if (efd < 0)
+        fail("tcp-rtt: accept failed", 0);
+    int fds[] = {cfd, efd};
+    for (int i = 0; i < 2; i++) {
+        setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    pthread_t th;
+    start_thread(&th, tcp_echo, &efd);
+    double *us = xmalloc(n * sizeof *us), t0 = now_s();
+    char buf[MSG_SIZE];
+    memset(buf, 'x', sizeof buf);
+    for (unsigned long long i = 0; i < n; i++) {
+        double t = now_s();
+        if (!full_io(cfd, buf, sizeof buf, true) || !full_io(cfd, buf, sizeof buf, false))
+            fail("tcp-rtt: a read or write failed", 0);
+        us[i] = (now_s() - t) * 1e6;
+        if ((i & 1023) == 0)
+            check_deadline("tcp-rtt", i, n);
+    }
+    double secs = now_s() - t0;
+    shutdown(cfd, SHUT_RDWR);
+    pthread_join(th, NULL);
+    close(cfd);
+    close(efd);
+    close(lfd);
+    print_rtt("tcp-rtt", us, n, secs);
+    free(us);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -389,12 +620,18 @@ int main(int argc, char **argv)
         run_push_throughput(n ? n : 200000, buf);
     } else if (strcmp(mode, "stream-throughput") == 0) {
         run_stream_throughput(n ? n : 1000000);
+    } else if (strcmp(mode, "stream-rtt") == 0) {
+        run_stream_rtt(n ? n : 100000);
+    } else if (strcmp(mode, "tcp-rtt") == 0) {
+        run_tcp_rtt(n ? n : 100000);
     } else {
         if (*mode != '\0')
             fprintf(stderr, "nng-baseline: unknown mode '%s'\n", mode);
         fprintf(stderr, "usage: nng-baseline pair-rtt [N] [--no-nodelay] [--aio]\n"
                         "       nng-baseline push-throughput [N] [--buf MSGS]\n"
-                        "       nng-baseline stream-throughput [N]\n");
+                        "       nng-baseline stream-throughput [N]\n"
+                        "       nng-baseline stream-rtt [N]\n"
+                        "       nng-baseline tcp-rtt [N]\n");
         return 2;
     }
     return 0;

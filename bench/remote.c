@@ -8,6 +8,10 @@
  *                      -> round trips/s, p50/p99/p99.9 latency
  *   remote-throughput  1,000,000 messages with a 64-byte payload from one actor on a to a sink
  *                      on b -> messages/s, and how many messages went in each stream write
+ *   remote-call        100 requester actors on a, each calling (tr_request, 5 s timeout) one of
+ *                      10 server actors on b in turn, 1,000,000 calls in all -> calls/s,
+ *                      p50/p99/p99.9 (Erlang's gen_server:call across two nodes is the peer:
+ *                      bench/peers/)
  * The second process is exec'ed (not just forked) so it starts with fresh runtime and nng state.
  * With --tls DIR both nodes speak TLS (mutual authentication; certificates from
  * scripts/make-certs DIR), to measure what TLS costs.
@@ -31,7 +35,7 @@
 #define SECRET "troupe-bench-secret"
 #define PAYLOAD 62 /* a bin of 62 bytes: 64 bytes of msgpack */
 
-enum { R_PING = 1, R_GO = 2, R_DATA = 3, R_DONE = 4 };
+enum { R_PING = 1, R_GO = 2, R_DATA = 3, R_DONE = 4, R_CALL = 5 };
 
 static const char *g_tls_dir; /* --tls DIR; NULL: plain TCP */
 
@@ -77,6 +81,17 @@ static int echo_receive(tr_ctx *ctx, void *state, tr_msg *m)
 }
 
 static const tr_behaviour echo_b = {.name = "echo", .receive = echo_receive};
+
+/* A server: answers each request with its payload. */
+static int server_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    (void)state;
+    if (tr_msg_type(m) == R_CALL)
+        (void)tr_reply(ctx, m, tr_msg_from_bytes(R_CALL, tr_msg_data(m), tr_msg_size(m)));
+    return 0;
+}
+
+static const tr_behaviour server_b = {.name = "server", .receive = server_receive};
 
 typedef struct sink_state {
     uint64_t want, got;
@@ -134,6 +149,7 @@ int bench_serve_node(unsigned workers)
         return 1;
     tr_node_register_behaviour(node, "echo", &echo_b);
     tr_node_register_behaviour(node, "sink", &sink_b);
+    tr_node_register_behaviour(node, "server", &server_b);
     printf("%s\n", tr_node_address(node));
     fflush(stdout);
     int sig;
@@ -442,5 +458,122 @@ void bench_remote_throughput(unsigned workers, double scale)
            g_tls_dir != NULL ? " (TLS)" : "", (double)n / secs / 1e6, (unsigned long long)n, secs,
            writes, per_write, cpu);
     fflush(stdout);
+    remote_down(&r);
+}
+
+/* ---- remote-call --------------------------------------------------------------------------- */
+
+#define CALLERS 100u
+#define SERVERS 10u
+
+static _Atomic unsigned g_callers_left;
+static _Atomic uint64_t g_call_timeouts;
+
+typedef struct caller {
+    tr_pid server;
+    uint64_t left, sent_ns, corr;
+    uint64_t *samples;          /* its slice of the samples */
+    size_t n;
+} caller;
+
+static int caller_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    (void)ctx;
+    *(caller *)state = *(const caller *)arg;
+    return 0;
+}
+
+static void call_next(tr_ctx *ctx, caller *c)
+{
+    tr_msg *m = tr_msg_new(R_CALL, 16);
+    tr_msg_put_u64(m, c->left);
+    c->sent_ns = tr_now_ns();
+    if (tr_request(ctx, c->server, m, 5000, &c->corr) != TR_OK)
+        fail("a request to the other node could not be sent");
+}
+
+static int caller_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    caller *c = state;
+    uint32_t t = tr_msg_type(m);
+    if (t == R_GO) {
+        call_next(ctx, c);
+        return 0;
+    }
+    if (tr_msg_corr(m) != c->corr)
+        return 0;
+    if (t == R_CALL && tr_msg_is_reply(m))
+        c->samples[c->n++] = tr_now_ns() - c->sent_ns;
+    else
+        atomic_fetch_add(&g_call_timeouts, 1); /* a timeout (or the node gone): counted */
+    if (--c->left == 0) {
+        if (atomic_fetch_sub(&g_callers_left, 1) == 1)
+            signal_done();
+    } else {
+        call_next(ctx, c);
+    }
+    return 0;
+}
+
+static const tr_behaviour caller_b = {.name = "caller", .state_size = sizeof(caller),
+                                      .init = caller_init, .receive = caller_receive};
+
+void bench_remote_call(unsigned workers, double scale)
+{
+    remote r;
+    remote_up(&r, workers);
+    uint64_t per = (uint64_t)(1000000 * scale) / CALLERS;
+    if (per < 1)
+        per = 1;
+    uint64_t n = per * CALLERS;
+    uint64_t *samples = calloc(n, sizeof(uint64_t));
+    tr_pid servers[SERVERS], callers[CALLERS];
+    if (samples == NULL)
+        fail("out of memory");
+    for (unsigned i = 0; i < SERVERS; i++)
+        if (tr_node_spawn(r.node, "bench-b", "server", NULL, 10000, &servers[i]) != TR_OK)
+            fail("cannot spawn the servers on the other node");
+    atomic_store(&g_callers_left, CALLERS);
+    atomic_store(&g_call_timeouts, 0);
+    for (unsigned i = 0; i < CALLERS; i++) {
+        caller c = {.server = servers[i % SERVERS], .left = per, .samples = samples + i * per};
+        if (tr_system_spawn(r.sys, &caller_b, &c, &callers[i]) != TR_OK)
+            fail("cannot spawn the callers");
+    }
+    tr_node_stats before, after;
+    tr_node_stats_get(r.node, &before);
+    double c0 = cpu_s();
+    uint64_t t0 = tr_now_ns();
+    for (unsigned i = 0; i < CALLERS; i++)
+        tr_system_send(r.sys, callers[i], tr_msg_new(R_GO, 0));
+    if (!wait_done())
+        fail("remote-call did not finish within 120 s");
+    double secs = (double)(tr_now_ns() - t0) / 1e9, cpu = cpu_s() - c0;
+    tr_node_stats_get(r.node, &after);
+    /* the samples of the calls answered (each caller filled the start of its slice) */
+    uint64_t timeouts = atomic_load(&g_call_timeouts), k = 0;
+    for (unsigned i = 0; i < CALLERS; i++)
+        for (uint64_t j = 0; j < per; j++)
+            if (samples[i * per + j] != 0)
+                samples[k++] = samples[i * per + j];
+    if (k == 0)
+        fail("remote-call: no call was answered");
+    qsort(samples, k, sizeof(uint64_t), cmp_u64);
+    double p50 = (double)samples[k / 2] / 1e3, p99 = (double)samples[k * 99 / 100] / 1e3,
+           p999 = (double)samples[k * 999 / 1000] / 1e3;
+    double writes = (double)(after.writes - before.writes);
+    double per_write = writes > 0 ? (double)(after.msgs_out - before.msgs_out) / writes : 0;
+    printf("{\"bench\":\"remote-call\",\"value\":%.0f,\"unit\":\"calls/s\",\"seconds\":%.3f,"
+           "\"cpu_seconds\":%.3f,\"count\":%llu,\"callers\":%u,\"servers\":%u,\"p50_us\":%.1f,"
+           "\"p99_us\":%.1f,\"p999_us\":%.1f,\"timeouts\":%llu,\"msgs_per_write\":%.1f}\n",
+           (double)n / secs, secs, cpu, (unsigned long long)n, CALLERS, SERVERS, p50, p99, p999,
+           (unsigned long long)timeouts, per_write);
+    printf("# remote-call     %10.0f calls/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  (%llu calls "
+           "by %u callers to %u servers in %.3f s, %llu timeouts, %.1f msgs per write, %.2f s CPU "
+           "in this process)\n",
+           (double)n / secs, p50, p99, p999, (unsigned long long)n, CALLERS, SERVERS, secs,
+           (unsigned long long)timeouts, per_write, cpu);
+    fflush(stdout);
+    free(samples);
     remote_down(&r);
 }
