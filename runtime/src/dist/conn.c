@@ -128,6 +128,7 @@ void tr__conn_destroy(conn *c)
     tr__wire_buf_free(&c->out);
     tr__wire_buf_free(&c->hsbuf);
     tr__wire_buf_free(&c->authbuf);
+    tr_guest_free(c->guest);
     free(c->rbuf);
     free(c);
 }
@@ -392,7 +393,9 @@ static void deliver_envelope(void *arg, tr_pid to, tr_msg *m)
     bool request = (m->flags & TR_MF_REQUEST) != 0;
     tr_pid from = m->sender;
     uint64_t corr = m->corr;
-    int rc = tr__deliver(n->sys, NULL, to, m);
+    /* on a guest (on_rx), the actor woken waits in it and runs on this thread */
+    tr_worker *w = tr__current_worker(n->sys);
+    int rc = tr__deliver(n->sys, w, to, m);
     if ((rc == TR_EFULL || rc == TR_ENOPROC) && request && from != TR_PID_NONE) {
         /* a refused or undeliverable request is answered, so its requester does not wait for
          * nothing (locally the send itself would have said so) */
@@ -401,7 +404,7 @@ static void deliver_envelope(void *arg, tr_pid to, tr_msg *m)
             r->flags = TR_MF_REPLY | TR_MF_SYSTEM;
             r->corr = corr;
             r->sender = to;
-            tr__deliver(n->sys, NULL, from, r);
+            tr__deliver(n->sys, w, from, r);
         }
     }
 }
@@ -639,16 +642,39 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     return alive;
 }
 
+static size_t rx_frames(conn *c);
+
+/* A receive completed (on an nng thread). The actors its frames wake run here, as a guest's do,
+ * up to NODE_RX_TURNS turns (the rest goes to the workers): a request that came in is answered
+ * from this thread, its reply written inline, without waking a worker — one thread hand-off
+ * less per direction of a round trip. */
 static void on_rx(void *arg)
 {
     conn *c = arg;
-    tr_node *n = c->n;
     int rv = nng_aio_result(c->rx);
     if (rv != 0) {
         conn_fail_io(c, rv,
                      rv == NNG_ECLOSED || rv == NNG_ECANCELED ? NULL : "connection closed");
         return;
     }
+    tr_guest *g = NULL;
+    if (c->state == C_UP && !c->outbound) {
+        if (c->guest == NULL)
+            (void)tr_guest_new(c->n->sys, &c->guest); /* none: the workers run them */
+        if (c->guest != NULL && tr_guest_enter(c->guest) == TR_OK)
+            g = c->guest;
+    }
+    size_t need = rx_frames(c);
+    if (g != NULL)
+        (void)tr_guest_leave(g, NODE_RX_TURNS);
+    if (need > 0)
+        rx_post(c, need); /* after the guest: the next completion may run on another thread */
+}
+
+/* Parses what was received: the size to receive into next, or 0 when the connection failed. */
+static size_t rx_frames(conn *c)
+{
+    tr_node *n = c->n;
     c->rlen += nng_aio_count(c->rx);
     atomic_store_explicit(&c->last_rx_ns, tr__now_ns(), memory_order_relaxed);
     size_t off = 0;
@@ -664,7 +690,7 @@ static void on_rx(void *arg)
                          : c->state == C_UP  ? "frame above max_frame"
                                               : "frame above the handshake's 1 KiB before "
                                                 "authentication");
-            return;
+            return 0;
         }
         if (c->rlen - off < TR_WIRE_PREFIX + (size_t)flen) {
             if (TR_WIRE_PREFIX + (size_t)flen > need)
@@ -672,7 +698,7 @@ static void on_rx(void *arg)
             break;
         }
         if (!rx_frame(c, c->rbuf + off + TR_WIRE_PREFIX, flen))
-            return;
+            return 0;
         off += TR_WIRE_PREFIX + flen;
     }
     if (off > 0) {
@@ -683,7 +709,7 @@ static void on_rx(void *arg)
     bool dead = c->dead;
     pthread_mutex_unlock(&n->lock);
     if (dead)
-        return;
+        return 0;
     if (c->rcap > NODE_RX_KEEP && c->rlen < NODE_RX_CHUNK && need <= NODE_RX_CHUNK) {
         uint8_t *b = realloc(c->rbuf, NODE_RX_CHUNK); /* give back a large frame's room */
         if (b != NULL) {
@@ -693,7 +719,7 @@ static void on_rx(void *arg)
     }
     if (c->rlen == c->rcap && need <= c->rcap)
         need = c->rcap * 2; /* cannot happen: a full buffer holds a frame */
-    rx_post(c, need);
+    return need;
 }
 
 /* ---- sending ------------------------------------------------------------------------------- */

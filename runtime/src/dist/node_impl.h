@@ -40,6 +40,7 @@
 #define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
+#define NODE_RX_TURNS 32u /* actor turns run on the receiving thread per receive (conn.c) */
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
  * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
@@ -77,6 +78,7 @@ typedef struct conn {
     tr_wire_buf out;            /* the write under way (the writer's) */
     size_t out_off;
     tr_wire_buf hsbuf;          /* a handshake write */
+    tr_guest *guest;            /* inbound: runs the actors its frames wake, on nng's thread */
 } conn;
 
 struct peer {
