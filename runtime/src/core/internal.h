@@ -353,7 +353,7 @@ TR_HIDDEN int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth);
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 
 #define TR_RING_SIZE 256u
-#define TR_BATCH_HOOKS 4u  /* tr__at_batch_end's per thread */
+#define TR_BATCH_HOOKS 8u  /* tr__at_batch_end's per thread (the stores, the peers written to) */
 #define TR_BATCH_TURNS 16u /* a worker runs them after this many turns at most, */
 #define TR_BATCH_NS 100000u /* or before a turn that starts this long after the first was asked */
 

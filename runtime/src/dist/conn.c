@@ -878,6 +878,15 @@ void tr__peer_kick(peer *pe)
         tx_pump(pe, NULL);
 }
 
+/* The end of a batch of turns that queued messages for pe (tr__node_route): one write for all. */
+static void peer_flush(void *arg)
+{
+    peer *pe = arg;
+    tr_system *sys = pe->n->sys;
+    tr__peer_kick(pe);
+    atomic_fetch_sub(&sys->node_users, 1); /* taken when the flush was asked for */
+}
+
 int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
 {
     m->to = to;
@@ -908,8 +917,22 @@ int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
         tr_msg_free(m);
         rc = reject ? TR_EFULL : TR_OK;
     } else {
+        uint64_t queued = atomic_load_explicit(&pe->qlen, memory_order_relaxed);
         tr__mpsc_push(&pe->q, &m->node);
-        tr__peer_kick(pe);
+        /* on a worker or a guest (a connection's receive), the write waits for the end of the
+         * batch of turns: what the batch sends to pe goes in one write (the node stays in use
+         * until then: its reference is the flush's). Elsewhere, with no room for the hook, or
+         * once NODE_DEFER_MAX are queued (one long turn sending many), now. */
+        switch (queued < NODE_DEFER_MAX ? tr__at_batch_end(sys, peer_flush, pe)
+                                        : TR_HOOK_NONE) {
+        case TR_HOOK_ADDED:
+            return TR_OK;
+        case TR_HOOK_ALREADY:
+            break;
+        default:
+            tr__peer_kick(pe);
+            break;
+        }
     }
     atomic_fetch_sub(&sys->node_users, 1);
     return rc;

@@ -40,6 +40,7 @@
 #define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
+#define NODE_DEFER_MAX 256u /* messages queued for a peer before its write starts mid-batch */
 #define NODE_RX_TURNS 32u /* actor turns run on the receiving thread per receive (conn.c) */
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
