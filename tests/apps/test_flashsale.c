@@ -1059,7 +1059,7 @@ static bool is_404(int st) { return st == 404; }
 /* A three-node cluster under load, one node frozen (SIGSTOP: it hangs with its sockets open,
  * long enough for the others to declare it down) and thawed, round after round with different
  * victims and timings (mid-sale and at sell-out). After each thaw: once every node sees the other
- * two again, every node answers every SKU within 2 s (GET 200, an order 201 or 409), a PUT
+ * two again, every node answers every SKU within 10 s (GET 200, an order 201 or 409), a PUT
  * acknowledged through any node — during the freeze, or through the thawed node right after —
  * is seen by every node, no request waits longer than the call timeout (counted from the thaw
  * for requests the freeze overlapped), unknown SKUs get 404 on every route and node, and nothing
@@ -1122,7 +1122,9 @@ static void test_cluster_freeze_thaw_under_load(void **state)
                 tt_sleep_ms(20);
         }
         assert_true(whole);
-        uint64_t whole_ns = tt_now_ns(), by = whole_ns + 2000000000ull;
+        /* 10 s: a bound for a hang, not a speed — the rejoin sweeps restart the thawed node's
+         * order actors at once and 2 s later (shard.c), and a sanitizer build recovers slowly */
+        uint64_t whole_ns = tt_now_ns(), by = whole_ns + 10000000000ull;
         /* a PUT through the thawed node */
         char vput[64];
         snprintf(vput, sizeof vput, "/inventory/f%dv", r);
@@ -1133,7 +1135,7 @@ static void test_cluster_freeze_thaw_under_load(void **state)
                       r, names[victim], freeze_for, freeze_at, stock,
                       (double)(whole_ns - atomic_load(&thaw_ns)) / 1e6, pst, vst);
         assert_int_equal(vst, 200);
-        /* every node answers every SKU within 2 s of the cluster being whole */
+        /* every node answers every SKU within 10 s of the cluster being whole */
         for (int i = 0; i < 3; i++) {
             for (int k = 0; k < FSKUS; k++) {
                 char path[64], req[96];
