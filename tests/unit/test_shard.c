@@ -329,6 +329,31 @@ static void key_owned_next(node *nd, const char *self, const char *next, char ou
     }
 }
 
+/* Three nodes a, b, c (node ids first, first + 1, first + 2) that see each other, and two keys a
+ * owns — via_b, whose next owner without a is b, and via_c, whose is c — each counted to 2 by
+ * its actor on a; seed gets a's address. */
+static void three_with_keys(node *a, node *b, node *c, uint16_t first, char seed[64],
+                            char via_b[16], char via_c[16])
+{
+    node_up(a, "a", first, NULL);
+    snprintf(seed, 64, "%s", tr_node_address(a->node));
+    node_up(b, "b", (uint16_t)(first + 1), seed);
+    node_up(c, "c", (uint16_t)(first + 2), seed);
+    uint16_t id;
+    TT_WAIT_FOR(tr_node_lookup(a->node, "b", &id) == TR_OK &&
+                    tr_node_lookup(a->node, "c", &id) == TR_OK &&
+                    tr_node_lookup(b->node, "c", &id) == TR_OK &&
+                    tr_node_lookup(c->node, "b", &id) == TR_OK,
+                TT_DEADLINE_MS);
+    key_owned_next(a, "a", "b", via_b);
+    key_owned_next(a, "a", "c", via_c);
+    assert_true(via_b[0] && via_c[0]);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ask_until(a, via_b, KV_INC).count, (uint64_t)i + 1);
+        assert_int_equal(ask_until(a, via_c, KV_INC).count, (uint64_t)i + 1);
+    }
+}
+
 /* b goes and comes back under the same name (as after a partition or a freeze, when b may have
  * taken over a's keys meanwhile): a stops the actors of its keys that b would own without a —
  * their state may be stale — and keeps the others. */
@@ -336,25 +361,9 @@ static void test_rejoin_restarts_keys_the_peer_may_have_taken(void **state)
 {
     (void)state;
     node a, b, c;
-    node_up(&a, "a", 91, NULL);
-    char seed[64];
-    snprintf(seed, sizeof seed, "%s", tr_node_address(a.node));
-    node_up(&b, "b", 92, seed);
-    node_up(&c, "c", 93, seed);
+    char seed[64], via_b[16], via_c[16];
+    three_with_keys(&a, &b, &c, 91, seed, via_b, via_c);
     uint16_t id;
-    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
-                    tr_node_lookup(a.node, "c", &id) == TR_OK &&
-                    tr_node_lookup(b.node, "c", &id) == TR_OK &&
-                    tr_node_lookup(c.node, "b", &id) == TR_OK,
-                TT_DEADLINE_MS);
-    char via_b[16], via_c[16];
-    key_owned_next(&a, "a", "b", via_b);
-    key_owned_next(&a, "a", "c", via_c);
-    assert_true(via_b[0] && via_c[0]);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(ask_until(&a, via_b, KV_INC).count, (uint64_t)i + 1);
-        assert_int_equal(ask_until(&a, via_c, KV_INC).count, (uint64_t)i + 1);
-    }
     /* b goes: a keeps both keys (it owns them) and their actors */
     node_down(&b);
     TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) != TR_OK, TT_DEADLINE_MS);
@@ -399,25 +408,8 @@ static void test_told_rejoin_restarts_keys_the_teller_may_have_taken(void **stat
 {
     (void)state;
     node a, b, c;
-    node_up(&a, "a", 95, NULL);
-    char seed[64];
-    snprintf(seed, sizeof seed, "%s", tr_node_address(a.node));
-    node_up(&b, "b", 96, seed);
-    node_up(&c, "c", 97, seed);
-    uint16_t id;
-    TT_WAIT_FOR(tr_node_lookup(a.node, "b", &id) == TR_OK &&
-                    tr_node_lookup(a.node, "c", &id) == TR_OK &&
-                    tr_node_lookup(b.node, "c", &id) == TR_OK &&
-                    tr_node_lookup(c.node, "b", &id) == TR_OK,
-                TT_DEADLINE_MS);
-    char via_b[16], via_c[16];
-    key_owned_next(&a, "a", "b", via_b);
-    key_owned_next(&a, "a", "c", via_c);
-    assert_true(via_b[0] && via_c[0]);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(ask_until(&a, via_b, KV_INC).count, (uint64_t)i + 1);
-        assert_int_equal(ask_until(&a, via_c, KV_INC).count, (uint64_t)i + 1);
-    }
+    char seed[64], via_b[16], via_c[16];
+    three_with_keys(&a, &b, &c, 95, seed, via_b, via_c);
     const char *only_a[] = {"a"}, *a_and_b[] = {"a", "b"};
     tell(&c, "a", only_a, 1);
     TT_WAIT_FOR(!tr_shard_running(a.shard, via_c, NULL), TT_DEADLINE_MS);

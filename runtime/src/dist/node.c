@@ -25,16 +25,29 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-void tr__node_log(const tr_node *n, const char *fmt, ...)
+static void node_vlog(const tr_node *n, tr_log_level level, const char *fmt, va_list ap)
 {
     if (n->quiet)
         return;
     char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    tr_log(level, "node", "%s: %s", n->name, line);
+}
+
+void tr__node_log(const tr_node *n, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    node_vlog(n, TR_LOG_INFO, fmt, ap);
     va_end(ap);
-    tr_log(TR_LOG_INFO, "node", "%s: %s", n->name, line);
+}
+
+void tr__node_log_at(const tr_node *n, tr_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    node_vlog(n, level, fmt, ap);
+    va_end(ap);
 }
 
 uint16_t tr_node_random_id(void)

@@ -198,6 +198,9 @@ typedef struct after {
 /* One log line on stderr, "troupe node NAME: ...", unless the node is quiet. */
 TR_HIDDEN void tr__node_log(const tr_node *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The same at a level other than info (a line starting "NAME: "). */
+TR_HIDDEN void tr__node_log_at(const tr_node *n, tr_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* len random bytes (getrandom; the clock if that fails). */
 TR_HIDDEN void tr__random_bytes(void *p, size_t len);
 

@@ -31,20 +31,6 @@
 
 #define TLS_FILE_MAX (1024u * 1024u) /* a PEM file larger than this is not a certificate or key */
 
-static void tls_error(const tr_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void tls_error(const tr_node *n, const char *fmt, ...)
-{
-    if (n->quiet)
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    tr_log(TR_LOG_ERROR, "node", "%s: TLS: %s", n->name, line);
-}
-
 /* Reads the whole file `path` (what: "certificate", ...) into a NUL-terminated buffer. A secret
  * file (the key) is refused when group or others may read or write it. */
 static int read_pem(const tr_node *n, const char *what, const char *path, bool secret,
@@ -52,29 +38,31 @@ static int read_pem(const tr_node *n, const char *what, const char *path, bool s
 {
     *out = NULL;
     if (path == NULL || path[0] == '\0') {
-        tls_error(n, "no %s file given", what);
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: no %s file given", what);
         return TR_EINVAL;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         char buf[128];
-        tls_error(n, "cannot read the %s file %s: %s", what, path,
-                  strerror_r(errno, buf, sizeof buf));
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: cannot read the %s file %s: %s", what, path,
+                        strerror_r(errno, buf, sizeof buf));
         if (fd >= 0)
             close(fd);
         return TR_EINVAL;
     }
     int rc = TR_OK;
     if (!S_ISREG(st.st_mode)) {
-        tls_error(n, "the %s file %s is not a regular file", what, path);
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: the %s file %s is not a regular file", what, path);
         rc = TR_EINVAL;
     } else if (secret && (st.st_mode & 077) != 0) {
-        tls_error(n, "the %s file %s can be read or written by others (mode %03o; chmod 600)",
-                  what, path, (unsigned)(st.st_mode & 0777));
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the %s file %s can be read or written by others (mode %03o; "
+                        "chmod 600)", what, path, (unsigned)(st.st_mode & 0777));
         rc = TR_EINVAL;
     } else if (st.st_size <= 0 || (uint64_t)st.st_size > TLS_FILE_MAX) {
-        tls_error(n, "the %s file %s is %s", what, path, st.st_size <= 0 ? "empty" : "above 1 MiB");
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: the %s file %s is %s", what, path,
+                        st.st_size <= 0 ? "empty" : "above 1 MiB");
         rc = TR_EINVAL;
     }
     char *b = NULL;
@@ -89,7 +77,7 @@ static int read_pem(const tr_node *n, const char *what, const char *path, bool s
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            tls_error(n, "cannot read the %s file %s", what, path);
+            tr__node_log_at(n, TR_LOG_ERROR, "TLS: cannot read the %s file %s", what, path);
             rc = TR_EINVAL;
             break;
         }
@@ -105,7 +93,8 @@ static int read_pem(const tr_node *n, const char *what, const char *path, bool s
     }
     b[got] = '\0';
     if (strlen(b) != got) {
-        tls_error(n, "the %s file %s is not PEM text (a NUL byte)", what, path);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the %s file %s is not PEM text (a NUL byte)", what, path);
         memset(b, 0, got);
         free(b);
         return TR_EINVAL;
@@ -126,27 +115,32 @@ static int check_files(const tr_node *n, const tr_node_tls *o, const node_tls *t
     mbedtls_pk_init(&pk);
     int rc = TR_OK;
     if (mbedtls_x509_crt_parse(&crt, (const unsigned char *)t->cert, strlen(t->cert) + 1) != 0) {
-        tls_error(n, "the certificate file %s holds no valid PEM certificate", o->cert);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the certificate file %s holds no valid PEM certificate", o->cert);
         rc = TR_EINVAL;
     } else if (t->ca != NULL &&
                mbedtls_x509_crt_parse(&ca, (const unsigned char *)t->ca, strlen(t->ca) + 1) != 0) {
-        tls_error(n, "the CA file %s holds no valid PEM certificate", o->ca);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the CA file %s holds no valid PEM certificate", o->ca);
         rc = TR_EINVAL;
     } else if (mbedtls_pk_parse_key(&pk, (const unsigned char *)t->key, t->key_len + 1, NULL,
                                     0) != 0) {
-        tls_error(n, "the key file %s holds no valid PEM private key (an encrypted key is not "
-                  "supported)", o->key);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the key file %s holds no valid PEM private key (an encrypted key "
+                        "is not supported)", o->key);
         rc = TR_EINVAL;
     } else if (mbedtls_pk_check_pair(&crt.pk, &pk) != 0) {
-        tls_error(n, "the key in %s does not match the certificate in %s", o->key, o->cert);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the key in %s does not match the certificate in %s", o->key, o->cert);
         rc = TR_EINVAL;
     } else if (mbedtls_x509_time_is_past(&crt.valid_to) ||
                mbedtls_x509_time_is_future(&crt.valid_from)) {
         const mbedtls_x509_time *w =
             mbedtls_x509_time_is_past(&crt.valid_to) ? &crt.valid_to : &crt.valid_from;
-        tls_error(n, "the certificate in %s %s %04d-%02d-%02d: peers will refuse it", o->cert,
-                  w == &crt.valid_to ? "expired on" : "is not valid before", w->year, w->mon,
-                  w->day);
+        tr__node_log_at(n, TR_LOG_ERROR,
+                        "TLS: the certificate in %s %s %04d-%02d-%02d: peers will refuse it",
+                        o->cert, w == &crt.valid_to ? "expired on" : "is not valid before",
+                        w->year, w->mon, w->day);
     }
     mbedtls_pk_free(&pk);
     mbedtls_x509_crt_free(&ca);
@@ -180,11 +174,11 @@ int tr__tls_load(tr_node *n, const tr_node_tls *o)
         return TR_OK;
     if (o->verify != TR_TLS_VERIFY_REQUIRED && o->verify != TR_TLS_VERIFY_OPTIONAL &&
         o->verify != TR_TLS_VERIFY_NONE) {
-        tls_error(n, "verify must be required, optional or none");
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: verify must be required, optional or none");
         return TR_EINVAL;
     }
     if (o->server_name != NULL && (o->server_name[0] == '\0' || strlen(o->server_name) > 255)) {
-        tls_error(n, "server_name must be 1 to 255 bytes");
+        tr__node_log_at(n, TR_LOG_ERROR, "TLS: server_name must be 1 to 255 bytes");
         return TR_EINVAL;
     }
     node_tls *t = calloc(1, sizeof *t);
