@@ -10,7 +10,8 @@
  * and the remote benchmarks use them; operators use the node to check a cluster forms.
  *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
- * "down NAME ID" as peers come and go. SIGTERM or SIGINT stop it.
+ * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so). SIGTERM or
+ * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left".
  */
 #include "troupe.h"
 #include "troupe/config.h"
@@ -35,8 +36,9 @@ static void usage(FILE *f)
             "  --node-id N       node id of this incarnation, 2..65535 (default: random)\n"
             "  --quiet           no log lines on stderr\n"
             "  --help            this text\n"
-            "Prints \"ready node=NAME addr=ADDRESS id=ID\" when listening, then \"up NAME ID\" and\n"
-            "\"down NAME ID\" as peers come and go. SIGTERM or SIGINT stop it.\n");
+            "Prints \"ready node=NAME addr=ADDRESS id=ID\" when listening, then \"up NAME ID\",\n"
+            "\"down NAME ID\" (lost) and \"left NAME ID\" (stopped cleanly) as peers come and go.\n"
+            "SIGTERM or SIGINT stop it: it leaves the cluster, and its peers print \"left\".\n");
 }
 
 /* ---- behaviours others may spawn here ------------------------------------------------------ */
@@ -147,10 +149,14 @@ static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
     tr_reader r;
     const char *name;
     size_t len;
+    uint64_t id, left = 0;
     tr_reader_init(&r, m);
-    if (tr_read_str(&r, &name, &len) == TR_OK)
-        printf("%s %.*s %llu\n", t == TR_MSG_NODEUP ? "up" : "down", (int)len, name,
-               (unsigned long long)tr_msg_corr(m));
+    if (tr_read_str(&r, &name, &len) == TR_OK) {
+        if (t == TR_MSG_NODEDOWN && tr_read_u64(&r, &id) == TR_OK)
+            (void)tr_read_u64(&r, &left); /* 1: it left the cluster */
+        printf("%s %.*s %llu\n", t == TR_MSG_NODEUP ? "up" : left ? "left" : "down", (int)len,
+               name, (unsigned long long)tr_msg_corr(m));
+    }
     tr_reader_done(&r);
     fflush(stdout);
     return 0;

@@ -2,7 +2,7 @@
  * test_cluster.c — real node processes (build/bin/troupe-node) on 127.0.0.1, driven by this test
  * process, which joins their cluster as node "t": remote spawn by behaviour name, order across
  * the wire, request/reply, a node killed with kill -9 (watchers get DOWN / EXIT noconnection and
- * NODEDOWN, within 2 s), a node frozen with SIGSTOP (found by its silence), a node restarted
+ * NODEDOWN, within 2 s: it is down), a node stopped with SIGTERM (it leaves: "left", not down), a node frozen with SIGSTOP (found by its silence), a node restarted
  * under the same name (a new incarnation: old pids are stale), a node with the wrong secret
  * (refused), garbage thrown at a node's port (it keeps serving), cluster-wide names held by
  * actors of another process (seen here, released when that process is killed), and the cluster
@@ -57,6 +57,7 @@ static void write_conf(const char *path, const char *secret)
     assert_non_null(f);
     fprintf(f,
             "cluster = {\n  secret = \"%s\";\n  heartbeat_ms = 100;\n  down_after_ms = 1000;\n"
+            "  leave_ms = 10000;\n"
             "  reconnect = { min_ms = 10; max_ms = 200; };\n  nodes = (\n"
             "    { name = \"n1\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
             "    { name = \"n2\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
@@ -180,8 +181,20 @@ static bool sees(tnode *t, const char *peer)
     return tr_node_lookup(t->node, peer, &id) == TR_OK;
 }
 
+/* The status t lists for `peer` (-1: not listed). */
+static int peer_status(tnode *t, const char *peer)
+{
+    tr_peer_info info[16];
+    size_t k = 0;
+    assert_int_equal(tr_node_peers(t->node, info, 16, &k), TR_OK);
+    for (size_t i = 0; i < k && i < 16; i++)
+        if (strcmp(info[i].name, peer) == 0)
+            return (int)info[i].status;
+    return -1;
+}
+
 /* A local actor that watches remote ones and counts what it is told. */
-static _Atomic uint64_t g_downs, g_exits, g_nodedowns, g_echoes;
+static _Atomic uint64_t g_downs, g_exits, g_nodedowns, g_nodelefts, g_echoes;
 static _Atomic int g_reason;
 static _Atomic uint64_t g_down_at_ns;
 
@@ -232,9 +245,19 @@ static int watcher_recv(tr_ctx *ctx, void *state, tr_msg *m)
             atomic_store(&g_reason, (int)r.kind);
         atomic_fetch_add(&g_exits, 1);
         break;
-    case TR_MSG_NODEDOWN:
+    case TR_MSG_NODEDOWN: { /* name, node id, left (1: it left the cluster, 0: lost) */
+        tr_reader rd;
+        const char *name;
+        size_t len;
+        uint64_t id, left = 0;
+        tr_reader_init(&rd, m);
+        if (tr_read_str(&rd, &name, &len) == TR_OK && tr_read_u64(&rd, &id) == TR_OK &&
+            tr_read_u64(&rd, &left) == TR_OK && left == 1)
+            atomic_fetch_add(&g_nodelefts, 1);
+        tr_reader_done(&rd);
         atomic_fetch_add(&g_nodedowns, 1);
         break;
+    }
     default:
         break;
     }
@@ -248,6 +271,7 @@ static void reset(void)
     atomic_store(&g_downs, 0);
     atomic_store(&g_exits, 0);
     atomic_store(&g_nodedowns, 0);
+    atomic_store(&g_nodelefts, 0);
     atomic_store(&g_echoes, 0);
     atomic_store(&g_reason, -1);
 }
@@ -373,12 +397,64 @@ static void test_kill9_gives_noconnection_within_2s(void **state)
     assert_int_equal(atomic_load(&g_reason), TR_REASON_NOCONNECTION);
     assert_true(ms < DOWN_MS);
     assert_false(sees(&t, "n2"));
+    assert_int_equal(peer_status(&t, "n2"), TR_PEER_DOWN); /* lost, not left */
+    assert_int_equal(atomic_load(&g_nodelefts), 0);
     assert_int_equal(tr_system_send(t.sys, echo2, tt_msg_u64(3, 1)), TR_ENOPROC);
     /* the rest of the cluster serves on */
     assert_int_equal(call_u64(&t, echo1, tt_msg_u64(3, 77)), 77);
     assert_true(proc_alive(&n1));
     tnode_end(&t);
     proc_signal(&n1, SIGTERM);
+}
+
+/* A node process stopped by SIGTERM leaves the cluster: the others see it "left" (NODEDOWN with
+ * left = 1, links and monitors noconnection, no redial; troupe-node prints "left NAME ID"), unlike
+ * one killed with kill -9 (above: down). */
+static void test_sigterm_leaves_the_cluster(void **state)
+{
+    (void)state;
+    reset();
+    tnode t;
+    tnode_start(&t);
+    proc n1, n2;
+    proc_start(&n1, g_conf, "n1", tr_node_address(t.node));
+    proc_start(&n2, g_conf, "n2", tr_node_address(t.node));
+    TT_WAIT_FOR(sees(&t, "n1") && sees(&t, "n2"), TT_DEADLINE_MS);
+    tr_pid echo1, echo2, w;
+    /* answered: n1 and n2 reach t, so they tell it when they leave */
+    assert_int_equal(tr_node_spawn(t.node, "n1", "echo", NULL, 20000, &echo1), TR_OK);
+    assert_int_equal(tr_node_spawn(t.node, "n2", "echo", NULL, 20000, &echo2), TR_OK);
+    assert_int_equal(tr_system_spawn(t.sys, &watcher_b, NULL, &w), TR_OK);
+    assert_int_equal(tr_node_monitor(t.node, w, true), TR_OK);
+    assert_int_equal(call_u64(&t, w, tt_msg_u64(W_MONITOR, echo1)), 1);
+    TT_WAIT_FOR(atomic_load(&g_echoes) == 1, TT_DEADLINE_MS); /* the monitor is in place */
+    /* n2 must know n1 (the full mesh) to say it left */
+    char line[256];
+    unsigned n1_id = 0;
+    while (n1_id == 0 && read_line(&n2, line, sizeof line))
+        if (sscanf(line, "up n1 %u", &n1_id) != 1)
+            n1_id = 0;
+    assert_int_equal(n1_id, n1.id);
+    proc_signal(&n1, SIGTERM); /* reaped: its tr_node_stop has returned */
+    TT_WAIT_FOR(atomic_load(&g_downs) == 1 && atomic_load(&g_nodedowns) == 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_nodelefts), 1);
+    assert_int_equal(atomic_load(&g_reason), TR_REASON_NOCONNECTION);
+    assert_int_equal(peer_status(&t, "n1"), TR_PEER_LEFT);
+    tr_node_stats st;
+    tr_node_stats_get(t.node, &st);
+    assert_int_equal(st.peers_left, 1);
+    assert_int_equal(st.peers_down, 0);
+    /* the other process says so too */
+    bool left = false;
+    while (!left && read_line(&n2, line, sizeof line)) {
+        unsigned id;
+        left = sscanf(line, "left n1 %u", &id) == 1 && id == n1.id;
+        assert_true(left || strncmp(line, "down n1", 7) != 0);
+    }
+    assert_true(left);
+    assert_int_equal(call_u64(&t, echo2, tt_msg_u64(3, 5)), 5); /* the rest serves on */
+    tnode_end(&t);
+    proc_signal(&n2, SIGTERM);
 }
 
 static void test_frozen_node_found_by_silence(void **state)
@@ -643,6 +719,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_names_across_processes, kill_leftovers),
     cmocka_unit_test_teardown(test_remote_spawn_order_and_request_reply, kill_leftovers),
     cmocka_unit_test_teardown(test_kill9_gives_noconnection_within_2s, kill_leftovers),
+    cmocka_unit_test_teardown(test_sigterm_leaves_the_cluster, kill_leftovers),
     cmocka_unit_test_teardown(test_frozen_node_found_by_silence, kill_leftovers),
     cmocka_unit_test_teardown(test_restart_is_a_new_incarnation, kill_leftovers),
     cmocka_unit_test_teardown(test_wrong_secret_refused, kill_leftovers),

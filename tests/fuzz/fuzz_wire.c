@@ -1,9 +1,10 @@
 /*
  * fuzz_wire.c — libFuzzer harness for the node-to-node frame decoder (runtime/src/dist/wire.c):
  * what an unauthenticated or authenticated peer can put on a node's port after the length prefix.
- * Every decoder runs on the input as one frame: the header, HELLO, AUTH, MEMBERS (validated whole,
- * then handed out) and DATA (every envelope validated before any message is made). Messages handed
- * out are read through and freed, so a leak or a bad length shows under ASan.
+ * Every decoder runs on the input as one frame: the header, HELLO, AUTH, LEAVE, MEMBERS
+ * (validated whole, then handed out) and DATA (every envelope validated before any message is
+ * made). Messages handed out are read through and freed, so a leak or a bad length shows under
+ * ASan.
  */
 #include "dist/wire.h"
 
@@ -49,6 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case TR_WIRE_MEMBERS:
         (void)tr__wire_get_members(data, size, member, &n);
+        break;
+    case TR_WIRE_LEAVE:
+        n += tr__wire_get_leave(data, size) == TR_OK;
         break;
     case TR_WIRE_DATA:
         (void)tr__wire_get_data(data, size, 1u << 20, envelope, &n);

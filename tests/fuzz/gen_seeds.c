@@ -1,6 +1,6 @@
 /*
  * gen_seeds.c — writes the seed corpora of the wire and reader harnesses (tests/fuzz/corpus/) with
- * the runtime's own encoders, so the seeds are what real peers send: a HELLO, an AUTH, MEMBERS,
+ * the runtime's own encoders, so the seeds are what real peers send: a HELLO, an AUTH, MEMBERS, a PING, a LEAVE,
  * DATA frames with one and several envelopes, and msgpack payloads of each kind. Run by hand
  * (build-fuzz/bin/fuzz-gen-seeds tests/fuzz/corpus) when the wire format changes.
  */
@@ -59,6 +59,9 @@ int main(int argc, char **argv)
     tr__wire_buf_init(&b);
     tr__wire_begin(&b, TR_WIRE_PING);
     frame(wire, "ping", &b);
+    tr__wire_buf_init(&b);
+    tr__wire_begin(&b, TR_WIRE_LEAVE);
+    frame(wire, "leave", &b);
     tr__wire_buf_init(&b);
     tr__wire_begin(&b, TR_WIRE_DATA);
     for (int i = 0; i < 3; i++) {

@@ -1,7 +1,9 @@
 /*
  * test_nodes.h — nodes for the tests that run several in one process, on loopback (header-only):
  * a system with a node id, and node options with an ephemeral port, quiet unless TT_NODE_LOGS is
- * set (then the nodes' logs show), redialing within 200 ms so a test never waits on backoff.
+ * set (then the nodes' logs show), redialing within 200 ms so a test never waits on backoff,
+ * and stopping only once its peers heard it leave (up to 10 s: a slow run still sees "left",
+ * not "down").
  */
 #ifndef TROUPE_TEST_NODES_H
 #define TROUPE_TEST_NODES_H
@@ -36,6 +38,7 @@ static inline tr_node_opts tt_node_opts(const char *name, const char *secret,
     no.nseeds = nseeds;
     no.quiet = getenv("TT_NODE_LOGS") == NULL;
     no.reconnect_max_ms = 200;
+    no.leave_ms = 10000; /* a stop waits for its peers to hear it leave, however slow the run */
     return no;
 }
 

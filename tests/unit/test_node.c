@@ -26,7 +26,7 @@
 enum { MSG_SEQ = 1, MSG_PING = 2, MSG_PONG = 3, MSG_ASK = 4, MSG_WATCH = 5, MSG_LINK = 6 };
 
 static _Atomic uint64_t g_received, g_out_of_order, g_pongs, g_downs, g_exits, g_nodedowns,
-    g_nodeups, g_spawned, g_lost;
+    g_nodeups, g_spawned, g_lost, g_nodelefts;
 static _Atomic int g_last_reason;
 
 typedef struct sink_state {
@@ -83,9 +83,20 @@ static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
             atomic_store(&g_last_reason, (int)r.kind);
         atomic_fetch_add(&g_exits, 1);
         break;
-    case TR_MSG_NODEDOWN:
+    case TR_MSG_NODEDOWN: {
+        /* name, node id, left (1: it left the cluster) */
+        tr_reader rd;
+        const char *name;
+        size_t len;
+        uint64_t id, left = 0;
+        tr_reader_init(&rd, m);
+        if (tr_read_str(&rd, &name, &len) == TR_OK && tr_read_u64(&rd, &id) == TR_OK &&
+            tr_read_u64(&rd, &left) == TR_OK && left == 1)
+            atomic_fetch_add(&g_nodelefts, 1);
+        tr_reader_done(&rd);
         atomic_fetch_add(&g_nodedowns, 1);
         break;
+    }
     case TR_MSG_NODEUP:
         atomic_fetch_add(&g_nodeups, 1);
         break;
@@ -188,6 +199,7 @@ static void reset(void)
     atomic_store(&g_nodeups, 0);
     atomic_store(&g_spawned, 0);
     atomic_store(&g_lost, 0);
+    atomic_store(&g_nodelefts, 0);
     atomic_store(&g_last_reason, -1);
 }
 
@@ -348,7 +360,7 @@ static void test_stale_pids_and_unknown_nodes(void **state)
     node a, b;
     node_up(&b, "b", 22, "cluster-secret", NULL);
     node_up(&a, "a", 21, "cluster-secret", b.addr);
-    TT_WAIT_FOR(sees(&a, "b"), TT_DEADLINE_MS);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS); /* (b tells a it leaves) */
     tr_pid sink;
     assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
     tr_pid nowhere = ((tr_pid)999 << 48) | (sink & 0xFFFFFFFFFFFFULL);
@@ -374,7 +386,7 @@ static void test_stale_pids_and_unknown_nodes(void **state)
     tr_node_stats st;
     tr_node_stats_get(a.node, &st);
     assert_true(st.no_route >= 3);
-    assert_true(st.peers_down >= 1);
+    assert_true(st.peers_left >= 1); /* b stopped: it left (a LEAVE), it was not lost */
     node_end(&a);
     node_end(&b);
 }
@@ -436,6 +448,104 @@ static void test_remote_links_monitors_and_nodedown(void **state)
     tr_msg_free(reply);
     TT_WAIT_FOR(atomic_load(&g_downs) == 4, TT_DEADLINE_MS);
     assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOCONNECTION);
+    node_end(&a);
+}
+
+/* The status node `nd` lists for `peer` (-1: not listed). */
+static int peer_status(node *nd, const char *peer)
+{
+    tr_peer_info info[16];
+    size_t k = 0;
+    assert_int_equal(tr_node_peers(nd->node, info, 16, &k), TR_OK);
+    int st = -1;
+    for (size_t i = 0; i < k && i < 16; i++)
+        if (strcmp(info[i].name, peer) == 0) {
+            assert_int_equal(st, -1); /* listed once */
+            st = (int)info[i].status;
+        }
+    return st;
+}
+
+static uint64_t dials_of(node *nd)
+{
+    tr_node_stats st;
+    tr_node_stats_get(nd->node, &st);
+    return st.dials;
+}
+
+/* A node that stops leaves the cluster: its peers see it "left" (not down) at once — its stop
+ * waits until they heard — watchers get NODEDOWN with left = 1, links and monitors end with
+ * noconnection, it is not redialed, and it joins again under the same name. A seed that leaves
+ * keeps being dialed (slowly): when it comes back at its address the cluster is whole again. */
+static void test_stopped_node_leaves(void **state)
+{
+    (void)state;
+    reset();
+    node a, b, c;
+    node_up(&a, "a", 71, "cluster-secret", NULL);
+    node_start(&b, "b", 72, "cluster-secret", a.addr, 0);
+    node_start(&c, "c", 73, "cluster-secret", a.addr, 0);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&a, "c") && sees(&b, "c") && sees(&c, "b") &&
+                    sees(&b, "a") && sees(&c, "a"),
+                TT_DEADLINE_MS);
+    tr_pid watcher, target;
+    assert_int_equal(tr_system_spawn(a.sys, &sink_b, NULL, &watcher), TR_OK);
+    assert_int_equal(tr_node_monitor(a.node, watcher, true), TR_OK);
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &target), TR_OK);
+    tr_msg *reply = NULL;
+    assert_int_equal(tr_system_call(a.sys, watcher, tt_msg_u64(MSG_WATCH, target), 10000, &reply),
+                     TR_OK);
+    tr_msg_free(reply);
+    TT_WAIT_FOR(atomic_load(&g_pongs) == 1, TT_DEADLINE_MS); /* the monitor is in place */
+
+    /* b stops: by the time tr_node_stop returns, a and c have heard it left (nothing timed) */
+    tr_node_stop(b.node);
+    tt_system_end(b.sys);
+    for (node *nd = &a; nd != NULL; nd = nd == &a ? &c : NULL) {
+        tr_node_stats st;
+        tr_node_stats_get(nd->node, &st);
+        assert_int_equal(st.peers_left, 1);
+        assert_int_equal(st.peers_down, 0);
+        assert_int_equal(peer_status(nd, "b"), TR_PEER_LEFT);
+        assert_false(sees(nd, "b"));
+    }
+    TT_WAIT_FOR(atomic_load(&g_downs) == 1 && atomic_load(&g_nodedowns) == 1, TT_DEADLINE_MS);
+    assert_int_equal(atomic_load(&g_last_reason), TR_REASON_NOCONNECTION);
+    assert_int_equal(atomic_load(&g_nodelefts), 1);
+    /* not redialed: no dial from a or c over three times their longest backoff (200 ms) */
+    uint64_t da = dials_of(&a), dc = dials_of(&c);
+    usleep(600 * 1000);
+    assert_int_equal(dials_of(&a), da);
+    assert_int_equal(dials_of(&c), dc);
+    assert_int_equal(peer_status(&a, "b"), TR_PEER_LEFT);
+
+    /* b comes back under its name (a new incarnation): it joins as any node does */
+    node_start(&b, "b", 74, "cluster-secret", a.addr, 0);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&c, "b") && sees(&b, "c"), TT_DEADLINE_MS);
+    assert_true(peer_status(&a, "b") == TR_PEER_UP || peer_status(&a, "b") == TR_PEER_SUSPECT);
+    uint16_t id;
+    assert_int_equal(tr_node_lookup(c.node, "b", &id), TR_OK);
+    assert_int_equal(id, 74);
+    TT_WAIT_FOR(atomic_load(&g_nodeups) >= 1, TT_DEADLINE_MS);
+
+    /* a, the seed of b and c, leaves; it comes back at its address: they dial it again */
+    char a_addr[64];
+    snprintf(a_addr, sizeof a_addr, "%s", a.addr);
+    node_end(&a);
+    for (node *nd = &b; nd != NULL; nd = nd == &b ? &c : NULL) {
+        tr_node_stats st;
+        tr_node_stats_get(nd->node, &st);
+        assert_int_equal(st.peers_left, nd == &b ? 1 : 2); /* c: b and a */
+        assert_int_equal(peer_status(nd, "a"), TR_PEER_LEFT);
+    }
+    a.sys = tt_node_system(75);
+    tr_node_opts no = tt_node_opts("a", "cluster-secret", NULL, 0);
+    no.listen = a_addr;
+    assert_int_equal(tr_node_start(a.sys, &no, &a.node), TR_OK);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&a, "c") && sees(&b, "a") && sees(&c, "a"),
+                TT_DEADLINE_MS);
+    node_end(&c);
+    node_end(&b);
     node_end(&a);
 }
 
@@ -1075,6 +1185,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_gossip_full_mesh_and_placement),
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
+    cmocka_unit_test(test_stopped_node_leaves),
     cmocka_unit_test(test_port_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_actor_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_remote_spawn),

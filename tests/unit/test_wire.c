@@ -209,6 +209,29 @@ static void test_truncated_frames_refused(void **state)
     tr__wire_buf_free(&b);
 }
 
+/* LEAVE: a header and nothing else; a body, another kind or a short header is refused. */
+static void test_leave(void **state)
+{
+    (void)state;
+    tr_wire_buf b;
+    tr__wire_buf_init(&b);
+    size_t f = tr__wire_frame_begin(&b, TR_WIRE_LEAVE);
+    tr__wire_frame_end(&b, f);
+    assert_int_equal(tr__wire_status(&b), TR_OK);
+    assert_int_equal(b.len, TR_WIRE_PREFIX + TR_WIRE_HEADER);
+    assert_int_equal(tr__wire_prefix(b.data), TR_WIRE_HEADER);
+    unsigned kind;
+    const char *fr = b.data + TR_WIRE_PREFIX;
+    assert_int_equal(tr__wire_kind(fr, TR_WIRE_HEADER, &kind), TR_OK);
+    assert_int_equal(kind, TR_WIRE_LEAVE);
+    assert_int_equal(tr__wire_get_leave(fr, TR_WIRE_HEADER), TR_OK);
+    assert_int_equal(tr__wire_get_leave(fr, TR_WIRE_HEADER - 1), TR_EBADMSG);
+    assert_int_equal(tr__wire_get_leave("TRP\x02\x06\x00", 6), TR_EBADMSG); /* a body */
+    assert_int_equal(tr__wire_get_leave("TRP\x02\x04", 5), TR_EBADMSG);     /* a PING */
+    assert_int_equal(tr__wire_kind("TRP\x02\x07", 5, &kind), TR_EBADMSG);   /* past LEAVE */
+    tr__wire_buf_free(&b);
+}
+
 static void test_bad_headers_and_fields(void **state)
 {
     (void)state;
@@ -320,6 +343,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_data_round_trip),
     cmocka_unit_test(test_stream_frames_and_members),
     cmocka_unit_test(test_truncated_frames_refused),
+    cmocka_unit_test(test_leave),
     cmocka_unit_test(test_bad_headers_and_fields),
     cmocka_unit_test(test_garbage),
 };

@@ -525,7 +525,7 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
             size_t n = 0, up = 0;
             tr_node_peers(a->node, peers, 64, &n);
             for (size_t i = 0; i < n && i < 64; i++)
-                up += peers[i].status != TR_PEER_DOWN;
+                up += peers[i].status == TR_PEER_UP || peers[i].status == TR_PEER_SUSPECT;
             char body[160];
             snprintf(body, sizeof body, "{\"status\":\"ready\",\"node\":\"%s\",\"peers_up\":%zu}",
                      tr_node_name(a->node), up);

@@ -626,7 +626,7 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
         size_t n = 0, up = 0;
         tr_node_peers(a->node, peers, 64, &n);
         for (size_t i = 0; i < n && i < 64; i++)
-            up += peers[i].status != TR_PEER_DOWN;
+            up += peers[i].status == TR_PEER_UP || peers[i].status == TR_PEER_SUSPECT;
         tr_jbuf_lit(&b, ",\"peers_up\":");
         tr_jbuf_u64(&b, up);
     }

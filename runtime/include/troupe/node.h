@@ -82,6 +82,8 @@ typedef struct tr_node_opts {
     unsigned forget_after_ms;   /* a member learnt from others (not a seed) that was never up this
                                  * long is forgotten (no more dials); 0 = 60,000. With the peer
                                  * table full (256), such members make room for new ones at once */
+    unsigned leave_ms;          /* tr_node_stop waits this long at most for its peers to hear that
+                                 * it leaves; 0 = 500 */
     bool quiet;                 /* no log lines on stderr */
     const tr_node_tls *tls;     /* TLS on every connection (read during tr_node_start only);
                                  * NULL: plain TCP */
@@ -91,8 +93,12 @@ typedef struct tr_node_opts {
 uint16_t tr_node_random_id(void);
 /* Makes the started system `sys` a node: listens, then joins through the seeds. One per system. */
 int tr_node_start(tr_system *sys, const tr_node_opts *opts, tr_node **out);
-/* Closes every connection and frees the node; call before tr_system_free. Messages still queued
- * towards peers become dead letters. */
+/* Leaves the cluster, closes every connection and frees the node; call before tr_system_free.
+ * Leaving: new sends to other nodes fail (TR_ENOPROC) from the call on; each peer up is sent what
+ * was queued for it, then a LEAVE, and the call waits (leave_ms, 500 ms, at most in all) for each to close
+ * its connections, its sign that it heard: those peers see this node "left" (TR_MSG_NODEDOWN
+ * with `left` 1, no redial), the others see it down. Messages still queued then become dead
+ * letters. */
 void tr_node_stop(tr_node *node);
 
 /* This node's name. */
@@ -106,6 +112,8 @@ typedef enum tr_peer_status {
     TR_PEER_DOWN = 0,   /* not connected: reconnecting with backoff */
     TR_PEER_UP,         /* connected and authenticated: messages flow */
     TR_PEER_SUSPECT,    /* up, but silent for more than two heartbeats */
+    TR_PEER_LEFT,       /* it left the cluster (tr_node_stop): not redialed; listed so for
+                         * forget_after_ms, then forgotten, unless it joins again */
 } tr_peer_status;
 
 typedef struct tr_peer_info {
@@ -125,7 +133,10 @@ int tr_node_lookup(tr_node *node, const char *name, uint16_t *node_id);
  * thread stops the node. */
 int tr_node_wait_peer(tr_node *node, const char *name, unsigned timeout_ms, uint16_t *node_id);
 
-/* Delivered to node watchers (tr_node_monitor): payload = name (str), node id (u64); corr = id. */
+/* Delivered to node watchers (tr_node_monitor): payload = name (str), node id (u64), and for
+ * TR_MSG_NODEDOWN a third item, left (u64): 1 when the peer left the cluster (it stopped:
+ * tr_node_stop), 0 when it was lost (its connection broke or went silent); corr = id. A watcher
+ * that reads only the first two items treats both alike, as before LEAVE existed. */
 #define TR_MSG_NODEUP (TR_MSG_SYSTEM + 6)
 #define TR_MSG_NODEDOWN (TR_MSG_SYSTEM + 7)
 /* Starts (on) or stops sending `watcher` a TR_MSG_NODEUP / TR_MSG_NODEDOWN for every peer that
@@ -182,6 +193,8 @@ typedef struct tr_node_stats {
     uint64_t peers_forgotten;           /* members forgotten, never reached (forget_after_ms) */
     uint64_t tls_failed;                /* connections dropped: the TLS handshake failed (a
                                          * certificate refused on either side, or not TLS) */
+    uint64_t peers_left;                /* peers that left the cluster (their LEAVE) */
+    uint64_t dials;                     /* connections this node started to dial */
 } tr_node_stats;
 
 /* Reads the node's counters. */

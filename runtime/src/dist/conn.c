@@ -171,6 +171,8 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
             why = "closed during the handshake";
     }
     bool handshake = c->state == C_HELLO || c->state == C_AUTH;
+    if (n->leaving)
+        why = NULL; /* its peers closing are their answer to its LEAVE (tr_node_stop says so) */
     if (why != NULL && handshake && c->outbound && pe != NULL) {
         if (pe->failing)
             why = NULL; /* said once already: a redial every few seconds must not flood the log */
@@ -416,7 +418,7 @@ typedef struct learn_ctx {
 static void learn_member(void *arg, const char *name, const char *addr)
 {
     learn_ctx *l = arg;
-    tr__peer_learn(l->n, name, addr);
+    tr__peer_learn(l->n, name, addr, false);
 }
 
 /* The peer (inbound side) authenticated: attach the connection. Lock held. */
@@ -424,7 +426,7 @@ static void inbound_up(tr_node *n, conn *c, after *af)
 {
     peer *pe = tr__peer_by_name(n, c->ph.name);
     if (pe == NULL) {
-        tr__peer_learn(n, c->ph.name, c->ph.addr);
+        tr__peer_learn(n, c->ph.name, c->ph.addr, true);
         pe = tr__peer_by_name(n, c->ph.name);
     }
     if (pe == NULL) {
@@ -478,6 +480,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         return;
     }
     snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
+    tr__left_clear(n, pe->name); /* a node that had left, back at a seed's address */
     if (pe->joining && pe->incarnation != c->ph.incarnation) {
         /* held for an incarnation that is gone */
         pe->out_conn = NULL;
@@ -541,6 +544,25 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         }
         if (kind == TR_WIRE_PING)
             return true;
+        if (kind == TR_WIRE_LEAVE) {
+            if (tr__wire_get_leave(f, len) != TR_OK) {
+                count(&n->bad_frames, 1);
+                tr__conn_fail(c, "malformed LEAVE frame");
+                return false;
+            }
+            after af;
+            memset(&af, 0, sizeof af);
+            pthread_mutex_lock(&n->lock);
+            peer *pe = c->pe;
+            if (!c->dead && pe != NULL && pe->in_conn == c)
+                tr__peer_left_locked(n, pe, &af); /* closes both connections: the sender's
+                                                   * sign that it was heard */
+            else
+                tr__conn_mark_dead(c);
+            pthread_mutex_unlock(&n->lock);
+            tr__node_after_run(n, &af);
+            return false;
+        }
         if (kind == TR_WIRE_MEMBERS) {
             learn_ctx l = {.n = n};
             pthread_mutex_lock(&n->lock);
@@ -744,6 +766,7 @@ void tr__peer_drop_queue(peer *pe)
     pe->ctl.len = 0;
     atomic_store(&pe->ctl_pending, 0);
     pthread_mutex_unlock(&pe->ctl_lock);
+    atomic_store(&pe->leave_pending, 0); /* no connection to say it on */
 }
 
 /* Fills c->out with the control frames and up to batch_bytes of queued messages. */
@@ -777,6 +800,13 @@ static void tx_build(peer *pe, conn *c)
     if (k > 0) {
         tr__wire_frame_end(b, f);
         count(&n->msgs_out, k);
+    }
+    /* our node leaves: its LEAVE goes last, once what was queued before is on its way (nothing
+     * more is queued meanwhile: tr__node_route refuses while the node leaves) */
+    if (atomic_load(&pe->leave_pending) && atomic_load(&pe->qlen) == 0) {
+        atomic_store(&pe->leave_pending, 0);
+        size_t lf = tr__wire_frame_begin(b, TR_WIRE_LEAVE);
+        tr__wire_frame_end(b, lf);
     }
 }
 
@@ -841,7 +871,8 @@ static void tx_pump(peer *pe, conn *c)
         }
         /* nothing to send: give the queue up, unless a sender came meanwhile */
         atomic_store(&pe->tx_busy, 0);
-        if (atomic_load(&pe->qlen) == 0 && atomic_load(&pe->ctl_pending) == 0)
+        if (atomic_load(&pe->qlen) == 0 && atomic_load(&pe->ctl_pending) == 0 &&
+            atomic_load(&pe->leave_pending) == 0)
             return;
         int idle = 0;
         if (!atomic_compare_exchange_strong(&pe->tx_busy, &idle, 1))
@@ -900,7 +931,7 @@ int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
     }
     peer *pe = atomic_load_explicit(&n->by_id[id], memory_order_acquire);
     int rc = TR_OK;
-    if (pe == NULL || n->stopping) {
+    if (pe == NULL || n->stopping || n->leaving) {
         count(&n->no_route, 1);
         if (m->flags & TR_MF_SIGNAL) {
             static const tr_reason noconn = {.kind = TR_REASON_NOCONNECTION};
@@ -943,7 +974,7 @@ int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
 static bool conn_admit(tr_node *n, conn *c)
 {
     pthread_mutex_lock(&n->lock);
-    bool ok = !n->stopping && n->nconns < NODE_MAX_CONNS;
+    bool ok = !n->stopping && !n->leaving && n->nconns < NODE_MAX_CONNS;
     if (ok) {
         c->next = n->conns;
         n->conns = c;
@@ -1044,6 +1075,7 @@ void tr__node_dial_start(tr_node *n, peer *pe)
         snprintf(pe->dialer_addr, sizeof pe->dialer_addr, "%s", pe->addr);
     }
     pe->dialing = true;
+    count(&n->dials, 1);
     nng_aio_set_timeout(pe->dial_aio, 2000);
     nng_stream_dialer_dial(pe->dialer, pe->dial_aio);
 }

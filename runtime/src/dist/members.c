@@ -11,7 +11,10 @@
  * frees closed connections. When a peer goes down, its queued messages become dead letters,
  * node watchers get TR_MSG_NODEDOWN, and each local actor that holds a link or monitor with one
  * of its actors gets a NODEDOWN signal, which it turns into EXIT / DOWN with reason
- * noconnection (link.c).
+ * noconnection (link.c). A peer that stops says so first (a LEAVE frame, see node.c): it is taken
+ * down the same way but said to have left (watchers' NODEDOWN carries left = 1), then forgotten —
+ * never redialed, its slot reusable — and remembered as left for forget_after_ms (a tombstone
+ * tr_node_peers lists, which gossip from a peer that has not heard yet cannot undo).
  */
 #include "node_impl.h"
 
@@ -37,6 +40,42 @@ peer *tr__peer_by_addr(tr_node *n, const char *addr)
         if (!n->peers[i]->alias && strcmp(n->peers[i]->addr, addr) == 0)
             return n->peers[i];
     return NULL;
+}
+
+/* Remembers that `name` left (lock held): the entry of that name, else a free one, else the
+ * oldest. */
+static void left_remember(tr_node *n, const char *name, const char *addr, uint16_t id)
+{
+    left_entry *e = NULL;
+    for (size_t i = 0; i < NODE_MAX_LEFT && e == NULL; i++)
+        if (strcmp(n->left[i].name, name) == 0)
+            e = &n->left[i];
+    for (size_t i = 0; i < NODE_MAX_LEFT && e == NULL; i++)
+        if (n->left[i].name[0] == '\0')
+            e = &n->left[i];
+    for (size_t i = 0; i < NODE_MAX_LEFT; i++)
+        if (e == NULL || n->left[i].at_ns < e->at_ns)
+            e = &n->left[i];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->addr, sizeof e->addr, "%s", addr);
+    e->node_id = id;
+    e->at_ns = tr__now_ns();
+}
+
+/* The tombstone of `name`, NULL if none (lock held). */
+static left_entry *left_find(tr_node *n, const char *name)
+{
+    for (size_t i = 0; i < NODE_MAX_LEFT; i++)
+        if (n->left[i].name[0] != '\0' && strcmp(n->left[i].name, name) == 0)
+            return &n->left[i];
+    return NULL;
+}
+
+void tr__left_clear(tr_node *n, const char *name)
+{
+    left_entry *e = left_find(n, name);
+    if (e != NULL)
+        e->name[0] = '\0';
 }
 
 /* No thread holds pe in use: no dial under way, no connection (live or dead) that names it, not
@@ -95,6 +134,9 @@ void tr__peer_forget_stale(tr_node *n, uint64_t now)
         if (peer_forgettable(pe) && now - pe->learned_ns > n->forget_ns && peer_idle(n, pe))
             peer_forget(n, pe, "never reached");
     }
+    for (size_t i = 0; i < NODE_MAX_LEFT; i++)
+        if (n->left[i].name[0] != '\0' && now - n->left[i].at_ns > n->forget_ns)
+            n->left[i].name[0] = '\0'; /* forgotten: no longer listed as left */
 }
 
 /* Gives pe (new, or an idle slot: no queue, no interest, no control frames) a member's identity. */
@@ -134,11 +176,17 @@ peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
     return pe;
 }
 
-/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame). */
-void tr__peer_learn(tr_node *n, const char *name, const char *addr)
+/* Learns that node `name` listens at `addr` (from a HELLO: direct, or a MEMBERS frame). */
+void tr__peer_learn(tr_node *n, const char *name, const char *addr, bool direct)
 {
     if (name[0] == '\0' || strcmp(name, n->name) == 0 || addr[0] == '\0')
         return;
+    left_entry *gone = left_find(n, name);
+    if (gone != NULL) {
+        if (!direct)
+            return; /* a peer that has not heard of its leave yet: not brought back by it */
+        gone->name[0] = '\0'; /* it connected to us: it is back */
+    }
     peer *pe = tr__peer_by_name(n, name);
     if (pe == NULL) {
         pe = tr__peer_by_addr(n, addr);
@@ -161,18 +209,25 @@ static bool pid_on_node(void *arg, tr_pid pid)
     return tr_pid_node(pid) == *(const uint16_t *)arg;
 }
 
-void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
+/* Down (left: false) or left (true). */
+static void peer_down(tr_node *n, peer *pe, after *af, bool left)
 {
     if (pe->status == TR_PEER_UP || pe->joining) {
         if (atomic_load(&n->by_id[pe->node_id]) == pe)
             atomic_store(&n->by_id[pe->node_id], NULL);
         af->down = true;
         af->down_watchers = pe->status == TR_PEER_UP; /* they were told it was up */
+        af->left = left;
         snprintf(af->name, sizeof af->name, "%s", pe->name);
         af->node_id = pe->node_id;
         af->interest = pe->interest; /* the notified take it over */
         tr__idmap_init(&pe->interest);
-        if (pe->status == TR_PEER_UP) {
+        if (left) {
+            count(&n->peers_left, 1);
+            tr__node_log(n, "peer %s (node id %u) left", pe->name, pe->node_id);
+        } else if (pe->status == TR_PEER_UP && !n->leaving) {
+            /* (while this node leaves, its peers closing their connections is their answer to
+             * its LEAVE: tr_node_stop says how many answered) */
             count(&n->peers_down, 1);
             tr__node_log(n, "peer %s (node id %u) is down", pe->name, pe->node_id);
         }
@@ -202,7 +257,35 @@ void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
     pthread_cond_broadcast(&n->cond);
 }
 
-static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_t id)
+void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
+{
+    peer_down(n, pe, af, false);
+}
+
+void tr__peer_left_locked(tr_node *n, peer *pe, after *af)
+{
+    if (pe->name[0] != '\0')
+        left_remember(n, pe->name, pe->addr, pe->node_id);
+    peer_down(n, pe, af, true);
+    pe->failing = false;
+    pe->ever_up = false;
+    if (pe->seed) {
+        /* a seed's address is configuration: the node there may come back (a cluster whose only
+         * seed restarts would stay split otherwise), so it is dialed as a seed not yet reached,
+         * at the slowest pace */
+        pe->name[0] = '\0';
+        pe->backoff_ms = n->backoff_max_ms;
+        pe->next_dial_ns = tr__now_ns() + (uint64_t)n->backoff_max_ms * 1000000u;
+    } else {
+        pe->alias = true; /* inert: never dialed, its slot reusable once idle (peer_reusable) */
+        pe->name[0] = '\0';
+        pe->addr[0] = '\0';
+    }
+    n->members_dirty = true;
+}
+
+/* NODEUP, or NODEDOWN with its `left` item. */
+static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_t id, bool left)
 {
     tr_pid w[NODE_MAX_WATCHERS];
     pthread_mutex_lock(&n->lock);
@@ -218,6 +301,8 @@ static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_
         msgpack_pack_str(pk, nl);
         msgpack_pack_str_body(pk, name, nl);
         msgpack_pack_uint64(pk, id);
+        if (type == TR_MSG_NODEDOWN)
+            msgpack_pack_uint64(pk, left ? 1 : 0);
         m->flags = TR_MF_SYSTEM;
         m->corr = id;
         tr__deliver(n->sys, NULL, w[i], m);
@@ -236,10 +321,10 @@ void tr__node_after_run(tr_node *n, after *af)
                     tr__signal(n->sys, NULL, TR_PID_NONE, (tr_pid)m->keys[i], TR_SIG_NODEDOWN,
                                af->node_id, NULL);
             if (af->down_watchers)
-                notify_watchers(n, TR_MSG_NODEDOWN, af->name, af->node_id);
+                notify_watchers(n, TR_MSG_NODEDOWN, af->name, af->node_id, af->left);
         }
         if (af->up) {
-            notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id);
+            notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id, false);
             /* it learns our names, and we ask for its own: whichever side saw the other go
              * down and come back, both end up with both sets (a peer that saw nothing but "up"
              * would not send its names again by itself) */
@@ -330,7 +415,8 @@ void *tr__node_ticker_main(void *arg)
                     tr__peer_ctl_queue(n, pe, TR_WIRE_PING);
                 if (atomic_load(&pe->ctl_pending))
                     ping[nping++] = pe;
-            } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns) {
+            } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns &&
+                       !n->leaving) {
                 tr__node_dial_start(n, pe);
             }
         }
@@ -426,6 +512,19 @@ int tr_node_peers(tr_node *n, tr_peer_info *out, size_t cap, size_t *countp)
             if (pe->status == TR_PEER_UP && pe->in_conn != NULL &&
                 now - atomic_load(&pe->in_conn->last_rx_ns) > 2 * n->hb_ns)
                 p->status = TR_PEER_SUSPECT;
+        }
+        k++;
+    }
+    for (size_t i = 0; i < NODE_MAX_LEFT; i++) {
+        const left_entry *e = &n->left[i];
+        if (e->name[0] == '\0')
+            continue;
+        if (k < cap) {
+            tr_peer_info *p = &out[k];
+            snprintf(p->name, sizeof p->name, "%s", e->name);
+            snprintf(p->address, sizeof p->address, "%s", e->addr);
+            p->node_id = e->node_id;
+            p->status = TR_PEER_LEFT;
         }
         k++;
     }

@@ -145,6 +145,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     n->backoff_min_ms = o->reconnect_min_ms ? o->reconnect_min_ms : 10;
     n->backoff_max_ms = o->reconnect_max_ms ? o->reconnect_max_ms : 2000;
     n->forget_ns = (uint64_t)(o->forget_after_ms ? o->forget_after_ms : 60000) * 1000000u;
+    n->leave_ns = (uint64_t)(o->leave_ms ? o->leave_ms : 500) * 1000000u;
     if (n->backoff_max_ms < n->backoff_min_ms)
         n->backoff_max_ms = n->backoff_min_ms;
     n->quiet = o->quiet;
@@ -216,11 +217,63 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     return TR_OK;
 }
 
+/* Leaves the cluster: a LEAVE to every peer up, after what is queued for it; then waits, at most
+ * leave_ms in all, until each has closed its connections with us — its sign that it heard
+ * (conn.c, rx_frame). Nothing new is sent, dialed or accepted meanwhile (n->leaving). A peer that
+ * does not answer in time sees the node go down instead, as before LEAVE existed. */
+static void leave_cluster(tr_node *n)
+{
+    peer *told[NODE_MAX_PEERS];
+    size_t ntold = 0;
+    pthread_mutex_lock(&n->lock);
+    n->leaving = true;
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        if (pe->alias || pe->status != TR_PEER_UP || pe->out_conn == NULL ||
+            pe->out_conn->dead || pe->out_conn->state != C_UP)
+            continue;
+        atomic_store(&pe->leave_pending, 1);
+        told[ntold++] = pe;
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (ntold == 0)
+        return;
+    uint64_t start = tr__now_ns(), deadline = start + n->leave_ns;
+    for (size_t i = 0; i < ntold; i++)
+        tr__peer_kick(told[i]);
+    size_t waiting;
+    pthread_mutex_lock(&n->lock);
+    for (;;) {
+        waiting = 0;
+        for (size_t i = 0; i < ntold; i++)
+            if (told[i]->status == TR_PEER_UP)
+                waiting++;
+        uint64_t now = tr__now_ns();
+        if (waiting == 0 || now >= deadline)
+            break;
+        /* a peer closing its connections broadcasts n->cond (tr__peer_down_locked); the
+         * variable runs on the wall clock, so each wait is short and the deadline is ours */
+        uint64_t wait_ns = deadline - now < 20000000u ? deadline - now : 20000000u;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)wait_ns;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+    }
+    pthread_mutex_unlock(&n->lock);
+    tr__node_log(n, "leaving the cluster: %zu of %zu peers heard it in %llu ms", ntold - waiting,
+                 ntold, (unsigned long long)((tr__now_ns() - start) / 1000000u));
+}
+
 void tr_node_stop(tr_node *n)
 {
     if (n == NULL)
         return;
     tr_system *sys = n->sys;
+    leave_cluster(n);
     pthread_mutex_lock(&n->lock);
     n->stopping = true;
     pthread_cond_broadcast(&n->cond);
@@ -324,4 +377,6 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->peers_down = atomic_load(&n->peers_down);
     o->peers_forgotten = atomic_load(&n->peers_forgotten);
     o->tls_failed = atomic_load(&n->tls_failed);
+    o->peers_left = atomic_load(&n->peers_left);
+    o->dials = atomic_load(&n->dials);
 }

@@ -42,6 +42,7 @@
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
 #define NODE_DEFER_MAX 256u /* messages queued for a peer before its write starts mid-batch */
 #define NODE_RX_TURNS 32u /* actor turns run on the receiving thread per receive (conn.c) */
+#define NODE_MAX_LEFT 64u           /* nodes remembered as left (tombstones), oldest replaced */
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
  * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
@@ -112,6 +113,7 @@ struct peer {
     tr_wire_buf ctl;            /* control frames to send before the next messages */
     _Atomic int ctl_pending;
     _Atomic uint64_t last_tx_ns;
+    _Atomic int leave_pending;  /* our node is leaving: a LEAVE goes after what is queued */
     tr_node *n;
 };
 
@@ -122,6 +124,14 @@ typedef struct node_tls {
     tr_tls_verify verify;
     char *server_name;          /* NULL: the host of the address dialed */
 } node_tls;
+/* A node that left the cluster (a LEAVE): listed as left by tr_node_peers, and not learnt again
+ * from others' gossip, for forget_after_ms — unless it connects to us itself (it came back). */
+typedef struct left_entry {
+    char name[TR_WIRE_NAME_MAX + 1]; /* "" : a free entry */
+    char addr[TR_WIRE_ADDR_MAX + 1];
+    uint16_t node_id;
+    uint64_t at_ns;
+} left_entry;
 
 typedef struct behaviour_entry {
     char name[TR_WIRE_NAME_MAX + 1];
@@ -142,6 +152,7 @@ struct tr_node {
     uint64_t hb_ns, down_ns;
     unsigned backoff_min_ms, backoff_max_ms;
     uint64_t forget_ns;         /* forget_after_ms */
+    uint64_t leave_ns;          /* leave_ms */
     bool quiet;
     node_tls *tls;              /* NULL: plain TCP */
     nng_stream_listener *listener;
@@ -164,10 +175,14 @@ struct tr_node {
     pthread_mutex_t names_lock;
     tr_namemap names;           /* cluster-wide names, as this node knows them */
     _Atomic bool stopping;      /* set under lock; read anywhere */
+    _Atomic bool leaving;       /* tr_node_stop is telling its peers (before stopping): no new
+                                 * sends, dials or connections */
+    left_entry left[NODE_MAX_LEFT];
     bool ticker_started;
     pthread_t ticker;
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
-        no_route, lost, peers_down, peers_forgotten, tls_failed;
+        no_route, lost, peers_down, peers_forgotten, tls_failed, peers_left,
+        dials;
 };
 
 static inline void count(_Atomic uint64_t *c, uint64_t k)
@@ -187,6 +202,7 @@ typedef struct after {
     int nkick;
     bool down;                  /* notify interested actors (and watchers if down_watchers) */
     bool down_watchers;
+    bool left;                  /* it left (a LEAVE), not lost: said to watchers */
     char name[TR_WIRE_NAME_MAX + 1];
     uint16_t node_id;
     tr_idmap interest;
@@ -214,7 +230,8 @@ TR_HIDDEN void tr__conn_destroy(conn *c);
 TR_HIDDEN void tr__conn_mark_dead(conn *c);
 /* Drops a connection: a protocol error, a closed stream, a timeout (lock not held). */
 TR_HIDDEN void tr__conn_fail(conn *c, const char *why);
-/* Queues a control frame for a peer's writer: kind PING, or MEMBERS. Lock held. */
+/* Queues a control frame for a peer's writer: kind PING, or MEMBERS. Lock held. (A LEAVE is
+ * not a control frame: it goes after the messages queued, see peer->leave_pending.) */
 TR_HIDDEN void tr__peer_ctl_queue(tr_node *n, peer *pe, unsigned kind);
 /* Turns everything queued towards pe into dead letters (no connection to send it on). */
 TR_HIDDEN void tr__peer_drop_queue(peer *pe);
@@ -251,12 +268,20 @@ TR_HIDDEN peer *tr__peer_by_addr(tr_node *n, const char *addr);
 TR_HIDDEN peer *tr__peer_new(tr_node *n, const char *name, const char *addr);
 /* Forgets the members learnt from others that were never up within forget_after_ms (lock held). */
 TR_HIDDEN void tr__peer_forget_stale(tr_node *n, uint64_t now);
-/* Learns that node `name` listens at `addr` (from a HELLO or a MEMBERS frame; lock held). When
- * the table is full, a member never reached makes room. */
-TR_HIDDEN void tr__peer_learn(tr_node *n, const char *name, const char *addr);
+/* Learns that node `name` listens at `addr` (lock held): `direct` from its own HELLO (it
+ * connected to us: a node that had left is back), else from a MEMBERS frame (gossip, which does
+ * not bring back a node that left within forget_after_ms). When the table is full, a member never
+ * reached makes room. */
+TR_HIDDEN void tr__peer_learn(tr_node *n, const char *name, const char *addr, bool direct);
 /* Takes pe down (lock held): unpublished, its names swept, its connections closed, its redial
  * scheduled; what must be done without the lock is left in af (tr__node_after_run). */
 TR_HIDDEN void tr__peer_down_locked(tr_node *n, peer *pe, after *af);
+/* pe sent LEAVE (lock held): taken down as tr__peer_down_locked does, but said to have left; then
+ * forgotten — never redialed, its slot reusable — and remembered as left (a tombstone). A seed
+ * keeps its address: it is dialed again as a seed not yet reached, at reconnect_max_ms. */
+TR_HIDDEN void tr__peer_left_locked(tr_node *n, peer *pe, after *af);
+/* Forgets that `name` left (lock held): it is back. */
+TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 /* Does what af holds, the lock released: kicks writers (dead letters), NODEDOWN signals to the
  * interested actors, NODEDOWN / NODEUP to watchers, a name sync with a peer up. */
 TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);

@@ -235,7 +235,7 @@ int tr__wire_kind(const void *frame, size_t len, unsigned *kind)
 {
     const uint8_t *f = frame;
     if (frame == NULL || len < TR_WIRE_HEADER || memcmp(f, MAGIC, 3) != 0 ||
-        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_MEMBERS)
+        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_LEAVE)
         return TR_EBADMSG;
     *kind = f[4];
     return TR_OK;
@@ -317,6 +317,14 @@ int tr__wire_get_auth(const void *frame, size_t len, uint8_t mac[TR_WIRE_MAC])
         n != TR_WIRE_MAC || r.p != r.end)
         return TR_EBADMSG;
     memcpy(mac, p, TR_WIRE_MAC);
+    return TR_OK;
+}
+
+int tr__wire_get_leave(const void *frame, size_t len)
+{
+    rd r;
+    if (!body(frame, len, TR_WIRE_LEAVE, &r) || r.p != r.end)
+        return TR_EBADMSG;
     return TR_OK;
 }
 

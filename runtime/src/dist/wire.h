@@ -13,6 +13,16 @@
  *   PING     no body: a heartbeat, sent when nothing else was
  *   MEMBERS  count (u32, <= TR_WIRE_MEMBERS_MAX), then count pairs: name (str), address (str):
  *            the nodes the sender knows, so every node connects to every other (gossip)
+ *   LEAVE    no body (an empty one only): the sender is stopping (tr_node_stop) and leaves the
+ *            cluster; sent last on its connection, after the messages queued before the stop.
+ *            The receiver forgets it as "left" (not "down") and closes both connections, which
+ *            tells the sender it was heard
+ * Version rules. TR_WIRE_VERSION changes when a frame that both sides must understand changes:
+ * the handshake (HELLO, AUTH: version 2 made the dialer prove the secret first), or the body of an
+ * existing kind. A new kind that an older node may refuse without harm keeps the version: an older
+ * node drops the connection on a kind it does not know (as on any malformed frame), which is what
+ * it would have seen a moment later anyway. LEAVE (kind 6) came that way, within version 2: a
+ * version-2 node without it sees a leaving node as down, as before.
  * Decoding is strict and bounded: every length is checked against what is left and against the
  * limits here before anything is allocated, so a malformed or hostile frame costs nothing but a
  * refusal (TR_EBADMSG).
@@ -31,7 +41,8 @@
 #define TR_WIRE_MEMBERS_MAX 1024u
 #define TR_WIRE_PREFIX 4u /* the length before each frame on a stream */
 
-enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3, TR_WIRE_PING = 4, TR_WIRE_MEMBERS = 5 };
+enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3, TR_WIRE_PING = 4, TR_WIRE_MEMBERS = 5,
+       TR_WIRE_LEAVE = 6 };
 
 typedef struct tr_wire_hello {
     char name[TR_WIRE_NAME_MAX + 1];
@@ -77,6 +88,8 @@ TR_HIDDEN int tr__wire_status(const tr_wire_buf *b);
 TR_HIDDEN int tr__wire_kind(const void *frame, size_t len, unsigned *kind);
 TR_HIDDEN int tr__wire_get_hello(const void *frame, size_t len, tr_wire_hello *out);
 TR_HIDDEN int tr__wire_get_auth(const void *frame, size_t len, uint8_t mac[TR_WIRE_MAC]);
+/* Checks a LEAVE frame (its body must be empty): TR_OK or TR_EBADMSG. */
+TR_HIDDEN int tr__wire_get_leave(const void *frame, size_t len);
 
 /* Calls fn for each entry of a MEMBERS frame (validated whole first). */
 typedef void (*tr_wire_member_fn)(void *arg, const char *name, const char *addr);
