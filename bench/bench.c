@@ -10,6 +10,7 @@
  * the benchmark itself), so the figures include allocation, packing and unpacking. Counts are the
  * issue's exact parameters; --scale shrinks them (e.g. 0.01 for a quick run under a profiler).
  */
+#include <getopt.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -795,46 +796,55 @@ static const struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: troupe-bench NAME|all [--workers N] [--scale F]\n\nworkloads:\n");
+    fprintf(f, "usage: troupe-bench NAME|all [--workers N] [--scale F] [--baseline] [--no-idle]\n"
+               "                            [--tls DIR]\n\nworkloads:\n");
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
         fprintf(f, "  %-17s %s\n", benches[i].name, benches[i].what);
     fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
                "--scale F    multiply the counts by F (default 1)\n"
                "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n"
                "--tls DIR    remote-*: both nodes over TLS (mutual), certificates from\n"
-               "             scripts/make-certs DIR (ca, n1, n2)\n");
+               "             scripts/make-certs DIR (ca, n1, n2)\n"
+               "--no-idle    spawn: skip its RSS part (for profiling)\n"
+               "--help       this text (--opt=value and --opt value both work)\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *name = NULL;
-    if (argc >= 3 && strcmp(argv[1], "--serve-node") == 0) {
-        if (argc == 5 && strcmp(argv[3], "--tls") == 0)
-            bench_remote_tls(argv[4]);
-        return bench_serve_node((unsigned)strtoul(argv[2], NULL, 10));
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-            g_workers = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
-            g_scale = strtod(argv[++i], NULL);
-        else if (strcmp(argv[i], "--no-idle") == 0)
-            g_no_idle = true;
-        else if (strcmp(argv[i], "--baseline") == 0)
-            g_baseline = true;
-        else if (strcmp(argv[i], "--tls") == 0 && i + 1 < argc)
-            bench_remote_tls(argv[++i]);
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (name == NULL)
-            name = argv[i];
-        else {
-            usage(stderr);
+    const char *name = NULL, *serve = NULL;
+    static const struct option longopts[] = {
+        {"workers", required_argument, NULL, 'w'}, {"scale", required_argument, NULL, 's'},
+        {"no-idle", no_argument, NULL, 'I'},       {"baseline", no_argument, NULL, 'b'},
+        {"serve-node", required_argument, NULL, 'S'}, /* internal: remote.c's second process */
+        {"tls", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': usage(stdout); return 0;
+        case 'w': g_workers = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 's': g_scale = strtod(optarg, NULL); break;
+        case 'I': g_no_idle = true; break;
+        case 'b': g_baseline = true; break;
+        case 'S': serve = optarg; break;
+        case 'T': bench_remote_tls(optarg); break;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'troupe-bench --help'.\n");
             return 2;
         }
     }
+    if (serve != NULL)
+        return bench_serve_node((unsigned)strtoul(serve, NULL, 10));
+    if (optind < argc)
+        name = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "troupe-bench: one workload at a time ('%s' is one too many)\n",
+                argv[optind]);
+        return 2;
+    }
     if (name == NULL || g_scale <= 0) {
+        fprintf(stderr, name == NULL ? "troupe-bench: which workload? (NAME or all)\n"
+                                     : "troupe-bench: --scale must be above 0\n");
         usage(stderr);
         return 2;
     }

@@ -21,6 +21,7 @@
  * one human line. Every loop is bounded in count and time: each nng call times out after 5 s and
  * the run gives up after 60 s. Errors print a message and exit 1 (bad arguments: 2).
  */
+#include <getopt.h>
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 #include <nng/protocol/pipeline0/pull.h>
@@ -593,23 +594,41 @@ int main(int argc, char **argv)
     unsigned long long n = 0;
     bool nodelay = true, use_aio = false;
     int buf = 0;
-    const char *mode = argc > 1 ? argv[1] : "", *err = NULL;
-    for (int i = 2; i < argc; i++) {
-        char *end;
-        if (strcmp(argv[i], "--no-nodelay") == 0) {
-            nodelay = false;
-        } else if (strcmp(argv[i], "--aio") == 0) {
-            use_aio = true;
-        } else if (strcmp(argv[i], "--buf") == 0 && i + 1 < argc) {
-            buf = (int)strtol(argv[++i], &end, 10);
+    const char *mode = "", *err = NULL;
+    static const struct option longopts[] = {
+        {"no-nodelay", no_argument, NULL, 'N'}, {"aio", no_argument, NULL, 'a'},
+        {"buf", required_argument, NULL, 'b'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    char *end;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'N': nodelay = false; break;
+        case 'a': use_aio = true; break;
+        case 'b':
+            buf = (int)strtol(optarg, &end, 10);
             if (*end != '\0' || buf < 0 || buf > 8192)
                 err = "bad --buf (0..8192)";
-        } else {
-            n = strtoull(argv[i], &end, 10);
-            if (*argv[i] < '0' || *argv[i] > '9' || *end != '\0' || n == 0 || n > MAX_COUNT)
-                err = "bad count (1..100000000) or unknown option";
+            break;
+        case 'h':
+            mode = "help";
+            break;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'nng-baseline --help'.\n");
+            return 2;
         }
     }
+    /* MODE [N], before or after the options */
+    if (optind < argc && strcmp(mode, "help") != 0)
+        mode = argv[optind++];
+    if (optind < argc && strcmp(mode, "help") != 0) {
+        const char *a = argv[optind++];
+        n = strtoull(a, &end, 10);
+        if (*a < '0' || *a > '9' || *end != '\0' || n == 0 || n > MAX_COUNT)
+            err = "bad count (1..100000000)";
+    }
+    if (optind < argc && strcmp(mode, "help") != 0)
+        err = "too many arguments (MODE [N] and options)";
     g_deadline = now_s() + RUN_LIMIT_S;
     if (err != NULL) {
         fprintf(stderr, "nng-baseline: %s\n", err);
@@ -625,14 +644,15 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "tcp-rtt") == 0) {
         run_tcp_rtt(n ? n : 100000);
     } else {
-        if (*mode != '\0')
+        bool help = strcmp(mode, "help") == 0;
+        if (*mode != '\0' && !help)
             fprintf(stderr, "nng-baseline: unknown mode '%s'\n", mode);
-        fprintf(stderr, "usage: nng-baseline pair-rtt [N] [--no-nodelay] [--aio]\n"
-                        "       nng-baseline push-throughput [N] [--buf MSGS]\n"
-                        "       nng-baseline stream-throughput [N]\n"
-                        "       nng-baseline stream-rtt [N]\n"
-                        "       nng-baseline tcp-rtt [N]\n");
-        return 2;
+        fprintf(help ? stdout : stderr, "usage: nng-baseline pair-rtt [N] [--no-nodelay] [--aio]\n"
+                                        "       nng-baseline push-throughput [N] [--buf MSGS]\n"
+                                        "       nng-baseline stream-throughput [N]\n"
+                                        "       nng-baseline stream-rtt [N]\n"
+                                        "       nng-baseline tcp-rtt [N]\n");
+        return help ? 0 : 2;
     }
     return 0;
 }

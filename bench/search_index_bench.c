@@ -13,6 +13,7 @@
  */
 #include "actors/search_index.h"
 
+#include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,10 +106,30 @@ static void print_kind(const char *name, double *lat, size_t n)
 
 int main(int argc, char **argv)
 {
-    long users = argc > 1 ? strtol(argv[1], NULL, 10) : 1000000;
-    long queries = argc > 2 ? strtol(argv[2], NULL, 10) : 100000;
-    if (users < 1 || users > 10000000 || queries < 1 || queries > 10000000) {
-        fprintf(stderr, "usage: search-index-bench [USERS (1..10000000)] [QUERIES]\n");
+    static const char use[] = "usage: search-index-bench [USERS (1..10000000)] [QUERIES]\n"
+                              "  (or --users N, --queries N; defaults 1000000 and 100000)\n";
+    static const struct option longopts[] = {{"users", required_argument, NULL, 'u'},
+                                             {"queries", required_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    long users = 1000000, queries = 100000;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'u': users = strtol(optarg, NULL, 10); break;
+        case 'q': queries = strtol(optarg, NULL, 10); break;
+        case 'h': fputs(use, stdout); return 0;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'search-index-bench --help'.\n");
+            return 2;
+        }
+    }
+    if (optind < argc) /* the positional form: USERS [QUERIES] */
+        users = strtol(argv[optind++], NULL, 10);
+    if (optind < argc)
+        queries = strtol(argv[optind++], NULL, 10);
+    if (optind < argc || users < 1 || users > 10000000 || queries < 1 || queries > 10000000) {
+        fputs(use, stderr);
         return 2;
     }
     uint32_t n = (uint32_t)users;

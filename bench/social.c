@@ -14,6 +14,7 @@
  */
 #include "actors/social.h"
 
+#include <getopt.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -114,32 +115,36 @@ int main(int argc, char **argv)
 {
     opts o = {.users = 100000, .follows = 20, .max_followers = 100000, .from = 200,
               .to = 2199, .workers = 2, .zipf = 1.0, .rounds = 1};
-    for (int i = 1; i < argc; i++) {
-        bool has = i + 1 < argc;
-        if (strcmp(argv[i], "--users") == 0 && has)
-            o.users = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--follows") == 0 && has)
-            o.follows = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--zipf") == 0 && has)
-            o.zipf = strtod(argv[++i], NULL);
-        else if (strcmp(argv[i], "--max-followers") == 0 && has)
-            o.max_followers = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--from") == 0 && has)
-            o.from = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--to") == 0 && has)
-            o.to = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--rounds") == 0 && has)
-            o.rounds = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--workers") == 0 && has)
-            o.workers = (unsigned)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--dir") == 0 && has)
-            o.dir = argv[++i];
-        else if (strcmp(argv[i], "--reuse") == 0)
-            o.reuse = true;
-        else {
-            usage(strcmp(argv[i], "--help") == 0 ? stdout : stderr);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+    static const struct option longopts[] = {
+        {"users", required_argument, NULL, 'u'},  {"follows", required_argument, NULL, 'f'},
+        {"zipf", required_argument, NULL, 'z'},   {"max-followers", required_argument, NULL, 'm'},
+        {"from", required_argument, NULL, 'F'},   {"to", required_argument, NULL, 't'},
+        {"rounds", required_argument, NULL, 'r'}, {"workers", required_argument, NULL, 'w'},
+        {"dir", required_argument, NULL, 'd'},    {"reuse", no_argument, NULL, 'R'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'u': o.users = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'f': o.follows = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'z': o.zipf = strtod(optarg, NULL); break;
+        case 'm': o.max_followers = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'F': o.from = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 't': o.to = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'r': o.rounds = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'w': o.workers = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'd': o.dir = optarg; break;
+        case 'R': o.reuse = true; break;
+        case 'h': usage(stdout); return 0;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'social-bench --help'.\n");
+            return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "social-bench: unexpected argument '%s'; try 'social-bench --help'.\n",
+                argv[optind]);
+        return 2;
     }
     if (o.users < 10 || o.users > 10000000 || o.follows == 0 || o.follows >= o.users ||
         o.from < 1 || o.to < o.from || o.to > o.users || o.zipf <= 0 || o.rounds == 0 ||

@@ -7,6 +7,7 @@
  * every actor's terminate callback runs. Before that: a supervisor restarts a child that crashes,
  * and a rate-limited mailbox holds an actor to 20 messages a second.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -196,8 +197,24 @@ static void on_dead_letter(void *user, tr_pid to, const tr_msg *m)
            (unsigned long long)to);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            printf("usage: troupe-demo\n  a short tour of the runtime: a supervisor restart, a "
+                   "rate limit,\n  request/reply, timers, tr_system_call. No options but --help.\n");
+            return 0;
+        }
+        fprintf(stderr, "Try 'troupe-demo --help'.\n");
+        return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "troupe-demo: takes no arguments; try 'troupe-demo --help'.\n");
+        return 2;
+    }
     tr_system *sys;
     tr_system_opts opts;
     tr_system_opts_init(&opts);

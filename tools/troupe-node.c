@@ -17,6 +17,7 @@
 #include "troupe/config.h"
 #include "troupe/node.h"
 
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,45 +174,54 @@ int main(int argc, char **argv)
     size_t nseeds = 0;
     long workers = -1, node_id = 0;
     bool quiet = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has = i + 1 < argc;
-        if (strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--config") == 0 && has) {
-            config = argv[++i];
-        } else if (strcmp(a, "--node") == 0 && has) {
-            name = argv[++i];
-        } else if (strcmp(a, "--listen") == 0 && has) {
-            listen = argv[++i];
-        } else if (strcmp(a, "--seed") == 0 && has) {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"node", required_argument, NULL, 'n'},
+        {"listen", required_argument, NULL, 'l'}, {"seed", required_argument, NULL, 's'},
+        {"workers", required_argument, NULL, 'w'}, {"node-id", required_argument, NULL, 'i'},
+        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    char *end;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': usage(stdout); return 0;
+        case 'c': config = optarg; break;
+        case 'n': name = optarg; break;
+        case 'l': listen = optarg; break;
+        case 'q': quiet = true; break;
+        case 's':
             if (nseeds == MAX_SEEDS) {
                 fprintf(stderr, "troupe-node: at most %d seeds\n", MAX_SEEDS);
                 return 2;
             }
-            seeds[nseeds++] = argv[++i];
-        } else if (strcmp(a, "--workers") == 0 && has) {
-            workers = strtol(argv[++i], NULL, 10);
-            if (workers < 1 || workers > 1024) {
+            seeds[nseeds++] = optarg;
+            break;
+        case 'w':
+            workers = strtol(optarg, &end, 10);
+            if (*end != '\0' || workers < 1 || workers > 1024) {
                 fprintf(stderr, "troupe-node: --workers takes 1..1024\n");
                 return 2;
             }
-        } else if (strcmp(a, "--node-id") == 0 && has) {
-            node_id = strtol(argv[++i], NULL, 10);
-            if (node_id < 2 || node_id > 65535) {
+            break;
+        case 'i':
+            node_id = strtol(optarg, &end, 10);
+            if (*end != '\0' || node_id < 2 || node_id > 65535) {
                 fprintf(stderr, "troupe-node: --node-id takes 2..65535\n");
                 return 2;
             }
-        } else if (strcmp(a, "--quiet") == 0) {
-            quiet = true;
-        } else {
-            fprintf(stderr, "troupe-node: unknown or incomplete option %s\n", a);
-            usage(stderr);
+            break;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'troupe-node --help'.\n");
             return 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr, "troupe-node: unexpected argument '%s'; try 'troupe-node --help'.\n",
+                argv[optind]);
+        return 2;
+    }
     if (config == NULL || name == NULL) {
+        fprintf(stderr, "troupe-node: --config FILE and --node NAME are required\n");
         usage(stderr);
         return 2;
     }

@@ -13,6 +13,7 @@
  * PNG chart drawn by gnuplot (--png FILE; skipped with a note if gnuplot is not installed).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -551,44 +552,72 @@ int main(int argc, char **argv)
               .sale_at = 10, .duration = 30, .users = 100000, .skus = 1, .stock = 5000,
               .conns = 64, .email_wait = 120, .tick_us = 1000, .max_tries = 2};
     static char hostbuf[256];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0) {
+    enum { O_URL = 256, O_BASE_RATE, O_SALE_RATE, O_SALE_AT, O_DURATION, O_USERS, O_SKUS,
+           O_STOCK, O_CONNS, O_TICK_US, O_EMAIL_WAIT, O_JSON, O_PNG, O_MAX, O_MAX_START,
+           O_MAX_STEP, O_MAX_TRIES };
+    static const struct option longopts[] = {
+        {"url", required_argument, NULL, O_URL},
+        {"base-rate", required_argument, NULL, O_BASE_RATE},
+        {"sale-rate", required_argument, NULL, O_SALE_RATE},
+        {"sale-at", required_argument, NULL, O_SALE_AT},
+        {"duration", required_argument, NULL, O_DURATION},
+        {"users", required_argument, NULL, O_USERS},
+        {"skus", required_argument, NULL, O_SKUS},
+        {"stock", required_argument, NULL, O_STOCK},
+        {"conns", required_argument, NULL, O_CONNS},
+        {"tick-us", required_argument, NULL, O_TICK_US},
+        {"email-wait", required_argument, NULL, O_EMAIL_WAIT},
+        {"json", required_argument, NULL, O_JSON},
+        {"png", required_argument, NULL, O_PNG},
+        {"max", required_argument, NULL, O_MAX},
+        {"max-start", required_argument, NULL, O_MAX_START},
+        {"max-step", required_argument, NULL, O_MAX_STEP},
+        {"max-tries", required_argument, NULL, O_MAX_TRIES},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (opt) {
+        case 'h':
             usage(stdout);
             return 0;
-        }
-        if (v == NULL) {
-            usage(stderr);
-            return 2;
-        }
-        i++;
-        if (strcmp(a, "--url") == 0) {
+        case O_URL: {
             const char *c = strrchr(v, ':');
-            if (c == NULL)
+            if (c == NULL) {
+                fprintf(stderr, "flashsale-load: --url wants HOST:PORT\n");
                 return 2;
+            }
             snprintf(hostbuf, sizeof hostbuf, "%.*s", (int)(c - v), v);
             o.host = hostbuf;
             o.port = atoi(c + 1);
-        } else if (strcmp(a, "--base-rate") == 0) o.base_rate = atof(v);
-        else if (strcmp(a, "--sale-rate") == 0) o.sale_rate = atof(v);
-        else if (strcmp(a, "--sale-at") == 0) o.sale_at = atof(v);
-        else if (strcmp(a, "--duration") == 0) o.duration = atof(v);
-        else if (strcmp(a, "--users") == 0) o.users = (unsigned)atoi(v);
-        else if (strcmp(a, "--skus") == 0) o.skus = (unsigned)atoi(v);
-        else if (strcmp(a, "--stock") == 0) o.stock = (unsigned)atoi(v);
-        else if (strcmp(a, "--conns") == 0) o.conns = (unsigned)atoi(v);
-        else if (strcmp(a, "--tick-us") == 0) o.tick_us = (unsigned)atoi(v);
-        else if (strcmp(a, "--email-wait") == 0) o.email_wait = atof(v);
-        else if (strcmp(a, "--json") == 0) o.json = v;
-        else if (strcmp(a, "--png") == 0) o.png = v;
-        else if (strcmp(a, "--max") == 0) o.max_p99_ms = atof(v);
-        else if (strcmp(a, "--max-start") == 0) o.max_start = atof(v);
-        else if (strcmp(a, "--max-step") == 0) o.max_step = atof(v);
-        else if (strcmp(a, "--max-tries") == 0) o.max_tries = (unsigned)atoi(v);
-        else {
-            usage(stderr);
+            break;
+        }
+        case O_BASE_RATE: o.base_rate = atof(v); break;
+        case O_SALE_RATE: o.sale_rate = atof(v); break;
+        case O_SALE_AT: o.sale_at = atof(v); break;
+        case O_DURATION: o.duration = atof(v); break;
+        case O_USERS: o.users = (unsigned)atoi(v); break;
+        case O_SKUS: o.skus = (unsigned)atoi(v); break;
+        case O_STOCK: o.stock = (unsigned)atoi(v); break;
+        case O_CONNS: o.conns = (unsigned)atoi(v); break;
+        case O_TICK_US: o.tick_us = (unsigned)atoi(v); break;
+        case O_EMAIL_WAIT: o.email_wait = atof(v); break;
+        case O_JSON: o.json = v; break;
+        case O_PNG: o.png = v; break;
+        case O_MAX: o.max_p99_ms = atof(v); break;
+        case O_MAX_START: o.max_start = atof(v); break;
+        case O_MAX_STEP: o.max_step = atof(v); break;
+        case O_MAX_TRIES: o.max_tries = (unsigned)atoi(v); break;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'flashsale-load --help'.\n");
             return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "flashsale-load: unexpected argument '%s'; try 'flashsale-load --help'.\n",
+                argv[optind]);
+        return 2;
     }
     if (o.base_rate <= 0 || o.sale_rate <= 0 || o.duration <= 0 || o.duration > MAX_SECONDS - 60 ||
         o.users == 0 || o.skus == 0 || o.conns == 0 || o.conns > 10000 || o.tick_us < 10 ||

@@ -19,6 +19,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <netdb.h>
 #include <arpa/inet.h>
@@ -1937,20 +1938,32 @@ static bool parse_mix(const char *spec, unsigned w[NMIX])
     return sum > 0;
 }
 
-/* 0: go on, 1: --help, 2: a bad flag (said on stderr). */
+/* 0: go on, 1: --help, 2: a bad flag (said on stderr). getopt_long: --flag=value or --flag value;
+ * the table's flags are options FLAG_BASE + their index. */
+enum { NFLAGS = sizeof FLAGS / sizeof FLAGS[0], FLAG_URL = 256, FLAG_MIX, FLAG_SEED, FLAG_BASE };
+
 static int parse_flags(int argc, char **argv, opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL, *colon;
+    struct option longopts[NFLAGS + 5];
+    for (size_t k = 0; k < NFLAGS; k++)
+        longopts[k] = (struct option){FLAGS[k].name + 2, required_argument, NULL,
+                                      FLAG_BASE + (int)k};
+    longopts[NFLAGS] = (struct option){"url", required_argument, NULL, FLAG_URL};
+    longopts[NFLAGS + 1] = (struct option){"mix", required_argument, NULL, FLAG_MIX};
+    longopts[NFLAGS + 2] = (struct option){"seed", required_argument, NULL, FLAG_SEED};
+    longopts[NFLAGS + 3] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[NFLAGS + 4] = (struct option){NULL, 0, NULL, 0};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        const char *v = optarg, *colon;
         char *end;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+        if (opt == 'h')
             return 1;
-        if (v == NULL) {
-            fprintf(stderr, "social-load: %s needs a value (or is unknown)\n", a);
+        if (opt < FLAG_URL || opt >= FLAG_BASE + (int)NFLAGS) {
+            fprintf(stderr, "Try 'social-load --help'.\n"); /* getopt_long said what is wrong */
             return 2;
         }
-        i++;
-        if (strcmp(a, "--url") == 0) {
+        if (opt == FLAG_URL) {
             long port = (colon = strrchr(v, ':')) != NULL ? strtol(colon + 1, &end, 10) : 0;
             if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof o->host ||
                 *end != '\0' || port < 1 || port > 65535) {
@@ -1959,13 +1972,13 @@ static int parse_flags(int argc, char **argv, opts *o)
             }
             snprintf(o->host, sizeof o->host, "%.*s", (int)(colon - v), v);
             o->port = (int)port;
-        } else if (strcmp(a, "--mix") == 0) {
+        } else if (opt == FLAG_MIX) {
             if (!parse_mix(v, o->mix)) {
                 fprintf(stderr, "social-load: --mix wants NAME=WEIGHT,... of timeline, posts, "
                                 "post, search (weights whole, not all 0)\n");
                 return 2;
             }
-        } else if (strcmp(a, "--seed") == 0) {
+        } else if (opt == FLAG_SEED) {
             errno = 0;
             o->seed = strtoull(v, &end, 10);
             if (end == v || *end != '\0' || errno != 0 || v[0] == '-') {
@@ -1973,13 +1986,8 @@ static int parse_flags(int argc, char **argv, opts *o)
                 return 2;
             }
         } else {
-            const flag *f = FLAGS;
-            while (f < FLAGS + sizeof FLAGS / sizeof FLAGS[0] && strcmp(f->name, a) != 0)
-                f++;
-            if (f == FLAGS + sizeof FLAGS / sizeof FLAGS[0]) {
-                fprintf(stderr, "social-load: unknown flag %s\n", a);
-                return 2;
-            }
+            const flag *f = &FLAGS[opt - FLAG_BASE];
+            const char *a = f->name;
             char *at = (char *)o + f->off;
             if (f->kind == 's') {
                 memcpy(at, &v, sizeof v);
@@ -2000,6 +2008,11 @@ static int parse_flags(int argc, char **argv, opts *o)
                 memcpy(at, &x, sizeof x);
             }
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "social-load: unexpected argument '%s'; try 'social-load --help'.\n",
+                argv[optind]);
+        return 2;
     }
     if (o->graph != NULL && o->reuse != NULL) {
         fprintf(stderr, "social-load: --graph and --reuse exclude each other\n");

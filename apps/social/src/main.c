@@ -11,6 +11,7 @@
 #include "app.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <libconfig.h>
 #include <pthread.h>
 #include <signal.h>
@@ -218,28 +219,38 @@ int main(int argc, char **argv)
     const char *conf = NULL, *http = NULL, *data = NULL, *node = NULL;
     const char *sets[MAX_SETS];
     int nsets = 0;
-    for (int i = 1; i < argc; i++) {
-        bool has = i + 1 < argc;
-        if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--config") == 0 && has) {
-            conf = argv[++i];
-        } else if (strcmp(argv[i], "--http") == 0 && has) {
-            http = argv[++i];
-        } else if (strcmp(argv[i], "--data") == 0 && has) {
-            data = argv[++i];
-        } else if (strcmp(argv[i], "--node") == 0 && has) {
-            node = argv[++i];
-        } else if (strcmp(argv[i], "--set") == 0 && has && nsets < MAX_SETS) {
-            sets[nsets++] = argv[++i];
-        } else {
-            fprintf(stderr, "social: unknown or incomplete option %s\n", argv[i]);
-            usage(stderr);
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"http", required_argument, NULL, 'H'},
+        {"data", required_argument, NULL, 'd'},   {"node", required_argument, NULL, 'n'},
+        {"set", required_argument, NULL, 's'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': usage(stdout); return 0;
+        case 'c': conf = optarg; break;
+        case 'H': http = optarg; break;
+        case 'd': data = optarg; break;
+        case 'n': node = optarg; break;
+        case 's':
+            if (nsets == MAX_SETS) {
+                fprintf(stderr, "social: at most %d --set\n", MAX_SETS);
+                return 2;
+            }
+            sets[nsets++] = optarg;
+            break;
+        default: /* getopt_long said what is wrong */
+            fprintf(stderr, "Try 'social --help'.\n");
             return 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr, "social: unexpected argument '%s'; try 'social --help'.\n",
+                argv[optind]);
+        return 2;
+    }
     if (conf == NULL) {
+        fprintf(stderr, "social: --config FILE is required\n");
         usage(stderr);
         return 2;
     }
