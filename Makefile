@@ -9,6 +9,7 @@
 #   make bench       build and run troupe-bench all
 #   make lint        cppcheck and clang-tidy's static analyzer on the product's code (scripts/lint)
 #   make fuzz        build the libFuzzer harnesses (build-fuzz/) and run each FUZZ_SECONDS (60)
+#   make docs        the API reference from the public headers (Doxygen): $(BUILD)/docs/html/
 #   make clean       remove build directories
 
 BUILD ?= build
@@ -17,7 +18,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
 
-.PHONY: all bootstrap build demo test asan tsan bench fuzz lint chaos-short clean
+.PHONY: all bootstrap build demo test asan tsan bench fuzz lint chaos-short docs clean
 
 all: build
 
@@ -64,6 +65,15 @@ fuzz: bootstrap
 	    -DTROUPE_BUILD_APPS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
 	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	scripts/fuzz $(FUZZ_SECONDS)
+
+# The API reference: Doxygen over runtime/include/ (docs/Doxyfile), into $(BUILD)/docs/html/. Any
+# warning (an undocumented public function, type or member; a broken reference) fails it.
+TROUPE_VERSION := $(shell sed -n -E 's/^\#define TR_VERSION_(MAJOR|MINOR|PATCH) ([0-9]+).*/\2/p' \
+    runtime/include/troupe.h | paste -sd. -)
+docs: bootstrap
+	rm -rf $(BUILD)/docs && mkdir -p $(BUILD)/docs
+	TROUPE_DOCS_OUT=$(BUILD)/docs TROUPE_VERSION=$(TROUPE_VERSION) doxygen docs/Doxyfile
+	@echo "docs: $(BUILD)/docs/html/index.html (troupe $(TROUPE_VERSION), no warnings)"
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * troupe/bus.h — the event bus: topics with durable publish/subscribe, built on the store
  * (troupe::store). See docs/persistence.md, "The event bus".
  *
@@ -40,69 +41,73 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
-#define TR_BUS_SUBS 32u
-#define TR_BUS_TOPICS 8u
-/* An event for a subscription's consumer: read it with tr_bus_read; corr holds the event's id.
+#define TR_BUS_SUBS 32u   /**< durable subscriptions per store, at most */
+#define TR_BUS_TOPICS 8u  /**< topics per subscription, at most */
+/** An event for a subscription's consumer: read it with tr_bus_read; corr holds the event's id.
  * An ordinary message (the consumer's mailbox limits apply). */
 #define TR_MSG_BUS_EVENT (TR_MSG_SYSTEM + 10)
-/* tr_bus_sub_opts.from: continue after the offset the store keeps for the name (0 if none). */
+/** tr_bus_sub_opts.from: continue after the offset the store keeps for the name (0 if none). */
 #define TR_BUS_FROM_STORED UINT64_MAX
 
-/* Adds event (topic, key, data) to this turn's unit of journal j: committed with it. */
+/** Adds event (topic, key, data) to this turn's unit of journal j: committed with it. */
 int tr_journal_publish(tr_journal *j, const char *topic, const char *key, const void *data,
                        size_t len);
-/* Publishes an event on its own (a unit of no journal); from any thread. */
+/** Publishes an event on its own (a unit of no journal); from any thread. */
 int tr_bus_publish(tr_store *s, const char *topic, const char *key, const void *data,
                    size_t len);
 
+/** A durable subscription (tr_bus_subscribe). */
 typedef struct tr_bus_sub_opts {
-    const char *name;               /* the durable subscription's name */
-    const char *const *topics;      /* its topics (1..TR_BUS_TOPICS) */
-    size_t ntopics;
-    tr_pid consumer;                /* where events go */
-    uint64_t from;                  /* deliver events after this id; TR_BUS_FROM_STORED: after
+    const char *name;               /**< the durable subscription's name */
+    const char *const *topics;      /**< its topics (1..TR_BUS_TOPICS) */
+    size_t ntopics;                 /**< how many in topics */
+    tr_pid consumer;                /**< where events go */
+    uint64_t from;                  /**< deliver events after this id; TR_BUS_FROM_STORED: after
                                      * the stored offset. (0: from the beginning of the log) */
-    unsigned window;                /* unacknowledged events out at once; 0 = the store's
+    unsigned window;                /**< unacknowledged events out at once; 0 = the store's
                                      * outbox_window; at most 65,536 */
 } tr_bus_sub_opts;
 
-/* Makes o->consumer the consumer of subscription o->name (created if new; its topics replaced).
+/** Makes o->consumer the consumer of subscription o->name (created if new; its topics replaced).
  * Takes effect in order with the units committed before it; from any thread. */
 int tr_bus_subscribe(tr_store *s, const tr_bus_sub_opts *o);
-/* Stops delivering subscription `name` (its offset is kept). */
+/** Stops delivering subscription `name` (its offset is kept). */
 int tr_bus_unsubscribe(tr_store *s, const char *name);
-/* Acknowledges every event of subscription `name` up to id (cumulative): the offset moves at once
+/** Acknowledges every event of subscription `name` up to id (cumulative): the offset moves at once
  * (the window has room again; what was in flight up to id is not delivered again) and is stored
  * within about 100 ms, and when the store closes. After a crash the events after the offset last
  * stored are delivered again (at least once: consumers skip ids they applied). Any thread. */
 int tr_bus_ack(tr_store *s, const char *name, uint64_t id);
 
-/* A TR_MSG_BUS_EVENT, read: pointers into the message. */
+/** A TR_MSG_BUS_EVENT, read: pointers into the message. */
 typedef struct tr_bus_event {
-    const char *sub;                /* the subscription's name */
-    size_t sub_len;
-    uint64_t id;
-    const char *topic, *key;
-    size_t topic_len, key_len;
-    uint64_t ts_us;                 /* commit time, microseconds since the Unix epoch */
-    const void *data;
-    size_t len;
-    unsigned attempt;               /* 1 the first time it is delivered to this consumer */
+    const char *sub;                /**< the subscription's name */
+    size_t sub_len;                 /**< its length */
+    uint64_t id;                    /**< the event's id (increasing in commit order) */
+    const char *topic;              /**< its topic (not NUL-terminated) */
+    const char *key;                /**< its key (not NUL-terminated) */
+    size_t topic_len;               /**< the topic's length */
+    size_t key_len;                 /**< the key's length */
+    uint64_t ts_us;                 /**< commit time, microseconds since the Unix epoch */
+    const void *data;               /**< the event's bytes */
+    size_t len;                     /**< their length */
+    unsigned attempt;               /**< 1 the first time it is delivered to this consumer */
 } tr_bus_event;
 
-/* Reads a TR_MSG_BUS_EVENT. TR_EINVAL for another message, TR_EBADMSG if malformed. */
+/** Reads a TR_MSG_BUS_EVENT. TR_EINVAL for another message, TR_EBADMSG if malformed. */
 int tr_bus_read(const tr_msg *m, tr_bus_event *ev);
 
+/** How far a subscription is behind (tr_bus_lag). */
 typedef struct tr_bus_lag {
-    uint64_t events;                /* committed, of its topics, not acknowledged */
-    uint64_t ms;                    /* age of the oldest of them (an upper bound while no
+    uint64_t events;                /**< committed, of its topics, not acknowledged */
+    uint64_t ms;                    /**< age of the oldest of them (an upper bound while no
                                      * consumer is subscribed); 0 when none */
-    uint64_t offset;                /* acknowledged up to this id */
-    uint64_t head;                  /* the newest id in the log */
-    bool consumer;                  /* a consumer is subscribed */
+    uint64_t offset;                /**< acknowledged up to this id */
+    uint64_t head;                  /**< the newest id in the log */
+    bool consumer;                  /**< a consumer is subscribed */
 } tr_bus_lag;
 
-/* Subscription `name`'s lag; from any thread. TR_ENOPROC when it is not known (never
+/** Subscription `name`'s lag; from any thread. TR_ENOPROC when it is not known (never
  * subscribed since the store opened). */
 int tr_bus_lag_get(tr_store *s, const char *name, tr_bus_lag *out);
 

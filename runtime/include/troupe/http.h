@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * troupe/http.h — the web unit's HTTP/1.1 server (troupe::web): libuv event loops and Debian's
  * http-parser, answers from any thread. It needs nothing else of troupe: the apps bridge it to
  * actors (a port per loop, a guest per loop), an embedder can use it alone.
@@ -34,100 +35,107 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default) /* the API (the library is built with hidden) */
 
+/** An HTTP/1.1 server: its loop threads and connections (opaque). */
 typedef struct tr_http_server tr_http_server;
 
+/** A request's method. */
 typedef enum tr_http_method {
-    TR_HTTP_GET,
-    TR_HTTP_PUT,
-    TR_HTTP_POST,
-    TR_HTTP_OTHER,              /* a method http-parser knows that is not named here (OPTIONS, ...) */
-    TR_HTTP_HEAD,               /* answer as for GET: the server sends the headers only */
-    TR_HTTP_DELETE,
-    TR_HTTP_PATCH,
+    TR_HTTP_GET,                /**< GET */
+    TR_HTTP_PUT,                /**< PUT */
+    TR_HTTP_POST,               /**< POST */
+    TR_HTTP_OTHER,              /**< a method http-parser knows that is not named here (OPTIONS, ...) */
+    TR_HTTP_HEAD,               /**< answer as for GET: the server sends the headers only */
+    TR_HTTP_DELETE,             /**< DELETE */
+    TR_HTTP_PATCH,              /**< PATCH */
 } tr_http_method;
 
-/* One request header, as received (names in the client's case; NUL-terminated). */
+/** One request header, as received (names in the client's case; NUL-terminated). */
 typedef struct tr_http_header {
-    const char *name;
-    const char *value;
+    const char *name;           /**< the header's name */
+    const char *value;          /**< its value */
 } tr_http_header;
 
+/** A request, as the handler gets it (valid during the handler's call). */
 typedef struct tr_http_request {
-    tr_http_method method;
-    const char *path;           /* the URL's path, as sent (NUL-terminated; %-escapes kept) */
-    const char *query;          /* what follows '?', as sent ("" when none) */
-    const tr_http_header *headers;
-    size_t nheaders;
-    const char *body;           /* the body (NUL-terminated copy) */
-    size_t body_len;
-    uint64_t token;             /* pass it to tr_http_respond */
+    tr_http_method method;      /**< its method */
+    const char *path;           /**< the URL's path, as sent (NUL-terminated; %-escapes kept) */
+    const char *query;          /**< what follows '?', as sent ("" when none) */
+    const tr_http_header *headers; /**< its headers */
+    size_t nheaders;            /**< how many */
+    const char *body;           /**< the body (NUL-terminated copy) */
+    size_t body_len;            /**< the body's length */
+    uint64_t token;             /**< pass it to tr_http_respond */
 } tr_http_request;
 
-/* The value of header `name` (compared without case), or NULL. */
+/** The value of header `name` (compared without case), or NULL. */
 const char *tr_http_header_get(const tr_http_request *req, const char *name);
-/* Decodes %-escapes (and '+' as a space when plus_space) of s[0..n) into out (cap bytes, NUL
+/** Decodes %-escapes (and '+' as a space when plus_space) of s[0..n) into out (cap bytes, NUL
  * added). Returns the length, or -1 for a malformed escape, an escaped or raw NUL, or no room. */
 int tr_http_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space);
-/* The decoded value of query parameter `key` (the first one) into out: its length; -1 when it is
+/** The decoded value of query parameter `key` (the first one) into out: its length; -1 when it is
  * not there; -2 when it is malformed or does not fit (see tr_http_decode). "?a&b=" gives "" for
  * both a and b. */
 int tr_http_query_get(const tr_http_request *req, const char *key, char *out, size_t cap);
 
+/** Called on a loop thread for each request; it answers with tr_http_respond, then or later. */
 typedef void (*tr_http_handler)(void *user, tr_http_server *srv, const tr_http_request *req);
 
+/** A server's options. */
 typedef struct tr_http_opts {
-    const char *host;           /* e.g. "127.0.0.1" */
-    int port;                   /* 0: any */
-    unsigned threads;           /* event loops; 0 = 2 */
-    size_t max_request;         /* headers + body at most; 0 = 64 KiB */
-    unsigned request_ms;        /* a request must arrive within this; 0 = 10,000 */
-    unsigned max_connections;   /* open at once (shared out among the threads); 0 = 10,000 */
-    unsigned max_per_client;    /* open at once from one IPv4 address (all loops); 0 = no cap */
-    tr_http_handler handler;
-    void *user;
-    /* Optional: the largest body route (method, path) accepts, when it may exceed max_request
+    const char *host;           /**< e.g. "127.0.0.1" */
+    int port;                   /**< 0: any */
+    unsigned threads;           /**< event loops; 0 = 2 */
+    size_t max_request;         /**< headers + body at most; 0 = 64 KiB */
+    unsigned request_ms;        /**< a request must arrive within this; 0 = 10,000 */
+    unsigned max_connections;   /**< open at once (shared out among the threads); 0 = 10,000 */
+    unsigned max_per_client;    /**< open at once from one IPv4 address (all loops); 0 = no cap */
+    tr_http_handler handler;    /**< called for each request */
+    void *user;                 /**< given to the callbacks */
+    /** Optional: the largest body route (method, path) accepts, when it may exceed max_request
      * (an upload, say); called once the headers are in. Return 0 for max_request. */
     size_t (*body_limit)(void *user, tr_http_method method, const char *path);
-    /* Optional: called on each loop thread once per loop iteration, after that iteration's
+    /** Optional: called on each loop thread once per loop iteration, after that iteration's
      * requests went to the handler — where a handler that batches its work does it. Tasks
      * posted from here to this same loop (tr_http_post) run at once. */
     void (*after_io)(void *user, tr_http_server *srv, unsigned loop);
 } tr_http_opts;
 
-/* Starts the server (its threads run at once). 0 or -errno. */
+/** Starts the server (its threads run at once). 0 or -errno. */
 int tr_http_start(const tr_http_opts *opts, tr_http_server **out);
-/* Answers request `token` from any thread: status, extra header lines (each ending in "\r\n",
+/** Answers request `token` from any thread: status, extra header lines (each ending in "\r\n",
  * or NULL), a JSON body. Returns 0, or -1 if the connection is gone. */
 int tr_http_respond(tr_http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len);
-/* Work handed to a loop thread (tr_http_post): fn runs there once, with the task (the poster's
+/** Work handed to a loop thread (tr_http_post): fn runs there once, with the task (the poster's
  * memory, typically inside a bigger struct, untouched by the server after fn starts). */
 typedef struct tr_http_task tr_http_task;
+/** What a task runs on the loop thread. */
 typedef void (*tr_http_task_fn)(tr_http_server *srv, tr_http_task *t);
+/** A task (see tr_http_task). */
 struct tr_http_task {
-    tr_http_task *next;
-    tr_http_task_fn fn;
+    tr_http_task *next;         /**< the server's (its queue) */
+    tr_http_task_fn fn;         /**< runs once on the loop thread */
 };
 
-/* Runs t->fn on loop thread `loop` soon (at once when called from that loop's after_io); from
+/** Runs t->fn on loop thread `loop` soon (at once when called from that loop's after_io); from
  * any thread until tr_http_stop returns (tasks posted while it stops run during it). 0, or -1 for
  * a bad loop (t is not run). */
 int tr_http_post(tr_http_server *s, unsigned loop, tr_http_task *t);
-/* Answers request `token` at once, on its own loop thread only (in a task posted there):
+/** Answers request `token` at once, on its own loop thread only (in a task posted there):
  * no allocation, no hand-off. 0, or -1. */
 int tr_http_respond_here(tr_http_server *s, uint64_t token, int status, const char *headers,
                       const char *body, size_t len);
-/* Which loop thread (0 .. threads - 1) request `token` came in on, and is answered from. */
+/** Which loop thread (0 .. threads - 1) request `token` came in on, and is answered from. */
 static inline unsigned tr_http_loop_of(uint64_t token)
 {
     return (unsigned)(token >> 56);
 }
-/* Stops calling the handler (new requests are answered 503 by the loops themselves) and returns
+/** Stops calling the handler (new requests are answered 503 by the loops themselves) and returns
  * once no handler call is running; answers (tr_http_respond) still go out until tr_http_stop. */
 void tr_http_quiesce(tr_http_server *s);
-/* The port it listens on. */
+/** The port it listens on. */
 int tr_http_port(const tr_http_server *s);
-/* Stops: closes the listeners and connections after answering what is being answered. */
+/** Stops: closes the listeners and connections after answering what is being answered. */
 void tr_http_stop(tr_http_server *s);
 
 #pragma GCC visibility pop
