@@ -240,11 +240,13 @@ static void node_up(node *nd, const char *name, uint16_t id, const char *seed)
     assert_int_equal(tr_port_open(nd->sys, on_answer, NULL, &nd->port), TR_OK);
 }
 
+/* A node goes away as the apps stop one: its actors first (the shard's or singleton's router
+ * reads the node: it must have ended before tr_node_stop frees it), then the node. */
 static void node_down(node *nd)
 {
-    tr_node_stop(nd->node);
     tr_system_stop(nd->sys);
     assert_int_equal(tr_system_join(nd->sys), TR_OK);
+    tr_node_stop(nd->node);
     tr_port_close(nd->port);
     tr_shard_free(nd->shard);
     tr_system_free(nd->sys);

@@ -101,7 +101,9 @@ int tr_node_start(tr_system *sys, const tr_node_opts *opts, tr_node **out);
  * was queued for it, then a LEAVE, and the call waits (leave_ms, 500 ms, at most in all) for
  * each to close its connections, its sign that it heard: those peers see this node "left"
  * (TR_MSG_NODEDOWN with `left` 1, no redial), the others see it down. Messages still queued then
- * become dead letters. */
+ * become dead letters. The node's memory is freed: actors that use it — the routers of shards
+ * and singletons placed by it — must have ended first (stop and join the system, as the apps
+ * do, before tr_node_stop). */
 void tr_node_stop(tr_node *node);
 
 /** This node's name. */
