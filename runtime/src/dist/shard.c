@@ -508,17 +508,6 @@ static seen_peer *seen_of(tr_shard *s, const char *name, bool *made)
     return r;
 }
 
-/* Whether the NODEUP of `name` is a rejoin (seen up before; past SEEN_MAX peers, every one is);
- * remembers it otherwise. */
-static bool rejoin(tr_shard *s, const char *name)
-{
-    bool made;
-    seen_peer *p = seen_of(s, name, &made);
-    if (p != NULL)
-        p->up_ms = tr_now_ns() / 1000000u;
-    return p == NULL || !made;
-}
-
 /* Stops the actors of keys this node no longer owns, and (idle_ms) those idle that long. On a
  * membership event every key is looked at; on the periodic tick a slice of the table (an eighth,
  * at least 1,024 buckets: small tables whole), so the table's lock — which every request takes — is
@@ -701,7 +690,12 @@ static void node_up(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
     tr_reader_init(&r, m);
     bool ok = read_name(&r, peer);
     tr_reader_done(&r);
-    if (!ok || !rejoin(s, peer)) {
+    /* a rejoin: a peer seen up before (past SEEN_MAX peers, every NODEUP counts as one) */
+    bool made = false;
+    seen_peer *me = ok ? seen_of(s, peer, &made) : NULL;
+    if (me != NULL)
+        me->up_ms = tr_now_ns() / 1000000u;
+    if (!ok || made) {
         rebalance(s, true, NULL);
         return;
     }
@@ -712,8 +706,6 @@ static void node_up(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
     rejoined(s, &own);
     /* what the peer is told: this node, and every node this one lost sight of while the peer
      * was out of sight (from its last down until now) */
-    bool made;
-    seen_peer *me = seen_of(s, peer, &made);
     uint64_t since = me != NULL && me->down_ms != 0 ? me->down_ms : 0;
     sweep tell = {.nwithout = 0};
     snprintf(tell.teller, sizeof tell.teller, "%s", self);
