@@ -84,8 +84,10 @@ typedef struct tr_http_opts {
      * (an upload, say); called once the headers are in. Return 0 for max_request. */
     size_t (*body_limit)(void *user, tr_http_method method, const char *path);
     /* Optional: called on each loop thread once per loop iteration, after that iteration's
-     * requests went to the handler — where a handler that batches its work does it. Tasks
-     * posted from here to this same loop (tr_http_post) run at once. */
+     * requests went to the handler — where a handler that batches its work does it — and again
+     * before the loop waits whenever requests went to the handler after it (a pipelined request
+     * parsed once the answer before it, given at once, was written). Tasks posted from here to
+     * this same loop (tr_http_post) run at once. */
     void (*after_io)(void *user, tr_http_server *srv, unsigned loop);
 } tr_http_opts;
 
