@@ -61,7 +61,7 @@ FUZZ_SECONDS ?= 60
 fuzz: bootstrap
 	cmake -S . -B build-fuzz $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DCMAKE_C_COMPILER=clang -DTROUPE_SANITIZE=address -DTROUPE_FUZZ=ON \
-	    -DTROUPE_BUILD_APPS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
+	    -DTROUPE_BUILD_APPS=ON -DTROUPE_BUILD_TESTS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
 	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	scripts/fuzz $(FUZZ_SECONDS)
 
