@@ -365,9 +365,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)a->port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        die(strerror(errno)); /* (connect) */
+    /* non-blocking: a signal (the apps' threads get some) does not cut the connect short */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR)
+            die(strerror(errno)); /* (connect) */
+        struct pollfd cp = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        while (poll(&cp, 1, ANSWER_MS) < 0 && errno == EINTR)
+            ;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0)
+            die(strerror(err != 0 ? err : errno)); /* (connect) */
+    }
 
     reader r = {.cap = 65536};
     r.buf = malloc(r.cap);
