@@ -807,12 +807,14 @@ static void test_hostile_input_table(void **state)
         {"stock negative", with_body("PUT", "/inventory/t2", "", "{\"stock\":-5}"), 0, "400",
          false, "stock", false},
         /* connections */
-        {"HTTP/1.0", "GET /health HTTP/1.0\r\n\r\n", 0, "200", true, NULL, false},
+        {"HTTP/1.0", "GET /health HTTP/1.0\r\n\r\n", 0, "200", true, "Connection: close", false},
         {"Connection: close", "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", 0, "200", true,
-         NULL, false},
+         "Connection: close", false},
         {"Connection: close with requests after it (not answered)",
          "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n" REQ("GET", "/health"), 0, "200",
          true, NULL, false},
+        {"HEAD refused by the server itself (413, without a body either)",
+         "HEAD /health HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 0, "413", true, NULL, true},
         {"HEAD", REQ("HEAD", "/inventory/t"), 0, "200", false, NULL, true},
         {"three pipelined requests", REQ("GET", "/health") REQ("GET", "/inventory/t")
          REQ("GET", "/emails/stats"), 0, "200 200 200", false, NULL, false},

@@ -19,8 +19,11 @@
  * itself (400 malformed, 408, 413, 431, 501 unknown method) ends the connection with a lingering
  * close: the answer is sent, the write side shut, and whatever the client still sends is read and
  * discarded for a while, so a client that writes its whole body before reading still reads its
- * 413 instead of a reset. `Expect: 100-continue` gets its 100 when the body is within the limit.
- * A HEAD request is answered with the headers of the handler's answer, without its body.
+ * 413 instead of a reset. So does the answer to a request that ends its connection
+ * (`Connection: close`, HTTP/1.0 without keep-alive), which says `Connection: close`; requests
+ * sent after such a one are read and dropped, unanswered. `Expect: 100-continue` gets its 100
+ * when the body is within the limit. A HEAD request is answered with the headers of the answer
+ * (the handler's, or the server's own error), without its body.
  */
 #ifndef TROUPE_HTTP_H
 #define TROUPE_HTTP_H

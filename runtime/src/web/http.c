@@ -226,9 +226,10 @@ static void linger(conn *c);
 static void on_written(uv_write_t *w, int status)
 {
     wreq *r = (wreq *)w;
-    if (status >= 0 && r->close_after && r->c->failed)
-        linger(r->c); /* the client reads the answer before the connection ends */
-    else if (status < 0 || r->close_after)
+    if (status >= 0 && r->close_after)
+        linger(r->c); /* the client reads the answer before the connection ends (requests it
+                       * sent after a Connection: close one are read and dropped, no reset) */
+    else if (status < 0)
         conn_close(r->c);
     free(r->data);
     free(r);
@@ -378,6 +379,11 @@ static void fail(conn *c, int status, const char *msg)
     if (p == NULL) {
         conn_close(c);
         return;
+    }
+    if (c->in_message && c->parser.method == HTTP_HEAD) { /* a HEAD's answer has no body */
+        const char *end = memmem(p, len, "\r\n\r\n", 4);
+        if (end != NULL)
+            len = (size_t)(end + 4 - p);
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
     send_raw(c, p, len, p, true);
@@ -939,10 +945,20 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
         return; /* its connection is gone */
     c->in_flight = false;
     bool close_after = !c->keep_alive || lp->stopping;
-    if (c->head) { /* the headers only (Content-Length still says the body's length) */
-        const char *end = memmem(data, len, "\r\n\r\n", 4);
-        if (end != NULL)
-            len = (size_t)(end + 4 - data);
+    const char *end = memmem(data, len, "\r\n\r\n", 4);
+    if (c->head && end != NULL) /* the headers only (Content-Length still says the body's) */
+        len = (size_t)(end + 4 - data);
+    if (close_after && end != NULL) { /* the answer says so (RFC 9112, 9.6): a copy, as rare */
+        static const char hdr[] = "Connection: close\r\n";
+        size_t at = (size_t)(end + 2 - data);
+        char *copy = malloc(len + sizeof hdr - 1);
+        if (copy != NULL) {
+            memcpy(copy, data, at);
+            memcpy(copy + at, hdr, sizeof hdr - 1);
+            memcpy(copy + at + sizeof hdr - 1, data + at, len - at);
+            send_raw(c, copy, len + sizeof hdr - 1, copy, true);
+            return;
+        }
     }
     send_raw(c, data, len, NULL, close_after);
     if (!close_after) {
