@@ -163,7 +163,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     signal(SIGPIPE, SIG_IGN);
-    tr_log_set(quiet_log, NULL);
+    tr_log_set(quiet_log, NULL, TR_LOG_ERROR);
     const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(g_base, sizeof g_base, "%s/fuzz-http-XXXXXX", tmp);
     if (mkdtemp(g_base) == NULL)

@@ -446,7 +446,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    tr_log_set(quiet_log, NULL);
+    tr_log_set(quiet_log, NULL, TR_LOG_ERROR);
     const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/fuzz-journal-XXXXXX", tmp);
     if (mkdtemp(g_dir) == NULL)
