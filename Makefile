@@ -10,6 +10,7 @@
 #   make lint        cppcheck and clang-tidy's static analyzer on the product's code (scripts/lint)
 #   make fuzz        build the libFuzzer harnesses (build-fuzz/) and run each FUZZ_SECONDS (60)
 #   make docs        the API reference from the public headers (Doxygen): $(BUILD)/docs/html/
+#   make valgrind    the suite under Valgrind's memcheck, once, by hand (scripts/valgrind; slow)
 #   make clean       remove build directories
 
 BUILD ?= build
@@ -18,7 +19,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS) --timeout 600
 
-.PHONY: all bootstrap build demo test asan tsan bench fuzz lint chaos-short docs clean
+.PHONY: all bootstrap build demo test asan tsan bench fuzz valgrind lint chaos-short docs clean
 
 all: build
 
@@ -51,6 +52,9 @@ bench: build
 lint: build
 	scripts/lint
 
+valgrind: build
+	BUILD=$(BUILD) scripts/valgrind
+
 # The chaos runner, short and seeded (docs/resilience.md): each app on three nodes, 30 s of load
 # with up to 3 faults, every invariant checked (about a minute and a half each).
 CHAOS_SEED ?= 7
@@ -62,7 +66,7 @@ FUZZ_SECONDS ?= 60
 fuzz: bootstrap
 	cmake -S . -B build-fuzz $(if $(GENERATOR),-G Ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DCMAKE_C_COMPILER=clang -DTROUPE_SANITIZE=address -DTROUPE_FUZZ=ON -DTROUPE_WERROR=ON \
-	    -DTROUPE_BUILD_APPS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
+	    -DTROUPE_BUILD_APPS=ON -DTROUPE_BUILD_TESTS=OFF -DTROUPE_BUILD_TOOLS=OFF -DTROUPE_BUILD_BENCH=OFF
 	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	scripts/fuzz $(FUZZ_SECONDS)
 

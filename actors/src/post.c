@@ -320,7 +320,13 @@ static int post_init(tr_ctx *ctx, void *state, const void *arg)
     snprintf(p->author, sizeof p->author, "%s", a->key);
     char jid[64];
     snprintf(jid, sizeof jid, "posts/%s", p->author);
-    return tr_journal_open(ctx, p->ctx->store, jid, NULL, on_apply, p, &p->j);
+    int rc = tr_journal_open(ctx, p->ctx->store, jid, NULL, on_apply, p, &p->j);
+    if (rc != TR_OK) { /* a recovery refused part way (terminate will not run): what it read */
+        for (size_t i = 0; i < p->n; i++)
+            free(p->v[i].url);
+        free(p->v);
+    }
+    return rc;
 }
 
 static void post_turn_end(tr_ctx *ctx, void *state)

@@ -585,7 +585,13 @@ static int user_init(tr_ctx *ctx, void *state, const void *arg)
     snprintf(u->id, sizeof u->id, "%s", a->key);
     char jid[64];
     snprintf(jid, sizeof jid, "user/%s", u->id);
-    return tr_journal_open(ctx, u->ctx->store, jid, on_restore, on_apply, u, &u->j);
+    int rc = tr_journal_open(ctx, u->ctx->store, jid, on_restore, on_apply, u, &u->j);
+    if (rc != TR_OK) { /* a recovery refused part way (terminate will not run): what it read */
+        soc_set_free(&u->followers);
+        soc_set_free(&u->following);
+        soc_hset_free(&u->followers_h);
+    }
+    return rc;
 }
 
 static void user_turn_end(tr_ctx *ctx, void *state)

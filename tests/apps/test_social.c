@@ -12,6 +12,7 @@
  * consistent: the tests wait for them (bounded), never for a speed.
  */
 #include "test_app.h"
+#include "test_hostile.h"
 #include "test_net.h"
 #include "test_peers.h"
 #include "test_util.h"
@@ -629,6 +630,142 @@ static void test_bad_input_answered_4xx(void **state)
 }
 
 
+/* ---- the social port's table of hostile inputs ------------------------------------------- */
+
+#define REQ(method, path) method " " path " HTTP/1.1\r\nHost: x\r\n\r\n"
+
+/* A request with a body and its Content-Length (and extra header lines, or ""), in memory that
+ * lives until the end of the test (one of 32). */
+static const char *with_body(const char *method, const char *path, const char *headers,
+                             const char *body)
+{
+    static char reqs[32][640];
+    static unsigned next;
+    char *r = reqs[next++ % 32];
+    snprintf(r, 640, "%s %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s", method, path,
+             headers, strlen(body), body);
+    return r;
+}
+
+/* The social network port's table of hostile inputs (issue 21, bad input), one row each with its
+ * required outcome (tests/support/test_hostile.h): statuses, the connection closed or kept, the
+ * node serving others after each. test_bad_input_answered_4xx holds the API's own refusals
+ * (field by field). */
+static void test_hostile_input_table(void **state)
+{
+    (void)state;
+    tt_app n;
+    const char *sets[] = {"social.http.request_timeout_ms=1000", "social.http.max_request=4096",
+                          NULL};
+    start(&n, "hostile", 0, sets);
+    char a[32], out[512];
+    make_user(n.port, "hostile", "Host Ile", a);
+    static char big_headers[8192], many_headers[4096], big_body[10000], long_path[1024],
+        nested[512], pipelined_bad[512], user_path[128], posts_neg[128], posts_float[128],
+        posts_big[128], long_id[512];
+    snprintf(big_headers, sizeof big_headers, "GET /health HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n",
+             6000, 0);
+    size_t k = (size_t)snprintf(many_headers, sizeof many_headers, "GET /health HTTP/1.1\r\n");
+    for (int i = 0; i < 70; i++)
+        k += (size_t)snprintf(many_headers + k, sizeof many_headers - k, "X-%d: v\r\n", i);
+    snprintf(many_headers + k, sizeof many_headers - k, "\r\n");
+    k = (size_t)snprintf(big_body, sizeof big_body,
+                         "POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\n");
+    memset(big_body + k, 'x', 8000);
+    snprintf(long_path, sizeof long_path, "GET /users/u%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 600, 0);
+    k = (size_t)snprintf(nested, sizeof nested,
+                         "POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n");
+    for (int i = 0; i < 100; i++)
+        nested[k + (size_t)i] = '[', nested[k + 100 + (size_t)i] = ']';
+    snprintf(pipelined_bad, sizeof pipelined_bad, "%s%s%s", REQ("GET", "/health"),
+             "GET /health HTTP/1.1\r\nContent-Length: x\r\n\r\n", REQ("GET", "/health"));
+    snprintf(user_path, sizeof user_path, "/users/%s", a);
+    snprintf(posts_neg, sizeof posts_neg,
+             "GET /users/%s/posts?limit=-1 HTTP/1.1\r\nHost: x\r\n\r\n", a);
+    snprintf(posts_float, sizeof posts_float,
+             "GET /users/%s/posts?limit=1.5 HTTP/1.1\r\nHost: x\r\n\r\n", a);
+    snprintf(posts_big, sizeof posts_big,
+             "GET /timeline/%s?limit=18446744073709551616 HTTP/1.1\r\nHost: x\r\n\r\n", a);
+    snprintf(long_id, sizeof long_id, "GET /users/u%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 300, 0);
+    const tt_http_row rows[] = {
+        /* the request line and headers */
+        {"headers larger than max_request", big_headers, 0, "431", true, NULL, false},
+        {"70 headers (64 at most)", many_headers, 0, "431", true, NULL, false},
+        {"an unknown method", REQ("BREW", "/health"), 0, "501", true, NULL, false},
+        {"not HTTP", "\x01\x02\xff GARBAGE \x00\r\n\r\n", 17, "400", true, NULL, false},
+        {"a NUL byte in the path", "GET /users/u1\0x HTTP/1.1\r\n\r\n", 29, "400", true, NULL,
+         false},
+        {"a path segment above the URL's 512 bytes", long_path, 0, "400", true, NULL, false},
+        {"a malformed Content-Length", "POST /users HTTP/1.1\r\nContent-Length: x\r\n\r\n", 0,
+         "400", true, NULL, false},
+        {"a request that never ends (slowloris: request_timeout_ms)",
+         "POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"us", 0, "408", true,
+         NULL, false},
+        /* bodies */
+        {"a body larger than max_request (413, read by the client)", big_body, 0, "413", true,
+         NULL, false},
+        {"a body larger than max_request announced with 100-continue (no 100)",
+         "POST /users HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+         "Content-Length: 100000\r\n\r\n",
+         0, "413", true, NULL, false},
+        {"Expect: 100-continue",
+         with_body("POST", "/users", "Expect: 100-continue\r\n",
+                   "{\"username\":\"expecting\",\"name\":\"Ex Pecting\"}"),
+         0, "100 201", false, "expecting", false},
+        {"a chunked body",
+         "POST /users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "f\r\n{\"username\":\"ch\r\n16\r\nunked\",\"name\":\"Chunk\"}\r\n0\r\n\r\n",
+         0, "201", false, "chunked", false},
+        {"invalid JSON", with_body("POST", "/users", "", "{oops"), 0, "400", false, NULL, false},
+        {"invalid UTF-8 in JSON",
+         with_body("POST", "/users", "", "{\"username\":\"x\xc3\x28\",\"name\":\"n\"}"), 0, "400",
+         false, NULL, false},
+        {"JSON with a duplicate key",
+         with_body("POST", "/users", "",
+                   "{\"username\":\"dup\",\"username\":\"dup2\",\"name\":\"n\"}"),
+         0, "400", false, NULL, false},
+        {"JSON nested 100 deep", nested, 0, "400", false, NULL, false},
+        {"a name of the wrong type (a number)",
+         with_body("PATCH", user_path, "", "{\"name\":7}"), 0, "400", false, NULL, false},
+        {"limit negative", posts_neg, 0, "400", false, "limit", false},
+        {"limit a float", posts_float, 0, "400", false, "limit", false},
+        {"limit 2^64 (capped: above 200 is 200, README)", posts_big, 0, "200", false, NULL,
+         false},
+        /* connections */
+        {"HTTP/1.0", "GET /health HTTP/1.0\r\n\r\n", 0, "200", true, "Connection: close", false},
+        {"Connection: close", "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", 0, "200", true,
+         "Connection: close", false},
+        {"Connection: close with requests after it (not answered)",
+         "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n" REQ("GET", "/health"), 0, "200",
+         true, NULL, false},
+        {"HEAD refused by the server itself (413, without a body either)",
+         "HEAD /health HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 0, "413", true, NULL, true},
+        {"HEAD", REQ("HEAD", "/health"), 0, "200", false, NULL, true},
+        {"three pipelined requests",
+         REQ("GET", "/health") REQ("GET", "/search?q=host") REQ("GET", "/nowhere"), 0,
+         "200 200 404", false, NULL, false},
+        {"pipelined requests with a bad one in the middle", pipelined_bad, 0, "200 400", true,
+         NULL, false},
+        /* ids */
+        {"a long user id (under the URL's limit)", long_id, 0, "404", false, NULL, false},
+        {"a %-encoded slash in a user id", REQ("GET", "/users/u1%2Fx"), 0, "404", false, NULL,
+         false},
+        {"a %-encoded NUL in a user id", REQ("GET", "/users/u1%00x"), 0, "404", false, NULL,
+         false},
+        {"a malformed %-escape in a query", REQ("GET", "/search?q=%zz"), 0, "400", false, NULL,
+         false},
+        {"a query of invalid UTF-8", REQ("GET", "/search?q=%FF%FE"), 0, "400", false, NULL,
+         false},
+        {"dot segments in an id", REQ("GET", "/users/../../etc/passwd"), 0, "404", false, NULL,
+         false},
+    };
+    tt_http_table(n.port, rows, sizeof rows / sizeof rows[0]);
+    /* the user made before is untouched */
+    assert_int_equal(http(n.port, "GET", user_path, NULL, out, sizeof out), 200);
+    assert_non_null(strstr(out, "Host Ile"));
+    tt_app_kill(&n, SIGTERM);
+}
+
 /* ---- cluster mode -------------------------------------------------------------------------- */
 
 static int peers_up(int port)
@@ -780,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_passivated_timeline_rebuilt),
         cmocka_unit_test(test_kill9_under_load_loses_nothing),
         cmocka_unit_test(test_bad_input_answered_4xx),
+        cmocka_unit_test(test_hostile_input_table),
         cmocka_unit_test(test_cluster_any_node_and_kill9),
     };
     tt_apply_filter();

@@ -4,7 +4,8 @@
  * full mesh from one seed, remote links and monitors ending with noconnection when a node goes,
  * node watchers, remote spawn by behaviour name, placement, the handshake refusing a wrong
  * secret, raw garbage and oversized frames dropping only their connection, bounded queues
- * towards a peer. (Multi-process tests with kill -9 are in tests/cluster/.)
+ * towards a peer; the node port's table of hostile inputs (test_hostile_input_table), one row
+ * each with its required outcome. (Multi-process tests with kill -9 are in tests/cluster/.)
  */
 #include "test_nodes.h"
 #include "test_util.h"
@@ -957,20 +958,27 @@ static size_t read_frame(int fd, uint8_t *buf, size_t cap)
     return len;
 }
 
-/* Connects to port as node `name` (id) with the cluster secret, and proves it: an authenticated
- * inbound connection of that node, ready for DATA frames. */
-static int hand_peer(int port, const char *secret, const char *name, uint16_t id)
+static int dial(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* On a fresh connection fd: HELLO as node `name` (id), the node's HELLO read, AUTH proving
+ * `secret` sent; the frames sent are appended to record when not NULL. */
+static void hand_handshake(int fd, const char *secret, const char *name, uint16_t id,
+                           tr_wire_buf *record)
+{
     tr_wire_hello h;
     memset(&h, 0, sizeof h);
     snprintf(h.name, sizeof h.name, "%s", name);
     h.node_id = id;
     h.incarnation = 1;
-    snprintf(h.addr, sizeof h.addr, "tcp://127.0.0.1:1"); /* nobody there: dials back fail */
+    /* nobody there: dials back fail (an address of its own: a node knows one peer per address) */
+    snprintf(h.addr, sizeof h.addr, "tcp://127.0.0.1:%u", 1u + id);
     memcpy(h.nonce, "nonce-of-a-hand-", TR_WIRE_NONCE);
     tr_wire_buf b;
     tr__wire_buf_init(&b);
@@ -997,16 +1005,27 @@ static int hand_peer(int port, const char *secret, const char *name, uint16_t id
     in[k++] = (uint8_t)id;
     mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), (const uint8_t *)secret,
                     strlen(secret), in, k, mac);
-    b.len = 0;
     f = tr__wire_frame_begin(&b, TR_WIRE_AUTH);
     tr__wire_put_auth(&b, mac);
     tr__wire_frame_end(&b, f);
-    write_all(fd, b.data, b.len);
-    len = read_frame(fd, buf, sizeof buf); /* theirs: we are in */
+    size_t hello_len = (size_t)tr__wire_prefix(b.data) + TR_WIRE_PREFIX;
+    write_all(fd, b.data + hello_len, b.len - hello_len);
+    if (record != NULL)
+        tr__wire_put_raw(record, b.data, b.len);
+    tr__wire_buf_free(&b);
+}
+
+/* Connects to port as node `name` (id) with the cluster secret, and proves it: an authenticated
+ * inbound connection of that node, ready for DATA frames. */
+static int hand_peer(int port, const char *secret, const char *name, uint16_t id)
+{
+    int fd = dial(port);
+    hand_handshake(fd, secret, name, id, NULL);
+    uint8_t buf[1024];
+    size_t len = read_frame(fd, buf, sizeof buf); /* theirs: we are in */
     unsigned kind;
     assert_int_equal(tr__wire_kind(buf, len, &kind), TR_OK);
     assert_int_equal(kind, TR_WIRE_AUTH);
-    tr__wire_buf_free(&b);
     return fd;
 }
 
@@ -1058,6 +1077,214 @@ static void test_remote_envelope_without_sender_refused(void **state)
     assert_int_equal(got, x);
     close(fd);
     node_end(&c);
+    node_end(&a);
+    node_end(&b);
+}
+
+/* ---- the node port's hostile inputs, one row each (issue 21, "Bad input") ----------------- */
+
+enum { BEFORE_AUTH, AFTER_AUTH };                  /* when the bytes are sent */
+enum { SEND, WRONG_SECRET, REPLAY, SILENT, CONNS }; /* what the row does */
+enum { C_NONE, C_BAD_FRAMES, C_REFUSED_AUTH };      /* the counter it must raise */
+
+typedef struct node_row {
+    const char *what;
+    int when, how;
+    const char *bytes; /* SEND: what is written */
+    size_t len;
+    bool framed;       /* bytes are a frame without its length (prefixed when sent); else they
+                        * are written as they are, a length that lies included */
+    bool closed;       /* the node closes the connection (else: it stays up and delivers) */
+    int counter;
+} node_row;
+
+#define B(lit) lit, sizeof(lit) - 1, false /* raw */
+#define F(lit) lit, sizeof(lit) - 1, true  /* a frame */
+
+static const node_row node_rows[] = {
+    {"another protocol (HTTP)", BEFORE_AUTH, SEND, B("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), true,
+     C_REFUSED_AUTH},
+    {"DATA before the handshake", BEFORE_AUTH, SEND,
+     B("\x00\x00\x00\x0cTRP\x02\x03\x01\x02\x03\x00\x00\xc4\x00"), true, C_REFUSED_AUTH},
+    {"a truncated HELLO", BEFORE_AUTH, SEND, B("\x00\x00\x00\x07TRP\x02\x01\xa1x"), true,
+     C_REFUSED_AUTH},
+    {"a frame shorter than its header", BEFORE_AUTH, SEND, B("\x00\x00\x00\x02TR"), true,
+     C_REFUSED_AUTH},
+    {"another protocol version", BEFORE_AUTH, SEND, B("\x00\x00\x00\x05TRP\x07\x01"), true,
+     C_REFUSED_AUTH},
+    {"2 GiB announced", BEFORE_AUTH, SEND, B("\x7f\xff\xff\xffTRP"), true, C_BAD_FRAMES},
+    {"1 MiB announced before authentication (under max_frame)", BEFORE_AUTH, SEND,
+     B("\x00\x10\x00\x00TRP\x02\x01"), true, C_BAD_FRAMES},
+    {"a wrong secret", BEFORE_AUTH, WRONG_SECRET, NULL, 0, false, true, C_REFUSED_AUTH},
+    {"a replayed handshake (HELLO and AUTH recorded on another connection)", BEFORE_AUTH, REPLAY,
+     NULL, 0, false, true, C_REFUSED_AUTH},
+    {"a peer that connects and says nothing (the 5 s handshake deadline)", BEFORE_AUTH, SILENT,
+     NULL, 0, false, true, C_REFUSED_AUTH},
+    {"1,100 connections at once (the cap: 1,024)", BEFORE_AUTH, CONNS, NULL, 0, false, true,
+     C_NONE},
+    {"an unknown frame kind", AFTER_AUTH, SEND, F("TRP\x02\x09"), true,
+     C_BAD_FRAMES},
+    {"HELLO again after the handshake", AFTER_AUTH, SEND,
+     B("\x00\x00\x00\x1cTRP\x02\x01\xa1x\x05\x01\xc4\x10" "0123456789abcdef\xa0"), true,
+     C_BAD_FRAMES},
+    {"a frame above max_frame (5 MiB announced)", AFTER_AUTH, SEND,
+     B("\x00\x50\x00\x00TRP\x02\x03"), true, C_BAD_FRAMES},
+    {"a truncated envelope", AFTER_AUTH, SEND, F("TRP\x02\x03\x01\x02\x03"), true,
+     C_BAD_FRAMES},
+    {"msgpack of the wrong type (to: a string)", AFTER_AUTH, SEND,
+     F("TRP\x02\x03\xa1x\x01\x01\x00\x00\xc4\x00"), true, C_BAD_FRAMES},
+    {"deep nesting (to: 64 nested arrays)", AFTER_AUTH, SEND,
+     F("TRP\x02\x03"
+       "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91"
+       "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91"
+       "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91"
+       "\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91"),
+     true, C_BAD_FRAMES},
+    {"a payload length larger than the frame (bin32 of 1 MB)", AFTER_AUTH, SEND,
+     F("TRP\x02\x03\x01\x02\x03\x00\x00\xc6\x00\x0f\x42\x40xyz"), true,
+     C_BAD_FRAMES},
+    {"MEMBERS announcing more members than it holds", AFTER_AUTH, SEND,
+     F("TRP\x02\x05\xce\x00\x00\x03\xe8"), true, C_BAD_FRAMES},
+    /* kept: the connection stays up and what follows on it still arrives */
+    {"PING", AFTER_AUTH, SEND, F("TRP\x02\x04"), false, C_NONE},
+    {"an envelope of an unknown message type (delivered: the actor decides)", AFTER_AUTH, SEND,
+     NULL, 0, false, false, C_NONE},
+};
+
+/* Whether the node closed fd within ms (reading and dropping what it sends). */
+static bool closed_within(int fd, int ms)
+{
+    uint64_t until = tt_now_ns() + (uint64_t)ms * 1000000u;
+    char buf[4096];
+    do {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, ms > 0 ? 50 : 0) == 1) {
+            ssize_t r = read(fd, buf, sizeof buf);
+            if (r <= 0)
+                return true;
+        }
+    } while (tt_now_ns() < until);
+    return false;
+}
+
+static uint64_t counter_of(const tr_node_stats *st, int which)
+{
+    return which == C_BAD_FRAMES ? st->bad_frames : which == C_REFUSED_AUTH ? st->refused_auth : 0;
+}
+
+/* One table of the node port's hostile inputs, each row with its required outcome: the
+ * connection closed (or kept, and what follows on it delivered), the counter raised, and the node
+ * still serving its real peer (a call from node a answered) after every row. */
+static void test_hostile_input_table(void **state)
+{
+    (void)state;
+    reset();
+    node a, b;
+    node_up(&b, "b", 122, "cluster-secret", NULL);
+    node_up(&a, "a", 121, "cluster-secret", b.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    tr_pid sink;
+    assert_int_equal(tr_system_spawn(b.sys, &sink_b, NULL, &sink), TR_OK);
+    int port = tr_node_port(b.node);
+    uint64_t seq = 0;
+    for (size_t i = 0; i < sizeof node_rows / sizeof node_rows[0]; i++) {
+        const node_row *row = &node_rows[i];
+        print_message("node port: %s\n", row->what);
+        tr_node_stats before, st;
+        tr_node_stats_get(b.node, &before);
+        int fd = -1;
+        if (row->when == AFTER_AUTH) {
+            char name[16];
+            snprintf(name, sizeof name, "hand%zu", i);
+            fd = hand_peer(port, "cluster-secret", name, (uint16_t)(200 + i));
+        }
+        else if (row->how != CONNS)
+            fd = dial(port);
+        switch (row->how) {
+        case SEND:
+            if (row->bytes != NULL && row->framed) {
+                uint8_t pre[4] = {(uint8_t)(row->len >> 24), (uint8_t)(row->len >> 16),
+                                  (uint8_t)(row->len >> 8), (uint8_t)row->len};
+                write_all(fd, pre, sizeof pre);
+                write_all(fd, row->bytes, row->len);
+            } else if (row->bytes != NULL) {
+                write_all(fd, row->bytes, row->len);
+            } else { /* an envelope of an unknown type, to the sink */
+                tr_msg *m = tr_msg_new(0x7777, 8);
+                tr_msg_put_u64(m, 1);
+                hand_send(fd, sink, (tr_pid)(200 + i) << 48 | 1, m);
+            }
+            break;
+        case WRONG_SECRET:
+            hand_handshake(fd, "not-the-secret", "intruder", 99, NULL);
+            break;
+        case REPLAY: {
+            tr_wire_buf rec;
+            tr__wire_buf_init(&rec);
+            int first = dial(port); /* a real handshake, recorded */
+            hand_handshake(first, "cluster-secret", "recorded", 98, &rec);
+            uint8_t buf[1024];
+            (void)read_frame(first, buf, sizeof buf);
+            close(first);
+            write_all(fd, rec.data, rec.len); /* played again on another connection */
+            tr__wire_buf_free(&rec);
+            break;
+        }
+        case CONNS: {
+            enum { N = 1100 };
+            static int fds[N];
+            for (int k = 0; k < N; k++)
+                fds[k] = dial(port);
+            /* the ones above the cap are closed as they are accepted (more close later, at
+             * their handshake deadline: only the lower bound does not depend on speed) */
+            int closed = 0;
+            for (int k = 0; k < N; k++)
+                closed += closed_within(fds[k], k < N - 200 ? 0 : 2000);
+            print_message("  %d of %d closed\n", closed, N);
+            assert_true(closed >= N - 1024);
+            for (int k = 0; k < N; k++)
+                close(fds[k]);
+            /* room again: a real peer's handshake goes through */
+            int again = -1;
+            TT_WAIT_FOR(({
+                            if (again >= 0)
+                                close(again);
+                            again = dial(port);
+                            hand_handshake(again, "cluster-secret", "after-flood", 97, NULL);
+                            !closed_within(again, 200);
+                        }),
+                        TT_DEADLINE_MS);
+            close(again);
+            break;
+        }
+        default: /* SILENT: nothing */
+            break;
+        }
+        if (fd >= 0) {
+            if (row->closed) {
+                assert_true(closed_within(fd, 15000));
+            } else { /* kept: what follows on it arrives */
+                uint64_t got = atomic_load(&g_received);
+                hand_send(fd, sink, (tr_pid)(200 + i) << 48 | 1, tt_msg_u64(MSG_SEQ, seq++));
+                TT_WAIT_FOR(atomic_load(&g_received) > got, TT_DEADLINE_MS);
+                assert_false(closed_within(fd, 0));
+            }
+            close(fd);
+        }
+        if (row->counter != C_NONE) {
+            TT_WAIT_FOR((tr_node_stats_get(b.node, &st),
+                         counter_of(&st, row->counter) > counter_of(&before, row->counter)),
+                        TT_DEADLINE_MS);
+            assert_true(counter_of(&st, row->counter) > counter_of(&before, row->counter));
+        }
+        /* the node still serves its real peer */
+        tr_msg *reply = NULL;
+        assert_int_equal(tr_system_call(a.sys, sink, tt_msg_u64(MSG_ASK, i), 10000, &reply),
+                         TR_OK);
+        assert_int_equal(tt_read_u64(reply), 2 * i);
+        tr_msg_free(reply);
+    }
+    assert_true(sees(&b, "a"));
     node_end(&a);
     node_end(&b);
 }
@@ -1198,6 +1425,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_made_up_members_forgotten),
     cmocka_unit_test(test_bounded_peer_queue),
     cmocka_unit_test(test_bad_options),
+    cmocka_unit_test(test_hostile_input_table),
 };
 
 TT_MAIN_PLAIN(tests)

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -559,6 +560,164 @@ static void test_after_io(void **state)
     assert_int_equal(atomic_load(&A.other_thread), 0);
 }
 
+/* ---- regressions ---------------------------------------------------------------------------- */
+
+/* Reads everything until the server closes (at most 30 s between two reads). */
+static size_t read_to_close(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        assert_true(poll(&pf, 1, 30000) > 0); /* (the bug: no answer, ever) */
+        ssize_t r = read(fd, buf + len, cap - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+/* REGRESSION (runtime/src/web/http.c, parse_some; found by fuzz-http, fixed in the commit that
+ * added this test): a request answered at once from its handler while the loop was in after_io
+ * (a pipelined request behind one answered there: tr_http_respond runs at once then) had its
+ * answer delivered while http_parser_execute was still on the stack; deliver parsed again from
+ * where the outer call had not yet advanced, read the same request again and called the handler
+ * with it again — the social app answered one pipelined GET /timeline 25 times, and every later
+ * answer on that connection went to the wrong request. Each request must be handled once and
+ * answered once. */
+static struct {
+    uint64_t token[2];          /* a /later request per loop, answered from after_io */
+    bool pending[2];
+    tr_http_task task[2];
+    _Atomic unsigned handled;
+} R;
+
+static void reentry_answer(tr_http_server *srv, tr_http_task *t)
+{
+    unsigned loop = (unsigned)(t - R.task);
+    tr_http_respond_here(srv, R.token[loop], 200, NULL, "{\"later\":true}", 14);
+}
+
+static void reentry_handler(void *user, tr_http_server *srv, const tr_http_request *req)
+{
+    (void)user;
+    atomic_fetch_add(&R.handled, 1);
+    unsigned loop = tr_http_loop_of(req->token);
+    if (strcmp(req->path, "/later") == 0) {
+        R.token[loop] = req->token;
+        R.pending[loop] = true;
+        return;
+    }
+    tr_http_respond(srv, req->token, 200, NULL, "{\"now\":true}", 12);
+}
+
+static void reentry_after_io(void *user, tr_http_server *srv, unsigned loop)
+{
+    (void)user;
+    if (!R.pending[loop])
+        return;
+    R.pending[loop] = false;
+    R.task[loop].fn = reentry_answer;
+    assert_int_equal(tr_http_post(srv, loop, &R.task[loop]), 0); /* runs at once */
+}
+
+static void test_answer_at_once_behind_after_io_answer(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN); /* (the bug wrote answers after the close) */
+    memset(&R, 0, sizeof R);
+    tr_http_server *srv;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 2, .handler = reentry_handler,
+                      .after_io = reentry_after_io};
+    assert_int_equal(tr_http_start(&o, &srv), 0);
+    int fd = tt_dial(tr_http_port(srv));
+    put(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    static char buf[65536];
+    read_to_close(fd, buf, sizeof buf); /* until the server closes (after /end's answer) */
+    close(fd);
+    tr_http_stop(srv);
+    int answers = 0;
+    for (const char *p = buf; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+        answers++;
+    assert_int_equal(answers, 4);
+    assert_int_equal(atomic_load(&R.handled), 4);
+    const char *later = strstr(buf, "{\"later\":true}");
+    assert_non_null(later);
+    const char *now1 = strstr(later, "{\"now\":true}");
+    assert_non_null(now1);
+    assert_non_null(strstr(now1 + 1, "{\"now\":true}"));
+}
+
+/* REGRESSION (runtime/src/web/http.c, on_check; found by fuzz-http, fixed in the commit that
+ * added this test): after_io ran once per loop iteration, before the tasks posted on the loop's
+ * own thread; when such a task wrote an answer given at once and the request behind it (pipelined)
+ * went to the handler then, what that handler started waited for an after_io that came only with
+ * the next I/O — the apps' actors run there (the bridge's guest), so "GET /nothing" (404 at
+ * once) followed by "GET /inventory/SKU-1" was answered 503 when the order actor's call timed
+ * out. after_io now runs again whenever the handler was called after it. */
+static struct {
+    uint64_t token;
+    bool pending;
+    tr_http_task task;
+} H;
+
+static void hook_answer(tr_http_server *srv, tr_http_task *t)
+{
+    (void)t;
+    tr_http_respond_here(srv, H.token, 200, NULL, "{\"hook\":true}", 13);
+}
+
+static void hook_handler(void *user, tr_http_server *srv, const tr_http_request *req)
+{
+    (void)user;
+    if (strcmp(req->path, "/hook") == 0) { /* answered from after_io, as the bridge does */
+        H.token = req->token;
+        H.pending = true;
+        return;
+    }
+    tr_http_respond(srv, req->token, 404, NULL, "{\"error\":\"no\"}", 14);
+}
+
+static void hook_after_io(void *user, tr_http_server *srv, unsigned loop)
+{
+    (void)user;
+    if (!H.pending)
+        return;
+    H.pending = false;
+    H.task.fn = hook_answer;
+    assert_int_equal(tr_http_post(srv, loop, &H.task), 0);
+}
+
+static void test_after_io_after_a_task_handled_a_request(void **state)
+{
+    (void)state;
+    memset(&H, 0, sizeof H);
+    tr_http_server *srv;
+    /* (a request deadline far away: its timer would wake the loop, and after_io with it) */
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 1, .handler = hook_handler,
+                      .after_io = hook_after_io, .request_ms = 600000};
+    assert_int_equal(tr_http_start(&o, &srv), 0);
+    int fd = tt_dial(tr_http_port(srv));
+    put(fd, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    static char buf[8192];
+    read_to_close(fd, buf, sizeof buf);
+    close(fd);
+    tr_http_stop(srv);
+    const char *p = strstr(buf, "{\"error\":\"no\"}");
+    assert_non_null(p);
+    assert_non_null(strstr(p, "{\"hook\":true}"));
+}
+
+static const struct CMUnitTest regressions[] = {
+    cmocka_unit_test(test_answer_at_once_behind_after_io_answer),
+    cmocka_unit_test(test_after_io_after_a_task_handled_a_request),
+};
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_http_server),
     cmocka_unit_test(test_after_io),
@@ -567,4 +726,4 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_connections_per_client),
 };
 
-TT_MAIN_PLAIN(tests)
+TT_MAIN(tests, regressions)

@@ -20,8 +20,11 @@
  * itself (400 malformed, 408, 413, 431, 501 unknown method) ends the connection with a lingering
  * close: the answer is sent, the write side shut, and whatever the client still sends is read and
  * discarded for a while, so a client that writes its whole body before reading still reads its
- * 413 instead of a reset. `Expect: 100-continue` gets its 100 when the body is within the limit.
- * A HEAD request is answered with the headers of the handler's answer, without its body.
+ * 413 instead of a reset. So does the answer to a request that ends its connection
+ * (`Connection: close`, HTTP/1.0 without keep-alive), which says `Connection: close`; requests
+ * sent after such a one are read and dropped, unanswered. `Expect: 100-continue` gets its 100
+ * when the body is within the limit. A HEAD request is answered with the headers of the answer
+ * (the handler's, or the server's own error), without its body.
  */
 #ifndef TROUPE_HTTP_H
 #define TROUPE_HTTP_H
@@ -95,8 +98,10 @@ typedef struct tr_http_opts {
      * (an upload, say); called once the headers are in. Return 0 for max_request. */
     size_t (*body_limit)(void *user, tr_http_method method, const char *path);
     /** Optional: called on each loop thread once per loop iteration, after that iteration's
-     * requests went to the handler — where a handler that batches its work does it. Tasks
-     * posted from here to this same loop (tr_http_post) run at once. */
+     * requests went to the handler — where a handler that batches its work does it — and again
+     * before the loop waits whenever requests went to the handler after it (a pipelined request
+     * parsed once the answer before it, given at once, was written). Tasks posted from here to
+     * this same loop (tr_http_post) run at once. */
     void (*after_io)(void *user, tr_http_server *srv, unsigned loop);
 } tr_http_opts;
 

@@ -93,6 +93,8 @@ typedef struct entry {
     uint64_t start_corr;        /* non-zero while a start is under way */
     bool start_timed_out;       /* kept for good: a late actor may read arg */
     uint64_t mon;               /* the monitor on pid */
+    unsigned nmon;              /* by_mon's refs to it: pid's, and earlier actors' whose DOWN is
+                                 * still to come (see ended) */
     waiting *wait_head, *wait_tail;
     size_t nwait;
     uint64_t seen_received;     /* idle detection: its received counter at the last look */
@@ -417,7 +419,7 @@ static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
         e->start_corr = corr;
     } else {
         failed = take_waiting(e);
-        if (!e->start_timed_out) {
+        if (!e->start_timed_out && e->nmon == 0) { /* (else the last DOWN frees it) */
             unlink_entry(s, e);
             free(e);
         }
@@ -445,13 +447,16 @@ static void started(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
     if (e != NULL) {
         e->start_corr = 0;
         w = take_waiting(e);
-        if (rc == TR_OK && mon != 0) {
+        if (rc == TR_OK && mon != 0 &&
+            tr__idmap_put(&s->by_mon, mon, (uint64_t)(uintptr_t)e) == TR_OK) {
             e->pid = pid;
             e->mon = mon;
+            e->nmon++;
             e->seen_ms = tr_now_ns() / 1000000u;
-            tr__idmap_put(&s->by_mon, mon, (uint64_t)(uintptr_t)e);
         } else if (timeout) {
             e->start_timed_out = true; /* kept: see the file's comment */
+        } else if (e->nmon > 0) { /* an earlier actor's DOWN still refers to it: it frees it */
+            e = NULL;
         } else {
             unlink_entry(s, e);
             free(e);
@@ -464,7 +469,12 @@ static void started(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
     release_waiting(ctx, w, rc == TR_OK && mon != 0 && e != NULL ? pid : TR_PID_NONE);
 }
 
-/* A keyed actor ended: its key is forgotten (its next request starts a new one). */
+/* A keyed actor ended: its key is forgotten (its next request starts a new one). An actor can
+ * be dead (tr_system_alive false) before its DOWN reaches the router: a request meanwhile starts
+ * the key's next actor on the same entry, and the two DOWNs may come in either order. The entry
+ * is freed only when no DOWN refers to it any more (nmon): freed at the new actor's DOWN, the
+ * late DOWN of the earlier one read freed memory (found by fuzz-http: social user actors that end
+ * themselves after answering a made-up id, passivated every 100 ms). */
 static void ended(tr_shard *s, const tr_msg *m)
 {
     uint64_t v;
@@ -472,13 +482,15 @@ static void ended(tr_shard *s, const tr_msg *m)
         return;
     entry *e = (entry *)(uintptr_t)v;
     pthread_mutex_lock(&s->lock);
+    e->nmon--;
     /* the DOWN of an earlier actor of the key, processed after a new one started: not this one */
     bool current = e->mon == tr_msg_corr(m);
     if (current) {
         e->pid = TR_PID_NONE;
         e->mon = 0;
     }
-    bool drop = current && e->start_corr == 0 && e->nwait == 0 && !e->start_timed_out;
+    bool drop = e->mon == 0 && e->nmon == 0 && e->start_corr == 0 && e->nwait == 0 &&
+                !e->start_timed_out;
     if (drop)
         unlink_entry(s, e);
     pthread_mutex_unlock(&s->lock);

@@ -81,6 +81,8 @@ typedef struct conn {
     bool lingering;             /* answered, write side shut: reading and discarding until close */
     bool head;                  /* the request in flight is a HEAD: its answer goes without body */
     bool in_message;            /* between the first byte of a request and its end */
+    bool parsing;               /* parse_some is on the stack (it is not re-entered) */
+    bool parse_again;           /* ... and was asked again meanwhile (an answer given at once) */
     int handles;                /* open uv handles (tcp, timer) */
     uint32_t client;            /* the peer's IPv4 address (host order), counted in clients */
     bool counted;               /* counted against its client's cap */
@@ -99,6 +101,7 @@ struct loop_t {
     uv_check_t check;           /* after_io, then the tasks posted on this thread */
     uv_prepare_t prepare;       /* the tasks posted on this thread since (before the poll) */
     bool in_after_io;           /* on the loop thread, inside after_io */
+    bool handled;               /* the handler was called since settle() last looked */
     uv_thread_t th;
     pthread_mutex_t lock;       /* the quiesce barrier */
     _Atomic(tr_http_task *) tasks; /* posted from any thread, newest first (a lock-free stack) */
@@ -223,9 +226,10 @@ static void linger(conn *c);
 static void on_written(uv_write_t *w, int status)
 {
     wreq *r = (wreq *)w;
-    if (status >= 0 && r->close_after && r->c->failed)
-        linger(r->c); /* the client reads the answer before the connection ends */
-    else if (status < 0 || r->close_after)
+    if (status >= 0 && r->close_after)
+        linger(r->c); /* the client reads the answer before the connection ends (requests it
+                       * sent after a Connection: close one are read and dropped, no reset) */
+    else if (status < 0)
         conn_close(r->c);
     free(r->data);
     free(r);
@@ -376,6 +380,11 @@ static void fail(conn *c, int status, const char *msg)
         conn_close(c);
         return;
     }
+    if (c->in_message && c->parser.method == HTTP_HEAD) { /* a HEAD's answer has no body */
+        const char *end = memmem(p, len, "\r\n\r\n", 4);
+        if (end != NULL)
+            len = (size_t)(end + 4 - p);
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     send_raw(c, p, len, p, true);
 }
@@ -456,7 +465,6 @@ static void arm_timer(conn *c)
         uv_timer_start(&c->timer, on_timeout, ms, 0);
 }
 
-/* Parses what is buffered, up to the end of the next request. */
 /* Whether p[0..n) begins with a well-formed request line: "TOKEN SP TARGET SP HTTP/1.d" CRLF
  * (leading empty lines skipped). An unknown method in such a line is 501; anything else, 400. */
 static bool request_line_ok(const char *p, size_t n)
@@ -478,10 +486,8 @@ static bool request_line_ok(const char *p, size_t n)
            p[i + 7] <= '9' && p[i + 8] == '\r' && p[i + 9] == '\n';
 }
 
-static void parse_some(conn *c)
+static void parse_once(conn *c)
 {
-    if (c->in_flight || c->closing || c->failed)
-        return;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0);
     size_t from = c->parsed;
@@ -515,6 +521,28 @@ static void parse_some(conn *c)
         c->len -= c->parsed;
         c->parsed = 0;
     }
+}
+
+/* Parses what is buffered, up to the end of the next request. Not re-entered: a request answered
+ * at once, from inside its own handler call (tr_http_respond on the loop thread during after_io,
+ * where posted tasks run at once), delivers its answer while http_parser_execute is still on the
+ * stack with c->parsed not yet past that request; parsing again there read the same request
+ * again and called the handler with it again (found by fuzz-http: one pipelined GET answered
+ * 25 times). The inner call only asks the outer one to go on once it has returned. */
+static void parse_some(conn *c)
+{
+    if (c->parsing) {
+        c->parse_again = true;
+        return;
+    }
+    c->parsing = true;
+    do {
+        c->parse_again = false;
+        if (c->in_flight || c->closing || c->failed)
+            break;
+        parse_once(c);
+    } while (c->parse_again);
+    c->parsing = false;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -830,6 +858,7 @@ static int cb_complete(http_parser *p)
                      sizeof stopping - 1);
         return 0;
     }
+    c->lp->handled = true;
     srv->o.handler(srv->o.user, srv, &c->req);
     return 0;
 }
@@ -916,10 +945,20 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
         return; /* its connection is gone */
     c->in_flight = false;
     bool close_after = !c->keep_alive || lp->stopping;
-    if (c->head) { /* the headers only (Content-Length still says the body's length) */
-        const char *end = memmem(data, len, "\r\n\r\n", 4);
-        if (end != NULL)
-            len = (size_t)(end + 4 - data);
+    const char *end = memmem(data, len, "\r\n\r\n", 4);
+    if (c->head && end != NULL) /* the headers only (Content-Length still says the body's) */
+        len = (size_t)(end + 4 - data);
+    if (close_after && end != NULL) { /* the answer says so (RFC 9112, 9.6): a copy, as rare */
+        static const char hdr[] = "Connection: close\r\n";
+        size_t at = (size_t)(end + 2 - data);
+        char *copy = malloc(len + sizeof hdr - 1);
+        if (copy != NULL) {
+            memcpy(copy, data, at);
+            memcpy(copy + at, hdr, sizeof hdr - 1);
+            memcpy(copy + at + sizeof hdr - 1, data + at, len - at);
+            send_raw(c, copy, len + sizeof hdr - 1, copy, true);
+            return;
+        }
     }
     send_raw(c, data, len, NULL, close_after);
     if (!close_after) {
@@ -1049,20 +1088,38 @@ static void run_own_tasks(loop_t *lp)
         run_tasks(lp);
 }
 
+/* after_io (when due), then the tasks posted on this thread; and again while those handed the
+ * handler a request: a pipelined request is parsed, and handled, when the answer before it is
+ * written — by such a task when that answer was given at once. What the handler starts waits for
+ * after_io (the bridge's guest runs the actors it woke there); without another round the loop
+ * slept in poll with it until the next I/O, and the actor's call timed out (found by fuzz-http:
+ * "GET /nothing" answered 404 at once, then a pipelined GET /inventory/SKU answered 503 after
+ * the call's timeout). */
+static void settle(loop_t *lp, bool after_io_due)
+{
+    tr_http_opts *o = &lp->srv->o;
+    for (;;) {
+        lp->handled = false;
+        if (after_io_due && o->after_io != NULL) {
+            lp->in_after_io = true;
+            o->after_io(o->user, lp->srv, lp->idx);
+            lp->in_after_io = false;
+        }
+        run_own_tasks(lp);
+        if (!lp->handled || o->after_io == NULL)
+            return;
+        after_io_due = true;
+    }
+}
+
 static void on_check(uv_check_t *c)
 {
-    loop_t *lp = c->data;
-    if (lp->srv->o.after_io != NULL) {
-        lp->in_after_io = true;
-        lp->srv->o.after_io(lp->srv->o.user, lp->srv, lp->idx);
-        lp->in_after_io = false;
-    }
-    run_own_tasks(lp);
+    settle(c->data, true);
 }
 
 static void on_prepare(uv_prepare_t *p)
 {
-    run_own_tasks(p->data); /* posted after the last check (close callbacks, timers) */
+    settle(p->data, false); /* tasks posted after the last check (close callbacks, timers) */
 }
 
 static void loop_main(void *arg)
