@@ -395,7 +395,8 @@ static void fail(conn *c, int status, const char *msg)
         conn_close(c);
         return;
     }
-    if (c->in_message && c->parser.method == HTTP_HEAD) { /* a HEAD's answer has no body */
+    /* a HEAD's answer has no body (the method is known once the URL has begun) */
+    if (c->in_message && c->url_len > 0 && c->parser.method == HTTP_HEAD) {
         const char *end = memmem(p, len, "\r\n\r\n", 4);
         if (end != NULL)
             len = (size_t)(end + 4 - p);
