@@ -235,11 +235,13 @@ static void on_written(uv_write_t *w, int status)
     free(r);
 }
 
-/* Writes len bytes of data; `owned` (malloc'd, or NULL when data is borrowed) is freed once
- * written. */
-static void send_raw(conn *c, const char *data, size_t len, char *owned, bool close_after)
+/* Writes len bytes of data, with ins[0..inslen) inserted at offset `at` when ins is not NULL (it
+ * is then copied, and not tried straight into the socket); `owned` (malloc'd, or NULL when data
+ * is borrowed) is freed once written. */
+static void send_raw_ins(conn *c, const char *data, size_t len, char *owned, bool close_after,
+                         size_t at, const char *ins, size_t inslen)
 {
-    if (!close_after) {
+    if (!close_after && ins == NULL) {
         /* straight into the socket when it takes it all (libuv refuses while earlier writes
          * are queued, so order holds): no write request, no completion pass, and no epoll
          * re-arm after it — one syscall fewer per response */
@@ -254,16 +256,24 @@ static void send_raw(conn *c, const char *data, size_t len, char *owned, bool cl
             len -= (size_t)n;
         }
     }
-    if (owned == NULL || data != owned) { /* the rest, in a buffer of its own */
-        char *copy = malloc(len ? len : 1);
+    if (owned == NULL || data != owned || ins != NULL) { /* the rest, in a buffer of its own */
+        size_t extra = ins != NULL ? inslen : 0;
+        char *copy = malloc(len + extra ? len + extra : 1);
         if (copy == NULL) {
             free(owned);
             conn_close(c);
             return;
         }
-        memcpy(copy, data, len);
+        if (ins != NULL) {
+            memcpy(copy, data, at);
+            memcpy(copy + at, ins, inslen);
+            memcpy(copy + at + inslen, data + at, len - at);
+        } else {
+            memcpy(copy, data, len);
+        }
         free(owned);
         owned = copy;
+        len += extra;
     }
     wreq *r = malloc(sizeof *r);
     if (r == NULL) {
@@ -280,6 +290,11 @@ static void send_raw(conn *c, const char *data, size_t len, char *owned, bool cl
         free(r);
         conn_close(c);
     }
+}
+
+static void send_raw(conn *c, const char *data, size_t len, char *owned, bool close_after)
+{
+    send_raw_ins(c, data, len, owned, close_after, 0, NULL, 0);
 }
 
 static const char *reason(int status)
@@ -380,7 +395,8 @@ static void fail(conn *c, int status, const char *msg)
         conn_close(c);
         return;
     }
-    if (c->in_message && c->parser.method == HTTP_HEAD) { /* a HEAD's answer has no body */
+    /* a HEAD's answer has no body (the method is known once the URL has begun) */
+    if (c->in_message && c->url_len > 0 && c->parser.method == HTTP_HEAD) {
         const char *end = memmem(p, len, "\r\n\r\n", 4);
         if (end != NULL)
             len = (size_t)(end + 4 - p);
@@ -948,17 +964,10 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
     const char *end = memmem(data, len, "\r\n\r\n", 4);
     if (c->head && end != NULL) /* the headers only (Content-Length still says the body's) */
         len = (size_t)(end + 4 - data);
-    if (close_after && end != NULL) { /* the answer says so (RFC 9112, 9.6): a copy, as rare */
+    if (close_after && end != NULL) { /* the answer says so (RFC 9112, 9.6), in a copy */
         static const char hdr[] = "Connection: close\r\n";
-        size_t at = (size_t)(end + 2 - data);
-        char *copy = malloc(len + sizeof hdr - 1);
-        if (copy != NULL) {
-            memcpy(copy, data, at);
-            memcpy(copy + at, hdr, sizeof hdr - 1);
-            memcpy(copy + at + sizeof hdr - 1, data + at, len - at);
-            send_raw(c, copy, len + sizeof hdr - 1, copy, true);
-            return;
-        }
+        send_raw_ins(c, data, len, NULL, true, (size_t)(end + 2 - data), hdr, sizeof hdr - 1);
+        return;
     }
     send_raw(c, data, len, NULL, close_after);
     if (!close_after) {
