@@ -599,7 +599,10 @@ typedef struct tr_port tr_port;
  * the call only), or TR_ETIMEDOUT, TR_ENOPROC (the target ended with it unanswered), TR_EFULL
  * (refused by a full mailbox on another node), TR_ENOCONN (the target's node went down with the
  * request unanswered: told at once, as Erlang's calls are, not at the timeout) or TR_ESTOPPED
- * (tr_port_close), with reply NULL. */
+ * (tr_port_close), with reply NULL — except TR_ENOPROC for a target on this node that ended with
+ * the request still in its mailbox: reply is then the request itself (its type and payload, valid
+ * during the call), which the target never read, so it may be sent again (to the key's next actor,
+ * say). */
 typedef void (*tr_port_fn)(void *user, uint64_t cookie, int rc, const tr_msg *reply);
 /** Opens a port on a started system. */
 int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out);

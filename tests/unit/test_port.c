@@ -2,7 +2,7 @@
  * test_port.c — ports (troupe.h): requests from threads that are not actors, answered by a
  * callback on the runtime thread that delivers the answer. Every accepted request gets exactly
  * one callback — its reply, TR_ETIMEDOUT, or TR_ENOPROC when its target ends with it unanswered or
- * had ended — and a refused one (a bad message) none; requests from several threads at once all
+ * had ended (with the request itself when it was never read) — and a refused one (a bad message) none; requests from several threads at once all
  * come back.
  */
 #include "test_util.h"
@@ -14,7 +14,7 @@ enum { MSG_DOUBLE = 1, MSG_SILENT = 2, MSG_ANSWER = 3, MSG_STOP = 4, MSG_LATE = 
 #define NCOOKIES 20000
 
 static struct {
-    atomic_int ok, timeouts, noproc, stopped, other, bad_value;
+    atomic_int ok, timeouts, noproc, bounced, stopped, other, bad_value;
     atomic_int seen[NCOOKIES];
     _Atomic uint64_t answered_ns[NCOOKIES];
 } P;
@@ -50,6 +50,12 @@ static void on_answer(void *user, uint64_t cookie, int rc, const tr_msg *reply)
         atomic_fetch_add(&P.timeouts, 1);
     } else if (rc == TR_ENOPROC) {
         atomic_fetch_add(&P.noproc, 1);
+        if (reply != NULL) { /* the request itself, never read: as it was sent */
+            if (tr_msg_type(reply) == MSG_SILENT && tt_read_u64(reply) == cookie)
+                atomic_fetch_add(&P.bounced, 1);
+            else
+                atomic_fetch_add(&P.bad_value, 1);
+        }
     } else if (rc == TR_ESTOPPED && reply == NULL) {
         atomic_fetch_add(&P.stopped, 1);
     } else {
@@ -212,6 +218,9 @@ static void test_target_ends_with_request_queued(void **state)
         tr_port_close(p); /* its one request is settled and its target gone: nothing can come */
     }
     assert_int_equal(atomic_load(&P.noproc), 50);
+    /* each came back whole (TR_ENOPROC with the request: it may be sent again) */
+    assert_int_equal(atomic_load(&P.bounced), 50);
+    assert_int_equal(atomic_load(&P.bad_value), 0);
     assert_int_equal(atomic_load(&P.ok), 0);
     tt_system_end(sys);
     tt_assert_no_failures();

@@ -2,7 +2,9 @@
  * test_web.c — the HTTP→actor bridge (troupe/web.h) over real sockets: calls answered by an actor
  * (with the loop running the actor itself, and without), answers that need no actor, a timeout
  * and an on_reply that sets nothing (503 / 500), max_calls (503 beyond), a send that fails at once
- * (503, no on_reply), and tr_web_stop with a call in flight (on_reply with TR_ESTOPPED).
+ * (503, no on_reply), a request its target never read sent again once (answered by the second
+ * target; 503 TR_ENOPROC when that one is gone too), and tr_web_stop with a call in flight (on_reply
+ * with TR_ESTOPPED).
  */
 #include "test_util.h"
 #include "test_net.h"
@@ -33,13 +35,25 @@ static const tr_behaviour echo_b = {.name = "echo", .receive = echo_receive};
 typedef struct app {
     tr_web *web;
     tr_pid echo;
+    tr_pid dead;                /* an actor that has ended */
     _Atomic int stopped;        /* on_reply calls with TR_ESTOPPED */
     _Atomic int mutes;          /* MUTE calls sent */
 } app;
 
 typedef struct call {
     int kind;                   /* 0: echo, 1: no answer set */
+    int sends;                  /* /resent: times its sender ran */
 } call;
+
+/* /resent's sender: the first time to the ended actor, the second to echo (the bridge sends a
+ * request its target never read again, once, the same way). */
+static int resend_send(void *arg, tr_port *port, tr_msg *m, unsigned timeout_ms, uint64_t cookie)
+{
+    app *a = arg;
+    call *c = tr_web_call_data((tr_web_call *)(uintptr_t)cookie);
+    c->sends++;
+    return tr_port_request(port, c->sends == 1 ? a->dead : a->echo, m, timeout_ms, cookie);
+}
 
 static void on_reply(void *user, tr_web_call *wc, int rc, const tr_msg *reply)
 {
@@ -88,7 +102,11 @@ static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
         return;
     }
     uint64_t v = (uint64_t)atoi(req->query[0] ? req->query + 2 : "0"); /* ?v=N */
-    if (strcmp(req->path, "/gone") == 0)
+    if (strcmp(req->path, "/resent") == 0)
+        tr_web_call_send_with(wc, tt_msg_u64(ECHO, v), resend_send, a);
+    else if (strcmp(req->path, "/dead") == 0)
+        tr_web_call_send(wc, a->dead, tt_msg_u64(ECHO, v)); /* sent again: gone again */
+    else if (strcmp(req->path, "/gone") == 0)
         tr_web_call_send(wc, TR_PID_NONE, tt_msg_u64(ECHO, v)); /* refused at once */
     else if (strcmp(req->path, "/mute") == 0 &&
              tr_web_call_send(wc, a->echo, tt_msg_u64(MUTE, v)) == TR_OK)
@@ -109,6 +127,9 @@ static void run(unsigned run_actors)
     static app a;
     memset(&a, 0, sizeof a);
     assert_int_equal(tr_system_spawn(sys, &echo_b, NULL, &a.echo), TR_OK);
+    assert_int_equal(tr_system_spawn(sys, &echo_b, NULL, &a.dead), TR_OK);
+    assert_int_equal(tr_system_stop_actor(sys, a.dead), TR_OK);
+    TT_WAIT_FOR(!tr_system_alive(sys, a.dead), TT_DEADLINE_MS);
     tr_web_opts o = {.http = {.host = "127.0.0.1", .threads = 2, .handler = handler, .user = &a},
                      .run_actors = run_actors, .call_size = sizeof(call), .on_reply = on_reply,
                      .timeout_ms = 1500, .max_calls = 2};
@@ -124,6 +145,13 @@ static void run(unsigned run_actors)
         assert_string_equal(body, want);
     }
     assert_int_equal(get(port, "/direct", body, sizeof body), 200);
+    /* a request its target never read comes back and is sent again, once */
+    assert_int_equal(get(port, "/resent?v=21", body, sizeof body), 200);
+    assert_string_equal(body, "{\"got\":42}");
+    char gone[32];
+    snprintf(gone, sizeof gone, "{\"rc\":%d}", TR_ENOPROC);
+    assert_int_equal(get(port, "/dead?v=1", body, sizeof body), 503);
+    assert_string_equal(body, gone);
     static char big[200000];
     assert_int_equal(get(port, "/big?v=1", big, sizeof big), 200);
     assert_int_equal(strlen(big), 100000);

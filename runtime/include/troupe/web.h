@@ -55,7 +55,10 @@ typedef struct tr_web_opts {
 } tr_web_opts;
 
 /** A sender for tr_web_call_send_with: sends m (taken) through port with this cookie and timeout,
- * as tr_port_request does (TR_OK: the answer comes to the port; else no callback). */
+ * as tr_port_request does (TR_OK: the answer comes to the port; else no callback). It may be
+ * called a second time for the same call, from the thread that delivers the answer: a request
+ * whose target ended with it unread (TR_ENOPROC with the request, see tr_port_fn) is sent again
+ * once the same way, so arg must live as long as the call. */
 typedef int (*tr_web_send_fn)(void *arg, tr_port *port, tr_msg *m, unsigned timeout_ms,
                               uint64_t cookie);
 
@@ -72,7 +75,8 @@ tr_web_call *tr_web_call_new(tr_web *w, const tr_http_request *req);
 /** The application's bytes of the call (call_size of them, max_align_t aligned). */
 void *tr_web_call_data(tr_web_call *c);
 /** Sends m (taken) to `to`; its reply comes to on_reply. On error the bridge answers 503 and takes
- * the call back (on_reply is not called); the error is returned. */
+ * the call back (on_reply is not called); the error is returned. A request its target never read
+ * (it ended first) is sent once more before on_reply hears TR_ENOPROC. */
 int tr_web_call_send(tr_web_call *c, tr_pid to, tr_msg *m);
 /** The same through a sender of the application's (a shard's keyed actors, say). */
 int tr_web_call_send_with(tr_web_call *c, tr_msg *m, tr_web_send_fn send, void *arg);

@@ -476,10 +476,20 @@ void tr__dead_letter(tr_system *sys, tr_pid to, tr_msg *m)
     if ((m->flags & TR_MF_REQUEST) && tr_pid_node(m->sender) == sys->opts.node_id) {
         /* a blocked tr_system_call learns at once that its request will never be answered */
         tr_actor *w = tr__actor_lookup(sys, m->sender);
+        uint32_t af = w != NULL ? atomic_load_explicit(&w->flags, memory_order_relaxed) : 0;
         tr_msg *n;
-        if (w != NULL &&
-            (atomic_load_explicit(&w->flags, memory_order_relaxed) & (TR_AF_WAITER | TR_AF_PORT)) &&
-            (n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0)) != NULL) {
+        if (af & TR_AF_PORT) {
+            /* a port gets its request back whole (no allocation, so it always can): its callback
+             * sees TR_ENOPROC with the request, never read by its target, and may send it again
+             * (the shard's keyed actors that end with requests queued; the web bridge resends
+             * once). Going back as a reply, it is never bounced twice. */
+            tr_pid requester = m->sender;
+            m->flags = TR_MF_REPLY | TR_MF_SYSTEM | TR_MF_BOUNCED;
+            m->sender = to;
+            tr__deliver(sys, tr__current_worker(sys), requester, m);
+            return;
+        }
+        if ((af & TR_AF_WAITER) && (n = tr_msg_new(TR_MSG_NOPROC_NOTICE, 0)) != NULL) {
             n->flags = TR_MF_REPLY | TR_MF_SYSTEM;
             n->corr = m->corr;
             n->sender = to;

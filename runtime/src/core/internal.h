@@ -48,6 +48,7 @@ enum {
     TR_MF_REPLY = 1u << 1,   /* answers a request (corr = the request's) */
     TR_MF_SIGNAL = 1u << 2,  /* runtime signal, handled by the runtime (type says which) */
     TR_MF_SYSTEM = 1u << 3,  /* runtime message for receive (EXIT, DOWN, TIMEOUT): no limits */
+    TR_MF_BOUNCED = 1u << 4, /* a port's request back to it unread: its target ended first */
 };
 
 /* A tr_system_call waiter's request was dropped unanswered (its target ended first): the waiter gets

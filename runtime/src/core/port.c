@@ -333,11 +333,12 @@ static void dispatch(tr_port *p, tr_msg *m)
         return;
     }
     int rc = TR_OK;
-    if (m->type == TR_MSG_NOPROC_NOTICE)
+    bool bounced = (m->flags & TR_MF_BOUNCED) != 0; /* the request itself, unread */
+    if (bounced || m->type == TR_MSG_NOPROC_NOTICE)
         rc = TR_ENOPROC;
     else if (m->type == TR_MSG_REJECTED)
         rc = TR_EFULL;
-    p->fn(p->user, cookie, rc, rc == TR_OK ? m : NULL);
+    p->fn(p->user, cookie, rc, rc == TR_OK || bounced ? m : NULL);
     tr_msg_free(m);
 }
 

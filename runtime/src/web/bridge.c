@@ -30,6 +30,10 @@ struct tr_web_call {
     unsigned loop;
     tr_http_task task;
     int status;
+    bool resent;                /* sent again once already (see on_port) */
+    tr_web_send_fn send;        /* how it was sent, for that */
+    void *send_arg;
+    tr_pid to;                  /* tr_web_call_send's target (send_arg points here) */
     const char *headers;
     size_t body_len;
     char *big;                  /* an answer above TR_WEB_BODY_MAX (tr_web_answer_take), or NULL */
@@ -71,6 +75,21 @@ static void on_port(void *user, uint64_t cookie, int rc, const tr_msg *reply)
 {
     tr_web *w = user;
     tr_web_call *c = (tr_web_call *)(uintptr_t)cookie;
+    if (rc == TR_ENOPROC && reply != NULL && !c->resent) {
+        /* its target ended before reading it (a keyed actor passivated, or ending itself, with
+         * requests queued): never handled, so sent again, once, the way it was — a shard's
+         * sender finds the key's next actor. Refused at once: answered below. */
+        c->resent = true;
+        tr_msg *again = tr_msg_from_bytes(tr_msg_type(reply), tr_msg_data(reply),
+                                          tr_msg_size(reply));
+        if (again != NULL &&
+            c->send(c->send_arg, w->loops[c->loop % w->nloops].port, again, w->o.timeout_ms,
+                    cookie) == TR_OK)
+            return;
+        reply = NULL;
+    }
+    if (rc != TR_OK)
+        reply = NULL;
     c->status = 0;
     w->o.on_reply(w->o.http.user, c, rc, reply);
     if (c->status == 0) {
@@ -109,6 +128,10 @@ tr_web_call *tr_web_call_new(tr_web *w, const tr_http_request *req)
     c->loop = tr_http_loop_of(req->token);
     c->http = ls->http;
     c->status = 0;
+    c->resent = false;
+    c->send = NULL;
+    c->send_arg = NULL;
+    c->to = TR_PID_NONE;
     c->headers = NULL;
     c->body_len = 0;
     c->big = NULL;
@@ -145,6 +168,8 @@ int tr_web_call_send_with(tr_web_call *c, tr_msg *m, tr_web_send_fn send, void *
     }
     tr_web *w = c->w;
     tr_port *port = w->loops[c->loop % w->nloops].port;
+    c->send = send;
+    c->send_arg = arg;
     int rc = send(arg, port, m, w->o.timeout_ms, (uint64_t)(uintptr_t)c);
     if (rc != TR_OK) {
         static const char gone[] = "{\"error\":\"unavailable\"}";
@@ -161,7 +186,12 @@ static int send_pid(void *arg, tr_port *port, tr_msg *m, unsigned timeout_ms, ui
 
 int tr_web_call_send(tr_web_call *c, tr_pid to, tr_msg *m)
 {
-    return tr_web_call_send_with(c, m, send_pid, &to);
+    if (c == NULL) {
+        tr_msg_free(m);
+        return TR_EINVAL;
+    }
+    c->to = to;
+    return tr_web_call_send_with(c, m, send_pid, &c->to);
 }
 
 void tr_web_answer(tr_web_call *c, int status, const char *headers, const char *body, size_t len)
