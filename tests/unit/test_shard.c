@@ -4,7 +4,8 @@
  * read that may not create a key answered by the application's refusal, the table bounded
  * (max_keys: unavailable beyond), idle actors passivated and started again, and on two nodes in
  * one process: a key served by its owner wherever it is asked, and moved when the owner goes; on
- * three, a peer that comes back restarts the keys it may have taken over meanwhile.
+ * three, a peer that comes back restarts the keys it may have taken over meanwhile; requests that
+ * come while a key's actor is being passivated wait for its end and get the key's next actor.
  */
 #include "test_nodes.h"
 #include "test_util.h"
@@ -13,7 +14,9 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { KV_INC = 1, KV_GET = 2, KV_NOSUCH = 3, KV_ASK = 4 };
+enum { KV_INC = 1, KV_GET = 2, KV_NOSUCH = 3, KV_ASK = 4, KV_BLOCK = 5 };
+
+static _Atomic int g_block; /* KV_BLOCK holds the actor's turn while this is set */
 
 /* The keyed actor: counts KV_INC for its key; answers [count, node id of its pid]. */
 typedef struct counter {
@@ -39,6 +42,8 @@ static int counter_receive(tr_ctx *ctx, void *state, tr_msg *m)
         return 0;
     if (tr_msg_type(m) == KV_INC)
         c->n++;
+    while (tr_msg_type(m) == KV_BLOCK && atomic_load(&g_block))
+        tt_sleep_ms(1);
     uint64_t v[2] = {c->n, tr_pid_node(tr_self(ctx))};
     tr_reply(ctx, m, tt_msg_u64s(tr_msg_type(m), 2, v));
     return 0;
@@ -166,6 +171,59 @@ static void test_keys_on_one_node(void **state)
     assert_int_equal(tr_shard_count(s), 0);
     assert_int_equal(ask(s, p, "a", KV_INC).count, 1); /* a new actor (no persistence here) */
     assert_int_equal(ask(s, p, "d", KV_INC).count, 1); /* room again */
+    tr_system_stop(sys);
+    assert_int_equal(tr_system_join(sys), TR_OK);
+    tr_port_close(p);
+    tr_shard_free(s);
+    tr_system_free(sys);
+}
+
+/* A key's actor asked to stop (idle) still runs what it had queued; requests that come meanwhile
+ * are held by the router until its DOWN, then served by the key's next actor — not sent to the
+ * ending actor, which would drop them (TR_ENOPROC: the social app's 503s under passivation). */
+static void test_requests_during_passivation_wait_for_the_next_actor(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(2);
+    tr_shard_opts o = {.name = "kv", .behaviour = &counter_b, .idle_ms = 50};
+    tr_shard *s;
+    assert_int_equal(tr_shard_start(sys, &o, &s), TR_OK);
+    tr_port *p;
+    assert_int_equal(tr_port_open(sys, on_answer, NULL, &p), TR_OK);
+    atomic_store(&g_starts, 0);
+    assert_int_equal(ask(s, p, "k", KV_INC).count, 1);
+    tr_pid first = TR_PID_NONE;
+    assert_true(tr_shard_running(s, "k", &first));
+    /* its turn held: no message comes, so the router finds it idle and asks it to stop. Its
+     * mailbox has had the router's monitor, the INC and the BLOCK (taken: processed 3); the stop
+     * is the only thing sent to it next (received 4), queued behind the held turn */
+    atomic_store(&g_block, 1);
+    atomic_store(&g_ans[60].done, 0);
+    assert_int_equal(tr_shard_port_request(s, p, "k", tr_msg_new(KV_BLOCK, 0), 0, 60), TR_OK);
+    tr_actor_stats st = {0};
+    TT_WAIT_FOR(tr_actor_stats_get(sys, first, &st) == TR_OK && st.processed >= 3 &&
+                    st.received >= 4,
+                TT_DEADLINE_MS);
+    assert_int_equal(st.processed, 3);
+    assert_int_equal(st.received, 4);
+    /* requests now: held for the next actor, none dropped */
+    for (int i = 0; i < 10; i++) {
+        atomic_store(&g_ans[40 + i].done, 0);
+        assert_int_equal(tr_shard_port_request(s, p, "k", tr_msg_new(KV_INC, 0), 0,
+                                               (uint64_t)(40 + i)),
+                         TR_OK);
+    }
+    atomic_store(&g_block, 0);
+    TT_WAIT_FOR(atomic_load(&g_ans[60].done), TT_DEADLINE_MS);
+    assert_int_equal(g_ans[60].rc, TR_OK); /* the turn it held was answered */
+    for (int i = 0; i < 10; i++) {
+        TT_WAIT_FOR(atomic_load(&g_ans[40 + i].done), TT_DEADLINE_MS);
+        assert_int_equal(g_ans[40 + i].rc, TR_OK);
+        assert_int_equal(g_ans[40 + i].type, KV_INC);
+        assert_int_equal(g_ans[40 + i].count, (uint64_t)(i + 1)); /* a new actor, in order */
+    }
+    assert_false(tr_system_alive(sys, first));
+    assert_int_equal(atomic_load(&g_starts), 2);
     tr_system_stop(sys);
     assert_int_equal(tr_system_join(sys), TR_OK);
     tr_port_close(p);
@@ -520,6 +578,7 @@ static const struct CMUnitTest regressions[] = {
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_keys_on_one_node),
+    cmocka_unit_test(test_requests_during_passivation_wait_for_the_next_actor),
     cmocka_unit_test(test_request_from_an_actor),
     cmocka_unit_test(test_keys_across_two_nodes),
     cmocka_unit_test(test_rejoin_restarts_keys_the_peer_may_have_taken),

@@ -21,7 +21,14 @@
  * argument), so the router never frees memory an actor could read; they count against max_keys.
  *
  * Moves: on NODEUP / NODEDOWN and once a second the router stops the actors of keys this node no
- * longer owns, and those idle for idle_ms (no message received since the last look).
+ * longer owns, and those idle for idle_ms (no message received since the last look). A stop is
+ * asked (the actor handles what is already queued, then ends) and the entry marked stopping: from
+ * then on requests for the key are not sent to it but held in the entry, and its DOWN starts the
+ * key's next actor for them if the key is still this node's (else they are answered unavailable,
+ * to be asked again of the new owner) — as Akka's shards buffer during passivation. Requests that
+ * reached the actor's mailbox after its stop come back to their ports unread and are sent again
+ * (tr_port_fn, the web bridge): before, a passivation racing a burst of requests answered some of
+ * them 503 (fuzz-http: ~3 in 10,000 social answers with actors passivated every 100 ms).
  *
  * Rejoins: when a peer this router has seen before comes up again, the two may have lost sight of
  * each other without either dying (a partition, packet loss, a freeze): meanwhile the peer took
@@ -92,6 +99,8 @@ typedef struct entry {
     tr_pid pid;                 /* its running actor, or TR_PID_NONE */
     uint64_t start_corr;        /* non-zero while a start is under way */
     bool start_timed_out;       /* kept for good: a late actor may read arg */
+    bool stopping;              /* pid was asked to stop (idle, moved): requests wait for its
+                                 * DOWN, then a new actor if it is still ours */
     uint64_t mon;               /* the monitor on pid */
     unsigned nmon;              /* by_mon's refs to it: pid's, and earlier actors' whose DOWN is
                                  * still to come (see ended) */
@@ -221,7 +230,7 @@ static int target(tr_shard *s, const char *key, tr_pid *to, bool *direct)
         uint64_t h = hash_key(key);
         pthread_mutex_lock(&s->lock);
         entry *e = find(s, key, h);
-        tr_pid pid = e != NULL ? e->pid : TR_PID_NONE;
+        tr_pid pid = e != NULL && !e->stopping ? e->pid : TR_PID_NONE;
         pthread_mutex_unlock(&s->lock);
         *direct = pid != TR_PID_NONE && tr_system_alive(s->sys, pid);
         *to = *direct ? pid : s->router;
@@ -329,6 +338,8 @@ static void refuse(tr_ctx *ctx, tr_shard *s, tr_from from, const char *key, uint
         unavailable(ctx, from);
 }
 
+static void start_key(tr_ctx *ctx, tr_shard *s, entry *e);
+
 static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
 {
     tr_from from = tr_msg_from(m);
@@ -358,7 +369,8 @@ static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
     uint64_t h = hash_key(key);
     pthread_mutex_lock(&s->lock);
     entry *e = find(s, key, h);
-    tr_pid pid = e != NULL && e->pid != TR_PID_NONE && tr_system_alive(s->sys, e->pid)
+    tr_pid pid = e != NULL && e->pid != TR_PID_NONE && !e->stopping &&
+                         tr_system_alive(s->sys, e->pid)
                      ? e->pid
                      : TR_PID_NONE;
     pthread_mutex_unlock(&s->lock);
@@ -396,7 +408,7 @@ static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
             e->wait_head = w;
         e->wait_tail = w;
         e->nwait++;
-        start = e->start_corr == 0;
+        start = e->start_corr == 0 && !e->stopping;
     }
     pthread_mutex_unlock(&s->lock);
     tr_reader_done(&r);
@@ -404,8 +416,14 @@ static void route(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
         unavailable(ctx, from);
         return;
     }
-    if (!start)
-        return; /* a start is under way: it releases the list */
+    if (start) /* else a start under way releases the list, or the stopping actor's DOWN */
+        start_key(ctx, s, e);
+}
+
+/* Starts the actor of e's key for the requests waiting in e (the router's); when it cannot,
+ * they are answered unavailable and e is forgotten. */
+static void start_key(tr_ctx *ctx, tr_shard *s, entry *e)
+{
     uint64_t corr = 0;
     int rc = s->o.init_arg != NULL && s->o.init_arg(s->o.user, e->key, e->arg) != 0
                  ? TR_EINVAL
@@ -475,7 +493,7 @@ static void started(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
  * is freed only when no DOWN refers to it any more (nmon): freed at the new actor's DOWN, the
  * late DOWN of the earlier one read freed memory (found by fuzz-http: social user actors that end
  * themselves after answering a made-up id, passivated every 100 ms). */
-static void ended(tr_shard *s, const tr_msg *m)
+static void ended(tr_ctx *ctx, tr_shard *s, const tr_msg *m)
 {
     uint64_t v;
     if (!tr__idmap_del(&s->by_mon, tr_msg_corr(m), &v))
@@ -485,17 +503,34 @@ static void ended(tr_shard *s, const tr_msg *m)
     e->nmon--;
     /* the DOWN of an earlier actor of the key, processed after a new one started: not this one */
     bool current = e->mon == tr_msg_corr(m);
+    bool restart = false;
     if (current) {
         e->pid = TR_PID_NONE;
         e->mon = 0;
+        /* asked to stop, with requests come meanwhile: they get the key's next actor */
+        restart = e->stopping && e->nwait > 0 && e->start_corr == 0;
+        e->stopping = false;
     }
     bool drop = e->mon == 0 && e->nmon == 0 && e->start_corr == 0 && e->nwait == 0 &&
                 !e->start_timed_out;
     if (drop)
         unlink_entry(s, e);
     pthread_mutex_unlock(&s->lock);
-    if (drop)
+    if (drop) {
         free(e);
+    } else if (restart && tr_shard_owns(s, e->key, NULL)) {
+        start_key(ctx, s, e);
+    } else if (restart) { /* moved: its owner serves them (asked again) */
+        pthread_mutex_lock(&s->lock);
+        waiting *w = take_waiting(e);
+        bool gone = e->mon == 0 && e->nmon == 0 && e->start_corr == 0 && !e->start_timed_out;
+        if (gone)
+            unlink_entry(s, e);
+        pthread_mutex_unlock(&s->lock);
+        release_waiting(ctx, w, TR_PID_NONE);
+        if (gone)
+            free(e);
+    }
 }
 
 /* The record of peer `name` (made if new; NULL when the table is full). */
@@ -564,6 +599,7 @@ static void rebalance(tr_shard *s, bool full, const sweep *sw)
             }
             if (go) {
                 stop[n++] = e->pid; /* the DOWN forgets the key */
+                e->stopping = true; /* requests meanwhile wait for it (ended) */
                 e->seen_ms = now;   /* not asked twice in a row */
                 if (n == cap && full) { /* a membership event sees every key: grow */
                     tr_pid *p = stop == small ? malloc(2 * cap * sizeof *p)
@@ -771,7 +807,7 @@ static int router_receive(tr_ctx *ctx, void *state, tr_msg *m)
     tr_shard *s = *(tr_shard **)state;
     uint32_t type = tr_msg_type(m);
     if (type == TR_MSG_DOWN)
-        ended(s, m);
+        ended(ctx, s, m);
     else if (tr_msg_is_reply(m) || type == TR_MSG_TIMEOUT)
         started(ctx, s, m);
     else if (type == SHARD_ROUTE)
