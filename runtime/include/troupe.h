@@ -535,7 +535,9 @@ int tr_sup_count(tr_system *sys, tr_pid sup, uint64_t *running, uint64_t *restar
 tr_pid tr_self(const tr_ctx *ctx);
 /** The system the running actor belongs to. */
 tr_system *tr_ctx_system(const tr_ctx *ctx);
-/** Ends the running actor with reason normal once the current callback returns. */
+/** Ends the running actor with reason normal once the current callback returns. What is still
+ * queued is dropped: requests among it are answered TR_ENOPROC (a port's gets its request back,
+ * see tr_port_fn). */
 void tr_stop(tr_ctx *ctx);
 /** Ends the running actor with TR_REASON_ERROR, `code` and `text` (copied; may be NULL) once the
  * current callback returns. */

@@ -70,6 +70,25 @@ static const char *g_got;      /* the answers read so far (printed by die) */
 static size_t g_got_len;
 static uint64_t g_t0;           /* when this input's connection opened (ms) */
 static unsigned long g_503, g_answers; /* answers 503 (retry later), of all answers */
+static struct {                 /* the 503s' bodies, told apart (the first few kinds) */
+    char body[64];
+    unsigned long n;
+} g_503_kinds[8];
+
+/* Counts a 503's body among the kinds seen (bounded: kinds past the table go uncounted). */
+static void count_503(const char *body, size_t len)
+{
+    char b[64];
+    snprintf(b, sizeof b, "%.*s", (int)(len < sizeof b - 1 ? len : sizeof b - 1), body);
+    for (size_t i = 0; i < sizeof g_503_kinds / sizeof g_503_kinds[0]; i++) {
+        if (g_503_kinds[i].n == 0)
+            snprintf(g_503_kinds[i].body, sizeof g_503_kinds[i].body, "%s", b);
+        if (strcmp(g_503_kinds[i].body, b) == 0) {
+            g_503_kinds[i].n++;
+            return;
+        }
+    }
+}
 static uint64_t now_ms(void);
 
 static void die(const char *what)
@@ -152,6 +171,8 @@ static void app_stop(app *a)
 static void stop_all(void)
 {
     fprintf(stderr, "fuzz-http: %lu answers, %lu of them 503 (retry later)\n", g_answers, g_503);
+    for (size_t i = 0; i < sizeof g_503_kinds / sizeof g_503_kinds[0] && g_503_kinds[i].n; i++)
+        fprintf(stderr, "fuzz-http:   %lu with %s\n", g_503_kinds[i].n, g_503_kinds[i].body);
     for (int i = 0; i < 2; i++)
         if (g_apps[i].fs != NULL || g_apps[i].soc != NULL)
             app_stop(&g_apps[i]);
@@ -341,6 +362,8 @@ static void check_answers(reader *r, const expect *e)
                 die("an answer's body is not JSON");
             }
             cJSON_Delete(j);
+            if (status == 503)
+                count_503(p + hl, body);
         }
         r->off += hl + body;
         r->answers++;

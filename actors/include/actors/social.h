@@ -85,6 +85,8 @@ enum {
                              * idle; social_timeline_read sends it at most once a second) */
     SOC_T_REFRESH,          /* [] (one-way, a repair: ask the reader's user actor again whom the
                              * reader follows, and merge in the followees missing) */
+    SOC_T_LINGER,           /* [] (a timeline of no such reader to itself: it ends if no page came
+                             * since it was sent) */
     SOC_S_QUERY = 0x5361,   /* [q, limit, images] -> [st, n, (id, username, name, k,
                              * (post id, url, ts) * k) * n] */
     SOC_F_RETRY = 0x5381,   /* [event id] (the fan-out consumer to itself, after a backoff: ask
