@@ -434,10 +434,9 @@ static void cmd_nodes(cli *c)
         const msgpack_object *a = get_array(o, "nodes");
         for (uint32_t i = 0; a != NULL && i < a->via.array.size; i++) {
             const msgpack_object *p = &a->via.array.ptr[i];
-            char name[80], addr[140], state[16], heard[24], rtt[24];
+            char name[70], label[72], addr[140], state[16], heard[24], rtt[24];
             get_str(p, "name", name, sizeof name);
-            if (get_i64(p, "self", 0))
-                strcat(name, "*");
+            snprintf(label, sizeof label, "%s%s", name, get_i64(p, "self", 0) ? "*" : "");
             int64_t h = get_i64(p, "heard_ms", -1), t = get_i64(p, "rtt_us", -1);
             if (get_i64(p, "self", 0) || h < 0)
                 snprintf(heard, sizeof heard, "-");
@@ -447,7 +446,7 @@ static void cmd_nodes(cli *c)
                 snprintf(rtt, sizeof rtt, "-");
             else
                 snprintf(rtt, sizeof rtt, "%lldus", (long long)t);
-            printf("%-16s %-28s %6llu %-8s %#-18llx %8s %9s\n", name,
+            printf("%-16s %-28s %6llu %-8s %#-18llx %8s %9s\n", label,
                    get_str(p, "address", addr, sizeof addr),
                    (unsigned long long)get_u64(p, "id"), get_str(p, "state", state, sizeof state),
                    (unsigned long long)get_u64(p, "incarnation"), heard, rtt);

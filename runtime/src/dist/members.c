@@ -184,7 +184,16 @@ peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
 peer *tr__peer_new_hidden(tr_node *n, const char *name)
 {
     bool dirty = n->members_dirty; /* nothing to tell the members about it */
-    peer *pe = tr__peer_new(n, name, "");
+    peer *pe = NULL;
+    /* the slot of one that went, if idle: hidden nodes come and go, the table need not grow */
+    for (size_t i = 0; i < n->npeers && pe == NULL; i++)
+        if (n->peers[i]->alias && !n->peers[i]->seed && n->peers[i]->hidden &&
+            peer_idle(n, n->peers[i]))
+            pe = n->peers[i];
+    if (pe != NULL)
+        peer_learnt(n, pe, name, "");
+    else
+        pe = tr__peer_new(n, name, "");
     n->members_dirty = dirty;
     if (pe != NULL)
         pe->hidden = true;
