@@ -332,7 +332,7 @@ static void connect_node(cli *c)
                 "either side, or one side without TLS)", c->addr);
         if (st.refused_auth > 0)
             die(EXIT_UNREACHABLE, "%s refused us during the handshake: wrong cluster secret "
-                "(or not a troupe node of this version)", c->addr);
+                "(or TLS on one side only, or not a troupe node of this version)", c->addr);
         if (st.dials >= 2 && !probed) {
             probed = true; /* the first dial failed: why? (dies if the port cannot be reached) */
             probe(c);
