@@ -9,6 +9,12 @@
  * cluster-wide name given as its spawn argument, a string). The multi-process cluster tests
  * and the remote benchmarks use them; operators use the node to check a cluster forms.
  *
+ * For drills with troupectl (docs/operating.md) it also runs a small supervision tree: the
+ * supervisor "drill" (one_for_one) with two echo children, "worker" and "limited" (a token bucket
+ * of 100 messages/s, burst 10), each registered under its child id as a local name — so
+ * `troupectl kill worker` shows a restart in `troupectl tree`, and `troupectl limits set limited
+ * rate=5` a changed rate in `troupectl limits limited`.
+ *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
  * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so). SIGTERM or
  * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left".
@@ -37,6 +43,8 @@ static void usage(FILE *f)
             "  --node-id N       node id of this incarnation, 2..65535 (default: random)\n"
             "  --quiet           no log lines on stderr\n"
             "  --help            this text\n"
+            "Runs the supervisor \"drill\" with children \"worker\" and \"limited\" (100/s) for\n"
+            "troupectl drills (docs/operating.md).\n"
             "Prints \"ready node=NAME addr=ADDRESS id=ID\" when listening, then \"up NAME ID\",\n"
             "\"down NAME ID\" (lost) and \"left NAME ID\" (stopped cleanly) as peers come and go.\n"
             "SIGTERM or SIGINT stop it: it leaves the cluster, and its peers print \"left\".\n");
@@ -165,6 +173,46 @@ static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
 
 static const tr_behaviour watch_b = {.name = "watch", .receive = watch_receive};
 
+/* The drill tree's children: an echo that registers under the name it was given (its child id)
+ * on its first message, once it is alive (a restarted one takes the name over). */
+enum { DRILL_REGISTER = 0x7001 };
+
+typedef struct drill {
+    const char *name;
+} drill;
+
+static int drill_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    ((drill *)state)->name = arg;
+    return tr_send(ctx, tr_self(ctx), tr_msg_new(DRILL_REGISTER, 0));
+}
+
+static int drill_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    drill *s = state;
+    if (tr_msg_type(m) == DRILL_REGISTER && tr_msg_sender(m) == tr_self(ctx)) {
+        (void)tr_system_register(tr_ctx_system(ctx), s->name, tr_self(ctx));
+        return 0;
+    }
+    return echo_receive(ctx, state, m);
+}
+
+static const tr_behaviour drill_worker_b = {.name = "drill_worker", .state_size = sizeof(drill),
+                                            .init = drill_init, .receive = drill_receive};
+static const tr_behaviour drill_limited_b = {.name = "drill_limited", .state_size = sizeof(drill),
+                                             .init = drill_init, .receive = drill_receive};
+
+static const tr_child_spec drill_children[] = {
+    {.id = "worker", .behaviour = &drill_worker_b, .arg = "worker", .restart = TR_PERMANENT,
+     .shutdown_ms = 1000},
+    {.id = "limited", .behaviour = &drill_limited_b, .arg = "limited", .restart = TR_PERMANENT,
+     .shutdown_ms = 1000,
+     .mailbox = {.limit = TR_LIMIT_TOKEN, .rate = 100, .burst = 10}},
+};
+static const tr_sup_spec drill_spec = {.strategy = TR_ONE_FOR_ONE, .intensity = 100,
+                                       .period_ms = 10000, .children = drill_children,
+                                       .nchildren = 2};
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -280,6 +328,11 @@ int main(int argc, char **argv)
     tr_pid watcher;
     if (tr_system_spawn(sys, &watch_b, NULL, &watcher) == TR_OK)
         tr_node_monitor(node, watcher, true);
+    tr_pid drill_sup;
+    if ((rc = tr_sup_start(sys, &drill_spec, &drill_sup)) == TR_OK)
+        (void)tr_system_register(sys, "drill", drill_sup);
+    else
+        fprintf(stderr, "troupe-node: cannot start the drill tree: %s\n", tr_strerror(rc));
     printf("ready node=%s addr=%s id=%u\n", tr_node_name(node), tr_node_address(node),
            (unsigned)so.node_id);
     fflush(stdout);

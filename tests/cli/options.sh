@@ -36,16 +36,21 @@ expect 2 "unrecognized option" "$BIN/nng-baseline" pair-rtt --bogus
 expect 2 "unexpected argument 'extra'" "$BIN/social-bench" extra
 expect 2 "takes no arguments" "$BIN/troupe-demo" extra
 expect 2 "--node NAME are required" "$BIN/troupe-node" --config=x
+expect 2 "unrecognized option '--bogus'" "$BIN/troupectl" --bogus nodes
+expect 2 "option '--node' requires an argument" "$BIN/troupectl" nodes --node
+expect 2 "--node ADDR and --secret-file FILE are required" "$BIN/troupectl" nodes
 # the value form --opt=value is read (each is refused for its value, so nothing runs)
 expect 2 "--scale must be above 0" "$BIN/troupe-bench" --scale=0 spawn
 expect 2 "--workers takes 1..1024" "$BIN/troupe-node" --config=x --node=y --workers=0
 expect 2 "--rate wants a number" "$BIN/social-load" --rate=abc
 expect 2 "--rate wants a number" "$BIN/social-load" --rate abc
+expect 2 "--count takes 0..1000000" "$BIN/troupectl" --count=x top
+expect 2 "--rows takes 1..100" "$BIN/troupectl" --rows 0 top
 expect 2 "rates, duration" "$BIN/flashsale-load" --duration=0
 expect 2 "bad --buf" "$BIN/nng-baseline" push-throughput --buf=9999
 # --help: exit 0, the usage on stdout
 for p in flashsale flashsale-load social social-load troupe-node troupe-bench troupe-demo \
-    nng-baseline social-bench search-index-bench; do
+    nng-baseline social-bench search-index-bench troupectl; do
     if "$BIN/$p" --help > "$T/out" 2>&1 && grep -q "usage" "$T/out"; then ok; else bad "$p --help"; fi
 done
 # both forms run: a small search benchmark, and a node that starts from a cluster file

@@ -18,6 +18,12 @@
  *
  * Delivery between nodes keeps each sender -> receiver pair in order and is at most once:
  * messages in flight when a connection breaks are lost, as in distributed Erlang.
+ *
+ * A hidden node (tr_node_opts.hidden; troupectl is one) joins no cluster: it dials its seeds
+ * only, over one connection each that carries both directions, and the nodes it reaches keep it
+ * out of everything membership does — it is not gossiped, listed, placed, told names or reported
+ * to watchers, and is forgotten when it goes. It is how a tool asks a node's introspection
+ * service (tr_node_ctl) about the node.
  */
 #ifndef TROUPE_NODE_H
 #define TROUPE_NODE_H
@@ -70,7 +76,8 @@ typedef struct tr_node_tls {
 typedef struct tr_node_opts {
     const char *name;           /**< this node's name, 1..64 bytes, unique in the cluster */
     const char *listen;         /**< "tcp://HOST:PORT" to accept connections on (port 0: any); with
-                                 * tls set, connections to it are TLS (addresses stay tcp://) */
+                                 * tls set, connections to it are TLS (addresses stay tcp://).
+                                 * Ignored (may be NULL) for a hidden node */
     const char *secret;         /**< the cluster secret, at least 8 bytes */
     const char *const *seeds;   /**< addresses of nodes to join through (tcp://HOST:PORT) */
     size_t nseeds;              /**< how many in seeds */
@@ -90,6 +97,10 @@ typedef struct tr_node_opts {
     bool quiet;                 /**< no log lines on stderr */
     const tr_node_tls *tls;     /**< TLS on every connection (read during tr_node_start only);
                                  * NULL: plain TCP */
+    bool hidden;                /**< a hidden node (see above): it listens on nothing, dials only
+                                 * its seeds (at least one), learns no other member; the nodes it
+                                 * reaches answer it on its own connection. Its name must not be
+                                 * a member's; at most 16 hidden nodes per node at once */
 } tr_node_opts;
 
 /** A random node id in [2, 65535] for a new incarnation of a node. */
@@ -186,6 +197,22 @@ int tr_node_place_without(tr_node *node, const void *key, size_t len, const char
  * there: who owned the key for a node that could not see them. TR_ENOPROC when no node is left. */
 int tr_node_place_excluding(tr_node *node, const void *key, size_t len, const char *const *without,
                             size_t nwithout, char name[65], uint16_t *node_id);
+
+/** A request to a node's introspection service (tr_node_ctl), every node runs one. The payload
+ * is a msgpack map: "cmd" (str) names the command — "nodes", "top", "tree", "limits",
+ * "limits_set", "kill", "stats", "ping" — and the other keys are its arguments; the answer is a
+ * map with "rc" (a TR_E* code, 0 on success), "error" (a line saying what failed, when rc is not
+ * 0) and the command's results. docs/operating.md lists every command, its arguments and its
+ * answer. Answers are bounded (at most 100 rows of top, 200 supervisors of 50 children each,
+ * 64 actors of limits, and 256 KiB in all, with "truncated" set when something was left out),
+ * so nothing a client asks makes a node grow. */
+#define TR_MSG_CTL (TR_MSG_SYSTEM + 9)
+/** Sends `req` (type TR_MSG_CTL; taken in every case) to the introspection service of the node
+ * called `peer` (NULL or this node's name: this node's) and waits up to timeout_ms for its answer,
+ * which *reply receives (the caller frees it; read "rc" in it). TR_ENOPROC: no such node up;
+ * TR_ETIMEDOUT; TR_EINVAL (not a TR_MSG_CTL). Blocks: not from an actor. */
+int tr_node_ctl(tr_node *node, const char *peer, tr_msg *req, unsigned timeout_ms,
+                tr_msg **reply);
 
 /** A node's counters (tr_node_stats_get), monotonic. */
 typedef struct tr_node_stats {

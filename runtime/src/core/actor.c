@@ -308,7 +308,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         return TR_ENOMEM;
     if (opts != NULL && opts->blocking) /* not visible yet: nobody else writes flags */
         atomic_store_explicit(&a->flags, TR_AF_BLOCKING, memory_order_relaxed);
-    a->beh = b;
+    __atomic_store_n(&a->beh, b, __ATOMIC_RELAXED); /* ctl.c's walk reads it as others spawn */
     if (b->state_size <= TR_STATE_INLINE) {
         a->state = a->inline_state;
         memset(a->inline_state, 0, sizeof a->inline_state);
@@ -784,8 +784,10 @@ static void stash_back(tr_actor_ext *x, tr_msg *m)
 static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
 {
     tr_actor_ext *x = a->ext;
-    if (x->park_ns == 0)
+    if (x->park_ns == 0) {
         x->park_ns = now;
+        x->waits++;
+    }
     tr__wake_at(a->sys, a, now + wait_ns); /* also sets sched to parked (see timer.c) */
     /* Dekker pair with signal senders (push, set SIGNALED, then look for PARKED) */
     if (atomic_load_explicit(&a->flags, memory_order_seq_cst) & (TR_AF_SIGNALED | TR_AF_KILL)) {

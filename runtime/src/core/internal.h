@@ -68,7 +68,11 @@ enum {
     TR_SIG_DEMONITOR,     /* sender dropped monitor corr */
     TR_SIG_LIMIT,         /* new rate limit (payload: kind, rate, burst) */
     TR_SIG_NODEDOWN,      /* node corr went down: its linked / monitored actors are gone */
+    TR_SIG_LIMIT_INFO,    /* a request (corr): change the rate limit if the payload says so
+                           * ([kind or TR__LIMIT_KEEP, rate or 0, burst or 0]), then answer
+                           * with it (link.c, limit_info) */
 };
+#define TR__LIMIT_KEEP 255u /* TR_SIG_LIMIT_INFO: the kind stays */
 
 #define TR_MSG_INLINE 56
 #define TR_MSG_MAX ((size_t)1 << 30)
@@ -192,6 +196,7 @@ struct tr_actor_ext {
     struct tr_limiter *lim;         /* the rate limiter (when limited) */
     tr_msg *stash, *stash_tail;     /* popped but held back by the limiter, in order */
     uint64_t park_ns;               /* when it parked for a token (0 = not parked) */
+    uint64_t waits;                 /* times it parked for its rate limit */
     tr_pid *links;                  /* the link set: an array or a hash set (link.c) */
     uint32_t nlinks, caplinks;      /* members; array size, or table slots if > TR_LINKS_ARRAY_MAX */
     struct tr_idmap *monitors;       /* ref -> target: monitors this actor holds */
@@ -350,6 +355,12 @@ TR_UNIT void tr__remote_install(struct tr_system *sys, const tr__remote_ops *ops
 
 /* Checks a supervisor spec (recursively): TR_OK or TR_EINVAL. */
 TR_HIDDEN int tr__sup_spec_check(const tr_sup_spec *spec, unsigned depth);
+/* True when b is the supervisors' behaviour. */
+TR_HIDDEN bool tr__is_supervisor(const tr_behaviour *b);
+/* A request (for tr__request) a supervisor answers at once with a msgpack map: its parent,
+ * strategy, restarts, running and total children, and the first `cap` children in start order
+ * (id, pid, restarts, whether a supervisor, behaviour) — see sup_children in supervisor.c. */
+TR_HIDDEN tr_msg *tr__sup_children_request(unsigned cap);
 
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 

@@ -396,6 +396,28 @@ static void node_down(tr_ctx *ctx, uint16_t node_id)
 
 /* ---- the receiving side -------------------------------------------------------------------- */
 
+/* Sets a's rate limit (its runner): TR_OK or TR_ENOMEM. */
+static int apply_limit(tr_actor *a, uint64_t kind, uint64_t rate, uint64_t burst)
+{
+    tr_actor_ext *x = tr__ext_get(a);
+    if (x == NULL)
+        return TR_ENOMEM;
+    if (kind == TR_LIMIT_NONE) {
+        x->limited = false; /* held messages are delivered first, then the mailbox */
+        return TR_OK;
+    }
+    uint64_t now = tr__now_ns();
+    if (x->lim == NULL) {
+        if ((x->lim = malloc(sizeof *x->lim)) == NULL)
+            return TR_ENOMEM;
+        tr_limiter_init(x->lim, (tr_limit_kind)kind, rate, burst, now);
+    } else {
+        tr_limiter_set(x->lim, (tr_limit_kind)kind, rate, burst, now);
+    }
+    x->limited = true;
+    return TR_OK;
+}
+
 static void set_limit(tr_actor *a, tr_msg *m)
 {
     tr_reader r;
@@ -404,24 +426,106 @@ static void set_limit(tr_actor *a, tr_msg *m)
     bool ok = tr_read_u64(&r, &kind) == TR_OK && tr_read_u64(&r, &rate) == TR_OK &&
               tr_read_u64(&r, &burst) == TR_OK;
     tr_reader_done(&r);
-    if (!ok)
-        return;
-    tr_actor_ext *x = tr__ext_get(a);
-    if (x == NULL)
-        return;
-    if (kind == TR_LIMIT_NONE) {
-        x->limited = false; /* held messages are delivered first, then the mailbox */
-        return;
+    if (ok)
+        (void)apply_limit(a, kind, rate, burst);
+}
+
+static void pack_key(msgpack_packer *pk, const char *k)
+{
+    size_t n = strlen(k);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, k, n);
+}
+
+/* TR_SIG_LIMIT_INFO: the change asked for, if any ([kind or TR__LIMIT_KEEP, rate or 0, burst or
+ * 0]; an empty payload changes nothing), then the answer to the requester (the introspection
+ * service, ctl.c): a map of rc, the limit (kind, rate, burst, tokens saved now or the next
+ * leaky pass), the mailbox's capacity and policy, and its waits. Run by a's runner, the only
+ * thread that may read its limiter. */
+static void limit_info(tr_ctx *ctx, tr_actor *a, const tr_msg *m)
+{
+    int rc = TR_OK;
+    tr_reader r;
+    tr_reader_init(&r, m);
+    uint64_t kind, rate, burst;
+    if (!tr_reader_at_end(&r)) {
+        if (tr_read_u64(&r, &kind) != TR_OK || tr_read_u64(&r, &rate) != TR_OK ||
+            tr_read_u64(&r, &burst) != TR_OK || (kind > TR_LIMIT_LEAKY && kind != TR__LIMIT_KEEP) ||
+            rate > UINT32_MAX || burst > UINT32_MAX) {
+            rc = TR_EINVAL;
+        } else {
+            const tr_actor_ext *x = a->ext;
+            bool limited = x != NULL && x->limited && x->lim != NULL;
+            if (kind == TR__LIMIT_KEEP)
+                kind = limited ? (uint64_t)x->lim->kind : TR_LIMIT_TOKEN;
+            if (rate == 0 && kind != TR_LIMIT_NONE)
+                rate = limited ? x->lim->rate : 0;
+            if (burst == 0)
+                burst = limited && x->lim->kind == TR_LIMIT_TOKEN ? x->lim->burst : 1;
+            if (kind != TR_LIMIT_NONE && rate == 0) {
+                rc = TR_EINVAL; /* no limit yet, and no rate given */
+            } else {
+                if (kind == TR_LIMIT_LEAKY) {
+                    /* as at spawn: the bucket's queue is the mailbox, excess dropped */
+                    if (atomic_load_explicit(&a->capacity, memory_order_relaxed) == 0)
+                        atomic_store_explicit(&a->capacity, (uint32_t)rate, memory_order_relaxed);
+                    atomic_store_explicit(&a->overflow, TR_OVERFLOW_DROP_NEWEST,
+                                          memory_order_relaxed);
+                }
+                rc = apply_limit(a, kind, rate, burst);
+            }
+        }
     }
-    uint64_t now = tr__now_ns();
-    if (x->lim == NULL) {
-        if ((x->lim = malloc(sizeof *x->lim)) == NULL)
-            return;
-        tr_limiter_init(x->lim, (tr_limit_kind)kind, rate, burst, now);
-    } else {
-        tr_limiter_set(x->lim, (tr_limit_kind)kind, rate, burst, now);
+    tr_reader_done(&r);
+    if (!(m->flags & TR_MF_REQUEST) || m->sender == TR_PID_NONE)
+        return;
+    tr_msg *rep = tr_msg_new(0, 160);
+    if (rep == NULL)
+        return; /* its requester's timeout answers */
+    msgpack_packer *pk = tr_msg_packer(rep);
+    const tr_actor_ext *x = a->ext;
+    const tr_limiter *l = x != NULL && x->limited ? x->lim : NULL;
+    static const char *const kinds[] = {"none", "token", "leaky"};
+    msgpack_pack_map(pk, l != NULL ? 10 : 7);
+    pack_key(pk, "rc");
+    msgpack_pack_int64(pk, rc);
+    pack_key(pk, "kind");
+    pack_key(pk, l != NULL && (unsigned)l->kind <= TR_LIMIT_LEAKY ? kinds[l->kind] : "none");
+    pack_key(pk, "capacity");
+    msgpack_pack_uint32(pk, atomic_load_explicit(&a->capacity, memory_order_relaxed));
+    pack_key(pk, "overflow");
+    static const char *const policies[] = {"drop_newest", "drop_oldest", "reject"};
+    uint32_t ov = atomic_load_explicit(&a->overflow, memory_order_relaxed);
+    pack_key(pk, ov <= TR_OVERFLOW_REJECT ? policies[ov] : "?");
+    pack_key(pk, "waits");
+    msgpack_pack_uint64(pk, x != NULL ? x->waits : 0);
+    pack_key(pk, "wait_ms");
+    msgpack_pack_uint64(pk, atomic_load_explicit(&a->token_wait_ns, memory_order_relaxed) /
+                                1000000u);
+    pack_key(pk, "parked");
+    msgpack_pack_uint64(pk, x != NULL && x->park_ns != 0 ? 1 : 0);
+    if (l != NULL) {
+        uint64_t now = tr__now_ns();
+        pack_key(pk, "rate");
+        msgpack_pack_uint64(pk, l->rate);
+        pack_key(pk, "burst");
+        msgpack_pack_uint64(pk, l->burst);
+        if (l->kind == TR_LIMIT_TOKEN) {
+            tr_limiter t = *l; /* refilled to now on a copy: the tokens saved at this moment */
+            tr_limiter_set(&t, t.kind, t.rate, t.burst, now);
+            pack_key(pk, "tokens");
+            msgpack_pack_double(pk, (double)t.units / 1e9);
+        } else {
+            unsigned __int128 at = (unsigned __int128)now * l->rate;
+            uint64_t ns = l->next > at ? (uint64_t)((l->next - at) / l->rate) : 0;
+            pack_key(pk, "next_pass_ms");
+            msgpack_pack_double(pk, (double)ns / 1e6);
+        }
     }
-    x->limited = true;
+    rep->flags = TR_MF_REPLY;
+    rep->corr = m->corr;
+    rep->sender = ctx->pid;
+    tr__deliver(ctx->sys, ctx->w, m->sender, rep);
 }
 
 tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
@@ -468,6 +572,9 @@ tr_msg *tr__signal_handle(tr_ctx *ctx, tr_msg *m)
         break;
     case TR_SIG_LIMIT:
         set_limit(a, m);
+        break;
+    case TR_SIG_LIMIT_INFO:
+        limit_info(ctx, a, m);
         break;
     case TR_SIG_EXIT:
     case TR_SIG_EXIT_LINK: {

@@ -81,7 +81,7 @@ int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
     p->user = user;
     pthread_mutex_init(&p->lock, NULL);
     atomic_store_explicit(&a->flags, TR_AF_PORT, memory_order_relaxed);
-    a->beh = NULL;
+    __atomic_store_n(&a->beh, NULL, __ATOMIC_RELAXED); /* see spawn (actor.c) */
     a->state = p;
     p->pid = tr__pid_of(sys, a);
     atomic_store(&a->home, 0);

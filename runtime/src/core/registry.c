@@ -9,6 +9,7 @@
  */
 #include "registry.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,4 +249,20 @@ bool tr__token_valid(const char *n, size_t max, const char *also)
               (n[i] >= '0' && n[i] <= '9') || (n[i] != '\0' && strchr(also, n[i]) != NULL)))
             return false;
     return true;
+}
+
+bool tr__registry_name_of(tr_system *sys, tr_pid pid, char *buf, size_t cap)
+{
+    struct tr_registry *r = atomic_load(&sys->registry);
+    bool found = false;
+    if (r == NULL || pid == TR_PID_NONE || cap == 0)
+        return false;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->map.cap && !found; i++)
+        if (r->map.e[i].name != NULL && r->map.e[i].pid == pid) {
+            snprintf(buf, cap, "%s", r->map.e[i].name);
+            found = true;
+        }
+    pthread_mutex_unlock(&r->lock);
+    return found;
 }

@@ -38,5 +38,8 @@ TR_UNIT bool tr__token_valid(const char *n, size_t max, const char *also);
 
 /* The system's local registry (created on first use; freed by tr_system_free). */
 TR_HIDDEN void tr__registry_free(struct tr_system *sys);
+/* A local name pid holds, copied into buf (cap bytes): true, or false if it holds none. A scan
+ * of the registry: for the introspection service's few rows, not for a hot path. */
+TR_HIDDEN bool tr__registry_name_of(struct tr_system *sys, tr_pid pid, char *buf, size_t cap);
 
 #endif

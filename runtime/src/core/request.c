@@ -151,7 +151,8 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
     }
     m->sender = self;
     m->corr = corr;
-    m->flags = TR_MF_REQUEST;
+    m->flags = TR_MF_REQUEST | (m->flags & TR_MF_SIGNAL); /* a request the runtime answers
+                                                          * (TR_SIG_LIMIT_INFO) */
     if (corr_out != NULL)
         *corr_out = corr;
     int rc = tr__deliver(sys, tr__ctx_worker(ctx), to, m);
@@ -295,7 +296,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
         return TR_ENOMEM;
     }
     atomic_store_explicit(&a->flags, TR_AF_WAITER, memory_order_relaxed);
-    a->beh = NULL;
+    __atomic_store_n(&a->beh, NULL, __ATOMIC_RELAXED); /* see spawn (actor.c) */
     a->state = NULL;
     tr_pid self = tr__pid_of(sys, a);
     atomic_store(&a->home, 0);

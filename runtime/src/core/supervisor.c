@@ -47,6 +47,8 @@ enum {
     SUP_COUNT,                         /* -> [rc, running, restarts] */
     SUP_KILL_TIMEOUT,                  /* timer: corr = token of the child being stopped */
     SUP_RESTART_DUE,                   /* timer: restart children whose backoff has passed */
+    SUP_CHILDREN,                      /* [cap] -> a map (sup_children): the introspection
+                                        * service's supervision tree (ctl.c) */
 };
 
 /* ---- specs: checking and deep copies ------------------------------------------------------- */
@@ -828,6 +830,8 @@ static void handle_request(tr_ctx *ctx, sup *s, tr_msg *m)
     tr_reader_done(&r);
 }
 
+static void sup_children(tr_ctx *ctx, sup *s, const tr_msg *m);
+
 static int sup_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     sup *s = *(sup **)state;
@@ -858,10 +862,76 @@ static int sup_receive(tr_ctx *ctx, void *state, tr_msg *m)
     case SUP_COUNT:
         handle_request(ctx, s, m);
         break;
+    case SUP_CHILDREN:
+        if (tr_msg_corr(m) != 0)
+            sup_children(ctx, s, m);
+        break;
     default:
         break; /* not for supervisors: ignored */
     }
     return 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *v)
+{
+    size_t n = strlen(v);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, v, n);
+}
+
+/* SUP_CHILDREN: parent, strategy, restarts, running and total children, and the first `cap`
+ * children in start order (at most 1,000): id, pid (0 while not running), restarts, whether it
+ * is a supervisor, its behaviour's name. Answered at once, even during an operation (a child
+ * being restarted shows pid 0). */
+static void sup_children(tr_ctx *ctx, sup *s, const tr_msg *m)
+{
+    uint64_t cap = 0;
+    if (tr_msg_get_u64(m, &cap) != TR_OK || cap > 1000)
+        cap = 1000;
+    static const char *const strategies[] = {"one_for_one", "one_for_all", "rest_for_one",
+                                             "simple_one_for_one"};
+    tr_msg *r = tr_msg_new(0, 128 + (size_t)(cap < s->nkids ? cap : s->nkids) * 64);
+    if (r == NULL)
+        return; /* its requester's timeout answers */
+    msgpack_packer *pk = tr_msg_packer(r);
+    msgpack_pack_map(pk, 7);
+    pack_str(pk, "rc");
+    msgpack_pack_int32(pk, TR_OK);
+    pack_str(pk, "parent");
+    msgpack_pack_uint64(pk, s->parent);
+    pack_str(pk, "strategy");
+    pack_str(pk, (unsigned)s->spec->strategy < 4 ? strategies[s->spec->strategy] : "?");
+    pack_str(pk, "restarts");
+    msgpack_pack_uint64(pk, s->restarts);
+    pack_str(pk, "running");
+    msgpack_pack_uint64(pk, s->by_pid.len);
+    pack_str(pk, "children_total");
+    msgpack_pack_uint64(pk, s->nkids);
+    pack_str(pk, "children");
+    size_t k = s->nkids < cap ? s->nkids : (size_t)cap;
+    msgpack_pack_array(pk, k);
+    size_t i = 0;
+    for (const child *c = s->head; c != NULL && i < k; c = c->next, i++) {
+        bool is_sup = c->spec->supervisor != NULL;
+        msgpack_pack_map(pk, 5);
+        pack_str(pk, "id");
+        pack_str(pk, c->spec->id != NULL ? c->spec->id : "");
+        pack_str(pk, "pid");
+        msgpack_pack_uint64(pk, c->pid);
+        pack_str(pk, "restarts");
+        msgpack_pack_uint64(pk, c->restarts);
+        pack_str(pk, "supervisor");
+        if (is_sup)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        pack_str(pk, "behaviour");
+        pack_str(pk, is_sup ? "supervisor"
+                     : c->spec->behaviour != NULL && c->spec->behaviour->name != NULL
+                         ? c->spec->behaviour->name
+                         : "?");
+    }
+    tr_reply(ctx, m, r);
 }
 
 static void sup_free(sup *s)
@@ -946,6 +1016,16 @@ static const tr_behaviour sup_behaviour = {
     .receive = sup_receive,
     .terminate = sup_terminate,
 };
+
+bool tr__is_supervisor(const tr_behaviour *b)
+{
+    return b == &sup_behaviour;
+}
+
+tr_msg *tr__sup_children_request(unsigned cap)
+{
+    return tr_msg_new_u64(SUP_CHILDREN, cap);
+}
 
 /* ---- public API ---------------------------------------------------------------------------- */
 

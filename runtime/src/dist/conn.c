@@ -20,6 +20,12 @@
  * before authentication are at most 1 KiB. Anything else before that, a wrong MAC or a malformed
  * frame drops the connection, with a log line and a counter.
  *
+ * Hidden nodes. A hidden node (troupectl) says so in its HELLO (flags, covered by its MAC) and
+ * has no listener: the member it dials keeps it as a hidden peer and answers on that same
+ * connection (duplex) instead of dialing back; once its own AUTH is on its way, the peer is up
+ * for sending. A hidden peer is never gossiped, placed, reported to watchers or dialed, and is
+ * forgotten when it goes (members.c).
+ *
  * TLS. With tr_node_opts.tls, the streams are nng's tls+tcp ones (tls.c makes their configs):
  * the same stream API, so nothing here changes but the URLs; the TLS handshake happens on the
  * first read or write, so a certificate refused shows up as the first I/O failing (counted in
@@ -41,12 +47,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The AUTH of the prover (name, id) on a connection: its MAC over both nonces, the verifier's
- * (the challenge) first. */
+/* The AUTH of the prover (name, id, HELLO flags) on a connection: its MAC over both nonces, the
+ * verifier's (the challenge) first. Flags are covered when there are any (a hidden node's), so
+ * nobody in the middle can make a member of a hidden node or the reverse; without flags the
+ * input is what it always was. */
 static void mac_of(const tr_node *n, const uint8_t *verifier_nonce, const uint8_t *prover_nonce,
-                   const char *name, uint16_t id, uint8_t out[TR_WIRE_MAC])
+                   const char *name, uint16_t id, uint32_t flags, uint8_t out[TR_WIRE_MAC])
 {
-    uint8_t in[16 + 2 * TR_WIRE_NONCE + TR_WIRE_NAME_MAX + 2];
+    uint8_t in[16 + 2 * TR_WIRE_NONCE + TR_WIRE_NAME_MAX + 2 + 4];
     size_t len = 16;
     memcpy(in, "troupe-auth-v2\0\0", 16);
     memcpy(in + len, verifier_nonce, TR_WIRE_NONCE);
@@ -58,6 +66,9 @@ static void mac_of(const tr_node *n, const uint8_t *verifier_nonce, const uint8_
     len += nl;
     in[len++] = (uint8_t)(id >> 8);
     in[len++] = (uint8_t)id;
+    if (flags != 0)
+        for (int sh = 24; sh >= 0; sh -= 8)
+            in[len++] = (uint8_t)(flags >> sh);
     mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), n->secret, n->secret_len, in,
                     len, out);
 }
@@ -317,6 +328,7 @@ static void put_hello(tr_node *n, tr_wire_buf *b, const uint8_t nonce[TR_WIRE_NO
     snprintf(h.addr, sizeof h.addr, "%s", n->addr);
     h.node_id = n->id;
     h.incarnation = n->incarnation;
+    h.flags = n->hidden ? TR_WIRE_HELLO_HIDDEN : 0;
     memcpy(h.nonce, nonce, TR_WIRE_NONCE);
     size_t f = tr__wire_frame_begin(b, TR_WIRE_HELLO);
     tr__wire_put_hello(b, &h);
@@ -327,7 +339,7 @@ static void put_auth(tr_node *n, tr_wire_buf *b, const uint8_t *peer_nonce,
                      const uint8_t *own_nonce)
 {
     uint8_t mac[TR_WIRE_MAC];
-    mac_of(n, peer_nonce, own_nonce, n->name, n->id, mac);
+    mac_of(n, peer_nonce, own_nonce, n->name, n->id, n->hidden ? TR_WIRE_HELLO_HIDDEN : 0, mac);
     size_t f = tr__wire_frame_begin(b, TR_WIRE_AUTH);
     tr__wire_put_auth(b, mac);
     tr__wire_frame_end(b, f);
@@ -338,13 +350,15 @@ static void put_members(tr_node *n, tr_wire_buf *b)
 {
     uint32_t k = 1;
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i]->alias && n->peers[i]->name[0] && n->peers[i]->addr[0])
+        if (!n->peers[i]->alias && !n->peers[i]->hidden && n->peers[i]->name[0] &&
+            n->peers[i]->addr[0])
             k++;
     size_t f = tr__wire_frame_begin(b, TR_WIRE_MEMBERS);
     tr__wire_put_members(b, k);
     tr__wire_put_member(b, n->name, n->addr);
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i]->alias && n->peers[i]->name[0] && n->peers[i]->addr[0])
+        if (!n->peers[i]->alias && !n->peers[i]->hidden && n->peers[i]->name[0] &&
+            n->peers[i]->addr[0])
             tr__wire_put_member(b, n->peers[i]->name, n->peers[i]->addr);
     tr__wire_frame_end(b, f);
 }
@@ -421,9 +435,85 @@ static void learn_member(void *arg, const char *name, const char *addr)
     tr__peer_learn(l->n, name, addr, false);
 }
 
+static void ignore_member(void *arg, const char *name, const char *addr)
+{
+    (void)arg;
+    (void)name;
+    (void)addr;
+}
+
+/* A hidden node (its HELLO said so) proved the secret: a hidden peer on this one connection,
+ * its sends held until our AUTH is on its way (hidden_ready). Lock held. */
+static void inbound_hidden(tr_node *n, conn *c, after *af)
+{
+    const char *why = NULL;
+    peer *old = NULL;
+    size_t nhidden = 0;
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *p = n->peers[i];
+        if (p->alias || !p->hidden)
+            continue;
+        nhidden++;
+        if (strcmp(p->name, c->ph.name) == 0)
+            old = p; /* the same hidden node again: its earlier connection goes */
+    }
+    if (strcmp(c->ph.name, n->name) == 0 || tr__peer_by_name(n, c->ph.name) != NULL)
+        why = "its name is a member's";
+    else if (old == NULL && nhidden >= NODE_MAX_HIDDEN)
+        why = "too many hidden nodes connected";
+    if (why == NULL && old != NULL)
+        tr__peer_down_locked(n, old, af); /* forgotten: its slot is free again */
+    peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
+    if (why == NULL && (c->ph.node_id == n->id || holder != NULL))
+        why = "its node id is taken";
+    peer *pe = why == NULL ? tr__peer_new_hidden(n, c->ph.name) : NULL;
+    if (why == NULL && pe == NULL)
+        why = "no room in the peer table";
+    if (pe == NULL) {
+        tr__node_log(n, "hidden node %s refused: %s", c->ph.name, why);
+        tr__conn_mark_dead(c);
+        return;
+    }
+    pe->in_conn = c;
+    c->pe = pe;
+    c->duplex = true;
+    c->state = C_UP;
+    pe->joining = true; /* sends held: our AUTH goes first (hidden_ready) */
+    pe->joining_ns = tr__now_ns();
+    pe->node_id = c->ph.node_id;
+    pe->incarnation = c->ph.incarnation;
+    atomic_store(&n->by_id[pe->node_id], pe);
+    pthread_cond_broadcast(&n->cond);
+}
+
+/* Our AUTH to a hidden node is queued on the stream (nng writes a stream's sends in order): what
+ * we send it may follow, on the same connection. */
+static void hidden_ready(tr_node *n, conn *c)
+{
+    peer *pe = NULL;
+    pthread_mutex_lock(&n->lock);
+    if (!c->dead && c->pe != NULL && c->pe->in_conn == c && c->pe->joining) {
+        pe = c->pe;
+        pe->out_conn = c;
+        pe->status = TR_PEER_UP;
+        pe->joining = false;
+        pe->ever_up = true;
+        tr__node_log_at(n, TR_LOG_DEBUG, "hidden node %s (node id %u) connected", pe->name,
+                        pe->node_id);
+        pthread_cond_broadcast(&n->cond);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (pe != NULL)
+        tr__peer_kick(pe);
+}
+
 /* The peer (inbound side) authenticated: attach the connection. Lock held. */
 static void inbound_up(tr_node *n, conn *c, after *af)
 {
+    if (c->ph.flags & TR_WIRE_HELLO_HIDDEN) {
+        inbound_hidden(n, c, af);
+        return;
+    }
     peer *pe = tr__peer_by_name(n, c->ph.name);
     if (pe == NULL) {
         tr__peer_learn(n, c->ph.name, c->ph.addr, true);
@@ -496,11 +586,17 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     pe->backoff_ms = n->backoff_min_ms;
     pe->failing = false;
     c->state = C_UP;
-    /* what we know goes first (our AUTH went before theirs came); then messages may flow */
-    pthread_mutex_lock(&pe->ctl_lock);
-    put_members(n, &pe->ctl);
-    atomic_store(&pe->ctl_pending, 1);
-    pthread_mutex_unlock(&pe->ctl_lock);
+    if (n->hidden) {
+        /* a hidden node receives on the connection it dialed, and tells nobody what it knows */
+        c->duplex = true;
+        pe->in_conn = c;
+    } else {
+        /* what we know goes first (our AUTH went before theirs came); then messages may flow */
+        pthread_mutex_lock(&pe->ctl_lock);
+        put_members(n, &pe->ctl);
+        atomic_store(&pe->ctl_pending, 1);
+        pthread_mutex_unlock(&pe->ctl_lock);
+    }
     pe->status = TR_PEER_UP;
     pe->ever_up = true;
     pe->joining = false;
@@ -527,7 +623,7 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         tr__conn_fail(c, "not a troupe frame (or another protocol version)");
         return false;
     }
-    if (c->state == C_UP && !c->outbound) {
+    if (c->state == C_UP && (!c->outbound || c->duplex)) {
         if (kind == TR_WIRE_DATA) {
             deliver_ctx d = {.n = n, .count = 0};
             if (tr__ext_enter(n->sys) != TR_OK)
@@ -566,7 +662,10 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         if (kind == TR_WIRE_MEMBERS) {
             learn_ctx l = {.n = n};
             pthread_mutex_lock(&n->lock);
-            int rc = tr__wire_get_members(f, len, learn_member, &l);
+            /* a hidden node learns nobody (it talks to the member it dialed), and nobody learns
+             * from a hidden node: checked, not used */
+            int rc = tr__wire_get_members(f, len, n->hidden || c->duplex ? ignore_member
+                                                                         : learn_member, &l);
             pthread_mutex_unlock(&n->lock);
             if (rc != TR_OK) {
                 count(&n->bad_frames, 1);
@@ -596,6 +695,10 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         tr_wire_hello h;
         if (kind != TR_WIRE_HELLO || tr__wire_get_hello(f, len, &h) != TR_OK) {
             tr__conn_fail(c, "no valid HELLO");
+            return false;
+        }
+        if (h.flags != 0 && (c->outbound || n->hidden)) {
+            tr__conn_fail(c, "a hidden node answered, or dialed a hidden node");
             return false;
         }
         bool self = strcmp(h.name, n->name) == 0;
@@ -637,7 +740,7 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         tr__conn_fail(c, "no valid AUTH");
         return false;
     }
-    mac_of(n, c->nonce, c->ph.nonce, c->ph.name, c->ph.node_id, want);
+    mac_of(n, c->nonce, c->ph.nonce, c->ph.name, c->ph.node_id, c->ph.flags, want);
     if (!same_mac(mac, want)) {
         tr__conn_fail(c, "wrong cluster secret: refused");
         return false;
@@ -655,10 +758,13 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     pthread_mutex_unlock(&n->lock);
     if (alive && !c->outbound) { /* the dialer proved it: now we prove it too */
         put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
-        if (tr__wire_status(&c->authbuf) == TR_OK)
+        if (tr__wire_status(&c->authbuf) == TR_OK) {
             send_auth(c);
-        else
+            if (c->duplex)
+                hidden_ready(n, c);
+        } else {
             tr__conn_fail(c, "out of memory");
+        }
     }
     tr__node_after_run(n, &af);
     return alive;

@@ -15,6 +15,11 @@
  * down the same way but said to have left (watchers' NODEDOWN carries left = 1), then forgotten —
  * never redialed, its slot reusable — and remembered as left for forget_after_ms (a tombstone
  * tr_node_peers lists, which gossip from a peer that has not heard yet cannot undo).
+ *
+ * Hidden peers (a hidden node such as troupectl, connected to us on one duplex connection, see
+ * conn.c) are not members: the lookups by name and address, tr_node_peers, gossip, watchers and
+ * the ticker's dials leave them out, their loss is neither logged as a member's nor counted, and
+ * a hidden peer that goes (down or left) is forgotten at once — no tombstone, no redial.
  */
 #include "node_impl.h"
 
@@ -29,7 +34,7 @@
 peer *tr__peer_by_name(tr_node *n, const char *name)
 {
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i]->alias && strcmp(n->peers[i]->name, name) == 0)
+        if (!n->peers[i]->alias && !n->peers[i]->hidden && strcmp(n->peers[i]->name, name) == 0)
             return n->peers[i];
     return NULL;
 }
@@ -37,7 +42,7 @@ peer *tr__peer_by_name(tr_node *n, const char *name)
 peer *tr__peer_by_addr(tr_node *n, const char *addr)
 {
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i]->alias && strcmp(n->peers[i]->addr, addr) == 0)
+        if (!n->peers[i]->alias && !n->peers[i]->hidden && strcmp(n->peers[i]->addr, addr) == 0)
             return n->peers[i];
     return NULL;
 }
@@ -144,7 +149,7 @@ static void peer_learnt(tr_node *n, peer *pe, const char *name, const char *addr
 {
     snprintf(pe->name, sizeof pe->name, "%s", name);
     snprintf(pe->addr, sizeof pe->addr, "%s", addr);
-    pe->alias = pe->seed = pe->ever_up = pe->failing = false;
+    pe->alias = pe->seed = pe->ever_up = pe->failing = pe->hidden = false;
     pe->status = TR_PEER_DOWN;
     pe->backoff_ms = n->backoff_min_ms;
     pe->next_dial_ns = 0;
@@ -174,6 +179,32 @@ peer *tr__peer_new(tr_node *n, const char *name, const char *addr)
     }
     peer_learnt(n, pe, name, addr);
     return pe;
+}
+
+peer *tr__peer_new_hidden(tr_node *n, const char *name)
+{
+    bool dirty = n->members_dirty; /* nothing to tell the members about it */
+    peer *pe = NULL;
+    /* the slot of one that went, if idle: hidden nodes come and go, the table need not grow */
+    for (size_t i = 0; i < n->npeers && pe == NULL; i++)
+        if (n->peers[i]->alias && !n->peers[i]->seed && n->peers[i]->hidden &&
+            peer_idle(n, n->peers[i]))
+            pe = n->peers[i];
+    if (pe != NULL)
+        peer_learnt(n, pe, name, "");
+    else
+        pe = tr__peer_new(n, name, "");
+    n->members_dirty = dirty;
+    if (pe != NULL)
+        pe->hidden = true;
+    return pe;
+}
+
+/* Forgets a hidden peer that went: inert, its slot reusable (lock held). */
+static void hidden_forget(peer *pe)
+{
+    pe->alias = true;
+    pe->name[0] = '\0';
 }
 
 /* Learns that node `name` listens at `addr` (from a HELLO: direct, or a MEMBERS frame). */
@@ -216,13 +247,17 @@ static void peer_down(tr_node *n, peer *pe, after *af, bool left)
         if (atomic_load(&n->by_id[pe->node_id]) == pe)
             atomic_store(&n->by_id[pe->node_id], NULL);
         af->down = true;
-        af->down_watchers = pe->status == TR_PEER_UP; /* they were told it was up */
+        /* they were told it was up (never of a hidden peer) */
+        af->down_watchers = pe->status == TR_PEER_UP && !pe->hidden;
         af->left = left;
         snprintf(af->name, sizeof af->name, "%s", pe->name);
         af->node_id = pe->node_id;
         af->interest = pe->interest; /* the notified take it over */
         tr__idmap_init(&pe->interest);
-        if (left) {
+        if (pe->hidden) {
+            tr__node_log_at(n, TR_LOG_DEBUG, "hidden node %s (node id %u) %s", pe->name,
+                            pe->node_id, left ? "left" : "went away");
+        } else if (left) {
             count(&n->peers_left, 1);
             tr__node_log(n, "peer %s (node id %u) left", pe->name, pe->node_id);
         } else if (pe->status == TR_PEER_UP && !n->leaving) {
@@ -260,10 +295,17 @@ static void peer_down(tr_node *n, peer *pe, after *af, bool left)
 void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
 {
     peer_down(n, pe, af, false);
+    if (pe->hidden)
+        hidden_forget(pe);
 }
 
 void tr__peer_left_locked(tr_node *n, peer *pe, after *af)
 {
+    if (pe->hidden) {
+        peer_down(n, pe, af, true);
+        hidden_forget(pe);
+        return;
+    }
     if (pe->name[0] != '\0')
         left_remember(n, pe->name, pe->addr, pe->node_id);
     peer_down(n, pe, af, true);
@@ -328,7 +370,8 @@ void tr__node_after_run(tr_node *n, after *af)
             /* it learns our names, and we ask for its own: whichever side saw the other go
              * down and come back, both end up with both sets (a peer that saw nothing but "up"
              * would not send its names again by itself) */
-            tr_msg *m = tr_msg_new(TR_MSG_NODE_SYNC, 8);
+            tr_msg *m = n->hidden ? NULL : tr_msg_new(TR_MSG_NODE_SYNC, 8); /* a hidden node
+                                                                               * keeps no names */
             if (m != NULL) {
                 tr_msg_put_u64(m, af->node_id);
                 tr__deliver(n->sys, NULL, n->service, m);
@@ -398,7 +441,8 @@ void *tr__node_ticker_main(void *arg)
             uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
             if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
                 fail[nfail++] = c;
-            else if (c->state == C_UP && !c->outbound && now > last && now - last > n->down_ns)
+            else if (c->state == C_UP && (!c->outbound || c->duplex) && now > last &&
+                     now - last > n->down_ns)
                 fail[nfail++] = c;
         }
         for (size_t i = 0; i < n->npeers; i++) {
@@ -409,14 +453,14 @@ void *tr__node_ticker_main(void *arg)
                 nfail < 16 && pe->in_conn != NULL) {
                 fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
             } else if (pe->status == TR_PEER_UP) {
-                if (n->members_dirty)
+                if (n->members_dirty && !pe->hidden && !n->hidden)
                     tr__peer_ctl_queue(n, pe, TR_WIRE_MEMBERS);
                 else if (now - atomic_load(&pe->last_tx_ns) >= n->hb_ns)
                     tr__peer_ctl_queue(n, pe, TR_WIRE_PING);
                 if (atomic_load(&pe->ctl_pending))
                     ping[nping++] = pe;
             } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns &&
-                       !n->leaving) {
+                       !n->leaving && !pe->hidden) {
                 tr__node_dial_start(n, pe);
             }
         }
@@ -501,7 +545,7 @@ int tr_node_peers(tr_node *n, tr_peer_info *out, size_t cap, size_t *countp)
     pthread_mutex_lock(&n->lock);
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
-        if (pe->alias)
+        if (pe->alias || pe->hidden)
             continue;
         if (k < cap) {
             tr_peer_info *p = &out[k];

@@ -5,7 +5,9 @@
  * each node keeps the map of every name it knows, a registration is told to every peer up, two
  * registrations of one name meet and the smaller pid keeps it everywhere, a holder that ends or a
  * node that goes down releases its names, and a peer that comes up is sent ours (and asked for
- * its own). Placement (tr_node_place) is rendezvous hashing over the nodes up.
+ * its own). Placement (tr_node_place) is rendezvous hashing over the nodes up. Requests for the
+ * introspection service (TR_MSG_CTL) are handed on to it (core/ctl.c). Hidden peers (troupectl)
+ * are not members: they are told no names, their own are refused, and nothing is placed on them.
  */
 #include "node_impl.h"
 
@@ -94,7 +96,7 @@ static void tell_peers(tr_ctx *ctx, tr_node *n, uint32_t type, const char *name,
     size_t k = 0;
     pthread_mutex_lock(&n->lock);
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i]->status == TR_PEER_UP)
+        if (n->peers[i]->status == TR_PEER_UP && !n->peers[i]->hidden)
             ids[k++] = n->peers[i]->node_id;
     pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < k; i++)
@@ -182,14 +184,43 @@ static void service_spawn(tr_ctx *ctx, tr_node *n, tr_msg *m)
         tr_reply(ctx, m, rep);
 }
 
+/* True when node `id` is a hidden peer (troupectl): not a member. */
+static bool from_hidden(tr_node *n, uint16_t id)
+{
+    pthread_mutex_lock(&n->lock);
+    peer *pe = atomic_load(&n->by_id[id]);
+    bool hidden = pe != NULL && pe->hidden;
+    pthread_mutex_unlock(&n->lock);
+    return hidden;
+}
+
+/* Hands a request for the introspection service on to it: a copy with the requester's address,
+ * so the service answers the requester itself. */
+static void to_ctl(tr_ctx *ctx, tr_node *n, const tr_msg *m)
+{
+    if (n->ctl == TR_PID_NONE || !(m->flags & TR_MF_REQUEST))
+        return;
+    tr_msg *c = tr_msg_from_bytes(TR_MSG_CTL, tr_msg_data(m), tr_msg_size(m));
+    if (c == NULL)
+        return; /* its requester's timeout answers */
+    c->sender = m->sender;
+    c->corr = m->corr;
+    c->flags = TR_MF_REQUEST;
+    tr__deliver(ctx->sys, ctx->w, n->ctl, c);
+}
+
 static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     tr_node *n = *(tr_node **)state;
     char name[TR_NAME_MAX + 1];
     tr_pid pid;
     switch (tr_msg_type(m)) {
+    case TR_MSG_CTL:
+        to_ctl(ctx, n, m);
+        return 0;
     case TR_MSG_NODE_REG:
-        if (read_name(m, name, &pid) && tr_pid_node(pid) == tr_pid_node(tr_msg_sender(m)))
+        if (read_name(m, name, &pid) && tr_pid_node(pid) == tr_pid_node(tr_msg_sender(m)) &&
+            !from_hidden(n, tr_pid_node(pid)))
             names_merge(ctx, n, name, pid);
         return 0;
     case TR_MSG_NODE_UNREG:
@@ -439,7 +470,8 @@ int tr_node_place_excluding(tr_node *n, const void *key, size_t len, const char 
     uint64_t bw = self ? weight(n->name, key, len) : 0;
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
-        if (pe->alias || pe->status != TR_PEER_UP || excluded(pe->name, without, nwithout))
+        if (pe->alias || pe->hidden || pe->status != TR_PEER_UP ||
+            excluded(pe->name, without, nwithout))
             continue;
         uint64_t w = weight(pe->name, key, len);
         if (best == NULL || w > bw || (w == bw && strcmp(pe->name, best) < 0)) {

@@ -7,6 +7,7 @@
  *   members.c  membership and failure detection, the ticker, links and monitors across nodes
  *   names.c    the node service: remote spawn, cluster-wide names, placement
  *   tls.c      TLS between nodes: the files, nng's TLS configs
+ *   nodectl.c  the introspection service's view of the node, tr_node_ctl
  *
  * and node_impl.h the objects they share. The core never calls into this layer by name: it goes
  * through the table of operations tr_node_start installs (core/internal.h, tr__remote_ops), so a
@@ -105,9 +106,11 @@ static const tr__remote_ops remote_ops = {
 int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
 {
     if (sys == NULL || o == NULL || out == NULL || o->name == NULL || o->name[0] == '\0' ||
-        strlen(o->name) > TR_WIRE_NAME_MAX || o->listen == NULL ||
-        strlen(o->listen) > TR_WIRE_ADDR_MAX || strncmp(o->listen, "tcp://", 6) != 0 ||
-        o->secret == NULL || strlen(o->secret) < 8 || (o->nseeds > 0 && o->seeds == NULL))
+        strlen(o->name) > TR_WIRE_NAME_MAX ||
+        (!o->hidden && (o->listen == NULL || strlen(o->listen) > TR_WIRE_ADDR_MAX ||
+                        strncmp(o->listen, "tcp://", 6) != 0)) ||
+        o->secret == NULL || strlen(o->secret) < 8 || (o->nseeds > 0 && o->seeds == NULL) ||
+        (o->hidden && o->nseeds == 0))
         return TR_EINVAL;
     for (size_t i = 0; i < o->nseeds; i++)
         if (o->seeds[i] == NULL || strlen(o->seeds[i]) > TR_WIRE_ADDR_MAX ||
@@ -149,6 +152,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     if (n->backoff_max_ms < n->backoff_min_ms)
         n->backoff_max_ms = n->backoff_min_ms;
     n->quiet = o->quiet;
+    n->hidden = o->hidden;
     int trc = tr__tls_load(n, o->tls);
     if (trc != TR_OK) {
         node_free(n);
@@ -156,12 +160,15 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     }
 
     char url[TR_WIRE_ADDR_MAX + 8];
-    tr__tls_url(n, o->listen, url, sizeof url);
-    int rv = nng_stream_listener_alloc(&n->listener, url);
-    if (rv == 0)
-        rv = tr__tls_listener(n, n->listener);
-    if (rv == 0)
-        rv = nng_stream_listener_listen(n->listener);
+    int rv = 0;
+    if (!n->hidden) { /* a hidden node accepts nothing: it has no address */
+        tr__tls_url(n, o->listen, url, sizeof url);
+        rv = nng_stream_listener_alloc(&n->listener, url);
+        if (rv == 0)
+            rv = tr__tls_listener(n, n->listener);
+        if (rv == 0)
+            rv = nng_stream_listener_listen(n->listener);
+    }
     if (rv != 0) {
         if (!o->quiet)
             tr_log(TR_LOG_ERROR, "node", "%s: cannot listen on %s: %s", o->name, url,
@@ -171,33 +178,43 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         node_free(n);
         return TR_EINVAL;
     }
-    nng_stream_listener_get_int(n->listener, NNG_OPT_TCP_BOUND_PORT, &n->port);
-    /* the address others dial: the listen address with the port actually bound */
-    const char *hp = o->listen + 6;
-    const char *colon = strrchr(hp, ':');
-    int hl = colon != NULL ? (int)(colon - hp) : (int)strlen(hp);
-    snprintf(n->addr, sizeof n->addr, "tcp://%.*s:%d", hl, hp, n->port);
+    if (!n->hidden) {
+        nng_stream_listener_get_int(n->listener, NNG_OPT_TCP_BOUND_PORT, &n->port);
+        /* the address others dial: the listen address with the port actually bound */
+        const char *hp = o->listen + 6;
+        const char *colon = strrchr(hp, ':');
+        int hl = colon != NULL ? (int)(colon - hp) : (int)strlen(hp);
+        snprintf(n->addr, sizeof n->addr, "tcp://%.*s:%d", hl, hp, n->port);
+    }
 
     for (size_t i = 0; i < o->nseeds; i++) {
-        if (strcmp(o->seeds[i], n->addr) == 0 || strcmp(o->seeds[i], o->listen) == 0)
+        if (!n->hidden && (strcmp(o->seeds[i], n->addr) == 0 || strcmp(o->seeds[i], o->listen) == 0))
             continue; /* ourselves */
         peer *pe = tr__peer_by_addr(n, o->seeds[i]);
         if (pe == NULL && (pe = tr__peer_new(n, "", o->seeds[i])) == NULL) {
-            nng_stream_listener_free(n->listener);
+            if (n->listener != NULL)
+                nng_stream_listener_free(n->listener);
             node_free(n);
             return TR_ENOMEM;
         }
         pe->seed = true;
     }
     if (nng_aio_alloc(&n->accept_aio, tr__node_on_accept, n) != 0) {
-        nng_stream_listener_free(n->listener);
+        if (n->listener != NULL)
+            nng_stream_listener_free(n->listener);
         node_free(n);
         return TR_ENOMEM;
     }
     int rc = tr_system_spawn(sys, &tr__node_service_behaviour, n, &n->service);
+    if (rc == TR_OK && (rc = tr__node_ctl_start(n)) != TR_OK)
+        tr_system_stop_actor(sys, n->service); /* (before n is freed: see tr_node_stop) */
     if (rc != TR_OK) {
+        for (int i = 0; i < 5000 && n->service != TR_PID_NONE &&
+                        tr_system_alive(sys, n->service); i++)
+            nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
         nng_aio_free(n->accept_aio);
-        nng_stream_listener_free(n->listener);
+        if (n->listener != NULL)
+            nng_stream_listener_free(n->listener);
         node_free(n);
         return rc;
     }
@@ -207,7 +224,8 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpus > 0 && sys->nworkers >= (unsigned)cpus)
         tr__sched_spin_hint(sys, 8); /* nng's I/O threads need CPU time: spin less */
-    nng_stream_listener_accept(n->listener, n->accept_aio);
+    if (n->listener != NULL)
+        nng_stream_listener_accept(n->listener, n->accept_aio);
     if (pthread_create(&n->ticker, NULL, tr__node_ticker_main, n) != 0) {
         tr_node_stop(n);
         return TR_ENOMEM;
@@ -283,7 +301,8 @@ void tr_node_stop(tr_node *n)
     atomic_store(&sys->node, NULL);
     while (atomic_load(&sys->node_users) > 0)
         sched_yield(); /* threads that found the node before it was unhooked */
-    nng_stream_listener_close(n->listener);
+    if (n->listener != NULL)
+        nng_stream_listener_close(n->listener);
     nng_aio_stop(n->accept_aio);
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
@@ -331,7 +350,13 @@ void tr_node_stop(tr_node *n)
             nng_stream_dialer_free(pe->dialer);
     }
     nng_aio_free(n->accept_aio);
-    nng_stream_listener_free(n->listener);
+    if (n->listener != NULL)
+        nng_stream_listener_free(n->listener);
+    if (!tr__node_ctl_stop(n)) { /* its turns read n too */
+        tr_log(TR_LOG_WARN, "node", "%s: the node's introspection service did not end within "
+               "5 s: its memory is kept", n->name);
+        return;
+    }
     if (n->service != TR_PID_NONE && tr_system_stop_actor(sys, n->service) == TR_OK) {
         /* the service's turns read n: it must have ended before n is freed (ASan caught a
          * turn running after the free in test_node) */

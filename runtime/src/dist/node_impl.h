@@ -11,6 +11,12 @@
  *   names.c    the node service (remote spawn, global names) and placement (tr_node_place)
  *   tls.c      TLS between nodes: the files read at start, nng's TLS configs for the listener
  *              and each dialer
+ *   nodectl.c  the node's side of the introspection service (core/ctl.c): what it asks of the
+ *              node (members, counters, cluster names), and tr_node_ctl
+ *
+ * Hidden nodes (tr_node_opts.hidden: troupectl) dial one member and use that one connection both
+ * ways (conn.duplex); the member keeps them as peers marked `hidden`, which membership leaves out
+ * everywhere (gossip, tr_node_peers, placement, watchers, names) and forgets when they go.
  *
  * Locking: n->lock guards the peer table, the connection list, watchers and behaviours (a
  * function named *_locked, or whose comment says "lock held", expects it held); n->names_lock the
@@ -43,6 +49,7 @@
 #define NODE_DEFER_MAX 256u /* messages queued for a peer before its write starts mid-batch */
 #define NODE_RX_TURNS 32u /* actor turns run on the receiving thread per receive (conn.c) */
 #define NODE_MAX_LEFT 64u           /* nodes remembered as left (tombstones), oldest replaced */
+#define NODE_MAX_HIDDEN 16u         /* hidden nodes (troupectl) connected at once */
 
 /* The node service: the actor each node runs to answer other nodes (remote spawn). Other nodes
  * address it as the pid with the node's id and slot 0, generation 0 (never an actor's). */
@@ -65,6 +72,7 @@ typedef struct conn {
     nng_aio *rx, *tx, *hs;      /* receive; the writer's sends; handshake sends */
     peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
     bool outbound;
+    bool duplex;                /* a hidden node's connection: used both ways (either side) */
     bool dead;                  /* closed: no aio is started on it again */
     int state;                  /* C_* */
     int refs;                   /* writers using it (node lock) */
@@ -89,6 +97,8 @@ struct peer {
     bool alias;                 /* a seed that turned out to be ourselves or a known peer, or a
                                  * forgotten member: inert, its slot reusable once idle */
     bool seed;                  /* from the node's own seeds: never forgotten */
+    bool hidden;                /* a hidden node (no address, one duplex connection): not a
+                                 * member; forgotten when it goes */
     bool ever_up;               /* was up at least once (since it was learnt) */
     uint64_t learned_ns;        /* when it was learnt */
     int status;                 /* TR_PEER_DOWN / TR_PEER_UP (we can send to it) */
@@ -154,6 +164,7 @@ struct tr_node {
     uint64_t forget_ns;         /* forget_after_ms */
     uint64_t leave_ns;          /* leave_ms */
     bool quiet;
+    bool hidden;                /* this node is hidden: no listener, dials its seeds only */
     node_tls *tls;              /* NULL: plain TCP */
     nng_stream_listener *listener;
     nng_aio *accept_aio;
@@ -170,6 +181,7 @@ struct tr_node {
     behaviour_entry behaviours[NODE_MAX_BEHAVIOURS];
     size_t nbehaviours;
     tr_pid service;
+    tr_pid ctl;                 /* the introspection service (core/ctl.c) */
     uint64_t hs_log_ns;         /* inbound handshake failures: one log line a second (lock) */
     uint64_t hs_suppressed;
     pthread_mutex_t names_lock;
@@ -273,6 +285,8 @@ TR_HIDDEN void tr__peer_forget_stale(tr_node *n, uint64_t now);
  * not bring back a node that left within forget_after_ms). When the table is full, a member never
  * reached makes room. */
 TR_HIDDEN void tr__peer_learn(tr_node *n, const char *name, const char *addr, bool direct);
+/* A new hidden peer (lock held): no address, not gossiped; NULL when the table is full. */
+TR_HIDDEN peer *tr__peer_new_hidden(tr_node *n, const char *name);
 /* Takes pe down (lock held): unpublished, its names swept, its connections closed, its redial
  * scheduled; what must be done without the lock is left in af (tr__node_after_run). */
 TR_HIDDEN void tr__peer_down_locked(tr_node *n, peer *pe, after *af);
@@ -292,6 +306,13 @@ TR_HIDDEN void *tr__node_ticker_main(void *arg);
 /* The transport seam's interest and forget (core/internal.h). */
 TR_HIDDEN int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local);
 TR_HIDDEN void tr__node_forget(tr_system *sys, tr_pid local);
+
+/* ---- nodectl.c ---------------------------------------------------------------------------- */
+
+/* Starts / stops the node's introspection service (tr_node_start / tr_node_stop); the stop
+ * waits up to 5 s for it to end, and says whether it did. */
+TR_HIDDEN int tr__node_ctl_start(tr_node *n);
+TR_HIDDEN bool tr__node_ctl_stop(tr_node *n);
 
 /* ---- names.c ------------------------------------------------------------------------------ */
 

@@ -105,6 +105,8 @@ void tr__wire_put_hello(tr_wire_buf *b, const tr_wire_hello *h)
     n = strnlen(h->addr, TR_WIRE_ADDR_MAX);
     msgpack_pack_str(&pk, n);
     msgpack_pack_str_body(&pk, h->addr, n);
+    if (h->flags != 0) /* only hidden nodes send flags: members' HELLOs are as before */
+        msgpack_pack_uint32(&pk, h->flags);
 }
 
 void tr__wire_put_raw(tr_wire_buf *b, const void *data, size_t len)
@@ -279,8 +281,15 @@ int tr__wire_get_hello(const void *frame, size_t len, tr_wire_hello *out)
         !rd_bytes(&r, false, TR_WIRE_NONCE, &p, &n) || n != TR_WIRE_NONCE)
         return TR_EBADMSG;
     memcpy(out->nonce, p, TR_WIRE_NONCE);
-    if (!rd_cstr(&r, 0, TR_WIRE_ADDR_MAX, out->addr) || r.p != r.end)
+    if (!rd_cstr(&r, 0, TR_WIRE_ADDR_MAX, out->addr))
         return TR_EBADMSG;
+    uint64_t flags = 0;
+    if (r.p != r.end && (!rd_uint(&r, UINT32_MAX, &flags) || flags == 0 ||
+                         (flags & ~(uint64_t)TR_WIRE_HELLO_HIDDEN) != 0))
+        return TR_EBADMSG; /* sent only when non-zero, and only the bits we know */
+    if (r.p != r.end)
+        return TR_EBADMSG;
+    out->flags = (uint32_t)flags;
     out->node_id = (uint16_t)id;
     out->incarnation = inc;
     return TR_OK;

@@ -6,7 +6,10 @@
  * the protocol version, and the frame kind. The rest is msgpack:
  *   HELLO    name (str, 1..TR_WIRE_NAME_MAX), node id (u16, the node field of its pids),
  *            incarnation (u64), nonce (bin, TR_WIRE_NONCE bytes), listen address (str,
- *            0..TR_WIRE_ADDR_MAX: where the sender accepts connections)
+ *            0..TR_WIRE_ADDR_MAX: where the sender accepts connections), and optionally flags
+ *            (u32, non-zero when present; only bit TR_WIRE_HELLO_HIDDEN is defined): a hidden
+ *            node (troupectl) says so, has no listen address, and uses its one connection
+ *            both ways (a member it dials answers on it instead of dialing back)
  *   AUTH     mac (bin, TR_WIRE_MAC bytes): HMAC-SHA256 proving the cluster secret (see node.c)
  *   DATA     one or more envelopes, each: to (u64), from (u64), type (u32), flags (u32),
  *            corr (u64), payload (bin)
@@ -22,7 +25,10 @@
  * existing kind. A new kind that an older node may refuse without harm keeps the version: an older
  * node drops the connection on a kind it does not know (as on any malformed frame), which is what
  * it would have seen a moment later anyway. LEAVE (kind 6) came that way, within version 2: a
- * version-2 node without it sees a leaving node as down, as before.
+ * version-2 node without it sees a leaving node as down, as before. HELLO's flags came the same
+ * way: members send none (an older node reads their HELLO as before), and an older node refuses
+ * a hidden node's HELLO (the extra item is a malformed frame to it), which costs nothing but that
+ * hidden node's connection.
  * Decoding is strict and bounded: every length is checked against what is left and against the
  * limits here before anything is allocated, so a malformed or hostile frame costs nothing but a
  * refusal (TR_EBADMSG).
@@ -40,6 +46,7 @@
 #define TR_WIRE_ADDR_MAX 128u
 #define TR_WIRE_MEMBERS_MAX 1024u
 #define TR_WIRE_PREFIX 4u /* the length before each frame on a stream */
+#define TR_WIRE_HELLO_HIDDEN 1u /* HELLO flags: the sender is a hidden node */
 
 enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3, TR_WIRE_PING = 4, TR_WIRE_MEMBERS = 5,
        TR_WIRE_LEAVE = 6 };
@@ -50,6 +57,7 @@ typedef struct tr_wire_hello {
     uint64_t incarnation;
     uint8_t nonce[TR_WIRE_NONCE];
     char addr[TR_WIRE_ADDR_MAX + 1];
+    uint32_t flags;             /* TR_WIRE_HELLO_*; 0: none (not sent) */
 } tr_wire_hello;
 
 /* A growable output buffer for a frame. */
