@@ -21,11 +21,11 @@
  *                                                      404 no such SKU (never set up) |
  *                                                      400 (which field) | 413 | 429 | 503
  *   GET  /orders/{id}                               -> 200 | 404
- *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
- *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
  *   GET  /dashboard, /dashboard/data                -> the live dashboard (troupe/dashboard.h): its
  *                                                      page, and the figures it polls ("app": the
  *                                                      email counters and limit)
+ *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
+ *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
  */
 #include "gateway.h"
 #include "troupe/http.h"

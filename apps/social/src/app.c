@@ -15,9 +15,9 @@
  *   GET    /users/{id}/posts?limit=&before=   -> 200 {"posts":[...],"next":CURSOR|null} | 404
  *   GET    /timeline/{id}?limit=&before=      -> the same, the posts of whom {id} follows
  *   GET    /search?q=&limit=&images=          -> 200 {"results":[{"user":{...},"images":[...]}]}
- *   GET    /health                            -> 200 {"status":"ready", lag, counters}
  *   GET    /dashboard, /dashboard/data        -> the live dashboard (troupe/dashboard.h): its page,
  *                                             and the figures it polls ("app": /health's)
+ *   GET    /health                            -> 200 {"status":"ready", lag, counters}
  * Every error has a JSON body {"error": "..."}; an unknown route 404, a known one with another
  * method 405 with Allow. A cursor is "TS_ID" of the last post of the page.
  */
