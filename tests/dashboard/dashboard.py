@@ -11,7 +11,8 @@ in its own directory under a temporary one, and APP's load generator against n1;
      messages and HTTP requests — and a per-second rate is above zero;
   3. n2 killed with kill -9 shows as down in the members' table, and its "is down" log line shows
      among the recent events;
-  4. a screenshot of the page goes to SCREENSHOT; no JavaScript error was logged.
+  4. a screenshot of the page goes to SCREENSHOT; no JavaScript error was logged;
+  5. n1 stops cleanly on SIGTERM (exit 0), and neither node's output has a sanitizer's report.
 
 Every wait has a deadline far above what it takes (nothing here depends on speed); the figures
 are read from the page's data-k / data-v attributes (runtime/src/web/dashboard.html).
@@ -169,19 +170,22 @@ cluster = {
         self.procs[name].wait()
 
     def stop(self):
-        for name in ("load", "n1", "n2", "redis"):
-            p = self.procs.get(name)
-            if p is not None and p.poll() is None:
-                p.terminate()
-        for name in ("load", "n1", "n2", "redis"):
-            p = self.procs.get(name)
-            if p is None:
-                continue
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        """The load first, then the nodes (on SIGTERM they stop gracefully, closing the store),
+        then Redis; a process that has not ended after DEADLINE seconds is killed."""
+        for group in (("load",), ("n1", "n2"), ("redis",)):
+            for name in group:
+                p = self.procs.get(name)
+                if p is not None and p.poll() is None:
+                    p.terminate()
+            for name in group:
+                p = self.procs.get(name)
+                if p is None:
+                    continue
+                try:
+                    p.wait(timeout=DEADLINE)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 def port_open(port):
@@ -298,6 +302,19 @@ def run(app, bindir, shot, base):
                   "/emails/stats" not in e.get("message", "")]
         if errors:
             raise Failed("JavaScript errors: %s" % errors)
+
+        # 5. n1 stops cleanly on SIGTERM; no sanitizer report from either node (make asan / tsan)
+        drv.quit()
+        drv = None
+        c.stop()
+        if c.procs["n1"].returncode != 0:
+            raise Failed("n1 exited %d on SIGTERM:\n%s" % (c.procs["n1"].returncode, c.tail("n1")))
+        for n in ("n1", "n2"):
+            out = c.tail(n, 100000)
+            for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                         "WARNING: ThreadSanitizer", "runtime error:"):
+                if mark in out:
+                    raise Failed("%s: %s in its output (%s/%s.log)" % (n, mark, base, n))
     finally:
         if drv is not None:
             drv.quit()
