@@ -21,6 +21,9 @@
  *                                                      404 no such SKU (never set up) |
  *                                                      400 (which field) | 413 | 429 | 503
  *   GET  /orders/{id}                               -> 200 | 404
+ *   GET  /dashboard, /dashboard/data                -> the live dashboard (troupe/dashboard.h): its
+ *                                                      page, and the figures it polls ("app": the
+ *                                                      email counters and limit)
  *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
  *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
  */
@@ -30,6 +33,7 @@
 #include "actors/email.h"
 #include "actors/order.h"
 
+#include <troupe/dashboard.h>
 #include <troupe/json.h>
 #include <troupe/node.h>
 #include <troupe/shard.h>
@@ -57,6 +61,7 @@ struct fs_app {
     tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
     tr_web *web;                /* the HTTP server and its bridge to the actors */
+    tr_dashboard *dash;         /* GET /dashboard */
     tr_shard *orders;           /* the order actors, one per SKU */
     tr_singleton *mailer;       /* the email actor, one in the cluster */
     tr_pid stats_actor;         /* answers other nodes' FS_EMAIL_STATS */
@@ -559,9 +564,38 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
         char body[256];
         email_counts(a, v);
         tr_http_respond(h, req->token, 200, NULL, body, email_stats_body(a, v, body, sizeof body));
-    } else {
+    } else if (!tr_dashboard_serve(a->dash, h, req)) { /* it answers /dashboard and below */
         respond_error(h, req->token, 404, "no such route");
     }
+}
+
+/* ---- the dashboard ------------------------------------------------------------------------- */
+
+/* The flash sale's figures on the dashboard ("app" of /dashboard/data; on an HTTP loop): this
+ * node's email counters (the page asks /emails/stats for the email node's when it is another),
+ * the limit they are held to, and the order actors running here. */
+static void dashboard_json(void *user, tr_jbuf *b)
+{
+    fs_app *a = user;
+    uint64_t v[3];
+    email_counts(a, v);
+    tr_jbuf_lit(b, "{\"email\":{\"here\":");
+    tr_jbuf_lit(b, tr_singleton_here(a->mailer) ? "true" : "false");
+    tr_jbuf_lit(b, ",\"sent\":");
+    tr_jbuf_u64(b, v[0]);
+    tr_jbuf_lit(b, ",\"pending\":");
+    tr_jbuf_u64(b, v[1]);
+    tr_jbuf_lit(b, ",\"retrying\":");
+    tr_jbuf_u64(b, v[2]);
+    tr_jbuf_lit(b, ",\"rate\":");
+    tr_jbuf_u64(b, a->email_spawn.mailbox.rate);
+    tr_jbuf_lit(b, ",\"burst\":");
+    tr_jbuf_u64(b, a->email_spawn.mailbox.burst);
+    tr_jbuf_lit(b, "},\"order_actors\":");
+    tr_jbuf_u64(b, tr_shard_count(a->orders));
+    tr_jbuf_lit(b, ",\"admission_rate\":");
+    tr_jbuf_u64(b, a->o.admission_rate);
+    tr_jbuf_lit(b, "}");
 }
 
 /* ---- start and stop ------------------------------------------------------------------------ */
@@ -663,6 +697,15 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
         if (rc != TR_OK)
             snprintf(err, errlen, "cannot register %s", reg);
     }
+    if (rc == TR_OK) {
+        tr_dashboard_opts dopts = {.sys = a->sys, .app = "flashsale",
+                                   .node_name = a->node != NULL ? tr_node_name(a->node) : NULL,
+                                   .node = a->node, .node_peers = tr_node_peers,
+                                   .node_stats = tr_node_stats_get, .store = a->store,
+                                   .store_stats = tr_store_stats_get,
+                                   .app_json = dashboard_json, .user = a};
+        rc = tr_dashboard_new(&dopts, &a->dash);
+    }
     if (rc == TR_OK) { /* last: requests come in at once */
         tr_web_opts wo = {
             .http = {.host = o->http_host, .port = o->http_port, .threads = o->http_threads,
@@ -703,6 +746,7 @@ void fs_stop(fs_app *a)
     tr_store_close(a->store);
     tr_node_stop(a->node);
     tr_web_stop(a->web);
+    tr_dashboard_free(a->dash); /* no handler runs any more */
     tr_shard_free(a->orders); /* its actors ended with the system */
     tr_singleton_free(a->mailer);
     tr_system_free(a->sys);

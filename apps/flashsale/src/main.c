@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <troupe/config.h>
+#include <troupe/dashboard.h>
 #include <unistd.h>
 
 #define MAX_SETS 64
@@ -253,6 +254,8 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     fs_app *app;
+    /* log lines go to stderr and into the ring of recent events /dashboard shows */
+    tr_log_set(tr_dashboard_log, NULL, tr_log_level_get());
     rc = fs_start(&o, &app, err, sizeof err);
     if (rc != TR_OK) {
         fprintf(stderr, "flashsale: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));

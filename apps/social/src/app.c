@@ -15,6 +15,8 @@
  *   GET    /users/{id}/posts?limit=&before=   -> 200 {"posts":[...],"next":CURSOR|null} | 404
  *   GET    /timeline/{id}?limit=&before=      -> the same, the posts of whom {id} follows
  *   GET    /search?q=&limit=&images=          -> 200 {"results":[{"user":{...},"images":[...]}]}
+ *   GET    /dashboard, /dashboard/data        -> the live dashboard (troupe/dashboard.h): its page,
+ *                                             and the figures it polls ("app": /health's)
  *   GET    /health                            -> 200 {"status":"ready", lag, counters}
  * Every error has a JSON body {"error": "..."}; an unknown route 404, a known one with another
  * method 405 with Allow. A cursor is "TS_ID" of the last post of the page.
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <troupe/bus.h>
+#include <troupe/dashboard.h>
 #include <troupe/json.h>
 #include <troupe/shard.h>
 #include <troupe/web.h>
@@ -37,6 +40,7 @@ struct soc_app {
     tr_node *node;              /* cluster mode; NULL: one node */
     tr_store *store;
     tr_web *web;
+    tr_dashboard *dash;         /* GET /dashboard */
     social_ctx ctx;
     tr_pid fanout, search;
     char search_sub[96], fanout_sub[96];
@@ -615,11 +619,13 @@ static void lag_json(soc_app *a, tr_jbuf *b, const char *name, const char *sub,
     tr_jbuf_lit(b, "}");
 }
 
-static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
+/* The node's figures, as members of a JSON object ("node": ... "lag": {...}): /health's and the
+ * dashboard's. */
+static void figures_json(soc_app *a, tr_jbuf *bp)
 {
     social_stats *s = &a->ctx.stats;
-    tr_jbuf b = {0};
-    tr_jbuf_lit(&b, "{\"status\":\"ready\",\"node\":");
+    tr_jbuf b = *bp;
+    tr_jbuf_lit(&b, "\"node\":");
     tr_jbuf_str(&b, a->ctx.node_name, strlen(a->ctx.node_name));
     if (a->node != NULL) { /* the cluster as this node sees it */
         tr_peer_info peers[64];
@@ -664,7 +670,24 @@ static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
     lag_json(a, &b, "timeline", a->fanout_sub, &s->timeline_lag);
     tr_jbuf_lit(&b, ",");
     lag_json(a, &b, "search", a->search_sub, &s->search_lag);
-    tr_jbuf_lit(&b, "}}");
+    tr_jbuf_lit(&b, "}");
+    *bp = b;
+}
+
+/* The dashboard's "app" (on an HTTP loop): /health's figures. */
+static void dashboard_json(void *user, tr_jbuf *b)
+{
+    tr_jbuf_lit(b, "{");
+    figures_json(user, b);
+    tr_jbuf_lit(b, "}");
+}
+
+static void health(soc_app *a, tr_http_server *h, const tr_http_request *req)
+{
+    tr_jbuf b = {0};
+    tr_jbuf_lit(&b, "{\"status\":\"ready\",");
+    figures_json(a, &b);
+    tr_jbuf_lit(&b, "}");
     size_t len;
     char *body = tr_jbuf_take(&b, &len);
     if (body == NULL) {
@@ -782,7 +805,7 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
                                                                           bts, bid, limit))
             start_call(a, req, C_TIMELINE, a->ctx.timelines, seg[1],
                        page_msg(SOC_T_PAGE, bts, bid, limit), NULL);
-    } else {
+    } else if (!tr_dashboard_serve(a->dash, h, req)) { /* it answers /dashboard and below */
         not_found(h, req->token, "no such route");
     }
 }
@@ -833,6 +856,14 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
         rc = tr_system_spawn(a->sys, &social_fanout_behaviour, &a->ctx, &a->fanout);
     if (rc == TR_OK)
         rc = tr_system_spawn(a->sys, &social_search_behaviour, &a->ctx, &a->search);
+    if (rc == TR_OK) {
+        tr_dashboard_opts dopts = {.sys = a->sys, .app = "social", .node_name = a->ctx.node_name,
+                                   .node = a->node, .node_peers = tr_node_peers,
+                                   .node_stats = tr_node_stats_get, .store = a->store,
+                                   .store_stats = tr_store_stats_get,
+                                   .app_json = dashboard_json, .user = a};
+        rc = tr_dashboard_new(&dopts, &a->dash);
+    }
     if (rc == TR_OK) { /* last: requests come in at once */
         tr_web_opts wo = {
             .http = {.host = o->http_host, .port = o->http_port,
@@ -871,6 +902,7 @@ void soc_stop(soc_app *a)
     tr_store_close(a->store);
     tr_node_stop(a->node);
     tr_web_stop(a->web);
+    tr_dashboard_free(a->dash); /* no handler runs any more */
     social_shards_free(&a->ctx);
     tr_system_free(a->sys);
     social_ctx_free(&a->ctx);

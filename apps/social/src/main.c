@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <troupe/config.h>
+#include <troupe/dashboard.h>
 
 #define MAX_SETS 64
 
@@ -196,6 +197,8 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     soc_app *app;
+    /* log lines go to stderr and into the ring of recent events /dashboard shows */
+    tr_log_set(tr_dashboard_log, NULL, tr_log_level_get());
     rc = soc_start(&o, &app, err, sizeof err);
     if (rc != TR_OK) {
         fprintf(stderr, "social: %s%s%s\n", err, err[0] ? ": " : "", tr_strerror(rc));

@@ -108,7 +108,8 @@ typedef struct tr_http_opts {
 /** Starts the server (its threads run at once). 0 or -errno. */
 int tr_http_start(const tr_http_opts *opts, tr_http_server **out);
 /** Answers request `token` from any thread: status, extra header lines (each ending in "\r\n",
- * or NULL), a JSON body. Returns 0, or -1 if the connection is gone. */
+ * or NULL), a body — JSON (Content-Type: application/json) unless a Content-Type line is among
+ * the headers. Returns 0, or -1 if the connection is gone. */
 int tr_http_respond(tr_http_server *s, uint64_t token, int status, const char *headers,
                  const char *body, size_t len);
 /** Work handed to a loop thread (tr_http_post): fn runs there once, with the task (the poster's

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -343,6 +344,15 @@ static char *put_str(char *p, const char *s, size_t n)
 /* Room a response needs beyond its extra headers and body. */
 #define HEAD_ROOM 160u
 
+/* Whether the extra header lines name a Content-Type (then the default is left out). */
+static bool has_content_type(const char *h, size_t hl)
+{
+    for (size_t i = 0; i + 13 <= hl; i++)
+        if ((i == 0 || h[i - 1] == '\n') && strncasecmp(h + i, "content-type:", 13) == 0)
+            return true;
+    return false;
+}
+
 /* Writes a whole response at p (HEAD_ROOM + strlen(headers) + len bytes at most); returns its
  * length. Hand-formatted: snprintf was a visible share of each answer's cost. */
 static size_t format_into(char *p, int status, const char *headers, size_t hl, const char *body,
@@ -358,7 +368,9 @@ static size_t format_into(char *p, int status, const char *headers, size_t hl, c
         len = 0;
         p = PUT_LIT(p, "\r\n");
     } else {
-        p = PUT_LIT(p, "\r\nContent-Type: application/json\r\nContent-Length: ");
+        p = hl > 0 && has_content_type(headers, hl)
+                ? PUT_LIT(p, "\r\nContent-Length: ")
+                : PUT_LIT(p, "\r\nContent-Type: application/json\r\nContent-Length: ");
         p = put_uint(p, len);
         p = PUT_LIT(p, "\r\n");
     }
