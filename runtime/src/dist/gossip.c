@@ -939,7 +939,7 @@ static void check_watched(tr_gossip *g, uint64_t now)
  * in a few tries. */
 static gm *random_member(tr_gossip *g, gm *const *avoid, size_t navoid)
 {
-    for (int tries = 0; tries < 16 && g->n > 1; tries++) {
+    for (int tries = 0; tries < 16 && g->n > 1 && g->m != NULL; tries++) {
         gm *m = &g->m[rnd(g) % g->n];
         if (m->key == g->self_key || !in_ring(m))
             continue;
