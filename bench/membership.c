@@ -191,7 +191,7 @@ int bench_membership_sim(int argc, char **argv)
     memsim_stats_get(s, &st1);
     fmt_ms(a, sizeof a, kill_first);
     fmt_ms(b, sizeof b, kill_all);
-    printf("  kill:    first down %s, all %s; false downs meanwhile %llu\n", a, b,
+    printf("  kill:    n%zu: first down %s, all %s; false downs meanwhile %llu\n", v, a, b,
            (unsigned long long)(st1.false_downs - st0.false_downs));
     fflush(stdout);
 
@@ -216,9 +216,9 @@ int bench_membership_sim(int argc, char **argv)
     fmt_ms(a, sizeof a, fr_first);
     fmt_ms(b, sizeof b, fr_all);
     fmt_ms(c, sizeof c, rejoin);
-    printf("  freeze:  first down %s, all %s; thawed after %u ms: all see it alive again (higher "
-           "incarnation) in %s; false downs meanwhile %llu\n",
-           a, b, freeze_ms, c, (unsigned long long)(st1.false_downs - st0.false_downs));
+    printf("  freeze:  n%zu: first down %s, all %s; thawed after %u ms: all see it alive again "
+           "(higher incarnation) in %s; false downs meanwhile %llu\n",
+           f, a, b, freeze_ms, c, (unsigned long long)(st1.false_downs - st0.false_downs));
     fflush(stdout);
 
     long long p_maj = -2, p_min = -2, p_heal = -2;

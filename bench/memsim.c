@@ -167,7 +167,13 @@ static void on_event(void *arg, const tr_gossip_member *m, int old)
                        t->excused_until_ms <= s->now_us / 1000 && m->incarnation >= t->inc;
         if (!healthy && !t->dead && !t->frozen && t->side == obs->side &&
             m->state == TR_GOSSIP_DOWN)
+        {
             s->st.excused_downs++;
+            if (getenv("MEMSIM_DEBUG") != NULL && s->st.excused_downs < 40)
+                fprintf(stderr, "memsim: at %llu ms %s sees %s down (incarnation %llu, by %016llx) "
+                        "[excused]\n", (unsigned long long)(s->now_us / 1000), obs->name, m->name,
+                        (unsigned long long)m->incarnation, (unsigned long long)m->by);
+        }
         if (healthy && m->state == TR_GOSSIP_SUSPECT)
             s->st.false_suspects++;
         if (healthy && m->state == TR_GOSSIP_DOWN) {

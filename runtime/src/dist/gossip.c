@@ -3,17 +3,19 @@
  * suspicion and down by a watcher, infection-style gossip of every change, joins through a seed.
  * The rules are in gossip.h; this file holds the tables and the message format:
  *
- *   message  version (1), type (PING ACK GOSSIP JOIN SYNC PUSH), the sender (name, address,
- *            node id, incarnation, state), the receiver as the sender sees it (state, 4 = unknown,
- *            and incarnation), the digest of the sender's view, count, then count updates:
- *            name, address, node id, incarnation, state (count <= 64; SYNC and PUSH <= 512)
+ *   message  version (1), type (PING ACK GOSSIP JOIN SYNC PUSH), the sender (as a member,
+ *            below), the receiver as the sender sees it (state, 4 = unknown, and incarnation),
+ *            the digest of the sender's view, count, then count members (<= 64; SYNC and PUSH
+ *            <= 512)
+ *   member   name, address, node id, incarnation, state, declared by (the ring key of the
+ *            watcher whose verdict a down is, and its incarnation then; 0 and 0 otherwise)
  *
  * all msgpack (unsigned integers and strings), decoded by wire.h's strict reader in two passes:
  * the whole message is checked before anything is applied, and nothing is allocated for it.
  *
  * Tables. Members live in one array sorted by ring key (the hash of the name): lookups are a
  * binary search, the K successors of a member are the next entries (skipping down and left
- * ones). A member is 32 bytes; its name and address are kept once in a table of idents, which the
+ * ones). A member is 56 bytes; its name and address are kept once in a table of idents, which the
  * simulator shares among its instances. Nothing in tick() or receive() walks all members except
  * the re-choice of the watched set when the ring changes (and it stops after K live ones).
  */
@@ -152,7 +154,11 @@ typedef struct gm {
     uint32_t since;   /* when its state last changed, now_ms >> 10 (forgetting) */
     uint16_t node_id;
     uint8_t state;
-    uint8_t fresh;    /* new in a bulk load, not yet announced to the event callback */
+    uint8_t fresh;    /* bit 0: new in a bulk load, not yet announced to the event callback;
+                       * bit 1: told that a verdict on it was dropped, at this incarnation */
+    uint64_t by;      /* down: the ring key of the watcher that declared it */
+    uint64_t by_inc;  /* and its incarnation then */
+    uint64_t down_inc; /* the highest incarnation at which this instance held it down (0: none) */
 } gm;
 
 typedef struct watch {
@@ -259,6 +265,8 @@ static void view(const gm *m, tr_gossip_member *out)
     out->node_id = m->node_id;
     out->incarnation = m->inc;
     out->state = (tr_gossip_state)m->state;
+    out->by = m->by;
+    out->by_inc = m->by_inc;
 }
 
 static void emit(tr_gossip *g, const gm *m, int old)
@@ -338,6 +346,8 @@ static void put_member(msgpack_packer *pk, const gm *m)
     msgpack_pack_uint16(pk, m->node_id);
     msgpack_pack_uint64(pk, m->inc);
     msgpack_pack_uint8(pk, m->state);
+    msgpack_pack_uint64(pk, m->state == TR_GOSSIP_DOWN ? m->by : 0);
+    msgpack_pack_uint64(pk, m->state == TR_GOSSIP_DOWN ? m->by_inc : 0);
 }
 
 /* Starts a message of `type` to `to` (NULL: unknown) in g->buf, up to its updates' count. */
@@ -349,11 +359,7 @@ static void msg_begin(tr_gossip *g, msgpack_packer *pk, unsigned type, const gm 
     const gm *me = self(g);
     msgpack_pack_uint8(pk, GOSSIP_VERSION);
     msgpack_pack_uint8(pk, (uint8_t)type);
-    put_str(pk, me->id->name);
-    put_str(pk, me->id->addr);
-    msgpack_pack_uint16(pk, me->node_id);
-    msgpack_pack_uint64(pk, me->inc);
-    msgpack_pack_uint8(pk, me->state);
+    put_member(pk, me);
     msgpack_pack_uint8(pk, to != NULL ? to->state : STATE_UNKNOWN);
     msgpack_pack_uint64(pk, to != NULL ? to->inc : 0);
     msgpack_pack_uint64(pk, g->digest);
@@ -459,13 +465,14 @@ static size_t watchers(tr_gossip *g, gm **out, size_t cap)
 typedef struct upd {
     char name[TR_GOSSIP_NAME_MAX + 1];
     char addr[TR_GOSSIP_ADDR_MAX + 1];
-    uint64_t node_id, inc, state;
+    uint64_t node_id, inc, state, by, by_inc;
 } upd;
 
 static tr_gossip_member as_member(const upd *u)
 {
     return (tr_gossip_member){.name = u->name, .addr = u->addr, .node_id = (uint16_t)u->node_id,
-                              .incarnation = u->inc, .state = (tr_gossip_state)u->state};
+                              .incarnation = u->inc, .state = (tr_gossip_state)u->state,
+                              .by = u->by, .by_inc = u->by_inc};
 }
 
 /* What another says about this instance: refuted if not alive at our incarnation or above. */
@@ -514,6 +521,30 @@ static gm *insert_at(tr_gossip *g, size_t pos, const tr_gossip_member *u, uint64
     return m;
 }
 
+/* Whether the member `by`, at incarnation by_inc, may have declared the member at index i down:
+ * unknown (it cannot be checked), this instance, or in the ring among the 2K members before it and
+ * not held down here at that incarnation or a later one. */
+static bool plausible_watcher(tr_gossip *g, ptrdiff_t i, uint64_t by, uint64_t by_inc)
+{
+    if (by == 0 || by == g->self_key)
+        return true;
+    const gm *w = rec(g, by);
+    if (w == NULL)
+        return true;
+    if (!in_ring(w) || (w->down_inc != 0 && w->down_inc >= by_inc))
+        return false; /* held down here, now or since: a verdict from a cut-off view */
+    size_t seen = 0;
+    for (size_t step = 1; step < g->n && seen < 2 * g->k; step++) {
+        const gm *m = &g->m[((size_t)i + g->n - step) % g->n];
+        if (!in_ring(m))
+            continue;
+        if (m->key == by)
+            return true;
+        seen++;
+    }
+    return false;
+}
+
 /* Applies one update; true if it changed this instance's view. */
 static bool apply(tr_gossip *g, uint64_t now, const tr_gossip_member *u)
 {
@@ -541,9 +572,30 @@ static bool apply(tr_gossip *g, uint64_t now, const tr_gossip_member *u)
     if (u->incarnation < m->inc ||
         (u->incarnation == m->inc && rank((unsigned)u->state) <= rank(m->state)))
         return false;
+    if (u->state == TR_GOSSIP_DOWN && in_ring(m) && u->incarnation == m->inc &&
+        !plausible_watcher(g, i, u->by, u->by_inc)) {
+        g->st.verdicts_dropped++;
+        if (!(m->fresh & 2)) { /* it learns it is held down somewhere, and refutes */
+            m->fresh |= 2;
+            msgpack_packer pk;
+            msg_begin(g, &pk, M_GOSSIP, NULL);
+            msgpack_pack_uint32(&pk, 1);
+            put_str(&pk, u->name);
+            put_str(&pk, u->addr);
+            msgpack_pack_uint16(&pk, u->node_id);
+            msgpack_pack_uint64(&pk, u->incarnation);
+            msgpack_pack_uint8(&pk, TR_GOSSIP_DOWN);
+            msgpack_pack_uint64(&pk, u->by);
+            msgpack_pack_uint64(&pk, u->by_inc);
+            msg_send(g, m->id->name, m->id->addr);
+        }
+        return false;
+    }
     unsigned old = m->state;
     uint16_t old_id = m->node_id;
     bool was_in = in_ring(m);
+    if (u->incarnation > m->inc)
+        m->fresh &= (uint8_t)~2;
     if (u->incarnation > m->inc && u->state == TR_GOSSIP_ALIVE) {
         watch *w = watched(g, key);
         if (w != NULL)
@@ -553,6 +605,10 @@ static bool apply(tr_gossip *g, uint64_t now, const tr_gossip_member *u)
     m->inc = u->incarnation;
     m->state = (uint8_t)u->state;
     m->node_id = u->node_id;
+    m->by = u->state == TR_GOSSIP_DOWN ? u->by : 0;
+    m->by_inc = u->state == TR_GOSSIP_DOWN ? u->by_inc : 0;
+    if (u->state == TR_GOSSIP_DOWN)
+        m->down_inc = m->inc;
     g->digest ^= dig(m);
     m->since = (uint32_t)(now >> 10);
     if (strcmp(m->id->addr, u->addr) != 0) {
@@ -649,7 +705,7 @@ static int apply_bulk(tr_gossip *g, uint64_t now, const tr_gossip_member *us, si
     for (size_t i = 0; i < g->n; i++) {
         if (j > 0 && g->m[j - 1].key == g->m[i].key) {
             gm drop = g->m[i];
-            if (g->m[j - 1].fresh && !g->m[i].fresh) { /* the old one stays */
+            if ((g->m[j - 1].fresh & 1) && !(g->m[i].fresh & 1)) { /* the old one stays */
                 drop = g->m[j - 1];
                 g->m[j - 1] = g->m[i];
             }
@@ -662,8 +718,8 @@ static int apply_bulk(tr_gossip *g, uint64_t now, const tr_gossip_member *us, si
     g->n = j;
     g->ring_dirty = true;
     for (size_t i = 0; i < g->n; i++)
-        if (g->m[i].fresh) {
-            g->m[i].fresh = 0;
+        if (g->m[i].fresh & 1) {
+            g->m[i].fresh &= (uint8_t)~1;
             if (!quiet)
                 emit(g, &g->m[i], -1);
         }
@@ -684,7 +740,8 @@ static bool rd_upd(tr_wire_rd *r, upd *u)
            tr__wire_rd_cstr(r, 0, TR_GOSSIP_ADDR_MAX, u->addr) &&
            tr__wire_rd_uint(r, UINT16_MAX, &u->node_id) &&
            tr__wire_rd_uint(r, UINT64_MAX, &u->inc) &&
-           tr__wire_rd_uint(r, TR_GOSSIP_LEFT, &u->state);
+           tr__wire_rd_uint(r, TR_GOSSIP_LEFT, &u->state) && tr__wire_rd_uint(r, UINT64_MAX, &u->by) &&
+           tr__wire_rd_uint(r, UINT64_MAX, &u->by_inc);
 }
 
 static bool rd_header(tr_wire_rd *r, header *h)
@@ -905,6 +962,10 @@ static void set_state(tr_gossip *g, gm *m, unsigned state, uint64_t now)
     unsigned old = m->state;
     g->digest ^= dig(m);
     m->state = (uint8_t)state;
+    m->by = state == TR_GOSSIP_DOWN ? g->self_key : 0;
+    m->by_inc = state == TR_GOSSIP_DOWN ? self(g)->inc : 0;
+    if (state == TR_GOSSIP_DOWN)
+        m->down_inc = m->inc;
     g->digest ^= dig(m);
     m->since = (uint32_t)(now >> 10);
     enqueue(g, m->key);

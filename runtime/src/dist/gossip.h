@@ -30,6 +30,15 @@
  * Down is final for that incarnation: a member comes back only with a higher one (a frozen
  * process that thaws hears it was declared down and refutes: it rejoins). Down members are
  * probed now and then (probe_ms), so two sides of a healed partition find each other.
+ * A verdict names its watcher, and one that would take down a member this instance holds alive at
+ * that incarnation is taken only from a plausible watcher: one in this instance's ring among the
+ * 2K members before it, and not held down here at the incarnation it gave the verdict at, nor at
+ * a later one. A verdict from a member this instance holds (or held) down so, or from far along
+ * the ring (how a cut-off node walks it, below), is
+ * dropped — and the member is told, so it refutes and the view that holds it down gives way: after
+ * a partition heals, the other side's verdicts do not take down here members that never left. A
+ * crashed member's other watchers reach the same verdict, and anti-entropy carries one that was
+ * dropped for want of knowing the members between.
  *
  * A partition. Each side's watchers declare the members they can no longer hear down. A member
  * of the minority is watched by K members spread over the ring, so the majority sees the
@@ -87,6 +96,8 @@ typedef struct tr_gossip_member {
     uint16_t node_id;
     uint64_t incarnation;
     tr_gossip_state state;
+    uint64_t by;                /* down: the ring key of the watcher that declared it (0: unknown) */
+    uint64_t by_inc;            /* and that watcher's incarnation then */
 } tr_gossip_member;
 
 /* Names and addresses, kept once per table: an instance makes its own, the simulator shares one
@@ -140,6 +151,7 @@ typedef struct tr_gossip_stats {
     uint64_t refutations;       /* of its own suspicion / down */
     uint64_t forgotten;         /* down or left members forgotten */
     uint64_t syncs;             /* views pushed to a watched member (anti-entropy) */
+    uint64_t verdicts_dropped;  /* downs from an implausible watcher, not taken */
 } tr_gossip_stats;
 
 typedef struct tr_gossip tr_gossip;
