@@ -844,22 +844,20 @@ void tr__gossip_free(tr_gossip *g)
 static void send_sync(tr_gossip *g, const char *name, const char *addr, unsigned first)
 {
     size_t i = 0;
-    unsigned type = first;
-    do {
-        msgpack_packer pk;
-        msg_begin(g, &pk, type, NULL);
-        type = M_SYNC;
-        size_t k = 0;
-        for (size_t j = i; j < g->n && k < TR_GOSSIP_SYNC_CHUNK; j++)
+    for (bool one = true; one || i < g->n; one = false) {
+        size_t k = 0, j = i;
+        for (; j < g->n && k < TR_GOSSIP_SYNC_CHUNK; j++)
             k += g->m[j].state != TR_GOSSIP_LEFT;
+        if (k == 0 && !one)
+            break; /* only left members remain */
+        msgpack_packer pk;
+        msg_begin(g, &pk, one ? first : M_SYNC, NULL);
         msgpack_pack_uint32(&pk, (uint32_t)k);
-        for (size_t put = 0; put < k; i++)
-            if (g->m[i].state != TR_GOSSIP_LEFT) {
+        for (; i < j; i++)
+            if (g->m[i].state != TR_GOSSIP_LEFT)
                 put_member(&pk, &g->m[i]);
-                put++;
-            }
         msg_send(g, name, addr);
-    } while (i < g->n);
+    }
 }
 
 /* Refutes (this instance was called suspect or down): the news to those that watch it. */
