@@ -844,6 +844,8 @@ void tr__gossip_free(tr_gossip *g)
 static void send_sync(tr_gossip *g, const char *name, const char *addr, unsigned first)
 {
     size_t i = 0;
+    if (g->m == NULL) /* (never: it holds itself) */
+        return;
     for (bool one = true; one || i < g->n; one = false) {
         size_t k = 0, j = i;
         for (; j < g->n && k < TR_GOSSIP_SYNC_CHUNK; j++)
