@@ -195,6 +195,7 @@ struct tr_gossip {
     unsigned nw;
     queued q[TR_GOSSIP_QUEUE];
     size_t nq, qcur;
+    uint16_t qmap[2 * TR_GOSSIP_QUEUE]; /* key -> slot + 1 (linear probing; 0: empty) */
     uint64_t probes[TR_GOSSIP_PROBES];
     size_t nprobes;
     uint64_t rng;
@@ -296,20 +297,92 @@ static uint32_t budget(const tr_gossip *g)
     return g->retransmit * lg;
 }
 
+/* The queue's index: which slot holds a key, so that a change learnt is queued in O(1) (a
+ * partition's heal brings thousands, each checked against a full queue). */
+#define QMAP (2 * TR_GOSSIP_QUEUE)
+
+static size_t qhome(uint64_t key)
+{
+    return (size_t)(key >> 17) & (QMAP - 1); /* (keys are hashes already) */
+}
+
+static ptrdiff_t q_find(const tr_gossip *g, uint64_t key)
+{
+    for (size_t h = qhome(key);; h = (h + 1) & (QMAP - 1)) {
+        if (g->qmap[h] == 0)
+            return -1;
+        if (g->q[g->qmap[h] - 1].key == key)
+            return g->qmap[h] - 1;
+    }
+}
+
+static void q_map_put(tr_gossip *g, uint64_t key, size_t slot)
+{
+    size_t h = qhome(key);
+    while (g->qmap[h] != 0)
+        h = (h + 1) & (QMAP - 1);
+    g->qmap[h] = (uint16_t)(slot + 1);
+}
+
+/* Removes key's entry (its slot still holds it), shifting back the entries after it. */
+static void q_map_del(tr_gossip *g, uint64_t key)
+{
+    size_t h = qhome(key);
+    while (g->qmap[h] != 0 && g->q[g->qmap[h] - 1].key != key)
+        h = (h + 1) & (QMAP - 1);
+    if (g->qmap[h] == 0)
+        return;
+    g->qmap[h] = 0;
+    for (size_t j = (h + 1) & (QMAP - 1); g->qmap[j] != 0; j = (j + 1) & (QMAP - 1)) {
+        size_t home = qhome(g->q[g->qmap[j] - 1].key);
+        /* the entry at j may move to the hole at h if its home is not in (h, j] cyclically */
+        if (((j - home) & (QMAP - 1)) >= ((j - h) & (QMAP - 1))) {
+            g->qmap[h] = g->qmap[j];
+            g->qmap[j] = 0;
+            h = j;
+        }
+    }
+}
+
+/* Removes the entry in slot i: the last one takes its place. */
+static void q_remove(tr_gossip *g, size_t i)
+{
+    size_t last = g->nq - 1;
+    q_map_del(g, g->q[i].key);
+    if (i != last) {
+        q_map_del(g, g->q[last].key);
+        g->q[i] = g->q[last];
+        q_map_put(g, g->q[i].key, i);
+    }
+    g->nq--;
+}
+
+static void q_clear(tr_gossip *g)
+{
+    g->nq = g->qcur = 0;
+    memset(g->qmap, 0, sizeof g->qmap);
+}
+
 static void enqueue(tr_gossip *g, uint64_t key)
 {
-    size_t min = 0;
-    for (size_t i = 0; i < g->nq; i++) {
-        if (g->q[i].key == key) {
-            g->q[i].left = budget(g);
-            return;
-        }
-        if (g->q[i].left < g->q[min].left)
-            min = i;
+    ptrdiff_t at = q_find(g, key);
+    if (at >= 0) {
+        g->q[at].left = budget(g);
+        return;
     }
-    size_t at = g->nq < TR_GOSSIP_QUEUE ? g->nq++ : min; /* full: the most-sent one goes */
-    g->q[at].key = key;
-    g->q[at].left = budget(g);
+    if (g->nq == TR_GOSSIP_QUEUE) {
+        /* full: the most-sent of 8 entries from a random place makes room */
+        size_t start = (size_t)(rnd(g) % TR_GOSSIP_QUEUE), min = start;
+        for (size_t k = 1; k < 8; k++) {
+            size_t i = (start + k) % TR_GOSSIP_QUEUE;
+            if (g->q[i].left < g->q[min].left)
+                min = i;
+        }
+        q_remove(g, min);
+    }
+    g->q[g->nq] = (queued){.key = key, .left = budget(g)};
+    q_map_put(g, key, g->nq);
+    g->nq++;
 }
 
 static void probe_del(tr_gossip *g, uint64_t key)
@@ -392,11 +465,9 @@ static void put_queued(tr_gossip *g, msgpack_packer *pk, uint32_t spend)
     if (g->nq > 0)
         g->qcur = (g->qcur + scanned) % g->nq;
     if (drop) {
-        size_t j = 0;
-        for (size_t i = 0; i < g->nq; i++)
-            if (g->q[i].left > 0)
-                g->q[j++] = g->q[i];
-        g->nq = j;
+        for (size_t i = g->nq; i-- > 0;) /* (from the end: the last one is never a spent one) */
+            if (g->q[i].left == 0)
+                q_remove(g, i);
         if (g->qcur >= g->nq)
             g->qcur = 0;
     }
@@ -1025,7 +1096,7 @@ static void gossip_round(tr_gossip *g)
         to[k++] = m;
     }
     if (k == 0) {
-        g->nq = 0; /* nobody to tell */
+        q_clear(g); /* nobody to tell */
         return;
     }
     msgpack_packer pk;
