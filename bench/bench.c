@@ -4,6 +4,7 @@
  *   troupe-bench NAME [--workers N] [--scale F] [--tls DIR]
  *   NAME: pingpong ring spawn fanin restart children limited remote-pingpong remote-throughput remote-call persist
  *         recover all
+ *   troupe-bench membership-sim [--nodes N ...]   (membership.c: options of its own)
  *
  * Each workload prints one JSON line ({"bench":…,"value":…,"unit":…,…}) and one human line.
  * Every message is a freshly allocated message with a msgpack payload (no message is recycled by
@@ -22,6 +23,7 @@
 #include <pthread.h>
 #include <dirent.h>
 
+#include "membership.h"
 #include "persist.h"
 #include "remote.h"
 
@@ -800,6 +802,9 @@ static void usage(FILE *f)
                "                            [--tls DIR]\n\nworkloads:\n");
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
         fprintf(f, "  %-17s %s\n", benches[i].name, benches[i].what);
+    fprintf(f, "  %-17s %s\n", "membership-sim",
+            "the membership core, N nodes in one process, virtual time (its own options:\n"
+            "                    troupe-bench membership-sim --help; not part of all)\n");
     fprintf(f, "\n--workers N  worker threads (default: online CPUs)\n"
                "--scale F    multiply the counts by F (default 1)\n"
                "--baseline   limited: no limit, offered exactly the limit (the delivered cost)\n"
@@ -811,6 +816,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "membership-sim") == 0) /* options of its own */
+        return bench_membership_sim(argc - 1, argv + 1);
     const char *name = NULL, *serve = NULL;
     static const struct option longopts[] = {
         {"workers", required_argument, NULL, 'w'}, {"scale", required_argument, NULL, 's'},

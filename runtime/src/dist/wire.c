@@ -162,9 +162,7 @@ int tr__wire_status(const tr_wire_buf *b)
 
 /* ---- input --------------------------------------------------------------------------------- */
 
-typedef struct rd {
-    const uint8_t *p, *end;
-} rd;
+typedef tr_wire_rd rd;
 
 static uint64_t be(const uint8_t *p, unsigned n)
 {
@@ -377,4 +375,21 @@ int tr__wire_get_data(const void *frame, size_t len, size_t max_payload, tr_wire
         fn(arg, e.to, m);
     }
     return rc;
+}
+
+/* ---- the reader for other encodings of this layer (gossip.c) ------------------------------- */
+
+void tr__wire_packer(msgpack_packer *pk, tr_wire_buf *b)
+{
+    msgpack_packer_init(pk, b, buf_write);
+}
+
+bool tr__wire_rd_uint(tr_wire_rd *r, uint64_t max, uint64_t *out)
+{
+    return rd_uint(r, max, out);
+}
+
+bool tr__wire_rd_cstr(tr_wire_rd *r, size_t min, size_t max, char *out)
+{
+    return rd_cstr(r, min, max, out);
 }

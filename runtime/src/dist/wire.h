@@ -109,4 +109,17 @@ typedef void (*tr_wire_envelope_fn)(void *arg, tr_pid to, tr_msg *m);
 TR_HIDDEN int tr__wire_get_data(const void *frame, size_t len, size_t max_payload,
                                 tr_wire_envelope_fn fn, void *arg);
 
+/* A strict reader over bytes (the one the frames above are decoded with), for other encodings
+ * of this layer (gossip.c): each call checks the type byte and every length against what is
+ * left, and fails (false) rather than read past end. */
+typedef struct tr_wire_rd {
+    const uint8_t *p, *end;
+} tr_wire_rd;
+/* An unsigned integer (positive fixint or uint8..uint64) no larger than max. */
+TR_HIDDEN bool tr__wire_rd_uint(tr_wire_rd *r, uint64_t max, uint64_t *out);
+/* A str of min..max bytes without control characters, copied into out (max + 1 bytes). */
+TR_HIDDEN bool tr__wire_rd_cstr(tr_wire_rd *r, size_t min, size_t max, char *out);
+/* A msgpack packer that appends to b (not reset). */
+TR_HIDDEN void tr__wire_packer(msgpack_packer *pk, tr_wire_buf *b);
+
 #endif
