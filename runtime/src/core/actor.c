@@ -154,6 +154,7 @@ tr_actor *tr__actor_alloc(tr_system *sys)
                           memory_order_relaxed);
     atomic_store_explicit(&a->capacity, 0, memory_order_relaxed);
     atomic_store_explicit(&a->overflow, TR_OVERFLOW_DROP_NEWEST, memory_order_relaxed);
+    atomic_store_explicit(&a->bidx, TR_BEH_NONE, memory_order_relaxed); /* spawn sets an actor's */
     atomic_store_explicit(&a->send_dropped, 0, memory_order_relaxed);
     atomic_store_explicit(&a->rejected, 0, memory_order_relaxed);
     atomic_store_explicit(&a->dropped, 0, memory_order_relaxed);
@@ -317,6 +318,10 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         return TR_ENOMEM;
     }
     tr_pid pid = tr__pid_of(sys, a);
+    uint16_t bidx = tr__beh_index(sys, b);
+    atomic_store_explicit(&a->bidx, bidx, memory_order_relaxed);
+    a->acct_pushed = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+    a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
         atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
@@ -347,9 +352,14 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_relaxed); /* not runnable during init */
     atomic_store_explicit(&a->pid, pid, memory_order_release);
     TR_COUNT(sys, w, spawned);
+    tr__bcount(sys, w, bidx, TR_BC_SPAWNED, 1);
+    if (opts != NULL && opts->restarts > 0)
+        tr__bcount(sys, w, bidx, TR_BC_RESTARTS, 1);
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
+        if (ctx.sent > 0)
+            tr__bcount(sys, w, bidx, TR_BC_SENT, ctx.sent);
         if (rc != 0 || ctx.ending) {
             /* init refused: the actor never existed for anyone else; terminate does not run,
              * but links and monitors it made are told (as OTP's init failure does).
@@ -367,6 +377,8 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
                 free(a->state);
             a->state = NULL;
             TR_COUNT(sys, w, ended);
+            tr__bcount(sys, w, bidx, TR_BC_ENDED, 1);
+            tr__bcount(sys, w, bidx, TR_BC_FAILED, 1);
             tr__actor_release(a);
             return rc;
         }
@@ -522,16 +534,20 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
 {
     uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
     uint32_t cur = atomic_load_explicit(&a->depth_max, memory_order_relaxed);
-    while (d > cur && !atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d,
-                                                             memory_order_relaxed,
-                                                             memory_order_relaxed))
-        ;
+    while (d > cur) {
+        if (atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            /* its behaviour's mark: written only when it rises too */
+            tr__beh_depth(a->sys, atomic_load_explicit(&a->bidx, memory_order_relaxed), d);
+            return;
+        }
+    }
 }
 
 /* Admission to a bounded mailbox: a place is taken with a CAS on `pushed` only while the queue
  * is below its bound, so the bound is exact (no sender overshoots it) and a refused send leaves
  * no trace in the counters. */
-static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
+__attribute__((noinline)) static int admit_bounded(tr_worker *w, tr_actor *a, uint32_t cap, tr_msg *m)
 {
     uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
     uint64_t bound = queue_bound(cap, pol);
@@ -551,10 +567,14 @@ static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
     if (pol == TR_OVERFLOW_REJECT || (m->flags & TR_MF_REQUEST)) {
         /* a request is never dropped silently: its requester would wait for nothing */
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
+        tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                   TR_BC_REJECTED, 1);
         tr_msg_free(m);
         return TR_EFULL;
     }
     atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
+    tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_SDROPPED,
+               1);
     tr_msg_free(m);
     return 1; /* dropped by policy: the send itself succeeded */
 }
@@ -608,7 +628,7 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
     } else {
         uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
         if (TR_UNLIKELY(cap != 0)) {
-            int rc = admit_bounded(a, cap, m);
+            int rc = admit_bounded(w, a, cap, m);
             if (rc != TR_OK)
                 return rc < 0 ? rc : TR_OK;
         } else {
@@ -645,6 +665,7 @@ int tr_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
     m->sender = tr_self(ctx);
     m->flags &= ~(uint32_t)(TR_MF_REQUEST | TR_MF_REPLY);
     m->corr = 0;
+    ctx->sent++;
     return tr__deliver(ctx->sys, ctx->w, to, m);
 }
 
@@ -700,6 +721,7 @@ void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
 void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason)
 {
     tr_system *sys = a->sys;
+    uint64_t dropped0 = atomic_load_explicit(&a->dropped, memory_order_relaxed);
     if (a->ext != NULL && !atomic_load_explicit(&sys->ending_all, memory_order_relaxed))
         tr__links_notify(a, w, pid, reason);
     tr__ext_free(a);
@@ -715,6 +737,10 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         tr__dead_letter(sys, m->to, m);
     }
+    /* everything pushed is popped now: the behaviour's queue no longer holds any of it */
+    tr__bcount_turn(sys, w, a, 0);
+    tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_QDROPPED,
+               atomic_load_explicit(&a->dropped, memory_order_relaxed) - dropped0);
 }
 
 void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
@@ -726,16 +752,22 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     /* an idle or parked actor ended from outside (join, free) is taken, so a sender that looked
      * the pid up just before cannot schedule a header that goes back to the pool */
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_seq_cst);
+    unsigned bidx = atomic_load_explicit(&a->bidx, memory_order_relaxed);
     if (a->beh->terminate != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);
         free(ctx.fail_text);
+        if (ctx.sent > 0)
+            tr__bcount(sys, w, bidx, TR_BC_SENT, ctx.sent);
     }
     if (a->state != a->inline_state)
         free(a->state);
     a->state = NULL;
     tr__actor_finish(a, w, pid, reason);
     TR_COUNT(sys, w, ended);
+    tr__bcount(sys, w, bidx, TR_BC_ENDED, 1);
+    if (reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED)
+        tr__bcount(sys, w, bidx, TR_BC_FAILED, 1);
     tr__actor_release(a);
 }
 
@@ -787,6 +819,8 @@ static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
     if (x->park_ns == 0) {
         x->park_ns = now;
         x->waits++;
+        tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                   TR_BC_LIMIT_WAITS, 1);
     }
     tr__wake_at(a->sys, a, now + wait_ns); /* also sets sched to parked (see timer.c) */
     /* Dekker pair with signal senders (push, set SIGNALED, then look for PARKED) */
@@ -818,6 +852,8 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
         if (cap != 0 && queue_depth(a) > cap) {
             tr__count_popped(a);
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr__bcount(ctx->sys, ctx->w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                       TR_BC_QDROPPED, 1);
             tr_msg_free(m);
             return TAKE_SKIP;
         }
@@ -858,6 +894,8 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
             *now_out = now;
             return TAKE_HOLD;
         }
+        tr__bcount(ctx->sys, ctx->w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                   TR_BC_LIMIT_TOKENS, 1);
     }
     tr__count_popped(a);
     return TAKE_DELIVER;
@@ -888,8 +926,10 @@ TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
         raise_depth_max(a, depth);
     tr_actor_ext *x = a->ext;
     if (TR_UNLIKELY(x != NULL && x->park_ns != 0)) {
-        atomic_fetch_add_explicit(&a->token_wait_ns, tr__now_ns() - x->park_ns,
-                                  memory_order_relaxed);
+        uint64_t waited = tr__now_ns() - x->park_ns;
+        atomic_fetch_add_explicit(&a->token_wait_ns, waited, memory_order_relaxed);
+        tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                   TR_BC_LIMIT_WAIT_NS, waited);
         x->park_ns = 0;
     }
     bool slow = needs_slow_path(a);
@@ -905,6 +945,8 @@ again:
         if (TR_UNLIKELY(m->to != self)) {
             tr__count_popped(a); /* sent to an earlier incarnation of this header */
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
+                       TR_BC_QDROPPED, 1);
             tr__dead_letter(sys, m->to, m);
             continue;
         }
@@ -947,6 +989,9 @@ again:
     }
     if (a->beh->turn_end != NULL && !ctx.ending && n > 0)
         a->beh->turn_end(&ctx, a->state);
+    /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
+    tr__bcount_turn(sys, w, a, ctx.sent);
+    ctx.sent = 0;
     if (TR_UNLIKELY(ctx.ending)) {
         tr__actor_end(a, w, &ctx.reason);
         free(ctx.fail_text);

@@ -160,7 +160,8 @@ typedef struct tr_actor {
     _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
     _Atomic uint32_t capacity;      /* bounded mailbox: queued messages at most; 0 = unbounded */
     tr_mpsc_node rq_node;           /* link in a worker's inbox */
-    _Atomic uint32_t overflow;      /* tr_overflow */
+    _Atomic uint16_t overflow;      /* tr_overflow */
+    _Atomic uint16_t bidx;          /* its behaviour's row in the counters (stats.c) */
     _Atomic uint32_t depth_max;
     _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
     _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
@@ -182,6 +183,8 @@ typedef struct tr_actor {
     _Atomic uint32_t restarts;
     _Atomic uint64_t dropped;       /* runner: dropped after queueing */
     _Atomic uint64_t token_wait_ns; /* runner: time parked for its rate limit */
+    /* runner: pushed and popped as last added to its behaviour's counters (stats.c) */
+    uint64_t acct_pushed, acct_popped;
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
 
@@ -248,6 +251,7 @@ struct tr_ctx {
     tr_actor *self;
     tr_pid pid;             /* self's pid: stays valid in terminate, after a->pid is cleared */
     tr_msg *cur;            /* the message being received, until sent on */
+    uint32_t sent;          /* messages sent in this callback (or turn): added to its behaviour's */
     bool ending;
     tr_reason reason;
     char *fail_text;
@@ -362,6 +366,60 @@ TR_HIDDEN bool tr__is_supervisor(const tr_behaviour *b);
  * (id, pid, restarts, whether a supervisor, behaviour) — see sup_children in supervisor.c. */
 TR_HIDDEN tr_msg *tr__sup_children_request(unsigned cap);
 
+/* ---- counters per behaviour (stats.c) ------------------------------------------------------ */
+
+/* Actors are counted per behaviour name (troupe/metrics.h: the troupe_actor_... families) in
+ * rows of counters: one row per name per worker, written by that worker alone with plain adds
+ * (as its other counters), and one per name for every other thread (atomic adds); a render sums
+ * them. Nothing walks the actors: a render costs the same at 10 or 1,000,000 of them. */
+#define TR_BEH_MAX 256u     /* behaviour names counted apart */
+#define TR_BEH_NONE 0u      /* not an actor (a port, a call's waiter): not written out */
+#define TR_BEH_OTHER 1u     /* names past the first TR_BEH_MAX - 2 */
+#define TR_BEH_CACHE 1024u  /* behaviour pointers remembered (more: looked up by name, locked) */
+
+enum {
+    TR_BC_RECEIVED,         /* queued into its actors' mailboxes (signals included), as of
+                             * each actor's last turn */
+    TR_BC_POPPED,           /* taken out of them: handled, or dropped once queued */
+    TR_BC_QDROPPED,         /* dropped once queued (drop_oldest, leaky excess, left at the end) */
+    TR_BC_SDROPPED,         /* dropped on arrival (drop_newest at capacity) */
+    TR_BC_REJECTED,         /* refused with TR_EFULL */
+    TR_BC_SENT,             /* sent by its actors (sends, requests, replies, forwards) */
+    TR_BC_SPAWNED,
+    TR_BC_ENDED,
+    TR_BC_FAILED,           /* ended with an error or killed */
+    TR_BC_RESTARTS,         /* spawned by a supervisor as a restart */
+    TR_BC_LIMIT_WAITS,      /* times parked for its rate limit */
+    TR_BC_LIMIT_WAIT_NS,    /* time parked for it */
+    TR_BC_LIMIT_TOKENS,     /* messages its rate limit let through */
+    TR_BC_N
+};
+
+typedef struct tr_beh_row {
+    _Atomic uint64_t c[16];     /* TR_BC_N used: a power of two, so a row's address is a shift */
+} tr_beh_row;
+_Static_assert(TR_BC_N <= 16, "a row holds every counter");
+
+/* The names counted, and which row each behaviour pointer goes to. */
+typedef struct tr_beh_table {
+    pthread_mutex_t lock;
+    _Atomic unsigned n;                         /* rows named (names[0..n) are set) */
+    char *names[TR_BEH_MAX];
+    _Atomic uint32_t depth_max[TR_BEH_MAX];     /* the largest mailbox any of its actors had */
+    _Atomic(const tr_behaviour *) keys[TR_BEH_CACHE];
+    _Atomic uint16_t vals[TR_BEH_CACHE];
+    unsigned nkeys;                             /* (lock) */
+} tr_beh_table;
+
+/* The behaviour's row (TR_BEH_OTHER when the names are all taken). From any thread. */
+TR_HIDDEN uint16_t tr__beh_index(struct tr_system *sys, const tr_behaviour *b);
+/* The counters, the table and the system's registry with its collector (tr_system_new), and
+ * their end (tr_system_free). */
+TR_HIDDEN int tr__stats_init(struct tr_system *sys);
+TR_HIDDEN void tr__stats_free(struct tr_system *sys);
+/* Raises behaviour bidx's high-water mark of mailbox depth to d. */
+TR_HIDDEN void tr__beh_depth(struct tr_system *sys, uint16_t bidx, uint32_t d);
+
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 
 #define TR_RING_SIZE 256u
@@ -396,6 +454,7 @@ typedef struct tr_worker {
     _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
+    tr_beh_row *brows;              /* counters per behaviour, TR_BEH_MAX rows (owner writes) */
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
     /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
     struct {
@@ -500,6 +559,9 @@ struct tr_system {
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
+    tr_beh_row *brows;              /* counters per behaviour of threads that are not workers */
+    tr_beh_table *behs;
+    struct tr_metrics *metrics;     /* tr_system_metrics */
     char name[65];                  /* its node's name, for log lines (written once, then named) */
     _Atomic int named;              /* 0: no name; 1: being written; 2: name is set for good */
 };
@@ -527,6 +589,50 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
         else                                                                                      \
             atomic_fetch_add_explicit(&(sys)->field, 1, memory_order_relaxed);                    \
     } while (0)
+
+/* Adds n to counter `field` of behaviour row bidx: w's row (a plain add: only w writes it), or
+ * the system's (atomic) when the caller is not a worker or is a guest. */
+static inline void tr__bcount(struct tr_system *sys, tr_worker *w, unsigned bidx, unsigned field,
+                              uint64_t n)
+{
+    if (w != NULL && !w->guest) {
+        _Atomic uint64_t *c = &w->brows[bidx].c[field];
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sys->brows[bidx].c[field], n, memory_order_relaxed);
+    }
+}
+
+/* tr__bcount_turn's adds on a thread that is not a worker (stats.c). */
+TR_HIDDEN void tr__bcount_shared(struct tr_system *sys, unsigned bidx, uint64_t in, uint64_t out,
+                                 uint64_t sent);
+
+/* Adds what actor a's mailbox took in and gave out since the last call, and `sent`, to its
+ * behaviour's counters: at the end of each turn (and of the actor), by its runner. */
+static inline void tr__bcount_turn(struct tr_system *sys, tr_worker *w, tr_actor *a,
+                                   uint64_t sent)
+{
+    uint64_t pu = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+    uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
+    uint64_t in = pu - a->acct_pushed, out = po - a->acct_popped; /* mod 2^64: a sender may
+                                                                    * take its count back */
+    a->acct_pushed = pu;
+    a->acct_popped = po;
+    unsigned bidx = atomic_load_explicit(&a->bidx, memory_order_relaxed);
+    if (TR_LIKELY(w != NULL && !w->guest)) {
+        _Atomic uint64_t *c = w->brows[bidx].c;
+#define TR_BADD_(f, n)                                                                            \
+    atomic_store_explicit(&c[f], atomic_load_explicit(&c[f], memory_order_relaxed) + (n),          \
+                          memory_order_relaxed)
+        TR_BADD_(TR_BC_RECEIVED, in);
+        TR_BADD_(TR_BC_POPPED, out);
+        TR_BADD_(TR_BC_SENT, sent);
+#undef TR_BADD_
+    } else {
+        tr__bcount_shared(sys, bidx, in, out, sent);
+    }
+}
 
 /* Outside threads (not workers) bracket every send/spawn with these: enter fails with
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave

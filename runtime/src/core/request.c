@@ -155,6 +155,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
                                                           * (TR_SIG_LIMIT_INFO) */
     if (corr_out != NULL)
         *corr_out = corr;
+    ctx->sent++;
     int rc = tr__deliver(sys, tr__ctx_worker(ctx), to, m);
     if (rc != TR_OK) {
         tr__idmap_del(&a->pending->map, corr, NULL);
@@ -193,6 +194,7 @@ int tr_reply_from(tr_ctx *ctx, tr_from from, tr_msg *reply)
     reply->sender = tr_self(ctx);
     reply->corr = from.corr;
     reply->flags = TR_MF_REPLY;
+    ctx->sent++;
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), from.pid, reply);
 }
 
@@ -208,6 +210,7 @@ int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m)
     m->sender = from.pid;
     m->corr = from.corr;
     m->flags = TR_MF_REQUEST;
+    ctx->sent++;
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, m);
 }
 

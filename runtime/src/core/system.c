@@ -60,6 +60,13 @@ int tr_system_new(tr_system **out, const tr_system_opts *opts)
         sys->workers[i].rng = 0x9E3779B9u * (i + 1);
         tr__mpsc_init(&sys->workers[i].inbox);
     }
+    if (tr__stats_init(sys) != TR_OK) {
+        tr__stats_free(sys);
+        tr__actor_table_free(sys);
+        free(sys->workers);
+        free(sys);
+        return TR_ENOMEM;
+    }
     pthread_mutex_init(&sys->pool_lock, NULL);
     pthread_mutex_init(&sys->inject_lock, NULL);
     pthread_mutex_init(&sys->state_lock, NULL);
@@ -212,6 +219,8 @@ void tr_system_free(tr_system *sys)
     tr__registry_free(sys);
     tr__timer_free(sys);
     tr__actor_table_free(sys);
+    tr__stats_free(sys); /* after the last actor's end is counted; the units removed their
+                          * collectors when they ended */
     pthread_mutex_destroy(&sys->pool_lock);
     pthread_mutex_destroy(&sys->inject_lock);
     pthread_mutex_destroy(&sys->state_lock);

@@ -1,0 +1,263 @@
+/*
+ * stats.c — the runtime's own metrics: counters per behaviour name, and the collector that
+ * writes them (with the scheduler's and the system's counters) into the system's registry
+ * (tr_system_metrics, troupe/metrics.h; the families are listed in docs/observability.md).
+ *
+ * Why rows of counters rather than a walk of the actors at render time: a walk reads a few cache
+ * lines per actor header, some 2-3 ms at 100,000 actors, and counters of actors that ended would
+ * be lost (a counter must never go down). Instead each event is counted where it happens, in the
+ * row of the actor's behaviour: on a worker in that worker's own row (a plain add, as its other
+ * counters), elsewhere in the system's row (an atomic add). On the message path that is one add
+ * by the sender (received) and, once per turn, the turn's pops and sends by the runner; the rest
+ * (spawns, ends, drops, limits) is off the fast path. A render sums TR_BEH_MAX rows per worker,
+ * whatever the number of actors. The mailbox depth of a behaviour is received - popped; its
+ * high-water mark is raised with each actor's (rarely: only a new maximum writes it).
+ */
+#include "internal.h"
+#include "troupe/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void collect(void *user, tr_metrics_out *out);
+
+int tr__stats_init(tr_system *sys)
+{
+    sys->behs = calloc(1, sizeof *sys->behs);
+    if (sys->behs == NULL)
+        return TR_ENOMEM;
+    pthread_mutex_init(&sys->behs->lock, NULL);
+    sys->brows = calloc(TR_BEH_MAX, sizeof *sys->brows);
+    if (sys->brows == NULL)
+        return TR_ENOMEM;
+    for (unsigned i = 0; i < sys->nworkers; i++)
+        if ((sys->workers[i].brows = calloc(TR_BEH_MAX, sizeof(tr_beh_row))) == NULL)
+            return TR_ENOMEM;
+    sys->behs->names[TR_BEH_NONE] = strdup("(none)");
+    sys->behs->names[TR_BEH_OTHER] = strdup("(other)");
+    if (sys->behs->names[0] == NULL || sys->behs->names[1] == NULL)
+        return TR_ENOMEM;
+    atomic_store(&sys->behs->n, 2);
+    int rc = tr_metrics_new(0, &sys->metrics);
+    if (rc == TR_OK)
+        rc = tr_metrics_collector_add(sys->metrics, collect, sys);
+    return rc;
+}
+
+void tr__stats_free(tr_system *sys)
+{
+    tr_metrics_free(sys->metrics);
+    sys->metrics = NULL;
+    if (sys->behs != NULL) {
+        for (unsigned i = 0; i < TR_BEH_MAX; i++)
+            free(sys->behs->names[i]);
+        pthread_mutex_destroy(&sys->behs->lock);
+        free(sys->behs);
+        sys->behs = NULL;
+    }
+    free(sys->brows);
+    sys->brows = NULL;
+    if (sys->workers != NULL)
+        for (unsigned i = 0; i < sys->nworkers; i++) {
+            free(sys->workers[i].brows);
+            sys->workers[i].brows = NULL;
+        }
+}
+
+tr_metrics *tr_system_metrics(tr_system *sys)
+{
+    return sys != NULL ? sys->metrics : NULL;
+}
+
+/* ---- the behaviour table ------------------------------------------------------------------ */
+
+static unsigned ptr_hash(const tr_behaviour *b)
+{
+    uint64_t x = (uint64_t)(uintptr_t)b;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9u;
+    x ^= x >> 32;
+    return (unsigned)x & (TR_BEH_CACHE - 1);
+}
+
+/* The row of the name (lock held): an existing one, a new one, or TR_BEH_OTHER. */
+static uint16_t name_row(tr_beh_table *t, const char *name)
+{
+    unsigned n = atomic_load_explicit(&t->n, memory_order_relaxed);
+    for (unsigned i = 2; i < n; i++)
+        if (strcmp(t->names[i], name) == 0)
+            return (uint16_t)i;
+    if (n >= TR_BEH_MAX || (t->names[n] = strdup(name)) == NULL)
+        return TR_BEH_OTHER;
+    atomic_store_explicit(&t->n, n + 1, memory_order_release); /* a render sees the name set */
+    return (uint16_t)n;
+}
+
+uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
+{
+    tr_beh_table *t = sys->behs;
+    unsigned h = ptr_hash(b);
+    for (unsigned i = 0; i < TR_BEH_CACHE; i++) { /* the common case: remembered, no lock */
+        unsigned k = (h + i) & (TR_BEH_CACHE - 1);
+        const tr_behaviour *key = atomic_load_explicit(&t->keys[k], memory_order_acquire);
+        if (key == b)
+            return atomic_load_explicit(&t->vals[k], memory_order_relaxed);
+        if (key == NULL)
+            break;
+    }
+    pthread_mutex_lock(&t->lock);
+    const char *name = b->name != NULL && b->name[0] != '\0' ? b->name : "(unnamed)";
+    uint16_t row = name_row(t, name);
+    if (t->nkeys < TR_BEH_CACHE / 2) { /* remembered (half full at most: probes stay short) */
+        unsigned k = h;
+        const tr_behaviour *key;
+        while ((key = atomic_load_explicit(&t->keys[k], memory_order_relaxed)) != NULL && key != b)
+            k = (k + 1) & (TR_BEH_CACHE - 1);
+        if (key == NULL) {
+            atomic_store_explicit(&t->vals[k], row, memory_order_relaxed);
+            atomic_store_explicit(&t->keys[k], b, memory_order_release);
+            t->nkeys++;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return row;
+}
+
+void tr__bcount_shared(tr_system *sys, unsigned bidx, uint64_t in, uint64_t out, uint64_t sent)
+{
+    _Atomic uint64_t *c = sys->brows[bidx].c;
+    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], in, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[TR_BC_POPPED], out, memory_order_relaxed);
+    if (sent != 0)
+        atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
+}
+
+void tr__beh_depth(tr_system *sys, uint16_t bidx, uint32_t d)
+{
+    _Atomic uint32_t *mx = &sys->behs->depth_max[bidx];
+    uint32_t cur = atomic_load_explicit(mx, memory_order_relaxed);
+    while (d > cur &&
+           !atomic_compare_exchange_weak_explicit(mx, &cur, d, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
+/* ---- the collector ------------------------------------------------------------------------ */
+
+typedef struct fam {
+    const char *name;
+    tr_metric_type type;
+    const char *help;
+} fam;
+
+enum {
+    F_ACTORS, F_SPAWNS, F_EXITS, F_FAILURES, F_RESTARTS, F_RECEIVED, F_PROCESSED, F_SENT,
+    F_DROPPED, F_REJECTED, F_DEPTH, F_DEPTH_MAX, F_LIMIT_WAITS, F_LIMIT_WAIT_S, F_LIMIT_TOKENS,
+    F_N
+};
+
+static const fam fams[F_N] = {
+    [F_ACTORS] = {"troupe_actors", TR_METRIC_GAUGE, "Live actors, by behaviour."},
+    [F_SPAWNS] = {"troupe_actor_spawns_total", TR_METRIC_COUNTER, "Actors spawned."},
+    [F_EXITS] = {"troupe_actor_exits_total", TR_METRIC_COUNTER, "Actors ended, for any reason."},
+    [F_FAILURES] = {"troupe_actor_failures_total", TR_METRIC_COUNTER,
+                    "Actors ended with an error or killed."},
+    [F_RESTARTS] = {"troupe_actor_restarts_total", TR_METRIC_COUNTER,
+                    "Actors restarted by their supervisor."},
+    [F_RECEIVED] = {"troupe_actor_messages_received_total", TR_METRIC_COUNTER,
+                    "Messages that reached mailboxes, accepted or not (runtime signals included)."},
+    [F_PROCESSED] = {"troupe_actor_messages_processed_total", TR_METRIC_COUNTER,
+                     "Messages taken out of mailboxes and handled (runtime signals included)."},
+    [F_SENT] = {"troupe_actor_messages_sent_total", TR_METRIC_COUNTER,
+                "Messages sent by actors (sends, requests, replies, forwards)."},
+    [F_DROPPED] = {"troupe_actor_messages_dropped_total", TR_METRIC_COUNTER,
+                   "Messages dropped by a mailbox's policy, or left queued when an actor ended."},
+    [F_REJECTED] = {"troupe_actor_messages_rejected_total", TR_METRIC_COUNTER,
+                    "Messages refused by a full mailbox (TR_EFULL)."},
+    [F_DEPTH] = {"troupe_actor_mailbox_depth", TR_METRIC_GAUGE,
+                 "Messages queued now in the mailboxes of a behaviour's actors."},
+    [F_DEPTH_MAX] = {"troupe_actor_mailbox_depth_max", TR_METRIC_GAUGE,
+                     "High-water mark of one actor's mailbox since the system started."},
+    [F_LIMIT_WAITS] = {"troupe_actor_limiter_waits_total", TR_METRIC_COUNTER,
+                       "Times an actor waited for its rate limit's next token."},
+    [F_LIMIT_WAIT_S] = {"troupe_actor_limiter_wait_seconds_total", TR_METRIC_COUNTER,
+                        "Time actors spent waiting for their rate limit."},
+    [F_LIMIT_TOKENS] = {"troupe_actor_limiter_tokens_total", TR_METRIC_COUNTER,
+                        "Messages a rate limit let through (tokens spent)."},
+};
+
+static uint64_t sub0(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+static void collect(void *user, tr_metrics_out *out)
+{
+    tr_system *sys = user;
+    unsigned n = atomic_load_explicit(&sys->behs->n, memory_order_acquire);
+    if (n < 2)
+        n = 2;
+    /* the rows summed: every thread's, for each name (row 0, not actors, is left out) */
+    uint64_t(*sum)[TR_BC_N] = calloc(n, sizeof *sum);
+    if (sum == NULL)
+        return;
+    for (unsigned w = 0; w <= sys->nworkers; w++) {
+        const tr_beh_row *rows = w < sys->nworkers ? sys->workers[w].brows : sys->brows;
+        for (unsigned b = 1; b < n; b++)
+            for (unsigned c = 0; c < TR_BC_N; c++)
+                sum[b][c] += atomic_load_explicit(&rows[b].c[c], memory_order_relaxed);
+    }
+    for (unsigned f = 0; f < F_N; f++) {
+        tr_metrics_out_family(out, fams[f].name, fams[f].type, fams[f].help);
+        for (unsigned b = 1; b < n; b++) {
+            const uint64_t *s = sum[b];
+            if (s[TR_BC_SPAWNED] == 0 && s[TR_BC_RECEIVED] == 0)
+                continue; /* (other) until a name overflows */
+            tr_label l = {"behaviour", sys->behs->names[b]};
+            uint64_t v = 0;
+            switch (f) {
+            case F_ACTORS: v = sub0(s[TR_BC_SPAWNED], s[TR_BC_ENDED]); break;
+            case F_SPAWNS: v = s[TR_BC_SPAWNED]; break;
+            case F_EXITS: v = s[TR_BC_ENDED]; break;
+            case F_FAILURES: v = s[TR_BC_FAILED]; break;
+            case F_RESTARTS: v = s[TR_BC_RESTARTS]; break;
+            case F_RECEIVED: v = s[TR_BC_RECEIVED] + s[TR_BC_SDROPPED] + s[TR_BC_REJECTED]; break;
+            case F_PROCESSED: v = sub0(s[TR_BC_POPPED], s[TR_BC_QDROPPED]); break;
+            case F_SENT: v = s[TR_BC_SENT]; break;
+            case F_DROPPED: v = s[TR_BC_QDROPPED] + s[TR_BC_SDROPPED]; break;
+            case F_REJECTED: v = s[TR_BC_REJECTED]; break;
+            case F_DEPTH: v = sub0(s[TR_BC_RECEIVED], s[TR_BC_POPPED]); break;
+            case F_DEPTH_MAX:
+                v = atomic_load_explicit(&sys->behs->depth_max[b], memory_order_relaxed);
+                break;
+            case F_LIMIT_WAITS: v = s[TR_BC_LIMIT_WAITS]; break;
+            case F_LIMIT_WAIT_S:
+                tr_metrics_out_value(out, &l, 1, (double)s[TR_BC_LIMIT_WAIT_NS] / 1e9);
+                continue;
+            case F_LIMIT_TOKENS: v = s[TR_BC_LIMIT_TOKENS]; break;
+            default: break;
+            }
+            tr_metrics_out_u64(out, &l, 1, v);
+        }
+    }
+    free(sum);
+    tr_system_stats st;
+    tr_system_stats_get(sys, &st);
+    tr_metrics_out_family(out, "troupe_dead_letters_total", TR_METRIC_COUNTER,
+                          "Messages sent to no live actor, or left in ended actors.");
+    tr_metrics_out_u64(out, NULL, 0, st.dead_letters);
+    tr_metrics_out_family(out, "troupe_late_replies_total", TR_METRIC_COUNTER,
+                          "Replies that arrived after their request timed out.");
+    tr_metrics_out_u64(out, NULL, 0, st.late_replies);
+    tr_metrics_out_family(out, "troupe_scheduler_workers", TR_METRIC_GAUGE, "Worker threads.");
+    tr_metrics_out_u64(out, NULL, 0, sys->nworkers);
+    tr_metrics_out_family(out, "troupe_scheduler_steals_total", TR_METRIC_COUNTER,
+                          "Actors a worker took from another worker's queue.");
+    tr_metrics_out_u64(out, NULL, 0, st.steals);
+    tr_metrics_out_family(out, "troupe_scheduler_parks_total", TR_METRIC_COUNTER,
+                          "Times a worker went to sleep for want of work.");
+    tr_metrics_out_u64(out, NULL, 0, st.parks);
+    tr_metrics_out_family(out, "troupe_scheduler_global_queue_depth", TR_METRIC_GAUGE,
+                          "Runnable actors waiting in the global queue.");
+    tr_metrics_out_u64(out, NULL, 0, atomic_load_explicit(&sys->inject_len, memory_order_relaxed));
+}
