@@ -107,7 +107,10 @@ int tr_metric_read(const tr_metric *s, double *value, uint64_t *count);
  * runs with the registry's lock held: it must not register series nor add or remove collectors,
  * and should be quick (it delays the other renders). */
 typedef void (*tr_metrics_collect_fn)(void *user, tr_metrics_out *out);
-/* Adds a collector (called after the series, in the order added; at most 64). TR_EFULL. */
+/* Adds a collector (called after the series, in the order added; at most 64). TR_EFULL, or
+ * TR_EEXIST when fn is a collector of this registry already, whatever its user: a collector
+ * writes fixed family names, which an exposition may hold once (a second store of a system, say,
+ * is not collected: its figures stay in tr_store_stats_get). */
 int tr_metrics_collector_add(tr_metrics *m, tr_metrics_collect_fn fn, void *user);
 /* Removes the collector (fn, user) if present; it is not running when this returns. */
 void tr_metrics_collector_remove(tr_metrics *m, tr_metrics_collect_fn fn, void *user);

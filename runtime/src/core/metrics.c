@@ -559,7 +559,10 @@ int tr_metrics_collector_add(tr_metrics *m, tr_metrics_collect_fn fn, void *user
         return TR_EINVAL;
     int rc = TR_EFULL;
     pthread_mutex_lock(&m->lock);
-    if (m->ncollectors < COLLECTORS_MAX) {
+    for (size_t i = 0; i < m->ncollectors; i++)
+        if (m->collectors[i].fn == fn)
+            rc = TR_EEXIST;
+    if (rc != TR_EEXIST && m->ncollectors < COLLECTORS_MAX) {
         m->collectors[m->ncollectors++] = (collector){fn, user};
         rc = TR_OK;
     }
