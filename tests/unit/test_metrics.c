@@ -5,9 +5,11 @@
  * with spawns, messages, failures and restarts). It also times a render of the system's registry
  * with 100,000 live actors and prints it (docs/performance.md); nothing depends on that time.
  */
+#include "test_nodes.h"
 #include "test_prom.h"
 #include "test_util.h"
 #include "troupe/metrics.h"
+#include "troupe/node.h"
 
 #include <math.h>
 
@@ -355,6 +357,68 @@ static void test_restarts_and_refusals(void **state)
     tt_system_end(sys);
 }
 
+/* Renders sys's registry until the sample `series` is at least want (or the deadline). */
+static char *render_until(tr_system *sys, const char *series_text, double want)
+{
+    uint64_t deadline = tt_now_ns() + TT_DEADLINE_MS * 1000000ull;
+    for (;;) {
+        char *text = render_sys(sys);
+        if (tp_value(text, series_text) >= want || tt_now_ns() > deadline)
+            return text;
+        free(text);
+        tt_sleep_ms(5);
+    }
+}
+
+/* A node's families: its peer up, messages and bytes both ways; removed when the node stops. */
+static void test_node_metrics(void **state)
+{
+    (void)state;
+    tr_system *sa = tt_node_system(31), *sb = tt_node_system(32);
+    tr_node *a, *b;
+    tr_node_opts oa = tt_node_opts("ma", "metrics-secret", NULL, 0);
+    assert_int_equal(tr_node_start(sa, &oa, &a), TR_OK);
+    const char *seed = tr_node_address(a);
+    tr_node_opts ob = tt_node_opts("mb", "metrics-secret", &seed, 1);
+    assert_int_equal(tr_node_start(sb, &ob, &b), TR_OK);
+    uint16_t id;
+    assert_int_equal(tr_node_wait_peer(a, "mb", TT_DEADLINE_MS, &id), TR_OK);
+    tr_pid echo;
+    assert_int_equal(tr_system_spawn(sb, &echo_b, NULL, &echo), TR_OK);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(tr_system_send(sa, echo, tr_msg_new(T_PING, 0)), TR_OK);
+    char *text = NULL;
+    bool done = false;
+    uint64_t deadline = tt_now_ns() + TT_DEADLINE_MS * 1000000ull;
+    while (!done && tt_now_ns() < deadline) {
+        free(text);
+        text = render_sys(sa);
+        done = tp_value(text, "troupe_node_peer_messages_sent_total{peer=\"mb\"}") >= 10;
+        if (!done)
+            tt_sleep_ms(5);
+    }
+    assert_true(done);
+    assert_true(tp_value(text, "troupe_node_peer_up{peer=\"mb\"}") == 1);
+    assert_true(tp_value(text, "troupe_node_peer_bytes_sent_total{peer=\"mb\"}") > 10);
+    assert_true(tp_value(text, "troupe_node_peer_reconnects_total{peer=\"mb\"}") == 0);
+    assert_true(tp_value(text, "troupe_node_bad_frames_total") == 0);
+    free(text);
+    text = render_until(sb, "troupe_node_peer_messages_received_total{peer=\"ma\"}", 10);
+    assert_true(tp_value(text, "troupe_node_peer_up{peer=\"ma\"}") == 1);
+    free(text);
+    tr_node_stop(b);
+    tr_node_stop(a);
+    text = render_sys(sa);
+    assert_null(strstr(text, "troupe_node_")); /* its collector went with it */
+    free(text);
+    tr_system_stop(sa);
+    tr_system_stop(sb);
+    tr_system_join(sa);
+    tr_system_join(sb);
+    tr_system_free(sa);
+    tr_system_free(sb);
+}
+
 /* The cost of a render at 100,000 actors: the rows of counters make it independent of the
  * number of actors (printed; nothing is asserted on time). */
 static void test_render_at_100k_actors(void **state)
@@ -399,6 +463,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refusals),
     cmocka_unit_test(test_system_metrics),
     cmocka_unit_test(test_restarts_and_refusals),
+    cmocka_unit_test(test_node_metrics),
     cmocka_unit_test(test_render_at_100k_actors),
 };
 
