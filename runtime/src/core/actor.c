@@ -320,8 +320,9 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     tr_pid pid = tr__pid_of(sys, a);
     uint16_t bidx = tr__beh_index(sys, b);
     atomic_store_explicit(&a->bidx, bidx, memory_order_relaxed);
-    a->acct_pushed = atomic_load_explicit(&a->pushed, memory_order_relaxed);
-    a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+    /* the queue is empty before the pid is published (pushed may hold a stale sender's count
+     * for an instant, which it takes back): both start at popped, as `base` does */
+    a->acct_pushed = a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
         atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);

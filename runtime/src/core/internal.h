@@ -417,6 +417,10 @@ TR_HIDDEN uint16_t tr__beh_index(struct tr_system *sys, const tr_behaviour *b);
  * their end (tr_system_free). */
 TR_HIDDEN int tr__stats_init(struct tr_system *sys);
 TR_HIDDEN void tr__stats_free(struct tr_system *sys);
+struct tr_metrics;
+/* Keeps a registry alive until one more tr_metrics_free: a store holds its system's, so that
+ * closing it after tr_system_free (which the suite does) removes its collector safely. */
+TR_UNIT void tr__metrics_hold(struct tr_metrics *m);
 /* Raises behaviour bidx's high-water mark of mailbox depth to d. */
 TR_HIDDEN void tr__beh_depth(struct tr_system *sys, uint16_t bidx, uint32_t d);
 

@@ -55,6 +55,7 @@ typedef struct collector {
 } collector;
 
 struct tr_metrics {
+    _Atomic long refs;          /* its owner's, plus tr__metrics_hold's */
     pthread_mutex_t lock;
     size_t max_series, nseries;
     _Atomic uint64_t refused;   /* registrations refused: max_series reached */
@@ -308,6 +309,7 @@ int tr_metrics_new(size_t max_series, tr_metrics **out)
     if (m == NULL)
         return TR_ENOMEM;
     m->max_series = max_series ? max_series : MAX_SERIES_DEFAULT;
+    atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
     *out = m;
     return TR_OK;
@@ -328,10 +330,16 @@ static void family_free(family *f)
     free(f);
 }
 
+void tr__metrics_hold(tr_metrics *m)
+{
+    if (m != NULL)
+        atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
 void tr_metrics_free(tr_metrics *m)
 {
-    if (m == NULL)
-        return;
+    if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return; /* a unit still holds it (tr__metrics_hold) */
     for (family *f = m->first, *next; f != NULL; f = next) {
         next = f->next;
         family_free(f);

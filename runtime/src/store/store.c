@@ -602,7 +602,9 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     }
     s->writer_started = true;
     s->refs = 1;
-    tr_metrics_collector_add(tr_system_metrics(sys), collect, s); /* TR_EEXIST: its first store */
+    s->metrics = tr_system_metrics(sys);
+    tr__metrics_hold(s->metrics); /* a store may be closed after its system is freed */
+    tr_metrics_collector_add(s->metrics, collect, s); /* TR_EEXIST: the system's first store */
     *out = s;
     return TR_OK;
 }
@@ -621,7 +623,9 @@ void tr_store_close(tr_store *s)
 {
     if (s == NULL)
         return;
-    tr_metrics_collector_remove(tr_system_metrics(s->sys), collect, s); /* waits out a render */
+    tr_metrics_collector_remove(s->metrics, collect, s); /* waits out a render */
+    tr_metrics_free(s->metrics); /* (the last reference once the system is freed) */
+    s->metrics = NULL;
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
     pthread_cond_signal(&s->cond);

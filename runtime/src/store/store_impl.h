@@ -173,6 +173,7 @@ struct tr_store {
     /* the time of each transaction, in STORE_LAT_BOUNDS buckets (+ one above), and their sum */
     _Atomic uint64_t commit_hist[STORE_LAT_N + 1];
     _Atomic uint64_t commit_ns;
+    tr_metrics *metrics;        /* its system's registry, held (tr__metrics_hold) while open */
 };
 
 struct tr_journal {
