@@ -148,7 +148,7 @@ static void collect(void *user, tr_metrics_out *out)
         }
     }
     pthread_mutex_unlock(&n->lock);
-    tr_node_stats st;
+    tr_node_stats st = {0};
     tr_node_stats_get(n, &st);
     const struct {
         const char *name, *help;

@@ -497,7 +497,7 @@ static void *writer_main(void *arg)
 static void collect(void *user, tr_metrics_out *out)
 {
     tr_store *s = user;
-    tr_store_stats st;
+    tr_store_stats st = {0};
     tr_store_stats_get(s, &st);
     const struct {
         const char *name, *help;
