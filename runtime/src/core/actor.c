@@ -318,7 +318,16 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         return TR_ENOMEM;
     }
     tr_pid pid = tr__pid_of(sys, a);
-    uint16_t bidx = tr__beh_index(sys, b);
+    uint16_t bidx;
+    if (w != NULL && w->last_beh == b) { /* spawned here just before: the same row */
+        bidx = w->last_bidx;
+    } else {
+        bidx = tr__beh_index(sys, b);
+        if (w != NULL) {
+            w->last_beh = b;
+            w->last_bidx = bidx;
+        }
+    }
     atomic_store_explicit(&a->bidx, bidx, memory_order_relaxed);
     /* the queue is empty before the pid is published (pushed may hold a stale sender's count
      * for an instant, which it takes back): both start at popped, as `base` does */
@@ -372,14 +381,12 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
             tr_reason why = {.kind = TR_REASON_ERROR, .code = rc, .text = ctx.fail_text};
             if (opts != NULL && opts->link)
                 tr__link_del(parent->self, pid); /* the spawner learns from the return code */
-            tr__actor_finish(a, w, pid, &why);
+            tr__actor_finish(a, w, pid, &why, 0); /* init's sends are counted above */
             free(ctx.fail_text);
             if (a->state != a->inline_state)
                 free(a->state);
             a->state = NULL;
             TR_COUNT(sys, w, ended);
-            tr__bcount(sys, w, bidx, TR_BC_ENDED, 1);
-            tr__bcount(sys, w, bidx, TR_BC_FAILED, 1);
             tr__actor_release(a);
             return rc;
         }
@@ -719,7 +726,8 @@ void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
 
 /* The common end of an actor (ended, or refused by init): links and monitors are told, the
  * messages left queued are dropped (counted) and link or monitor requests among them answered. */
-void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason)
+void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason,
+                      uint64_t sent)
 {
     tr_system *sys = a->sys;
     uint64_t dropped0 = atomic_load_explicit(&a->dropped, memory_order_relaxed);
@@ -738,13 +746,17 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         tr__dead_letter(sys, m->to, m);
     }
-    /* everything pushed is popped now: the behaviour's queue no longer holds any of it */
-    tr__bcount_turn(sys, w, a, 0);
-    tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_QDROPPED,
-               atomic_load_explicit(&a->dropped, memory_order_relaxed) - dropped0);
+    /* everything pushed is popped now: the behaviour's queue no longer holds any of it (the
+     * ending turn's own pops and sends are counted here too: tr__actor_run leaves them) */
+    bool failed = reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED;
+    tr__bcount_turn(sys, w, a, sent, failed ? 2 : 1);
+    uint64_t dropped = atomic_load_explicit(&a->dropped, memory_order_relaxed);
+    if (dropped != dropped0)
+        tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_QDROPPED,
+                   dropped - dropped0);
 }
 
-void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
+void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason, uint64_t sent)
 {
     tr_system *sys = a->sys;
     tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
@@ -753,22 +765,17 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
     /* an idle or parked actor ended from outside (join, free) is taken, so a sender that looked
      * the pid up just before cannot schedule a header that goes back to the pool */
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_seq_cst);
-    unsigned bidx = atomic_load_explicit(&a->bidx, memory_order_relaxed);
     if (a->beh->terminate != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);
         free(ctx.fail_text);
-        if (ctx.sent > 0)
-            tr__bcount(sys, w, bidx, TR_BC_SENT, ctx.sent);
+        sent += ctx.sent;
     }
     if (a->state != a->inline_state)
         free(a->state);
     a->state = NULL;
-    tr__actor_finish(a, w, pid, reason);
+    tr__actor_finish(a, w, pid, reason, sent);
     TR_COUNT(sys, w, ended);
-    tr__bcount(sys, w, bidx, TR_BC_ENDED, 1);
-    if (reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED)
-        tr__bcount(sys, w, bidx, TR_BC_FAILED, 1);
     tr__actor_release(a);
 }
 
@@ -917,7 +924,7 @@ TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
         signaled = true;
         if ((fl & TR_AF_KILL) && tr__kill_queued(a, self)) {
             static const tr_reason killed = {.kind = TR_REASON_KILLED};
-            tr__actor_end(a, w, &killed);
+            tr__actor_end(a, w, &killed, 0);
             return;
         }
     }
@@ -990,14 +997,14 @@ again:
     }
     if (a->beh->turn_end != NULL && !ctx.ending && n > 0)
         a->beh->turn_end(&ctx, a->state);
-    /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
-    tr__bcount_turn(sys, w, a, ctx.sent);
-    ctx.sent = 0;
     if (TR_UNLIKELY(ctx.ending)) {
-        tr__actor_end(a, w, &ctx.reason);
+        tr__actor_end(a, w, &ctx.reason, ctx.sent); /* which counts the turn, as it ends */
         free(ctx.fail_text);
         return;
     }
+    /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
+    tr__bcount_turn(sys, w, a, ctx.sent, 0);
+    ctx.sent = 0;
     if (TR_UNLIKELY(holding)) {
         if (!a->ext->limited || (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox))) {
             /* the limit was lifted (the held messages go first, next turn), or still looking

@@ -229,12 +229,15 @@ TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
 TR_HIDDEN tr_msg *tr__mbox_take_closed(tr_actor *a);
 /* Drains a header's mailbox and returns it to the pool. */
 TR_HIDDEN void tr__actor_release(tr_actor *a);
-/* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool. */
-TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);
+/* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool.
+ * `sent`: messages its last turn sent, not counted yet (its behaviour's counters). */
+TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason,
+                             uint64_t sent);
 /* The end shared by ended actors and actors refused by init: links and monitors told, queued
- * messages dropped (link and monitor requests among them answered with reason). */
+ * messages dropped (link and monitor requests among them answered with reason); its last
+ * arrivals and pops, and `sent`, counted for its behaviour. */
 TR_HIDDEN void tr__actor_finish(tr_actor *a, struct tr_worker *w, tr_pid pid,
-                                const tr_reason *reason);
+                                const tr_reason *reason, uint64_t sent);
 /* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
 TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
 /* Delivers an already-allocated message (sender/flags set) to pid. */
@@ -459,6 +462,8 @@ typedef struct tr_worker {
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
     tr_beh_row *brows;              /* counters per behaviour, TR_BEH_MAX rows (owner writes) */
+    const tr_behaviour *last_beh;   /* the behaviour last spawned here, and its row (a cache) */
+    uint16_t last_bidx;
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
     /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
     struct {
@@ -610,12 +615,13 @@ static inline void tr__bcount(struct tr_system *sys, tr_worker *w, unsigned bidx
 
 /* tr__bcount_turn's adds on a thread that is not a worker (stats.c). */
 TR_HIDDEN void tr__bcount_shared(struct tr_system *sys, unsigned bidx, uint64_t in, uint64_t out,
-                                 uint64_t sent);
+                                 uint64_t sent, unsigned ended);
 
 /* Adds what actor a's mailbox took in and gave out since the last call, and `sent`, to its
- * behaviour's counters: at the end of each turn (and of the actor), by its runner. */
+ * behaviour's counters: at the end of each turn (and of the actor, `ended` 1, or 2 when it
+ * failed), by its runner. */
 static inline void tr__bcount_turn(struct tr_system *sys, tr_worker *w, tr_actor *a,
-                                   uint64_t sent)
+                                   uint64_t sent, unsigned ended)
 {
     uint64_t pu = atomic_load_explicit(&a->pushed, memory_order_relaxed);
     uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
@@ -632,9 +638,13 @@ static inline void tr__bcount_turn(struct tr_system *sys, tr_worker *w, tr_actor
         TR_BADD_(TR_BC_RECEIVED, in);
         TR_BADD_(TR_BC_POPPED, out);
         TR_BADD_(TR_BC_SENT, sent);
+        if (ended != 0) { /* 1: ended; 2: and failed */
+            TR_BADD_(TR_BC_ENDED, 1);
+            TR_BADD_(TR_BC_FAILED, ended >> 1);
+        }
 #undef TR_BADD_
     } else {
-        tr__bcount_shared(sys, bidx, in, out, sent);
+        tr__bcount_shared(sys, bidx, in, out, sent, ended);
     }
 }
 

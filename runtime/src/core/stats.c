@@ -12,6 +12,10 @@
  * (spawns, ends, drops, limits) is off the fast path. A render sums TR_BEH_MAX rows per worker,
  * whatever the number of actors. The mailbox depth of a behaviour is received - popped; its
  * high-water mark is raised with each actor's (rarely: only a new maximum writes it).
+ *
+ * A spawn finds its behaviour's row by the tr_behaviour pointer: a one-entry cache per worker,
+ * then a lock-free table of pointers, then (a new pointer) by name under a lock. A behaviour
+ * freed and another made at its address later is counted under the first one's name.
  */
 #include "internal.h"
 #include "troupe/metrics.h"
@@ -93,18 +97,10 @@ static uint16_t name_row(tr_beh_table *t, const char *name)
     return (uint16_t)n;
 }
 
-uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
+/* A behaviour not remembered yet (or the table of pointers is full): by name, locked. */
+__attribute__((noinline)) static uint16_t beh_index_slow(tr_beh_table *t, const tr_behaviour *b,
+                                                         unsigned h)
 {
-    tr_beh_table *t = sys->behs;
-    unsigned h = ptr_hash(b);
-    for (unsigned i = 0; i < TR_BEH_CACHE; i++) { /* the common case: remembered, no lock */
-        unsigned k = (h + i) & (TR_BEH_CACHE - 1);
-        const tr_behaviour *key = atomic_load_explicit(&t->keys[k], memory_order_acquire);
-        if (key == b)
-            return atomic_load_explicit(&t->vals[k], memory_order_relaxed);
-        if (key == NULL)
-            break;
-    }
     pthread_mutex_lock(&t->lock);
     const char *name = b->name != NULL && b->name[0] != '\0' ? b->name : "(unnamed)";
     uint16_t row = name_row(t, name);
@@ -123,13 +119,34 @@ uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
     return row;
 }
 
-void tr__bcount_shared(tr_system *sys, unsigned bidx, uint64_t in, uint64_t out, uint64_t sent)
+uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
+{
+    tr_beh_table *t = sys->behs;
+    unsigned h = ptr_hash(b);
+    for (unsigned i = 0; i < TR_BEH_CACHE; i++) { /* the common case: remembered, no lock */
+        unsigned k = (h + i) & (TR_BEH_CACHE - 1);
+        const tr_behaviour *key = atomic_load_explicit(&t->keys[k], memory_order_acquire);
+        if (key == b)
+            return atomic_load_explicit(&t->vals[k], memory_order_relaxed);
+        if (key == NULL)
+            break;
+    }
+    return beh_index_slow(t, b, h);
+}
+
+void tr__bcount_shared(tr_system *sys, unsigned bidx, uint64_t in, uint64_t out, uint64_t sent,
+                       unsigned ended)
 {
     _Atomic uint64_t *c = sys->brows[bidx].c;
     atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], in, memory_order_relaxed);
     atomic_fetch_add_explicit(&c[TR_BC_POPPED], out, memory_order_relaxed);
     if (sent != 0)
         atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
+    if (ended != 0) {
+        atomic_fetch_add_explicit(&c[TR_BC_ENDED], 1, memory_order_relaxed);
+        if (ended > 1)
+            atomic_fetch_add_explicit(&c[TR_BC_FAILED], 1, memory_order_relaxed);
+    }
 }
 
 void tr__beh_depth(tr_system *sys, uint16_t bidx, uint32_t d)

@@ -127,7 +127,7 @@ static void end_if_alive(tr_actor *a, void *arg)
         (atomic_load_explicit(&a->flags, memory_order_relaxed) & (TR_AF_WAITER | TR_AF_PORT)))
         return;
     static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
-    tr__actor_end(a, NULL, &shutdown);
+    tr__actor_end(a, NULL, &shutdown, 0);
 }
 
 int tr_system_join(tr_system *sys)
