@@ -154,7 +154,7 @@ tr_actor *tr__actor_alloc(tr_system *sys)
                           memory_order_relaxed);
     atomic_store_explicit(&a->capacity, 0, memory_order_relaxed);
     atomic_store_explicit(&a->overflow, TR_OVERFLOW_DROP_NEWEST, memory_order_relaxed);
-    atomic_store_explicit(&a->bidx, TR_BEH_NONE, memory_order_relaxed); /* spawn sets an actor's */
+    atomic_store_explicit(&a->boff, TR_BEH_NONE, memory_order_relaxed); /* spawn sets an actor's */
     atomic_store_explicit(&a->send_dropped, 0, memory_order_relaxed);
     atomic_store_explicit(&a->rejected, 0, memory_order_relaxed);
     atomic_store_explicit(&a->dropped, 0, memory_order_relaxed);
@@ -318,6 +318,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         return TR_ENOMEM;
     }
     tr_pid pid = tr__pid_of(sys, a);
+#if TR_METRICS
     uint16_t bidx;
     if (w != NULL && w->last_beh == b) { /* spawned here just before: the same row */
         bidx = w->last_bidx;
@@ -328,10 +329,13 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
             w->last_bidx = bidx;
         }
     }
-    atomic_store_explicit(&a->bidx, bidx, memory_order_relaxed);
+    atomic_store_explicit(&a->boff, (uint16_t)(bidx << TR_BEH_ROW_SHIFT), memory_order_relaxed);
     /* the queue is empty before the pid is published (pushed may hold a stale sender's count
      * for an instant, which it takes back): both start at popped, as `base` does */
     a->acct_pushed = a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+#else
+    const unsigned bidx = TR_BEH_NONE;
+#endif
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
         atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
@@ -368,7 +372,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
-        if (ctx.sent > 0)
+        if (TR_METRICS && ctx.sent > 0)
             tr__bcount(sys, w, bidx, TR_BC_SENT, ctx.sent);
         if (rc != 0 || ctx.ending) {
             /* init refused: the actor never existed for anyone else; terminate does not run,
@@ -545,8 +549,13 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
     while (d > cur) {
         if (atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d, memory_order_relaxed,
                                                   memory_order_relaxed)) {
-            /* its behaviour's mark: written only when it rises too */
-            tr__beh_depth(a->sys, atomic_load_explicit(&a->bidx, memory_order_relaxed), d);
+            /* its behaviour's mark: written only when it rises too (no call here: a sender's
+             * tr__deliver inlines this, and keeps fewer registers across it without one) */
+            _Atomic uint32_t *mx = &a->sys->behs->depth_max[tr__bidx(a)];
+            uint32_t bm = atomic_load_explicit(mx, memory_order_relaxed);
+            while (d > bm && !atomic_compare_exchange_weak_explicit(mx, &bm, d, memory_order_relaxed,
+                                                                    memory_order_relaxed))
+                ;
             return;
         }
     }
@@ -555,7 +564,7 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
 /* Admission to a bounded mailbox: a place is taken with a CAS on `pushed` only while the queue
  * is below its bound, so the bound is exact (no sender overshoots it) and a refused send leaves
  * no trace in the counters. */
-__attribute__((noinline)) static int admit_bounded(tr_worker *w, tr_actor *a, uint32_t cap, tr_msg *m)
+static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
 {
     uint32_t pol = atomic_load_explicit(&a->overflow, memory_order_relaxed);
     uint64_t bound = queue_bound(cap, pol);
@@ -575,14 +584,16 @@ __attribute__((noinline)) static int admit_bounded(tr_worker *w, tr_actor *a, ui
     if (pol == TR_OVERFLOW_REJECT || (m->flags & TR_MF_REQUEST)) {
         /* a request is never dropped silently: its requester would wait for nothing */
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
-        tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                   TR_BC_REJECTED, 1);
+        /* its behaviour's too, in the system's row (the sender may be any thread; inline: a
+         * call here costs tr__deliver's fast path registers) */
+        atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_REJECTED], 1,
+                                  memory_order_relaxed);
         tr_msg_free(m);
         return TR_EFULL;
     }
     atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
-    tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_SDROPPED,
-               1);
+    atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_SDROPPED], 1,
+                              memory_order_relaxed);
     tr_msg_free(m);
     return 1; /* dropped by policy: the send itself succeeded */
 }
@@ -636,7 +647,7 @@ int tr__deliver(tr_system *sys, tr_worker *w, tr_pid to, tr_msg *m)
     } else {
         uint32_t cap = atomic_load_explicit(&a->capacity, memory_order_relaxed);
         if (TR_UNLIKELY(cap != 0)) {
-            int rc = admit_bounded(w, a, cap, m);
+            int rc = admit_bounded(a, cap, m);
             if (rc != TR_OK)
                 return rc < 0 ? rc : TR_OK;
         } else {
@@ -730,7 +741,6 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
                       uint64_t sent)
 {
     tr_system *sys = a->sys;
-    uint64_t dropped0 = atomic_load_explicit(&a->dropped, memory_order_relaxed);
     if (a->ext != NULL && !atomic_load_explicit(&sys->ending_all, memory_order_relaxed))
         tr__links_notify(a, w, pid, reason);
     tr__ext_free(a);
@@ -738,6 +748,7 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
     /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted in its
      * `dropped` and as dead letters). `sched` stays busy, so no sender schedules it again. */
     tr_msg *m;
+    uint64_t left = 0;
     while ((m = tr__mbox_take_closed(a)) != NULL) {
         if (m->flags & TR_MF_SIGNAL) {
             tr__signal_bounce(sys, m, m->to == pid ? reason : NULL);
@@ -745,15 +756,13 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
         }
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
         tr__dead_letter(sys, m->to, m);
+        left++;
     }
     /* everything pushed is popped now: the behaviour's queue no longer holds any of it (the
      * ending turn's own pops and sends are counted here too: tr__actor_run leaves them) */
-    bool failed = reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED;
-    tr__bcount_turn(sys, w, a, sent, failed ? 2 : 1);
-    uint64_t dropped = atomic_load_explicit(&a->dropped, memory_order_relaxed);
-    if (dropped != dropped0)
-        tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed), TR_BC_QDROPPED,
-                   dropped - dropped0);
+    if (TR_METRICS)
+        tr__bcount_end(sys, w, a, sent,
+                       reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED, left);
 }
 
 void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason, uint64_t sent)
@@ -827,8 +836,7 @@ static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
     if (x->park_ns == 0) {
         x->park_ns = now;
         x->waits++;
-        tr__bcount(a->sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                   TR_BC_LIMIT_WAITS, 1);
+        tr__bcount(a->sys, w, tr__bidx(a), TR_BC_LIMIT_WAITS, 1);
     }
     tr__wake_at(a->sys, a, now + wait_ns); /* also sets sched to parked (see timer.c) */
     /* Dekker pair with signal senders (push, set SIGNALED, then look for PARKED) */
@@ -860,8 +868,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
         if (cap != 0 && queue_depth(a) > cap) {
             tr__count_popped(a);
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
-            tr__bcount(ctx->sys, ctx->w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                       TR_BC_QDROPPED, 1);
+            tr__bcount(ctx->sys, ctx->w, tr__bidx(a), TR_BC_QDROPPED, 1);
             tr_msg_free(m);
             return TAKE_SKIP;
         }
@@ -902,8 +909,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
             *now_out = now;
             return TAKE_HOLD;
         }
-        tr__bcount(ctx->sys, ctx->w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                   TR_BC_LIMIT_TOKENS, 1);
+        tr__bcount(ctx->sys, ctx->w, tr__bidx(a), TR_BC_LIMIT_TOKENS, 1);
     }
     tr__count_popped(a);
     return TAKE_DELIVER;
@@ -936,8 +942,7 @@ TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
     if (TR_UNLIKELY(x != NULL && x->park_ns != 0)) {
         uint64_t waited = tr__now_ns() - x->park_ns;
         atomic_fetch_add_explicit(&a->token_wait_ns, waited, memory_order_relaxed);
-        tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                   TR_BC_LIMIT_WAIT_NS, waited);
+        tr__bcount(sys, w, tr__bidx(a), TR_BC_LIMIT_WAIT_NS, waited);
         x->park_ns = 0;
     }
     bool slow = needs_slow_path(a);
@@ -953,8 +958,7 @@ again:
         if (TR_UNLIKELY(m->to != self)) {
             tr__count_popped(a); /* sent to an earlier incarnation of this header */
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
-            tr__bcount(sys, w, atomic_load_explicit(&a->bidx, memory_order_relaxed),
-                       TR_BC_QDROPPED, 1);
+            tr__bcount(sys, w, tr__bidx(a), TR_BC_QDROPPED, 1);
             tr__dead_letter(sys, m->to, m);
             continue;
         }
@@ -1003,8 +1007,7 @@ again:
         return;
     }
     /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
-    tr__bcount_turn(sys, w, a, ctx.sent, 0);
-    ctx.sent = 0;
+    tr__bcount_turn(w, a, ctx.sent);
     if (TR_UNLIKELY(holding)) {
         if (!a->ext->limited || (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox))) {
             /* the limit was lifted (the held messages go first, next turn), or still looking
@@ -1033,6 +1036,7 @@ again:
         if (w != NULL && !w->guest && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt) &&
             !(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_KILL)) {
             n = 0;
+            ctx.sent = 0; /* counted above */
             goto again;
         }
         tr__yield(w, a);

@@ -161,7 +161,8 @@ typedef struct tr_actor {
     _Atomic uint32_t capacity;      /* bounded mailbox: queued messages at most; 0 = unbounded */
     tr_mpsc_node rq_node;           /* link in a worker's inbox */
     _Atomic uint16_t overflow;      /* tr_overflow */
-    _Atomic uint16_t bidx;          /* its behaviour's row in the counters (stats.c) */
+    _Atomic uint16_t boff;          /* its behaviour's row in the counters, as a byte offset
+                                     * (bidx << TR_BEH_ROW_SHIFT; stats.c) */
     _Atomic uint32_t depth_max;
     _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
     _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
@@ -375,6 +376,9 @@ TR_HIDDEN tr_msg *tr__sup_children_request(unsigned cap);
  * rows of counters: one row per name per worker, written by that worker alone with plain adds
  * (as its other counters), and one per name for every other thread (atomic adds); a render sums
  * them. Nothing walks the actors: a render costs the same at 10 or 1,000,000 of them. */
+#ifndef TR_METRICS
+#define TR_METRICS 1        /* 0: the per-behaviour counting compiled out (cmake -DTROUPE_METRICS=OFF) */
+#endif
 #define TR_BEH_MAX 256u     /* behaviour names counted apart */
 #define TR_BEH_NONE 0u      /* not an actor (a port, a call's waiter): not written out */
 #define TR_BEH_OTHER 1u     /* names past the first TR_BEH_MAX - 2 */
@@ -402,6 +406,9 @@ typedef struct tr_beh_row {
     _Atomic uint64_t c[16];     /* TR_BC_N used: a power of two, so a row's address is a shift */
 } tr_beh_row;
 _Static_assert(TR_BC_N <= 16, "a row holds every counter");
+#define TR_BEH_ROW_SHIFT 7u     /* log2(sizeof(tr_beh_row)) */
+_Static_assert(sizeof(tr_beh_row) == 1u << TR_BEH_ROW_SHIFT, "a row's offset is a shift");
+_Static_assert((TR_BEH_MAX - 1) << TR_BEH_ROW_SHIFT <= UINT16_MAX, "an offset fits tr_actor.boff");
 
 /* The names counted, and which row each behaviour pointer goes to. */
 typedef struct tr_beh_table {
@@ -424,8 +431,10 @@ struct tr_metrics;
 /* Keeps a registry alive until one more tr_metrics_free: a store holds its system's, so that
  * closing it after tr_system_free (which the suite does) removes its collector safely. */
 TR_UNIT void tr__metrics_hold(struct tr_metrics *m);
-/* Raises behaviour bidx's high-water mark of mailbox depth to d. */
-TR_HIDDEN void tr__beh_depth(struct tr_system *sys, uint16_t bidx, uint32_t d);
+/* A guest's rows (tr_guest_new), summed by renders until tr__stats_guest_remove adds them to
+ * the system's (tr_guest_free). */
+TR_HIDDEN void tr__stats_guest_add(struct tr_system *sys, struct tr_worker *g);
+TR_HIDDEN void tr__stats_guest_remove(struct tr_system *sys, struct tr_worker *g);
 
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 
@@ -461,10 +470,10 @@ typedef struct tr_worker {
     _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
-    tr_beh_row *brows;              /* counters per behaviour, TR_BEH_MAX rows (owner writes) */
     const tr_behaviour *last_beh;   /* the behaviour last spawned here, and its row (a cache) */
     uint16_t last_bidx;
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
+    struct tr_worker *gnext;        /* a guest: the next in sys->guests (guests_lock) */
     /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
     struct {
         void (*fn)(void *);
@@ -473,6 +482,9 @@ typedef struct tr_worker {
     unsigned nhooks;
     unsigned hook_turns;            /* turns run since the first of them was asked for */
     uint64_t hook_ns;               /* when that was (a worker's: tr__now_ns) */
+    /* counters per behaviour (stats.c), written by this thread alone; here rather than behind a
+     * pointer, so a turn's end finds its behaviour's row at w + boff with no load */
+    _Alignas(TR_CACHELINE) tr_beh_row brows[TR_BEH_MAX];
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
@@ -568,7 +580,10 @@ struct tr_system {
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
-    tr_beh_row *brows;              /* counters per behaviour of threads that are not workers */
+    tr_beh_row *brows;              /* counters per behaviour of threads that are neither
+                                     * workers nor guests, and of guests freed (atomic adds) */
+    pthread_mutex_t guests_lock;    /* guards `guests` */
+    tr_worker *guests;              /* live guests (tr_guest_new), whose rows a render sums */
     tr_beh_table *behs;
     struct tr_metrics *metrics;     /* tr_system_metrics */
     char name[65];                  /* its node's name, for log lines (written once, then named) */
@@ -599,54 +614,67 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
             atomic_fetch_add_explicit(&(sys)->field, 1, memory_order_relaxed);                    \
     } while (0)
 
-/* Adds n to counter `field` of behaviour row bidx: w's row (a plain add: only w writes it), or
- * the system's (atomic) when the caller is not a worker or is a guest. */
+/* Adds n to a counter only this thread writes (others read it with relaxed loads). On x86-64 one
+ * unlocked `add` to memory: an aligned 8-byte store is never seen torn, and with a single writer
+ * nothing is lost; a relaxed load and store elsewhere (and under TSan, which must see it). The
+ * per-behaviour counters sit on every turn's path, where the two instructions saved count. */
+static inline void tr__own_add(_Atomic uint64_t *c, uint64_t n)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(TR_TSAN)
+    __asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "re"(n));
+#else
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+#endif
+}
+
+/* The row of actor a's behaviour (its index in the tables). */
+static inline unsigned tr__bidx(const tr_actor *a)
+{
+    return (unsigned)atomic_load_explicit(&a->boff, memory_order_relaxed) >> TR_BEH_ROW_SHIFT;
+}
+
+/* Adds n to counter `field` of behaviour row bidx: w's row (a worker's or a guest's: only its
+ * thread writes it), or the system's (an atomic add) when the caller is neither (w NULL). */
 static inline void tr__bcount(struct tr_system *sys, tr_worker *w, unsigned bidx, unsigned field,
                               uint64_t n)
 {
-    if (w != NULL && !w->guest) {
-        _Atomic uint64_t *c = &w->brows[bidx].c[field];
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-    } else {
+#if TR_METRICS
+    if (w != NULL)
+        tr__own_add(&w->brows[bidx].c[field], n);
+    else
         atomic_fetch_add_explicit(&sys->brows[bidx].c[field], n, memory_order_relaxed);
-    }
+#else
+    (void)sys, (void)w, (void)bidx, (void)field, (void)n;
+#endif
 }
 
-/* tr__bcount_turn's adds on a thread that is not a worker (stats.c). */
-TR_HIDDEN void tr__bcount_shared(struct tr_system *sys, unsigned bidx, uint64_t in, uint64_t out,
-                                 uint64_t sent, unsigned ended);
-
-/* Adds what actor a's mailbox took in and gave out since the last call, and `sent`, to its
- * behaviour's counters: at the end of each turn (and of the actor, `ended` 1, or 2 when it
- * failed), by its runner. */
-static inline void tr__bcount_turn(struct tr_system *sys, tr_worker *w, tr_actor *a,
-                                   uint64_t sent, unsigned ended)
+/* At the end of each of actor a's turns, by its runner w (a worker or a guest, never NULL): what
+ * its mailbox took in and gave out since the last time, and the `sent` of the turn, added to its
+ * behaviour's row in w's counters. Some 14 instructions: the row is at w + boff, the adds are
+ * single instructions, and nothing is tested. */
+static inline void tr__bcount_turn(tr_worker *w, tr_actor *a, uint64_t sent)
 {
+#if TR_METRICS
+    _Atomic uint64_t *c =
+        (_Atomic uint64_t *)((char *)w->brows + atomic_load_explicit(&a->boff, memory_order_relaxed));
     uint64_t pu = atomic_load_explicit(&a->pushed, memory_order_relaxed);
     uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
-    uint64_t in = pu - a->acct_pushed, out = po - a->acct_popped; /* mod 2^64: a sender may
-                                                                    * take its count back */
+    tr__own_add(&c[TR_BC_RECEIVED], pu - a->acct_pushed); /* mod 2^64: a sender may take its
+                                                            * count back */
     a->acct_pushed = pu;
+    tr__own_add(&c[TR_BC_POPPED], po - a->acct_popped);
     a->acct_popped = po;
-    unsigned bidx = atomic_load_explicit(&a->bidx, memory_order_relaxed);
-    if (TR_LIKELY(w != NULL && !w->guest)) {
-        _Atomic uint64_t *c = w->brows[bidx].c;
-#define TR_BADD_(f, n)                                                                            \
-    atomic_store_explicit(&c[f], atomic_load_explicit(&c[f], memory_order_relaxed) + (n),          \
-                          memory_order_relaxed)
-        TR_BADD_(TR_BC_RECEIVED, in);
-        TR_BADD_(TR_BC_POPPED, out);
-        TR_BADD_(TR_BC_SENT, sent);
-        if (ended != 0) { /* 1: ended; 2: and failed */
-            TR_BADD_(TR_BC_ENDED, 1);
-            TR_BADD_(TR_BC_FAILED, ended >> 1);
-        }
-#undef TR_BADD_
-    } else {
-        tr__bcount_shared(sys, bidx, in, out, sent, ended);
-    }
+    tr__own_add(&c[TR_BC_SENT], sent);
+#else
+    (void)w, (void)a, (void)sent;
+#endif
 }
+
+/* The last turn's figures of an actor that ends (as tr__bcount_turn), with its end (and failure),
+ * and `qdropped` messages left in its mailbox; w may be NULL (stats.c). */
+TR_HIDDEN void tr__bcount_end(struct tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent,
+                              bool failed, uint64_t qdropped);
 
 /* Outside threads (not workers) bracket every send/spawn with these: enter fails with
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave

@@ -6,12 +6,15 @@
  * Why rows of counters rather than a walk of the actors at render time: a walk reads a few cache
  * lines per actor header, some 2-3 ms at 100,000 actors, and counters of actors that ended would
  * be lost (a counter must never go down). Instead each event is counted where it happens, in the
- * row of the actor's behaviour: on a worker in that worker's own row (a plain add, as its other
- * counters), elsewhere in the system's row (an atomic add). On the message path that is one add
- * by the sender (received) and, once per turn, the turn's pops and sends by the runner; the rest
- * (spawns, ends, drops, limits) is off the fast path. A render sums TR_BEH_MAX rows per worker,
- * whatever the number of actors. The mailbox depth of a behaviour is received - popped; its
- * high-water mark is raised with each actor's (rarely: only a new maximum writes it).
+ * row of the actor's behaviour: on a worker or a guest in that thread's own rows (inside its
+ * tr_worker: a single-writer add, as its other counters), elsewhere in the system's rows (an
+ * atomic add). On the message path that is nothing per message: once per turn the runner adds
+ * what the actor's own counters (pushed, popped) moved since its last turn, and the turn's sends
+ * (tr__bcount_turn, some 13 instructions); the rest (spawns, ends, drops, limits) is off the fast
+ * path. A render sums TR_BEH_MAX rows per worker and per live guest, whatever the number of
+ * actors; a guest's rows go into the system's when it is freed. The mailbox depth of a behaviour
+ * is received - popped; its high-water mark is raised with each actor's (rarely: only a new
+ * maximum writes it).
  *
  * A spawn finds its behaviour's row by the tr_behaviour pointer: a one-entry cache per worker,
  * then a lock-free table of pointers, then (a new pointer) by name under a lock. A behaviour
@@ -34,9 +37,7 @@ int tr__stats_init(tr_system *sys)
     sys->brows = calloc(TR_BEH_MAX, sizeof *sys->brows);
     if (sys->brows == NULL)
         return TR_ENOMEM;
-    for (unsigned i = 0; i < sys->nworkers; i++)
-        if ((sys->workers[i].brows = calloc(TR_BEH_MAX, sizeof(tr_beh_row))) == NULL)
-            return TR_ENOMEM;
+    pthread_mutex_init(&sys->guests_lock, NULL);
     sys->behs->names[TR_BEH_NONE] = strdup("(none)");
     sys->behs->names[TR_BEH_OTHER] = strdup("(other)");
     if (sys->behs->names[0] == NULL || sys->behs->names[1] == NULL)
@@ -59,13 +60,40 @@ void tr__stats_free(tr_system *sys)
         free(sys->behs);
         sys->behs = NULL;
     }
-    free(sys->brows);
-    sys->brows = NULL;
-    if (sys->workers != NULL)
-        for (unsigned i = 0; i < sys->nworkers; i++) {
-            free(sys->workers[i].brows);
-            sys->workers[i].brows = NULL;
+    if (sys->brows != NULL) {
+        free(sys->brows);
+        sys->brows = NULL;
+        pthread_mutex_destroy(&sys->guests_lock);
+    }
+}
+
+/* ---- guests' rows ------------------------------------------------------------------------- */
+
+void tr__stats_guest_add(tr_system *sys, tr_worker *g)
+{
+    pthread_mutex_lock(&sys->guests_lock);
+    g->gnext = sys->guests;
+    sys->guests = g;
+    pthread_mutex_unlock(&sys->guests_lock);
+}
+
+void tr__stats_guest_remove(tr_system *sys, tr_worker *g)
+{
+    pthread_mutex_lock(&sys->guests_lock);
+    for (tr_worker **p = &sys->guests; *p != NULL; p = &(*p)->gnext)
+        if (*p == g) {
+            *p = g->gnext;
+            break;
         }
+    /* what it counted stays counted: into the system's rows (a render holds the lock, so it
+     * sees these either in the guest or in the system, never in both nor in neither) */
+    for (unsigned b = 0; b < TR_BEH_MAX; b++)
+        for (unsigned c = 0; c < TR_BC_N; c++) {
+            uint64_t v = atomic_load_explicit(&g->brows[b].c[c], memory_order_relaxed);
+            if (v != 0)
+                atomic_fetch_add_explicit(&sys->brows[b].c[c], v, memory_order_relaxed);
+        }
+    pthread_mutex_unlock(&sys->guests_lock);
 }
 
 tr_metrics *tr_system_metrics(tr_system *sys)
@@ -134,29 +162,30 @@ uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
     return beh_index_slow(t, b, h);
 }
 
-void tr__bcount_shared(tr_system *sys, unsigned bidx, uint64_t in, uint64_t out, uint64_t sent,
-                       unsigned ended)
+void tr__bcount_end(tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent, bool failed,
+                    uint64_t qdropped)
 {
-    _Atomic uint64_t *c = sys->brows[bidx].c;
-    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], in, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c[TR_BC_POPPED], out, memory_order_relaxed);
-    if (sent != 0)
-        atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
-    if (ended != 0) {
-        atomic_fetch_add_explicit(&c[TR_BC_ENDED], 1, memory_order_relaxed);
-        if (ended > 1)
-            atomic_fetch_add_explicit(&c[TR_BC_FAILED], 1, memory_order_relaxed);
+    unsigned bidx = tr__bidx(a);
+    if (w != NULL) {
+        tr__bcount_turn(w, a, sent);
+        _Atomic uint64_t *c = w->brows[bidx].c;
+        tr__own_add(&c[TR_BC_ENDED], 1);
+        tr__own_add(&c[TR_BC_FAILED], failed);
+        tr__own_add(&c[TR_BC_QDROPPED], qdropped);
+        return;
     }
-}
-
-void tr__beh_depth(tr_system *sys, uint16_t bidx, uint32_t d)
-{
-    _Atomic uint32_t *mx = &sys->behs->depth_max[bidx];
-    uint32_t cur = atomic_load_explicit(mx, memory_order_relaxed);
-    while (d > cur &&
-           !atomic_compare_exchange_weak_explicit(mx, &cur, d, memory_order_relaxed,
-                                                  memory_order_relaxed))
-        ;
+    /* at the system's end (no worker): the system's rows */
+    uint64_t pu = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+    uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
+    _Atomic uint64_t *c = sys->brows[bidx].c;
+    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], pu - a->acct_pushed, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[TR_BC_POPPED], po - a->acct_popped, memory_order_relaxed);
+    a->acct_pushed = pu;
+    a->acct_popped = po;
+    atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[TR_BC_ENDED], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[TR_BC_FAILED], failed, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c[TR_BC_QDROPPED], qdropped, memory_order_relaxed);
 }
 
 /* ---- the collector ------------------------------------------------------------------------ */
@@ -218,12 +247,23 @@ static void collect(void *user, tr_metrics_out *out)
     uint64_t(*sum)[TR_BC_N] = calloc(n, sizeof *sum);
     if (sum == NULL)
         return;
-    for (unsigned w = 0; w <= sys->nworkers; w++) {
-        const tr_beh_row *rows = w < sys->nworkers ? sys->workers[w].brows : sys->brows;
+    pthread_mutex_lock(&sys->guests_lock);
+    const tr_worker *g = sys->guests;
+    for (unsigned w = 0; w <= sys->nworkers || g != NULL; w++) {
+        const tr_beh_row *rows;
+        if (w < sys->nworkers) {
+            rows = sys->workers[w].brows;
+        } else if (w == sys->nworkers) {
+            rows = sys->brows;
+        } else {
+            rows = g->brows;
+            g = g->gnext;
+        }
         for (unsigned b = 1; b < n; b++)
             for (unsigned c = 0; c < TR_BC_N; c++)
                 sum[b][c] += atomic_load_explicit(&rows[b].c[c], memory_order_relaxed);
     }
+    pthread_mutex_unlock(&sys->guests_lock);
     for (unsigned f = 0; f < F_N; f++) {
         tr_metrics_out_family(out, fams[f].name, fams[f].type, fams[f].help);
         for (unsigned b = 1; b < n; b++) {
