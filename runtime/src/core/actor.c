@@ -92,6 +92,8 @@ static int pool_grow(tr_system *sys)
         a->ext = NULL;
         atomic_init(&a->pushed, 0);
         atomic_init(&a->popped, 0);
+        a->acct_pushed = a->acct_popped = 0;
+        atomic_init(&a->boff, TR_BEH_NONE);
         a->batch_next = NULL;
         a->link = ((i + 1) % TR_ACTOR_BATCH != 0) ? &chunk[i + 1] : NULL;
     }
@@ -154,7 +156,6 @@ tr_actor *tr__actor_alloc(tr_system *sys)
                           memory_order_relaxed);
     atomic_store_explicit(&a->capacity, 0, memory_order_relaxed);
     atomic_store_explicit(&a->overflow, TR_OVERFLOW_DROP_NEWEST, memory_order_relaxed);
-    atomic_store_explicit(&a->boff, TR_BEH_NONE, memory_order_relaxed); /* spawn sets an actor's */
     atomic_store_explicit(&a->send_dropped, 0, memory_order_relaxed);
     atomic_store_explicit(&a->rejected, 0, memory_order_relaxed);
     atomic_store_explicit(&a->dropped, 0, memory_order_relaxed);
@@ -190,8 +191,10 @@ void tr__actor_release(tr_actor *a)
     tr_system *sys = a->sys;
     /* messages that raced with the end of the actor (none after tr__actor_finish) */
     tr_msg *m;
-    while ((m = tr__mbox_take_closed(a)) != NULL)
+    while ((m = tr__mbox_take_closed(a)) != NULL) {
         tr__dead_letter(sys, m->to, m);
+        tr__acct_reset(a); /* not the next incarnation's to count (tr__count_end) */
+    }
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL && !w->guest) {
         a->link = w->free_actors;
@@ -319,22 +322,21 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     }
     tr_pid pid = tr__pid_of(sys, a);
 #if TR_METRICS
-    uint16_t bidx;
+    uint16_t boff;
     if (w != NULL && w->last_beh == b) { /* spawned here just before: the same row */
-        bidx = w->last_bidx;
+        boff = w->last_boff;
     } else {
-        bidx = tr__beh_index(sys, b);
+        boff = (uint16_t)(tr__beh_index(sys, b) << TR_BEH_ROW_SHIFT);
         if (w != NULL) {
             w->last_beh = b;
-            w->last_bidx = bidx;
+            w->last_boff = boff;
         }
     }
-    atomic_store_explicit(&a->boff, (uint16_t)(bidx << TR_BEH_ROW_SHIFT), memory_order_relaxed);
-    /* the queue is empty before the pid is published (pushed may hold a stale sender's count
-     * for an instant, which it takes back): both start at popped, as `base` does */
-    a->acct_pushed = a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+    atomic_store_explicit(&a->boff, boff, memory_order_relaxed);
+    /* acct_pushed and acct_popped are both `popped` already: set so by the last end of this
+     * header (tr__count_end), or by whatever else used it (tr__acct_reset) */
 #else
-    const unsigned bidx = TR_BEH_NONE;
+    const uint16_t boff = 0;
 #endif
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
@@ -365,15 +367,18 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     }
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_relaxed); /* not runnable during init */
     atomic_store_explicit(&a->pid, pid, memory_order_release);
+#if TR_METRICS
+    tr__bcount_off(sys, w, boff, TR_BC_SPAWNED, 1); /* also the system's figure */
+#else
     TR_COUNT(sys, w, spawned);
-    tr__bcount(sys, w, bidx, TR_BC_SPAWNED, 1);
+#endif
     if (opts != NULL && opts->restarts > 0)
-        tr__bcount(sys, w, bidx, TR_BC_RESTARTS, 1);
+        tr__bcount_off(sys, w, boff, TR_BC_RESTARTS, 1);
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
         if (TR_METRICS && ctx.sent > 0)
-            tr__bcount(sys, w, bidx, TR_BC_SENT, ctx.sent);
+            tr__bcount_off(sys, w, boff, TR_BC_SENT, ctx.sent);
         if (rc != 0 || ctx.ending) {
             /* init refused: the actor never existed for anyone else; terminate does not run,
              * but links and monitors it made are told (as OTP's init failure does).
@@ -385,12 +390,12 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
             tr_reason why = {.kind = TR_REASON_ERROR, .code = rc, .text = ctx.fail_text};
             if (opts != NULL && opts->link)
                 tr__link_del(parent->self, pid); /* the spawner learns from the return code */
-            tr__actor_finish(a, w, pid, &why, 0); /* init's sends are counted above */
+            tr__actor_finish(a, w, pid, &why);
             free(ctx.fail_text);
             if (a->state != a->inline_state)
                 free(a->state);
             a->state = NULL;
-            TR_COUNT(sys, w, ended);
+            tr__count_end(sys, w, a, 0, true); /* init's sends are counted above */
             tr__actor_release(a);
             return rc;
         }
@@ -542,22 +547,22 @@ static uint64_t queue_depth(tr_actor *a)
     return d > 0 ? (uint64_t)d : 0;
 }
 
-static void raise_depth_max(tr_actor *a, uint64_t depth)
+static inline __attribute__((always_inline)) void raise_depth_max(tr_actor *a, uint64_t depth)
 {
     uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
     uint32_t cur = atomic_load_explicit(&a->depth_max, memory_order_relaxed);
-    while (d > cur) {
-        if (atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            /* its behaviour's mark: written only when it rises too (no call here: a sender's
-             * tr__deliver inlines this, and keeps fewer registers across it without one) */
-            _Atomic uint32_t *mx = &a->sys->behs->depth_max[tr__bidx(a)];
-            uint32_t bm = atomic_load_explicit(mx, memory_order_relaxed);
-            while (d > bm && !atomic_compare_exchange_weak_explicit(mx, &bm, d, memory_order_relaxed,
-                                                                    memory_order_relaxed))
-                ;
-            return;
-        }
+    while (d > cur && !atomic_compare_exchange_weak_explicit(&a->depth_max, &cur, d,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+    /* its behaviour's mark, when this one rose past 1 (a mark of 1 is implied by any message
+     * received: stats.c writes it so; every new actor's first message would cost it here) */
+    if (TR_METRICS && TR_UNLIKELY(d > cur && d > 1)) {
+        _Atomic uint32_t *mx = &a->sys->behs->depth_max[tr__bidx(a)];
+        uint32_t bm = atomic_load_explicit(mx, memory_order_relaxed);
+        while (d > bm && !atomic_compare_exchange_weak_explicit(mx, &bm, d, memory_order_relaxed,
+                                                                memory_order_relaxed))
+            ;
     }
 }
 
@@ -737,8 +742,7 @@ void tr__ctx_release_cur(tr_ctx *ctx, const tr_msg *m)
 
 /* The common end of an actor (ended, or refused by init): links and monitors are told, the
  * messages left queued are dropped (counted) and link or monitor requests among them answered. */
-void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason,
-                      uint64_t sent)
+void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *reason)
 {
     tr_system *sys = a->sys;
     if (a->ext != NULL && !atomic_load_explicit(&sys->ending_all, memory_order_relaxed))
@@ -748,21 +752,15 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
     /* OTP's choice: messages left in an ended actor's mailbox are dropped (counted in its
      * `dropped` and as dead letters). `sched` stays busy, so no sender schedules it again. */
     tr_msg *m;
-    uint64_t left = 0;
     while ((m = tr__mbox_take_closed(a)) != NULL) {
         if (m->flags & TR_MF_SIGNAL) {
             tr__signal_bounce(sys, m, m->to == pid ? reason : NULL);
             continue;
         }
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        tr__bcount(sys, NULL, tr__bidx(a), TR_BC_QDROPPED, 1); /* (rare: the system's row) */
         tr__dead_letter(sys, m->to, m);
-        left++;
     }
-    /* everything pushed is popped now: the behaviour's queue no longer holds any of it (the
-     * ending turn's own pops and sends are counted here too: tr__actor_run leaves them) */
-    if (TR_METRICS)
-        tr__bcount_end(sys, w, a, sent,
-                       reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED, left);
 }
 
 void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason, uint64_t sent)
@@ -783,8 +781,11 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason, uint64_t 
     if (a->state != a->inline_state)
         free(a->state);
     a->state = NULL;
-    tr__actor_finish(a, w, pid, reason, sent);
-    TR_COUNT(sys, w, ended);
+    tr__actor_finish(a, w, pid, reason);
+    /* everything pushed is popped now: the behaviour's queue holds none of it; the ending turn's
+     * arrivals, pops and sends are counted here (tr__actor_run leaves them), with the end */
+    tr__count_end(sys, w, a, sent,
+                  reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED);
     tr__actor_release(a);
 }
 
@@ -1007,7 +1008,7 @@ again:
         return;
     }
     /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
-    tr__bcount_turn(w, a, ctx.sent);
+    tr__bcount_turn(ctx.w, a, ctx.sent); /* (ctx.w, not w: read where it is, not kept) */
     if (TR_UNLIKELY(holding)) {
         if (!a->ext->limited || (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox))) {
             /* the limit was lifted (the held messages go first, next turn), or still looking

@@ -184,7 +184,8 @@ typedef struct tr_actor {
     _Atomic uint32_t restarts;
     _Atomic uint64_t dropped;       /* runner: dropped after queueing */
     _Atomic uint64_t token_wait_ns; /* runner: time parked for its rate limit */
-    /* runner: pushed and popped as last added to its behaviour's counters (stats.c) */
+    /* runner: pushed and popped as last added to its behaviour's counters (stats.c); both are
+     * `popped` while the header is free, which is where an actor's counting starts */
     uint64_t acct_pushed, acct_popped;
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
@@ -235,10 +236,9 @@ TR_HIDDEN void tr__actor_release(tr_actor *a);
 TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason,
                              uint64_t sent);
 /* The end shared by ended actors and actors refused by init: links and monitors told, queued
- * messages dropped (link and monitor requests among them answered with reason); its last
- * arrivals and pops, and `sent`, counted for its behaviour. */
+ * messages dropped (link and monitor requests among them answered with reason). */
 TR_HIDDEN void tr__actor_finish(tr_actor *a, struct tr_worker *w, tr_pid pid,
-                                const tr_reason *reason, uint64_t sent);
+                                const tr_reason *reason);
 /* Runs one turn of the actor on worker w (w may be NULL only at shutdown). */
 TR_HIDDEN void tr__actor_run(struct tr_worker *w, tr_actor *a);
 /* Delivers an already-allocated message (sender/flags set) to pid. */
@@ -431,6 +431,8 @@ struct tr_metrics;
 /* Keeps a registry alive until one more tr_metrics_free: a store holds its system's, so that
  * closing it after tr_system_free (which the suite does) removes its collector safely. */
 TR_UNIT void tr__metrics_hold(struct tr_metrics *m);
+/* Adds the actors spawned and ended, summed over every behaviour's rows, to *spawned, *ended. */
+TR_HIDDEN void tr__stats_lives(struct tr_system *sys, uint64_t *spawned, uint64_t *ended);
 /* A guest's rows (tr_guest_new), summed by renders until tr__stats_guest_remove adds them to
  * the system's (tr_guest_free). */
 TR_HIDDEN void tr__stats_guest_add(struct tr_system *sys, struct tr_worker *g);
@@ -471,7 +473,7 @@ typedef struct tr_worker {
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
     const tr_behaviour *last_beh;   /* the behaviour last spawned here, and its row (a cache) */
-    uint16_t last_bidx;
+    uint16_t last_boff;
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
     struct tr_worker *gnext;        /* a guest: the next in sys->guests (guests_lock) */
     /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
@@ -649,6 +651,28 @@ static inline void tr__bcount(struct tr_system *sys, tr_worker *w, unsigned bidx
 #endif
 }
 
+/* As tr__bcount, with the row given as a byte offset (tr_actor.boff). */
+static inline void tr__bcount_off(struct tr_system *sys, tr_worker *w, unsigned boff,
+                                  unsigned field, uint64_t n)
+{
+#if TR_METRICS
+    if (w != NULL)
+        tr__own_add((_Atomic uint64_t *)((char *)w->brows + boff) + field, n);
+    else
+        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)sys->brows + boff) + field, n,
+                                  memory_order_relaxed);
+#else
+    (void)sys, (void)w, (void)boff, (void)field, (void)n;
+#endif
+}
+
+/* A header that was not an actor's (a port, a call's waiter) goes back to the pool: what its
+ * mailbox saw is nobody's to count. */
+static inline void tr__acct_reset(tr_actor *a)
+{
+    a->acct_pushed = a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+}
+
 /* At the end of each of actor a's turns, by its runner w (a worker or a guest, never NULL): what
  * its mailbox took in and gave out since the last time, and the `sent` of the turn, added to its
  * behaviour's row in w's counters. Some 14 instructions: the row is at w + boff, the adds are
@@ -671,10 +695,39 @@ static inline void tr__bcount_turn(tr_worker *w, tr_actor *a, uint64_t sent)
 #endif
 }
 
-/* The last turn's figures of an actor that ends (as tr__bcount_turn), with its end (and failure),
- * and `qdropped` messages left in its mailbox; w may be NULL (stats.c). */
-TR_HIDDEN void tr__bcount_end(struct tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent,
-                              bool failed, uint64_t qdropped);
+/* The last turn's figures of an actor that ends on no worker (at the system's end), with its
+ * end (and failure), into the system's rows (stats.c). */
+TR_HIDDEN void tr__bcount_end_shared(struct tr_system *sys, tr_actor *a, uint64_t sent,
+                                     bool failed);
+
+/* An actor's end counted (after tr__actor_finish): its behaviour's exits (and failures), with its
+ * last turn's figures and `sent`. With the counting compiled in, these rows are also the system's
+ * spawned and ended figures (tr_system_stats_get sums them), so the end costs no other counter. */
+static inline void tr__count_end(struct tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent,
+                                 bool failed)
+{
+#if TR_METRICS
+    if (TR_LIKELY(w != NULL)) {
+        /* its mailbox is closed and drained: everything pushed was popped (a sender that came
+         * too late took its count back), so `popped` stands for both */
+        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)w->brows +
+                                                   atomic_load_explicit(&a->boff, memory_order_relaxed));
+        uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
+        tr__own_add(&c[TR_BC_RECEIVED], po - a->acct_pushed);
+        tr__own_add(&c[TR_BC_POPPED], po - a->acct_popped);
+        a->acct_pushed = a->acct_popped = po; /* where the header's next actor starts */
+        tr__own_add(&c[TR_BC_SENT], sent);
+        tr__own_add(&c[TR_BC_ENDED], 1);
+        if (failed)
+            tr__own_add(&c[TR_BC_FAILED], 1);
+    } else {
+        tr__bcount_end_shared(sys, a, sent, failed);
+    }
+#else
+    (void)a, (void)sent, (void)failed;
+    TR_COUNT(sys, w, ended);
+#endif
+}
 
 /* Outside threads (not workers) bracket every send/spawn with these: enter fails with
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave

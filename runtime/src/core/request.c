@@ -300,6 +300,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     }
     atomic_store_explicit(&a->flags, TR_AF_WAITER, memory_order_relaxed);
     __atomic_store_n(&a->beh, NULL, __ATOMIC_RELAXED); /* see spawn (actor.c) */
+    atomic_store_explicit(&a->boff, TR_BEH_NONE, memory_order_relaxed); /* not an actor */
     a->state = NULL;
     tr_pid self = tr__pid_of(sys, a);
     atomic_store(&a->home, 0);
@@ -343,6 +344,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     atomic_store_explicit(&a->pid, 0, memory_order_seq_cst); /* see push_allowed (actor.c) */
     if (atomic_exchange(&a->sched, 1) == 1)
         waiter_settle(a);
+    tr__acct_reset(a); /* a waiter's traffic is not the next actor's */
     tr__actor_release(a);
     return rc;
 }

@@ -67,6 +67,28 @@ void tr__stats_free(tr_system *sys)
     }
 }
 
+void tr__stats_lives(tr_system *sys, uint64_t *spawned, uint64_t *ended)
+{
+    pthread_mutex_lock(&sys->guests_lock);
+    const tr_worker *g = sys->guests;
+    for (unsigned w = 0; w <= sys->nworkers || g != NULL; w++) {
+        const tr_beh_row *rows;
+        if (w < sys->nworkers) {
+            rows = sys->workers[w].brows;
+        } else if (w == sys->nworkers) {
+            rows = sys->brows;
+        } else {
+            rows = g->brows;
+            g = g->gnext;
+        }
+        for (unsigned b = 0; b < TR_BEH_MAX; b++) {
+            *spawned += atomic_load_explicit(&rows[b].c[TR_BC_SPAWNED], memory_order_relaxed);
+            *ended += atomic_load_explicit(&rows[b].c[TR_BC_ENDED], memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&sys->guests_lock);
+}
+
 /* ---- guests' rows ------------------------------------------------------------------------- */
 
 void tr__stats_guest_add(tr_system *sys, tr_worker *g)
@@ -162,30 +184,17 @@ uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
     return beh_index_slow(t, b, h);
 }
 
-void tr__bcount_end(tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent, bool failed,
-                    uint64_t qdropped)
+void tr__bcount_end_shared(tr_system *sys, tr_actor *a, uint64_t sent, bool failed)
 {
-    unsigned bidx = tr__bidx(a);
-    if (w != NULL) {
-        tr__bcount_turn(w, a, sent);
-        _Atomic uint64_t *c = w->brows[bidx].c;
-        tr__own_add(&c[TR_BC_ENDED], 1);
-        tr__own_add(&c[TR_BC_FAILED], failed);
-        tr__own_add(&c[TR_BC_QDROPPED], qdropped);
-        return;
-    }
-    /* at the system's end (no worker): the system's rows */
-    uint64_t pu = atomic_load_explicit(&a->pushed, memory_order_relaxed);
-    uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
-    _Atomic uint64_t *c = sys->brows[bidx].c;
-    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], pu - a->acct_pushed, memory_order_relaxed);
+    uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed); /* = pushed now */
+    _Atomic uint64_t *c = sys->brows[tr__bidx(a)].c;
+    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], po - a->acct_pushed, memory_order_relaxed);
     atomic_fetch_add_explicit(&c[TR_BC_POPPED], po - a->acct_popped, memory_order_relaxed);
-    a->acct_pushed = pu;
-    a->acct_popped = po;
+    a->acct_pushed = a->acct_popped = po;
     atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
     atomic_fetch_add_explicit(&c[TR_BC_ENDED], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c[TR_BC_FAILED], failed, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c[TR_BC_QDROPPED], qdropped, memory_order_relaxed);
+    if (failed)
+        atomic_fetch_add_explicit(&c[TR_BC_FAILED], 1, memory_order_relaxed);
 }
 
 /* ---- the collector ------------------------------------------------------------------------ */
@@ -284,8 +293,10 @@ static void collect(void *user, tr_metrics_out *out)
             case F_DROPPED: v = s[TR_BC_QDROPPED] + s[TR_BC_SDROPPED]; break;
             case F_REJECTED: v = s[TR_BC_REJECTED]; break;
             case F_DEPTH: v = sub0(s[TR_BC_RECEIVED], s[TR_BC_POPPED]); break;
-            case F_DEPTH_MAX:
+            case F_DEPTH_MAX: /* marks of 1 are not written (actor.c's raise_depth_max) */
                 v = atomic_load_explicit(&sys->behs->depth_max[b], memory_order_relaxed);
+                if (v == 0 && s[TR_BC_RECEIVED] > 0)
+                    v = 1;
                 break;
             case F_LIMIT_WAITS: v = s[TR_BC_LIMIT_WAITS]; break;
             case F_LIMIT_WAIT_S:

@@ -264,5 +264,8 @@ void tr_system_stats_get(tr_system *sys, tr_system_stats *out)
         out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
         out->parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
     }
+#if TR_METRICS
+    tr__stats_lives(sys, &out->spawned, &out->ended); /* counted per behaviour only */
+#endif
     out->alive = out->spawned >= out->ended ? out->spawned - out->ended : 0;
 }
