@@ -323,15 +323,11 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     tr_pid pid = tr__pid_of(sys, a);
 #if TR_METRICS
     uint16_t boff;
-    if (w != NULL && w->last_beh == b) { /* spawned here just before: the same row */
-        boff = w->last_boff;
-    } else {
-        boff = (uint16_t)(tr__beh_index(sys, b) << TR_BEH_ROW_SHIFT);
-        if (w != NULL) {
-            w->last_beh = b;
-            w->last_boff = boff;
-        }
-    }
+    if (w != NULL ? w->last_beh == b /* spawned here just before: the same row */
+                  : tr__tl_spawn.serial == sys->serial && tr__tl_spawn.b == b)
+        boff = w != NULL ? w->last_boff : tr__tl_spawn.boff;
+    else
+        boff = tr__beh_boff(sys, w, b);
     atomic_store_explicit(&a->boff, boff, memory_order_relaxed);
     /* acct_pushed and acct_popped are both `popped` already: set so by the last end of this
      * header (tr__count_end), or by whatever else used it (tr__acct_reset) */

@@ -25,16 +25,27 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void collect(void *user, tr_metrics_out *out);
 
+/* Zeroed memory for the tables below (tens of KiB, mostly never touched): mapped, so the pages a
+ * system does not count in stay untouched zero pages, and nothing clears them. */
+static void *zmap(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED ? p : NULL;
+}
+
 int tr__stats_init(tr_system *sys)
 {
-    sys->behs = calloc(1, sizeof *sys->behs);
+    static _Atomic uint64_t serials;
+    sys->serial = atomic_fetch_add(&serials, 1) + 1; /* never 0: tl_spawn's "none" */
+    sys->behs = zmap(sizeof *sys->behs);
     if (sys->behs == NULL)
         return TR_ENOMEM;
     pthread_mutex_init(&sys->behs->lock, NULL);
-    sys->brows = calloc(TR_BEH_MAX, sizeof *sys->brows);
+    sys->brows = zmap(TR_BEH_MAX * sizeof *sys->brows);
     if (sys->brows == NULL)
         return TR_ENOMEM;
     pthread_mutex_init(&sys->guests_lock, NULL);
@@ -57,11 +68,11 @@ void tr__stats_free(tr_system *sys)
         for (unsigned i = 0; i < TR_BEH_MAX; i++)
             free(sys->behs->names[i]);
         pthread_mutex_destroy(&sys->behs->lock);
-        free(sys->behs);
+        munmap(sys->behs, sizeof *sys->behs);
         sys->behs = NULL;
     }
     if (sys->brows != NULL) {
-        free(sys->brows);
+        munmap(sys->brows, TR_BEH_MAX * sizeof *sys->brows);
         sys->brows = NULL;
         pthread_mutex_destroy(&sys->guests_lock);
     }
@@ -184,14 +195,35 @@ uint16_t tr__beh_index(tr_system *sys, const tr_behaviour *b)
     return beh_index_slow(t, b, h);
 }
 
+_Thread_local tr__spawn_cache tr__tl_spawn;
+
+uint16_t tr__beh_boff(tr_system *sys, tr_worker *w, const tr_behaviour *b)
+{
+    uint16_t boff = (uint16_t)(tr__beh_index(sys, b) << TR_BEH_ROW_SHIFT);
+    if (w != NULL) {
+        w->last_beh = b;
+        w->last_boff = boff;
+    } else {
+        tr__tl_spawn.serial = sys->serial;
+        tr__tl_spawn.b = b;
+        tr__tl_spawn.boff = boff;
+    }
+    return boff;
+}
+
 void tr__bcount_end_shared(tr_system *sys, tr_actor *a, uint64_t sent, bool failed)
 {
     uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed); /* = pushed now */
     _Atomic uint64_t *c = sys->brows[tr__bidx(a)].c;
-    atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], po - a->acct_pushed, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c[TR_BC_POPPED], po - a->acct_popped, memory_order_relaxed);
+    /* (atomic adds: any thread may count here; the many idle actors a system ends at its stop
+     * have only their end to add) */
+    if (po != a->acct_pushed)
+        atomic_fetch_add_explicit(&c[TR_BC_RECEIVED], po - a->acct_pushed, memory_order_relaxed);
+    if (po != a->acct_popped)
+        atomic_fetch_add_explicit(&c[TR_BC_POPPED], po - a->acct_popped, memory_order_relaxed);
     a->acct_pushed = a->acct_popped = po;
-    atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
+    if (sent != 0)
+        atomic_fetch_add_explicit(&c[TR_BC_SENT], sent, memory_order_relaxed);
     atomic_fetch_add_explicit(&c[TR_BC_ENDED], 1, memory_order_relaxed);
     if (failed)
         atomic_fetch_add_explicit(&c[TR_BC_FAILED], 1, memory_order_relaxed);

@@ -13,12 +13,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 void tr_system_opts_init(tr_system_opts *o)
 {
     memset(o, 0, sizeof *o);
+}
+
+/* The workers' records, zeroed: mapped rather than allocated and cleared, since each holds its
+ * counters per behaviour (some 32 KiB, tr_worker.brows) of which a system touches a few rows: the
+ * others stay untouched zero pages. */
+static tr_worker *workers_alloc(unsigned n)
+{
+    void *p = mmap(NULL, sizeof(tr_worker) * n, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED ? p : NULL;
+}
+
+static void workers_free(tr_worker *w, unsigned n)
+{
+    if (w != NULL)
+        munmap(w, sizeof(tr_worker) * n);
 }
 
 int tr_system_new(tr_system **out, const tr_system_opts *opts)
@@ -47,13 +64,12 @@ int tr_system_new(tr_system **out, const tr_system_opts *opts)
     if (sys->opts.drain_timeout_ms == 0)
         sys->opts.drain_timeout_ms = 5000;
     sys->nworkers = sys->opts.workers;
-    sys->workers = aligned_alloc(TR_CACHELINE, sizeof(tr_worker) * sys->nworkers);
+    sys->workers = workers_alloc(sys->nworkers);
     if (sys->workers == NULL || tr__actor_table_init(sys) != TR_OK) {
-        free(sys->workers);
+        workers_free(sys->workers, sys->nworkers);
         free(sys);
         return TR_ENOMEM;
     }
-    memset(sys->workers, 0, sizeof(tr_worker) * sys->nworkers);
     for (unsigned i = 0; i < sys->nworkers; i++) {
         sys->workers[i].sys = sys;
         sys->workers[i].id = i;
@@ -63,7 +79,7 @@ int tr_system_new(tr_system **out, const tr_system_opts *opts)
     if (tr__stats_init(sys) != TR_OK) {
         tr__stats_free(sys);
         tr__actor_table_free(sys);
-        free(sys->workers);
+        workers_free(sys->workers, sys->nworkers);
         free(sys);
         return TR_ENOMEM;
     }
@@ -229,7 +245,7 @@ void tr_system_free(tr_system *sys)
         free(sys->workers[i].seen_head);
         free(sys->workers[i].seen_round);
     }
-    free(sys->workers);
+    workers_free(sys->workers, sys->nworkers);
     free(sys);
 }
 
