@@ -296,6 +296,80 @@ static void test_system_metrics(void **state)
     tt_system_end(sys);
 }
 
+static const tr_behaviour sink_b = {.name = "sink", .receive = echo_receive};
+static const tr_behaviour other_b = {.name = "other", .receive = echo_receive};
+
+/* Turns a guest runs are counted in the guest's rows, summed while it lives and kept once it is
+ * freed; a header an actor ended in carries nothing into the next actor spawned in it; a
+ * behaviour that received anything has a high-water mark of at least 1; spawns and exits are
+ * the system's figures too. */
+static void test_guests_and_reused_headers(void **state)
+{
+    (void)state;
+    tr_system *sys = tt_system_workers(1);
+    enum { N = 20, M = 5 };
+    tr_pid p[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tr_system_spawn(sys, &sink_b, NULL, &p[i]), TR_OK);
+    tr_guest *g;
+    assert_int_equal(tr_guest_new(sys, &g), TR_OK);
+    unsigned on_guest = 0;
+    for (int r = 0; r < M; r++) {
+        assert_int_equal(tr_guest_enter(g), TR_OK);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(tr_system_send(sys, p[i], tr_msg_new(T_PING, 0)), TR_OK);
+        on_guest += tr_guest_leave(g, 1000);
+    }
+    print_message("%u of %d turns on the guest\n", on_guest, N * M);
+    assert_true(on_guest > 0);
+    char *text = NULL;
+    TT_WAIT_FOR((free(text), text = render_sys(sys),
+                 series(text, "troupe_actor_messages_processed_total", "sink") == N * M),
+                TT_DEADLINE_MS);
+    assert_true(series(text, "troupe_actor_messages_received_total", "sink") == N * M);
+    assert_true(series(text, "troupe_actor_mailbox_depth", "sink") == 0);
+    assert_true(series(text, "troupe_actor_mailbox_depth_max", "sink") >= 1);
+    free(text);
+    tr_guest_free(g); /* its rows go to the system's */
+    text = render_sys(sys);
+    assert_true(series(text, "troupe_actor_messages_processed_total", "sink") == N * M);
+    assert_true(series(text, "troupe_actor_messages_received_total", "sink") == N * M);
+    free(text);
+    text = NULL;
+    /* the sinks end; the headers go to actors of another behaviour */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tr_system_stop_actor(sys, p[i]), TR_OK);
+    for (int i = 0; i < N; i++)
+        TT_WAIT_FOR(!tr_system_alive(sys, p[i]), TT_DEADLINE_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tr_system_spawn(sys, &other_b, NULL, &p[i]), TR_OK);
+        assert_int_equal(tr_system_send(sys, p[i], tr_msg_new(T_PING, 0)), TR_OK);
+    }
+    TT_WAIT_FOR((free(text), text = render_sys(sys),
+                 series(text, "troupe_actor_messages_processed_total", "other") == N),
+                TT_DEADLINE_MS);
+    assert_true(series(text, "troupe_actor_messages_received_total", "other") == N);
+    assert_true(series(text, "troupe_actor_mailbox_depth", "other") == 0);
+    assert_true(series(text, "troupe_actor_mailbox_depth_max", "other") == 1);
+    print_message("sink after its end: %.0f received, %.0f processed\n",
+                  series(text, "troupe_actor_messages_received_total", "sink"),
+                  series(text, "troupe_actor_messages_processed_total", "sink"));
+    /* (each took its stop as a message too: signals are counted) */
+    assert_true(series(text, "troupe_actor_messages_processed_total", "sink") == N * M + N);
+    assert_true(series(text, "troupe_actor_messages_received_total", "sink") == N * M + N);
+    assert_true(series(text, "troupe_actor_mailbox_depth", "sink") == 0);
+    assert_true(series(text, "troupe_actor_exits_total", "sink") == N);
+    assert_true(series(text, "troupe_actors", "sink") == 0);
+    assert_true(series(text, "troupe_actors", "other") == N);
+    free(text);
+    tr_system_stats st;
+    tr_system_stats_get(sys, &st);
+    assert_int_equal(st.spawned, 2 * N);
+    assert_int_equal(st.ended, N);
+    assert_int_equal(st.alive, N);
+    tt_system_end(sys);
+}
+
 /* A supervisor's restarts, and messages a full mailbox refuses or drops. */
 static void test_restarts_and_refusals(void **state)
 {
@@ -463,6 +537,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refusals),
     cmocka_unit_test(test_system_metrics),
     cmocka_unit_test(test_restarts_and_refusals),
+    cmocka_unit_test(test_guests_and_reused_headers),
     cmocka_unit_test(test_node_metrics),
     cmocka_unit_test(test_render_at_100k_actors),
 };

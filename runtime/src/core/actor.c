@@ -587,14 +587,16 @@ static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
         /* its behaviour's too, in the system's row (the sender may be any thread; inline: a
          * call here costs tr__deliver's fast path registers) */
-        atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_REJECTED], 1,
-                                  memory_order_relaxed);
+        if (TR_METRICS)
+            atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_REJECTED], 1,
+                                      memory_order_relaxed);
         tr_msg_free(m);
         return TR_EFULL;
     }
     atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_SDROPPED], 1,
-                              memory_order_relaxed);
+    if (TR_METRICS)
+        atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_SDROPPED], 1,
+                                  memory_order_relaxed);
     tr_msg_free(m);
     return 1; /* dropped by policy: the send itself succeeded */
 }

@@ -278,9 +278,9 @@ static uint64_t sub0(uint64_t a, uint64_t b)
     return a > b ? a - b : 0;
 }
 
-static void collect(void *user, tr_metrics_out *out)
+/* The families per behaviour (not written when the counting is compiled out). */
+static void collect_behaviours(tr_system *sys, tr_metrics_out *out)
 {
-    tr_system *sys = user;
     unsigned n = atomic_load_explicit(&sys->behs->n, memory_order_acquire);
     if (n < 2)
         n = 2;
@@ -341,6 +341,13 @@ static void collect(void *user, tr_metrics_out *out)
         }
     }
     free(sum);
+}
+
+static void collect(void *user, tr_metrics_out *out)
+{
+    tr_system *sys = user;
+    if (TR_METRICS)
+        collect_behaviours(sys, out);
     tr_system_stats st;
     tr_system_stats_get(sys, &st);
     tr_metrics_out_family(out, "troupe_dead_letters_total", TR_METRIC_COUNTER,
