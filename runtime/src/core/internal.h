@@ -632,9 +632,16 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
  * unlocked `add` to memory: an aligned 8-byte store is never seen torn, and with a single writer
  * nothing is lost; a relaxed load and store elsewhere (and under TSan, which must see it). The
  * per-behaviour counters sit on every turn's path, where the two instructions saved count. */
+#if defined(__SANITIZE_THREAD__)
+#define TR_TSAN_ 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TR_TSAN_ 1
+#endif
+#endif
 static inline void tr__own_add(_Atomic uint64_t *c, uint64_t n)
 {
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(TR_TSAN)
+#if defined(__x86_64__) && !defined(TR_TSAN_)
     __asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "re"(n));
 #else
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
