@@ -128,8 +128,8 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
         return 2;
     }
     /* the log level: TROUPE_LOG's (the runtime read it already), else log.level's */
-    const char *lv;
-    if ((getenv("TROUPE_LOG") == NULL || getenv("TROUPE_LOG")[0] == '\0') &&
+    const char *env = getenv("TROUPE_LOG"), *lv;
+    if ((env == NULL || env[0] == '\0') &&
         config_lookup_string(cfg, "log.level", &lv) == CONFIG_TRUE) {
         tr_log_level level;
         if (tr_log_level_parse(lv, &level) != TR_OK) {
