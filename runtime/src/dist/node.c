@@ -133,8 +133,8 @@ static void collect(void *user, tr_metrics_out *out)
         tr_metrics_out_family(out, fams[f].name, fams[f].type, fams[f].help);
         for (size_t i = 0; i < n->npeers; i++) {
             peer *pe = n->peers[i];
-            if (pe->alias)
-                continue;
+            if (pe->alias || pe->hidden)
+                continue; /* (hidden peers: troupectl's short-lived nodes, not members) */
             tr_label l = {"peer", pe->name[0] != '\0' ? pe->name : pe->addr};
             uint64_t ups = atomic_load_explicit(&pe->ups, memory_order_relaxed);
             uint64_t v = f == 0   ? pe->status == TR_PEER_UP
