@@ -7,9 +7,11 @@
  * clients (slow, malformed, oversized, too many connections) do not disturb the others, and the
  * SMTP provider delivers to a real SMTP peer (postfix's smtp-sink). The load generator
  * (flashsale-load) reports what the node did: a short sale's JSON report matches the node's own
- * counts, and --max ends, and says so, when no rate meets its bound.
+ * counts, and --max ends, and says so, when no rate meets its bound. GET /metrics is scraped: its
+ * names follow Prometheus's conventions and its numbers move with the requests.
  */
 #include "test_app.h"
+#include "test_prom.h"
 #include "test_util.h"
 #include "test_net.h"
 #include "test_peers.h"
@@ -1353,6 +1355,57 @@ static void test_cluster_freeze_thaw_under_load(void **state)
     redis_stop(redis);
 }
 
+/* GET /metrics: the exposition (text/plain; version=0.0.4) follows the conventions (test_prom.h),
+ * and the requests, the order actor's messages and the store's commits move it. */
+static void test_metrics_scraped(void **state)
+{
+    (void)state;
+    char dir[128], body[1024];
+    static char m1[1 << 20], m2[1 << 20];
+    snprintf(dir, sizeof dir, "%s/metrics", g_dir);
+    node n;
+    node_start(&n, dir, 0, NULL);
+    assert_int_equal(http(n.port, "PUT", "/inventory/m1", "{\"stock\":10}", body, sizeof body), 200);
+    assert_int_equal(http(n.port, "GET", "/metrics", NULL, m1, sizeof m1), 200);
+    assert_non_null(strstr(g_head, "\r\nContent-Type: text/plain; version=0.0.4"));
+    assert_null(strstr(g_head, "application/json"));
+    assert_int_equal(tp_check(m1), 0);
+    const char *placed = "troupe_http_requests_total{route=\"/orders\",method=\"POST\",status=\"201\"}";
+    const char *order_in = "troupe_actor_messages_processed_total{behaviour=\"order\"}";
+    assert_true(tp_value(m1, placed) == -1); /* none yet */
+    double in1 = tp_value(m1, order_in), commits1 = tp_value(m1, "troupe_store_commits_total");
+    assert_true(in1 >= 1 && commits1 >= 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(http(n.port, "POST", "/orders", "{\"user\":\"u\",\"sku\":\"m1\"}", body,
+                              sizeof body),
+                         201);
+    assert_int_equal(http(n.port, "GET", "/orders/m1-zz", NULL, body, sizeof body), 404);
+    assert_int_equal(http(n.port, "GET", "/no/such/route", NULL, body, sizeof body), 404);
+    assert_int_equal(http(n.port, "POST", "/metrics", "", body, sizeof body), 405);
+    assert_int_equal(http(n.port, "GET", "/metrics", NULL, m2, sizeof m2), 200);
+    assert_int_equal(tp_check(m2), 0);
+    assert_true(tp_value(m2, placed) == 3);
+    assert_true(tp_value(m2, "troupe_http_request_duration_seconds_count{route=\"/orders\","
+                              "method=\"POST\"}") == 3);
+    /* the route pattern, never the path */
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/orders/{id}\",method=\"GET\","
+                              "status=\"404\"}") == 1);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"(none)\",method=\"GET\","
+                              "status=\"404\"}") == 1);
+    assert_null(strstr(m2, "/no/such/route"));
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/metrics\",method=\"GET\","
+                              "status=\"200\"}") == 1);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/metrics\",method=\"POST\","
+                              "status=\"405\"}") == 1);
+    assert_true(tp_value(m2, order_in) >= in1 + 3);
+    assert_true(tp_value(m2, "troupe_store_commits_total") >= commits1 + 3);
+    assert_true(tp_value(m2, "troupe_store_commit_seconds_count") >= commits1 + 3);
+    assert_true(tp_value(m2, "troupe_actors{behaviour=\"order\"}") == 1);
+    assert_non_null(strstr(m2, "# TYPE troupe_scheduler_parks_total counter\n"));
+    assert_non_null(strstr(m2, "# TYPE troupe_actor_limiter_wait_seconds_total counter\n"));
+    node_kill(&n, SIGTERM);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -1369,6 +1422,7 @@ static int teardown(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_bad_settings_refused),
     cmocka_unit_test(test_api_contract),
+    cmocka_unit_test(test_metrics_scraped),
     cmocka_unit_test(test_admin_token),
     cmocka_unit_test(test_no_oversell_emails_and_kill9),
     cmocka_unit_test(test_no_oversell_emails_and_kill9_two_loops),

@@ -9,12 +9,14 @@
  * and bad input answered 4xx with the node still serving. Cluster mode: three nodes sharing a Redis
  * store and its one event log, any node answering any request, kill -9 of one: its users and
  * timelines move to the others and every read model converges. Read models are eventually
- * consistent: the tests wait for them (bounded), never for a speed.
+ * consistent: the tests wait for them (bounded), never for a speed. GET /metrics is scraped: its
+ * names follow Prometheus's conventions and its numbers move with the requests.
  */
 #include "test_app.h"
 #include "test_hostile.h"
 #include "test_net.h"
 #include "test_peers.h"
+#include "test_prom.h"
 #include "test_util.h"
 
 #include <cjson/cJSON.h>
@@ -907,6 +909,50 @@ static void test_cluster_any_node_and_kill9(void **state)
     redis_stop(redis);
 }
 
+/* GET /metrics: the conventions (test_prom.h), requests counted by route pattern, the user
+ * actors' messages, the store's commits and the bus subscriptions' lag. */
+static void test_metrics_scraped(void **state)
+{
+    (void)state;
+    tt_app n;
+    start(&n, "metrics", 0, NULL);
+    static char m1[1 << 20], m2[1 << 20];
+    char a[32], b[32], path[160];
+    assert_int_equal(http(n.port, "GET", "/metrics", NULL, m1, sizeof m1), 200);
+    assert_non_null(strstr(g_head, "\r\nContent-Type: text/plain; version=0.0.4"));
+    assert_int_equal(tp_check(m1), 0);
+    const char *users = "troupe_http_requests_total{route=\"/users\",method=\"POST\",status=\"201\"}";
+    assert_true(tp_value(m1, users) == -1);
+    double commits1 = tp_value(m1, "troupe_store_commits_total");
+    make_user(n.port, "metra", "Met A", a);
+    make_user(n.port, "metrb", "Met B", b);
+    assert_int_equal(follow(n.port, a, b, true), 204);
+    post(n.port, b, "https://img.example/m.png", NULL);
+    snprintf(path, sizeof path, "/users/%s", a);
+    assert_int_equal(http(n.port, "GET", path, NULL, NULL, 0), 200);
+    assert_int_equal(http(n.port, "GET", "/users/u0000000000000000000000000", NULL, NULL, 0), 404);
+    assert_int_equal(http(n.port, "GET", "/metrics", NULL, m2, sizeof m2), 200);
+    assert_int_equal(tp_check(m2), 0);
+    assert_true(tp_value(m2, users) == 2);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/posts\",method=\"POST\","
+                              "status=\"201\"}") == 1);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/users/{id}/following/{other}\","
+                              "method=\"PUT\",status=\"204\"}") == 1);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/users/{id}\",method=\"GET\","
+                              "status=\"200\"}") == 1);
+    assert_true(tp_value(m2, "troupe_http_requests_total{route=\"/users/{id}\",method=\"GET\","
+                              "status=\"404\"}") == 1);
+    assert_null(strstr(m2, a)); /* ids never become labels */
+    assert_true(tp_value(m2, "troupe_http_request_duration_seconds_count{route=\"/users\","
+                              "method=\"POST\"}") == 2);
+    assert_true(tp_value(m2, "troupe_store_commits_total") > commits1);
+    assert_non_null(strstr(m2, "# TYPE troupe_bus_lag_events gauge\n"));
+    assert_non_null(strstr(m2, "troupe_bus_lag_events{subscription=\""));
+    assert_non_null(strstr(m2, "# TYPE troupe_store_commit_seconds histogram\n"));
+    assert_non_null(strstr(m2, "troupe_actor_messages_processed_total{behaviour=\""));
+    tt_app_kill(&n, SIGTERM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -918,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_kill9_under_load_loses_nothing),
         cmocka_unit_test(test_bad_input_answered_4xx),
         cmocka_unit_test(test_hostile_input_table),
+        cmocka_unit_test(test_metrics_scraped),
         cmocka_unit_test(test_cluster_any_node_and_kill9),
     };
     tt_apply_filter();

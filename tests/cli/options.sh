@@ -48,6 +48,13 @@ expect 2 "--count takes 0..1000000" "$BIN/troupectl" --count=x top
 expect 2 "--rows takes 1..100" "$BIN/troupectl" --rows 0 top
 expect 2 "rates, duration" "$BIN/flashsale-load" --duration=0
 expect 2 "bad --buf" "$BIN/nng-baseline" push-throughput --buf=9999
+# the apps' log level from their config (log.level; --set overrides it, TROUPE_LOG wins): a bad
+# name is refused before anything starts
+APPCONF="$(dirname "$0")/../../config"
+expect 2 "log.level must be error, warn, info or debug, not \"loud\"" \
+    env -u TROUPE_LOG "$BIN/flashsale" --config "$APPCONF/flashsale.conf" --set log.level=loud
+expect 2 "log.level must be error, warn, info or debug" \
+    env -u TROUPE_LOG "$BIN/social" --config="$APPCONF/social.conf" --set log.level=verbose
 # --help: exit 0, the usage on stdout
 for p in flashsale flashsale-load social social-load troupe-node troupe-bench troupe-demo \
     nng-baseline social-bench search-index-bench troupectl; do

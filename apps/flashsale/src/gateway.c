@@ -26,6 +26,10 @@
  *                                                      email counters and limit)
  *   GET  /emails/stats                              -> {"sent","pending","retrying","rate"}
  *   GET  /health                                    -> 200 when ready (cluster: "node", "peers_up")
+ *   GET  /metrics                                   -> the node's metrics, Prometheus text format
+ *                                                      (the bridge answers it: troupe/web.h)
+ *
+ * Each route is named to the server (tr_http_route) by its pattern, the label of its metrics.
  */
 #include "gateway.h"
 #include "troupe/http.h"
@@ -519,6 +523,13 @@ static void handler(void *user, tr_http_server *h, const tr_http_request *req)
     fs_app *a = user;
     const char *arg;
     size_t len;
+    const char *route = strcmp(req->path, "/health") == 0         ? "/health"
+                        : strcmp(req->path, "/emails/stats") == 0  ? "/emails/stats"
+                        : strcmp(req->path, "/orders") == 0        ? "/orders"
+                        : strncmp(req->path, "/orders/", 8) == 0   ? "/orders/{id}"
+                        : strncmp(req->path, "/inventory/", 11) == 0 ? "/inventory/{sku}"
+                                                                     : NULL;
+    tr_http_route(h, req->token, route);
     if ((strcmp(req->path, "/health") == 0 || strcmp(req->path, "/emails/stats") == 0) &&
         !reads(req)) {
         not_allowed(h, req->token, "Allow: GET, HEAD\r\n");
@@ -714,7 +725,8 @@ int fs_start(const fs_opts *o, fs_app **out, char *err, size_t errlen)
                      .max_per_client = o->http_max_per_client, .handler = handler, .user = a},
             .run_actors = o->run_actors, /* each HTTP loop runs the actors its requests wake */
             .call_size = sizeof(call), .on_reply = on_reply,
-            .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};
+            .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000,
+            .metrics_path = "/metrics"};
         rc = tr_web_start(a->sys, &wo, &a->web, err, errlen);
     }
     if (rc != TR_OK) {

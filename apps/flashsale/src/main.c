@@ -56,6 +56,8 @@ static long long get_int(const config_t *cfg, const char *path, long long def)
 #define S(p) {p, TR_SETTING_STR, 0, 0}
 #define G(p) {p, TR_SETTING_GROUP, 0, 0}
 static const tr_setting schema[] = {
+    G("log"),
+    S("log.level"), /* error, warn, info or debug; TROUPE_LOG, when set, wins */
     G("flashsale"),
     S("flashsale.data"),
     N("flashsale.workers", 0, 1024),
@@ -124,6 +126,18 @@ static int serve(config_t *cfg, const char *conf, const char *http, const char *
     if (rc != TR_OK) {
         fprintf(stderr, "flashsale: %s\n", err);
         return 2;
+    }
+    /* the log level: TROUPE_LOG's (the runtime read it already), else log.level's */
+    const char *env = getenv("TROUPE_LOG"), *lv;
+    if ((env == NULL || env[0] == '\0') &&
+        config_lookup_string(cfg, "log.level", &lv) == CONFIG_TRUE) {
+        tr_log_level level;
+        if (tr_log_level_parse(lv, &level) != TR_OK) {
+            fprintf(stderr, "flashsale: log.level must be error, warn, info or debug, not \"%s\"\n",
+                    lv);
+            return 2;
+        }
+        tr_log_set(NULL, NULL, level);
     }
     /* --node: this node's HTTP address (flashsale.nodes) and its own data directory */
     char nodedir[900];

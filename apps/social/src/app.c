@@ -18,6 +18,9 @@
  *   GET    /dashboard, /dashboard/data        -> the live dashboard (troupe/dashboard.h): its page,
  *                                             and the figures it polls ("app": /health's)
  *   GET    /health                            -> 200 {"status":"ready", lag, counters}
+ *   GET    /metrics                           -> the node's metrics, Prometheus text format
+ *                                             (the bridge answers it: troupe/web.h)
+ * Each route is named to the server (tr_http_route) by its pattern, the label of its metrics.
  * Every error has a JSON body {"error": "..."}; an unknown route 404, a known one with another
  * method 405 with Allow. A cursor is "TS_ID" of the last post of the page.
  */
@@ -732,11 +735,32 @@ static bool reads(const tr_http_request *req)
     return req->method == TR_HTTP_GET || req->method == TR_HTTP_HEAD;
 }
 
+/* The route pattern a path's segments match (the label of its metrics), or NULL. */
+static const char *route_of(int n, char seg[][SOCIAL_POST_ID_MAX + 1])
+{
+    if (n == 1) {
+        static const char *const one[] = {"/health", "/users", "/posts", "/search"};
+        for (size_t i = 0; i < sizeof one / sizeof *one; i++)
+            if (strcmp(seg[0], one[i] + 1) == 0)
+                return one[i];
+    } else if (n == 2 && strcmp(seg[0], "users") == 0) {
+        return "/users/{id}";
+    } else if (n == 2 && strcmp(seg[0], "timeline") == 0) {
+        return "/timeline/{id}";
+    } else if (n == 3 && strcmp(seg[0], "users") == 0 && strcmp(seg[2], "posts") == 0) {
+        return "/users/{id}/posts";
+    } else if (n == 4 && strcmp(seg[0], "users") == 0 && strcmp(seg[2], "following") == 0) {
+        return "/users/{id}/following/{other}";
+    }
+    return NULL;
+}
+
 static void handler(void *user, tr_http_server *h, const tr_http_request *req)
 {
     soc_app *a = user;
     char seg[4][SOCIAL_POST_ID_MAX + 1];
     int n = segments(req->path, seg);
+    tr_http_route(h, req->token, route_of(n, seg));
     if (n == 1 && strcmp(seg[0], "health") == 0) {
         if (reads(req))
             health(a, h, req);
@@ -874,7 +898,8 @@ int soc_start(const soc_opts *o, soc_app **out, char *err, size_t errlen)
             .run_actors = o->run_actors,
             .call_size = sizeof(call) + SOCIAL_URL_MAX + 1,
             .on_reply = on_reply,
-            .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000};
+            .timeout_ms = o->call_timeout_ms ? o->call_timeout_ms : 5000,
+            .metrics_path = "/metrics"};
         rc = tr_web_start(a->sys, &wo, &a->web, err, errlen);
     }
     if (rc != TR_OK) {

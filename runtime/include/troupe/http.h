@@ -24,7 +24,17 @@
  * (`Connection: close`, HTTP/1.0 without keep-alive), which says `Connection: close`; requests
  * sent after such a one are read and dropped, unanswered. `Expect: 100-continue` gets its 100
  * when the body is within the limit. A HEAD request is answered with the headers of the answer
- * (the handler's, or the server's own error), without its body.
+ * (the handler's, or the server's own error), without its body. Answers are application/json
+ * unless the extra headers carry a Content-Type line.
+ *
+ * Metrics (opts.metrics, troupe/metrics.h): each answer written counts in
+ * troupe_http_requests_total{route,method,status} and, but for the errors the server answers
+ * itself (400, 408, 413, 431, 501), its time from the request's last byte to the answer's write in
+ * troupe_http_request_duration_seconds{route,method}; troupe_http_connections is the open
+ * connections. The route is the pattern the handler names with tr_http_route ("/orders/{id}"),
+ * never the path: the label's values are the application's few patterns, whatever the clients
+ * send. A request the handler does not name, and errors the server answers itself, count under
+ * route "(none)".
  */
 #ifndef TROUPE_HTTP_H
 #define TROUPE_HTTP_H
@@ -32,6 +42,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "troupe/metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -103,6 +115,9 @@ typedef struct tr_http_opts {
      * parsed once the answer before it, given at once, was written). Tasks posted from here to
      * this same loop (tr_http_post) run at once. */
     void (*after_io)(void *user, tr_http_server *srv, unsigned loop);
+    /** Optional: the registry the server counts its requests and connections in (see above);
+     * it must outlive the server. */
+    tr_metrics *metrics;
 } tr_http_opts;
 
 /** Starts the server (its threads run at once). 0 or -errno. */
@@ -131,6 +146,10 @@ int tr_http_post(tr_http_server *s, unsigned loop, tr_http_task *t);
  * no allocation, no hand-off. 0, or -1. */
 int tr_http_respond_here(tr_http_server *s, uint64_t token, int status, const char *headers,
                       const char *body, size_t len);
+/** In the handler, on its thread: names the route pattern request `token` matched, the label its
+ * metrics are counted under ("/orders/{id}"; NULL: "(none)"). `route` is kept by address until
+ * the server stops: a string literal, or memory that lives as long. */
+void tr_http_route(tr_http_server *s, uint64_t token, const char *route);
 /** Which loop thread (0 .. threads - 1) request `token` came in on, and is answered from. */
 static inline unsigned tr_http_loop_of(uint64_t token)
 {

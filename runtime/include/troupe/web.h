@@ -16,6 +16,12 @@
  * beyond, the bridge answers 503 itself. Answers of requests whose connection went away are
  * dropped.
  *
+ * Metrics: the server counts its requests in the system's registry (tr_system_metrics; the
+ * families are troupe/http.h's), and, when metrics_path is set, the bridge answers GET (and HEAD)
+ * of that path itself with the registry rendered (Content-Type TR_METRICS_CONTENT_TYPE; 405 for
+ * other methods), before the application's handler sees anything: `GET /metrics` for Prometheus.
+ * Handlers name their routes with tr_http_route.
+ *
  * Lifecycle: tr_web_start after tr_system_start; tr_web_quiesce before tr_system_stop (the handler
  * is not called any more: new requests get 503 "stopping"); tr_web_stop after tr_system_join and
  * after whatever else could still answer (tr_store_close, tr_node_stop): calls still unanswered get
@@ -52,6 +58,7 @@ typedef struct tr_web_opts {
     tr_web_reply_fn on_reply;   /**< the reply to each call */
     unsigned timeout_ms;        /**< per call; 0 = 5,000 */
     size_t max_calls;           /**< in flight per loop; 0 = 100,000 */
+    const char *metrics_path;   /**< answered with the system's metrics ("/metrics"); NULL: not */
 } tr_web_opts;
 
 /** A sender for tr_web_call_send_with: sends m (taken) through port with this cookie and timeout,

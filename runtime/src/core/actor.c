@@ -92,6 +92,8 @@ static int pool_grow(tr_system *sys)
         a->ext = NULL;
         atomic_init(&a->pushed, 0);
         atomic_init(&a->popped, 0);
+        a->acct_pushed = a->acct_popped = 0;
+        atomic_init(&a->boff, TR_BEH_NONE);
         a->batch_next = NULL;
         a->link = ((i + 1) % TR_ACTOR_BATCH != 0) ? &chunk[i + 1] : NULL;
     }
@@ -189,8 +191,10 @@ void tr__actor_release(tr_actor *a)
     tr_system *sys = a->sys;
     /* messages that raced with the end of the actor (none after tr__actor_finish) */
     tr_msg *m;
-    while ((m = tr__mbox_take_closed(a)) != NULL)
+    while ((m = tr__mbox_take_closed(a)) != NULL) {
         tr__dead_letter(sys, m->to, m);
+        tr__acct_reset(a); /* not the next incarnation's to count (tr__count_end) */
+    }
     tr_worker *w = tr__current_worker(sys);
     if (w != NULL && !w->guest) {
         a->link = w->free_actors;
@@ -317,6 +321,19 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
         return TR_ENOMEM;
     }
     tr_pid pid = tr__pid_of(sys, a);
+#if TR_METRICS
+    uint16_t boff;
+    if (w != NULL ? w->last_beh == b /* spawned here just before: the same row */
+                  : tr__tl_spawn.serial == sys->serial && tr__tl_spawn.b == b)
+        boff = w != NULL ? w->last_boff : tr__tl_spawn.boff;
+    else
+        boff = tr__beh_boff(sys, w, b);
+    atomic_store_explicit(&a->boff, boff, memory_order_relaxed);
+    /* acct_pushed and acct_popped are both `popped` already: set so by the last end of this
+     * header (tr__count_end), or by whatever else used it (tr__acct_reset) */
+#else
+    const uint16_t boff = 0;
+#endif
     if (opts != NULL) {
         atomic_store_explicit(&a->capacity, mo.capacity, memory_order_relaxed);
         atomic_store_explicit(&a->overflow, (uint32_t)mo.overflow, memory_order_relaxed);
@@ -346,10 +363,18 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
     }
     atomic_store_explicit(&a->sched, TR_SCHED_BUSY, memory_order_relaxed); /* not runnable during init */
     atomic_store_explicit(&a->pid, pid, memory_order_release);
+#if TR_METRICS
+    tr__bcount_off(sys, w, boff, TR_BC_SPAWNED, 1); /* also the system's figure */
+#else
     TR_COUNT(sys, w, spawned);
+#endif
+    if (opts != NULL && opts->restarts > 0)
+        tr__bcount_off(sys, w, boff, TR_BC_RESTARTS, 1);
     if (b->init != NULL) {
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         int rc = b->init(&ctx, a->state, arg);
+        if (TR_METRICS && ctx.sent > 0)
+            tr__bcount_off(sys, w, boff, TR_BC_SENT, ctx.sent);
         if (rc != 0 || ctx.ending) {
             /* init refused: the actor never existed for anyone else; terminate does not run,
              * but links and monitors it made are told (as OTP's init failure does).
@@ -366,7 +391,7 @@ static int spawn(tr_system *sys, tr_worker *w, tr_ctx *parent, const tr_behaviou
             if (a->state != a->inline_state)
                 free(a->state);
             a->state = NULL;
-            TR_COUNT(sys, w, ended);
+            tr__count_end(sys, w, a, 0, true); /* init's sends are counted above */
             tr__actor_release(a);
             return rc;
         }
@@ -518,7 +543,7 @@ static uint64_t queue_depth(tr_actor *a)
     return d > 0 ? (uint64_t)d : 0;
 }
 
-static void raise_depth_max(tr_actor *a, uint64_t depth)
+static inline __attribute__((always_inline)) void raise_depth_max(tr_actor *a, uint64_t depth)
 {
     uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
     uint32_t cur = atomic_load_explicit(&a->depth_max, memory_order_relaxed);
@@ -526,6 +551,15 @@ static void raise_depth_max(tr_actor *a, uint64_t depth)
                                                              memory_order_relaxed,
                                                              memory_order_relaxed))
         ;
+    /* its behaviour's mark, when this one rose past 1 (a mark of 1 is implied by any message
+     * received: stats.c writes it so; every new actor's first message would cost it here) */
+    if (TR_METRICS && TR_UNLIKELY(d > cur && d > 1)) {
+        _Atomic uint32_t *mx = &a->sys->behs->depth_max[tr__bidx(a)];
+        uint32_t bm = atomic_load_explicit(mx, memory_order_relaxed);
+        while (d > bm && !atomic_compare_exchange_weak_explicit(mx, &bm, d, memory_order_relaxed,
+                                                                memory_order_relaxed))
+            ;
+    }
 }
 
 /* Admission to a bounded mailbox: a place is taken with a CAS on `pushed` only while the queue
@@ -551,10 +585,18 @@ static int admit_bounded(tr_actor *a, uint32_t cap, tr_msg *m)
     if (pol == TR_OVERFLOW_REJECT || (m->flags & TR_MF_REQUEST)) {
         /* a request is never dropped silently: its requester would wait for nothing */
         atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
+        /* its behaviour's too, in the system's row (the sender may be any thread; inline: a
+         * call here costs tr__deliver's fast path registers) */
+        if (TR_METRICS)
+            atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_REJECTED], 1,
+                                      memory_order_relaxed);
         tr_msg_free(m);
         return TR_EFULL;
     }
     atomic_fetch_add_explicit(&a->send_dropped, 1, memory_order_relaxed);
+    if (TR_METRICS)
+        atomic_fetch_add_explicit(&a->sys->brows[tr__bidx(a)].c[TR_BC_SDROPPED], 1,
+                                  memory_order_relaxed);
     tr_msg_free(m);
     return 1; /* dropped by policy: the send itself succeeded */
 }
@@ -645,6 +687,7 @@ int tr_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
     m->sender = tr_self(ctx);
     m->flags &= ~(uint32_t)(TR_MF_REQUEST | TR_MF_REPLY);
     m->corr = 0;
+    ctx->sent++;
     return tr__deliver(ctx->sys, ctx->w, to, m);
 }
 
@@ -713,11 +756,12 @@ void tr__actor_finish(tr_actor *a, tr_worker *w, tr_pid pid, const tr_reason *re
             continue;
         }
         atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        tr__bcount(sys, NULL, tr__bidx(a), TR_BC_QDROPPED, 1); /* (rare: the system's row) */
         tr__dead_letter(sys, m->to, m);
     }
 }
 
-void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
+void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason, uint64_t sent)
 {
     tr_system *sys = a->sys;
     tr_pid pid = atomic_load_explicit(&a->pid, memory_order_relaxed);
@@ -730,12 +774,16 @@ void tr__actor_end(tr_actor *a, tr_worker *w, const tr_reason *reason)
         tr_ctx ctx = {.sys = sys, .w = w, .self = a, .pid = pid};
         a->beh->terminate(&ctx, a->state, reason);
         free(ctx.fail_text);
+        sent += ctx.sent;
     }
     if (a->state != a->inline_state)
         free(a->state);
     a->state = NULL;
     tr__actor_finish(a, w, pid, reason);
-    TR_COUNT(sys, w, ended);
+    /* everything pushed is popped now: the behaviour's queue holds none of it; the ending turn's
+     * arrivals, pops and sends are counted here (tr__actor_run leaves them), with the end */
+    tr__count_end(sys, w, a, sent,
+                  reason->kind == TR_REASON_ERROR || reason->kind == TR_REASON_KILLED);
     tr__actor_release(a);
 }
 
@@ -787,6 +835,7 @@ static void park(tr_worker *w, tr_actor *a, uint64_t now, uint64_t wait_ns)
     if (x->park_ns == 0) {
         x->park_ns = now;
         x->waits++;
+        tr__bcount(a->sys, w, tr__bidx(a), TR_BC_LIMIT_WAITS, 1);
     }
     tr__wake_at(a->sys, a, now + wait_ns); /* also sets sched to parked (see timer.c) */
     /* Dekker pair with signal senders (push, set SIGNALED, then look for PARKED) */
@@ -818,6 +867,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
         if (cap != 0 && queue_depth(a) > cap) {
             tr__count_popped(a);
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr__bcount(ctx->sys, ctx->w, tr__bidx(a), TR_BC_QDROPPED, 1);
             tr_msg_free(m);
             return TAKE_SKIP;
         }
@@ -858,6 +908,7 @@ static int take_slow(tr_ctx *ctx, tr_actor *a, tr_msg **mp, bool holding, uint64
             *now_out = now;
             return TAKE_HOLD;
         }
+        tr__bcount(ctx->sys, ctx->w, tr__bidx(a), TR_BC_LIMIT_TOKENS, 1);
     }
     tr__count_popped(a);
     return TAKE_DELIVER;
@@ -878,7 +929,7 @@ TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
         signaled = true;
         if ((fl & TR_AF_KILL) && tr__kill_queued(a, self)) {
             static const tr_reason killed = {.kind = TR_REASON_KILLED};
-            tr__actor_end(a, w, &killed);
+            tr__actor_end(a, w, &killed, 0);
             return;
         }
     }
@@ -888,8 +939,9 @@ TR_NO_CANARY void tr__actor_run(tr_worker *w, tr_actor *a)
         raise_depth_max(a, depth);
     tr_actor_ext *x = a->ext;
     if (TR_UNLIKELY(x != NULL && x->park_ns != 0)) {
-        atomic_fetch_add_explicit(&a->token_wait_ns, tr__now_ns() - x->park_ns,
-                                  memory_order_relaxed);
+        uint64_t waited = tr__now_ns() - x->park_ns;
+        atomic_fetch_add_explicit(&a->token_wait_ns, waited, memory_order_relaxed);
+        tr__bcount(sys, w, tr__bidx(a), TR_BC_LIMIT_WAIT_NS, waited);
         x->park_ns = 0;
     }
     bool slow = needs_slow_path(a);
@@ -905,6 +957,7 @@ again:
         if (TR_UNLIKELY(m->to != self)) {
             tr__count_popped(a); /* sent to an earlier incarnation of this header */
             atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+            tr__bcount(sys, w, tr__bidx(a), TR_BC_QDROPPED, 1);
             tr__dead_letter(sys, m->to, m);
             continue;
         }
@@ -948,10 +1001,12 @@ again:
     if (a->beh->turn_end != NULL && !ctx.ending && n > 0)
         a->beh->turn_end(&ctx, a->state);
     if (TR_UNLIKELY(ctx.ending)) {
-        tr__actor_end(a, w, &ctx.reason);
+        tr__actor_end(a, w, &ctx.reason, ctx.sent); /* which counts the turn, as it ends */
         free(ctx.fail_text);
         return;
     }
+    /* the turn's arrivals, pops and sends go to its behaviour's counters once, at its end */
+    tr__bcount_turn(ctx.w, a, ctx.sent); /* (ctx.w, not w: read where it is, not kept) */
     if (TR_UNLIKELY(holding)) {
         if (!a->ext->limited || (signaled && n >= budget && tr__mpsc_nonempty(&a->mbox))) {
             /* the limit was lifted (the held messages go first, next turn), or still looking
@@ -980,6 +1035,7 @@ again:
         if (w != NULL && !w->guest && tr__worker_idle_otherwise(w) && !atomic_load(&sys->halt) &&
             !(atomic_load_explicit(&a->flags, memory_order_relaxed) & TR_AF_KILL)) {
             n = 0;
+            ctx.sent = 0; /* counted above */
             goto again;
         }
         tr__yield(w, a);

@@ -160,7 +160,9 @@ typedef struct tr_actor {
     _Atomic uint32_t home;          /* 1 + id of the worker it last ran on; 0 = none yet */
     _Atomic uint32_t capacity;      /* bounded mailbox: queued messages at most; 0 = unbounded */
     tr_mpsc_node rq_node;           /* link in a worker's inbox */
-    _Atomic uint32_t overflow;      /* tr_overflow */
+    _Atomic uint16_t overflow;      /* tr_overflow */
+    _Atomic uint16_t boff;          /* its behaviour's row in the counters, as a byte offset
+                                     * (bidx << TR_BEH_ROW_SHIFT; stats.c) */
     _Atomic uint32_t depth_max;
     _Atomic uint64_t send_dropped;  /* senders: dropped on arrival */
     _Atomic uint64_t rejected;      /* senders: refused with TR_EFULL */
@@ -182,6 +184,9 @@ typedef struct tr_actor {
     _Atomic uint32_t restarts;
     _Atomic uint64_t dropped;       /* runner: dropped after queueing */
     _Atomic uint64_t token_wait_ns; /* runner: time parked for its rate limit */
+    /* runner: pushed and popped as last added to its behaviour's counters (stats.c); both are
+     * `popped` while the header is free, which is where an actor's counting starts */
+    uint64_t acct_pushed, acct_popped;
     _Alignas(16) char inline_state[TR_STATE_INLINE];
 } tr_actor;
 
@@ -226,8 +231,10 @@ TR_HIDDEN tr_actor *tr__actor_alloc(struct tr_system *sys);
 TR_HIDDEN tr_msg *tr__mbox_take_closed(tr_actor *a);
 /* Drains a header's mailbox and returns it to the pool. */
 TR_HIDDEN void tr__actor_release(tr_actor *a);
-/* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool. */
-TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason);
+/* Ends an actor: pid invalidated, terminate run, mailbox dropped, header returned to the pool.
+ * `sent`: messages its last turn sent, not counted yet (its behaviour's counters). */
+TR_HIDDEN void tr__actor_end(tr_actor *a, struct tr_worker *w, const tr_reason *reason,
+                             uint64_t sent);
 /* The end shared by ended actors and actors refused by init: links and monitors told, queued
  * messages dropped (link and monitor requests among them answered with reason). */
 TR_HIDDEN void tr__actor_finish(tr_actor *a, struct tr_worker *w, tr_pid pid,
@@ -248,6 +255,7 @@ struct tr_ctx {
     tr_actor *self;
     tr_pid pid;             /* self's pid: stays valid in terminate, after a->pid is cleared */
     tr_msg *cur;            /* the message being received, until sent on */
+    uint32_t sent;          /* messages sent in this callback (or turn): added to its behaviour's */
     bool ending;
     tr_reason reason;
     char *fail_text;
@@ -362,6 +370,85 @@ TR_HIDDEN bool tr__is_supervisor(const tr_behaviour *b);
  * (id, pid, restarts, whether a supervisor, behaviour) — see sup_children in supervisor.c. */
 TR_HIDDEN tr_msg *tr__sup_children_request(unsigned cap);
 
+/* ---- counters per behaviour (stats.c) ------------------------------------------------------ */
+
+/* Actors are counted per behaviour name (troupe/metrics.h: the troupe_actor_... families) in
+ * rows of counters: one row per name per worker, written by that worker alone with plain adds
+ * (as its other counters), and one per name for every other thread (atomic adds); a render sums
+ * them. Nothing walks the actors: a render costs the same at 10 or 1,000,000 of them. */
+#ifndef TR_METRICS
+#define TR_METRICS 1        /* 0: the per-behaviour counting compiled out (cmake -DTROUPE_METRICS=OFF) */
+#endif
+#define TR_BEH_MAX 256u     /* behaviour names counted apart */
+#define TR_BEH_NONE 0u      /* not an actor (a port, a call's waiter): not written out */
+#define TR_BEH_OTHER 1u     /* names past the first TR_BEH_MAX - 2 */
+#define TR_BEH_CACHE 1024u  /* behaviour pointers remembered (more: looked up by name, locked) */
+
+enum {
+    TR_BC_RECEIVED,         /* queued into its actors' mailboxes (signals included), as of
+                             * each actor's last turn */
+    TR_BC_POPPED,           /* taken out of them: handled, or dropped once queued */
+    TR_BC_QDROPPED,         /* dropped once queued (drop_oldest, leaky excess, left at the end) */
+    TR_BC_SDROPPED,         /* dropped on arrival (drop_newest at capacity) */
+    TR_BC_REJECTED,         /* refused with TR_EFULL */
+    TR_BC_SENT,             /* sent by its actors (sends, requests, replies, forwards) */
+    TR_BC_SPAWNED,
+    TR_BC_ENDED,
+    TR_BC_FAILED,           /* ended with an error or killed */
+    TR_BC_RESTARTS,         /* spawned by a supervisor as a restart */
+    TR_BC_LIMIT_WAITS,      /* times parked for its rate limit */
+    TR_BC_LIMIT_WAIT_NS,    /* time parked for it */
+    TR_BC_LIMIT_TOKENS,     /* messages its rate limit let through */
+    TR_BC_N
+};
+
+typedef struct tr_beh_row {
+    _Atomic uint64_t c[16];     /* TR_BC_N used: a power of two, so a row's address is a shift */
+} tr_beh_row;
+_Static_assert(TR_BC_N <= 16, "a row holds every counter");
+#define TR_BEH_ROW_SHIFT 7u     /* log2(sizeof(tr_beh_row)) */
+_Static_assert(sizeof(tr_beh_row) == 1u << TR_BEH_ROW_SHIFT, "a row's offset is a shift");
+_Static_assert((TR_BEH_MAX - 1) << TR_BEH_ROW_SHIFT <= UINT16_MAX, "an offset fits tr_actor.boff");
+
+/* The names counted, and which row each behaviour pointer goes to. */
+typedef struct tr_beh_table {
+    pthread_mutex_t lock;
+    _Atomic unsigned n;                         /* rows named (names[0..n) are set) */
+    char *names[TR_BEH_MAX];
+    _Atomic uint32_t depth_max[TR_BEH_MAX];     /* the largest mailbox any of its actors had */
+    _Atomic(const tr_behaviour *) keys[TR_BEH_CACHE];
+    _Atomic uint16_t vals[TR_BEH_CACHE];
+    unsigned nkeys;                             /* (lock) */
+} tr_beh_table;
+
+/* The behaviour's row (TR_BEH_OTHER when the names are all taken). From any thread. */
+TR_HIDDEN uint16_t tr__beh_index(struct tr_system *sys, const tr_behaviour *b);
+/* The same as a byte offset (tr_actor.boff), for a spawn on worker w whose w->last_beh is not b
+ * (remembered there then), or on no worker whose tr__tl_spawn is not b's (remembered there). */
+TR_HIDDEN uint16_t tr__beh_boff(struct tr_system *sys, struct tr_worker *w, const tr_behaviour *b);
+/* The last row found by a spawn on this thread when it is no worker: for the many spawns from
+ * outside (tr_system_spawn in a loop). The serial tells a new system at a freed one's address. */
+typedef struct tr__spawn_cache {
+    uint64_t serial;
+    const tr_behaviour *b;
+    uint16_t boff;
+} tr__spawn_cache;
+TR_HIDDEN extern _Thread_local tr__spawn_cache tr__tl_spawn;
+/* The counters, the table and the system's registry with its collector (tr_system_new), and
+ * their end (tr_system_free). */
+TR_HIDDEN int tr__stats_init(struct tr_system *sys);
+TR_HIDDEN void tr__stats_free(struct tr_system *sys);
+struct tr_metrics;
+/* Keeps a registry alive until one more tr_metrics_free: a store holds its system's, so that
+ * closing it after tr_system_free (which the suite does) removes its collector safely. */
+TR_UNIT void tr__metrics_hold(struct tr_metrics *m);
+/* Adds the actors spawned and ended, summed over every behaviour's rows, to *spawned, *ended. */
+TR_HIDDEN void tr__stats_lives(struct tr_system *sys, uint64_t *spawned, uint64_t *ended);
+/* A guest's rows (tr_guest_new), summed by renders until tr__stats_guest_remove adds them to
+ * the system's (tr_guest_free). */
+TR_HIDDEN void tr__stats_guest_add(struct tr_system *sys, struct tr_worker *g);
+TR_HIDDEN void tr__stats_guest_remove(struct tr_system *sys, struct tr_worker *g);
+
 /* ---- scheduler (sched.c) -------------------------------------------------------------------- */
 
 #define TR_RING_SIZE 256u
@@ -396,7 +483,10 @@ typedef struct tr_worker {
     _Alignas(TR_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while parked */
     _Atomic uint64_t steals;
     _Atomic uint64_t parks;
+    const tr_behaviour *last_beh;   /* the behaviour last spawned here, and its row (a cache) */
+    uint16_t last_boff;
     bool guest;                     /* a tr_guest: an outside thread, not in sys->workers */
+    struct tr_worker *gnext;        /* a guest: the next in sys->guests (guests_lock) */
     /* tr__at_batch_end's, until this thread's batch of turns ends (owner only) */
     struct {
         void (*fn)(void *);
@@ -405,6 +495,9 @@ typedef struct tr_worker {
     unsigned nhooks;
     unsigned hook_turns;            /* turns run since the first of them was asked for */
     uint64_t hook_ns;               /* when that was (a worker's: tr__now_ns) */
+    /* counters per behaviour (stats.c), written by this thread alone; here rather than behind a
+     * pointer, so a turn's end finds its behaviour's row at w + boff with no load */
+    _Alignas(TR_CACHELINE) tr_beh_row brows[TR_BEH_MAX];
 } tr_worker;
 
 /* The worker running on this thread, if it belongs to sys. */
@@ -500,6 +593,13 @@ struct tr_system {
     _Atomic long node_users;        /* threads using `node` (it is freed when this is 0) */
     _Atomic unsigned spin_rounds;   /* idle workers' search rounds before parking (sched.c) */
     _Atomic(struct tr_registry *) registry; /* local names (registry.c), made on first use */
+    tr_beh_row *brows;              /* counters per behaviour of threads that are neither
+                                     * workers nor guests, and of guests freed (atomic adds) */
+    pthread_mutex_t guests_lock;    /* guards `guests` */
+    tr_worker *guests;              /* live guests (tr_guest_new), whose rows a render sums */
+    tr_beh_table *behs;
+    uint64_t serial;                /* this system among those the process made (stats.c) */
+    struct tr_metrics *metrics;     /* tr_system_metrics */
     char name[65];                  /* its node's name, for log lines (written once, then named) */
     _Atomic int named;              /* 0: no name; 1: being written; 2: name is set for good */
 };
@@ -527,6 +627,136 @@ static inline tr_pid tr__pid_of(const struct tr_system *sys, const tr_actor *a)
         else                                                                                      \
             atomic_fetch_add_explicit(&(sys)->field, 1, memory_order_relaxed);                    \
     } while (0)
+
+/* Adds n to a counter only this thread writes (others read it with relaxed loads). On x86-64 one
+ * unlocked `add` to memory: an aligned 8-byte store is never seen torn, and with a single writer
+ * nothing is lost; a relaxed load and store elsewhere (and under TSan, which must see it). The
+ * per-behaviour counters sit on every turn's path, where the two instructions saved count. */
+#if defined(__SANITIZE_THREAD__)
+#define TR_TSAN_ 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TR_TSAN_ 1
+#endif
+#endif
+static inline void tr__own_add(_Atomic uint64_t *c, uint64_t n)
+{
+#if defined(__x86_64__) && !defined(TR_TSAN_)
+    __asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "re"(n));
+#else
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+#endif
+}
+
+/* The row of actor a's behaviour (its index in the tables). */
+static inline unsigned tr__bidx(const tr_actor *a)
+{
+    return (unsigned)atomic_load_explicit(&a->boff, memory_order_relaxed) >> TR_BEH_ROW_SHIFT;
+}
+
+/* Adds n to counter `field` of behaviour row bidx: w's row (a worker's or a guest's: only its
+ * thread writes it), or the system's (an atomic add) when the caller is neither (w NULL). */
+static inline void tr__bcount(struct tr_system *sys, tr_worker *w, unsigned bidx, unsigned field,
+                              uint64_t n)
+{
+#if TR_METRICS
+    if (w != NULL)
+        tr__own_add(&w->brows[bidx].c[field], n);
+    else
+        atomic_fetch_add_explicit(&sys->brows[bidx].c[field], n, memory_order_relaxed);
+#else
+    (void)sys, (void)w, (void)bidx, (void)field, (void)n;
+#endif
+}
+
+/* As tr__bcount, with the row given as a byte offset (tr_actor.boff). */
+static inline void tr__bcount_off(struct tr_system *sys, tr_worker *w, unsigned boff,
+                                  unsigned field, uint64_t n)
+{
+#if TR_METRICS
+    if (w != NULL)
+        tr__own_add((_Atomic uint64_t *)((char *)w->brows + boff) + field, n);
+    else
+        atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)sys->brows + boff) + field, n,
+                                  memory_order_relaxed);
+#else
+    (void)sys, (void)w, (void)boff, (void)field, (void)n;
+#endif
+}
+
+/* A header that was not an actor's (a port, a call's waiter) goes back to the pool: what its
+ * mailbox saw is nobody's to count. */
+static inline void tr__acct_reset(tr_actor *a)
+{
+    a->acct_pushed = a->acct_popped = atomic_load_explicit(&a->popped, memory_order_relaxed);
+}
+
+/* At the end of each of actor a's turns, by its runner w (a worker or a guest, never NULL): what
+ * its mailbox took in and gave out since the last time, and the `sent` of the turn, added to its
+ * behaviour's row in w's counters. Some 14 instructions: the row is at w + boff, the adds are
+ * single instructions, and nothing is tested. */
+static inline void tr__bcount_turn(tr_worker *w, tr_actor *a, uint64_t sent)
+{
+#if TR_METRICS
+    _Atomic uint64_t *c =
+        (_Atomic uint64_t *)((char *)w->brows + atomic_load_explicit(&a->boff, memory_order_relaxed));
+    /* in = pushed - acct_pushed (mod 2^64: a sender may take its count back), then acct_pushed
+     * += in: the same as = pushed, in one instruction less (the barrier keeps the compiler
+     * from turning it back into a copy and a store) */
+    uint64_t in = atomic_load_explicit(&a->pushed, memory_order_relaxed) - a->acct_pushed;
+    uint64_t out = atomic_load_explicit(&a->popped, memory_order_relaxed) - a->acct_popped;
+    __asm__("" : "+r"(in), "+r"(out));
+    tr__own_add(&c[TR_BC_RECEIVED], in);
+    a->acct_pushed += in;
+    tr__own_add(&c[TR_BC_POPPED], out);
+    a->acct_popped += out;
+    tr__own_add(&c[TR_BC_SENT], sent);
+#else
+    (void)w, (void)a, (void)sent;
+#endif
+}
+
+/* The last turn's figures of an actor that ends on no worker (at the system's end), with its
+ * end (and failure), into the system's rows (stats.c). */
+TR_HIDDEN void tr__bcount_end_shared(struct tr_system *sys, tr_actor *a, uint64_t sent,
+                                     bool failed);
+
+/* An actor's end counted (after tr__actor_finish): its behaviour's exits (and failures), with its
+ * last turn's figures and `sent`. With the counting compiled in, these rows are also the system's
+ * spawned and ended figures (tr_system_stats_get sums them), so the end costs no other counter. */
+static inline void tr__count_end(struct tr_system *sys, tr_worker *w, tr_actor *a, uint64_t sent,
+                                 bool failed)
+{
+#if TR_METRICS
+    if (TR_LIKELY(w != NULL)) {
+        /* its mailbox is closed and drained: everything pushed was popped (a sender that came
+         * too late took its count back), so `popped` stands for both */
+        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)w->brows +
+                                                   atomic_load_explicit(&a->boff, memory_order_relaxed));
+        uint64_t po = atomic_load_explicit(&a->popped, memory_order_relaxed);
+        uint64_t in = po - a->acct_pushed, out = po - a->acct_popped;
+        __asm__("" : "+r"(in), "+r"(out)); /* (see tr__bcount_turn) */
+        tr__own_add(&c[TR_BC_RECEIVED], in);
+        a->acct_pushed += in; /* = popped: where the header's next actor starts */
+        tr__own_add(&c[TR_BC_POPPED], out);
+        a->acct_popped += out;
+        tr__own_add(&c[TR_BC_SENT], sent);
+        tr__own_add(&c[TR_BC_ENDED], 1);
+        if (failed)
+            tr__own_add(&c[TR_BC_FAILED], 1);
+    } else if (atomic_load_explicit(&a->popped, memory_order_relaxed) == a->acct_pushed &&
+               a->acct_pushed == a->acct_popped && sent == 0 && !failed) {
+        /* (an idle actor ended at the system's end, say: its end is all there is to count) */
+        atomic_fetch_add_explicit(&sys->brows[tr__bidx(a)].c[TR_BC_ENDED], 1, memory_order_relaxed);
+    } else {
+        tr__bcount_end_shared(sys, a, sent, failed);
+    }
+#else
+    (void)a, (void)sent, (void)failed;
+    TR_COUNT(sys, w, ended);
+#endif
+}
 
 /* Outside threads (not workers) bracket every send/spawn with these: enter fails with
  * TR_ESTOPPED once the system is stopping, and the graceful stop waits for those inside to leave

@@ -75,6 +75,7 @@ int tr_port_open(tr_system *sys, tr_port_fn fn, void *user, tr_port **out)
         free(p);
         return TR_ENOMEM;
     }
+    atomic_store_explicit(&a->boff, TR_BEH_NONE, memory_order_relaxed); /* not an actor */
     p->sys = sys;
     p->a = a;
     p->fn = fn;
@@ -369,6 +370,7 @@ void tr_port_close(tr_port *p)
     for (tr_msg *m; (m = tr__mbox_take_closed(p->a)) != NULL;)
         tr_msg_free(m);
     p->a->state = NULL;
+    tr__acct_reset(p->a); /* a port's traffic is not the next actor's */
     tr__actor_release(p->a);
     while (p->spare != NULL) {
         port_req *r = p->spare;

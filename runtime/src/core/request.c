@@ -155,6 +155,7 @@ int tr__request(tr_ctx *ctx, tr_pid to, tr_msg *m, unsigned timeout_ms, uint64_t
                                                           * (TR_SIG_LIMIT_INFO) */
     if (corr_out != NULL)
         *corr_out = corr;
+    ctx->sent++;
     int rc = tr__deliver(sys, tr__ctx_worker(ctx), to, m);
     if (rc != TR_OK) {
         tr__idmap_del(&a->pending->map, corr, NULL);
@@ -193,6 +194,7 @@ int tr_reply_from(tr_ctx *ctx, tr_from from, tr_msg *reply)
     reply->sender = tr_self(ctx);
     reply->corr = from.corr;
     reply->flags = TR_MF_REPLY;
+    ctx->sent++;
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), from.pid, reply);
 }
 
@@ -208,6 +210,7 @@ int tr_forward(tr_ctx *ctx, tr_pid to, tr_from from, tr_msg *m)
     m->sender = from.pid;
     m->corr = from.corr;
     m->flags = TR_MF_REQUEST;
+    ctx->sent++;
     return tr__deliver(tr__ctx_actor(ctx)->sys, tr__ctx_worker(ctx), to, m);
 }
 
@@ -297,6 +300,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     }
     atomic_store_explicit(&a->flags, TR_AF_WAITER, memory_order_relaxed);
     __atomic_store_n(&a->beh, NULL, __ATOMIC_RELAXED); /* see spawn (actor.c) */
+    atomic_store_explicit(&a->boff, TR_BEH_NONE, memory_order_relaxed); /* not an actor */
     a->state = NULL;
     tr_pid self = tr__pid_of(sys, a);
     atomic_store(&a->home, 0);
@@ -340,6 +344,7 @@ int tr__call(tr_system *sys, tr_pid to, tr_msg *m, unsigned timeout_ms, tr_msg *
     atomic_store_explicit(&a->pid, 0, memory_order_seq_cst); /* see push_allowed (actor.c) */
     if (atomic_exchange(&a->sched, 1) == 1)
         waiter_settle(a);
+    tr__acct_reset(a); /* a waiter's traffic is not the next actor's */
     tr__actor_release(a);
     return rc;
 }

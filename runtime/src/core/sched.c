@@ -627,6 +627,7 @@ int tr_guest_new(tr_system *sys, tr_guest **out)
     g->w.guest = true;
     g->w.rng = 0x9e3779b9u;
     tr__mpsc_init(&g->w.inbox);
+    tr__stats_guest_add(sys, &g->w); /* its counters per behaviour are summed with the others */
     *out = g;
     return TR_OK;
 }
@@ -692,5 +693,8 @@ unsigned tr_guest_leave(tr_guest *g, unsigned budget)
 
 void tr_guest_free(tr_guest *g)
 {
+    if (g == NULL)
+        return;
+    tr__stats_guest_remove(g->w.sys, &g->w);
     free(g);
 }

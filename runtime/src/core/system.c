@@ -13,12 +13,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 void tr_system_opts_init(tr_system_opts *o)
 {
     memset(o, 0, sizeof *o);
+}
+
+/* The workers' records, zeroed: mapped rather than allocated and cleared, since each holds its
+ * counters per behaviour (some 32 KiB, tr_worker.brows) of which a system touches a few rows: the
+ * others stay untouched zero pages. */
+static tr_worker *workers_alloc(unsigned n)
+{
+    void *p = mmap(NULL, sizeof(tr_worker) * n, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED ? p : NULL;
+}
+
+static void workers_free(tr_worker *w, unsigned n)
+{
+    if (w != NULL)
+        munmap(w, sizeof(tr_worker) * n);
 }
 
 int tr_system_new(tr_system **out, const tr_system_opts *opts)
@@ -47,18 +64,24 @@ int tr_system_new(tr_system **out, const tr_system_opts *opts)
     if (sys->opts.drain_timeout_ms == 0)
         sys->opts.drain_timeout_ms = 5000;
     sys->nworkers = sys->opts.workers;
-    sys->workers = aligned_alloc(TR_CACHELINE, sizeof(tr_worker) * sys->nworkers);
+    sys->workers = workers_alloc(sys->nworkers);
     if (sys->workers == NULL || tr__actor_table_init(sys) != TR_OK) {
-        free(sys->workers);
+        workers_free(sys->workers, sys->nworkers);
         free(sys);
         return TR_ENOMEM;
     }
-    memset(sys->workers, 0, sizeof(tr_worker) * sys->nworkers);
     for (unsigned i = 0; i < sys->nworkers; i++) {
         sys->workers[i].sys = sys;
         sys->workers[i].id = i;
         sys->workers[i].rng = 0x9E3779B9u * (i + 1);
         tr__mpsc_init(&sys->workers[i].inbox);
+    }
+    if (tr__stats_init(sys) != TR_OK) {
+        tr__stats_free(sys);
+        tr__actor_table_free(sys);
+        workers_free(sys->workers, sys->nworkers);
+        free(sys);
+        return TR_ENOMEM;
     }
     pthread_mutex_init(&sys->pool_lock, NULL);
     pthread_mutex_init(&sys->inject_lock, NULL);
@@ -120,7 +143,7 @@ static void end_if_alive(tr_actor *a, void *arg)
         (atomic_load_explicit(&a->flags, memory_order_relaxed) & (TR_AF_WAITER | TR_AF_PORT)))
         return;
     static const tr_reason shutdown = {.kind = TR_REASON_SHUTDOWN};
-    tr__actor_end(a, NULL, &shutdown);
+    tr__actor_end(a, NULL, &shutdown, 0);
 }
 
 int tr_system_join(tr_system *sys)
@@ -212,6 +235,8 @@ void tr_system_free(tr_system *sys)
     tr__registry_free(sys);
     tr__timer_free(sys);
     tr__actor_table_free(sys);
+    tr__stats_free(sys); /* after the last actor's end is counted; the units removed their
+                          * collectors when they ended */
     pthread_mutex_destroy(&sys->pool_lock);
     pthread_mutex_destroy(&sys->inject_lock);
     pthread_mutex_destroy(&sys->state_lock);
@@ -220,7 +245,7 @@ void tr_system_free(tr_system *sys)
         free(sys->workers[i].seen_head);
         free(sys->workers[i].seen_round);
     }
-    free(sys->workers);
+    workers_free(sys->workers, sys->nworkers);
     free(sys);
 }
 
@@ -255,5 +280,8 @@ void tr_system_stats_get(tr_system *sys, tr_system_stats *out)
         out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
         out->parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
     }
+#if TR_METRICS
+    tr__stats_lives(sys, &out->spawned, &out->ended); /* counted per behaviour only */
+#endif
     out->alive = out->spawned >= out->ended ? out->spawned - out->ended : 0;
 }

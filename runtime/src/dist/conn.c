@@ -599,6 +599,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     }
     pe->status = TR_PEER_UP;
     pe->ever_up = true;
+    count(&pe->ups, 1);
     pe->joining = false;
     atomic_store(&n->by_id[pe->node_id], pe);
     af->up = true;
@@ -617,6 +618,8 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     tr_node *n = c->n;
     unsigned kind;
     count(&n->frames_in, 1);
+    if (c->state == C_UP && c->pe != NULL)
+        count(&c->pe->bytes_in, len);
     if (tr__wire_kind(f, len, &kind) != TR_OK) {
         if (c->state == C_UP)
             count(&n->bad_frames, 1);
@@ -631,6 +634,8 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
             int rc = tr__wire_get_data(f, len, n->max_frame, deliver_envelope, &d);
             tr__ext_leave(n->sys);
             count(&n->msgs_in, d.count);
+            if (c->pe != NULL)
+                count(&c->pe->msgs_in, d.count);
             if (rc == TR_EBADMSG) {
                 count(&n->bad_frames, 1);
                 tr__conn_fail(c, "malformed DATA frame");
@@ -906,6 +911,7 @@ static void tx_build(peer *pe, conn *c)
     if (k > 0) {
         tr__wire_frame_end(b, f);
         count(&n->msgs_out, k);
+        count(&pe->msgs_out, k);
     }
     /* our node leaves: its LEAVE goes last, once what was queued before is on its way (nothing
      * more is queued meanwhile: tr__node_route refuses while the node leaves) */
@@ -969,6 +975,7 @@ static void tx_pump(peer *pe, conn *c)
             if (c->out.len > 0) {
                 atomic_store_explicit(&pe->last_tx_ns, tr__now_ns(), memory_order_relaxed);
                 count(&n->writes, 1);
+                count(&pe->bytes_out, c->out.len);
                 tx_send(c); /* on_tx continues the chain */
                 return;
             }

@@ -14,6 +14,7 @@
  * program that links only troupe::core has no node layer and needs no nng.
  */
 #include "node_impl.h"
+#include "troupe/metrics.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -102,6 +103,78 @@ static const tr__remote_ops remote_ops = {
     .forget = tr__node_forget,
     .free = tr_node_stop, /* a node its user left running */
 };
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+/* The node's families in its system's registry (troupe/metrics.h; docs/observability.md). */
+static void collect(void *user, tr_metrics_out *out)
+{
+    tr_node *n = user;
+    static const struct {
+        const char *name;
+        tr_metric_type type;
+        const char *help;
+    } fams[] = {
+        {"troupe_node_peer_up", TR_METRIC_GAUGE, "1 while the peer is up, else 0."},
+        {"troupe_node_peer_messages_sent_total", TR_METRIC_COUNTER, "Messages sent to the peer."},
+        {"troupe_node_peer_messages_received_total", TR_METRIC_COUNTER,
+         "Messages received from the peer."},
+        {"troupe_node_peer_bytes_sent_total", TR_METRIC_COUNTER,
+         "Bytes written to the peer (frames, messages and control)."},
+        {"troupe_node_peer_bytes_received_total", TR_METRIC_COUNTER,
+         "Bytes of the frames received from the peer once it was up."},
+        {"troupe_node_peer_queue_depth", TR_METRIC_GAUGE,
+         "Messages queued towards the peer, not written yet."},
+        {"troupe_node_peer_reconnects_total", TR_METRIC_COUNTER,
+         "Times the peer came up again after its first time."},
+    };
+    pthread_mutex_lock(&n->lock);
+    for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
+        tr_metrics_out_family(out, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < n->npeers; i++) {
+            peer *pe = n->peers[i];
+            if (pe->alias || pe->hidden)
+                continue; /* (hidden peers: troupectl's short-lived nodes, not members) */
+            tr_label l = {"peer", pe->name[0] != '\0' ? pe->name : pe->addr};
+            uint64_t ups = atomic_load_explicit(&pe->ups, memory_order_relaxed);
+            uint64_t v = f == 0   ? pe->status == TR_PEER_UP
+                         : f == 1 ? atomic_load_explicit(&pe->msgs_out, memory_order_relaxed)
+                         : f == 2 ? atomic_load_explicit(&pe->msgs_in, memory_order_relaxed)
+                         : f == 3 ? atomic_load_explicit(&pe->bytes_out, memory_order_relaxed)
+                         : f == 4 ? atomic_load_explicit(&pe->bytes_in, memory_order_relaxed)
+                         : f == 5 ? atomic_load_explicit(&pe->qlen, memory_order_relaxed)
+                                  : (ups > 1 ? ups - 1 : 0);
+            tr_metrics_out_u64(out, &l, 1, v);
+        }
+    }
+    pthread_mutex_unlock(&n->lock);
+    tr_node_stats st = {0};
+    tr_node_stats_get(n, &st);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } totals[] = {
+        {"troupe_node_refused_connections_total",
+         "Connections dropped in the handshake: a wrong secret or a bad hello.", st.refused_auth},
+        {"troupe_node_bad_frames_total", "Connections dropped for a malformed or oversized frame.",
+         st.bad_frames},
+        {"troupe_node_queue_full_total", "Sends refused or dropped: a peer's queue was full.",
+         st.queue_full},
+        {"troupe_node_no_route_total", "Sends to a node that is not up (dead letters).",
+         st.no_route},
+        {"troupe_node_lost_messages_total", "Messages queued towards a peer that went down.",
+         st.lost},
+        {"troupe_node_peers_down_total", "Times a peer was declared down.", st.peers_down},
+        {"troupe_node_peers_left_total", "Peers that left the cluster (their LEAVE).",
+         st.peers_left},
+        {"troupe_node_tls_failed_total", "Connections dropped: the TLS handshake failed.",
+         st.tls_failed},
+    };
+    for (size_t i = 0; i < sizeof totals / sizeof *totals; i++) {
+        tr_metrics_out_family(out, totals[i].name, TR_METRIC_COUNTER, totals[i].help);
+        tr_metrics_out_u64(out, NULL, 0, totals[i].v);
+    }
+}
 
 int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
 {
@@ -231,6 +304,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         return TR_ENOMEM;
     }
     n->ticker_started = true;
+    tr_metrics_collector_add(tr_system_metrics(sys), collect, n); /* TR_EEXIST: one per system */
     *out = n;
     return TR_OK;
 }
@@ -291,6 +365,7 @@ void tr_node_stop(tr_node *n)
     if (n == NULL)
         return;
     tr_system *sys = n->sys;
+    tr_metrics_collector_remove(tr_system_metrics(sys), collect, n); /* waits out a render */
     leave_cluster(n);
     pthread_mutex_lock(&n->lock);
     n->stopping = true;

@@ -124,6 +124,8 @@ struct peer {
     _Atomic int ctl_pending;
     _Atomic uint64_t last_tx_ns;
     _Atomic int leave_pending;  /* our node is leaving: a LEAVE goes after what is queued */
+    /* counted for metrics (node.c's collector) */
+    _Atomic uint64_t msgs_out, msgs_in, bytes_out, bytes_in, ups;
     tr_node *n;
 };
 

@@ -548,6 +548,29 @@ void tr__bus_free(tr_store *s)
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
+void tr__bus_collect(tr_store *s, tr_metrics_out *out)
+{
+    pthread_mutex_lock(&s->bus_lock);
+    uint64_t now = tr__bus_now_us();
+    tr_metrics_out_family(out, "troupe_bus_lag_events", TR_METRIC_GAUGE,
+                          "Events of a subscription's topics committed and not acknowledged.");
+    for (size_t i = 0; i < s->nsubs; i++) {
+        tr_label l = {"subscription", s->subs[i]->name};
+        tr_metrics_out_u64(out, &l, 1, s->subs[i]->pending);
+    }
+    tr_metrics_out_family(out, "troupe_bus_lag_seconds", TR_METRIC_GAUGE,
+                          "Age of the oldest of them (0 when none).");
+    for (size_t i = 0; i < s->nsubs; i++) {
+        const bsub *b = s->subs[i];
+        tr_label l = {"subscription", b->name};
+        double age = b->pending > 0 && b->oldest_us > 0 && now > b->oldest_us
+                         ? (double)(now - b->oldest_us) / 1e6
+                         : 0;
+        tr_metrics_out_value(out, &l, 1, age);
+    }
+    pthread_mutex_unlock(&s->bus_lock);
+}
+
 int tr_bus_lag_get(tr_store *s, const char *name, tr_bus_lag *out)
 {
     if (s == NULL || !name_ok(name) || out == NULL)

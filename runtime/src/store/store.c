@@ -330,11 +330,26 @@ static void fail_unit(tr_store *s, unit *u, const char *why)
     }
 }
 
+static const double lat_bounds[STORE_LAT_N] = STORE_LAT_BOUNDS;
+
+/* One transaction's time into the histogram (lock-free: any committing thread). */
+static void count_commit_time(tr_store *s, uint64_t ns)
+{
+    double sec = (double)ns / 1e9;
+    unsigned i = 0;
+    while (i < STORE_LAT_N && sec > lat_bounds[i])
+        i++;
+    count(&s->commit_hist[i], 1);
+    count(&s->commit_ns, ns);
+}
+
 static void commit_batch(tr_store *s, unit *batch)
 {
     for (unit *u = batch; u != NULL; u = u->next)
         u->failed = false;
+    uint64_t t0 = tr_now_ns();
     s->be->commit(s, batch);
+    count_commit_time(s, tr_now_ns() - t0);
     bool any_failed = false;
     for (unit *u = batch; u != NULL && !any_failed; u = u->next)
         any_failed = u->failed;
@@ -475,6 +490,48 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* ---- metrics ------------------------------------------------------------------------------- */
+
+/* The store's families, and its bus subscriptions' lag, in its system's registry
+ * (troupe/metrics.h; docs/observability.md). */
+static void collect(void *user, tr_metrics_out *out)
+{
+    tr_store *s = user;
+    tr_store_stats st = {0};
+    tr_store_stats_get(s, &st);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } c[] = {
+        {"troupe_store_commits_total", "Transactions committed.", st.commits},
+        {"troupe_store_commit_failures_total", "Transactions that failed (their actors ended).",
+         st.failures},
+        {"troupe_store_units_total", "Units committed (turns of persistent actors, acks).",
+         st.units},
+        {"troupe_store_events_total", "Journal events committed.", st.events},
+        {"troupe_store_snapshots_total", "Snapshots committed.", st.snapshots},
+        {"troupe_store_outbox_put_total", "Outbox items committed.", st.outbox_put},
+        {"troupe_store_outbox_acked_total", "Outbox items acknowledged.", st.outbox_acked},
+        {"troupe_store_outbox_delivered_total", "Outbox items delivered to their consumer.",
+         st.outbox_delivered},
+        {"troupe_store_outbox_redelivered_total", "Outbox items delivered again (no ack in time).",
+         st.outbox_redelivered},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        tr_metrics_out_family(out, c[i].name, TR_METRIC_COUNTER, c[i].help);
+        tr_metrics_out_u64(out, NULL, 0, c[i].v);
+    }
+    uint64_t h[STORE_LAT_N + 1];
+    for (unsigned i = 0; i <= STORE_LAT_N; i++)
+        h[i] = atomic_load_explicit(&s->commit_hist[i], memory_order_relaxed);
+    tr_metrics_out_family(out, "troupe_store_commit_seconds", TR_METRIC_HISTOGRAM,
+                          "Time of each transaction (failed ones included), in the backend.");
+    tr_metrics_out_histogram(out, NULL, 0, lat_bounds, h, STORE_LAT_N,
+                             (double)atomic_load_explicit(&s->commit_ns, memory_order_relaxed) /
+                                 1e9);
+    tr__bus_collect(s, out);
+}
+
 /* ---- opening ------------------------------------------------------------------------------- */
 
 static void store_free(tr_store *s)
@@ -545,6 +602,9 @@ int tr_store_open(tr_system *sys, const tr_store_opts *o, tr_store **out, char *
     }
     s->writer_started = true;
     s->refs = 1;
+    s->metrics = tr_system_metrics(sys);
+    tr__metrics_hold(s->metrics); /* a store may be closed after its system is freed */
+    tr_metrics_collector_add(s->metrics, collect, s); /* TR_EEXIST: the system's first store */
     *out = s;
     return TR_OK;
 }
@@ -563,6 +623,9 @@ void tr_store_close(tr_store *s)
 {
     if (s == NULL)
         return;
+    tr_metrics_collector_remove(s->metrics, collect, s); /* waits out a render */
+    tr_metrics_free(s->metrics); /* (the last reference once the system is freed) */
+    s->metrics = NULL;
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
     pthread_cond_signal(&s->cond);

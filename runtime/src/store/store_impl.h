@@ -12,6 +12,7 @@
 
 #include "core/registry.h"
 #include "troupe/bus.h"
+#include "troupe/metrics.h"
 #include "troupe/store.h"
 
 #include <stdio.h>
@@ -130,6 +131,11 @@ typedef struct store_backend {
     void (*free)(tr_store *s);
 } store_backend;
 
+/* A commit's time, in seconds: the buckets of troupe_store_commit_seconds (store.c). */
+#define STORE_LAT_BOUNDS                                                                          \
+    {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+#define STORE_LAT_N 16u
+
 struct tr_store {
     tr_system *sys;
     char *where;        /* the file or address, for messages */
@@ -164,6 +170,10 @@ struct tr_store {
     bool bus_kick;      /* a commit published: the writer should pump now (lock) */
     _Atomic uint64_t commits, commits_inline, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
+    /* the time of each transaction, in STORE_LAT_BOUNDS buckets (+ one above), and their sum */
+    _Atomic uint64_t commit_hist[STORE_LAT_N + 1];
+    _Atomic uint64_t commit_ns;
+    tr_metrics *metrics;        /* its system's registry, held (tr__metrics_hold) while open */
 };
 
 struct tr_journal {
@@ -219,6 +229,8 @@ TR_HIDDEN void tr__bus_pump(tr_store *s);
  * of them when `all`), or NULL. */
 TR_HIDDEN unit *tr__bus_acks_due(tr_store *s, bool all);
 TR_HIDDEN void tr__bus_free(tr_store *s);
+/* Writes the subscriptions' lag (troupe_bus_lag_events, troupe_bus_lag_seconds) into out. */
+TR_HIDDEN void tr__bus_collect(tr_store *s, tr_metrics_out *out);
 /* Wall-clock microseconds since the epoch (the bus's commit times). */
 TR_HIDDEN uint64_t tr__bus_now_us(void);
 

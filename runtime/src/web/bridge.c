@@ -228,11 +228,37 @@ void tr_web_answer_len(tr_web_call *c, int status, const char *headers, size_t l
 
 /* ---- the server's hooks -------------------------------------------------------------------- */
 
+/* GET metrics_path: the system's registry, rendered on this loop (a render costs the same
+ * whatever the number of actors: docs/performance.md). */
+static void metrics_answer(tr_web *w, tr_http_server *srv, const tr_http_request *req)
+{
+    tr_http_route(srv, req->token, w->o.metrics_path);
+    if (req->method != TR_HTTP_GET && req->method != TR_HTTP_HEAD) {
+        static const char no[] = "{\"error\":\"method not allowed\"}";
+        tr_http_respond(srv, req->token, 405, "Allow: GET, HEAD\r\n", no, sizeof no - 1);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (tr_metrics_render(tr_system_metrics(w->sys), &text, &len) != TR_OK) {
+        static const char oom[] = "{\"error\":\"out of memory\"}";
+        tr_http_respond(srv, req->token, 503, "Retry-After: 1\r\n", oom, sizeof oom - 1);
+        return;
+    }
+    tr_http_respond(srv, req->token, 200, "Content-Type: " TR_METRICS_CONTENT_TYPE "\r\n", text,
+                    len);
+    free(text);
+}
+
 static void handler(void *user, tr_http_server *srv, const tr_http_request *req)
 {
     tr_web *w = user;
     loop_state *ls = &w->loops[tr_http_loop_of(req->token) % w->nloops];
     ls->http = srv; /* this loop's own field: requests may come before tr_http_start returns */
+    if (w->o.metrics_path != NULL && strcmp(req->path, w->o.metrics_path) == 0) {
+        metrics_answer(w, srv, req);
+        return;
+    }
     if (ls->guest != NULL)
         (void)tr_guest_enter(ls->guest); /* TR_ESTATE: in already, since an earlier request */
     w->handler(w->user, srv, req);
@@ -304,6 +330,8 @@ int tr_web_start(tr_system *sys, const tr_web_opts *o, tr_web **out, char *err, 
         ho.handler = handler;
         ho.user = w;
         ho.after_io = o->run_actors > 0 ? after_io : NULL;
+        if (ho.metrics == NULL)
+            ho.metrics = tr_system_metrics(sys);
         tr_http_server *h = NULL;
         int hr = tr_http_start(&ho, &h);
         if (hr != 0) {

@@ -40,8 +40,17 @@
 #define HEADERS_MAX 64u         /* headers per request (431 above) */
 #define LINGER_IDLE_MS 2000u    /* a lingering close waits this long for more bytes to discard, */
 #define LINGER_MAX_MS 10000u    /* and this long in all */
+#define MCACHE 128u             /* (route, method, status) series remembered per loop */
 
 typedef struct loop_t loop_t;
+
+/* A loop's series of one route, method and status (its own: no lock to count a request). */
+typedef struct mcache {
+    const char *route;
+    int method;
+    int status;
+    tr_metric *count, *duration;
+} mcache;
 
 /* An answer given by tr_http_respond: a task that writes it. */
 typedef struct resp {
@@ -86,6 +95,8 @@ typedef struct conn {
     bool parse_again;           /* ... and was asked again meanwhile (an answer given at once) */
     int handles;                /* open uv handles (tcp, timer) */
     uint32_t client;            /* the peer's IPv4 address (host order), counted in clients */
+    const char *route;          /* the request's route pattern (tr_http_route), or NULL */
+    uint64_t t0;                /* when the request was complete (uv_hrtime) */
     bool counted;               /* counted against its client's cap */
     uv_shutdown_t shut;
     tr_http_request req;
@@ -112,6 +123,7 @@ struct loop_t {
     _Atomic bool stopping;      /* set by tr_http_stop on another thread */
     uint64_t barrier_req, barrier_ack; /* tr_http_quiesce's round trip (under lock) */
     pthread_cond_t barrier_cond;
+    mcache mc[MCACHE];
 };
 
 /* Open connections per client address (max_per_client), shared by the loops. */
@@ -129,9 +141,68 @@ struct tr_http_server {
     int port;
     unsigned n;
     loop_t *loops;
+    tr_metric *conns;           /* troupe_http_connections (metrics) */
 };
 
 static http_parser_settings settings;
+
+/* ---- metrics ------------------------------------------------------------------------------- */
+
+static const char *method_name(int m)
+{
+    switch (m) {
+    case TR_HTTP_GET: return "GET";
+    case TR_HTTP_PUT: return "PUT";
+    case TR_HTTP_POST: return "POST";
+    case TR_HTTP_HEAD: return "HEAD";
+    case TR_HTTP_DELETE: return "DELETE";
+    case TR_HTTP_PATCH: return "PATCH";
+    case TR_HTTP_OTHER: return "OTHER";
+    default: return "(none)";
+    }
+}
+
+/* Counts an answer of `status` to a request of `route` and `method` (-1: none was read) on loop
+ * lp, and its duration (seconds < 0: none, an error the server answered itself). */
+static void count_answer(loop_t *lp, const char *route, int method, int status, double seconds)
+{
+    tr_metrics *m = lp->srv->o.metrics;
+    if (m == NULL)
+        return;
+    unsigned h = (unsigned)(((uintptr_t)route >> 3) * 31u + (unsigned)method * 7u + (unsigned)status);
+    mcache *e = NULL;
+    for (unsigned i = 0; i < MCACHE; i++) {
+        mcache *x = &lp->mc[(h + i) % MCACHE];
+        if (x->count != NULL && x->route == route && x->method == method && x->status == status) {
+            e = x;
+            break;
+        }
+        if (x->count == NULL) { /* not there: made, and kept here */
+            char code[16];
+            snprintf(code, sizeof code, "%d", status);
+            tr_label l[3] = {{"route", route != NULL ? route : "(none)"},
+                             {"method", method_name(method)},
+                             {"status", code}};
+            if (tr_metrics_counter(m, "troupe_http_requests_total",
+                                   "HTTP requests answered, by route pattern, method and status.",
+                                   l, 3, &x->count) != TR_OK)
+                return; /* the registry is full: counted in its refusals */
+            tr_metrics_histogram(m, "troupe_http_request_duration_seconds",
+                                 "Time from a request's last byte to its answer's write.", l, 2,
+                                 NULL, 0, &x->duration);
+            x->route = route;
+            x->method = method;
+            x->status = status;
+            e = x;
+            break;
+        }
+    }
+    if (e == NULL)
+        return; /* more than MCACHE kinds of answers on this loop: the rest are not counted */
+    tr_metric_inc(e->count, 1);
+    if (seconds >= 0)
+        tr_metric_observe(e->duration, seconds);
+}
 
 /* ---- connections --------------------------------------------------------------------------- */
 
@@ -198,6 +269,7 @@ static void on_handle_closed(uv_handle_t *h)
         if (c->counted)
             client_leave(c->lp->srv, c->client);
         c->lp->nconns--;
+        tr_metric_add(c->lp->srv->conns, -1);
         free(c->buf);
         free(c->body);
         free(c->hdr);
@@ -399,6 +471,7 @@ static void fail(conn *c, int status, const char *msg)
     if (c->failed || c->closing)
         return; /* one answer per connection: the first error's */
     c->failed = true;
+    count_answer(c->lp, NULL, -1, status, -1);
     char body[160];
     int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
     size_t len;
@@ -643,6 +716,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->tcp.data = c->timer.data = c;
     c->handles = 2;
     lp->nconns++;
+    tr_metric_add(lp->srv->conns, 1);
     unsigned cap = lp->srv->o.max_connections ? lp->srv->o.max_connections : 10000;
     cap = cap / lp->srv->n ? cap / lp->srv->n : 1;
     /* accepted then closed at once when full, or when its client has max_per_client open: the
@@ -878,6 +952,9 @@ static int cb_complete(http_parser *p)
     c->req.body = c->body;
     c->req.body_len = c->body_len;
     c->req.token = (uint64_t)c->lp->idx << 56 | (uint64_t)c->id << 24 | (c->seq & 0xFFFFFFu);
+    c->route = NULL;
+    if (c->lp->srv->o.metrics != NULL)
+        c->t0 = uv_hrtime();
     http_parser_pause(p, 1);
     tr_http_server *srv = c->lp->srv;
     if (atomic_load(&srv->quiesced)) {
@@ -972,6 +1049,10 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
     if (c == NULL || !c->in_flight || (c->seq & 0xFFFFFFu) != (token & 0xFFFFFFu) || c->closing)
         return; /* its connection is gone */
     c->in_flight = false;
+    if (lp->srv->o.metrics != NULL && len >= 12) /* "HTTP/1.1 NNN" */
+        count_answer(lp, c->route, (int)c->req.method,
+                     (data[9] - '0') * 100 + (data[10] - '0') * 10 + (data[11] - '0'),
+                     (double)(uv_hrtime() - c->t0) / 1e9);
     bool close_after = !c->keep_alive || lp->stopping;
     const char *end = memmem(data, len, "\r\n\r\n", 4);
     if (c->head && end != NULL) /* the headers only (Content-Length still says the body's) */
@@ -987,6 +1068,16 @@ static void deliver(loop_t *lp, uint64_t token, const char *data, size_t len)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
         parse_some(c); /* a pipelined request may be waiting */
     }
+}
+
+void tr_http_route(tr_http_server *s, uint64_t token, const char *route)
+{
+    unsigned idx = tr_http_loop_of(token);
+    if (s == NULL || idx >= s->n || tls_loop != &s->loops[idx])
+        return; /* only on the request's own loop */
+    conn *c = conn_find(&s->loops[idx], (uint32_t)(token >> 24));
+    if (c != NULL && c->in_flight && (c->seq & 0xFFFFFFu) == (token & 0xFFFFFFu))
+        c->route = route;
 }
 
 int tr_http_respond_here(tr_http_server *s, uint64_t token, int status, const char *headers,
@@ -1194,6 +1285,9 @@ int tr_http_start(const tr_http_opts *o, tr_http_server **out)
     if (s->o.request_ms == 0)
         s->o.request_ms = 10000;
     s->n = s->o.threads ? s->o.threads : 2;
+    if (s->o.metrics != NULL)
+        tr_metrics_gauge(s->o.metrics, "troupe_http_connections", "Open HTTP connections.", NULL,
+                         0, &s->conns);
     s->loops = calloc(s->n, sizeof *s->loops);
     if (s->loops == NULL) {
         free(s);
