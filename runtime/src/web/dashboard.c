@@ -296,6 +296,8 @@ bool tr_dashboard_serve(tr_dashboard *d, tr_http_server *srv, const tr_http_requ
     const char *rest = p + sizeof base - 1; /* "", "/", "/data", ... */
     bool page = rest[0] == '\0' || strcmp(rest, "/") == 0;
     bool data = strcmp(rest, "/data") == 0;
+    /* its requests counted under their own route in /metrics, not "(none)" */
+    tr_http_route(srv, req->token, page ? "/dashboard" : data ? "/dashboard/data" : NULL);
     if (!page && !data) {
         respond_error(srv, req->token, 404, NULL, "no such route");
     } else if (req->method != TR_HTTP_GET && req->method != TR_HTTP_HEAD) {
