@@ -33,6 +33,13 @@ static inline void tr_cpu_relax(void)
 
 /* Futex wait while *addr == val, up to timeout_ns (0 = no limit). Spurious returns happen. */
 TR_HIDDEN void tr__futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t timeout_ns);
+/* Zeroed memory mapped for big tables a system touches little of (stats.c): pages never touched
+ * stay zero pages. Under AddressSanitizer each region is a LeakSanitizer root, since heap blocks
+ * pointed to only from there (names, a worker's arrays) would otherwise be reported as leaked
+ * while the system lives (fuzz harnesses keep one). NULL when out of memory. */
+TR_HIDDEN void *tr__zmap(size_t size);
+/* Gives back a region of tr__zmap (NULL: nothing). */
+TR_HIDDEN void tr__zunmap(void *p, size_t size);
 /* Wakes every thread waiting on addr. */
 TR_HIDDEN void tr__futex_wake_all(_Atomic uint32_t *addr);
 

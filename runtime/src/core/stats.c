@@ -29,23 +29,49 @@
 
 static void collect(void *user, tr_metrics_out *out);
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TR_LSAN_ROOTS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TR_LSAN_ROOTS 1
+#endif
+#endif
+#ifdef TR_LSAN_ROOTS
+#include <sanitizer/lsan_interface.h>
+#endif
+
 /* Zeroed memory for the tables below (tens of KiB, mostly never touched): mapped, so the pages a
  * system does not count in stay untouched zero pages, and nothing clears them. */
-static void *zmap(size_t size)
+void *tr__zmap(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p != MAP_FAILED ? p : NULL;
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef TR_LSAN_ROOTS
+    __lsan_register_root_region(p, size);
+#endif
+    return p;
+}
+
+void tr__zunmap(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+#ifdef TR_LSAN_ROOTS
+    __lsan_unregister_root_region(p, size);
+#endif
+    munmap(p, size);
 }
 
 int tr__stats_init(tr_system *sys)
 {
     static _Atomic uint64_t serials;
     sys->serial = atomic_fetch_add(&serials, 1) + 1; /* never 0: tl_spawn's "none" */
-    sys->behs = zmap(sizeof *sys->behs);
+    sys->behs = tr__zmap(sizeof *sys->behs);
     if (sys->behs == NULL)
         return TR_ENOMEM;
     pthread_mutex_init(&sys->behs->lock, NULL);
-    sys->brows = zmap(TR_BEH_MAX * sizeof *sys->brows);
+    sys->brows = tr__zmap(TR_BEH_MAX * sizeof *sys->brows);
     if (sys->brows == NULL)
         return TR_ENOMEM;
     pthread_mutex_init(&sys->guests_lock, NULL);
@@ -68,11 +94,11 @@ void tr__stats_free(tr_system *sys)
         for (unsigned i = 0; i < TR_BEH_MAX; i++)
             free(sys->behs->names[i]);
         pthread_mutex_destroy(&sys->behs->lock);
-        munmap(sys->behs, sizeof *sys->behs);
+        tr__zunmap(sys->behs, sizeof *sys->behs);
         sys->behs = NULL;
     }
     if (sys->brows != NULL) {
-        munmap(sys->brows, TR_BEH_MAX * sizeof *sys->brows);
+        tr__zunmap(sys->brows, TR_BEH_MAX * sizeof *sys->brows);
         sys->brows = NULL;
         pthread_mutex_destroy(&sys->guests_lock);
     }

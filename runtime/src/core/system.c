@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,15 +26,12 @@ void tr_system_opts_init(tr_system_opts *o)
  * others stay untouched zero pages. */
 static tr_worker *workers_alloc(unsigned n)
 {
-    void *p = mmap(NULL, sizeof(tr_worker) * n, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p != MAP_FAILED ? p : NULL;
+    return tr__zmap(sizeof(tr_worker) * n);
 }
 
 static void workers_free(tr_worker *w, unsigned n)
 {
-    if (w != NULL)
-        munmap(w, sizeof(tr_worker) * n);
+    tr__zunmap(w, sizeof(tr_worker) * n);
 }
 
 int tr_system_new(tr_system **out, const tr_system_opts *opts)
