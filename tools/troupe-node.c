@@ -147,12 +147,26 @@ static int named_receive(tr_ctx *ctx, void *state, tr_msg *m)
 static const tr_behaviour named_b = {.name = "named", .state_size = sizeof(named),
                                      .init = named_init, .receive = named_receive};
 
-/* Prints peers coming and going. */
+enum { MSG_READY = 1 }; /* [line]: the watcher prints it first (see main) */
+
+/* Prints the ready line, then peers coming and going: one printer, so "ready" always comes first
+ * (a peer quick to connect was printed "up" before it when main printed it). */
 static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     (void)ctx;
     (void)state;
     uint32_t t = tr_msg_type(m);
+    if (t == MSG_READY) {
+        tr_reader r;
+        const char *line;
+        size_t len;
+        tr_reader_init(&r, m);
+        if (tr_read_str(&r, &line, &len) == TR_OK)
+            printf("%.*s\n", (int)len, line);
+        tr_reader_done(&r);
+        fflush(stdout);
+        return 0;
+    }
     if (t != TR_MSG_NODEUP && t != TR_MSG_NODEDOWN)
         return 0;
     tr_reader r;
@@ -325,17 +339,30 @@ int main(int argc, char **argv)
     tr_node_register_behaviour(node, "sink", &sink_b);
     g_node = node;
     tr_node_register_behaviour(node, "named", &named_b);
-    tr_pid watcher;
-    if (tr_system_spawn(sys, &watch_b, NULL, &watcher) == TR_OK)
-        tr_node_monitor(node, watcher, true);
     tr_pid drill_sup;
     if ((rc = tr_sup_start(sys, &drill_spec, &drill_sup)) == TR_OK)
         (void)tr_system_register(sys, "drill", drill_sup);
     else
         fprintf(stderr, "troupe-node: cannot start the drill tree: %s\n", tr_strerror(rc));
-    printf("ready node=%s addr=%s id=%u\n", tr_node_name(node), tr_node_address(node),
-           (unsigned)so.node_id);
-    fflush(stdout);
+    char ready[256];
+    int rl = snprintf(ready, sizeof ready, "ready node=%s addr=%s id=%u", tr_node_name(node),
+                      tr_node_address(node), (unsigned)so.node_id);
+    /* the watcher prints the ready line, then the peers it is told of (queued after it) */
+    tr_pid watcher;
+    tr_msg *rm = tr_msg_new(MSG_READY, (size_t)rl + 8);
+    if (rm != NULL)
+        tr_msg_put_str(rm, ready, (size_t)rl);
+    bool told = false;
+    if (rm != NULL && tr_system_spawn(sys, &watch_b, NULL, &watcher) == TR_OK)
+        told = tr_system_send(sys, watcher, rm) == TR_OK; /* (takes rm either way) */
+    else
+        tr_msg_free(rm);
+    if (told) {
+        tr_node_monitor(node, watcher, true);
+    } else {
+        printf("%s\n", ready);
+        fflush(stdout);
+    }
 
     int sig = 0;
     sigwait(&sigs, &sig);
