@@ -21,6 +21,7 @@
  * the ticker's dials leave them out, their loss is neither logged as a member's nor counted, and
  * a hidden peer that goes (down or left) is forgotten at once — no tombstone, no redial.
  */
+#include "gossip.h"
 #include "node_impl.h"
 
 #include <stdarg.h>
@@ -490,6 +491,17 @@ void *tr__node_ticker_main(void *arg)
         if (n->stopping)
             break;
         uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
+        if (n->gossip != NULL) {
+            /* monitors: sleep until the core has something due (its heartbeat, a watched
+             * member's deadline, a gossip round), at most heartbeat_ms / 2 (hidden peers' pings,
+             * handshake timeouts, idle connections) and at least 1 ms */
+            uint64_t due = tr__gossip_next_ms(n->gossip) * 1000000u, at = tr__now_ns();
+            tick = due > at ? due - at : 0;
+            if (tick > n->hb_ns / 2)
+                tick = n->hb_ns / 2;
+            if (tick < 1000000u)
+                tick = 1000000u;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + tick;
