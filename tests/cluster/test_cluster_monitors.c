@@ -4,8 +4,9 @@
  * file, so membership and failure detection are the gossip core's (runtime/src/dist/
  * nodegossip.c) and connections are lazy (idle_close_ms = 1000). It checks that all see all, that
  * a request reaches a node over a connection opened for it, that a few idle seconds (connections
- * closed meanwhile) bring no false down, that a kill -9 is seen as down by every node, and that a
- * SIGTERM is seen as "left" by every node. The default (monitors = 0, the full mesh) is what
+ * closed meanwhile) bring no false down, that a kill -9 is seen as down by every node, that a
+ * frozen node (SIGSTOP) is seen as down by every node and as up again once thawed (SIGCONT), and
+ * that a SIGTERM is seen as "left" by every node. The default (monitors = 0, the full mesh) is what
  * test_cluster.c covers.
  */
 #include "test_util.h"
@@ -294,6 +295,26 @@ static void test_monitors_join_idle_kill_leave(void **state)
     assert_true(ms < KILL_BOUND_MS);
     assert_int_equal(peer_status(t, "n3"), TR_PEER_DOWN);
 
+    /* SIGSTOP n5: found by silence (its watchers' pings go unanswered: down at down_after_ms,
+     * then gossip), down for everyone; SIGCONT: it hears it was declared down, refutes at a
+     * higher incarnation, and is up again for everyone */
+    t0 = tt_now_ns();
+    assert_int_equal(kill(p[4].pid, SIGSTOP), 0);
+    for (int i = 0; i < NPROC; i++)
+        if (i != 2 && i != 4)
+            expect_line(&p[i], "down", "n5", TT_DEADLINE_MS);
+    TT_WAIT_FOR(!sees(t, "n5"), TT_DEADLINE_MS);
+    print_message("SIGSTOP n5: down for all 4 others after %llu ms\n",
+                  (unsigned long long)((tt_now_ns() - t0) / 1000000u));
+    t0 = tt_now_ns();
+    assert_int_equal(kill(p[4].pid, SIGCONT), 0);
+    for (int i = 0; i < NPROC; i++)
+        if (i != 2 && i != 4)
+            expect_line(&p[i], "up", "n5", TT_DEADLINE_MS);
+    TT_WAIT_FOR(sees(t, "n5"), TT_DEADLINE_MS);
+    print_message("SIGCONT n5: up again for all 4 others after %llu ms\n",
+                  (unsigned long long)((tt_now_ns() - t0) / 1000000u));
+
     /* SIGTERM n2: it leaves, "left" (not down) for everyone */
     t0 = tt_now_ns();
     proc_signal(&p[1], SIGTERM);
@@ -304,7 +325,7 @@ static void test_monitors_join_idle_kill_leave(void **state)
     print_message("SIGTERM n2: left for all 4 others %llu ms after the signal\n",
                   (unsigned long long)((tt_now_ns() - t0) / 1000000u));
     tr_node_stats_get(t, &st);
-    assert_int_equal(st.peers_down, 1);
+    assert_int_equal(st.peers_down, 2); /* n3 killed, n5 frozen */
     assert_int_equal(st.peers_left, 1);
 
     /* the rest serves on */
