@@ -206,6 +206,7 @@ struct tr_node {
     struct ng_after *gaf_head, **gaf_tail; /* the core's up/down events, to run unlocked */
     peer *gkick[NODE_MAX_PEERS];           /* peers the core queued frames for */
     size_t ngkick;
+    uint64_t next_seed_join_ns;            /* seeds not held up are joined again then */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
         no_route, lost, peers_down, peers_forgotten, tls_failed, peers_left,
         dials;

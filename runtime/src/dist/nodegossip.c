@@ -16,6 +16,9 @@
  *     the core's ping, ack or gossip), so an idle node holds connections to its K watched members
  *     and its K watchers; a connection it dialed that carried nothing for idle_close_ms is closed.
  *     Inbound connections are kept until their dialer closes them.
+ *   - Seeds: the core joins through the first seed that answers; then every reconnect_max_ms a
+ *     seed address where no member is up is sent a JOIN again (a seed that left and comes back
+ *     at its address, or a node of another cluster: the two merge), as the mesh redials seeds.
  *   - Leaving: tr_node_stop gossips "left" and waits (leave_ms at most) until the core has sent
  *     it as often as it sends any change; peers take it as today's LEAVE (TR_PEER_LEFT, NODEDOWN
  *     with left = 1).
@@ -261,6 +264,20 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now)
     if (n->gossip == NULL)
         return;
     tr__gossip_tick(n->gossip, now / 1000000u);
+    if (now >= n->next_seed_join_ns && tr__gossip_joined(n->gossip)) {
+        /* a seed's address is configuration, as in the full mesh: one where no member is up (the
+         * node there left and may come back, or it belongs to another cluster to merge with) is
+         * sent a JOIN every reconnect_max_ms */
+        n->next_seed_join_ns = now + (uint64_t)n->backoff_max_ms * 1000000u;
+        for (size_t i = 0; i < n->npeers; i++) {
+            peer *pe = n->peers[i];
+            if (!pe->seed || pe->hidden || pe->addr[0] == '\0')
+                continue;
+            peer *at = tr__peer_by_addr(n, pe->addr);
+            if (at == NULL || at->status != TR_PEER_UP)
+                tr__gossip_join(n->gossip, pe->addr);
+        }
+    }
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
         conn *c = pe->out_conn;
