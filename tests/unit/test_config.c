@@ -630,7 +630,19 @@ static void test_cluster_files(void **state)
     assert_string_equal(c->node.seeds[1], "tcp://127.0.0.1:2");
     assert_int_equal(c->node.overflow, TR_NODE_DROP);
     assert_int_equal(c->node.heartbeat_ms, 0);
+    assert_int_equal(c->node.monitors, 0); /* the full mesh */
     assert_int_equal(c->workers, 0);
+    tr_node_config_free(c);
+    unlink(path);
+    free(path);
+
+    /* partial monitoring (issue 22) */
+    path = temp_file("cluster = {\n  secret = \"12345678\";\n  monitors = 5;\n"
+                     "  idle_close_ms = 3000;\n"
+                     "  nodes = ( { name = \"a\"; listen = \"tcp://127.0.0.1:1\"; } );\n};\n");
+    assert_int_equal(tr_node_config_load(path, "a", &c, err, sizeof err), TR_OK);
+    assert_int_equal(c->node.monitors, 5);
+    assert_int_equal(c->node.idle_close_ms, 3000);
     tr_node_config_free(c);
     unlink(path);
     free(path);
@@ -654,6 +666,10 @@ static void test_cluster_files(void **state)
          "heartbeat_ms must be between"},
         {"cluster = { secret = \"12345678\"; seeds = [ \"x\" ]; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
          "a seed must be"},
+        {"cluster = { secret = \"12345678\"; monitors = 17; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "monitors must be between"},
+        {"cluster = { secret = \"12345678\"; idle_close_ms = 0; nodes = ( { name = \"a\"; listen = \"tcp://h:1\"; } ); };",
+         "idle_close_ms must be between"},
         {"cluster = { secret = \"12345678\"; nodes = (); };", "non-empty list"},
         {"other = 1;", "no group \"cluster\""},
     };

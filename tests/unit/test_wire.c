@@ -228,7 +228,9 @@ static void test_leave(void **state)
     assert_int_equal(tr__wire_get_leave(fr, TR_WIRE_HEADER - 1), TR_EBADMSG);
     assert_int_equal(tr__wire_get_leave("TRP\x02\x06\x00", 6), TR_EBADMSG); /* a body */
     assert_int_equal(tr__wire_get_leave("TRP\x02\x04", 5), TR_EBADMSG);     /* a PING */
-    assert_int_equal(tr__wire_kind("TRP\x02\x07", 5, &kind), TR_EBADMSG);   /* past LEAVE */
+    assert_int_equal(tr__wire_kind("TRP\x02\x07", 5, &kind), TR_OK);        /* GOSSIP */
+    assert_int_equal(kind, TR_WIRE_GOSSIP);
+    assert_int_equal(tr__wire_kind("TRP\x02\x08", 5, &kind), TR_EBADMSG);   /* past GOSSIP */
     tr__wire_buf_free(&b);
 }
 

@@ -101,6 +101,15 @@ typedef struct tr_node_opts {
                                  * its seeds (at least one), learns no other member; the nodes it
                                  * reaches answer it on its own connection. Its name must not be
                                  * a member's; at most 16 hidden nodes per node at once */
+    unsigned monitors;          /**< 0 (the default): the full mesh — every node connects to and
+                                 * heartbeats every other. 1..16: partial monitoring (issue 22,
+                                 * docs/distribution.md "Scaling out"): membership and failure
+                                 * detection by gossip, each node pinged by this many others on a
+                                 * ring, connections opened when needed. Every node of a cluster
+                                 * should use the same setting. Ignored by a hidden node */
+    unsigned idle_close_ms;     /**< with monitors > 0: a connection this node dialed that carried
+                                 * nothing for this long is closed (reopened when a message needs
+                                 * it); 0 = 10,000 */
 } tr_node_opts;
 
 /** A random node id in [2, 65535] for a new incarnation of a node. */

@@ -764,7 +764,7 @@ int tr_sup_tree_parse(const char *text, const char *key, const tr_behaviour *con
 static const char *const cluster_keys[] = {"secret", "secret_file", "seeds", "heartbeat_ms",
                                            "down_after_ms", "reconnect", "max_frame",
                                            "peer_queue", "overflow", "batch_bytes", "leave_ms",
-                                           "tls", "nodes", NULL};
+                                           "monitors", "idle_close_ms", "tls", "nodes", NULL};
 static const char *const tls_keys[] = {"cert", "key", "ca", "verify", "server_name", NULL};
 static const name_value tls_verifies[] = {{"required", TR_TLS_VERIFY_REQUIRED},
                                           {"optional", TR_TLS_VERIFY_OPTIONAL},
@@ -918,6 +918,8 @@ static int parse_cluster(loader *L, const config_setting_t *g, const char *want,
     if ((rc = get_uint(L, g, "heartbeat_ms", 1, 600000, &o->heartbeat_ms)) != TR_OK ||
         (rc = get_uint(L, g, "down_after_ms", 1, 3600000, &o->down_after_ms)) != TR_OK ||
         (rc = get_uint(L, g, "leave_ms", 1, 60000, &o->leave_ms)) != TR_OK ||
+        (rc = get_uint(L, g, "monitors", 0, 16, &o->monitors)) != TR_OK ||
+        (rc = get_uint(L, g, "idle_close_ms", 1, 3600000, &o->idle_close_ms)) != TR_OK ||
         (rc = get_size(L, g, "max_frame", 1024, 1LL << 30, &o->max_frame)) != TR_OK ||
         (rc = get_size(L, g, "peer_queue", 1, 1LL << 30, &o->peer_queue)) != TR_OK ||
         (rc = get_size(L, g, "batch_bytes", 512, 1LL << 26, &o->batch_bytes)) != TR_OK ||

@@ -202,6 +202,11 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
             n->hs_suppressed = 0;
         }
     }
+    if (why != NULL && n->gossip != NULL && !handshake && (pe == NULL || !pe->hidden) &&
+        (!c->outbound || pe == NULL || pe->status != TR_PEER_UP))
+        why = NULL; /* monitors: connections come and go (idle ones are closed); the core says
+                     * who is down, and a connection we dialed to a member up that breaks is
+                     * still logged */
     if (why != NULL)
         tr__node_log(n, "%s connection %s%s: %s", c->outbound ? "outbound" : "inbound",
                  c->outbound ? "to " : "from ",
@@ -210,7 +215,19 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
                  : pe != NULL             ? pe->addr /* a seed dialed, not yet named */
                                           : "?",
                  why);
-    if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
+    if (n->gossip != NULL && pe != NULL && !pe->hidden &&
+        (pe->out_conn == c || pe->in_conn == c)) {
+        /* monitors: the core says who is down; a connection we dialed that broke tells it
+         * (suspect at once), one the peer dialed is its own to reopen */
+        if (pe->out_conn == c) {
+            pe->out_conn = NULL;
+            tr__ng_unreachable_locked(n, pe);
+            af.kick[af.nkick++] = pe; /* what is queued: redialed, or dead letters */
+        } else {
+            pe->in_conn = NULL;
+        }
+        tr__conn_mark_dead(c);
+    } else if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
         tr__peer_down_locked(n, pe, &af); /* a connection lost either way: the peer is down */
     } else {
         tr__conn_mark_dead(c);
@@ -218,6 +235,7 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
     tr__node_after_run(n, &af);
+    tr__ng_flush(n);
 }
 
 /* Drops a connection: a protocol error, a closed stream, a timeout. */
@@ -515,6 +533,20 @@ static void inbound_up(tr_node *n, conn *c, after *af)
         return;
     }
     peer *pe = tr__peer_by_name(n, c->ph.name);
+    if (n->gossip != NULL) {
+        /* monitors: a connection, not a sign of life (the core says who is up and makes the
+         * peer); one from a node not known yet is kept unattached: its frames go to the core,
+         * which knows the sender by its authenticated name */
+        if (pe != NULL) {
+            if (pe->in_conn != NULL && pe->in_conn != c)
+                tr__conn_mark_dead(pe->in_conn);
+            pe->in_conn = c;
+        }
+        c->pe = pe;
+        c->state = C_UP;
+        pthread_cond_broadcast(&n->cond);
+        return;
+    }
     if (pe == NULL) {
         tr__peer_learn(n, c->ph.name, c->ph.addr, true);
         pe = tr__peer_by_name(n, c->ph.name);
@@ -524,6 +556,7 @@ static void inbound_up(tr_node *n, conn *c, after *af)
         tr__conn_mark_dead(c);
         return;
     }
+
     if ((pe->status == TR_PEER_UP || pe->joining) && pe->incarnation != c->ph.incarnation)
         tr__peer_down_locked(n, pe, af); /* it restarted before we noticed */
     peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
@@ -570,6 +603,22 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         return;
     }
     snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
+    if (n->gossip != NULL) {
+        /* monitors: our connection is up, the peer is up only when the core says so */
+        if (pe->status == TR_PEER_UP && pe->node_id != c->ph.node_id) {
+            pe->out_conn = NULL; /* another incarnation than the one the core holds up */
+            tr__conn_mark_dead(c);
+            return;
+        }
+        pe->backoff_ms = n->backoff_min_ms;
+        pe->failing = false;
+        c->state = C_UP;
+        atomic_store(&pe->last_tx_ns, tr__now_ns());
+        if (af->nkick < 2)
+            af->kick[af->nkick++] = pe; /* what waited for the connection */
+        pthread_cond_broadcast(&n->cond);
+        return;
+    }
     tr__left_clear(n, pe->name); /* a node that had left, back at a seed's address */
     if (pe->joining && pe->incarnation != c->ph.incarnation) {
         /* held for an incarnation that is gone */
@@ -645,6 +694,14 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         }
         if (kind == TR_WIRE_PING)
             return true;
+        if (kind == TR_WIRE_GOSSIP && n->gossip != NULL && !c->duplex) {
+            if (tr__ng_receive(n, c, f, len) == TR_EBADMSG) {
+                count(&n->bad_frames, 1);
+                tr__conn_fail(c, "malformed GOSSIP frame");
+                return false;
+            }
+            return true;
+        }
         if (kind == TR_WIRE_LEAVE) {
             if (tr__wire_get_leave(f, len) != TR_OK) {
                 count(&n->bad_frames, 1);
@@ -682,6 +739,11 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         if (kind == TR_WIRE_AUTH || kind == TR_WIRE_HELLO) {
             count(&n->bad_frames, 1);
             tr__conn_fail(c, "handshake frame after the handshake");
+            return false;
+        }
+        if (kind == TR_WIRE_GOSSIP) {
+            count(&n->bad_frames, 1);
+            tr__conn_fail(c, "GOSSIP frame, and this node runs the full mesh (monitors = 0)");
             return false;
         }
     }
@@ -939,7 +1001,7 @@ static void tx_pump(peer *pe, conn *c)
     tr_node *n = pe->n;
     unsigned idle_spins = 0;
     for (;;) {
-        bool hold = false;
+        bool hold = false, lazy = false;
         if (c == NULL) {
             pthread_mutex_lock(&n->lock);
             c = pe->out_conn;
@@ -948,7 +1010,25 @@ static void tx_pump(peer *pe, conn *c)
             if (c != NULL)
                 c->refs++;
             hold = c == NULL && pe->joining && !n->stopping;
+            /* monitors: no connection yet (lazy), or one being made */
+            lazy = c == NULL && !hold && pe->out_conn == NULL && tr__ng_lazy_dial_locked(n, pe);
+            if (c == NULL && !hold && pe->out_conn != NULL && n->gossip != NULL &&
+                !pe->out_conn->dead)
+                lazy = true; /* dialed, handshake under way: outbound_up kicks the writer */
             pthread_mutex_unlock(&n->lock);
+        }
+        if (lazy) {
+            atomic_store(&pe->tx_busy, 0);
+            pthread_mutex_lock(&n->lock);
+            conn *o = pe->out_conn;
+            bool ready = (o == NULL && !pe->dialing) || (o != NULL && (o->dead || o->state == C_UP));
+            pthread_mutex_unlock(&n->lock);
+            int idle = 0;
+            if (!ready || !atomic_compare_exchange_strong(&pe->tx_busy, &idle, 1))
+                return;
+            if (++idle_spins > 64)
+                sched_yield();
+            continue; /* it came up (or failed) meanwhile */
         }
         if (hold) {
             /* our connection to it is being made: outbound_up kicks the writer */
@@ -1150,10 +1230,15 @@ void tr__node_on_dial(void *arg)
         pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
         pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
                                                                  : pe->backoff_ms * 2;
+        tr__ng_unreachable_locked(n, pe);
     } else {
         pe->out_conn = c;
     }
     pthread_mutex_unlock(&n->lock);
+    if (c == NULL && n->gossip != NULL) {
+        tr__ng_flush(n);
+        tr__peer_kick(pe); /* what waited for the dial: dead letters now */
+    }
     if (c != NULL) {
         put_hello(n, &c->hsbuf, c->nonce);
         hs_send(c);

@@ -1257,6 +1257,16 @@ int tr__gossip_load(tr_gossip *g, uint64_t now, const tr_gossip_member *ms, size
 
 /* ---- queries -------------------------------------------------------------------------------- */
 
+void tr__gossip_join(tr_gossip *g, const char *addr)
+{
+    if (g == NULL || addr == NULL || addr[0] == '\0' || g->leaving)
+        return;
+    msgpack_packer pk;
+    msg_begin(g, &pk, M_JOIN, NULL);
+    msgpack_pack_uint32(&pk, 0);
+    msg_send(g, "", addr);
+}
+
 bool tr__gossip_joined(const tr_gossip *g)
 {
     return g->joined;

@@ -169,6 +169,10 @@ TR_HIDDEN int tr__gossip_receive(tr_gossip *g, uint64_t now_ms, const char *from
                                  size_t len);
 /* The transport lost or could not open its connection to `name`: suspect at once. */
 TR_HIDDEN void tr__gossip_unreachable(tr_gossip *g, uint64_t now_ms, const char *name);
+/* Sends a JOIN to addr now, joined or not: the member there adds this one and answers with its
+ * whole view. How an embedder reaches a seed that is not a member it holds alive (a seed that
+ * restarted, or one of another cluster to merge with). */
+TR_HIDDEN void tr__gossip_join(tr_gossip *g, const char *addr);
 /* Leaves the cluster: gossips "left" (keep ticking a few gossip rounds to spread it). */
 TR_HIDDEN void tr__gossip_leave(tr_gossip *g, uint64_t now_ms);
 /* Adds (or updates) members in bulk, as a SYNC does, without events: how the simulator forms a

@@ -21,6 +21,7 @@
  * the ticker's dials leave them out, their loss is neither logged as a member's nor counted, and
  * a hidden peer that goes (down or left) is forgotten at once — no tombstone, no redial.
  */
+#include "gossip.h"
 #include "node_impl.h"
 
 #include <stdarg.h>
@@ -74,6 +75,11 @@ static left_entry *left_find(tr_node *n, const char *name)
         if (n->left[i].name[0] != '\0' && strcmp(n->left[i].name, name) == 0)
             return &n->left[i];
     return NULL;
+}
+
+bool tr__left_known(tr_node *n, const char *name)
+{
+    return left_find(n, name) != NULL;
 }
 
 void tr__left_clear(tr_node *n, const char *name)
@@ -442,7 +448,9 @@ void *tr__node_ticker_main(void *arg)
             if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
                 fail[nfail++] = c;
             else if (c->state == C_UP && (!c->outbound || c->duplex) && now > last &&
-                     now - last > n->down_ns)
+                     now - last > n->down_ns && (n->gossip == NULL || c->duplex))
+                /* (with monitors the core watches who is silent: an inbound connection is quiet
+                 * whenever its dialer has nothing to send) */
                 fail[nfail++] = c;
         }
         for (size_t i = 0; i < n->npeers; i++) {
@@ -452,6 +460,8 @@ void *tr__node_ticker_main(void *arg)
             if (pe->joining && now - pe->joining_ns > n->down_ns + NODE_HANDSHAKE_MS * 1000000ull &&
                 nfail < 16 && pe->in_conn != NULL) {
                 fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
+            } else if (n->gossip != NULL && !pe->hidden) {
+                continue; /* monitors: the core pings, gossips and dials (nodegossip.c) */
             } else if (pe->status == TR_PEER_UP) {
                 if (n->members_dirty && !pe->hidden && !n->hidden)
                     tr__peer_ctl_queue(n, pe, TR_WIRE_MEMBERS);
@@ -466,7 +476,9 @@ void *tr__node_ticker_main(void *arg)
         }
         tr__peer_forget_stale(n, now);
         n->members_dirty = false;
+        tr__ng_tick_locked(n, now);
         pthread_mutex_unlock(&n->lock);
+        tr__ng_flush(n);
         for (int i = 0; i < nfail; i++)
             tr__conn_fail(fail[i], fail[i]->state != C_UP ? "handshake timeout"
                                : fail[i]->pe != NULL && fail[i]->pe->joining
@@ -479,6 +491,17 @@ void *tr__node_ticker_main(void *arg)
         if (n->stopping)
             break;
         uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
+        if (n->gossip != NULL) {
+            /* monitors: sleep until the core has something due (its heartbeat, a watched
+             * member's deadline, a gossip round), at most heartbeat_ms / 2 (hidden peers' pings,
+             * handshake timeouts, idle connections) and at least 1 ms */
+            uint64_t due = tr__gossip_next_ms(n->gossip) * 1000000u, at = tr__now_ns();
+            tick = due > at ? due - at : 0;
+            if (tick > n->hb_ns / 2)
+                tick = n->hb_ns / 2;
+            if (tick < 1000000u)
+                tick = 1000000u;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + tick;
@@ -553,8 +576,10 @@ int tr_node_peers(tr_node *n, tr_peer_info *out, size_t cap, size_t *countp)
             snprintf(p->address, sizeof p->address, "%s", pe->addr);
             p->node_id = pe->node_id;
             p->status = (tr_peer_status)pe->status;
-            if (pe->status == TR_PEER_UP && pe->in_conn != NULL &&
-                now - atomic_load(&pe->in_conn->last_rx_ns) > 2 * n->hb_ns)
+            if (pe->status == TR_PEER_UP && n->gossip != NULL && pe->gsuspect)
+                p->status = TR_PEER_SUSPECT;
+            else if (pe->status == TR_PEER_UP && n->gossip == NULL && pe->in_conn != NULL &&
+                     now - atomic_load(&pe->in_conn->last_rx_ns) > 2 * n->hb_ns)
                 p->status = TR_PEER_SUSPECT;
         }
         k++;

@@ -74,6 +74,7 @@ void tr__random_bytes(void *p, size_t len)
 
 static void node_free(tr_node *n)
 {
+    tr__ng_free(n);
     if (n->by_id != NULL)
         free((void *)n->by_id);
     for (size_t i = 0; i < n->npeers; i++) {
@@ -272,6 +273,12 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         }
         pe->seed = true;
     }
+    if ((trc = tr__ng_start(n, o)) != TR_OK) {
+        if (n->listener != NULL)
+            nng_stream_listener_free(n->listener);
+        node_free(n);
+        return trc;
+    }
     if (nng_aio_alloc(&n->accept_aio, tr__node_on_accept, n) != 0) {
         if (n->listener != NULL)
             nng_stream_listener_free(n->listener);
@@ -317,6 +324,13 @@ static void leave_cluster(tr_node *n)
 {
     peer *told[NODE_MAX_PEERS];
     size_t ntold = 0;
+    if (n->gossip != NULL) { /* monitors: the core gossips it (nodegossip.c) */
+        tr__ng_leave(n);
+        pthread_mutex_lock(&n->lock);
+        n->leaving = true;
+        pthread_mutex_unlock(&n->lock);
+        return;
+    }
     pthread_mutex_lock(&n->lock);
     n->leaving = true;
     for (size_t i = 0; i < n->npeers; i++) {

@@ -13,6 +13,8 @@
  *              and each dialer
  *   nodectl.c  the node's side of the introspection service (core/ctl.c): what it asks of the
  *              node (members, counters, cluster names), and tr_node_ctl
+ *   nodegossip.c  with tr_node_opts.monitors > 0: membership and failure detection by the
+ *              gossip core (gossip.c) instead of the full mesh, and lazy connections
  *
  * Hidden nodes (tr_node_opts.hidden: troupectl) dial one member and use that one connection both
  * ways (conn.duplex); the member keeps them as peers marked `hidden`, which membership leaves out
@@ -126,6 +128,9 @@ struct peer {
     _Atomic int leave_pending;  /* our node is leaving: a LEAVE goes after what is queued */
     /* counted for metrics (node.c's collector) */
     _Atomic uint64_t msgs_out, msgs_in, bytes_out, bytes_in, ups;
+    /* with monitors (nodegossip.c; node lock) */
+    bool gkick;                 /* in n->gkick: its writer is kicked once the lock is released */
+    bool gsuspect;              /* the core holds it suspect (tr_node_peers says so) */
     tr_node *n;
 };
 
@@ -194,6 +199,14 @@ struct tr_node {
     left_entry left[NODE_MAX_LEFT];
     bool ticker_started;
     pthread_t ticker;
+    /* partial monitoring (nodegossip.c; node lock): NULL gossip = the full mesh */
+    unsigned monitors;
+    uint64_t idle_close_ns;
+    struct tr_gossip *gossip;
+    struct ng_after *gaf_head, **gaf_tail; /* the core's up/down events, to run unlocked */
+    peer *gkick[NODE_MAX_PEERS];           /* peers the core queued frames for */
+    size_t ngkick;
+    uint64_t next_seed_join_ns;            /* seeds not held up are joined again then */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
         no_route, lost, peers_down, peers_forgotten, tls_failed, peers_left,
         dials;
@@ -296,6 +309,8 @@ TR_HIDDEN void tr__peer_down_locked(tr_node *n, peer *pe, after *af);
  * forgotten — never redialed, its slot reusable — and remembered as left (a tombstone). A seed
  * keeps its address: it is dialed again as a seed not yet reached, at reconnect_max_ms. */
 TR_HIDDEN void tr__peer_left_locked(tr_node *n, peer *pe, after *af);
+/* Whether `name` left (a tombstone; lock held). */
+TR_HIDDEN bool tr__left_known(tr_node *n, const char *name);
 /* Forgets that `name` left (lock held): it is back. */
 TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 /* Does what af holds, the lock released: kicks writers (dead letters), NODEDOWN signals to the
@@ -308,6 +323,28 @@ TR_HIDDEN void *tr__node_ticker_main(void *arg);
 /* The transport seam's interest and forget (core/internal.h). */
 TR_HIDDEN int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local);
 TR_HIDDEN void tr__node_forget(tr_system *sys, tr_pid local);
+
+/* ---- nodegossip.c (monitors > 0) ---------------------------------------------------------- */
+
+/* Starts the gossip core (before the ticker and the listener's first accept) when
+ * o->monitors > 0 and the node is not hidden; TR_OK at once otherwise. */
+TR_HIDDEN int tr__ng_start(tr_node *n, const tr_node_opts *o);
+TR_HIDDEN void tr__ng_free(tr_node *n);
+/* Runs what the core's calls left (lock NOT held): writers to kick, NODEUP / NODEDOWN. */
+TR_HIDDEN void tr__ng_flush(tr_node *n);
+/* A GOSSIP frame from the peer on inbound connection c (lock not held; flushes). TR_EBADMSG:
+ * malformed. */
+TR_HIDDEN int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len);
+/* The connection we dialed to pe broke, or a dial failed (lock held). */
+TR_HIDDEN void tr__ng_unreachable_locked(tr_node *n, peer *pe);
+/* The ticker's part (lock held): the core's tick, idle connections closed. */
+TR_HIDDEN void tr__ng_tick_locked(tr_node *n, uint64_t now_ns);
+/* A writer found no connection to pe (lock held): true when a connection is being dialed (what
+ * is queued waits for it), false when there is none to wait for (it becomes dead letters). */
+TR_HIDDEN bool tr__ng_lazy_dial_locked(tr_node *n, peer *pe);
+/* tr_node_stop: tells the cluster this node leaves (gossip), waits at most leave_ms for it to
+ * spread. */
+TR_HIDDEN void tr__ng_leave(tr_node *n);
 
 /* ---- nodectl.c ---------------------------------------------------------------------------- */
 

@@ -235,7 +235,7 @@ int tr__wire_kind(const void *frame, size_t len, unsigned *kind)
 {
     const uint8_t *f = frame;
     if (frame == NULL || len < TR_WIRE_HEADER || memcmp(f, MAGIC, 3) != 0 ||
-        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_LEAVE)
+        f[3] != TR_WIRE_VERSION || f[4] < TR_WIRE_HELLO || f[4] > TR_WIRE_GOSSIP)
         return TR_EBADMSG;
     *kind = f[4];
     return TR_OK;

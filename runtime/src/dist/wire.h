@@ -20,12 +20,17 @@
  *            cluster; sent last on its connection, after the messages queued before the stop.
  *            The receiver forgets it as "left" (not "down") and closes both connections, which
  *            tells the sender it was heard
+ *   GOSSIP   one message of the membership core (gossip.c: ping, ack, gossip, join, sync, push;
+ *            its own strict msgpack encoding), sent only by nodes with monitors > 0
+ *            (tr_node_opts.monitors); such nodes send no MEMBERS and no PING
  * Version rules. TR_WIRE_VERSION changes when a frame that both sides must understand changes:
  * the handshake (HELLO, AUTH: version 2 made the dialer prove the secret first), or the body of an
  * existing kind. A new kind that an older node may refuse without harm keeps the version: an older
  * node drops the connection on a kind it does not know (as on any malformed frame), which is what
  * it would have seen a moment later anyway. LEAVE (kind 6) came that way, within version 2: a
- * version-2 node without it sees a leaving node as down, as before. HELLO's flags came the same
+ * version-2 node without it sees a leaving node as down, as before. GOSSIP (kind 7) came the same
+ * way: a node without it drops the connection of a peer that sends one (nodes of one cluster are
+ * meant to share the monitors setting). HELLO's flags came the same
  * way: members send none (an older node reads their HELLO as before), and an older node refuses
  * a hidden node's HELLO (the extra item is a malformed frame to it), which costs nothing but that
  * hidden node's connection.
@@ -49,7 +54,7 @@
 #define TR_WIRE_HELLO_HIDDEN 1u /* HELLO flags: the sender is a hidden node */
 
 enum { TR_WIRE_HELLO = 1, TR_WIRE_AUTH = 2, TR_WIRE_DATA = 3, TR_WIRE_PING = 4, TR_WIRE_MEMBERS = 5,
-       TR_WIRE_LEAVE = 6 };
+       TR_WIRE_LEAVE = 6, TR_WIRE_GOSSIP = 7 };
 
 typedef struct tr_wire_hello {
     char name[TR_WIRE_NAME_MAX + 1];

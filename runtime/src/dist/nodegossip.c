@@ -1,0 +1,334 @@
+/*
+ * nodegossip.c — partial monitoring in real nodes (issue 22, step 3): with tr_node_opts.monitors
+ * > 0 a node's membership and failure detection are the gossip core's (gossip.c, the same code
+ * `troupe-bench membership-sim` runs 10,000 times over) instead of the full mesh of members.c.
+ *
+ *   - The ticker drives the core (tr__ng_tick_locked, every heartbeat_ms / 4 at most 50 ms); the
+ *     core's messages travel in GOSSIP frames (wire.h, kind 7) on the sender's outbound
+ *     connection, like any control frame; MEMBERS and PING frames are not sent.
+ *   - A peer is up (routable, NODEUP to watchers, names synced) when the core says it is alive
+ *     (or suspect), and down or left (NODEDOWN, names swept, links and monitors broken with
+ *     noconnection, queued messages dead letters) when the core says so — not when a connection
+ *     opens or breaks. A connection we dialed that breaks, or a dial that fails, is reported to
+ *     the core (tr__gossip_unreachable: the member is suspect at once, down 400 ms later unless
+ *     it refutes): that is how a kill -9 shows within half a second.
+ *   - Connections are lazy: a node dials a peer when something is queued for it (a message, or
+ *     the core's ping, ack or gossip), so an idle node holds connections to its K watched members
+ *     and its K watchers; a connection it dialed that carried nothing for idle_close_ms is closed.
+ *     Inbound connections are kept until their dialer closes them.
+ *   - Seeds: the core joins through the first seed that answers; then every reconnect_max_ms a
+ *     seed address where no member is up is sent a JOIN again (a seed that left and comes back
+ *     at its address, or a node of another cluster: the two merge), as the mesh redials seeds.
+ *   - Leaving: tr_node_stop gossips "left" and waits (leave_ms at most) until the core has sent
+ *     it as often as it sends any change; peers take it as today's LEAVE (TR_PEER_LEFT, NODEDOWN
+ *     with left = 1).
+ *
+ * Locking: the core is called with n->lock held; its callbacks (send, event) run inside those
+ * calls, so they only queue: frames on the peer's control buffer (its writer kicked once the lock
+ * is released) and the NODEUP / NODEDOWN work as `after` records, run by tr__ng_flush unlocked.
+ */
+#include "gossip.h"
+#include "node_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct ng_after {
+    struct ng_after *next;
+    after af;
+} ng_after;
+
+static uint64_t now_ms(void)
+{
+    return tr__now_ns() / 1000000u;
+}
+
+/* A record for the work an event leaves (lock held); NULL when memory is short. */
+static after *after_new(tr_node *n)
+{
+    ng_after *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        tr__node_log(n, "out of memory: a membership change is not told to watchers");
+        return NULL;
+    }
+    *n->gaf_tail = a;
+    n->gaf_tail = &a->next;
+    return &a->af;
+}
+
+/* The peer a core message goes to: by name, else by address (a seed not yet named, or a member
+ * that moved), else a new one (for a member that left, only if `create`: it is back). NULL when
+ * the table is full. Lock held. */
+static peer *peer_for(tr_node *n, const char *name, const char *addr, bool create)
+{
+    peer *pe = name[0] != '\0' ? tr__peer_by_name(n, name) : NULL;
+    if (pe == NULL && addr[0] != '\0') {
+        pe = tr__peer_by_addr(n, addr);
+        if (pe != NULL && name[0] != '\0' && strcmp(pe->name, name) != 0) {
+            if (pe->name[0] == '\0' || pe->status != TR_PEER_UP)
+                snprintf(pe->name, sizeof pe->name, "%s", name); /* a seed says who it is */
+            else
+                pe = NULL;
+        }
+        if (pe == NULL && name[0] != '\0' && (create || !tr__left_known(n, name)))
+            pe = tr__peer_new(n, name, addr);
+    }
+    if (pe != NULL && addr[0] != '\0' && strcmp(pe->addr, addr) != 0 && pe->out_conn == NULL &&
+        !pe->dialing)
+        snprintf(pe->addr, sizeof pe->addr, "%s", addr); /* restarted elsewhere */
+    return pe;
+}
+
+static void core_send(void *arg, const char *name, const char *addr, const void *msg, size_t len)
+{
+    tr_node *n = arg;
+    peer *pe = peer_for(n, name, addr, false);
+    if (pe == NULL || pe->hidden)
+        return; /* no room: gossip is lossy, the core sends again */
+    pthread_mutex_lock(&pe->ctl_lock);
+    if (pe->ctl.len + len < 64u * 1024u) { /* bounded, as every control frame */
+        size_t f = tr__wire_frame_begin(&pe->ctl, TR_WIRE_GOSSIP);
+        tr__wire_put_raw(&pe->ctl, msg, len);
+        tr__wire_frame_end(&pe->ctl, f);
+        atomic_store(&pe->ctl_pending, 1);
+    }
+    pthread_mutex_unlock(&pe->ctl_lock);
+    if (!pe->gkick && n->ngkick < NODE_MAX_PEERS) {
+        pe->gkick = true;
+        n->gkick[n->ngkick++] = pe;
+    }
+}
+
+static void core_event(void *arg, const tr_gossip_member *m, int old)
+{
+    (void)old;
+    tr_node *n = arg;
+    if (strcmp(m->name, n->name) == 0)
+        return;
+    bool live = m->state == TR_GOSSIP_ALIVE || m->state == TR_GOSSIP_SUSPECT;
+    peer *pe = live ? peer_for(n, m->name, m->addr, true) : tr__peer_by_name(n, m->name);
+    if (pe == NULL) {
+        if (live)
+            tr__node_log(n, "no room in the peer table for member %s", m->name);
+        return;
+    }
+    if (pe->hidden)
+        return;
+    pe->gsuspect = m->state == TR_GOSSIP_SUSPECT;
+    if (live) {
+        if (pe->status == TR_PEER_UP && pe->node_id == m->node_id)
+            return; /* alive <-> suspect: still up */
+        after *af = after_new(n);
+        if (af == NULL)
+            return;
+        if (pe->status == TR_PEER_UP)
+            tr__peer_down_locked(n, pe, af); /* restarted (a new node id) before we noticed */
+        peer *holder = atomic_load(&n->by_id[m->node_id]);
+        if (m->node_id == 0 || m->node_id == n->id || (holder != NULL && holder != pe)) {
+            tr__node_log(n, "peer %s uses node id %u, already taken: refused", m->name,
+                         m->node_id);
+            return;
+        }
+        tr__left_clear(n, pe->name);
+        pe->node_id = m->node_id;
+        pe->status = TR_PEER_UP;
+        pe->ever_up = true;
+        pe->backoff_ms = n->backoff_min_ms;
+        pe->next_dial_ns = 0;
+        count(&pe->ups, 1);
+        atomic_store(&n->by_id[pe->node_id], pe);
+        af->up = true;
+        snprintf(af->name, sizeof af->name, "%s", pe->name);
+        af->node_id = pe->node_id;
+        if (af->nkick < 2)
+            af->kick[af->nkick++] = pe;
+        tr__node_log(n, "peer %s (node id %u) is up", pe->name, pe->node_id);
+        pthread_cond_broadcast(&n->cond);
+    } else if (pe->status == TR_PEER_UP) {
+        after *af = after_new(n);
+        if (af == NULL)
+            return;
+        if (m->state == TR_GOSSIP_LEFT)
+            tr__peer_left_locked(n, pe, af);
+        else
+            tr__peer_down_locked(n, pe, af);
+    }
+}
+
+int tr__ng_start(tr_node *n, const tr_node_opts *o)
+{
+    n->gaf_tail = &n->gaf_head;
+    if (o->monitors == 0 || n->hidden)
+        return TR_OK;
+    if (o->monitors > TR_GOSSIP_MONITORS_MAX)
+        return TR_EINVAL;
+    n->monitors = o->monitors;
+    n->idle_close_ns = (uint64_t)(o->idle_close_ms ? o->idle_close_ms : 10000) * 1000000u;
+    const char *seeds[64];
+    size_t ns = 0;
+    for (size_t i = 0; i < o->nseeds && ns < 64; i++)
+        if (strcmp(o->seeds[i], n->addr) != 0 && strcmp(o->seeds[i], o->listen) != 0)
+            seeds[ns++] = o->seeds[i];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* above any earlier incarnation of this name */
+    tr_gossip_opts go = {
+        .name = n->name,
+        .addr = n->addr,
+        .node_id = n->id,
+        .incarnation = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u,
+        .monitors = o->monitors,
+        .heartbeat_ms = (unsigned)(n->hb_ns / 1000000u),
+        .down_after_ms = (unsigned)(n->down_ns / 1000000u),
+        .forget_ms = (unsigned)(n->forget_ns / 1000000u),
+        .max_members = NODE_MAX_PEERS,
+        .seeds = seeds,
+        .nseeds = ns,
+        .send = core_send,
+        .event = core_event,
+        .arg = n,
+    };
+    pthread_mutex_lock(&n->lock);
+    int rc = tr__gossip_new(&go, now_ms(), &n->gossip);
+    pthread_mutex_unlock(&n->lock);
+    return rc;
+}
+
+void tr__ng_free(tr_node *n)
+{
+    if (n->gossip != NULL)
+        tr__gossip_free(n->gossip);
+    n->gossip = NULL;
+    ng_after *a = n->gaf_head;
+    while (a != NULL) {
+        ng_after *next = a->next;
+        if (a->af.down)
+            tr__idmap_free(&a->af.interest);
+        free(a);
+        a = next;
+    }
+    n->gaf_head = NULL;
+    n->gaf_tail = &n->gaf_head;
+}
+
+void tr__ng_flush(tr_node *n)
+{
+    if (n->gossip == NULL)
+        return;
+    peer *kick[NODE_MAX_PEERS];
+    pthread_mutex_lock(&n->lock);
+    ng_after *a = n->gaf_head;
+    n->gaf_head = NULL;
+    n->gaf_tail = &n->gaf_head;
+    size_t k = n->ngkick;
+    for (size_t i = 0; i < k; i++) {
+        kick[i] = n->gkick[i];
+        kick[i]->gkick = false;
+    }
+    n->ngkick = 0;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < k; i++)
+        tr__peer_kick(kick[i]);
+    while (a != NULL) {
+        ng_after *next = a->next;
+        tr__node_after_run(n, &a->af);
+        free(a);
+        a = next;
+    }
+}
+
+int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len)
+{
+    if (len < TR_WIRE_HEADER)
+        return TR_EBADMSG;
+    pthread_mutex_lock(&n->lock);
+    int rc = TR_OK;
+    if (n->gossip != NULL && !n->stopping)
+        rc = tr__gossip_receive(n->gossip, now_ms(), c->ph.name, frame + TR_WIRE_HEADER,
+                                len - TR_WIRE_HEADER);
+    pthread_mutex_unlock(&n->lock);
+    tr__ng_flush(n);
+    return rc;
+}
+
+void tr__ng_unreachable_locked(tr_node *n, peer *pe)
+{
+    if (n->gossip != NULL && !n->stopping && !n->leaving && !pe->hidden && !pe->alias &&
+        pe->name[0] != '\0')
+        tr__gossip_unreachable(n->gossip, now_ms(), pe->name);
+}
+
+void tr__ng_tick_locked(tr_node *n, uint64_t now)
+{
+    if (n->gossip == NULL)
+        return;
+    tr__gossip_tick(n->gossip, now / 1000000u);
+    if (now >= n->next_seed_join_ns && tr__gossip_joined(n->gossip)) {
+        /* a seed's address is configuration, as in the full mesh: one where no member is up (the
+         * node there left and may come back, or it belongs to another cluster to merge with) is
+         * sent a JOIN every reconnect_max_ms */
+        n->next_seed_join_ns = now + (uint64_t)n->backoff_max_ms * 1000000u;
+        for (size_t i = 0; i < n->npeers; i++) {
+            peer *pe = n->peers[i];
+            if (!pe->seed || pe->hidden || pe->addr[0] == '\0')
+                continue;
+            peer *at = tr__peer_by_addr(n, pe->addr);
+            if (at == NULL || at->status != TR_PEER_UP)
+                tr__gossip_join(n->gossip, pe->addr);
+        }
+    }
+    for (size_t i = 0; i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        conn *c = pe->out_conn;
+        if (c == NULL || c->dead || c->state != C_UP || c->refs > 0 || c->duplex ||
+            atomic_load(&pe->qlen) > 0 || atomic_load(&pe->ctl_pending) ||
+            atomic_load(&pe->tx_busy))
+            continue;
+        uint64_t last = atomic_load(&pe->last_tx_ns);
+        if (last < c->born_ns)
+            last = c->born_ns;
+        if (now > last && now - last > n->idle_close_ns) {
+            pe->out_conn = NULL; /* closed by us: not a loss, nothing told to the core */
+            tr__conn_mark_dead(c);
+        }
+    }
+}
+
+bool tr__ng_lazy_dial_locked(tr_node *n, peer *pe)
+{
+    if (n->gossip == NULL || n->stopping || n->leaving || pe->hidden || pe->alias ||
+        pe->addr[0] == '\0')
+        return false;
+    if (pe->dialing)
+        return true;
+    if (pe->status != TR_PEER_UP && !atomic_load(&pe->ctl_pending))
+        return false; /* messages for a peer that is not up: dead letters */
+    if (tr__now_ns() < pe->next_dial_ns)
+        return false; /* its last dial failed: nothing to wait for yet */
+    tr__node_dial_start(n, pe);
+    return pe->dialing;
+}
+
+void tr__ng_leave(tr_node *n)
+{
+    if (n->gossip == NULL)
+        return;
+    uint64_t start = tr__now_ns(), deadline = start + n->leave_ns;
+    pthread_mutex_lock(&n->lock);
+    tr__gossip_leave(n->gossip, now_ms());
+    pthread_mutex_unlock(&n->lock);
+    tr__ng_flush(n);
+    /* the ticker keeps ticking the core: its gossip rounds carry the leave */
+    for (;;) {
+        pthread_mutex_lock(&n->lock);
+        size_t queued = tr__gossip_queued(n->gossip);
+        pthread_mutex_unlock(&n->lock);
+        uint64_t now = tr__now_ns();
+        if (queued == 0 || now >= deadline)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+    }
+    tr__node_log(n, "leaving the cluster: told by gossip in %llu ms",
+                 (unsigned long long)((tr__now_ns() - start) / 1000000u));
+}
