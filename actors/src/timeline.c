@@ -534,9 +534,8 @@ static void on_page(tr_ctx *ctx, tl_st *t, const tr_msg *m, tr_from from)
  * page, not at once: pages still coming (a client's pipelined requests, other clients) would reach
  * it as it ends — each sent back to its requester unread and sent again, to the key's next actor,
  * which could be ending the same way (a 503, seen by fuzz-http with made-up readers). */
-static bool idle_nouser(tr_ctx *ctx, const tl_st *t)
+static bool idle_nouser(const tl_st *t)
 {
-    (void)ctx;
     return t->nouser && t->building == 0 && t->qs == NULL && t->waiting == NULL;
 }
 
@@ -555,7 +554,7 @@ static int tl_receive(tr_ctx *ctx, void *state, tr_msg *m)
         break;
     case SOC_T_LINGER:
         t->linger_armed = false;
-        if (idle_nouser(ctx, t) && t->pages == t->linger_pages)
+        if (idle_nouser(t) && t->pages == t->linger_pages)
             tr_stop(ctx); /* answered, nothing to keep (a made-up id leaves no actor) */
         break;
     case SOC_T_FOLLOW:
@@ -687,7 +686,7 @@ static void tl_terminate(tr_ctx *ctx, void *state, const tr_reason *reason)
 static void tl_turn_end(tr_ctx *ctx, void *state)
 {
     tl_st *t = state;
-    if (idle_nouser(ctx, t)) { /* no such reader: answered; it ends after the linger */
+    if (idle_nouser(t)) { /* no such reader: answered; it ends after the linger */
         if (!t->linger_armed) {
             tr_msg *l = tr_msg_new(SOC_T_LINGER, 0);
             t->linger_pages = t->pages;

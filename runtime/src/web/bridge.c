@@ -86,7 +86,6 @@ static void on_port(void *user, uint64_t cookie, int rc, const tr_msg *reply)
             c->send(c->send_arg, w->loops[c->loop % w->nloops].port, again, w->o.timeout_ms,
                     cookie) == TR_OK)
             return;
-        reply = NULL;
     }
     if (rc != TR_OK)
         reply = NULL;
