@@ -27,7 +27,7 @@
 #include <string.h>
 
 #define GOSSIP_VERSION 1u
-enum { M_PING = 1, M_ACK = 2, M_GOSSIP = 3, M_JOIN = 4, M_SYNC = 5, M_PUSH = 6 };
+enum { M_PING = 1, M_ACK = 2, M_GOSSIP = 3, M_JOIN = 4, M_SYNC = 5, M_PUSH = 6, M_BEAT = 7 };
 #define STATE_UNKNOWN 4u
 #define MAX_SEEDS 64u
 
@@ -164,8 +164,9 @@ typedef struct gm {
 typedef struct watch {
     uint64_t key;
     uint64_t last_ms; /* last heard from it (or when it became watched) */
-    /* anti-entropy: the digests of its last ack and of ours then, since when both have stayed
-     * the same and differ (0: they agree), and when we last pushed our view to it */
+    uint64_t last_ping; /* when we last pinged it (it was silent, or suspect) */
+    /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
+     * stayed the same and differ (0: they agree), and when we last pushed our view to it */
     uint64_t peer_digest, my_digest, differ_since, last_sync;
 } watch;
 
@@ -819,7 +820,7 @@ static bool rd_header(tr_wire_rd *r, header *h)
 {
     uint64_t v;
     if (!tr__wire_rd_uint(r, 255, &v) || v != GOSSIP_VERSION ||
-        !tr__wire_rd_uint(r, M_PUSH, &h->type) || h->type < M_PING || !rd_upd(r, &h->sender) ||
+        !tr__wire_rd_uint(r, M_BEAT, &h->type) || h->type < M_PING || !rd_upd(r, &h->sender) ||
         !tr__wire_rd_uint(r, STATE_UNKNOWN, &h->you_state) ||
         !tr__wire_rd_uint(r, UINT64_MAX, &h->you_inc) ||
         !tr__wire_rd_uint(r, UINT64_MAX, &h->digest))
@@ -1004,7 +1005,8 @@ int tr__gossip_receive(tr_gossip *g, uint64_t now, const char *from, const void 
             send_to(g, M_ACK, s, true);
     } else if ((h.type == M_JOIN || h.type == M_PUSH) && !g->leaving) {
         send_sync(g, h.sender.name, h.sender.addr, M_SYNC);
-    } else if (h.type == M_ACK && sw != NULL && (sw = watched(g, skey)) != NULL) {
+    } else if ((h.type == M_ACK || h.type == M_BEAT) && sw != NULL &&
+               (sw = watched(g, skey)) != NULL) {
         /* anti-entropy: a watched member whose view differs from ours and has stayed so for
          * sync_ms (gossip in flight would have changed one of them) gets our view and answers
          * with its own; at most once per sync_ms per watched member */
@@ -1151,12 +1153,30 @@ void tr__gossip_tick(tr_gossip *g, uint64_t now)
         if (g->ring_dirty)
             ring_compute(g, now);
         if (now >= g->next_hb) {
-            g->next_hb = now + g->hb_ms;
-            for (unsigned i = 0; i < g->nw; i++) {
-                gm *m = rec(g, g->w[i].key);
-                if (m != NULL)
-                    send_to(g, M_PING, m, true);
-            }
+            /* beats to the members that watch this one; none answers */
+            /* on multiples of heartbeat_ms: every instance on a host (one monotonic clock)
+             * beats at the same moments, so a node's K beats out and K beats in come in one
+             * burst — its threads wake once for several (at 100 idle nodes on 2 cores: 25% of
+             * a core → 15%, in one sitting) */
+            g->next_hb = (now / g->hb_ms + 1) * g->hb_ms;
+            gm *ws[TR_GOSSIP_MONITORS_MAX];
+            size_t k = watchers(g, ws, TR_GOSSIP_MONITORS_MAX);
+            for (size_t i = 0; i < k; i++)
+                send_to(g, M_BEAT, ws[i], true);
+        }
+        /* a watched member not heard for two heartbeats, or held suspect, is pinged (once a
+         * heartbeat) and answers: it learns it is suspect and refutes, and a member that does
+         * not count this one among its watchers (views that differ for a moment) is heard all
+         * the same */
+        for (unsigned i = 0; i < g->nw; i++) {
+            watch *w = &g->w[i];
+            gm *m = rec(g, w->key);
+            uint64_t silent = now > w->last_ms ? now - w->last_ms : 0;
+            if (m == NULL || now - w->last_ping < g->hb_ms ||
+                (silent < 2ull * g->hb_ms && m->state == TR_GOSSIP_ALIVE))
+                continue;
+            w->last_ping = now;
+            send_to(g, M_PING, m, true);
         }
         if (now >= g->next_probe) {
             g->next_probe = now + g->probe_ms;

@@ -16,9 +16,14 @@
  * Monitoring. Members that are alive or suspect form a ring ordered by the 64-bit hash of their
  * names (stable across restarts; node ids are per incarnation and 16-bit, and would collide at
  * 10,000 nodes). Each instance watches the `monitors` (K, default 5) members that follow it on
- * the ring — it pings each every heartbeat_ms and each answers with an ack — so every member is
- * watched by the K that precede it. The set is re-chosen whenever the ring changes. Any message
- * from a watched member, or learning a higher incarnation of it, counts as hearing from it.
+ * the ring, so every member is watched by the K that precede it; the sets are re-chosen whenever
+ * the ring changes. Every heartbeat_ms (on multiples of it, so the instances of one host beat
+ * together) each member sends a BEAT to its K watchers, which nobody answers: K messages per
+ * member per heartbeat. Any message from a watched member, or learning a higher incarnation of
+ * it, counts as hearing from it. A watched member not heard for two heartbeats, or held suspect,
+ * is pinged once a heartbeat and answers with an ack: it learns it is suspect (and refutes), and
+ * a member whose view of the ring differs for a moment (it does not count this one among its
+ * watchers, so sends it no beats) is heard all the same.
  *
  * Down. A watcher that has not heard a watched member for down_after_ms - suspect_ms marks it
  * suspect and says so (its pings tell the member, gossip tells the others); the member, if
@@ -51,7 +56,7 @@
  *
  * Anti-entropy. Every message carries a digest of the sender's view (an XOR of hashes of the
  * members in the ring and their incarnations, kept in O(1) per change). A watcher whose watched
- * member's acks show a digest that differs from its own, both unchanged for sync_ms (so no
+ * member's beats (or acks) show a digest that differs from its own, both unchanged for sync_ms (no
  * gossip is in flight to settle it), pushes its whole view to it and gets the member's back
  * (PUSH, SYNC): views that gossip missed — a lost message, a queue that overflowed, the two
  * sides of a healed partition — converge, at no cost while views agree.
@@ -59,8 +64,8 @@
  * Gossip. Every change an instance learns is queued and sent, at most `updates` per message, in
  * gossip messages to `fanout` random live members every gossip_ms, each queued change
  * retransmit * ceil(log2(N + 1)) times (infection-style: O(log N) rounds reach every member),
- * and piggybacked on pings and acks for free. An idle cluster sends only pings and acks:
- * 2 * K / heartbeat_ms messages per node. Joining: a new instance sends JOIN to a seed, which
+ * and piggybacked on beats, pings and acks for free. An idle cluster sends only beats:
+ * K / heartbeat_ms messages per node. Joining: a new instance sends JOIN to a seed, which
  * adds it, gossips it and answers with its whole membership (SYNC, in chunks).
  *
  * Bounds. Everything a peer can make an instance hold is bounded: members (max_members; a full

@@ -32,11 +32,25 @@
 
 /* ---- peers (node lock held unless said otherwise) ------------------------------------------ */
 
+static bool named(const peer *pe, const char *name)
+{
+    return !pe->alias && !pe->hidden && strcmp(pe->name, name) == 0;
+}
+
 peer *tr__peer_by_name(tr_node *n, const char *name)
 {
+    /* the same few names are asked for again and again (with monitors: the K members a node
+     * beats to, every heartbeat): a walk over every peer's cold struct each time was a visible
+     * part of an idle node's CPU */
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    peer **slot = &n->name_cache[(h ^ h >> 16) % 64u];
+    if (*slot != NULL && named(*slot, name))
+        return *slot;
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i]->alias && !n->peers[i]->hidden && strcmp(n->peers[i]->name, name) == 0)
-            return n->peers[i];
+        if (named(n->peers[i], name))
+            return *slot = n->peers[i];
     return NULL;
 }
 
@@ -393,7 +407,10 @@ void tr__node_after_run(tr_node *n, after *af)
 
 void tr__node_reap(tr_node *n)
 {
+    if (!atomic_exchange(&n->reap_pending, false))
+        return; /* nothing marked dead since the last walk left none behind */
     conn *dead = NULL;
+    bool held = false;
     pthread_mutex_lock(&n->lock);
     for (conn **pp = &n->conns; *pp != NULL;) {
         conn *c = *pp;
@@ -403,11 +420,15 @@ void tr__node_reap(tr_node *n)
             c->next = dead;
             dead = c;
         } else {
-            if (c->dead)
+            if (c->dead) {
                 nng_aio_cancel(c->tx); /* see tr__conn_mark_dead */
+                held = true;           /* a writer still holds it: walk again next tick */
+            }
             pp = &c->next;
         }
     }
+    if (held)
+        atomic_store(&n->reap_pending, true);
     pthread_mutex_unlock(&n->lock);
     while (dead != NULL) {
         conn *c = dead;
@@ -420,6 +441,7 @@ void *tr__node_ticker_main(void *arg)
 {
     tr_node *n = arg;
     pthread_setname_np(pthread_self(), "tr-ticker");
+    tr__conn_ticker_thread();
     pthread_mutex_lock(&n->lock);
     uint64_t last_tick = tr__now_ns();
     while (!n->stopping) {
@@ -440,11 +462,23 @@ void *tr__node_ticker_main(void *arg)
                 atomic_store_explicit(&c->last_rx_ns, now, memory_order_relaxed);
         }
         last_tick = now;
+        /* With monitors the core says what is due and the walk over every peer and connection
+         * below (handshake timeouts, hidden peers' pings, forgetting, idle connections) runs
+         * only when something is in a hurry or every NODE_SWEEP_MS: at 100 idle nodes on
+         * 2 cores the walk's cache misses, 20 times a second, were a third of the cluster's
+         * idle CPU. Without monitors it runs at every tick, as the full mesh needs. */
+        bool sweep = n->gossip == NULL || n->sweep_soon || now >= n->next_sweep_ns;
+        if (sweep) {
+            n->next_sweep_ns = now + (uint64_t)NODE_SWEEP_MS * 1000000u;
+            n->sweep_soon = false;
+        }
         /* silent or stuck connections */
-        for (conn *c = n->conns; c != NULL && nfail < 16; c = c->next) {
+        for (conn *c = sweep ? n->conns : NULL; c != NULL && nfail < 16; c = c->next) {
             if (c->dead)
                 continue;
             uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
+            if (c->state != C_UP)
+                n->sweep_soon = true;
             if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
                 fail[nfail++] = c;
             else if (c->state == C_UP && (!c->outbound || c->duplex) && now > last &&
@@ -453,10 +487,12 @@ void *tr__node_ticker_main(void *arg)
                  * whenever its dialer has nothing to send) */
                 fail[nfail++] = c;
         }
-        for (size_t i = 0; i < n->npeers; i++) {
+        for (size_t i = 0; sweep && i < n->npeers; i++) {
             peer *pe = n->peers[i];
             if (pe->alias)
                 continue;
+            if (pe->joining || pe->hidden)
+                n->sweep_soon = true;
             if (pe->joining && now - pe->joining_ns > n->down_ns + NODE_HANDSHAKE_MS * 1000000ull &&
                 nfail < 16 && pe->in_conn != NULL) {
                 fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
@@ -474,9 +510,10 @@ void *tr__node_ticker_main(void *arg)
                 tr__node_dial_start(n, pe);
             }
         }
-        tr__peer_forget_stale(n, now);
+        if (sweep)
+            tr__peer_forget_stale(n, now);
         n->members_dirty = false;
-        tr__ng_tick_locked(n, now);
+        tr__ng_tick_locked(n, now, sweep);
         pthread_mutex_unlock(&n->lock);
         tr__ng_flush(n);
         for (int i = 0; i < nfail; i++)
@@ -493,12 +530,17 @@ void *tr__node_ticker_main(void *arg)
         uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
         if (n->gossip != NULL) {
             /* monitors: sleep until the core has something due (its heartbeat, a watched
-             * member's deadline, a gossip round), at most heartbeat_ms / 2 (hidden peers' pings,
-             * handshake timeouts, idle connections) and at least 1 ms */
+             * member's deadline, a gossip round) or the walk is (hidden peers' pings and
+             * handshakes: heartbeat_ms / 2; else NODE_SWEEP_MS), at most down_after_ms / 4 and
+             * at least 1 ms */
             uint64_t due = tr__gossip_next_ms(n->gossip) * 1000000u, at = tr__now_ns();
+            if (n->sweep_soon && n->next_sweep_ns > at + n->hb_ns / 2)
+                n->next_sweep_ns = at + n->hb_ns / 2;
+            if (n->sweep_soon && n->next_sweep_ns < due)
+                due = n->next_sweep_ns; /* else the walk rides on the core's next tick */
             tick = due > at ? due - at : 0;
-            if (tick > n->hb_ns / 2)
-                tick = n->hb_ns / 2;
+            if (tick > n->down_ns / 4)
+                tick = n->down_ns / 4; /* a longer sleep would read as this node's own pause */
             if (tick < 1000000u)
                 tick = 1000000u;
         }

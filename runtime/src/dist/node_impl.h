@@ -43,6 +43,9 @@
 #define NODE_MAX_WATCHERS 4096u
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
+#define NODE_SWEEP_MS 1000u         /* with monitors, the ticker walks its peers this often */
+#define NODE_SYNC_SEND_MAX 1024u    /* the ticker writes frames up to this size itself, when
+                                     * the socket takes them at once (conn.c) */
 #define NODE_HANDSHAKE_FRAME 1024u  /* a frame before authentication, at most (HELLO and AUTH are
                                      * < 300 bytes): what a stranger can make us allocate */
 #define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
@@ -72,6 +75,8 @@ typedef struct conn {
     tr_node *n;
     nng_stream *s;
     nng_aio *rx, *tx, *hs;      /* receive; the writer's sends; handshake sends */
+    nng_aio *txs;               /* the writer's small sends from the ticker: no callback, so
+                                 * one that completes at once wakes no nng thread (conn.c) */
     peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
     bool outbound;
     bool duplex;                /* a hidden node's connection: used both ways (either side) */
@@ -207,6 +212,14 @@ struct tr_node {
     peer *gkick[NODE_MAX_PEERS];           /* peers the core queued frames for */
     size_t ngkick;
     uint64_t next_seed_join_ns;            /* seeds not held up are joined again then */
+    uint64_t next_sweep_ns;                /* the ticker's walk over peers and connections */
+    bool sweep_soon;                       /* a connection or peer in a hurry (handshakes,
+                                            * hidden peers' pings): walk every tick */
+    peer *name_cache[64];                  /* tr__peer_by_name's last answers, by a hash of
+                                            * the name (checked on use: peers live as long
+                                            * as the node) */
+    _Atomic bool reap_pending;             /* a connection was marked dead: the ticker's
+                                            * reaper walks the list until it is freed */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
         no_route, lost, peers_down, peers_forgotten, tls_failed, peers_left,
         dials;
@@ -318,6 +331,8 @@ TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
 /* Frees dead, unreferenced connections (lock held). */
 TR_HIDDEN void tr__node_reap(tr_node *n);
+/* Marks the calling thread as the node's ticker: its writes of small frames complete inline. */
+TR_HIDDEN void tr__conn_ticker_thread(void);
 /* The ticker thread: heartbeats, failure detection, dials, reaping (until n->stopping). */
 TR_HIDDEN void *tr__node_ticker_main(void *arg);
 /* The transport seam's interest and forget (core/internal.h). */
@@ -337,8 +352,9 @@ TR_HIDDEN void tr__ng_flush(tr_node *n);
 TR_HIDDEN int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len);
 /* The connection we dialed to pe broke, or a dial failed (lock held). */
 TR_HIDDEN void tr__ng_unreachable_locked(tr_node *n, peer *pe);
-/* The ticker's part (lock held): the core's tick, idle connections closed. */
-TR_HIDDEN void tr__ng_tick_locked(tr_node *n, uint64_t now_ns);
+/* The ticker's part (lock held): the core's tick; with `sweep`, also seeds joined again and idle
+ * connections closed. */
+TR_HIDDEN void tr__ng_tick_locked(tr_node *n, uint64_t now_ns, bool sweep);
 /* A writer found no connection to pe (lock held): true when a connection is being dialed (what
  * is queued waits for it), false when there is none to wait for (it becomes dead letters). */
 TR_HIDDEN bool tr__ng_lazy_dial_locked(tr_node *n, peer *pe);

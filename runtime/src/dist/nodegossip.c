@@ -259,11 +259,13 @@ void tr__ng_unreachable_locked(tr_node *n, peer *pe)
         tr__gossip_unreachable(n->gossip, now_ms(), pe->name);
 }
 
-void tr__ng_tick_locked(tr_node *n, uint64_t now)
+void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
 {
     if (n->gossip == NULL)
         return;
     tr__gossip_tick(n->gossip, now / 1000000u);
+    if (!sweep)
+        return; /* the walks below are the ticker's sweep (members.c) */
     if (now >= n->next_seed_join_ns && tr__gossip_joined(n->gossip)) {
         /* a seed's address is configuration, as in the full mesh: one where no member is up (the
          * node there left and may come back, or it belongs to another cluster to merge with) is
