@@ -15,6 +15,11 @@
  * `troupectl kill worker` shows a restart in `troupectl tree`, and `troupectl limits set limited
  * rate=5` a changed rate in `troupectl limits limited`.
  *
+ * With --load RATE it also offers traffic (scripts/idle-cluster --load): an echo registered
+ * cluster-wide as "echo@NAME", and an actor sending RATE requests a second (2 s timeout), each
+ * to the echo of a peer up chosen at random; at the end it prints "load sent=S answered=A
+ * timeouts=T failed=F" (failed: no such peer's echo yet, refused, or no route).
+ *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
  * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so). SIGTERM or
  * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left".
@@ -25,6 +30,8 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +48,7 @@ static void usage(FILE *f)
             "  --seed ADDR       join through ADDR instead of the file's seeds (repeatable)\n"
             "  --workers N       scheduler threads (default: the file's, else the runtime's)\n"
             "  --node-id N       node id of this incarnation, 2..65535 (default: random)\n"
+            "  --load RATE       send RATE requests/s to random peers' echo@NAME (0..100000)\n"
             "  --quiet           no log lines on stderr\n"
             "  --help            this text\n"
             "Runs the supervisor \"drill\" with children \"worker\" and \"limited\" (100/s) for\n"
@@ -187,6 +195,86 @@ static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
 
 static const tr_behaviour watch_b = {.name = "watch", .receive = watch_receive};
 
+/* ---- --load: requests to random peers ------------------------------------------------------ */
+
+enum { LOAD_TICK = 0x7100, LOAD_REQ = 0x7101 };
+#define LOAD_TICK_MS 20u
+#define LOAD_MAX_PEERS 256
+
+typedef struct load {
+    unsigned rate;              /* requests a second */
+    double owed;                /* requests due, not yet sent */
+    tr_peer_info up[LOAD_MAX_PEERS];
+    size_t nup;
+    uint64_t listed_at;         /* when `up` was read (ns) */
+    uint64_t rng;
+} load;
+
+static _Atomic uint64_t load_sent, load_answered, load_timeouts, load_failed;
+
+static int load_init(tr_ctx *ctx, void *state, const void *arg)
+{
+    load *l = state;
+    l->rate = (unsigned)(uintptr_t)arg;
+    l->rng = tr_now_ns() | 1;
+    return tr_send_after(ctx, tr_self(ctx), tr_msg_new(LOAD_TICK, 0), LOAD_TICK_MS, NULL);
+}
+
+static int load_receive(tr_ctx *ctx, void *state, tr_msg *m)
+{
+    load *l = state;
+    uint32_t t = tr_msg_type(m);
+    if (tr_msg_is_reply(m)) {
+        atomic_fetch_add(t == TR_MSG_TIMEOUT ? &load_timeouts
+                         : t >= TR_MSG_SYSTEM ? &load_failed
+                                              : &load_answered,
+                         1);
+        return 0;
+    }
+    if (t == TR_MSG_TIMEOUT) {
+        atomic_fetch_add(&load_timeouts, 1);
+        return 0;
+    }
+    if (t != LOAD_TICK || tr_msg_sender(m) != tr_self(ctx))
+        return 0;
+    uint64_t now = tr_now_ns();
+    if (now - l->listed_at > 1000000000u) { /* the peers up, once a second */
+        tr_peer_info all[LOAD_MAX_PEERS];
+        size_t n = 0;
+        l->nup = 0;
+        if (tr_node_peers(g_node, all, LOAD_MAX_PEERS, &n) == TR_OK)
+            for (size_t i = 0; i < n && i < LOAD_MAX_PEERS; i++)
+                if (all[i].status == TR_PEER_UP && all[i].name[0] != '\0')
+                    l->up[l->nup++] = all[i];
+        l->listed_at = now;
+    }
+    l->owed += (double)l->rate * LOAD_TICK_MS / 1000.0;
+    for (; l->owed >= 1.0 && l->nup > 0; l->owed -= 1.0) {
+        l->rng ^= l->rng << 13;
+        l->rng ^= l->rng >> 7;
+        l->rng ^= l->rng << 17;
+        char name[80];
+        snprintf(name, sizeof name, "echo@%s", l->up[l->rng % l->nup].name);
+        tr_pid to;
+        tr_msg *r = tr_msg_new(LOAD_REQ, 16);
+        atomic_fetch_add(&load_sent, 1);
+        if (r == NULL || tr_node_whereis(g_node, name, &to) != TR_OK) {
+            tr_msg_free(r);
+            atomic_fetch_add(&load_failed, 1);
+            continue;
+        }
+        tr_msg_put_u64(r, now);
+        if (tr_request(ctx, to, r, 2000, NULL) != TR_OK)
+            atomic_fetch_add(&load_failed, 1);
+    }
+    if (l->nup == 0)
+        l->owed = 0;
+    return tr_send_after(ctx, tr_self(ctx), tr_msg_new(LOAD_TICK, 0), LOAD_TICK_MS, NULL);
+}
+
+static const tr_behaviour load_b = {.name = "load", .state_size = sizeof(load),
+                                    .init = load_init, .receive = load_receive};
+
 /* The drill tree's children: an echo that registers under the name it was given (its child id)
  * on its first message, once it is alive (a restarted one takes the name over). */
 enum { DRILL_REGISTER = 0x7001 };
@@ -234,13 +322,14 @@ int main(int argc, char **argv)
     const char *config = NULL, *name = NULL, *listen = NULL;
     const char *seeds[MAX_SEEDS];
     size_t nseeds = 0;
-    long workers = -1, node_id = 0;
+    long workers = -1, node_id = 0, load_rate = 0;
     bool quiet = false;
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'}, {"node", required_argument, NULL, 'n'},
         {"listen", required_argument, NULL, 'l'}, {"seed", required_argument, NULL, 's'},
         {"workers", required_argument, NULL, 'w'}, {"node-id", required_argument, NULL, 'i'},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {"load", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int opt;
     char *end;
@@ -262,6 +351,13 @@ int main(int argc, char **argv)
             workers = strtol(optarg, &end, 10);
             if (*end != '\0' || workers < 1 || workers > 1024) {
                 fprintf(stderr, "troupe-node: --workers takes 1..1024\n");
+                return 2;
+            }
+            break;
+        case 'L':
+            load_rate = strtol(optarg, &end, 10);
+            if (*end != '\0' || load_rate < 0 || load_rate > 100000) {
+                fprintf(stderr, "troupe-node: --load takes 0..100000 requests/s\n");
                 return 2;
             }
             break;
@@ -344,6 +440,19 @@ int main(int argc, char **argv)
         (void)tr_system_register(sys, "drill", drill_sup);
     else
         fprintf(stderr, "troupe-node: cannot start the drill tree: %s\n", tr_strerror(rc));
+    if (load_rate > 0) {
+        /* the echo others load, then the loader (the echo registers once it runs) */
+        char echo_name[80];
+        int el = snprintf(echo_name, sizeof echo_name, "echo@%s", tr_node_name(node));
+        tr_msg *ea = tr_msg_new(0, (size_t)el + 8);
+        tr_pid echo, loader;
+        if (ea != NULL)
+            tr_msg_put_str(ea, echo_name, (size_t)el);
+        if (ea == NULL || (rc = tr_system_spawn(sys, &named_b, ea, &echo)) != TR_OK ||
+            (rc = tr_system_spawn(sys, &load_b, (void *)(uintptr_t)load_rate, &loader)) != TR_OK)
+            fprintf(stderr, "troupe-node: cannot start the load: %s\n", tr_strerror(rc));
+        tr_msg_free(ea);
+    }
     char ready[256];
     int rl = snprintf(ready, sizeof ready, "ready node=%s addr=%s id=%u", tr_node_name(node),
                       tr_node_address(node), (unsigned)so.node_id);
@@ -371,6 +480,12 @@ int main(int argc, char **argv)
     tr_node_stop(node);
     tr_system_stop(sys);
     tr_system_join(sys);
+    if (load_rate > 0) {
+        printf("load sent=%llu answered=%llu timeouts=%llu failed=%llu\n",
+               (unsigned long long)load_sent, (unsigned long long)load_answered,
+               (unsigned long long)load_timeouts, (unsigned long long)load_failed);
+        fflush(stdout);
+    }
     tr_system_free(sys);
     tr_node_config_free(nc);
     return 0;

@@ -226,13 +226,20 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
     if (n->gossip != NULL && pe != NULL && !pe->hidden &&
         (pe->out_conn == c || pe->in_conn == c)) {
         /* monitors: the core says who is down; a connection we dialed that broke tells it
-         * (suspect at once), one the peer dialed is its own to reopen */
+         * (suspect at once). One the peer dialed is its own to reopen, and its dialer closes
+         * it when it has sent nothing on it for idle_close_ms: one that carried something
+         * lately did not close so — its peer crashed (a kill -9: the beats to its watchers
+         * come this way), and the core hears it at once too. */
         if (pe->out_conn == c) {
             pe->out_conn = NULL;
             tr__ng_unreachable_locked(n, pe);
             af.kick[af.nkick++] = pe; /* what is queued: redialed, or dead letters */
         } else {
             pe->in_conn = NULL;
+            uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
+            if (!handshake && !n->leaving && c->state == C_UP &&
+                tr__now_ns() - last < n->idle_close_ns / 2)
+                tr__ng_unreachable_locked(n, pe);
         }
         tr__conn_mark_dead(c);
     } else if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
