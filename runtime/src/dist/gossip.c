@@ -164,7 +164,8 @@ typedef struct gm {
 typedef struct watch {
     uint64_t key;
     uint64_t last_ms; /* last heard from it (or when it became watched) */
-    uint64_t last_ping; /* when we last pinged it (it was silent, or suspect) */
+    uint64_t last_ping; /* when we last pinged it (it was silent, or suspect, or new) */
+    bool new_watch;     /* watched since the last ring change: pinged at the next tick */
     /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
      * stayed the same and differ (0: they agree), and when we last pushed our view to it */
     uint64_t peer_digest, my_digest, differ_since, last_sync;
@@ -510,7 +511,11 @@ static void ring_compute(tr_gossip *g, uint64_t now)
         if (!in_ring(m))
             continue;
         watch *w = &g->w[g->nw++];
-        *w = (watch){.key = m->key, .last_ms = now}; /* new: down_after_ms from now to be heard */
+        /* new: down_after_ms from now to be heard, and pinged at once — its beats start only
+         * once it knows of the change that made this one its watcher, which gossip may bring
+         * late on a busy host (a node killed under load: its watchers' new watched members
+         * were taken down for want of being heard in time) */
+        *w = (watch){.key = m->key, .last_ms = now, .new_watch = true};
         for (unsigned j = 0; j < nold; j++)
             if (old[j].key == m->key)
                 *w = old[j];
@@ -1172,10 +1177,11 @@ void tr__gossip_tick(tr_gossip *g, uint64_t now)
             watch *w = &g->w[i];
             gm *m = rec(g, w->key);
             uint64_t silent = now > w->last_ms ? now - w->last_ms : 0;
-            if (m == NULL || now - w->last_ping < g->hb_ms ||
-                (silent < 2ull * g->hb_ms && m->state == TR_GOSSIP_ALIVE))
+            if (m == NULL || (now - w->last_ping < g->hb_ms && !w->new_watch) ||
+                (silent < 2ull * g->hb_ms && m->state == TR_GOSSIP_ALIVE && !w->new_watch))
                 continue;
             w->last_ping = now;
+            w->new_watch = false;
             send_to(g, M_PING, m, true);
         }
         if (now >= g->next_probe) {
