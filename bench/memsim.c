@@ -368,6 +368,17 @@ void memsim_kill(memsim *s, size_t i)
     snode *nd = &s->nodes[i];
     if (nd->dead)
         return;
+    /* its watchers hold the connections its beats came on: a node sees them break (its
+     * inbound connection that carried something lately: conn.c), one latency later */
+    tr_gossip_member ws[TR_GOSSIP_MONITORS_MAX];
+    size_t k = tr__gossip_watchers(nd->g, ws, TR_GOSSIP_MONITORS_MAX);
+    for (size_t j = 0; j < k; j++) {
+        char *end;
+        unsigned long w = strtoul(ws[j].name + 1, &end, 10); /* "n<index>" */
+        if (ws[j].name[0] == 'n' && *end == '\0' && w < s->n)
+            push(s, (ev){.t_us = s->now_us + latency_us(s), .type = EV_UNREACH, .dst = w,
+                         .src = i});
+    }
     forget_view(s, nd);
     nd->dead = true;
     s->pairs_dirty = true; /* it is no one's subject any more */

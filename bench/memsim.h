@@ -5,8 +5,9 @@
  * and the unit tests (tests/unit/test_gossip.c) drive it.
  *
  * Nodes are called "n<i>" and reached at "sim:<i>". A crashed node's sockets are closed: a
- * message sent to it comes back as "unreachable" one latency later (as a kill -9 on a real host
- * shows at once to those that talk to it); a frozen node neither ticks nor receives, and what is
+ * message sent to it comes back as "unreachable" one latency later, and its watchers (who hold
+ * the connections its beats came on) are told so one latency after the crash (as a kill -9 on a
+ * real host shows at once to those connected to it: conn.c); a frozen node neither ticks nor receives, and what is
  * sent to it is lost, without a word (a SIGSTOP, a VM paused, a cable cut).
  *
  * The simulator keeps, from the instances' events, how many nodes see each node in each state,
