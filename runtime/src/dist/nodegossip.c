@@ -298,10 +298,14 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
     if (!sweep)
         return; /* the walks below are the ticker's sweep (members.c) */
     /* the members this node watches beat to it on the connections it dialed to them (conn.c,
-     * "Beats"): each one is dialed, and kept however idle */
-    tr_gossip_member w[TR_GOSSIP_MONITORS_MAX];
-    peer *watched[TR_GOSSIP_MONITORS_MAX];
+     * "Beats"): each one is dialed, and kept however idle. So is one to each member that
+     * watches this node: its beats go on the watcher's connection, but its acks, refutations
+     * and gossip the usual way, and a dial for them when they are due (a watcher's ping after a
+     * ring change) came too late on a busy host — the watcher took the member down */
+    tr_gossip_member w[2 * TR_GOSSIP_MONITORS_MAX];
+    peer *watched[2 * TR_GOSSIP_MONITORS_MAX];
     size_t nw = tr__gossip_watched(n->gossip, w, TR_GOSSIP_MONITORS_MAX), nwp = 0;
+    nw += tr__gossip_watchers(n->gossip, w + nw, TR_GOSSIP_MONITORS_MAX);
     for (size_t i = 0; i < nw; i++) {
         peer *pe = tr__peer_by_name(n, w[i].name);
         if (pe == NULL || pe->hidden || pe->status != TR_PEER_UP)
@@ -335,8 +339,8 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
         bool beats_here = false;
         for (size_t j = 0; j < nwp; j++)
             beats_here |= watched[j] == pe;
-        if (beats_here && c->polled)
-            continue; /* idle our way, not its: its beats come in on it */
+        if (beats_here)
+            continue; /* a member it watches (its beats come in on it) or a watcher: kept */
         uint64_t last = atomic_load(&pe->last_tx_ns);
         if (last < c->born_ns)
             last = c->born_ns;
