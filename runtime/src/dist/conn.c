@@ -98,6 +98,7 @@ static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
     c->rbuf = malloc(c->rcap);
     if (c->rbuf == NULL || nng_aio_alloc(&c->rx, on_rx, c) != 0 ||
         nng_aio_alloc(&c->tx, on_tx, c) != 0 || nng_aio_alloc(&c->txs, NULL, NULL) != 0 ||
+        nng_aio_alloc(&c->rxs, NULL, NULL) != 0 ||
         nng_aio_alloc(&c->hs, on_hs, c) != 0 || nng_aio_alloc(&c->auth, on_auth_sent, c) != 0) {
         if (c->rx)
             nng_aio_free(c->rx);
@@ -105,6 +106,8 @@ static conn *conn_new(tr_node *n, nng_stream *s, bool outbound, peer *pe)
             nng_aio_free(c->tx);
         if (c->txs)
             nng_aio_free(c->txs);
+        if (c->rxs)
+            nng_aio_free(c->rxs);
         if (c->hs)
             nng_aio_free(c->hs);
         if (c->auth)
@@ -134,11 +137,13 @@ void tr__conn_destroy(conn *c)
     nng_aio_stop(c->rx);
     nng_aio_stop(c->tx);
     nng_aio_stop(c->txs);
+    nng_aio_stop(c->rxs);
     nng_aio_stop(c->hs);
     nng_aio_stop(c->auth);
     nng_aio_free(c->rx);
     nng_aio_free(c->tx);
     nng_aio_free(c->txs);
+    nng_aio_free(c->rxs);
     nng_aio_free(c->hs);
     nng_aio_free(c->auth);
     nng_stream_free(c->s);
@@ -165,6 +170,7 @@ void tr__conn_mark_dead(conn *c)
      * what is pending now; the reaper cancels again until the writer has let go. */
     nng_aio_cancel(c->tx);
     nng_aio_cancel(c->txs);
+    nng_aio_cancel(c->rxs);
     nng_aio_cancel(c->rx);
     nng_aio_cancel(c->hs);
     nng_aio_cancel(c->auth);
@@ -632,6 +638,9 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         pe->backoff_ms = n->backoff_min_ms;
         pe->failing = false;
         c->state = C_UP;
+        /* a member we watch beats to us on it: read by the ticker ("Beats" below); others
+         * keep a receive posted (a ring that changes later: its beats come that way) */
+        c->polled = n->tls == NULL && tr__ng_watches_locked(n, pe->name);
         atomic_store(&pe->last_tx_ns, tr__now_ns());
         if (af->nkick < 2)
             af->kick[af->nkick++] = pe; /* what waited for the connection */
@@ -769,6 +778,14 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     if (c->state == C_UP && c->outbound) {
         if (kind == TR_WIRE_PING)
             return true;
+        if (kind == TR_WIRE_GOSSIP && n->gossip != NULL) { /* beats, on a polled connection */
+            if (tr__ng_receive(n, c, f, len) == TR_EBADMSG) {
+                count(&n->bad_frames, 1);
+                tr__conn_fail(c, "malformed GOSSIP frame");
+                return false;
+            }
+            return true;
+        }
         count(&n->bad_frames, 1);
         tr__conn_fail(c, "unexpected frame on an outbound connection");
         return false;
@@ -846,6 +863,9 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
         put_auth(n, &c->authbuf, c->ph.nonce, c->nonce);
         if (tr__wire_status(&c->authbuf) == TR_OK) {
             send_auth(c);
+            pthread_mutex_lock(&n->lock);
+            c->auth_posted = true; /* nng writes a stream's sends in order */
+            pthread_mutex_unlock(&n->lock);
             if (c->duplex)
                 hidden_ready(n, c);
         } else {
@@ -856,7 +876,7 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
     return alive;
 }
 
-static size_t rx_frames(conn *c);
+static size_t rx_frames(conn *c, size_t got);
 
 /* A receive completed (on an nng thread). The actors its frames wake run here, as a guest's do,
  * up to NODE_RX_TURNS turns (the rest goes to the workers): a request that came in is answered
@@ -878,18 +898,20 @@ static void on_rx(void *arg)
         if (c->guest != NULL && tr_guest_enter(c->guest) == TR_OK)
             g = c->guest;
     }
-    size_t need = rx_frames(c);
+    size_t need = rx_frames(c, nng_aio_count(c->rx));
     if (g != NULL)
         (void)tr_guest_leave(g, NODE_RX_TURNS);
-    if (need > 0)
+    if (need > 0 && c->polled)
+        c->rneed = need; /* up (outbound_up, in rx_frames): the ticker reads it from now on */
+    else if (need > 0)
         rx_post(c, need); /* after the guest: the next completion may run on another thread */
 }
 
 /* Parses what was received: the size to receive into next, or 0 when the connection failed. */
-static size_t rx_frames(conn *c)
+static size_t rx_frames(conn *c, size_t got)
 {
     tr_node *n = c->n;
-    c->rlen += nng_aio_count(c->rx);
+    c->rlen += got;
     atomic_store_explicit(&c->last_rx_ns, tr__now_ns(), memory_order_relaxed);
     size_t off = 0;
     size_t need = c->rcap < NODE_RX_CHUNK ? NODE_RX_CHUNK : c->rcap;
@@ -1039,6 +1061,164 @@ static bool tx_send_inline(conn *c, int *rv)
         return false;
     *rv = r;
     return r != 0 || c->out_off >= c->out.len;
+}
+
+/* ---- Beats (with monitors, plain TCP) --------------------------------------------------------
+ *
+ * The core's beats are the whole traffic of an idle cluster: K a heartbeat from every member, one
+ * to each of its watchers. Through nng's callbacks each one woke a thread twice on the receiving
+ * side (the poller, then a task thread) — most of what 100 idle nodes cost. So they go where no
+ * callback is waiting:
+ *
+ *   - A watcher dials each member it watches (nodegossip.c keeps that connection open) and keeps
+ *     no receive posted on it once it is up (`polled`): the ticker reads it at every tick, with
+ *     an aio that has no callback, tried inline and cancelled at once if nothing is there.
+ *   - A member writes its beat to a watcher on the connection that watcher dialed to it (its
+ *     in_conn), from the ticker, inline; when that connection is missing or the socket does not
+ *     take the frame at once, the beat goes the usual way (its own connection, read with a
+ *     receive posted).
+ *
+ * So an idle node wakes once a heartbeat (its ticker) and makes 2K system calls. A beat read at
+ * the tick after the one it was written at is heard a heartbeat late at most, inside the core's
+ * margins (suspect after three heartbeats of silence). The watcher learns of a crash at its next
+ * read (the connection reads as closed: unreachable, suspect at once). Everything else — pings,
+ * acks, gossip, messages — travels as before. Not with TLS (its stream completes on nng's threads:
+ * nothing is gained). */
+
+/* Reads what a polled connection holds, without waiting (the ticker, a reference held). */
+static void poll_one(conn *c)
+{
+    for (int round = 0; round < 8; round++) {
+        size_t need = c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK;
+        if (need > c->rcap) {
+            uint8_t *b = realloc(c->rbuf, need);
+            if (b == NULL) {
+                tr__conn_fail(c, "out of memory");
+                return;
+            }
+            c->rbuf = b;
+            c->rcap = need;
+        }
+        size_t room = c->rcap - c->rlen;
+        nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = room};
+        nng_aio_set_iov(c->rxs, 1, &iov);
+        nng_aio_set_timeout(c->rxs, NNG_DURATION_INFINITE);
+        nng_stream_recv(c->s, c->rxs);
+        nng_aio_cancel(c->rxs); /* nothing there: back at once, ECANCELED */
+        nng_aio_wait(c->rxs);
+        int rv = nng_aio_result(c->rxs);
+        if (rv == NNG_ECANCELED)
+            return;
+        if (rv != 0) {
+            conn_fail_io(c, rv, rv == NNG_ECLOSED ? NULL : "connection closed");
+            return;
+        }
+        size_t got = nng_aio_count(c->rxs);
+        size_t next = rx_frames(c, got);
+        if (next == 0)
+            return; /* dropped */
+        c->rneed = next;
+        if (got < room)
+            return; /* all of it */
+    }
+}
+
+void tr__conn_poll(tr_node *n)
+{
+    conn *cs[48]; /* 2K at most with monitors (K <= 16), and a few more */
+    size_t k = 0;
+    pthread_mutex_lock(&n->lock);
+    for (conn *c = n->conns; c != NULL && k < sizeof cs / sizeof cs[0]; c = c->next)
+        if (c->polled && !c->dead && c->state == C_UP) {
+            c->refs++;
+            cs[k++] = c;
+        }
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < k; i++) {
+        poll_one(cs[i]);
+        conn_unref(cs[i]);
+    }
+}
+
+/* A beat the usual way: a control frame on pe's own connection. */
+static void beat_queue(peer *pe, const uint8_t *f, size_t len)
+{
+    pthread_mutex_lock(&pe->ctl_lock);
+    if (pe->ctl.len + len < 64u * 1024u) { /* bounded, as every control frame */
+        tr__wire_put_raw(&pe->ctl, f, len);
+        atomic_store(&pe->ctl_pending, 1);
+    }
+    pthread_mutex_unlock(&pe->ctl_lock);
+    tr__peer_kick(pe);
+}
+
+void tr__conn_beats_flush(tr_node *n)
+{
+    struct {
+        peer *pe;
+        conn *c;
+        uint16_t len;
+        uint8_t f[NODE_BEAT_MAX];
+    } *b = NULL;
+    pthread_mutex_lock(&n->lock);
+    size_t k = n->nbeats;
+    if (k > 0)
+        b = malloc(k * sizeof *b);
+    for (size_t i = 0; i < k; i++) {
+        peer *pe = n->beats[i];
+        conn *c = pe->in_conn;
+        if (c == NULL) {
+            /* a connection from it that came before we knew its name was kept unattached
+             * (inbound_up): it is the one it watches us on */
+            for (conn *x = n->conns; x != NULL && c == NULL; x = x->next)
+                if (!x->outbound && !x->dead && x->state == C_UP && x->pe == NULL &&
+                    !(x->ph.flags & TR_WIRE_HELLO_HIDDEN) && strcmp(x->ph.name, pe->name) == 0)
+                    c = x;
+            if (c != NULL) {
+                c->pe = pe;
+                pe->in_conn = c;
+            }
+        }
+        if (b != NULL) {
+            b[i].pe = pe;
+            b[i].len = pe->beat_len;
+            memcpy(b[i].f, pe->beat, pe->beat_len);
+            b[i].c = c != NULL && !c->dead && c->state == C_UP && !c->duplex && c->auth_posted
+                         ? c
+                         : NULL;
+            if (b[i].c != NULL)
+                b[i].c->refs++;
+        }
+        pe->beat_len = 0;
+        pe->beat_listed = false;
+    }
+    n->nbeats = 0;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; b != NULL && i < k; i++) {
+        conn *c = b[i].c;
+        if (c == NULL) {
+            beat_queue(b[i].pe, b[i].f, b[i].len);
+            continue;
+        }
+        nng_iov iov = {.iov_buf = b[i].f, .iov_len = b[i].len};
+        nng_aio_set_iov(c->txs, 1, &iov);
+        nng_aio_set_timeout(c->txs, NNG_DURATION_INFINITE);
+        nng_stream_send(c->s, c->txs);
+        nng_aio_cancel(c->txs);
+        nng_aio_wait(c->txs);
+        int rv = nng_aio_result(c->txs);
+        size_t sent = nng_aio_count(c->txs);
+        if (rv == 0 && sent < b[i].len) {
+            tr__conn_fail(c, "a beat written in part"); /* the stream is out of step */
+        } else if (rv == NNG_ECANCELED) {
+            beat_queue(b[i].pe, b[i].f, b[i].len); /* the socket was full: the usual way */
+        } else if (rv != 0) {
+            tr__conn_fail(c, NULL);
+            beat_queue(b[i].pe, b[i].f, b[i].len);
+        }
+        conn_unref(c);
+    }
+    free(b);
 }
 
 static void tx_send(conn *c)

@@ -65,6 +65,12 @@ static uint64_t fnv(uint64_t h, const char *s)
     return h;
 }
 
+bool tr__gossip_is_beat(const void *msg, size_t len)
+{
+    const uint8_t *p = msg; /* msg_begin: the version, then the type, each a positive fixint */
+    return len >= 2 && p[0] == GOSSIP_VERSION && p[1] == M_BEAT;
+}
+
 uint64_t tr__gossip_key(const char *name)
 {
     return mix64(fnv(0xcbf29ce484222325ull, name));
@@ -1226,6 +1232,10 @@ void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
 {
     if (g == NULL || name == NULL || g->leaving)
         return;
+    if (now > g->last_tick && now - g->last_tick > g->down_ms / 2)
+        return; /* this instance stood still (not ticked since): the connections it finds
+                 * broken now are its own pause's, as the silence is (the tick gives every
+                 * watched member down_after_ms from now to be heard) */
     uint64_t key = tr__gossip_key(name);
     gm *m = rec(g, key);
     if (m == NULL || key == g->self_key || strcmp(m->id->name, name) != 0 || !in_ring(m))

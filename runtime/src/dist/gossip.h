@@ -202,5 +202,9 @@ TR_HIDDEN size_t tr__gossip_queued(const tr_gossip *g);
 TR_HIDDEN void tr__gossip_stats_get(const tr_gossip *g, tr_gossip_stats *out);
 /* The ring position of a name (the hash the ring is ordered by). */
 TR_HIDDEN uint64_t tr__gossip_key(const char *name);
+/* True when msg (as handed to `send`) is a BEAT: sent only from tr__gossip_tick, once a
+ * heartbeat to each watcher; losing one costs at most a ping (an embedder may send it on a
+ * path of its own, or drop it). */
+TR_HIDDEN bool tr__gossip_is_beat(const void *msg, size_t len);
 
 #endif

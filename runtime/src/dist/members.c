@@ -445,6 +445,14 @@ void *tr__node_ticker_main(void *arg)
     pthread_mutex_lock(&n->lock);
     uint64_t last_tick = tr__now_ns();
     while (!n->stopping) {
+        if (n->gossip != NULL) {
+            /* the beats the members we watch wrote on our connections to them (conn.c) */
+            pthread_mutex_unlock(&n->lock);
+            tr__conn_poll(n);
+            pthread_mutex_lock(&n->lock);
+            if (n->stopping)
+                break;
+        }
         uint64_t now = tr__now_ns();
         conn *fail[16];
         int nfail = 0;
@@ -516,6 +524,7 @@ void *tr__node_ticker_main(void *arg)
         tr__ng_tick_locked(n, now, sweep);
         pthread_mutex_unlock(&n->lock);
         tr__ng_flush(n);
+        tr__conn_beats_flush(n);
         for (int i = 0; i < nfail; i++)
             tr__conn_fail(fail[i], fail[i]->state != C_UP ? "handshake timeout"
                                : fail[i]->pe != NULL && fail[i]->pe->joining

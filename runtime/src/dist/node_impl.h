@@ -43,6 +43,7 @@
 #define NODE_MAX_WATCHERS 4096u
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
+#define NODE_BEAT_MAX 512u          /* a beat frame above this goes the usual way */
 #define NODE_SWEEP_MS 1000u         /* with monitors, the ticker walks its peers this often */
 #define NODE_SYNC_SEND_MAX 1024u    /* the ticker writes frames up to this size itself, when
                                      * the socket takes them at once (conn.c) */
@@ -77,6 +78,10 @@ typedef struct conn {
     nng_aio *rx, *tx, *hs;      /* receive; the writer's sends; handshake sends */
     nng_aio *txs;               /* the writer's small sends from the ticker: no callback, so
                                  * one that completes at once wakes no nng thread (conn.c) */
+    nng_aio *rxs;               /* the ticker's reads of a polled connection (no callback) */
+    bool polled;                /* with monitors: a connection we dialed to a member we watch,
+                                 * which beats to us on it; no receive is kept posted on it, the
+                                 * ticker reads it every tick (conn.c, "Beats") */
     peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
     bool outbound;
     bool duplex;                /* a hidden node's connection: used both ways (either side) */
@@ -92,6 +97,9 @@ typedef struct conn {
     tr_wire_buf authbuf;
     uint8_t *rbuf;              /* received bytes not yet parsed */
     size_t rlen, rcap;
+    size_t rneed;               /* polled: the size the next read needs room for */
+    bool auth_posted;           /* inbound: our AUTH's write is posted (node lock): what the
+                                 * ticker writes here goes after it */
     tr_wire_buf out;            /* the write under way (the writer's) */
     size_t out_off;
     tr_wire_buf hsbuf;          /* a handshake write */
@@ -136,6 +144,10 @@ struct peer {
     /* with monitors (nodegossip.c; node lock) */
     bool gkick;                 /* in n->gkick: its writer is kicked once the lock is released */
     bool gsuspect;              /* the core holds it suspect (tr_node_peers says so) */
+    uint8_t beat[NODE_BEAT_MAX];  /* the core's beat to it, framed, for the ticker to write on
+                                   * the connection it dialed to us (beat_len 0: none) */
+    uint16_t beat_len;
+    bool beat_listed;           /* in n->beats */
     tr_node *n;
 };
 
@@ -210,6 +222,9 @@ struct tr_node {
     struct tr_gossip *gossip;
     struct ng_after *gaf_head, **gaf_tail; /* the core's up/down events, to run unlocked */
     peer *gkick[NODE_MAX_PEERS];           /* peers the core queued frames for */
+    peer *beats[NODE_MAX_PEERS];           /* peers the core left a beat for (ticker) */
+    size_t nbeats;
+    tr_wire_buf beatbuf;                   /* where a beat is framed (node lock) */
     size_t ngkick;
     uint64_t next_seed_join_ns;            /* seeds not held up are joined again then */
     uint64_t next_sweep_ns;                /* the ticker's walk over peers and connections */
@@ -333,6 +348,10 @@ TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
 TR_HIDDEN void tr__node_reap(tr_node *n);
 /* Marks the calling thread as the node's ticker: its writes of small frames complete inline. */
 TR_HIDDEN void tr__conn_ticker_thread(void);
+/* The ticker (lock NOT held): reads what the polled connections hold (conn.c, "Beats"). */
+TR_HIDDEN void tr__conn_poll(tr_node *n);
+/* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
+TR_HIDDEN void tr__conn_beats_flush(tr_node *n);
 /* The ticker thread: heartbeats, failure detection, dials, reaping (until n->stopping). */
 TR_HIDDEN void *tr__node_ticker_main(void *arg);
 /* The transport seam's interest and forget (core/internal.h). */
@@ -352,6 +371,8 @@ TR_HIDDEN void tr__ng_flush(tr_node *n);
 TR_HIDDEN int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len);
 /* The connection we dialed to pe broke, or a dial failed (lock held). */
 TR_HIDDEN void tr__ng_unreachable_locked(tr_node *n, peer *pe);
+/* Whether this node watches the member called name (lock held). */
+TR_HIDDEN bool tr__ng_watches_locked(tr_node *n, const char *name);
 /* The ticker's part (lock held): the core's tick; with `sweep`, also seeds joined again and idle
  * connections closed. */
 TR_HIDDEN void tr__ng_tick_locked(tr_node *n, uint64_t now_ns, bool sweep);

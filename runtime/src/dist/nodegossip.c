@@ -87,6 +87,24 @@ static void core_send(void *arg, const char *name, const char *addr, const void 
     peer *pe = peer_for(n, name, addr, false);
     if (pe == NULL || pe->hidden)
         return; /* no room: gossip is lossy, the core sends again */
+    if (n->tls == NULL && tr__gossip_is_beat(msg, len)) {
+        /* the ticker writes it on the connection this watcher dialed to us (conn.c, "Beats") */
+        tr_wire_buf *b = &n->beatbuf;
+        b->len = 0;
+        b->oom = 0;
+        size_t f = tr__wire_frame_begin(b, TR_WIRE_GOSSIP);
+        tr__wire_put_raw(b, msg, len);
+        tr__wire_frame_end(b, f);
+        if (tr__wire_status(b) == TR_OK && b->len <= NODE_BEAT_MAX) {
+            memcpy(pe->beat, b->data, b->len);
+            pe->beat_len = (uint16_t)b->len;
+            if (!pe->beat_listed && n->nbeats < NODE_MAX_PEERS) {
+                pe->beat_listed = true;
+                n->beats[n->nbeats++] = pe;
+            }
+            return;
+        }
+    }
     pthread_mutex_lock(&pe->ctl_lock);
     if (pe->ctl.len + len < 64u * 1024u) { /* bounded, as every control frame */
         size_t f = tr__wire_frame_begin(&pe->ctl, TR_WIRE_GOSSIP);
@@ -197,6 +215,7 @@ int tr__ng_start(tr_node *n, const tr_node_opts *o)
 
 void tr__ng_free(tr_node *n)
 {
+    tr__wire_buf_free(&n->beatbuf);
     if (n->gossip != NULL)
         tr__gossip_free(n->gossip);
     n->gossip = NULL;
@@ -259,6 +278,18 @@ void tr__ng_unreachable_locked(tr_node *n, peer *pe)
         tr__gossip_unreachable(n->gossip, now_ms(), pe->name);
 }
 
+bool tr__ng_watches_locked(tr_node *n, const char *name)
+{
+    if (n->gossip == NULL)
+        return false;
+    tr_gossip_member w[TR_GOSSIP_MONITORS_MAX];
+    size_t k = tr__gossip_watched(n->gossip, w, TR_GOSSIP_MONITORS_MAX);
+    for (size_t i = 0; i < k; i++)
+        if (strcmp(w[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
 {
     if (n->gossip == NULL)
@@ -266,6 +297,24 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
     tr__gossip_tick(n->gossip, now / 1000000u);
     if (!sweep)
         return; /* the walks below are the ticker's sweep (members.c) */
+    /* the members this node watches beat to it on the connections it dialed to them (conn.c,
+     * "Beats"): each one is dialed, and kept however idle. So is one to each member that
+     * watches this node: its beats go on the watcher's connection, but its acks, refutations
+     * and gossip the usual way, and a dial for them when they are due (a watcher's ping after a
+     * ring change) came too late on a busy host — the watcher took the member down */
+    tr_gossip_member w[2 * TR_GOSSIP_MONITORS_MAX];
+    peer *watched[2 * TR_GOSSIP_MONITORS_MAX];
+    size_t nw = tr__gossip_watched(n->gossip, w, TR_GOSSIP_MONITORS_MAX), nwp = 0;
+    nw += tr__gossip_watchers(n->gossip, w + nw, TR_GOSSIP_MONITORS_MAX);
+    for (size_t i = 0; i < nw; i++) {
+        peer *pe = tr__peer_by_name(n, w[i].name);
+        if (pe == NULL || pe->hidden || pe->status != TR_PEER_UP)
+            continue;
+        watched[nwp++] = pe;
+        if (n->tls == NULL && pe->out_conn == NULL && !pe->dialing && !n->leaving &&
+            now >= pe->next_dial_ns)
+            tr__node_dial_start(n, pe);
+    }
     if (now >= n->next_seed_join_ns && tr__gossip_joined(n->gossip)) {
         /* a seed's address is configuration, as in the full mesh: one where no member is up (the
          * node there left and may come back, or it belongs to another cluster to merge with) is
@@ -287,6 +336,11 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
             atomic_load(&pe->qlen) > 0 || atomic_load(&pe->ctl_pending) ||
             atomic_load(&pe->tx_busy))
             continue;
+        bool beats_here = false;
+        for (size_t j = 0; j < nwp; j++)
+            beats_here |= watched[j] == pe;
+        if (beats_here)
+            continue; /* a member it watches (its beats come in on it) or a watcher: kept */
         uint64_t last = atomic_load(&pe->last_tx_ns);
         if (last < c->born_ns)
             last = c->born_ns;
