@@ -13,8 +13,9 @@
  *     the core (tr__gossip_unreachable: the member is suspect at once, down 400 ms later unless
  *     it refutes): that is how a kill -9 shows within half a second.
  *   - Connections are lazy: a node dials a peer when something is queued for it (a message, or
- *     the core's ping, ack or gossip), so an idle node holds connections to its K watched members
- *     and its K watchers; a connection it dialed that carried nothing for idle_close_ms is closed.
+ *     the core's ping, ack or gossip), and keeps one to each of its K watched members (their
+ *     beats come in on it: conn.c, "Beats") and to each of its K watchers; any other connection
+ *     it dialed that carried nothing for idle_close_ms is closed.
  *     Inbound connections are kept until their dialer closes them.
  *   - Seeds: the core joins through the first seed that answers; then every reconnect_max_ms a
  *     seed address where no member is up is sent a JOIN again (a seed that left and comes back
