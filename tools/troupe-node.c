@@ -317,6 +317,20 @@ static const tr_sup_spec drill_spec = {.strategy = TR_ONE_FOR_ONE, .intensity = 
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
+/* A whole number in [lo, hi] from option `opt`'s argument; false (said on stderr) otherwise. */
+static bool option_long(const char *arg, long lo, long hi, const char *opt, const char *unit,
+                        long *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "troupe-node: %s takes %ld..%ld%s\n", opt, lo, hi, unit);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL, *name = NULL, *listen = NULL;
@@ -332,7 +346,6 @@ int main(int argc, char **argv)
         {"load", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int opt;
-    char *end;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': usage(stdout); return 0;
@@ -348,25 +361,16 @@ int main(int argc, char **argv)
             seeds[nseeds++] = optarg;
             break;
         case 'w':
-            workers = strtol(optarg, &end, 10);
-            if (*end != '\0' || workers < 1 || workers > 1024) {
-                fprintf(stderr, "troupe-node: --workers takes 1..1024\n");
+            if (!option_long(optarg, 1, 1024, "--workers", "", &workers))
                 return 2;
-            }
             break;
         case 'L':
-            load_rate = strtol(optarg, &end, 10);
-            if (*end != '\0' || load_rate < 0 || load_rate > 100000) {
-                fprintf(stderr, "troupe-node: --load takes 0..100000 requests/s\n");
+            if (!option_long(optarg, 0, 100000, "--load", " requests/s", &load_rate))
                 return 2;
-            }
             break;
         case 'i':
-            node_id = strtol(optarg, &end, 10);
-            if (*end != '\0' || node_id < 2 || node_id > 65535) {
-                fprintf(stderr, "troupe-node: --node-id takes 2..65535\n");
+            if (!option_long(optarg, 2, 65535, "--node-id", "", &node_id))
                 return 2;
-            }
             break;
         default: /* getopt_long said what is wrong */
             fprintf(stderr, "Try 'troupe-node --help'.\n");

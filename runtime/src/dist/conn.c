@@ -297,18 +297,26 @@ static void conn_unref(conn *c)
     pthread_mutex_unlock(&c->n->lock);
 }
 
-/* Starts receiving into the free part of rbuf (grown to hold a frame of `need` bytes). */
-static void rx_post(conn *c, size_t need)
+/* Grows rbuf to hold `need` bytes; false (the connection dropped) when memory is short. */
+static bool rx_room(conn *c, size_t need)
 {
     if (need > c->rcap) {
         uint8_t *b = realloc(c->rbuf, need);
         if (b == NULL) {
             tr__conn_fail(c, "out of memory");
-            return;
+            return false;
         }
         c->rbuf = b;
         c->rcap = need;
     }
+    return true;
+}
+
+/* Starts receiving into the free part of rbuf (grown to hold a frame of `need` bytes). */
+static void rx_post(conn *c, size_t need)
+{
+    if (!rx_room(c, need))
+        return;
     nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
     nng_aio_set_iov(c->rx, 1, &iov);
     nng_stream_recv(c->s, c->rx);
@@ -1089,16 +1097,8 @@ static bool tx_send_inline(conn *c, int *rv)
 static void poll_one(conn *c)
 {
     for (int round = 0; round < 8; round++) {
-        size_t need = c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK;
-        if (need > c->rcap) {
-            uint8_t *b = realloc(c->rbuf, need);
-            if (b == NULL) {
-                tr__conn_fail(c, "out of memory");
-                return;
-            }
-            c->rbuf = b;
-            c->rcap = need;
-        }
+        if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
+            return;
         size_t room = c->rcap - c->rlen;
         nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = room};
         nng_aio_set_iov(c->rxs, 1, &iov);
