@@ -1049,6 +1049,20 @@ void tr__conn_ticker_thread(void)
     tls_ticker = true;
 }
 
+/* Writes buf on c if the socket takes it at once (the ticker, c->txs): 0 with *sent, NNG_ECANCELED
+ * when it took nothing (none of it written), or the stream's error. */
+static int write_now(conn *c, void *buf, size_t len, size_t *sent)
+{
+    nng_iov iov = {.iov_buf = buf, .iov_len = len};
+    nng_aio_set_iov(c->txs, 1, &iov);
+    nng_aio_set_timeout(c->txs, NNG_DURATION_INFINITE);
+    nng_stream_send(c->s, c->txs);
+    nng_aio_cancel(c->txs); /* not written at once: back, unwritten (ECANCELED) */
+    nng_aio_wait(c->txs);
+    *sent = nng_aio_count(c->txs);
+    return nng_aio_result(c->txs);
+}
+
 /* Writes the rest of c->out from the ticker, if the socket takes it at once: true when all of
  * it is written or the stream failed (rv set); false: the caller sends the rest as usual. */
 static bool tx_send_inline(conn *c, int *rv)
@@ -1057,14 +1071,9 @@ static bool tx_send_inline(conn *c, int *rv)
     size_t left = c->out.len - c->out_off;
     if (!tls_ticker || c->n->tls != NULL || left > NODE_SYNC_SEND_MAX)
         return false;
-    nng_iov iov = {.iov_buf = c->out.data + c->out_off, .iov_len = left};
-    nng_aio_set_iov(c->txs, 1, &iov);
-    nng_aio_set_timeout(c->txs, NNG_DURATION_INFINITE);
-    nng_stream_send(c->s, c->txs);
-    nng_aio_cancel(c->txs); /* not written at once: back, unwritten (ECANCELED) */
-    nng_aio_wait(c->txs);
-    int r = nng_aio_result(c->txs);
-    c->out_off += nng_aio_count(c->txs);
+    size_t sent;
+    int r = write_now(c, c->out.data + c->out_off, left, &sent);
+    c->out_off += sent;
     if (r == NNG_ECANCELED)
         return false;
     *rv = r;
@@ -1200,14 +1209,8 @@ void tr__conn_beats_flush(tr_node *n)
             beat_queue(b[i].pe, b[i].f, b[i].len);
             continue;
         }
-        nng_iov iov = {.iov_buf = b[i].f, .iov_len = b[i].len};
-        nng_aio_set_iov(c->txs, 1, &iov);
-        nng_aio_set_timeout(c->txs, NNG_DURATION_INFINITE);
-        nng_stream_send(c->s, c->txs);
-        nng_aio_cancel(c->txs);
-        nng_aio_wait(c->txs);
-        int rv = nng_aio_result(c->txs);
-        size_t sent = nng_aio_count(c->txs);
+        size_t sent;
+        int rv = write_now(c, b[i].f, b[i].len, &sent);
         if (rv == 0 && sent < b[i].len) {
             tr__conn_fail(c, "a beat written in part"); /* the stream is out of step */
         } else if (rv == NNG_ECANCELED) {
