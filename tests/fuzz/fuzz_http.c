@@ -15,7 +15,7 @@
  * be a call's timeout: every answer comes within ANSWER_MS of the one before, less than the
  * calls' timeout), interim 100s well formed, a
  * Content-Length (none on a 204) matching the body that follows (none after a HEAD), the body
- * strict JSON, no answer after one that said "Connection: close", never more answers than
+ * strict JSON (GET /metrics: Prometheus text, its Content-Type says so), no answer after one that said "Connection: close", never more answers than
  * requests plus the one error the server may answer itself, and every complete request answered
  * unless the server closed the connection — a request left without an answer (the harness waits
  * ANSWER_MS) aborts — and a connection the server closes is closed, never reset (a reset can
@@ -279,6 +279,49 @@ static const char *header(const char *head, size_t n, const char *name)
     return NULL;
 }
 
+/* True if b[0..n) is Prometheus' text exposition as the runtime writes it: lines ending in '\n',
+ * each a comment ("# HELP name text", "# TYPE name type") or a sample "name[{labels}] value". */
+static bool prom_text(const char *b, size_t n)
+{
+    if (n == 0 || b[n - 1] != '\n')
+        return false;
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(b + i, '\n', n - i);
+        size_t len = (size_t)(nl - (b + i));
+        const char *l = b + i;
+        if (len == 0)
+            return false;
+        if (l[0] == '#') {
+            if (!(len > 7 && (strncmp(l, "# HELP ", 7) == 0 || strncmp(l, "# TYPE ", 7) == 0)))
+                return false;
+        } else {
+            if (!((l[0] >= 'a' && l[0] <= 'z') || (l[0] >= 'A' && l[0] <= 'Z') || l[0] == '_' ||
+                  l[0] == ':'))
+                return false;
+            const char *sp = NULL; /* the space before the value: the last one on the line */
+            for (size_t k = len; k > 0; k--)
+                if (l[k - 1] == ' ') {
+                    sp = l + k - 1;
+                    break;
+                }
+            if (sp == NULL || sp + 1 == l + len)
+                return false;
+            char num[64];
+            size_t vl = (size_t)(l + len - (sp + 1));
+            if (vl >= sizeof num)
+                return false;
+            memcpy(num, sp + 1, vl);
+            num[vl] = '\0';
+            char *stop;
+            (void)strtod(num, &stop);
+            if (*stop != '\0' && strcmp(num, "+Inf") != 0 && strcmp(num, "NaN") != 0)
+                return false;
+        }
+        i += len + 1;
+    }
+    return true;
+}
+
 typedef struct reader {
     char *buf;
     size_t len, cap, off;       /* off: what is checked */
@@ -354,7 +397,14 @@ static void check_answers(reader *r, const expect *e)
         }
         if (n - hl < body)
             return; /* the body is still coming */
-        if (body > 0) {
+        const char *ct = header(p, hl, "content-type: ");
+        if (body > 0 && ct != NULL && strncmp(ct, "text/plain; version=0.0.4", 25) == 0) {
+            /* GET /metrics: Prometheus' text exposition, not JSON */
+            if (!prom_text(p + hl, body)) {
+                fprintf(stderr, "fuzz-http: %.*s\n", (int)(hl + body), p);
+                die("a metrics answer that is not Prometheus text");
+            }
+        } else if (body > 0) {
             char why[128];
             cJSON *j = tr_json_parse(p + hl, body, why, sizeof why);
             if (j == NULL) {
