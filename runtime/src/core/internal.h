@@ -533,8 +533,22 @@ TR_HIDDEN void tr__sched_halt(struct tr_system *sys);
 /* ---- timers (timer.c) ----------------------------------------------------------------------- */
 
 TR_HIDDEN int tr__timer_start(struct tr_system *sys);
-/* Cancels every timer, ends the loop thread and joins it. */
+/* Cancels every timer, ends the loop thread and joins it — unless a hook is set: then the loop
+ * runs on for it alone, and tr__timer_hook_clear ends and joins it. */
 TR_HIDDEN void tr__timer_halt(struct tr_system *sys);
+/* A hook run on the timer thread (the node's tick): returns in how many ns it wants to run again
+ * (at least 1 ms is waited; tr__timer_hook_poke runs it sooner). */
+typedef uint64_t (*tr__tick_fn)(void *arg);
+/* Sets the system's one hook; its first run comes at once. TR_EEXIST: one is set; TR_ESTOPPED:
+ * the timers were halted. The hook outlives tr__timer_halt (the system's join): the node ticks
+ * until it is stopped, after the system. */
+TR_UNIT int tr__timer_hook_set(struct tr_system *sys, tr__tick_fn fn, void *arg);
+/* Runs the hook at the loop's next pass (any thread, any lock but the hook's own caller's; one
+ * wake-up for a burst of pokes). */
+TR_UNIT void tr__timer_hook_poke(struct tr_system *sys);
+/* Unsets the hook; waits out a run under way (never call it from the hook). After it returns the
+ * hook does not run again. */
+TR_UNIT void tr__timer_hook_clear(struct tr_system *sys);
 /* Arms a timer that delivers m (or copies of it when interval) to `to`. */
 TR_HIDDEN int tr__timer_add(struct tr_system *sys, tr_pid to, tr_msg *m, unsigned delay_ms,
                             bool interval, tr_timer *out);

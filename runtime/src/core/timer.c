@@ -69,6 +69,14 @@ struct tr_timers {
     uv_timer_t drain;     /* loop thread: drains lazy commands */
     tr_idmap live;        /* loop thread only: id -> tmr* */
     _Atomic uint64_t next_id;
+    /* the hook (one per system: the node's tick, tr__timer_hook_set) */
+    pthread_mutex_t hook_run;   /* held while the hook runs, so clearing it waits that out */
+    tr__tick_fn hook_fn;        /* guarded by hook_run (the loop reads it under it) */
+    void *hook_arg;
+    bool hook_set;              /* guarded by lock: pokes and the loop's close look at it */
+    bool hook_poked;            /* guarded by lock: run the hook at the loop's next pass */
+    bool hook_started;          /* loop thread only: hook_timer initialised */
+    uv_timer_t hook_timer;      /* loop thread: the hook's next run */
 };
 
 static void on_close_free(uv_handle_t *h)
@@ -136,10 +144,20 @@ static void run_commands(tr_timers *T)
 
 static void close_all(uv_handle_t *h, void *arg)
 {
+    tr_timers *T = arg;
     if (uv_is_closing(h))
         return;
-    if (h == (uv_handle_t *)&((tr_timers *)arg)->tick ||
-        h == (uv_handle_t *)&((tr_timers *)arg)->drain) {
+    if (h == (uv_handle_t *)&T->async || (T->hook_started && h == (uv_handle_t *)&T->hook_timer)) {
+        /* the hook outlives the timers (tr__timer_hook_set): closed once it is cleared */
+        pthread_mutex_lock(&T->lock);
+        bool keep = T->hook_set;
+        pthread_mutex_unlock(&T->lock);
+        if (keep)
+            return;
+        if (h == (uv_handle_t *)&T->hook_timer)
+            uv_timer_stop(&T->hook_timer);
+        uv_close(h, NULL);
+    } else if (h == (uv_handle_t *)&T->tick || h == (uv_handle_t *)&T->drain) {
         uv_timer_stop((uv_timer_t *)h);
         uv_close(h, NULL);
     } else if (h->type == UV_TIMER) {
@@ -296,14 +314,23 @@ static void on_drain(uv_timer_t *h)
         uv_timer_start(&T->drain, on_drain, DRAIN_MS, 0);
 }
 
+static void run_hook(tr_timers *T);
+
 static void on_async(uv_async_t *a)
 {
     tr_timers *T = a->data;
-    run_commands(T);
-    tick_arm(T);
     pthread_mutex_lock(&T->lock);
-    bool drain = T->drain_armed && !T->closing;
+    bool poked = T->hook_poked;
+    T->hook_poked = false;
     pthread_mutex_unlock(&T->lock);
+    if (poked)
+        run_hook(T);
+    run_commands(T);
+    pthread_mutex_lock(&T->lock);
+    bool drain = T->drain_armed && !T->closing, open = !T->closing;
+    pthread_mutex_unlock(&T->lock);
+    if (open)
+        tick_arm(T);
     if (drain && !uv_is_active((uv_handle_t *)&T->drain))
         uv_timer_start(&T->drain, on_drain, DRAIN_MS, 0);
     pthread_mutex_lock(&T->lock);
@@ -311,6 +338,90 @@ static void on_async(uv_async_t *a)
     pthread_mutex_unlock(&T->lock);
     if (closing)
         uv_walk(&T->loop, close_all, T); /* pending timers' messages are dropped */
+}
+
+/* ---- the hook: the node's tick on this thread ------------------------------------------------ */
+
+static void on_hook(uv_timer_t *h)
+{
+    run_hook(h->data);
+}
+
+/* Runs the hook (if set) and arms its next run. */
+static void run_hook(tr_timers *T)
+{
+    pthread_mutex_lock(&T->hook_run);
+    if (T->hook_fn == NULL) {
+        pthread_mutex_unlock(&T->hook_run);
+        return;
+    }
+    if (!T->hook_started) {
+        uv_timer_init(&T->loop, &T->hook_timer);
+        T->hook_timer.data = T;
+        T->hook_started = true;
+    }
+    uint64_t next_ns = T->hook_fn(T->hook_arg);
+    pthread_mutex_unlock(&T->hook_run);
+    /* libuv counts whole milliseconds from its cached loop time: refresh it; round up, so the
+     * hook never runs before it asked to */
+    uv_update_time(&T->loop);
+    uint64_t ms = (next_ns + 999999u) / 1000000u;
+    uv_timer_start(&T->hook_timer, on_hook, ms > 0 ? ms : 1, 0);
+}
+
+int tr__timer_hook_set(tr_system *sys, tr__tick_fn fn, void *arg)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL || fn == NULL)
+        return TR_EINVAL;
+    pthread_mutex_lock(&T->hook_run);
+    pthread_mutex_lock(&T->lock);
+    int rc = TR_OK;
+    if (T->closing || T->hook_set) {
+        rc = T->closing ? TR_ESTOPPED : TR_EEXIST;
+    } else {
+        T->hook_fn = fn;
+        T->hook_arg = arg;
+        T->hook_set = T->hook_poked = true;
+        uv_async_send(&T->async); /* its first run */
+    }
+    pthread_mutex_unlock(&T->lock);
+    pthread_mutex_unlock(&T->hook_run);
+    return rc;
+}
+
+void tr__timer_hook_poke(tr_system *sys)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL)
+        return;
+    pthread_mutex_lock(&T->lock);
+    if (T->hook_set && !T->hook_poked) {
+        T->hook_poked = true;
+        uv_async_send(&T->async); /* under the lock: the loop closes it only once unset */
+    }
+    pthread_mutex_unlock(&T->lock);
+}
+
+void tr__timer_hook_clear(tr_system *sys)
+{
+    tr_timers *T = sys->timers;
+    if (T == NULL)
+        return;
+    pthread_mutex_lock(&T->hook_run); /* a run under way ends first */
+    T->hook_fn = NULL;
+    T->hook_arg = NULL;
+    pthread_mutex_lock(&T->lock);
+    bool was = T->hook_set;
+    T->hook_set = T->hook_poked = false;
+    if (was && T->closing)
+        uv_async_send(&T->async); /* halted meanwhile: the loop closes what the hook kept */
+    pthread_mutex_unlock(&T->lock);
+    pthread_mutex_unlock(&T->hook_run);
+    if (was && T->closing && T->thread_started) {
+        pthread_join(T->thread, NULL);
+        T->thread_started = false;
+    }
 }
 
 static void *loop_main(void *arg)
@@ -328,6 +439,7 @@ int tr__timer_start(tr_system *sys)
         return TR_ENOMEM;
     T->sys = sys;
     pthread_mutex_init(&T->lock, NULL);
+    pthread_mutex_init(&T->hook_run, NULL);
     tr__idmap_init(&T->live);
     if (uv_loop_init(&T->loop) != 0) {
         free(T);
@@ -347,6 +459,8 @@ int tr__timer_start(tr_system *sys)
         uv_close((uv_handle_t *)&T->drain, NULL);
         uv_run(&T->loop, UV_RUN_DEFAULT);
         uv_loop_close(&T->loop);
+        pthread_mutex_destroy(&T->hook_run);
+        pthread_mutex_destroy(&T->lock);
         free(T);
         return TR_ENOMEM;
     }
@@ -465,8 +579,11 @@ void tr__timer_halt(tr_system *sys)
         return;
     pthread_mutex_lock(&T->lock);
     T->closing = true;
-    pthread_mutex_unlock(&T->lock);
+    bool hook = T->hook_set;
     uv_async_send(&T->async);
+    pthread_mutex_unlock(&T->lock);
+    if (hook)
+        return; /* the loop runs on for the hook; tr__timer_hook_clear joins it */
     pthread_join(T->thread, NULL);
     T->thread_started = false;
 }
@@ -488,6 +605,7 @@ void tr__timer_free(tr_system *sys)
     }
     uv_loop_close(&T->loop);
     tr__idmap_free(&T->live);
+    pthread_mutex_destroy(&T->hook_run);
     pthread_mutex_destroy(&T->wheel_lock);
     pthread_mutex_destroy(&T->lock);
     free(T);

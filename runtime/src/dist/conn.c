@@ -253,7 +253,7 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
     } else {
         tr__conn_mark_dead(c);
     }
-    pthread_cond_broadcast(&n->cond);
+    tr__node_wake(n);
     pthread_mutex_unlock(&n->lock);
     tr__node_after_run(n, &af);
     tr__ng_flush(n);
@@ -290,10 +290,9 @@ static void conn_unref(conn *c)
     pthread_mutex_lock(&c->n->lock);
     c->refs--;
     if (c->refs == 0 && c->dead)
-        pthread_cond_broadcast(&c->n->cond); /* tr_node_stop waits for this (and the ticker
-                                               * reaps it); a live connection's writes wake
-                                               * nobody: they were 40 of an idle node's wake-ups
-                                               * a second with monitors */
+        tr__node_wake(c->n); /* tr_node_stop waits for this (and the ticker reaps it); a
+                              * live connection's writes wake nobody: they were 40 of an idle
+                              * node's wake-ups a second with monitors */
     pthread_mutex_unlock(&c->n->lock);
 }
 
@@ -534,7 +533,7 @@ static void inbound_hidden(tr_node *n, conn *c, after *af)
     pe->node_id = c->ph.node_id;
     pe->incarnation = c->ph.incarnation;
     atomic_store(&n->by_id[pe->node_id], pe);
-    pthread_cond_broadcast(&n->cond);
+    tr__node_wake(n);
 }
 
 /* Our AUTH to a hidden node is queued on the stream (nng writes a stream's sends in order): what
@@ -551,7 +550,7 @@ static void hidden_ready(tr_node *n, conn *c)
         pe->ever_up = true;
         tr__node_log_at(n, TR_LOG_DEBUG, "hidden node %s (node id %u) connected", pe->name,
                         pe->node_id);
-        pthread_cond_broadcast(&n->cond);
+        tr__node_wake(n);
     }
     pthread_mutex_unlock(&n->lock);
     if (pe != NULL)
@@ -577,7 +576,7 @@ static void inbound_up(tr_node *n, conn *c, after *af)
         }
         c->pe = pe;
         c->state = C_UP;
-        pthread_cond_broadcast(&n->cond);
+        tr__node_wake(n);
         return;
     }
     if (pe == NULL) {
@@ -613,7 +612,7 @@ static void inbound_up(tr_node *n, conn *c, after *af)
     }
     if (pe->out_conn == NULL && !pe->dialing)
         pe->next_dial_ns = 0; /* dial back now */
-    pthread_cond_broadcast(&n->cond);
+    tr__node_wake(n);
 }
 
 /* The peer (outbound side) proved the secret: it is up. Lock held. */
@@ -652,7 +651,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         atomic_store(&pe->last_tx_ns, tr__now_ns());
         if (af->nkick < 2)
             af->kick[af->nkick++] = pe; /* what waited for the connection */
-        pthread_cond_broadcast(&n->cond);
+        tr__node_wake(n);
         return;
     }
     tr__left_clear(n, pe->name); /* a node that had left, back at a seed's address */
@@ -694,7 +693,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         af->kick[af->nkick++] = pe;
     n->members_dirty = true;
     tr__node_log(n, "peer %s (node id %u) is up", pe->name, pe->node_id);
-    pthread_cond_broadcast(&n->cond);
+    tr__node_wake(n);
 }
 
 /* One frame from the peer. Returns false when the connection was dropped. */
@@ -1044,9 +1043,9 @@ static void tx_build(peer *pe, conn *c)
  * would wake nng's expiry threads). Not for TLS (its stream completes on nng's threads). */
 static _Thread_local bool tls_ticker;
 
-void tr__conn_ticker_thread(void)
+void tr__conn_ticker_thread(bool on)
 {
-    tls_ticker = true;
+    tls_ticker = on;
 }
 
 /* Writes buf on c if the socket takes it at once (the ticker, c->txs): 0 with *sent, NNG_ECANCELED
@@ -1413,6 +1412,10 @@ int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
 
 /* ---- accepting and dialing ----------------------------------------------------------------- */
 
+/* Puts a new connection on the node's list, with a reference its caller drops (conn_unref) once
+ * it has posted the first receive and write: listed, the connection can be marked dead (a peer
+ * taken down, tr_node_stop) by another thread at once, and the reaper frees a dead connection
+ * nobody holds — before the caller's rx_post, it did (ASan: test_node_tls, 3 runs in 60). */
 static bool conn_admit(tr_node *n, conn *c)
 {
     pthread_mutex_lock(&n->lock);
@@ -1421,6 +1424,7 @@ static bool conn_admit(tr_node *n, conn *c)
         c->next = n->conns;
         n->conns = c;
         n->nconns++;
+        c->refs++;
     }
     pthread_mutex_unlock(&n->lock);
     return ok;
@@ -1444,6 +1448,7 @@ void tr__node_on_accept(void *arg)
             }
         } else {
             rx_post(c, NODE_RX_CHUNK);
+            conn_unref(c);
         }
     }
     pthread_mutex_lock(&n->lock);
@@ -1473,8 +1478,10 @@ void tr__node_on_dial(void *arg)
     pthread_mutex_lock(&n->lock);
     pe->dialing = false;
     if (c == NULL || n->stopping || pe->alias) {
-        if (c != NULL)
-            c->dead = true; /* reaped by the ticker */
+        if (c != NULL) {
+            tr__conn_mark_dead(c); /* reaped by the ticker */
+            c->refs--;             /* conn_admit's */
+        }
         c = NULL;
         pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
         pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
@@ -1492,6 +1499,7 @@ void tr__node_on_dial(void *arg)
         put_hello(n, &c->hsbuf, c->nonce);
         hs_send(c);
         rx_post(c, NODE_RX_CHUNK);
+        conn_unref(c); /* conn_admit's */
     }
 }
 

@@ -1,13 +1,14 @@
 /*
  * members.c — membership and failure detection: the peers a node knows, learnt from seeds,
- * HELLOs and MEMBERS frames; peers taken down; the ticker thread; links and monitors across nodes;
- * node watchers.
+ * HELLOs and MEMBERS frames; peers taken down; the ticker (a hook on the timer thread); links
+ * and monitors across nodes; node watchers.
  *
  * Membership and failure detection. Seeds are dialed first; every HELLO carries the sender's
  * listen address and every new connection gets a MEMBERS frame, so each node learns every other
- * and dials it. A ticker thread sends heartbeats on quiet connections, declares a peer down when
- * its inbound connection was silent for down_after_ms (or at once when a connection breaks —
- * which is how a kill -9 on loopback shows), redials with capped exponential backoff, and
+ * and dials it. A ticker (tr__node_tick, run on the runtime's timer thread: no thread of its
+ * own) sends heartbeats on quiet connections, declares a peer down when its inbound connection
+ * was silent for down_after_ms (or at once when a connection breaks — which is how a kill -9 on
+ * loopback shows), redials with capped exponential backoff, and
  * frees closed connections. When a peer goes down, its queued messages become dead letters,
  * node watchers get TR_MSG_NODEDOWN, and each local actor that holds a link or monitor with one
  * of its actors gets a NODEDOWN signal, which it turns into EXIT / DOWN with reason
@@ -309,7 +310,7 @@ static void peer_down(tr_node *n, peer *pe, after *af, bool left)
     }
     if (af->nkick < 2)
         af->kick[af->nkick++] = pe; /* the writer turns what is queued into dead letters */
-    pthread_cond_broadcast(&n->cond);
+    tr__node_wake(n);
 }
 
 void tr__peer_down_locked(tr_node *n, peer *pe, after *af)
@@ -437,131 +438,136 @@ void tr__node_reap(tr_node *n)
     }
 }
 
-void *tr__node_ticker_main(void *arg)
+/* One tick (see tr__node_tick); returns the ns until the next. */
+static uint64_t node_tick(tr_node *n)
 {
-    tr_node *n = arg;
-    pthread_setname_np(pthread_self(), "tr-ticker");
-    tr__conn_ticker_thread();
+    const uint64_t later = 1000000000u; /* stopping: the hook is about to be cleared */
+    if (n->gossip != NULL && !n->stopping)
+        tr__conn_poll(n); /* the beats the members we watch wrote on our connections (conn.c) */
     pthread_mutex_lock(&n->lock);
-    uint64_t last_tick = tr__now_ns();
-    while (!n->stopping) {
-        if (n->gossip != NULL) {
-            /* the beats the members we watch wrote on our connections to them (conn.c) */
-            pthread_mutex_unlock(&n->lock);
-            tr__conn_poll(n);
-            pthread_mutex_lock(&n->lock);
-            if (n->stopping)
-                break;
-        }
-        uint64_t now = tr__now_ns();
-        conn *fail[16];
-        int nfail = 0;
-        peer *ping[NODE_MAX_PEERS];
-        int nping = 0;
-        if (now - last_tick > n->down_ns / 2) {
-            /* this node itself stood still (SIGSTOP, a VM pause, starved of CPU): its peers'
-             * silence meanwhile is ours, not theirs. Each inbound connection gets down_after_ms
-             * from now to speak (as Cassandra's detector ignores a local pause); a peer that did
-             * go away shows by its closed connection, or stays silent past that. */
-            tr__node_log(n, "this node was paused for %llu ms: peers get %llu ms to be heard again",
-                     (unsigned long long)((now - last_tick) / 1000000u),
-                     (unsigned long long)(n->down_ns / 1000000u));
-            for (conn *c = n->conns; c != NULL; c = c->next)
-                atomic_store_explicit(&c->last_rx_ns, now, memory_order_relaxed);
-        }
-        last_tick = now;
-        /* With monitors the core says what is due and the walk over every peer and connection
-         * below (handshake timeouts, hidden peers' pings, forgetting, idle connections) runs
-         * only when something is in a hurry or every NODE_SWEEP_MS: at 100 idle nodes on
-         * 2 cores the walk's cache misses, 20 times a second, were a third of the cluster's
-         * idle CPU. Without monitors it runs at every tick, as the full mesh needs. */
-        bool sweep = n->gossip == NULL || n->sweep_soon || now >= n->next_sweep_ns;
-        if (sweep) {
-            n->next_sweep_ns = now + (uint64_t)NODE_SWEEP_MS * 1000000u;
-            n->sweep_soon = false;
-        }
-        /* silent or stuck connections */
-        for (conn *c = sweep ? n->conns : NULL; c != NULL && nfail < 16; c = c->next) {
-            if (c->dead)
-                continue;
-            uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
-            if (c->state != C_UP)
-                n->sweep_soon = true;
-            if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
-                fail[nfail++] = c;
-            else if (c->state == C_UP && (!c->outbound || c->duplex) && now > last &&
-                     now - last > n->down_ns && (n->gossip == NULL || c->duplex))
-                /* (with monitors the core watches who is silent: an inbound connection is quiet
-                 * whenever its dialer has nothing to send) */
-                fail[nfail++] = c;
-        }
-        for (size_t i = 0; sweep && i < n->npeers; i++) {
-            peer *pe = n->peers[i];
-            if (pe->alias)
-                continue;
-            if (pe->joining || pe->hidden)
-                n->sweep_soon = true;
-            if (pe->joining && now - pe->joining_ns > n->down_ns + NODE_HANDSHAKE_MS * 1000000ull &&
-                nfail < 16 && pe->in_conn != NULL) {
-                fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
-            } else if (n->gossip != NULL && !pe->hidden) {
-                continue; /* monitors: the core pings, gossips and dials (nodegossip.c) */
-            } else if (pe->status == TR_PEER_UP) {
-                if (n->members_dirty && !pe->hidden && !n->hidden)
-                    tr__peer_ctl_queue(n, pe, TR_WIRE_MEMBERS);
-                else if (now - atomic_load(&pe->last_tx_ns) >= n->hb_ns)
-                    tr__peer_ctl_queue(n, pe, TR_WIRE_PING);
-                if (atomic_load(&pe->ctl_pending))
-                    ping[nping++] = pe;
-            } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns &&
-                       !n->leaving && !pe->hidden) {
-                tr__node_dial_start(n, pe);
-            }
-        }
-        if (sweep)
-            tr__peer_forget_stale(n, now);
-        n->members_dirty = false;
-        tr__ng_tick_locked(n, now, sweep);
+    if (n->stopping) {
         pthread_mutex_unlock(&n->lock);
-        tr__ng_flush(n);
-        tr__conn_beats_flush(n);
-        for (int i = 0; i < nfail; i++)
-            tr__conn_fail(fail[i], fail[i]->state != C_UP ? "handshake timeout"
-                               : fail[i]->pe != NULL && fail[i]->pe->joining
-                                   ? "cannot connect back to it"
-                                   : "silent for too long");
-        for (int i = 0; i < nping; i++)
-            tr__peer_kick(ping[i]);
-        tr__node_reap(n);
-        pthread_mutex_lock(&n->lock);
-        if (n->stopping)
-            break;
-        uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
-        if (n->gossip != NULL) {
-            /* monitors: sleep until the core has something due (its heartbeat, a watched
-             * member's deadline, a gossip round) or the walk is (hidden peers' pings and
-             * handshakes: heartbeat_ms / 2; else NODE_SWEEP_MS), at most down_after_ms / 4 and
-             * at least 1 ms */
-            uint64_t due = tr__gossip_next_ms(n->gossip) * 1000000u, at = tr__now_ns();
-            if (n->sweep_soon && n->next_sweep_ns > at + n->hb_ns / 2)
-                n->next_sweep_ns = at + n->hb_ns / 2;
-            if (n->sweep_soon && n->next_sweep_ns < due)
-                due = n->next_sweep_ns; /* else the walk rides on the core's next tick */
-            tick = due > at ? due - at : 0;
-            if (tick > n->down_ns / 4)
-                tick = n->down_ns / 4; /* a longer sleep would read as this node's own pause */
-            if (tick < 1000000u)
-                tick = 1000000u;
+        return later;
+    }
+    uint64_t now = tr__now_ns();
+    conn *fail[16];
+    int nfail = 0;
+    peer *ping[NODE_MAX_PEERS];
+    int nping = 0;
+    if (now - n->last_tick_ns > n->down_ns / 2) {
+        /* this node itself stood still (SIGSTOP, a VM pause, starved of CPU): its peers'
+         * silence meanwhile is ours, not theirs. Each inbound connection gets down_after_ms
+         * from now to speak (as Cassandra's detector ignores a local pause); a peer that did
+         * go away shows by its closed connection, or stays silent past that. */
+        tr__node_log(n, "this node was paused for %llu ms: peers get %llu ms to be heard again",
+                 (unsigned long long)((now - n->last_tick_ns) / 1000000u),
+                 (unsigned long long)(n->down_ns / 1000000u));
+        for (conn *c = n->conns; c != NULL; c = c->next)
+            atomic_store_explicit(&c->last_rx_ns, now, memory_order_relaxed);
+    }
+    n->last_tick_ns = now;
+    /* With monitors the core says what is due and the walk over every peer and connection
+     * below (handshake timeouts, hidden peers' pings, forgetting, idle connections) runs
+     * only when something is in a hurry or every NODE_SWEEP_MS: at 100 idle nodes on
+     * 2 cores the walk's cache misses, 20 times a second, were a third of the cluster's
+     * idle CPU. Without monitors it runs at every tick, as the full mesh needs. */
+    bool sweep = n->gossip == NULL || n->sweep_soon || now >= n->next_sweep_ns;
+    if (sweep) {
+        n->next_sweep_ns = now + (uint64_t)NODE_SWEEP_MS * 1000000u;
+        n->sweep_soon = false;
+    }
+    /* silent or stuck connections */
+    for (conn *c = sweep ? n->conns : NULL; c != NULL && nfail < 16; c = c->next) {
+        if (c->dead)
+            continue;
+        uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
+        if (c->state != C_UP)
+            n->sweep_soon = true;
+        if (c->state != C_UP && now - c->born_ns > (uint64_t)NODE_HANDSHAKE_MS * 1000000u)
+            fail[nfail++] = c;
+        else if (c->state == C_UP && (!c->outbound || c->duplex) && now > last &&
+                 now - last > n->down_ns && (n->gossip == NULL || c->duplex))
+            /* (with monitors the core watches who is silent: an inbound connection is quiet
+             * whenever its dialer has nothing to send) */
+            fail[nfail++] = c;
+    }
+    for (size_t i = 0; sweep && i < n->npeers; i++) {
+        peer *pe = n->peers[i];
+        if (pe->alias)
+            continue;
+        if (pe->joining || pe->hidden)
+            n->sweep_soon = true;
+        if (pe->joining && now - pe->joining_ns > n->down_ns + NODE_HANDSHAKE_MS * 1000000ull &&
+            nfail < 16 && pe->in_conn != NULL) {
+            fail[nfail++] = pe->in_conn; /* we cannot reach it back: it is down for us */
+        } else if (n->gossip != NULL && !pe->hidden) {
+            continue; /* monitors: the core pings, gossips and dials (nodegossip.c) */
+        } else if (pe->status == TR_PEER_UP) {
+            if (n->members_dirty && !pe->hidden && !n->hidden)
+                tr__peer_ctl_queue(n, pe, TR_WIRE_MEMBERS);
+            else if (now - atomic_load(&pe->last_tx_ns) >= n->hb_ns)
+                tr__peer_ctl_queue(n, pe, TR_WIRE_PING);
+            if (atomic_load(&pe->ctl_pending))
+                ping[nping++] = pe;
+        } else if (pe->out_conn == NULL && !pe->dialing && now >= pe->next_dial_ns &&
+                   !n->leaving && !pe->hidden) {
+            tr__node_dial_start(n, pe);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + tick;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+    }
+    if (sweep)
+        tr__peer_forget_stale(n, now);
+    n->members_dirty = false;
+    tr__ng_tick_locked(n, now, sweep);
+    pthread_mutex_unlock(&n->lock);
+    tr__ng_flush(n);
+    tr__conn_beats_flush(n);
+    for (int i = 0; i < nfail; i++)
+        tr__conn_fail(fail[i], fail[i]->state != C_UP ? "handshake timeout"
+                           : fail[i]->pe != NULL && fail[i]->pe->joining
+                               ? "cannot connect back to it"
+                               : "silent for too long");
+    for (int i = 0; i < nping; i++)
+        tr__peer_kick(ping[i]);
+    tr__node_reap(n);
+    pthread_mutex_lock(&n->lock);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->lock);
+        return later;
+    }
+    uint64_t tick = n->hb_ns / 4 < 50000000u ? n->hb_ns / 4 : 50000000u;
+    if (n->gossip != NULL) {
+        /* monitors: sleep until the core has something due (its heartbeat, a watched
+         * member's deadline, a gossip round) or the walk is (hidden peers' pings and
+         * handshakes: heartbeat_ms / 2; else NODE_SWEEP_MS), at most down_after_ms / 4 and
+         * at least 1 ms */
+        uint64_t due = tr__gossip_next_ms(n->gossip) * 1000000u, at = tr__now_ns();
+        if (n->sweep_soon && n->next_sweep_ns > at + n->hb_ns / 2)
+            n->next_sweep_ns = at + n->hb_ns / 2;
+        if (n->sweep_soon && n->next_sweep_ns < due)
+            due = n->next_sweep_ns; /* else the walk rides on the core's next tick */
+        tick = due > at ? due - at : 0;
+        if (tick > n->down_ns / 4)
+            tick = n->down_ns / 4; /* a longer sleep would read as this node's own pause */
+        if (tick < 1000000u)
+            tick = 1000000u;
     }
     pthread_mutex_unlock(&n->lock);
-    return NULL;
+    return tick;
+}
+
+uint64_t tr__node_tick(void *arg)
+{
+    tr_node *n = arg;
+    tr__conn_ticker_thread(true);
+    uint64_t next = node_tick(n);
+    tr__conn_ticker_thread(false);
+    return next;
+}
+
+void tr__node_wake(tr_node *n)
+{
+    pthread_cond_broadcast(&n->cond); /* tr_node_stop's and leave's waits */
+    tr__timer_hook_poke(n->sys);      /* the tick */
 }
 
 /* ---- links and monitors across nodes ------------------------------------------------------- */

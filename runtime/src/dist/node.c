@@ -1,7 +1,7 @@
 /*
  * node.c — a node: troupe's distribution over TCP (nng's stream API). This file holds its
- * lifecycle — tr_node_start (listener, ticker thread, node service, the transport seam
- * installed in the core), tr_node_stop, the public getters and counters; the node's parts are
+ * lifecycle — tr_node_start (listener, ticker on the timer thread, node service, the transport
+ * seam installed in the core), tr_node_stop, the public getters and counters; the node's parts are
  *
  *   conn.c     connections, the handshake, frames in and out, the writer that batches messages
  *   members.c  membership and failure detection, the ticker, links and monitors across nodes
@@ -306,9 +306,11 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         tr__sched_spin_hint(sys, 8); /* nng's I/O threads need CPU time: spin less */
     if (n->listener != NULL)
         nng_stream_listener_accept(n->listener, n->accept_aio);
-    if (pthread_create(&n->ticker, NULL, tr__node_ticker_main, n) != 0) {
+    n->last_tick_ns = tr__now_ns();
+    int hrc = tr__timer_hook_set(sys, tr__node_tick, n); /* the ticker: on the timer thread */
+    if (hrc != TR_OK) {
         tr_node_stop(n);
-        return TR_ENOMEM;
+        return hrc;
     }
     n->ticker_started = true;
     tr_metrics_collector_add(tr_system_metrics(sys), collect, n); /* TR_EEXIST: one per system */
@@ -386,7 +388,7 @@ void tr_node_stop(tr_node *n)
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
     if (n->ticker_started)
-        pthread_join(n->ticker, NULL);
+        tr__timer_hook_clear(sys); /* waits out a tick under way */
     atomic_store(&sys->node, NULL);
     while (atomic_load(&sys->node_users) > 0)
         sched_yield(); /* threads that found the node before it was unhooked */

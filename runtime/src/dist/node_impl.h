@@ -214,8 +214,8 @@ struct tr_node {
     _Atomic bool leaving;       /* tr_node_stop is telling its peers (before stopping): no new
                                  * sends, dials or connections */
     left_entry left[NODE_MAX_LEFT];
-    bool ticker_started;
-    pthread_t ticker;
+    bool ticker_started;        /* the tick is the timer thread's hook */
+    uint64_t last_tick_ns;      /* the ticker's (a longer gap: this node was paused) */
     /* partial monitoring (nodegossip.c; node lock): NULL gossip = the full mesh */
     unsigned monitors;
     uint64_t idle_close_ns;
@@ -346,14 +346,19 @@ TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
 /* Frees dead, unreferenced connections (lock held). */
 TR_HIDDEN void tr__node_reap(tr_node *n);
-/* Marks the calling thread as the node's ticker: its writes of small frames complete inline. */
-TR_HIDDEN void tr__conn_ticker_thread(void);
+/* Marks the calling thread as the node's ticker (on: while tr__node_tick runs): its writes of
+ * small frames complete inline. */
+TR_HIDDEN void tr__conn_ticker_thread(bool on);
 /* The ticker (lock NOT held): reads what the polled connections hold (conn.c, "Beats"). */
 TR_HIDDEN void tr__conn_poll(tr_node *n);
 /* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
 TR_HIDDEN void tr__conn_beats_flush(tr_node *n);
-/* The ticker thread: heartbeats, failure detection, dials, reaping (until n->stopping). */
-TR_HIDDEN void *tr__node_ticker_main(void *arg);
+/* The ticker: one tick of heartbeats, failure detection, dials, reaping — the hook the node sets
+ * on the runtime's timer thread (core/timer.c, tr__timer_hook_set); returns the ns until the
+ * next tick. */
+TR_HIDDEN uint64_t tr__node_tick(void *arg);
+/* Wakes the ticker (its next tick comes at once) and whoever waits on n->cond (lock held or not). */
+TR_HIDDEN void tr__node_wake(tr_node *n);
 /* The transport seam's interest and forget (core/internal.h). */
 TR_HIDDEN int tr__node_interest(tr_system *sys, uint16_t node_id, tr_pid local);
 TR_HIDDEN void tr__node_forget(tr_system *sys, tr_pid local);

@@ -164,7 +164,7 @@ static void core_event(void *arg, const tr_gossip_member *m, int old)
         if (af->nkick < 2)
             af->kick[af->nkick++] = pe;
         tr__node_log(n, "peer %s (node id %u) is up", pe->name, pe->node_id);
-        pthread_cond_broadcast(&n->cond);
+        tr__node_wake(n);
     } else if (pe->status == TR_PEER_UP) {
         after *af = after_new(n);
         if (af == NULL)
