@@ -9,6 +9,7 @@
  */
 #include "test_nodes.h"
 #include "test_util.h"
+#include "troupe/metrics.h"
 #include "troupe/node.h"
 #include "core/internal.h" /* white-box: the system's log prefix */
 #include "dist/wire.h" /* white-box: a peer written by hand speaks the wire format */
@@ -315,6 +316,24 @@ static void test_gossip_full_mesh_and_placement(void **state)
     }
     for (int i = 0; i < 3; i++)
         assert_true(per[i] > 50);
+    /* the node's counters; with monitors (TT_MONITORS) the membership core's too, in /metrics */
+    bool mon = getenv("TT_MONITORS") != NULL && atoi(getenv("TT_MONITORS")) > 0;
+    tr_node_stats st;
+    TT_WAIT_FOR((tr_node_stats_get(b.node, &st),
+                 !mon || (st.gossip_sent > 0 && st.gossip_received > 0 && st.members[0] == 3)),
+                TT_DEADLINE_MS);
+    if (!mon)
+        assert_true(st.gossip_sent == 0 && st.members[0] == 0);
+    assert_int_equal(st.gossip_bad, 0);
+    assert_int_equal(st.declared_down, 0);
+    char *text = NULL;
+    assert_int_equal(tr_metrics_render(tr_system_metrics(b.sys), &text, NULL), TR_OK);
+    assert_int_equal(strstr(text, "troupe_node_members{state=\"alive\"} 3\n") != NULL, mon);
+    assert_int_equal(strstr(text, "troupe_node_members{state=\"down\"} 0\n") != NULL, mon);
+    assert_int_equal(strstr(text, "\ntroupe_node_gossip_sent_total ") != NULL, mon);
+    assert_int_equal(strstr(text, "\ntroupe_node_refutations_total ") != NULL, mon);
+    assert_non_null(strstr(text, "\ntroupe_node_peers_down_total 0\n"));
+    free(text);
     /* without a node (tr_node_place_without): its keys go to the next in line, the others stay,
      * and every node agrees on where */
     for (unsigned key = 0; key < 300; key++) {

@@ -241,6 +241,19 @@ typedef struct tr_node_stats {
                                          * certificate refused on either side, or not TLS) */
     uint64_t peers_left;                /**< peers that left the cluster (their LEAVE) */
     uint64_t dials;                     /**< connections this node started to dial */
+    /* partial monitoring (monitors > 0; all 0 in the full mesh) */
+    uint64_t gossip_sent;               /**< membership messages sent (beats, pings, acks, gossip
+                                         * rounds, syncs) */
+    uint64_t gossip_received;           /**< membership messages taken in */
+    uint64_t gossip_bad;                /**< membership messages refused (malformed, or not
+                                         * from who they say) */
+    uint64_t suspected;                 /**< members this node, as a watcher, held suspect */
+    uint64_t declared_down;             /**< members this node, as a watcher, declared down */
+    uint64_t refutations;               /**< times this node refuted its own suspicion or down */
+    uint64_t syncs;                     /**< views pushed to a watched member (anti-entropy) */
+    uint64_t verdicts_dropped;          /**< downs from an implausible watcher, not taken */
+    uint32_t members[4];                /**< members known now (itself included) by state: alive,
+                                         * suspect, down, left (a gauge, not a counter) */
 } tr_node_stats;
 
 /** Reads the node's counters. */

@@ -13,6 +13,7 @@
  * through the table of operations tr_node_start installs (core/internal.h, tr__remote_ops), so a
  * program that links only troupe::core has no node layer and needs no nng.
  */
+#include "gossip.h"
 #include "node_impl.h"
 #include "troupe/metrics.h"
 
@@ -170,10 +171,39 @@ static void collect(void *user, tr_metrics_out *out)
          st.peers_left},
         {"troupe_node_tls_failed_total", "Connections dropped: the TLS handshake failed.",
          st.tls_failed},
+        /* partial monitoring (monitors > 0) */
+        {"troupe_node_gossip_sent_total",
+         "Membership messages sent (beats, pings, acks, gossip rounds, syncs).", st.gossip_sent},
+        {"troupe_node_gossip_received_total", "Membership messages taken in.",
+         st.gossip_received},
+        {"troupe_node_gossip_bad_total",
+         "Membership messages refused: malformed, or not from who they say.", st.gossip_bad},
+        {"troupe_node_suspected_total", "Members this node, as a watcher, held suspect.",
+         st.suspected},
+        {"troupe_node_declared_down_total", "Members this node, as a watcher, declared down.",
+         st.declared_down},
+        {"troupe_node_refutations_total", "Times this node refuted its own suspicion or down.",
+         st.refutations},
+        {"troupe_node_gossip_syncs_total", "Views pushed to a watched member (anti-entropy).",
+         st.syncs},
+        {"troupe_node_verdicts_dropped_total", "Downs from an implausible watcher, not taken.",
+         st.verdicts_dropped},
     };
-    for (size_t i = 0; i < sizeof totals / sizeof *totals; i++) {
+    size_t nt = sizeof totals / sizeof *totals;
+    if (n->gossip == NULL)
+        nt -= 8; /* the full mesh: no membership core */
+    for (size_t i = 0; i < nt; i++) {
         tr_metrics_out_family(out, totals[i].name, TR_METRIC_COUNTER, totals[i].help);
         tr_metrics_out_u64(out, NULL, 0, totals[i].v);
+    }
+    if (n->gossip != NULL) {
+        static const char *const states[4] = {"alive", "suspect", "down", "left"};
+        tr_metrics_out_family(out, "troupe_node_members", TR_METRIC_GAUGE,
+                              "Members this node knows (itself included), by state.");
+        for (int i = 0; i < 4; i++) {
+            tr_label l = {"state", states[i]};
+            tr_metrics_out_u64(out, &l, 1, st.members[i]);
+        }
     }
 }
 
@@ -495,4 +525,22 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->tls_failed = atomic_load(&n->tls_failed);
     o->peers_left = atomic_load(&n->peers_left);
     o->dials = atomic_load(&n->dials);
+    tr_gossip_stats g = {0};
+    size_t counts[4] = {0};
+    pthread_mutex_lock(&n->lock);
+    if (n->gossip != NULL) {
+        tr__gossip_stats_get(n->gossip, &g);
+        tr__gossip_count(n->gossip, counts);
+    }
+    pthread_mutex_unlock(&n->lock);
+    o->gossip_sent = g.sent;
+    o->gossip_received = g.received;
+    o->gossip_bad = g.bad;
+    o->suspected = g.suspected;
+    o->declared_down = g.declared_down;
+    o->refutations = g.refutations;
+    o->syncs = g.syncs;
+    o->verdicts_dropped = g.verdicts_dropped;
+    for (int i = 0; i < 4; i++)
+        o->members[i] = (uint32_t)counts[i];
 }
