@@ -23,6 +23,8 @@
 
 #include "wire.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +193,7 @@ struct tr_gossip {
     size_t nseeds, seed_i;
     tr_gossip_send_fn send;
     tr_gossip_event_fn event;
+    tr_gossip_note_fn note;
     void *arg;
     tr_gossip_idents *idents;
     bool own_idents;
@@ -276,6 +279,21 @@ static void view(const gm *m, tr_gossip_member *out)
     out->state = (tr_gossip_state)m->state;
     out->by = m->by;
     out->by_inc = m->by_inc;
+}
+
+static void note(tr_gossip *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One line for the note callback (nothing formatted without one). */
+static void note(tr_gossip *g, const char *fmt, ...)
+{
+    if (g->note == NULL)
+        return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    g->note(g->arg, line);
 }
 
 static void emit(tr_gossip *g, const gm *m, int old)
@@ -570,6 +588,10 @@ static void about_self(tr_gossip *g, uint64_t inc, unsigned state)
     me->inc = inc == UINT64_MAX ? inc : inc + 1;
     g->digest ^= dig(me);
     g->st.refutations += state != TR_GOSSIP_ALIVE;
+    if (state != TR_GOSSIP_ALIVE)
+        note(g, "refuting that this node is %s (incarnation %llu -> %llu)",
+             state == TR_GOSSIP_SUSPECT ? "suspect" : state == TR_GOSSIP_DOWN ? "down" : "left",
+             (unsigned long long)inc, (unsigned long long)me->inc);
     enqueue(g, g->self_key);
     g->refute_pending = true;
 }
@@ -880,6 +902,7 @@ int tr__gossip_new(const tr_gossip_opts *o, uint64_t now, tr_gossip **out)
     g->send = o->send;
     g->event = o->event;
     g->arg = o->arg;
+    g->note = o->note;
     g->idents = o->idents;
     if (g->idents == NULL) {
         g->idents = tr__gossip_idents_new();
@@ -1072,9 +1095,13 @@ static void check_watched(tr_gossip *g, uint64_t now)
         uint64_t silent = now > w->last_ms ? now - w->last_ms : 0;
         if (m->state == TR_GOSSIP_ALIVE && silent >= g->suspect_after_ms) {
             g->st.suspected++;
+            note(g, "watcher: %s suspect, not heard for %llu ms", m->id->name,
+                 (unsigned long long)silent);
             set_state(g, m, TR_GOSSIP_SUSPECT, now);
         } else if (m->state == TR_GOSSIP_SUSPECT && silent >= g->down_ms) {
             g->st.declared_down++;
+            note(g, "watcher: %s declared down, not heard for %llu ms", m->id->name,
+                 (unsigned long long)silent);
             set_state(g, m, TR_GOSSIP_DOWN, now);
         }
     }
@@ -1242,6 +1269,7 @@ void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
         return;
     watch *w = watched(g, key);
     if (w != NULL) {
+        note(g, "watcher: %s unreachable (its connection broke or a dial failed)", name);
         uint64_t t = now > g->suspect_after_ms ? now - g->suspect_after_ms : 0;
         if (w->last_ms > t)
             w->last_ms = t;

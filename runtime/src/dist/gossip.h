@@ -119,6 +119,9 @@ typedef void (*tr_gossip_send_fn)(void *arg, const char *name, const char *addr,
 /* A member's state changed in this instance's view: old is its previous state, -1 for a member
  * new to it. Must not call into the instance. */
 typedef void (*tr_gossip_event_fn)(void *arg, const tr_gossip_member *m, int old);
+/* A line about a decision of this instance (a watcher's suspicion or verdict, and why; a
+ * refutation of what another said about it), for a log. */
+typedef void (*tr_gossip_note_fn)(void *arg, const char *line);
 
 typedef struct tr_gossip_opts {
     const char *name;           /* this member (1..64 bytes) */
@@ -145,7 +148,8 @@ typedef struct tr_gossip_opts {
     tr_gossip_idents *idents;   /* a shared table, or NULL for one of its own */
     tr_gossip_send_fn send;     /* required */
     tr_gossip_event_fn event;   /* may be NULL */
-    void *arg;                  /* for send and event */
+    tr_gossip_note_fn note;     /* may be NULL */
+    void *arg;                  /* for send, event and note */
 } tr_gossip_opts;
 
 typedef struct tr_gossip_stats {

@@ -120,6 +120,12 @@ static void core_send(void *arg, const char *name, const char *addr, const void 
     }
 }
 
+/* The core's decisions, in the node's log (lock held). */
+static void core_note(void *arg, const char *line)
+{
+    tr__node_log(arg, "%s", line);
+}
+
 static void core_event(void *arg, const tr_gossip_member *m, int old)
 {
     (void)old;
@@ -206,6 +212,7 @@ int tr__ng_start(tr_node *n, const tr_node_opts *o)
         .nseeds = ns,
         .send = core_send,
         .event = core_event,
+        .note = n->quiet ? NULL : core_note,
         .arg = n,
     };
     pthread_mutex_lock(&n->lock);
