@@ -362,11 +362,12 @@ static void run_hook(tr_timers *T)
     }
     uint64_t next_ns = T->hook_fn(T->hook_arg);
     pthread_mutex_unlock(&T->hook_run);
-    /* libuv counts whole milliseconds from its cached loop time: refresh it; round up, so the
-     * hook never runs before it asked to */
+    /* libuv counts whole milliseconds from its cached loop time, truncated: refresh it, round
+     * up and add 1 ms, so the hook never runs before it asked to (early, it finds nothing due
+     * and asks again for the rest: a wake-up for nothing) */
     uv_update_time(&T->loop);
     uint64_t ms = (next_ns + 999999u) / 1000000u;
-    uv_timer_start(&T->hook_timer, on_hook, ms > 0 ? ms : 1, 0);
+    uv_timer_start(&T->hook_timer, on_hook, ms + 1u, 0);
 }
 
 int tr__timer_hook_set(tr_system *sys, tr__tick_fn fn, void *arg)

@@ -238,14 +238,14 @@ static void conn_drop(conn *c, const char *why, bool tls_failed)
          * come this way), and the core hears it at once too. */
         if (pe->out_conn == c) {
             pe->out_conn = NULL;
-            tr__ng_unreachable_locked(n, pe);
+            tr__ng_unreachable_locked(n, pe, false);
             af.kick[af.nkick++] = pe; /* what is queued: redialed, or dead letters */
         } else {
             pe->in_conn = NULL;
             uint64_t last = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
             if (!handshake && !n->leaving && c->state == C_UP &&
                 tr__now_ns() - last < n->idle_close_ns / 2)
-                tr__ng_unreachable_locked(n, pe);
+                tr__ng_unreachable_locked(n, pe, false);
         }
         tr__conn_mark_dead(c);
     } else if (pe != NULL && (pe->out_conn == c || pe->in_conn == c)) {
@@ -1486,7 +1486,7 @@ void tr__node_on_dial(void *arg)
         pe->next_dial_ns = tr__now_ns() + (uint64_t)pe->backoff_ms * 1000000u;
         pe->backoff_ms = pe->backoff_ms * 2 > n->backoff_max_ms ? n->backoff_max_ms
                                                                  : pe->backoff_ms * 2;
-        tr__ng_unreachable_locked(n, pe);
+        tr__ng_unreachable_locked(n, pe, rv == NNG_ECONNREFUSED);
     } else {
         pe->out_conn = c;
     }

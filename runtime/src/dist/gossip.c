@@ -1281,6 +1281,30 @@ void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
     }
 }
 
+void tr__gossip_refused(tr_gossip *g, uint64_t now, const char *name)
+{
+    if (g == NULL || name == NULL || g->leaving)
+        return;
+    if (now > g->last_tick && now - g->last_tick > g->down_ms / 2)
+        return; /* this instance stood still: as in tr__gossip_unreachable */
+    uint64_t key = tr__gossip_key(name);
+    gm *m = rec(g, key);
+    if (m == NULL || key == g->self_key || strcmp(m->id->name, name) != 0 || !in_ring(m))
+        return;
+    if (watched(g, key) == NULL || m->state == TR_GOSSIP_DOWN) {
+        tr__gossip_unreachable(g, now, name); /* not ours to settle: suspect, as for a break */
+        return;
+    }
+    /* nothing listens where it did: that incarnation is gone (a frozen process still has its
+     * listening socket, and the kernel completes the dial; a partition times out; a restart
+     * comes back at a higher incarnation) */
+    note(g, "watcher: %s declared down: its address refuses connections", name);
+    g->st.declared_down++;
+    set_state(g, m, TR_GOSSIP_DOWN, now);
+    if (g->ring_dirty)
+        ring_compute(g, now);
+}
+
 void tr__gossip_leave(tr_gossip *g, uint64_t now)
 {
     if (g == NULL || g->leaving)

@@ -178,6 +178,9 @@ TR_HIDDEN int tr__gossip_receive(tr_gossip *g, uint64_t now_ms, const char *from
                                  size_t len);
 /* The transport lost or could not open its connection to `name`: suspect at once. */
 TR_HIDDEN void tr__gossip_unreachable(tr_gossip *g, uint64_t now_ms, const char *name);
+/* The transport's dial to `name` was refused (nothing listens at its address: the process is
+ * gone): a member this instance watches is declared down at once; others as unreachable. */
+TR_HIDDEN void tr__gossip_refused(tr_gossip *g, uint64_t now_ms, const char *name);
 /* Sends a JOIN to addr now, joined or not: the member there adds this one and answers with its
  * whole view. How an embedder reaches a seed that is not a member it holds alive (a seed that
  * restarted, or one of another cluster to merge with). */

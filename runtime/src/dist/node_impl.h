@@ -374,8 +374,9 @@ TR_HIDDEN void tr__ng_flush(tr_node *n);
 /* A GOSSIP frame from the peer on inbound connection c (lock not held; flushes). TR_EBADMSG:
  * malformed. */
 TR_HIDDEN int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len);
-/* The connection we dialed to pe broke, or a dial failed (lock held). */
-TR_HIDDEN void tr__ng_unreachable_locked(tr_node *n, peer *pe);
+/* The connection we dialed to pe broke, or a dial failed — refused: nothing listens at its
+ * address (lock held). */
+TR_HIDDEN void tr__ng_unreachable_locked(tr_node *n, peer *pe, bool refused);
 /* Whether this node watches the member called name (lock held). */
 TR_HIDDEN bool tr__ng_watches_locked(tr_node *n, const char *name);
 /* The ticker's part (lock held): the core's tick; with `sweep`, also seeds joined again and idle

@@ -11,7 +11,8 @@
  *     noconnection, queued messages dead letters) when the core says so — not when a connection
  *     opens or breaks. A connection we dialed that breaks, or a dial that fails, is reported to
  *     the core (tr__gossip_unreachable: the member is suspect at once, down 400 ms later unless
- *     it refutes): that is how a kill -9 shows within half a second.
+ *     it refutes); a dial refused (nothing listens there any more) makes a watcher declare it
+ *     down at once (tr__gossip_refused): that is how a kill -9 shows within half a second.
  *   - Connections are lazy: a node dials a peer when something is queued for it (a message, or
  *     the core's ping, ack or gossip), and keeps one to each of its K watched members (their
  *     beats come in on it: conn.c, "Beats") and to each of its K watchers; any other connection
@@ -123,7 +124,8 @@ static void core_send(void *arg, const char *name, const char *addr, const void 
 /* The core's decisions, in the node's log (lock held). */
 static void core_note(void *arg, const char *line)
 {
-    tr__node_log(arg, "%s", line);
+    tr__node_log(arg, "%s (at %llu ms of the monotonic clock)", line,
+                 (unsigned long long)now_ms()); /* (lines of nodes on one host line up) */
 }
 
 static void core_event(void *arg, const tr_gossip_member *m, int old)
@@ -279,10 +281,14 @@ int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len)
     return rc;
 }
 
-void tr__ng_unreachable_locked(tr_node *n, peer *pe)
+void tr__ng_unreachable_locked(tr_node *n, peer *pe, bool refused)
 {
-    if (n->gossip != NULL && !n->stopping && !n->leaving && !pe->hidden && !pe->alias &&
-        pe->name[0] != '\0')
+    if (n->gossip == NULL || n->stopping || n->leaving || pe->hidden || pe->alias ||
+        pe->name[0] == '\0')
+        return;
+    if (refused)
+        tr__gossip_refused(n->gossip, now_ms(), pe->name);
+    else
         tr__gossip_unreachable(n->gossip, now_ms(), pe->name);
 }
 
