@@ -22,7 +22,9 @@
  *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
  * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so). SIGTERM or
- * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left".
+ * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left". With monitors,
+ * a node whose id a member that started first has (random 16-bit ids clash) is refused by the
+ * cluster: it says so and exits with status 3, to be started again with another id.
  */
 #include "troupe.h"
 #include "troupe/config.h"
@@ -55,7 +57,8 @@ static void usage(FILE *f)
             "troupectl drills (docs/operating.md).\n"
             "Prints \"ready node=NAME addr=ADDRESS id=ID\" when listening, then \"up NAME ID\",\n"
             "\"down NAME ID\" (lost) and \"left NAME ID\" (stopped cleanly) as peers come and go.\n"
-            "SIGTERM or SIGINT stop it: it leaves the cluster, and its peers print \"left\".\n");
+            "SIGTERM or SIGINT stop it: it leaves the cluster, and its peers print \"left\".\n"
+            "With monitors, exit status 3: a member that started first has its node id.\n");
 }
 
 /* ---- behaviours others may spawn here ------------------------------------------------------ */
@@ -477,9 +480,25 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    if (!quiet)
+    /* until SIGTERM / SIGINT; or until the cluster refuses this node for its id (another
+     * member that started first has it: exit 3, to be started again with another id) */
+    int sig = 0, status = 0;
+    const struct timespec poll_ts = {.tv_sec = 0, .tv_nsec = 250000000};
+    for (;;) {
+        sig = sigtimedwait(&sigs, NULL, &poll_ts);
+        if (sig > 0)
+            break;
+        tr_node_stats st;
+        tr_node_stats_get(node, &st);
+        if (st.id_taken) {
+            fprintf(stderr, "troupe-node: node id %u is taken in this cluster by a member that "
+                            "started first: exiting; start it again with another --node-id (or "
+                            "none: a random one)\n", (unsigned)so.node_id);
+            status = 3;
+            break;
+        }
+    }
+    if (!quiet && sig > 0)
         fprintf(stderr, "troupe node %s: signal %d, stopping\n", name, sig);
     tr_node_stop(node);
     tr_system_stop(sys);
@@ -492,5 +511,5 @@ int main(int argc, char **argv)
     }
     tr_system_free(sys);
     tr_node_config_free(nc);
-    return 0;
+    return status;
 }

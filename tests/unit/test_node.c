@@ -218,6 +218,43 @@ static void *wait_for_b(void *arg)
     return NULL;
 }
 
+/* A node with partial monitoring (monitors = 3), whatever TT_MONITORS says. */
+static void node_up_monitors(node *nd, const char *name, uint16_t id, const char *seed)
+{
+    nd->sys = tt_node_system(id);
+    tr_node_opts no = tt_node_opts(name, "cluster-secret", &seed, seed != NULL ? 1 : 0);
+    no.monitors = 3;
+    assert_int_equal(tr_node_start(nd->sys, &no, &nd->node), TR_OK);
+    snprintf(nd->addr, sizeof nd->addr, "%s", tr_node_address(nd->node));
+}
+
+/* Two members with one node id (random 16-bit ids clash): the one that started first keeps it
+ * on every node; the later one is refused everywhere and told so (tr_node_stats.id_taken),
+ * instead of being up for some nodes and refused by others. */
+static void test_node_id_clash(void **state)
+{
+    (void)state;
+    node a, b, c;
+    node_up_monitors(&a, "a", 71, NULL);
+    node_up_monitors(&b, "b", 72, a.addr);
+    TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
+    nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL); /* (a later incarnation) */
+    node_up_monitors(&c, "c", 72, a.addr);                   /* b's id */
+    tr_node_stats st;
+    TT_WAIT_FOR((tr_node_stats_get(c.node, &st), st.id_taken == 1), TT_DEADLINE_MS);
+    tr_node_stats_get(b.node, &st);
+    assert_int_equal(st.id_taken, 0);
+    tr_node_stats_get(a.node, &st);
+    assert_int_equal(st.id_taken, 0);
+    assert_true(sees(&a, "b"));
+    assert_false(sees(&a, "c"));
+    assert_false(sees(&b, "c"));
+    assert_false(sees(&c, "b"));
+    node_end(&c);
+    node_end(&b);
+    node_end(&a);
+}
+
 /* tr_node_wait_peer: returns once the peer is up (woken by it, not polling), times out, knows
  * the node's own name; and the node's name is the prefix of the core's log lines. */
 static void test_wait_peer(void **state)
@@ -1432,6 +1469,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
     cmocka_unit_test(test_stopped_node_leaves),
+    cmocka_unit_test(test_node_id_clash),
     cmocka_unit_test(test_port_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_actor_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_remote_spawn),

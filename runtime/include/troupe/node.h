@@ -254,6 +254,11 @@ typedef struct tr_node_stats {
     uint64_t verdicts_dropped;          /**< downs from an implausible watcher, not taken */
     uint32_t members[4];                /**< members known now (itself included) by state: alive,
                                          * suspect, down, left (a gauge, not a counter) */
+    uint32_t id_taken;                  /**< with monitors: 1 once a member that started first
+                                         * was found with this node's id (random 16-bit ids
+                                         * clash: 7% among 100 nodes). Every node refuses this
+                                         * one then (the earlier keeps the id); start it again
+                                         * with another id (troupe-node exits with status 3) */
 } tr_node_stats;
 
 /** Reads the node's counters. */

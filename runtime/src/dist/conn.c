@@ -628,7 +628,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         return;
     }
     peer *holder = atomic_load(&n->by_id[c->ph.node_id]);
-    if (c->ph.node_id == n->id || (holder != NULL && holder != pe)) {
+    if (n->gossip == NULL && (c->ph.node_id == n->id || (holder != NULL && holder != pe))) {
         tr__node_log(n, "peer %s uses node id %u, already taken: refused", c->ph.name, c->ph.node_id);
         pe->out_conn = NULL;
         tr__conn_mark_dead(c);
@@ -636,7 +636,9 @@ static void outbound_up(tr_node *n, conn *c, after *af)
     }
     snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
     if (n->gossip != NULL) {
-        /* monitors: our connection is up, the peer is up only when the core says so */
+        /* monitors: our connection is up, the peer is up only when the core says so — and
+         * of two members with one node id, the core decides which (nodegossip.c, id_claim):
+         * the other still gets the core's frames on it, so it learns that it is refused */
         if (pe->status == TR_PEER_UP && pe->node_id != c->ph.node_id) {
             pe->out_conn = NULL; /* another incarnation than the one the core holds up */
             tr__conn_mark_dead(c);

@@ -543,4 +543,5 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->verdicts_dropped = g.verdicts_dropped;
     for (int i = 0; i < 4; i++)
         o->members[i] = (uint32_t)counts[i];
+    o->id_taken = atomic_load(&n->id_taken) ? 1u : 0u;
 }

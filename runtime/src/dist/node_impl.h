@@ -121,6 +121,8 @@ struct peer {
     uint64_t joining_ns;        /* since when */
     uint16_t node_id;
     uint64_t incarnation;
+    uint64_t ginc;              /* with monitors: its incarnation as the core said when it came
+                                 * up (which of two members with one node id keeps it) */
     conn *out_conn, *in_conn;
     nng_stream_dialer *dialer;
     char dialer_addr[TR_WIRE_ADDR_MAX + 1];
@@ -233,6 +235,8 @@ struct tr_node {
     peer *name_cache[64];                  /* tr__peer_by_name's last answers, by a hash of
                                             * the name (checked on use: peers live as long
                                             * as the node) */
+    _Atomic bool id_taken;                 /* a member that started first has our node id:
+                                            * the cluster refuses this node (tr_node_stats) */
     _Atomic bool reap_pending;             /* a connection was marked dead: the ticker's
                                             * reaper walks the list until it is freed */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,

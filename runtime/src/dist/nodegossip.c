@@ -121,6 +121,52 @@ static void core_send(void *arg, const char *name, const char *addr, const void 
     }
 }
 
+/* Two members with one node id (random 16-bit ids clash: a 7% chance among 100 nodes): the one
+ * at the lower incarnation (it started first: an incarnation is its start time in ms, raised by
+ * one per refutation), then the lower name, keeps it — every node decides alike, whatever it
+ * heard first. True: a starts first. */
+static bool starts_first(uint64_t inc_a, const char *a, uint64_t inc_b, const char *b)
+{
+    return inc_a != inc_b ? inc_a < inc_b : strcmp(a, b) < 0;
+}
+
+/* Whether member m may be up under its node id (lock held): not if this node or an earlier
+ * member has it. A later holder is taken down here (refused from now on, as everywhere); this
+ * node, the later one, says so once and counts it (tr_node_stats.id_taken): the cluster refuses
+ * it, and whoever runs it restarts it with another id (troupe-node exits with status 3). */
+static bool id_claim(tr_node *n, const tr_gossip_member *m, peer *pe)
+{
+    if (m->node_id == 0)
+        return false;
+    if (m->node_id == n->id) {
+        if (starts_first(m->incarnation, m->name, tr__gossip_incarnation(n->gossip), n->name) &&
+            !atomic_exchange(&n->id_taken, true))
+            tr__node_log_at(n, TR_LOG_ERROR,
+                            "node id %u is also %s's, which started first: the cluster refuses "
+                            "this node; start it again with another node id",
+                            m->node_id, m->name);
+        else if (!atomic_load(&n->id_taken))
+            tr__node_log(n, "peer %s uses node id %u, this node's (it started first): refused",
+                         m->name, m->node_id);
+        return false;
+    }
+    peer *holder = atomic_load(&n->by_id[m->node_id]);
+    if (holder == NULL || holder == pe)
+        return true;
+    if (!starts_first(m->incarnation, m->name, holder->ginc, holder->name)) {
+        tr__node_log(n, "peer %s uses node id %u, %s's (it started first): refused", m->name,
+                     m->node_id, holder->name);
+        return false;
+    }
+    tr__node_log(n, "peer %s started before %s, which has its node id %u: %s is refused",
+                 m->name, holder->name, m->node_id, holder->name);
+    after *af = after_new(n);
+    if (af == NULL)
+        return false;
+    tr__peer_down_locked(n, holder, af);
+    return atomic_load(&n->by_id[m->node_id]) == NULL;
+}
+
 /* The core's decisions, in the node's log (lock held). */
 static void core_note(void *arg, const char *line)
 {
@@ -152,13 +198,10 @@ static void core_event(void *arg, const tr_gossip_member *m, int old)
             return;
         if (pe->status == TR_PEER_UP)
             tr__peer_down_locked(n, pe, af); /* restarted (a new node id) before we noticed */
-        peer *holder = atomic_load(&n->by_id[m->node_id]);
-        if (m->node_id == 0 || m->node_id == n->id || (holder != NULL && holder != pe)) {
-            tr__node_log(n, "peer %s uses node id %u, already taken: refused", m->name,
-                         m->node_id);
+        if (!id_claim(n, m, pe))
             return;
-        }
         tr__left_clear(n, pe->name);
+        pe->ginc = m->incarnation;
         pe->node_id = m->node_id;
         pe->status = TR_PEER_UP;
         pe->ever_up = true;
