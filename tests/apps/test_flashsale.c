@@ -1007,12 +1007,12 @@ static pid_t cluster3_start(const char *sub, const char *extra, char conf[192], 
             "flashsale = { email = { rate = 1000; burst = 50; from = \"S <s@sale.test>\"; }; %s };\n"
             "store = { backend = \"redis\"; redis = { host = \"127.0.0.1\"; port = %d; };\n"
             "          redeliver_ms = 2000; };\n"
-            "cluster = { secret = \"cluster-test-secret\"; heartbeat_ms = 100;\n"
+            "cluster = { secret = \"cluster-test-secret\"; heartbeat_ms = 100; monitors = %u;\n"
             "  down_after_ms = 1000; seeds = [ \"tcp://127.0.0.1:%d\" ];\n"
             "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n2\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n3\"; listen = \"tcp://127.0.0.1:%d\"; } ); };\n",
-            extra, rport, np[0], np[0], np[1], np[2]);
+            extra, rport, tt_monitors(), np[0], np[0], np[1], np[2]);
     fclose(f);
     const char *names[3] = {"n1", "n2", "n3"};
     for (int i = 0; i < 3; i++) {

@@ -819,12 +819,12 @@ static void test_cluster_any_node_and_kill9(void **state)
     fprintf(f,
             "store = { backend = \"redis\"; redis = { host = \"127.0.0.1\"; port = %d; };\n"
             "          redeliver_ms = 2000; };\n"
-            "cluster = { secret = \"social-cluster-test\"; heartbeat_ms = 100;\n"
+            "cluster = { secret = \"social-cluster-test\"; heartbeat_ms = 100; monitors = %u;\n"
             "  down_after_ms = 1000; seeds = [ \"tcp://127.0.0.1:%d\" ];\n"
             "  nodes = ( { name = \"n1\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n2\"; listen = \"tcp://127.0.0.1:%d\"; },\n"
             "            { name = \"n3\"; listen = \"tcp://127.0.0.1:%d\"; } ); };\n",
-            rport, np[0], np[0], np[1], np[2]);
+            rport, tt_monitors(), np[0], np[0], np[1], np[2]);
     fclose(f);
     const char *names[3] = {"n1", "n2", "n3"};
     tt_app n[3];

@@ -156,6 +156,14 @@ static inline uint64_t tt_read_u64(const tr_msg *m)
     return v;
 }
 
+/* TT_MONITORS=K in the environment: clusters the tests configure run with partial monitoring
+ * (`monitors = K`, issue 22); unset: 0, the full mesh. */
+static inline unsigned tt_monitors(void)
+{
+    const char *m = getenv("TT_MONITORS");
+    return m != NULL ? (unsigned)atoi(m) : 0u;
+}
+
 /* TT_FILTER=pattern in the environment runs only the matching tests (cmocka wildcards);
  * TT_SKIP=pattern leaves the matching ones out. */
 static inline void tt_apply_filter(void)
