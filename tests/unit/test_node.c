@@ -517,7 +517,12 @@ static int peer_status(node *nd, const char *peer)
     int st = -1;
     for (size_t i = 0; i < k && i < 16; i++)
         if (strcmp(info[i].name, peer) == 0) {
-            assert_int_equal(st, -1); /* listed once */
+            if (st != -1) { /* listed once */
+                for (size_t j = 0; j < k && j < 16; j++)
+                    print_error("peer %s at %s: status %d, node id %u\n", info[j].name,
+                                info[j].address, (int)info[j].status, (unsigned)info[j].node_id);
+                fail_msg("%s listed twice", peer);
+            }
             st = (int)info[i].status;
         }
     return st;

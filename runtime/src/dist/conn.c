@@ -634,6 +634,14 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         tr__conn_mark_dead(c);
         return;
     }
+    if (n->gossip != NULL && tr__left_incarnation(n, c->ph.name, c->ph.node_id)) {
+        /* a dial (a seed's, say) answered by the very incarnation that left — it listens until
+         * its peers heard it: naming this entry after it listed it a second time, down, beside
+         * the left list's entry */
+        pe->out_conn = NULL;
+        tr__conn_mark_dead(c);
+        return;
+    }
     snprintf(pe->name, sizeof pe->name, "%s", c->ph.name);
     if (n->gossip != NULL) {
         /* monitors: our connection is up, the peer is up only when the core says so — and

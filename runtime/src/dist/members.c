@@ -97,6 +97,12 @@ bool tr__left_known(tr_node *n, const char *name)
     return left_find(n, name) != NULL;
 }
 
+bool tr__left_incarnation(tr_node *n, const char *name, uint16_t node_id)
+{
+    left_entry *e = left_find(n, name);
+    return e != NULL && e->node_id == node_id;
+}
+
 void tr__left_clear(tr_node *n, const char *name)
 {
     left_entry *e = left_find(n, name);

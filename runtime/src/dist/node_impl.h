@@ -343,6 +343,8 @@ TR_HIDDEN void tr__peer_down_locked(tr_node *n, peer *pe, after *af);
 TR_HIDDEN void tr__peer_left_locked(tr_node *n, peer *pe, after *af);
 /* Whether `name` left (a tombstone; lock held). */
 TR_HIDDEN bool tr__left_known(tr_node *n, const char *name);
+/* Whether the incarnation of `name` with node_id is the one that left (lock held). */
+TR_HIDDEN bool tr__left_incarnation(tr_node *n, const char *name, uint16_t node_id);
 /* Forgets that `name` left (lock held): it is back. */
 TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 /* Does what af holds, the lock released: kicks writers (dead letters), NODEDOWN signals to the

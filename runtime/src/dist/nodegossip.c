@@ -66,6 +66,9 @@ static after *after_new(tr_node *n)
 static peer *peer_for(tr_node *n, const char *name, const char *addr, bool create)
 {
     peer *pe = name[0] != '\0' ? tr__peer_by_name(n, name) : NULL;
+    if (pe == NULL && !create && name[0] != '\0' && tr__left_known(n, name))
+        return NULL; /* it left (a seed's entry lost its name then): a send to it now gave that
+                      * entry its name back, listed as down beside the left list's "left" */
     if (pe == NULL && addr[0] != '\0') {
         pe = tr__peer_by_addr(n, addr);
         if (pe != NULL && name[0] != '\0' && strcmp(pe->name, name) != 0) {
@@ -316,11 +319,21 @@ int tr__ng_receive(tr_node *n, conn *c, const uint8_t *frame, size_t len)
         return TR_EBADMSG;
     pthread_mutex_lock(&n->lock);
     int rc = TR_OK;
-    if (n->gossip != NULL && !n->stopping)
-        rc = tr__gossip_receive(n->gossip, now_ms(), c->ph.name, frame + TR_WIRE_HEADER,
+    bool due = false;
+    if (n->gossip != NULL && !n->stopping) {
+        uint64_t now = now_ms();
+        rc = tr__gossip_receive(n->gossip, now, c->ph.name, frame + TR_WIRE_HEADER,
                                 len - TR_WIRE_HEADER);
+        /* news to pass on (a member down, a refutation) whose gossip round is due: the tick,
+         * asleep until its next beat, runs now — each hop of the epidemic waited up to a
+         * heartbeat for the next tick of the node it reached (a freeze seen by all 100 nodes
+         * 0.4-0.7 s after its watcher's verdict on a slow host) */
+        due = tr__gossip_next_ms(n->gossip) <= now;
+    }
     pthread_mutex_unlock(&n->lock);
     tr__ng_flush(n);
+    if (due)
+        tr__node_wake(n);
     return rc;
 }
 
