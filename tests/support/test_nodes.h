@@ -40,7 +40,7 @@ static inline tr_node_opts tt_node_opts(const char *name, const char *secret,
     no.reconnect_max_ms = 200;
     no.leave_ms = 10000; /* a stop waits for its peers to hear it leave, however slow the run */
     /* TT_MONITORS=K: the same tests with partial monitoring (issue 22; ctest's node_monitors) */
-    no.monitors = getenv("TT_MONITORS") != NULL ? (unsigned)atoi(getenv("TT_MONITORS")) : 0;
+    no.monitors = tt_monitors();
     return no;
 }
 

@@ -354,7 +354,7 @@ static void test_gossip_full_mesh_and_placement(void **state)
     for (int i = 0; i < 3; i++)
         assert_true(per[i] > 50);
     /* the node's counters; with monitors (TT_MONITORS) the membership core's too, in /metrics */
-    bool mon = getenv("TT_MONITORS") != NULL && atoi(getenv("TT_MONITORS")) > 0;
+    bool mon = tt_monitors() > 0;
     tr_node_stats st;
     TT_WAIT_FOR((tr_node_stats_get(b.node, &st),
                  !mon || (st.gossip_sent > 0 && st.gossip_received > 0 && st.members[0] == 3)),

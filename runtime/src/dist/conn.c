@@ -1050,13 +1050,8 @@ static void tx_build(peer *pe, conn *c)
  * once: a no-op when it is done; when the socket could not take the bytes (nng keeps the whole
  * write queued until it can: none of it is written) it comes back cancelled, and the writer
  * sends the frame as usual. So the ticker never waits, and the aio has no timeout (a timeout
- * would wake nng's expiry threads). Not for TLS (its stream completes on nng's threads). */
-static _Thread_local bool tls_ticker;
-
-void tr__conn_ticker_thread(bool on)
-{
-    tls_ticker = on;
-}
+ * would wake nng's expiry threads). Not for TLS (its stream completes on nng's threads).
+ * tr__node_in_tick says whether the calling thread is the ticker. */
 
 /* Writes buf on c if the socket takes it at once (the ticker, c->txs): 0 with *sent, NNG_ECANCELED
  * when it took nothing (none of it written), or the stream's error. */
@@ -1078,7 +1073,7 @@ static bool tx_send_inline(conn *c, int *rv)
 {
     *rv = 0;
     size_t left = c->out.len - c->out_off;
-    if (!tls_ticker || c->n->tls != NULL || left > NODE_SYNC_SEND_MAX)
+    if (!tr__node_in_tick() || c->n->tls != NULL || left > NODE_SYNC_SEND_MAX)
         return false;
     size_t sent;
     int r = write_now(c, c->out.data + c->out_off, left, &sent);

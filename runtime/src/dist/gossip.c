@@ -1255,19 +1255,29 @@ uint64_t tr__gossip_next_ms(const tr_gossip *g)
     return t;
 }
 
-void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
+/* The member `name` in the ring (not this instance) that a transport's report about may concern,
+ * or NULL: none, or this instance stood still (not ticked since) — the connections it finds
+ * broken now are its own pause's, as the silence is (the tick gives every watched member
+ * down_after_ms from now to be heard). */
+static gm *reported(tr_gossip *g, uint64_t now, const char *name)
 {
     if (g == NULL || name == NULL || g->leaving)
-        return;
+        return NULL;
     if (now > g->last_tick && now - g->last_tick > g->down_ms / 2)
-        return; /* this instance stood still (not ticked since): the connections it finds
-                 * broken now are its own pause's, as the silence is (the tick gives every
-                 * watched member down_after_ms from now to be heard) */
+        return NULL;
     uint64_t key = tr__gossip_key(name);
     gm *m = rec(g, key);
     if (m == NULL || key == g->self_key || strcmp(m->id->name, name) != 0 || !in_ring(m))
+        return NULL;
+    return m;
+}
+
+void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
+{
+    gm *m = reported(g, now, name);
+    if (m == NULL)
         return;
-    watch *w = watched(g, key);
+    watch *w = watched(g, m->key);
     if (w != NULL) {
         note(g, "watcher: %s unreachable (its connection broke or a dial failed)", name);
         uint64_t t = now > g->suspect_after_ms ? now - g->suspect_after_ms : 0;
@@ -1283,15 +1293,10 @@ void tr__gossip_unreachable(tr_gossip *g, uint64_t now, const char *name)
 
 void tr__gossip_refused(tr_gossip *g, uint64_t now, const char *name)
 {
-    if (g == NULL || name == NULL || g->leaving)
+    gm *m = reported(g, now, name);
+    if (m == NULL)
         return;
-    if (now > g->last_tick && now - g->last_tick > g->down_ms / 2)
-        return; /* this instance stood still: as in tr__gossip_unreachable */
-    uint64_t key = tr__gossip_key(name);
-    gm *m = rec(g, key);
-    if (m == NULL || key == g->self_key || strcmp(m->id->name, name) != 0 || !in_ring(m))
-        return;
-    if (watched(g, key) == NULL || m->state == TR_GOSSIP_DOWN) {
+    if (watched(g, m->key) == NULL) {
         tr__gossip_unreachable(g, now, name); /* not ours to settle: suspect, as for a break */
         return;
     }

@@ -566,13 +566,16 @@ static uint64_t node_tick(tr_node *n)
 
 static _Thread_local bool tls_in_tick; /* this thread runs tr__node_tick now */
 
+bool tr__node_in_tick(void)
+{
+    return tls_in_tick;
+}
+
 uint64_t tr__node_tick(void *arg)
 {
     tr_node *n = arg;
     tls_in_tick = true;
-    tr__conn_ticker_thread(true);
     uint64_t next = node_tick(n);
-    tr__conn_ticker_thread(false);
     tls_in_tick = false;
     return next;
 }

@@ -171,7 +171,7 @@ static void collect(void *user, tr_metrics_out *out)
          st.peers_left},
         {"troupe_node_tls_failed_total", "Connections dropped: the TLS handshake failed.",
          st.tls_failed},
-        /* partial monitoring (monitors > 0) */
+    }, core[] = { /* partial monitoring (monitors > 0): the membership core's */
         {"troupe_node_gossip_sent_total",
          "Membership messages sent (beats, pings, acks, gossip rounds, syncs).", st.gossip_sent},
         {"troupe_node_gossip_received_total", "Membership messages taken in.",
@@ -189,12 +189,13 @@ static void collect(void *user, tr_metrics_out *out)
         {"troupe_node_verdicts_dropped_total", "Downs from an implausible watcher, not taken.",
          st.verdicts_dropped},
     };
-    size_t nt = sizeof totals / sizeof *totals;
-    if (n->gossip == NULL)
-        nt -= 8; /* the full mesh: no membership core */
-    for (size_t i = 0; i < nt; i++) {
+    for (size_t i = 0; i < sizeof totals / sizeof *totals; i++) {
         tr_metrics_out_family(out, totals[i].name, TR_METRIC_COUNTER, totals[i].help);
         tr_metrics_out_u64(out, NULL, 0, totals[i].v);
+    }
+    for (size_t i = 0; n->gossip != NULL && i < sizeof core / sizeof *core; i++) {
+        tr_metrics_out_family(out, core[i].name, TR_METRIC_COUNTER, core[i].help);
+        tr_metrics_out_u64(out, NULL, 0, core[i].v);
     }
     if (n->gossip != NULL) {
         static const char *const states[4] = {"alive", "suspect", "down", "left"};

@@ -352,9 +352,9 @@ TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
 /* Frees dead, unreferenced connections (lock held). */
 TR_HIDDEN void tr__node_reap(tr_node *n);
-/* Marks the calling thread as the node's ticker (on: while tr__node_tick runs): its writes of
- * small frames complete inline. */
-TR_HIDDEN void tr__conn_ticker_thread(bool on);
+/* True on the thread running tr__node_tick, while it does: its writes of small frames complete
+ * inline (conn.c), and it never wakes itself (tr__node_wake). */
+TR_HIDDEN bool tr__node_in_tick(void);
 /* The ticker (lock NOT held): reads what the polled connections hold (conn.c, "Beats"). */
 TR_HIDDEN void tr__conn_poll(tr_node *n);
 /* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
