@@ -15,7 +15,8 @@
  * be a call's timeout: every answer comes within ANSWER_MS of the one before, less than the
  * calls' timeout), interim 100s well formed, a
  * Content-Length (none on a 204) matching the body that follows (none after a HEAD), the body
- * strict JSON (GET /metrics: Prometheus text, its Content-Type says so), no answer after one that said "Connection: close", never more answers than
+ * strict JSON (GET /metrics: Prometheus text, GET /dashboard a whole HTML page, each as its
+ * Content-Type says), no answer after one that said "Connection: close", never more answers than
  * requests plus the one error the server may answer itself, and every complete request answered
  * unless the server closed the connection — a request left without an answer (the harness waits
  * ANSWER_MS) aborts — and a connection the server closes is closed, never reset (a reset can
@@ -403,6 +404,18 @@ static void check_answers(reader *r, const expect *e)
             if (!prom_text(p + hl, body)) {
                 fprintf(stderr, "fuzz-http: %.*s\n", (int)(hl + body), p);
                 die("a metrics answer that is not Prometheus text");
+            }
+        } else if (body > 0 && ct != NULL && strncmp(ct, "text/html; charset=utf-8", 24) == 0) {
+            /* GET /dashboard: the page itself, whole (its data route answers JSON) */
+            static const char open_[] = "<!DOCTYPE html>", close_[] = "</html>";
+            const char *b = p + hl;
+            size_t bl = body;
+            while (bl > 0 && (b[bl - 1] == '\n' || b[bl - 1] == '\r'))
+                bl--;
+            if (bl < sizeof open_ + sizeof close_ || memcmp(b, open_, sizeof open_ - 1) != 0 ||
+                memcmp(b + bl - (sizeof close_ - 1), close_, sizeof close_ - 1) != 0) {
+                fprintf(stderr, "fuzz-http: %.*s\n", (int)hl, p);
+                die("an HTML answer that is not a whole page");
             }
         } else if (body > 0) {
             char why[128];
