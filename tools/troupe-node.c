@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SEEDS 64
 
@@ -160,6 +161,8 @@ static const tr_behaviour named_b = {.name = "named", .state_size = sizeof(named
 
 enum { MSG_READY = 1 }; /* [line]: the watcher prints it first (see main) */
 
+static atomic_bool g_id_taken; /* the cluster refuses this node's id (the watcher was told) */
+
 /* Prints the ready line, then peers coming and going: one printer, so "ready" always comes first
  * (a peer quick to connect was printed "up" before it when main printed it). */
 static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
@@ -176,6 +179,12 @@ static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
             printf("%.*s\n", (int)len, line);
         tr_reader_done(&r);
         fflush(stdout);
+        return 0;
+    }
+    if (t == TR_MSG_NODE_ID_TAKEN) {
+        /* main waits on signals only: this one says why it should stop (exit status 3) */
+        atomic_store(&g_id_taken, true);
+        kill(getpid(), SIGUSR1);
         return 0;
     }
     if (t != TR_MSG_NODEUP && t != TR_MSG_NODEDOWN)
@@ -411,6 +420,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1); /* from the watcher: the cluster refused this node's id */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -483,14 +493,13 @@ int main(int argc, char **argv)
     /* until SIGTERM / SIGINT; or until the cluster refuses this node for its id (another
      * member that started first has it: exit 3, to be started again with another id) */
     int sig = 0, status = 0;
-    const struct timespec poll_ts = {.tv_sec = 0, .tv_nsec = 250000000};
     for (;;) {
-        sig = sigtimedwait(&sigs, NULL, &poll_ts);
-        if (sig > 0)
+        if (sigwait(&sigs, &sig) != 0)
+            sig = 0;
+        if (sig == SIGTERM || sig == SIGINT)
             break;
-        tr_node_stats st;
-        tr_node_stats_get(node, &st);
-        if (st.id_taken) {
+        if (atomic_load(&g_id_taken)) {
+            sig = 0;
             fprintf(stderr, "troupe-node: node id %u is taken in this cluster by a member that "
                             "started first: exiting; start it again with another --node-id (or "
                             "none: a random one)\n", (unsigned)so.node_id);

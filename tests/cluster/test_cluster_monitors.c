@@ -6,7 +6,8 @@
  * a request reaches a node over a connection opened for it, that a few idle seconds (connections
  * closed meanwhile) bring no false down, that a kill -9 is seen as down by every node, that a
  * frozen node (SIGSTOP) is seen as down by every node and as up again once thawed (SIGCONT), and
- * that a SIGTERM is seen as "left" by every node. The default (monitors = 0, the full mesh) is what
+ * that a SIGTERM is seen as "left" by every node; and that a node started with a member's node
+ * id exits with status 3. The default (monitors = 0, the full mesh) is what
  * test_cluster.c covers.
  */
 #include "test_util.h"
@@ -81,8 +82,12 @@ static bool read_line_within(proc *p, char *line, size_t cap, unsigned wait_ms)
     return true;
 }
 
-static void proc_start(proc *p, const char *name, const char *seed)
+/* Starts troupe-node `name` joining through `seed`, with node id `node_id` (0: a random one),
+ * and reads its ready line. */
+static void proc_start(proc *p, const char *name, const char *seed, unsigned node_id)
 {
+    char id_arg[16];
+    snprintf(id_arg, sizeof id_arg, "%u", node_id);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -98,8 +103,12 @@ static void proc_start(proc *p, const char *name, const char *seed)
             FILE *devnull = freopen("/dev/null", "w", stderr);
             (void)devnull;
         }
-        execl(TROUPE_NODE_BIN, "troupe-node", "--config", g_conf, "--node", name, "--listen",
-              "tcp://127.0.0.1:0", "--seed", seed, (char *)NULL);
+        if (node_id != 0)
+            execl(TROUPE_NODE_BIN, "troupe-node", "--config", g_conf, "--node", name, "--listen",
+                  "tcp://127.0.0.1:0", "--seed", seed, "--node-id", id_arg, (char *)NULL);
+        else
+            execl(TROUPE_NODE_BIN, "troupe-node", "--config", g_conf, "--node", name, "--listen",
+                  "tcp://127.0.0.1:0", "--seed", seed, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -234,7 +243,7 @@ static void test_monitors_join_idle_kill_leave(void **state)
     for (int i = 0; i < NPROC; i++) {
         char name[8];
         snprintf(name, sizeof name, "n%d", i + 1);
-        proc_start(&p[i], name, tr_node_address(t));
+        proc_start(&p[i], name, tr_node_address(t), 0);
     }
     uint64_t t0 = tt_now_ns();
     for (int i = 0; i < NPROC; i++) {
@@ -340,8 +349,49 @@ static void test_monitors_join_idle_kill_leave(void **state)
             proc_signal(&p[i], SIGTERM);
 }
 
+/* A troupe-node whose node id a member that started first already has: the cluster refuses it,
+ * its watcher is told (TR_MSG_NODE_ID_TAKEN), and it exits with status 3 (it waits on signals
+ * only: no poll), never seen up by the member. */
+static void test_node_id_taken_exits(void **state)
+{
+    (void)state;
+    tr_system_opts so;
+    tr_system_opts_init(&so);
+    so.workers = 1;
+    so.node_id = tr_node_random_id();
+    tr_system *sys = tt_system_start(&so);
+    tr_node_opts no;
+    memset(&no, 0, sizeof no);
+    no.name = "t";
+    no.listen = "tcp://127.0.0.1:0";
+    no.secret = SECRET;
+    no.heartbeat_ms = 100;
+    no.down_after_ms = 1000;
+    no.monitors = 2;
+    no.quiet = getenv("TT_NODE_LOGS") == NULL;
+    tr_node *t;
+    assert_int_equal(tr_node_start(sys, &no, &t), TR_OK);
+    tt_sleep_ms(5); /* a later incarnation */
+    proc p;
+    proc_start(&p, "n1", tr_node_address(t), so.node_id);
+    assert_int_equal(p.id, so.node_id);
+    int st = 0;
+    bool exited = false; /* (TT_WAIT_FOR evaluates its condition once more at the end) */
+    TT_WAIT_FOR(exited || (exited = waitpid(p.pid, &st, WNOHANG) == p.pid), TT_DEADLINE_MS);
+    for (size_t i = 0; i < NPROC; i++)
+        if (g_running[i] == p.pid)
+            g_running[i] = 0;
+    close(p.out);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 3);
+    assert_false(sees(t, "n1"));
+    tr_node_stop(t);
+    tt_system_end(sys);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_monitors_join_idle_kill_leave, kill_leftovers),
+    cmocka_unit_test_teardown(test_node_id_taken_exits, kill_leftovers),
 };
 
 int main(void)

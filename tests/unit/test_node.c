@@ -30,6 +30,7 @@ enum { MSG_SEQ = 1, MSG_PING = 2, MSG_PONG = 3, MSG_ASK = 4, MSG_WATCH = 5, MSG_
 static _Atomic uint64_t g_received, g_out_of_order, g_pongs, g_downs, g_exits, g_nodedowns,
     g_nodeups, g_spawned, g_lost, g_nodelefts;
 static _Atomic int g_last_reason;
+static _Atomic uint64_t g_id_taken; /* TR_MSG_NODE_ID_TAKEN: 1 + 1000 * id, holder "b" checked */
 
 typedef struct sink_state {
     uint64_t next;
@@ -105,6 +106,18 @@ static int sink_recv(tr_ctx *ctx, void *state, tr_msg *m)
     case TR_MSG_NAME_LOST:
         atomic_fetch_add(&g_lost, 1);
         break;
+    case TR_MSG_NODE_ID_TAKEN: {
+        tr_reader rd;
+        const char *name;
+        size_t len;
+        uint64_t id;
+        tr_reader_init(&rd, m);
+        if (tr_read_str(&rd, &name, &len) == TR_OK && len == 1 && name[0] == 'b' &&
+            tr_read_u64(&rd, &id) == TR_OK && id == tr_msg_corr(m))
+            atomic_fetch_add(&g_id_taken, 1 + 1000 * id);
+        tr_reader_done(&rd);
+        break;
+    }
     default:
         break;
     }
@@ -202,6 +215,7 @@ static void reset(void)
     atomic_store(&g_spawned, 0);
     atomic_store(&g_lost, 0);
     atomic_store(&g_nodelefts, 0);
+    atomic_store(&g_id_taken, 0);
     atomic_store(&g_last_reason, -1);
 }
 
@@ -234,14 +248,22 @@ static void node_up_monitors(node *nd, const char *name, uint16_t id, const char
 static void test_node_id_clash(void **state)
 {
     (void)state;
+    reset();
     node a, b, c;
     node_up_monitors(&a, "a", 71, NULL);
     node_up_monitors(&b, "b", 72, a.addr);
     TT_WAIT_FOR(sees(&a, "b") && sees(&b, "a"), TT_DEADLINE_MS);
     nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL); /* (a later incarnation) */
     node_up_monitors(&c, "c", 72, a.addr);                   /* b's id */
+    tr_pid watcher;
+    assert_int_equal(tr_system_spawn(c.sys, &sink_b, NULL, &watcher), TR_OK);
+    assert_int_equal(tr_node_monitor(c.node, watcher, true), TR_OK);
     tr_node_stats st;
     TT_WAIT_FOR((tr_node_stats_get(c.node, &st), st.id_taken == 1), TT_DEADLINE_MS);
+    /* c's watchers are told once: the member that has the id, and the id */
+    TT_WAIT_FOR(atomic_load(&g_id_taken) != 0, TT_DEADLINE_MS);
+    nanosleep(&(struct timespec){.tv_nsec = 300000000}, NULL); /* a tick or more later */
+    assert_int_equal(atomic_load(&g_id_taken), 1 + 1000 * 72);
     tr_node_stats_get(b.node, &st);
     assert_int_equal(st.id_taken, 0);
     tr_node_stats_get(a.node, &st);

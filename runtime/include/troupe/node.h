@@ -166,8 +166,13 @@ int tr_node_wait_peer(tr_node *node, const char *name, unsigned timeout_ms, uint
  * that reads only the first two items treats both alike, as before LEAVE existed. */
 #define TR_MSG_NODEUP (TR_MSG_SYSTEM + 6)
 #define TR_MSG_NODEDOWN (TR_MSG_SYSTEM + 7) /**< a peer went down or left (see TR_MSG_NODEUP) */
+/** Delivered to node watchers (tr_node_monitor) once, when the cluster refuses this node for its
+ * node id (with monitors: a member that started first has it; tr_node_stats.id_taken is 1 from
+ * then on): payload = the holder's name (str), the node id (u64); corr = the node id. The node
+ * stays up but no member talks to it: whoever runs it stops it and starts it with another id. */
+#define TR_MSG_NODE_ID_TAKEN (TR_MSG_SYSTEM + 11)
 /** Starts (on) or stops sending `watcher` a TR_MSG_NODEUP / TR_MSG_NODEDOWN for every peer that
- * comes up or goes down. */
+ * comes up or goes down, and TR_MSG_NODE_ID_TAKEN if the cluster refuses this node's id. */
 int tr_node_monitor(tr_node *node, tr_pid watcher, bool on);
 
 /** Registers behaviour b under `name` so other nodes can spawn it (tr_node_spawn). Its init gets

@@ -353,14 +353,10 @@ void tr__peer_left_locked(tr_node *n, peer *pe, after *af)
     n->members_dirty = true;
 }
 
-/* NODEUP, or NODEDOWN with its `left` item. */
-static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_t id, bool left)
+/* NODEUP, NODE_ID_TAKEN, or NODEDOWN with its `left` item, to the k watchers in w. */
+static void notify(tr_node *n, const tr_pid *w, size_t k, uint32_t type, const char *name,
+                   uint16_t id, bool left)
 {
-    tr_pid w[NODE_MAX_WATCHERS];
-    pthread_mutex_lock(&n->lock);
-    size_t k = n->nwatchers;
-    memcpy(w, n->watchers, k * sizeof *w);
-    pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < k; i++) {
         tr_msg *m = tr_msg_new(type, 80);
         if (m == NULL)
@@ -376,6 +372,16 @@ static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_
         m->corr = id;
         tr__deliver(n->sys, NULL, w[i], m);
     }
+}
+
+static void notify_watchers(tr_node *n, uint32_t type, const char *name, uint16_t id, bool left)
+{
+    tr_pid w[NODE_MAX_WATCHERS];
+    pthread_mutex_lock(&n->lock);
+    size_t k = n->nwatchers;
+    memcpy(w, n->watchers, k * sizeof *w);
+    pthread_mutex_unlock(&n->lock);
+    notify(n, w, k, type, name, id, left);
 }
 
 void tr__node_after_run(tr_node *n, after *af)
@@ -571,10 +577,32 @@ bool tr__node_in_tick(void)
     return tls_in_tick;
 }
 
+/* Tells the watchers, once, that the cluster refuses this node for its id (id_claim found it
+ * under the node's lock; watchers are told outside it, as every notification is). */
+static void tell_id_taken(tr_node *n)
+{
+    char holder[TR_WIRE_NAME_MAX + 1];
+    tr_pid w[NODE_MAX_WATCHERS];
+    pthread_mutex_lock(&n->lock);
+    bool tell = !n->id_taken_told;
+    n->id_taken_told = true; /* with the list copied: a watcher added later is told by
+                              * tr_node_monitor, one added before by this, none twice */
+    size_t k = n->nwatchers;
+    memcpy(w, n->watchers, k * sizeof *w);
+    memcpy(holder, n->id_holder, sizeof holder);
+    pthread_mutex_unlock(&n->lock);
+    if (tell && tr__ext_enter(n->sys) == TR_OK) {
+        notify(n, w, k, TR_MSG_NODE_ID_TAKEN, holder, n->id, false);
+        tr__ext_leave(n->sys);
+    }
+}
+
 uint64_t tr__node_tick(void *arg)
 {
     tr_node *n = arg;
     tls_in_tick = true;
+    if (atomic_load_explicit(&n->id_taken, memory_order_relaxed))
+        tell_id_taken(n);
     uint64_t next = node_tick(n);
     tls_in_tick = false;
     return next;
@@ -740,18 +768,27 @@ int tr_node_monitor(tr_node *n, tr_pid watcher, bool on)
     if (n == NULL || watcher == TR_PID_NONE)
         return TR_EINVAL;
     int rc = TR_OK;
+    bool tell = false; /* a new watcher of a node whose id the cluster already refused */
+    char holder[TR_WIRE_NAME_MAX + 1];
     pthread_mutex_lock(&n->lock);
     size_t i;
     for (i = 0; i < n->nwatchers && n->watchers[i] != watcher; i++)
         ;
     if (on && i == n->nwatchers) {
-        if (i == NODE_MAX_WATCHERS)
+        if (i == NODE_MAX_WATCHERS) {
             rc = TR_ENOMEM;
-        else
+        } else {
             n->watchers[n->nwatchers++] = watcher;
+            if ((tell = n->id_taken_told))
+                memcpy(holder, n->id_holder, sizeof holder);
+        }
     } else if (!on && i < n->nwatchers) {
         n->watchers[i] = n->watchers[--n->nwatchers];
     }
     pthread_mutex_unlock(&n->lock);
+    if (tell && tr__ext_enter(n->sys) == TR_OK) {
+        notify(n, &watcher, 1, TR_MSG_NODE_ID_TAKEN, holder, n->id, false);
+        tr__ext_leave(n->sys);
+    }
     return rc;
 }

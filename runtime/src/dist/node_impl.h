@@ -237,6 +237,8 @@ struct tr_node {
                                             * as the node) */
     _Atomic bool id_taken;                 /* a member that started first has our node id:
                                             * the cluster refuses this node (tr_node_stats) */
+    bool id_taken_told;                    /* ... and the watchers were told (the tick) */
+    char id_holder[TR_WIRE_NAME_MAX + 1];    /* ... that member's name (lock) */
     _Atomic bool reap_pending;             /* a connection was marked dead: the ticker's
                                             * reaper walks the list until it is freed */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,

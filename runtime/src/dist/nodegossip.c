@@ -143,12 +143,14 @@ static bool id_claim(tr_node *n, const tr_gossip_member *m, peer *pe)
         return false;
     if (m->node_id == n->id) {
         if (starts_first(m->incarnation, m->name, tr__gossip_incarnation(n->gossip), n->name) &&
-            !atomic_exchange(&n->id_taken, true))
+            !atomic_load(&n->id_taken)) {
+            snprintf(n->id_holder, sizeof n->id_holder, "%s", m->name);
+            atomic_store(&n->id_taken, true); /* the next tick tells the watchers */
             tr__node_log_at(n, TR_LOG_ERROR,
                             "node id %u is also %s's, which started first: the cluster refuses "
                             "this node; start it again with another node id",
                             m->node_id, m->name);
-        else if (!atomic_load(&n->id_taken))
+        } else if (!atomic_load(&n->id_taken))
             tr__node_log(n, "peer %s uses node id %u, this node's (it started first): refused",
                          m->name, m->node_id);
         return false;
