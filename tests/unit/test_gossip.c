@@ -314,6 +314,88 @@ static void test_watched_are_ring_successors(void **state)
     tr__gossip_free(g);
 }
 
+/* The first loaded member at or after key, in ring order (wrapping). */
+static uint64_t first_at_or_after(const char names[][8], int n, uint64_t key)
+{
+    uint64_t best = 0, best_d = UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        uint64_t x = tr__gossip_key(names[i]);
+        if (x - key < best_d) {
+            best_d = x - key;
+            best = x;
+        }
+    }
+    return best;
+}
+
+/* Gossip partners: the K watched, the K watchers, and fingers — the first member at 1/2, 1/4,
+ * ... of the key space after this one while that span holds more than K members (200 members,
+ * K = 5: 1/2 ... 1/32, five fingers); a round goes to fanout - 1 of them and to one member at
+ * random. */
+static void test_partners_are_ring_and_fingers(void **state)
+{
+    (void)state;
+    sent c = {0};
+    tr_gossip *g = lone("me", &c, 0);
+    enum { N = 199 };
+    static tr_gossip_member ms[N];
+    static char names[N][8];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "m%d", i);
+        ms[i] = (tr_gossip_member){.name = names[i], .addr = "x", .incarnation = 1};
+    }
+    assert_int_equal(tr__gossip_load(g, 0, ms, N), TR_OK);
+    tr__gossip_tick(g, 0);
+    tr_gossip_member p[TR_GOSSIP_PARTNERS_MAX], w[TR_GOSSIP_MONITORS_MAX];
+    size_t np = tr__gossip_partners(g, p, TR_GOSSIP_PARTNERS_MAX);
+    assert_true(np <= 5 + 5 + 5 && np >= 10);
+    /* every watched member and every watcher is a partner */
+    size_t nw = tr__gossip_watched(g, w, TR_GOSSIP_MONITORS_MAX);
+    nw += tr__gossip_watchers(g, w + nw, TR_GOSSIP_MONITORS_MAX - nw);
+    for (size_t i = 0; i < nw; i++) {
+        bool found = false;
+        for (size_t j = 0; j < np; j++)
+            found |= strcmp(p[j].name, w[i].name) == 0;
+        assert_true(found);
+    }
+    /* and each finger: the first member at 1/2^j of the ring after "me", j = 1..5 */
+    uint64_t me = tr__gossip_key("me");
+    for (unsigned j = 1; j <= 5; j++) {
+        uint64_t want = first_at_or_after(names, N, me + (UINT64_C(1) << (64 - j)));
+        bool found = false;
+        for (size_t i = 0; i < np; i++)
+            found |= tr__gossip_key(p[i].name) == want;
+        assert_true(found);
+    }
+    /* a change gossiped (a member not watched here found unreachable: suspect): one round,
+     * three messages, at least two of them to partners */
+    const char *other = NULL;
+    for (int i = 0; i < N && other == NULL; i++) {
+        bool watched = false;
+        for (size_t k = 0; k < 5; k++)
+            watched |= strcmp(w[k].name, names[i]) == 0;
+        if (!watched)
+            other = names[i];
+    }
+    c.n = 0;
+    tr__gossip_unreachable(g, 100, other);
+    tr__gossip_tick(g, 100);
+    size_t to_partners = 0, gossip = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        if (c.msg[i][1] != 3)
+            continue; /* (GOSSIP is type 3; beats and pings are not counted) */
+        gossip++;
+        for (size_t j = 0; j < np; j++)
+            if (strcmp(c.to[i], p[j].name) == 0) {
+                to_partners++;
+                break;
+            }
+    }
+    assert_int_equal(gossip, 3);
+    assert_true(to_partners >= 2);
+    tr__gossip_free(g);
+}
+
 static void test_malformed_refused(void **state)
 {
     (void)state;
@@ -417,6 +499,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_rejoin_with_higher_incarnation),
     cmocka_unit_test(test_leave),
     cmocka_unit_test(test_watched_are_ring_successors),
+    cmocka_unit_test(test_partners_are_ring_and_fingers),
     cmocka_unit_test(test_malformed_refused),
     cmocka_unit_test(test_table_bounded),
     cmocka_unit_test(test_options_checked),

@@ -1124,11 +1124,64 @@ static gm *random_member(tr_gossip *g, gm *const *avoid, size_t navoid)
     return NULL;
 }
 
+static void add_partner(gm **out, size_t *k, size_t cap, gm *m)
+{
+    for (size_t i = 0; i < *k; i++)
+        if (out[i] == m)
+            return;
+    if (*k < cap)
+        out[(*k)++] = m;
+}
+
+/* The members this one gossips to (rounds pick `fanout` of them at random): the K it watches,
+ * the K that watch it, and fingers — the first member in the ring at 1/2, 1/4, 1/8, ... of the
+ * ring's key space after this one, while that span holds more than K members. A change reaches
+ * every member in O(log N) rounds (the fingers halve the distance, as Chord's do), and over
+ * connections that are already open: the node keeps one to each partner (nodegossip.c), so a
+ * round dials nobody. A finger moves only when a member near its point joins or goes, not with
+ * every change of the ring. Returns how many (at most cap). */
+static size_t partners(tr_gossip *g, gm **out, size_t cap)
+{
+    size_t k = 0;
+    for (unsigned i = 0; i < g->nw; i++) {
+        gm *m = rec(g, g->w[i].key);
+        if (m != NULL && in_ring(m))
+            add_partner(out, &k, cap, m);
+    }
+    gm *ws[TR_GOSSIP_MONITORS_MAX];
+    size_t nws = watchers(g, ws, TR_GOSSIP_MONITORS_MAX);
+    for (size_t i = 0; i < nws; i++)
+        add_partner(out, &k, cap, ws[i]);
+    for (unsigned j = 1; j < 64 && (g->n >> j) > g->k; j++) {
+        ptrdiff_t at = find(g, g->self_key + (UINT64_C(1) << (64 - j)));
+        size_t i = at >= 0 ? (size_t)at : (size_t)(-at - 1);
+        for (size_t step = 0; step < g->n; step++) {
+            gm *m = &g->m[(i + step) % g->n];
+            if (m->key == g->self_key)
+                break; /* around the ring: nobody there */
+            if (in_ring(m)) {
+                add_partner(out, &k, cap, m);
+                break;
+            }
+        }
+    }
+    return k;
+}
+
 static void gossip_round(tr_gossip *g)
 {
     gm *to[16];
     size_t k = 0;
     unsigned f = g->fanout < 16 ? g->fanout : 16;
+    gm *ps[TR_GOSSIP_PARTNERS_MAX];
+    size_t np = partners(g, ps, TR_GOSSIP_PARTNERS_MAX);
+    while (k + 1 < f && np > 0) {
+        size_t i = rnd(g) % np;
+        to[k++] = ps[i];
+        ps[i] = ps[--np];
+    }
+    /* and one member at random: what mixes views that partners alone keep apart (the two sides
+     * of a partition, whose partners are mostly across it) */
     while (k < f) {
         gm *m = random_member(g, to, k);
         if (m == NULL)
@@ -1399,6 +1452,15 @@ size_t tr__gossip_watched(const tr_gossip *g, tr_gossip_member *out, size_t cap)
             view(m, &out[k]);
         k += m != NULL;
     }
+    return k;
+}
+
+size_t tr__gossip_partners(const tr_gossip *g, tr_gossip_member *out, size_t cap)
+{
+    gm *ps[TR_GOSSIP_PARTNERS_MAX];
+    size_t k = partners((tr_gossip *)g, ps, TR_GOSSIP_PARTNERS_MAX);
+    for (size_t i = 0; i < k && i < cap; i++)
+        view(ps[i], &out[i]);
     return k;
 }
 

@@ -62,7 +62,11 @@
  * sides of a healed partition — converge, at no cost while views agree.
  *
  * Gossip. Every change an instance learns is queued and sent, at most `updates` per message, in
- * gossip messages to `fanout` random live members every gossip_ms, each queued change
+ * gossip messages to `fanout` of its partners, picked at random, every gossip_ms — its K watched
+ * members, its K watchers, and fingers: the first member at 1/2, 1/4, 1/8, ... of the ring's key
+ * space after it, while that span holds more than K (log2(N / K) of them; a change reaches every
+ * member in O(log N) rounds, and an embedder that keeps connections to its partners open dials
+ * nobody to gossip: random targets made a real node dial for most hops) — each queued change
  * retransmit * ceil(log2(N + 1)) times (infection-style: O(log N) rounds reach every member),
  * and piggybacked on beats, pings and acks for free. An idle cluster sends only beats:
  * K / heartbeat_ms messages per node. Joining: a new instance sends JOIN to a seed, which
@@ -87,6 +91,7 @@
 #define TR_GOSSIP_PROBES 64u
 #define TR_GOSSIP_MSG_UPDATES 64u
 #define TR_GOSSIP_SYNC_CHUNK 512u
+#define TR_GOSSIP_PARTNERS_MAX (2u * TR_GOSSIP_MONITORS_MAX + 64u)
 
 typedef enum tr_gossip_state {
     TR_GOSSIP_ALIVE = 0,
@@ -202,6 +207,10 @@ TR_HIDDEN int tr__gossip_find(const tr_gossip *g, const char *name, tr_gossip_me
  * ring order; returns how many (at most cap copied). */
 TR_HIDDEN size_t tr__gossip_watched(const tr_gossip *g, tr_gossip_member *out, size_t cap);
 TR_HIDDEN size_t tr__gossip_watchers(const tr_gossip *g, tr_gossip_member *out, size_t cap);
+/* The members this instance gossips to (a round picks `fanout` of them): its watched members,
+ * its watchers, and fingers at 1/2, 1/4, 1/8, ... of the ring after it; how many (at most cap
+ * copied; TR_GOSSIP_PARTNERS_MAX at most). An embedder keeps its connections to them open. */
+TR_HIDDEN size_t tr__gossip_partners(const tr_gossip *g, tr_gossip_member *out, size_t cap);
 /* The i-th member held (ring order), for walking all of them: TR_OK, or TR_ENOPROC past the end. */
 TR_HIDDEN int tr__gossip_member_at(const tr_gossip *g, size_t i, tr_gossip_member *out);
 /* Changes queued for gossip. */
