@@ -291,7 +291,8 @@ static void peer_down(tr_node *n, peer *pe, after *af, bool left)
             /* (while this node leaves, its peers closing their connections is their answer to
              * its LEAVE: tr_node_stop says how many answered) */
             count(&n->peers_down, 1);
-            tr__node_log(n, "peer %s (node id %u) is down", pe->name, pe->node_id);
+            tr__node_log(n, "peer %s (node id %u) is down (at %llu ms of the monotonic clock)", pe->name,
+                         pe->node_id, (unsigned long long)(tr__now_ns() / 1000000u));
         }
         pe->status = TR_PEER_DOWN;
         pe->joining = false;

@@ -220,7 +220,8 @@ static void core_event(void *arg, const tr_gossip_member *m, int old)
         af->node_id = pe->node_id;
         if (af->nkick < 2)
             af->kick[af->nkick++] = pe;
-        tr__node_log(n, "peer %s (node id %u) is up", pe->name, pe->node_id);
+        tr__node_log(n, "peer %s (node id %u) is up (at %llu ms of the monotonic clock)", pe->name,
+                     pe->node_id, (unsigned long long)(tr__now_ns() / 1000000u));
         tr__node_wake(n);
     } else if (pe->status == TR_PEER_UP) {
         after *af = after_new(n);
