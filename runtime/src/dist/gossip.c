@@ -890,7 +890,7 @@ int tr__gossip_new(const tr_gossip_opts *o, uint64_t now, tr_gossip **out)
     if (suspect >= g->down_ms)
         suspect = g->down_ms / 2;
     g->suspect_after_ms = g->down_ms - suspect;
-    g->gossip_ms = dflt(o->gossip_ms, g->hb_ms / 4 ? g->hb_ms / 4 : 1);
+    g->gossip_ms = dflt(o->gossip_ms, g->hb_ms / 2 ? g->hb_ms / 2 : 1);
     g->fanout = dflt(o->fanout, 3);
     g->retransmit = dflt(o->retransmit, 3);
     g->updates = dflt(o->updates, 16);
