@@ -11,6 +11,15 @@
  *                                                      data path with nothing else: its floor)
  *   nng-baseline tcp-rtt [N]                           the same over plain blocking sockets (the
  *                                                      kernel's floor)
+ *   nng-baseline beat-floor [SECONDS]                  the floor of an idle 100-node cluster with
+ *                                                      monitors = 5 (scripts/idle-cluster): 100
+ *                                                      processes on a ring, each dialing the 5
+ *                                                      after it, and on multiples of 200 ms
+ *                                                      writing a 40-byte beat to each of the 5
+ *                                                      that dialed it and reading the 5 it
+ *                                                      dialed, without waiting: nothing else.
+ *                                                      Prints their CPU over SECONDS (30) as
+ *                                                      idle-cluster does
  *
  * Both ends live in one process on 127.0.0.1, the far end in a second thread. pair-rtt keeps every
  * round-trip sample and sorts them for p50/p99. Switches that probe the floor: --no-nodelay turns
@@ -29,7 +38,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -587,6 +599,122 @@ static void run_tcp_rtt(unsigned long long n)
     free(us);
 }
 
+/* ---- beat-floor ----------------------------------------------------------------------------- */
+
+#define FLOOR_PROCS 100
+#define FLOOR_K 5
+#define FLOOR_BEAT_MS 200
+#define FLOOR_SETTLE_S 3
+
+/* One member: dials the K after it, accepts the K before it, then beats until killed (or the
+ * deadline: bounded even if the parent dies). */
+static void floor_member(int i, const int *lfd, const struct sockaddr_in *addr, double until)
+{
+    int out[FLOOR_K], in[FLOOR_K], one = 1;
+    for (int k = 0; k < FLOOR_K; k++) {
+        out[k] = socket(AF_INET, SOCK_STREAM, 0);
+        if (out[k] < 0 || connect(out[k], (const struct sockaddr *)&addr[(i + 1 + k) % FLOOR_PROCS],
+                                  sizeof addr[0]) != 0)
+            _exit(1);
+    }
+    for (int k = 0; k < FLOOR_K; k++) {
+        if ((in[k] = accept(lfd[i], NULL, NULL)) < 0)
+            _exit(1);
+        setsockopt(in[k], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    for (int j = 0; j < FLOOR_PROCS; j++)
+        close(lfd[j]);
+    char beat[40], buf[4096];
+    memset(beat, 'b', sizeof beat);
+    while (now_s() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+        uint64_t next = (ms / FLOOR_BEAT_MS + 1) * FLOOR_BEAT_MS;
+        ts.tv_sec = (time_t)(next / 1000u);
+        ts.tv_nsec = (long)(next % 1000u) * 1000000L;
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        for (int k = 0; k < FLOOR_K; k++)
+            (void)!send(in[k], beat, sizeof beat, MSG_DONTWAIT | MSG_NOSIGNAL);
+        for (int k = 0; k < FLOOR_K; k++)
+            (void)!recv(out[k], buf, sizeof buf, MSG_DONTWAIT);
+    }
+    _exit(0);
+}
+
+static unsigned long long proc_ticks(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t len = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[len] = '\0';
+    const char *p = strrchr(line, ')'); /* fields after the command's name */
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) != 2)
+        return 0;
+    return ut + st;
+}
+
+static void run_beat_floor(unsigned long long seconds)
+{
+    if (seconds > 600)
+        fail("beat-floor: at most 600 seconds", 0);
+    int lfd[FLOOR_PROCS];
+    struct sockaddr_in addr[FLOOR_PROCS];
+    for (int i = 0; i < FLOOR_PROCS; i++) {
+        socklen_t al = sizeof addr[i];
+        addr[i] = (struct sockaddr_in){.sin_family = AF_INET,
+                                       .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        lfd[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (lfd[i] < 0 || bind(lfd[i], (struct sockaddr *)&addr[i], sizeof addr[i]) != 0 ||
+            listen(lfd[i], FLOOR_K) != 0 ||
+            getsockname(lfd[i], (struct sockaddr *)&addr[i], &al) != 0)
+            fail("beat-floor: cannot listen on loopback (1,000+ file descriptors needed)", 0);
+    }
+    double until = now_s() + FLOOR_SETTLE_S + (double)seconds + 5;
+    pid_t pids[FLOOR_PROCS];
+    fflush(stdout);
+    for (int i = 0; i < FLOOR_PROCS; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0)
+            fail("beat-floor: fork failed", 0);
+        if (pids[i] == 0)
+            floor_member(i, lfd, addr, until);
+    }
+    for (int i = 0; i < FLOOR_PROCS; i++)
+        close(lfd[i]);
+    sleep(FLOOR_SETTLE_S);
+    unsigned long long c0 = 0, c1 = 0;
+    for (int i = 0; i < FLOOR_PROCS; i++)
+        c0 += proc_ticks(pids[i]);
+    double t0 = now_s();
+    sleep((unsigned)seconds);
+    for (int i = 0; i < FLOOR_PROCS; i++)
+        c1 += proc_ticks(pids[i]);
+    double secs = now_s() - t0;
+    int alive = 0;
+    for (int i = 0; i < FLOOR_PROCS; i++) {
+        int st;
+        alive += waitpid(pids[i], &st, WNOHANG) == 0;
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], &st, 0);
+    }
+    if (alive != FLOOR_PROCS)
+        fail("beat-floor: a member failed to set up (ports? file descriptors?)", 0);
+    double pct = 100.0 * (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK) / secs;
+    printf("{\"bench\":\"beat-floor\",\"procs\":%d,\"k\":%d,\"beat_ms\":%d,\"seconds\":%.1f,"
+           "\"cpu_pct_of_one_core\":%.1f}\n",
+           FLOOR_PROCS, FLOOR_K, FLOOR_BEAT_MS, secs, pct);
+    printf("# beat-floor: %d processes, %d beats out and %d reads each per %d ms: %.1f%% of one "
+           "core over %.0f s\n",
+           FLOOR_PROCS, FLOOR_K, FLOOR_K, FLOOR_BEAT_MS, pct, secs);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -643,6 +771,8 @@ int main(int argc, char **argv)
         run_stream_rtt(n ? n : 100000);
     } else if (strcmp(mode, "tcp-rtt") == 0) {
         run_tcp_rtt(n ? n : 100000);
+    } else if (strcmp(mode, "beat-floor") == 0) {
+        run_beat_floor(n ? n : 30);
     } else {
         bool help = strcmp(mode, "help") == 0;
         if (*mode != '\0' && !help)
@@ -651,7 +781,8 @@ int main(int argc, char **argv)
                                         "       nng-baseline push-throughput [N] [--buf MSGS]\n"
                                         "       nng-baseline stream-throughput [N]\n"
                                         "       nng-baseline stream-rtt [N]\n"
-                                        "       nng-baseline tcp-rtt [N]\n");
+                                        "       nng-baseline tcp-rtt [N]\n"
+                                        "       nng-baseline beat-floor [SECONDS]\n");
         return help ? 0 : 2;
     }
     return 0;
