@@ -6,7 +6,9 @@
  * under the same name (a new incarnation: old pids are stale), a node with the wrong secret
  * (refused), garbage thrown at a node's port (it keeps serving), cluster-wide names held by
  * actors of another process (seen here, released when that process is killed), and the cluster
- * over TLS with its secret in a file (a certificate from another CA refused).
+ * over TLS with its secret in a file (a certificate from another CA refused). With TT_MONITORS=K
+ * every node, this one too, runs the gossip core with K monitors and lazy connections instead of
+ * the full mesh (CI runs both: cluster, cluster_gossip).
  */
 #include "test_util.h"
 #include "troupe/node.h"
@@ -57,13 +59,13 @@ static void write_conf(const char *path, const char *secret)
     assert_non_null(f);
     fprintf(f,
             "cluster = {\n  secret = \"%s\";\n  heartbeat_ms = 100;\n  down_after_ms = 1000;\n"
-            "  leave_ms = 10000;\n"
+            "  leave_ms = 10000;\n  monitors = %u;\n"
             "  reconnect = { min_ms = 10; max_ms = 200; };\n  nodes = (\n"
             "    { name = \"n1\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
             "    { name = \"n2\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
             "    { name = \"intruder\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; }\n"
             "  );\n};\n",
-            secret);
+            secret, tt_monitors());
     fclose(f);
 }
 
@@ -160,6 +162,7 @@ static void tnode_start_tls(tnode *t, const tr_node_tls *tls)
     no.heartbeat_ms = 100;
     no.down_after_ms = 1000;
     no.reconnect_max_ms = 200;
+    no.monitors = tt_monitors(); /* TT_MONITORS=K: the gossip core (CI: cluster_gossip) */
     no.tls = tls;
     assert_int_equal(tr_node_start(t->sys, &no, &t->node), TR_OK);
 }
@@ -616,14 +619,14 @@ static void test_cluster_over_tls(void **state)
         fprintf(f,
                 "cluster = {\n  secret_file = \"%s\";\n"
                 "  tls = { cert = \"%s/%s.pem\"; key = \"%s/%s.key\"; ca = \"%s/ca.pem\"; };\n"
-                "  heartbeat_ms = 100;\n  reconnect = { min_ms = 10; max_ms = 200; };\n"
-                "  nodes = (\n"
+                "  heartbeat_ms = 100;\n  monitors = %u;\n"
+                "  reconnect = { min_ms = 10; max_ms = 200; };\n  nodes = (\n"
                 "    { name = \"n1\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
                 "    { name = \"n2\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; },\n"
                 "    { name = \"intruder\"; listen = \"tcp://127.0.0.1:0\"; workers = 1; }\n"
                 "  );\n};\n",
                 secret, certs, rogue ? "rogue" : "{node}", certs, rogue ? "rogue" : "{node}",
-                certs);
+                certs, tt_monitors());
         fclose(f);
     }
     char cert[220], key[220], ca[220];
