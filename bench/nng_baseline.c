@@ -11,7 +11,7 @@
  *                                                      data path with nothing else: its floor)
  *   nng-baseline tcp-rtt [N]                           the same over plain blocking sockets (the
  *                                                      kernel's floor)
- *   nng-baseline beat-floor [SECONDS]                  the floor of an idle 100-node cluster with
+ *   nng-baseline beat-floor [SECONDS] [--epoll]        the floor of an idle 100-node cluster with
  *                                                      monitors = 5 (scripts/idle-cluster): 100
  *                                                      processes on a ring, each dialing the 5
  *                                                      after it, and on multiples of 200 ms
@@ -19,7 +19,9 @@
  *                                                      that dialed it and reading the 5 it
  *                                                      dialed, without waiting: nothing else.
  *                                                      Prints their CPU over SECONDS (30) as
- *                                                      idle-cluster does
+ *                                                      idle-cluster does. --epoll: each
+ *                                                      socket also in an epoll set, disarmed,
+ *                                                      as nng holds its sockets
  *
  * Both ends live in one process on 127.0.0.1, the far end in a second thread. pair-rtt keeps every
  * round-trip sample and sorts them for p50/p99. Switches that probe the floor: --no-nodelay turns
@@ -41,6 +43,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <stdbool.h>
@@ -606,6 +609,8 @@ static void run_tcp_rtt(unsigned long long n)
 #define FLOOR_BEAT_MS 200
 #define FLOOR_SETTLE_S 3
 
+static bool g_floor_epoll; /* --epoll: each member's sockets in an epoll set, as nng's are */
+
 /* One member: dials the K after it, accepts the K before it, then beats until killed (or the
  * deadline: bounded even if the parent dies). */
 static void floor_member(int i, const int *lfd, const struct sockaddr_in *addr, double until)
@@ -624,6 +629,16 @@ static void floor_member(int i, const int *lfd, const struct sockaddr_in *addr, 
     }
     for (int j = 0; j < FLOOR_PROCS; j++)
         close(lfd[j]);
+    if (g_floor_epoll) {
+        /* as nng holds every socket: registered in its poller's epoll set, disarmed (events 0)
+         * while nothing waits on it — the socket's wait queue then has a sleeper, and each
+         * segment that arrives takes its lock */
+        int ep = epoll_create1(0);
+        for (int k = 0; k < 2 * FLOOR_K && ep >= 0; k++) {
+            struct epoll_event ev = {.events = 0};
+            (void)epoll_ctl(ep, EPOLL_CTL_ADD, k < FLOOR_K ? out[k] : in[k - FLOOR_K], &ev);
+        }
+    }
     char beat[40], buf[4096];
     memset(beat, 'b', sizeof beat);
     while (now_s() < until) {
@@ -707,12 +722,13 @@ static void run_beat_floor(unsigned long long seconds)
     if (alive != FLOOR_PROCS)
         fail("beat-floor: a member failed to set up (ports? file descriptors?)", 0);
     double pct = 100.0 * (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK) / secs;
-    printf("{\"bench\":\"beat-floor\",\"procs\":%d,\"k\":%d,\"beat_ms\":%d,\"seconds\":%.1f,"
-           "\"cpu_pct_of_one_core\":%.1f}\n",
-           FLOOR_PROCS, FLOOR_K, FLOOR_BEAT_MS, secs, pct);
-    printf("# beat-floor: %d processes, %d beats out and %d reads each per %d ms: %.1f%% of one "
+    printf("{\"bench\":\"beat-floor\",\"procs\":%d,\"k\":%d,\"beat_ms\":%d,\"epoll\":%s,"
+           "\"seconds\":%.1f,\"cpu_pct_of_one_core\":%.1f}\n",
+           FLOOR_PROCS, FLOOR_K, FLOOR_BEAT_MS, g_floor_epoll ? "true" : "false", secs, pct);
+    printf("# beat-floor: %d processes, %d beats out and %d reads each per %d ms%s: %.1f%% of one "
            "core over %.0f s\n",
-           FLOOR_PROCS, FLOOR_K, FLOOR_K, FLOOR_BEAT_MS, pct, secs);
+           FLOOR_PROCS, FLOOR_K, FLOOR_K, FLOOR_BEAT_MS,
+           g_floor_epoll ? ", sockets in an epoll set" : "", pct, secs);
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
@@ -726,6 +742,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"no-nodelay", no_argument, NULL, 'N'}, {"aio", no_argument, NULL, 'a'},
         {"buf", required_argument, NULL, 'b'},  {"help", no_argument, NULL, 'h'},
+        {"epoll", no_argument, NULL, 'e'},
         {NULL, 0, NULL, 0}};
     int opt;
     char *end;
@@ -733,6 +750,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'N': nodelay = false; break;
         case 'a': use_aio = true; break;
+        case 'e': g_floor_epoll = true; break;
         case 'b':
             buf = (int)strtol(optarg, &end, 10);
             if (*end != '\0' || buf < 0 || buf > 8192)
@@ -782,7 +800,7 @@ int main(int argc, char **argv)
                                         "       nng-baseline stream-throughput [N]\n"
                                         "       nng-baseline stream-rtt [N]\n"
                                         "       nng-baseline tcp-rtt [N]\n"
-                                        "       nng-baseline beat-floor [SECONDS]\n");
+                                        "       nng-baseline beat-floor [SECONDS] [--epoll]\n");
         return help ? 0 : 2;
     }
     return 0;
