@@ -1153,15 +1153,25 @@ void tr__conn_poll(tr_node *n)
     }
 }
 
-/* A beat the usual way: a control frame on pe's own connection. */
-static void beat_queue(peer *pe, const uint8_t *f, size_t len)
+bool tr__peer_ctl_append(peer *pe, unsigned kind, const void *bytes, size_t len)
 {
     pthread_mutex_lock(&pe->ctl_lock);
-    if (pe->ctl.len + len < 64u * 1024u) { /* bounded, as every control frame */
-        tr__wire_put_raw(&pe->ctl, f, len);
+    bool room = pe->ctl.len + len < 64u * 1024u; /* bounded, as every control frame */
+    if (room) {
+        size_t f = kind != 0 ? tr__wire_frame_begin(&pe->ctl, kind) : 0;
+        tr__wire_put_raw(&pe->ctl, bytes, len);
+        if (kind != 0)
+            tr__wire_frame_end(&pe->ctl, f);
         atomic_store(&pe->ctl_pending, 1);
     }
     pthread_mutex_unlock(&pe->ctl_lock);
+    return room;
+}
+
+/* A beat the usual way: a control frame on pe's own connection. */
+static void beat_queue(peer *pe, const uint8_t *f, size_t len)
+{
+    (void)tr__peer_ctl_append(pe, 0, f, len); /* already framed */
     tr__peer_kick(pe);
 }
 

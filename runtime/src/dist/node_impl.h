@@ -294,6 +294,10 @@ TR_HIDDEN void tr__conn_fail(conn *c, const char *why);
 /* Queues a control frame for a peer's writer: kind PING, or MEMBERS. Lock held. (A LEAVE is
  * not a control frame: it goes after the messages queued, see peer->leave_pending.) */
 TR_HIDDEN void tr__peer_ctl_queue(tr_node *n, peer *pe, unsigned kind);
+/* Appends len bytes to pe's control frames: framed as `kind`, or as they are (kind 0: already a
+ * whole frame), bounded as every control frame (64 KiB queued at most; false, nothing added,
+ * past it). The caller kicks pe's writer. */
+TR_HIDDEN bool tr__peer_ctl_append(peer *pe, unsigned kind, const void *bytes, size_t len);
 /* Turns everything queued towards pe into dead letters (no connection to send it on). */
 TR_HIDDEN void tr__peer_drop_queue(peer *pe);
 /* Makes sure a writer runs for pe. */

@@ -111,14 +111,7 @@ static void core_send(void *arg, const char *name, const char *addr, const void 
             return;
         }
     }
-    pthread_mutex_lock(&pe->ctl_lock);
-    if (pe->ctl.len + len < 64u * 1024u) { /* bounded, as every control frame */
-        size_t f = tr__wire_frame_begin(&pe->ctl, TR_WIRE_GOSSIP);
-        tr__wire_put_raw(&pe->ctl, msg, len);
-        tr__wire_frame_end(&pe->ctl, f);
-        atomic_store(&pe->ctl_pending, 1);
-    }
-    pthread_mutex_unlock(&pe->ctl_lock);
+    (void)tr__peer_ctl_append(pe, TR_WIRE_GOSSIP, msg, len); /* full: gossip is lossy */
     if (!pe->gkick && n->ngkick < NODE_MAX_PEERS) {
         pe->gkick = true;
         n->gkick[n->ngkick++] = pe;
