@@ -215,14 +215,15 @@ static int teardown(void **state)
     return 0;
 }
 
-static void test_monitors_join_idle_kill_leave(void **state)
+/* This test process's node "t", with the cluster file's settings; its node id in *id. */
+static tr_node *t_start(tr_system **sys, uint16_t *id)
 {
-    (void)state;
     tr_system_opts so;
     tr_system_opts_init(&so);
     so.workers = 2;
     so.node_id = tr_node_random_id();
-    tr_system *sys = tt_system_start(&so);
+    *id = so.node_id;
+    *sys = tt_system_start(&so);
     tr_node_opts no;
     memset(&no, 0, sizeof no);
     no.name = "t";
@@ -236,7 +237,16 @@ static void test_monitors_join_idle_kill_leave(void **state)
     no.idle_close_ms = 1000;
     no.quiet = getenv("TT_NODE_LOGS") == NULL;
     tr_node *t;
-    assert_int_equal(tr_node_start(sys, &no, &t), TR_OK);
+    assert_int_equal(tr_node_start(*sys, &no, &t), TR_OK);
+    return t;
+}
+
+static void test_monitors_join_idle_kill_leave(void **state)
+{
+    (void)state;
+    tr_system *sys;
+    uint16_t tid;
+    tr_node *t = t_start(&sys, &tid);
 
     /* all see all: every process prints "up" for the other five, t sees the five */
     proc p[NPROC];
@@ -355,26 +365,13 @@ static void test_monitors_join_idle_kill_leave(void **state)
 static void test_node_id_taken_exits(void **state)
 {
     (void)state;
-    tr_system_opts so;
-    tr_system_opts_init(&so);
-    so.workers = 1;
-    so.node_id = tr_node_random_id();
-    tr_system *sys = tt_system_start(&so);
-    tr_node_opts no;
-    memset(&no, 0, sizeof no);
-    no.name = "t";
-    no.listen = "tcp://127.0.0.1:0";
-    no.secret = SECRET;
-    no.heartbeat_ms = 100;
-    no.down_after_ms = 1000;
-    no.monitors = 2;
-    no.quiet = getenv("TT_NODE_LOGS") == NULL;
-    tr_node *t;
-    assert_int_equal(tr_node_start(sys, &no, &t), TR_OK);
+    tr_system *sys;
+    uint16_t tid;
+    tr_node *t = t_start(&sys, &tid);
     tt_sleep_ms(5); /* a later incarnation */
     proc p;
-    proc_start(&p, "n1", tr_node_address(t), so.node_id);
-    assert_int_equal(p.id, so.node_id);
+    proc_start(&p, "n1", tr_node_address(t), tid);
+    assert_int_equal(p.id, tid);
     int st = 0;
     bool exited = false; /* (TT_WAIT_FOR evaluates its condition once more at the end) */
     TT_WAIT_FOR(exited || (exited = waitpid(p.pid, &st, WNOHANG) == p.pid), TT_DEADLINE_MS);

@@ -1455,22 +1455,24 @@ size_t tr__gossip_watched(const tr_gossip *g, tr_gossip_member *out, size_t cap)
     return k;
 }
 
+/* Copies the views of the k members in ms (at most cap); returns k. */
+static size_t views(gm *const *ms, size_t k, tr_gossip_member *out, size_t cap)
+{
+    for (size_t i = 0; i < k && i < cap; i++)
+        view(ms[i], &out[i]);
+    return k;
+}
+
 size_t tr__gossip_partners(const tr_gossip *g, tr_gossip_member *out, size_t cap)
 {
     gm *ps[TR_GOSSIP_PARTNERS_MAX];
-    size_t k = partners((tr_gossip *)g, ps, TR_GOSSIP_PARTNERS_MAX);
-    for (size_t i = 0; i < k && i < cap; i++)
-        view(ps[i], &out[i]);
-    return k;
+    return views(ps, partners((tr_gossip *)g, ps, TR_GOSSIP_PARTNERS_MAX), out, cap);
 }
 
 size_t tr__gossip_watchers(const tr_gossip *g, tr_gossip_member *out, size_t cap)
 {
     gm *ws[TR_GOSSIP_MONITORS_MAX];
-    size_t k = watchers((tr_gossip *)g, ws, TR_GOSSIP_MONITORS_MAX);
-    for (size_t i = 0; i < k && i < cap; i++)
-        view(ws[i], &out[i]);
-    return k;
+    return views(ws, watchers((tr_gossip *)g, ws, TR_GOSSIP_MONITORS_MAX), out, cap);
 }
 
 int tr__gossip_member_at(const tr_gossip *g, size_t i, tr_gossip_member *out)
