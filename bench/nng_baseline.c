@@ -11,7 +11,7 @@
  *                                                      data path with nothing else: its floor)
  *   nng-baseline tcp-rtt [N]                           the same over plain blocking sockets (the
  *                                                      kernel's floor)
- *   nng-baseline beat-floor [SECONDS] [--epoll]        the floor of an idle 100-node cluster with
+ *   nng-baseline beat-floor [SECONDS] [--epoll] [--ms-wait] the floor of an idle 100-node cluster with
  *                                                      monitors = 5 (scripts/idle-cluster): 100
  *                                                      processes on a ring, each dialing the 5
  *                                                      after it, and on multiples of 200 ms
@@ -21,7 +21,9 @@
  *                                                      Prints their CPU over SECONDS (30) as
  *                                                      idle-cluster does. --epoll: each
  *                                                      socket also in an epoll set, disarmed,
- *                                                      as nng holds its sockets
+ *                                                      as nng holds its sockets; --ms-wait:
+ *                                                      sleep in epoll_wait with a timeout in
+ *                                                      whole ms, as a libuv loop does
  *
  * Both ends live in one process on 127.0.0.1, the far end in a second thread. pair-rtt keeps every
  * round-trip sample and sorts them for p50/p99. Switches that probe the floor: --no-nodelay turns
@@ -609,7 +611,8 @@ static void run_tcp_rtt(unsigned long long n)
 #define FLOOR_BEAT_MS 200
 #define FLOOR_SETTLE_S 3
 
-static bool g_floor_epoll; /* --epoll: each member's sockets in an epoll set, as nng's are */
+static bool g_floor_epoll;   /* --epoll: each member's sockets in an epoll set, as nng's are */
+static bool g_floor_ms_wait; /* --ms-wait: sleep as libuv does (epoll_wait, whole ms) */
 
 /* One member: dials the K after it, accepts the K before it, then beats until killed (or the
  * deadline: bounded even if the parent dies). */
@@ -646,9 +649,19 @@ static void floor_member(int i, const int *lfd, const struct sockaddr_in *addr, 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
         uint64_t next = (ms / FLOOR_BEAT_MS + 1) * FLOOR_BEAT_MS;
-        ts.tv_sec = (time_t)(next / 1000u);
-        ts.tv_nsec = (long)(next % 1000u) * 1000000L;
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        if (g_floor_ms_wait) {
+            /* as a libuv loop waits: epoll_wait with a timeout in whole ms from now, so each
+             * process wakes at its own moment within the ms, not all at the same instant */
+            static int wep = -1;
+            if (wep < 0)
+                wep = epoll_create1(0);
+            struct epoll_event ev;
+            (void)epoll_wait(wep, &ev, 1, (int)(next - ms));
+        } else {
+            ts.tv_sec = (time_t)(next / 1000u);
+            ts.tv_nsec = (long)(next % 1000u) * 1000000L;
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        }
         for (int k = 0; k < FLOOR_K; k++)
             (void)!send(in[k], beat, sizeof beat, MSG_DONTWAIT | MSG_NOSIGNAL);
         for (int k = 0; k < FLOOR_K; k++)
@@ -742,7 +755,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"no-nodelay", no_argument, NULL, 'N'}, {"aio", no_argument, NULL, 'a'},
         {"buf", required_argument, NULL, 'b'},  {"help", no_argument, NULL, 'h'},
-        {"epoll", no_argument, NULL, 'e'},
+        {"epoll", no_argument, NULL, 'e'},      {"ms-wait", no_argument, NULL, 'w'},
         {NULL, 0, NULL, 0}};
     int opt;
     char *end;
@@ -751,6 +764,7 @@ int main(int argc, char **argv)
         case 'N': nodelay = false; break;
         case 'a': use_aio = true; break;
         case 'e': g_floor_epoll = true; break;
+        case 'w': g_floor_ms_wait = true; break;
         case 'b':
             buf = (int)strtol(optarg, &end, 10);
             if (*end != '\0' || buf < 0 || buf > 8192)
@@ -800,7 +814,7 @@ int main(int argc, char **argv)
                                         "       nng-baseline stream-throughput [N]\n"
                                         "       nng-baseline stream-rtt [N]\n"
                                         "       nng-baseline tcp-rtt [N]\n"
-                                        "       nng-baseline beat-floor [SECONDS] [--epoll]\n");
+                                        "       nng-baseline beat-floor [SECONDS] [--epoll] [--ms-wait]\n");
         return help ? 0 : 2;
     }
     return 0;
