@@ -585,14 +585,17 @@ static void tell_id_taken(tr_node *n)
     char holder[TR_WIRE_NAME_MAX + 1];
     tr_pid w[NODE_MAX_WATCHERS];
     pthread_mutex_lock(&n->lock);
-    bool tell = !n->id_taken_told;
+    if (n->id_taken_told) {
+        pthread_mutex_unlock(&n->lock);
+        return;
+    }
     n->id_taken_told = true; /* with the list copied: a watcher added later is told by
                               * tr_node_monitor, one added before by this, none twice */
     size_t k = n->nwatchers;
     memcpy(w, n->watchers, k * sizeof *w);
     memcpy(holder, n->id_holder, sizeof holder);
     pthread_mutex_unlock(&n->lock);
-    if (tell && tr__ext_enter(n->sys) == TR_OK) {
+    if (tr__ext_enter(n->sys) == TR_OK) {
         notify(n, w, k, TR_MSG_NODE_ID_TAKEN, holder, n->id, false);
         tr__ext_leave(n->sys);
     }

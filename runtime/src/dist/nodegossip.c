@@ -375,8 +375,6 @@ void tr__ng_tick_locked(tr_node *n, uint64_t now, bool sweep)
     tr_gossip_member w[TR_GOSSIP_PARTNERS_MAX];
     peer *watched[TR_GOSSIP_PARTNERS_MAX];
     size_t nw = tr__gossip_partners(n->gossip, w, TR_GOSSIP_PARTNERS_MAX), nwp = 0;
-    if (nw > TR_GOSSIP_PARTNERS_MAX)
-        nw = TR_GOSSIP_PARTNERS_MAX;
     for (size_t i = 0; i < nw; i++) {
         peer *pe = tr__peer_by_name(n, w[i].name);
         if (pe == NULL || pe->hidden || pe->status != TR_PEER_UP)
