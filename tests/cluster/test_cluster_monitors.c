@@ -215,8 +215,9 @@ static int teardown(void **state)
     return 0;
 }
 
-/* This test process's node "t", with the cluster file's settings; its node id in *id. */
-static tr_node *t_start(tr_system **sys, uint16_t *id)
+/* A node of this test process named `name`, with the cluster file's settings, joining through
+ * `seed` (NULL: none, the processes join through it); its node id in *id. */
+static tr_node *t_start_as(const char *name, const char *seed, tr_system **sys, uint16_t *id)
 {
     tr_system_opts so;
     tr_system_opts_init(&so);
@@ -226,8 +227,13 @@ static tr_node *t_start(tr_system **sys, uint16_t *id)
     *sys = tt_system_start(&so);
     tr_node_opts no;
     memset(&no, 0, sizeof no);
-    no.name = "t";
+    no.name = name;
     no.listen = "tcp://127.0.0.1:0";
+    const char *seeds[1] = {seed};
+    if (seed != NULL) {
+        no.seeds = seeds;
+        no.nseeds = 1;
+    }
     no.secret = SECRET;
     no.heartbeat_ms = 100;
     no.down_after_ms = 1000;
@@ -239,6 +245,19 @@ static tr_node *t_start(tr_system **sys, uint16_t *id)
     tr_node *t;
     assert_int_equal(tr_node_start(*sys, &no, &t), TR_OK);
     return t;
+}
+
+/* This test process's node "t", the seed of the processes. */
+static tr_node *t_start(tr_system **sys, uint16_t *id)
+{
+    return t_start_as("t", NULL, sys, id);
+}
+
+static bool whereis_is(tr_node *t, const char *name, tr_pid want)
+{
+    tr_pid got = TR_PID_NONE;
+    int rc = tr_node_whereis(t, name, &got);
+    return want == TR_PID_NONE ? rc == TR_ENOPROC : (rc == TR_OK && got == want);
 }
 
 static void test_monitors_join_idle_kill_leave(void **state)
@@ -317,6 +336,15 @@ static void test_monitors_join_idle_kill_leave(void **state)
     /* SIGSTOP n5: found by silence (its watchers' pings go unanswered: down at down_after_ms,
      * then gossip), down for everyone; SIGCONT: it hears it was declared down, refutes at a
      * higher incarnation, and is up again for everyone */
+    /* n5 holds a cluster-wide name: it goes with n5's down and comes back with its up (n5, frozen,
+     * saw nothing: the others ask for its names again) */
+    tr_msg *arg = tr_msg_new(0, 16);
+    msgpack_pack_str(tr_msg_packer(arg), 7);
+    msgpack_pack_str_body(tr_msg_packer(arg), "n5-name", 7);
+    tr_pid held;
+    assert_int_equal(tr_node_spawn(t, "n5", "named", arg, 20000, &held), TR_OK);
+    tr_msg_free(arg);
+    TT_WAIT_FOR(whereis_is(t, "n5-name", held), TT_DEADLINE_MS);
     t0 = tt_now_ns();
     assert_int_equal(kill(p[4].pid, SIGSTOP), 0);
     for (int i = 0; i < NPROC; i++)
@@ -325,6 +353,7 @@ static void test_monitors_join_idle_kill_leave(void **state)
     TT_WAIT_FOR(!sees(t, "n5"), TT_DEADLINE_MS);
     print_message("SIGSTOP n5: down for all 4 others after %llu ms\n",
                   (unsigned long long)((tt_now_ns() - t0) / 1000000u));
+    TT_WAIT_FOR(whereis_is(t, "n5-name", TR_PID_NONE), TT_DEADLINE_MS);
     t0 = tt_now_ns();
     assert_int_equal(kill(p[4].pid, SIGCONT), 0);
     for (int i = 0; i < NPROC; i++)
@@ -333,6 +362,16 @@ static void test_monitors_join_idle_kill_leave(void **state)
     TT_WAIT_FOR(sees(t, "n5"), TT_DEADLINE_MS);
     print_message("SIGCONT n5: up again for all 4 others after %llu ms\n",
                   (unsigned long long)((tt_now_ns() - t0) / 1000000u));
+    TT_WAIT_FOR(whereis_is(t, "n5-name", held), TT_DEADLINE_MS);
+
+    /* a node that joins now learns the name too: n5 sends its names to whoever it sees come up
+     * (no node asks every member it meets for theirs: a cluster without names dials nobody for
+     * them as it forms) */
+    tr_system *usys;
+    uint16_t uid;
+    tr_node *u = t_start_as("u", tr_node_address(t), &usys, &uid);
+    TT_WAIT_FOR(sees(u, "n5") && sees(u, "n4") && sees(u, "t"), TT_DEADLINE_MS);
+    TT_WAIT_FOR(whereis_is(u, "n5-name", held), TT_DEADLINE_MS);
 
     /* SIGTERM n2: it leaves, "left" (not down) for everyone */
     t0 = tt_now_ns();
@@ -352,6 +391,8 @@ static void test_monitors_join_idle_kill_leave(void **state)
     assert_int_equal(tt_read_u64(reply), 9);
     tr_msg_free(reply);
 
+    tr_node_stop(u);
+    tt_system_end(usys);
     tr_node_stop(t);
     tt_system_end(sys);
     for (int i = 0; i < NPROC; i++)

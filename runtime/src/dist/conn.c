@@ -692,6 +692,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         pthread_mutex_unlock(&pe->ctl_lock);
     }
     pe->status = TR_PEER_UP;
+    af->pull = pe->ever_up;
     pe->ever_up = true;
     count(&pe->ups, 1);
     pe->joining = false;

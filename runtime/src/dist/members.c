@@ -401,13 +401,15 @@ void tr__node_after_run(tr_node *n, after *af)
         }
         if (af->up) {
             notify_watchers(n, TR_MSG_NODEUP, af->name, af->node_id, false);
-            /* it learns our names, and we ask for its own: whichever side saw the other go
-             * down and come back, both end up with both sets (a peer that saw nothing but "up"
-             * would not send its names again by itself) */
+            /* it learns our names (none: nothing is sent); and if it was up before, we ask
+             * for its own — we dropped them when it went down, and it may have seen nothing
+             * but "up". The first time, it sends them itself when it sees us up: a cluster
+             * without names opens no connection to every member as it forms (names.c) */
             tr_msg *m = n->hidden ? NULL : tr_msg_new(TR_MSG_NODE_SYNC, 8); /* a hidden node
                                                                                * keeps no names */
             if (m != NULL) {
                 tr_msg_put_u64(m, af->node_id);
+                tr_msg_put_u64(m, af->pull);
                 tr__deliver(n->sys, NULL, n->service, m);
             }
         }

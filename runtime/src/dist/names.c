@@ -4,8 +4,9 @@
  * registered by name (tr_node_spawn), and the cluster-wide names (tr_node_register / whereis):
  * each node keeps the map of every name it knows, a registration is told to every peer up, two
  * registrations of one name meet and the smaller pid keeps it everywhere, a holder that ends or a
- * node that goes down releases its names, and a peer that comes up is sent ours (and asked for
- * its own). Placement (tr_node_place) is rendezvous hashing over the nodes up. Requests for the
+ * node that goes down releases its names, and a peer that comes up is sent ours (if any: a
+ * node without names sends nothing) and, if it was up before (we dropped its names when it went
+ * down), asked for its own — the first time it sends them itself, as it sees us come up. Placement (tr_node_place) is rendezvous hashing over the nodes up. Requests for the
  * introspection service (TR_MSG_CTL) are handed on to it (core/ctl.c). Hidden peers (troupectl)
  * are not members: they are told no names, their own are refused, and nothing is placed on them.
  */
@@ -27,13 +28,6 @@ static const tr_behaviour *behaviour_find(tr_node *n, const char *name, size_t l
             b = n->behaviours[i].b;
     pthread_mutex_unlock(&n->lock);
     return b;
-}
-
-static uint64_t msg_u64(const tr_msg *m)
-{
-    uint64_t v;
-    tr_msg_get_u64(m, &v); /* 0 when it holds none */
-    return v;
 }
 
 static tr_msg *spawn_reply(int rc, tr_pid pid)
@@ -80,12 +74,16 @@ static bool read_name(const tr_msg *m, char name[TR_NAME_MAX + 1], tr_pid *pid)
 /* Sends a runtime-typed message from the service (tr_send takes only user types). Marked system:
  * a full queue towards the peer does not refuse it (a name sync or a pull lost to a burst of
  * application messages left a node without its peer's names). */
-static void svc_send(tr_ctx *ctx, tr_pid to, tr_msg *m)
+static void svc_send(tr_ctx *ctx, const tr_node *n, tr_pid to, tr_msg *m)
 {
     if (m == NULL)
         return;
     m->flags |= TR_MF_SYSTEM;
-    m->sender = ctx->pid;
+    /* from the service's address as other nodes know it (slot 0, generation 0), not its actor's
+     * pid: a peer checks that a PULL comes from a service (it used to see the actor's pid, so
+     * refused every PULL: a node that saw a peer go down and come back, while the peer saw
+     * nothing, never had its names again — test_monitors_join_idle_kill_leave) */
+    m->sender = service_pid(n->id);
     tr__deliver(ctx->sys, ctx->w, to, m);
 }
 
@@ -100,7 +98,7 @@ static void tell_peers(tr_ctx *ctx, tr_node *n, uint32_t type, const char *name,
             ids[k++] = n->peers[i]->node_id;
     pthread_mutex_unlock(&n->lock);
     for (size_t i = 0; i < k; i++)
-        svc_send(ctx, service_pid(ids[i]), name_msg(type, name, strlen(name), pid));
+        svc_send(ctx, n, service_pid(ids[i]), name_msg(type, name, strlen(name), pid));
 }
 
 /* A peer's registration meets ours: the smaller pid keeps the name, everywhere. */
@@ -139,7 +137,7 @@ static void names_sync(tr_ctx *ctx, tr_node *n, uint16_t id)
     pthread_mutex_unlock(&n->names_lock);
     for (size_t i = 0; i < k; i++)
         if (out[i] != NULL)
-            svc_send(ctx, service_pid(id), out[i]);
+            svc_send(ctx, n, service_pid(id), out[i]);
     free(out);
 }
 
@@ -244,10 +242,16 @@ static int service_receive(tr_ctx *ctx, void *state, tr_msg *m)
             tell_peers(ctx, n, TR_MSG_NODE_UNREG, name, pid);
         return 0;
     case TR_MSG_NODE_SYNC:
-        if (tr_msg_sender(m) == TR_PID_NONE) {
-            uint16_t id = (uint16_t)msg_u64(m);
-            names_sync(ctx, n, id);
-            svc_send(ctx, service_pid(id), tr_msg_new(TR_MSG_NODE_PULL, 0));
+        if (tr_msg_sender(m) == TR_PID_NONE) { /* [node id, pull] */
+            uint64_t id = 0, pull = 0;
+            tr_reader r;
+            tr_reader_init(&r, m);
+            (void)tr_read_u64(&r, &id);
+            (void)tr_read_u64(&r, &pull);
+            tr_reader_done(&r);
+            names_sync(ctx, n, (uint16_t)id);
+            if (pull)
+                svc_send(ctx, n, service_pid((uint16_t)id), tr_msg_new(TR_MSG_NODE_PULL, 0));
         }
         return 0;
     case TR_MSG_NODE_PULL: /* from a peer's service: our names, to it */

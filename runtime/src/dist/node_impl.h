@@ -268,6 +268,8 @@ typedef struct after {
     uint16_t node_id;
     tr_idmap interest;
     bool up;                    /* notify watchers of a peer up */
+    bool pull;                  /* and it was up before: ask for its names again (ours were
+                                 * dropped when it went down; it may have seen nothing) */
 } after;
 
 /* ---- node.c ------------------------------------------------------------------------------- */

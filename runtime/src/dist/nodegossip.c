@@ -203,6 +203,7 @@ static void core_event(void *arg, const tr_gossip_member *m, int old)
         pe->ginc = m->incarnation;
         pe->node_id = m->node_id;
         pe->status = TR_PEER_UP;
+        af->pull = pe->ever_up;
         pe->ever_up = true;
         pe->backoff_ms = n->backoff_min_ms;
         pe->next_dial_ns = 0;
