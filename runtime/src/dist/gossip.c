@@ -172,6 +172,8 @@ typedef struct gm {
 typedef struct watch {
     uint64_t key;
     uint64_t last_ms; /* last heard from it (or when it became watched) */
+    uint64_t since;   /* when it became watched */
+    bool heard;       /* heard from since it became watched */
     uint64_t last_ping; /* when we last pinged it (it was silent, or suspect, or new) */
     bool new_watch;     /* watched since the last ring change: pinged at the next tick */
     /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
@@ -211,6 +213,9 @@ struct tr_gossip {
     size_t nprobes;
     uint64_t rng;
     uint64_t last_tick, next_hb, next_gossip, next_probe, next_join;
+    /* this instance's own health: when the last tick asked to be ticked next, and how late the
+     * ticks came after that, the largest in the current window of down_ms and in the one before */
+    uint64_t due, late_window, late_cur, late_prev;
     size_t forget_cur;
     bool joined, ring_dirty, leaving, refute_pending;
     tr_wire_buf buf;
@@ -539,7 +544,7 @@ static void ring_compute(tr_gossip *g, uint64_t now)
          * once it knows of the change that made this one its watcher, which gossip may bring
          * late on a busy host (a node killed under load: its watchers' new watched members
          * were taken down for want of being heard in time) */
-        *w = (watch){.key = m->key, .last_ms = now, .new_watch = true};
+        *w = (watch){.key = m->key, .last_ms = now, .since = now, .new_watch = true};
         for (unsigned j = 0; j < nold; j++)
             if (old[j].key == m->key)
                 *w = old[j];
@@ -703,8 +708,10 @@ static bool apply(tr_gossip *g, uint64_t now, const tr_gossip_member *u)
         m->fresh &= (uint8_t)~2;
     if (u->incarnation > m->inc && u->state == TR_GOSSIP_ALIVE) {
         watch *w = watched(g, key);
-        if (w != NULL)
+        if (w != NULL) {
             w->last_ms = now; /* it refuted or restarted: alive a moment ago */
+            w->heard = true;
+        }
     }
     g->digest ^= dig(m);
     m->inc = u->incarnation;
@@ -1003,8 +1010,10 @@ int tr__gossip_receive(tr_gossip *g, uint64_t now, const char *from, const void 
     uint64_t skey = tr__gossip_key(h.sender.name);
     gm *s = rec(g, skey);
     watch *sw = NULL;
-    if (s != NULL && s->inc <= h.sender.inc && in_ring(s) && (sw = watched(g, skey)) != NULL)
+    if (s != NULL && s->inc <= h.sender.inc && in_ring(s) && (sw = watched(g, skey)) != NULL) {
         sw->last_ms = now;
+        sw->heard = true;
+    }
     if (h.you_state != STATE_UNKNOWN)
         about_self(g, h.you_inc, (unsigned)h.you_state);
     r.p = start;
@@ -1083,6 +1092,13 @@ static void set_state(tr_gossip *g, gm *m, unsigned state, uint64_t now)
     emit(g, m, (int)old);
 }
 
+/* How late this instance's ticks came lately (ms, the largest in the last one or two windows of
+ * down_ms): its host's or its own starvation, which it also sees in its watched members. */
+static uint64_t late_recent(const tr_gossip *g)
+{
+    return g->late_cur > g->late_prev ? g->late_cur : g->late_prev;
+}
+
 static void check_watched(tr_gossip *g, uint64_t now)
 {
     for (unsigned i = 0; i < g->nw; i++) {
@@ -1100,8 +1116,11 @@ static void check_watched(tr_gossip *g, uint64_t now)
             set_state(g, m, TR_GOSSIP_SUSPECT, now);
         } else if (m->state == TR_GOSSIP_SUSPECT && silent >= g->down_ms) {
             g->st.declared_down++;
-            note(g, "watcher: %s declared down, not heard for %llu ms", m->id->name,
-                 (unsigned long long)silent);
+            note(g,
+                 "watcher: %s declared down, not heard for %llu ms (watched for %llu ms, %s; "
+                 "this instance's ticks late by up to %llu ms lately)",
+                 m->id->name, (unsigned long long)silent, (unsigned long long)(now - w->since),
+                 w->heard ? "heard before" : "never heard", (unsigned long long)late_recent(g));
             set_state(g, m, TR_GOSSIP_DOWN, now);
         }
     }
@@ -1229,6 +1248,13 @@ void tr__gossip_tick(tr_gossip *g, uint64_t now)
         for (unsigned i = 0; i < g->nw; i++)
             g->w[i].last_ms = now;
     }
+    if (now >= g->late_window + g->down_ms) {
+        g->late_prev = now >= g->late_window + 2ull * g->down_ms ? 0 : g->late_cur;
+        g->late_cur = 0;
+        g->late_window = now;
+    }
+    if (g->due != 0 && now > g->due && now - g->due > g->late_cur)
+        g->late_cur = now - g->due;
     g->last_tick = now;
     if (!g->joined && now >= g->next_join && g->nseeds > 0) {
         msgpack_packer pk;
@@ -1289,6 +1315,7 @@ void tr__gossip_tick(tr_gossip *g, uint64_t now)
     }
     forget_some(g, now);
     refute_flush(g);
+    g->due = tr__gossip_next_ms(g);
 }
 
 uint64_t tr__gossip_next_ms(const tr_gossip *g)
