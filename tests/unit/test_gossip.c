@@ -314,6 +314,53 @@ static void test_watched_are_ring_successors(void **state)
     tr__gossip_free(g);
 }
 
+/* When a lone instance (nobody answers) that ticks every `step` ms declares watched members
+ * down: the times of its first and of its sixth verdict. */
+static void verdict_times(unsigned step, uint64_t *first, uint64_t *sixth)
+{
+    sent c = {0};
+    tr_gossip *g = lone("me", &c, 0);
+    tr_gossip_member ms[40];
+    char names[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "m%d", i);
+        ms[i] = (tr_gossip_member){.name = names[i], .addr = "x", .incarnation = 1};
+    }
+    assert_int_equal(tr__gossip_load(g, 0, ms, 40), TR_OK);
+    *first = *sixth = 0;
+    for (uint64_t t = 0; t <= 10000 && *sixth == 0; t += step) {
+        c.n = 0;
+        tr__gossip_tick(g, t);
+        tr_gossip_stats st;
+        tr__gossip_stats_get(g, &st);
+        if (st.declared_down >= 1 && *first == 0)
+            *first = t;
+        if (st.declared_down >= 6)
+            *sixth = t;
+    }
+    tr__gossip_free(g);
+}
+
+/* The deadlines' grace (gossip.h, "Down"): a member never heard since it became watched while
+ * the ring was settling (here: the instance has just started) gets down_after_ms more; the
+ * next member watched as the ring walks on past the ones declared down does not; and an
+ * instance whose own ticks come late gives twice its lateness more. */
+static void test_deadline_grace(void **state)
+{
+    (void)state;
+    uint64_t first, sixth;
+    verdict_times(10, &first, &sixth); /* punctual: down_after_ms 1,000 */
+    print_message("ticks every 10 ms: first verdict at %llu ms, sixth at %llu ms\n",
+                  (unsigned long long)first, (unsigned long long)sixth);
+    assert_true(first >= 2000 && first < 2100); /* never heard, young: 2 * down_after_ms */
+    assert_true(sixth >= first + 1000 && sixth < first + 1100); /* walked on to: 1 * */
+    verdict_times(300, &first, &sixth); /* each tick ~100 ms past what the last asked for */
+    print_message("ticks every 300 ms: first verdict at %llu ms, sixth at %llu ms\n",
+                  (unsigned long long)first, (unsigned long long)sixth);
+    assert_true(first >= 2300); /* and twice the lateness (150 ms past the slack) */
+    assert_true(sixth >= first + 1300);
+}
+
 /* The first loaded member at or after key, in ring order (wrapping). */
 static uint64_t first_at_or_after(const char names[][8], int n, uint64_t key)
 {
@@ -499,6 +546,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_rejoin_with_higher_incarnation),
     cmocka_unit_test(test_leave),
     cmocka_unit_test(test_watched_are_ring_successors),
+    cmocka_unit_test(test_deadline_grace),
     cmocka_unit_test(test_partners_are_ring_and_fingers),
     cmocka_unit_test(test_malformed_refused),
     cmocka_unit_test(test_table_bounded),

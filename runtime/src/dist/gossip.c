@@ -174,6 +174,9 @@ typedef struct watch {
     uint64_t last_ms; /* last heard from it (or when it became watched) */
     uint64_t since;   /* when it became watched */
     bool heard;       /* heard from since it became watched */
+    bool young;       /* it became watched while the ring around it was settling: within
+                       * 2 * down_ms of this instance's join, or it came in between watched
+                       * members (it joined), or the ring was smaller than K + 1 */
     uint64_t last_ping; /* when we last pinged it (it was silent, or suspect, or new) */
     bool new_watch;     /* watched since the last ring change: pinged at the next tick */
     /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
@@ -216,6 +219,7 @@ struct tr_gossip {
     /* this instance's own health: when the last tick asked to be ticked next, and how late the
      * ticks came after that, the largest in the current window of down_ms and in the one before */
     uint64_t due, late_window, late_cur, late_prev;
+    uint64_t joined_ms; /* when this instance joined (its first SYNC, or its creation without seeds) */
     size_t forget_cur;
     bool joined, ring_dirty, leaving, refute_pending;
     tr_wire_buf buf;
@@ -544,10 +548,22 @@ static void ring_compute(tr_gossip *g, uint64_t now)
          * once it knows of the change that made this one its watcher, which gossip may bring
          * late on a busy host (a node killed under load: its watchers' new watched members
          * were taken down for want of being heard in time) */
-        *w = (watch){.key = m->key, .last_ms = now, .since = now, .new_watch = true};
+        *w = (watch){.key = m->key, .last_ms = now, .since = now, .new_watch = true,
+                     .young = now < g->joined_ms + 2ull * g->down_ms || nold < g->k};
         for (unsigned j = 0; j < nold; j++)
             if (old[j].key == m->key)
                 *w = old[j];
+    }
+    /* a new watch before one kept is a member that came in between (a join, or a member back):
+     * young; one after all kept ones is the ring walking on past a member gone: not */
+    for (unsigned i = 0; i + 1 < g->nw; i++) {
+        if (!g->w[i].new_watch || g->w[i].since != now)
+            continue;
+        for (unsigned j = i + 1; j < g->nw; j++)
+            if (!(g->w[j].new_watch && g->w[j].since == now)) {
+                g->w[i].young = true;
+                break;
+            }
     }
 }
 
@@ -922,6 +938,7 @@ int tr__gossip_new(const tr_gossip_opts *o, uint64_t now, tr_gossip **out)
     g->self_key = tr__gossip_key(o->name);
     g->rng = mix64(o->rng_seed ? o->rng_seed : g->self_key ^ now) | 1;
     g->joined = g->nseeds == 0;
+    g->joined_ms = now;
     tr_gossip_member me = {.name = o->name, .addr = addr, .node_id = o->node_id,
                            .incarnation = o->incarnation, .state = TR_GOSSIP_ALIVE};
     if (g->idents == NULL || insert_at(g, 0, &me, g->self_key, now) == NULL) {
@@ -1032,6 +1049,8 @@ int tr__gossip_receive(tr_gossip *g, uint64_t now, const char *from, const void 
         apply_bulk(g, now, ms, h.count, false);
         free(ms);
         free(us);
+        if (!g->joined)
+            g->joined_ms = now;
         g->joined = true;
     } else {
         for (uint64_t i = 0; i < h.count; i++) {
@@ -1099,6 +1118,27 @@ static uint64_t late_recent(const tr_gossip *g)
     return g->late_cur > g->late_prev ? g->late_cur : g->late_prev;
 }
 
+/* What a watched member's deadlines (suspect, down) are extended by: twice how late this
+ * instance's own ticks came lately, at most down_ms — a watcher on a starved host gives its
+ * members the time it sees itself lose (Lifeguard's local health, for a ring of watchers). On a
+ * host that keeps up, 0: the bounds stand. */
+static uint64_t grace_ms(const tr_gossip *g)
+{
+    uint64_t late = late_recent(g);
+    return 2 * late < g->down_ms ? 2 * late : g->down_ms;
+}
+
+/* And a watch's own: down_ms more for a member never heard since it became watched while the
+ * ring around it was settling (this instance had just joined, or the member had): its beats start
+ * only once it learns it has a new watcher, and the first ping and its answer each wait for a
+ * dial — on a host where 100 processes start at once, longer than down_ms (most forming false
+ * downs were these). A member heard once is held to the bounds; a kill is seen sooner anyway
+ * (the dial to it is refused). */
+static uint64_t watch_grace_ms(const tr_gossip *g, const watch *w)
+{
+    return grace_ms(g) + (w->young && !w->heard ? g->down_ms : 0);
+}
+
 static void check_watched(tr_gossip *g, uint64_t now)
 {
     for (unsigned i = 0; i < g->nw; i++) {
@@ -1108,19 +1148,20 @@ static void check_watched(tr_gossip *g, uint64_t now)
             g->ring_dirty = true;
             continue;
         }
-        uint64_t silent = now > w->last_ms ? now - w->last_ms : 0;
-        if (m->state == TR_GOSSIP_ALIVE && silent >= g->suspect_after_ms) {
+        uint64_t silent = now > w->last_ms ? now - w->last_ms : 0, grace = watch_grace_ms(g, w);
+        if (m->state == TR_GOSSIP_ALIVE && silent >= g->suspect_after_ms + grace) {
             g->st.suspected++;
             note(g, "watcher: %s suspect, not heard for %llu ms", m->id->name,
                  (unsigned long long)silent);
             set_state(g, m, TR_GOSSIP_SUSPECT, now);
-        } else if (m->state == TR_GOSSIP_SUSPECT && silent >= g->down_ms) {
+        } else if (m->state == TR_GOSSIP_SUSPECT && silent >= g->down_ms + grace) {
             g->st.declared_down++;
             note(g,
                  "watcher: %s declared down, not heard for %llu ms (watched for %llu ms, %s; "
-                 "this instance's ticks late by up to %llu ms lately)",
+                 "this instance's ticks late by up to %llu ms lately; %llu ms of grace)",
                  m->id->name, (unsigned long long)silent, (unsigned long long)(now - w->since),
-                 w->heard ? "heard before" : "never heard", (unsigned long long)late_recent(g));
+                 w->heard ? "heard before" : "never heard", (unsigned long long)late_recent(g),
+                 (unsigned long long)grace);
             set_state(g, m, TR_GOSSIP_DOWN, now);
         }
     }
@@ -1253,8 +1294,11 @@ void tr__gossip_tick(tr_gossip *g, uint64_t now)
         g->late_cur = 0;
         g->late_window = now;
     }
-    if (g->due != 0 && now > g->due && now - g->due > g->late_cur)
-        g->late_cur = now - g->due;
+    /* late: past what the last tick asked for by more than a tick's interval (heartbeat_ms / 4,
+     * the cadence an embedder ticks at: the simulator's deadlines wait that long for a tick) */
+    uint64_t slack = g->hb_ms / 4;
+    if (g->due != 0 && now > g->due + slack && now - g->due - slack > g->late_cur)
+        g->late_cur = now - g->due - slack;
     g->last_tick = now;
     if (!g->joined && now >= g->next_join && g->nseeds > 0) {
         msgpack_packer pk;
@@ -1326,9 +1370,10 @@ uint64_t tr__gossip_next_ms(const tr_gossip *g)
     if (!g->joined && g->nseeds > 0 && g->next_join < t)
         t = g->next_join;
     for (unsigned i = 0; i < g->nw; i++) {
-        uint64_t d = g->w[i].last_ms + g->suspect_after_ms;
+        uint64_t grace = watch_grace_ms(g, &g->w[i]);
+        uint64_t d = g->w[i].last_ms + g->suspect_after_ms + grace;
         if (d <= g->last_tick)
-            d = g->w[i].last_ms + g->down_ms;
+            d = g->w[i].last_ms + g->down_ms + grace;
         if (d > g->last_tick && d < t)
             t = d;
     }

@@ -54,6 +54,18 @@
  * stood still itself (tick() after more than down_after_ms / 2) gives every watched member a new
  * down_after_ms to be heard, instead of declaring them down.
  *
+ * Grace. Two things move a watched member's deadlines (suspect and down) later. An instance whose
+ * own ticks come late (past what its last tick asked for, by more than heartbeat_ms / 4: its
+ * host is starved) gives every member twice the largest lateness of the last down_after_ms or
+ * two, at most down_after_ms (Lifeguard's local health). And a member never heard since it
+ * became watched while the ring around it was settling — this instance joined less than two
+ * down_after_ms ago, or the member came in between watched ones (it joined), or the ring had
+ * fewer than K + 1 members — gets down_after_ms more: its beats start only once it learns it
+ * has a new watcher, and ping and answer each wait for a dial (100 processes starting at once
+ * on 2 cores: most false downs were these). On a host that keeps up, a member heard once, or
+ * one the ring walks on to past members gone, is held to the bounds above; a kill is seen
+ * sooner anyway (the transport's refused dial).
+ *
  * Anti-entropy. Every message carries a digest of the sender's view (an XOR of hashes of the
  * members in the ring and their incarnations, kept in O(1) per change). A watcher whose watched
  * member's beats (or acks) show a digest that differs from its own, both unchanged for sync_ms (no
