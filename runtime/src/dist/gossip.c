@@ -554,16 +554,28 @@ static void ring_compute(tr_gossip *g, uint64_t now)
             if (old[j].key == m->key)
                 *w = old[j];
     }
-    /* a new watch before one kept is a member that came in between (a join, or a member back):
-     * young; one after all kept ones is the ring walking on past a member gone: not */
-    for (unsigned i = 0; i + 1 < g->nw; i++) {
+    /* members that came in between (a join, or a member back) are young: a new watch before
+     * one kept, or any new one when a member still in the ring fell out of the set (pushed out
+     * by one that came in); new ones after all kept, with none pushed out, are the ring walking
+     * on past members gone: not */
+    bool pushed = false;
+    for (unsigned j = 0; j < nold && !pushed; j++) {
+        const gm *m = rec(g, old[j].key);
+        if (m == NULL || !in_ring(m))
+            continue;
+        pushed = true;
+        for (unsigned i = 0; i < g->nw; i++)
+            pushed &= g->w[i].key != old[j].key;
+    }
+    for (unsigned i = 0; i < g->nw; i++) {
         if (!g->w[i].new_watch || g->w[i].since != now)
             continue;
-        for (unsigned j = i + 1; j < g->nw; j++)
+        for (unsigned j = i + 1; j < g->nw && !pushed; j++)
             if (!(g->w[j].new_watch && g->w[j].since == now)) {
                 g->w[i].young = true;
                 break;
             }
+        g->w[i].young |= pushed;
     }
 }
 
