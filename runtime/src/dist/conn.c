@@ -316,6 +316,7 @@ static void rx_post(conn *c, size_t need)
 {
     if (!rx_room(c, need))
         return;
+    atomic_store(&c->rx_out, true);
     nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
     nng_aio_set_iov(c->rx, 1, &iov);
     nng_stream_recv(c->s, c->rx);
@@ -657,7 +658,7 @@ static void outbound_up(tr_node *n, conn *c, after *af)
         c->state = C_UP;
         /* a member we watch beats to us on it: read by the ticker ("Beats" below); others
          * keep a receive posted (a ring that changes later: its beats come that way) */
-        c->polled = n->tls == NULL && tr__ng_watches_locked(n, pe->name);
+        atomic_store(&c->polled, n->tls == NULL && tr__ng_watches_locked(n, pe->name));
         atomic_store(&pe->last_tx_ns, tr__now_ns());
         if (af->nkick < 2)
             af->kick[af->nkick++] = pe; /* what waited for the connection */
@@ -919,10 +920,23 @@ static void on_rx(void *arg)
     size_t need = rx_frames(c, nng_aio_count(c->rx));
     if (g != NULL)
         (void)tr_guest_leave(g, NODE_RX_TURNS);
-    if (need > 0 && c->polled)
-        c->rneed = need; /* up (outbound_up, in rx_frames): the ticker reads it from now on */
-    else if (need > 0)
-        rx_post(c, need); /* after the guest: the next completion may run on another thread */
+    if (need == 0)
+        return;
+    if (c->outbound) {
+        /* decided under the lock the ticker flips `polled` under (tr__conn_poll): either it
+         * sees this receive still out and leaves the repost to us, or we see its flip */
+        pthread_mutex_lock(&c->n->lock);
+        bool polled = atomic_load(&c->polled);
+        if (polled) {
+            c->rneed = need; /* up (outbound_up, in rx_frames), or the member became one we
+                              * watch: the ticker reads it from now on */
+            atomic_store(&c->rx_out, false);
+        }
+        pthread_mutex_unlock(&c->n->lock);
+        if (polled)
+            return;
+    }
+    rx_post(c, need); /* after the guest: the next completion may run on another thread */
 }
 
 /* Parses what was received: the size to receive into next, or 0 when the connection failed. */
@@ -1139,11 +1153,32 @@ static void poll_one(conn *c)
 
 void tr__conn_poll(tr_node *n)
 {
-    conn *cs[48]; /* 2K at most with monitors (K <= 16), and a few more */
-    size_t k = 0;
+    conn *cs[48], *post[16]; /* 2K at most with monitors (K <= 16), and a few more */
+    size_t k = 0, np = 0;
     pthread_mutex_lock(&n->lock);
+    /* the watched set changes with the ring: a connection we dialed to a member we watch now
+     * is read by the ticker once its posted receive completes (the member's next beat: until
+     * then it is not read here); one to a member no longer watched gets a receive posted again
+     * (else a member watched after we had dialed it for something else beat through nng's
+     * threads for as long as the ring stood: 5 wake-ups of two threads a second) */
+    for (conn *c = n->conns; c != NULL && n->gossip != NULL && n->tls == NULL; c = c->next) {
+        if (!c->outbound || c->dead || c->state != C_UP || c->pe == NULL || c->pe->hidden ||
+            c->pe->out_conn != c)
+            continue;
+        bool want = tr__ng_watches_locked(n, c->pe->name);
+        if (want && !atomic_load(&c->polled)) {
+            atomic_store(&c->polled, true);
+        } else if (!want && atomic_load(&c->polled) && np < sizeof post / sizeof post[0]) {
+            atomic_store(&c->polled, false);
+            if (!atomic_load(&c->rx_out)) { /* (else its receive is still running: it reposts) */
+                c->refs++;
+                post[np++] = c;
+            }
+        }
+    }
     for (conn *c = n->conns; c != NULL && k < sizeof cs / sizeof cs[0]; c = c->next)
-        if (c->polled && !c->dead && c->state == C_UP) {
+        if (atomic_load(&c->polled) && !atomic_load(&c->rx_out) && !c->dead &&
+            c->state == C_UP) {
             c->refs++;
             cs[k++] = c;
         }
@@ -1151,6 +1186,10 @@ void tr__conn_poll(tr_node *n)
     for (size_t i = 0; i < k; i++) {
         poll_one(cs[i]);
         conn_unref(cs[i]);
+    }
+    for (size_t i = 0; i < np; i++) {
+        rx_post(post[i], post[i]->rneed > NODE_RX_CHUNK ? post[i]->rneed : NODE_RX_CHUNK);
+        conn_unref(post[i]);
     }
 }
 

@@ -79,9 +79,12 @@ typedef struct conn {
     nng_aio *txs;               /* the writer's small sends from the ticker: no callback, so
                                  * one that completes at once wakes no nng thread (conn.c) */
     nng_aio *rxs;               /* the ticker's reads of a polled connection (no callback) */
-    bool polled;                /* with monitors: a connection we dialed to a member we watch,
+    atomic_bool polled;         /* with monitors: a connection we dialed to a member we watch,
                                  * which beats to us on it; no receive is kept posted on it, the
-                                 * ticker reads it every tick (conn.c, "Beats") */
+                                 * ticker reads it every tick (conn.c, "Beats"); the ticker
+                                 * flips it as the watched set changes */
+    atomic_bool rx_out;         /* a receive (rx, with its callback) is posted or running: the
+                                 * ticker does not read the connection meanwhile */
     peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
     bool outbound;
     bool duplex;                /* a hidden node's connection: used both ways (either side) */
