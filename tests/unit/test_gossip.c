@@ -285,18 +285,25 @@ static tr_gossip *lone(const char *name, sent *c, size_t max_members)
     return g;
 }
 
+/* A lone instance "me" that knows 40 members m0..m39 (their names in names), loaded at time 0. */
+static tr_gossip *lone_with_40(sent *c, char names[40][8])
+{
+    tr_gossip *g = lone("me", c, 0);
+    tr_gossip_member ms[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], 8, "m%d", i);
+        ms[i] = (tr_gossip_member){.name = names[i], .addr = "x", .incarnation = 1};
+    }
+    assert_int_equal(tr__gossip_load(g, 0, ms, 40), TR_OK);
+    return g;
+}
+
 static void test_watched_are_ring_successors(void **state)
 {
     (void)state;
     sent c = {0};
-    tr_gossip *g = lone("me", &c, 0);
-    tr_gossip_member ms[40];
     char names[40][8];
-    for (int i = 0; i < 40; i++) {
-        snprintf(names[i], sizeof names[i], "m%d", i);
-        ms[i] = (tr_gossip_member){.name = names[i], .addr = "x", .incarnation = 1};
-    }
-    assert_int_equal(tr__gossip_load(g, 0, ms, 40), TR_OK);
+    tr_gossip *g = lone_with_40(&c, names);
     /* the 5 members after "me" in hash order, in that order */
     uint64_t me = tr__gossip_key("me");
     tr_gossip_member w[TR_GOSSIP_MONITORS_MAX];
@@ -319,14 +326,8 @@ static void test_watched_are_ring_successors(void **state)
 static void verdict_times(unsigned step, uint64_t *first, uint64_t *sixth)
 {
     sent c = {0};
-    tr_gossip *g = lone("me", &c, 0);
-    tr_gossip_member ms[40];
     char names[40][8];
-    for (int i = 0; i < 40; i++) {
-        snprintf(names[i], sizeof names[i], "m%d", i);
-        ms[i] = (tr_gossip_member){.name = names[i], .addr = "x", .incarnation = 1};
-    }
-    assert_int_equal(tr__gossip_load(g, 0, ms, 40), TR_OK);
+    tr_gossip *g = lone_with_40(&c, names);
     *first = *sixth = 0;
     for (uint64_t t = 0; t <= 10000 && *sixth == 0; t += step) {
         c.n = 0;
