@@ -641,6 +641,29 @@ static void test_stopped_node_leaves(void **state)
     node_end(&a);
 }
 
+/* A node stopped just as a peer comes up (the peer holds it up; its own connection back to the
+ * peer may not be up yet): the peer hears it left, not down — tr_node_stop tells it once that
+ * connection is up. 20 rounds, each stopping at whatever point the dial back has reached. */
+static void test_node_stopped_as_a_peer_comes_up_leaves(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        node a, b;
+        node_up(&a, "a", 81, "cluster-secret", NULL);
+        node_start(&b, "b", 82, "cluster-secret", a.addr, 0);
+        TT_WAIT_FOR(sees(&b, "a"), TT_DEADLINE_MS);
+        node_end(&a);
+        TT_WAIT_FOR(!sees(&b, "a"), TT_DEADLINE_MS);
+        tr_node_stats st;
+        tr_node_stats_get(b.node, &st);
+        if (st.peers_down != 0)
+            print_message("round %d: b saw a go down\n", round);
+        assert_int_equal(st.peers_down, 0);
+        assert_int_equal(peer_status(&b, "a"), TR_PEER_LEFT);
+        node_end(&b);
+    }
+}
+
 /* A port's request to an actor of a node that goes down is answered TR_ENOCONN at once, not at
  * its timeout; requests to local actors and to other nodes are untouched. */
 static _Atomic int g_port_rc = 1;
@@ -1504,6 +1527,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_stale_pids_and_unknown_nodes),
     cmocka_unit_test(test_remote_links_monitors_and_nodedown),
     cmocka_unit_test(test_stopped_node_leaves),
+    cmocka_unit_test(test_node_stopped_as_a_peer_comes_up_leaves),
     cmocka_unit_test(test_node_id_clash),
     cmocka_unit_test(test_port_request_fails_fast_when_its_node_goes_down),
     cmocka_unit_test(test_actor_request_fails_fast_when_its_node_goes_down),

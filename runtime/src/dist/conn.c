@@ -1474,7 +1474,9 @@ int tr__node_route(tr_system *sys, tr_pid to, tr_msg *m)
 static bool conn_admit(tr_node *n, conn *c)
 {
     pthread_mutex_lock(&n->lock);
-    bool ok = !n->stopping && !n->leaving && n->nconns < NODE_MAX_CONNS;
+    /* leaving: no new peer, but a dial leave_cluster waits for (to tell a peer that came up a
+     * moment ago) completes */
+    bool ok = !n->stopping && (!n->leaving || c->outbound) && n->nconns < NODE_MAX_CONNS;
     if (ok) {
         c->next = n->conns;
         n->conns = c;

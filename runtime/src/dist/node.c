@@ -351,12 +351,15 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
 
 /* Leaves the cluster: a LEAVE to every peer up, after what is queued for it; then waits, at most
  * leave_ms in all, until each has closed its connections with us — its sign that it heard
- * (conn.c, rx_frame). Nothing new is sent, dialed or accepted meanwhile (n->leaving). A peer that
- * does not answer in time sees the node go down instead, as before LEAVE existed. */
+ * (conn.c, rx_frame). A peer whose connection to us is up but ours to it is not yet (it came up
+ * a moment ago: our dial back is under way, or not started) is told too, once our connection is
+ * up: it saw us up, and without a LEAVE it would see us go down. Nothing new is sent or accepted
+ * meanwhile (n->leaving); only those dials are made. A peer that does not answer in time sees
+ * the node go down instead, as before LEAVE existed. */
 static void leave_cluster(tr_node *n)
 {
-    peer *told[NODE_MAX_PEERS];
-    size_t ntold = 0;
+    peer *told[NODE_MAX_PEERS], *later[NODE_MAX_PEERS], *kick[NODE_MAX_PEERS];
+    size_t ntold = 0, nlater = 0, nkick = 0;
     if (n->gossip != NULL) { /* monitors: the core gossips it (nodegossip.c) */
         tr__ng_leave(n);
         pthread_mutex_lock(&n->lock);
@@ -368,30 +371,58 @@ static void leave_cluster(tr_node *n)
     n->leaving = true;
     for (size_t i = 0; i < n->npeers; i++) {
         peer *pe = n->peers[i];
-        if (pe->alias || pe->status != TR_PEER_UP || pe->out_conn == NULL ||
-            pe->out_conn->dead || pe->out_conn->state != C_UP)
+        if (pe->alias || pe->hidden || (pe->status != TR_PEER_UP && !pe->joining))
             continue;
-        atomic_store(&pe->leave_pending, 1);
-        told[ntold++] = pe;
+        if (pe->status == TR_PEER_UP && pe->out_conn != NULL && !pe->out_conn->dead &&
+            pe->out_conn->state == C_UP) {
+            atomic_store(&pe->leave_pending, 1);
+            told[ntold++] = pe;
+        } else {
+            later[nlater++] = pe; /* told once our connection to it is up */
+            if (pe->out_conn == NULL && !pe->dialing && pe->addr[0] != '\0')
+                tr__node_dial_start(n, pe);
+        }
     }
     pthread_mutex_unlock(&n->lock);
-    if (ntold == 0)
+    if (ntold == 0 && nlater == 0)
         return;
     uint64_t start = tr__now_ns(), deadline = start + n->leave_ns;
     for (size_t i = 0; i < ntold; i++)
         tr__peer_kick(told[i]);
-    size_t waiting;
+    size_t waiting, nall = ntold + nlater;
     pthread_mutex_lock(&n->lock);
     for (;;) {
         waiting = 0;
+        for (size_t i = 0; i < nlater;) {
+            peer *pe = later[i];
+            if (pe->status == TR_PEER_UP && pe->out_conn != NULL && !pe->out_conn->dead &&
+                pe->out_conn->state == C_UP) {
+                atomic_store(&pe->leave_pending, 1);
+                told[ntold++] = kick[nkick++] = pe;
+                later[i] = later[--nlater];
+            } else if (pe->status != TR_PEER_UP && !pe->joining) {
+                later[i] = later[--nlater]; /* gone meanwhile: nothing to tell */
+            } else {
+                waiting++;
+                i++;
+            }
+        }
+        if (nkick > 0) {
+            pthread_mutex_unlock(&n->lock);
+            for (size_t i = 0; i < nkick; i++)
+                tr__peer_kick(kick[i]);
+            nkick = 0;
+            pthread_mutex_lock(&n->lock);
+        }
         for (size_t i = 0; i < ntold; i++)
             if (told[i]->status == TR_PEER_UP)
                 waiting++;
         uint64_t now = tr__now_ns();
         if (waiting == 0 || now >= deadline)
             break;
-        /* a peer closing its connections broadcasts n->cond (tr__peer_down_locked); the
-         * variable runs on the wall clock, so each wait is short and the deadline is ours */
+        /* a peer closing its connections broadcasts n->cond (tr__peer_down_locked); a
+         * connection of ours coming up is seen at the next turn: the variable runs on the wall
+         * clock, so each wait is short (20 ms) and the deadline is ours */
         uint64_t wait_ns = deadline - now < 20000000u ? deadline - now : 20000000u;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -403,8 +434,8 @@ static void leave_cluster(tr_node *n)
         pthread_cond_timedwait(&n->cond, &n->lock, &ts);
     }
     pthread_mutex_unlock(&n->lock);
-    tr__node_log(n, "leaving the cluster: %zu of %zu peers heard it in %llu ms", ntold - waiting,
-                 ntold, (unsigned long long)((tr__now_ns() - start) / 1000000u));
+    tr__node_log(n, "leaving the cluster: %zu of %zu peers heard it in %llu ms", nall - waiting,
+                 nall, (unsigned long long)((tr__now_ns() - start) / 1000000u));
 }
 
 void tr_node_stop(tr_node *n)
