@@ -173,15 +173,15 @@ typedef struct watch {
     uint64_t key;
     uint64_t last_ms; /* last heard from it (or when it became watched) */
     uint64_t since;   /* when it became watched */
+    uint64_t last_ping; /* when we last pinged it (it was silent, or suspect, or new) */
+    /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
+     * stayed the same and differ (0: they agree), and when we last pushed our view to it */
+    uint64_t peer_digest, my_digest, differ_since, last_sync;
+    bool new_watch;     /* watched since the last ring change: pinged at the next tick */
     bool heard;       /* heard from since it became watched */
     bool young;       /* it became watched while the ring around it was settling: within
                        * 2 * down_ms of this instance's join, or it came in between watched
                        * members (it joined), or the ring was smaller than K + 1 */
-    uint64_t last_ping; /* when we last pinged it (it was silent, or suspect, or new) */
-    bool new_watch;     /* watched since the last ring change: pinged at the next tick */
-    /* anti-entropy: the digests of its last beat or ack and of ours then, since when both have
-     * stayed the same and differ (0: they agree), and when we last pushed our view to it */
-    uint64_t peer_digest, my_digest, differ_since, last_sync;
 } watch;
 
 typedef struct queued {
