@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <troupe/bus.h>
+#include <troupe/node.h>
 #include <troupe/store.h>
 
 enum { PUB = 1, PUB_B = 2 };
@@ -244,6 +245,20 @@ static void end(tr_system *sys, tr_store *s)
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
+
+/* The runtime's own message types are distinct (TR_MSG_OUTBOX once had TR_MSG_CTL's value). */
+static void test_system_types_distinct(void **state)
+{
+    (void)state;
+    const uint32_t types[] = {TR_MSG_TIMEOUT,   TR_MSG_EXIT,     TR_MSG_DOWN,
+                              TR_MSG_REJECTED,  TR_MSG_NOPROC,   TR_MSG_NODEUP,
+                              TR_MSG_NODEDOWN,  TR_MSG_NAME_LOST, TR_MSG_CTL,
+                              TR_MSG_BUS_EVENT, TR_MSG_NODE_ID_TAKEN, TR_MSG_OUTBOX};
+    size_t n = sizeof types / sizeof types[0];
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            assert_int_not_equal(types[i], types[j]);
+}
 
 static void test_delivered_in_order_only_its_topics(void **state)
 {
@@ -485,6 +500,7 @@ static void test_two_nodes_share_the_log(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_system_types_distinct),
         cmocka_unit_test_setup(test_delivered_in_order_only_its_topics, fresh),
         cmocka_unit_test_setup(test_offset_kept_across_reopen, fresh),
         cmocka_unit_test_setup(test_window_holds_back_and_lag_counts, fresh),

@@ -130,7 +130,7 @@ void tr_journal_close(tr_journal *j);
 
 /** An outbox item for its consumer: read it with tr_outbox_read, acknowledge with tr_outbox_ack.
  * corr holds the item's id. */
-#define TR_MSG_OUTBOX (TR_MSG_SYSTEM + 9)
+#define TR_MSG_OUTBOX (TR_MSG_SYSTEM + 12) /* (+ 9 until 2026-12-05: TR_MSG_CTL's too) */
 /** Makes `consumer` the one receiver of queue's items: every item not acknowledged is delivered
  * to it (at most outbox_window at a time), again after redeliver_ms until acknowledged. */
 int tr_outbox_subscribe(tr_store *s, const char *queue, tr_pid consumer);
