@@ -539,10 +539,12 @@ static void ring_compute(tr_gossip *g, uint64_t now)
     ptrdiff_t si = find(g, g->self_key);
     if (si < 0 || g->leaving)
         return;
+    bool fresh[TR_GOSSIP_MONITORS_MAX] = {false}; /* new in the set this time */
     for (size_t step = 1; step < g->n && g->nw < g->k; step++) {
         const gm *m = &g->m[((size_t)si + step) % g->n];
         if (!in_ring(m))
             continue;
+        fresh[g->nw] = true;
         watch *w = &g->w[g->nw++];
         /* new: down_after_ms from now to be heard, and pinged at once — its beats start only
          * once it knows of the change that made this one its watcher, which gossip may bring
@@ -551,8 +553,10 @@ static void ring_compute(tr_gossip *g, uint64_t now)
         *w = (watch){.key = m->key, .last_ms = now, .since = now, .new_watch = true,
                      .young = now < g->joined_ms + 2ull * g->down_ms || nold < g->k};
         for (unsigned j = 0; j < nold; j++)
-            if (old[j].key == m->key)
+            if (old[j].key == m->key) {
                 *w = old[j];
+                fresh[g->nw - 1] = false;
+            }
     }
     /* members that came in between (a join, or a member back) are young: a new watch before
      * one kept, or any new one when a member still in the ring fell out of the set (pushed out
@@ -561,21 +565,14 @@ static void ring_compute(tr_gossip *g, uint64_t now)
     bool pushed = false;
     for (unsigned j = 0; j < nold && !pushed; j++) {
         const gm *m = rec(g, old[j].key);
-        if (m == NULL || !in_ring(m))
-            continue;
-        pushed = true;
-        for (unsigned i = 0; i < g->nw; i++)
-            pushed &= g->w[i].key != old[j].key;
+        pushed = m != NULL && in_ring(m) && watched(g, old[j].key) == NULL;
     }
-    for (unsigned i = 0; i < g->nw; i++) {
-        if (!g->w[i].new_watch || g->w[i].since != now)
-            continue;
-        for (unsigned j = i + 1; j < g->nw && !pushed; j++)
-            if (!(g->w[j].new_watch && g->w[j].since == now)) {
-                g->w[i].young = true;
-                break;
-            }
-        g->w[i].young |= pushed;
+    bool kept_after = false;
+    for (unsigned i = g->nw; i-- > 0;) {
+        if (fresh[i])
+            g->w[i].young |= pushed || kept_after;
+        else
+            kept_after = true;
     }
 }
 

@@ -6,7 +6,8 @@
  * registrations of one name meet and the smaller pid keeps it everywhere, a holder that ends or a
  * node that goes down releases its names, and a peer that comes up is sent ours (if any: a
  * node without names sends nothing) and, if it was up before (we dropped its names when it went
- * down), asked for its own — the first time it sends them itself, as it sees us come up. Placement (tr_node_place) is rendezvous hashing over the nodes up. Requests for the
+ * down), asked for its own — the first time it sends them itself, as it sees us come up.
+ * Placement (tr_node_place) is rendezvous hashing over the nodes up. Requests for the
  * introspection service (TR_MSG_CTL) are handed on to it (core/ctl.c). Hidden peers (troupectl)
  * are not members: they are told no names, their own are refused, and nothing is placed on them.
  */

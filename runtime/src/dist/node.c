@@ -349,6 +349,13 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     return TR_OK;
 }
 
+/* Whether a LEAVE can go to pe now: it is up and our connection to it is (lock held). */
+static bool told_now(const peer *pe)
+{
+    return pe->status == TR_PEER_UP && pe->out_conn != NULL && !pe->out_conn->dead &&
+           pe->out_conn->state == C_UP;
+}
+
 /* Leaves the cluster: a LEAVE to every peer up, after what is queued for it; then waits, at most
  * leave_ms in all, until each has closed its connections with us — its sign that it heard
  * (conn.c, rx_frame). A peer whose connection to us is up but ours to it is not yet (it came up
@@ -373,8 +380,7 @@ static void leave_cluster(tr_node *n)
         peer *pe = n->peers[i];
         if (pe->alias || pe->hidden || (pe->status != TR_PEER_UP && !pe->joining))
             continue;
-        if (pe->status == TR_PEER_UP && pe->out_conn != NULL && !pe->out_conn->dead &&
-            pe->out_conn->state == C_UP) {
+        if (told_now(pe)) {
             atomic_store(&pe->leave_pending, 1);
             told[ntold++] = pe;
         } else {
@@ -395,8 +401,7 @@ static void leave_cluster(tr_node *n)
         waiting = 0;
         for (size_t i = 0; i < nlater;) {
             peer *pe = later[i];
-            if (pe->status == TR_PEER_UP && pe->out_conn != NULL && !pe->out_conn->dead &&
-                pe->out_conn->state == C_UP) {
+            if (told_now(pe)) {
                 atomic_store(&pe->leave_pending, 1);
                 told[ntold++] = kick[nkick++] = pe;
                 later[i] = later[--nlater];
