@@ -222,6 +222,7 @@ struct tr_gossip {
     uint64_t joined_ms; /* when this instance joined (its first SYNC, or its creation without seeds) */
     size_t forget_cur;
     bool joined, ring_dirty, leaving, refute_pending;
+    uint64_t ring_gen; /* tr__gossip_ring_gen: bumped by every ring_compute and the leave */
     tr_wire_buf buf;
     tr_gossip_stats st;
 };
@@ -532,6 +533,7 @@ static void send_to(tr_gossip *g, unsigned type, gm *to, bool with_queue)
 static void ring_compute(tr_gossip *g, uint64_t now)
 {
     g->ring_dirty = false;
+    g->ring_gen++;
     watch old[TR_GOSSIP_MONITORS_MAX];
     unsigned nold = g->nw;
     memcpy(old, g->w, sizeof old);
@@ -1464,6 +1466,7 @@ void tr__gossip_leave(tr_gossip *g, uint64_t now)
     }
     g->leaving = true;
     g->nw = 0;
+    g->ring_gen++;
     gossip_round(g);
 }
 
@@ -1522,6 +1525,11 @@ int tr__gossip_find(const tr_gossip *g, const char *name, tr_gossip_member *out)
     if (out != NULL)
         view(m, out);
     return TR_OK;
+}
+
+uint64_t tr__gossip_ring_gen(const tr_gossip *g)
+{
+    return g->ring_gen;
 }
 
 size_t tr__gossip_watched(const tr_gossip *g, tr_gossip_member *out, size_t cap)

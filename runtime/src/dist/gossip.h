@@ -219,6 +219,9 @@ TR_HIDDEN int tr__gossip_find(const tr_gossip *g, const char *name, tr_gossip_me
  * ring order; returns how many (at most cap copied). */
 TR_HIDDEN size_t tr__gossip_watched(const tr_gossip *g, tr_gossip_member *out, size_t cap);
 TR_HIDDEN size_t tr__gossip_watchers(const tr_gossip *g, tr_gossip_member *out, size_t cap);
+/* A number that changes whenever the watched set may have (the ring was computed again, or this
+ * instance left): a caller that keeps something per watched member rebuilds it then. */
+TR_HIDDEN uint64_t tr__gossip_ring_gen(const tr_gossip *g);
 /* The members this instance gossips to (a round picks `fanout` of them): its watched members,
  * its watchers, and fingers at 1/2, 1/4, 1/8, ... of the ring after it; how many (at most cap
  * copied; TR_GOSSIP_PARTNERS_MAX at most). An embedder keeps its connections to them open. */

@@ -470,6 +470,7 @@ void tr_node_stop(tr_node *n)
     }
     /* close every connection, wait for the writers to let go, free them */
     pthread_mutex_lock(&n->lock);
+    tr__conn_polls_drop_locked(n);
     for (conn *c = n->conns; c != NULL; c = c->next)
         tr__conn_mark_dead(c);
     for (size_t i = 0; i < n->npeers; i++) {

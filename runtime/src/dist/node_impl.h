@@ -40,6 +40,7 @@
 #define NODE_BATCH_DEFAULT (256u * 1024u)
 #define NODE_MAX_PEERS 256u
 #define NODE_MAX_CONNS 1024u        /* connections at once, authenticated or not */
+#define NODE_MAX_POLLS 16u          /* polled connections: TR_GOSSIP_MONITORS_MAX (conn.c checks) */
 #define NODE_MAX_WATCHERS 4096u
 #define NODE_MAX_BEHAVIOURS 256u
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
@@ -101,6 +102,8 @@ typedef struct conn {
     uint8_t *rbuf;              /* received bytes not yet parsed */
     size_t rlen, rcap;
     size_t rneed;               /* polled: the size the next read needs room for */
+    int fd;                     /* polled: the stream's socket, read with recv(2) by the ticker
+                                 * (conn.c, "Beats"); -1: not looked up yet, -2: not found */
     bool auth_posted;           /* inbound: our AUTH's write is posted (node lock): what the
                                  * ticker writes here goes after it */
     tr_wire_buf out;            /* the write under way (the writer's) */
@@ -235,6 +238,12 @@ struct tr_node {
     uint64_t next_sweep_ns;                /* the ticker's walk over peers and connections */
     bool sweep_soon;                       /* a connection or peer in a hurry (handshakes,
                                             * hidden peers' pings): walk every tick */
+    conn *polls[NODE_MAX_POLLS];          /* the ticker's polled connections, a reference
+                                            * held on each (tr__conn_poll; ticker only) */
+    size_t npolls;
+    uint64_t polls_gen;                    /* the core's ring generation they were found at */
+    bool polls_short;                      /* a watched member had no polled connection then:
+                                            * look again at the next tick */
     peer *name_cache[64];                  /* tr__peer_by_name's last answers, by a hash of
                                             * the name (checked on use: peers live as long
                                             * as the node) */
@@ -368,6 +377,8 @@ TR_HIDDEN void tr__node_reap(tr_node *n);
 TR_HIDDEN bool tr__node_in_tick(void);
 /* The ticker (lock NOT held): reads what the polled connections hold (conn.c, "Beats"). */
 TR_HIDDEN void tr__conn_poll(tr_node *n);
+/* Lets go of what tr__conn_poll holds (tr_node_stop, once the ticker has stopped; lock held). */
+TR_HIDDEN void tr__conn_polls_drop_locked(tr_node *n);
 /* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
 TR_HIDDEN void tr__conn_beats_flush(tr_node *n);
 /* The ticker: one tick of heartbeats, failure detection, dials, reaping — the hook the node sets
