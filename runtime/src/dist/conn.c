@@ -1166,7 +1166,7 @@ static int stream_fd(nng_stream *s)
         long fd = strtol(e->d_name, &end, 10);
         if (*end != '\0' || end == e->d_name || fd < 0 || fd == mine)
             continue;
-        struct sockaddr_storage sl, sr;
+        struct sockaddr_storage sl = {0}, sr = {0};
         socklen_t ll = sizeof sl, lr = sizeof sr;
         if (getsockname((int)fd, (struct sockaddr *)&sl, &ll) == 0 &&
             getpeername((int)fd, (struct sockaddr *)&sr, &lr) == 0 && addr_is(&la, &sl) &&
