@@ -42,8 +42,8 @@
 #include "gossip.h"
 #include "node_impl.h"
 
-#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <mbedtls/md.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -51,6 +51,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* The AUTH of the prover (name, id, HELLO flags) on a connection: its MAC over both nonces, the
  * verifier's (the challenge) first. Flags are covered when there are any (a hidden node's), so
@@ -1150,31 +1152,47 @@ static bool addr_is(const nng_sockaddr *a, const struct sockaddr_storage *sa)
 
 /* The socket under a plain TCP stream: the descriptor whose two addresses are the stream's
  * (a TCP connection's pair is unique; the peer's end, even in this process, has them swapped),
- * or -2. Linux (/proc/self/fd); elsewhere -2, and the ticker reads through nng. */
+ * or -2. Linux (/proc/self/fd); elsewhere -2, and the ticker reads through nng. The directory is
+ * opened and listed, and the descriptors asked, with raw system calls: ThreadSanitizer follows
+ * descriptors by number, and libuv closes its own with a raw close(2) it does not see, so a
+ * number libuv closed and this opened again read to it as a race. */
 static int stream_fd(nng_stream *s)
 {
+#if defined(__linux__) && defined(SYS_getdents64)
     nng_sockaddr la, ra;
     if (nng_stream_get_addr(s, NNG_OPT_LOCADDR, &la) != 0 ||
         nng_stream_get_addr(s, NNG_OPT_REMADDR, &ra) != 0)
         return -2;
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
+    long d = syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0)
         return -2;
-    int found = -2, mine = dirfd(d);
-    for (struct dirent *e; found < 0 && (e = readdir(d)) != NULL;) {
-        char *end;
-        long fd = strtol(e->d_name, &end, 10);
-        if (*end != '\0' || end == e->d_name || fd < 0 || fd == mine)
-            continue;
-        struct sockaddr_storage sl = {0}, sr = {0};
-        socklen_t ll = sizeof sl, lr = sizeof sr;
-        if (getsockname((int)fd, (struct sockaddr *)&sl, &ll) == 0 &&
-            getpeername((int)fd, (struct sockaddr *)&sr, &lr) == 0 && addr_is(&la, &sl) &&
-            addr_is(&ra, &sr))
-            found = (int)fd;
+    int found = -2;
+    _Alignas(8) char buf[4096];
+    for (long got; found < 0 && (got = syscall(SYS_getdents64, d, buf, sizeof buf)) > 0;) {
+        for (long off = 0; off < got && found < 0;) {
+            /* struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name */
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen);
+            const char *name = buf + off + 19;
+            off += reclen;
+            char *end;
+            long fd = strtol(name, &end, 10);
+            if (*end != '\0' || end == name || fd < 0 || fd == d || reclen == 0)
+                continue;
+            struct sockaddr_storage sl = {0}, sr = {0};
+            socklen_t ll = sizeof sl, lr = sizeof sr;
+            if (syscall(SYS_getsockname, fd, (struct sockaddr *)&sl, &ll) == 0 &&
+                syscall(SYS_getpeername, fd, (struct sockaddr *)&sr, &lr) == 0 &&
+                addr_is(&la, &sl) && addr_is(&ra, &sr))
+                found = (int)fd;
+        }
     }
-    closedir(d);
+    (void)syscall(SYS_close, d);
     return found;
+#else
+    (void)s;
+    return -2;
+#endif
 }
 
 /* Reads what a polled connection holds, without waiting (the ticker, a reference held). */
