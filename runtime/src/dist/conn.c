@@ -50,8 +50,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -174,8 +172,6 @@ void tr__conn_mark_dead(conn *c)
         return;
     c->dead = true;
     atomic_store(&c->n->reap_pending, true);
-    if (c->rd_reg)
-        (void)!eventfd_write(c->n->rd_wake, 1); /* the reader lets go of it */
     nng_stream_close(c->s);
     /* nng 1.5.2 leaves an operation started on a stream already closed pending for ever: a
      * writer that took its reference just before the close would hold it until stop. Cancel
@@ -908,7 +904,6 @@ static bool rx_frame(conn *c, const uint8_t *f, size_t len)
 }
 
 static size_t rx_frames(conn *c, size_t got);
-static bool reader_take(conn *c, size_t need);
 
 /* A receive completed (on an nng thread). The actors its frames wake run here, as a guest's do,
  * up to NODE_RX_TURNS turns (the rest goes to the workers): a request that came in is answered
@@ -949,8 +944,6 @@ static void on_rx(void *arg)
         if (polled)
             return;
     }
-    if (reader_take(c, need))
-        return; /* the reader reads it from now on */
     rx_post(c, need); /* after the guest: the next completion may run on another thread */
 }
 
@@ -1339,168 +1332,6 @@ void tr__conn_polls_drop_locked(tr_node *n)
     for (size_t i = 0; i < n->npolls; i++)
         n->polls[i]->refs--;
     n->npolls = 0;
-}
-
-/* ---- The reader (inbound connections, plain TCP) ---------------------------------------------
- *
- * A frame that came in on an inbound connection went through two of nng's threads: its poller
- * woke on the socket, then handed the read's completion to a task thread, which ran on_rx — two
- * wake-ups per direction of a round trip, the floor nng-baseline's stream-rtt measured (24.5 us
- * p50 against 5.9 us for plain TCP). Once an inbound connection is up (the handshake done through
- * nng), the node's reader thread reads it itself: its own epoll set, recv(2) on the stream's
- * socket (stream_fd), the frames parsed and the actors they wake run as on_rx runs them (the
- * connection's guest, NODE_RX_TURNS), a reply written inline — one wake-up per direction.
- * nng never reads a stream on which no receive is posted, so the bytes are the reader's; the
- * connection is still nng's for everything else (dial, accept, writes, close). Not with TLS
- * (the bytes on the socket are TLS records) nor for a hidden node's duplex connection.
- *
- * Lifetime: registering takes a reference (rd_reg); only the reader lets it go — when it finds
- * the connection dead (tr__conn_mark_dead pokes it through rd_wake), or at stop — so an event it
- * holds never names a freed connection, and the socket (closed by nng_stream_free, after the
- * last reference) is never another one's while registered. */
-
-/* Hands an inbound connection that is up to the reader (on_rx, its receive done): true when the
- * reader reads it from now on. */
-static bool reader_take(conn *c, size_t need)
-{
-    tr_node *n = c->n;
-    if (c->outbound || c->duplex || n->tls != NULL || c->state != C_UP)
-        return false;
-    if (c->fd == -1)
-        c->fd = stream_fd(c->s);
-    if (c->fd < 0)
-        return false;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-    pthread_mutex_lock(&n->lock); /* (the reader stops under it: see tr__conn_reader_stop) */
-    bool ok = n->rd_on && !c->dead && epoll_ctl(n->rd_ep, EPOLL_CTL_ADD, c->fd, &ev) == 0;
-    if (ok) {
-        c->refs++;
-        c->rd_reg = true;
-        c->rneed = need;
-    }
-    pthread_mutex_unlock(&n->lock);
-    return ok;
-}
-
-/* Reads what a registered connection holds and runs what it wakes (the reader). */
-static void reader_read(conn *c)
-{
-    tr_node *n = c->n;
-    pthread_mutex_lock(&n->lock);
-    bool dead = c->dead;
-    pthread_mutex_unlock(&n->lock);
-    if (dead)
-        return; /* (the sweep lets go of it) */
-    tr_guest *g = NULL;
-    if (c->guest == NULL)
-        (void)tr_guest_new(n->sys, &c->guest); /* none: the workers run them */
-    if (c->guest != NULL && tr_guest_enter(c->guest) == TR_OK)
-        g = c->guest;
-    for (int round = 0; round < 8; round++) {
-        if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
-            break;
-        size_t room = c->rcap - c->rlen;
-        ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            break;
-        if (r <= 0) {
-            conn_fail_io(c, NNG_ECONNSHUT, "connection closed");
-            break;
-        }
-        size_t next = rx_frames(c, (size_t)r);
-        if (next == 0)
-            break; /* dropped */
-        c->rneed = next;
-        if ((size_t)r < room)
-            break; /* all of it (level-triggered: more later wakes us again) */
-    }
-    if (g != NULL)
-        (void)tr_guest_leave(g, NODE_RX_TURNS);
-}
-
-/* Lets go of the registered connections that died (all of them: stopping). */
-static void reader_sweep(tr_node *n, bool all)
-{
-    conn *drop[64];
-    size_t k;
-    do {
-        k = 0;
-        pthread_mutex_lock(&n->lock);
-        for (conn *c = n->conns; c != NULL && k < sizeof drop / sizeof drop[0]; c = c->next)
-            if (c->rd_reg && (c->dead || all)) {
-                c->rd_reg = false;
-                drop[k++] = c;
-            }
-        pthread_mutex_unlock(&n->lock);
-        for (size_t i = 0; i < k; i++) {
-            (void)epoll_ctl(n->rd_ep, EPOLL_CTL_DEL, drop[i]->fd, NULL);
-            conn_unref(drop[i]);
-        }
-    } while (k == sizeof drop / sizeof drop[0]);
-}
-
-static void *reader_main(void *arg)
-{
-    tr_node *n = arg;
-    pthread_setname_np(pthread_self(), "tr-rx");
-    struct epoll_event ev[64];
-    while (!atomic_load(&n->rd_stop)) {
-        int k = epoll_wait(n->rd_ep, ev, 64, -1);
-        if (k < 0 && errno != EINTR)
-            break;
-        bool sweep = false;
-        for (int i = 0; i < k; i++) {
-            if (ev[i].data.ptr == NULL) {
-                eventfd_t v;
-                (void)eventfd_read(n->rd_wake, &v);
-                sweep = true;
-            } else {
-                reader_read(ev[i].data.ptr);
-            }
-        }
-        if (sweep)
-            reader_sweep(n, false);
-    }
-    reader_sweep(n, true);
-    return NULL;
-}
-
-void tr__conn_reader_start(tr_node *n)
-{
-    if (n->tls != NULL)
-        return;
-    n->rd_ep = epoll_create1(EPOLL_CLOEXEC);
-    n->rd_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (n->rd_ep < 0 || n->rd_wake < 0 ||
-        epoll_ctl(n->rd_ep, EPOLL_CTL_ADD, n->rd_wake, &ev) != 0 ||
-        pthread_create(&n->rd_thread, NULL, reader_main, n) != 0) {
-        if (n->rd_ep >= 0)
-            close(n->rd_ep);
-        if (n->rd_wake >= 0)
-            close(n->rd_wake);
-        n->rd_ep = n->rd_wake = -1;
-        return;
-    }
-    pthread_mutex_lock(&n->lock);
-    n->rd_on = true;
-    pthread_mutex_unlock(&n->lock);
-}
-
-void tr__conn_reader_stop(tr_node *n)
-{
-    pthread_mutex_lock(&n->lock);
-    bool on = n->rd_on;
-    n->rd_on = false; /* nothing is registered from now on: the last sweep takes them all */
-    pthread_mutex_unlock(&n->lock);
-    if (!on)
-        return;
-    atomic_store(&n->rd_stop, true);
-    (void)!eventfd_write(n->rd_wake, 1);
-    pthread_join(n->rd_thread, NULL);
-    close(n->rd_ep);
-    close(n->rd_wake);
-    n->rd_ep = n->rd_wake = -1;
 }
 
 bool tr__peer_ctl_append(peer *pe, unsigned kind, const void *bytes, size_t len)

@@ -104,8 +104,6 @@ typedef struct conn {
     size_t rneed;               /* polled: the size the next read needs room for */
     int fd;                     /* polled: the stream's socket, read with recv(2) by the ticker
                                  * (conn.c, "Beats"); -1: not looked up yet, -2: not found */
-    bool rd_reg;                /* inbound: read by the node's reader thread (conn.c, "The
-                                 * reader"), which holds a reference for it (node lock) */
     bool auth_posted;           /* inbound: our AUTH's write is posted (node lock): what the
                                  * ticker writes here goes after it */
     tr_wire_buf out;            /* the write under way (the writer's) */
@@ -240,12 +238,6 @@ struct tr_node {
     uint64_t next_sweep_ns;                /* the ticker's walk over peers and connections */
     bool sweep_soon;                       /* a connection or peer in a hurry (handshakes,
                                             * hidden peers' pings): walk every tick */
-    int rd_ep;                             /* the reader's epoll set; -1: no reader, inbound
-                                            * connections are read through nng */
-    int rd_wake;                           /* eventfd: a registered connection died, or stop */
-    pthread_t rd_thread;
-    bool rd_on;                            /* the reader takes connections (node lock) */
-    _Atomic bool rd_stop;
     conn *polls[NODE_MAX_POLLS];          /* the ticker's polled connections, a reference
                                             * held on each (tr__conn_poll; ticker only) */
     size_t npolls;
@@ -387,11 +379,6 @@ TR_HIDDEN bool tr__node_in_tick(void);
 TR_HIDDEN void tr__conn_poll(tr_node *n);
 /* Lets go of what tr__conn_poll holds (tr_node_stop, once the ticker has stopped; lock held). */
 TR_HIDDEN void tr__conn_polls_drop_locked(tr_node *n);
-/* The reader (conn.c): a thread that reads the node's inbound plain-TCP connections itself once
- * they are up. Start: none when it cannot (TLS, no epoll): inbound connections are read through
- * nng. Stop (tr_node_stop, before the connections close): joins it; it lets go of them. */
-TR_HIDDEN void tr__conn_reader_start(tr_node *n);
-TR_HIDDEN void tr__conn_reader_stop(tr_node *n);
 /* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
 TR_HIDDEN void tr__conn_beats_flush(tr_node *n);
 /* The ticker: one tick of heartbeats, failure detection, dials, reaping — the hook the node sets
