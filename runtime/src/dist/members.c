@@ -573,12 +573,8 @@ static uint64_t node_tick(tr_node *n)
     return tick;
 }
 
-static _Thread_local bool tls_in_tick; /* this thread runs tr__node_tick now */
-
-bool tr__node_in_tick(void)
-{
-    return tls_in_tick;
-}
+static _Thread_local bool tls_in_tick; /* this thread runs tr__node_tick now: it never wakes
+                                       * itself (tr__node_wake) */
 
 /* Tells the watchers, once, that the cluster refuses this node for its id (id_claim found it
  * under the node's lock; watchers are told outside it, as every notification is). */

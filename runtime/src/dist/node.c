@@ -228,6 +228,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
         return TR_ENOMEM;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
+    n->rd_ep = n->rd_wake = -1;
     pthread_mutex_init(&n->names_lock, NULL);
     tr__namemap_init(&n->names);
     n->sys = sys;
@@ -335,6 +336,7 @@ int tr_node_start(tr_system *sys, const tr_node_opts *o, tr_node **out)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpus > 0 && sys->nworkers >= (unsigned)cpus)
         tr__sched_spin_hint(sys, 8); /* nng's I/O threads need CPU time: spin less */
+    tr__conn_reader_start(n); /* (none: inbound connections are read through nng) */
     if (n->listener != NULL)
         nng_stream_listener_accept(n->listener, n->accept_aio);
     n->last_tick_ns = tr__now_ns();
@@ -468,6 +470,7 @@ void tr_node_stop(tr_node *n)
         if (pe->dialer != NULL)
             nng_stream_dialer_close(pe->dialer);
     }
+    tr__conn_reader_stop(n); /* it lets go of the inbound connections it reads */
     /* close every connection, wait for the writers to let go, free them */
     pthread_mutex_lock(&n->lock);
     tr__conn_polls_drop_locked(n);

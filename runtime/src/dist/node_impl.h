@@ -46,14 +46,15 @@
 #define NODE_HANDSHAKE_MS 5000u     /* a connection not authenticated by then is dropped */
 #define NODE_BEAT_MAX 512u          /* a beat frame above this goes the usual way */
 #define NODE_SWEEP_MS 1000u         /* with monitors, the ticker walks its peers this often */
-#define NODE_SYNC_SEND_MAX 1024u    /* the ticker writes frames up to this size itself, when
-                                     * the socket takes them at once (conn.c) */
 #define NODE_HANDSHAKE_FRAME 1024u  /* a frame before authentication, at most (HELLO and AUTH are
                                      * < 300 bytes): what a stranger can make us allocate */
 #define NODE_SEND_TIMEOUT_MS 10000  /* one write not done by then: the connection is dropped */
 #define NODE_RX_CHUNK (64u * 1024u)
 #define NODE_RX_KEEP (1024u * 1024u) /* a receive buffer grown past this shrinks back after */
 #define NODE_DEFER_MAX 256u /* messages queued for a peer before its write starts mid-batch */
+#define NODE_TX_INLINE 16u /* writes a writer makes inline in a row (conn.c, tx_pump) */
+#define NODE_RD_AFTER 64u /* receives through nng before an inbound connection goes to the
+                           * node's reader (conn.c, "The reader") */
 #define NODE_RX_TURNS 32u /* actor turns run on the receiving thread per receive (conn.c) */
 #define NODE_MAX_LEFT 64u           /* nodes remembered as left (tombstones), oldest replaced */
 #define NODE_MAX_HIDDEN 16u         /* hidden nodes (troupectl) connected at once */
@@ -104,6 +105,9 @@ typedef struct conn {
     size_t rneed;               /* polled: the size the next read needs room for */
     int fd;                     /* polled: the stream's socket, read with recv(2) by the ticker
                                  * (conn.c, "Beats"); -1: not looked up yet, -2: not found */
+    uint32_t rx_done;           /* inbound: receives completed through nng (on_rx's) */
+    bool rd_reg;                /* inbound: read by the node's reader thread (conn.c, "The
+                                 * reader"), which holds a reference for it (node lock) */
     bool auth_posted;           /* inbound: our AUTH's write is posted (node lock): what the
                                  * ticker writes here goes after it */
     tr_wire_buf out;            /* the write under way (the writer's) */
@@ -238,6 +242,12 @@ struct tr_node {
     uint64_t next_sweep_ns;                /* the ticker's walk over peers and connections */
     bool sweep_soon;                       /* a connection or peer in a hurry (handshakes,
                                             * hidden peers' pings): walk every tick */
+    int rd_ep;                             /* the reader's epoll set; -1: no reader, inbound
+                                            * connections are read through nng */
+    int rd_wake;                           /* eventfd: a registered connection died, or stop */
+    pthread_t rd_thread;
+    bool rd_on;                            /* the reader takes connections (node lock) */
+    _Atomic bool rd_stop;
     conn *polls[NODE_MAX_POLLS];          /* the ticker's polled connections, a reference
                                             * held on each (tr__conn_poll; ticker only) */
     size_t npolls;
@@ -372,13 +382,15 @@ TR_HIDDEN void tr__left_clear(tr_node *n, const char *name);
 TR_HIDDEN void tr__node_after_run(tr_node *n, after *af);
 /* Frees dead, unreferenced connections (lock held). */
 TR_HIDDEN void tr__node_reap(tr_node *n);
-/* True on the thread running tr__node_tick, while it does: its writes of small frames complete
- * inline (conn.c), and it never wakes itself (tr__node_wake). */
-TR_HIDDEN bool tr__node_in_tick(void);
 /* The ticker (lock NOT held): reads what the polled connections hold (conn.c, "Beats"). */
 TR_HIDDEN void tr__conn_poll(tr_node *n);
 /* Lets go of what tr__conn_poll holds (tr_node_stop, once the ticker has stopped; lock held). */
 TR_HIDDEN void tr__conn_polls_drop_locked(tr_node *n);
+/* The reader (conn.c): a thread that reads the node's inbound plain-TCP connections itself once
+ * they are up. Start: none when it cannot (TLS, no epoll): inbound connections are read through
+ * nng. Stop (tr_node_stop, before the connections close): joins it; it lets go of them. */
+TR_HIDDEN void tr__conn_reader_start(tr_node *n);
+TR_HIDDEN void tr__conn_reader_stop(tr_node *n);
 /* The ticker (lock NOT held): writes the beats the core left (tr__ng_tick_locked). */
 TR_HIDDEN void tr__conn_beats_flush(tr_node *n);
 /* The ticker: one tick of heartbeats, failure detection, dials, reaping — the hook the node sets
