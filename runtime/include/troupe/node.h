@@ -246,6 +246,11 @@ typedef struct tr_node_stats {
                                          * certificate refused on either side, or not TLS) */
     uint64_t peers_left;                /**< peers that left the cluster (their LEAVE) */
     uint64_t dials;                     /**< connections this node started to dial */
+    uint64_t writes_inline;             /**< of `writes`: those the socket took whole at once,
+                                         * written by the sending thread (no nng thread woken) */
+    uint64_t reader_conns;              /**< inbound connections handed to the node's reader
+                                         * thread once busy (plain TCP on Linux): it reads
+                                         * them and runs the actors they wake */
     /* partial monitoring (monitors > 0; all 0 in the full mesh) */
     uint64_t gossip_sent;               /**< membership messages sent (beats, pings, acks, gossip
                                          * rounds, syncs) */

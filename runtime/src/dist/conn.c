@@ -1117,6 +1117,8 @@ static bool tx_send_inline(conn *c, int *rv)
     if (r == NNG_ECANCELED)
         return false;
     *rv = r;
+    if (r == 0 && c->out_off >= c->out.len && sent == left)
+        count(&c->n->writes_inline, 1);
     return r != 0 || c->out_off >= c->out.len;
 }
 
@@ -1397,6 +1399,8 @@ static bool reader_take(conn *c, size_t need)
         c->rneed = need;
     }
     pthread_mutex_unlock(&n->lock);
+    if (ok)
+        count(&n->reader_conns, 1);
     return ok;
 }
 

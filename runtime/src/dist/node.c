@@ -566,6 +566,8 @@ void tr_node_stats_get(tr_node *n, tr_node_stats *o)
     o->tls_failed = atomic_load(&n->tls_failed);
     o->peers_left = atomic_load(&n->peers_left);
     o->dials = atomic_load(&n->dials);
+    o->writes_inline = atomic_load(&n->writes_inline);
+    o->reader_conns = atomic_load(&n->reader_conns);
     tr_gossip_stats g = {0};
     size_t counts[4] = {0};
     pthread_mutex_lock(&n->lock);

@@ -265,7 +265,7 @@ struct tr_node {
                                             * reaper walks the list until it is freed */
     _Atomic uint64_t writes, frames_in, msgs_out, msgs_in, refused_auth, bad_frames, queue_full,
         no_route, lost, peers_down, peers_forgotten, tls_failed, peers_left,
-        dials;
+        dials, writes_inline, reader_conns;
 };
 
 static inline void count(_Atomic uint64_t *c, uint64_t k)

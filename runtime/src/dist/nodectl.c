@@ -93,6 +93,7 @@ static size_t hook_counters(void *arg, tr__ctl_counter *out, size_t cap)
         {"lost", st.lost},              {"peers_down", st.peers_down},
         {"peers_left", st.peers_left},  {"peers_forgotten", st.peers_forgotten},
         {"tls_failed", st.tls_failed},  {"dials", st.dials},
+        {"writes_inline", st.writes_inline}, {"reader_conns", st.reader_conns},
     };
     size_t k = sizeof all / sizeof all[0];
     if (k > cap)
