@@ -21,7 +21,8 @@
  * timeouts=T failed=F" (failed: no such peer's echo yet, refused, or no route).
  *
  * On stdout: "ready node=NAME addr=ADDRESS id=ID" once it listens, then "up NAME ID" /
- * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so). SIGTERM or
+ * "down NAME ID" / "left NAME ID" as peers come and go (left: it stopped and said so; a peer is
+ * printed "up" once until it goes down, those up before the printer was registered too). SIGTERM or
  * SIGINT stop it, and it leaves the cluster (tr_node_stop): its peers print "left". With monitors,
  * a node whose id a member that started first has (random 16-bit ids clash) is refused by the
  * cluster: it says so and exits with status 3, to be started again with another id.
@@ -159,17 +160,57 @@ static int named_receive(tr_ctx *ctx, void *state, tr_msg *m)
 static const tr_behaviour named_b = {.name = "named", .state_size = sizeof(named),
                                      .init = named_init, .receive = named_receive};
 
-enum { MSG_READY = 1 }; /* [line]: the watcher prints it first (see main) */
+enum {
+    MSG_READY = 1, /* [line]: the watcher prints it first (see main) */
+    MSG_PEERS_NOW, /* the peers up when the watcher was registered: printed "up" if not yet */
+};
+
+typedef struct watch_state {
+    uint8_t up[65536 / 8]; /* node ids printed "up" and not "down" since */
+} watch_state;
+
+static bool watch_bit(const watch_state *w, uint64_t id)
+{
+    return id < 65536 && (w->up[id / 8] >> (id % 8)) & 1u;
+}
+
+static void watch_set(watch_state *w, uint64_t id, bool on)
+{
+    if (id >= 65536)
+        return;
+    if (on)
+        w->up[id / 8] |= (uint8_t)(1u << (id % 8));
+    else
+        w->up[id / 8] &= (uint8_t)~(1u << (id % 8));
+}
 
 static atomic_bool g_id_taken; /* the cluster refuses this node's id (the watcher was told) */
 
 /* Prints the ready line, then peers coming and going: one printer, so "ready" always comes first
- * (a peer quick to connect was printed "up" before it when main printed it). */
+ * (a peer quick to connect was printed "up" before it when main printed it). The node starts
+ * before the watcher is registered (tr_node_monitor tells of changes from then on), so peers
+ * that came up in between are read from the node once registered (MSG_PEERS_NOW); a peer is
+ * printed "up" once until it goes down, whichever way the watcher heard of it. (Under load on a
+ * crowded host, a node that joined 99 others saw 60 of them up before its watcher was
+ * registered, and never printed them.) */
 static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {
     (void)ctx;
-    (void)state;
+    watch_state *w = state;
     uint32_t t = tr_msg_type(m);
+    if (t == MSG_PEERS_NOW) {
+        static tr_peer_info all[1024];
+        size_t n = 0;
+        if (tr_node_peers(g_node, all, sizeof all / sizeof all[0], &n) == TR_OK)
+            for (size_t i = 0; i < n && i < sizeof all / sizeof all[0]; i++)
+                if ((all[i].status == TR_PEER_UP || all[i].status == TR_PEER_SUSPECT) &&
+                    all[i].name[0] != '\0' && !watch_bit(w, all[i].node_id)) {
+                    watch_set(w, all[i].node_id, true);
+                    printf("up %s %u\n", all[i].name, (unsigned)all[i].node_id);
+                }
+        fflush(stdout);
+        return 0;
+    }
     if (t == MSG_READY) {
         tr_reader r;
         const char *line;
@@ -197,15 +238,19 @@ static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
     if (tr_read_str(&r, &name, &len) == TR_OK) {
         if (t == TR_MSG_NODEDOWN && tr_read_u64(&r, &id) == TR_OK)
             (void)tr_read_u64(&r, &left); /* 1: it left the cluster */
-        printf("%s %.*s %llu\n", t == TR_MSG_NODEUP ? "up" : left ? "left" : "down", (int)len,
-               name, (unsigned long long)tr_msg_corr(m));
+        bool was = watch_bit(w, tr_msg_corr(m));
+        watch_set(w, tr_msg_corr(m), t == TR_MSG_NODEUP);
+        if (t != TR_MSG_NODEUP || !was) /* (up: printed already, read from the node) */
+            printf("%s %.*s %llu\n", t == TR_MSG_NODEUP ? "up" : left ? "left" : "down",
+                   (int)len, name, (unsigned long long)tr_msg_corr(m));
     }
     tr_reader_done(&r);
     fflush(stdout);
     return 0;
 }
 
-static const tr_behaviour watch_b = {.name = "watch", .receive = watch_receive};
+static const tr_behaviour watch_b = {.name = "watch", .state_size = sizeof(watch_state),
+                                     .receive = watch_receive};
 
 /* ---- --load: requests to random peers ------------------------------------------------------ */
 
@@ -485,6 +530,7 @@ int main(int argc, char **argv)
         tr_msg_free(rm);
     if (told) {
         tr_node_monitor(node, watcher, true);
+        (void)tr_system_send(sys, watcher, tr_msg_new(MSG_PEERS_NOW, 0)); /* (see watch_receive) */
     } else {
         printf("%s\n", ready);
         fflush(stdout);

@@ -172,7 +172,9 @@ int tr_node_wait_peer(tr_node *node, const char *name, unsigned timeout_ms, uint
  * stays up but no member talks to it: whoever runs it stops it and starts it with another id. */
 #define TR_MSG_NODE_ID_TAKEN (TR_MSG_SYSTEM + 11)
 /** Starts (on) or stops sending `watcher` a TR_MSG_NODEUP / TR_MSG_NODEDOWN for every peer that
- * comes up or goes down, and TR_MSG_NODE_ID_TAKEN if the cluster refuses this node's id. */
+ * comes up or goes down, and TR_MSG_NODE_ID_TAKEN if the cluster refuses this node's id. Changes
+ * from this call on: peers already up are not told of (tr_node_peers lists them; a node that
+ * joins a cluster may see dozens up before its caller gets here). */
 int tr_node_monitor(tr_node *node, tr_pid watcher, bool on);
 
 /** Registers behaviour b under `name` so other nodes can spawn it (tr_node_spawn). Its init gets
