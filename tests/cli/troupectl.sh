@@ -117,7 +117,14 @@ run 0 nodes_json "${C1[@]}" --json nodes &&
 # another troupectl stays connected to n1 (top, refreshing) while n2 is asked: hidden from n2 too
 timeout 60 "$BIN/troupectl" "${C1[@]}" top --count 12 --interval 0.25 > "$T/bg.out" 2>&1 &
 BG=$!
-sleep 0.5
+# until n1 has it (no fixed sleep: on a crowded host it took longer than 0.5 s): a stats call is
+# a hidden connection too, so two of them then
+for _ in $(seq 1 300); do
+    timeout 30 "$BIN/troupectl" "${C1[@]}" --json stats > "$T/bgwait.out" 2>&1 &&
+        python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j['node']['hidden_connected'] == 2 else 1)" "$T/bgwait.out" 2> /dev/null &&
+        break
+    sleep 0.1
+done
 run 0 nodes2 "${C2[@]}" --json nodes &&
     json nodes2 "j['members'] == 3 and sorted(n['name'] for n in j['nodes']) == ['n1','n2','n3']"
 run 0 stats_bg "${C1[@]}" --json stats &&

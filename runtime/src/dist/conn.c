@@ -1213,31 +1213,42 @@ static int stream_fd(nng_stream *s)
 #endif
 }
 
+/* One recv(2), without waiting, of what c's socket holds, its frames handled (the ticker's polled
+ * connections, the reader's): 1 when it filled the room (more may be there), 0 when it read all
+ * there was or nothing, -1 when the connection failed or was dropped. */
+static int sock_read(conn *c)
+{
+    if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
+        return -1;
+    size_t room = c->rcap - c->rlen;
+    ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (r <= 0) {
+        conn_fail_io(c, NNG_ECONNSHUT, "connection closed");
+        return -1;
+    }
+    size_t next = rx_frames(c, (size_t)r);
+    if (next == 0)
+        return -1; /* dropped */
+    c->rneed = next;
+    return (size_t)r == room;
+}
+
 /* Reads what a polled connection holds, without waiting (the ticker, a reference held). */
 static void poll_one(conn *c)
 {
     if (c->fd == -1)
         c->fd = stream_fd(c->s);
     for (int round = 0; round < 8; round++) {
-        if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
-            return;
-        size_t room = c->rcap - c->rlen;
         if (c->fd >= 0) {
-            ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                return;
-            if (r <= 0) {
-                conn_fail_io(c, NNG_ECONNSHUT, "connection closed");
-                return;
-            }
-            size_t next = rx_frames(c, (size_t)r);
-            if (next == 0)
-                return;
-            c->rneed = next;
-            if ((size_t)r < room)
+            if (sock_read(c) <= 0)
                 return;
             continue;
         }
+        if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
+            return;
+        size_t room = c->rcap - c->rlen;
         nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = room};
         nng_aio_set_iov(c->rxs, 1, &iov);
         nng_aio_set_timeout(c->rxs, NNG_DURATION_INFINITE);
@@ -1418,24 +1429,8 @@ static void reader_read(conn *c)
         (void)tr_guest_new(n->sys, &c->guest); /* none: the workers run them */
     if (c->guest != NULL && tr_guest_enter(c->guest) == TR_OK)
         g = c->guest;
-    for (int round = 0; round < 8; round++) {
-        if (!rx_room(c, c->rneed > NODE_RX_CHUNK ? c->rneed : NODE_RX_CHUNK))
-            break;
-        size_t room = c->rcap - c->rlen;
-        ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            break;
-        if (r <= 0) {
-            conn_fail_io(c, NNG_ECONNSHUT, "connection closed");
-            break;
-        }
-        size_t next = rx_frames(c, (size_t)r);
-        if (next == 0)
-            break; /* dropped */
-        c->rneed = next;
-        if ((size_t)r < room)
-            break; /* all of it (level-triggered: more later wakes us again) */
-    }
+    for (int round = 0; round < 8 && sock_read(c) > 0; round++)
+        ; /* (all of it read: level-triggered, more later wakes us again) */
     if (g != NULL)
         (void)tr_guest_leave(g, NODE_RX_TURNS);
 }
