@@ -191,7 +191,7 @@ static atomic_bool g_id_taken; /* the cluster refuses this node's id (the watche
  * before the watcher is registered (tr_node_monitor tells of changes from then on), so peers
  * that came up in between are read from the node once registered (MSG_PEERS_NOW); a peer is
  * printed "up" once until it goes down, whichever way the watcher heard of it. (Under load on a
- * crowded host, a node that joined 99 others saw 60 of them up before its watcher was
+ * crowded host, a node that joined 99 others saw 62 of them up before its watcher was
  * registered, and never printed them.) */
 static int watch_receive(tr_ctx *ctx, void *state, tr_msg *m)
 {

@@ -1084,9 +1084,8 @@ static void tx_build(peer *pe, conn *c)
  * on a full socket); when the socket took nothing it comes back cancelled. The rest goes as
  * usual: a beat the usual way, whole (one written in part puts the stream out of step: the
  * connection is dropped), the writer's rest through c->tx, whose completion continues the
- * chain. So the writer never waits, and the aio has no
- * timeout (a timeout would wake nng's expiry threads). Not for TLS (its stream completes on
- * nng's threads). */
+ * chain. So the writer never waits, and the aio has no timeout (a timeout would wake nng's
+ * expiry threads). Not for TLS (its stream completes on nng's threads). */
 
 /* Writes buf on c as far as the socket takes it at once (c->txs: its writer, or the ticker's
  * beats on an inbound connection): 0 with *sent (all of it, or part on a full socket),
@@ -1117,8 +1116,8 @@ static bool tx_send_inline(conn *c, int *rv)
     if (r == NNG_ECANCELED)
         return false;
     *rv = r;
-    if (r == 0 && c->out_off >= c->out.len && sent == left)
-        count(&c->n->writes_inline, 1);
+    if (r == 0 && c->out_off >= c->out.len)
+        count(&c->n->writes_inline, 1); /* (all of what was left, in one go) */
     return r != 0 || c->out_off >= c->out.len;
 }
 
