@@ -87,7 +87,9 @@ typedef struct conn {
                                  * flips it as the watched set changes */
     atomic_bool rx_out;         /* a receive (rx, with its callback) is posted or running: the
                                  * ticker does not read the connection meanwhile */
-    peer *pe;                   /* outbound: the peer dialed; inbound: set once authenticated */
+    _Atomic(peer *) pe;         /* outbound: the peer dialed; inbound: set once authenticated
+                                 * (or later by the ticker, under the node lock, for one kept
+                                 * unattached: the reader reads it without the lock) */
     bool outbound;
     bool duplex;                /* a hidden node's connection: used both ways (either side) */
     bool dead;                  /* closed: no aio is started on it again */
