@@ -293,6 +293,44 @@ static void test_recover_from_events_and_snapshot(void **state)
     remove_db(path);
 }
 
+/* An incarnation started the moment the previous one ended recovers every event it persisted,
+ * though the last of them may still be queued for the writer then (tr_journal_open waits for a
+ * journal's own queued units only: store.c); one that starts later does not wait at all. A
+ * second actor writes all along, so the writer is rarely idle. */
+static void test_restart_at_once_sees_every_event(void **state)
+{
+    const char *path = *state; /* fresh (fresh_db) */
+    tr_system *sys = tt_system_workers(2);
+    tr_store *s = open_store(sys, path, NULL);
+    counter_arg a = {.store = s, .id = "counter/again"};
+    counter_arg noise = {.store = s, .id = "counter/noise"};
+    tr_pid np;
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &noise, &np), TR_OK);
+    uint64_t want = 0;
+    for (int round = 0; round < 40; round++) {
+        tr_pid p;
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+        assert_int_equal(atomic_load(&g_recovered_sum), want);
+        for (int i = 0; i < 200; i++) { /* no replies awaited: turns end, units queue */
+            assert_int_equal(tr_system_send(sys, p, tt_msg_u64(ADD, 1)), TR_OK);
+            if (i % 50 == 0)
+                assert_int_equal(tr_system_send(sys, np, tt_msg_u64(ADD, 1)), TR_OK);
+        }
+        want += 200;
+        assert_int_equal(tr_system_send(sys, p, tt_msg_u64(END, 0)), TR_OK);
+        TT_WAIT_FOR(!tr_system_alive(sys, p), TT_DEADLINE_MS);
+    }
+    tr_pid p;
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &a, &p), TR_OK);
+    assert_int_equal(atomic_load(&g_recovered_sum), want);
+    assert_int_equal(call_u64(sys, p, GET, 0), want);
+    stop_wait(sys, p);
+    stop_wait(sys, np);
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
 /* Many turns of many actors share transactions: far fewer commits than events. */
 static void test_group_commit(void **state)
 {
@@ -1389,6 +1427,7 @@ static int teardown(void **state)
 static const struct CMUnitTest shared[] = {
     cmocka_unit_test(test_kill9_keeps_every_acknowledged_event),
     cmocka_unit_test_setup(test_recover_from_events_and_snapshot, fresh_db),
+    cmocka_unit_test_setup(test_restart_at_once_sees_every_event, fresh_db),
     cmocka_unit_test_setup(test_group_commit, fresh_db),
     cmocka_unit_test_setup(test_normal_sync_commits_in_turn, fresh_db),
     cmocka_unit_test_setup(test_normal_sync_commits_on_the_writer, fresh_db),

@@ -48,6 +48,11 @@ typedef struct sq {
     sqlite3 *db;        /* the writer's */
     sqlite3 *rdb;       /* recovery reads (read_lock) */
     pthread_mutex_t read_lock;
+    /* recovery's statements on rdb, prepared once (read_lock), not three parses per actor
+     * start (a thousand social actors start at once when readers come back after an idle
+     * minute passivated them); rd_begin/rd_end make its reads one transaction: one snapshot of
+     * the file for the snapshot and the events after it, one WAL read lock */
+    sqlite3_stmt *rd_snap, *rd_events, *rd_batches, *rd_begin, *rd_end;
     sqlite3_stmt *ins_batch, *put_snapshot, *ins_outbox, *del_outbox, *get_outbox, *next_outbox;
     sqlite3_stmt *ins_bus, *put_offset, *next_bus, *count_bus, *get_offset;
     uint64_t next_bus_id;   /* the bus's ids, given here like the outbox's */
@@ -293,16 +298,13 @@ static int sq_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     int rc = TR_OK;
     uint64_t from = 0;
     pthread_mutex_lock(&b->read_lock);
-    sqlite3_stmt *st = NULL;
-    if (b->rdb == NULL) {
+    if (b->rdb == NULL || b->rd_snap == NULL) {
         pthread_mutex_unlock(&b->read_lock);
         return TR_ESTATE;
     }
-    if (sqlite3_prepare_v2(b->rdb, "SELECT seq, data FROM snapshots WHERE pid = ?", -1, &st,
-                           NULL) != SQLITE_OK) {
-        rc = TR_EIO;
-        goto out;
-    }
+    bool in_txn = sqlite3_step(b->rd_begin) == SQLITE_DONE;
+    sqlite3_reset(b->rd_begin);
+    sqlite3_stmt *st = b->rd_snap;
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
@@ -313,17 +315,12 @@ static int sq_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     } else if (step != SQLITE_DONE) {
         rc = TR_EIO;
     }
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     j->seq = from;
     if (rc != TR_OK)
         goto out;
-    if (sqlite3_prepare_v2(b->rdb,
-                           "SELECT seq, data FROM events WHERE pid = ? AND seq > ? ORDER BY seq",
-                           -1, &st, NULL) != SQLITE_OK) {
-        rc = TR_EIO;
-        goto out;
-    }
+    st = b->rd_events;
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -338,18 +335,12 @@ static int sq_recover(tr_store *s, tr_journal *j, tr_journal_restore_fn restore,
     }
     if (rc == TR_OK && step != SQLITE_DONE)
         rc = TR_EIO;
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     if (rc != TR_OK)
         goto out;
     /* then the batches (schema 2), each event once, in order */
-    if (sqlite3_prepare_v2(b->rdb,
-                           "SELECT data FROM event_batches WHERE pid = ? AND last_seq > ? "
-                           "ORDER BY last_seq",
-                           -1, &st, NULL) != SQLITE_OK) {
-        rc = TR_EIO;
-        goto out;
-    }
+    st = b->rd_batches;
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)j->seq);
     while (rc == TR_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -377,7 +368,12 @@ out:
     if (rc == TR_EIO)
         tr_log(TR_LOG_ERROR, "store", "recovering %s from %s: %s", j->id, s->where,
                sqlite3_errmsg(b->rdb));
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (in_txn) {
+        (void)sqlite3_step(b->rd_end);
+        sqlite3_reset(b->rd_end);
+    }
     pthread_mutex_unlock(&b->read_lock);
     return rc;
 }
@@ -491,6 +487,12 @@ static void sq_close(tr_store *s)
     b->cdb = NULL;
     sqlite3_close(b->db);
     pthread_mutex_lock(&b->read_lock);
+    sqlite3_finalize(b->rd_snap);
+    sqlite3_finalize(b->rd_events);
+    sqlite3_finalize(b->rd_batches);
+    sqlite3_finalize(b->rd_begin);
+    sqlite3_finalize(b->rd_end);
+    b->rd_snap = b->rd_events = b->rd_batches = b->rd_begin = b->rd_end = NULL;
     sqlite3_close(b->rdb);
     b->db = b->rdb = NULL;
     pthread_mutex_unlock(&b->read_lock);
@@ -704,6 +706,17 @@ int tr__store_sqlite_open(tr_store *s, const tr_store_opts *o, char *err, size_t
         SQLITE_OK)
         return fail_open(s, err, errlen, "cannot open a reading connection", b->rdb);
     sqlite3_busy_timeout(b->rdb, 5000);
+    static const char *const rd_sql[] = {
+        "SELECT seq, data FROM snapshots WHERE pid = ?",
+        "SELECT seq, data FROM events WHERE pid = ? AND seq > ? ORDER BY seq",
+        "SELECT data FROM event_batches WHERE pid = ? AND last_seq > ? ORDER BY last_seq",
+        "BEGIN", "COMMIT"};
+    sqlite3_stmt **rd_st[] = {&b->rd_snap, &b->rd_events, &b->rd_batches, &b->rd_begin,
+                              &b->rd_end};
+    for (size_t i = 0; i < sizeof rd_sql / sizeof *rd_sql; i++)
+        if (sqlite3_prepare_v3(b->rdb, rd_sql[i], -1, SQLITE_PREPARE_PERSISTENT, rd_st[i],
+                               NULL) != SQLITE_OK)
+            return fail_open(s, err, errlen, "cannot prepare the recovery's reads", b->rdb);
     /* the checkpointer: its own connection and thread; the hook replaces autocheckpoint */
     if (sqlite3_open_v2(s->where, &b->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK)

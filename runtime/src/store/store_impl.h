@@ -53,6 +53,7 @@ typedef struct unit {
                          * the unit: one allocation per turn, not several per op) */
     size_t blen, bcap;
     bool *done;         /* set (under the store lock) once committed or failed */
+    uint64_t ticket;    /* its place in the queue (enqueue; 0: not queued through it) */
     bool failed;        /* set by the backend's commit */
     char why[256];      /* ...and why */
 } unit;
@@ -136,6 +137,8 @@ typedef struct store_backend {
     {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 #define STORE_LAT_N 16u
 
+#define STORE_RECENT_SLOTS 4096u /* tr_store.recent: a power of two */
+
 struct tr_store {
     tr_system *sys;
     char *where;        /* the file or address, for messages */
@@ -157,6 +160,12 @@ struct tr_store {
     pthread_t writer;
     bool writer_started;
     tr_namemap open;    /* journal ids open -> pid (lock) */
+    /* Units are committed in the order they were queued (one queue, `busy`): each gets the next
+     * ticket; ticket_done is the newest committed (or failed). recent[h] is the newest ticket
+     * of a journal whose id hashes to h, so tr_journal_open waits for the writer only when a
+     * unit of that journal (or of one sharing its slot) may not be committed yet (lock). */
+    uint64_t ticket_next, ticket_done;
+    uint64_t recent[STORE_RECENT_SLOTS];
     oqueue queues[STORE_MAX_QUEUES]; /* the writer's */
     size_t nqueues;
     unsigned pump_attempt;  /* the attempt number of the item being delivered (writer) */
