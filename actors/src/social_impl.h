@@ -95,6 +95,12 @@ void soc_tl_close(social_ctx *ctx, soc_tl *t);
 /* Inserts p (its reference consumed) if the reader follows its author and the author is not
  * pulled at read time; true when placed. */
 bool soc_tl_insert(social_ctx *ctx, soc_tl *t, soc_post *p);
+/* Inserts v[0..n) (their references consumed) as soc_tl_insert would, in one pass over the
+ * ring: a rebuild or a new follow merges a followee's newest posts, which one insert at a time
+ * placed by moving up every newer entry (timelines.c). v is reordered. Returns how many placed. */
+size_t soc_tl_merge(social_ctx *ctx, soc_tl *t, soc_post **v, size_t n);
+/* The ts of t's oldest entry when its ring is full (a post older than it cannot enter), else 0. */
+uint64_t soc_tl_floor(social_ctx *ctx, soc_tl *t);
 /* Whether pages may be served from the table without the actor (built, nothing to merge). */
 void soc_tl_servable(social_ctx *ctx, soc_tl *t, bool on);
 /* Adds who to the follow set: 1 added, 0 there already, TR_ENOMEM. */

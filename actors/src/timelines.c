@@ -210,6 +210,60 @@ static bool ring_insert(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post *p)
     return true;
 }
 
+/* Merges w[0..k) (newest first, references owned, all pushed) into t's ring in one pass, newest
+ * `cap` kept, duplicates dropped; false when out of memory (nothing changed, w still owned). */
+static bool ring_merge(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post **w, size_t k,
+                       size_t *placed)
+{
+    size_t cap = ctx->timeline_cap ? ctx->timeline_cap : 800u;
+    size_t want = t->n + k < cap ? t->n + k : cap;
+    size_t nc = t->cap;
+    if (want > nc) { /* grown as ring_insert grows it, at least to what the merge needs */
+        nc = t->cap + (t->cap / 4 > 4 ? t->cap / 4 : 4);
+        if (nc < want)
+            nc = want;
+        if (nc > cap + 1)
+            nc = cap + 1;
+    }
+    soc_post **v = malloc(nc * sizeof *v);
+    if (v == NULL)
+        return false;
+    size_t i = 0, j = 0, n = 0, took = 0;
+    while (n < cap && (i < t->n || j < k)) {
+        int c = i == t->n ? 1 : j == k ? -1 : newer_first(*at(t, i), w[j]);
+        if (c <= 0) {
+            v[n++] = *at(t, i++);
+            if (c == 0)
+                soc_post_unref(ctx, w[j++]); /* there already */
+        } else if (n == 0 || v[n - 1] != w[j]) {
+            v[n++] = w[j++];
+            took++;
+        } else {
+            soc_post_unref(ctx, w[j++]); /* twice in the list */
+        }
+    }
+    for (; i < t->n; i++) /* too old for the cap */
+        soc_post_unref(ctx, *at(t, i));
+    for (; j < k; j++)
+        soc_post_unref(ctx, w[j]);
+    st->entries += n;
+    st->entries -= t->n;
+    st->bytes += nc * sizeof *v;
+    st->bytes -= t->cap * sizeof *v;
+    free(t->e);
+    t->e = v;
+    t->cap = (uint32_t)nc;
+    t->head = 0;
+    t->n = (uint32_t)n;
+    *placed = took;
+    return true;
+}
+
+static int cmp_newer_first(const void *a, const void *b)
+{
+    return newer_first(*(soc_post *const *)a, *(soc_post *const *)b);
+}
+
 /* The first entry older than the cursor (before_ts 0: the newest, 0) (lock held). */
 static size_t below(const soc_tl *t, uint64_t before_ts, const char *before_id)
 {
@@ -311,6 +365,44 @@ bool soc_tl_insert(social_ctx *ctx, soc_tl *t, soc_post *p)
     if (!ok)
         soc_post_unref(ctx, p);
     return ok;
+}
+
+size_t soc_tl_merge(social_ctx *ctx, soc_tl *t, soc_post **v, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (newer_first(v[i - 1], v[i]) > 0) {
+            qsort(v, n, sizeof *v, cmp_newer_first);
+            break;
+        }
+    tl_stripe *st = stripe_of(ctx, t);
+    size_t placed = 0;
+    pthread_mutex_lock(&st->lock);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) /* those it takes, in order */
+        if (pushed(t, v[i]))
+            v[k++] = v[i];
+        else
+            soc_post_unref(ctx, v[i]);
+    if (k > 0 && !ring_merge(ctx, st, t, v, k, &placed)) {
+        for (size_t i = 0; i < k; i++) { /* out of memory: one at a time, as far as it goes */
+            if (ring_insert(ctx, st, t, v[i]))
+                placed++;
+            else
+                soc_post_unref(ctx, v[i]);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    return placed;
+}
+
+uint64_t soc_tl_floor(social_ctx *ctx, soc_tl *t)
+{
+    size_t cap = ctx->timeline_cap ? ctx->timeline_cap : 800u;
+    tl_stripe *st = stripe_of(ctx, t);
+    pthread_mutex_lock(&st->lock);
+    uint64_t floor = t->n >= cap ? (*at(t, t->n - 1))->ts : 0;
+    pthread_mutex_unlock(&st->lock);
+    return floor;
 }
 
 int soc_tl_follow(social_ctx *ctx, soc_tl *t, const char *who)

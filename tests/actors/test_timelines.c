@@ -153,6 +153,84 @@ static void test_table(void **state)
     social_ctx_free(&ctx);
 }
 
+/* soc_tl_merge places what soc_tl_insert would, one at a time: on random lists (some entries
+ * already there, some twice, some of authors not followed or pulled, unordered, rings below, at
+ * and past the cap), both rings end equal, with the same entries counted and every reference
+ * given back; soc_tl_floor is the oldest ts of a full ring. */
+static void test_merge_matches_inserts(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.timeline_cap = 16;
+    const char *authors[] = {"ua", "ub", "uc", "ud"}; /* ud: not followed; uc: pulled */
+    unsigned seed = 12345;
+    for (int round = 0; round < 300; round++) {
+        soc_tl *one = soc_tl_open(&ctx, "r1", TR_PID_NONE);
+        soc_tl *all = soc_tl_open(&ctx, "r2", TR_PID_NONE);
+        assert_non_null(one);
+        assert_non_null(all);
+        for (int i = 0; i < 3; i++) {
+            soc_tl_follow(&ctx, one, authors[i]);
+            soc_tl_follow(&ctx, all, authors[i]);
+        }
+        soc_tl_celeb(&ctx, one, "uc", true);
+        soc_tl_celeb(&ctx, all, "uc", true);
+        /* what both already hold */
+        int pre = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 20;
+        for (int i = 0; i < pre; i++) {
+            seed = seed * 1103515245u + 12345u;
+            soc_post *p = post(&ctx, authors[(seed >> 16) % 2], (seed >> 8) % 60 + 1);
+            soc_post_ref(p);
+            soc_tl_insert(&ctx, one, p);
+            soc_tl_insert(&ctx, all, p);
+        }
+        /* the list to merge */
+        soc_post *v[40];
+        size_t n = (size_t)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            v[i] = post(&ctx, authors[(seed >> 16) % 4], (seed >> 4) % 60 + 1);
+        }
+        if (round % 2 == 0) { /* half of them newest first, as the post actors answer */
+            for (size_t i = 0; i < n; i++)
+                for (size_t k = i + 1; k < n; k++)
+                    if (v[k]->ts > v[i]->ts) {
+                        soc_post *x = v[i];
+                        v[i] = v[k];
+                        v[k] = x;
+                    }
+        }
+        size_t placed_one = 0;
+        for (size_t i = 0; i < n; i++) {
+            soc_post_ref(v[i]);
+            placed_one += soc_tl_insert(&ctx, one, v[i]);
+        }
+        size_t placed_all = soc_tl_merge(&ctx, all, v, n);
+        char a[1024], b[1024];
+        page(&ctx, one, 0, "", a, sizeof a);
+        page(&ctx, all, 0, "", b, sizeof b);
+        assert_string_equal(a, b);
+        assert_int_equal(soc_tl_count(&ctx, one), soc_tl_count(&ctx, all));
+        /* one at a time can place a post that a later one pushes out: merged, never placed */
+        assert_true(placed_all <= placed_one);
+        size_t c = soc_tl_count(&ctx, all);
+        soc_post *last[16];
+        size_t avail;
+        size_t k = soc_tl_page(&ctx, all, 0, "", 16, last, &avail);
+        assert_int_equal(soc_tl_floor(&ctx, all), c == 16 ? last[k - 1]->ts : 0);
+        for (size_t i = 0; i < k; i++)
+            soc_post_unref(&ctx, last[i]);
+        soc_tl_close(&ctx, one);
+        soc_tl_close(&ctx, all);
+    }
+    uint64_t tls, entries, bytes;
+    social_timeline_memory(&ctx, &tls, &entries, &bytes);
+    assert_int_equal(tls + entries + bytes, 0);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0);
+    social_ctx_free(&ctx);
+}
+
 /* Many readers in one table: it grows, and removals (backward shift) keep every one findable. */
 static void test_table_grows(void **state)
 {
@@ -228,6 +306,7 @@ static void test_hset_membership(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_table),
+    cmocka_unit_test(test_merge_matches_inserts),
     cmocka_unit_test(test_table_grows),
     cmocka_unit_test(test_post_json),
     cmocka_unit_test(test_hset_membership),

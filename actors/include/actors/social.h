@@ -120,6 +120,7 @@ typedef struct social_stats {
     _Atomic uint64_t fanout_inserts;    /* timeline insertions (running timelines) */
     _Atomic uint64_t fanout_skipped;    /* posts of celebrities, not fanned out */
     _Atomic uint64_t timelines_built;   /* timelines (re)built at start */
+    _Atomic uint64_t timeline_retries;  /* rebuild questions that failed, asked again later */
     _Atomic uint64_t search_events;     /* events applied to the search read model */
     _Atomic uint64_t post_records;      /* shared post records alive on this node */
     _Atomic uint64_t repairs;           /* repairs published (membership changes seen here) */
@@ -127,6 +128,7 @@ typedef struct social_stats {
     _Atomic uint64_t rewind_events;     /* events replayed by rewinds */
     social_lag search_lag;              /* commit -> visible in search */
     social_lag timeline_lag;            /* commit -> inserted into the running timelines */
+    social_lag timeline_rebuild;        /* a timeline's start -> built (pages wait meanwhile) */
 } social_stats;
 
 /* What the social actors of one node share. Set it up, start the shards with social_*_behaviour

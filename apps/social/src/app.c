@@ -653,6 +653,12 @@ static void figures_json(soc_app *a, tr_jbuf *bp)
     tr_jbuf_u64(&b, atomic_load(&s->fanout_skipped));
     tr_jbuf_lit(&b, ",\"timelines_built\":");
     tr_jbuf_u64(&b, atomic_load(&s->timelines_built));
+    tr_jbuf_lit(&b, ",\"timeline_rebuild_p50_ms\":");
+    tr_jbuf_u64(&b, (social_lag_quantile(&s->timeline_rebuild, 0.5) + 999) / 1000);
+    tr_jbuf_lit(&b, ",\"timeline_rebuild_p99_ms\":");
+    tr_jbuf_u64(&b, (social_lag_quantile(&s->timeline_rebuild, 0.99) + 999) / 1000);
+    tr_jbuf_lit(&b, ",\"timeline_retries\":");
+    tr_jbuf_u64(&b, atomic_load(&s->timeline_retries));
     tr_jbuf_lit(&b, ",\"post_records\":");
     tr_jbuf_u64(&b, atomic_load(&s->post_records));
     tr_jbuf_lit(&b, ",\"repairs\":");
