@@ -83,7 +83,8 @@ enum {
     TR_EFULL = -9,      /**< a bounded queue is full */
     TR_EINTENSITY = -10,/**< a supervisor gave up: more restarts than its intensity allows */
     TR_EEXIST = -11,    /**< the name is already taken */
-    TR_EIO = -12,       /**< a storage error: unreadable, corrupt or failing database */
+    TR_EIO = -12,       /**< an I/O error: a store unreadable, corrupt or failing; a port that
+                         *   cannot be listened on */
     TR_ENOCONN = -13,   /**< the actor's node went down (or was never reached): no answer will come */
 };
 

@@ -222,6 +222,28 @@ static int count_of(const char *buf, const char *what)
  * reading while it is full instead of answering 413 and dropping the answer of the request it
  * had already handed on (issue 21, point 1: a confirmed order whose 201 was lost). And an input
  * above the buffer that is malformed gets one answer (400), not two (400 then 413). */
+/* A second server on a port another one listens on is refused (-EADDRINUSE), though the loops
+ * of one server share their port (SO_REUSEPORT); the first keeps serving; once it stopped, the
+ * port can be taken again. */
+static void test_port_in_use_refused(void **state)
+{
+    (void)state;
+    tr_http_server *a, *b;
+    tr_http_opts o = {.host = "127.0.0.1", .threads = 2, .handler = handler};
+    assert_int_equal(tr_http_start(&o, &a), 0);
+    o.port = tr_http_port(a);
+    assert_int_equal(tr_http_start(&o, &b), -EADDRINUSE);
+    char buf[4096];
+    int fd = tt_dial(o.port);
+    put(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    get(fd, buf, sizeof buf, 1);
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    close(fd);
+    tr_http_stop(a);
+    assert_int_equal(tr_http_start(&o, &b), 0);
+    tr_http_stop(b);
+}
+
 static void test_pipelined_burst_gets_every_answer(void **state)
 {
     (void)state;
@@ -720,6 +742,7 @@ static const struct CMUnitTest regressions[] = {
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_http_server),
+    cmocka_unit_test(test_port_in_use_refused),
     cmocka_unit_test(test_after_io),
     cmocka_unit_test(test_pipelined_burst_gets_every_answer),
     cmocka_unit_test(test_headers_query_head_and_errors),

@@ -120,7 +120,9 @@ typedef struct tr_http_opts {
     tr_metrics *metrics;
 } tr_http_opts;
 
-/** Starts the server (its threads run at once). 0 or -errno. */
+/** Starts the server (its threads run at once). 0 or -errno: -EADDRINUSE when a socket
+ * already listens on host:port (another node, say: the loops share their port among themselves
+ * with SO_REUSEPORT, which would otherwise let a second process bind beside the first). */
 int tr_http_start(const tr_http_opts *opts, tr_http_server **out);
 /** Answers request `token` from any thread: status, extra header lines (each ending in "\r\n",
  * or NULL), a body — JSON (Content-Type: application/json) unless a Content-Type line is among

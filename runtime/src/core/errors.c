@@ -18,7 +18,7 @@ const char *tr_strerror(int err)
     case TR_EFULL: return "queue is full";
     case TR_EINTENSITY: return "restart intensity exceeded";
     case TR_EEXIST: return "name already taken";
-    case TR_EIO: return "storage error";
+    case TR_EIO: return "I/O error";
     case TR_ENOCONN: return "no connection to the actor's node";
     default: return "unknown error";
     }

@@ -1262,6 +1262,31 @@ static int listen_socket(const char *host, int port, int *bound)
     return fd;
 }
 
+/* Whether another socket already listens on host:port: the loops' sockets share their port with
+ * SO_REUSEPORT, which the kernel grants any socket of the same user that sets it too — so a
+ * second node started on a port in use would bind beside the first and take half its
+ * connections, silently (seen: a stray social node left on social-bench's port answered 404 for
+ * the users of the new one). A probe without SO_REUSEPORT cannot bind there while any socket
+ * listens. (A node started in the instant between the probe and the binds is not caught.) */
+static int port_taken(const char *host, int port)
+{
+    if (port == 0)
+        return 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is not in use */
+    struct sockaddr_in sa;
+    int rc = 0;
+    if (uv_ip4_addr(host, port, &sa) != 0)
+        rc = -EINVAL;
+    else if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
 int tr_http_start(const tr_http_opts *o, tr_http_server **out)
 {
     if (o == NULL || o->handler == NULL || out == NULL)
@@ -1273,6 +1298,9 @@ int tr_http_start(const tr_http_opts *o, tr_http_server **out)
                                       .on_headers_complete = cb_headers_done,
                                       .on_body = cb_body,
                                       .on_message_complete = cb_complete};
+    int taken = port_taken(o->host != NULL ? o->host : "127.0.0.1", o->port);
+    if (taken != 0)
+        return taken;
     tr_http_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return -ENOMEM;
