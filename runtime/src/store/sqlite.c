@@ -453,28 +453,25 @@ static int sq_bus_offset(tr_store *s, const char *name, uint64_t *off)
     return step == SQLITE_ROW || step == SQLITE_DONE ? TR_OK : TR_EIO;
 }
 
+/* Finalizes each statement and forgets it. */
+static void finalize_all(sqlite3_stmt **const st[], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_finalize(*st[i]);
+        *st[i] = NULL;
+    }
+}
+
 static void sq_close(tr_store *s)
 {
     sq *b = s->bk;
     if (b == NULL)
         return;
-    sqlite3_finalize(b->ins_bus);
-    sqlite3_finalize(b->put_offset);
-    sqlite3_finalize(b->next_bus);
-    sqlite3_finalize(b->count_bus);
-    sqlite3_finalize(b->get_offset);
-    b->ins_bus = b->put_offset = b->next_bus = b->count_bus = b->get_offset = NULL;
-    sqlite3_finalize(b->ins_batch);
-    sqlite3_finalize(b->put_snapshot);
-    sqlite3_finalize(b->ins_outbox);
-    sqlite3_finalize(b->del_outbox);
-    sqlite3_finalize(b->get_outbox);
-    sqlite3_finalize(b->next_outbox);
-    sqlite3_finalize(b->begin);
-    sqlite3_finalize(b->commit);
-    b->begin = b->commit = NULL;
-    b->ins_batch = b->put_snapshot = b->ins_outbox = b->del_outbox = b->get_outbox =
-        b->next_outbox = NULL;
+    sqlite3_stmt **const wr[] = {&b->ins_bus,    &b->put_offset,   &b->next_bus,   &b->count_bus,
+                                 &b->get_offset, &b->ins_batch,    &b->put_snapshot,
+                                 &b->ins_outbox, &b->del_outbox,   &b->get_outbox,
+                                 &b->next_outbox, &b->begin,       &b->commit};
+    finalize_all(wr, sizeof wr / sizeof *wr);
     if (b->ckpt_started) {
         pthread_mutex_lock(&b->ckpt_lock);
         b->ckpt_stop = true;
@@ -487,12 +484,9 @@ static void sq_close(tr_store *s)
     b->cdb = NULL;
     sqlite3_close(b->db);
     pthread_mutex_lock(&b->read_lock);
-    sqlite3_finalize(b->rd_snap);
-    sqlite3_finalize(b->rd_events);
-    sqlite3_finalize(b->rd_batches);
-    sqlite3_finalize(b->rd_begin);
-    sqlite3_finalize(b->rd_end);
-    b->rd_snap = b->rd_events = b->rd_batches = b->rd_begin = b->rd_end = NULL;
+    sqlite3_stmt **const rd[] = {&b->rd_snap, &b->rd_events, &b->rd_batches, &b->rd_begin,
+                                 &b->rd_end};
+    finalize_all(rd, sizeof rd / sizeof *rd);
     sqlite3_close(b->rdb);
     b->db = b->rdb = NULL;
     pthread_mutex_unlock(&b->read_lock);
