@@ -149,6 +149,15 @@ static soc_post **at(const soc_tl *t, size_t i)
     return &t->e[k < t->cap ? k : k - t->cap];
 }
 
+/* The capacity a ring of capacity c grows to: by a quarter (at least 4), so short timelines
+ * waste little (bytes per entry); never past cap + 1 (an insert into a full ring, then its
+ * oldest falls off). */
+static size_t ring_grown(size_t c, size_t cap)
+{
+    size_t nc = c + (c / 4 > 4 ? c / 4 : 4);
+    return nc < cap + 1 ? nc : cap + 1;
+}
+
 static bool ring_resize(tl_stripe *st, soc_tl *t, size_t nc)
 {
     soc_post **v = malloc(nc * sizeof *v);
@@ -191,11 +200,7 @@ static bool ring_insert(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post *p)
     if (lo >= cap)
         return false;
     if (t->n == t->cap) {
-        /* grown by a quarter (at least 4): short timelines waste little (bytes per entry) */
-        size_t nc = t->cap + (t->cap / 4 > 4 ? t->cap / 4 : 4);
-        if (nc > cap + 1)
-            nc = cap + 1;
-        if (!ring_resize(st, t, nc))
+        if (!ring_resize(st, t, ring_grown(t->cap, cap)))
             return false;
     }
     t->head = t->head == 0 ? t->cap - 1 : t->head - 1; /* one more slot in front */
@@ -219,11 +224,9 @@ static bool ring_merge(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post **w, 
     size_t want = t->n + k < cap ? t->n + k : cap;
     size_t nc = t->cap;
     if (want > nc) { /* grown as ring_insert grows it, at least to what the merge needs */
-        nc = t->cap + (t->cap / 4 > 4 ? t->cap / 4 : 4);
+        nc = ring_grown(t->cap, cap);
         if (nc < want)
-            nc = want;
-        if (nc > cap + 1)
-            nc = cap + 1;
+            nc = want; /* (want <= cap) */
     }
     soc_post **v = malloc(nc * sizeof *v);
     if (v == NULL)

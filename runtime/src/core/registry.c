@@ -15,7 +15,7 @@
 
 /* ---- the map ------------------------------------------------------------------------------- */
 
-static uint64_t hash_name(const char *s)
+uint64_t tr__name_hash(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
     for (; *s; s++)
@@ -39,7 +39,7 @@ void tr__namemap_free(tr_namemap *m)
 
 static size_t slot_of(const tr_namemap *m, const char *name)
 {
-    size_t i = (size_t)hash_name(name) & (m->cap - 1);
+    size_t i = (size_t)tr__name_hash(name) & (m->cap - 1);
     while (m->e[i].name != NULL && strcmp(m->e[i].name, name) != 0)
         i = (i + 1) & (m->cap - 1);
     return i;
@@ -98,7 +98,7 @@ static void remove_at(tr_namemap *m, size_t i)
         j = (j + 1) & (m->cap - 1);
         if (m->e[j].name == NULL)
             return;
-        size_t home = (size_t)hash_name(m->e[j].name) & (m->cap - 1);
+        size_t home = (size_t)tr__name_hash(m->e[j].name) & (m->cap - 1);
         /* j's entry may fill the hole at i unless its home lies cyclically in (i, j] */
         bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {

@@ -21,6 +21,9 @@ typedef struct tr_namemap {
     size_t len;
 } tr_namemap;
 
+/* The hash the map places a name by (FNV-1a, its high bits folded in): also for tables of
+ * names kept elsewhere (the store's recent journals). */
+TR_UNIT uint64_t tr__name_hash(const char *s);
 TR_UNIT void tr__namemap_init(tr_namemap *m);
 TR_UNIT void tr__namemap_free(tr_namemap *m);
 /* The entry for name, or NULL. */

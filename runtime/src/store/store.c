@@ -29,10 +29,10 @@
  * actor restarted right after a failure sees everything its previous incarnation persisted —
  * when one of that journal's units may still be queued (recent[], by the hash of its id): an
  * actor that starts long after its previous incarnation ended need not wait for the writer.
- * Waiting for everything every time cost a commit (and its fsync) per start, inside the start:
- * a shard's supervisor runs its children's inits one after the other, so a thousand persistent
- * actors starting at once (social, readers back after an idle minute) waited for a thousand
- * commits in a row, and every request behind them for up to 1.5 s.
+ * Waiting for everything every time cost a commit per start, inside the start: a shard's
+ * supervisor runs its children's inits one after the other, so a thousand persistent actors
+ * starting at once (social, readers back after an idle minute) waited for a thousand commits in
+ * a row (with the other cold-start fixes of that day: first requests 1.7-2.4 s -> ~1 s).
  */
 #include "store_impl.h"
 
@@ -194,10 +194,7 @@ static void batch_commit(void *arg)
 
 static size_t recent_slot(const char *jid)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)jid; *p != '\0'; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    return (size_t)(h ^ (h >> 29)) & (STORE_RECENT_SLOTS - 1);
+    return (size_t)tr__name_hash(jid) & (STORE_RECENT_SLOTS - 1);
 }
 
 static void enqueue(tr_store *s, unit *u)
