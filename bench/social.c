@@ -14,12 +14,14 @@
  */
 #include "actors/social.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <troupe/bus.h>
 #include <troupe/shard.h>
@@ -106,9 +108,9 @@ static void usage(FILE *f)
                "                    [--dir DIR [--reuse]]\n"
                "defaults: 100000 users, 20 follows each, zipf 1.0, max followers 100000; the\n"
                "authors of ranks 200..2199 post once each (K times with --rounds); 2 workers;\n"
-               "data in a fresh /tmp dir (--dir: kept there; --reuse: the network of an earlier\n"
-               "run with the same --users/--follows/--zipf/--max-followers in DIR, not built\n"
-               "again: its actors recover from the store)\n");
+               "data in a fresh /tmp dir (--dir: kept in DIR, made if missing; --reuse: the\n"
+               "network of an earlier run with the same --users/--follows/--zipf/--max-followers\n"
+               "in DIR, not built again: its actors recover from the store)\n");
 }
 
 int main(int argc, char **argv)
@@ -153,9 +155,13 @@ int main(int argc, char **argv)
         return 2;
     }
     char dir[256];
-    if (o.dir != NULL)
+    if (o.dir != NULL) {
         snprintf(dir, sizeof dir, "%s", o.dir);
-    else if (mkdtemp(strcpy(dir, "/tmp/social-bench.XXXXXX")) == NULL)
+        if (!o.reuse && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "social-bench: cannot make %s: %s\n", dir, strerror(errno));
+            return 1;
+        }
+    } else if (mkdtemp(strcpy(dir, "/tmp/social-bench.XXXXXX")) == NULL)
         return 1;
     char path[300], err[256];
     snprintf(path, sizeof path, "%s/social.db", dir);

@@ -840,10 +840,13 @@ static void test_store_files(void **state)
     assert_int_equal(c->store.redeliver_ms, 5000);
     assert_int_equal(c->store.max_batch, 4096);
     assert_int_equal(c->store.commits, TR_COMMITS_INLINE);
+    assert_int_equal(c->store.commit_delay_us, 0);
     tr_store_config_free(c);
-    char *path = temp_file("store = { path = \"x\"; sync = \"normal\"; commits = \"writer\"; };");
+    char *path = temp_file("store = { path = \"x\"; sync = \"normal\"; commits = \"writer\";\n"
+                           "  commit_delay_us = 1000; };");
     assert_int_equal(tr_store_config_load(path, "store", &c, err, sizeof err), TR_OK);
     assert_int_equal(c->store.commits, TR_COMMITS_WRITER);
+    assert_int_equal(c->store.commit_delay_us, 1000);
     tr_store_config_free(c);
     unlink(path);
     free(path);
@@ -869,6 +872,7 @@ static void test_store_files(void **state)
         {"store = { backend = \"redis\"; redis = { host = \"h\"; port = 70000; }; };",
          "port must be between"},
         {"store = { path = \"x\"; colour = 1; };", "unknown key \"colour\""},
+        {"store = { path = \"x\"; commit_delay_us = 1000001; };", "commit_delay_us"},
         {"other = 1;", "no group \"store\""},
         /* libconfig wraps integers that do not fit (4294967297 would be 1): refused */
         {"store = { path = \"x\";\n  max_batch = 4294967297; };",

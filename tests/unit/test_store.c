@@ -364,6 +364,64 @@ static void test_group_commit(void **state)
     remove_db(path);
 }
 
+/* The writer's commit delay (commit_delay_us): after a quiet spell longer than the delay a unit
+ * is committed at once (not delayed); while commits are frequent, units handed over a few
+ * milliseconds apart wait for each other and share one commit (without the delay each would be
+ * its own: the writer is idle between them); a close during a delay commits what waits. */
+static void test_commit_delay_shares_commits(void **state)
+{
+    const char *path = *state; /* fresh (fresh_db) */
+    tr_system *sys = tt_system_workers(2);
+    tr_store_opts so = {.sync = TR_SYNC_NORMAL, .commits = TR_COMMITS_WRITER,
+                        .commit_delay_us = 1000000};
+    tr_store *s = open_store(sys, path, &so);
+    enum { ACTORS = 8 };
+    tr_pid p[ACTORS];
+    counter_arg a[ACTORS];
+    char ids[ACTORS][32];
+    for (int i = 0; i < ACTORS; i++) {
+        snprintf(ids[i], sizeof ids[i], "delay/%d", i);
+        a[i] = (counter_arg){.store = s, .id = ids[i]};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+    }
+    tr_store_stats st0, st1, st2;
+    tt_sleep_ms(1200); /* quiet: the writer's last commit is older than the delay */
+    tr_store_stats_get(s, &st0);
+    assert_int_equal(tr_system_send(sys, p[0], tt_msg_u64(ADD, 1)), TR_OK);
+    TT_WAIT_FOR((tr_store_stats_get(s, &st1), st1.events == st0.events + 1), TT_DEADLINE_MS);
+    assert_int_equal(st1.commits_delayed, st0.commits_delayed); /* committed at once */
+    /* commits are frequent now: eight units, 5 ms apart, wait for each other */
+    for (int i = 0; i < ACTORS; i++) {
+        assert_int_equal(tr_system_send(sys, p[i], tt_msg_u64(ADD, 2)), TR_OK);
+        tt_sleep_ms(5);
+    }
+    TT_WAIT_FOR((tr_store_stats_get(s, &st2), st2.events == st1.events + ACTORS),
+                TT_DEADLINE_MS);
+    print_message("8 units 5 ms apart: %llu commits, %llu delayed\n",
+                  (unsigned long long)(st2.commits - st1.commits),
+                  (unsigned long long)(st2.commits_delayed - st1.commits_delayed));
+    assert_true(st2.commits_delayed > st1.commits_delayed);
+    assert_true(st2.commits - st1.commits <= 2); /* one, or two if this thread stalled 1 s */
+    /* handed over during a delay, then the store closed: committed by the close */
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(tr_system_send(sys, p[0], tt_msg_u64(ADD, 10)), TR_OK);
+        tt_sleep_ms(5);
+    }
+    for (int i = 0; i < ACTORS; i++) {
+        assert_int_equal(tr_system_send(sys, p[i], tt_msg_u64(END, 0)), TR_OK);
+        TT_WAIT_FOR(!tr_system_alive(sys, p[i]), TT_DEADLINE_MS);
+    }
+    tr_store_close(s);
+    s = open_store(sys, path, &so);
+    a[0].store = s;
+    assert_int_equal(tr_system_spawn(sys, &counter_b, &a[0], &p[0]), TR_OK);
+    assert_int_equal(atomic_load(&g_recovered_sum), 1 + 2 + 30);
+    stop_wait(sys, p[0]);
+    tr_store_close(s);
+    tt_system_end(sys);
+    remove_db(path);
+}
+
 /* With sync=NORMAL a unit handed over while nothing is committing is committed by the actor's
  * own worker (store.c); the rest queue for the writer. Both paths at once, from two client
  * threads and bursts of sends: every reply comes after its event is durable and in order, and
@@ -1429,6 +1487,7 @@ static const struct CMUnitTest shared[] = {
     cmocka_unit_test_setup(test_recover_from_events_and_snapshot, fresh_db),
     cmocka_unit_test_setup(test_restart_at_once_sees_every_event, fresh_db),
     cmocka_unit_test_setup(test_group_commit, fresh_db),
+    cmocka_unit_test_setup(test_commit_delay_shares_commits, fresh_db),
     cmocka_unit_test_setup(test_normal_sync_commits_in_turn, fresh_db),
     cmocka_unit_test_setup(test_normal_sync_commits_on_the_writer, fresh_db),
     cmocka_unit_test_setup(test_guest_turns_share_a_commit, fresh_db),

@@ -1077,7 +1077,7 @@ int tr_node_config_load(const char *path, const char *node, tr_node_config **out
 
 static const char *const store_keys[] = {"backend", "path", "sync", "redis", "snapshot_every",
                                          "outbox_window", "redeliver_ms", "max_batch", "commits",
-                                         NULL};
+                                         "commit_delay_us", NULL};
 static const char *const redis_keys[] = {"host", "port", NULL};
 static const name_value backends[] = {
     {"sqlite", TR_STORE_SQLITE}, {"redis", TR_STORE_REDIS}, {NULL, 0}};
@@ -1106,7 +1106,8 @@ static int parse_store(loader *L, const config_setting_t *g, store_config *c)
         (rc = get_uint(L, g, "snapshot_every", 1, 1000000000, &o->snapshot_every)) != TR_OK ||
         (rc = get_uint(L, g, "outbox_window", 1, 1000000, &o->outbox_window)) != TR_OK ||
         (rc = get_uint(L, g, "redeliver_ms", 1, 86400000, &o->redeliver_ms)) != TR_OK ||
-        (rc = get_uint(L, g, "max_batch", 1, 1000000, &o->max_batch)) != TR_OK)
+        (rc = get_uint(L, g, "max_batch", 1, 1000000, &o->max_batch)) != TR_OK ||
+        (rc = get_uint(L, g, "commit_delay_us", 0, 1000000, &o->commit_delay_us)) != TR_OK)
         return rc;
     o->backend = (tr_store_backend)be;
     o->sync = (tr_store_sync)sy;

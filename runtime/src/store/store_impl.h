@@ -138,6 +138,7 @@ typedef struct store_backend {
 #define STORE_LAT_N 16u
 
 #define STORE_RECENT_SLOTS 4096u /* tr_store.recent: a power of two */
+#define STORE_DELAY_UNITS 64u    /* a delayed commit waits for at most this many units */
 
 struct tr_store {
     tr_system *sys;
@@ -153,6 +154,12 @@ struct tr_store {
                          * thread committing its own unit (lock) */
     bool inline_commits; /* a unit handed over with nothing queued and nothing committing is
                           * committed at once by the thread handing it over */
+    uint64_t delay_ns;      /* the writer's commit delay (tr_store_opts.commit_delay_us) */
+    uint64_t head_ns;       /* when the oldest unit queued was queued (delay_ns only; lock) */
+    uint64_t committed_ns;  /* when the writer's last commit ended (writer) */
+    unsigned queued;        /* units queued (lock) */
+    bool delaying;          /* the writer waits out its commit delay: no wake-ups (lock) */
+    bool urgent;            /* a unit someone waits for is queued: no delay (lock) */
     bool writer_waits;  /* the writer waits for busy to clear (lock) */
     bool stopping;
     bool closed;        /* tr_store_close ran: units are dropped */
@@ -177,7 +184,7 @@ struct tr_store {
     uint64_t bus_head;
     uint64_t bus_polled_ns; /* when the shared log's head was last asked for (writer) */
     bool bus_kick;      /* a commit published: the writer should pump now (lock) */
-    _Atomic uint64_t commits, commits_inline, units, events, snapshots, outbox_put, outbox_acked,
+    _Atomic uint64_t commits, commits_inline, commits_delayed, units, events, snapshots, outbox_put, outbox_acked,
         outbox_delivered, outbox_redelivered, failures;
     /* the time of each transaction, in STORE_LAT_BOUNDS buckets (+ one above), and their sum */
     _Atomic uint64_t commit_hist[STORE_LAT_N + 1];
