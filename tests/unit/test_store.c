@@ -242,6 +242,18 @@ static void stop_wait(tr_system *sys, tr_pid p)
     TT_WAIT_FOR(!tr_system_alive(sys, p), TT_DEADLINE_MS);
 }
 
+/* Spawns n counters with ids "prefix/i" (kept in ids; their args in a, pids in p); every
+ * even one with an outbox item per ADD when outbox_even. */
+static void spawn_counters(tr_system *sys, tr_store *s, const char *prefix, int n,
+                           bool outbox_even, char (*ids)[32], counter_arg *a, tr_pid *p)
+{
+    for (int i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "%s/%d", prefix, i);
+        a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = outbox_even && i % 2 == 0};
+        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
+    }
+}
+
 /* ---- tests --------------------------------------------------------------------------------- */
 
 static void test_recover_from_events_and_snapshot(void **state)
@@ -341,11 +353,7 @@ static void test_group_commit(void **state)
     tr_pid p[ACTORS];
     counter_arg a[ACTORS];
     char ids[ACTORS][32];
-    for (int i = 0; i < ACTORS; i++) {
-        snprintf(ids[i], sizeof ids[i], "group/%d", i);
-        a[i] = (counter_arg){.store = s, .id = ids[i]};
-        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
-    }
+    spawn_counters(sys, s, "group", ACTORS, false, ids, a, p);
     const unsigned per = tt_scale(500, 100);
     for (unsigned k = 0; k < per; k++)
         for (int i = 0; i < ACTORS; i++)
@@ -379,11 +387,7 @@ static void test_commit_delay_shares_commits(void **state)
     tr_pid p[ACTORS];
     counter_arg a[ACTORS];
     char ids[ACTORS][32];
-    for (int i = 0; i < ACTORS; i++) {
-        snprintf(ids[i], sizeof ids[i], "delay/%d", i);
-        a[i] = (counter_arg){.store = s, .id = ids[i]};
-        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
-    }
+    spawn_counters(sys, s, "delay", ACTORS, false, ids, a, p);
     tr_store_stats st0, st1, st2;
     tt_sleep_ms(1200); /* quiet: the writer's last commit is older than the delay */
     tr_store_stats_get(s, &st0);
@@ -461,11 +465,7 @@ static void normal_sync_run(const char *path, tr_store_commits commits)
     tr_pid p[ACTORS];
     counter_arg a[ACTORS];
     char ids[ACTORS][32];
-    for (int i = 0; i < ACTORS; i++) {
-        snprintf(ids[i], sizeof ids[i], "normal/%d", i);
-        a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = i % 2 == 0};
-        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
-    }
+    spawn_counters(sys, s, "normal", ACTORS, true, ids, a, p);
     const unsigned calls = tt_scale(300, 60);
     normal_client c[2] = {{.sys = sys, .actors = p, .n = ACTORS / 2, .calls = calls},
                           {.sys = sys, .actors = p + ACTORS / 2, .n = ACTORS / 2, .calls = calls}};
@@ -528,11 +528,7 @@ static void test_guest_turns_share_a_commit(void **state)
     tr_pid p[ACTORS];
     counter_arg a[ACTORS];
     char ids[ACTORS][32];
-    for (int i = 0; i < ACTORS; i++) {
-        snprintf(ids[i], sizeof ids[i], "guest/%d", i);
-        a[i] = (counter_arg){.store = s, .id = ids[i], .outbox = i % 2 == 0};
-        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
-    }
+    spawn_counters(sys, s, "guest", ACTORS, true, ids, a, p);
     /* their journals opened in tr_system_spawn; they have not run yet, so what the guest sends
      * them waits in the guest (an actor just done with a turn on a worker would run there) */
     tr_guest *g;
@@ -1374,11 +1370,7 @@ static void test_script_forgotten_mid_batch(void **state)
     tr_pid p[ACTORS];
     counter_arg a[ACTORS];
     char ids[ACTORS][32];
-    for (int i = 0; i < ACTORS; i++) {
-        snprintf(ids[i], sizeof ids[i], "flush/%d", i);
-        a[i] = (counter_arg){.store = s, .id = ids[i]};
-        assert_int_equal(tr_system_spawn(sys, &counter_b, &a[i], &p[i]), TR_OK);
-    }
+    spawn_counters(sys, s, "flush", ACTORS, false, ids, a, p);
     uint64_t sent = 0;
     for (int round = 0; round < 20; round++) {
         redisReply *r = redis_cmd("SCRIPT FLUSH");
