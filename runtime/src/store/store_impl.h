@@ -155,7 +155,8 @@ struct tr_store {
     bool inline_commits; /* a unit handed over with nothing queued and nothing committing is
                           * committed at once by the thread handing it over */
     uint64_t delay_ns;      /* the writer's commit delay (tr_store_opts.commit_delay_us) */
-    uint64_t head_ns;       /* when the oldest unit queued was queued (delay_ns only; lock) */
+    uint64_t head_ns;       /* when the oldest unit queued was queued (delay_ns only; lock;
+                             * after a take of max_batch, older than that: a shorter wait) */
     uint64_t committed_ns;  /* when the writer's last commit ended (writer) */
     unsigned queued;        /* units queued (lock) */
     bool delaying;          /* the writer waits out its commit delay: no wake-ups (lock) */
@@ -184,8 +185,8 @@ struct tr_store {
     uint64_t bus_head;
     uint64_t bus_polled_ns; /* when the shared log's head was last asked for (writer) */
     bool bus_kick;      /* a commit published: the writer should pump now (lock) */
-    _Atomic uint64_t commits, commits_inline, commits_delayed, units, events, snapshots, outbox_put, outbox_acked,
-        outbox_delivered, outbox_redelivered, failures;
+    _Atomic uint64_t commits, commits_inline, commits_delayed, units, events, snapshots,
+        outbox_put, outbox_acked, outbox_delivered, outbox_redelivered, failures;
     /* the time of each transaction, in STORE_LAT_BOUNDS buckets (+ one above), and their sum */
     _Atomic uint64_t commit_hist[STORE_LAT_N + 1];
     _Atomic uint64_t commit_ns;
