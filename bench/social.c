@@ -318,10 +318,12 @@ int main(int argc, char **argv)
            social_lag_quantile(&ctx.stats.timeline_lag, 0.5) / 1000.0,
            social_lag_quantile(&ctx.stats.timeline_lag, 0.99) / 1000.0);
     printf("{\"name\":\"timeline-memory\",\"entries\":%llu,\"array_bytes\":%llu,"
-           "\"bytes_per_entry\":%.1f,\"entry_size\":8,\"post_records\":%llu}\n",
+           "\"bytes_per_entry\":%.1f,\"entry_size\":8,\"post_records\":%llu,"
+           "\"table_bytes\":%llu}\n",
            (unsigned long long)entries, (unsigned long long)bytes,
            entries ? (double)bytes / (double)entries : 0.0,
-           (unsigned long long)atomic_load(&ctx.stats.post_records));
+           (unsigned long long)atomic_load(&ctx.stats.post_records),
+           (unsigned long long)social_timeline_table_bytes(&ctx));
     fflush(stdout);
     tr_port_close(port);
     tr_system_stop(sys);

@@ -75,15 +75,16 @@ soc_post *soc_post_find(social_ctx *ctx, const char *id, size_t il);
  * start and closes it at the end; fields change under the table's lock (the functions below),
  * and the owner may read its own sets without it. */
 typedef struct soc_tl {
-    uint64_t reader_h;          /* soc_id_hash(reader) (never 0) */
+    /* the first 64 bytes hold all an insert reads (the record is 64-byte aligned) */
+    uint32_t n, cap, head;      /* the ring: n entries newest first from e[head] */
     uint32_t stripe;
+    soc_post **e;               /* malloc */
+    soc_hset following;         /* whom the reader follows (the table's memory) */
+    soc_hset celebs;            /* followees pulled at read time: not inserted (likewise) */
+    uint64_t reader_h;          /* soc_id_hash(reader) (never 0) */
     bool listed;                /* reachable from the table */
     bool servable;              /* pages may be read from the table (social_timeline_read) */
     uint64_t touched_ms;        /* when a table read last told the actor (SOC_T_TOUCH) */
-    uint32_t n, cap, head;      /* the ring: n entries newest first from e[head] */
-    soc_post **e;
-    soc_hset following;         /* whom the reader follows */
-    soc_hset celebs;            /* followees pulled at read time: not inserted */
     tr_pid owner;
 } soc_tl;
 

@@ -24,30 +24,74 @@
  *   is unreachable only its owner touches it.
  * - Each entry holds one reference to its post. The fan-out takes n references up front and gives
  *   back the unused ones after the loop, so a post is never freed while a page's inserts run.
- * - Lock order: a timeline stripe, then a post stripe (an evicted entry's last reference); never
- *   the other way.
+ * - Lock order: a timeline stripe, then a post stripe (an evicted entry's last reference), or a
+ *   timeline stripe, then the table's memory lock (a stripe taking a new piece); never the other
+ *   way.
+ *
+ * Memory: records and follow sets come from the table's own memory, not malloc (see "the table's
+ * memory" below): at a million running timelines the node's heap is gigabytes of actors,
+ * mailboxes and users' sets, and with malloc the lines an insert touches lay spread through all
+ * of it, each on its own page — a TLB miss per line whose page-table walk missed the caches too.
+ * The rings stay in malloc: they grow as posts come, all of them together, and the blocks they
+ * outgrow would sit in the table's free lists unused (malloc coalesces them).
  */
 #include "social_impl.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define TL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define TL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/asan_interface.h>
+#define TL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define TL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#endif
+#endif
+#ifndef TL_POISON
+#define TL_POISON(p, n) ((void)(p), (void)(n))
+#define TL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #define TL_STRIPES 1024u
+#define TL_CHUNK ((size_t)2 << 20) /* the table's memory comes in 2 MiB chunks (huge pages) */
+#define TL_PIECE 4096u             /* a stripe allocates from a piece of a chunk at a time */
+#define TL_SMALL 1024u             /* blocks above this many bytes come from malloc */
+#define TL_RECORD (TL_SMALL / 16 + 1) /* free list of records; those below: blocks by 16 bytes */
+
+_Static_assert(offsetof(soc_tl, celebs.n) + sizeof(size_t) <= 64,
+               "an insert's fields in the record's first line");
 
 typedef struct tl_slot {
     uint64_t h;                 /* 0: empty */
     soc_tl *t;
 } tl_slot;
 
+typedef struct tl_free {
+    struct tl_free *next;
+} tl_free;
+
 typedef struct tl_stripe {
     _Alignas(64) pthread_mutex_t lock;
     tl_slot *s;
     size_t mask, n;             /* mask + 1 slots (0: none yet), n used */
     uint64_t entries, bytes;    /* the stripe's timelines: entries held, ring bytes (capacity) */
+    uint64_t heap;              /* bytes of its follow sets above TL_SMALL (malloc) */
+    char *bump, *bump_end;      /* the rest of the stripe's piece */
+    tl_free *free[TL_RECORD + 1]; /* [k]: blocks of 16 k bytes; [TL_RECORD]: records */
 } tl_stripe;
 
 struct soc_tls {
     tl_stripe st[TL_STRIPES];
+    pthread_mutex_t mem_lock;   /* the chunks below */
+    char *cur, *end;            /* the rest of the newest chunk */
+    void **chunks;
+    size_t nchunks, chunks_cap;
 };
 
 static uint64_t key_of(uint64_t h)
@@ -65,13 +109,213 @@ static struct soc_tls *table(social_ctx *ctx)
         return NULL;
     for (unsigned i = 0; i < TL_STRIPES; i++)
         pthread_mutex_init(&n->st[i].lock, NULL);
+    pthread_mutex_init(&n->mem_lock, NULL);
     if (__atomic_compare_exchange_n(&ctx->timelines_table, &t, n, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE))
         return n;
     for (unsigned i = 0; i < TL_STRIPES; i++) /* another thread made it first */
         pthread_mutex_destroy(&n->st[i].lock);
+    pthread_mutex_destroy(&n->mem_lock);
     free(n);
     return t;
+}
+
+/* ---- the table's memory ---------------------------------------------------------------------
+ *
+ * Records and follow sets up to TL_SMALL bytes are carved from TL_CHUNK chunks mapped aligned
+ * and offered to the kernel as huge pages (MADV_HUGEPAGE: honoured when transparent huge pages
+ * are "always" or "madvise"), so at a million timelines the records and sets the fan-out reads
+ * (~230 MB) are ~115 pages the TLB holds instead of ~60,000 4 KiB pages scattered through the
+ * heap. A stripe takes a TL_PIECE of the newest chunk at a time (the memory lock, rarely) and
+ * bumps through it under its own lock; a block given back goes to its stripe's free list of its
+ * size (16-byte classes; records, 64-byte aligned so the fan-out's fields share one line, have
+ * their own list), and is reused by the next block of that size in that stripe. Memory returns
+ * to the system only with the table (soc_tls_free). Records are one size; a follow set grows
+ * when its reader follows someone (one timeline at a time: the block it outgrows serves the next
+ * one's), so the table holds about what its timelines held at their peak, which a node bounds by
+ * passivating idle timelines. */
+
+static size_t tl_class(size_t bytes)
+{
+    return (bytes + 15) / 16;
+}
+
+static void *chunk_new(void)
+{
+    size_t len = TL_CHUNK * 2; /* mapped twice as large, cut down to an aligned chunk */
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)m + TL_CHUNK - 1) & ~(uintptr_t)(TL_CHUNK - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    if (a + TL_CHUNK < m + len)
+        munmap(a + TL_CHUNK, (size_t)(m + len - (a + TL_CHUNK)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(a, TL_CHUNK, MADV_HUGEPAGE); /* a hint: refused, the chunk is 4 KiB pages */
+#endif
+    TL_POISON(a, TL_CHUNK);
+    return a;
+}
+
+static void release_block(tl_stripe *st, void *p, size_t k)
+{
+    tl_free *f = p;
+    TL_UNPOISON(f, sizeof *f);
+    f->next = st->free[k];
+    st->free[k] = f;
+    TL_POISON((char *)p + sizeof *f, (k == TL_RECORD ? sizeof(soc_tl) : k * 16) - sizeof *f);
+}
+
+/* The rest of the stripe's piece into its free list (a multiple of 16 bytes), a new piece in
+ * its place; false when out of memory. */
+static bool piece_new(struct soc_tls *tab, tl_stripe *st)
+{
+    size_t rest = (size_t)(st->bump_end - st->bump);
+    if (rest >= 16)
+        release_block(st, st->bump, rest / 16);
+    st->bump = st->bump_end = NULL;
+    pthread_mutex_lock(&tab->mem_lock);
+    if (tab->cur == tab->end) {
+        if (tab->nchunks == tab->chunks_cap) {
+            size_t nc = tab->chunks_cap ? tab->chunks_cap * 2 : 16;
+            void **v = realloc(tab->chunks, nc * sizeof *v);
+            if (v == NULL) {
+                pthread_mutex_unlock(&tab->mem_lock);
+                return false;
+            }
+            tab->chunks = v;
+            tab->chunks_cap = nc;
+        }
+        char *c = chunk_new();
+        if (c == NULL) {
+            pthread_mutex_unlock(&tab->mem_lock);
+            return false;
+        }
+        tab->chunks[tab->nchunks++] = c;
+        tab->cur = c;
+        tab->end = c + TL_CHUNK;
+    }
+    st->bump = tab->cur;
+    st->bump_end = tab->cur + TL_PIECE;
+    tab->cur += TL_PIECE;
+    pthread_mutex_unlock(&tab->mem_lock);
+    return true;
+}
+
+/* A block of `bytes` (lock held; malloc above TL_SMALL); NULL when out of memory. */
+static void *tl_alloc(struct soc_tls *tab, tl_stripe *st, size_t bytes)
+{
+    if (bytes > TL_SMALL) {
+        void *p = malloc(bytes);
+        if (p != NULL)
+            st->heap += bytes;
+        return p;
+    }
+    size_t k = tl_class(bytes);
+    tl_free *f = st->free[k];
+    if (f != NULL) {
+        TL_UNPOISON(f, k * 16);
+        st->free[k] = f->next;
+        return f;
+    }
+    if ((size_t)(st->bump_end - st->bump) < k * 16 && !piece_new(tab, st))
+        return NULL;
+    void *p = st->bump;
+    st->bump += k * 16;
+    TL_UNPOISON(p, k * 16);
+    return p;
+}
+
+static void tl_release(tl_stripe *st, void *p, size_t bytes)
+{
+    if (p == NULL)
+        return;
+    if (bytes > TL_SMALL) {
+        free(p);
+        st->heap -= bytes;
+    } else {
+        release_block(st, p, tl_class(bytes));
+    }
+}
+
+/* A zeroed record, 64-byte aligned (lock held); NULL when out of memory. */
+static soc_tl *record_alloc(struct soc_tls *tab, tl_stripe *st)
+{
+    soc_tl *t = (soc_tl *)st->free[TL_RECORD];
+    if (t != NULL) {
+        TL_UNPOISON(t, sizeof *t);
+        st->free[TL_RECORD] = ((tl_free *)t)->next;
+    } else {
+        size_t skip = (size_t)(-(uintptr_t)st->bump & 63); /* to the next line */
+        if ((size_t)(st->bump_end - st->bump) < skip + sizeof *t) {
+            if (!piece_new(tab, st))
+                return NULL;
+            skip = 0; /* pieces are page-aligned */
+        } else if (skip > 0) {
+            release_block(st, st->bump, skip / 16);
+        }
+        st->bump += skip;
+        t = (soc_tl *)(void *)st->bump;
+        st->bump += (sizeof *t + 15) & ~(size_t)15;
+        TL_UNPOISON(t, sizeof *t);
+    }
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+/* ---- a follow set in the table's memory (lock held) ------------------------------------------
+ * The same sorted hashes as soc_hset (soc_hset_has_hash reads it), allocated here. */
+
+static size_t tset_pos(const soc_hset *s, uint64_t h)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->v[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* 1 added, 0 there already, TR_ENOMEM. */
+static int tset_add(struct soc_tls *tab, tl_stripe *st, soc_hset *s, uint64_t h)
+{
+    size_t i = tset_pos(s, h);
+    if (i < s->n && s->v[i] == h)
+        return 0;
+    if (s->n == s->cap) { /* by half (at least 4): ten follows take 96 bytes */
+        size_t nc = s->cap + (s->cap / 2 > 4 ? s->cap / 2 : 4);
+        uint64_t *v = tl_alloc(tab, st, nc * sizeof *v);
+        if (v == NULL)
+            return TR_ENOMEM;
+        if (s->n > 0)
+            memcpy(v, s->v, s->n * sizeof *v);
+        tl_release(st, s->v, s->cap * sizeof *v);
+        s->v = v;
+        s->cap = nc;
+    }
+    memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof *s->v);
+    s->v[i] = h;
+    s->n++;
+    return 1;
+}
+
+static void tset_del(soc_hset *s, uint64_t h)
+{
+    size_t i = tset_pos(s, h);
+    if (i < s->n && s->v[i] == h) {
+        memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);
+        s->n--;
+    }
+}
+
+static void tset_free(tl_stripe *st, soc_hset *s)
+{
+    tl_release(st, s->v, s->cap * sizeof *s->v);
+    *s = (soc_hset){0};
 }
 
 /* ---- the stripe's table (lock held) -------------------------------------------------------- */
@@ -306,32 +550,36 @@ static tl_stripe *stripe_of(social_ctx *ctx, const soc_tl *t)
 soc_tl *soc_tl_open(social_ctx *ctx, const char *reader, tr_pid owner)
 {
     struct soc_tls *tab = table(ctx);
-    soc_tl *t = tab != NULL ? calloc(1, sizeof *t) : NULL;
-    if (t == NULL)
+    if (tab == NULL)
         return NULL;
-    t->reader_h = key_of(soc_id_hash(reader, strlen(reader)));
-    t->stripe = (uint32_t)(t->reader_h % TL_STRIPES);
-    t->owner = owner;
-    tl_stripe *st = &tab->st[t->stripe];
+    uint64_t h = key_of(soc_id_hash(reader, strlen(reader)));
+    tl_stripe *st = &tab->st[h % TL_STRIPES];
     pthread_mutex_lock(&st->lock);
-    tl_slot *s = slot_find(st, t->reader_h);
+    soc_tl *t = record_alloc(tab, st);
+    if (t == NULL) {
+        pthread_mutex_unlock(&st->lock);
+        return NULL;
+    }
+    t->reader_h = h;
+    t->stripe = (uint32_t)(h % TL_STRIPES);
+    t->owner = owner;
+    tl_slot *s = slot_find(st, h);
     if (s != NULL) { /* an ending actor's record: this one replaces it */
         s->t->listed = false;
         s->t = t;
         t->listed = true;
     } else if (slot_room(st)) {
-        size_t k = home(st, t->reader_h);
+        size_t k = home(st, h);
         while (st->s[k].h != 0)
             k = (k + 1) & st->mask;
-        st->s[k] = (tl_slot){.h = t->reader_h, .t = t};
+        st->s[k] = (tl_slot){.h = h, .t = t};
         st->n++;
         t->listed = true;
+    } else {
+        release_block(st, t, TL_RECORD);
+        t = NULL;
     }
     pthread_mutex_unlock(&st->lock);
-    if (!t->listed) {
-        free(t);
-        return NULL;
-    }
     return t;
 }
 
@@ -350,13 +598,16 @@ void soc_tl_close(social_ctx *ctx, soc_tl *t)
     st->entries -= t->n;
     st->bytes -= t->cap * sizeof *t->e;
     pthread_mutex_unlock(&st->lock);
-    /* unreachable now: only this thread sees the record */
+    /* unreachable now: only this thread sees the record (its entries' last references, if they
+     * are, free post records: not under the stripe's lock) */
     for (size_t i = 0; i < t->n; i++)
         soc_post_unref(ctx, *at(t, i));
     free(t->e);
-    soc_hset_free(&t->following);
-    soc_hset_free(&t->celebs);
-    free(t);
+    pthread_mutex_lock(&st->lock);
+    tset_free(st, &t->following);
+    tset_free(st, &t->celebs);
+    release_block(st, t, TL_RECORD);
+    pthread_mutex_unlock(&st->lock);
 }
 
 bool soc_tl_insert(social_ctx *ctx, soc_tl *t, soc_post *p)
@@ -412,7 +663,7 @@ int soc_tl_follow(social_ctx *ctx, soc_tl *t, const char *who)
 {
     tl_stripe *st = stripe_of(ctx, t);
     pthread_mutex_lock(&st->lock);
-    int rc = soc_hset_add(&t->following, who);
+    int rc = tset_add(ctx->timelines_table, st, &t->following, soc_id_hash(who, strlen(who)));
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -422,8 +673,8 @@ void soc_tl_unfollow(social_ctx *ctx, soc_tl *t, const char *who)
     uint64_t h = soc_id_hash(who, strlen(who));
     tl_stripe *st = stripe_of(ctx, t);
     pthread_mutex_lock(&st->lock);
-    soc_hset_del(&t->following, who);
-    soc_hset_del(&t->celebs, who);
+    tset_del(&t->following, h);
+    tset_del(&t->celebs, h);
     ring_drop_author(ctx, st, t, h);
     pthread_mutex_unlock(&st->lock);
 }
@@ -432,11 +683,12 @@ void soc_tl_celeb(social_ctx *ctx, soc_tl *t, const char *who, bool on)
 {
     tl_stripe *st = stripe_of(ctx, t);
     pthread_mutex_lock(&st->lock);
+    uint64_t h = soc_id_hash(who, strlen(who));
     if (on) {
-        if (soc_hset_add(&t->celebs, who) >= 0)
-            ring_drop_author(ctx, st, t, soc_id_hash(who, strlen(who)));
+        if (tset_add(ctx->timelines_table, st, &t->celebs, h) >= 0)
+            ring_drop_author(ctx, st, t, h);
     } else {
-        soc_hset_del(&t->celebs, who);
+        tset_del(&t->celebs, h);
     }
     pthread_mutex_unlock(&st->lock);
 }
@@ -561,8 +813,10 @@ static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
         soc_tl *t = ts[i];
         if (t == NULL)
             continue;
-        if (t->following.n > 0)
+        if (t->following.n > 0) { /* (16-byte aligned: ten hashes may span three lines) */
             __builtin_prefetch(t->following.v);
+            __builtin_prefetch(t->following.v + t->following.n - 1);
+        }
         if (t->following.n > 8)
             __builtin_prefetch(t->following.v + 8);
         if (t->e != NULL)
@@ -634,6 +888,25 @@ void social_timeline_memory(social_ctx *ctx, uint64_t *timelines, uint64_t *entr
         *bytes = b;
 }
 
+uint64_t social_timeline_table_bytes(social_ctx *ctx)
+{
+    struct soc_tls *tab = ctx != NULL ? __atomic_load_n(&ctx->timelines_table, __ATOMIC_ACQUIRE)
+                                      : NULL;
+    if (tab == NULL)
+        return 0;
+    uint64_t b = sizeof *tab;
+    for (unsigned i = 0; i < TL_STRIPES; i++) {
+        tl_stripe *st = &tab->st[i];
+        pthread_mutex_lock(&st->lock);
+        b += st->bytes + st->heap + (st->s != NULL ? (st->mask + 1) * sizeof *st->s : 0);
+        pthread_mutex_unlock(&st->lock);
+    }
+    pthread_mutex_lock(&tab->mem_lock);
+    b += (uint64_t)tab->nchunks * TL_CHUNK;
+    pthread_mutex_unlock(&tab->mem_lock);
+    return b;
+}
+
 void soc_tls_free(social_ctx *ctx)
 {
     struct soc_tls *tab = __atomic_load_n(&ctx->timelines_table, __ATOMIC_ACQUIRE);
@@ -643,6 +916,12 @@ void soc_tls_free(social_ctx *ctx)
         free(tab->st[i].s); /* every timeline closed with its actor */
         pthread_mutex_destroy(&tab->st[i].lock);
     }
+    for (size_t i = 0; i < tab->nchunks; i++) {
+        TL_UNPOISON(tab->chunks[i], TL_CHUNK);
+        munmap(tab->chunks[i], TL_CHUNK);
+    }
+    free(tab->chunks);
+    pthread_mutex_destroy(&tab->mem_lock);
     free(tab);
     ctx->timelines_table = NULL;
 }

@@ -267,6 +267,114 @@ static void test_table_grows(void **state)
     social_ctx_free(&ctx);
 }
 
+/* The table's own memory (records and follow sets carved from its chunks, recycled by size in
+ * each stripe, malloc above TL_SMALL): thousands of timelines with small and large follow sets
+ * and rings, a third closed and their memory reused by new readers, which start empty; every
+ * survivor keeps exactly its entries and follows (no block handed out twice). */
+static size_t follows_of(int i, int gen, int *out)
+{
+    if (i % 100 == 0) { /* 150 hashes: 1,200 bytes, past TL_SMALL (malloc) */
+        for (int k = 0; k < 150; k++)
+            out[k] = k;
+        return 150;
+    }
+    out[0] = i % 13;
+    out[1] = 20 + (i + gen) % 17;
+    out[2] = 50 + (i + gen) % 29;
+    return 3;
+}
+
+static void post_round(social_ctx *ctx, uint64_t ts0, const uint64_t *readers, size_t n)
+{
+    for (int a = 0; a < 300; a++) {
+        char au[16];
+        snprintf(au, sizeof au, "a%d", a);
+        soc_post *p = post(ctx, au, ts0 + (uint64_t)a);
+        soc_tl_fanout(ctx, p, readers, n);
+        soc_post_unref(ctx, p);
+    }
+}
+
+static void test_table_memory(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    enum { N = 3000 };
+    static soc_tl *r[N], *s[N];
+    static uint64_t rh[2 * N];
+    int fo[150];
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        r[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
+        assert_non_null(r[i]);
+        rh[i] = h(id);
+        size_t nf = follows_of(i, 0, fo);
+        for (size_t k = 0; k < nf; k++) {
+            char au[16];
+            snprintf(au, sizeof au, "a%d", fo[k]);
+            assert_int_equal(soc_tl_follow(&ctx, r[i], au), 1);
+        }
+    }
+    post_round(&ctx, 1, rh, N); /* every author once: each reader gets its follows' posts */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(soc_tl_count(&ctx, r[i]), follows_of(i, 0, fo));
+    size_t live = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) { /* a third close; new readers take their memory */
+            soc_tl_close(&ctx, r[i]);
+            r[i] = NULL;
+            snprintf(id, sizeof id, "s%d", i);
+            s[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
+            assert_non_null(s[i]);
+            assert_int_equal(soc_tl_count(&ctx, s[i]), 0);
+            size_t nf = follows_of(i, 1, fo);
+            for (size_t k = 0; k < nf; k++) {
+                char au[16];
+                snprintf(au, sizeof au, "a%d", fo[k]);
+                assert_int_equal(soc_tl_follow(&ctx, s[i], au), 1);
+            }
+            rh[live++] = h(id);
+        } else {
+            snprintf(id, sizeof id, "r%d", i);
+            rh[live++] = h(id);
+        }
+    }
+    post_round(&ctx, 1000, rh, live);
+    char got[256];
+    for (int i = 0; i < N; i++) {
+        if (r[i] != NULL) {
+            size_t nf = follows_of(i, 0, fo);
+            assert_int_equal(soc_tl_count(&ctx, r[i]), 2 * nf);
+            page(&ctx, r[i], 0, "", got, sizeof got); /* newest first: round 2, then round 1 */
+            char want[256] = "";
+            for (size_t k = 0, l = 0; k < 2 * nf && k < 16; k++) {
+                int a = fo[nf - 1 - (k % nf)];
+                l += (size_t)snprintf(want + l, sizeof want - l, "%s%llu", k ? "," : "",
+                                      (unsigned long long)((k < nf ? 1000u : 1u) + (unsigned)a));
+            }
+            assert_string_equal(got, want);
+        } else {
+            assert_int_equal(soc_tl_count(&ctx, s[i]), follows_of(i, 1, fo));
+        }
+    }
+    soc_tl_unfollow(&ctx, r[100], "a7"); /* a large set shrinks; its two posts leave */
+    assert_int_equal(soc_tl_count(&ctx, r[100]), 298);
+    soc_tl_celeb(&ctx, r[101], "a9", true); /* the celebrity set, allocated here too */
+    soc_tl_celeb(&ctx, r[101], "a9", false);
+    assert_int_equal(soc_tl_count(&ctx, r[101]), follows_of(101, 0, fo) * 2 - (101 % 13 == 9 ? 2 : 0));
+    uint64_t tls, entries, bytes;
+    social_timeline_memory(&ctx, &tls, &entries, &bytes);
+    assert_int_equal(tls, N);
+    for (int i = 0; i < N; i++)
+        soc_tl_close(&ctx, r[i] != NULL ? r[i] : s[i]);
+    social_timeline_memory(&ctx, &tls, &entries, &bytes);
+    assert_int_equal(tls + entries + bytes, 0);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0);
+    social_ctx_free(&ctx);
+}
+
 /* A post record keeps the post as the HTTP API writes it, escaped. */
 static void test_post_json(void **state)
 {
@@ -308,6 +416,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_table),
     cmocka_unit_test(test_merge_matches_inserts),
     cmocka_unit_test(test_table_grows),
+    cmocka_unit_test(test_table_memory),
     cmocka_unit_test(test_post_json),
     cmocka_unit_test(test_hset_membership),
 };

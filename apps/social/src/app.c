@@ -673,6 +673,8 @@ static void figures_json(soc_app *a, tr_jbuf *bp)
     tr_jbuf_u64(&b, tl_entries);
     tr_jbuf_lit(&b, ",\"timeline_bytes\":");
     tr_jbuf_u64(&b, tl_bytes);
+    tr_jbuf_lit(&b, ",\"timeline_table_bytes\":");
+    tr_jbuf_u64(&b, social_timeline_table_bytes(&a->ctx));
     tr_jbuf_lit(&b, "},\"search\":{\"events\":");
     tr_jbuf_u64(&b, atomic_load(&s->search_events));
     tr_jbuf_lit(&b, "},\"lag\":{");
