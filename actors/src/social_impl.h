@@ -78,7 +78,7 @@ typedef struct soc_tl {
     /* the first 64 bytes hold all an insert reads (the record is 64-byte aligned) */
     uint32_t n, cap, head;      /* the ring: n entries newest first from e[head] */
     uint32_t stripe;
-    soc_post **e;               /* malloc */
+    soc_post **e;               /* the table's memory (malloc above 128 entries) */
     soc_hset following;         /* whom the reader follows (the table's memory) */
     soc_hset celebs;            /* followees pulled at read time: not inserted (likewise) */
     uint64_t reader_h;          /* soc_id_hash(reader) (never 0) */

@@ -28,12 +28,10 @@
  *   timeline stripe, then the table's memory lock (a stripe taking a new piece); never the other
  *   way.
  *
- * Memory: records and follow sets come from the table's own memory, not malloc (see "the table's
- * memory" below): at a million running timelines the node's heap is gigabytes of actors,
+ * Memory: records, follow sets and rings come from the table's own memory, not malloc (see "the
+ * table's memory" below): at a million running timelines the node's heap is gigabytes of actors,
  * mailboxes and users' sets, and with malloc the lines an insert touches lay spread through all
  * of it, each on its own page — a TLB miss per line whose page-table walk missed the caches too.
- * The rings stay in malloc: they grow as posts come, all of them together, and the blocks they
- * outgrow would sit in the table's free lists unused (malloc coalesces them).
  */
 #include "social_impl.h"
 
@@ -60,8 +58,13 @@
 
 #define TL_STRIPES 1024u
 #define TL_CHUNK ((size_t)2 << 20) /* the table's memory comes in 2 MiB chunks (huge pages) */
-#define TL_PIECE 4096u             /* a stripe allocates from a piece of a chunk at a time */
+#define TL_PAGE 4096u              /* chunks are cut in pages: a stripe's piece, or ring blocks */
+#define TL_META_PAGES 4u           /* a chunk's first pages: the metas of its pages */
 #define TL_SMALL 1024u             /* blocks above this many bytes come from malloc */
+#define TL_RING_CLASSES 10u
+#define TL_RING_MAX 128u           /* rings above this many entries come from malloc */
+/* the capacities of rings in the table's memory (entries): growing by about half */
+static const uint16_t RING_CLASS[TL_RING_CLASSES] = {4, 8, 12, 16, 24, 32, 48, 64, 96, 128};
 #define TL_RECORD (TL_SMALL / 16 + 1) /* free list of records; those below: blocks by 16 bytes */
 
 _Static_assert(offsetof(soc_tl, celebs.n) + sizeof(size_t) <= 64,
@@ -76,20 +79,35 @@ typedef struct tl_free {
     struct tl_free *next;
 } tl_free;
 
+/* The meta of one page of a chunk (in the chunk's first TL_META_PAGES pages). A page of ring
+ * blocks holds blocks of one class; while it has room it is in its stripe's list of that class;
+ * its last block given back, it returns to the table's pool of pages. */
+typedef struct tl_page {
+    struct tl_page *next, *prev; /* in its stripe's list of its class, or the pool (next only) */
+    tl_free *free;               /* its blocks given back */
+    uint16_t used, carved;       /* blocks handed out; blocks cut from its start so far */
+    uint16_t cls;                /* ring class */
+} tl_page;
+
+_Static_assert(sizeof(tl_page) * (TL_CHUNK / TL_PAGE) <= TL_META_PAGES * TL_PAGE,
+               "a chunk's metas fit its first pages");
+
 typedef struct tl_stripe {
     _Alignas(64) pthread_mutex_t lock;
     tl_slot *s;
     size_t mask, n;             /* mask + 1 slots (0: none yet), n used */
     uint64_t entries, bytes;    /* the stripe's timelines: entries held, ring bytes (capacity) */
-    uint64_t heap;              /* bytes of its follow sets above TL_SMALL (malloc) */
+    uint64_t heap;              /* bytes of its rings and follow sets in malloc */
     char *bump, *bump_end;      /* the rest of the stripe's piece */
     tl_free *free[TL_RECORD + 1]; /* [k]: blocks of 16 k bytes; [TL_RECORD]: records */
+    tl_page *rings[TL_RING_CLASSES]; /* its pages of ring blocks with room, by class */
 } tl_stripe;
 
 struct soc_tls {
     tl_stripe st[TL_STRIPES];
-    pthread_mutex_t mem_lock;   /* the chunks below */
+    pthread_mutex_t mem_lock;   /* the chunks and the pool below */
     char *cur, *end;            /* the rest of the newest chunk */
+    tl_page *pool;              /* pages given back */
     void **chunks;
     size_t nchunks, chunks_cap;
 };
@@ -122,18 +140,20 @@ static struct soc_tls *table(social_ctx *ctx)
 
 /* ---- the table's memory ---------------------------------------------------------------------
  *
- * Records and follow sets up to TL_SMALL bytes are carved from TL_CHUNK chunks mapped aligned
- * and offered to the kernel as huge pages (MADV_HUGEPAGE: honoured when transparent huge pages
- * are "always" or "madvise"), so at a million timelines the records and sets the fan-out reads
- * (~230 MB) are ~115 pages the TLB holds instead of ~60,000 4 KiB pages scattered through the
- * heap. A stripe takes a TL_PIECE of the newest chunk at a time (the memory lock, rarely) and
- * bumps through it under its own lock; a block given back goes to its stripe's free list of its
- * size (16-byte classes; records, 64-byte aligned so the fan-out's fields share one line, have
- * their own list), and is reused by the next block of that size in that stripe. Memory returns
- * to the system only with the table (soc_tls_free). Records are one size; a follow set grows
- * when its reader follows someone (one timeline at a time: the block it outgrows serves the next
- * one's), so the table holds about what its timelines held at their peak, which a node bounds by
- * passivating idle timelines. */
+ * Records, follow sets up to TL_SMALL bytes and rings up to TL_RING_MAX entries are carved from
+ * TL_CHUNK chunks mapped aligned and offered to the kernel as huge pages (MADV_HUGEPAGE: honoured
+ * when transparent huge pages are "always" or "madvise"), so at a million timelines what the
+ * fan-out reads (~350 MB) is a few hundred pages the TLB holds instead of ~90,000 4 KiB pages
+ * scattered through the heap. Chunks are cut in TL_PAGE pages (the metas of a chunk's pages in
+ * its first pages). For records and follow sets a stripe takes a page (a piece) at a time (the
+ * memory lock, rarely) and bumps through it under its own lock; a block given back goes to its
+ * stripe's free list of its size (16-byte classes; records, 64-byte aligned so the fan-out's
+ * fields share one line, have their own list), and is reused by the next block of that size in
+ * that stripe. Records are one size; a follow set grows when its reader follows someone (one
+ * timeline at a time: the block it outgrows serves the next one's). Rings work by pages (below),
+ * which return to a pool when empty. Memory returns to the system only with the table
+ * (soc_tls_free): the table holds about what its timelines held at their peak, which a node
+ * bounds by passivating idle timelines. */
 
 static size_t tl_class(size_t bytes)
 {
@@ -154,8 +174,66 @@ static void *chunk_new(void)
 #ifdef MADV_HUGEPAGE
     (void)madvise(a, TL_CHUNK, MADV_HUGEPAGE); /* a hint: refused, the chunk is 4 KiB pages */
 #endif
-    TL_POISON(a, TL_CHUNK);
+    TL_POISON(a + TL_META_PAGES * TL_PAGE, TL_CHUNK - TL_META_PAGES * TL_PAGE);
     return a;
+}
+
+static tl_page *page_of(const void *p)
+{
+    uintptr_t base = (uintptr_t)p & ~(uintptr_t)(TL_CHUNK - 1);
+    return (tl_page *)base + ((uintptr_t)p - base) / TL_PAGE;
+}
+
+static char *page_addr(const tl_page *pg)
+{
+    uintptr_t base = (uintptr_t)pg & ~(uintptr_t)(TL_CHUNK - 1);
+    return (char *)base + (size_t)(pg - (const tl_page *)base) * TL_PAGE;
+}
+
+/* A page: one given back, else the newest chunk's next (a new chunk when it has none left);
+ * NULL when out of memory. */
+static tl_page *page_take(struct soc_tls *tab)
+{
+    tl_page *pg = NULL;
+    pthread_mutex_lock(&tab->mem_lock);
+    if (tab->pool != NULL) {
+        pg = tab->pool;
+        tab->pool = pg->next;
+    } else {
+        if (tab->cur == tab->end) {
+            char *c = NULL;
+            if (tab->nchunks == tab->chunks_cap) {
+                size_t nc = tab->chunks_cap ? tab->chunks_cap * 2 : 16;
+                void **v = realloc(tab->chunks, nc * sizeof *v);
+                if (v != NULL) {
+                    tab->chunks = v;
+                    tab->chunks_cap = nc;
+                }
+            }
+            if (tab->nchunks < tab->chunks_cap && (c = chunk_new()) != NULL) {
+                tab->chunks[tab->nchunks++] = c;
+                tab->cur = c + TL_META_PAGES * TL_PAGE;
+                tab->end = c + TL_CHUNK;
+            }
+        }
+        if (tab->cur != tab->end) {
+            pg = page_of(tab->cur);
+            tab->cur += TL_PAGE;
+        }
+    }
+    pthread_mutex_unlock(&tab->mem_lock);
+    if (pg != NULL)
+        *pg = (tl_page){0};
+    return pg;
+}
+
+static void page_give(struct soc_tls *tab, tl_page *pg)
+{
+    TL_POISON(page_addr(pg), TL_PAGE);
+    pthread_mutex_lock(&tab->mem_lock);
+    pg->next = tab->pool;
+    tab->pool = pg;
+    pthread_mutex_unlock(&tab->mem_lock);
 }
 
 static void release_block(tl_stripe *st, void *p, size_t k)
@@ -167,39 +245,19 @@ static void release_block(tl_stripe *st, void *p, size_t k)
     TL_POISON((char *)p + sizeof *f, (k == TL_RECORD ? sizeof(soc_tl) : k * 16) - sizeof *f);
 }
 
-/* The rest of the stripe's piece into its free list (a multiple of 16 bytes), a new piece in
- * its place; false when out of memory. */
+/* The rest of the stripe's piece into its free list (a multiple of 16 bytes), a new piece (a
+ * page, never given back) in its place; false when out of memory. */
 static bool piece_new(struct soc_tls *tab, tl_stripe *st)
 {
     size_t rest = (size_t)(st->bump_end - st->bump);
     if (rest >= 16)
         release_block(st, st->bump, rest / 16);
     st->bump = st->bump_end = NULL;
-    pthread_mutex_lock(&tab->mem_lock);
-    if (tab->cur == tab->end) {
-        if (tab->nchunks == tab->chunks_cap) {
-            size_t nc = tab->chunks_cap ? tab->chunks_cap * 2 : 16;
-            void **v = realloc(tab->chunks, nc * sizeof *v);
-            if (v == NULL) {
-                pthread_mutex_unlock(&tab->mem_lock);
-                return false;
-            }
-            tab->chunks = v;
-            tab->chunks_cap = nc;
-        }
-        char *c = chunk_new();
-        if (c == NULL) {
-            pthread_mutex_unlock(&tab->mem_lock);
-            return false;
-        }
-        tab->chunks[tab->nchunks++] = c;
-        tab->cur = c;
-        tab->end = c + TL_CHUNK;
-    }
-    st->bump = tab->cur;
-    st->bump_end = tab->cur + TL_PIECE;
-    tab->cur += TL_PIECE;
-    pthread_mutex_unlock(&tab->mem_lock);
+    tl_page *pg = page_take(tab);
+    if (pg == NULL)
+        return false;
+    st->bump = page_addr(pg);
+    st->bump_end = st->bump + TL_PAGE;
     return true;
 }
 
@@ -251,7 +309,7 @@ static soc_tl *record_alloc(struct soc_tls *tab, tl_stripe *st)
         if ((size_t)(st->bump_end - st->bump) < skip + sizeof *t) {
             if (!piece_new(tab, st))
                 return NULL;
-            skip = 0; /* pieces are page-aligned */
+            skip = 0; /* pieces are pages */
         } else if (skip > 0) {
             release_block(st, st->bump, skip / 16);
         }
@@ -316,6 +374,88 @@ static void tset_free(tl_stripe *st, soc_hset *s)
 {
     tl_release(st, s->v, s->cap * sizeof *s->v);
     *s = (soc_hset){0};
+}
+
+/* ---- ring blocks (lock held) -------------------------------------------------------------------
+ * Rings grow as posts come, all of a node's timelines together: the blocks they outgrow would
+ * sit in free lists nobody asks from (every ring has grown past them). So a ring of up to
+ * TL_RING_MAX entries lives in a page holding blocks of its class only, and a page whose blocks
+ * have all been given back returns to the table's pool for any class and any stripe: the table
+ * holds about what its rings hold, plus a partly used page per class and stripe. */
+
+static void page_unlist(tl_stripe *st, tl_page *pg)
+{
+    if (pg->prev != NULL)
+        pg->prev->next = pg->next;
+    else
+        st->rings[pg->cls] = pg->next;
+    if (pg->next != NULL)
+        pg->next->prev = pg->prev;
+    pg->next = pg->prev = NULL;
+}
+
+/* A ring for at least n entries, its capacity into *cap; NULL when out of memory. */
+static soc_post **ring_alloc(struct soc_tls *tab, tl_stripe *st, size_t n, size_t *cap)
+{
+    if (n > TL_RING_MAX) {
+        soc_post **v = malloc(n * sizeof *v);
+        if (v != NULL) {
+            st->heap += n * sizeof *v;
+            *cap = n;
+        }
+        return v;
+    }
+    unsigned c = 0;
+    while (RING_CLASS[c] < n)
+        c++;
+    size_t bytes = RING_CLASS[c] * sizeof(soc_post *);
+    tl_page *pg = st->rings[c];
+    if (pg == NULL) {
+        if ((pg = page_take(tab)) == NULL)
+            return NULL;
+        pg->cls = (uint16_t)c;
+        st->rings[c] = pg;
+    }
+    void *b;
+    if (pg->free != NULL) {
+        b = pg->free;
+        TL_UNPOISON(b, bytes);
+        pg->free = pg->free->next;
+    } else {
+        b = page_addr(pg) + (size_t)pg->carved++ * bytes;
+        TL_UNPOISON(b, bytes);
+    }
+    if (++pg->used == TL_PAGE / bytes) /* full: off the list */
+        page_unlist(st, pg);
+    *cap = RING_CLASS[c];
+    return b;
+}
+
+static void ring_free(struct soc_tls *tab, tl_stripe *st, soc_post **e, size_t cap)
+{
+    if (e == NULL)
+        return;
+    if (cap > TL_RING_MAX) {
+        free(e);
+        st->heap -= cap * sizeof *e;
+        return;
+    }
+    tl_page *pg = page_of(e);
+    size_t bytes = RING_CLASS[pg->cls] * sizeof(soc_post *);
+    if (pg->used == TL_PAGE / bytes) { /* full until now: back on the list */
+        pg->next = st->rings[pg->cls];
+        if (pg->next != NULL)
+            pg->next->prev = pg;
+        st->rings[pg->cls] = pg;
+    }
+    tl_free *f = (tl_free *)(void *)e;
+    f->next = pg->free;
+    pg->free = f;
+    TL_POISON((char *)e + sizeof *f, bytes - sizeof *f);
+    if (--pg->used == 0) {
+        page_unlist(st, pg);
+        page_give(tab, pg);
+    }
 }
 
 /* ---- the stripe's table (lock held) -------------------------------------------------------- */
@@ -402,14 +542,14 @@ static size_t ring_grown(size_t c, size_t cap)
     return nc < cap + 1 ? nc : cap + 1;
 }
 
-static bool ring_resize(tl_stripe *st, soc_tl *t, size_t nc)
+static bool ring_resize(struct soc_tls *tab, tl_stripe *st, soc_tl *t, size_t nc)
 {
-    soc_post **v = malloc(nc * sizeof *v);
+    soc_post **v = ring_alloc(tab, st, nc, &nc);
     if (v == NULL)
         return false;
     for (size_t i = 0; i < t->n; i++)
         v[i] = *at(t, i);
-    free(t->e);
+    ring_free(tab, st, t->e, t->cap);
     st->bytes += (nc - t->cap) * sizeof *v;
     t->e = v;
     t->cap = (uint32_t)nc;
@@ -444,7 +584,7 @@ static bool ring_insert(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post *p)
     if (lo >= cap)
         return false;
     if (t->n == t->cap) {
-        if (!ring_resize(st, t, ring_grown(t->cap, cap)))
+        if (!ring_resize(ctx->timelines_table, st, t, ring_grown(t->cap, cap)))
             return false;
     }
     t->head = t->head == 0 ? t->cap - 1 : t->head - 1; /* one more slot in front */
@@ -472,7 +612,7 @@ static bool ring_merge(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post **w, 
         if (nc < want)
             nc = want; /* (want <= cap) */
     }
-    soc_post **v = malloc(nc * sizeof *v);
+    soc_post **v = ring_alloc(ctx->timelines_table, st, nc, &nc);
     if (v == NULL)
         return false;
     size_t i = 0, j = 0, n = 0, took = 0;
@@ -497,7 +637,7 @@ static bool ring_merge(social_ctx *ctx, tl_stripe *st, soc_tl *t, soc_post **w, 
     st->entries -= t->n;
     st->bytes += nc * sizeof *v;
     st->bytes -= t->cap * sizeof *v;
-    free(t->e);
+    ring_free(ctx->timelines_table, st, t->e, t->cap);
     t->e = v;
     t->cap = (uint32_t)nc;
     t->head = 0;
@@ -602,8 +742,8 @@ void soc_tl_close(social_ctx *ctx, soc_tl *t)
      * are, free post records: not under the stripe's lock) */
     for (size_t i = 0; i < t->n; i++)
         soc_post_unref(ctx, *at(t, i));
-    free(t->e);
     pthread_mutex_lock(&st->lock);
+    ring_free(ctx->timelines_table, st, t->e, t->cap);
     tset_free(st, &t->following);
     tset_free(st, &t->celebs);
     release_block(st, t, TL_RECORD);
@@ -898,7 +1038,7 @@ uint64_t social_timeline_table_bytes(social_ctx *ctx)
     for (unsigned i = 0; i < TL_STRIPES; i++) {
         tl_stripe *st = &tab->st[i];
         pthread_mutex_lock(&st->lock);
-        b += st->bytes + st->heap + (st->s != NULL ? (st->mask + 1) * sizeof *st->s : 0);
+        b += st->heap + (st->s != NULL ? (st->mask + 1) * sizeof *st->s : 0);
         pthread_mutex_unlock(&st->lock);
     }
     pthread_mutex_lock(&tab->mem_lock);

@@ -203,9 +203,9 @@ bool social_timeline_read(social_ctx *ctx, const char *reader, uint64_t before_t
  * entry rings (capacity included; the shared post records apart). Any argument may be NULL. */
 void social_timeline_memory(social_ctx *ctx, uint64_t *timelines, uint64_t *entries,
                             uint64_t *bytes);
-/* All the memory of this node's timeline table: its 2 MiB chunks (records and follow sets up to
- * 1 KiB, free blocks kept for reuse included), its slot arrays, its rings and the larger follow
- * sets it took from malloc (the shared post records apart). */
+/* All the memory of this node's timeline table: its 2 MiB chunks (records, follow sets up to
+ * 1 KiB, rings up to 128 entries, free blocks and pages kept for reuse included), its slot
+ * arrays and the larger rings and sets it took from malloc (the shared post records apart). */
 uint64_t social_timeline_table_bytes(social_ctx *ctx);
 
 /* The id of the user named `username` (case-folded), into out (SOCIAL_ID_MAX + 1 bytes). */
