@@ -291,7 +291,7 @@ uint64_t soc_id_hash(const char *k, size_t n)
     return mix64(h);
 }
 
-static size_t hset_pos(const soc_hset *s, uint64_t h, bool *found)
+size_t soc_hset_pos(const soc_hset *s, uint64_t h, bool *found)
 {
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
@@ -334,7 +334,7 @@ int soc_hset_add(soc_hset *s, const char *k)
 {
     uint64_t h = soc_id_hash(k, strlen(k));
     bool f;
-    size_t i = hset_pos(s, h, &f);
+    size_t i = soc_hset_pos(s, h, &f);
     if (f)
         return 0;
     if (s->n == s->cap) {
@@ -354,7 +354,7 @@ int soc_hset_add(soc_hset *s, const char *k)
 bool soc_hset_del(soc_hset *s, const char *k)
 {
     bool f;
-    size_t i = hset_pos(s, soc_id_hash(k, strlen(k)), &f);
+    size_t i = soc_hset_pos(s, soc_id_hash(k, strlen(k)), &f);
     if (!f)
         return false;
     memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);

@@ -39,6 +39,8 @@ typedef struct soc_hset {
 bool soc_hset_has(const soc_hset *s, const char *k);
 /* The same for an id already hashed (soc_id_hash). */
 bool soc_hset_has_hash(const soc_hset *s, uint64_t h);
+/* Where h is or would go in s (its lower bound); *found: whether it is there. */
+size_t soc_hset_pos(const soc_hset *s, uint64_t h, bool *found);
 /* A 64-bit hash of k[0..n) (ids: the timeline's follow set, the post records' table). */
 uint64_t soc_id_hash(const char *k, size_t n);
 /* 1 added, 0 there already, TR_ENOMEM. */

@@ -325,24 +325,12 @@ static soc_tl *record_alloc(struct soc_tls *tab, tl_stripe *st)
 /* ---- a follow set in the table's memory (lock held) ------------------------------------------
  * The same sorted hashes as soc_hset (soc_hset_has_hash reads it), allocated here. */
 
-static size_t tset_pos(const soc_hset *s, uint64_t h)
-{
-    size_t lo = 0, hi = s->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->v[mid] < h)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* 1 added, 0 there already, TR_ENOMEM. */
 static int tset_add(struct soc_tls *tab, tl_stripe *st, soc_hset *s, uint64_t h)
 {
-    size_t i = tset_pos(s, h);
-    if (i < s->n && s->v[i] == h)
+    bool found;
+    size_t i = soc_hset_pos(s, h, &found);
+    if (found)
         return 0;
     if (s->n == s->cap) { /* by half (at least 4): ten follows take 96 bytes */
         size_t nc = s->cap + (s->cap / 2 > 4 ? s->cap / 2 : 4);
@@ -363,8 +351,9 @@ static int tset_add(struct soc_tls *tab, tl_stripe *st, soc_hset *s, uint64_t h)
 
 static void tset_del(soc_hset *s, uint64_t h)
 {
-    size_t i = tset_pos(s, h);
-    if (i < s->n && s->v[i] == h) {
+    bool found;
+    size_t i = soc_hset_pos(s, h, &found);
+    if (found) {
         memmove(s->v + i, s->v + i + 1, (s->n - i - 1) * sizeof *s->v);
         s->n--;
     }
