@@ -61,6 +61,27 @@ static uint64_t cpu_ns(void)
            ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
 }
 
+static _Noreturn void oom(void)
+{
+    fprintf(stderr, "timelines-bench: out of memory\n");
+    exit(1);
+}
+
+/* --pad: `bytes` of other data, kept in a list (freed at the end) */
+static void *junk;
+
+static void pad_alloc(unsigned bytes, int fill)
+{
+    for (unsigned b = 0; b < bytes; b += 256) {
+        void **j = malloc(256);
+        if (j == NULL)
+            oom();
+        memset(j, fill, 256);
+        *j = junk;
+        junk = j;
+    }
+}
+
 static uint64_t xs(uint64_t *s)
 {
     uint64_t x = *s;
@@ -152,7 +173,7 @@ int main(int argc, char **argv)
     double *cdf = calloc(o.users + 1, sizeof *cdf);
     soc_tl **tl = calloc(o.users + 1, sizeof *tl);
     if (ids == NULL || au == NULL || cdf == NULL || tl == NULL)
-        return 1;
+        oom();
     /* the network: social-bench's ids and draw */
     uint64_t t0 = now_ns();
     for (unsigned r = 1; r <= o.users; r++) {
@@ -160,13 +181,8 @@ int main(int argc, char **argv)
         int nl = snprintf(name, sizeof name, "b%u", r);
         social_user_id(name, (size_t)nl, ids[r]);
         if ((tl[r] = soc_tl_open(&ctx, ids[r], TR_PID_NONE)) == NULL)
-            return 1;
-        for (unsigned b = 0; b < o.pad; b += 256) { /* a node's other allocations between */
-            char *junk = malloc(256);
-            if (junk == NULL)
-                return 1;
-            memset(junk, (int)r, 256);
-        }
+            oom();
+        pad_alloc(o.pad, (int)r); /* a node's other allocations between */
         soc_tl_servable(&ctx, tl[r], true);
     }
     double sum = 0;
@@ -194,18 +210,13 @@ int main(int argc, char **argv)
             }
             if (v == 0 || soc_tl_follow(&ctx, tl[u], ids[v]) != 1)
                 continue; /* none drawn, or a follow drawn twice (idempotent) */
-            for (unsigned b = 0; b < o.pad / 16; b += 256) {
-                char *junk = malloc(256);
-                if (junk == NULL)
-                    return 1;
-                memset(junk, (int)u, 256);
-            }
+            pad_alloc(o.pad / 16, (int)u);
             author *a = &au[v];
             if (a->n == a->cap) {
                 uint32_t nc = a->cap ? a->cap * 2 : 4;
                 uint64_t *nv = realloc(a->fol, nc * sizeof *nv);
                 if (nv == NULL)
-                    return 1;
+                    oom();
                 a->fol = nv;
                 a->cap = nc;
             }
@@ -243,8 +254,10 @@ int main(int argc, char **argv)
     uint64_t c0 = cpu_ns();
     t0 = now_ns();
     for (unsigned i = 0; i < o.threads; i++)
-        if (pthread_create(&th[i], NULL, worker, NULL) != 0)
-            return 1;
+        if (pthread_create(&th[i], NULL, worker, NULL) != 0) {
+            fprintf(stderr, "timelines-bench: no thread\n");
+            exit(1);
+        }
     for (unsigned i = 0; i < o.threads; i++)
         pthread_join(th[i], NULL);
     double secs = (double)(now_ns() - t0) / 1e9;
@@ -267,6 +280,11 @@ int main(int argc, char **argv)
         free(au[r].fol);
     }
     soc_tls_free(&ctx);
+    while (junk != NULL) {
+        void **j = junk;
+        junk = *j;
+        free(j);
+    }
     free(tl);
     free(au);
     free(ids);
