@@ -40,20 +40,28 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* Under AddressSanitizer: blocks not handed out are poisoned, and the chunks are roots for its
+ * leak checker (it does not scan memory it did not allocate: a malloc'd ring held only by a
+ * record in a chunk would look leaked). */
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define TL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define TL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define TL_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
+#define TL_ASAN 1
+#endif
+#endif
+#ifdef TL_ASAN
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #define TL_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define TL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#endif
-#endif
-#ifndef TL_POISON
+#define TL_ROOT(p, n) __lsan_register_root_region((p), (n))
+#define TL_UNROOT(p, n) __lsan_unregister_root_region((p), (n))
+#else
 #define TL_POISON(p, n) ((void)(p), (void)(n))
 #define TL_UNPOISON(p, n) ((void)(p), (void)(n))
+#define TL_ROOT(p, n) ((void)(p), (void)(n))
+#define TL_UNROOT(p, n) ((void)(p), (void)(n))
 #endif
 
 #define TL_STRIPES 1024u
@@ -175,6 +183,7 @@ static void *chunk_new(void)
     (void)madvise(a, TL_CHUNK, MADV_HUGEPAGE); /* a hint: refused, the chunk is 4 KiB pages */
 #endif
     TL_POISON(a + TL_META_PAGES * TL_PAGE, TL_CHUNK - TL_META_PAGES * TL_PAGE);
+    TL_ROOT(a, TL_CHUNK);
     return a;
 }
 
@@ -1046,6 +1055,7 @@ void soc_tls_free(social_ctx *ctx)
         pthread_mutex_destroy(&tab->st[i].lock);
     }
     for (size_t i = 0; i < tab->nchunks; i++) {
+        TL_UNROOT(tab->chunks[i], TL_CHUNK);
         TL_UNPOISON(tab->chunks[i], TL_CHUNK);
         munmap(tab->chunks[i], TL_CHUNK);
     }
