@@ -913,17 +913,49 @@ size_t soc_tl_count(social_ctx *ctx, soc_tl *t)
  *
  * A million running timelines do not fit the caches: each insert touches its slot, its record,
  * its follow set and its ring's front, four lines of memory that are each a miss, and taken one
- * reader at a time those misses queue behind each other. So a batch's stripes are locked first
- * (in stripe order, the only order any thread takes more than one in: no deadlock), and each
- * level of lines is asked for (prefetched) for the whole batch before the next level reads it:
- * the misses of the batch overlap instead of adding up. */
+ * reader at a time those misses queue behind each other. So a batch's stripes are locked first,
+ * and each level of lines is asked for (prefetched) for the whole batch before the next level
+ * reads it: the misses of the batch overlap instead of adding up.
+ *
+ * A stripe another thread holds is not waited for: the batch takes its stripes with trylock and
+ * leaves the readers of a busy one for later — after the call's other batches, or once
+ * FANOUT_LATER of them wait — each then placed alone, its stripe locked and let go (no thread
+ * waits for a stripe while holding another, so no deadlock). Two workers fanning out batches of
+ * 16 of the 1,024 stripes at once can meet on one in a batch in four; waiting there, holding up
+ * to 15 others, was a futex sleep and wake-up each (slow on a VM: strace counted ~37,000 waits
+ * in timelines-bench's 10,000 posts) with the other worker then waiting in turn. That was half
+ * the CPU of an insertion, and two threads were slower than one (3.0-3.5 M insertions/s against
+ * 4.0-4.9 M; 6.8-7.0 M with two threads since). A page read holding its stripe while it writes
+ * JSON delays only its reader's insert, not the fan-out's page. */
 #define FANOUT_BATCH 16u
+#define FANOUT_LATER 256u
+
+/* Places p in the timelines of readers in busy stripes left for later, one at a time. */
+static size_t fanout_later(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
+                           const uint64_t *later, size_t n)
+{
+    size_t placed = 0;
+    for (size_t i = 0; i < n; i++) {
+        tl_stripe *st = &tab->st[later[i] % TL_STRIPES];
+        pthread_mutex_lock(&st->lock);
+        tl_slot *s = slot_find(st, later[i]);
+        if (s != NULL && pushed(s->t, p) && ring_insert(ctx, st, s->t, p))
+            placed++;
+        pthread_mutex_unlock(&st->lock);
+    }
+    return placed;
+}
+
+/* One batch (n <= FANOUT_BATCH); the readers of busy stripes are appended to later (*nlater
+ * of them there already, room for FANOUT_BATCH more). */
 static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
-                           const uint64_t *readers, size_t n)
+                           const uint64_t *readers, size_t n, uint64_t *later, size_t *nlater)
 {
     uint64_t hs[FANOUT_BATCH];
     tl_stripe *sts[FANOUT_BATCH];
     soc_tl *ts[FANOUT_BATCH];
+    size_t m = 0, nl = *nlater;
+    uint64_t busy = UINT64_MAX; /* the last stripe found held */
     for (size_t i = 0; i < n; i++) { /* in stripe order (insertion sort: n is small) */
         uint64_t h = key_of(readers[i]);
         size_t k = i;
@@ -933,21 +965,32 @@ static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
         }
         hs[k] = h;
     }
-    for (size_t i = 0; i < n; i++) {
-        sts[i] = &tab->st[hs[i] % TL_STRIPES];
-        if (i == 0 || sts[i] != sts[i - 1])
-            pthread_mutex_lock(&sts[i]->lock);
+    for (size_t i = 0; i < n; i++) { /* the stripes free now; the others' readers for later */
+        tl_stripe *st = &tab->st[hs[i] % TL_STRIPES];
+        if (m > 0 && sts[m - 1] == st) {
+            sts[m] = st;
+            hs[m++] = hs[i];
+        } else if (busy == hs[i] % TL_STRIPES) {
+            later[nl++] = hs[i];
+        } else if (pthread_mutex_trylock(&st->lock) == 0) {
+            sts[m] = st;
+            hs[m++] = hs[i];
+        } else {
+            busy = hs[i] % TL_STRIPES;
+            later[nl++] = hs[i];
+        }
     }
-    for (size_t i = 0; i < n; i++) /* the slots */
+    *nlater = nl;
+    for (size_t i = 0; i < m; i++) /* the slots */
         if (sts[i]->s != NULL)
             __builtin_prefetch(&sts[i]->s[home(sts[i], hs[i])]);
-    for (size_t i = 0; i < n; i++) { /* the records */
+    for (size_t i = 0; i < m; i++) { /* the records */
         tl_slot *s = slot_find(sts[i], hs[i]);
         ts[i] = s != NULL ? s->t : NULL;
         if (ts[i] != NULL)
             __builtin_prefetch(ts[i]);
     }
-    for (size_t i = 0; i < n; i++) { /* their follow sets and the rings' fronts */
+    for (size_t i = 0; i < m; i++) { /* their follow sets and the rings' fronts */
         soc_tl *t = ts[i];
         if (t == NULL)
             continue;
@@ -961,10 +1004,10 @@ static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
             __builtin_prefetch(&t->e[t->head > 0 ? t->head - 1 : t->cap - 1], 1);
     }
     size_t placed = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < m; i++)
         if (ts[i] != NULL && pushed(ts[i], p) && ring_insert(ctx, sts[i], ts[i], p))
             placed++;
-    for (size_t i = n; i-- > 0;)
+    for (size_t i = m; i-- > 0;)
         if (i == 0 || sts[i] != sts[i - 1])
             pthread_mutex_unlock(&sts[i]->lock);
     return placed;
@@ -978,10 +1021,17 @@ size_t soc_tl_fanout(social_ctx *ctx, soc_post *p, const uint64_t *readers, size
     /* a reference per possible insert, up front: a post placed in a ring may leave it (an
      * unfollow, a closing timeline) before this loop ends */
     atomic_fetch_add_explicit(&p->refs, (uint32_t)n, memory_order_relaxed);
-    size_t placed = 0;
-    for (size_t i = 0; i < n; i += FANOUT_BATCH)
-        placed += fanout_batch(ctx, tab, p, readers + i, n - i < FANOUT_BATCH ? n - i
-                                                                                : FANOUT_BATCH);
+    uint64_t later[FANOUT_LATER];
+    size_t placed = 0, nl = 0;
+    for (size_t i = 0; i < n; i += FANOUT_BATCH) {
+        if (nl > FANOUT_LATER - FANOUT_BATCH) {
+            placed += fanout_later(ctx, tab, p, later, nl);
+            nl = 0;
+        }
+        placed += fanout_batch(ctx, tab, p, readers + i,
+                               n - i < FANOUT_BATCH ? n - i : FANOUT_BATCH, later, &nl);
+    }
+    placed += fanout_later(ctx, tab, p, later, nl);
     if (placed < n) /* the caller's own reference keeps the count above zero */
         atomic_fetch_sub_explicit(&p->refs, (uint32_t)(n - placed), memory_order_release);
     return placed;

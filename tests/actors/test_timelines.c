@@ -8,8 +8,10 @@
 
 #include "../../actors/src/social_impl.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static soc_post *post(social_ctx *ctx, const char *author, uint64_t ts)
 {
@@ -415,6 +417,173 @@ static void test_rings_grow_together(void **state)
     social_ctx_free(&ctx);
 }
 
+/* A fan-out does not wait for a stripe another thread holds: it places the post in every other
+ * reader's timeline first, and in the busy stripe's once it is free. Here a page read holds
+ * reader R's stripe (social_timeline_read calls back under it) while the main thread fans a post
+ * out to R and 40 readers of stripes above R's (1,024 stripes); the callback, still holding,
+ * waits (at most ~5 s) to see the post in all 40, then lets go, and R gets it too. A fan-out that
+ * waited for each stripe in stripe order (as it did) would wait at R's, the first, and place none
+ * of the 40 meanwhile: the callback sees 0 and the test fails (it does not hang: nothing else is
+ * held). */
+typedef struct busy_arg {
+    social_ctx *ctx;
+    const char *reader;
+    soc_tl **others;
+    size_t n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool holding, read;
+    size_t seen;                /* others holding the post, seen while ua's stripe was held */
+} busy_arg;
+
+static void on_busy(void *arg, const social_post_view *v, size_t n, bool more)
+{
+    (void)v, (void)n, (void)more;
+    busy_arg *b = arg;
+    pthread_mutex_lock(&b->mu);
+    b->holding = true;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    for (int tries = 0; tries < 5000; tries++) {
+        size_t seen = 0;
+        for (size_t i = 0; i < b->n; i++)
+            seen += soc_tl_count(b->ctx, b->others[i]) == 1;
+        b->seen = seen;
+        if (seen == b->n)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+}
+
+static void *busy_reader(void *arg)
+{
+    busy_arg *b = arg;
+    b->read = social_timeline_read(b->ctx, b->reader, 0, "", 10, on_busy, b);
+    return NULL;
+}
+
+static void test_fanout_passes_busy_stripes(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    enum { N = 40 };
+    char id[32], rid[32];
+    for (int k = 0;; k++) { /* a reader of one of the lower stripes */
+        snprintf(rid, sizeof rid, "ua%d", k);
+        if (h(rid) % 1024 < 512)
+            break;
+    }
+    soc_tl *a = soc_tl_open(&ctx, rid, TR_PID_NONE);
+    assert_non_null(a);
+    assert_int_equal(soc_tl_follow(&ctx, a, "ux"), 1);
+    soc_tl_servable(&ctx, a, true);
+    soc_tl *o[N];
+    uint64_t readers[N + 1];
+    readers[0] = h(rid);
+    for (int i = 0, k = 0; i < N; k++) { /* readers of stripes above it */
+        snprintf(id, sizeof id, "o%d", k);
+        if (h(id) % 1024 <= h(rid) % 1024)
+            continue;
+        o[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
+        assert_non_null(o[i]);
+        assert_int_equal(soc_tl_follow(&ctx, o[i], "ux"), 1);
+        readers[++i] = h(id);
+    }
+    busy_arg b = {.ctx = &ctx, .reader = rid, .others = o, .n = N};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_reader, &b), 0);
+    pthread_mutex_lock(&b.mu);
+    while (!b.holding)
+        pthread_cond_wait(&b.cv, &b.mu);
+    pthread_mutex_unlock(&b.mu);
+    soc_post *p = post(&ctx, "ux", 10);
+    assert_int_equal(soc_tl_fanout(&ctx, p, readers, N + 1), N + 1);
+    pthread_join(th, NULL);
+    assert_true(b.read);
+    assert_int_equal(b.seen, N);
+    assert_int_equal(soc_tl_count(&ctx, a), 1);
+    soc_post_unref(&ctx, p);
+    soc_tl_close(&ctx, a);
+    for (int i = 0; i < N; i++)
+        soc_tl_close(&ctx, o[i]);
+    pthread_mutex_destroy(&b.mu);
+    pthread_cond_destroy(&b.cv);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0);
+    social_ctx_free(&ctx);
+}
+
+/* Two threads fan posts out to the same 3,000 readers at once (their batches meet on stripes and
+ * pass busy ones by, to place there after): every reader ends with every post it follows, once,
+ * newest first, and every reference comes back. */
+typedef struct race_arg {
+    social_ctx *ctx;
+    const uint64_t *readers;
+    size_t n;
+    uint64_t first;             /* this thread's posts: ts first, first + 2, ... */
+    size_t placed;
+} race_arg;
+
+enum { RACE_READERS = 3000, RACE_POSTS = 60 };
+
+static void *race_fanout(void *arg)
+{
+    race_arg *r = arg;
+    for (uint64_t k = 0; k < RACE_POSTS; k++) {
+        char id[64];
+        int n = snprintf(id, sizeof id, "rx.%llu", (unsigned long long)(r->first + 2 * k));
+        soc_post *p = soc_post_new(r->ctx, id, (size_t)n, "rx", 2, "https://x/y", 11,
+                                   r->first + 2 * k);
+        if (p == NULL)
+            return NULL;
+        r->placed += soc_tl_fanout(r->ctx, p, r->readers, r->n);
+        soc_post_unref(r->ctx, p);
+    }
+    return NULL;
+}
+
+static void test_fanout_race(void **state)
+{
+    (void)state;
+    static social_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.timeline_cap = 800;
+    static soc_tl *t[RACE_READERS];
+    static uint64_t rh[RACE_READERS];
+    char id[32];
+    for (int i = 0; i < RACE_READERS; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        t[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
+        assert_non_null(t[i]);
+        assert_int_equal(soc_tl_follow(&ctx, t[i], "rx"), 1);
+        rh[i] = h(id);
+    }
+    race_arg ra = {&ctx, rh, RACE_READERS, 1, 0}, rb = {&ctx, rh, RACE_READERS, 2, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, race_fanout, &rb), 0);
+    race_fanout(&ra);
+    pthread_join(th, NULL);
+    assert_int_equal(ra.placed, (size_t)RACE_READERS * RACE_POSTS);
+    assert_int_equal(rb.placed, (size_t)RACE_READERS * RACE_POSTS);
+    for (int i = 0; i < RACE_READERS; i++) {
+        assert_int_equal(soc_tl_count(&ctx, t[i]), 2 * RACE_POSTS);
+        soc_post *got[16];
+        size_t avail;
+        size_t n = soc_tl_page(&ctx, t[i], 0, "", 16, got, &avail);
+        assert_int_equal(n, 16);
+        for (size_t k = 0; k < n; k++) {
+            assert_int_equal(got[k]->ts, 2 * RACE_POSTS - k);
+            soc_post_unref(&ctx, got[k]);
+        }
+    }
+    for (int i = 0; i < RACE_READERS; i++)
+        soc_tl_close(&ctx, t[i]);
+    assert_int_equal(atomic_load(&ctx.stats.post_records), 0);
+    social_ctx_free(&ctx);
+}
+
 /* A post record keeps the post as the HTTP API writes it, escaped. */
 static void test_post_json(void **state)
 {
@@ -458,6 +627,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_table_grows),
     cmocka_unit_test(test_table_memory),
     cmocka_unit_test(test_rings_grow_together),
+    cmocka_unit_test(test_fanout_passes_busy_stripes),
+    cmocka_unit_test(test_fanout_race),
     cmocka_unit_test(test_post_json),
     cmocka_unit_test(test_hset_membership),
 };
