@@ -8,9 +8,13 @@
  * starts every user's timeline (a page read: each rebuilds from the user and post actors), and
  * has the authors of ranks [--from, --to] post one image each: the fan-out consumer inserts each
  * post into its author's followers' running timelines. It prints, as JSON lines: the build's
- * rates, timeline insertions per second (from the first post to the last insertion), the posts'
- * commit→inserted lag (p50, p99), and the memory of the timelines per entry (entry arrays,
- * capacity included; the shared post records apart).
+ * rates; how far the fan-out consumer was behind the build's events (the bus-backlog line: the
+ * posts wait until it has caught up, and that catch-up is timed on its own; --no-settle posts at
+ * once, behind them); timeline insertions per second (from the first post to the last
+ * insertion) and the fan-out's shape ("shape": [ms since the first post, insertions so far]
+ * about every 50 ms from the end of posting); the posts' commit→inserted lag (p50, p99); and the
+ * memory of the timelines per entry (entry arrays, capacity included; the shared post records
+ * apart).
  */
 #include "actors/social.h"
 
@@ -33,7 +37,7 @@ typedef struct opts {
     unsigned users, follows, max_followers, from, to, workers, rounds;
     double zipf;
     const char *dir;
-    bool reuse;
+    bool reuse, no_settle;
 } opts;
 
 static uint64_t now_ns(void)
@@ -105,12 +109,14 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: social-bench [--users N] [--follows F] [--zipf S] [--max-followers M]\n"
                "                    [--from R] [--to R] [--rounds K] [--workers W]\n"
-               "                    [--dir DIR [--reuse]]\n"
+               "                    [--dir DIR [--reuse]] [--no-settle]\n"
                "defaults: 100000 users, 20 follows each, zipf 1.0, max followers 100000; the\n"
                "authors of ranks 200..2199 post once each (K times with --rounds); 2 workers;\n"
                "data in a fresh /tmp dir (--dir: kept in DIR, made if missing; --reuse: the\n"
                "network of an earlier run with the same --users/--follows/--zipf/--max-followers\n"
-               "in DIR, not built again: its actors recover from the store)\n");
+               "in DIR, not built again: its actors recover from the store). The posts wait\n"
+               "until the fan-out consumer has caught up with the build's events (timed on\n"
+               "its own: the bus-backlog line); --no-settle posts at once, behind them\n");
 }
 
 int main(int argc, char **argv)
@@ -123,7 +129,8 @@ int main(int argc, char **argv)
         {"from", required_argument, NULL, 'F'},   {"to", required_argument, NULL, 't'},
         {"rounds", required_argument, NULL, 'r'}, {"workers", required_argument, NULL, 'w'},
         {"dir", required_argument, NULL, 'd'},    {"reuse", no_argument, NULL, 'R'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"no-settle", no_argument, NULL, 'S'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
@@ -137,6 +144,7 @@ int main(int argc, char **argv)
         case 'w': o.workers = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'd': o.dir = optarg; break;
         case 'R': o.reuse = true; break;
+        case 'S': o.no_settle = true; break;
         case 'h': usage(stdout); return 0;
         default: /* getopt_long said what is wrong */
             fprintf(stderr, "Try 'social-bench --help'.\n");
@@ -283,6 +291,27 @@ int main(int argc, char **argv)
     printf("{\"name\":\"timelines-started\",\"timelines\":%zu,\"per_s\":%.0f}\n",
            tr_shard_count(ctx.timelines), o.users / ((double)(now_ns() - t0) / 1e9));
     fflush(stdout);
+    /* the bus behind: the fan-out consumer's backlog of the build's events (follows) */
+    tr_bus_lag lag = {0}, slag = {0};
+    (void)tr_bus_lag_get(store, "social.fanout.bench", &lag);
+    (void)tr_bus_lag_get(store, "social.search.bench", &slag);
+    /* caught up first (bounded: 10 minutes), so the fan-out's figure is the posts' alone; how
+     * long the catch-up took is its own figure */
+    uint64_t c0 = now_ns(), backlog = lag.events;
+    while (!o.no_settle && lag.events > 0 && now_ns() - c0 < 600000000000ull) {
+        usleep(10000);
+        (void)tr_bus_lag_get(store, "social.fanout.bench", &lag);
+    }
+    double t_catch = (double)(now_ns() - c0) / 1e9;
+    printf("{\"name\":\"bus-backlog\",\"fanout_events\":%llu,\"fanout_ms\":%llu,"
+           "\"search_events\":%llu,\"search_ms\":%llu,\"caught_up_s\":%.3f,"
+           "\"caught_up_per_s\":%.0f,\"left\":%llu}\n",
+           (unsigned long long)backlog, (unsigned long long)lag.ms,
+           (unsigned long long)slag.events, (unsigned long long)slag.ms,
+           o.no_settle ? 0.0 : t_catch,
+           !o.no_settle && t_catch > 0 ? (double)(backlog - lag.events) / t_catch : 0.0,
+           (unsigned long long)lag.events);
+    fflush(stdout);
     /* the posts, and the fan-out they cause */
     uint64_t ins0 = atomic_load(&ctx.stats.fanout_inserts);
     uint64_t posts0 = atomic_load(&ctx.stats.fanout_posts);
@@ -303,20 +332,37 @@ int main(int argc, char **argv)
     uint64_t t_posted = now_ns();
     unsigned nposts = (o.to - o.from + 1) * o.rounds;
     uint64_t deadline = now_ns() + 600000000000ull;
-    while (atomic_load(&ctx.stats.fanout_posts) - posts0 < nposts && now_ns() < deadline)
+    /* the fan-out's shape (a slow start, stalls, a tail): (ms since the first post, insertions
+     * so far) about every PROFILE_MS, the first when the posting is done */
+    enum { PROFILE_MS = 50, PROFILE_MAX = 400 };
+    uint64_t prof_t[PROFILE_MAX], prof_v[PROFILE_MAX];
+    unsigned nprof = 0;
+    uint64_t prof_next = 0;
+    while (atomic_load(&ctx.stats.fanout_posts) - posts0 < nposts && now_ns() < deadline) {
+        uint64_t now = now_ns();
+        if (now >= prof_next && nprof < PROFILE_MAX) {
+            prof_t[nprof] = (now - t0) / 1000000u;
+            prof_v[nprof++] = atomic_load(&ctx.stats.fanout_inserts) - ins0;
+            prof_next = now + PROFILE_MS * 1000000ull;
+        }
         usleep(1000);
+    }
     uint64_t t_done = now_ns();
     uint64_t ins = atomic_load(&ctx.stats.fanout_inserts) - ins0;
     double secs = (double)(t_done - t0) / 1e9;
-        uint64_t entries, bytes;
+    uint64_t entries, bytes;
     social_timeline_memory(&ctx, NULL, &entries, &bytes);
     printf("{\"name\":\"fanout\",\"posts\":%u,\"insertions\":%llu,\"expected_at_most\":%llu,"
            "\"seconds\":%.3f,\"posting_s\":%.3f,\"value\":%.0f,\"unit\":\"insertions/s\","
-           "\"lag_p50_ms\":%.1f,\"lag_p99_ms\":%.1f}\n",
+           "\"lag_p50_ms\":%.1f,\"lag_p99_ms\":%.1f,\"shape\":[",
            nposts, (unsigned long long)ins, (unsigned long long)expect, secs,
            (double)(t_posted - t0) / 1e9, ins / secs,
            social_lag_quantile(&ctx.stats.timeline_lag, 0.5) / 1000.0,
            social_lag_quantile(&ctx.stats.timeline_lag, 0.99) / 1000.0);
+    for (unsigned i = 0; i < nprof; i++)
+        printf("%s[%llu,%llu]", i ? "," : "", (unsigned long long)prof_t[i],
+               (unsigned long long)prof_v[i]);
+    printf("]}\n");
     printf("{\"name\":\"timeline-memory\",\"entries\":%llu,\"array_bytes\":%llu,"
            "\"bytes_per_entry\":%.1f,\"entry_size\":8,\"post_records\":%llu,"
            "\"table_bytes\":%llu}\n",
