@@ -34,7 +34,7 @@
 #define WINDOW 2000u /* requests in flight at once */
 
 typedef struct opts {
-    unsigned users, follows, max_followers, from, to, workers, rounds;
+    unsigned users, follows, max_followers, from, to, workers, rounds, rate;
     double zipf;
     const char *dir;
     bool reuse, no_settle;
@@ -109,14 +109,16 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: social-bench [--users N] [--follows F] [--zipf S] [--max-followers M]\n"
                "                    [--from R] [--to R] [--rounds K] [--workers W]\n"
-               "                    [--dir DIR [--reuse]] [--no-settle]\n"
+               "                    [--dir DIR [--reuse]] [--no-settle] [--rate P]\n"
                "defaults: 100000 users, 20 follows each, zipf 1.0, max followers 100000; the\n"
                "authors of ranks 200..2199 post once each (K times with --rounds); 2 workers;\n"
                "data in a fresh /tmp dir (--dir: kept in DIR, made if missing; --reuse: the\n"
                "network of an earlier run with the same --users/--follows/--zipf/--max-followers\n"
                "in DIR, not built again: its actors recover from the store). The posts wait\n"
                "until the fan-out consumer has caught up with the build's events (timed on\n"
-               "its own: the bus-backlog line); --no-settle posts at once, behind them\n");
+               "its own: the bus-backlog line); --no-settle posts at once, behind them.\n"
+               "--rate P: P posts a second (open loop) instead of all at once: the fanout\n"
+               "line's lag is then the timelines' lag at that rate\n");
 }
 
 int main(int argc, char **argv)
@@ -129,8 +131,8 @@ int main(int argc, char **argv)
         {"from", required_argument, NULL, 'F'},   {"to", required_argument, NULL, 't'},
         {"rounds", required_argument, NULL, 'r'}, {"workers", required_argument, NULL, 'w'},
         {"dir", required_argument, NULL, 'd'},    {"reuse", no_argument, NULL, 'R'},
-        {"no-settle", no_argument, NULL, 'S'},    {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"no-settle", no_argument, NULL, 'S'},    {"rate", required_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
@@ -145,6 +147,7 @@ int main(int argc, char **argv)
         case 'd': o.dir = optarg; break;
         case 'R': o.reuse = true; break;
         case 'S': o.no_settle = true; break;
+        case 'P': o.rate = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: /* getopt_long said what is wrong */
             fprintf(stderr, "Try 'social-bench --help'.\n");
@@ -158,7 +161,7 @@ int main(int argc, char **argv)
     }
     if (o.users < 10 || o.users > 10000000 || o.follows == 0 || o.follows >= o.users ||
         o.from < 1 || o.to < o.from || o.to > o.users || o.zipf <= 0 || o.rounds == 0 ||
-        o.rounds > 1000 || (o.reuse && o.dir == NULL)) {
+        o.rounds > 1000 || o.rate > 10000000 || (o.reuse && o.dir == NULL)) {
         usage(stderr);
         return 2;
     }
@@ -322,8 +325,15 @@ int main(int argc, char **argv)
                       : 0;
     expect *= o.rounds;
     t0 = now_ns();
+    uint64_t sent = 0;
     for (unsigned k = 0; k < o.rounds; k++)
         for (unsigned r = o.from; r <= o.to; r++) {
+            if (o.rate > 0) { /* open loop: post n at t0 + n / rate */
+                uint64_t at = t0 + sent * 1000000000ull / o.rate, now = now_ns();
+                if (at > now)
+                    usleep((useconds_t)((at - now) / 1000u));
+            }
+            sent++;
             tr_msg *m = tr_msg_new(SOC_P_CREATE, 48);
             tr_msg_put_str(m, "https://img.example/bench.jpg", 29);
             send_req(ctx.posts, port, ids[r], m);
