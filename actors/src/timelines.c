@@ -955,7 +955,7 @@ static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
     tl_stripe *sts[FANOUT_BATCH];
     soc_tl *ts[FANOUT_BATCH];
     size_t m = 0, nl = *nlater;
-    uint64_t busy = UINT64_MAX; /* the last stripe found held */
+    uint64_t busy = UINT64_MAX; /* the last stripe found held by another thread */
     for (size_t i = 0; i < n; i++) { /* in stripe order (insertion sort: n is small) */
         uint64_t h = key_of(readers[i]);
         size_t k = i;
@@ -965,20 +965,20 @@ static size_t fanout_batch(social_ctx *ctx, struct soc_tls *tab, soc_post *p,
         }
         hs[k] = h;
     }
+    tl_stripe *held = NULL; /* the last stripe locked */
     for (size_t i = 0; i < n; i++) { /* the stripes free now; the others' readers for later */
-        tl_stripe *st = &tab->st[hs[i] % TL_STRIPES];
-        if (m > 0 && sts[m - 1] == st) {
-            sts[m] = st;
-            hs[m++] = hs[i];
-        } else if (busy == hs[i] % TL_STRIPES) {
-            later[nl++] = hs[i];
-        } else if (pthread_mutex_trylock(&st->lock) == 0) {
-            sts[m] = st;
-            hs[m++] = hs[i];
-        } else {
-            busy = hs[i] % TL_STRIPES;
-            later[nl++] = hs[i];
+        uint64_t k = hs[i] % TL_STRIPES;
+        tl_stripe *st = &tab->st[k];
+        if (st != held) {
+            if (k == busy || pthread_mutex_trylock(&st->lock) != 0) {
+                busy = k;
+                later[nl++] = hs[i];
+                continue;
+            }
+            held = st;
         }
+        sts[m] = st;
+        hs[m++] = hs[i];
     }
     *nlater = nl;
     for (size_t i = 0; i < m; i++) /* the slots */
