@@ -41,6 +41,20 @@ static void page(social_ctx *ctx, soc_tl *t, uint64_t bts, const char *bid, char
     }
 }
 
+/* Timelines of readers PREFIX0..PREFIX(n-1), each following `author`; their id hashes in rh. */
+static void open_readers(social_ctx *ctx, const char *prefix, const char *author, int n,
+                         soc_tl **t, uint64_t *rh)
+{
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        t[i] = soc_tl_open(ctx, id, TR_PID_NONE);
+        assert_non_null(t[i]);
+        assert_int_equal(soc_tl_follow(ctx, t[i], author), 1);
+        rh[i] = h(id);
+    }
+}
+
 typedef struct read_out {
     char text[256];
 } read_out;
@@ -389,14 +403,7 @@ static void test_rings_grow_together(void **state)
     enum { N = 20000, POSTS = 128 };
     static soc_tl *t[N];
     static uint64_t rh[N];
-    char id[32];
-    for (int i = 0; i < N; i++) {
-        snprintf(id, sizeof id, "g%d", i);
-        t[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
-        assert_non_null(t[i]);
-        assert_int_equal(soc_tl_follow(&ctx, t[i], "star"), 1);
-        rh[i] = h(id);
-    }
+    open_readers(&ctx, "g", "star", N, t, rh);
     for (uint64_t k = 1; k <= POSTS; k++) {
         soc_post *p = post(&ctx, "star", k);
         assert_int_equal(soc_tl_fanout(&ctx, p, rh, N), N);
@@ -552,14 +559,7 @@ static void test_fanout_race(void **state)
     ctx.timeline_cap = 800;
     static soc_tl *t[RACE_READERS];
     static uint64_t rh[RACE_READERS];
-    char id[32];
-    for (int i = 0; i < RACE_READERS; i++) {
-        snprintf(id, sizeof id, "r%d", i);
-        t[i] = soc_tl_open(&ctx, id, TR_PID_NONE);
-        assert_non_null(t[i]);
-        assert_int_equal(soc_tl_follow(&ctx, t[i], "rx"), 1);
-        rh[i] = h(id);
-    }
+    open_readers(&ctx, "r", "rx", RACE_READERS, t, rh);
     race_arg ra = {&ctx, rh, RACE_READERS, 1, 0}, rb = {&ctx, rh, RACE_READERS, 2, 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, race_fanout, &rb), 0);
