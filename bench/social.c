@@ -300,7 +300,7 @@ int main(int argc, char **argv)
     (void)tr_bus_lag_get(store, "social.search.bench", &slag);
     /* caught up first (bounded: 10 minutes), so the fan-out's figure is the posts' alone; how
      * long the catch-up took is its own figure */
-    uint64_t c0 = now_ns(), backlog = lag.events;
+    uint64_t c0 = now_ns(), backlog = lag.events, backlog_ms = lag.ms;
     while (!o.no_settle && lag.events > 0 && now_ns() - c0 < 600000000000ull) {
         usleep(10000);
         (void)tr_bus_lag_get(store, "social.fanout.bench", &lag);
@@ -309,7 +309,7 @@ int main(int argc, char **argv)
     printf("{\"name\":\"bus-backlog\",\"fanout_events\":%llu,\"fanout_ms\":%llu,"
            "\"search_events\":%llu,\"search_ms\":%llu,\"caught_up_s\":%.3f,"
            "\"caught_up_per_s\":%.0f,\"left\":%llu}\n",
-           (unsigned long long)backlog, (unsigned long long)lag.ms,
+           (unsigned long long)backlog, (unsigned long long)backlog_ms,
            (unsigned long long)slag.events, (unsigned long long)slag.ms,
            o.no_settle ? 0.0 : t_catch,
            !o.no_settle && t_catch > 0 ? (double)(backlog - lag.events) / t_catch : 0.0,

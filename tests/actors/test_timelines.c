@@ -1,8 +1,9 @@
 /*
  * test_timelines.c — the node's timeline table (actors/src/timelines.c) without actors: order,
  * the cap, duplicates, the follow check, celebrities, unfollow, a record replaced by a newer one
- * of the same reader, every reference given back; and the hashed id set's membership at every
- * size (a linear scan up to 32, a branch-free lower bound above).
+ * of the same reader, every reference given back; the table's own memory; a fan-out passing a
+ * stripe another thread holds, and two fanning out to the same readers at once; and the hashed
+ * id set's membership at every size (a linear scan up to 32, a branch-free lower bound above).
  */
 #include "test_util.h"
 
@@ -440,7 +441,7 @@ typedef struct busy_arg {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool holding, read;
-    size_t seen;                /* others holding the post, seen while ua's stripe was held */
+    size_t seen;                /* others holding the post, seen while R's stripe was held */
 } busy_arg;
 
 static void on_busy(void *arg, const social_post_view *v, size_t n, bool more)
